@@ -1,0 +1,54 @@
+# middlebox: `make demo` shows the product working, `make test` passes the tests.
+# Both set up everything they need on a fresh Debian 12 machine (run as root).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev \
+                iperf3 ethtool socat conntrack gcc python3-dev
+
+.PHONY: all deps venv build test test-compiled test-pure demo bench clean
+
+all: build
+
+# System packages the tests, the demo and the NetfilterQueue build need.
+deps: .deps.stamp
+.deps.stamp:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml setup.py .deps.stamp
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel Cython
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# Compile the Cython twin in place (the editable install imports it from the tree).
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+test-compiled: build
+	$(PY) -m pytest tests
+
+test-pure: build
+	MIDDLEBOX_PURE_PYTHON=1 $(PY) -m pytest tests
+
+test: build
+	$(PY) -m pytest tests
+	MIDDLEBOX_PURE_PYTHON=1 $(PY) -m pytest tests
+
+demo: build
+	$(VENV)/bin/middlebox demo
+
+bench: build
+	$(PY) bench/bench_wire.py
+
+clean:
+	rm -rf build *.egg-info cext/*.c middlebox/*.so .deps.stamp $(VENV)

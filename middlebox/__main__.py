@@ -1,0 +1,3 @@
+from middlebox.cli import main
+
+raise SystemExit(main())
