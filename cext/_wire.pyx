@@ -1,0 +1,1181 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython twin of the wire layer (docs/wire-api.md): same signatures, same results.
+
+The pure-Python reference (`middlebox/wire/packet.py`, `middlebox/wire/mptcp.py`) is the spec;
+this module only makes it fast. Everything here works on `const unsigned char *` views of
+`bytes` objects, reads big-endian fields with shifts, sums checksums in native 16-bit words
+with a 64-bit accumulator (RFC 1071 §2(B): byte-order independence) and builds every output
+`bytes` with one allocation. The MPTCP option values are the reference's own frozen
+dataclasses (imported from `middlebox.wire.mptcp`).
+
+Differential hypothesis tests (`tests/unit/test_twin_differential.py`) hold the two together.
+"""
+
+cimport cython
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.long cimport PyLong_AsUnsignedLongLong, PyLong_Check
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memset
+
+from middlebox.wire.errors import WireError
+from middlebox.wire.mptcp import (
+    AddAddr,
+    Dss,
+    MpCapable,
+    MpFail,
+    MpFastclose,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    MpPrio,
+    MpTcpRst,
+    RemoveAddr,
+)
+
+# --------------------------------------------------------------------------------------------
+# constants (names as in the reference / RFC 8684)
+
+cdef enum:
+    TCPOPT_EOL = 0
+    TCPOPT_NOP = 1
+    TCPOPT_MSS = 2
+    TCPOPT_WINDOW = 3
+    TCPOPT_SACK_PERM = 4
+    TCPOPT_SACK = 5
+    TCPOPT_TIMESTAMP = 8
+    TCPOPT_MPTCP = 30
+
+cdef enum:
+    TCP_FIN = 0x01
+    TCP_SYN = 0x02
+    TCP_RST = 0x04
+    TCP_ACK = 0x10
+
+cdef enum:
+    MAX_TCP_OPTIONS = 40
+
+# MPTCP subtypes, RFC 8684 §3
+cdef enum:
+    MPTCPOPT_MP_CAPABLE = 0
+    MPTCPOPT_MP_JOIN = 1
+    MPTCPOPT_DSS = 2
+    MPTCPOPT_ADD_ADDR = 3
+    MPTCPOPT_RM_ADDR = 4
+    MPTCPOPT_MP_PRIO = 5
+    MPTCPOPT_MP_FAIL = 6
+    MPTCPOPT_MP_FASTCLOSE = 7
+    MPTCPOPT_RST = 8
+
+# DSS flags, RFC 8684 §3.3
+cdef enum:
+    MPTCP_DSS_DATA_ACK = 0x01
+    MPTCP_DSS_ACK64 = 0x02
+    MPTCP_DSS_HAS_MAP = 0x04
+    MPTCP_DSS_DSN64 = 0x08
+    MPTCP_DSS_DATA_FIN = 0x10
+    MPTCP_DSS_FLAG_MASK = 0x1f
+
+cdef object _EMPTY = ()
+
+
+cdef extern from "<arpa/inet.h>" nogil:
+    uint16_t ntohs(uint16_t)
+
+
+# --------------------------------------------------------------------------------------------
+# small C helpers
+
+cdef inline uint32_t _be16(const unsigned char *p) noexcept nogil:
+    return (<uint32_t>p[0] << 8) | p[1]
+
+
+cdef inline uint32_t _be32(const unsigned char *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline uint64_t _be64(const unsigned char *p) noexcept nogil:
+    return (<uint64_t>_be32(p) << 32) | _be32(p + 4)
+
+
+cdef inline void _put16(unsigned char *p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 8) & 0xff
+    p[1] = v & 0xff
+
+
+cdef inline void _put32(unsigned char *p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 24) & 0xff
+    p[1] = (v >> 16) & 0xff
+    p[2] = (v >> 8) & 0xff
+    p[3] = v & 0xff
+
+
+cdef inline void _put64(unsigned char *p, uint64_t v) noexcept nogil:
+    _put32(p, <uint32_t>(v >> 32))
+    _put32(p + 4, <uint32_t>v)
+
+
+cdef inline uint64_t _sum_native(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    """Unfolded one's-complement sum of p[0:n] in native-order 16-bit words (odd n: zero pad)."""
+    cdef uint64_t acc = 0
+    cdef uint32_t w32
+    cdef uint16_t w16 = 0
+    while n >= 32:
+        memcpy(&w32, p, 4); acc += w32
+        memcpy(&w32, p + 4, 4); acc += w32
+        memcpy(&w32, p + 8, 4); acc += w32
+        memcpy(&w32, p + 12, 4); acc += w32
+        memcpy(&w32, p + 16, 4); acc += w32
+        memcpy(&w32, p + 20, 4); acc += w32
+        memcpy(&w32, p + 24, 4); acc += w32
+        memcpy(&w32, p + 28, 4); acc += w32
+        p += 32
+        n -= 32
+    while n >= 4:
+        memcpy(&w32, p, 4)
+        acc += w32
+        p += 4
+        n -= 4
+    if n >= 2:
+        memcpy(&w16, p, 2)
+        acc += w16
+        p += 2
+        n -= 2
+    if n:
+        w16 = 0
+        (<unsigned char *>&w16)[0] = p[0]
+        acc += w16
+    return acc
+
+
+cdef inline uint32_t _fold(uint64_t acc) noexcept nogil:
+    """Fold a native-order accumulator to 16 bits and return it in network (big-endian) value."""
+    acc = (acc & 0xffffffffULL) + (acc >> 32)
+    acc = (acc & 0xffffffffULL) + (acc >> 32)
+    acc = (acc & 0xffff) + (acc >> 16)
+    acc = (acc & 0xffff) + (acc >> 16)
+    acc = (acc & 0xffff) + (acc >> 16)
+    return ntohs(<uint16_t>acc)
+
+
+cdef inline uint32_t _fold_be(uint64_t acc) noexcept nogil:
+    """Fold an accumulator of big-endian word values to 16 bits."""
+    acc = (acc & 0xffffffffULL) + (acc >> 32)
+    acc = (acc & 0xffffffffULL) + (acc >> 32)
+    acc = (acc & 0xffff) + (acc >> 16)
+    acc = (acc & 0xffff) + (acc >> 16)
+    acc = (acc & 0xffff) + (acc >> 16)
+    return <uint32_t>acc
+
+
+cdef inline object _as_bytes(object buf):
+    """bytes as-is; any other bytes-like object copied to bytes (TypeError for non-buffers)."""
+    if PyBytes_CheckExact(buf):
+        return buf
+    return bytes(memoryview(buf))
+
+
+cdef inline const unsigned char *_ptr(object b) noexcept:
+    return <const unsigned char *>PyBytes_AS_STRING(b)
+
+
+cdef uint64_t _uint(object v, uint64_t maximum, str what) except? 0xffffffffffffffffULL:
+    """Python int -> C unsigned, WireError when not in 0..maximum."""
+    cdef uint64_t r
+    if not PyLong_Check(v):
+        raise WireError(f"{what} must be an int, not {type(v).__name__}")
+    try:
+        r = PyLong_AsUnsignedLongLong(v)
+    except OverflowError:
+        raise WireError(f"{what} out of range: {v!r}") from None
+    if r > maximum:
+        raise WireError(f"{what} out of range: {v!r}")
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# Packet
+
+@cython.freelist(32)
+@cython.final
+cdef class Packet:
+    """One parsed IPv4/IPv6 + TCP header (see docs/wire-api.md, "Packet")."""
+
+    cdef readonly int version
+    cdef readonly bytes src
+    cdef readonly bytes dst
+    cdef readonly int ip_hlen
+    cdef readonly int ttl
+    cdef readonly int sport
+    cdef readonly int dport
+    cdef readonly uint32_t seq
+    cdef readonly uint32_t ack
+    cdef readonly int flags
+    cdef readonly int window
+    cdef readonly int doff
+    cdef readonly int payload_off
+    cdef readonly int payload_len
+    cdef readonly int length
+
+    def __init__(self, version, src, dst, ip_hlen, ttl, sport, dport, seq, ack, flags,
+                 window, doff, payload_off, payload_len, length):
+        self.version = version
+        self.src = src
+        self.dst = dst
+        self.ip_hlen = ip_hlen
+        self.ttl = ttl
+        self.sport = sport
+        self.dport = dport
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.doff = doff
+        self.payload_off = payload_off
+        self.payload_len = payload_len
+        self.length = length
+
+    cdef tuple _fields(self):
+        return (self.version, self.src, self.dst, self.ip_hlen, self.ttl, self.sport,
+                self.dport, self.seq, self.ack, self.flags, self.window, self.doff,
+                self.payload_off, self.payload_len, self.length)
+
+    def __eq__(self, other):
+        if type(other) is not Packet:
+            return NotImplemented
+        return self._fields() == (<Packet>other)._fields()
+
+    def __ne__(self, other):
+        if type(other) is not Packet:
+            return NotImplemented
+        return self._fields() != (<Packet>other)._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __repr__(self):
+        return (
+            f"Packet(version={self.version!r}, src={self.src!r}, dst={self.dst!r}, "
+            f"ip_hlen={self.ip_hlen!r}, ttl={self.ttl!r}, sport={self.sport!r}, "
+            f"dport={self.dport!r}, seq={self.seq!r}, ack={self.ack!r}, "
+            f"flags={self.flags!r}, window={self.window!r}, doff={self.doff!r}, "
+            f"payload_off={self.payload_off!r}, payload_len={self.payload_len!r}, "
+            f"length={self.length!r})"
+        )
+
+    def __reduce__(self):
+        return (Packet, self._fields())
+
+
+cdef Packet _coerce_packet(object pkt):
+    """A twin Packet for a twin Packet (as-is) or any object with the Packet attributes."""
+    if type(pkt) is Packet:
+        return <Packet>pkt
+    return Packet(*packet_fields(pkt))
+
+
+def packet_fields(p):
+    """(version, src, dst, ip_hlen, ttl, sport, dport, seq, ack, flags, window, doff,
+    payload_off, payload_len, length) of a Packet of either implementation."""
+    if type(p) is Packet:
+        return (<Packet>p)._fields()
+    return (p.version, p.src, p.dst, p.ip_hlen, p.ttl, p.sport, p.dport, p.seq, p.ack,
+            p.flags, p.window, p.doff, p.payload_off, p.payload_len, p.length)
+
+
+def parse_packet(buf):
+    """Parse the IPv4/IPv6 + TCP headers of `buf`; WireError if this layer cannot handle it."""
+    buf = _as_bytes(buf)
+    cdef const unsigned char *p = _ptr(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef int version, ihl, total, doff, ttl
+    cdef Packet pkt
+    if n < 20:
+        raise WireError("buffer shorter than an IP header")
+    version = p[0] >> 4
+    if version == 4:
+        ihl = (p[0] & 0x0f) * 4
+        if ihl < 20:
+            raise WireError("IPv4 IHL < 5")
+        total = _be16(p + 2)
+        if total < ihl + 20 or total > n:
+            raise WireError("IPv4 total length does not fit a TCP segment in the buffer")
+        if _be16(p + 6) & 0x3fff:
+            raise WireError("IPv4 fragment")
+        if p[9] != 6:
+            raise WireError("not TCP")
+        ttl = p[8]
+    elif version == 6:
+        if n < 60:
+            raise WireError("buffer shorter than IPv6 + TCP headers")
+        if p[6] != 6:
+            raise WireError("IPv6 next header is not TCP (extension headers are not supported)")
+        ihl = 40
+        total = 40 + <int>_be16(p + 4)
+        if total < 60 or total > n:
+            raise WireError("IPv6 payload length does not fit a TCP segment in the buffer")
+        ttl = p[7]
+    else:
+        raise WireError(f"IP version {version}")
+    doff = (p[ihl + 12] >> 4) * 4
+    if doff < 20 or ihl + doff > total:
+        raise WireError("bad TCP data offset")
+    pkt = Packet.__new__(Packet)
+    pkt.version = version
+    if version == 4:
+        pkt.src = PyBytes_FromStringAndSize(<const char *>p + 12, 4)
+        pkt.dst = PyBytes_FromStringAndSize(<const char *>p + 16, 4)
+    else:
+        pkt.src = PyBytes_FromStringAndSize(<const char *>p + 8, 16)
+        pkt.dst = PyBytes_FromStringAndSize(<const char *>p + 24, 16)
+    pkt.ip_hlen = ihl
+    pkt.ttl = ttl
+    p += ihl
+    pkt.sport = _be16(p)
+    pkt.dport = _be16(p + 2)
+    pkt.seq = _be32(p + 4)
+    pkt.ack = _be32(p + 8)
+    pkt.flags = p[13]
+    pkt.window = _be16(p + 14)
+    pkt.doff = doff
+    pkt.payload_off = ihl + doff
+    pkt.payload_len = total - ihl - doff
+    pkt.length = total
+    return pkt
+
+
+# --------------------------------------------------------------------------------------------
+# TCP options
+
+@cython.freelist(32)
+@cython.final
+cdef class TcpOptions:
+    """The TCP options of one segment (see docs/wire-api.md, "TcpOptions")."""
+
+    cdef readonly int mss
+    cdef readonly int wscale
+    cdef readonly bint sack_perm
+    cdef readonly int64_t ts_val
+    cdef readonly int64_t ts_ecr
+    cdef readonly tuple sack
+    cdef readonly tuple mptcp
+
+    def __init__(self, mss=-1, wscale=-1, sack_perm=False, ts_val=-1, ts_ecr=-1, sack=(),
+                 mptcp=()):
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_perm = sack_perm
+        self.ts_val = ts_val
+        self.ts_ecr = ts_ecr
+        self.sack = tuple(sack)
+        self.mptcp = tuple(mptcp)
+
+    cdef tuple _fields(self):
+        return (self.mss, self.wscale, self.sack_perm, self.ts_val, self.ts_ecr, self.sack,
+                self.mptcp)
+
+    def __eq__(self, other):
+        if type(other) is not TcpOptions:
+            return NotImplemented
+        return self._fields() == (<TcpOptions>other)._fields()
+
+    def __ne__(self, other):
+        if type(other) is not TcpOptions:
+            return NotImplemented
+        return self._fields() != (<TcpOptions>other)._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __repr__(self):
+        return (
+            f"TcpOptions(mss={self.mss!r}, wscale={self.wscale!r}, "
+            f"sack_perm={self.sack_perm!r}, ts_val={self.ts_val!r}, ts_ecr={self.ts_ecr!r}, "
+            f"sack={self.sack!r}, mptcp={self.mptcp!r})"
+        )
+
+    def __reduce__(self):
+        return (TcpOptions, self._fields())
+
+
+cdef inline Py_ssize_t _clamp(Py_ssize_t v, Py_ssize_t n) noexcept nogil:
+    if v < 0:
+        return 0
+    if v > n:
+        return n
+    return v
+
+
+cdef TcpOptions _parse_options(object buf, Py_ssize_t start, Py_ssize_t end):
+    cdef const unsigned char *p = _ptr(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t i, size, j, nsack = 0, sack_at = 0
+    cdef int kind
+    cdef int nmp = 0
+    cdef Py_ssize_t mp_at[40]
+    cdef Py_ssize_t mp_len[40]
+    cdef TcpOptions o = TcpOptions.__new__(TcpOptions)
+    cdef tuple t
+    cdef object item
+    o.mss = -1
+    o.wscale = -1
+    o.sack_perm = False
+    o.ts_val = -1
+    o.ts_ecr = -1
+    start = _clamp(start, n)
+    end = _clamp(end, n)
+    i = start
+    while i < end:
+        kind = p[i]
+        if kind == TCPOPT_EOL:
+            break
+        if kind == TCPOPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        size = p[i + 1]
+        if size < 2 or i + size > end:
+            break
+        if kind == TCPOPT_MSS:
+            if size == 4:
+                o.mss = _be16(p + i + 2)
+        elif kind == TCPOPT_WINDOW:
+            if size == 3:
+                o.wscale = p[i + 2]
+        elif kind == TCPOPT_SACK_PERM:
+            if size == 2:
+                o.sack_perm = True
+        elif kind == TCPOPT_TIMESTAMP:
+            if size == 10:
+                o.ts_val = _be32(p + i + 2)
+                o.ts_ecr = _be32(p + i + 6)
+        elif kind == TCPOPT_SACK:
+            if size >= 10 and size <= 34 and (size - 2) % 8 == 0:
+                nsack = (size - 2) >> 3
+                sack_at = i + 2
+        elif kind == TCPOPT_MPTCP:
+            if nmp < 40:
+                mp_at[nmp] = i
+                mp_len[nmp] = size
+                nmp += 1
+        i += size
+    if nsack:
+        t = PyTuple_New(nsack)
+        for j in range(nsack):
+            item = (_be32(p + sack_at + 8 * j), _be32(p + sack_at + 8 * j + 4))
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(t, j, item)
+        o.sack = t
+    else:
+        o.sack = _EMPTY
+    if nmp:
+        t = PyTuple_New(nmp)
+        for j in range(nmp):
+            item = PyBytes_FromStringAndSize(<const char *>p + mp_at[j], mp_len[j])
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(t, j, item)
+        o.mptcp = t
+    else:
+        o.mptcp = _EMPTY
+    return o
+
+
+def parse_options(buf, start, end):
+    """Walk the TCP options in buf[start:end] like Linux tcp_parse_options; never raises."""
+    buf = _as_bytes(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t s = _clamp_obj(start, n), e = _clamp_obj(end, n)
+    return _parse_options(buf, s, e)
+
+
+cdef inline Py_ssize_t _clamp_obj(object v, Py_ssize_t n):
+    if v < 0:
+        return 0
+    if v > n:
+        return n
+    return v
+
+
+def options_of(buf, pkt):
+    """parse_options(buf, pkt.ip_hlen + 20, pkt.payload_off)."""
+    buf = _as_bytes(buf)
+    cdef Packet pk = _coerce_packet(pkt)
+    return _parse_options(buf, pk.ip_hlen + 20, pk.payload_off)
+
+
+def strip_mptcp(buf, start, end):
+    """The options in buf[start:end] with every kind-30 option removed, the rest as is."""
+    buf = _as_bytes(buf)
+    cdef const unsigned char *p = _ptr(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t s = _clamp_obj(start, n), e = _clamp_obj(end, n)
+    cdef Py_ssize_t i = s, size, w = 0
+    cdef unsigned char out[256]
+    cdef unsigned char *o = out
+    cdef object res
+    cdef int kind
+    if e - s > 256:
+        res = PyBytes_FromStringAndSize(NULL, e - s)
+        o = <unsigned char *>PyBytes_AS_STRING(res)
+    while i < e:
+        kind = p[i]
+        if kind == TCPOPT_EOL:
+            break
+        if kind == TCPOPT_NOP:
+            o[w] = 1
+            w += 1
+            i += 1
+            continue
+        if i + 1 >= e:
+            memcpy(o + w, p + i, e - i)
+            w += e - i
+            break
+        size = p[i + 1]
+        if size < 2 or i + size > e:
+            memcpy(o + w, p + i, e - i)
+            w += e - i
+            break
+        if kind != TCPOPT_MPTCP:
+            memcpy(o + w, p + i, size)
+            w += size
+        i += size
+    return PyBytes_FromStringAndSize(<const char *>o, w)
+
+
+def encode_tcp_options(mss=-1, wscale=-1, sack_perm=False, ts_val=-1, ts_ecr=-1, sack=()):
+    """The non-MPTCP options in the Linux order and alignment (tcp_options_write)."""
+    cdef unsigned char out[80]
+    cdef Py_ssize_t w = 0
+    cdef bint have_ts = ts_val != -1
+    cdef uint64_t v
+    if mss != -1:
+        v = _uint(mss, 0xffff, "mss")
+        out[0] = TCPOPT_MSS
+        out[1] = 4
+        _put16(out + 2, <uint32_t>v)
+        w = 4
+    if have_ts:
+        if sack_perm:
+            out[w] = TCPOPT_SACK_PERM
+            out[w + 1] = 2
+        else:
+            out[w] = TCPOPT_NOP
+            out[w + 1] = TCPOPT_NOP
+        out[w + 2] = TCPOPT_TIMESTAMP
+        out[w + 3] = 10
+        _put32(out + w + 4, <uint32_t>_uint(ts_val, 0xffffffffULL, "ts_val"))
+        _put32(out + w + 8, <uint32_t>_uint(0 if ts_ecr == -1 else ts_ecr, 0xffffffffULL, "ts_ecr"))
+        w += 12
+    elif sack_perm:
+        out[w] = TCPOPT_NOP
+        out[w + 1] = TCPOPT_NOP
+        out[w + 2] = TCPOPT_SACK_PERM
+        out[w + 3] = 2
+        w += 4
+    if wscale != -1:
+        v = _uint(wscale, 0xff, "wscale")
+        out[w] = TCPOPT_NOP
+        out[w + 1] = TCPOPT_WINDOW
+        out[w + 2] = 3
+        out[w + 3] = <unsigned char>v
+        w += 4
+    if sack:
+        blocks = tuple(sack)
+        if len(blocks) > 4:
+            raise WireError("more than 4 SACK blocks")
+        out[w] = TCPOPT_NOP
+        out[w + 1] = TCPOPT_NOP
+        out[w + 2] = TCPOPT_SACK
+        out[w + 3] = 2 + 8 * len(blocks)
+        w += 4
+        for left, right in blocks:
+            _put32(out + w, <uint32_t>_uint(left, 0xffffffffULL, "sack left"))
+            _put32(out + w + 4, <uint32_t>_uint(right, 0xffffffffULL, "sack right"))
+            w += 8
+    if w > MAX_TCP_OPTIONS:
+        raise WireError("TCP options longer than 40 bytes")
+    return PyBytes_FromStringAndSize(<const char *>out, w)
+
+
+# --------------------------------------------------------------------------------------------
+# MPTCP options: parse (RFC 8684 §3, Linux net/mptcp/options.c mptcp_parse_option)
+
+def parse_mptcp(opt, tcp_flags, payload_len):
+    """One kind-30 option -> its dataclass, or None when malformed (silently ignored)."""
+    opt = _as_bytes(opt)
+    cdef const unsigned char *p = _ptr(opt)
+    cdef Py_ssize_t opsize = PyBytes_GET_SIZE(opt)
+    cdef int subtype, version, flags, expected
+    cdef long tflags = tcp_flags
+    cdef bint syn, ackf, has_data = payload_len > 0
+    cdef Py_ssize_t off, alen
+    if opsize < 3 or p[0] != TCPOPT_MPTCP or p[1] != opsize:
+        return None
+    subtype = p[2] >> 4
+    if subtype == MPTCPOPT_DSS:
+        if opsize < 4:
+            return None
+        flags = p[3] & MPTCP_DSS_FLAG_MASK
+        expected = 4
+        if flags & MPTCP_DSS_DATA_ACK:
+            expected += 8 if flags & MPTCP_DSS_ACK64 else 4
+        if flags & MPTCP_DSS_HAS_MAP:
+            expected += 14 if flags & MPTCP_DSS_DSN64 else 10
+        if opsize != expected and opsize != expected + 2:
+            return None
+        off = 4
+        data_ack = None
+        if flags & MPTCP_DSS_DATA_ACK:
+            if flags & MPTCP_DSS_ACK64:
+                data_ack = _be64(p + off)
+                off += 8
+            else:
+                data_ack = _be32(p + off)
+                off += 4
+        data_seq = subflow_seq = data_len = csum = None
+        if flags & MPTCP_DSS_HAS_MAP:
+            if flags & MPTCP_DSS_DSN64:
+                data_seq = _be64(p + off)
+                off += 8
+            else:
+                data_seq = _be32(p + off)
+                off += 4
+            subflow_seq = _be32(p + off)
+            data_len = _be16(p + off + 4)
+            off += 6
+            if opsize == expected + 2:
+                csum = _be16(p + off)
+        return Dss(data_ack, bool(flags & MPTCP_DSS_ACK64), data_seq,
+                   bool(flags & MPTCP_DSS_DSN64), subflow_seq, data_len, csum,
+                   bool(flags & MPTCP_DSS_DATA_FIN))
+    if subtype == MPTCPOPT_MP_CAPABLE:
+        if opsize < 4:
+            return None
+        version = p[2] & 0x0f
+        flags = p[3]
+        if (flags & 0x1f) != 0x01 or (flags & 0x40):
+            return None
+        syn = (tflags & TCP_SYN) != 0
+        ackf = (tflags & TCP_ACK) != 0
+        if syn and not ackf:
+            if version >= 1:
+                if opsize != 4:
+                    return None
+                return MpCapable(version, flags, None, None, None, None)
+            if opsize != 12:
+                return None
+            return MpCapable(version, flags, _be64(p + 4), None, None, None)
+        if version > 1:
+            return None
+        if syn:
+            if opsize != 12:
+                return None
+            return MpCapable(version, flags, _be64(p + 4), None, None, None)
+        if version == 1 and has_data:
+            if opsize == 22:
+                return MpCapable(version, flags, _be64(p + 4), _be64(p + 12), _be16(p + 20),
+                                 None)
+            if opsize == 24:
+                return MpCapable(version, flags, _be64(p + 4), _be64(p + 12), _be16(p + 20),
+                                 _be16(p + 22))
+            return None
+        if opsize != 20:
+            return None
+        return MpCapable(version, flags, _be64(p + 4), _be64(p + 12), None, None)
+    if subtype == MPTCPOPT_MP_JOIN:
+        if opsize == 12:
+            return MpJoinSyn(bool(p[2] & 1), p[3], _be32(p + 4), _be32(p + 8))
+        if opsize == 16:
+            return MpJoinSynAck(bool(p[2] & 1), p[3],
+                                PyBytes_FromStringAndSize(<const char *>p + 4, 8), _be32(p + 12))
+        if opsize == 24:
+            return MpJoinAck(PyBytes_FromStringAndSize(<const char *>p + 4, 20))
+        return None
+    if subtype == MPTCPOPT_ADD_ADDR:
+        echo = bool(p[2] & 1)
+        if not echo:
+            if opsize == 16 or opsize == 18:
+                alen = 4
+            elif opsize == 28 or opsize == 30:
+                alen = 16
+            else:
+                return None
+            has_port = opsize == 18 or opsize == 30
+        else:
+            if opsize == 8 or opsize == 10:
+                alen = 4
+            elif opsize == 20 or opsize == 22:
+                alen = 16
+            else:
+                return None
+            has_port = opsize == 10 or opsize == 22
+        if opsize < 4:
+            return None
+        addr = PyBytes_FromStringAndSize(<const char *>p + 4, alen)
+        port = _be16(p + 4 + alen) if has_port else None
+        hmac = None if echo else PyBytes_FromStringAndSize(<const char *>p + opsize - 8, 8)
+        return AddAddr(echo, p[3], addr, port, hmac)
+    if subtype == MPTCPOPT_RM_ADDR:
+        if opsize < 4 or opsize > 11:
+            return None
+        return RemoveAddr(tuple(opt[3:]))
+    if subtype == MPTCPOPT_MP_PRIO:
+        if opsize != 3:
+            return None
+        return MpPrio(bool(p[2] & 1))
+    if subtype == MPTCPOPT_MP_FAIL:
+        if opsize != 12:
+            return None
+        return MpFail(_be64(p + 4))
+    if subtype == MPTCPOPT_MP_FASTCLOSE:
+        if opsize != 12:
+            return None
+        return MpFastclose(_be64(p + 4))
+    if subtype == MPTCPOPT_RST:
+        if opsize != 4 or not (tflags & TCP_RST):
+            return None
+        return MpTcpRst(bool(p[2] & 1), p[3])
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# MPTCP options: build
+
+cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
+    """Encode one MPTCP option at out (room for 30 bytes); returns its length."""
+    cdef type t = type(opt)
+    cdef uint32_t flags
+    cdef Py_ssize_t w, alen
+    cdef bint mapping
+    if t is Dss:
+        data_ack = opt.data_ack
+        data_seq = opt.data_seq
+        subflow_seq = opt.subflow_seq
+        data_len = opt.data_len
+        flags = 0
+        w = 4
+        out[0] = TCPOPT_MPTCP
+        out[2] = MPTCPOPT_DSS << 4
+        if data_ack is not None:
+            flags |= MPTCP_DSS_DATA_ACK
+            if opt.ack64:
+                flags |= MPTCP_DSS_ACK64
+                _put64(out + w, _uint(data_ack, 0xffffffffffffffffULL, "data_ack"))
+                w += 8
+            else:
+                _put32(out + w, <uint32_t>_uint(data_ack, 0xffffffffULL, "data_ack"))
+                w += 4
+        mapping = data_seq is not None
+        if mapping != (subflow_seq is not None) or mapping != (data_len is not None):
+            raise WireError("a DSS mapping needs data_seq, subflow_seq and data_len together")
+        if mapping:
+            flags |= MPTCP_DSS_HAS_MAP
+            if opt.dsn64:
+                flags |= MPTCP_DSS_DSN64
+                _put64(out + w, _uint(data_seq, 0xffffffffffffffffULL, "data_seq"))
+                w += 8
+            else:
+                _put32(out + w, <uint32_t>_uint(data_seq, 0xffffffffULL, "data_seq"))
+                w += 4
+            _put32(out + w, <uint32_t>_uint(subflow_seq, 0xffffffffULL, "subflow_seq"))
+            _put16(out + w + 4, <uint32_t>_uint(data_len, 0xffff, "data_len"))
+            w += 6
+            csum = opt.csum
+            if csum is not None:
+                _put16(out + w, <uint32_t>_uint(csum, 0xffff, "csum"))
+                w += 2
+        if opt.data_fin:
+            flags |= MPTCP_DSS_DATA_FIN
+        out[1] = <unsigned char>w
+        out[3] = <unsigned char>flags
+        return w
+    if t is MpCapable:
+        sndr_key = opt.sndr_key
+        rcvr_key = opt.rcvr_key
+        data_len = opt.data_len
+        csum = opt.csum
+        out[0] = TCPOPT_MPTCP
+        out[2] = (MPTCPOPT_MP_CAPABLE << 4) | <unsigned char>_uint(opt.version, 0x0f, "version")
+        out[3] = <unsigned char>_uint(opt.flags, 0xff, "flags")
+        w = 4
+        if sndr_key is not None:
+            _put64(out + 4, _uint(sndr_key, 0xffffffffffffffffULL, "sndr_key"))
+            w = 12
+            if rcvr_key is not None:
+                _put64(out + 12, _uint(rcvr_key, 0xffffffffffffffffULL, "rcvr_key"))
+                w = 20
+                if data_len is not None:
+                    _put16(out + 20, <uint32_t>_uint(data_len, 0xffff, "data_len"))
+                    w = 22
+                    if csum is not None:
+                        _put16(out + 22, <uint32_t>_uint(csum, 0xffff, "csum"))
+                        w = 24
+                elif csum is not None:
+                    raise WireError("MP_CAPABLE csum needs data_len")
+            elif data_len is not None or csum is not None:
+                raise WireError("MP_CAPABLE data_len needs both keys")
+        elif rcvr_key is not None or data_len is not None or csum is not None:
+            raise WireError("MP_CAPABLE fields need sndr_key")
+        out[1] = <unsigned char>w
+        return w
+    if t is MpJoinSyn:
+        out[0] = TCPOPT_MPTCP
+        out[1] = 12
+        out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if opt.backup else 0)
+        out[3] = <unsigned char>_uint(opt.addr_id, 0xff, "addr_id")
+        _put32(out + 4, <uint32_t>_uint(opt.token, 0xffffffffULL, "token"))
+        _put32(out + 8, <uint32_t>_uint(opt.nonce, 0xffffffffULL, "nonce"))
+        return 12
+    if t is MpJoinSynAck:
+        hmac = opt.hmac
+        if not isinstance(hmac, bytes) or len(hmac) != 8:
+            raise WireError("MP_JOIN SYN/ACK hmac must be 8 bytes")
+        out[0] = TCPOPT_MPTCP
+        out[1] = 16
+        out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if opt.backup else 0)
+        out[3] = <unsigned char>_uint(opt.addr_id, 0xff, "addr_id")
+        memcpy(out + 4, _ptr(hmac), 8)
+        _put32(out + 12, <uint32_t>_uint(opt.nonce, 0xffffffffULL, "nonce"))
+        return 16
+    if t is MpJoinAck:
+        hmac = opt.hmac
+        if not isinstance(hmac, bytes) or len(hmac) != 20:
+            raise WireError("MP_JOIN ACK hmac must be 20 bytes")
+        out[0] = TCPOPT_MPTCP
+        out[1] = 24
+        out[2] = MPTCPOPT_MP_JOIN << 4
+        out[3] = 0
+        memcpy(out + 4, _ptr(hmac), 20)
+        return 24
+    if t is AddAddr:
+        addr = opt.addr
+        if not isinstance(addr, bytes) or len(addr) not in (4, 16):
+            raise WireError("ADD_ADDR address must be 4 or 16 bytes")
+        alen = len(addr)
+        out[0] = TCPOPT_MPTCP
+        out[2] = (MPTCPOPT_ADD_ADDR << 4) | (1 if opt.echo else 0)
+        out[3] = <unsigned char>_uint(opt.addr_id, 0xff, "addr_id")
+        memcpy(out + 4, _ptr(addr), alen)
+        w = 4 + alen
+        port = opt.port
+        if port is not None:
+            _put16(out + w, <uint32_t>_uint(port, 0xffff, "port"))
+            w += 2
+        if not opt.echo:
+            hmac = opt.hmac
+            if not isinstance(hmac, bytes) or len(hmac) != 8:
+                raise WireError("ADD_ADDR hmac must be 8 bytes")
+            memcpy(out + w, _ptr(hmac), 8)
+            w += 8
+        out[1] = <unsigned char>w
+        return w
+    if t is RemoveAddr:
+        ids = tuple(opt.addr_ids)
+        if len(ids) < 1 or len(ids) > 8:
+            raise WireError("REMOVE_ADDR carries 1 to 8 address ids")
+        out[0] = TCPOPT_MPTCP
+        out[1] = 3 + len(ids)
+        out[2] = MPTCPOPT_RM_ADDR << 4
+        w = 3
+        for i in ids:
+            out[w] = <unsigned char>_uint(i, 0xff, "addr_id")
+            w += 1
+        return w
+    if t is MpPrio:
+        out[0] = TCPOPT_MPTCP
+        out[1] = 3
+        out[2] = (MPTCPOPT_MP_PRIO << 4) | (1 if opt.backup else 0)
+        return 3
+    if t is MpFail:
+        out[0] = TCPOPT_MPTCP
+        out[1] = 12
+        out[2] = MPTCPOPT_MP_FAIL << 4
+        out[3] = 0
+        _put64(out + 4, _uint(opt.data_seq, 0xffffffffffffffffULL, "data_seq"))
+        return 12
+    if t is MpFastclose:
+        out[0] = TCPOPT_MPTCP
+        out[1] = 12
+        out[2] = MPTCPOPT_MP_FASTCLOSE << 4
+        out[3] = 0
+        _put64(out + 4, _uint(opt.rcvr_key, 0xffffffffffffffffULL, "rcvr_key"))
+        return 12
+    if t is MpTcpRst:
+        out[0] = TCPOPT_MPTCP
+        out[1] = 4
+        out[2] = (MPTCPOPT_RST << 4) | (1 if opt.transient else 0)
+        out[3] = <unsigned char>_uint(opt.reason, 0xff, "reason")
+        return 4
+    raise WireError(f"not an MPTCP option: {opt!r}")
+
+
+def build_mptcp(option):
+    """One MPTCP option with the exact length its fields imply."""
+    cdef unsigned char out[32]
+    cdef Py_ssize_t w = _write_mptcp(out, option)
+    return PyBytes_FromStringAndSize(<const char *>out, w)
+
+
+# The one writer's combination table (RFC 8684 §3; mirrors the reference): for each subtype,
+# the set of subtypes it may appear with in one segment (bit i = subtype i).
+cdef uint32_t _ALLOWED[9]
+_ALLOWED[MPTCPOPT_MP_CAPABLE] = 0
+_ALLOWED[MPTCPOPT_MP_JOIN] = 0
+_ALLOWED[MPTCPOPT_DSS] = 0x1f8  # everything except MP_CAPABLE, MP_JOIN (and itself)
+_ALLOWED[MPTCPOPT_ADD_ADDR] = (1 << MPTCPOPT_DSS)
+_ALLOWED[MPTCPOPT_RM_ADDR] = (1 << MPTCPOPT_DSS)
+_ALLOWED[MPTCPOPT_MP_PRIO] = (1 << MPTCPOPT_DSS)
+_ALLOWED[MPTCPOPT_MP_FAIL] = (1 << MPTCPOPT_DSS)
+_ALLOWED[MPTCPOPT_MP_FASTCLOSE] = (1 << MPTCPOPT_DSS) | (1 << MPTCPOPT_RST)
+_ALLOWED[MPTCPOPT_RST] = (1 << MPTCPOPT_DSS) | (1 << MPTCPOPT_MP_FASTCLOSE)
+
+
+cdef inline int _subtype_of(type t):
+    if t is Dss:
+        return MPTCPOPT_DSS
+    if t is MpCapable:
+        return MPTCPOPT_MP_CAPABLE
+    if t is MpJoinSyn or t is MpJoinSynAck or t is MpJoinAck:
+        return MPTCPOPT_MP_JOIN
+    if t is AddAddr:
+        return MPTCPOPT_ADD_ADDR
+    if t is RemoveAddr:
+        return MPTCPOPT_RM_ADDR
+    if t is MpPrio:
+        return MPTCPOPT_MP_PRIO
+    if t is MpFail:
+        return MPTCPOPT_MP_FAIL
+    if t is MpFastclose:
+        return MPTCPOPT_MP_FASTCLOSE
+    if t is MpTcpRst:
+        return MPTCPOPT_RST
+    return -1
+
+
+def build_options(tcp=b"", mptcp=()):
+    """The one writer: tcp options, then the MPTCP options, NOP-padded to a multiple of 4."""
+    tcp = _as_bytes(tcp)
+    cdef unsigned char out[40 + 40 + 32]
+    cdef Py_ssize_t w = PyBytes_GET_SIZE(tcp)
+    cdef uint32_t seen = 0
+    cdef int st
+    if w > MAX_TCP_OPTIONS:
+        raise WireError("TCP options longer than 40 bytes")
+    memcpy(out, _ptr(tcp), w)
+    for opt in mptcp:
+        st = _subtype_of(type(opt))
+        if st < 0:
+            raise WireError(f"not an MPTCP option: {opt!r}")
+        if seen & (1u << st):
+            raise WireError("at most one MPTCP option of each subtype")
+        if seen & ~_ALLOWED[st]:
+            raise WireError("forbidden MPTCP option combination")
+        seen |= 1u << st
+        w += _write_mptcp(out + w, opt)
+        if w > MAX_TCP_OPTIONS:
+            raise WireError("options longer than 40 bytes")
+    while w & 3:
+        out[w] = TCPOPT_NOP
+        w += 1
+    if w > MAX_TCP_OPTIONS:
+        raise WireError("options longer than 40 bytes")
+    return PyBytes_FromStringAndSize(<const char *>out, w)
+
+
+# --------------------------------------------------------------------------------------------
+# checksums
+
+def ones_sum(buf, start=0, end=-1):
+    """16-bit one's-complement sum (folded, not inverted) of buf[start:end]."""
+    buf = _as_bytes(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t s, e
+    if end == -1:
+        e = n
+    else:
+        e = _clamp_obj(end, n)
+    s = _clamp_obj(start, n)
+    if e <= s:
+        return 0
+    return _fold(_sum_native(_ptr(buf) + s, e - s))
+
+
+cdef inline uint64_t _pseudo_sum(const unsigned char *p, int version, uint32_t tcp_len) noexcept nogil:
+    """Native-order unfolded sum of the TCP pseudo-header (addresses from the IP header at p)."""
+    cdef uint64_t acc
+    cdef uint16_t w
+    if version == 4:
+        acc = _sum_native(p + 12, 8)
+    else:
+        acc = _sum_native(p + 8, 32)
+    # protocol 6 and the TCP length, as big-endian words turned native
+    w = ntohs(6)
+    acc += w
+    w = ntohs(<uint16_t>(tcp_len & 0xffff))
+    acc += w
+    w = ntohs(<uint16_t>(tcp_len >> 16))
+    acc += w
+    return acc
+
+
+cdef inline uint32_t _tcp_csum(const unsigned char *p, int version, int ip_hlen, Py_ssize_t tcp_len) noexcept nogil:
+    """Checksum field value for the TCP segment at p+ip_hlen (its checksum field ignored)."""
+    cdef uint64_t acc = _pseudo_sum(p, version, <uint32_t>tcp_len)
+    cdef uint16_t old
+    acc += _sum_native(p + ip_hlen, tcp_len)
+    memcpy(&old, p + ip_hlen + 16, 2)
+    acc += <uint16_t>~old  # subtract the checksum field: the sum never folds to zero (proto 6)
+    return (~_fold(acc)) & 0xffff
+
+
+def tcp_checksum(buf, pkt):
+    """The correct TCP checksum field value for the segment in buf."""
+    buf = _as_bytes(buf)
+    cdef Packet pk = _coerce_packet(pkt)
+    if pk.length > PyBytes_GET_SIZE(buf) or pk.ip_hlen + 20 > pk.length:
+        raise WireError("packet does not fit the buffer")
+    return _tcp_csum(_ptr(buf), pk.version, pk.ip_hlen, pk.length - pk.ip_hlen)
+
+
+cdef inline uint32_t _ip_csum(const unsigned char *p, Py_ssize_t ihl) noexcept nogil:
+    cdef uint64_t acc = _sum_native(p, ihl)
+    cdef uint16_t old
+    memcpy(&old, p + 10, 2)
+    acc += <uint16_t>~old
+    return (~_fold(acc)) & 0xffff
+
+
+def ipv4_checksum(buf, ihl):
+    """The correct IPv4 header checksum field value (header of ihl bytes)."""
+    buf = _as_bytes(buf)
+    cdef Py_ssize_t h = ihl
+    if h < 20 or h > PyBytes_GET_SIZE(buf):
+        raise WireError("bad IPv4 header length")
+    return _ip_csum(_ptr(buf), h)
+
+
+def csum_replace(check, old, new):
+    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') for 16-bit-aligned old -> new bytes."""
+    old = _as_bytes(old)
+    new = _as_bytes(new)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(old)
+    cdef uint32_t hc = <uint32_t>_uint(check, 0xffff, "check")
+    cdef const unsigned char *po = _ptr(old)
+    cdef const unsigned char *pn = _ptr(new)
+    cdef uint64_t acc
+    cdef Py_ssize_t i
+    if n != PyBytes_GET_SIZE(new) or n & 1:
+        raise WireError("old and new must have the same even length")
+    acc = (~hc) & 0xffff
+    for i in range(0, n, 2):
+        acc += (~_be16(po + i)) & 0xffff
+        acc += _be16(pn + i)
+    return (~_fold_be(acc)) & 0xffff
+
+
+def dss_checksum(data_seq, subflow_seq, data_len, payload):
+    """RFC 8684 §3.3.1 DSS checksum field value for a mapping and the payload it covers."""
+    payload = _as_bytes(payload)
+    cdef unsigned char hdr[16]
+    _put64(hdr, _uint(data_seq, 0xffffffffffffffffULL, "data_seq"))
+    _put32(hdr + 8, <uint32_t>_uint(subflow_seq, 0xffffffffULL, "subflow_seq"))
+    _put16(hdr + 12, <uint32_t>_uint(data_len, 0xffff, "data_len"))
+    hdr[14] = 0
+    hdr[15] = 0
+    cdef uint64_t acc = _sum_native(hdr, 16) + _sum_native(_ptr(payload), PyBytes_GET_SIZE(payload))
+    return (~_fold(acc)) & 0xffff
+
+
+# --------------------------------------------------------------------------------------------
+# rewrite
+
+def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
+    """A new packet with seq/ack/window/flags/options changed and lengths/checksums fixed."""
+    buf = _as_bytes(buf)
+    cdef Packet pk = _coerce_packet(pkt)
+    cdef const unsigned char *p = _ptr(buf)
+    cdef int ip_hlen = pk.ip_hlen
+    cdef Py_ssize_t olen, optpad, newdoff, newlen, payload_len = pk.payload_len
+    cdef unsigned char *q
+    cdef unsigned char *t
+    cdef uint32_t new_seq = 0, new_ack = 0, new_win = 0, new_flags = 0
+    cdef bint set_seq = seq != -1, set_ack = ack != -1, set_win = window != -1
+    cdef bint set_flags = flags != -1
+    cdef uint64_t acc
+    cdef uint32_t hc
+    cdef const unsigned char *po
+    if pk.length > PyBytes_GET_SIZE(buf) or pk.payload_off > pk.length:
+        raise WireError("packet does not fit the buffer")
+    if set_seq:
+        new_seq = <uint32_t>_uint(seq, 0xffffffffULL, "seq")
+    if set_ack:
+        new_ack = <uint32_t>_uint(ack, 0xffffffffULL, "ack")
+    if set_win:
+        new_win = <uint32_t>_uint(window, 0xffff, "window")
+    if set_flags:
+        new_flags = <uint32_t>_uint(flags, 0xff, "flags")
+    if options is not None:
+        options = _as_bytes(options)
+        olen = PyBytes_GET_SIZE(options)
+        if olen > MAX_TCP_OPTIONS:
+            raise WireError("options longer than 40 bytes")
+        optpad = (olen + 3) & ~3
+        newdoff = 20 + optpad
+        newlen = ip_hlen + newdoff + payload_len
+        if pk.version == 4 and newlen > 0xffff:
+            raise WireError("packet too long")
+        out = PyBytes_FromStringAndSize(NULL, newlen)
+        q = <unsigned char *>PyBytes_AS_STRING(out)
+        memcpy(q, p, ip_hlen + 20)
+        t = q + ip_hlen
+        memcpy(t + 20, _ptr(options), olen)
+        memset(t + 20 + olen, TCPOPT_NOP, optpad - olen)
+        memcpy(t + newdoff, p + pk.payload_off, payload_len)
+        if set_seq:
+            _put32(t + 4, new_seq)
+        if set_ack:
+            _put32(t + 8, new_ack)
+        t[12] = <unsigned char>(((newdoff >> 2) << 4) | (t[12] & 0x0f))
+        if set_flags:
+            t[13] = <unsigned char>new_flags
+        if set_win:
+            _put16(t + 14, new_win)
+        if pk.version == 4:
+            _put16(q + 2, <uint32_t>newlen)
+            _put16(q + 10, _ip_csum(q, ip_hlen))
+        else:
+            _put16(q + 4, <uint32_t>(newlen - 40))
+        _put16(t + 16, _tcp_csum(q, pk.version, ip_hlen, newlen - ip_hlen))
+        return out
+    # no new options: same length, incremental checksum update (RFC 1624 eqn. 3)
+    newlen = pk.length
+    out = PyBytes_FromStringAndSize(<const char *>p, newlen)
+    q = <unsigned char *>PyBytes_AS_STRING(out)
+    t = q + ip_hlen
+    po = p + ip_hlen
+    hc = _be16(po + 16)
+    acc = (~hc) & 0xffff
+    if set_seq:
+        _put32(t + 4, new_seq)
+        acc += ((~_be16(po + 4)) & 0xffff) + ((~_be16(po + 6)) & 0xffff)
+        acc += _be16(t + 4) + _be16(t + 6)
+    if set_ack:
+        _put32(t + 8, new_ack)
+        acc += ((~_be16(po + 8)) & 0xffff) + ((~_be16(po + 10)) & 0xffff)
+        acc += _be16(t + 8) + _be16(t + 10)
+    if set_flags:
+        t[13] = <unsigned char>new_flags
+        acc += ((~_be16(po + 12)) & 0xffff) + _be16(t + 12)
+    if set_win:
+        _put16(t + 14, new_win)
+        acc += ((~_be16(po + 14)) & 0xffff) + _be16(t + 14)
+    if set_seq or set_ack or set_flags or set_win:
+        _put16(t + 16, (~_fold_be(acc)) & 0xffff)
+    return out
