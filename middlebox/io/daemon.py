@@ -1,0 +1,396 @@
+"""Convert packets from an NFQUEUE until SIGINT/SIGTERM (the I/O shell around the core).
+
+`middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
+[--passthrough] [--max-flows N] [-v]`
+
+* Binds the queue with NetfilterQueue (large socket receive buffer; ENOBUFS = the kernel
+  dropped queue messages: counted, the loop goes on).
+* A non-blocking loop: select() on the queue fd, at most BUDGET packets per round, then the
+  stop flag, SIGUSR1 and the core's timers (every ~0.5 s). Signal handlers only set flags:
+  nothing is raised inside the NetfilterQueue callback (LESSONS.md trap 12). On SIGINT or
+  SIGTERM the daemon drains what is queued, unbinds and exits 0.
+* Direction: a packet whose `indev` is a guest-facing interface is `Direction.OUT`, any other
+  `Direction.IN`. Guest interfaces come from --guest-iface or from the installed rules.
+* For each packet the core returns actions (docs/core-api.md); the first is the verdict
+  (Accept / Rewrite -> set_payload + accept / Drop), the rest `Inject`s sent through raw
+  sockets marked with the injection mark so the ruleset does not queue them again.
+* Anything raised by the core is a bug: counted, logged once per kind, and the packet is
+  accepted unchanged. The daemon never dies on input.
+* `--passthrough` accepts every packet without the core (the reference for benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+import warnings
+from collections import Counter as _Tally
+
+from middlebox.io import rules
+
+log = logging.getLogger("middlebox.run")
+
+BUDGET = 256  # packets handled per loop round before looking at flags and timers
+TICK = 0.5  # seconds between Converter.tick calls
+SELECT_TIMEOUT = 0.1
+QUEUE_MAXLEN = 4096  # kernel queue length (default 1024)
+SOCK_RCVBUF = 8 * 1024 * 1024
+AF_NETLINK, NETLINK_NETFILTER = 16, 12
+
+
+class DaemonError(Exception):
+    """A start-up failure with a message for the user; `status` is the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Injector:
+    """Raw sockets (IPv4 IP_HDRINCL, IPv6 IPPROTO_RAW) that send complete, marked packets."""
+
+    def __init__(self, mark: int) -> None:
+        self.mark = mark
+        self._socks: dict[int, socket.socket] = {}
+
+    def _sock(self, version: int) -> socket.socket:
+        s = self._socks.get(version)
+        if s is None:
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            s = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            if version == 4:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.mark)
+            s.setblocking(False)
+            self._socks[version] = s
+        return s
+
+    def send(self, data: bytes) -> None:
+        version = data[0] >> 4 if data else 0
+        if version == 4 and len(data) >= 20:
+            dst = (socket.inet_ntop(socket.AF_INET, data[16:20]), 0)
+        elif version == 6 and len(data) >= 40:
+            dst = (socket.inet_ntop(socket.AF_INET6, data[24:40]), 0, 0, 0)
+        else:
+            raise ValueError("injected packet is neither IPv4 nor IPv6")
+        self._sock(version).sendto(data, dst)
+
+    def close(self) -> None:
+        for s in self._socks.values():
+            s.close()
+        self._socks.clear()
+
+
+class _BudgetSocket:
+    """What NetfilterQueue.run_socket reads from: the queue socket, at most `budget` reads
+    per round (then EAGAIN), ENOBUFS counted."""
+
+    def __init__(self, sock: socket.socket, daemon: "Daemon") -> None:
+        self.sock = sock
+        self.daemon = daemon
+        self.budget = BUDGET
+
+    def recv(self, n: int) -> bytes:
+        if self.budget <= 0:
+            raise BlockingIOError(errno.EAGAIN, "budget")
+        self.budget -= 1
+        try:
+            return self.sock.recv(n)
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                self.daemon.count("enobufs")
+                self.daemon.once("enobufs", "queue socket overrun (ENOBUFS): the kernel dropped "
+                                 "queue messages; counted, going on")
+            raise
+
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tally: _Tally[str] = _Tally()
+        self.seen: set[str] = set()
+        self.stop = False
+        self.dump = False
+        self.conv = None
+        self.guest_ifindexes: frozenset[int] = frozenset()
+        self.injector = Injector(args.mark)
+        self._verdicts: dict[type, str] = {}
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.tally[name] += n
+
+    def once(self, kind: str, message: str) -> None:
+        if kind not in self.seen:
+            self.seen.add(kind)
+            log.warning("%s", message)
+
+    def bug(self, where: str, exc: BaseException) -> None:
+        """An exception that escaped the core or the verdict: count, log once per kind."""
+        tb = traceback.extract_tb(exc.__traceback__)
+        last = tb[-1] if tb else None
+        site = f"{os.path.basename(last.filename)}:{last.lineno}" if last else "?"
+        kind = f"{where}:{type(exc).__name__}:{site}"
+        self.count(f"bug_{where}")
+        if kind not in self.seen:
+            self.seen.add(kind)
+            log.error("bug in %s: %s: %s at %s (counted; packet accepted unchanged; "
+                      "further ones of this kind not logged)", where, type(exc).__name__, exc, site)
+            if self.args.verbose:
+                log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+
+    def counters(self) -> dict[str, int]:
+        out = {k: v for k, v in sorted(self.tally.items()) if v}
+        if self.conv is not None:
+            try:
+                for k, v in dict(self.conv.counters).items():
+                    if v:
+                        out[f"core.{getattr(k, 'name', k)}"] = int(v)
+                out["core.flows"] = len(self.conv.flows)
+            except Exception as e:  # a broken counters property must not kill the exit path
+                self.bug("counters", e)
+        return out
+
+    def print_counters(self, title: str) -> None:
+        c = self.counters()
+        print(f"{title}: " + (" ".join(f"{k}={v}" for k, v in c.items()) or "all zero"),
+              flush=True)
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def load_core(self) -> None:
+        spec = self.args.converter
+        modname, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(modname)
+            factory = getattr(module, attr or "Converter")
+            config_cls = getattr(module, "Config")
+            direction = getattr(module, "Direction")
+        except (ImportError, AttributeError) as e:
+            raise DaemonError(f"the converter core ({spec}) is not available: {e}; "
+                              "--passthrough runs without it") from None
+        config = config_cls(version=self.args.mptcp_version, checksum=self.args.checksum,
+                            max_flows=self.args.max_flows, mtu=self.args.mtu)
+        self.conv = factory(config)
+        self.OUT, self.IN = direction.OUT, direction.IN
+
+    def resolve_guests(self) -> None:
+        names = self.args.guest_iface
+        source = "--guest-iface"
+        if not names:
+            inst = rules.installed()
+            names, source = inst.guest_ifaces, f"installed {inst.backend} rules"
+            if not names:
+                raise DaemonError("no guest interface: give --guest-iface or install the rules "
+                                  "first (middlebox rules install --guest-iface IF)")
+        try:
+            idx = rules.interface_indexes(names)
+        except rules.RulesError as e:
+            raise DaemonError(str(e)) from None
+        self.guest_ifindexes = frozenset(idx.values())
+        log.info("guest interfaces (%s): %s", source,
+                 " ".join(f"{n}(#{i})" for n, i in idx.items()))
+
+    # -- packets -------------------------------------------------------------------------
+
+    def on_packet_passthrough(self, pkt) -> None:
+        pkt.accept()
+
+    def on_packet(self, pkt) -> None:
+        self.tally["packets"] += 1
+        try:
+            data = pkt.get_payload()
+            direction = self.OUT if pkt.indev in self.guest_ifindexes else self.IN
+            actions = self.conv.handle(data, direction, time.monotonic())
+            verdict = actions[0]
+        except Exception as e:
+            self.bug("core", e)
+            self._accept_safely(pkt)
+            return
+        try:
+            kind = self._verdicts.get(type(verdict)) or self._classify(verdict)
+            if kind == "Accept":
+                pkt.accept()
+            elif kind == "Rewrite":
+                pkt.set_payload(bytes(verdict.data))
+                pkt.accept()
+                self.tally["rewritten"] += 1
+            elif kind == "Drop":
+                pkt.drop()
+                self.tally["dropped"] += 1
+            else:
+                self.once(f"verdict:{kind}", f"bug in core: first action is {kind}, not a "
+                          "verdict (counted; packet accepted unchanged)")
+                self.tally["bug_verdict"] += 1
+                pkt.accept()
+        except Exception as e:
+            self.bug("verdict", e)
+            self._accept_safely(pkt)
+        if len(actions) > 1:
+            self.inject(actions[1:])
+
+    def _classify(self, action) -> str:
+        name = type(action).__name__
+        kind = name if name in ("Accept", "Rewrite", "Drop", "Inject") else f"unknown {name}"
+        self._verdicts[type(action)] = kind
+        return kind
+
+    def _accept_safely(self, pkt) -> None:
+        try:
+            pkt.accept()
+        except Exception:  # verdict already given: nothing more to do
+            pass
+
+    def inject(self, actions) -> None:
+        for action in actions:
+            try:
+                kind = self._verdicts.get(type(action)) or self._classify(action)
+                if kind != "Inject":
+                    raise TypeError(f"{kind} after the verdict")
+                self.injector.send(bytes(action.data))
+                self.tally["injected"] += 1
+            except OSError as e:
+                self.tally["inject_errors"] += 1
+                self.once(f"inject:{e.errno}", f"inject failed: {e} (counted)")
+            except Exception as e:
+                self.bug("inject", e)
+
+    def tick(self) -> None:
+        if self.conv is None:
+            return
+        try:
+            actions = self.conv.tick(time.monotonic())
+        except Exception as e:
+            self.bug("tick", e)
+            return
+        if actions:
+            self.inject(actions)
+
+    # -- main loop -----------------------------------------------------------------------
+
+    def _signal(self, signum, frame) -> None:
+        if signum == signal.SIGUSR1:
+            self.dump = True
+        else:
+            self.stop = True
+
+    def run(self) -> int:
+        from netfilterqueue import NetfilterQueue
+
+        if os.geteuid() != 0:
+            raise DaemonError("must be root (binding an NFQUEUE needs CAP_NET_ADMIN)")
+        if self.args.passthrough:
+            callback = self.on_packet_passthrough
+            mode = "passthrough (no core)"
+        else:
+            self.load_core()
+            callback = self.on_packet
+            mode = f"MPTCP v{self.args.mptcp_version}" + (" with checksums" if self.args.checksum else "")
+        self.resolve_guests() if not self.args.passthrough or self.args.guest_iface else None
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._signal)
+
+        try:
+            nfq = NetfilterQueue()
+        except OSError as e:
+            raise DaemonError(f"cannot open nfnetlink queue: {e}") from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                nfq.bind(self.args.queue, callback, max_len=QUEUE_MAXLEN, sock_len=SOCK_RCVBUF)
+            except OSError as e:
+                raise DaemonError(f"queue {self.args.queue} is busy or unavailable ({e}): is "
+                                  "another daemon bound to it?", status=2) from None
+        for w in caught:
+            log.warning("%s", w.message)
+
+        fd = nfq.get_fd()
+        sock = socket.socket(AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=fd)
+        sock.setblocking(False)
+        reader = _BudgetSocket(sock, self)
+        log.info("bound queue %d, %s, pid %d", self.args.queue, mode, os.getpid())
+        next_tick = time.monotonic() + TICK
+        try:
+            while not self.stop:
+                try:
+                    ready, _, _ = select.select([fd], [], [], SELECT_TIMEOUT)
+                except InterruptedError:
+                    ready = []
+                if ready:
+                    reader.budget = BUDGET
+                    try:
+                        nfq.run_socket(reader)
+                    except OSError as e:
+                        self.count("recv_errors")
+                        self.once(f"recv:{e.errno}", f"queue recv failed: {e} (counted, going on)")
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + TICK
+                    self.tick()
+                if self.dump:
+                    self.dump = False
+                    self.print_counters("counters")
+            log.info("stopping: draining the queue")
+            reader.budget = 4 * BUDGET
+            try:
+                nfq.run_socket(reader)
+            except OSError:
+                pass
+        finally:
+            sock.setblocking(True)
+            sock.detach()  # the fd belongs to NetfilterQueue
+            nfq.unbind()
+            self.injector.close()
+        log.info("unbound queue %d", self.args.queue)
+        self.print_counters("counters at exit")
+        return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue", type=int, default=rules.QUEUE_DEFAULT,
+                        help="NFQUEUE number (default 0)")
+    parser.add_argument("--mptcp-version", type=int, choices=(0, 1), default=1,
+                        help="MPTCP version to speak: 1 = RFC 8684 (default), 0 = RFC 6824")
+    parser.add_argument("--checksum", action="store_true", help="use DSS checksums")
+    parser.add_argument("--guest-iface", action="append", default=[], metavar="IF",
+                        help="guest-facing interface (repeat; default: from the installed rules)")
+    parser.add_argument("--passthrough", action="store_true",
+                        help="accept every packet unchanged, without the core")
+    parser.add_argument("--max-flows", type=int, default=65536, help="flow table size")
+    parser.add_argument("--mtu", type=int, default=1500, help="path MTU for MSS clamping")
+    parser.add_argument("--mark", type=lambda s: int(s, 0), default=rules.INJECT_MARK,
+                        help=f"SO_MARK of injected packets (default {rules.INJECT_MARK:#x})")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, tracebacks of core bugs")
+    # module:attribute of the converter factory; tests swap in a faulty core
+    parser.add_argument("--converter", default="middlebox.core:Converter", help=argparse.SUPPRESS)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="middlebox run: %(message)s", stream=sys.stderr)
+    if args.queue < 0 or args.queue > 65535:
+        print("middlebox run: --queue must be 0..65535", file=sys.stderr)
+        return 1
+    try:
+        return Daemon(args).run()
+    except DaemonError as e:
+        print(f"middlebox run: {e}", file=sys.stderr)
+        return e.status
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="middlebox run", description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

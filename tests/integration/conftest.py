@@ -1,0 +1,301 @@
+"""Fixtures of the real-namespace suite: a Topology (TESTBED.md), the rules, the daemon as a
+subprocess in the mbox namespace, and a hashing TCP/MPTCP server in the server namespace.
+
+Every test here is marked `integration` and runs for real: root, namespaces, NFQUEUE, the
+Linux MPTCP stack. Namespaces are deleted at the end of each test, also on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pathlib
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from middlebox.testbed import Topology
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+PY = sys.executable
+IPPROTO_MPTCP = 262
+SOL_MPTCP, MPTCP_INFO = 284, 1
+QUEUE = 0  # NFQUEUE numbers are per network namespace: no clash between concurrent tests
+
+
+def _cli_works() -> bool:
+    try:
+        from middlebox import cli
+
+        cli.build_parser()
+        return True
+    except Exception:
+        return False
+
+
+def cli(sub: str) -> list[str]:
+    """argv prefix of `middlebox SUB`: the console script, or the subcommand's module while
+    other subcommands of the CLI are still missing."""
+    script = pathlib.Path(PY).with_name("middlebox")
+    if script.exists() and _cli_works():
+        return [str(script), sub]
+    return [PY, "-m", {"run": "middlebox.io.daemon", "rules": "middlebox.io.rules"}[sub]]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in pathlib.Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _require_root():
+    if os.geteuid() != 0:
+        pytest.fail("the integration suite needs root (namespaces, netfilter, NFQUEUE)")
+
+
+@pytest.fixture
+def topo():
+    with Topology() as t:
+        yield t
+
+
+# -- the daemon --------------------------------------------------------------------------
+
+
+class Daemon:
+    """`middlebox run` as a subprocess inside the mbox namespace."""
+
+    def __init__(self, t: Topology, *extra: str, env: dict | None = None) -> None:
+        self.t = t
+        self.lines: list[str] = []
+        self.proc = t.popen(
+            t.mbox, [*cli("run"), "--queue", str(QUEUE), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", **(env or {})},
+        )
+        self._bound = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if "bound queue" in line:
+                self._bound.set()
+        self._bound.set()
+
+    def wait_bound(self, timeout: float = 10) -> "Daemon":
+        if not self._bound.wait(timeout) or self.proc.poll() is not None:
+            raise AssertionError(f"daemon did not bind the queue:\n{self.output}")
+        return self
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> tuple[int | None, float]:
+        """Send `sig`, wait; returns (exit status or None if still running, seconds)."""
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            # `ip netns exec` execs the command, so the pid is the daemon's own
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(5)
+        return rc, time.monotonic() - start
+
+
+def install_rules(t: Topology) -> subprocess.CompletedProcess:
+    return t.run(t.mbox, [*cli("rules"), "install", "--queue", str(QUEUE),
+                          "--guest-iface", t.mbox_guest_if])
+
+
+def queue_stats(t: Topology) -> dict[str, int]:
+    """/proc/net/netfilter/nfnetlink_queue of the mbox namespace, for our queue."""
+    out = t.run(t.mbox, ["cat", "/proc/net/netfilter/nfnetlink_queue"]).stdout
+    for line in out.splitlines():
+        f = [int(x) for x in line.split()]
+        if f[0] == QUEUE:
+            return {"waiting": f[2], "queue_dropped": f[5], "user_dropped": f[6], "id_seq": f[7]}
+    return {}
+
+
+@pytest.fixture
+def mbox(topo):
+    """Rules installed in the mbox namespace; `start(*args)` runs a daemon (stopped at the end)."""
+    install_rules(topo)
+    started: list[Daemon] = []
+
+    class Ctl:
+        t = topo
+
+        @staticmethod
+        def start(*extra: str, **kw) -> Daemon:
+            d = Daemon(topo, *extra, **kw).wait_bound()
+            started.append(d)
+            return d
+
+    yield Ctl
+    for d in started:
+        d.stop(signal.SIGKILL)
+    topo.run(topo.mbox, [*cli("rules"), "remove"], check=False)
+
+
+# -- the server: hashes what it receives, sends what it is asked ---------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def payload(n: int, seed: int = 1) -> bytes:
+    """n deterministic pseudo-random bytes (the same on both ends)."""
+    block = hashlib.sha256(f"middlebox-{seed}".encode()).digest() * 2048  # 64 KiB
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(block[:64] + i.to_bytes(8, "big")).digest()[:8] + block[8:]
+        i += 1
+    return bytes(out[:n])
+
+
+class Server:
+    """Listens in the server namespace (MPTCP socket unless mptcp=False). Protocol, one line
+    then bytes: `UP n` (client sends n bytes, server answers the hex sha256 and closes),
+    `DOWN n` (server sends payload(n) and closes). Per connection it records the MPTCP_INFO
+    flags read before closing (None where the socket is plain TCP or the call fails)."""
+
+    def __init__(self, t: Topology, family: int = socket.AF_INET, mptcp: bool = True,
+                 port: int = 5201) -> None:
+        self.family = family
+        self.addr = t.server_ip if family == socket.AF_INET else t.server_ip6
+        self.port = port
+        with t.in_netns(t.server):
+            self.sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp else 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.addr, port))
+        self.sock.listen(256)
+        self.mptcp_flags: list[int | None] = []
+        self.errors: list[str] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        self._blobs: dict[int, bytes] = {}
+
+    def _serve(self) -> None:
+        while not self._stop:
+            r, _, _ = select.select([self.sock], [], [], 0.1)
+            if not r:
+                continue
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(60)
+            f = conn.makefile("rb")
+            cmd, n = f.readline().split()
+            n = int(n)
+            if cmd == b"UP":
+                h = hashlib.sha256()
+                left = n
+                while left:
+                    chunk = f.read1(min(left, 1 << 16))
+                    if not chunk:
+                        raise ConnectionError(f"EOF with {left} bytes missing")
+                    h.update(chunk)
+                    left -= len(chunk)
+                self.mptcp_flags.append(mptcp_info_flags(conn))
+                conn.sendall(h.hexdigest().encode())
+            else:
+                self.mptcp_flags.append(mptcp_info_flags(conn))
+                conn.sendall(payload(n))
+            conn.shutdown(socket.SHUT_WR)
+            conn.recv(1)  # wait for the client's close
+        except Exception as e:
+            self.errors.append(f"{type(e).__name__}: {e}")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+
+def mptcp_info_flags(conn: socket.socket) -> int | None:
+    try:
+        info = conn.getsockopt(SOL_MPTCP, MPTCP_INFO, 64)
+    except OSError:
+        return None
+    return struct.unpack_from("=I", info, 8)[0] if len(info) >= 12 else None
+
+
+def is_fallback(flags: int | None) -> bool:
+    return flags is None or bool(flags & 1)  # MPTCP_INFO_FLAG_FALLBACK
+
+
+@pytest.fixture
+def server_factory(topo):
+    servers: list[Server] = []
+
+    def make(**kw) -> Server:
+        s = Server(topo, **kw)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def guest_connect(t: Topology, srv: Server, timeout: float = 60) -> socket.socket:
+    with t.in_netns(t.guest):
+        c = socket.socket(srv.family, socket.SOCK_STREAM)
+    c.settimeout(timeout)
+    c.connect((srv.addr, srv.port))
+    return c
+
+
+def upload(t: Topology, srv: Server, data: bytes, timeout: float = 60) -> None:
+    """Send `data` from the guest; the server's sha256 must match."""
+    with guest_connect(t, srv, timeout) as c:
+        c.sendall(f"UP {len(data)}\n".encode())
+        c.sendall(data)
+        digest = b""
+        while len(digest) < 64:
+            chunk = c.recv(64 - len(digest))
+            if not chunk:
+                break
+            digest += chunk
+    assert digest.decode() == hashlib.sha256(data).hexdigest(), "upload corrupted or truncated"
+
+
+def download(t: Topology, srv: Server, n: int, timeout: float = 60) -> None:
+    """Fetch n bytes to the guest; sha256 must equal the payload's."""
+    h = hashlib.sha256()
+    got = 0
+    with guest_connect(t, srv, timeout) as c:
+        c.sendall(f"DOWN {n}\n".encode())
+        while True:
+            chunk = c.recv(1 << 16)
+            if not chunk:
+                break
+            h.update(chunk)
+            got += len(chunk)
+    assert got == n, f"download truncated: {got} of {n} bytes"
+    assert h.hexdigest() == hashlib.sha256(payload(n)).hexdigest(), "download corrupted"
