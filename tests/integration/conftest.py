@@ -63,9 +63,14 @@ def _require_root():
         pytest.fail("the integration suite needs root (namespaces, netfilter, NFQUEUE)")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "topology(**kw): keyword arguments of the test's Topology")
+
+
 @pytest.fixture
-def topo():
-    with Topology() as t:
+def topo(request):
+    marker = request.node.get_closest_marker("topology")
+    with Topology(**(marker.kwargs if marker else {})) as t:
         yield t
 
 
