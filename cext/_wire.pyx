@@ -24,21 +24,6 @@ from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 
-from middlebox.wire.errors import WireError
-from middlebox.wire.mptcp import (
-    AddAddr,
-    Dss,
-    MpCapable,
-    MpFail,
-    MpFastclose,
-    MpJoinAck,
-    MpJoinSyn,
-    MpJoinSynAck,
-    MpPrio,
-    MpTcpRst,
-    RemoveAddr,
-)
-
 # --------------------------------------------------------------------------------------------
 # constants (names as in the reference / RFC 8684)
 
@@ -186,7 +171,7 @@ cdef inline const unsigned char *_ptr(object b) noexcept:
 
 
 cdef uint64_t _uint(object v, uint64_t maximum, str what) except? 0xffffffffffffffffULL:
-    """Python int -> C unsigned, WireError when not in 0..maximum."""
+    """Python int -> C unsigned, WireError when not in 0..maximum (packet.py `_check_range`)."""
     cdef uint64_t r
     if not PyLong_Check(v):
         raise WireError(f"{what} must be an int, not {type(v).__name__}")
@@ -197,6 +182,24 @@ cdef uint64_t _uint(object v, uint64_t maximum, str what) except? 0xffffffffffff
     if r > maximum:
         raise WireError(f"{what} out of range: {v!r}")
     return r
+
+
+cdef uint64_t _u(object v, uint64_t maximum, str what) except? 0xffffffffffffffffULL:
+    """mptcp.py `_u`: like _uint but a bool is not an int here."""
+    if type(v) is bool:
+        raise WireError(f"{what} {v!r} out of range 0..{maximum:#x}")
+    return _uint(v, maximum, what)
+
+
+cdef bytes _bytes_of(object v, Py_ssize_t length, str what):
+    """mptcp.py `_bytes_of`: bytes, bytearray or memoryview of exactly `length` bytes."""
+    if PyBytes_CheckExact(v):
+        if PyBytes_GET_SIZE(v) != length:
+            raise WireError(f"{what} must be {length} bytes")
+        return <bytes>v
+    if not isinstance(v, (bytes, bytearray, memoryview)) or len(v) != length:
+        raise WireError(f"{what} must be {length} bytes")
+    return bytes(v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,6 +426,7 @@ cdef TcpOptions _parse_options(object buf, Py_ssize_t start, Py_ssize_t end):
     cdef TcpOptions o = TcpOptions.__new__(TcpOptions)
     cdef tuple t
     cdef object item
+    cdef list more = None  # kind-30 options past the 40th (only for a huge option area)
     o.mss = -1
     o.wscale = -1
     o.sack_perm = False
@@ -465,6 +469,10 @@ cdef TcpOptions _parse_options(object buf, Py_ssize_t start, Py_ssize_t end):
                 mp_at[nmp] = i
                 mp_len[nmp] = size
                 nmp += 1
+            else:
+                if more is None:
+                    more = []
+                more.append(PyBytes_FromStringAndSize(<const char *>p + i, size))
         i += size
     if nsack:
         t = PyTuple_New(nsack)
@@ -481,7 +489,7 @@ cdef TcpOptions _parse_options(object buf, Py_ssize_t start, Py_ssize_t end):
             item = PyBytes_FromStringAndSize(<const char *>p + mp_at[j], mp_len[j])
             Py_INCREF(item)
             PyTuple_SET_ITEM(t, j, item)
-        o.mptcp = t
+        o.mptcp = t if more is None else t + tuple(more)
     else:
         o.mptcp = _EMPTY
     return o
@@ -511,7 +519,9 @@ def options_of(buf, pkt):
 
 
 def strip_mptcp(buf, start, end):
-    """The options in buf[start:end] with every kind-30 option removed, the rest as is."""
+    """The options in buf[start:end] without any kind-30 option, the rest byte for byte.
+
+    EOL and what follows are dropped, and so is a partial or malformed tail. Never raises."""
     buf = _as_bytes(buf)
     cdef const unsigned char *p = _ptr(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
@@ -534,13 +544,9 @@ def strip_mptcp(buf, start, end):
             i += 1
             continue
         if i + 1 >= e:
-            memcpy(o + w, p + i, e - i)
-            w += e - i
-            break
+            break  # partial option: the walk stops, the tail is dropped
         size = p[i + 1]
         if size < 2 or i + size > e:
-            memcpy(o + w, p + i, e - i)
-            w += e - i
             break
         if kind != TCPOPT_MPTCP:
             memcpy(o + w, p + i, size)
@@ -573,6 +579,8 @@ def encode_tcp_options(mss=-1, wscale=-1, sack_perm=False, ts_val=-1, ts_ecr=-1,
         _put32(out + w + 4, <uint32_t>_uint(ts_val, 0xffffffffULL, "ts_val"))
         _put32(out + w + 8, <uint32_t>_uint(0 if ts_ecr == -1 else ts_ecr, 0xffffffffULL, "ts_ecr"))
         w += 12
+    elif ts_ecr != -1:
+        raise WireError("ts_ecr without ts_val")
     elif sack_perm:
         out[w] = TCPOPT_NOP
         out[w + 1] = TCPOPT_NOP
@@ -613,7 +621,7 @@ def parse_mptcp(opt, tcp_flags, payload_len):
     cdef const unsigned char *p = _ptr(opt)
     cdef Py_ssize_t opsize = PyBytes_GET_SIZE(opt)
     cdef int subtype, version, flags, expected
-    cdef long tflags = tcp_flags
+    cdef long tflags = tcp_flags & 0xff  # only the flag bits matter, whatever the int
     cdef bint syn, ackf, has_data = payload_len > 0
     cdef Py_ssize_t off, alen
     if opsize < 3 or p[0] != TCPOPT_MPTCP or p[1] != opsize:
@@ -767,10 +775,10 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
             flags |= MPTCP_DSS_DATA_ACK
             if opt.ack64:
                 flags |= MPTCP_DSS_ACK64
-                _put64(out + w, _uint(data_ack, 0xffffffffffffffffULL, "data_ack"))
+                _put64(out + w, _u(data_ack, 0xffffffffffffffffULL, "data_ack"))
                 w += 8
             else:
-                _put32(out + w, <uint32_t>_uint(data_ack, 0xffffffffULL, "data_ack"))
+                _put32(out + w, <uint32_t>_u(data_ack, 0xffffffffULL, "data_ack"))
                 w += 4
         mapping = data_seq is not None
         if mapping != (subflow_seq is not None) or mapping != (data_len is not None):
@@ -779,17 +787,17 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
             flags |= MPTCP_DSS_HAS_MAP
             if opt.dsn64:
                 flags |= MPTCP_DSS_DSN64
-                _put64(out + w, _uint(data_seq, 0xffffffffffffffffULL, "data_seq"))
+                _put64(out + w, _u(data_seq, 0xffffffffffffffffULL, "data_seq"))
                 w += 8
             else:
-                _put32(out + w, <uint32_t>_uint(data_seq, 0xffffffffULL, "data_seq"))
+                _put32(out + w, <uint32_t>_u(data_seq, 0xffffffffULL, "data_seq"))
                 w += 4
-            _put32(out + w, <uint32_t>_uint(subflow_seq, 0xffffffffULL, "subflow_seq"))
-            _put16(out + w + 4, <uint32_t>_uint(data_len, 0xffff, "data_len"))
+            _put32(out + w, <uint32_t>_u(subflow_seq, 0xffffffffULL, "subflow_seq"))
+            _put16(out + w + 4, <uint32_t>_u(data_len, 0xffff, "data_len"))
             w += 6
             csum = opt.csum
             if csum is not None:
-                _put16(out + w, <uint32_t>_uint(csum, 0xffff, "csum"))
+                _put16(out + w, <uint32_t>_u(csum, 0xffff, "csum"))
                 w += 2
         if opt.data_fin:
             flags |= MPTCP_DSS_DATA_FIN
@@ -802,20 +810,20 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
         data_len = opt.data_len
         csum = opt.csum
         out[0] = TCPOPT_MPTCP
-        out[2] = (MPTCPOPT_MP_CAPABLE << 4) | <unsigned char>_uint(opt.version, 0x0f, "version")
-        out[3] = <unsigned char>_uint(opt.flags, 0xff, "flags")
+        out[2] = (MPTCPOPT_MP_CAPABLE << 4) | <unsigned char>_u(opt.version, 0x0f, "version")
+        out[3] = <unsigned char>_u(opt.flags, 0xff, "flags")
         w = 4
         if sndr_key is not None:
-            _put64(out + 4, _uint(sndr_key, 0xffffffffffffffffULL, "sndr_key"))
+            _put64(out + 4, _u(sndr_key, 0xffffffffffffffffULL, "sndr_key"))
             w = 12
             if rcvr_key is not None:
-                _put64(out + 12, _uint(rcvr_key, 0xffffffffffffffffULL, "rcvr_key"))
+                _put64(out + 12, _u(rcvr_key, 0xffffffffffffffffULL, "rcvr_key"))
                 w = 20
                 if data_len is not None:
-                    _put16(out + 20, <uint32_t>_uint(data_len, 0xffff, "data_len"))
+                    _put16(out + 20, <uint32_t>_u(data_len, 0xffff, "data_len"))
                     w = 22
                     if csum is not None:
-                        _put16(out + 22, <uint32_t>_uint(csum, 0xffff, "csum"))
+                        _put16(out + 22, <uint32_t>_u(csum, 0xffff, "csum"))
                         w = 24
                 elif csum is not None:
                     raise WireError("MP_CAPABLE csum needs data_len")
@@ -829,25 +837,21 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
         out[0] = TCPOPT_MPTCP
         out[1] = 12
         out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if opt.backup else 0)
-        out[3] = <unsigned char>_uint(opt.addr_id, 0xff, "addr_id")
-        _put32(out + 4, <uint32_t>_uint(opt.token, 0xffffffffULL, "token"))
-        _put32(out + 8, <uint32_t>_uint(opt.nonce, 0xffffffffULL, "nonce"))
+        out[3] = <unsigned char>_u(opt.addr_id, 0xff, "addr_id")
+        _put32(out + 4, <uint32_t>_u(opt.token, 0xffffffffULL, "token"))
+        _put32(out + 8, <uint32_t>_u(opt.nonce, 0xffffffffULL, "nonce"))
         return 12
     if t is MpJoinSynAck:
-        hmac = opt.hmac
-        if not isinstance(hmac, bytes) or len(hmac) != 8:
-            raise WireError("MP_JOIN SYN/ACK hmac must be 8 bytes")
+        hmac = _bytes_of(opt.hmac, 8, "MP_JOIN SYN/ACK hmac")
         out[0] = TCPOPT_MPTCP
         out[1] = 16
         out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if opt.backup else 0)
-        out[3] = <unsigned char>_uint(opt.addr_id, 0xff, "addr_id")
+        out[3] = <unsigned char>_u(opt.addr_id, 0xff, "addr_id")
         memcpy(out + 4, _ptr(hmac), 8)
-        _put32(out + 12, <uint32_t>_uint(opt.nonce, 0xffffffffULL, "nonce"))
+        _put32(out + 12, <uint32_t>_u(opt.nonce, 0xffffffffULL, "nonce"))
         return 16
     if t is MpJoinAck:
-        hmac = opt.hmac
-        if not isinstance(hmac, bytes) or len(hmac) != 20:
-            raise WireError("MP_JOIN ACK hmac must be 20 bytes")
+        hmac = _bytes_of(opt.hmac, 20, "MP_JOIN ACK hmac")
         out[0] = TCPOPT_MPTCP
         out[1] = 24
         out[2] = MPTCPOPT_MP_JOIN << 4
@@ -856,22 +860,24 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
         return 24
     if t is AddAddr:
         addr = opt.addr
-        if not isinstance(addr, bytes) or len(addr) not in (4, 16):
+        if not isinstance(addr, (bytes, bytearray, memoryview)) or len(addr) not in (4, 16):
             raise WireError("ADD_ADDR address must be 4 or 16 bytes")
         alen = len(addr)
+        addr = _as_bytes(addr)
         out[0] = TCPOPT_MPTCP
         out[2] = (MPTCPOPT_ADD_ADDR << 4) | (1 if opt.echo else 0)
-        out[3] = <unsigned char>_uint(opt.addr_id, 0xff, "addr_id")
+        out[3] = <unsigned char>_u(opt.addr_id, 0xff, "addr_id")
         memcpy(out + 4, _ptr(addr), alen)
         w = 4 + alen
         port = opt.port
         if port is not None:
-            _put16(out + w, <uint32_t>_uint(port, 0xffff, "port"))
+            _put16(out + w, <uint32_t>_u(port, 0xffff, "port"))
             w += 2
-        if not opt.echo:
-            hmac = opt.hmac
-            if not isinstance(hmac, bytes) or len(hmac) != 8:
-                raise WireError("ADD_ADDR hmac must be 8 bytes")
+        if opt.echo:
+            if opt.hmac is not None:
+                raise WireError("an ADD_ADDR echo carries no HMAC")
+        else:
+            hmac = _bytes_of(opt.hmac, 8, "ADD_ADDR hmac")
             memcpy(out + w, _ptr(hmac), 8)
             w += 8
         out[1] = <unsigned char>w
@@ -885,7 +891,7 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
         out[2] = MPTCPOPT_RM_ADDR << 4
         w = 3
         for i in ids:
-            out[w] = <unsigned char>_uint(i, 0xff, "addr_id")
+            out[w] = <unsigned char>_u(i, 0xff, "addr_id")
             w += 1
         return w
     if t is MpPrio:
@@ -898,20 +904,20 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
         out[1] = 12
         out[2] = MPTCPOPT_MP_FAIL << 4
         out[3] = 0
-        _put64(out + 4, _uint(opt.data_seq, 0xffffffffffffffffULL, "data_seq"))
+        _put64(out + 4, _u(opt.data_seq, 0xffffffffffffffffULL, "data_seq"))
         return 12
     if t is MpFastclose:
         out[0] = TCPOPT_MPTCP
         out[1] = 12
         out[2] = MPTCPOPT_MP_FASTCLOSE << 4
         out[3] = 0
-        _put64(out + 4, _uint(opt.rcvr_key, 0xffffffffffffffffULL, "rcvr_key"))
+        _put64(out + 4, _u(opt.rcvr_key, 0xffffffffffffffffULL, "rcvr_key"))
         return 12
     if t is MpTcpRst:
         out[0] = TCPOPT_MPTCP
         out[1] = 4
         out[2] = (MPTCPOPT_RST << 4) | (1 if opt.transient else 0)
-        out[3] = <unsigned char>_uint(opt.reason, 0xff, "reason")
+        out[3] = <unsigned char>_u(opt.reason, 0xff, "reason")
         return 4
     raise WireError(f"not an MPTCP option: {opt!r}")
 
@@ -923,18 +929,10 @@ def build_mptcp(option):
     return PyBytes_FromStringAndSize(<const char *>out, w)
 
 
-# The one writer's combination table (RFC 8684 §3; mirrors the reference): for each subtype,
-# the set of subtypes it may appear with in one segment (bit i = subtype i).
-cdef uint32_t _ALLOWED[9]
-_ALLOWED[MPTCPOPT_MP_CAPABLE] = 0
-_ALLOWED[MPTCPOPT_MP_JOIN] = 0
-_ALLOWED[MPTCPOPT_DSS] = 0x1f8  # everything except MP_CAPABLE, MP_JOIN (and itself)
-_ALLOWED[MPTCPOPT_ADD_ADDR] = (1 << MPTCPOPT_DSS)
-_ALLOWED[MPTCPOPT_RM_ADDR] = (1 << MPTCPOPT_DSS)
-_ALLOWED[MPTCPOPT_MP_PRIO] = (1 << MPTCPOPT_DSS)
-_ALLOWED[MPTCPOPT_MP_FAIL] = (1 << MPTCPOPT_DSS)
-_ALLOWED[MPTCPOPT_MP_FASTCLOSE] = (1 << MPTCPOPT_DSS) | (1 << MPTCPOPT_RST)
-_ALLOWED[MPTCPOPT_RST] = (1 << MPTCPOPT_DSS) | (1 << MPTCPOPT_MP_FASTCLOSE)
+# The one writer's combination table, taken from the reference's OPTION_COMBINATIONS (the
+# spec) as bit masks: _ALLOWED[subtype] has bit i set when subtype i may share the segment.
+cdef uint32_t _ALLOWED[16]
+
 
 
 cdef inline int _subtype_of(type t):
@@ -993,7 +991,8 @@ def build_options(tcp=b"", mptcp=()):
 # checksums
 
 def ones_sum(buf, start=0, end=-1):
-    """16-bit one's-complement sum (folded, not inverted) of buf[start:end]."""
+    """16-bit one's-complement sum (folded, not inverted) of buf[start:end]; `end` -1 means
+    the end of the buffer; out-of-range bounds are clamped; odd length: zero pad (RFC 1071)."""
     buf = _as_bytes(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
     cdef Py_ssize_t s, e
@@ -1007,73 +1006,106 @@ def ones_sum(buf, start=0, end=-1):
     return _fold(_sum_native(_ptr(buf) + s, e - s))
 
 
-cdef inline uint64_t _pseudo_sum(const unsigned char *p, int version, uint32_t tcp_len) noexcept nogil:
-    """Native-order unfolded sum of the TCP pseudo-header (addresses from the IP header at p)."""
-    cdef uint64_t acc
-    cdef uint16_t w
-    if version == 4:
-        acc = _sum_native(p + 12, 8)
+cdef inline uint64_t _range_sum(const unsigned char *p, Py_ssize_t n, Py_ssize_t s, Py_ssize_t e) noexcept nogil:
+    """_sum_native of p[s:e] with s, e clamped to [0, n] like a Python slice of a buffer."""
+    s = _clamp(s, n)
+    e = _clamp(e, n)
+    if e <= s:
+        return 0
+    return _sum_native(p + s, e - s)
+
+
+cdef uint64_t _pseudo_sum(Packet pk, uint32_t tcp_len) except? 0xffffffffffffffffULL:
+    """Native-order unfolded sum of the TCP pseudo-header of pk (RFC 9293 §3.1 for IPv4,
+    RFC 8200 §8.1 for IPv6), addresses taken from the Packet as the reference does."""
+    cdef unsigned char hdr[40]
+    cdef bytes src = pk.src, dst = pk.dst
+    cdef Py_ssize_t ls = PyBytes_GET_SIZE(src), ld = PyBytes_GET_SIZE(dst)
+    cdef Py_ssize_t w
+    if pk.version == 4 and tcp_len > 0xffff:
+        raise WireError("TCP segment longer than 65535 bytes")
+    if ls + ld > 32:  # not a real Packet; sum it the slow way, like the reference
+        return _sum_native(_ptr(src + dst), ls + ld) + _pseudo_tail_sum(pk.version, tcp_len)
+    memcpy(hdr, _ptr(src), ls)
+    memcpy(hdr + ls, _ptr(dst), ld)
+    w = ls + ld
+    if pk.version == 4:
+        hdr[w] = 0
+        hdr[w + 1] = 6
+        _put16(hdr + w + 2, tcp_len)
+        w += 4
     else:
-        acc = _sum_native(p + 8, 32)
-    # protocol 6 and the TCP length, as big-endian words turned native
-    w = ntohs(6)
-    acc += w
-    w = ntohs(<uint16_t>(tcp_len & 0xffff))
-    acc += w
-    w = ntohs(<uint16_t>(tcp_len >> 16))
-    acc += w
-    return acc
+        _put32(hdr + w, tcp_len)
+        hdr[w + 4] = 0
+        hdr[w + 5] = 0
+        hdr[w + 6] = 0
+        hdr[w + 7] = 6
+        w += 8
+    return _sum_native(hdr, w)
 
 
-cdef inline uint32_t _tcp_csum(const unsigned char *p, int version, int ip_hlen, Py_ssize_t tcp_len) noexcept nogil:
-    """Checksum field value for the TCP segment at p+ip_hlen (its checksum field ignored)."""
-    cdef uint64_t acc = _pseudo_sum(p, version, <uint32_t>tcp_len)
-    cdef uint16_t old
-    acc += _sum_native(p + ip_hlen, tcp_len)
-    memcpy(&old, p + ip_hlen + 16, 2)
-    acc += <uint16_t>~old  # subtract the checksum field: the sum never folds to zero (proto 6)
+cdef uint64_t _pseudo_tail_sum(int version, uint32_t tcp_len):
+    cdef unsigned char t[8]
+    if version == 4:
+        t[0] = 0
+        t[1] = 6
+        _put16(t + 2, tcp_len)
+        return _sum_native(t, 4)
+    _put32(t, tcp_len)
+    t[4] = 0
+    t[5] = 0
+    t[6] = 0
+    t[7] = 6
+    return _sum_native(t, 8)
+
+
+cdef inline uint32_t _tcp_csum(const unsigned char *p, Py_ssize_t n, Py_ssize_t tcp,
+                               Py_ssize_t length, uint64_t pseudo) noexcept nogil:
+    """Checksum field value of the TCP segment p[tcp:length]; its checksum field counts as 0."""
+    cdef uint64_t acc = pseudo
+    acc += _range_sum(p, n, tcp, tcp + 16)
+    acc += _range_sum(p, n, tcp + 18, length)
     return (~_fold(acc)) & 0xffff
 
 
 def tcp_checksum(buf, pkt):
-    """The correct TCP checksum field value for the segment in buf."""
+    """The correct TCP checksum field value for the segment in buf (checksum field as 0)."""
     buf = _as_bytes(buf)
     cdef Packet pk = _coerce_packet(pkt)
-    if pk.length > PyBytes_GET_SIZE(buf) or pk.ip_hlen + 20 > pk.length:
-        raise WireError("packet does not fit the buffer")
-    return _tcp_csum(_ptr(buf), pk.version, pk.ip_hlen, pk.length - pk.ip_hlen)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    if n < pk.length:
+        raise WireError("buffer shorter than the packet")
+    return _tcp_csum(_ptr(buf), n, pk.ip_hlen, pk.length,
+                     _pseudo_sum(pk, <uint32_t>(pk.doff + pk.payload_len)))
 
 
-cdef inline uint32_t _ip_csum(const unsigned char *p, Py_ssize_t ihl) noexcept nogil:
-    cdef uint64_t acc = _sum_native(p, ihl)
-    cdef uint16_t old
-    memcpy(&old, p + 10, 2)
-    acc += <uint16_t>~old
+cdef inline uint32_t _ip_csum(const unsigned char *p, Py_ssize_t hlen) noexcept nogil:
+    """IPv4 header checksum field value of p[0:hlen] (bytes 10-11 count as 0)."""
+    cdef uint64_t acc = _sum_native(p, 10) + _sum_native(p + 12, hlen - 12)
     return (~_fold(acc)) & 0xffff
 
 
 def ipv4_checksum(buf, ihl):
-    """The correct IPv4 header checksum field value (header of ihl bytes)."""
+    """The correct IPv4 header checksum field value; `ihl` is the IHL field in 32-bit words
+    (5..15), as in Linux ip_fast_csum(iph, ihl)."""
     buf = _as_bytes(buf)
-    cdef Py_ssize_t h = ihl
-    if h < 20 or h > PyBytes_GET_SIZE(buf):
-        raise WireError("bad IPv4 header length")
-    return _ip_csum(_ptr(buf), h)
+    if not PyLong_Check(ihl) or not (5 <= ihl <= 15) or PyBytes_GET_SIZE(buf) < ihl * 4:
+        raise WireError(f"IPv4 IHL {ihl!r} does not fit a {len(buf)}-byte buffer")
+    return _ip_csum(_ptr(buf), <Py_ssize_t>ihl * 4)
 
 
 def csum_replace(check, old, new):
-    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') for 16-bit-aligned old -> new bytes."""
+    """RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), for 16-bit-aligned old -> new bytes."""
     old = _as_bytes(old)
     new = _as_bytes(new)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(old)
-    cdef uint32_t hc = <uint32_t>_uint(check, 0xffff, "check")
+    if n != PyBytes_GET_SIZE(new) or n & 1:
+        raise WireError("csum_replace needs old and new of the same even length")
+    cdef uint32_t hc = <uint32_t>_uint(check, 0xffff, "checksum")
     cdef const unsigned char *po = _ptr(old)
     cdef const unsigned char *pn = _ptr(new)
-    cdef uint64_t acc
+    cdef uint64_t acc = (~hc) & 0xffff
     cdef Py_ssize_t i
-    if n != PyBytes_GET_SIZE(new) or n & 1:
-        raise WireError("old and new must have the same even length")
-    acc = (~hc) & 0xffff
     for i in range(0, n, 2):
         acc += (~_be16(po + i)) & 0xffff
         acc += _be16(pn + i)
@@ -1081,14 +1113,15 @@ def csum_replace(check, old, new):
 
 
 def dss_checksum(data_seq, subflow_seq, data_len, payload):
-    """RFC 8684 §3.3.1 DSS checksum field value for a mapping and the payload it covers."""
-    payload = _as_bytes(payload)
+    """RFC 8684 §3.3.1: the DSS checksum field value of a mapping: one's-complement sum of
+    DSN (64) || subflow seq (32) || data-level length (16) || 0x0000, then the payload."""
     cdef unsigned char hdr[16]
     _put64(hdr, _uint(data_seq, 0xffffffffffffffffULL, "data_seq"))
     _put32(hdr + 8, <uint32_t>_uint(subflow_seq, 0xffffffffULL, "subflow_seq"))
     _put16(hdr + 12, <uint32_t>_uint(data_len, 0xffff, "data_len"))
     hdr[14] = 0
     hdr[15] = 0
+    payload = _as_bytes(payload)
     cdef uint64_t acc = _sum_native(hdr, 16) + _sum_native(_ptr(payload), PyBytes_GET_SIZE(payload))
     return (~_fold(acc)) & 0xffff
 
@@ -1097,22 +1130,26 @@ def dss_checksum(data_seq, subflow_seq, data_len, payload):
 # rewrite
 
 def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
-    """A new packet with seq/ack/window/flags/options changed and lengths/checksums fixed."""
+    """A new packet with seq/ack/window/flags (-1: unchanged) and the option area (None:
+    unchanged) replaced. With options: NOP-padded, data offset, IP length, IPv4 header
+    checksum fixed and the TCP checksum recomputed in full; without: TCP checksum updated
+    incrementally (RFC 1624 eqn. 3). Bytes past the IP length are dropped. One allocation."""
     buf = _as_bytes(buf)
     cdef Packet pk = _coerce_packet(pkt)
     cdef const unsigned char *p = _ptr(buf)
-    cdef int ip_hlen = pk.ip_hlen
-    cdef Py_ssize_t olen, optpad, newdoff, newlen, payload_len = pk.payload_len
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t ip_hlen = pk.ip_hlen, length = pk.length
+    cdef Py_ssize_t olen, optpad, newdoff, newlen, payload_len
     cdef unsigned char *q
     cdef unsigned char *t
+    cdef const unsigned char *po
     cdef uint32_t new_seq = 0, new_ack = 0, new_win = 0, new_flags = 0
     cdef bint set_seq = seq != -1, set_ack = ack != -1, set_win = window != -1
     cdef bint set_flags = flags != -1
     cdef uint64_t acc
     cdef uint32_t hc
-    cdef const unsigned char *po
-    if pk.length > PyBytes_GET_SIZE(buf) or pk.payload_off > pk.length:
-        raise WireError("packet does not fit the buffer")
+    if n < length:
+        raise WireError("buffer shorter than the packet")
     if set_seq:
         new_seq = <uint32_t>_uint(seq, 0xffffffffULL, "seq")
     if set_ack:
@@ -1121,16 +1158,29 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
         new_win = <uint32_t>_uint(window, 0xffff, "window")
     if set_flags:
         new_flags = <uint32_t>_uint(flags, 0xff, "flags")
+    # A Packet from parse_packet always satisfies this; anything else is not ours to touch
+    # (and would make the C code below read out of bounds).
+    if (ip_hlen < 20 or pk.doff < 20 or pk.payload_off != ip_hlen + pk.doff
+            or pk.payload_off > length or pk.payload_len != length - pk.payload_off):
+        raise WireError("Packet does not describe a TCP segment")
+
     if options is not None:
         options = _as_bytes(options)
         olen = PyBytes_GET_SIZE(options)
-        if olen > MAX_TCP_OPTIONS:
-            raise WireError("options longer than 40 bytes")
         optpad = (olen + 3) & ~3
+        if optpad > MAX_TCP_OPTIONS:
+            raise WireError(f"TCP options of {optpad} bytes (> 40)")
+        payload_len = pk.payload_len
         newdoff = 20 + optpad
         newlen = ip_hlen + newdoff + payload_len
-        if pk.version == 4 and newlen > 0xffff:
-            raise WireError("packet too long")
+        if pk.version == 4:
+            if newlen > 0xffff:
+                raise WireError("IPv4 packet longer than 65535 bytes")
+            if ip_hlen > 60 or ip_hlen & 3:
+                raise WireError(f"IPv4 IHL {ip_hlen // 4} does not fit")
+        elif newlen - 40 > 0xffff:
+            raise WireError("IPv6 payload longer than 65535 bytes")
+        acc = _pseudo_sum(pk, <uint32_t>(newdoff + payload_len))
         out = PyBytes_FromStringAndSize(NULL, newlen)
         q = <unsigned char *>PyBytes_AS_STRING(out)
         memcpy(q, p, ip_hlen + 20)
@@ -1142,7 +1192,7 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
             _put32(t + 4, new_seq)
         if set_ack:
             _put32(t + 8, new_ack)
-        t[12] = <unsigned char>(((newdoff >> 2) << 4) | (t[12] & 0x0f))
+        t[12] = <unsigned char>(((newdoff >> 2) << 4) | (t[12] & 0x0f))  # keep reserved/AE bits
         if set_flags:
             t[13] = <unsigned char>new_flags
         if set_win:
@@ -1152,11 +1202,15 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
             _put16(q + 10, _ip_csum(q, ip_hlen))
         else:
             _put16(q + 4, <uint32_t>(newlen - 40))
-        _put16(t + 16, _tcp_csum(q, pk.version, ip_hlen, newlen - ip_hlen))
+        _put16(t + 16, _tcp_csum(q, newlen, ip_hlen, newlen, acc))
         return out
-    # no new options: same length, incremental checksum update (RFC 1624 eqn. 3)
-    newlen = pk.length
-    out = PyBytes_FromStringAndSize(<const char *>p, newlen)
+
+    # No new options: same layout; each changed field is whole 16-bit words at an even offset
+    # of the header, so the checksum is updated incrementally (RFC 1624 eqn. 3). Chaining
+    # csum_replace per field, as the reference does, gives the same value as one sum.
+    out = PyBytes_FromStringAndSize(<const char *>p, length)
+    if not (set_seq or set_ack or set_flags or set_win):
+        return out
     q = <unsigned char *>PyBytes_AS_STRING(out)
     t = q + ip_hlen
     po = p + ip_hlen
@@ -1176,6 +1230,42 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
     if set_win:
         _put16(t + 14, new_win)
         acc += ((~_be16(po + 14)) & 0xffff) + _be16(t + 14)
-    if set_seq or set_ack or set_flags or set_win:
-        _put16(t + 16, (~_fold_be(acc)) & 0xffff)
+    _put16(t + 16, (~_fold_be(acc)) & 0xffff)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Imports last, on purpose: importing `middlebox.wire.errors` runs `middlebox/wire/__init__.py`,
+# which (compiled mode) takes the TWINNED names from this module. When this module is the
+# first one imported (`from middlebox import _cwire`), those names must already exist, so
+# every def above is created before these imports run. The names below are looked up as
+# module globals at call time.
+
+from middlebox.wire.errors import WireError
+from middlebox.wire.mptcp import (
+    OPTION_COMBINATIONS,
+    AddAddr,
+    Dss,
+    MpCapable,
+    MpFail,
+    MpFastclose,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    MpPrio,
+    MpTcpRst,
+    RemoveAddr,
+)
+
+
+def _load_combinations():
+    cdef int st
+    for st in range(16):
+        _ALLOWED[st] = 0
+    for st, allowed in OPTION_COMBINATIONS.items():
+        _ALLOWED[st] = 0
+        for other in allowed:
+            _ALLOWED[st] |= 1u << other
+
+
+_load_combinations()
