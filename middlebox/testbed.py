@@ -8,6 +8,9 @@
                                  | fd00:2::1                  fd00:2::2
 ```
 
+In mbox, source policy routing sends what comes from path k's address out by path k (table
+100+k), so a subflow from 10.2.2.1 to the server's 10.1.1.2 takes path 2.
+
 Usage, from a test or a plain script::
 
     from middlebox.testbed import Topology
@@ -242,6 +245,18 @@ class Topology:
                 idx = self._up(ipr, p.mbox_if)
                 self._addr(ipr, idx, p.mbox_ip, 24)
                 self._addr(ipr, idx, p.mbox_ip6, 64)
+            # Source policy routing: a packet from path k's address leaves by path k, whatever
+            # its destination (extra subflows reach the server's path-1 address by path 2).
+            for p in self.paths:
+                idx = ipr.link_lookup(ifname=p.mbox_if)[0]
+                table = self.policy_table(p.index)
+                ipr.route("add", dst=p.prefix, oif=idx, table=table)
+                ipr.route("add", dst="0.0.0.0/0", gateway=p.server_ip, oif=idx, table=table)
+                ipr.route("add", dst=p.prefix6, oif=idx, table=table, family=10)
+                ipr.route("add", dst="::/0", gateway=p.server_ip6, oif=idx, table=table, family=10)
+                ipr.rule("add", table=table, priority=1000 + p.index, src=p.mbox_ip, src_len=32)
+                ipr.rule("add", table=table, priority=1000 + p.index, src=p.mbox_ip6,
+                         src_len=128, family=10)
 
         with IPRoute(netns=self.server) as ipr:
             self._up(ipr, "lo")
@@ -285,6 +300,11 @@ class Topology:
                         if time.monotonic() > deadline:
                             raise TimeoutError(f"{name} in {ns} did not come up")
                         time.sleep(0.02)
+
+    @staticmethod
+    def policy_table(path: int) -> int:
+        """Routing table of path `path` in mbox (`ip rule from <mbox path addr> lookup T`)."""
+        return 100 + path
 
     def _sysctls(self) -> None:
         common = {

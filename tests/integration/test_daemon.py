@@ -119,3 +119,80 @@ def test_daemon_survives_a_faulty_core(mbox, server_factory):
     assert "bug in core: ValueError" in out and out.count("bug in core: ValueError") == 1, out
     assert "bug in tick" in out
     assert "bug_core=" in out
+
+
+def _recv_ifindex(sock: socket.socket, v6: bool) -> tuple[bytes, int]:
+    import struct
+
+    data, anc, _, _ = sock.recvmsg(2048, 256)
+    for level, kind, value in anc:
+        if not v6 and level == socket.IPPROTO_IP and kind == 8:  # IP_PKTINFO
+            return data, struct.unpack_from("=i", value, 0)[0]
+        if v6 and level == socket.IPPROTO_IPV6 and kind == 50:  # IPV6_PKTINFO
+            return data, struct.unpack_from("=i", value, 16)[0]
+    raise AssertionError("no pktinfo")
+
+
+def test_injector_marks_and_routes_by_source(topo):
+    """Injected packets carry the mark and leave by the path of their source address."""
+    import threading
+
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+
+    from middlebox.io.daemon import Injector
+    from middlebox.io.rules import INJECT_MARK
+
+    t = topo
+    p1, p2 = t.paths[0], t.paths[1]
+    t.run(t.mbox, ["iptables", "-t", "mangle", "-A", "OUTPUT", "-m", "mark", "--mark",
+                   hex(INJECT_MARK)])
+    s2_index = t.ifindex(t.server, p2.server_if)
+    for v6 in (False, True):
+        with t.in_netns(t.server):
+            rx = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+        if v6:
+            rx.setsockopt(socket.IPPROTO_IPV6, 49, 1)  # IPV6_RECVPKTINFO
+            rx.bind(("::", 9999))
+            pkt = IPv6(src=p2.mbox_ip6, dst=p1.server_ip6) / UDP(sport=9998, dport=9999) / b"v6"
+        else:
+            rx.setsockopt(socket.IPPROTO_IP, 8, 1)  # IP_PKTINFO
+            rx.bind(("0.0.0.0", 9999))
+            pkt = IP(src=p2.mbox_ip, dst=p1.server_ip) / UDP(sport=9998, dport=9999) / b"v4"
+        rx.settimeout(5)
+        err: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                with t.in_netns(t.mbox):
+                    inj = Injector(INJECT_MARK)
+                    inj.send(bytes(pkt))
+                    inj.close()
+            except BaseException as e:  # reported below
+                err.append(e)
+
+        th = threading.Thread(target=send)
+        th.start()
+        th.join()
+        assert not err, err
+        data, ifindex = _recv_ifindex(rx, v6)
+        rx.close()
+        assert data == (b"v6" if v6 else b"v4")
+        assert ifindex == s2_index, "the injected packet did not leave by its source's path"
+    out = t.run(t.mbox, ["iptables", "-t", "mangle", "-L", "OUTPUT", "-v", "-x", "-n"]).stdout
+    marked = [line for line in out.splitlines() if "MARK match" in line or "mark match" in line]
+    assert marked and int(marked[0].split()[0]) >= 1, out
+
+
+def test_sigusr1_prints_counters(mbox, server_factory):
+    t = mbox.t
+    d = mbox.start("--passthrough")
+    srv = server_factory()
+    upload(t, srv, payload(MB))
+    d.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not any(l.startswith("counters:") for l in d.lines):
+        time.sleep(0.05)
+    assert any(l.startswith("counters: packets=") for l in d.lines), d.output
+    rc, _ = d.stop()
+    assert rc == 0
