@@ -60,7 +60,11 @@ mp_capable_cases = st.one_of(
         st.builds(MpCapable, version=st.sampled_from([0, 1]), flags=mpc_flags, sndr_key=u64, rcvr_key=u64),
         st.sampled_from([ACK, ACK | FIN]),
     ),
-    _ctx(st.builds(MpCapable, version=st.just(0), flags=mpc_flags, sndr_key=u64, rcvr_key=u64), st.just(ACK), payload_lens),
+    _ctx(
+        st.builds(MpCapable, version=st.just(0), flags=mpc_flags, sndr_key=u64, rcvr_key=u64),
+        st.just(ACK),
+        payload_lens,
+    ),
     # v1 first data, length 22 / 24
     _ctx(
         st.builds(
@@ -305,10 +309,12 @@ def test_mp_capable_fields_and_flag_properties():
          Dss(data_seq=9, subflow_seq=1, data_len=16, csum=0xABCD)),
         (bytes.fromhex("1e0e2008" "00000009" "00000001" "0010"), ACK, None),  # m without M: 4 bytes extra
         # ADD_ADDR (§3.4.1)
-        (bytes.fromhex("1e1030" "01" "c0000201") + bytes(8), ACK, AddAddr(False, 1, bytes.fromhex("c0000201"), None, bytes(8))),
+        (bytes.fromhex("1e1030" "01" "c0000201") + bytes(8), ACK,
+         AddAddr(False, 1, bytes.fromhex("c0000201"), None, bytes(8))),
         (bytes.fromhex("1e0a31" "01" "c0000201" "1f90"), ACK, AddAddr(True, 1, bytes.fromhex("c0000201"), 8080, None)),
         (bytes.fromhex("1e1431" "02") + bytes(16), ACK, AddAddr(True, 2, bytes(16), None, None)),
-        (bytes.fromhex("1e1e30" "02") + bytes(16) + b"\x00\x50" + bytes(8), ACK, AddAddr(False, 2, bytes(16), 80, bytes(8))),
+        (bytes.fromhex("1e1e30" "02") + bytes(16) + b"\x00\x50" + bytes(8), ACK,
+         AddAddr(False, 2, bytes(16), 80, bytes(8))),
         (bytes.fromhex("1e0830" "01" "c0000201"), ACK, None),  # non-echo needs the HMAC
         (bytes.fromhex("1e1131" "01" "c0000201") + bytes(9), ACK, None),
         # REMOVE_ADDR (§3.4.2): 1..8 ids
