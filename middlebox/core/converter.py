@@ -1,0 +1,480 @@
+"""The outbound converter: a guest's plain TCP becomes MPTCP on the wire (issue 3).
+
+Sans-IO (docs/core-api.md): `handle(data, direction, now)` and `tick(now)` return actions; no
+sockets, no clock. The state machine is `table.TABLE`; this module classifies packets into
+`Input`s, runs the table's handler and keeps the flow table. One subflow for now: subflow 1
+is the guest's own connection, so its sequence numbers pass unchanged and the DSS mapping is
+"guest seq space == data seq space" (see flow.py).
+
+Per packet: parse, one dict lookup, classify, one handler that builds at most one MPTCP
+option and calls `rewrite` once. Fallback flows stop after the dict lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+from middlebox.core.config import Config
+from middlebox.core.counters import Counter, new_counters
+from middlebox.core.events import ACCEPT, Direction, Rewrite
+from middlebox.core.flow import M32, M64, Flow, seq_before
+from middlebox.core.table import TABLE, TIMEOUT_OF_STATE, Input, State
+from middlebox.wire import (
+    Dss,
+    MpCapable,
+    MpFastclose,
+    MpTcpRst,
+    WireError,
+    build_options,
+    dss_checksum,
+    encode_tcp_options,
+    key_idsn,
+    new_key,
+    parse_mptcp,
+    parse_options,
+    parse_packet,
+    rewrite,
+    strip_mptcp,
+)
+
+log = logging.getLogger(__name__)
+
+# TCP flags (RFC 9293 §3.1)
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+TCP_HLEN = 20
+TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
+# MP_CAPABLE flags (RFC 8684 §3.1)
+MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
+MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
+
+OUT = Direction.OUT
+I = Input
+S = State
+
+
+class Converter:
+    """Outbound TCP -> MPTCP converter. See docs/core-api.md for the contract."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config = config or Config()
+        self.flows: OrderedDict[tuple, Flow] = OrderedDict()  # LRU-ish: see _touch
+        self.counters = new_counters()
+        self._dispatch = {key: (getattr(self, "_h_" + name), nxt) for key, (name, nxt) in TABLE.items()}
+        self._mss_limit = {4: config.mss_limit(4), 6: config.mss_limit(6)}
+        self._timeout = {s: float(getattr(config, attr)) for s, attr in TIMEOUT_OF_STATE.items()}
+        self._min_timeout = min(self._timeout.values())
+        self._logged: set[str] = set()
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def handle(self, data: bytes, direction: Direction, now: float) -> list:
+        """Actions for one packet; the first is the verdict. Never raises."""
+        try:
+            return self._handle(data, direction, now)
+        except Exception as exc:  # a bug: counted, logged once per kind, packet unchanged
+            self.counters[Counter.CoreBug] += 1
+            kind = type(exc).__name__
+            if kind not in self._logged:
+                self._logged.add(kind)
+                log.exception("core: %s on a packet; accepted unchanged (logged once per kind)", kind)
+            return [ACCEPT]
+
+    def tick(self, now: float) -> list:
+        """Expire idle flows (timeouts by state, see Config). Returns Inject actions (none yet)."""
+        flows = self.flows
+        if not flows:
+            return []
+        timeout, floor = self._timeout, self._min_timeout
+        dead = []
+        # `flows` is ordered by `moved`; `last >= moved`, so once a flow was moved less than
+        # the shortest timeout ago, no later flow can have expired.
+        for key, flow in flows.items():
+            if now - flow.moved < floor:
+                break
+            if now - flow.last >= timeout[flow.state]:
+                dead.append(key)
+        for key in dead:
+            del flows[key]
+        self.counters[Counter.FlowExpired] += len(dead)
+        return []
+
+    # -- per packet --------------------------------------------------------------------------
+
+    def _handle(self, data: bytes, direction: Direction, now: float) -> list:
+        try:
+            pkt = parse_packet(data)
+        except WireError:
+            self.counters[_not_tcp(data)] += 1
+            return [ACCEPT]
+        flags = pkt.flags
+        if direction == OUT:
+            key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        else:
+            key = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        flow = self.flows.get(key)
+        if flow is None:
+            if direction != OUT or flags & (SYN | ACK | RST) != SYN:
+                self.counters[Counter.UnknownFlow] += 1
+                return [ACCEPT]
+            flow = self._new_flow(key, now)
+        else:
+            flow.last = now
+            if now - flow.moved > 1.0:  # keep the table roughly in LRU order, cheaply
+                self.flows.move_to_end(key)
+                flow.moved = now
+            if flow.state is S.FALLBACK and not flags & (SYN | RST):
+                return [ACCEPT]
+        if direction == OUT:
+            inp, ctx = self._classify_out(flow, pkt, data), None
+        else:
+            inp, ctx = self._classify_in(flow, pkt, data)
+        entry = self._dispatch.get((flow.state, inp))
+        if entry is None:  # protocol violation: pass as plain TCP, state unchanged
+            self.counters[Counter.StateViolation] += 1
+            return [ACCEPT] if direction == OUT else [self._stripped(pkt, data)]
+        handler, nxt = entry
+        actions = handler(flow, pkt, data, ctx)
+        flow.state = nxt
+        return actions
+
+    def _new_flow(self, key: tuple, now: float) -> Flow:
+        flows = self.flows
+        if len(flows) >= self.config.max_flows:
+            self.counters[Counter.FlowTableFull] += 1
+            flows.popitem(last=False)  # the least recently active (to within a second)
+            self.counters[Counter.FlowEvicted] += 1
+        flow = flows[key] = Flow(now, self.config.version)
+        self.counters[Counter.FlowCreated] += 1
+        return flow
+
+    # -- classification: packet -> Input ----------------------------------------------------
+
+    def _classify_out(self, flow: Flow, pkt, data: bytes) -> Input:
+        f = pkt.flags
+        if f & RST:
+            return I.OUT_RST
+        if f & SYN:
+            if f & ACK:
+                return I.OUT_ODD
+            if parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp:
+                return I.OUT_SYN_MPTCP
+            if flow.state is not S.NEW and flow.local_key is not None and pkt.seq == flow.guest_isn:
+                return I.OUT_SYN_RTX
+            return I.OUT_SYN
+        if not f & ACK:
+            return I.OUT_ODD
+        if f & FIN:
+            return I.OUT_FIN
+        if (
+            flow.remote_fin
+            and flow.local_fin_acked
+            and not flow.remote_fin_acked
+            and not seq_before(pkt.ack, (flow.remote_fin_seq + 1) & M32)
+        ):
+            return I.OUT_CLOSE_DONE
+        return I.OUT_DATA if pkt.payload_len else I.OUT_ACK
+
+    def _classify_in(self, flow: Flow, pkt, data: bytes) -> tuple:
+        f = pkt.flags
+        mptcp = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp
+        dss = mpc = tcprst = None
+        fastclose = False
+        for raw in mptcp:
+            o = parse_mptcp(raw, f, pkt.payload_len)
+            t = type(o)
+            if t is Dss:
+                dss = o
+            elif t is MpCapable:
+                mpc = o
+            elif t is MpFastclose:
+                fastclose = True
+            elif t is MpTcpRst:
+                tcprst = o
+        if fastclose:
+            return I.IN_FASTCLOSE, None
+        if f & RST:
+            return I.IN_RST, tcprst
+        if f & SYN:
+            if not f & ACK:
+                return I.IN_ODD, None
+            if mpc is not None and mpc.version == flow.version and mpc.sndr_key is not None:
+                return I.IN_SYNACK_MPC, mpc
+            return I.IN_SYNACK_PLAIN, mpc
+        if not f & ACK:
+            return I.IN_ODD, None
+        if dss is None:
+            if not mptcp and (pkt.payload_len or f & FIN or seq_before((flow.guest_isn + 1) & M32, pkt.ack)):
+                return I.IN_NODSS_DATA, None
+            return I.IN_NODSS, None
+        if dss.data_seq is not None and dss.data_len == 0:
+            return I.IN_INFINITE, dss
+        if dss.data_fin:
+            return I.IN_DATA_FIN, dss
+        if dss.data_ack is None:
+            return I.IN_DSS_NOACK, dss
+        if (
+            flow.local_fin
+            and flow.remote_fin_acked
+            and not flow.local_fin_acked
+            and not seq_before(flow.guest_seq_of_local_dsn(dss.data_ack), (flow.local_fin_seq + 1) & M32)
+        ):
+            return I.IN_CLOSE_DONE, dss
+        return I.IN_DSS, dss
+
+    # -- handlers (named in table.TABLE); they never change flow.state ----------------------
+
+    def _h_pass_out(self, flow, pkt, data, ctx):
+        return [ACCEPT]
+
+    def _h_pass_in(self, flow, pkt, data, ctx):
+        return [self._stripped(pkt, data)]
+
+    def _h_syn(self, flow, pkt, data, ctx):
+        """Guest SYN: add MP_CAPABLE (RFC 8684 §3.1), clamp the MSS. Same ISN, same bytes."""
+        cfg = self.config
+        if flow.state is S.NEW or flow.local_key is None or pkt.seq != flow.guest_isn:
+            flow.reset(cfg.version)
+            flow.guest_isn = flow.sf.local_isn = pkt.seq
+            flow.local_key = new_key()
+            flow.local_idsn = key_idsn(flow.local_key, flow.version)
+        mflags = MPTCP_CAP_HMAC | (MPTCP_CAP_CHECKSUM_REQD if cfg.checksum else 0)
+        # v1 SYN: no key (length 4); v0 SYN: our key (length 12)
+        opt = MpCapable(flow.version, mflags, flow.local_key if flow.version == 0 else None)
+        start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
+        raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
+        try:
+            options = build_options(raw, (opt,))
+        except WireError:  # unknown options eat the space: keep only the ones we know
+            o = parse_options(data, start, end)
+            mss = min(o.mss, self._mss_limit[pkt.version]) if o.mss != -1 else -1
+            tcp = encode_tcp_options(mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
+            options = build_options(tcp, (opt,))
+        self.counters[Counter.MPCapableSYNTX] += 1
+        return [Rewrite(rewrite(data, pkt, options=options))]
+
+    def _h_synack(self, flow, pkt, data, mpc):
+        """SYN/ACK with MP_CAPABLE: record the server's key, strip the option, clamp the MSS."""
+        flow.remote_key = mpc.sndr_key
+        flow.remote_idsn = key_idsn(mpc.sndr_key, flow.version)
+        flow.server_isn = flow.sf.remote_isn = pkt.seq
+        flow.sf.remote_snd_max = (pkt.seq + 1) & M32
+        flow.rcv_rel = 1
+        flow.checksum = self.config.checksum or mpc.checksum  # either A bit (§3.1)
+        self.counters[Counter.MPCapableSYNACKRX] += 1
+        start = pkt.ip_hlen + TCP_HLEN
+        raw = self._clamp_mss(strip_mptcp(data, start, pkt.payload_off), pkt.version)
+        return [Rewrite(rewrite(data, pkt, options=raw))]
+
+    def _h_synack_fallback(self, flow, pkt, data, mpc):
+        self.counters[Counter.MPCapableFallbackSYNACK] += 1
+        if mpc is not None:
+            self.counters[Counter.MPCapableVersionMismatch] += 1
+        return [self._stripped(pkt, data)]
+
+    def _h_out(self, flow, pkt, data, ctx):
+        """Guest ACK/data/FIN: MP_CAPABLE (third ACK, first data) or DSS (RFC 8684 §3.1, §3.3)."""
+        sf = flow.sf
+        plen = pkt.payload_len
+        fin = pkt.flags & FIN
+        ack = pkt.ack
+        new_ack = -1
+        counters = self.counters
+        if flow.remote_fin:
+            if not flow.remote_fin_acked and not seq_before(ack, (flow.remote_fin_seq + 1) & M32):
+                flow.remote_fin_acked = True
+            # A DATA_FIN the server sent without a subflow FIN reached the guest as a FIN: the
+            # subflow ack must not cover that FIN until the server really sends one.
+            if seq_before(sf.remote_snd_max, ack):
+                new_ack = sf.remote_snd_max
+                counters[Counter.SubflowAckClamped] += 1
+        data_ack = flow.data_ack_of_guest_ack(ack)
+        if not flow.ack64:
+            data_ack &= M32
+        rel = (pkt.seq - sf.local_isn) & M32  # relative subflow seq; subflow 1: the guest's
+        if flow.state is S.MPC_PENDING and rel == 1 and not fin and (plen == 0 or flow.version == 1):
+            # §3.1: MP_CAPABLE with both keys on the third ACK (and pure ACKs until data), with
+            # the data-level length (+ checksum) on the first data: mapping DSN IDSN+1, ssn 1.
+            mflags = MPTCP_CAP_HMAC | (MPTCP_CAP_CHECKSUM_REQD if flow.checksum else 0)
+            if plen:
+                csum = None
+                if flow.checksum:
+                    csum = dss_checksum((flow.local_idsn + 1) & M64, 1, plen, data[pkt.payload_off : pkt.length])
+                opt = MpCapable(flow.version, mflags, flow.local_key, flow.remote_key, plen, csum)
+                counters[Counter.MPCapableDataTX] += 1
+            else:
+                opt = MpCapable(flow.version, mflags, flow.local_key, flow.remote_key)
+                counters[Counter.MPCapableACKTX] += 1
+        elif plen or fin:
+            dsn = flow.dsn_of_guest_seq(pkt.seq)
+            data_len = plen + 1 if fin else plen  # DATA_FIN takes one DSN (§3.3)
+            subflow_seq = rel if plen else 0  # a bare DATA_FIN: subflow seq 0, length 1
+            csum = None
+            if flow.checksum:  # §3.3.1
+                csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
+            opt = Dss(data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum, bool(fin))
+            if fin:
+                if not flow.local_fin:
+                    flow.local_fin = True
+                    flow.local_fin_seq = (pkt.seq + plen) & M32
+                counters[Counter.DataFinTX] += 1
+            counters[Counter.DSSTX] += 1
+        else:
+            opt = Dss(data_ack, flow.ack64)
+            counters[Counter.DataAckTX] += 1
+        options = self._room(pkt, data, opt)
+        if options is None:
+            return [ACCEPT] if new_ack == -1 else [Rewrite(rewrite(data, pkt, ack=new_ack))]
+        return [Rewrite(rewrite(data, pkt, ack=new_ack, options=options))]
+
+    def _h_in_(self, flow, pkt, data, dss):
+        """Server segment: check the mapping, DATA_ACK -> guest ack, DATA_FIN -> FIN, strip."""
+        sf = flow.sf
+        f = pkt.flags
+        plen = pkt.payload_len
+        counters = self.counters
+        end = (pkt.seq + plen + (1 if f & FIN else 0)) & M32
+        if seq_before(sf.remote_snd_max, end):
+            sf.remote_snd_max = end
+        new_ack = new_flags = -1
+        rel = (pkt.seq - sf.remote_isn) & M32
+        if dss is not None:
+            counters[Counter.DSSRX] += 1
+            if dss.data_ack is not None:
+                guest_ack = flow.guest_seq_of_local_dsn(dss.data_ack)
+                if guest_ack != pkt.ack:
+                    counters[Counter.DataAckMismatch] += 1
+                    new_ack = guest_ack  # the connection-level ack is what the guest learns
+                if (
+                    flow.local_fin
+                    and not flow.local_fin_acked
+                    and not seq_before(guest_ack, (flow.local_fin_seq + 1) & M32)
+                ):
+                    flow.local_fin_acked = True
+            if dss.data_seq is not None:
+                if dss.dsn64:
+                    flow.ack64 = True  # a 64-bit DSN must be acked with a 64-bit DATA_ACK
+                ssn, dlen = dss.subflow_seq, dss.data_len
+                fin_len = 1 if dss.data_fin else 0
+                if not (dss.data_fin and dlen == 1 and ssn == 0):  # not a bare DATA_FIN
+                    if (dss.data_seq - flow.remote_idsn) & M32 != ssn:
+                        counters[Counter.MappingMismatch] += 1
+                    if plen:
+                        if not _covers(ssn, dlen - fin_len, rel, plen):
+                            counters[Counter.MappingUncovered] += 1
+                        elif flow.checksum and dss.csum is not None and dss.dsn64 and rel == ssn and plen == dlen - fin_len:
+                            payload = data[pkt.payload_off : pkt.length]
+                            if dss_checksum(dss.data_seq, ssn, dlen, payload) != dss.csum:
+                                counters[Counter.DataCsumErr] += 1
+                    sf.rmap_ssn, sf.rmap_len = ssn, dlen - fin_len
+                if dss.data_fin:
+                    fin_seq = flow.guest_seq_of_remote_dsn(dss.data_seq + dlen - 1)
+                    if not flow.remote_fin:
+                        flow.remote_fin = True
+                        flow.remote_fin_seq = fin_seq
+                        counters[Counter.DataFinRX] += 1
+                    if not f & FIN:
+                        if fin_seq == (pkt.seq + plen) & M32:
+                            new_flags = f | FIN
+                        else:
+                            counters[Counter.DataFinDeferred] += 1
+        elif plen and not _covers(sf.rmap_ssn, sf.rmap_len, rel, plen):
+            counters[Counter.MappingUncovered] += 1
+        options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        return [Rewrite(rewrite(data, pkt, ack=new_ack, flags=new_flags, options=options))]
+
+    def _h_dss_fallback(self, flow, pkt, data, ctx):
+        """Server data (or an ack of guest data) without DSS before the first DATA_ACK: the
+        server fell back (RFC 8684 §3.7). Subflow seq == guest seq, so just stop converting."""
+        self.counters[Counter.DssFallback] += 1
+        return [ACCEPT]
+
+    def _h_infinite(self, flow, pkt, data, dss):
+        """Infinite mapping (§3.7): plain TCP from here on."""
+        self.counters[Counter.InfiniteMapRX] += 1
+        return [self._stripped(pkt, data)]
+
+    def _h_rst_out(self, flow, pkt, data, ctx):
+        self.counters[Counter.RstTX] += 1
+        return [ACCEPT]
+
+    def _h_rst_in(self, flow, pkt, data, tcprst):
+        self.counters[Counter.TcpRstRX if tcprst is not None else Counter.RstRX] += 1
+        return [self._stripped(pkt, data)]
+
+    def _h_fastclose(self, flow, pkt, data, ctx):
+        """MP_FASTCLOSE (§3.5): the connection is gone; the guest gets a RST."""
+        self.counters[Counter.FastCloseRX] += 1
+        options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        flags = -1 if pkt.flags & RST else RST | ACK
+        return [Rewrite(rewrite(data, pkt, flags=flags, options=options))]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _stripped(self, pkt, data: bytes):
+        """The packet without its MPTCP options (ACCEPT when it has none)."""
+        start = pkt.ip_hlen + TCP_HLEN
+        if pkt.payload_off == start or not parse_options(data, start, pkt.payload_off).mptcp:
+            return ACCEPT
+        return Rewrite(rewrite(data, pkt, options=strip_mptcp(data, start, pkt.payload_off)))
+
+    def _room(self, pkt, data: bytes, opt) -> bytes | None:
+        """The guest's options plus `opt` in 40 bytes: MPTCP wins over SACK blocks, timestamps
+        stay. None (counted) when even that does not fit."""
+        start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
+        try:
+            return build_options(strip_mptcp(data, start, end), (opt,))
+        except WireError:
+            pass
+        o = parse_options(data, start, end)
+        for n in range(len(o.sack), -1, -1):  # re-encoded: unknown options go first, then SACK
+            tcp = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, o.sack[:n])
+            try:
+                options = build_options(tcp, (opt,))
+            except WireError:
+                continue
+            if n < len(o.sack):
+                self.counters[Counter.SackDropped] += 1
+            return options
+        self.counters[Counter.OptionSpaceExhausted] += 1
+        return None
+
+    def _clamp_mss(self, raw: bytes, ip_version: int) -> bytes:
+        """`raw` with its MSS option lowered to the limit for DSS-carrying segments."""
+        limit = self._mss_limit[ip_version]
+        i, n = 0, len(raw)
+        while i < n:
+            kind = raw[i]
+            if kind == TCPOPT_EOL:
+                break
+            if kind == TCPOPT_NOP:
+                i += 1
+                continue
+            if i + 1 >= n:
+                break
+            size = raw[i + 1]
+            if size < 2 or i + size > n:
+                break
+            if kind == TCPOPT_MSS and size == TCPOLEN_MSS:
+                if (raw[i + 2] << 8 | raw[i + 3]) > limit:
+                    self.counters[Counter.MSSClamped] += 1
+                    return raw[: i + 2] + limit.to_bytes(2, "big") + raw[i + 4 :]
+                return raw
+            i += size
+        return raw
+
+
+def _covers(map_ssn: int, map_len: int, rel: int, plen: int) -> bool:
+    """Does the mapping [map_ssn, map_ssn + map_len) cover the segment [rel, rel + plen)?"""
+    off = (rel - map_ssn) & M32
+    return off + plen <= map_len
+
+
+def _not_tcp(data: bytes) -> Counter:
+    """Why parse_packet refused `data`: another protocol, or a broken packet."""
+    n = len(data)
+    if n >= 20 and data[0] >> 4 == 4 and data[9] != 6:
+        return Counter.NotTCP
+    if n >= 40 and data[0] >> 4 == 6 and data[6] != 6:
+        return Counter.NotTCP
+    return Counter.BadPacket

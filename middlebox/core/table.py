@@ -1,0 +1,141 @@
+"""The per-flow state machine of the outbound converter, in one table.
+
+    TABLE[(state, input)] = (handler, next_state)
+
+* `state` is the flow's `State`; `input` is the packet's `Input`, computed by
+  `Converter._classify_out` / `_classify_in` from the TCP flags, the MPTCP options and the
+  flow's FIN bookkeeping (nothing else decides a transition).
+* `handler` names a `Converter._h_<handler>` method: it returns the actions for the packet
+  (verdict first) and updates the flow's *data* (keys, ISNs, mapping references, FIN
+  positions) but never `flow.state`; the converter sets `flow.state = next_state` after it.
+* A missing key is a protocol violation (h11 "Rule 1"): the packet passes as plain TCP (MPTCP
+  options stripped towards the guest), the state does not change, `StateViolation` counts it.
+  It is never a crash.
+
+The outbound role (RFC 8684 §3.1, §3.3, §3.7): a guest speaking plain TCP connects to a server.
+
+    NEW --guest SYN--> SYN_SENT --SYN/ACK+MPC--> MPC_PENDING --DATA_ACK--> ESTABLISHED
+                          |                          |                         |
+                          +--SYN/ACK plain--> FALLBACK <--no DSS / infinite map-+
+    ESTABLISHED --FIN / DATA_FIN--> CLOSING --last ack of both FINs--> TIME_WAIT
+    any --RST / MP_FASTCLOSE--> CLOSED;  a new guest SYN (other ISN) restarts the flow.
+
+Once in FALLBACK the converter does not even classify packets (only SYN/RST go through the
+table): the flow costs one dict lookup per packet.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class State(IntEnum):
+    NEW = 0  # just created for a guest SYN
+    SYN_SENT = 1  # guest SYN sent with MP_CAPABLE, waiting for the SYN/ACK
+    MPC_PENDING = 2  # SYN/ACK had MP_CAPABLE; MP_CAPABLE on ACK/first data until a DATA_ACK
+    ESTABLISHED = 3  # a DATA_ACK arrived: DSS on every guest segment
+    CLOSING = 4  # guest FIN / server DATA_FIN seen, close not complete
+    TIME_WAIT = 5  # both DATA_FINs sent and acked; still converting retransmissions
+    FALLBACK = 6  # plain TCP: passes untouched
+    CLOSED = 7  # reset: passes as plain TCP until expiry
+
+
+class Input(IntEnum):
+    # guest -> server (Direction.OUT)
+    OUT_SYN = 0  # SYN without ACK opening a new connection (new flow or another ISN)
+    OUT_SYN_RTX = 1  # SYN again, same ISN
+    OUT_SYN_MPTCP = 2  # SYN that already carries MPTCP options: the guest speaks MPTCP
+    OUT_ACK = 3  # ACK, no payload, no FIN
+    OUT_DATA = 4  # payload, no FIN
+    OUT_FIN = 5  # FIN (with or without payload)
+    OUT_RST = 6
+    OUT_CLOSE_DONE = 7  # acks the server's DATA_FIN after the server acked the guest's
+    OUT_ODD = 8  # SYN/ACK from the guest, no ACK flag, ...
+    # server -> guest (Direction.IN)
+    IN_SYNACK_MPC = 9  # SYN/ACK with a valid MP_CAPABLE of our version
+    IN_SYNACK_PLAIN = 10  # SYN/ACK without a valid MP_CAPABLE
+    IN_DSS = 11  # DSS with a DATA_ACK (no DATA_FIN, no infinite mapping)
+    IN_DSS_NOACK = 12  # DSS without a DATA_ACK
+    IN_DATA_FIN = 13  # DSS with DATA_FIN
+    IN_INFINITE = 14  # DSS with an infinite mapping (data-level length 0, RFC 8684 §3.7)
+    IN_NODSS_DATA = 15  # no MPTCP option at all, and payload/FIN/ack of guest data
+    IN_NODSS = 16  # no DSS, nothing that proves a fallback (bare ACK, ADD_ADDR, ...)
+    IN_RST = 17  # RST (with or without MP_TCPRST)
+    IN_FASTCLOSE = 18  # MP_FASTCLOSE (RST or ACK)
+    IN_CLOSE_DONE = 19  # DATA_ACK of the guest's DATA_FIN after the guest acked the server's
+    IN_ODD = 20  # SYN without ACK from the server, no ACK flag, ...
+
+
+S, I = State, Input
+
+OUT_INPUTS = tuple(i for i in Input if i.name.startswith("OUT_"))
+IN_INPUTS = tuple(i for i in Input if i.name.startswith("IN_"))
+
+
+def _rows(states, inputs, handler, next_state=None):
+    """Entries for every (state, input) pair; next_state None means "stay"."""
+    return {(s, i): (handler, s if next_state is None else next_state) for s in states for i in inputs}
+
+
+_CONVERTING = (S.ESTABLISHED, S.CLOSING, S.TIME_WAIT)
+_DATA_IN = (I.IN_DSS, I.IN_DSS_NOACK, I.IN_NODSS_DATA, I.IN_NODSS)
+
+TABLE: dict[tuple[State, Input], tuple[str, State]] = {
+    # -- a new connection ------------------------------------------------------------------
+    (S.NEW, I.OUT_SYN): ("syn", S.SYN_SENT),
+    (S.NEW, I.OUT_SYN_MPTCP): ("pass_out", S.FALLBACK),
+    # a new SYN (another ISN) on a known 4-tuple restarts the flow, whatever it was
+    **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN], "syn", S.SYN_SENT),
+    **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN_MPTCP], "pass_out", S.FALLBACK),
+    # -- handshake -------------------------------------------------------------------------
+    (S.SYN_SENT, I.OUT_SYN_RTX): ("syn", S.SYN_SENT),
+    (S.SYN_SENT, I.IN_SYNACK_MPC): ("synack", S.MPC_PENDING),
+    (S.SYN_SENT, I.IN_SYNACK_PLAIN): ("synack_fallback", S.FALLBACK),
+    (S.MPC_PENDING, I.OUT_SYN_RTX): ("syn", S.MPC_PENDING),  # our SYN/ACK copy got lost
+    (S.MPC_PENDING, I.IN_SYNACK_MPC): ("synack", S.MPC_PENDING),  # third ACK lost
+    (S.MPC_PENDING, I.OUT_ACK): ("out", S.MPC_PENDING),
+    (S.MPC_PENDING, I.OUT_DATA): ("out", S.MPC_PENDING),
+    (S.MPC_PENDING, I.OUT_FIN): ("out", S.CLOSING),
+    (S.MPC_PENDING, I.IN_DSS): ("in_", S.ESTABLISHED),  # the first DATA_ACK
+    (S.MPC_PENDING, I.IN_DSS_NOACK): ("in_", S.MPC_PENDING),
+    (S.MPC_PENDING, I.IN_DATA_FIN): ("in_", S.CLOSING),
+    (S.MPC_PENDING, I.IN_NODSS): ("in_", S.MPC_PENDING),
+    (S.MPC_PENDING, I.IN_NODSS_DATA): ("dss_fallback", S.FALLBACK),  # RFC 8684 §3.7
+    (S.MPC_PENDING, I.IN_INFINITE): ("infinite", S.FALLBACK),
+    # -- established and closing: convert everything ---------------------------------------
+    **_rows(_CONVERTING, [I.OUT_ACK, I.OUT_DATA], "out"),
+    **_rows(_CONVERTING, _DATA_IN, "in_"),
+    **_rows(_CONVERTING, [I.IN_INFINITE], "infinite", S.FALLBACK),
+    (S.ESTABLISHED, I.OUT_FIN): ("out", S.CLOSING),
+    (S.ESTABLISHED, I.IN_DATA_FIN): ("in_", S.CLOSING),
+    (S.CLOSING, I.OUT_FIN): ("out", S.CLOSING),
+    (S.CLOSING, I.IN_DATA_FIN): ("in_", S.CLOSING),
+    (S.CLOSING, I.OUT_CLOSE_DONE): ("out", S.TIME_WAIT),
+    (S.CLOSING, I.IN_CLOSE_DONE): ("in_", S.TIME_WAIT),
+    (S.TIME_WAIT, I.OUT_FIN): ("out", S.TIME_WAIT),
+    (S.TIME_WAIT, I.IN_DATA_FIN): ("in_", S.TIME_WAIT),
+    (S.TIME_WAIT, I.OUT_CLOSE_DONE): ("out", S.TIME_WAIT),
+    (S.TIME_WAIT, I.IN_CLOSE_DONE): ("in_", S.TIME_WAIT),
+    # -- fallback and closed: plain TCP ----------------------------------------------------
+    **_rows((S.FALLBACK, S.CLOSED), [i for i in OUT_INPUTS if i not in (I.OUT_SYN, I.OUT_SYN_MPTCP)], "pass_out"),
+    **_rows((S.FALLBACK, S.CLOSED), IN_INPUTS, "pass_in"),
+    # -- resets (RFC 8684 §3.5, §3.6: one subflow, so a subflow RST ends the flow) -----------
+    **_rows([s for s in S if s not in (S.NEW, S.FALLBACK, S.CLOSED)], [I.OUT_RST], "rst_out", S.CLOSED),
+    **_rows([s for s in S if s not in (S.NEW, S.FALLBACK, S.CLOSED)], [I.IN_RST], "rst_in", S.CLOSED),
+    **_rows([s for s in S if s not in (S.NEW, S.FALLBACK, S.CLOSED)], [I.IN_FASTCLOSE], "fastclose", S.CLOSED),
+    (S.FALLBACK, I.OUT_RST): ("pass_out", S.CLOSED),
+    (S.FALLBACK, I.IN_RST): ("pass_in", S.CLOSED),
+    (S.FALLBACK, I.IN_FASTCLOSE): ("pass_in", S.CLOSED),
+}
+
+# Seconds of idleness after which tick() forgets a flow, by state (attribute of Config).
+TIMEOUT_OF_STATE = {
+    S.NEW: "half_open_timeout",
+    S.SYN_SENT: "half_open_timeout",
+    S.MPC_PENDING: "established_timeout",
+    S.ESTABLISHED: "established_timeout",
+    S.CLOSING: "closing_timeout",
+    S.TIME_WAIT: "time_wait_timeout",
+    S.FALLBACK: "established_timeout",
+    S.CLOSED: "closed_timeout",
+}
