@@ -93,7 +93,7 @@ def capture_transfer(
         t.run(t.mbox, ["ip", "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4"])
         if join:
             t.run(t.mbox, ["ip", "mptcp", "endpoint", "add", p2.mbox_ip, "dev", p2.mbox_if, "subflow"])
-        dump = t.popen(t.server, ["tcpdump", "-i", "any", "-s", "0", "-U", "-w", path, "tcp"],
+        dump = t.popen(t.server, ["tcpdump", "-i", "any", "-s", "0", "-U", "--immediate-mode", "-w", path, "tcp"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_for_line(dump, "listening on", what="tcpdump")
         argv = [sys.executable, "-c", _PEER]
@@ -106,7 +106,7 @@ def capture_transfer(
         if client.returncode or server.returncode:
             raise RuntimeError(f"transfer failed: client {client.returncode} {client.stdout}{client.stderr} "
                                f"server {server.returncode} {out}{err}")
-        time.sleep(0.3)  # the last ACKs
+        time.sleep(0.5)  # the last ACKs reach tcpdump
         dump.terminate()
         dump.wait(timeout=10)
         cn, sn = t.nstat(t.mbox), t.nstat(t.server)

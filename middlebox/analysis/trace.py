@@ -628,6 +628,8 @@ class Trace:
                 sender_client = (from_client == sf.joiner_is_client) if sf.kind == "join" else from_client
                 dirname = "c2s" if sender_client else "s2c"
                 label = f"subflow {sf.id} {'c2s' if from_client else 's2c'}"
+                if d.tcp_csum["bad"]:
+                    self._violate(conn, V_TCP_CSUM, f"{label}: {d.tcp_csum['bad']} segment(s) with a wrong TCP checksum")
                 # payload never covered / covered only later
                 late = unmapped = 0
                 late_unverifiable = 0
@@ -677,6 +679,18 @@ class Trace:
                                 self._violate(conn, V_DSS_CSUM,
                                               f"{label}: mapping ssn {m.ssn} len {m.data_len} dsn 0x{m.dsn:016x} csum 0x{m.csum:04x}")
         for dirname in ("c2s", "s2c"):
+            # data-level holes: DSNs below the highest mapped one (or the DATA_FIN) never captured
+            idsn = conn.idsn(dirname)
+            store = conn.data[dirname]
+            top = max((e for _, e in store.known), default=0)
+            if conn.data_fin[dirname] is not None and idsn is not None:
+                fin_rel = (conn.data_fin[dirname] - idsn) & M64
+                if fin_rel <= DSN_WINDOW:
+                    top = max(top, fin_rel)
+            holes = sum(e - s for s, e in store.known.missing(1, top)) if top > 1 else 0
+            if holes:
+                conn.unverifiable.append({"kind": "data-not-captured",
+                                          "detail": f"{dirname}: {holes} data byte(s) below the highest DSN seen were not captured"})
             if conn.dsn_bad[dirname]:
                 self._violate(conn, V_DSN_RANGE, f"{dirname}: {conn.dsn_bad[dirname]} mapping(s) with a DSN not in "
                                                   f"IDSN+[1, 2^40] (wrong key?)")
@@ -769,6 +783,8 @@ class Trace:
         for sf in c.subflows:
             if sf.kind == "join" and sf.join_synack is not None and sf.join_synack_verdict == "unverifiable":
                 c.unverifiable.append({"kind": "join-hmac", "detail": f"subflow {sf.id}: keys or nonces not captured"})
+            elif sf.kind == "join" and sf.join_synack is not None and sf.join_ack_verdict == "unverifiable":
+                c.unverifiable.append({"kind": "join-hmac", "detail": f"subflow {sf.id}: third ACK (MP_JOIN) not captured"})
         dirs = {}
         for dirname in ("c2s", "s2c"):
             mapped = sum(len(sf.direction(self._dir_from_client(sf, dirname)).mappings) for sf in c.subflows)
