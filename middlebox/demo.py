@@ -1,0 +1,193 @@
+"""Show a conversion: a plain-TCP guest talks MPTCP to a Linux server through the middlebox.
+
+Builds the reference topology (TESTBED.md) in fresh network namespaces, installs the rules
+and starts `middlebox run` in the middlebox namespace, starts a Linux MPTCP server, and sends
+data both ways from a guest that speaks plain TCP. Prints what proves the connection was MPTCP
+(the server's own counters and MPTCP_INFO), the bytes moved and the throughput, then removes
+everything it created. Needs root. Sends traffic only inside the namespaces it creates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+IPPROTO_MPTCP = 262
+SOL_MPTCP, MPTCP_INFO = 284, 1
+PORT = 5201
+CHUNK = 1 << 16
+
+# Server counters that must stay 0 for a clean conversion (PROTOCOL.md).
+MUST_BE_ZERO = (
+    "MPCapableFallbackACK", "MPCapableFallbackSYNACK", "MPJoinNoTokenFound",
+    "MPJoinAckHMacFailure", "DSSNotMatching", "DSSNoMatchTCP", "InfiniteMapRx",
+    "DataCsumErr", "MPFailRx", "DssFallback",
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--megabytes", type=int, default=20, metavar="N",
+                   help="megabytes to send each way (default: 20)")
+    p.add_argument("--mptcp-version", type=int, choices=(0, 1), default=1,
+                   help="MPTCP version the middlebox offers (default: 1; Linux answers v0 with plain TCP)")
+    p.add_argument("--checksum", action="store_true",
+                   help="ask for DSS checksums (the server is also set to require them)")
+    p.add_argument("--ipv6", action="store_true", help="use IPv6 instead of IPv4")
+
+
+def mptcp_info(conn: socket.socket) -> dict | None:
+    """The server socket's MPTCP_INFO: subflows, fallback flag, token, checksum."""
+    try:
+        raw = conn.getsockopt(SOL_MPTCP, MPTCP_INFO, 64)
+    except OSError:
+        return None
+    if len(raw) < 43:
+        return None
+    flags, token = struct.unpack_from("=II", raw, 8)
+    return {"subflows": raw[0], "fallback": bool(flags & 1), "token": token,
+            "csum_enabled": bool(raw[42])}
+
+
+class DemoServer(threading.Thread):
+    """One connection: receives `n` bytes (hashing them), then sends `n` bytes back."""
+
+    def __init__(self, sock: socket.socket, n: int) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.n = sock, n
+        self.info: dict | None = None
+        self.received_sha = ""
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            self.sock.settimeout(60)
+            conn, _ = self.sock.accept()
+            with conn:
+                conn.settimeout(60)
+                h, left = hashlib.sha256(), self.n
+                while left:
+                    chunk = conn.recv(min(left, CHUNK))
+                    if not chunk:
+                        raise ConnectionError(f"upload ended {left} bytes early")
+                    h.update(chunk)
+                    left -= len(chunk)
+                self.received_sha = h.hexdigest()
+                self.info = mptcp_info(conn)
+                conn.sendall(pattern(self.n))
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(1)
+        except Exception as e:  # reported by the demo, not raised in a thread
+            self.error = f"{type(e).__name__}: {e}"
+
+
+def pattern(n: int) -> bytes:
+    block = hashlib.sha256(b"middlebox demo").digest() * (CHUNK // 32)
+    return (block * (n // len(block) + 1))[:n]
+
+
+def main(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("middlebox demo: needs root (it builds network namespaces)", file=sys.stderr)
+        return 1
+    from middlebox.testbed import Topology
+
+    n = args.megabytes * 1_000_000
+    family = socket.AF_INET6 if args.ipv6 else socket.AF_INET
+    print("building the topology: guest (plain TCP) -- mbox (middlebox) == 2 paths == server (Linux MPTCP)")
+    with Topology(checksum=args.checksum) as t:
+        server_ip = t.server_ip6 if args.ipv6 else t.server_ip
+        me = [sys.executable, "-m", "middlebox"]
+        t.run(t.mbox, [*me, "rules", "install", "--queue", "0", "--guest-iface", t.mbox_guest_if])
+        run_argv = [*me, "run", "--queue", "0", "--mptcp-version", str(args.mptcp_version)]
+        if args.checksum:
+            run_argv.append("--checksum")
+        daemon = t.popen(t.mbox, run_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+        try:
+            for line in daemon.stdout:  # its log, until it has bound the queue
+                print(f"middlebox: {line.strip()}")
+                if "bound queue" in line:
+                    break
+            else:
+                print("middlebox run did not start (see above)", file=sys.stderr)
+                return 1
+            before = t.nstat(t.server)
+            with t.in_netns(t.server):
+                lsock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            lsock.bind((server_ip, PORT))
+            lsock.listen(1)
+            server = DemoServer(lsock, n)
+            server.start()
+
+            with t.in_netns(t.guest):
+                c = socket.socket(family, socket.SOCK_STREAM)  # plain TCP: the guest knows nothing
+            c.settimeout(60)
+            data = pattern(n)
+            print(f"guest {t.guest_ip6 if args.ipv6 else t.guest_ip} -> server [{server_ip}]:{PORT}, "
+                  f"plain TCP socket, {args.megabytes} MB each way")
+            start = time.monotonic()
+            c.connect((server_ip, PORT))
+            c.sendall(data)
+            up_s = time.monotonic() - start
+            h, got, start = hashlib.sha256(), 0, time.monotonic()
+            while chunk := c.recv(CHUNK):
+                h.update(chunk)
+                got += len(chunk)
+            down_s = time.monotonic() - start
+            c.close()
+            server.join(30)
+            lsock.close()
+            after = t.nstat(t.server)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                out, _ = daemon.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                out, _ = daemon.communicate()
+            t.run(t.mbox, [*me, "rules", "remove"], check=False)
+
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    ok = True
+    print()
+    print("what the Linux MPTCP server saw (nstat MPTcpExt, delta):")
+    for k in ("MPCapableSYNRX", "MPCapableACKRX", *MUST_BE_ZERO):
+        v = delta.get(k, 0)
+        bad = (v == 0) if k in ("MPCapableSYNRX", "MPCapableACKRX") else (v != 0)
+        ok &= not bad
+        print(f"  {k:26s} {v:>6d}{'   <- unexpected' if bad else ''}")
+    info = server.info
+    if info is None:
+        print("  MPTCP_INFO: not available (the server socket was not MPTCP)")
+        ok = False
+    else:
+        print(f"  MPTCP_INFO: subflows={info['subflows']} fallback={info['fallback']} "
+              f"token=0x{info['token']:08x} checksums={'on' if info['csum_enabled'] else 'off'}")
+        ok &= not info["fallback"]
+    up_ok = server.received_sha == hashlib.sha256(data).hexdigest()
+    down_ok = got == n and h.hexdigest() == hashlib.sha256(data).hexdigest()
+    ok &= up_ok and down_ok and server.error is None
+    print()
+    print(f"upload:   {n / 1e6:.0f} MB in {up_s:.2f} s = {n * 8 / up_s / 1e6:.0f} Mbit/s, "
+          f"sha256 {'identical' if up_ok else 'DIFFERENT'}")
+    print(f"download: {got / 1e6:.0f} MB in {down_s:.2f} s = {got * 8 / down_s / 1e6:.0f} Mbit/s, "
+          f"sha256 {'identical' if down_ok else 'DIFFERENT'}")
+    if server.error:
+        print(f"server error: {server.error}")
+    print()
+    print("middlebox counters at exit:")
+    for line in out.splitlines():
+        print(f"  {line}")
+    print()
+    print("RESULT: the guest's plain TCP connection was carried as MPTCP v1" if ok else
+          "RESULT: the conversion did not work as it should (see above)")
+    return 0 if ok else 1
