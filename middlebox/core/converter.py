@@ -230,6 +230,11 @@ class Converter:
     def _h_pass_in(self, flow, pkt, data, ctx):
         return [self._stripped(pkt, data)]
 
+    def _h_guest_mptcp(self, flow, pkt, data, ctx):
+        """The guest's SYN already has MPTCP options: it speaks MPTCP itself; not ours."""
+        self.counters[Counter.GuestSpeaksMPTCP] += 1
+        return [ACCEPT]
+
     def _h_syn(self, flow, pkt, data, ctx):
         """Guest SYN: add MP_CAPABLE (RFC 8684 §3.1), clamp the MSS. Same ISN, same bytes."""
         cfg = self.config

@@ -83,10 +83,10 @@ _DATA_IN = (I.IN_DSS, I.IN_DSS_NOACK, I.IN_NODSS_DATA, I.IN_NODSS)
 TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     # -- a new connection ------------------------------------------------------------------
     (S.NEW, I.OUT_SYN): ("syn", S.SYN_SENT),
-    (S.NEW, I.OUT_SYN_MPTCP): ("pass_out", S.FALLBACK),
+    (S.NEW, I.OUT_SYN_MPTCP): ("guest_mptcp", S.FALLBACK),
     # a new SYN (another ISN) on a known 4-tuple restarts the flow, whatever it was
     **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN], "syn", S.SYN_SENT),
-    **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN_MPTCP], "pass_out", S.FALLBACK),
+    **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN_MPTCP], "guest_mptcp", S.FALLBACK),
     # -- handshake -------------------------------------------------------------------------
     (S.SYN_SENT, I.OUT_SYN_RTX): ("syn", S.SYN_SENT),
     (S.SYN_SENT, I.IN_SYNACK_MPC): ("synack", S.MPC_PENDING),
