@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev \
-                iperf3 ethtool socat conntrack gcc python3-dev
+                iperf3 mptcpd ethtool socat conntrack gcc python3-dev
 
 .PHONY: all deps venv build test test-compiled test-pure demo bench clean
 

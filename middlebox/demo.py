@@ -170,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
         print("  MPTCP_INFO: not available (the server socket was not MPTCP)")
         ok = False
     else:
-        print(f"  MPTCP_INFO: subflows={info['subflows']} fallback={info['fallback']} "
+        print(f"  MPTCP_INFO: extra subflows={info['subflows']} fallback={info['fallback']} "
               f"token=0x{info['token']:08x} checksums={'on' if info['csum_enabled'] else 'off'}")
         ok &= not info["fallback"]
     up_ok = server.received_sha == hashlib.sha256(data).hexdigest()
