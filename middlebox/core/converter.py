@@ -346,6 +346,8 @@ class Converter:
         if dss is not None:
             counters[Counter.DSSRX] += 1
             if dss.data_ack is not None:
+                if flow.state is S.MPC_PENDING:
+                    counters[Counter.MPCapableEstablished] += 1
                 guest_ack = flow.guest_seq_of_local_dsn(dss.data_ack)
                 if guest_ack != pkt.ack:
                     counters[Counter.DataAckMismatch] += 1
