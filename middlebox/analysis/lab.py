@@ -12,6 +12,7 @@ afterwards, also on failure. Needs root and the Linux MPTCP stack.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -71,9 +72,19 @@ class CaptureResult:
     server_nstat: dict
     server_ip: str
     client_ips: tuple[str, str]
+    tcpdump_stats: str = ""
 
 
-def capture_transfer(
+def capture_transfer(path: str, *, attempts: int = 3, **kw) -> CaptureResult:
+    """`capture_one`, made again (up to `attempts` times) while tcpdump reports kernel drops."""
+    for _ in range(attempts):
+        res = capture_one(path, **kw)
+        if re.search(r"^0 packets dropped by kernel", res.tcpdump_stats, re.M):
+            return res
+    return res
+
+
+def capture_one(
     path: str,
     *,
     size: int = 2 * 1024 * 1024,
@@ -93,7 +104,7 @@ def capture_transfer(
         t.run(t.mbox, ["ip", "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4"])
         if join:
             t.run(t.mbox, ["ip", "mptcp", "endpoint", "add", p2.mbox_ip, "dev", p2.mbox_if, "subflow"])
-        dump = t.popen(t.server, ["tcpdump", "-i", "any", "-s", "0", "-U", "--immediate-mode", "-w", path, "tcp"],
+        dump = t.popen(t.server, ["tcpdump", "-Z", "root", "-i", "any", "-s", "0", "-B", "262144", "-U", "--immediate-mode", "-w", path, "tcp"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_for_line(dump, "listening on", what="tcpdump")
         argv = [sys.executable, "-c", _PEER]
@@ -108,9 +119,10 @@ def capture_transfer(
                                f"server {server.returncode} {out}{err}")
         time.sleep(0.5)  # the last ACKs reach tcpdump
         dump.terminate()
-        dump.wait(timeout=10)
+        _, dump_err = dump.communicate(timeout=10)
         cn, sn = t.nstat(t.mbox), t.nstat(t.server)
-        return CaptureResult(path, cn, sn, p1.server_ip, (p1.mbox_ip, p2.mbox_ip))
+        return CaptureResult(path, cn, sn, p1.server_ip, (p1.mbox_ip, p2.mbox_ip),
+                             dump_err.decode(errors="replace").strip())
 
 
 def _wait_for_line(proc: subprocess.Popen, needle: str, what: str, timeout: float = 10) -> None:
