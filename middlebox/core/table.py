@@ -125,7 +125,6 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     **_rows([s for s in S if s not in (S.NEW, S.FALLBACK, S.CLOSED)], [I.IN_FASTCLOSE], "fastclose", S.CLOSED),
     (S.FALLBACK, I.OUT_RST): ("pass_out", S.CLOSED),
     (S.FALLBACK, I.IN_RST): ("pass_in", S.CLOSED),
-    (S.FALLBACK, I.IN_FASTCLOSE): ("pass_in", S.CLOSED),
 }
 
 # Seconds of idleness after which tick() forgets a flow, by state (attribute of Config).

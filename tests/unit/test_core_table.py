@@ -1,0 +1,192 @@
+"""The state table, every (state, input) pair (hyper-h2 `test_state_machines.py` style).
+
+For each pair: bring a flow into the state with the two-sided harness, build a packet that the
+converter classifies as the input, feed it, and check: a verdict comes first, nothing escaped
+(CoreBug stays 0), and the flow is in `TABLE[(state, input)]`'s next state; a missing key
+leaves the state unchanged and counts a StateViolation ("pass as plain TCP", never a crash).
+"""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from middlebox.core import ACCEPT, Direction, Drop, Input, Rewrite, State
+from middlebox.core.table import TABLE
+from middlebox.wire import Dss, MpCapable, MpFastclose, encode_tcp_options, parse_packet
+
+from tests.unit.test_core_harness import ACK, FIN, M32, M64, RST, SYN, SERVER_KEY, Pair, check_wire
+
+I = Input
+
+
+def in_state(state: State) -> Pair:
+    """A Pair whose only flow is in `state`."""
+    if state is State.FALLBACK:
+        p = Pair(server_mptcp=False)
+        p.handshake()
+    else:
+        p = Pair()
+        if state in (State.NEW, State.SYN_SENT):
+            p.out(p.g_syn())
+        elif state is State.MPC_PENDING:
+            p.handshake()
+        else:
+            p.established()
+            if state is State.CLOSING:
+                p.out(p.g_fin())
+            elif state is State.TIME_WAIT:
+                p.out(p.g_fin())
+                p.inn(p.s_ack())
+                p.inn(p.s_bare_data_fin())
+                p.g_rcv = (p.s_nxt + 1) & M32
+                p.out(p.g_ack())
+            elif state is State.CLOSED:
+                p.out(p.g_packet(p.g_nxt, p.g_rcv, RST | ACK, options=b""))
+    flow = the_flow(p)
+    if state is State.NEW:
+        flow.state = State.NEW  # exists only between creation and the SYN handler
+    assert flow.state is state
+    return p
+
+
+def the_flow(p):
+    (flow,) = p.conv.flows.values()
+    return flow
+
+
+def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
+    """A packet the converter classifies as `inp` for p's flow (adjusting FIN bookkeeping
+    where the input depends on it)."""
+    flow = the_flow(p)
+    if inp is I.OUT_SYN:
+        return Direction.OUT, p.g_packet(p.g_isn + 777, 0, SYN, options=p.g_opts(syn=True))
+    if inp is I.OUT_SYN_RTX:
+        return Direction.OUT, p.g_syn()
+    if inp is I.OUT_SYN_MPTCP:
+        return Direction.OUT, p.g_syn(options=encode_tcp_options(mss=1460) + bytes([30, 4, 0x01, 0x01]))
+    if inp is I.OUT_ACK:
+        return Direction.OUT, p.g_ack()
+    if inp is I.OUT_DATA:
+        return Direction.OUT, p.g_data(b"data")
+    if inp is I.OUT_FIN:
+        return Direction.OUT, p.g_fin()
+    if inp is I.OUT_RST:
+        return Direction.OUT, p.g_packet(p.g_nxt, p.g_rcv, RST | ACK, options=b"")
+    if inp is I.OUT_CLOSE_DONE:
+        flow.remote_fin, flow.local_fin_acked, flow.remote_fin_acked = True, True, False
+        flow.remote_fin_seq = p.s_nxt
+        p.g_rcv = (p.s_nxt + 1) & M32
+        return Direction.OUT, p.g_ack()
+    if inp is I.OUT_ODD:
+        return Direction.OUT, p.g_packet(p.g_nxt, 0, FIN)  # no ACK flag
+    if p.c_key is None:
+        p.c_key = flow.local_key or 1
+    if inp is I.IN_SYNACK_MPC:
+        return Direction.IN, p.s_synack(p.g_syn(), mptcp=(MpCapable(1, 0x01, SERVER_KEY),))
+    if inp is I.IN_SYNACK_PLAIN:
+        return Direction.IN, p.s_synack(p.g_syn(), mptcp=())
+    if inp is I.IN_DSS:
+        return Direction.IN, p.s_ack()
+    if inp is I.IN_DSS_NOACK:
+        rel = (p.s_nxt - p.s_isn) & M32
+        dss = Dss(data_seq=(p.s_idsn + rel) & M64, dsn64=True, subflow_seq=rel, data_len=3)
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (dss,), b"abc")
+    if inp is I.IN_DATA_FIN:
+        return Direction.IN, p.s_bare_data_fin()
+    if inp is I.IN_INFINITE:
+        rel = (p.s_nxt - p.s_isn) & M32
+        dss = Dss(data_ack=1, data_seq=(p.s_idsn + rel) & M64, dsn64=True, subflow_seq=rel, data_len=0)
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (dss,), b"xyz")
+    if inp is I.IN_NODSS_DATA:
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (), b"plain")
+    if inp is I.IN_NODSS:
+        return Direction.IN, p.s_packet(p.s_nxt, (flow.guest_isn + 1) & M32, ACK, ())
+    if inp is I.IN_RST:
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, RST | ACK, ())
+    if inp is I.IN_FASTCLOSE:
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (MpFastclose(7),))
+    if inp is I.IN_CLOSE_DONE:
+        flow.local_fin, flow.remote_fin_acked, flow.local_fin_acked = True, True, False
+        flow.local_fin_seq = (p.g_nxt - 1) & M32
+        return Direction.IN, p.s_ack()
+    if inp is I.IN_ODD:
+        return Direction.IN, p.s_packet(p.s_isn, 0, SYN, ())
+    raise AssertionError(inp)
+
+
+def classify(p: Pair, direction: Direction, buf: bytes) -> Input:
+    flow, pkt = the_flow(p), parse_packet(buf)
+    if direction is Direction.OUT:
+        return p.conv._classify_out(flow, pkt, buf)
+    return p.conv._classify_in(flow, pkt, buf)[0]
+
+
+def run_pair(state: State, inp: Input) -> None:
+    if state is State.NEW and inp is I.OUT_SYN_RTX:
+        pytest.skip("a NEW flow has no ISN yet: any SYN is OUT_SYN")
+    p = in_state(state)
+    direction, buf = packet_for(p, inp)
+    assert classify(p, direction, buf) is inp
+    flow = the_flow(p)
+    violations = p.count("StateViolation")
+    actions = p.conv.handle(buf, direction, p.now + 0.5)
+    assert actions and isinstance(actions[0], (type(ACCEPT), Rewrite, Drop))
+    assert p.count("CoreBug") == 0
+    for a in actions[1:]:
+        assert not isinstance(a, (Rewrite, Drop)) and a is not ACCEPT
+    if isinstance(actions[0], Rewrite):
+        pkt, opts = check_wire(actions[0].data)
+        if direction is Direction.IN:
+            assert not opts.mptcp
+    fast = state is State.FALLBACK and not parse_packet(buf).flags & (SYN | RST)
+    expected = TABLE.get((state, inp))
+    if expected is None:
+        assert flow.state is state
+        if not fast:
+            assert p.count("StateViolation") == violations + 1
+    else:
+        assert flow.state is expected[1]
+
+
+@pytest.mark.parametrize("inp", list(Input), ids=lambda i: i.name)
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.name)
+def test_every_state_input_pair(state, inp):
+    run_pair(state, inp)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(State)), st.sampled_from(list(Input)))
+def test_state_input_pairs_hypothesis(state, inp):
+    if state is State.NEW and inp is I.OUT_SYN_RTX:
+        return
+    run_pair(state, inp)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(list(State)), st.lists(st.sampled_from(list(Input)), min_size=1, max_size=12))
+def test_random_walks_never_break(state, inputs):
+    """Any sequence of inputs from any state: verdict first, no bug, state always a State."""
+    p = in_state(state)
+    for inp in inputs:
+        if the_flow_or_none(p) is None:
+            break
+        if the_flow(p).state is State.NEW and inp is I.OUT_SYN_RTX:
+            continue
+        direction, buf = packet_for(p, inp)
+        actions = p.conv.handle(buf, direction, p.now + 0.5)
+        assert actions and isinstance(actions[0], (type(ACCEPT), Rewrite, Drop))
+        assert p.count("CoreBug") == 0
+        assert isinstance(the_flow(p).state, State)
+
+
+def the_flow_or_none(p):
+    return next(iter(p.conv.flows.values()), None)
+
+
+def test_table_is_total_over_sane_pairs():
+    """Every state handles RST from both sides and a new guest SYN (no dead ends)."""
+    for s in State:
+        if s is State.NEW:
+            continue
+        assert (s, I.OUT_SYN) in TABLE
+        assert (s, I.OUT_RST) in TABLE and (s, I.IN_RST) in TABLE
