@@ -13,11 +13,12 @@ option and calls `rewrite` once. Fallback flows stop after the dict lookup.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import OrderedDict
 
 from middlebox.core.config import Config
 from middlebox.core.counters import Counter, new_counters
-from middlebox.core.events import ACCEPT, Direction, Rewrite
+from middlebox.core.events import ACCEPT, Direction, Drop, Inject, Rewrite
 from middlebox.core.flow import M32, M64, Flow, seq_before
 from middlebox.core.table import TABLE, TIMEOUT_OF_STATE, Input, State
 from middlebox.wire import (
@@ -203,6 +204,14 @@ class Converter:
             return I.IN_SYNACK_PLAIN, mpc
         if not f & ACK:
             return I.IN_ODD, None
+        if (
+            flow.fin_ack_delivered
+            and flow.remote_fin_acked
+            and not pkt.payload_len
+            and not f & FIN
+            and (dss is None or not dss.data_fin)
+        ):
+            return I.IN_STALE_ACK, dss
         if dss is None:
             if not mptcp and (pkt.payload_len or f & FIN or seq_before((flow.guest_isn + 1) & M32, pkt.ack)):
                 return I.IN_NODSS_DATA, None
@@ -286,6 +295,7 @@ class Converter:
         new_ack = -1
         counters = self.counters
         if flow.remote_fin:
+            flow.guest_window = pkt.window
             if not flow.remote_fin_acked and not seq_before(ack, (flow.remote_fin_seq + 1) & M32):
                 flow.remote_fin_acked = True
             # A DATA_FIN the server sent without a subflow FIN reached the guest as a FIN: the
@@ -319,7 +329,10 @@ class Converter:
                 csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
             opt = Dss(data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum, bool(fin))
             if fin:
+                flow.guest_window = pkt.window
                 if not flow.local_fin:
+                    # the guest had the server's FIN when it closed: it goes to LAST_ACK
+                    flow.guest_passive = flow.remote_fin_acked
                     flow.local_fin = True
                     flow.local_fin_seq = (pkt.seq + plen) & M32
                 counters[Counter.DataFinTX] += 1
@@ -342,6 +355,7 @@ class Converter:
         if seq_before(sf.remote_snd_max, end):
             sf.remote_snd_max = end
         new_ack = new_flags = -1
+        guest_closed = flow.guest_passive and flow.fin_ack_delivered  # LAST_ACK is over
         rel = (pkt.seq - sf.remote_isn) & M32
         if dss is not None:
             counters[Counter.DSSRX] += 1
@@ -387,8 +401,45 @@ class Converter:
                             counters[Counter.DataFinDeferred] += 1
         elif plen and not _covers(sf.rmap_ssn, sf.rmap_len, rel, plen):
             counters[Counter.MappingUncovered] += 1
+        if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
+            flow.fin_ack_delivered = True
         options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        if (
+            f & FIN
+            and flow.guest_passive
+            and flow.remote_fin_acked
+            and flow.fin_ack_delivered
+            and end == (flow.remote_fin_seq + 1) & M32
+        ):
+            # The server's subflow FIN sits on a DATA_FIN the guest already saw as its FIN and
+            # acked (that ack was clamped below it). A guest that closed second (LAST_ACK)
+            # closes on the packet acking its FIN without acking this FIN again, and a closed
+            # one would answer RST (a guest in TIME_WAIT would ack: not this branch). So we
+            # acknowledge it ourselves, DATA_ACK included, and spare a closed guest the packet.
+            counters[Counter.FinAckInjected] += 1
+            inject = Inject(self._ack_to_server(flow, pkt, end))
+            if guest_closed:
+                return [Drop("subflow FIN for a guest that has closed"), inject]
+            return [Rewrite(rewrite(data, pkt, ack=new_ack, flags=new_flags, options=options)), inject]
         return [Rewrite(rewrite(data, pkt, ack=new_ack, flags=new_flags, options=options))]
+
+    def _ack_to_server(self, flow, pkt, ack: int) -> bytes:
+        """A bare ACK from the guest's address to the server, acking subflow seq `ack` (and the
+        matching DATA_ACK), at the seq the server expects (`pkt.ack`)."""
+        data_ack = flow.data_ack_of_guest_ack(ack)
+        opt = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
+        n = TCP_HLEN
+        if pkt.version == 4:
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, 6, 0, pkt.dst, pkt.src)
+        else:
+            ip = struct.pack("!IHBB16s16s", 0x60000000, n, 6, 64, pkt.dst, pkt.src)
+        tcp = struct.pack("!HHIIBBHHH", pkt.dport, pkt.sport, pkt.ack, ack, 5 << 4, ACK, flow.guest_window, 0, 0)
+        bare = ip + tcp
+        return rewrite(bare, parse_packet(bare), options=build_options(b"", (opt,)))
+
+    def _h_drop_stale(self, flow, pkt, data, ctx):
+        self.counters[Counter.StaleAckDropped] += 1
+        return [Drop("bare ACK after the close: the guest is gone or in TIME_WAIT")]
 
     def _h_dss_fallback(self, flow, pkt, data, ctx):
         """Server data (or an ack of guest data) without DSS before the first DATA_ACK: the

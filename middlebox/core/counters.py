@@ -54,6 +54,8 @@ class Counter(IntEnum):
     BadPacket = 35  # unparsable TCP/IP (truncated, bad offsets, fragments, ...)
     StateViolation = 36  # (state, input) not in the table: packet passed as plain TCP
     CoreBug = 37  # an exception escaped a handler: packet accepted unchanged
+    StaleAckDropped = 38  # server bare ACK after the close completed: dropped
+    FinAckInjected = 39  # server subflow FIN at a DATA_FIN the guest already acked: we ACK it
 
 
 def new_counters() -> dict:

@@ -75,6 +75,9 @@ class Flow:
         "local_fin",  # guest FIN seen; its seq in guest space
         "local_fin_seq",
         "local_fin_acked",
+        "fin_ack_delivered",  # the guest got a packet acking its FIN
+        "guest_passive",  # the server's DATA_FIN came before the guest's FIN
+        "guest_window",  # the guest's raw window field, recorded while closing
         "remote_fin",  # server DATA_FIN seen; its position in guest space
         "remote_fin_seq",
         "remote_fin_acked",
@@ -104,6 +107,9 @@ class Flow:
         self.local_fin = False
         self.local_fin_seq = 0
         self.local_fin_acked = False
+        self.fin_ack_delivered = False
+        self.guest_passive = False
+        self.guest_window = 0
         self.remote_fin = False
         self.remote_fin_seq = 0
         self.remote_fin_acked = False

@@ -64,6 +64,7 @@ class Input(IntEnum):
     IN_FASTCLOSE = 18  # MP_FASTCLOSE (RST or ACK)
     IN_CLOSE_DONE = 19  # DATA_ACK of the guest's DATA_FIN after the guest acked the server's
     IN_ODD = 20  # SYN without ACK from the server, no ACK flag, ...
+    IN_STALE_ACK = 21  # bare ACK after both FINs were acked and the guest saw its FIN acked
 
 
 S, I = State, Input
@@ -116,6 +117,10 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     (S.TIME_WAIT, I.IN_DATA_FIN): ("in_", S.TIME_WAIT),
     (S.TIME_WAIT, I.OUT_CLOSE_DONE): ("out", S.TIME_WAIT),
     (S.TIME_WAIT, I.IN_CLOSE_DONE): ("in_", S.TIME_WAIT),
+    # Linux sends a DATA_ACK after its subflow FIN/ACK; a guest that closed second is gone by
+    # then and would answer it with a RST. It tells the guest nothing: drop it.
+    (S.TIME_WAIT, I.IN_STALE_ACK): ("drop_stale", S.TIME_WAIT),
+    (S.CLOSING, I.IN_STALE_ACK): ("in_", S.CLOSING),
     # -- fallback and closed: plain TCP ----------------------------------------------------
     **_rows((S.FALLBACK, S.CLOSED), [i for i in OUT_INPUTS if i not in (I.OUT_SYN, I.OUT_SYN_MPTCP)], "pass_out"),
     **_rows((S.FALLBACK, S.CLOSED), IN_INPUTS, "pass_in"),

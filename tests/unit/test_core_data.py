@@ -307,3 +307,66 @@ def test_without_timestamps():
     p.established(b"no ts")
     assert p.s_stream() == b"no ts"
     assert key_idsn(SERVER_KEY) == _flow(p).remote_idsn
+
+
+def test_server_closes_first_extra_data_ack_after_close_is_dropped():
+    """As captured against Linux 6.18: DATA_FIN on the last data, the guest's FIN acks it, the
+    server answers FIN/ACK and then a bare DATA_ACK; the guest (closed) would RST that one."""
+    p = Pair()
+    p.established()
+    p.inn(p.s_data_pkt(b"the end", data_fin=True))
+    p.g_rcv = (p.s_nxt + 1) & M32
+    p.out(p.g_fin())
+    p.s_nxt = p.s_nxt  # the server's subflow FIN sits where the DATA_FIN was
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),)))
+    assert check_wire(got)[0].flags & FIN
+    assert _flow(p).state is State.TIME_WAIT
+    actions, got = p.inn(p.s_packet((p.s_nxt + 1) & M32, p.g_nxt, ACK, (p.s_dss_ack(ack64=True),)))
+    assert got is None and p.count("StaleAckDropped") == 1
+
+
+def test_server_subflow_fin_after_acked_data_fin_is_acked_by_us():
+    """As captured: the guest acked the DATA_FIN (as a FIN; the subflow ack was clamped), closed,
+    and got its FIN acked; the server's real subflow FIN then needs an ACK the guest won't send."""
+    from middlebox.core import Inject
+    from middlebox.wire import parse_mptcp, options_of, parse_packet
+
+    for v6 in (False, True):
+        p = Pair(v6=v6)
+        p.established()
+        p.inn(p.s_data_pkt(b"the end", data_fin=True))
+        p.g_rcv = (p.s_nxt + 1) & M32
+        _, sent = p.out(p.g_fin())
+        assert check_wire(sent)[0].ack == p.s_nxt  # clamped: no subflow FIN yet
+        actions, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),)))
+        assert len(actions) == 2 and isinstance(actions[1], Inject)
+        inj = actions[1].data
+        pkt, opts = check_wire(inj)
+        assert pkt.src == parse_packet(sent).src and pkt.dport == p.sport
+        assert pkt.seq == p.g_nxt and pkt.ack == (p.s_nxt + 1) & M32 and pkt.flags == ACK
+        (dss,) = [parse_mptcp(o, pkt.flags, 0) for o in options_of(inj, pkt).mptcp]
+        assert dss.data_ack == (p.s_idsn + (p.s_nxt - p.s_isn) + 1) & M64
+        assert p.count("FinAckInjected") == 1
+
+
+def test_guest_closing_first_acks_the_subflow_fin_itself():
+    p = Pair()
+    p.established()
+    p.out(p.g_fin())
+    p.inn(p.s_bare_data_fin())  # DATA_FIN (and DATA_ACK of the guest's) without subflow FIN
+    p.g_rcv = (p.s_nxt + 1) & M32
+    p.out(p.g_ack())
+    actions, _ = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),)))
+    assert len(actions) == 1 and p.count("FinAckInjected") == 0  # the guest in TIME_WAIT acks
+
+
+def test_subflow_fin_for_a_guest_already_closed_is_dropped_and_acked():
+    p = Pair()
+    p.established()
+    p.inn(p.s_bare_data_fin())  # the server closes first: a FIN for the guest
+    p.g_rcv = (p.s_nxt + 1) & M32
+    p.out(p.g_fin())  # the guest acks it and closes: LAST_ACK
+    p.inn(p.s_ack(ack64=True))  # its FIN is acked: the guest is gone
+    actions, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),)))
+    assert got is None and len(actions) == 2
+    assert check_wire(actions[1].data)[0].ack == (p.s_nxt + 1) & M32

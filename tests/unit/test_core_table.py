@@ -81,6 +81,10 @@ def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
         return Direction.OUT, p.g_packet(p.g_nxt, 0, FIN)  # no ACK flag
     if p.c_key is None:
         p.c_key = flow.local_key or 1
+    if inp is I.IN_STALE_ACK:
+        flow.fin_ack_delivered = flow.remote_fin_acked = True
+        return Direction.IN, p.s_ack()
+    flow.fin_ack_delivered = False
     if inp is I.IN_SYNACK_MPC:
         return Direction.IN, p.s_synack(p.g_syn(), mptcp=(MpCapable(1, 0x01, SERVER_KEY),))
     if inp is I.IN_SYNACK_PLAIN:
