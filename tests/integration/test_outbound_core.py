@@ -51,3 +51,23 @@ def test_core_counters_clean_after_transfers(mbox, server_factory, family):
     assert c.get("DataFinRX", 0) >= 2
     after = server_nstat(t)
     print({k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)})
+
+
+@pytest.mark.topology(checksum=True)
+def test_core_counters_clean_with_server_checksums(mbox, server_factory):
+    """net.mptcp.checksum_enabled=1 on the server: every DSS carries a checksum both ways;
+    the core verifies the server's and the server verifies ours (DataCsumErr stays 0)."""
+    t = mbox.t
+    d = mbox.start()
+    srv = server_factory()
+    before = server_nstat(t)
+    upload(t, srv, payload(2 * MB))
+    download(t, srv, 2 * MB)
+    rc, _ = d.stop()
+    assert rc == 0
+    c = core_counters(d.output)
+    bad = {k: c[k] for k in CORE_MUST_STAY_ZERO if c.get(k)}
+    assert not bad, (bad, c)
+    after = server_nstat(t)
+    assert after.get("DataCsumErr", 0) == before.get("DataCsumErr", 0)
+    assert after.get("MPCapableACKRX", 0) - before.get("MPCapableACKRX", 0) == 2
