@@ -18,7 +18,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.long cimport PyLong_AsUnsignedLongLong, PyLong_Check
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong, PyLong_Check
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
@@ -70,6 +70,145 @@ cdef enum:
 cdef object _EMPTY = ()
 
 
+# --------------------------------------------------------------------------------------------
+# Fast access to the reference's frozen slotted dataclasses.
+#
+# Calling a frozen dataclass runs one object.__setattr__ per field (~1.3 µs for Dss here) and
+# reading a field is a generic attribute lookup. The classes have __slots__, so each field is
+# a member descriptor with a fixed offset in the object: the twin reads and writes the slots
+# there directly. It does so only when the class is exactly what that shortcut assumes (a
+# dataclass-generated __init__ that only assigns the fields, no __post_init__, object.__new__,
+# every field an object slot, the field names in the order used here); otherwise it calls the
+# class / getattr like any Python code. Objects built either way are indistinguishable.
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+        int flags
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    ctypedef struct PyObject
+    ctypedef struct PyTypeObject:
+        PyObject *(*tp_alloc)(PyTypeObject *, Py_ssize_t) except NULL
+    int T_OBJECT_EX
+    int READONLY
+    void _incref "Py_INCREF"(PyObject *)
+    void _xdecref "Py_XDECREF"(PyObject *)
+
+from cpython.ref cimport Py_DECREF
+
+cdef struct _Layout:
+    bint fast
+    int n
+    Py_ssize_t off[8]
+
+cdef enum:
+    K_DSS = 0
+    K_MPC = 1
+    K_MPJ_SYN = 2
+    K_MPJ_SYNACK = 3
+    K_MPJ_ACK = 4
+    K_ADD_ADDR = 5
+    K_RM_ADDR = 6
+    K_PRIO = 7
+    K_FAIL = 8
+    K_FASTCLOSE = 9
+    K_TCPRST = 10
+    K_COUNT = 11
+
+cdef _Layout _LAYOUT[11]
+cdef object _CLASSES = [None] * K_COUNT  # filled at the end of the module
+cdef tuple _FIELD_NAMES = (
+    ("data_ack", "ack64", "data_seq", "dsn64", "subflow_seq", "data_len", "csum", "data_fin"),
+    ("version", "flags", "sndr_key", "rcvr_key", "data_len", "csum"),
+    ("backup", "addr_id", "token", "nonce"),
+    ("backup", "addr_id", "hmac", "nonce"),
+    ("hmac",),
+    ("echo", "addr_id", "addr", "port", "hmac"),
+    ("addr_ids",),
+    ("backup",),
+    ("data_seq",),
+    ("rcvr_key",),
+    ("transient", "reason"),
+)
+
+
+cdef inline object _get(object o, int k, int i):
+    """Field i of option dataclass instance o of class index k (type already checked)."""
+    cdef PyObject *v
+    if _LAYOUT[k].fast:
+        v = (<PyObject **>((<char *><PyObject *>o) + _LAYOUT[k].off[i]))[0]
+        if v != NULL:
+            return <object>v
+    return getattr(o, _FIELD_NAMES[k][i])
+
+
+cdef object _make(int k, object a0, object a1=None, object a2=None, object a3=None,
+                  object a4=None, object a5=None, object a6=None, object a7=None):
+    """Instance of option class k with its fields a0..a(n-1), as calling the class would."""
+    cdef _Layout *L = &_LAYOUT[k]
+    cdef PyObject *raw
+    cdef PyObject **slot
+    cdef PyObject *args[8]
+    cdef object obj
+    cdef object cls = _CLASSES[k]
+    cdef int n = L.n, i
+    if not L.fast:
+        return cls(*(a0, a1, a2, a3, a4, a5, a6, a7)[:n])
+    args[0] = <PyObject *>a0
+    args[1] = <PyObject *>a1
+    args[2] = <PyObject *>a2
+    args[3] = <PyObject *>a3
+    args[4] = <PyObject *>a4
+    args[5] = <PyObject *>a5
+    args[6] = <PyObject *>a6
+    args[7] = <PyObject *>a7
+    raw = (<PyTypeObject *>cls).tp_alloc(<PyTypeObject *>cls, 0)  # slots start NULL
+    obj = <object>raw  # takes its own reference; drop tp_alloc's
+    Py_DECREF(obj)
+    for i in range(n):
+        slot = <PyObject **>((<char *>raw) + L.off[i])
+        _incref(args[i])
+        _xdecref(slot[0])
+        slot[0] = args[i]
+    return obj
+
+
+def _load_layouts():
+    """Decide per option class whether the slot shortcut is safe (see above)."""
+    import dataclasses
+    import types
+    cdef int k, i
+    cdef PyMemberDef *m
+    for k in range(K_COUNT):
+        cls = _CLASSES[k]
+        names = _FIELD_NAMES[k]
+        _LAYOUT[k].fast = False
+        _LAYOUT[k].n = len(names)
+        if not dataclasses.is_dataclass(cls):
+            continue
+        if tuple(f.name for f in dataclasses.fields(cls)) != names:
+            raise ImportError(f"{cls.__name__} fields changed: {dataclasses.fields(cls)}; update cext/_wire.pyx")
+        init = cls.__dict__.get("__init__")
+        if (hasattr(cls, "__post_init__") or init is None
+                or getattr(getattr(init, "__code__", None), "co_filename", None) != "<string>"
+                or cls.__new__ is not object.__new__ or type(cls) is not type):
+            continue
+        ok = True
+        for i, name in enumerate(names):
+            d = cls.__dict__.get(name)
+            if type(d) is not types.MemberDescriptorType:
+                ok = False
+                break
+            m = (<PyMemberDescrObject *><PyObject *>d).d_member
+            if m.type != T_OBJECT_EX or (m.flags & READONLY):
+                ok = False
+                break
+            _LAYOUT[k].off[i] = m.offset
+        _LAYOUT[k].fast = ok
+
+
 cdef extern from "<arpa/inet.h>" nogil:
     uint16_t ntohs(uint16_t)
 
@@ -107,36 +246,40 @@ cdef inline void _put64(unsigned char *p, uint64_t v) noexcept nogil:
 
 
 cdef inline uint64_t _sum_native(const unsigned char *p, Py_ssize_t n) noexcept nogil:
-    """Unfolded one's-complement sum of p[0:n] in native-order 16-bit words (odd n: zero pad)."""
-    cdef uint64_t acc = 0
+    """Unfolded one's-complement sum of p[0:n] in native-order 16-bit words (odd n: zero pad).
+
+    64-bit loads split into two 32-bit halves, four independent accumulators (no carry chain
+    between them); each half adds < 2**32, so 2**31 rounds cannot overflow 64 bits."""
+    cdef uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, w0, w1, w2, w3
     cdef uint32_t w32
     cdef uint16_t w16 = 0
     while n >= 32:
-        memcpy(&w32, p, 4); acc += w32
-        memcpy(&w32, p + 4, 4); acc += w32
-        memcpy(&w32, p + 8, 4); acc += w32
-        memcpy(&w32, p + 12, 4); acc += w32
-        memcpy(&w32, p + 16, 4); acc += w32
-        memcpy(&w32, p + 20, 4); acc += w32
-        memcpy(&w32, p + 24, 4); acc += w32
-        memcpy(&w32, p + 28, 4); acc += w32
+        memcpy(&w0, p, 8)
+        memcpy(&w1, p + 8, 8)
+        memcpy(&w2, p + 16, 8)
+        memcpy(&w3, p + 24, 8)
+        a0 += (w0 & 0xffffffffULL) + (w0 >> 32)
+        a1 += (w1 & 0xffffffffULL) + (w1 >> 32)
+        a2 += (w2 & 0xffffffffULL) + (w2 >> 32)
+        a3 += (w3 & 0xffffffffULL) + (w3 >> 32)
         p += 32
         n -= 32
+    a0 += a1 + a2 + a3  # each < 2**62 for any Python-sized buffer
     while n >= 4:
         memcpy(&w32, p, 4)
-        acc += w32
+        a0 += w32
         p += 4
         n -= 4
     if n >= 2:
         memcpy(&w16, p, 2)
-        acc += w16
+        a0 += w16
         p += 2
         n -= 2
     if n:
         w16 = 0
         (<unsigned char *>&w16)[0] = p[0]
-        acc += w16
-    return acc
+        a0 += w16
+    return a0
 
 
 cdef inline uint32_t _fold(uint64_t acc) noexcept nogil:
@@ -171,17 +314,20 @@ cdef inline const unsigned char *_ptr(object b) noexcept:
 
 
 cdef uint64_t _uint(object v, uint64_t maximum, str what) except? 0xffffffffffffffffULL:
-    """Python int -> C unsigned, WireError when not in 0..maximum (packet.py `_check_range`)."""
-    cdef uint64_t r
+    """Python int -> C unsigned, WireError when not in 0..maximum (packet.py `_check_range`;
+    a bool is an int there). No exception machinery on the common path."""
+    cdef int overflow = 0
+    cdef long long x
     if not PyLong_Check(v):
         raise WireError(f"{what} must be an int, not {type(v).__name__}")
-    try:
-        r = PyLong_AsUnsignedLongLong(v)
-    except OverflowError:
-        raise WireError(f"{what} out of range: {v!r}") from None
-    if r > maximum:
-        raise WireError(f"{what} out of range: {v!r}")
-    return r
+    x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow == 0:
+        if x < 0 or <uint64_t>x > maximum:
+            raise WireError(f"{what} {v!r} out of range 0..{maximum}")
+        return <uint64_t>x
+    if overflow > 0 and maximum == 0xffffffffffffffffULL and v <= 0xffffffffffffffffULL:
+        return PyLong_AsUnsignedLongLong(v)
+    raise WireError(f"{what} {v!r} out of range 0..{maximum}")
 
 
 cdef uint64_t _u(object v, uint64_t maximum, str what) except? 0xffffffffffffffffULL:
@@ -503,12 +649,17 @@ def parse_options(buf, start, end):
     return _parse_options(buf, s, e)
 
 
-cdef inline Py_ssize_t _clamp_obj(object v, Py_ssize_t n):
-    if v < 0:
+cdef inline Py_ssize_t _clamp_obj(object v, Py_ssize_t n) except? -1:
+    """An int bound clamped to 0..n (a Python int of any size), as packet.py `_clamp`."""
+    cdef int overflow = 0
+    cdef long long x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow:
+        return 0 if overflow < 0 else n
+    if x < 0:
         return 0
-    if v > n:
+    if x > n:
         return n
-    return v
+    return <Py_ssize_t>x
 
 
 def options_of(buf, pkt):
@@ -660,7 +811,7 @@ def parse_mptcp(opt, tcp_flags, payload_len):
             off += 6
             if opsize == expected + 2:
                 csum = _be16(p + off)
-        return Dss(data_ack, bool(flags & MPTCP_DSS_ACK64), data_seq,
+        return _make(K_DSS, data_ack, bool(flags & MPTCP_DSS_ACK64), data_seq,
                    bool(flags & MPTCP_DSS_DSN64), subflow_seq, data_len, csum,
                    bool(flags & MPTCP_DSS_DATA_FIN))
     if subtype == MPTCPOPT_MP_CAPABLE:
@@ -676,35 +827,35 @@ def parse_mptcp(opt, tcp_flags, payload_len):
             if version >= 1:
                 if opsize != 4:
                     return None
-                return MpCapable(version, flags, None, None, None, None)
+                return _make(K_MPC, version, flags, None, None, None, None)
             if opsize != 12:
                 return None
-            return MpCapable(version, flags, _be64(p + 4), None, None, None)
+            return _make(K_MPC, version, flags, _be64(p + 4), None, None, None)
         if version > 1:
             return None
         if syn:
             if opsize != 12:
                 return None
-            return MpCapable(version, flags, _be64(p + 4), None, None, None)
+            return _make(K_MPC, version, flags, _be64(p + 4), None, None, None)
         if version == 1 and has_data:
             if opsize == 22:
-                return MpCapable(version, flags, _be64(p + 4), _be64(p + 12), _be16(p + 20),
+                return _make(K_MPC, version, flags, _be64(p + 4), _be64(p + 12), _be16(p + 20),
                                  None)
             if opsize == 24:
-                return MpCapable(version, flags, _be64(p + 4), _be64(p + 12), _be16(p + 20),
+                return _make(K_MPC, version, flags, _be64(p + 4), _be64(p + 12), _be16(p + 20),
                                  _be16(p + 22))
             return None
         if opsize != 20:
             return None
-        return MpCapable(version, flags, _be64(p + 4), _be64(p + 12), None, None)
+        return _make(K_MPC, version, flags, _be64(p + 4), _be64(p + 12), None, None)
     if subtype == MPTCPOPT_MP_JOIN:
         if opsize == 12:
-            return MpJoinSyn(bool(p[2] & 1), p[3], _be32(p + 4), _be32(p + 8))
+            return _make(K_MPJ_SYN, bool(p[2] & 1), p[3], _be32(p + 4), _be32(p + 8))
         if opsize == 16:
-            return MpJoinSynAck(bool(p[2] & 1), p[3],
+            return _make(K_MPJ_SYNACK, bool(p[2] & 1), p[3],
                                 PyBytes_FromStringAndSize(<const char *>p + 4, 8), _be32(p + 12))
         if opsize == 24:
-            return MpJoinAck(PyBytes_FromStringAndSize(<const char *>p + 4, 20))
+            return _make(K_MPJ_ACK, PyBytes_FromStringAndSize(<const char *>p + 4, 20))
         return None
     if subtype == MPTCPOPT_ADD_ADDR:
         echo = bool(p[2] & 1)
@@ -729,27 +880,27 @@ def parse_mptcp(opt, tcp_flags, payload_len):
         addr = PyBytes_FromStringAndSize(<const char *>p + 4, alen)
         port = _be16(p + 4 + alen) if has_port else None
         hmac = None if echo else PyBytes_FromStringAndSize(<const char *>p + opsize - 8, 8)
-        return AddAddr(echo, p[3], addr, port, hmac)
+        return _make(K_ADD_ADDR, echo, p[3], addr, port, hmac)
     if subtype == MPTCPOPT_RM_ADDR:
         if opsize < 4 or opsize > 11:
             return None
-        return RemoveAddr(tuple(opt[3:]))
+        return _make(K_RM_ADDR, tuple(opt[3:]))
     if subtype == MPTCPOPT_MP_PRIO:
         if opsize != 3:
             return None
-        return MpPrio(bool(p[2] & 1))
+        return _make(K_PRIO, bool(p[2] & 1))
     if subtype == MPTCPOPT_MP_FAIL:
         if opsize != 12:
             return None
-        return MpFail(_be64(p + 4))
+        return _make(K_FAIL, _be64(p + 4))
     if subtype == MPTCPOPT_MP_FASTCLOSE:
         if opsize != 12:
             return None
-        return MpFastclose(_be64(p + 4))
+        return _make(K_FASTCLOSE, _be64(p + 4))
     if subtype == MPTCPOPT_RST:
         if opsize != 4 or not (tflags & TCP_RST):
             return None
-        return MpTcpRst(bool(p[2] & 1), p[3])
+        return _make(K_TCPRST, bool(p[2] & 1), p[3])
     return None
 
 
@@ -763,17 +914,17 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
     cdef Py_ssize_t w, alen
     cdef bint mapping
     if t is Dss:
-        data_ack = opt.data_ack
-        data_seq = opt.data_seq
-        subflow_seq = opt.subflow_seq
-        data_len = opt.data_len
+        data_ack = _get(opt, K_DSS, 0)
+        data_seq = _get(opt, K_DSS, 2)
+        subflow_seq = _get(opt, K_DSS, 4)
+        data_len = _get(opt, K_DSS, 5)
         flags = 0
         w = 4
         out[0] = TCPOPT_MPTCP
         out[2] = MPTCPOPT_DSS << 4
         if data_ack is not None:
             flags |= MPTCP_DSS_DATA_ACK
-            if opt.ack64:
+            if _get(opt, K_DSS, 1):
                 flags |= MPTCP_DSS_ACK64
                 _put64(out + w, _u(data_ack, 0xffffffffffffffffULL, "data_ack"))
                 w += 8
@@ -785,7 +936,7 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
             raise WireError("a DSS mapping needs data_seq, subflow_seq and data_len together")
         if mapping:
             flags |= MPTCP_DSS_HAS_MAP
-            if opt.dsn64:
+            if _get(opt, K_DSS, 3):
                 flags |= MPTCP_DSS_DSN64
                 _put64(out + w, _u(data_seq, 0xffffffffffffffffULL, "data_seq"))
                 w += 8
@@ -795,23 +946,23 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
             _put32(out + w, <uint32_t>_u(subflow_seq, 0xffffffffULL, "subflow_seq"))
             _put16(out + w + 4, <uint32_t>_u(data_len, 0xffff, "data_len"))
             w += 6
-            csum = opt.csum
+            csum = _get(opt, K_DSS, 6)
             if csum is not None:
                 _put16(out + w, <uint32_t>_u(csum, 0xffff, "csum"))
                 w += 2
-        if opt.data_fin:
+        if _get(opt, K_DSS, 7):
             flags |= MPTCP_DSS_DATA_FIN
         out[1] = <unsigned char>w
         out[3] = <unsigned char>flags
         return w
     if t is MpCapable:
-        sndr_key = opt.sndr_key
-        rcvr_key = opt.rcvr_key
-        data_len = opt.data_len
-        csum = opt.csum
+        sndr_key = _get(opt, K_MPC, 2)
+        rcvr_key = _get(opt, K_MPC, 3)
+        data_len = _get(opt, K_MPC, 4)
+        csum = _get(opt, K_MPC, 5)
         out[0] = TCPOPT_MPTCP
-        out[2] = (MPTCPOPT_MP_CAPABLE << 4) | <unsigned char>_u(opt.version, 0x0f, "version")
-        out[3] = <unsigned char>_u(opt.flags, 0xff, "flags")
+        out[2] = (MPTCPOPT_MP_CAPABLE << 4) | <unsigned char>_u(_get(opt, K_MPC, 0), 0x0f, "version")
+        out[3] = <unsigned char>_u(_get(opt, K_MPC, 1), 0xff, "flags")
         w = 4
         if sndr_key is not None:
             _put64(out + 4, _u(sndr_key, 0xffffffffffffffffULL, "sndr_key"))
@@ -836,22 +987,22 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
     if t is MpJoinSyn:
         out[0] = TCPOPT_MPTCP
         out[1] = 12
-        out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if opt.backup else 0)
-        out[3] = <unsigned char>_u(opt.addr_id, 0xff, "addr_id")
-        _put32(out + 4, <uint32_t>_u(opt.token, 0xffffffffULL, "token"))
-        _put32(out + 8, <uint32_t>_u(opt.nonce, 0xffffffffULL, "nonce"))
+        out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if _get(opt, K_MPJ_SYN, 0) else 0)
+        out[3] = <unsigned char>_u(_get(opt, K_MPJ_SYN, 1), 0xff, "addr_id")
+        _put32(out + 4, <uint32_t>_u(_get(opt, K_MPJ_SYN, 2), 0xffffffffULL, "token"))
+        _put32(out + 8, <uint32_t>_u(_get(opt, K_MPJ_SYN, 3), 0xffffffffULL, "nonce"))
         return 12
     if t is MpJoinSynAck:
-        hmac = _bytes_of(opt.hmac, 8, "MP_JOIN SYN/ACK hmac")
+        hmac = _bytes_of(_get(opt, K_MPJ_SYNACK, 2), 8, "MP_JOIN SYN/ACK hmac")
         out[0] = TCPOPT_MPTCP
         out[1] = 16
-        out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if opt.backup else 0)
-        out[3] = <unsigned char>_u(opt.addr_id, 0xff, "addr_id")
+        out[2] = (MPTCPOPT_MP_JOIN << 4) | (1 if _get(opt, K_MPJ_SYNACK, 0) else 0)
+        out[3] = <unsigned char>_u(_get(opt, K_MPJ_SYNACK, 1), 0xff, "addr_id")
         memcpy(out + 4, _ptr(hmac), 8)
-        _put32(out + 12, <uint32_t>_u(opt.nonce, 0xffffffffULL, "nonce"))
+        _put32(out + 12, <uint32_t>_u(_get(opt, K_MPJ_SYNACK, 3), 0xffffffffULL, "nonce"))
         return 16
     if t is MpJoinAck:
-        hmac = _bytes_of(opt.hmac, 20, "MP_JOIN ACK hmac")
+        hmac = _bytes_of(_get(opt, K_MPJ_ACK, 0), 20, "MP_JOIN ACK hmac")
         out[0] = TCPOPT_MPTCP
         out[1] = 24
         out[2] = MPTCPOPT_MP_JOIN << 4
@@ -859,31 +1010,31 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
         memcpy(out + 4, _ptr(hmac), 20)
         return 24
     if t is AddAddr:
-        addr = opt.addr
+        addr = _get(opt, K_ADD_ADDR, 2)
         if not isinstance(addr, (bytes, bytearray, memoryview)) or len(addr) not in (4, 16):
             raise WireError("ADD_ADDR address must be 4 or 16 bytes")
         alen = len(addr)
         addr = _as_bytes(addr)
         out[0] = TCPOPT_MPTCP
-        out[2] = (MPTCPOPT_ADD_ADDR << 4) | (1 if opt.echo else 0)
-        out[3] = <unsigned char>_u(opt.addr_id, 0xff, "addr_id")
+        out[2] = (MPTCPOPT_ADD_ADDR << 4) | (1 if _get(opt, K_ADD_ADDR, 0) else 0)
+        out[3] = <unsigned char>_u(_get(opt, K_ADD_ADDR, 1), 0xff, "addr_id")
         memcpy(out + 4, _ptr(addr), alen)
         w = 4 + alen
-        port = opt.port
+        port = _get(opt, K_ADD_ADDR, 3)
         if port is not None:
             _put16(out + w, <uint32_t>_u(port, 0xffff, "port"))
             w += 2
-        if opt.echo:
-            if opt.hmac is not None:
+        if _get(opt, K_ADD_ADDR, 0):
+            if _get(opt, K_ADD_ADDR, 4) is not None:
                 raise WireError("an ADD_ADDR echo carries no HMAC")
         else:
-            hmac = _bytes_of(opt.hmac, 8, "ADD_ADDR hmac")
+            hmac = _bytes_of(_get(opt, K_ADD_ADDR, 4), 8, "ADD_ADDR hmac")
             memcpy(out + w, _ptr(hmac), 8)
             w += 8
         out[1] = <unsigned char>w
         return w
     if t is RemoveAddr:
-        ids = tuple(opt.addr_ids)
+        ids = tuple(_get(opt, K_RM_ADDR, 0))
         if len(ids) < 1 or len(ids) > 8:
             raise WireError("REMOVE_ADDR carries 1 to 8 address ids")
         out[0] = TCPOPT_MPTCP
@@ -897,27 +1048,27 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
     if t is MpPrio:
         out[0] = TCPOPT_MPTCP
         out[1] = 3
-        out[2] = (MPTCPOPT_MP_PRIO << 4) | (1 if opt.backup else 0)
+        out[2] = (MPTCPOPT_MP_PRIO << 4) | (1 if _get(opt, K_PRIO, 0) else 0)
         return 3
     if t is MpFail:
         out[0] = TCPOPT_MPTCP
         out[1] = 12
         out[2] = MPTCPOPT_MP_FAIL << 4
         out[3] = 0
-        _put64(out + 4, _u(opt.data_seq, 0xffffffffffffffffULL, "data_seq"))
+        _put64(out + 4, _u(_get(opt, K_FAIL, 0), 0xffffffffffffffffULL, "data_seq"))
         return 12
     if t is MpFastclose:
         out[0] = TCPOPT_MPTCP
         out[1] = 12
         out[2] = MPTCPOPT_MP_FASTCLOSE << 4
         out[3] = 0
-        _put64(out + 4, _u(opt.rcvr_key, 0xffffffffffffffffULL, "rcvr_key"))
+        _put64(out + 4, _u(_get(opt, K_FASTCLOSE, 0), 0xffffffffffffffffULL, "rcvr_key"))
         return 12
     if t is MpTcpRst:
         out[0] = TCPOPT_MPTCP
         out[1] = 4
-        out[2] = (MPTCPOPT_RST << 4) | (1 if opt.transient else 0)
-        out[3] = <unsigned char>_u(opt.reason, 0xff, "reason")
+        out[2] = (MPTCPOPT_RST << 4) | (1 if _get(opt, K_TCPRST, 0) else 0)
+        out[3] = <unsigned char>_u(_get(opt, K_TCPRST, 1), 0xff, "reason")
         return 4
     raise WireError(f"not an MPTCP option: {opt!r}")
 
@@ -1269,3 +1420,22 @@ def _load_combinations():
 
 
 _load_combinations()
+
+
+_CLASSES[K_DSS] = Dss
+_CLASSES[K_MPC] = MpCapable
+_CLASSES[K_MPJ_SYN] = MpJoinSyn
+_CLASSES[K_MPJ_SYNACK] = MpJoinSynAck
+_CLASSES[K_MPJ_ACK] = MpJoinAck
+_CLASSES[K_ADD_ADDR] = AddAddr
+_CLASSES[K_RM_ADDR] = RemoveAddr
+_CLASSES[K_PRIO] = MpPrio
+_CLASSES[K_FAIL] = MpFail
+_CLASSES[K_FASTCLOSE] = MpFastclose
+_CLASSES[K_TCPRST] = MpTcpRst
+_load_layouts()
+
+
+def _fast_layouts():
+    """{class name: True when the slot shortcut is in use} (for tests and the benchmark)."""
+    return {_CLASSES[k].__name__: bool(_LAYOUT[k].fast) for k in range(K_COUNT)}
