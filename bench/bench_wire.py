@@ -81,14 +81,15 @@ def make_ops(W, buf):
     encode_tcp_options, rewrite, strip_mptcp = W.encode_tcp_options, W.rewrite, W.strip_mptcp
     syn = buf[33 if buf[0] >> 4 == 4 else 53] & 0x02
 
-    def add_mptcp_once(buf):
+    def add_mptcp_once(buf, dss=None):
         pkt = parse_packet(buf)
         o = parse_options(buf, pkt.ip_hlen + 20, pkt.payload_off)
         if syn:
             area = build_options(encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr), (MPC_SYN,))
         else:
-            dss = Dss(data_ack=DATA_ACK, ack64=True, data_seq=(IDSN + pkt.seq) & 0xFFFFFFFFFFFFFFFF,
-                      dsn64=True, subflow_seq=pkt.seq, data_len=pkt.payload_len)
+            if dss is None:
+                dss = Dss(data_ack=DATA_ACK, ack64=True, data_seq=(IDSN + pkt.seq) & 0xFFFFFFFFFFFFFFFF,
+                          dsn64=True, subflow_seq=pkt.seq, data_len=pkt.payload_len)
             area = build_options(encode_tcp_options(ts_val=o.ts_val, ts_ecr=o.ts_ecr), (dss,))
         return rewrite(buf, pkt, options=area)
 
@@ -104,13 +105,9 @@ def make_ops(W, buf):
         for _ in itertools.repeat(None, n):
             add_mptcp_once(buf)
 
-    def add_mptcp_prebuilt(n):  # the same without constructing the Dss dataclass
-        opts = (MPC_SYN,) if syn else (prebuilt,)
+    def add_mptcp_prebuilt(n):  # the same code path, minus constructing the Dss dataclass
         for _ in itertools.repeat(None, n):
-            pkt = parse_packet(buf)
-            o = parse_options(buf, pkt.ip_hlen + 20, pkt.payload_off)
-            area = build_options(encode_tcp_options(ts_val=o.ts_val, ts_ecr=o.ts_ecr), opts)
-            rewrite(buf, pkt, options=area)
+            add_mptcp_once(buf, prebuilt)
 
     def strip(n):
         for _ in itertools.repeat(None, n):
