@@ -772,8 +772,10 @@ def parse_mptcp(opt, tcp_flags, payload_len):
     cdef const unsigned char *p = _ptr(opt)
     cdef Py_ssize_t opsize = PyBytes_GET_SIZE(opt)
     cdef int subtype, version, flags, expected
-    cdef long tflags = tcp_flags & 0xff  # only the flag bits matter, whatever the int
-    cdef bint syn, ackf, has_data = payload_len > 0
+    # tcp_flags and payload_len are looked at only where the reference looks at them
+    # (MP_CAPABLE, MP_TCPRST), so an odd value elsewhere is no error here either.
+    cdef long tflags
+    cdef bint syn, ackf
     cdef Py_ssize_t off, alen
     if opsize < 3 or p[0] != TCPOPT_MPTCP or p[1] != opsize:
         return None
@@ -815,6 +817,7 @@ def parse_mptcp(opt, tcp_flags, payload_len):
                    bool(flags & MPTCP_DSS_DSN64), subflow_seq, data_len, csum,
                    bool(flags & MPTCP_DSS_DATA_FIN))
     if subtype == MPTCPOPT_MP_CAPABLE:
+        tflags = tcp_flags & 0xff  # only the flag bits matter, whatever the int
         if opsize < 4:
             return None
         version = p[2] & 0x0f
@@ -837,7 +840,7 @@ def parse_mptcp(opt, tcp_flags, payload_len):
             if opsize != 12:
                 return None
             return _make(K_MPC, version, flags, _be64(p + 4), None, None, None)
-        if version == 1 and has_data:
+        if version == 1 and payload_len > 0:
             if opsize == 22:
                 return _make(K_MPC, version, flags, _be64(p + 4), _be64(p + 12), _be16(p + 20),
                                  None)
@@ -898,7 +901,10 @@ def parse_mptcp(opt, tcp_flags, payload_len):
             return None
         return _make(K_FASTCLOSE, _be64(p + 4))
     if subtype == MPTCPOPT_RST:
-        if opsize != 4 or not (tflags & TCP_RST):
+        if opsize != 4:
+            return None
+        tflags = tcp_flags & 0xff
+        if not (tflags & TCP_RST):
             return None
         return _make(K_TCPRST, bool(p[2] & 1), p[3])
     return None

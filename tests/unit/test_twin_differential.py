@@ -129,12 +129,12 @@ def valid_mptcp_option(draw):
     if kind == "ack":
         return M.MpJoinAck(draw(st.binary(min_size=20, max_size=20)))
     if kind == "dss":
-        mapping = draw(st.booleans())
+        mapping, ack64, dsn64 = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
         return M.Dss(
-            data_ack=draw(st.one_of(st.none(), u32, u64)),
-            ack64=draw(st.booleans()),
-            data_seq=draw(st.one_of(u32, u64)) if mapping else None,
-            dsn64=draw(st.booleans()),
+            data_ack=draw(st.one_of(st.none(), u64 if ack64 else u32)),
+            ack64=ack64,
+            data_seq=draw(u64 if dsn64 else u32) if mapping else None,
+            dsn64=dsn64,
             subflow_seq=draw(u32) if mapping else None,
             data_len=draw(u16) if mapping else None,
             csum=draw(st.one_of(st.none(), u16)),
@@ -604,3 +604,10 @@ def test_slot_shortcut_is_in_use():
     """The reference classes are frozen slotted dataclasses, so the twin's shortcut applies
     (if this fails after a change to mptcp.py, the twin still works, only slower)."""
     assert all(TWIN_MODULE._fast_layouts().values()), TWIN_MODULE._fast_layouts()
+
+
+def test_parse_mptcp_context_only_read_where_needed():
+    """tcp_flags/payload_len matter to MP_CAPABLE and MP_TCPRST only; elsewhere any value."""
+    dss = REF["build_mptcp"](M.Dss(data_ack=1))
+    for flags, payload_len in ((None, None), ("x", 0), (0x10, None)):
+        assert TWIN["parse_mptcp"](dss, flags, payload_len) == REF["parse_mptcp"](dss, flags, payload_len)
