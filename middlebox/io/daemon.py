@@ -397,13 +397,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NFQUEUE number (default 0)")
     parser.add_argument("--mptcp-version", type=int, choices=(0, 1), default=1,
                         help="MPTCP version to speak: 1 = RFC 8684 (default), 0 = RFC 6824")
-    parser.add_argument("--checksum", action="store_true", help="use DSS checksums")
+    parser.add_argument("--checksum", action="store_true",
+                        help="ask for DSS checksums (RFC 8684 §3.3.1; used when either end asks)")
     parser.add_argument("--guest-iface", action="append", default=[], metavar="IF",
                         help="guest-facing interface (repeat; default: from the installed rules)")
     parser.add_argument("--passthrough", action="store_true",
                         help="accept every packet unchanged, without the core")
-    parser.add_argument("--max-flows", type=int, default=65536, help="flow table size")
-    parser.add_argument("--mtu", type=int, default=1500, help="path MTU for MSS clamping")
+    parser.add_argument("--max-flows", type=int, default=65536, metavar="N",
+                        help="flow table cap; the oldest idle flow is evicted when full (default 65536)")
+    parser.add_argument("--mtu", type=int, default=1500,
+                        help="path MTU towards the servers; the MSS guests learn is clamped so that "
+                             "segments with MPTCP options fit (default 1500)")
     parser.add_argument("--mark", type=lambda s: int(s, 0), default=rules.INJECT_MARK,
                         help=f"SO_MARK of injected packets (default {rules.INJECT_MARK:#x})")
     parser.add_argument("-v", "--verbose", action="store_true",
