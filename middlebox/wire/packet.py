@@ -327,7 +327,7 @@ def encode_tcp_options(
 
 
 def _check_range(what: str, value: int, maximum: int) -> None:
-    if not 0 <= value <= maximum:
+    if not isinstance(value, int) or not 0 <= value <= maximum:
         raise WireError(f"{what} {value} out of range 0..{maximum}")
 
 
@@ -386,7 +386,7 @@ def ipv4_checksum(buf: bytes, ihl: int) -> int:
     `ihl` is the IHL field, in 32-bit words (5..15) as in Linux `ip_fast_csum(iph, ihl)`; the
     header is buf[0:ihl*4] and its checksum field (bytes 10-11) counts as 0.
     """
-    if not 5 <= ihl <= 15 or len(buf) < ihl * 4:
+    if not isinstance(ihl, int) or not 5 <= ihl <= 15 or len(buf) < ihl * 4:
         raise WireError(f"IPv4 IHL {ihl} does not fit a {len(buf)}-byte buffer")
     s = ones_sum(buf, 0, 10) + ones_sum(buf, 12, ihl * 4)
     return ~_fold(s) & 0xFFFF

@@ -528,3 +528,32 @@ def test_every_twinned_name_has_a_reference():
 
     for name in wire.TWINNED:
         assert wire.REFERENCE[name].__module__ in ("middlebox.wire.packet", "middlebox.wire.mptcp"), name
+
+
+# -- non-integers are impossible requests, in both implementations ------------------------
+
+@pytest.mark.parametrize("impl", ["reference", "twin"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda w, buf, pkt: w.rewrite(buf, pkt, seq=5.0),
+        lambda w, buf, pkt: w.encode_tcp_options(mss=1.0),
+        lambda w, buf, pkt: w.dss_checksum(1.0, 1, 1, b"x"),
+        lambda w, buf, pkt: w.csum_replace(1.0, b"ab", b"cd"),
+        lambda w, buf, pkt: w.ipv4_checksum(buf, 5.0),
+    ],
+    ids=["rewrite-seq", "encode-mss", "dss-checksum", "csum-replace", "ipv4-checksum"],
+)
+def test_floats_raise_wire_error(impl, call):
+    """The one documented error, also for a float where an integer belongs."""
+    import types
+
+    import middlebox.wire as wire_pkg
+
+    if impl == "twin":
+        from middlebox import _cwire as w  # built in both CI runs
+    else:
+        w = types.SimpleNamespace(**wire_pkg.REFERENCE)
+    buf = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2))
+    with pytest.raises(WireError):
+        call(w, buf, w.parse_packet(buf))
