@@ -22,7 +22,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLon
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 # --------------------------------------------------------------------------------------------
 # constants (names as in the reference / RFC 8684)
@@ -913,6 +913,51 @@ def parse_mptcp(opt, tcp_flags, payload_len):
 # --------------------------------------------------------------------------------------------
 # MPTCP options: build
 
+cdef Py_ssize_t _write_dss(unsigned char *out, object data_ack, object ack64, object data_seq,
+                           object dsn64, object subflow_seq, object data_len, object csum,
+                           object data_fin) except -1:
+    """Encode a DSS with these `Dss` fields at out (room for 30 bytes); returns its length."""
+    cdef uint32_t flags
+    cdef Py_ssize_t w
+    cdef bint mapping
+    flags = 0
+    w = 4
+    out[0] = TCPOPT_MPTCP
+    out[2] = MPTCPOPT_DSS << 4
+    if data_ack is not None:
+        flags |= MPTCP_DSS_DATA_ACK
+        if ack64:
+            flags |= MPTCP_DSS_ACK64
+            _put64(out + w, _u(data_ack, 0xffffffffffffffffULL, "data_ack"))
+            w += 8
+        else:
+            _put32(out + w, <uint32_t>_u(data_ack, 0xffffffffULL, "data_ack"))
+            w += 4
+    mapping = data_seq is not None
+    if mapping != (subflow_seq is not None) or mapping != (data_len is not None):
+        raise WireError("a DSS mapping needs data_seq, subflow_seq and data_len together")
+    if mapping:
+        flags |= MPTCP_DSS_HAS_MAP
+        if dsn64:
+            flags |= MPTCP_DSS_DSN64
+            _put64(out + w, _u(data_seq, 0xffffffffffffffffULL, "data_seq"))
+            w += 8
+        else:
+            _put32(out + w, <uint32_t>_u(data_seq, 0xffffffffULL, "data_seq"))
+            w += 4
+        _put32(out + w, <uint32_t>_u(subflow_seq, 0xffffffffULL, "subflow_seq"))
+        _put16(out + w + 4, <uint32_t>_u(data_len, 0xffff, "data_len"))
+        w += 6
+        if csum is not None:
+            _put16(out + w, <uint32_t>_u(csum, 0xffff, "csum"))
+            w += 2
+    if data_fin:
+        flags |= MPTCP_DSS_DATA_FIN
+    out[1] = <unsigned char>w
+    out[3] = <unsigned char>flags
+    return w
+
+
 cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
     """Encode one MPTCP option at out (room for 30 bytes); returns its length."""
     cdef type t = type(opt)
@@ -920,47 +965,9 @@ cdef Py_ssize_t _write_mptcp(unsigned char *out, object opt) except -1:
     cdef Py_ssize_t w, alen
     cdef bint mapping
     if t is Dss:
-        data_ack = _get(opt, K_DSS, 0)
-        data_seq = _get(opt, K_DSS, 2)
-        subflow_seq = _get(opt, K_DSS, 4)
-        data_len = _get(opt, K_DSS, 5)
-        flags = 0
-        w = 4
-        out[0] = TCPOPT_MPTCP
-        out[2] = MPTCPOPT_DSS << 4
-        if data_ack is not None:
-            flags |= MPTCP_DSS_DATA_ACK
-            if _get(opt, K_DSS, 1):
-                flags |= MPTCP_DSS_ACK64
-                _put64(out + w, _u(data_ack, 0xffffffffffffffffULL, "data_ack"))
-                w += 8
-            else:
-                _put32(out + w, <uint32_t>_u(data_ack, 0xffffffffULL, "data_ack"))
-                w += 4
-        mapping = data_seq is not None
-        if mapping != (subflow_seq is not None) or mapping != (data_len is not None):
-            raise WireError("a DSS mapping needs data_seq, subflow_seq and data_len together")
-        if mapping:
-            flags |= MPTCP_DSS_HAS_MAP
-            if _get(opt, K_DSS, 3):
-                flags |= MPTCP_DSS_DSN64
-                _put64(out + w, _u(data_seq, 0xffffffffffffffffULL, "data_seq"))
-                w += 8
-            else:
-                _put32(out + w, <uint32_t>_u(data_seq, 0xffffffffULL, "data_seq"))
-                w += 4
-            _put32(out + w, <uint32_t>_u(subflow_seq, 0xffffffffULL, "subflow_seq"))
-            _put16(out + w + 4, <uint32_t>_u(data_len, 0xffff, "data_len"))
-            w += 6
-            csum = _get(opt, K_DSS, 6)
-            if csum is not None:
-                _put16(out + w, <uint32_t>_u(csum, 0xffff, "csum"))
-                w += 2
-        if _get(opt, K_DSS, 7):
-            flags |= MPTCP_DSS_DATA_FIN
-        out[1] = <unsigned char>w
-        out[3] = <unsigned char>flags
-        return w
+        return _write_dss(out, _get(opt, K_DSS, 0), _get(opt, K_DSS, 1), _get(opt, K_DSS, 2),
+                          _get(opt, K_DSS, 3), _get(opt, K_DSS, 4), _get(opt, K_DSS, 5),
+                          _get(opt, K_DSS, 6), _get(opt, K_DSS, 7))
     if t is MpCapable:
         sndr_key = _get(opt, K_MPC, 2)
         rcvr_key = _get(opt, K_MPC, 3)
@@ -1389,6 +1396,37 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
         acc += ((~_be16(po + 14)) & 0xffff) + _be16(t + 14)
     _put16(t + 16, (~_fold_be(acc)) & 0xffff)
     return out
+
+
+def without_mptcp(buf, pkt, ack=-1, flags=-1):
+    """packet.py without_mptcp: rewrite(buf, pkt, ack=ack, flags=flags,
+    options=strip_mptcp(buf, pkt.ip_hlen + 20, pkt.payload_off))."""
+    buf = _as_bytes(buf)
+    cdef Packet pk = _coerce_packet(pkt)
+    return rewrite(buf, pk, -1, ack, -1, strip_mptcp(buf, pk.ip_hlen + 20, pk.payload_off), flags)
+
+
+def add_dss(buf, pkt, ack=-1, data_ack=None, ack64=False, data_seq=None, dsn64=False,
+            subflow_seq=None, data_len=None, csum=None, data_fin=False):
+    """mptcp.py add_dss: the segment's MPTCP options replaced by one DSS with these fields,
+    its TCP ack set (-1: unchanged); None when the options do not fit in 40 bytes. No `Dss`
+    value is built."""
+    cdef unsigned char out[80]
+    cdef Py_ssize_t w, d
+    buf = _as_bytes(buf)
+    cdef Packet pk = _coerce_packet(pkt)
+    d = _write_dss(out + 40, data_ack, ack64, data_seq, dsn64, subflow_seq, data_len, csum, data_fin)
+    tcp = strip_mptcp(buf, pk.ip_hlen + 20, pk.payload_off)
+    w = PyBytes_GET_SIZE(tcp)
+    if w + d > MAX_TCP_OPTIONS:
+        return None
+    memcpy(out, _ptr(tcp), w)
+    memmove(out + w, out + 40, d)
+    w += d
+    while w & 3:
+        out[w] = TCPOPT_NOP
+        w += 1
+    return rewrite(buf, pk, -1, ack, -1, PyBytes_FromStringAndSize(<const char *>out, w), -1)
 
 
 # --------------------------------------------------------------------------------------------

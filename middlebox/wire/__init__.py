@@ -45,6 +45,8 @@ TWINNED = (
     "encode_tcp_options",
     "strip_mptcp",
     "rewrite",
+    "without_mptcp",
+    "add_dss",
     "ones_sum",
     "tcp_checksum",
     "ipv4_checksum",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from middlebox.wire.errors import WireError
-from middlebox.wire.packet import ACK, RST, SYN, TCP_MAX_OPTLEN, TCPOPT_MPTCP, nop_pad
+from middlebox.wire.packet import ACK, RST, SYN, TCP_HLEN, TCP_MAX_OPTLEN, TCPOPT_MPTCP, nop_pad, rewrite, strip_mptcp
 
 # --- subtypes (RFC 8684 §3, IANA "MPTCP Option Subtypes") ----------------------------------
 
@@ -622,3 +622,35 @@ def build_options(tcp: bytes = b"", mptcp: Sequence = ()) -> bytes:
     if len(area) > TCP_MAX_OPTLEN:
         raise WireError(f"TCP options of {len(area)} bytes (> 40)")
     return area
+
+
+def add_dss(
+    buf: bytes,
+    pkt,
+    ack: int = -1,
+    data_ack: int | None = None,
+    ack64: bool = False,
+    data_seq: int | None = None,
+    dsn64: bool = False,
+    subflow_seq: int | None = None,
+    data_len: int | None = None,
+    csum: int | None = None,
+    data_fin: bool = False,
+) -> bytes | None:
+    """The segment with its MPTCP options replaced by one DSS (the fields and defaults of
+    `Dss`), its other options kept byte for byte, and its TCP `ack` set (-1: unchanged).
+    One step for the converter's per-packet path (guest -> server), without a `Dss` value:
+
+        rewrite(buf, pkt, ack=ack, options=build_options(
+            strip_mptcp(buf, pkt.ip_hlen + TCP_HLEN, pkt.payload_off), (Dss(...),)))
+
+    except that options which do not fit in 40 bytes give None (the caller decides what to
+    drop) instead of `WireError`. `WireError` for DSS fields `build_mptcp` refuses, and for
+    what `rewrite` refuses.
+    """
+    dss = Dss(data_ack, ack64, data_seq, dsn64, subflow_seq, data_len, csum, data_fin)
+    size = len(build_mptcp(dss))
+    tcp = strip_mptcp(buf, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    if len(tcp) + size > TCP_MAX_OPTLEN:
+        return None
+    return rewrite(buf, pkt, ack=ack, options=build_options(tcp, (dss,)))

@@ -466,6 +466,16 @@ def rewrite(
     return bytes(out)
 
 
+def without_mptcp(buf: bytes, pkt: Packet, ack: int = -1, flags: int = -1) -> bytes:
+    """The segment without its MPTCP options (the others byte for byte, NOP-padded), with
+    `ack`/`flags` changed (-1: unchanged). One step for the converter's per-packet path:
+
+        rewrite(buf, pkt, ack=ack, flags=flags,
+                options=strip_mptcp(buf, pkt.ip_hlen + TCP_HLEN, pkt.payload_off))
+    """
+    return rewrite(buf, pkt, ack=ack, flags=flags, options=strip_mptcp(buf, pkt.ip_hlen + TCP_HLEN, pkt.payload_off))
+
+
 def _rewrite_options(out: bytearray, pkt: Packet, seq, ack, window, options: bytes, flags) -> bytes:
     """`rewrite` with a new option area: rebuild lengths and recompute checksums in full."""
     if len(options) > TCP_MAX_OPTLEN:

@@ -611,3 +611,74 @@ def test_parse_mptcp_context_only_read_where_needed():
     dss = REF["build_mptcp"](M.Dss(data_ack=1))
     for flags, payload_len in ((None, None), ("x", 0), (0x10, None)):
         assert TWIN["parse_mptcp"](dss, flags, payload_len) == REF["parse_mptcp"](dss, flags, payload_len)
+
+
+# --- fused per-packet steps of the converter (add_dss, without_mptcp) -----------------------
+
+
+@st.composite
+def dss_fields(draw):
+    """`Dss` fields as keyword arguments of add_dss: valid ones mostly, out-of-range or
+    inconsistent ones (mapping parts missing, bools, too large) sometimes."""
+    mapping, ack64, dsn64 = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    kw = {
+        "data_ack": draw(st.one_of(st.none(), near(0xFFFFFFFFFFFFFFFF if ack64 else 0xFFFFFFFF))),
+        "ack64": ack64,
+        "dsn64": dsn64,
+        "data_fin": draw(st.booleans()),
+        "csum": draw(st.one_of(st.none(), near(0xFFFF))),
+    }
+    if mapping:
+        kw["data_seq"] = draw(near(0xFFFFFFFFFFFFFFFF if dsn64 else 0xFFFFFFFF))
+        kw["subflow_seq"] = draw(near(0xFFFFFFFF))
+        kw["data_len"] = draw(near(0xFFFF))
+        if draw(st.integers(0, 9)) == 0:  # a mapping with a part missing
+            del kw[draw(st.sampled_from(["data_seq", "subflow_seq", "data_len"]))]
+    if draw(st.booleans()):
+        kw["ack"] = draw(near(0xFFFFFFFF))
+    return kw
+
+
+def _fused_both_packets(name, buf, **kw):
+    """`name` on the reference and twin Packets of buf (and on a buffer cut one byte short):
+    the same outcome everywhere."""
+    pkts = parsed(buf)
+    assume(pkts is not None)
+    ref_pkt, twin_pkt = pkts
+    r = same(name, buf, ref_pkt, **kw)
+    assert outcome(TWIN[name], buf, twin_pkt, **kw) == r
+    short = buf[: ref_pkt.length - 1]
+    assert outcome(TWIN[name], short, twin_pkt, **kw) == outcome(REF[name], short, ref_pkt, **kw)
+    return r, ref_pkt
+
+
+@SETTINGS
+@given(st.one_of(segment(), scapy_segment(), mutated(segment())), dss_fields())
+def test_add_dss(buf, kw):
+    r, pkt = _fused_both_packets("add_dss", buf, **kw)
+    if r[0] == "ok" and r[1] != ("NoneType", None):
+        # it is the composition it documents
+        dss = M.Dss(kw.get("data_ack"), kw["ack64"], kw.get("data_seq"), kw["dsn64"],
+                    kw.get("subflow_seq"), kw.get("data_len"), kw.get("csum"), kw["data_fin"])
+        tcp = REF["strip_mptcp"](buf, pkt.ip_hlen + 20, pkt.payload_off)
+        expected = REF["rewrite"](buf, pkt, ack=kw.get("ack", -1), options=REF["build_options"](tcp, (dss,)))
+        assert TWIN["add_dss"](buf, pkt, **kw) == expected
+
+
+@SETTINGS
+@given(st.one_of(segment(), scapy_segment(), mutated(segment())),
+       st.fixed_dictionaries({}, optional={"ack": near(0xFFFFFFFF), "flags": near(0xFF)}))
+def test_without_mptcp(buf, kw):
+    r, pkt = _fused_both_packets("without_mptcp", buf, **kw)
+    if r[0] == "ok":
+        tcp = REF["strip_mptcp"](buf, pkt.ip_hlen + 20, pkt.payload_off)
+        assert TWIN["without_mptcp"](buf, pkt, **kw) == REF["rewrite"](buf, pkt, options=tcp, **kw)
+
+
+def test_add_dss_too_long_is_none():
+    """Options that leave no room for the DSS: None from both (the caller drops SACK)."""
+    opts = REF["encode_tcp_options"](ts_val=1, ts_ecr=2, sack=((1, 2), (3, 4), (5, 6)))
+    buf = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="A", options=[]) / Raw(b"x" * 10))
+    buf = REF["rewrite"](buf, REF["parse_packet"](buf), options=opts)
+    kw = dict(data_ack=5, ack64=True, data_seq=9, dsn64=True, subflow_seq=1, data_len=10)
+    assert same("add_dss", buf, REF["parse_packet"](buf), **kw) == ("ok", ("NoneType", None))
