@@ -8,6 +8,13 @@ is the guest's own connection, so its sequence numbers pass unchanged and the DS
 
 Per packet: parse, one dict lookup, classify, one handler that builds at most one MPTCP
 option and calls `rewrite` once. Fallback flows stop after the dict lookup.
+
+Compiled twin (STYLE.md item 9): setup.py also builds this file, and flow.py, as
+`middlebox._ccore.converter` / `middlebox._ccore.flow`, with the C types of converter.pxd and
+flow.pxd; `middlebox.core` picks it unless MIDDLEBOX_PURE_PYTHON=1. This source is the spec.
+Written so that the compiler can do well with it, and plain Python gains too: the hot path
+looks up no Enum member (module constants below), builds no option dataclass (the wire's
+fused `add_dss` / `without_mptcp`) and dispatches through a tuple indexed by state and input.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from collections import OrderedDict
 from middlebox.core.config import Config
 from middlebox.core.counters import Counter, new_counters
 from middlebox.core.events import ACCEPT, Direction, Drop, Inject, Rewrite
-from middlebox.core.flow import M32, M64, Flow, seq_before
 from middlebox.core.table import TABLE, TIMEOUT_OF_STATE, Input, State
 from middlebox.wire import (
     Dss,
@@ -27,6 +33,7 @@ from middlebox.wire import (
     MpFastclose,
     MpTcpRst,
     WireError,
+    add_dss,
     build_options,
     dss_checksum,
     encode_tcp_options,
@@ -37,7 +44,12 @@ from middlebox.wire import (
     parse_packet,
     rewrite,
     strip_mptcp,
+    without_mptcp,
 )
+
+# Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
+# the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
+from .flow import Flow, seq_before  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +61,33 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
 MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
 MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
 
-OUT = Direction.OUT
+M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF  # as in flow.py (C constants in the twin)
 I = Input
 S = State
+
+# Enum members the per-packet path uses, as module constants: looking a member up on its
+# Enum class costs ~0.1 µs in CPython 3.11, as much as the whole classification.
+OUT = Direction.OUT
+NEW, MPC_PENDING, FALLBACK = S.NEW, S.MPC_PENDING, S.FALLBACK
+OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK = I.OUT_SYN, I.OUT_SYN_RTX, I.OUT_SYN_MPTCP, I.OUT_ACK
+OUT_DATA, OUT_FIN, OUT_RST, OUT_CLOSE_DONE, OUT_ODD = I.OUT_DATA, I.OUT_FIN, I.OUT_RST, I.OUT_CLOSE_DONE, I.OUT_ODD
+IN_SYNACK_MPC, IN_SYNACK_PLAIN, IN_DSS, IN_DSS_NOACK = I.IN_SYNACK_MPC, I.IN_SYNACK_PLAIN, I.IN_DSS, I.IN_DSS_NOACK
+IN_DATA_FIN, IN_INFINITE, IN_NODSS_DATA, IN_NODSS = I.IN_DATA_FIN, I.IN_INFINITE, I.IN_NODSS_DATA, I.IN_NODSS
+IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD, IN_STALE_ACK = (
+    I.IN_RST, I.IN_FASTCLOSE, I.IN_CLOSE_DONE, I.IN_ODD, I.IN_STALE_ACK)
+DSSTX, DataAckTX, DSSRX, DataAckMismatch = Counter.DSSTX, Counter.DataAckTX, Counter.DSSRX, Counter.DataAckMismatch
+
+_new_action = object.__new__
+_set_rewrite_data = Rewrite.data.__set__  # the slot of the slotted dataclass
+
+
+def _rewrite(data: bytes) -> Rewrite:
+    """`Rewrite(data)`, the same value, made without the frozen dataclass's __init__ (which
+    calls object.__setattr__ from Python per field: ~0.3 µs, a third of the compiled path).
+    The wire twin fills the option dataclasses the same way."""
+    action = _new_action(Rewrite)
+    _set_rewrite_data(action, data)
+    return action
 
 
 class Converter:
@@ -61,11 +97,19 @@ class Converter:
         self.config = config = config or Config()
         self.flows: OrderedDict[tuple, Flow] = OrderedDict()  # LRU-ish: see _touch
         self.counters = new_counters()
-        self._dispatch = {key: (getattr(self, "_h_" + name), nxt) for key, (name, nxt) in TABLE.items()}
+        # TABLE as a tuple (by state) of tuples (by input) of (bound handler, next state) or
+        # None: two index operations per packet instead of hashing a pair of enums.
+        self._dispatch = tuple(
+            tuple(self._entry(s, i) for i in sorted(I)) for s in sorted(S)
+        )
         self._mss_limit = {4: config.mss_limit(4), 6: config.mss_limit(6)}
         self._timeout = {s: float(getattr(config, attr)) for s, attr in TIMEOUT_OF_STATE.items()}
         self._min_timeout = min(self._timeout.values())
         self._logged: set[str] = set()
+
+    def _entry(self, state: State, inp: Input):
+        entry = TABLE.get((state, inp))
+        return None if entry is None else (getattr(self, "_h_" + entry[0]), entry[1])
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -124,13 +168,13 @@ class Converter:
             if now - flow.moved > 1.0:  # keep the table roughly in LRU order, cheaply
                 self.flows.move_to_end(key)
                 flow.moved = now
-            if flow.state is S.FALLBACK and not flags & (SYN | RST):
+            if flow.state is FALLBACK and not flags & (SYN | RST):
                 return [ACCEPT]
         if direction == OUT:
             inp, ctx = self._classify_out(flow, pkt, data), None
         else:
             inp, ctx = self._classify_in(flow, pkt, data)
-        entry = self._dispatch.get((flow.state, inp))
+        entry = self._dispatch[flow.state][inp]
         if entry is None:  # protocol violation: pass as plain TCP, state unchanged
             self.counters[Counter.StateViolation] += 1
             return [ACCEPT] if direction == OUT else [self._stripped(pkt, data)]
@@ -154,27 +198,27 @@ class Converter:
     def _classify_out(self, flow: Flow, pkt, data: bytes) -> Input:
         f = pkt.flags
         if f & RST:
-            return I.OUT_RST
+            return OUT_RST
         if f & SYN:
             if f & ACK:
-                return I.OUT_ODD
+                return OUT_ODD
             if parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp:
-                return I.OUT_SYN_MPTCP
-            if flow.state is not S.NEW and flow.local_key is not None and pkt.seq == flow.guest_isn:
-                return I.OUT_SYN_RTX
-            return I.OUT_SYN
+                return OUT_SYN_MPTCP
+            if flow.state is not NEW and flow.local_key is not None and pkt.seq == flow.guest_isn:
+                return OUT_SYN_RTX
+            return OUT_SYN
         if not f & ACK:
-            return I.OUT_ODD
+            return OUT_ODD
         if f & FIN:
-            return I.OUT_FIN
+            return OUT_FIN
         if (
             flow.remote_fin
             and flow.local_fin_acked
             and not flow.remote_fin_acked
             and not seq_before(pkt.ack, (flow.remote_fin_seq + 1) & M32)
         ):
-            return I.OUT_CLOSE_DONE
-        return I.OUT_DATA if pkt.payload_len else I.OUT_ACK
+            return OUT_CLOSE_DONE
+        return OUT_DATA if pkt.payload_len else OUT_ACK
 
     def _classify_in(self, flow: Flow, pkt, data: bytes) -> tuple:
         f = pkt.flags
@@ -193,17 +237,17 @@ class Converter:
             elif t is MpTcpRst:
                 tcprst = o
         if fastclose:
-            return I.IN_FASTCLOSE, None
+            return IN_FASTCLOSE, None
         if f & RST:
-            return I.IN_RST, tcprst
+            return IN_RST, tcprst
         if f & SYN:
             if not f & ACK:
-                return I.IN_ODD, None
+                return IN_ODD, None
             if mpc is not None and mpc.version == flow.version and mpc.sndr_key is not None:
-                return I.IN_SYNACK_MPC, mpc
-            return I.IN_SYNACK_PLAIN, mpc
+                return IN_SYNACK_MPC, mpc
+            return IN_SYNACK_PLAIN, mpc
         if not f & ACK:
-            return I.IN_ODD, None
+            return IN_ODD, None
         if (
             flow.fin_ack_delivered
             and flow.remote_fin_acked
@@ -211,25 +255,25 @@ class Converter:
             and not f & FIN
             and (dss is None or not dss.data_fin)
         ):
-            return I.IN_STALE_ACK, dss
+            return IN_STALE_ACK, dss
         if dss is None:
             if not mptcp and (pkt.payload_len or f & FIN or seq_before((flow.guest_isn + 1) & M32, pkt.ack)):
-                return I.IN_NODSS_DATA, None
-            return I.IN_NODSS, None
+                return IN_NODSS_DATA, None
+            return IN_NODSS, None
         if dss.data_seq is not None and dss.data_len == 0:
-            return I.IN_INFINITE, dss
+            return IN_INFINITE, dss
         if dss.data_fin:
-            return I.IN_DATA_FIN, dss
+            return IN_DATA_FIN, dss
         if dss.data_ack is None:
-            return I.IN_DSS_NOACK, dss
+            return IN_DSS_NOACK, dss
         if (
             flow.local_fin
             and flow.remote_fin_acked
             and not flow.local_fin_acked
             and not seq_before(flow.guest_seq_of_local_dsn(dss.data_ack), (flow.local_fin_seq + 1) & M32)
         ):
-            return I.IN_CLOSE_DONE, dss
-        return I.IN_DSS, dss
+            return IN_CLOSE_DONE, dss
+        return IN_DSS, dss
 
     # -- handlers (named in table.TABLE); they never change flow.state ----------------------
 
@@ -307,7 +351,7 @@ class Converter:
         if not flow.ack64:
             data_ack &= M32
         rel = (pkt.seq - sf.local_isn) & M32  # relative subflow seq; subflow 1: the guest's
-        if flow.state is S.MPC_PENDING and rel == 1 and not fin and (plen == 0 or flow.version == 1):
+        if flow.state is MPC_PENDING and rel == 1 and not fin and (plen == 0 or flow.version == 1):
             # §3.1: MP_CAPABLE with both keys on the third ACK (and pure ACKs until data), with
             # the data-level length (+ checksum) on the first data: mapping DSN IDSN+1, ssn 1.
             mflags = MPTCP_CAP_HMAC | (MPTCP_CAP_CHECKSUM_REQD if flow.checksum else 0)
@@ -320,14 +364,14 @@ class Converter:
             else:
                 opt = MpCapable(flow.version, mflags, flow.local_key, flow.remote_key)
                 counters[Counter.MPCapableACKTX] += 1
-        elif plen or fin:
+            return self._with_option(pkt, data, opt, new_ack)
+        if plen or fin:
             dsn = flow.dsn_of_guest_seq(pkt.seq)
             data_len = plen + 1 if fin else plen  # DATA_FIN takes one DSN (§3.3)
             subflow_seq = rel if plen else 0  # a bare DATA_FIN: subflow seq 0, length 1
             csum = None
             if flow.checksum:  # §3.3.1
                 csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
-            opt = Dss(data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum, bool(fin))
             if fin:
                 flow.guest_window = pkt.window
                 if not flow.local_fin:
@@ -336,10 +380,21 @@ class Converter:
                     flow.local_fin = True
                     flow.local_fin_seq = (pkt.seq + plen) & M32
                 counters[Counter.DataFinTX] += 1
-            counters[Counter.DSSTX] += 1
+            counters[DSSTX] += 1
+            out = add_dss(data, pkt, new_ack, data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum,
+                          bool(fin))
+            if out is None:  # no room: make some (RFC 8684 wins over SACK blocks)
+                opt = Dss(data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum, bool(fin))
+                return self._with_option(pkt, data, opt, new_ack)
         else:
-            opt = Dss(data_ack, flow.ack64)
-            counters[Counter.DataAckTX] += 1
+            counters[DataAckTX] += 1
+            out = add_dss(data, pkt, new_ack, data_ack, flow.ack64)
+            if out is None:
+                return self._with_option(pkt, data, Dss(data_ack, flow.ack64), new_ack)
+        return [_rewrite(out)]
+
+    def _with_option(self, pkt, data: bytes, opt, new_ack: int) -> list:
+        """The guest segment with `opt` as its MPTCP option, SACK blocks dropped for room."""
         options = self._room(pkt, data, opt)
         if options is None:
             return [ACCEPT] if new_ack == -1 else [Rewrite(rewrite(data, pkt, ack=new_ack))]
@@ -358,13 +413,13 @@ class Converter:
         guest_closed = flow.guest_passive and flow.fin_ack_delivered  # LAST_ACK is over
         rel = (pkt.seq - sf.remote_isn) & M32
         if dss is not None:
-            counters[Counter.DSSRX] += 1
+            counters[DSSRX] += 1
             if dss.data_ack is not None:
-                if flow.state is S.MPC_PENDING:
+                if flow.state is MPC_PENDING:
                     counters[Counter.MPCapableEstablished] += 1
                 guest_ack = flow.guest_seq_of_local_dsn(dss.data_ack)
                 if guest_ack != pkt.ack:
-                    counters[Counter.DataAckMismatch] += 1
+                    counters[DataAckMismatch] += 1
                     new_ack = guest_ack  # the connection-level ack is what the guest learns
                 if (
                     flow.local_fin
@@ -389,7 +444,7 @@ class Converter:
                                 counters[Counter.DataCsumErr] += 1
                     sf.rmap_ssn, sf.rmap_len = ssn, dlen - fin_len
                 if dss.data_fin:
-                    fin_seq = flow.guest_seq_of_remote_dsn(dss.data_seq + dlen - 1)
+                    fin_seq = flow.guest_seq_of_remote_dsn((dss.data_seq + dlen - 1) & M64)
                     if not flow.remote_fin:
                         flow.remote_fin = True
                         flow.remote_fin_seq = fin_seq
@@ -403,7 +458,6 @@ class Converter:
             counters[Counter.MappingUncovered] += 1
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
             flow.fin_ack_delivered = True
-        options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
         if (
             f & FIN
             and flow.guest_passive
@@ -420,8 +474,8 @@ class Converter:
             inject = Inject(self._ack_to_server(flow, pkt, end))
             if guest_closed:
                 return [Drop("subflow FIN for a guest that has closed"), inject]
-            return [Rewrite(rewrite(data, pkt, ack=new_ack, flags=new_flags, options=options)), inject]
-        return [Rewrite(rewrite(data, pkt, ack=new_ack, flags=new_flags, options=options))]
+            return [_rewrite(without_mptcp(data, pkt, new_ack, new_flags)), inject]
+        return [_rewrite(without_mptcp(data, pkt, new_ack, new_flags))]
 
     def _ack_to_server(self, flow, pkt, ack: int) -> bytes:
         """A bare ACK from the guest's address to the server, acking subflow seq `ack` (and the
@@ -474,7 +528,7 @@ class Converter:
         start = pkt.ip_hlen + TCP_HLEN
         if pkt.payload_off == start or not parse_options(data, start, pkt.payload_off).mptcp:
             return ACCEPT
-        return Rewrite(rewrite(data, pkt, options=strip_mptcp(data, start, pkt.payload_off)))
+        return _rewrite(without_mptcp(data, pkt))
 
     def _room(self, pkt, data: bytes, opt) -> bytes | None:
         """The guest's options plus `opt` in 40 bytes: MPTCP wins over SACK blocks, timestamps
