@@ -1,0 +1,39 @@
+# Types for the compiled twin of flow.py (middlebox._ccore.flow; setup.py, STYLE.md item 9).
+# flow.py is the spec and runs as it is in pure mode; this file only tells Cython the C types
+# of its fields and helpers. Sequence numbers are 32-bit values and relative positions
+# 64-bit ones, so every field fits a C long long; DSNs and IDSNs are unsigned 64-bit, where
+# C's wrap-around is the spec's `& M64`.
+
+cdef long long M32, HALF32
+cdef unsigned long long M64
+
+cpdef bint seq_before(long long a, long long b) noexcept
+cdef long long _unwrap(long long rel32, long long ref64) noexcept
+
+
+cdef class Subflow:
+    cdef public long long local_isn, remote_isn, remote_snd_max, rmap_ssn, rmap_len
+
+
+cdef class Flow:
+    cdef public object state
+    cdef public double last, moved
+    cdef public int version
+    cdef public bint checksum
+    cdef public object local_key, remote_key
+    cdef public unsigned long long local_idsn, remote_idsn
+    cdef public long long guest_isn, server_isn, snd_rel, rcv_rel
+    cdef public bint ack64, local_fin
+    cdef public long long local_fin_seq
+    cdef public bint local_fin_acked, fin_ack_delivered, guest_passive
+    cdef public long long guest_window
+    cdef public bint remote_fin
+    cdef public long long remote_fin_seq
+    cdef public bint remote_fin_acked
+    cdef public tuple subflows
+    cdef public Subflow sf
+
+    cpdef unsigned long long dsn_of_guest_seq(self, long long seq)
+    cpdef long long guest_seq_of_local_dsn(self, unsigned long long dsn)
+    cpdef unsigned long long data_ack_of_guest_ack(self, long long ack)
+    cpdef long long guest_seq_of_remote_dsn(self, unsigned long long dsn)
