@@ -49,6 +49,7 @@ demo: build
 
 bench: build
 	$(PY) bench/bench_wire.py
+	$(PY) bench/bench_core.py
 
 clean:
-	rm -rf build *.egg-info cext/*.c middlebox/*.so .deps.stamp $(VENV)
+	rm -rf build *.egg-info cext/*.c middlebox/*.so middlebox/_ccore/*.so .deps.stamp $(VENV)
