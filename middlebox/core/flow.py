@@ -16,6 +16,9 @@ built yet) will carry a range map `DSN -> (subflow seq, length)` here, bounded i
 
 Everything is bounded: a flow holds a fixed set of integers, never a buffer or a list that
 grows with traffic. Keys never appear in a repr.
+
+Compiled twin: setup.py also builds this file as `middlebox._ccore.flow` with the C types of
+flow.pxd (cdef classes with typed fields, C helpers); this source stays the spec.
 """
 
 from __future__ import annotations
