@@ -62,6 +62,7 @@ extensions = cythonize(
 ) + cythonize(
     _stage_core_twin(),
     language_level=3,
+    include_path=[HERE],  # middlebox/_cwire.pxd: the wire twin's Packet, cimported by the core
     # the .pxd files give the types; annotations in the spec are documentation only
     compiler_directives={**DIRECTIVES, "annotation_typing": False, "binding": False},
 )

@@ -354,23 +354,8 @@ cdef bytes _bytes_of(object v, Py_ssize_t length, str what):
 @cython.freelist(32)
 @cython.final
 cdef class Packet:
-    """One parsed IPv4/IPv6 + TCP header (see docs/wire-api.md, "Packet")."""
-
-    cdef readonly int version
-    cdef readonly bytes src
-    cdef readonly bytes dst
-    cdef readonly int ip_hlen
-    cdef readonly int ttl
-    cdef readonly int sport
-    cdef readonly int dport
-    cdef readonly uint32_t seq
-    cdef readonly uint32_t ack
-    cdef readonly int flags
-    cdef readonly int window
-    cdef readonly int doff
-    cdef readonly int payload_off
-    cdef readonly int payload_len
-    cdef readonly int length
+    """One parsed IPv4/IPv6 + TCP header (see docs/wire-api.md, "Packet"). Its fields are
+    declared in _wire.pxd, so that the compiled core reads them as C struct members."""
 
     def __init__(self, version, src, dst, ip_hlen, ttl, sport, dport, seq, ack, flags,
                  window, doff, payload_off, payload_len, length):

@@ -5,6 +5,8 @@
 
 cimport cython
 
+from middlebox._cwire cimport Packet  # the wire twin's parsed header: C struct reads
+
 from .flow cimport Flow, Subflow, seq_before
 
 cdef long long M32
@@ -32,22 +34,23 @@ cdef class Converter:
     cdef double _min_timeout
     cdef set _logged
 
+    @cython.locals(pkt=Packet, flags=int, flow=Flow)
     cpdef list _handle(self, object data, object direction, double now)
     cdef Flow _new_flow(self, tuple key, double now)
     @cython.locals(f=int)
-    cpdef object _classify_out(self, Flow flow, object pkt, object data)
+    cpdef object _classify_out(self, Flow flow, Packet pkt, object data)
     @cython.locals(f=int, fastclose=bint)
-    cpdef tuple _classify_in(self, Flow flow, object pkt, object data)
+    cpdef tuple _classify_in(self, Flow flow, Packet pkt, object data)
 
-    cpdef list _h_pass_out(self, Flow flow, object pkt, object data, object ctx)
-    cpdef list _h_pass_in(self, Flow flow, object pkt, object data, object ctx)
+    cpdef list _h_pass_out(self, Flow flow, Packet pkt, object data, object ctx)
+    cpdef list _h_pass_in(self, Flow flow, Packet pkt, object data, object ctx)
     @cython.locals(sf=Subflow, plen=long, fin=int, ack="long long", new_ack="long long",
                    counters=dict, data_ack="unsigned long long", rel="long long",
                    dsn="unsigned long long", data_len=long, subflow_seq="long long")
-    cpdef list _h_out(self, Flow flow, object pkt, object data, object ctx)
-    cdef list _with_option(self, object pkt, object data, object opt, long long new_ack)
+    cpdef list _h_out(self, Flow flow, Packet pkt, object data, object ctx)
+    cdef list _with_option(self, Packet pkt, object data, object opt, long long new_ack)
     @cython.locals(sf=Subflow, f=int, plen=long, counters=dict, end="long long", rel="long long",
                    new_ack="long long", new_flags=int, guest_closed=bint, guest_ack="long long",
                    fin_len=int, fin_seq="long long")
-    cpdef list _h_in_(self, Flow flow, object pkt, object data, object dss)
-    cdef object _stripped(self, object pkt, object data)
+    cpdef list _h_in_(self, Flow flow, Packet pkt, object data, object dss)
+    cdef object _stripped(self, Packet pkt, object data)
