@@ -662,14 +662,22 @@ def strip_mptcp(buf, start, end):
     cdef const unsigned char *p = _ptr(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
     cdef Py_ssize_t s = _clamp_obj(start, n), e = _clamp_obj(end, n)
-    cdef Py_ssize_t i = s, size, w = 0
+    cdef Py_ssize_t w
     cdef unsigned char out[256]
     cdef unsigned char *o = out
     cdef object res
-    cdef int kind
     if e - s > 256:
         res = PyBytes_FromStringAndSize(NULL, e - s)
         o = <unsigned char *>PyBytes_AS_STRING(res)
+    w = _strip_into(p, s, e, o)
+    return PyBytes_FromStringAndSize(<const char *>o, w)
+
+
+cdef Py_ssize_t _strip_into(const unsigned char *p, Py_ssize_t s, Py_ssize_t e,
+                            unsigned char *o) noexcept:
+    """strip_mptcp of p[s:e] (already clamped) written to o (room for e - s); its length."""
+    cdef Py_ssize_t i = s, size, w = 0
+    cdef int kind
     while i < e:
         kind = p[i]
         if kind == TCPOPT_EOL:
@@ -688,7 +696,7 @@ def strip_mptcp(buf, start, end):
             memcpy(o + w, p + i, size)
             w += size
         i += size
-    return PyBytes_FromStringAndSize(<const char *>o, w)
+    return w
 
 
 def encode_tcp_options(mss=-1, wscale=-1, sack_perm=False, ts_val=-1, ts_ecr=-1, sack=()):
@@ -1285,10 +1293,20 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
     incrementally (RFC 1624 eqn. 3). Bytes past the IP length are dropped. One allocation."""
     buf = _as_bytes(buf)
     cdef Packet pk = _coerce_packet(pkt)
+    if options is None:
+        return _rewrite(buf, pk, seq, ack, window, flags, NULL, 0, False)
+    options = _as_bytes(options)
+    return _rewrite(buf, pk, seq, ack, window, flags, _ptr(options), PyBytes_GET_SIZE(options), True)
+
+
+cdef object _rewrite(object buf, Packet pk, object seq, object ack, object window, object flags,
+                     const unsigned char *opts, Py_ssize_t olen, bint has_options):
+    """rewrite() on a bytes buf and a twin Packet; the new option area (when has_options) is
+    opts[0:olen]. Shared by rewrite, without_mptcp and add_dss."""
     cdef const unsigned char *p = _ptr(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
     cdef Py_ssize_t ip_hlen = pk.ip_hlen, length = pk.length
-    cdef Py_ssize_t olen, optpad, newdoff, newlen, payload_len
+    cdef Py_ssize_t optpad, newdoff, newlen, payload_len
     cdef unsigned char *q
     cdef unsigned char *t
     cdef const unsigned char *po
@@ -1313,9 +1331,7 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
             or pk.payload_off > length or pk.payload_len != length - pk.payload_off):
         raise WireError("Packet does not describe a TCP segment")
 
-    if options is not None:
-        options = _as_bytes(options)
-        olen = PyBytes_GET_SIZE(options)
+    if has_options:
         optpad = (olen + 3) & ~3
         if optpad > MAX_TCP_OPTIONS:
             raise WireError(f"TCP options of {optpad} bytes (> 40)")
@@ -1334,7 +1350,7 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
         q = <unsigned char *>PyBytes_AS_STRING(out)
         memcpy(q, p, ip_hlen + 20)
         t = q + ip_hlen
-        memcpy(t + 20, _ptr(options), olen)
+        memcpy(t + 20, opts, olen)
         memset(t + 20 + olen, TCPOPT_NOP, optpad - olen)
         memcpy(t + newdoff, p + pk.payload_off, payload_len)
         if set_seq:
@@ -1386,9 +1402,16 @@ def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
 def without_mptcp(buf, pkt, ack=-1, flags=-1):
     """packet.py without_mptcp: rewrite(buf, pkt, ack=ack, flags=flags,
     options=strip_mptcp(buf, pkt.ip_hlen + 20, pkt.payload_off))."""
+    cdef unsigned char out[40]
+    cdef Py_ssize_t s, e, n
     buf = _as_bytes(buf)
     cdef Packet pk = _coerce_packet(pkt)
-    return rewrite(buf, pk, -1, ack, -1, strip_mptcp(buf, pk.ip_hlen + 20, pk.payload_off), flags)
+    n = PyBytes_GET_SIZE(buf)
+    s = _clamp(pk.ip_hlen + 20, n)
+    e = _clamp(pk.payload_off, n)
+    if e - s > 40:  # not a real Packet: the long way
+        return rewrite(buf, pk, -1, ack, -1, strip_mptcp(buf, pk.ip_hlen + 20, pk.payload_off), flags)
+    return _rewrite(buf, pk, -1, ack, -1, flags, out, _strip_into(_ptr(buf), s, e, out), True)
 
 
 def add_dss(buf, pkt, ack=-1, data_ack=None, ack64=False, data_seq=None, dsn64=False,
@@ -1397,21 +1420,29 @@ def add_dss(buf, pkt, ack=-1, data_ack=None, ack64=False, data_seq=None, dsn64=F
     its TCP ack set (-1: unchanged); None when the options do not fit in 40 bytes. No `Dss`
     value is built."""
     cdef unsigned char out[80]
-    cdef Py_ssize_t w, d
+    cdef Py_ssize_t w, d, s, e, n
     buf = _as_bytes(buf)
     cdef Packet pk = _coerce_packet(pkt)
     d = _write_dss(out + 40, data_ack, ack64, data_seq, dsn64, subflow_seq, data_len, csum, data_fin)
-    tcp = strip_mptcp(buf, pk.ip_hlen + 20, pk.payload_off)
-    w = PyBytes_GET_SIZE(tcp)
-    if w + d > MAX_TCP_OPTIONS:
-        return None
-    memcpy(out, _ptr(tcp), w)
+    n = PyBytes_GET_SIZE(buf)
+    s = _clamp(pk.ip_hlen + 20, n)
+    e = _clamp(pk.payload_off, n)
+    if e - s > 40:  # not a real Packet: the long way
+        tcp = strip_mptcp(buf, pk.ip_hlen + 20, pk.payload_off)
+        w = PyBytes_GET_SIZE(tcp)
+        if w + d > MAX_TCP_OPTIONS:
+            return None
+        memcpy(out, _ptr(tcp), w)
+    else:
+        w = _strip_into(_ptr(buf), s, e, out)
+        if w + d > MAX_TCP_OPTIONS:
+            return None
     memmove(out + w, out + 40, d)
     w += d
     while w & 3:
         out[w] = TCPOPT_NOP
         w += 1
-    return rewrite(buf, pk, -1, ack, -1, PyBytes_FromStringAndSize(<const char *>out, w), -1)
+    return _rewrite(buf, pk, -1, ack, -1, -1, out, w, True)
 
 
 # --------------------------------------------------------------------------------------------
