@@ -51,6 +51,7 @@ cdef class Converter:
     cdef list _with_option(self, Packet pkt, object data, object opt, long long new_ack)
     @cython.locals(sf=Subflow, f=int, plen=long, counters=dict, end="long long", rel="long long",
                    new_ack="long long", new_flags=int, guest_closed=bint, guest_ack="long long",
-                   fin_len=int, fin_seq="long long")
+                   fin_len=int, fin_seq="long long", ssn="long long", dlen="long long",
+                   data_seq=object, data_fin=bint, dsn64=bint)
     cpdef list _h_in_(self, Flow flow, Packet pkt, object data, object dss)
     cdef object _stripped(self, Packet pkt, object data)

@@ -414,10 +414,11 @@ class Converter:
         rel = (pkt.seq - sf.remote_isn) & M32
         if dss is not None:
             counters[DSSRX] += 1
-            if dss.data_ack is not None:
+            data_ack, data_seq, data_fin = dss.data_ack, dss.data_seq, dss.data_fin
+            if data_ack is not None:
                 if flow.state is MPC_PENDING:
                     counters[Counter.MPCapableEstablished] += 1
-                guest_ack = flow.guest_seq_of_local_dsn(dss.data_ack)
+                guest_ack = flow.guest_seq_of_local_dsn(data_ack)
                 if guest_ack != pkt.ack:
                     counters[DataAckMismatch] += 1
                     new_ack = guest_ack  # the connection-level ack is what the guest learns
@@ -427,24 +428,25 @@ class Converter:
                     and not seq_before(guest_ack, (flow.local_fin_seq + 1) & M32)
                 ):
                     flow.local_fin_acked = True
-            if dss.data_seq is not None:
-                if dss.dsn64:
+            if data_seq is not None:
+                dsn64 = dss.dsn64
+                if dsn64:
                     flow.ack64 = True  # a 64-bit DSN must be acked with a 64-bit DATA_ACK
                 ssn, dlen = dss.subflow_seq, dss.data_len
-                fin_len = 1 if dss.data_fin else 0
-                if not (dss.data_fin and dlen == 1 and ssn == 0):  # not a bare DATA_FIN
-                    if (dss.data_seq - flow.remote_idsn) & M32 != ssn:
+                fin_len = 1 if data_fin else 0
+                if not (data_fin and dlen == 1 and ssn == 0):  # not a bare DATA_FIN
+                    if (data_seq - flow.remote_idsn) & M32 != ssn:
                         counters[Counter.MappingMismatch] += 1
                     if plen:
                         if not _covers(ssn, dlen - fin_len, rel, plen):
                             counters[Counter.MappingUncovered] += 1
-                        elif flow.checksum and dss.csum is not None and dss.dsn64 and rel == ssn and plen == dlen - fin_len:
+                        elif flow.checksum and dss.csum is not None and dsn64 and rel == ssn and plen == dlen - fin_len:
                             payload = data[pkt.payload_off : pkt.length]
-                            if dss_checksum(dss.data_seq, ssn, dlen, payload) != dss.csum:
+                            if dss_checksum(data_seq, ssn, dlen, payload) != dss.csum:
                                 counters[Counter.DataCsumErr] += 1
                     sf.rmap_ssn, sf.rmap_len = ssn, dlen - fin_len
-                if dss.data_fin:
-                    fin_seq = flow.guest_seq_of_remote_dsn((dss.data_seq + dlen - 1) & M64)
+                if data_fin:
+                    fin_seq = flow.guest_seq_of_remote_dsn((data_seq + dlen - 1) & M64)
                     if not flow.remote_fin:
                         flow.remote_fin = True
                         flow.remote_fin_seq = fin_seq
