@@ -762,8 +762,55 @@ def encode_tcp_options(mss=-1, wscale=-1, sack_perm=False, ts_val=-1, ts_ecr=-1,
 def parse_mptcp(opt, tcp_flags, payload_len):
     """One kind-30 option -> its dataclass, or None when malformed (silently ignored)."""
     opt = _as_bytes(opt)
-    cdef const unsigned char *p = _ptr(opt)
-    cdef Py_ssize_t opsize = PyBytes_GET_SIZE(opt)
+    return _parse_mptcp(_ptr(opt), PyBytes_GET_SIZE(opt), tcp_flags, payload_len)
+
+
+def mptcp_options(buf, pkt):
+    """mptcp.py mptcp_options: every MPTCP option of the segment, parsed (None when
+    malformed), found by parse_options' walk; no TcpOptions and no raw bytes are made."""
+    buf = _as_bytes(buf)
+    cdef Packet pk = _coerce_packet(pkt)
+    cdef const unsigned char *p = _ptr(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t i = _clamp(pk.ip_hlen + 20, n), end = _clamp(pk.payload_off, n), size
+    cdef int kind
+    cdef list found = None
+    cdef object first = None, flags = None, plen = None
+    cdef int count = 0
+    while i < end:  # the walk of _parse_options / the reference's _walk_options
+        kind = p[i]
+        if kind == TCPOPT_EOL:
+            break
+        if kind == TCPOPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        size = p[i + 1]
+        if size < 2 or i + size > end:
+            break
+        if kind == TCPOPT_MPTCP:
+            if count == 0:
+                flags, plen = pk.flags, pk.payload_len
+            item = _parse_mptcp(p + i, size, flags, plen)
+            if count == 0:
+                first = item
+            else:
+                if found is None:
+                    found = [first]
+                found.append(item)
+            count += 1
+        i += size
+    if count == 0:
+        return ()
+    if count == 1:
+        return (first,)
+    return tuple(found)
+
+
+cdef object _parse_mptcp(const unsigned char *p, Py_ssize_t opsize, object tcp_flags,
+                         object payload_len):
+    """parse_mptcp of the option p[0:opsize]."""
     cdef int subtype, version, flags, expected
     # tcp_flags and payload_len are looked at only where the reference looks at them
     # (MP_CAPABLE, MP_TCPRST), so an odd value elsewhere is no error here either.
@@ -880,7 +927,7 @@ def parse_mptcp(opt, tcp_flags, payload_len):
     if subtype == MPTCPOPT_RM_ADDR:
         if opsize < 4 or opsize > 11:
             return None
-        return _make(K_RM_ADDR, tuple(opt[3:]))
+        return _make(K_RM_ADDR, tuple(PyBytes_FromStringAndSize(<const char *>p + 3, opsize - 3)))
     if subtype == MPTCPOPT_MP_PRIO:
         if opsize != 3:
             return None

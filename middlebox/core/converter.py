@@ -38,8 +38,8 @@ from middlebox.wire import (
     dss_checksum,
     encode_tcp_options,
     key_idsn,
+    mptcp_options,
     new_key,
-    parse_mptcp,
     parse_options,
     parse_packet,
     rewrite,
@@ -222,11 +222,10 @@ class Converter:
 
     def _classify_in(self, flow: Flow, pkt, data: bytes) -> tuple:
         f = pkt.flags
-        mptcp = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp
+        mptcp = mptcp_options(data, pkt)  # each parsed (parse_mptcp), None when malformed
         dss = mpc = tcprst = None
         fastclose = False
-        for raw in mptcp:
-            o = parse_mptcp(raw, f, pkt.payload_len)
+        for o in mptcp:
             t = type(o)
             if t is Dss:
                 dss = o

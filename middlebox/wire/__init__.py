@@ -47,6 +47,7 @@ TWINNED = (
     "rewrite",
     "without_mptcp",
     "add_dss",
+    "mptcp_options",
     "ones_sum",
     "tcp_checksum",
     "ipv4_checksum",

@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from middlebox.wire.errors import WireError
-from middlebox.wire.packet import ACK, RST, SYN, TCP_HLEN, TCP_MAX_OPTLEN, TCPOPT_MPTCP, nop_pad, rewrite, strip_mptcp
+from middlebox.wire.packet import (
+    ACK,
+    RST,
+    SYN,
+    TCP_HLEN,
+    TCP_MAX_OPTLEN,
+    TCPOPT_MPTCP,
+    nop_pad,
+    options_of,
+    rewrite,
+    strip_mptcp,
+)
 
 # --- subtypes (RFC 8684 §3, IANA "MPTCP Option Subtypes") ----------------------------------
 
@@ -654,3 +665,12 @@ def add_dss(
     if len(tcp) + size > TCP_MAX_OPTLEN:
         return None
     return rewrite(buf, pkt, ack=ack, options=build_options(tcp, (dss,)))
+
+
+def mptcp_options(buf: bytes, pkt) -> tuple:
+    """Every MPTCP option of a parsed segment, in order, each parsed (None when malformed).
+    One step for the converter's per-packet path (server -> guest):
+
+        tuple(parse_mptcp(raw, pkt.flags, pkt.payload_len) for raw in options_of(buf, pkt).mptcp)
+    """
+    return tuple(parse_mptcp(raw, pkt.flags, pkt.payload_len) for raw in options_of(buf, pkt).mptcp)

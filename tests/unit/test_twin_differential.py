@@ -682,3 +682,23 @@ def test_add_dss_too_long_is_none():
     buf = REF["rewrite"](buf, REF["parse_packet"](buf), options=opts)
     kw = dict(data_ack=5, ack64=True, data_seq=9, dsn64=True, subflow_seq=1, data_len=10)
     assert same("add_dss", buf, REF["parse_packet"](buf), **kw) == ("ok", ("NoneType", None))
+
+
+@SETTINGS
+@given(st.one_of(segment(), scapy_segment(), mutated(segment())))
+def test_mptcp_options(buf):
+    r, pkt = _fused_both_packets("mptcp_options", buf)
+    if r[0] == "ok":  # the composition it documents
+        expected = tuple(REF["parse_mptcp"](raw, pkt.flags, pkt.payload_len) for raw in REF["options_of"](buf, pkt).mptcp)
+        assert norm(TWIN["mptcp_options"](buf, pkt)) == norm(expected)
+
+
+def test_mptcp_options_many_and_malformed():
+    """Several MPTCP options, one of them malformed (None in its place), REMOVE_ADDR's ids."""
+    area = (REF["build_mptcp"](M.Dss(data_ack=7)) + bytes((30, 3, 0x20))
+            + REF["build_mptcp"](M.RemoveAddr((1, 2, 3))) + bytes((1, 1)))
+    area += bytes((1,)) * (-len(area) % 4)
+    buf = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="A", options=[]) / Raw(b"y" * 5))
+    buf = REF["rewrite"](buf, REF["parse_packet"](buf), options=area)
+    r = same("mptcp_options", buf, REF["parse_packet"](buf))
+    assert r[0] == "ok" and len(r[1]) == 4 and r[1][2] == ("NoneType", None)
