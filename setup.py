@@ -1,7 +1,8 @@
 """Build script: metadata lives in pyproject.toml; this file only declares the Cython twins.
 
 * `middlebox._cwire` is the compiled twin of the pure-Python wire layer (`middlebox/wire/`),
-  from `cext/_wire.pyx`.
+  from `cext/_wire.pyx`; its C declarations shared with the core twin (the `Packet` fields)
+  are in `middlebox/_cwire.pxd`, where Cython looks for them by module name.
 * `middlebox._ccore.flow` and `middlebox._ccore.converter` are the compiled twin of the core,
   compiled from the core's own sources (`middlebox/core/flow.py`, `converter.py`) with the C
   types of their augmenting `.pxd` files (aiohttp compiles its websocket reader this way).
