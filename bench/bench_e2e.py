@@ -107,7 +107,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_e2e: needs root", file=sys.stderr)
         return 1
-    impl = "pure Python" if os.environ.get("MIDDLEBOX_PURE_PYTHON") == "1" else "compiled wire layer"
+    import middlebox.core
+    import middlebox.wire
+
+    impl = f"wire {middlebox.wire.IMPLEMENTATION}, core {middlebox.core.IMPLEMENTATION}"
     print(f"# end-to-end, {args.seconds} s per iperf3 run, {impl}")
     unshaped = run_topology(args.seconds, None, ["forward", "passthrough", "converter"])
     shaped = run_topology(args.seconds, 100, ["forward", "converter"])
