@@ -11,7 +11,8 @@ in every mode: the converter's key is pinned for the run) is two flows in one co
 * a fallback flow (the server did not answer MP_CAPABLE): guest and server data, 1448 bytes.
 
 Each row feeds the same packet again and again (a retransmission: same path through the core
-as the original), `time.perf_counter_ns` around a loop sized to ~3 ms, best of several runs.
+as the original), `time.perf_counter_ns` around a loop sized to ~3 ms; the rows take turns,
+and each keeps its best of several runs.
 Columns, in ns per packet:
 
   pure      MIDDLEBOX_PURE_PYTHON=1 in a subprocess: reference wire + reference core
@@ -84,40 +85,43 @@ def verdict_digest(actions, original: bytes) -> str:
     return label + "".join("+" + type(a).__name__ for a in actions[1:])
 
 
-def best_ns(fn, budget_ns: int, repeat: int) -> float:
+def loop_size(fn, budget_ns: int) -> int:
+    """Iterations of fn that take about budget_ns."""
     n = 16
-    while True:  # size the loop to ~budget_ns
+    while True:
         t0 = time.perf_counter_ns()
         fn(n)
-        dt = time.perf_counter_ns() - t0
-        if dt >= budget_ns or n >= 1 << 22:
-            break
+        if time.perf_counter_ns() - t0 >= budget_ns or n >= 1 << 22:
+            return n
         n *= 2
-    best = dt / n
-    for _ in range(repeat):
-        t0 = time.perf_counter_ns()
-        fn(n)
-        best = min(best, (time.perf_counter_ns() - t0) / n)
-    return best
 
 
 def measure(converter_cls, budget_ns: int, repeat: int) -> dict:
-    """{row name: [ns per packet, verdict digest]} for one converter class."""
+    """{row name: [ns per packet, verdict digest]} for one converter class.
+
+    The rows take turns (each repeat times every row once) and each keeps its best run: on
+    a shared machine a disturbed stretch then spoils one run of every row, not every run of
+    one row."""
     from middlebox.core import Counter
 
     conv, now, rows = corpus(converter_cls)
     before = dict(conv.counters)
-    out = {}
+    loops, out = [], {}
     for name, buf, d in rows:
         actions = conv.handle(buf, d, now)
-        digest = verdict_digest(actions, buf)
         handle = conv.handle
 
         def loop(n, handle=handle, buf=buf, d=d, now=now):
             for _ in range(n):
                 handle(buf, d, now)
 
-        out[name] = [best_ns(loop, budget_ns, repeat), digest]
+        loops.append((name, loop, loop_size(loop, budget_ns)))
+        out[name] = [float("inf"), verdict_digest(actions, buf)]
+    for _ in range(repeat):
+        for name, loop, n in loops:
+            t0 = time.perf_counter_ns()
+            loop(n)
+            out[name][0] = min(out[name][0], (time.perf_counter_ns() - t0) / n)
     bad = {c.name: conv.counters[c] - before[c] for c in (Counter.CoreBug, Counter.StateViolation,
                                                          Counter.MappingUncovered, Counter.UnknownFlow)
            if conv.counters[c] != before[c]}
