@@ -3,6 +3,9 @@
 * `middlebox._cwire` is the compiled twin of the pure-Python wire layer (`middlebox/wire/`),
   from `cext/_wire.pyx`; its C declarations shared with the core twin (the `Packet` fields)
   are in `middlebox/_cwire.pxd`, where Cython looks for them by module name.
+* `middlebox._cnfq` is the daemon's per-packet path in C (`cext/_nfq.pyx`): it cimports
+  NetfilterQueue's own declarations (`netfilterqueue/_impl.pxd`, found on sys.path, so
+  NetfilterQueue must be installed to build it) and links libnetfilter_queue.
 * `middlebox._ccore.flow` and `middlebox._ccore.converter` are the compiled twin of the core,
   compiled from the core's own sources (`middlebox/core/flow.py`, `converter.py`) with the C
   types of their augmenting `.pxd` files (aiohttp compiles its websocket reader this way).
@@ -66,6 +69,11 @@ extensions = cythonize(
     include_path=[HERE],  # middlebox/_cwire.pxd: the wire twin's Packet, cimported by the core
     # the .pxd files give the types; annotations in the spec are documentation only
     compiler_directives={**DIRECTIVES, "annotation_typing": False, "binding": False},
+) + cythonize(
+    # Cython's default checks stay on here: it indexes what a core (maybe a faulty one) returns
+    [Extension("middlebox._cnfq", ["cext/_nfq.pyx"], extra_compile_args=["-O2"],
+               libraries=["netfilter_queue"])],
+    language_level=3,
 )
 
 setup(ext_modules=extensions)

@@ -6,7 +6,10 @@
 * Binds the queue with NetfilterQueue (large socket receive buffer; ENOBUFS = the kernel
   dropped queue messages: counted, the loop goes on).
 * A non-blocking loop: select() on the queue fd, at most BUDGET packets per round, then the
-  stop flag, SIGUSR1 and the core's timers (every ~0.5 s). Signal handlers only set flags:
+  stop flag, SIGUSR1 and the core's timers (every ~0.5 s). The per-packet path (the round's
+  reads and the NetfilterQueue callback) is `middlebox._cnfq` (cext/_nfq.pyx), compiled,
+  unless `MIDDLEBOX_PURE_PYTHON=1` is set or it was not built; its reference is
+  `_BudgetReader`, `_PyPassthrough` and `_PyConverting` below. Signal handlers only set flags:
   nothing is raised inside the NetfilterQueue callback (LESSONS.md trap 12). On SIGINT or
   SIGTERM the daemon drains what is queued, unbinds and exits 0.
 * Direction: a packet whose `indev` is a guest-facing interface is `Direction.OUT`, any other
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import importlib
 import logging
 import os
@@ -122,27 +126,99 @@ class Injector:
         self._socks.clear()
 
 
-class _BudgetSocket:
-    """What NetfilterQueue.run_socket reads from: the queue socket, at most `budget` reads
-    per round (then EAGAIN), ENOBUFS counted."""
+def _is_pure() -> bool:
+    return os.environ.get("MIDDLEBOX_PURE_PYTHON", "") in ("1", "true", "yes")
 
-    def __init__(self, sock: socket.socket, daemon: "Daemon") -> None:
-        self.sock = sock
-        self.daemon = daemon
-        self.budget = BUDGET
+
+def packet_path():
+    """The per-packet path: the compiled `middlebox._cnfq`, or None for the Python reference
+    below (MIDDLEBOX_PURE_PYTHON=1, or not built). Imported when the daemon runs, not before:
+    it loads NetfilterQueue."""
+    if _is_pure():
+        return None
+    try:
+        from middlebox import _cnfq
+    except ImportError:
+        return None
+    return _cnfq
+
+
+class _BudgetReader:
+    """Reference of `_cnfq.pump`: what NetfilterQueue.run_socket reads from, the queue socket
+    at most `budget` reads per round (then EAGAIN), ENOBUFS counted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._recv = sock.recv
+        self.left = 0
+        self.enobufs = 0
 
     def recv(self, n: int) -> bytes:
-        if self.budget <= 0:
+        if self.left <= 0:
             raise BlockingIOError(errno.EAGAIN, "budget")
-        self.budget -= 1
+        self.left -= 1
         try:
-            return self.sock.recv(n)
+            return self._recv(n)
         except OSError as e:
             if e.errno == errno.ENOBUFS:
-                self.daemon.count("enobufs")
-                self.daemon.once("enobufs", "queue socket overrun (ENOBUFS): the kernel dropped "
-                                 "queue messages; counted, going on")
+                self.enobufs += 1
             raise
+
+    def pump(self, nfq, budget: int) -> tuple[int, int]:
+        self.left, self.enobufs = budget, 0
+        nfq.run_socket(self)
+        return budget - self.left, self.enobufs
+
+
+class _PyPassthrough:
+    """Reference of `_cnfq.Passthrough`."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+
+    def __call__(self, pkt) -> None:
+        self.passed += 1
+        pkt.accept()
+
+
+class _PyConverting:
+    """Reference of `_cnfq.Converting` (see its docstring for the contract)."""
+
+    def __init__(self, handle, guests, out, inn, slow, bug, inject) -> None:
+        self.handle, self.guests, self.out, self.inn = handle, frozenset(guests), out, inn
+        self.slow, self.bug, self.inject = slow, bug, inject
+        self.accept_type = self.rewrite_type = self.drop_type = None
+        self.handled = self.rewritten = self.dropped = 0
+
+    def __call__(self, pkt) -> None:
+        self.handled += 1
+        try:
+            data = pkt.get_payload()
+            actions = self.handle(data, self.out if pkt.indev in self.guests else self.inn,
+                                  _monotonic())
+            verdict = actions[0]
+        except Exception as e:
+            self.bug("core", e, pkt)
+            return
+        try:
+            t = type(verdict)
+            if t is self.rewrite_type and type(verdict.data) is bytes:
+                pkt.set_payload(verdict.data)
+                pkt.accept()
+                self.rewritten += 1
+            elif t is self.accept_type:
+                pkt.accept()
+            elif t is self.drop_type:
+                pkt.drop()
+                self.dropped += 1
+            else:
+                self.slow(pkt, verdict)
+        except Exception as e:
+            self.bug("verdict", e, pkt)
+        try:
+            if len(actions) > 1:
+                self.inject(actions[1:])
+        except Exception as e:
+            self.bug("inject", e, pkt)
 
 
 class Daemon:
@@ -156,16 +232,20 @@ class Daemon:
         self.guest_ifindexes: frozenset[int] = frozenset()
         self.injector = Injector(args.mark)
         self._verdicts: dict[type, str] = {}
-        self.passed = 0  # packets of --passthrough (a plain int: the bench's reference path)
-        # per-packet tallies of the converting path, plain ints too (folded into `tally`
-        # by counters()): a Counter item update costs more than the rest of the verdict
-        self.handled = 0
-        self.rewritten = 0
+        # the NetfilterQueue callback; its per-packet tallies are plain (C) integers, folded
+        # into `tally` by counters(): a Counter item update costs more than a verdict
+        self.handler = None
+        self._folds: tuple[tuple[str, str], ...] = ()
 
     # -- bookkeeping ---------------------------------------------------------------------
 
     def count(self, name: str, n: int = 1) -> None:
         self.tally[name] += n
+
+    def enobufs(self, n: int) -> None:
+        self.count("enobufs", n)
+        self.once("enobufs", "queue socket overrun (ENOBUFS): the kernel dropped queue messages; "
+                  "counted, going on")
 
     def once(self, kind: str, message: str) -> None:
         if kind not in self.seen:
@@ -187,9 +267,11 @@ class Daemon:
                 log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
 
     def counters(self) -> dict[str, int]:
-        self.tally["packets"] += self.passed + self.handled
-        self.tally["rewritten"] += self.rewritten
-        self.passed = self.handled = self.rewritten = 0
+        h = self.handler
+        for attr, name in self._folds:
+            n = getattr(h, attr)
+            setattr(h, attr, 0)
+            self.tally[name] += n
         out = {k: v for k, v in sorted(self.tally.items()) if v}
         if self.conv is not None:
             try:
@@ -243,42 +325,46 @@ class Daemon:
 
     # -- packets -------------------------------------------------------------------------
 
-    def on_packet_passthrough(self, pkt) -> None:
-        self.passed += 1
-        pkt.accept()
+    def make_handler(self, path):
+        """The NetfilterQueue callback: compiled (`path` is `middlebox._cnfq`) or reference."""
+        if self.args.passthrough:
+            self.handler = path.Passthrough() if path else _PyPassthrough()
+            self._folds = (("passed", "packets"),)
+        else:
+            cls = path.Converting if path else _PyConverting
+            self.handler = cls(self.conv.handle, self.guest_ifindexes, self.OUT, self.IN,
+                               self.verdict_slow, self.bug_packet, self.inject)
+            self._folds = (("handled", "packets"), ("rewritten", "rewritten"),
+                           ("dropped", "dropped"))
+        return self.handler
 
-    def on_packet(self, pkt) -> None:
-        self.handled += 1
-        try:
-            data = pkt.get_payload()
-            direction = self.OUT if pkt.indev in self.guest_ifindexes else self.IN
-            actions = self.conv.handle(data, direction, _monotonic())
-            verdict = actions[0]
-        except Exception as e:
-            self.bug("core", e)
-            self._accept_safely(pkt)
-            return
-        try:
-            kind = self._verdicts.get(type(verdict)) or self._classify(verdict)
-            if kind == "Accept":
-                pkt.accept()
-            elif kind == "Rewrite":
-                pkt.set_payload(bytes(verdict.data))
-                pkt.accept()
-                self.rewritten += 1
-            elif kind == "Drop":
-                pkt.drop()
-                self.tally["dropped"] += 1
-            else:
-                self.once(f"verdict:{kind}", f"bug in core: first action is {kind}, not a "
-                          "verdict (counted; packet accepted unchanged)")
-                self.tally["bug_verdict"] += 1
-                pkt.accept()
-        except Exception as e:
-            self.bug("verdict", e)
-            self._accept_safely(pkt)
-        if len(actions) > 1:
-            self.inject(actions[1:])
+    def bug_packet(self, where: str, exc: BaseException, pkt) -> None:
+        """The handler's report of an exception: counted, logged once, packet accepted."""
+        self.bug(where, exc)
+        self._accept_safely(pkt)
+
+    def verdict_slow(self, pkt, verdict) -> None:
+        """A verdict of a type the handler does not know yet: classify it by class name,
+        teach the handler its type, give the verdict; a non-verdict is a core bug."""
+        kind = self._verdicts.get(type(verdict)) or self._classify(verdict)
+        h = self.handler
+        if kind == "Accept":
+            h.accept_type = type(verdict)
+            pkt.accept()
+        elif kind == "Rewrite":
+            h.rewrite_type = type(verdict)  # the handler still sends non-bytes data here
+            pkt.set_payload(bytes(verdict.data))
+            pkt.accept()
+            h.rewritten += 1
+        elif kind == "Drop":
+            h.drop_type = type(verdict)
+            pkt.drop()
+            h.dropped += 1
+        else:
+            self.once(f"verdict:{kind}", f"bug in core: first action is {kind}, not a "
+                      "verdict (counted; packet accepted unchanged)")
+            self.tally["bug_verdict"] += 1
+            pkt.accept()
 
     def _classify(self, action) -> str:
         name = type(action).__name__
@@ -331,13 +417,13 @@ class Daemon:
         if os.geteuid() != 0:
             raise DaemonError("must be root (binding an NFQUEUE needs CAP_NET_ADMIN)")
         if self.args.passthrough:
-            callback = self.on_packet_passthrough
             mode = "passthrough (no core)"
         else:
             self.load_core()
-            callback = self.on_packet
             mode = f"MPTCP v{self.args.mptcp_version}" + (" with checksums" if self.args.checksum else "")
         self.resolve_guests() if not self.args.passthrough or self.args.guest_iface else None
+        path = packet_path()
+        callback = self.make_handler(path)
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._signal)
@@ -357,24 +443,32 @@ class Daemon:
             log.warning("%s", w.message)
 
         fd = nfq.get_fd()
-        sock = socket.socket(AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=fd)
-        sock.setblocking(False)
-        reader = _BudgetSocket(sock, self)
-        log.info("bound queue %d, %s, pid %d", self.args.queue, mode, os.getpid())
+        sock = None
+        if path:
+            pump = functools.partial(path.pump, nfq)
+        else:
+            sock = socket.socket(AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=fd)
+            sock.setblocking(False)
+            pump = functools.partial(_BudgetReader(sock).pump, nfq)
+        log.info("bound queue %d, %s, packet path %s, pid %d", self.args.queue, mode,
+                 path.IMPLEMENTATION if path else "python", os.getpid())
         next_tick = time.monotonic() + TICK
+        fds = [fd]
         try:
             while not self.stop:
                 try:
-                    ready, _, _ = select.select([fd], [], [], SELECT_TIMEOUT)
+                    ready, _, _ = select.select(fds, [], [], SELECT_TIMEOUT)
                 except InterruptedError:
                     ready = []
                 if ready:
-                    reader.budget = BUDGET
                     try:
-                        nfq.run_socket(reader)
+                        enobufs = pump(BUDGET)[1]
                     except OSError as e:
                         self.count("recv_errors")
                         self.once(f"recv:{e.errno}", f"queue recv failed: {e} (counted, going on)")
+                    else:
+                        if enobufs:
+                            self.enobufs(enobufs)
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + TICK
@@ -383,14 +477,17 @@ class Daemon:
                     self.dump = False
                     self.print_counters("counters")
             log.info("stopping: draining the queue")
-            reader.budget = 4 * BUDGET
             try:
-                nfq.run_socket(reader)
+                enobufs = pump(4 * BUDGET)[1]
             except OSError:
                 pass
+            else:
+                if enobufs:
+                    self.enobufs(enobufs)
         finally:
-            sock.setblocking(True)
-            sock.detach()  # the fd belongs to NetfilterQueue
+            if sock is not None:
+                sock.setblocking(True)
+                sock.detach()  # the fd belongs to NetfilterQueue
             nfq.unbind()
             self.injector.close()
         log.info("unbound queue %d", self.args.queue)
