@@ -12,11 +12,12 @@ from .flow cimport Flow, Subflow, seq_before
 cdef long long M32
 cdef unsigned long long M64
 cdef int FIN, SYN, RST, ACK, TCP_HLEN
-cdef object OUT, NEW, MPC_PENDING, FALLBACK
+cdef object OUT, NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING
 cdef object OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK, OUT_DATA, OUT_FIN, OUT_RST
 cdef object OUT_CLOSE_DONE, OUT_ODD
 cdef object IN_SYNACK_MPC, IN_SYNACK_PLAIN, IN_DSS, IN_DSS_NOACK, IN_DATA_FIN, IN_INFINITE
 cdef object IN_NODSS_DATA, IN_NODSS, IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD, IN_STALE_ACK
+cdef object IN_MP_FAIL, IN_CSUM_BAD, OUT_INFINITE, IN_FIN
 cdef object DSSTX, DataAckTX, DSSRX, DataAckMismatch
 cdef object _new_action, _set_rewrite_data
 
@@ -39,7 +40,7 @@ cdef class Converter:
     cdef Flow _new_flow(self, tuple key, double now)
     @cython.locals(f=int)
     cpdef object _classify_out(self, Flow flow, Packet pkt, object data)
-    @cython.locals(f=int, fastclose=bint)
+    @cython.locals(f=int)
     cpdef tuple _classify_in(self, Flow flow, Packet pkt, object data)
 
     cpdef list _h_pass_out(self, Flow flow, Packet pkt, object data, object ctx)

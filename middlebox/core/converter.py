@@ -30,6 +30,7 @@ from middlebox.core.table import TABLE, TIMEOUT_OF_STATE, Input, State
 from middlebox.wire import (
     Dss,
     MpCapable,
+    MpFail,
     MpFastclose,
     MpTcpRst,
     WireError,
@@ -60,6 +61,7 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
 # MP_CAPABLE flags (RFC 8684 §3.1)
 MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
 MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
+MPTCP_RST_EUNSPEC = 0  # MP_TCPRST reason "unspecified error" (RFC 8684 §3.6, Table 4)
 
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF  # as in flow.py (C constants in the twin)
 I = Input
@@ -68,13 +70,14 @@ S = State
 # Enum members the per-packet path uses, as module constants: looking a member up on its
 # Enum class costs ~0.1 µs in CPython 3.11, as much as the whole classification.
 OUT = Direction.OUT
-NEW, MPC_PENDING, FALLBACK = S.NEW, S.MPC_PENDING, S.FALLBACK
+NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING = S.NEW, S.MPC_PENDING, S.FALLBACK, S.FALLBACK_CLOSING
 OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK = I.OUT_SYN, I.OUT_SYN_RTX, I.OUT_SYN_MPTCP, I.OUT_ACK
 OUT_DATA, OUT_FIN, OUT_RST, OUT_CLOSE_DONE, OUT_ODD = I.OUT_DATA, I.OUT_FIN, I.OUT_RST, I.OUT_CLOSE_DONE, I.OUT_ODD
 IN_SYNACK_MPC, IN_SYNACK_PLAIN, IN_DSS, IN_DSS_NOACK = I.IN_SYNACK_MPC, I.IN_SYNACK_PLAIN, I.IN_DSS, I.IN_DSS_NOACK
 IN_DATA_FIN, IN_INFINITE, IN_NODSS_DATA, IN_NODSS = I.IN_DATA_FIN, I.IN_INFINITE, I.IN_NODSS_DATA, I.IN_NODSS
 IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD, IN_STALE_ACK = (
     I.IN_RST, I.IN_FASTCLOSE, I.IN_CLOSE_DONE, I.IN_ODD, I.IN_STALE_ACK)
+IN_MP_FAIL, IN_CSUM_BAD, OUT_INFINITE, IN_FIN = I.IN_MP_FAIL, I.IN_CSUM_BAD, I.OUT_INFINITE, I.IN_FIN
 DSSTX, DataAckTX, DSSRX, DataAckMismatch = Counter.DSSTX, Counter.DataAckTX, Counter.DSSRX, Counter.DataAckMismatch
 
 _new_action = object.__new__
@@ -168,7 +171,8 @@ class Converter:
             if now - flow.moved > 1.0:  # keep the table roughly in LRU order, cheaply
                 self.flows.move_to_end(key)
                 flow.moved = now
-            if flow.state is FALLBACK and not flags & (SYN | RST):
+            state = flow.state
+            if (state is FALLBACK or state is FALLBACK_CLOSING) and not flags & (SYN | RST | FIN):
                 return [ACCEPT]
         if direction == OUT:
             inp, ctx = self._classify_out(flow, pkt, data), None
@@ -218,13 +222,14 @@ class Converter:
             and not seq_before(pkt.ack, (flow.remote_fin_seq + 1) & M32)
         ):
             return OUT_CLOSE_DONE
-        return OUT_DATA if pkt.payload_len else OUT_ACK
+        if pkt.payload_len:
+            return OUT_INFINITE if flow.infinite_tx else OUT_DATA
+        return OUT_ACK
 
     def _classify_in(self, flow: Flow, pkt, data: bytes) -> tuple:
         f = pkt.flags
         mptcp = mptcp_options(data, pkt)  # each parsed (parse_mptcp), None when malformed
-        dss = mpc = tcprst = None
-        fastclose = False
+        dss = mpc = tcprst = fastclose = mpfail = None
         for o in mptcp:
             t = type(o)
             if t is Dss:
@@ -232,11 +237,16 @@ class Converter:
             elif t is MpCapable:
                 mpc = o
             elif t is MpFastclose:
-                fastclose = True
+                fastclose = o
             elif t is MpTcpRst:
                 tcprst = o
-        if fastclose:
-            return IN_FASTCLOSE, None
+            elif t is MpFail:
+                mpfail = o
+        if fastclose is not None:
+            # RFC 8684 §3.5: only "containing the valid key" closes the connection
+            if fastclose.rcvr_key == flow.local_key:
+                return IN_FASTCLOSE, None
+            self.counters[Counter.FastCloseBadKey] += 1
         if f & RST:
             return IN_RST, tcprst
         if f & SYN:
@@ -256,11 +266,20 @@ class Converter:
         ):
             return IN_STALE_ACK, dss
         if dss is None:
+            if f & FIN and (flow.state is FALLBACK or flow.state is FALLBACK_CLOSING):
+                return IN_FIN, None
+            if mpfail is not None:
+                return IN_MP_FAIL, (mpfail, None)
             if not mptcp and (pkt.payload_len or f & FIN or seq_before((flow.guest_isn + 1) & M32, pkt.ack)):
                 return IN_NODSS_DATA, None
             return IN_NODSS, None
-        if dss.data_seq is not None and dss.data_len == 0:
-            return IN_INFINITE, dss
+        if dss.data_seq is not None:
+            if dss.data_len == 0:
+                return IN_INFINITE, mpfail
+            if flow.checksum and pkt.payload_len and dss.csum is not None and not _csum_ok(flow, pkt, data, dss):
+                return IN_CSUM_BAD, dss
+        if mpfail is not None:
+            return IN_MP_FAIL, (mpfail, dss)
         if dss.data_fin:
             return IN_DATA_FIN, dss
         if dss.data_ack is None:
@@ -337,8 +356,8 @@ class Converter:
         ack = pkt.ack
         new_ack = -1
         counters = self.counters
+        flow.guest_window = pkt.window  # for the ACKs we may have to inject
         if flow.remote_fin:
-            flow.guest_window = pkt.window
             if not flow.remote_fin_acked and not seq_before(ack, (flow.remote_fin_seq + 1) & M32):
                 flow.remote_fin_acked = True
             # A DATA_FIN the server sent without a subflow FIN reached the guest as a FIN: the
@@ -372,7 +391,6 @@ class Converter:
             if flow.checksum:  # §3.3.1
                 csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
             if fin:
-                flow.guest_window = pkt.window
                 if not flow.local_fin:
                     # the guest had the server's FIN when it closed: it goes to LAST_ACK
                     flow.guest_passive = flow.remote_fin_acked
@@ -436,13 +454,9 @@ class Converter:
                 if not (data_fin and dlen == 1 and ssn == 0):  # not a bare DATA_FIN
                     if (data_seq - flow.remote_idsn) & M32 != ssn:
                         counters[Counter.MappingMismatch] += 1
-                    if plen:
-                        if not _covers(ssn, dlen - fin_len, rel, plen):
-                            counters[Counter.MappingUncovered] += 1
-                        elif flow.checksum and dss.csum is not None and dsn64 and rel == ssn and plen == dlen - fin_len:
-                            payload = data[pkt.payload_off : pkt.length]
-                            if dss_checksum(data_seq, ssn, dlen, payload) != dss.csum:
-                                counters[Counter.DataCsumErr] += 1
+                    # (the DSS checksum was checked by _classify_in: a failure is IN_CSUM_BAD)
+                    if plen and not _covers(ssn, dlen - fin_len, rel, plen):
+                        counters[Counter.MappingUncovered] += 1
                     sf.rmap_ssn, sf.rmap_len = ssn, dlen - fin_len
                 if data_fin:
                     fin_seq = flow.guest_seq_of_remote_dsn((data_seq + dlen - 1) & M64)
@@ -478,19 +492,26 @@ class Converter:
             return [_rewrite(without_mptcp(data, pkt, new_ack, new_flags)), inject]
         return [_rewrite(without_mptcp(data, pkt, new_ack, new_flags))]
 
-    def _ack_to_server(self, flow, pkt, ack: int) -> bytes:
+    def _ack_to_server(self, flow, pkt, ack: int, extra=()) -> bytes:
         """A bare ACK from the guest's address to the server, acking subflow seq `ack` (and the
-        matching DATA_ACK), at the seq the server expects (`pkt.ack`)."""
+        matching DATA_ACK), at the seq the server expects (`pkt.ack`); `extra` MPTCP options
+        (MP_FAIL) ride along, as on Linux's ACKs."""
         data_ack = flow.data_ack_of_guest_ack(ack)
         opt = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
-        n = TCP_HLEN
-        if pkt.version == 4:
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, 6, 0, pkt.dst, pkt.src)
-        else:
-            ip = struct.pack("!IHBB16s16s", 0x60000000, n, 6, 64, pkt.dst, pkt.src)
-        tcp = struct.pack("!HHIIBBHHH", pkt.dport, pkt.sport, pkt.ack, ack, 5 << 4, ACK, flow.guest_window, 0, 0)
-        bare = ip + tcp
-        return rewrite(bare, parse_packet(bare), options=build_options(b"", (opt,)))
+        return _segment_to_server(pkt, ack, ACK, flow.guest_window, (opt, *extra))
+
+    def _guest_ack(self, flow) -> int:
+        """The highest ack the guest has sent, never beyond what the server sent on the
+        subflow (a DATA_FIN reaches the guest as a FIN before the subflow FIN exists)."""
+        ack = (flow.server_isn + flow.rcv_rel) & M32
+        if seq_before(flow.sf.remote_snd_max, ack):
+            return flow.sf.remote_snd_max
+        return ack
+
+    def _mp_fail_to_server(self, flow, pkt, dsn: int):
+        """Inject: a duplicate of the guest's latest ACK (DSS DATA_ACK) carrying MP_FAIL(dsn)."""
+        self.counters[Counter.MPFailTX] += 1
+        return Inject(self._ack_to_server(flow, pkt, self._guest_ack(flow), (MpFail(dsn & M64),)))
 
     def _h_drop_stale(self, flow, pkt, data, ctx):
         self.counters[Counter.StaleAckDropped] += 1
@@ -502,25 +523,119 @@ class Converter:
         self.counters[Counter.DssFallback] += 1
         return [ACCEPT]
 
-    def _h_infinite(self, flow, pkt, data, dss):
-        """Infinite mapping (§3.7): plain TCP from here on."""
+    def _h_infinite(self, flow, pkt, data, mpfail):
+        """Infinite mapping (§3.7): plain TCP from here on (also the server's answer to our
+        MP_FAIL, maybe with its own MP_FAIL on the same segment)."""
         self.counters[Counter.InfiniteMapRX] += 1
+        if mpfail is not None:
+            self.counters[Counter.MPFailRX] += 1
         return [self._stripped(pkt, data)]
 
-    def _h_rst_out(self, flow, pkt, data, ctx):
-        self.counters[Counter.RstTX] += 1
+    def _h_csum_fail(self, flow, pkt, data, dss):
+        """Server data whose DSS checksum fails (RFC 8684 §3.7), one subflow.
+
+        "All data from the start of the segment that failed the checksum onward is not
+        trustworthy", so the segment never reaches the guest: it is dropped, and the guest's
+        stream stays what the server sent. The server did not get a subflow ack for it (the
+        guest never saw it), so TCP retransmits it; a copy that passes the check goes through.
+        §3.7 single-subflow case: we "send back an MP_FAIL option on the subflow-level ACK,
+        referring to the data-level sequence number of the start of the segment", here a
+        duplicate of the guest's ACK with DATA_ACK + MP_FAIL (what Linux sends). The server
+        answers with MP_FAIL and an infinite mapping on its next data (IN_INFINITE: the flow
+        falls back; from then on the stream is legacy TCP, as §3.7 says). Until then the flow
+        keeps converting and every failing copy is dropped and answered the same way."""
+        counters = self.counters
+        counters[Counter.DataCsumErr] += 1
+        counters[Counter.CsumErrDropped] += 1
+        flow.fail_sent = True
+        return [Drop("DSS checksum failed: MP_FAIL sent (RFC 8684 §3.7)"),
+                self._mp_fail_to_server(flow, pkt, _dsn64(flow, dss))]
+
+    def _h_mp_fail(self, flow, pkt, data, ctx):
+        """MP_FAIL from the server (§3.7). After ours it is the server's answer: its infinite
+        mapping follows. Otherwise our checksum failed at the server (should not happen: we
+        compute it over the guest's bytes): "the receiver of an MP_FAIL SHOULD also respond
+        with an MP_FAIL in the reverse direction and entirely revert to a regular TCP session":
+        we answer MP_FAIL (Linux resets the subflow when no answer comes) and the next guest
+        data carries our infinite mapping (OUT_INFINITE). The segment itself is converted."""
+        mpfail, dss = ctx
+        self.counters[Counter.MPFailRX] += 1
+        actions = self._h_in_(flow, pkt, data, dss)
+        if not flow.fail_sent:
+            flow.fail_sent = flow.infinite_tx = True
+            actions.append(self._mp_fail_to_server(flow, pkt, mpfail.data_seq))
+        return actions
+
+    def _h_infinite_out(self, flow, pkt, data, ctx):
+        """Guest data after the server's MP_FAIL: one infinite mapping (DSS with data-level
+        length 0, §3.7), then plain TCP. Linux puts it on the mapping the segment would have had
+        (DSN and subflow seq of its first byte); with one subflow and subflow seq == data seq
+        that is also where the retroactive mapping of §3.7 would start from the receiver's
+        point of view (it delivers from its DATA_ACK on). Linux ignores the checksum field of
+        an infinite mapping; it must be there when checksums are on (option length)."""
+        sf = flow.sf
+        flow.infinite_tx = False
+        new_ack = -1
+        ack = pkt.ack
+        if flow.remote_fin and seq_before(sf.remote_snd_max, ack):
+            new_ack = sf.remote_snd_max
+            self.counters[Counter.SubflowAckClamped] += 1
+        data_ack = flow.data_ack_of_guest_ack(ack)
+        if not flow.ack64:
+            data_ack &= M32
+        dsn = flow.dsn_of_guest_seq(pkt.seq)
+        rel = (pkt.seq - sf.local_isn) & M32
+        csum = dss_checksum(dsn, rel, 0, b"") if flow.checksum else None
+        self.counters[Counter.InfiniteMapTX] += 1
+        opt = Dss(data_ack, flow.ack64, dsn, True, rel, 0, csum, False)
+        return self._with_option(pkt, data, opt, new_ack)
+
+    def _h_fallback_fin(self, flow, pkt, data, ctx):
+        """A FIN on a plain-TCP flow: untouched; the flow gets the closing timeout."""
+        self.counters[Counter.FallbackFin] += 1
         return [ACCEPT]
+
+    def _h_rst_out(self, flow, pkt, data, ctx):
+        """Guest RST: the guest's connection is gone, so the MPTCP connection must go too. A
+        plain RST only closes the subflow and Linux keeps an established MPTCP connection
+        without subflows alive (its application learns nothing). RFC 8684 §3.5: "a host
+        [closing abruptly] should send the MP_FASTCLOSE"; Option R: a RST with MP_FASTCLOSE
+        (the receiver's key) on every subflow, here the one, and tear down at once. MP_TCPRST
+        rides along as on Linux's own fast close. Before the server's key is known (SYN_SENT)
+        the RST goes as it is."""
+        self.counters[Counter.RstTX] += 1
+        if flow.remote_key is None:
+            return [ACCEPT]
+        fastclose = MpFastclose(flow.remote_key)
+        raw = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        try:
+            options = build_options(raw, (fastclose, MpTcpRst(False, MPTCP_RST_EUNSPEC)))
+        except WireError:
+            try:
+                options = build_options(raw, (fastclose,))
+            except WireError:
+                self.counters[Counter.OptionSpaceExhausted] += 1
+                return [ACCEPT]
+        self.counters[Counter.FastCloseTX] += 1
+        return [Rewrite(rewrite(data, pkt, options=options))]
 
     def _h_rst_in(self, flow, pkt, data, tcprst):
         self.counters[Counter.TcpRstRX if tcprst is not None else Counter.RstRX] += 1
         return [self._stripped(pkt, data)]
 
     def _h_fastclose(self, flow, pkt, data, ctx):
-        """MP_FASTCLOSE (§3.5): the connection is gone; the guest gets a RST."""
+        """MP_FASTCLOSE with our key (§3.5): the connection is gone; the guest gets a RST.
+        Option A (on an ACK): "Host B answers on the same subflow with a TCP RST", so we send
+        the server a RST (with MP_TCPRST, as Linux's resets carry) at the seq it expects;
+        otherwise it retransmits the MP_FASTCLOSE. Option R (on a RST): nothing to answer."""
         self.counters[Counter.FastCloseRX] += 1
         options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-        flags = -1 if pkt.flags & RST else RST | ACK
-        return [Rewrite(rewrite(data, pkt, flags=flags, options=options))]
+        if pkt.flags & RST:
+            return [Rewrite(rewrite(data, pkt, options=options))]
+        self.counters[Counter.FastCloseRstTX] += 1
+        end = (pkt.seq + pkt.payload_len + (1 if pkt.flags & FIN else 0)) & M32
+        rst = _segment_to_server(pkt, end, RST | ACK, 0, (MpTcpRst(False, MPTCP_RST_EUNSPEC),))
+        return [Rewrite(rewrite(data, pkt, flags=RST | ACK, options=options)), Inject(rst)]
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -575,6 +690,37 @@ class Converter:
                 return raw
             i += size
         return raw
+
+
+def _segment_to_server(pkt, ack: int, flags: int, window: int, mptcp) -> bytes:
+    """A segment without payload from the guest's address to the server (the reverse of the
+    server's `pkt`), at the seq the server expects (`pkt.ack`), with these MPTCP options."""
+    n = TCP_HLEN
+    if pkt.version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, 6, 0, pkt.dst, pkt.src)
+    else:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, n, 6, 64, pkt.dst, pkt.src)
+    tcp = struct.pack("!HHIIBBHHH", pkt.dport, pkt.sport, pkt.ack, ack & M32, 5 << 4, flags, window, 0, 0)
+    bare = ip + tcp
+    return rewrite(bare, parse_packet(bare), options=build_options(b"", tuple(mptcp)))
+
+
+def _dsn64(flow, dss) -> int:
+    """The 64-bit DSN of a server mapping (a 32-bit one widened next to the server's IDSN)."""
+    if dss.dsn64:
+        return dss.data_seq
+    return (flow.remote_idsn + ((dss.data_seq - flow.remote_idsn) & M32)) & M64
+
+
+def _csum_ok(flow, pkt, data: bytes, dss) -> bool:
+    """Does the server segment pass its DSS checksum (RFC 8684 §3.3.1)? Only a segment that
+    carries its whole mapping can be checked here; anything else is not judged (True)."""
+    fin_len = 1 if dss.data_fin else 0
+    rel = (pkt.seq - flow.sf.remote_isn) & M32
+    if rel != dss.subflow_seq or pkt.payload_len != dss.data_len - fin_len:
+        return True
+    payload = data[pkt.payload_off : pkt.length]
+    return dss_checksum(_dsn64(flow, dss), dss.subflow_seq, dss.data_len, payload) == dss.csum
 
 
 def _covers(map_ssn: int, map_len: int, rel: int, plen: int) -> bool:

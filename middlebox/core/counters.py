@@ -56,6 +56,15 @@ class Counter(IntEnum):
     CoreBug = 37  # an exception escaped a handler: packet accepted unchanged
     StaleAckDropped = 38  # server bare ACK after the close completed: dropped
     FinAckInjected = 39  # server subflow FIN at a DATA_FIN the guest already acked: we ACK it
+    # aborts and failures (RFC 8684 §3.5, §3.7)
+    FastCloseTX = 40  # guest RST sent on with MP_FASTCLOSE: the server's MPTCP connection ends too
+    FastCloseRstTX = 41  # RST injected to the server in answer to its ACK + MP_FASTCLOSE (§3.5)
+    FastCloseBadKey = 42  # MP_FASTCLOSE with a key that is not ours: ignored
+    MPFailTX = 43  # MP_FAIL injected to the server (its checksum failed, or answering its MP_FAIL)
+    MPFailRX = 44  # MP_FAIL from the server
+    InfiniteMapTX = 45  # guest data sent with an infinite mapping after the server's MP_FAIL
+    CsumErrDropped = 46  # server segment dropped because its DSS checksum failed (never to the guest)
+    FallbackFin = 47  # FIN on a fallback flow: closing timeout from now on
 
 
 def new_counters() -> dict:

@@ -80,10 +80,12 @@ class Flow:
         "local_fin_acked",
         "fin_ack_delivered",  # the guest got a packet acking its FIN
         "guest_passive",  # the server's DATA_FIN came before the guest's FIN
-        "guest_window",  # the guest's raw window field, recorded while closing
+        "guest_window",  # the guest's last raw window field (for ACKs we inject)
         "remote_fin",  # server DATA_FIN seen; its position in guest space
         "remote_fin_seq",
         "remote_fin_acked",
+        "fail_sent",  # we sent MP_FAIL (server checksum failed), waiting for its infinite mapping
+        "infinite_tx",  # the server sent MP_FAIL first: our next guest data has an infinite mapping
         "subflows",
         "sf",  # subflows[0], the guest's own connection
     )
@@ -116,6 +118,8 @@ class Flow:
         self.remote_fin = False
         self.remote_fin_seq = 0
         self.remote_fin_acked = False
+        self.fail_sent = False
+        self.infinite_tx = False
         self.sf = Subflow(0)
         self.subflows = (self.sf,)
 

@@ -19,9 +19,23 @@ The outbound role (RFC 8684 §3.1, §3.3, §3.7): a guest speaking plain TCP con
                           +--SYN/ACK plain--> FALLBACK <--no DSS / infinite map-+
     ESTABLISHED --FIN / DATA_FIN--> CLOSING --last ack of both FINs--> TIME_WAIT
     any --RST / MP_FASTCLOSE--> CLOSED;  a new guest SYN (other ISN) restarts the flow.
+    FALLBACK --FIN either way--> FALLBACK_CLOSING --RST--> CLOSED
 
-Once in FALLBACK the converter does not even classify packets (only SYN/RST go through the
-table): the flow costs one dict lookup per packet.
+Once in FALLBACK (or FALLBACK_CLOSING) the converter does not even classify packets (only
+SYN/RST/FIN go through the table): the flow costs one dict lookup per packet.
+
+Aborts and failures (RFC 8684 §3.5, §3.7), all with one subflow:
+
+* guest RST (OUT_RST) while MPTCP: sent on as RST + MP_FASTCLOSE (Option R), so the server's
+  MPTCP connection dies with it, not just the subflow; -> CLOSED.
+* server MP_FASTCLOSE (IN_FASTCLOSE, valid key only): RST to the guest; on an ACK (Option A)
+  we also answer the server with a RST on the subflow; -> CLOSED.
+* server data whose DSS checksum fails (IN_CSUM_BAD): dropped, MP_FAIL (DSN of the mapping)
+  on an ACK to the server; the state stays until the server's infinite mapping (IN_INFINITE)
+  turns the flow into FALLBACK.
+* server MP_FAIL (IN_MP_FAIL): the answer to ours, or the server found our checksum wrong:
+  then we answer MP_FAIL and the next guest data (OUT_INFINITE) carries our infinite
+  mapping; -> FALLBACK.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ class State(IntEnum):
     TIME_WAIT = 5  # both DATA_FINs sent and acked; still converting retransmissions
     FALLBACK = 6  # plain TCP: passes untouched
     CLOSED = 7  # reset: passes as plain TCP until expiry
+    FALLBACK_CLOSING = 8  # plain TCP and a FIN passed: closing timeout instead of established
 
 
 class Input(IntEnum):
@@ -65,6 +80,10 @@ class Input(IntEnum):
     IN_CLOSE_DONE = 19  # DATA_ACK of the guest's DATA_FIN after the guest acked the server's
     IN_ODD = 20  # SYN without ACK from the server, no ACK flag, ...
     IN_STALE_ACK = 21  # bare ACK after both FINs were acked and the guest saw its FIN acked
+    IN_MP_FAIL = 22  # MP_FAIL on a non-RST segment (RFC 8684 §3.7)
+    IN_CSUM_BAD = 23  # data whose whole mapping is in the segment and fails the DSS checksum
+    OUT_INFINITE = 24  # guest data after the server's MP_FAIL: carries our infinite mapping
+    IN_FIN = 25  # FIN from the server on a fallback flow (classified only there)
 
 
 S, I = State, Input
@@ -79,6 +98,9 @@ def _rows(states, inputs, handler, next_state=None):
 
 
 _CONVERTING = (S.ESTABLISHED, S.CLOSING, S.TIME_WAIT)
+_MPTCP = (S.MPC_PENDING, *_CONVERTING)  # the server has our keys: MPTCP-level signals apply
+_PLAIN = (S.FALLBACK, S.FALLBACK_CLOSING)
+_ABORTABLE = (S.SYN_SENT, *_MPTCP)  # states whose RSTs are MPTCP business
 _DATA_IN = (I.IN_DSS, I.IN_DSS_NOACK, I.IN_NODSS_DATA, I.IN_NODSS)
 
 TABLE: dict[tuple[State, Input], tuple[str, State]] = {
@@ -121,15 +143,21 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     # then and would answer it with a RST. It tells the guest nothing: drop it.
     (S.TIME_WAIT, I.IN_STALE_ACK): ("drop_stale", S.TIME_WAIT),
     (S.CLOSING, I.IN_STALE_ACK): ("in_", S.CLOSING),
+    # -- checksum failure and MP_FAIL (RFC 8684 §3.7, single subflow) -----------------------
+    **_rows(_MPTCP, [I.IN_CSUM_BAD], "csum_fail"),
+    **_rows(_MPTCP, [I.IN_MP_FAIL], "mp_fail"),
+    **_rows(_MPTCP, [I.OUT_INFINITE], "infinite_out", S.FALLBACK),
     # -- fallback and closed: plain TCP ----------------------------------------------------
-    **_rows((S.FALLBACK, S.CLOSED), [i for i in OUT_INPUTS if i not in (I.OUT_SYN, I.OUT_SYN_MPTCP)], "pass_out"),
-    **_rows((S.FALLBACK, S.CLOSED), IN_INPUTS, "pass_in"),
+    **_rows((*_PLAIN, S.CLOSED), [i for i in OUT_INPUTS if i not in (I.OUT_SYN, I.OUT_SYN_MPTCP)], "pass_out"),
+    **_rows((*_PLAIN, S.CLOSED), IN_INPUTS, "pass_in"),
+    # a FIN either way: the flow only waits for the close now (closing timeout)
+    **_rows(_PLAIN, [I.OUT_FIN, I.IN_FIN], "fallback_fin", S.FALLBACK_CLOSING),
     # -- resets (RFC 8684 §3.5, §3.6: one subflow, so a subflow RST ends the flow) -----------
-    **_rows([s for s in S if s not in (S.NEW, S.FALLBACK, S.CLOSED)], [I.OUT_RST], "rst_out", S.CLOSED),
-    **_rows([s for s in S if s not in (S.NEW, S.FALLBACK, S.CLOSED)], [I.IN_RST], "rst_in", S.CLOSED),
-    **_rows([s for s in S if s not in (S.NEW, S.FALLBACK, S.CLOSED)], [I.IN_FASTCLOSE], "fastclose", S.CLOSED),
-    (S.FALLBACK, I.OUT_RST): ("pass_out", S.CLOSED),
-    (S.FALLBACK, I.IN_RST): ("pass_in", S.CLOSED),
+    **_rows(_ABORTABLE, [I.OUT_RST], "rst_out", S.CLOSED),
+    **_rows(_ABORTABLE, [I.IN_RST], "rst_in", S.CLOSED),
+    **_rows(_ABORTABLE, [I.IN_FASTCLOSE], "fastclose", S.CLOSED),
+    **_rows(_PLAIN, [I.OUT_RST], "pass_out", S.CLOSED),
+    **_rows(_PLAIN, [I.IN_RST], "pass_in", S.CLOSED),
 }
 
 # Seconds of idleness after which tick() forgets a flow, by state (attribute of Config).
@@ -142,4 +170,5 @@ TIMEOUT_OF_STATE = {
     S.TIME_WAIT: "time_wait_timeout",
     S.FALLBACK: "established_timeout",
     S.CLOSED: "closed_timeout",
+    S.FALLBACK_CLOSING: "closing_timeout",
 }

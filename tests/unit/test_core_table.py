@@ -12,18 +12,21 @@ from hypothesis import strategies as st
 
 from middlebox.core import ACCEPT, Direction, Drop, Input, Rewrite, State
 from middlebox.core.table import TABLE
-from middlebox.wire import Dss, MpCapable, MpFastclose, encode_tcp_options, parse_packet
+from middlebox.wire import Dss, MpCapable, MpFail, MpFastclose, encode_tcp_options, parse_packet
 
 from tests.unit.test_core_harness import ACK, FIN, M32, M64, RST, SYN, SERVER_KEY, Pair, check_wire
 
 I = Input
+PLAIN = (State.FALLBACK, State.FALLBACK_CLOSING)  # fallback flows: only SYN/RST/FIN are classified
 
 
 def in_state(state: State) -> Pair:
     """A Pair whose only flow is in `state`."""
-    if state is State.FALLBACK:
+    if state in (State.FALLBACK, State.FALLBACK_CLOSING):
         p = Pair(server_mptcp=False)
         p.handshake()
+        if state is State.FALLBACK_CLOSING:
+            p.out(p.g_fin())
     else:
         p = Pair()
         if state in (State.NEW, State.SYN_SENT):
@@ -79,6 +82,9 @@ def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
         return Direction.OUT, p.g_ack()
     if inp is I.OUT_ODD:
         return Direction.OUT, p.g_packet(p.g_nxt, 0, FIN)  # no ACK flag
+    if inp is I.OUT_INFINITE:
+        flow.infinite_tx = True  # the server's MP_FAIL came first
+        return Direction.OUT, p.g_data(b"data")
     if p.c_key is None:
         p.c_key = flow.local_key or 1
     if inp is I.IN_STALE_ACK:
@@ -108,7 +114,15 @@ def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
     if inp is I.IN_RST:
         return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, RST | ACK, ())
     if inp is I.IN_FASTCLOSE:
-        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (MpFastclose(7),))
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (MpFastclose(flow.local_key),))
+    if inp is I.IN_MP_FAIL:
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(), MpFail(p.s_idsn + 1)))
+    if inp is I.IN_CSUM_BAD:
+        flow.checksum = True
+        flow.sf.remote_isn = p.s_isn  # before the SYN/ACK too: the segment carries its mapping
+        return Direction.IN, p.s_data_pkt(b"garbled", csum=0x1234)
+    if inp is I.IN_FIN:
+        return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, ())
     if inp is I.IN_CLOSE_DONE:
         flow.local_fin, flow.remote_fin_acked, flow.local_fin_acked = True, True, False
         flow.local_fin_seq = (p.g_nxt - 1) & M32
@@ -128,6 +142,8 @@ def classify(p: Pair, direction: Direction, buf: bytes) -> Input:
 def run_pair(state: State, inp: Input) -> None:
     if state is State.NEW and inp is I.OUT_SYN_RTX:
         pytest.skip("a NEW flow has no ISN yet: any SYN is OUT_SYN")
+    if inp is I.IN_FIN and state not in PLAIN:
+        pytest.skip("IN_FIN is classified only on fallback flows")
     p = in_state(state)
     direction, buf = packet_for(p, inp)
     assert classify(p, direction, buf) is inp
@@ -142,7 +158,7 @@ def run_pair(state: State, inp: Input) -> None:
         pkt, opts = check_wire(actions[0].data)
         if direction is Direction.IN:
             assert not opts.mptcp
-    fast = state is State.FALLBACK and not parse_packet(buf).flags & (SYN | RST)
+    fast = state in PLAIN and not parse_packet(buf).flags & (SYN | RST | FIN)
     expected = TABLE.get((state, inp))
     if expected is None:
         assert flow.state is state
@@ -161,7 +177,7 @@ def test_every_state_input_pair(state, inp):
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(list(State)), st.sampled_from(list(Input)))
 def test_state_input_pairs_hypothesis(state, inp):
-    if state is State.NEW and inp is I.OUT_SYN_RTX:
+    if state is State.NEW and inp is I.OUT_SYN_RTX or inp is I.IN_FIN and state not in PLAIN:
         return
     run_pair(state, inp)
 
