@@ -97,3 +97,78 @@ table inet mbtest {{
     assert diff.get("MPFailRx") == 1 and diff.get("MPFailTx") == 1, diff
     assert diff.get("InfiniteMapTx") == 1, diff
     assert not diff.get("DataCsumErr"), diff  # our checksums stayed right
+
+
+@pytest.mark.topology(checksum=True)
+def test_server_mp_fail_is_answered_with_an_infinite_mapping(mbox):
+    """The other direction: a byte of one converted guest segment changes on the way in to the
+    server (its TCP checksum is not checked again on veth), so the server's DSS check fails
+    and it sends MP_FAIL. The converter answers MP_FAIL and puts an infinite mapping on the
+    guest's next data; the server falls back on it (InfiniteMapRx) instead of resetting.
+    (Seen on Linux 6.18: its application does get the changed byte, the receiver's choice
+    there; the converter, receiving, drops such a segment: the test above.)"""
+    t = mbox.t
+    d = mbox.start()
+    tag = int.from_bytes(message(10)[:4], "big")
+    nft(t, f"""
+table inet mbtest {{
+    chain in {{
+        type filter hook prerouting priority 0; policy accept;
+        tcp dport {PORT} @ih,0,32 0x{tag:08x} limit rate 1/hour burst 1 packets @ih,8,8 set 0x58 counter
+    }}
+}}
+""")
+    with t.in_netns(t.server):
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((t.server_ip, PORT))
+    ls.listen(4)
+    received: list[bytes] = []
+    errors: list[str] = []
+
+    def serve():
+        try:
+            conn, _ = ls.accept()
+            conn.settimeout(20)
+            while True:
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    break
+                received.append(chunk)
+            conn.sendall(b"done")
+            conn.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{type(e).__name__}: {e}")
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    before = t.nstat(t.server)
+    with t.in_netns(t.guest):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.settimeout(20)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.connect((t.server_ip, PORT))
+    for i in range(N):
+        c.sendall(message(i))
+        time.sleep(0.03)
+    c.shutdown(socket.SHUT_WR)
+    reply = c.recv(16)
+    c.close()
+    th.join(5)
+    ls.close()
+    fired = t.run(t.server, ["nft", "list", "chain", "inet", "mbtest", "in"]).stdout
+    after = t.nstat(t.server)
+    rc, _ = d.stop()
+    cc = core_counters(d.output)
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    got = b"".join(received)
+    sent = b"".join(message(i) for i in range(N))
+    print(fired, diff, cc, f"server stream intact: {got == sent} ({len(got)} of {len(sent)} bytes)", sep="\n")
+    assert "packets 1 " in fired, fired
+    assert not errors and reply == b"done", (errors, reply)
+    assert rc == 0
+    assert diff.get("DataCsumErr") == 1 and diff.get("MPFailTx") == 1, diff  # the server's check
+    assert cc.get("MPFailRX") == 1 and cc.get("MPFailTX") == 1 and cc.get("InfiniteMapTX") == 1, cc
+    assert diff.get("MPFailRx") == 1 and diff.get("InfiniteMapRx") == 1, diff  # it fell back
+    assert not cc.get("CoreBug") and not cc.get("StateViolation"), cc
+    assert len(got) == len(sent)
