@@ -7,7 +7,8 @@ is the guest's own connection, so its sequence numbers pass unchanged and the DS
 "guest seq space == data seq space" (see flow.py).
 
 Per packet: parse, one dict lookup, classify, one handler that builds at most one MPTCP
-option and calls `rewrite` once. Fallback flows stop after the dict lookup.
+option and calls `rewrite` once. Fallback flows stop after the dict lookup
+(only their SYN, RST and FIN packets go on to the table).
 
 Compiled twin (STYLE.md item 9): setup.py also builds this file, and flow.py, as
 `middlebox._ccore.converter` / `middlebox._ccore.flow`, with the C types of converter.pxd and
