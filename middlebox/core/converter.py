@@ -618,7 +618,15 @@ class Converter:
                 self.counters[Counter.OptionSpaceExhausted] += 1
                 return [ACCEPT]
         self.counters[Counter.FastCloseTX] += 1
+        flow.fastclosed = True
         return [Rewrite(rewrite(data, pkt, options=options))]
+
+    def _h_rst_out_again(self, flow, pkt, data, ctx):
+        """Guest RST on a closed flow: with MP_FASTCLOSE again when the first one had it (the
+        server may have answered that RST with a challenge ACK instead of taking it)."""
+        if flow.fastclosed:
+            return self._h_rst_out(flow, pkt, data, ctx)
+        return [ACCEPT]
 
     def _h_rst_in(self, flow, pkt, data, tcprst):
         self.counters[Counter.TcpRstRX if tcprst is not None else Counter.RstRX] += 1

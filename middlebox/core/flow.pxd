@@ -29,7 +29,7 @@ cdef class Flow:
     cdef public long long guest_window
     cdef public bint remote_fin
     cdef public long long remote_fin_seq
-    cdef public bint remote_fin_acked, fail_sent, infinite_tx
+    cdef public bint remote_fin_acked, fail_sent, infinite_tx, fastclosed
     cdef public tuple subflows
     cdef public Subflow sf
 

@@ -86,6 +86,7 @@ class Flow:
         "remote_fin_acked",
         "fail_sent",  # we sent MP_FAIL (server checksum failed), waiting for its infinite mapping
         "infinite_tx",  # the server sent MP_FAIL first: our next guest data has an infinite mapping
+        "fastclosed",  # the guest's RST went out with MP_FASTCLOSE: later guest RSTs carry it too
         "subflows",
         "sf",  # subflows[0], the guest's own connection
     )
@@ -120,6 +121,7 @@ class Flow:
         self.remote_fin_acked = False
         self.fail_sent = False
         self.infinite_tx = False
+        self.fastclosed = False
         self.sf = Subflow(0)
         self.subflows = (self.sf,)
 

@@ -157,6 +157,10 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     **_rows(_ABORTABLE, [I.IN_RST], "rst_in", S.CLOSED),
     **_rows(_ABORTABLE, [I.IN_FASTCLOSE], "fastclose", S.CLOSED),
     **_rows(_PLAIN, [I.OUT_RST], "pass_out", S.CLOSED),
+    # A RST the server did not take (RFC 5961 §3.2: in window but not at rcv_nxt, answered
+    # with a challenge ACK) is followed by the guest's RST for that ACK: it must carry the
+    # MP_FASTCLOSE too, or the server sees a plain subflow RST and its MPTCP socket lingers.
+    (S.CLOSED, I.OUT_RST): ("rst_out_again", S.CLOSED),
     **_rows(_PLAIN, [I.IN_RST], "pass_in", S.CLOSED),
 }
 

@@ -76,7 +76,9 @@ def test_guest_abort_mid_transfer_resets_the_server_promptly(mbox, server_factor
     # the server saw our MP_FASTCLOSE (and MP_TCPRST) and nothing that looks like a fallback
     assert diff.get("MPFastcloseRx", 0) == 1 and diff.get("MPRstRx", 0) == 1, diff
     assert not {k: diff[k] for k in MUST_STAY_ZERO if diff.get(k)}, diff
-    assert c.get("FastCloseTX") == 1 and c.get("RstTX") == 1, c
+    # every guest RST carried MP_FASTCLOSE: the first, and those the guest's stack sends after
+    # it, for a challenge ACK (RFC 5961 §3.2) or for server segments still in flight
+    assert c.get("FastCloseTX") == c.get("RstTX") >= 1, c
     assert not c.get("CoreBug") and not c.get("StateViolation"), c
 
 

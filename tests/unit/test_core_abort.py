@@ -111,6 +111,22 @@ def test_guest_rst_goes_on_with_mp_fastclose(stage):
     assert p.count("RstTX") == 1 and p.count("FastCloseTX") == 1
 
 
+def test_guest_rst_after_a_challenge_ack_carries_mp_fastclose_again():
+    """RFC 5961 §3.2: a RST in the window but not at rcv_nxt gets a challenge ACK, and the
+    guest (its socket gone) answers that ACK with a RST at the exact seq. That second RST is
+    the one the server takes: it must carry the MP_FASTCLOSE as well."""
+    p = Pair()
+    p.established()
+    p.out(p.g_packet((p.g_nxt + 5000) & M32, p.g_rcv, RST | ACK))  # ahead of the server
+    assert _flow(p).state is State.CLOSED
+    p.inn(p.s_ack())  # the challenge ACK, at what the server really has
+    actions, sent = p.out(p.g_packet(p.g_nxt, 0, RST))
+    assert isinstance(actions[0], Rewrite)
+    _, mp = _mp(sent)
+    assert mp[MpFastclose].rcvr_key == SERVER_KEY
+    assert p.count("FastCloseTX") == 2 and p.count("RstTX") == 2
+
+
 def test_guest_rst_without_room_goes_plain():
     p = Pair()
     p.established()
