@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import IPPROTO_MPTCP
+from test_outbound_abort import delta
 from test_outbound_core import core_counters
 
 PORT = 5203
@@ -23,29 +24,40 @@ def message(i: int) -> bytes:
     return f"M{i:03d}".encode() + bytes((i * 7 + j) & 0xFF for j in range(96))
 
 
-def nft(t, script: str) -> None:
+def corrupt_once(t, chain: str, hook: str, match: str) -> None:
+    """In the server's namespace: one byte of the first segment of message 10 that `match`
+    selects becomes 'X', once (the retransmission passes intact); the rule counts it."""
+    tag = int.from_bytes(message(10)[:4], "big")
+    script = f"""
+table inet mbtest {{
+    chain {chain} {{
+        type filter hook {hook} priority 0; policy accept;
+        {match} @ih,0,32 0x{tag:08x} limit rate 1/hour burst 1 packets @ih,8,8 set 0x58 counter
+    }}
+}}
+"""
     t.run(t.server, ["nft", "-f", "-"], input=script)
+
+
+def fired(t, chain: str) -> str:
+    return t.run(t.server, ["nft", "list", "chain", "inet", "mbtest", chain]).stdout
+
+
+def mptcp_listener(t) -> socket.socket:
+    with t.in_netns(t.server):
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((t.server_ip, PORT))
+    ls.listen(4)
+    return ls
 
 
 @pytest.mark.topology(checksum=True)
 def test_corrupted_server_segment_never_reaches_the_guest(mbox):
     t = mbox.t
     d = mbox.start()
-    # one byte of message 10 becomes 'X', once (the retransmission passes intact)
-    tag = int.from_bytes(message(10)[:4], "big")
-    nft(t, f"""
-table inet mbtest {{
-    chain out {{
-        type filter hook output priority 0; policy accept;
-        tcp sport {PORT} @ih,0,32 0x{tag:08x} limit rate 1/hour burst 1 packets @ih,8,8 set 0x58 counter
-    }}
-}}
-""")
-    with t.in_netns(t.server):
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((t.server_ip, PORT))
-    ls.listen(4)
+    corrupt_once(t, "out", "output", f"tcp sport {PORT}")
+    ls = mptcp_listener(t)
     errors: list[str] = []
 
     def serve():
@@ -79,13 +91,13 @@ table inet mbtest {{
     c.close()
     th.join(5)
     ls.close()
-    fired = t.run(t.server, ["nft", "list", "chain", "inet", "mbtest", "out"]).stdout
+    rule = fired(t, "out")
     after = t.nstat(t.server)
     rc, _ = d.stop()
     cc = core_counters(d.output)
-    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
-    print(fired, diff, cc, sep="\n")
-    assert "packets 1 " in fired, fired  # the rule changed exactly one segment
+    diff = delta(before, after)
+    print(rule, diff, cc, sep="\n")
+    assert "packets 1 " in rule, rule  # the rule changed exactly one segment
     assert got == b"".join(message(i) for i in range(N)), "the guest's stream is not the server's"
     assert not errors, errors
     assert rc == 0
@@ -109,20 +121,8 @@ def test_server_mp_fail_is_answered_with_an_infinite_mapping(mbox):
     there; the converter, receiving, drops such a segment: the test above.)"""
     t = mbox.t
     d = mbox.start()
-    tag = int.from_bytes(message(10)[:4], "big")
-    nft(t, f"""
-table inet mbtest {{
-    chain in {{
-        type filter hook prerouting priority 0; policy accept;
-        tcp dport {PORT} @ih,0,32 0x{tag:08x} limit rate 1/hour burst 1 packets @ih,8,8 set 0x58 counter
-    }}
-}}
-""")
-    with t.in_netns(t.server):
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((t.server_ip, PORT))
-    ls.listen(4)
+    corrupt_once(t, "in", "prerouting", f"tcp dport {PORT}")
+    ls = mptcp_listener(t)
     received: list[bytes] = []
     errors: list[str] = []
 
@@ -156,15 +156,15 @@ table inet mbtest {{
     c.close()
     th.join(5)
     ls.close()
-    fired = t.run(t.server, ["nft", "list", "chain", "inet", "mbtest", "in"]).stdout
+    rule = fired(t, "in")
     after = t.nstat(t.server)
     rc, _ = d.stop()
     cc = core_counters(d.output)
-    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    diff = delta(before, after)
     got = b"".join(received)
     sent = b"".join(message(i) for i in range(N))
-    print(fired, diff, cc, f"server stream intact: {got == sent} ({len(got)} of {len(sent)} bytes)", sep="\n")
-    assert "packets 1 " in fired, fired
+    print(rule, diff, cc, f"server stream intact: {got == sent} ({len(got)} of {len(sent)} bytes)", sep="\n")
+    assert "packets 1 " in rule, rule
     assert not errors and reply == b"done", (errors, reply)
     assert rc == 0
     assert diff.get("DataCsumErr") == 1 and diff.get("MPFailTx") == 1, diff  # the server's check
