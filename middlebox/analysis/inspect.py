@@ -93,7 +93,8 @@ def render_text(r: dict[str, Any], out: TextIO) -> None:
             if a.get("echo_only"):
                 w(f"  add_addr echo from {a['from']}: id {a['addr_id']} {a['addr']}{port} (no announcement seen)\n")
             else:
-                w(f"  add_addr from {a['from']}: id {a['addr_id']} {a['addr']}{port} hmac {a['verdict']}"
+                hmac = "no hmac (v0)" if a["verdict"] == "none" else f"hmac {a['verdict']}"
+                w(f"  add_addr from {a['from']}: id {a['addr_id']} {a['addr']}{port} {hmac}"
                   f"{', echoed' if a['echoed'] else ', not echoed'}\n")
         if c["remove_addr"]:
             w(f"  remove_addr ids {' '.join(map(str, c['remove_addr']))}\n")

@@ -15,9 +15,16 @@ Rules worth knowing (each cites its source):
 * Sides: the *client* sent the MP_CAPABLE SYN, the *server* answered it. Directions are
   `c2s` / `s2c`. A connection is named by its tokens; joins attach by the token in their SYN
   (RFC 8684 §3.2) and their SYN sender plays A in the HMACs.
+* Versions: a connection's MPTCP version is the one its handshake settled on: the SYN's,
+  then the SYN/ACK's, then the third ACK's (RFC 8684 §3.1: the answer may only lower it; a
+  change is reported as a subflow event). Every hash follows it: v1 (RFC 8684) SHA-256 and
+  HMAC-SHA256, v0 (RFC 6824) SHA-1 and HMAC-SHA1. v0 has no MP_CAPABLE data form, no HMAC
+  in ADD_ADDR (whose v0 form carries the IP version where v1 has flags: RFC 6824 §3.4.1,
+  verdict `none`) and an optional address id in MP_PRIO (§3.3.8); both are parsed here.
 * Keys (§3.1): v1 server key in SYN/ACK, both in the third ACK and in the MP_CAPABLE data
-  form; v0 client key in the SYN too. A key that differs from an earlier copy is
-  `key-mismatch`. Token = SHA-256(key)[0:4], IDSN = [24:32] (SHA-1, [12:20] for v0).
+  form; v0 client key in the SYN too (RFC 6824 §3.1). A key that differs from an earlier
+  copy is `key-mismatch`. Token = hash(key)[0:4], IDSN = its last 8 bytes: SHA-256 [24:32]
+  for v1, SHA-1 [12:20] for v0.
 * Mappings (§3.3): a DSS mapping covers subflow bytes [ssn, ssn + len) (minus one when it
   carries DATA_FIN, which takes a DSN but no subflow byte). The MP_CAPABLE data form maps
   DSN IDSN+1 at ssn 1. Every payload byte must be covered by a mapping carried by its own
@@ -39,6 +46,7 @@ Rules worth knowing (each cites its source):
   MP_CAPABLE, third ACK without it, infinite mapping, MP_FAIL; also MP_TCPRST and
   MP_FASTCLOSE (whose key must match: `fastclose-key`).
 * Joins: SYN/ACK HMAC = HMAC(kB || kA, nB || nA)[:8], ACK HMAC = HMAC(kA || kB, nA || nB)[:20]
+  (HMAC-SHA256 for v1, HMAC-SHA1 for v0, whose 20 bytes are all sent)
   (`join-synack-hmac`, `join-ack-hmac`); a join token that names no connection of the
   capture is `token-unknown` (unverifiable instead if the capture holds MPTCP subflows whose
   handshake it missed). ADD_ADDR HMAC = rightmost 64 bits of HMAC(k_sender || k_receiver,
@@ -85,6 +93,7 @@ from middlebox.wire import (
 from middlebox.analysis.intervals import ByteStore, IntervalSet
 
 SYN, ACK, RST, FIN = 0x02, 0x10, 0x04, 0x01
+SUB_ADD_ADDR, SUB_MP_PRIO = 3, 5  # MPTCP option subtypes whose v0 form differs (RFC 6824)
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
 DSN_WINDOW = 1 << 40  # a mapped DSN must lie within IDSN + [1, 2^40]
@@ -219,10 +228,10 @@ class Subflow:
 
 
 class Connection:
-    def __init__(self, cid: int, first: Subflow) -> None:
+    def __init__(self, cid: int, first: Subflow, version: int) -> None:
         self.id = cid
         self.first = first
-        self.version: int | None = None
+        self.version = version  # 0 (RFC 6824) or 1 (RFC 8684): which hashes the keys take
         self.checksums = False
         self.client_key: int | None = None
         self.server_key: int | None = None
@@ -242,15 +251,15 @@ class Connection:
 
     @property
     def client_token(self) -> int | None:
-        return None if self.client_key is None else key_token(self.client_key, self.version or 1)
+        return None if self.client_key is None else key_token(self.client_key, self.version)
 
     @property
     def server_token(self) -> int | None:
-        return None if self.server_key is None else key_token(self.server_key, self.version or 1)
+        return None if self.server_key is None else key_token(self.server_key, self.version)
 
     def idsn(self, dirname: str) -> int | None:
         key = self.client_key if dirname == "c2s" else self.server_key
-        return None if key is None else key_idsn(key, self.version or 1)
+        return None if key is None else key_idsn(key, self.version)
 
     def key_of(self, client_side: bool) -> int | None:
         return self.client_key if client_side else self.server_key
@@ -322,8 +331,12 @@ class Trace:
         else:
             d.tcp_csum["unverifiable"] += 1
         opts = []
+        v0 = sf.conn is not None and sf.conn.version == 0
         for raw in options_of(buf, pkt).mptcp:
-            opt = parse_mptcp(raw, flags, plen)
+            if v0 and len(raw) >= 3 and raw[2] >> 4 in (SUB_ADD_ADDR, SUB_MP_PRIO):
+                opt = _parse_v0(raw)
+            else:
+                opt = parse_mptcp(raw, flags, plen)
             if opt is None:
                 self.malformed.append({"subflow": sf.id, "time": ts, "option": raw.hex(),
                                        "connection": sf.conn.id if sf.conn is not None else None})
@@ -356,13 +369,15 @@ class Trace:
             for opt in opts:
                 if isinstance(opt, MpCapable):
                     sf.mpc_syn = opt
+                    # a SYN may offer a version above 1; the SYN/ACK answers with the one it speaks
+                    version = min(opt.version, 1)
                     if sf.kind != "initial":
                         sf.kind = "initial"
-                        conn = Connection(len(self.connections) + 1, sf)
+                        conn = Connection(len(self.connections) + 1, sf, version)
                         self.connections.append(conn)
                         sf.conn = conn
                     conn = sf.conn
-                    conn.version = opt.version if opt.version in (0, 1) else 1
+                    self._set_version(conn, sf, version, "SYN")
                     conn.checksums = conn.checksums or bool(opt.flags & 0x80)
                     if opt.sndr_key is not None:
                         self._set_key(conn, True, opt.sndr_key, "SYN")
@@ -384,6 +399,7 @@ class Trace:
                     self._fallback(conn, "syn-ack-without-mp-capable", f"subflow {sf.id}")
                 return
             sf.mpc_synack = mpc
+            self._set_version(conn, sf, mpc.version, "SYN/ACK")
             conn.checksums = conn.checksums or bool(mpc.flags & 0x80)
             if mpc.sndr_key is not None:
                 self._set_key(conn, False, mpc.sndr_key, "SYN/ACK")
@@ -414,7 +430,7 @@ class Trace:
         kb = conn.key_of(not sf.joiner_is_client)
         if ka is None or kb is None:
             return
-        v = conn.version or 1
+        v = conn.version
         na = sf.join_syn.nonce
         if sf.join_synack is not None and sf.join_synack_verdict == "unverifiable":
             nb = sf.join_synack.nonce
@@ -429,6 +445,21 @@ class Trace:
             if not ok:
                 self._violate(conn, V_JOIN_ACK, f"subflow {sf.id}: ACK HMAC {sf.join_ack.hmac.hex()}")
 
+    def _set_version(self, conn: Connection, sf: Subflow, version: int, where: str) -> None:
+        """The handshake's latest MP_CAPABLE decides the version (RFC 8684 §3.1, RFC 6824 §3.1);
+        tokens already filed under the old version's hash are filed again."""
+        if version == conn.version:
+            return
+        event = f"MP_CAPABLE {where} says version {version}, earlier v{conn.version}"
+        if event not in sf.events:
+            sf.events.append(event)
+        for tok in [t for t, c in self.by_token.items() if c is conn]:
+            del self.by_token[tok]
+        conn.version = version
+        for tok in (conn.client_token, conn.server_token):
+            if tok is not None:
+                self.by_token.setdefault(tok, conn)
+
     def _set_key(self, conn: Connection, client: bool, key: int, where: str) -> None:
         old = conn.client_key if client else conn.server_key
         side = "client" if client else "server"
@@ -437,7 +468,7 @@ class Trace:
                 conn.client_key = key
             else:
                 conn.server_key = key
-            tok = key_token(key, conn.version or 1)
+            tok = key_token(key, conn.version)
             other = self.by_token.get(tok)
             if other is None:
                 self.by_token[tok] = conn
@@ -456,6 +487,7 @@ class Trace:
             if sf.kind != "initial" or conn is None:
                 return
             sf.mpc_ack = True
+            self._set_version(conn, sf, opt.version, "ACK")
             if opt.sndr_key is not None:
                 self._set_key(conn, from_client, opt.sndr_key, "ACK")
             if opt.rcvr_key is not None:
@@ -545,15 +577,17 @@ class Trace:
             return
         for a in conn.add_addrs:
             if a["from"] == sender and a["addr_id"] == opt.addr_id and a["addr"] == addr and a["port"] == opt.port \
-                    and a["hmac"] == opt.hmac.hex():
+                    and a["hmac"] == (opt.hmac.hex() if opt.hmac is not None else None):
                 return  # retransmitted announcement
         ks, kr = conn.key_of(sender_client), conn.key_of(not sender_client)
-        if ks is None or kr is None or conn.version == 0:
+        if opt.hmac is None:
+            verdict = "none"  # v0 (RFC 6824 §3.4.1): ADD_ADDR carries no HMAC
+        elif ks is None or kr is None:
             verdict = "unverifiable"
         else:
             verdict = "ok" if add_addr_hmac(ks, kr, opt.addr_id, opt.addr, opt.port) == opt.hmac else "bad"
         entry = {"from": sender, "addr_id": opt.addr_id, "addr": addr, "port": opt.port,
-                 "hmac": opt.hmac.hex(), "verdict": verdict, "echoed": False, "subflow": sf.id}
+                 "hmac": opt.hmac.hex() if opt.hmac is not None else None, "verdict": verdict, "echoed": False, "subflow": sf.id}
         conn.add_addrs.append(entry)
         if verdict == "bad":
             self._violate(conn, V_ADD_ADDR, f"from {sender}: id {opt.addr_id} {addr} hmac {opt.hmac.hex()}")
@@ -779,7 +813,6 @@ class Trace:
         return r
 
     def _conn_report(self, c: Connection) -> dict[str, Any]:
-        v = c.version or 1
         for sf in c.subflows:
             if sf.kind == "join" and sf.join_synack is not None and sf.join_synack_verdict == "unverifiable":
                 c.unverifiable.append({"kind": "join-hmac", "detail": f"subflow {sf.id}: keys or nonces not captured"})
@@ -807,7 +840,7 @@ class Trace:
             }
         return {
             "id": c.id,
-            "version": v,
+            "version": c.version,
             "checksums": c.checksums,
             "client": {"key": hexkey(c.client_key), "token": hexkey(c.client_token, 8),
                        "idsn": hexkey(c.idsn("c2s"))},
@@ -830,6 +863,24 @@ class Trace:
     def _dir_from_client(sf: Subflow, dirname: str) -> bool:
         sender_client = dirname == "c2s"
         return sender_client == sf.joiner_is_client if sf.kind == "join" else sender_client
+
+
+def _parse_v0(raw: bytes):
+    """RFC 6824 forms of ADD_ADDR and MP_PRIO (the v1 parser would call them malformed);
+    None when malformed. ADD_ADDR (§3.4.1): subtype | IPVer, address id, address, optional
+    port; no HMAC, no echo. MP_PRIO (§3.3.8): subtype | B, optional address id."""
+    if len(raw) < 3 or raw[0] != 30 or raw[1] != len(raw):
+        return None
+    subtype, low = raw[2] >> 4, raw[2] & 0x0F
+    if subtype == SUB_ADD_ADDR:
+        addr_len = {4: 4, 6: 16}.get(low)
+        if addr_len is None or len(raw) not in (4 + addr_len, 6 + addr_len):
+            return None
+        port = int.from_bytes(raw[4 + addr_len : 6 + addr_len], "big") if len(raw) == 6 + addr_len else None
+        return AddAddr(echo=False, addr_id=raw[3], addr=bytes(raw[4 : 4 + addr_len]), port=port, hmac=None)
+    if subtype == SUB_MP_PRIO and len(raw) in (3, 4):
+        return MpPrio(backup=bool(low & 0x01))
+    return None
 
 
 def _expand32(low: int, ref: int) -> int:
