@@ -52,23 +52,49 @@ def _stage_core_twin() -> list[Extension]:
     return extensions
 
 
-DIRECTIVES = {
-    "boundscheck": False,
-    "wraparound": False,
-    "cdivision": True,
-    "initializedcheck": False,
-}
+# No directive that changes what the code means. boundscheck=False, wraparound=False and
+# cdivision=True trade Python's semantics for speed: a negative index no longer counts from
+# the end, an index out of range reads or writes past the object (C undefined behaviour
+# instead of IndexError) and % and // follow C (truncation towards zero, no
+# ZeroDivisionError). The core twin is compiled from Python sources that are tested in pure
+# Python, so it must mean what they mean; the wire twin reads its bytes through C pointers
+# with explicit length checks (which no directive affects), so the checks cost it nothing
+# measurable (bench/bench_wire.py) and stay on too. Only the annotation handling differs.
+
+# the .pxd files give the core twin its types; annotations in the spec are documentation only
+CORE_DIRECTIVES = {"annotation_typing": False, "binding": False}
+
+
+def _regenerate_if_directives_changed(directives: dict, generated: list[str], stamp: str) -> None:
+    """cythonize regenerates C only when a source changed, not when the directives did: drop
+    the generated C when the directives differ from those it was generated with."""
+    stamp = os.path.join(HERE, "build", stamp)
+    text = repr(sorted(directives.items()))
+    if os.path.exists(stamp) and open(stamp).read() == text:
+        return
+    for path in generated:
+        if os.path.exists(path):
+            os.remove(path)
+    os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write(text)
+
+
+_regenerate_if_directives_changed({}, [os.path.join(HERE, "cext", "_wire.c")], "wire.directives")
+_regenerate_if_directives_changed(
+    CORE_DIRECTIVES,
+    [os.path.join(HERE, CORE_STAGE, "middlebox", "_ccore", n + ".c") for n in CORE_TWIN],
+    "ccore.directives",
+)
 
 extensions = cythonize(
     [Extension("middlebox._cwire", ["cext/_wire.pyx"], extra_compile_args=["-O2"])],
     language_level=3,
-    compiler_directives=DIRECTIVES,
 ) + cythonize(
     _stage_core_twin(),
     language_level=3,
     include_path=[HERE],  # middlebox/_cwire.pxd: the wire twin's Packet, cimported by the core
-    # the .pxd files give the types; annotations in the spec are documentation only
-    compiler_directives={**DIRECTIVES, "annotation_typing": False, "binding": False},
+    compiler_directives=CORE_DIRECTIVES,
 ) + cythonize(
     # Cython's default checks stay on here: it indexes what a core (maybe a faulty one) returns
     [Extension("middlebox._cnfq", ["cext/_nfq.pyx"], extra_compile_args=["-O2"],

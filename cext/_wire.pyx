@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3
 """Cython twin of the wire layer (docs/wire-api.md): same signatures, same results.
 
 The pure-Python reference (`middlebox/wire/packet.py`, `middlebox/wire/mptcp.py`) is the spec;

@@ -2,6 +2,8 @@
 
 Valid captures must pass (exit 0) with the facts every regeneration keeps; copies corrupted
 here, one byte at a time, must fail (exit 1) with the violation that names the corruption.
+The v1 captures are Linux-to-Linux; the v0 one is the converter in v0 mode against a
+simulated RFC 6824 server (tests/vectors/make_v0_capture.py), judged with SHA-1 / HMAC-SHA1.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from middlebox.wire import (
     Dss,
     MpCapable,
     MpJoinAck,
+    MpJoinSyn,
     MpJoinSynAck,
+    build_mptcp,
+    join_hmac,
     key_idsn,
     key_token,
     options_of,
@@ -34,6 +39,7 @@ VECTORS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SINGLE = os.path.join(VECTORS, "mptcp_v1_single.pcap")
 JOIN = os.path.join(VECTORS, "mptcp_v1_join_addaddr.pcap")
 CSUM = os.path.join(VECTORS, "mptcp_v1_checksum.pcap")
+V0 = os.path.join(VECTORS, "mptcp_v0_checksum.pcap")
 
 
 def kinds(report) -> set[str]:
@@ -48,24 +54,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 # ---- valid captures ------------------------------------------------------------------------
 
 
-def check_common(report, data_bytes: int) -> dict:
+def check_common(report, data_bytes: int, version: int = 1) -> dict:
     assert exit_status(report) == 0, report
     s = report["summary"]
     assert (s["connections"], s["violations"], s["unverifiable"], s["fallback_connections"]) == (1, 0, 0, 0)
     assert report["malformed_options"] == []
     c = report["connections"][0]
-    assert c["version"] == 1 and c["fallbacks"] == [] and c["violations"] == []
+    assert c["version"] == version and c["fallbacks"] == [] and c["violations"] == []
     for side in ("client", "server"):
         key = int(c[side]["key"], 16)
-        assert int(c[side]["token"], 16) == key_token(key)
-        assert int(c[side]["idsn"], 16) == key_idsn(key)
+        assert int(c[side]["token"], 16) == key_token(key, version)
+        assert int(c[side]["idsn"], 16) == key_idsn(key, version)
     for dirname in ("c2s", "s2c"):
         d = c["directions"][dirname]
         assert d["data_bytes"] == data_bytes
         assert d["data_fin"] and d["data_fin_dsn"] == data_bytes + 1 and d["data_fin_acked"]
     first = c["subflows"][0]
     assert first["kind"] == "initial"
-    assert first["client"].startswith("10.1.1.1:") and first["server"] == "10.1.1.2:5201"
+    if version == 1:
+        assert first["client"].startswith("10.1.1.1:") and first["server"] == "10.1.1.2:5201"
     return c
 
 
@@ -101,15 +108,37 @@ def test_checksum_vector():
         assert cs["ok"] >= 1 and cs["bad"] == 0 and cs["unverifiable"] == 0
 
 
-@pytest.mark.parametrize("path", [SINGLE, JOIN, CSUM])
-def test_cli_exit_0_text_and_json(path):
+def test_v0_checksum_vector():
+    """The converter's v0 connection: SHA-1 tokens and IDSNs, every DSS checksum right."""
+    r = analyze(V0)
+    c = check_common(r, 1200, version=0)
+    assert c["checksums"] and len(c["subflows"]) == 1
+    assert c["subflows"][0]["client"] == "10.0.0.1:40123" and c["subflows"][0]["server"] == "10.1.1.2:5201"
+    assert "events" not in c["subflows"][0]  # the version never changed during the handshake
+    # the keys (pinned by the generator) hashed with SHA-1, not SHA-256
+    assert c["client"]["key"] == "0x0102030405060708" and c["server"]["key"] == "0x1112131415161718"
+    assert c["client"]["token"] == "0xdd5783bc" and c["client"]["idsn"] == "0x3a95ed6e4ebb4ad5"  # also tshark's
+    assert int(c["client"]["token"], 16) != key_token(0x0102030405060708, 1)
+    assert r["mptcp_options"] == {"DSS": 16, "MP_CAPABLE": 3}  # v0 has no MP_CAPABLE data form
+    for dirname in ("c2s", "s2c"):
+        cs = c["directions"][dirname]["dss_checksums"]
+        assert cs == {"ok": 4, "bad": 0, "unverifiable": 0}  # 3 data mappings + the DATA_FIN
+    for _, _, pkt, opts in Capture(V0).packets():
+        for _, o in opts:
+            assert not isinstance(o, MpCapable) or o.version == 0
+
+
+@pytest.mark.parametrize("path,version", [(SINGLE, 1), (JOIN, 1), (CSUM, 1), (V0, 0)])
+def test_cli_exit_0_text_and_json(path, version):
     text = run_cli(path)
     assert text.returncode == 0, text.stderr
     assert text.stdout.splitlines()[-1].startswith("summary: 1 MPTCP connection(s)")
     assert "0 violation(s)" in text.stdout
+    assert text.stdout.startswith(f"connection 1: MPTCP v{version}, checksums ")
     js = run_cli(path, "--json")
     assert js.returncode == 0
     assert json.loads(js.stdout)["summary"]["violations"] == 0
+    assert json.loads(js.stdout)["connections"][0]["version"] == version
 
 
 # ---- corrupted copies ----------------------------------------------------------------------
@@ -197,6 +226,60 @@ def test_dss_dsn_flip_is_a_mapping_conflict_or_data_conflict(tmp_path):
     cap.flip(i, dsn_off + (7 if opt.dsn64 else 3), 0x04)  # DSN + 4
     k = kinds(corrupt_and_judge(cap, tmp_path))
     assert k & {"mapping-conflict", "data-conflict", "dsn-not-from-idsn"}, k
+
+
+# ---- the v0 vector, corrupted (its TCP checksums are full: fixed after each flip, as a ---
+# ---- middlebox that rewrote the option would; otherwise tcp-checksum would say it first) ---
+
+# key copy -> (packet predicate, key offset in the option), violations, direction of bad DSNs
+V0_KEYS = {
+    "syn-client": (lambda p, o: isinstance(o, MpCapable) and p.flags & 0x12 == 0x02, 4, "c2s"),
+    "synack-server": (lambda p, o: isinstance(o, MpCapable) and p.flags & 0x12 == 0x12, 4, "s2c"),
+    "ack-client": (lambda p, o: isinstance(o, MpCapable) and not p.flags & 0x02, 4, None),
+    "ack-server": (lambda p, o: isinstance(o, MpCapable) and not p.flags & 0x02, 12, None),
+}
+
+
+@pytest.mark.parametrize("copy", list(V0_KEYS))
+def test_v0_key_flip(tmp_path, copy):
+    """v0 sends the client key twice (SYN, third ACK) and the server key twice (SYN/ACK, third
+    ACK): any flipped copy disagrees with the other (key-mismatch); a flipped first copy is
+    the key the DSNs are judged against, and the SHA-1 IDSN of a wrong key does not match."""
+    pred, key_off, bad_dir = V0_KEYS[copy]
+    cap = Capture(V0)
+    i, _, _, where, opt = first(cap, pred)
+    assert opt.version == 0
+    cap.flip(i, where + key_off + 5, 0x20)
+    cap.set_full_tcp_checksum(i)
+    r = corrupt_and_judge(cap, tmp_path)
+    c = r["connections"][0]
+    assert c["version"] == 0
+    side = "client" if "client" in copy else "server"
+    mismatch = [v["detail"] for v in c["violations"] if v["kind"] == "key-mismatch"]
+    assert len(mismatch) == 1 and mismatch[0].startswith(f"{side} key ")
+    if bad_dir is None:
+        assert kinds(r) == {"key-mismatch"}
+    else:
+        assert kinds(r) == {"key-mismatch", "dsn-not-from-idsn"}
+        (dsn,) = [v["detail"] for v in c["violations"] if v["kind"] == "dsn-not-from-idsn"]
+        assert dsn.startswith(f"{bad_dir}: 4 mapping(s)")
+
+
+def test_v0_key_flip_without_checksum_fix_is_also_tcp_corruption(tmp_path):
+    cap = Capture(V0)
+    i, _, _, where, _ = first(cap, V0_KEYS["ack-server"][0])
+    cap.flip(i, where + 12 + 5, 0x20)
+    assert kinds(corrupt_and_judge(cap, tmp_path)) == {"key-mismatch", "tcp-checksum"}
+
+
+def test_v0_payload_flip_with_dss_checksum(tmp_path):
+    cap = Capture(V0)
+    for i, ip, pkt, opts in cap.packets():
+        if pkt.payload_len > 100:
+            cap.flip(i, pkt.payload_off + 50)
+            cap.set_full_tcp_checksum(i)  # only the DSS checksum can tell now
+            break
+    assert kinds(corrupt_and_judge(cap, tmp_path)) == {"dss-checksum"}
 
 
 # ---- captures that miss things: unverifiable, never a violation -------------------------
