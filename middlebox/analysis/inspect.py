@@ -93,9 +93,11 @@ def render_text(r: dict[str, Any], out: TextIO) -> None:
             if a.get("echo_only"):
                 w(f"  add_addr echo from {a['from']}: id {a['addr_id']} {a['addr']}{port} (no announcement seen)\n")
             else:
-                hmac = "no hmac (v0)" if a["verdict"] == "none" else f"hmac {a['verdict']}"
-                w(f"  add_addr from {a['from']}: id {a['addr_id']} {a['addr']}{port} {hmac}"
-                  f"{', echoed' if a['echoed'] else ', not echoed'}\n")
+                if a["verdict"] == "none":  # v0 (RFC 6824): no HMAC, no echo
+                    tail = "(v0: no hmac, no echo)"
+                else:
+                    tail = f"hmac {a['verdict']}{', echoed' if a['echoed'] else ', not echoed'}"
+                w(f"  add_addr from {a['from']}: id {a['addr_id']} {a['addr']}{port} {tail}\n")
         if c["remove_addr"]:
             w(f"  remove_addr ids {' '.join(map(str, c['remove_addr']))}\n")
         for dirname, d in c["directions"].items():
