@@ -1333,23 +1333,40 @@ def dss_checksum(data_seq, subflow_seq, data_len, payload):
 # --------------------------------------------------------------------------------------------
 # rewrite
 
-def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1):
+def rewrite(buf, pkt, seq=-1, ack=-1, window=-1, options=None, flags=-1, full_checksum=False):
     """A new packet with seq/ack/window/flags (-1: unchanged) and the option area (None:
-    unchanged) replaced. With options: NOP-padded, data offset, IP length, IPv4 header
-    checksum fixed and the TCP checksum recomputed in full; without: TCP checksum updated
-    incrementally (RFC 1624 eqn. 3). Bytes past the IP length are dropped. One allocation."""
+    unchanged) replaced. With options: NOP-padded, data offset, IP length and IPv4 header
+    checksum (in full) fixed. The TCP checksum is updated incrementally from the packet's own
+    (RFC 1624 eqn. 3), so a wrong one stays wrong by the same error; `full_checksum`:
+    computed from the bytes (a segment the caller built). Bytes past the IP length are
+    dropped. One allocation."""
     buf = _as_bytes(buf)
     cdef Packet pk = _coerce_packet(pkt)
+    cdef bint full = full_checksum
     if options is None:
-        return _rewrite(buf, pk, seq, ack, window, flags, NULL, 0, False)
+        return _rewrite(buf, pk, seq, ack, window, flags, NULL, 0, False, full)
     options = _as_bytes(options)
-    return _rewrite(buf, pk, seq, ack, window, flags, _ptr(options), PyBytes_GET_SIZE(options), True)
+    return _rewrite(buf, pk, seq, ack, window, flags, _ptr(options), PyBytes_GET_SIZE(options), True, full)
+
+
+cdef inline uint32_t _header_sum(const unsigned char *t, Py_ssize_t doff, int version,
+                                 uint32_t tcp_len) noexcept nogil:
+    """packet.py _header_sum: folded sum (big-endian value) of the TCP header t[0:doff]
+    without its checksum field, plus the pseudo-header's TCP length words: all a rewrite
+    changes in the checksum's coverage (the payload moves by a multiple of 4 bytes)."""
+    cdef uint64_t acc = _fold(_sum_native(t, 16) + _sum_native(t + 18, doff - 18))
+    if version == 4:
+        acc += tcp_len
+    else:
+        acc += (tcp_len >> 16) + (tcp_len & 0xffff)
+    return _fold_be(acc)
 
 
 cdef object _rewrite(object buf, Packet pk, object seq, object ack, object window, object flags,
-                     const unsigned char *opts, Py_ssize_t olen, bint has_options):
+                     const unsigned char *opts, Py_ssize_t olen, bint has_options, bint full):
     """rewrite() on a bytes buf and a twin Packet; the new option area (when has_options) is
-    opts[0:olen]. Shared by rewrite, without_mptcp and add_dss."""
+    opts[0:olen]; `full`: the TCP checksum from the bytes, not incrementally. Shared by
+    rewrite, without_mptcp and add_dss."""
     cdef const unsigned char *p = _ptr(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
     cdef Py_ssize_t ip_hlen = pk.ip_hlen, length = pk.length
@@ -1392,7 +1409,8 @@ cdef object _rewrite(object buf, Packet pk, object seq, object ack, object windo
                 raise WireError(f"IPv4 IHL {ip_hlen // 4} does not fit")
         elif newlen - 40 > 0xffff:
             raise WireError("IPv6 payload longer than 65535 bytes")
-        acc = _pseudo_sum(pk, <uint32_t>(newdoff + payload_len))
+        if full:
+            acc = _pseudo_sum(pk, <uint32_t>(newdoff + payload_len))
         out = PyBytes_FromStringAndSize(NULL, newlen)
         q = <unsigned char *>PyBytes_AS_STRING(out)
         memcpy(q, p, ip_hlen + 20)
@@ -1414,14 +1432,22 @@ cdef object _rewrite(object buf, Packet pk, object seq, object ack, object windo
             _put16(q + 10, _ip_csum(q, ip_hlen))
         else:
             _put16(q + 4, <uint32_t>(newlen - 40))
-        _put16(t + 16, _tcp_csum(q, newlen, ip_hlen, newlen, acc))
+        if full:
+            _put16(t + 16, _tcp_csum(q, newlen, ip_hlen, newlen, acc))
+        else:
+            # RFC 1624 eqn. 3 over what changed: header (options included) and TCP length.
+            hc = _be16(p + ip_hlen + 16)
+            acc = ((~hc) & 0xffff) + ((~_header_sum(p + ip_hlen, pk.doff, pk.version,
+                                                    <uint32_t>(pk.doff + payload_len))) & 0xffff)
+            acc += _header_sum(t, newdoff, pk.version, <uint32_t>(newdoff + payload_len))
+            _put16(t + 16, (~_fold_be(acc)) & 0xffff)
         return out
 
     # No new options: same layout; each changed field is whole 16-bit words at an even offset
     # of the header, so the checksum is updated incrementally (RFC 1624 eqn. 3). Chaining
     # csum_replace per field, as the reference does, gives the same value as one sum.
     out = PyBytes_FromStringAndSize(<const char *>p, length)
-    if not (set_seq or set_ack or set_flags or set_win):
+    if not (set_seq or set_ack or set_flags or set_win or full):
         return out
     q = <unsigned char *>PyBytes_AS_STRING(out)
     t = q + ip_hlen
@@ -1442,7 +1468,11 @@ cdef object _rewrite(object buf, Packet pk, object seq, object ack, object windo
     if set_win:
         _put16(t + 14, new_win)
         acc += ((~_be16(po + 14)) & 0xffff) + _be16(t + 14)
-    _put16(t + 16, (~_fold_be(acc)) & 0xffff)
+    if full:
+        _put16(t + 16, _tcp_csum(q, length, ip_hlen, length,
+                                 _pseudo_sum(pk, <uint32_t>(pk.doff + pk.payload_len))))
+    else:
+        _put16(t + 16, (~_fold_be(acc)) & 0xffff)
     return out
 
 
@@ -1458,7 +1488,7 @@ def without_mptcp(buf, pkt, ack=-1, flags=-1):
     e = _clamp(pk.payload_off, n)
     if e - s > 40:  # not a real Packet: the long way
         return rewrite(buf, pk, -1, ack, -1, strip_mptcp(buf, pk.ip_hlen + 20, pk.payload_off), flags)
-    return _rewrite(buf, pk, -1, ack, -1, flags, out, _strip_into(_ptr(buf), s, e, out), True)
+    return _rewrite(buf, pk, -1, ack, -1, flags, out, _strip_into(_ptr(buf), s, e, out), True, False)
 
 
 def add_dss(buf, pkt, ack=-1, data_ack=None, ack64=False, data_seq=None, dsn64=False,
@@ -1489,7 +1519,7 @@ def add_dss(buf, pkt, ack=-1, data_ack=None, ack64=False, data_seq=None, dsn64=F
     while w & 3:
         out[w] = TCPOPT_NOP
         w += 1
-    return _rewrite(buf, pk, -1, ack, -1, -1, out, w, True)
+    return _rewrite(buf, pk, -1, ack, -1, -1, out, w, True, False)
 
 
 # --------------------------------------------------------------------------------------------

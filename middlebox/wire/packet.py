@@ -427,13 +427,18 @@ def rewrite(
     window: int = -1,
     options: bytes | None = None,
     flags: int = -1,
+    full_checksum: bool = False,
 ) -> bytes:
     """A new packet with the given TCP fields changed (-1 / None: unchanged).
 
     With `options`, the option area is replaced (NOP-padded to a multiple of 4; > 40 bytes
-    is a `WireError`), the data offset, IP length and IPv4 header checksum are fixed, and the
-    TCP checksum is recomputed in full. Without, only the TCP checksum is updated,
-    incrementally (RFC 1624 eqn. 3). Bytes past the IP length are dropped.
+    is a `WireError`), and the data offset, IP length and IPv4 header checksum (in full) are
+    fixed. The TCP checksum is updated incrementally from the packet's own (RFC 1624 eqn. 3),
+    with or without `options`: a router keeps a wrong checksum wrong (by the same one's-
+    complement error) instead of laundering a corrupted segment; a right one stays right and
+    equals a full recompute. `full_checksum=True` computes it from the bytes instead, for a
+    segment the caller built whose checksum field is not a checksum yet. Bytes past the IP
+    length are dropped.
     """
     if len(buf) < pkt.length:
         raise WireError("buffer shorter than the packet")
@@ -445,7 +450,7 @@ def rewrite(
     out = bytearray(buf[: pkt.length])
 
     if options is not None:
-        return _rewrite_options(out, pkt, seq, ack, window, nop_pad(options), flags)
+        return _rewrite_options(out, pkt, seq, ack, window, nop_pad(options), flags, full_checksum)
 
     check = struct.unpack_from("!H", out, tcp + TCP_OFF_CHECK)[0]
     # Each changed field is a whole number of 16-bit words at an even offset of the header.
@@ -462,6 +467,8 @@ def rewrite(
         old = bytes(out[tcp + off : tcp + off + len(new)])
         check = csum_replace(check, old, new)
         out[tcp + off : tcp + off + len(new)] = new
+    if full_checksum:
+        check = tcp_checksum(out, pkt)
     struct.pack_into("!H", out, tcp + TCP_OFF_CHECK, check)
     return bytes(out)
 
@@ -476,8 +483,24 @@ def without_mptcp(buf: bytes, pkt: Packet, ack: int = -1, flags: int = -1) -> by
     return rewrite(buf, pkt, ack=ack, flags=flags, options=strip_mptcp(buf, pkt.ip_hlen + TCP_HLEN, pkt.payload_off))
 
 
-def _rewrite_options(out: bytearray, pkt: Packet, seq, ack, window, options: bytes, flags) -> bytes:
-    """`rewrite` with a new option area: rebuild lengths and recompute checksums in full."""
+def _header_sum(buf, tcp: int, doff: int, version: int, payload_len: int) -> int:
+    """Folded one's-complement sum of the part of the TCP checksum's coverage that a rewrite
+    changes: the TCP header at `tcp` (`doff` bytes, options included) without its checksum
+    field, and the pseudo-header's TCP length (IPv4: one 16-bit word; IPv6: 32 bits, two
+    words). The rest, addresses, protocol and payload, is the same before and after: the
+    payload moves by a multiple of 4 bytes (data offsets are 32-bit words), so it is summed
+    as the same 16-bit words."""
+    tcp_len = doff + payload_len
+    length_words = tcp_len if version == 4 else (tcp_len >> 16) + (tcp_len & 0xFFFF)
+    return _fold(
+        ones_sum(buf, tcp, tcp + TCP_OFF_CHECK) + ones_sum(buf, tcp + TCP_OFF_CHECK + 2, tcp + doff) + length_words
+    )
+
+
+def _rewrite_options(out: bytearray, pkt: Packet, seq, ack, window, options: bytes, flags, full_checksum) -> bytes:
+    """`rewrite` with a new option area: rebuild lengths, recompute the IPv4 header checksum
+    and update the TCP checksum incrementally (RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), with m
+    and m' the `_header_sum` before and after)."""
     if len(options) > TCP_MAX_OPTLEN:
         raise WireError(f"TCP options of {len(options)} bytes (> 40)")
     tcp = pkt.ip_hlen
@@ -506,22 +529,29 @@ def _rewrite_options(out: bytearray, pkt: Packet, seq, ack, window, options: byt
             raise WireError("IPv6 payload longer than 65535 bytes")
         struct.pack_into("!H", new, 4, length - IPV6_HLEN)
 
-    new_pkt = Packet(
-        version=pkt.version,
-        src=pkt.src,
-        dst=pkt.dst,
-        ip_hlen=tcp,
-        ttl=pkt.ttl,
-        sport=pkt.sport,
-        dport=pkt.dport,
-        seq=pkt.seq,
-        ack=pkt.ack,
-        flags=pkt.flags,
-        window=pkt.window,
-        doff=doff,
-        payload_off=tcp + doff,
-        payload_len=pkt.payload_len,
-        length=length,
-    )
-    struct.pack_into("!H", new, tcp + TCP_OFF_CHECK, tcp_checksum(new, new_pkt))
+    if full_checksum:
+        new_pkt = Packet(
+            version=pkt.version,
+            src=pkt.src,
+            dst=pkt.dst,
+            ip_hlen=tcp,
+            ttl=pkt.ttl,
+            sport=pkt.sport,
+            dport=pkt.dport,
+            seq=pkt.seq,
+            ack=pkt.ack,
+            flags=pkt.flags,
+            window=pkt.window,
+            doff=doff,
+            payload_off=tcp + doff,
+            payload_len=pkt.payload_len,
+            length=length,
+        )
+        check = tcp_checksum(new, new_pkt)
+    else:
+        (old_check,) = struct.unpack_from("!H", out, tcp + TCP_OFF_CHECK)
+        m = _header_sum(out, tcp, pkt.doff, pkt.version, pkt.payload_len)
+        m_new = _header_sum(new, tcp, doff, pkt.version, pkt.payload_len)
+        check = ~_fold((~old_check & 0xFFFF) + (~m & 0xFFFF) + m_new) & 0xFFFF
+    struct.pack_into("!H", new, tcp + TCP_OFF_CHECK, check)
     return bytes(new)

@@ -70,6 +70,14 @@ def same(name, *args, **kw):
     return ref
 
 
+def residual(buf, pkt):
+    """The one's-complement sum of the whole TCP segment with its pseudo-header, checksum
+    field included: 0xffff when the checksum verifies, the error otherwise."""
+    field = struct.unpack_from("!H", buf, pkt.ip_hlen + 16)[0]
+    s = (~REF["tcp_checksum"](buf, pkt) & 0xFFFF) + field
+    return (s & 0xFFFF) + (s >> 16)
+
+
 def twin_packet(ref_pkt):
     """The twin's Packet with the same attributes as a reference Packet."""
     return TWIN["Packet"](*REF["packet_fields"](ref_pkt))
@@ -514,6 +522,7 @@ rewrite_args = st.fixed_dictionaries(
         "ack": near(0xFFFFFFFF),
         "window": near(0xFFFF),
         "flags": near(0xFF),
+        "full_checksum": st.booleans(),
         "options": st.one_of(
             st.none(),
             st.binary(max_size=44),
@@ -546,23 +555,28 @@ def test_rewrite(buf, kw):
         out = TWIN["rewrite"](buf, twin_pkt, **kw)
         same("parse_packet", out)
         new_ref = REF["parse_packet"](out)
-        if kw.get("options") is not None:
+        if kw.get("full_checksum"):  # computed from the bytes
             assert REF["tcp_checksum"](out, new_ref) == struct.unpack_from("!H", out, new_ref.ip_hlen + 16)[0]
+        else:  # updated incrementally: right stays right, wrong stays wrong by the same error
+            assert residual(out, new_ref) == residual(buf, ref_pkt)
 
 
 @FEW
 @given(scapy_segment(), rewrite_args)
 def test_rewrite_keeps_a_correct_checksum_correct(buf, kw):
-    """scapy's checksums are right; the incremental update must keep them right."""
+    """scapy's checksums are right; the incremental update must keep them right, and give
+    the very bytes of a full recompute (with or without new options)."""
     pkts = parsed(buf)
     assume(pkts is not None)
-    kw.pop("options", None)
+    kw.pop("full_checksum", None)
     try:
         out = TWIN["rewrite"](buf, pkts[1], **kw)
     except WireError:
         return
     pkt = REF["parse_packet"](out)
     assert REF["tcp_checksum"](out, pkt) == struct.unpack_from("!H", out, pkt.ip_hlen + 16)[0]
+    assert out == TWIN["rewrite"](buf, pkts[1], full_checksum=True, **kw)
+    assert out == REF["rewrite"](buf, pkts[0], full_checksum=True, **kw)
 
 
 def test_parse_mp_capable_every_form_and_context():
@@ -663,6 +677,8 @@ def test_add_dss(buf, kw):
         tcp = REF["strip_mptcp"](buf, pkt.ip_hlen + 20, pkt.payload_off)
         expected = REF["rewrite"](buf, pkt, ack=kw.get("ack", -1), options=REF["build_options"](tcp, (dss,)))
         assert TWIN["add_dss"](buf, pkt, **kw) == expected
+        out = TWIN["add_dss"](buf, pkt, **kw)
+        assert residual(out, REF["parse_packet"](out)) == residual(buf, pkt)
 
 
 @SETTINGS
@@ -672,7 +688,9 @@ def test_without_mptcp(buf, kw):
     r, pkt = _fused_both_packets("without_mptcp", buf, **kw)
     if r[0] == "ok":
         tcp = REF["strip_mptcp"](buf, pkt.ip_hlen + 20, pkt.payload_off)
-        assert TWIN["without_mptcp"](buf, pkt, **kw) == REF["rewrite"](buf, pkt, options=tcp, **kw)
+        out = TWIN["without_mptcp"](buf, pkt, **kw)
+        assert out == REF["rewrite"](buf, pkt, options=tcp, **kw)
+        assert residual(out, REF["parse_packet"](out)) == residual(buf, pkt)
 
 
 def test_add_dss_too_long_is_none():
