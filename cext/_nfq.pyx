@@ -3,12 +3,19 @@
 """The daemon's per-packet path, compiled (`middlebox._cnfq`); the reference is the pure-Python
 `_PyPassthrough`, `_PyConverting` and `_BudgetReader` in `middlebox/io/daemon.py`.
 
+It reads private C fields of NetfilterQueue's `Packet` and `NetfilterQueue` as declared by
+NetfilterQueue 1.1.0, the version pinned in pyproject.toml: the daemon imports this module only
+when that version is installed (`NETFILTERQUEUE_PIN` in middlebox/io/daemon.py) and uses the
+pure-Python reference otherwise.
+
 It stays within NetfilterQueue 1.1.0: the queue is opened, bound and unbound by it, and its
 `global_callback` still makes one `Packet` per queue message and calls the bound callback.
 What this module removes is the Python around that (profiled at ~2/3 of the daemon's time):
 
 * `pump(nfq, budget)` reads at most `budget` queue messages without blocking into a C buffer
   and hands each to `nfq_handle_packet` (no Python `recv` wrapper, no bytes per read);
+* `set_queue_flags(nfq, mask, flags)` sets the bound queue's flags (fail-open), which
+  NetfilterQueue does not offer;
 * `Passthrough` and `Converting` are the callbacks: C fields of the `Packet` (payload
   pointer, indev, id) instead of method calls, the verdict sent with `nfq_set_verdict`
   directly (the rewritten bytes are not copied again), the verdict dispatched by type, the
@@ -25,12 +32,17 @@ from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from netfilterqueue._impl cimport (MSG_DONTWAIT, NF_ACCEPT, NF_DROP, NetfilterQueue, Packet,
-                                   nfq_fd, nfq_handle_packet, nfq_set_verdict, recv)
+                                   nfq_fd, nfq_handle_packet, nfq_q_handle, nfq_set_verdict,
+                                   recv)
 
 import os
 
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
+
+cdef extern from "libnetfilter_queue/libnetfilter_queue.h":
+    # not declared by NetfilterQueue 1.1.0; in libnetfilter_queue since 1.0.0 (2010)
+    int nfq_set_queue_flags(nfq_q_handle *qh, unsigned int mask, unsigned int flags)
 
 cdef enum:
     BUFSIZE = 4096  # NetfilterQueue's own receive buffer (its copy range is 4016 bytes)
@@ -68,6 +80,18 @@ def pump(NetfilterQueue nfq, int budget):
         n += 1
         nfq_handle_packet(nfq.h, buf, <int>rv)
     return n, enobufs
+
+
+def set_queue_flags(NetfilterQueue nfq, unsigned int mask, unsigned int flags):
+    """Set the bound queue's NFQA_CFG_FLAGS bits in `mask` to `flags` (nfq_set_queue_flags);
+    returns 0 or the errno of the kernel's refusal (EOPNOTSUPP: a flag this kernel does not
+    know). Queue messages arriving before the kernel's answer go to the bound callback, as
+    during `bind`. Reference: `_py_set_queue_flags` in middlebox/io/daemon.py."""
+    if nfq.qh == NULL:
+        raise RuntimeError("queue not bound")
+    if nfq_set_queue_flags(nfq.qh, mask, flags) < 0:
+        return errno or -1
+    return 0
 
 
 cdef inline bint _give(Packet pkt, unsigned int verdict, object data) except -1:

@@ -1,15 +1,21 @@
 """Convert packets from an NFQUEUE until SIGINT/SIGTERM (the I/O shell around the core).
 
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
-[--passthrough] [--max-flows N] [-v]`
+[--passthrough] [--max-flows N] [--queue-maxlen N] [--no-fail-open] [-v]`
 
-* Binds the queue with NetfilterQueue (large socket receive buffer; ENOBUFS = the kernel
-  dropped queue messages: counted, the loop goes on).
+* Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
+  8 MB socket receive buffer (SO_RCVBUFFORCE, inside NetfilterQueue's bind; ENOBUFS = the
+  kernel dropped queue messages: counted, the loop goes on), and the queue flag
+  NFQA_CFG_F_FAIL_OPEN: a packet that finds the queue full (or the socket buffer full) is
+  accepted unchanged by the kernel instead of dropped (--no-fail-open keeps the drop). A
+  kernel that refuses the flag is logged once, never fatal.
 * A non-blocking loop: select() on the queue fd, at most BUDGET packets per round, then the
   stop flag, SIGUSR1 and the core's timers (every ~0.5 s). The per-packet path (the round's
   reads and the NetfilterQueue callback) is `middlebox._cnfq` (cext/_nfq.pyx), compiled,
-  unless `MIDDLEBOX_PURE_PYTHON=1` is set or it was not built; its reference is
-  `_BudgetReader`, `_PyPassthrough` and `_PyConverting` below. Signal handlers only set flags:
+  unless `MIDDLEBOX_PURE_PYTHON=1` is set, it was not built, or the installed NetfilterQueue
+  is not the version it was written against (`NETFILTERQUEUE_PIN`: it reads private fields);
+  its reference is `_BudgetReader`, `_PyPassthrough`, `_PyConverting` and
+  `_py_set_queue_flags` below. Signal handlers only set flags:
   nothing is raised inside the NetfilterQueue callback (LESSONS.md trap 12). On SIGINT or
   SIGTERM the daemon drains what is queued, unbinds and exits 0.
 * Direction: a packet whose `indev` is a guest-facing interface is `Direction.OUT`, any other
@@ -33,6 +39,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -47,9 +54,16 @@ _monotonic = time.monotonic
 BUDGET = 256  # packets handled per loop round before looking at flags and timers
 TICK = 0.5  # seconds between Converter.tick calls
 SELECT_TIMEOUT = 0.1
-QUEUE_MAXLEN = 4096  # kernel queue length (default 1024)
+QUEUE_MAXLEN = 4096  # kernel queue length (default 1024; NetfilterQueue's default too)
 SOCK_RCVBUF = 8 * 1024 * 1024
 AF_NETLINK, NETLINK_NETFILTER = 16, 12
+# `middlebox._cnfq` reads private C fields of this NetfilterQueue release (pyproject.toml pins it)
+NETFILTERQUEUE_PIN = "1.1.0"
+# nfnetlink: the queue subsystem's config message and its flag attributes
+NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG = 3, 2
+NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR = 0x1, 0x4, 0x2
+NFQA_CFG_MASK, NFQA_CFG_FLAGS = 4, 5
+NFQA_CFG_F_FAIL_OPEN = 0x1
 
 
 class DaemonError(Exception):
@@ -130,11 +144,26 @@ def _is_pure() -> bool:
     return os.environ.get("MIDDLEBOX_PURE_PYTHON", "") in ("1", "true", "yes")
 
 
-def packet_path():
+def netfilterqueue_version() -> str:
+    """The version of the NetfilterQueue the daemon imports ("?" if it does not say)."""
+    import netfilterqueue
+
+    return str(getattr(netfilterqueue, "__version__", "?"))
+
+
+def packet_path(nfq_version: str | None = None):
     """The per-packet path: the compiled `middlebox._cnfq`, or None for the Python reference
-    below (MIDDLEBOX_PURE_PYTHON=1, or not built). Imported when the daemon runs, not before:
-    it loads NetfilterQueue."""
+    below (MIDDLEBOX_PURE_PYTHON=1, not built, or NetfilterQueue is not `NETFILTERQUEUE_PIN`:
+    logged once). Imported when the daemon runs, not before: it loads NetfilterQueue.
+    `nfq_version` stands for the installed version (tests)."""
     if _is_pure():
+        return None
+    version = netfilterqueue_version() if nfq_version is None else nfq_version
+    if version != NETFILTERQUEUE_PIN:
+        log.warning("NetfilterQueue %s is installed, the compiled packet path reads private "
+                    "fields of %s: using the pure-Python packet path (slower; pip install "
+                    "NetfilterQueue==%s restores it)", version, NETFILTERQUEUE_PIN,
+                    NETFILTERQUEUE_PIN)
         return None
     try:
         from middlebox import _cnfq
@@ -167,6 +196,55 @@ class _BudgetReader:
         self.left, self.enobufs = budget, 0
         nfq.run_socket(self)
         return budget - self.left, self.enobufs
+
+
+class _Replay:
+    """One datagram for NetfilterQueue.run_socket, then EAGAIN."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data: bytes | None = data
+
+    def recv(self, n: int) -> bytes:
+        data, self.data = self.data, None
+        if data is None:
+            raise BlockingIOError(errno.EAGAIN, "replayed")
+        return data
+
+
+def _py_set_queue_flags(sock: socket.socket, nfq, queue: int, mask: int, flags: int,
+                        timeout: float = 2.0) -> int:
+    """Reference of `_cnfq.set_queue_flags` (nfq_set_queue_flags): an NFQNL_MSG_CONFIG with
+    NFQA_CFG_MASK/NFQA_CFG_FLAGS on the queue's own socket (the kernel takes a bound queue's
+    config only from its peer), NLM_F_ACK; returns 0 or the errno of the kernel's answer.
+    Queue messages read before the answer go to the bound callback, as in libnfnetlink."""
+    seq = (int(time.time()) ^ os.getpid()) & 0xFFFFFFFF
+    attrs = b"".join(struct.pack("=HH", 8, kind) + struct.pack("!I", value)  # nlattr, be32
+                     for kind, value in ((NFQA_CFG_MASK, mask), (NFQA_CFG_FLAGS, flags)))
+    body = struct.pack("!BBH", socket.AF_UNSPEC, 0, queue) + attrs  # nfgenmsg, res_id = queue
+    sock.send(struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG,
+                          NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return errno.ETIMEDOUT
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                continue
+            raise
+        off = 0
+        while off + 16 <= len(data):
+            length, kind, _, mseq, _ = struct.unpack_from("=IHHII", data, off)
+            if kind == NLMSG_ERROR and mseq == seq and off + 20 <= len(data):
+                return -struct.unpack_from("=i", data, off + 16)[0]
+            if length < 16:
+                break
+            off += (length + 3) & ~3
+        nfq.run_socket(_Replay(data))
 
 
 class _PyPassthrough:
@@ -411,6 +489,26 @@ class Daemon:
         else:
             self.stop = True
 
+    def set_fail_open(self, path, nfq, sock) -> str:
+        """NFQA_CFG_F_FAIL_OPEN on the bound queue unless --no-fail-open; returns what a full
+        queue does, for the log. A kernel that refuses the flag is logged, never fatal."""
+        if self.args.no_fail_open:
+            return "full queue drops"
+        if path:
+            err = path.set_queue_flags(nfq, NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_FAIL_OPEN)
+        else:
+            err = _py_set_queue_flags(sock, nfq, self.args.queue, NFQA_CFG_F_FAIL_OPEN,
+                                      NFQA_CFG_F_FAIL_OPEN)
+        if err:
+            self.count("fail_open_unset")
+            self.once("fail_open", f"queue {self.args.queue}: the kernel refused "
+                      f"NFQA_CFG_F_FAIL_OPEN ({os.strerror(err) if err > 0 else err}): when "
+                      f"{self.args.queue_maxlen} packets wait, further ones are DROPPED "
+                      "(counted in queue_dropped of /proc/net/netfilter/nfnetlink_queue) "
+                      "instead of passing unconverted; going on")
+            return "full queue drops: fail-open refused"
+        return "fail-open"
+
     def run(self) -> int:
         from netfilterqueue import NetfilterQueue
 
@@ -435,7 +533,8 @@ class Daemon:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                nfq.bind(self.args.queue, callback, max_len=QUEUE_MAXLEN, sock_len=SOCK_RCVBUF)
+                nfq.bind(self.args.queue, callback, max_len=self.args.queue_maxlen,
+                         sock_len=SOCK_RCVBUF)
             except OSError as e:
                 raise DaemonError(f"queue {self.args.queue} is busy or unavailable ({e}): is "
                                   "another daemon bound to it?", status=2) from None
@@ -450,7 +549,15 @@ class Daemon:
             sock = socket.socket(AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=fd)
             sock.setblocking(False)
             pump = functools.partial(_BudgetReader(sock).pump, nfq)
-        log.info("bound queue %d, %s, packet path %s, pid %d", self.args.queue, mode,
+        try:
+            overload = self.set_fail_open(path, nfq, sock)
+        except BaseException:
+            if sock is not None:
+                sock.detach()
+            nfq.unbind()
+            raise
+        log.info("bound queue %d (maxlen %d, %s), %s, packet path %s, pid %d", self.args.queue,
+                 self.args.queue_maxlen, overload, mode,
                  path.IMPLEMENTATION if path else "python", os.getpid())
         next_tick = time.monotonic() + TICK
         fds = [fd]
@@ -511,6 +618,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mtu", type=int, default=1500,
                         help="path MTU towards the servers; the MSS guests learn is clamped so that "
                              "segments with MPTCP options fit (default 1500)")
+    parser.add_argument("--queue-maxlen", type=int, default=QUEUE_MAXLEN, metavar="N",
+                        help="packets the kernel holds for the daemon; beyond it a packet passes "
+                             f"unconverted (fail-open) (default {QUEUE_MAXLEN})")
+    parser.add_argument("--no-fail-open", action="store_true",
+                        help="when the queue is full, drop packets (the kernel's default) "
+                             "instead of passing them unconverted")
     parser.add_argument("--mark", type=lambda s: int(s, 0), default=rules.INJECT_MARK,
                         help=f"SO_MARK of injected packets (default {rules.INJECT_MARK:#x})")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -524,6 +637,9 @@ def main(args: argparse.Namespace) -> int:
                         format="middlebox run: %(message)s", stream=sys.stderr)
     if args.queue < 0 or args.queue > 65535:
         print("middlebox run: --queue must be 0..65535", file=sys.stderr)
+        return 1
+    if args.queue_maxlen < 1 or args.queue_maxlen > 0xFFFFFFFF:
+        print("middlebox run: --queue-maxlen must be at least 1", file=sys.stderr)
         return 1
     try:
         return Daemon(args).run()
