@@ -494,11 +494,14 @@ class Daemon:
         queue does, for the log. A kernel that refuses the flag is logged, never fatal."""
         if self.args.no_fail_open:
             return "full queue drops"
-        if path:
-            err = path.set_queue_flags(nfq, NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_FAIL_OPEN)
-        else:
-            err = _py_set_queue_flags(sock, nfq, self.args.queue, NFQA_CFG_F_FAIL_OPEN,
-                                      NFQA_CFG_F_FAIL_OPEN)
+        try:
+            if path:
+                err = path.set_queue_flags(nfq, NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_FAIL_OPEN)
+            else:
+                err = _py_set_queue_flags(sock, nfq, self.args.queue, NFQA_CFG_F_FAIL_OPEN,
+                                          NFQA_CFG_F_FAIL_OPEN)
+        except OSError as e:  # the request could not even be sent
+            err = e.errno or -1
         if err:
             self.count("fail_open_unset")
             self.once("fail_open", f"queue {self.args.queue}: the kernel refused "

@@ -121,3 +121,42 @@ def test_py_set_queue_flags_message_and_answer(monkeypatch, error):
 def test_py_set_queue_flags_times_out_without_an_answer():
     sock = FakeNetlink()
     assert daemon._py_set_queue_flags(sock, FakeQueue(), 0, 1, 1, timeout=0.05) == errno.ETIMEDOUT
+
+
+# -- a kernel that refuses the flag ------------------------------------------------------------
+
+
+class RefusingPath:
+    def set_queue_flags(self, nfq, mask, flags):
+        return errno.EOPNOTSUPP
+
+
+class UnsendablePath:
+    def set_queue_flags(self, nfq, mask, flags):
+        raise OSError(errno.EPERM, "not permitted")
+
+
+@pytest.mark.parametrize("path", [RefusingPath(), UnsendablePath()], ids=["refused", "oserror"])
+def test_refused_fail_open_is_logged_once_and_not_fatal(path, caplog):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    daemon.add_arguments(parser)
+    d = daemon.Daemon(parser.parse_args(["--queue", "3", "--queue-maxlen", "100"]))
+    with caplog.at_level(logging.WARNING, logger="middlebox.run"):
+        assert "refused" in d.set_fail_open(path, object(), None)
+        d.set_fail_open(path, object(), None)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert "queue 3" in lines[0] and "NFQA_CFG_F_FAIL_OPEN" in lines[0]
+    assert "100 packets wait" in lines[0] and "DROPPED" in lines[0]
+    assert d.counters()["fail_open_unset"] == 2
+
+
+def test_no_fail_open_leaves_the_flag_alone():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    daemon.add_arguments(parser)
+    d = daemon.Daemon(parser.parse_args(["--no-fail-open"]))
+    assert d.set_fail_open(UnsendablePath(), object(), None) == "full queue drops"
