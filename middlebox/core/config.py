@@ -9,10 +9,14 @@ from dataclasses import dataclass
 class Config:
     version: int = 1  # MPTCP version offered on guest SYNs: 1 (RFC 8684) or 0 (RFC 6824)
     checksum: bool = False  # ask for DSS checksums (A bit on our SYN)
-    max_flows: int = 65536  # flow table cap; the oldest idle flow is evicted when full
+    max_flows: int = 65536  # flow table cap; when full, evict by class (Converter._new_flow)
     mtu: int = 1500  # path MTU towards the servers, for the MSS clamp
     # idle timeouts in seconds, by flow state (tick(now) expires flows)
-    established_timeout: float = 300.0  # established, MP_CAPABLE pending, fallback
+    # An MPTCP flow must live as long as conntrack keeps the connection (5 days): forgetting it
+    # would send its next data without DSS, a silent downgrade of every idle SSH session.
+    # The table cap and fair eviction bound the memory instead.
+    established_timeout: float = 432000.0  # MP_CAPABLE pending, established
+    fallback_timeout: float = 300.0  # plain TCP (fallback, MPTCP guests): forgetting costs nothing
     half_open_timeout: float = 60.0  # SYN sent, no SYN/ACK yet
     closing_timeout: float = 120.0  # a FIN/DATA_FIN seen, close not complete
     time_wait_timeout: float = 60.0  # 2 * MSL-ish after both DATA_FINs were acked

@@ -7,12 +7,19 @@ cimport cython
 
 from middlebox._cwire cimport Packet  # the wire twin's parsed header: C struct reads
 
-from .flow cimport Flow, Subflow, seq_before
+from .flow cimport Flow, Subflow, seq_before, _unwrap
+
+cdef long long MAX_JUMP
+cdef int MAX_RANGES
 
 cdef long long M32
 cdef unsigned long long M64
 cdef int FIN, SYN, RST, ACK, TCP_HLEN
-cdef object OUT, NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING
+cdef object OUT, NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING, SYN_SENT, GUEST_MPTCP
+cdef object IN_SYN, IN_RST_CHALLENGE, IN_RST_OUTSIDE, IN_OUTSIDE, IN_CSUM_MISSING
+cdef object IN_CSUM_BAD_LATE, IN_UNRECONCILABLE, IN_OLD, GuestMPTCPPacket
+cdef tuple CLASS_OF_STATE, EVICTED, IS_MPTCP
+cdef long long WND_SLACK
 cdef object OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK, OUT_DATA, OUT_FIN, OUT_RST
 cdef object OUT_CLOSE_DONE, OUT_ODD
 cdef object IN_SYNACK_MPC, IN_SYNACK_PLAIN, IN_DSS, IN_DSS_NOACK, IN_DATA_FIN, IN_INFINITE
@@ -30,29 +37,39 @@ cdef class Converter:
     cdef public object flows
     cdef public dict counters
     cdef tuple _dispatch
+    cdef tuple _lru
     cdef dict _mss_limit
     cdef dict _timeout
-    cdef double _min_timeout
+    cdef tuple _min_timeout
     cdef set _logged
 
-    @cython.locals(pkt=Packet, flags=int, flow=Flow)
+    @cython.locals(pkt=Packet, flags=int, flow=Flow, c=int)
     cpdef list _handle(self, object data, object direction, double now)
     cdef Flow _new_flow(self, tuple key, double now)
     @cython.locals(f=int)
     cpdef object _classify_out(self, Flow flow, Packet pkt, object data)
-    @cython.locals(f=int)
+    @cython.locals(f=int, judged=bint, sf=Subflow, base="long long", r="long long", n="long long",
+                   d="long long")
     cpdef tuple _classify_in(self, Flow flow, Packet pkt, object data)
 
     cpdef list _h_pass_out(self, Flow flow, Packet pkt, object data, object ctx)
     cpdef list _h_pass_in(self, Flow flow, Packet pkt, object data, object ctx)
     @cython.locals(sf=Subflow, plen=long, fin=int, ack="long long", new_ack="long long",
                    counters=dict, data_ack="unsigned long long", rel="long long",
-                   dsn="unsigned long long", data_len=long, subflow_seq="long long")
+                   dsn="unsigned long long", data_len=long, subflow_seq="long long",
+                   s_ack="long long", edge="long long", sub_ack="long long")
     cpdef list _h_out(self, Flow flow, Packet pkt, object data, object ctx)
-    cdef list _with_option(self, Packet pkt, object data, object opt, long long new_ack)
-    @cython.locals(sf=Subflow, f=int, plen=long, counters=dict, end="long long", rel="long long",
-                   new_ack="long long", new_flags=int, guest_closed=bint, guest_ack="long long",
-                   fin_len=int, fin_seq="long long", ssn="long long", dlen="long long",
-                   data_seq=object, data_fin=bint, dsn64=bint)
+    cdef list _with_option(self, Packet pkt, object data, object opt, long long new_ack, object raw=*)
     cpdef list _h_in_(self, Flow flow, Packet pkt, object data, object dss)
+    @cython.locals(sf=Subflow, f=int, plen=long, counters=dict, r="long long", new_ack="long long",
+                   new_flags=int, guest_closed=bint, data_fin=bint, fin_d="long long", own_map=bint,
+                   guest_ack="long long", d="long long", dlen="long long", fin_len=int,
+                   m_r="long long", m_len="long long", m_d="long long", sf_m_r="long long",
+                   sf_m_len="long long", sf_m_d="long long", d0="long long", guest_seq="long long",
+                   gend="long long", fin_seq="long long", end="long long", sub_ack="long long")
+    cdef list _in_segment(self, Flow flow, Packet pkt, object data, object dss, bint old)
+    cdef object _to_guest(self, Packet pkt, object data, long long guest_seq, long long new_ack, int new_flags)
+    @cython.locals(plen=long)
+    cdef bint _csum_step(self, Subflow sf, object data, Packet pkt, long long r, long long m_r,
+                         long long m_len) except -1
     cdef object _stripped(self, Packet pkt, object data)

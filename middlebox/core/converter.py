@@ -42,16 +42,18 @@ from middlebox.wire import (
     key_idsn,
     mptcp_options,
     new_key,
+    ones_sum,
     parse_options,
     parse_packet,
     rewrite,
     strip_mptcp,
+    tcp_checksum,
     without_mptcp,
 )
 
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
-from .flow import Flow, seq_before  # noqa: E402
+from .flow import MAX_JUMP, MAX_RANGES, Flow, _unwrap, seq_before  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ S = State
 # Enum class costs ~0.1 µs in CPython 3.11, as much as the whole classification.
 OUT = Direction.OUT
 NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING = S.NEW, S.MPC_PENDING, S.FALLBACK, S.FALLBACK_CLOSING
+SYN_SENT, GUEST_MPTCP = S.SYN_SENT, S.GUEST_MPTCP
 OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK = I.OUT_SYN, I.OUT_SYN_RTX, I.OUT_SYN_MPTCP, I.OUT_ACK
 OUT_DATA, OUT_FIN, OUT_RST, OUT_CLOSE_DONE, OUT_ODD = I.OUT_DATA, I.OUT_FIN, I.OUT_RST, I.OUT_CLOSE_DONE, I.OUT_ODD
 IN_SYNACK_MPC, IN_SYNACK_PLAIN, IN_DSS, IN_DSS_NOACK = I.IN_SYNACK_MPC, I.IN_SYNACK_PLAIN, I.IN_DSS, I.IN_DSS_NOACK
@@ -79,6 +82,26 @@ IN_DATA_FIN, IN_INFINITE, IN_NODSS_DATA, IN_NODSS = I.IN_DATA_FIN, I.IN_INFINITE
 IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD, IN_STALE_ACK = (
     I.IN_RST, I.IN_FASTCLOSE, I.IN_CLOSE_DONE, I.IN_ODD, I.IN_STALE_ACK)
 IN_MP_FAIL, IN_CSUM_BAD, OUT_INFINITE, IN_FIN = I.IN_MP_FAIL, I.IN_CSUM_BAD, I.OUT_INFINITE, I.IN_FIN
+IN_SYN, IN_RST_CHALLENGE, IN_RST_OUTSIDE, IN_OUTSIDE = I.IN_SYN, I.IN_RST_CHALLENGE, I.IN_RST_OUTSIDE, I.IN_OUTSIDE
+IN_CSUM_MISSING, IN_CSUM_BAD_LATE, IN_UNRECONCILABLE, IN_OLD = (
+    I.IN_CSUM_MISSING, I.IN_CSUM_BAD_LATE, I.IN_UNRECONCILABLE, I.IN_OLD)
+GuestMPTCPPacket = Counter.GuestMPTCPPacket
+
+# Eviction classes, cheapest to evict first (docs/core-api.md, "flow table"): flows that pass
+# unchanged once forgotten, then finished ones, then half-open ones (a SYN flood's), and a
+# converting flow only when nothing else is left. Each class is an exact LRU.
+EVICT_PASSIVE, EVICT_TIME_WAIT, EVICT_HALF_OPEN, EVICT_ACTIVE = 0, 1, 2, 3
+_EVICTION_CLASS = {
+    S.CLOSED: EVICT_PASSIVE, S.FALLBACK: EVICT_PASSIVE, S.FALLBACK_CLOSING: EVICT_PASSIVE,
+    S.GUEST_MPTCP: EVICT_PASSIVE, S.TIME_WAIT: EVICT_TIME_WAIT,
+    S.NEW: EVICT_HALF_OPEN, S.SYN_SENT: EVICT_HALF_OPEN,
+    S.MPC_PENDING: EVICT_ACTIVE, S.ESTABLISHED: EVICT_ACTIVE, S.CLOSING: EVICT_ACTIVE,
+}
+CLASS_OF_STATE = tuple(_EVICTION_CLASS[st] for st in sorted(S))  # indexed by state value
+EVICTED = (Counter.FlowEvictedPassive, Counter.FlowEvictedTimeWait, Counter.FlowEvictedHalfOpen,
+           Counter.FlowEvictedActive)
+IS_MPTCP = tuple(st in (S.MPC_PENDING, S.ESTABLISHED, S.CLOSING, S.TIME_WAIT) for st in sorted(S))
+WND_SLACK = 65535  # beyond the guest's window edge: zero-window probes, window rounding
 DSSTX, DataAckTX, DSSRX, DataAckMismatch = Counter.DSSTX, Counter.DataAckTX, Counter.DSSRX, Counter.DataAckMismatch
 
 _new_action = object.__new__
@@ -99,7 +122,9 @@ class Converter:
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config = config or Config()
-        self.flows: OrderedDict[tuple, Flow] = OrderedDict()  # LRU-ish: see _touch
+        self.flows: dict[tuple, Flow] = {}
+        # one exact LRU per eviction class (key -> flow, least recently active first)
+        self._lru = (OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict())
         self.counters = new_counters()
         # TABLE as a tuple (by state) of tuples (by input) of (bound handler, next state) or
         # None: two index operations per packet instead of hashing a pair of enums.
@@ -108,7 +133,8 @@ class Converter:
         )
         self._mss_limit = {4: config.mss_limit(4), 6: config.mss_limit(6)}
         self._timeout = {s: float(getattr(config, attr)) for s, attr in TIMEOUT_OF_STATE.items()}
-        self._min_timeout = min(self._timeout.values())
+        self._min_timeout = tuple(  # the shortest timeout in each eviction class
+            min(t for st, t in self._timeout.items() if CLASS_OF_STATE[st] == c) for c in range(4))
         self._logged: set[str] = set()
 
     def _entry(self, state: State, inp: Input):
@@ -134,18 +160,24 @@ class Converter:
         flows = self.flows
         if not flows:
             return []
-        timeout, floor = self._timeout, self._min_timeout
-        dead = []
-        # `flows` is ordered by `moved`; `last >= moved`, so once a flow was moved less than
-        # the shortest timeout ago, no later flow can have expired.
-        for key, flow in flows.items():
-            if now - flow.moved < floor:
-                break
-            if now - flow.last >= timeout[flow.state]:
-                dead.append(key)
-        for key in dead:
-            del flows[key]
-        self.counters[Counter.FlowExpired] += len(dead)
+        timeout = self._timeout
+        expired = 0
+        for c in range(4):
+            lru = self._lru[c]
+            floor = self._min_timeout[c]
+            dead = []
+            # each LRU is ordered by `last`: once a flow was active less than the class's
+            # shortest timeout ago, no later one can have expired
+            for key, flow in lru.items():
+                if now - flow.last < floor:
+                    break
+                if now - flow.last >= timeout[flow.state]:
+                    dead.append(key)
+            for key in dead:
+                del lru[key]
+                del flows[key]
+            expired += len(dead)
+        self.counters[Counter.FlowExpired] += expired
         return []
 
     # -- per packet --------------------------------------------------------------------------
@@ -169,11 +201,12 @@ class Converter:
             flow = self._new_flow(key, now)
         else:
             flow.last = now
-            if now - flow.moved > 1.0:  # keep the table roughly in LRU order, cheaply
-                self.flows.move_to_end(key)
-                flow.moved = now
+            self._lru[flow.cls].move_to_end(key)  # exact LRU order within the flow's class
             state = flow.state
             if (state is FALLBACK or state is FALLBACK_CLOSING) and not flags & (SYN | RST | FIN):
+                return [ACCEPT]
+            if state is GUEST_MPTCP and (direction != OUT or flags & (SYN | ACK) != SYN):
+                self.counters[GuestMPTCPPacket] += 1  # its connection, not ours: untouched
                 return [ACCEPT]
         if direction == OUT:
             inp, ctx = self._classify_out(flow, pkt, data), None
@@ -186,16 +219,33 @@ class Converter:
         handler, nxt = entry
         actions = handler(flow, pkt, data, ctx)
         flow.state = nxt
+        c = CLASS_OF_STATE[nxt]
+        if c != flow.cls:
+            del self._lru[flow.cls][key]
+            self._lru[c][key] = flow
+            flow.cls = c
         return actions
 
     def _new_flow(self, key: tuple, now: float) -> Flow:
+        """A flow for a new guest SYN. When the table is full, one flow goes: the least
+        recently active of the cheapest class to lose (EVICT_* above), so a SYN flood evicts
+        its own half-open flows and never a converting transfer while another choice exists."""
         flows = self.flows
+        counters = self.counters
         if len(flows) >= self.config.max_flows:
-            self.counters[Counter.FlowTableFull] += 1
-            flows.popitem(last=False)  # the least recently active (to within a second)
-            self.counters[Counter.FlowEvicted] += 1
+            counters[Counter.FlowTableFull] += 1
+            for c in range(4):
+                lru = self._lru[c]
+                if lru:
+                    old, _ = lru.popitem(last=False)
+                    del flows[old]
+                    counters[Counter.FlowEvicted] += 1
+                    counters[EVICTED[c]] += 1
+                    break
         flow = flows[key] = Flow(now, self.config.version)
-        self.counters[Counter.FlowCreated] += 1
+        flow.cls = EVICT_HALF_OPEN  # NEW
+        self._lru[EVICT_HALF_OPEN][key] = flow
+        counters[Counter.FlowCreated] += 1
         return flow
 
     # -- classification: packet -> Input ----------------------------------------------------
@@ -228,6 +278,8 @@ class Converter:
         return OUT_ACK
 
     def _classify_in(self, flow: Flow, pkt, data: bytes) -> tuple:
+        """Server segment -> Input. Reads facts only (options, flags, where the segment lies
+        against the guest's window as the converter knows it): nothing moves here."""
         f = pkt.flags
         mptcp = mptcp_options(data, pkt)  # each parsed (parse_mptcp), None when malformed
         dss = mpc = tcprst = fastclose = mpfail = None
@@ -243,21 +295,48 @@ class Converter:
                 tcprst = o
             elif t is MpFail:
                 mpfail = o
+        state = flow.state
+        # Where the segment lies (64-bit, relative subflow seq) against what the guest acked
+        # (rcv_base) and the right edge of the window it offered (RFC 9293 §3.10.7.4).
+        judged = IS_MPTCP[state]
+        sf = flow.sf
+        base = sf.rcv_base
+        r = 0
+        n = 0
+        if judged:
+            r = _unwrap((pkt.seq - sf.remote_isn) & M32, base)
+            n = pkt.payload_len + (1 if f & FIN else 0)
         if fastclose is not None:
-            # RFC 8684 §3.5: only "containing the valid key" closes the connection
-            if fastclose.rcvr_key == flow.local_key:
+            # RFC 8684 §3.5: only "containing the valid key" closes the connection, and only on
+            # a segment the guest would take
+            if fastclose.rcvr_key != flow.local_key:
+                self.counters[Counter.FastCloseBadKey] += 1
+            elif not judged or (base <= r + n and r <= sf.rcv_edge + WND_SLACK):
                 return IN_FASTCLOSE, None
-            self.counters[Counter.FastCloseBadKey] += 1
+            else:
+                self.counters[Counter.FastCloseOutOfWindow] += 1
         if f & RST:
+            if state is SYN_SENT:  # RFC 9293 §3.10.7.3: acceptable if it acks our SYN
+                if f & ACK and pkt.ack == (flow.guest_isn + 1) & M32:
+                    return IN_RST, tcprst
+                return IN_RST_OUTSIDE, None
+            if judged:  # RFC 5961 §3.2
+                if r == base:
+                    return IN_RST, tcprst
+                if base < r and r < sf.rcv_edge:
+                    return IN_RST_CHALLENGE, None
+                return IN_RST_OUTSIDE, None
             return IN_RST, tcprst
         if f & SYN:
             if not f & ACK:
-                return IN_ODD, None
+                return IN_SYN, None
             if mpc is not None and mpc.version == flow.version and mpc.sndr_key is not None:
                 return IN_SYNACK_MPC, mpc
             return IN_SYNACK_PLAIN, mpc
         if not f & ACK:
             return IN_ODD, None
+        if judged and (r > sf.rcv_edge + WND_SLACK or r + n + MAX_JUMP < base):
+            return IN_OUTSIDE, None
         if (
             flow.fin_ack_delivered
             and flow.remote_fin_acked
@@ -266,19 +345,35 @@ class Converter:
             and (dss is None or not dss.data_fin)
         ):
             return IN_STALE_ACK, dss
+        if judged and (r + n < base or (n and r + n == base)):
+            return IN_OLD, dss  # a retransmission of what the guest has: nothing acts
         if dss is None:
-            if f & FIN and (flow.state is FALLBACK or flow.state is FALLBACK_CLOSING):
+            if f & FIN and (state is FALLBACK or state is FALLBACK_CLOSING):
                 return IN_FIN, None
             if mpfail is not None:
                 return IN_MP_FAIL, (mpfail, None)
             if not mptcp and (pkt.payload_len or f & FIN or seq_before((flow.guest_isn + 1) & M32, pkt.ack)):
+                if judged and sf.off != 0:  # a fallback needs subflow seq == data seq
+                    return IN_UNRECONCILABLE, Counter.FallbackUnreconcilable
                 return IN_NODSS_DATA, None
             return IN_NODSS, None
         if dss.data_seq is not None:
+            if flow.checksum and dss.csum is None:  # RFC 8684 §3.3: not a valid mapping
+                return IN_CSUM_MISSING, Counter.DataCsumMissing
+            d = flow.remote_rel(dss.data_seq, dss.dsn64)
+            if d < 0:
+                return IN_OUTSIDE, None
             if dss.data_len == 0:
+                # infinite mapping (§3.7): plain TCP from here, which needs subflow seq ==
+                # data seq; where the server's subflow drifted from its data, it cannot be
+                if sf.off != 0 or (dss.subflow_seq != 0 and _unwrap(dss.subflow_seq, r) != d):
+                    return IN_UNRECONCILABLE, Counter.FallbackUnreconcilable
                 return IN_INFINITE, mpfail
-            if flow.checksum and pkt.payload_len and dss.csum is not None and not _csum_ok(flow, pkt, data, dss):
-                return IN_CSUM_BAD, dss
+            if flow.checksum and pkt.payload_len:
+                if not _csum_ok(flow, pkt, data, dss):
+                    return IN_CSUM_BAD, dss
+                if _csum_late_bad(flow, sf, pkt, data, dss, r, d):
+                    return IN_CSUM_BAD_LATE, Counter.DataCsumLateErr
         if mpfail is not None:
             return IN_MP_FAIL, (mpfail, dss)
         if dss.data_fin:
@@ -319,6 +414,8 @@ class Converter:
         # v1 SYN: no key (length 4); v0 SYN: our key (length 12)
         opt = MpCapable(flow.version, mflags, flow.local_key if flow.version == 0 else None)
         start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
+        flow.guest_window = pkt.window
+        flow.guest_wscale = parse_options(data, start, end).wscale  # -1: none (see _h_synack)
         raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
         try:
             options = build_options(raw, (opt,))
@@ -340,6 +437,12 @@ class Converter:
         flow.checksum = self.config.checksum or mpc.checksum  # either A bit (§3.1)
         self.counters[Counter.MPCapableSYNACKRX] += 1
         start = pkt.ip_hlen + TCP_HLEN
+        # window scaling holds when both SYNs carry it (RFC 7323 §2.2); the guest's SYN window
+        # is unscaled: the first right edge the server may fill
+        if flow.guest_wscale < 0 or parse_options(data, start, pkt.payload_off).wscale < 0:
+            flow.guest_wscale = 0
+        flow.guest_wscale = min(flow.guest_wscale, 14)
+        flow.sf.rcv_edge = 1 + max(flow.guest_window, 65535)
         raw = self._clamp_mss(strip_mptcp(data, start, pkt.payload_off), pkt.version)
         return [Rewrite(rewrite(data, pkt, options=raw))]
 
@@ -350,29 +453,44 @@ class Converter:
         return [self._stripped(pkt, data)]
 
     def _h_out(self, flow, pkt, data, ctx):
-        """Guest ACK/data/FIN: MP_CAPABLE (third ACK, first data) or DSS (RFC 8684 §3.1, §3.3)."""
+        """Guest ACK/data/FIN: MP_CAPABLE (third ACK, first data) or DSS (RFC 8684 §3.1, §3.3).
+
+        The guest's ack is data-level; the subflow ack it becomes is what the converter
+        received on the subflow and the guest has (Subflow.subflow_ack), and its SACK blocks
+        move with it once the subflow's space drifted from the data's."""
         sf = flow.sf
         plen = pkt.payload_len
         fin = pkt.flags & FIN
         ack = pkt.ack
         new_ack = -1
         counters = self.counters
+        rel = 0
+        if plen or fin:
+            rel = flow.guest_rel(pkt.seq)
+            if rel < 0:  # before the ISN or far ahead: never a DSN, never the widening base
+                counters[Counter.GuestSeqOutOfWindow] += 1
+                return [Drop("guest segment outside its own sequence space")]
         flow.guest_window = pkt.window  # for the ACKs we may have to inject
-        if flow.remote_fin:
-            if not flow.remote_fin_acked and not seq_before(ack, (flow.remote_fin_seq + 1) & M32):
-                flow.remote_fin_acked = True
-            # A DATA_FIN the server sent without a subflow FIN reached the guest as a FIN: the
-            # subflow ack must not cover that FIN until the server really sends one.
-            if seq_before(sf.remote_snd_max, ack):
-                new_ack = sf.remote_snd_max
-                counters[Counter.SubflowAckClamped] += 1
         data_ack = flow.data_ack_of_guest_ack(ack)
         if not flow.ack64:
             data_ack &= M32
-        rel = (pkt.seq - sf.local_isn) & M32  # relative subflow seq; subflow 1: the guest's
-        if flow.state is MPC_PENDING and rel == 1 and not fin and (plen == 0 or flow.version == 1):
-            # §3.1: MP_CAPABLE with both keys on the third ACK (and pure ACKs until data), with
-            # the data-level length (+ checksum) on the first data: mapping DSN IDSN+1, ssn 1.
+        if flow.remote_fin and not flow.remote_fin_acked and not seq_before(ack, (flow.remote_fin_seq + 1) & M32):
+            flow.remote_fin_acked = True
+        s_ack = sf.subflow_ack(flow.rcv_rel)
+        edge = s_ack + (pkt.window << flow.guest_wscale)
+        if edge > sf.rcv_edge:
+            sf.rcv_edge = edge
+        sub_ack = (sf.remote_isn + s_ack) & M32
+        if sub_ack != ack:
+            new_ack = sub_ack
+            counters[Counter.SubflowAckClamped] += 1
+        raw = None  # the guest's TCP options with translated SACK blocks, when they need it
+        if sf.shifted and pkt.doff > TCP_HLEN + 12:
+            raw = self._sack_translated(flow, sf, pkt, data)
+        if flow.state is MPC_PENDING and not fin and (plen == 0 or ((pkt.seq - sf.local_isn) & M32 == 1 and flow.version == 1)):
+            # §3.1: MP_CAPABLE with both keys on the third ACK (and pure ACKs until data; after
+            # a Fast Open SYN whatever their seq), with the data-level length (+ checksum) on
+            # the first data: mapping DSN IDSN+1, ssn 1.
             mflags = MPTCP_CAP_HMAC | (MPTCP_CAP_CHECKSUM_REQD if flow.checksum else 0)
             if plen:
                 csum = None
@@ -383,11 +501,11 @@ class Converter:
             else:
                 opt = MpCapable(flow.version, mflags, flow.local_key, flow.remote_key)
                 counters[Counter.MPCapableACKTX] += 1
-            return self._with_option(pkt, data, opt, new_ack)
+            return self._with_option(pkt, data, opt, new_ack, raw)
         if plen or fin:
-            dsn = flow.dsn_of_guest_seq(pkt.seq)
+            dsn = (flow.local_idsn + rel) & M64
             data_len = plen + 1 if fin else plen  # DATA_FIN takes one DSN (§3.3)
-            subflow_seq = rel if plen else 0  # a bare DATA_FIN: subflow seq 0, length 1
+            subflow_seq = (pkt.seq - sf.local_isn) & M32 if plen else 0  # bare DATA_FIN: ssn 0, length 1
             csum = None
             if flow.checksum:  # §3.3.1
                 csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
@@ -399,40 +517,77 @@ class Converter:
                     flow.local_fin_seq = (pkt.seq + plen) & M32
                 counters[Counter.DataFinTX] += 1
             counters[DSSTX] += 1
-            out = add_dss(data, pkt, new_ack, data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum,
-                          bool(fin))
-            if out is None:  # no room: make some (RFC 8684 wins over SACK blocks)
+            out = None
+            if raw is None:
+                out = add_dss(data, pkt, new_ack, data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum,
+                              bool(fin))
+            if out is None:  # no room (RFC 8684 wins over SACK blocks), or translated SACK
                 opt = Dss(data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum, bool(fin))
-                return self._with_option(pkt, data, opt, new_ack)
+                return self._with_option(pkt, data, opt, new_ack, raw)
         else:
             counters[DataAckTX] += 1
-            out = add_dss(data, pkt, new_ack, data_ack, flow.ack64)
+            out = None
+            if raw is None:
+                out = add_dss(data, pkt, new_ack, data_ack, flow.ack64)
             if out is None:
-                return self._with_option(pkt, data, Dss(data_ack, flow.ack64), new_ack)
+                return self._with_option(pkt, data, Dss(data_ack, flow.ack64), new_ack, raw)
         return [_rewrite(out)]
 
-    def _with_option(self, pkt, data: bytes, opt, new_ack: int) -> list:
-        """The guest segment with `opt` as its MPTCP option, SACK blocks dropped for room."""
-        options = self._room(pkt, data, opt)
+    def _sack_translated(self, flow, sf, pkt, data: bytes):
+        """The guest's non-MPTCP options with its SACK blocks (data level) moved into the
+        subflow's space through the received ranges (a block no single range holds is left
+        out), or None when the segment has no SACK blocks."""
+        o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        if not o.sack:
+            return None
+        blocks = []
+        for left, right in o.sack:
+            dl = _unwrap((left - flow.server_isn) & M32, flow.rcv_rel)
+            dr = dl + ((right - left) & M32)
+            r = sf.sack_block(dl, dr)
+            if r < 0:
+                self.counters[Counter.SackUnmapped] += 1
+                continue
+            blocks.append(((sf.remote_isn + r) & M32, (sf.remote_isn + r + dr - dl) & M32))
+        self.counters[Counter.SackTranslated] += 1
+        return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, tuple(blocks))
+
+    def _with_option(self, pkt, data: bytes, opt, new_ack: int, raw=None) -> list:
+        """The guest segment with `opt` as its MPTCP option, SACK blocks dropped for room;
+        `raw`: the non-MPTCP options to use instead of the segment's own."""
+        options = self._room(pkt, data, opt, raw)
         if options is None:
-            return [ACCEPT] if new_ack == -1 else [Rewrite(rewrite(data, pkt, ack=new_ack))]
+            if raw is not None:  # no room even without SACK: the ack must still be translated
+                options = self._room(pkt, data, opt, None)
+            if options is None:
+                return [ACCEPT] if new_ack == -1 else [Rewrite(rewrite(data, pkt, ack=new_ack))]
         return [Rewrite(rewrite(data, pkt, ack=new_ack, options=options))]
 
     def _h_in_(self, flow, pkt, data, dss):
-        """Server segment: check the mapping, DATA_ACK -> guest ack, DATA_FIN -> FIN, strip."""
+        return self._in_segment(flow, pkt, data, dss, False)
+
+    def _h_in_old(self, flow, pkt, data, dss):
+        """A segment wholly before the guest's rcv_nxt: its bytes go to the guest as the
+        duplicate they are (it answers with the ACK the server needs), placed by their
+        mapping; no DATA_FIN, mapping or checksum state moves."""
+        return self._in_segment(flow, pkt, data, dss, True)
+
+    def _in_segment(self, flow, pkt, data, dss, old):
+        """Server segment: placed at the guest seq of its DSN (never at its subflow seq),
+        DATA_ACK -> guest ack, DATA_FIN -> FIN, MPTCP options stripped."""
         sf = flow.sf
         f = pkt.flags
         plen = pkt.payload_len
         counters = self.counters
-        end = (pkt.seq + plen + (1 if f & FIN else 0)) & M32
-        if seq_before(sf.remote_snd_max, end):
-            sf.remote_snd_max = end
+        r = _unwrap((pkt.seq - sf.remote_isn) & M32, sf.rcv_base)
         new_ack = new_flags = -1
         guest_closed = flow.guest_passive and flow.fin_ack_delivered  # LAST_ACK is over
-        rel = (pkt.seq - sf.remote_isn) & M32
+        data_fin = False
+        fin_d = 0
+        own_map = False
         if dss is not None:
             counters[DSSRX] += 1
-            data_ack, data_seq, data_fin = dss.data_ack, dss.data_seq, dss.data_fin
+            data_ack, data_seq = dss.data_ack, dss.data_seq
             if data_ack is not None:
                 if flow.state is MPC_PENDING:
                     counters[Counter.MPCapableEstablished] += 1
@@ -441,86 +596,162 @@ class Converter:
                     counters[DataAckMismatch] += 1
                     new_ack = guest_ack  # the connection-level ack is what the guest learns
                 if (
-                    flow.local_fin
+                    not old
+                    and flow.local_fin
                     and not flow.local_fin_acked
                     and not seq_before(guest_ack, (flow.local_fin_seq + 1) & M32)
                 ):
                     flow.local_fin_acked = True
             if data_seq is not None:
-                dsn64 = dss.dsn64
-                if dsn64:
+                d = flow.remote_rel(data_seq, dss.dsn64)
+                if d < 0:
+                    counters[Counter.SeqOutOfWindow] += 1
+                    return [Drop("server DSN outside the guest's window")]
+                if dss.dsn64:
                     flow.ack64 = True  # a 64-bit DSN must be acked with a 64-bit DATA_ACK
-                ssn, dlen = dss.subflow_seq, dss.data_len
-                fin_len = 1 if data_fin else 0
-                if not (data_fin and dlen == 1 and ssn == 0):  # not a bare DATA_FIN
-                    if (data_seq - flow.remote_idsn) & M32 != ssn:
-                        counters[Counter.MappingMismatch] += 1
-                    # (the DSS checksum was checked by _classify_in: a failure is IN_CSUM_BAD)
-                    if plen and not _covers(ssn, dlen - fin_len, rel, plen):
-                        counters[Counter.MappingUncovered] += 1
-                    sf.rmap_ssn, sf.rmap_len = ssn, dlen - fin_len
-                if data_fin:
-                    fin_seq = flow.guest_seq_of_remote_dsn((data_seq + dlen - 1) & M64)
-                    if not flow.remote_fin:
-                        flow.remote_fin = True
-                        flow.remote_fin_seq = fin_seq
-                        counters[Counter.DataFinRX] += 1
-                    if not f & FIN:
-                        if fin_seq == (pkt.seq + plen) & M32:
-                            new_flags = f | FIN
-                        else:
-                            counters[Counter.DataFinDeferred] += 1
-        elif plen and not _covers(sf.rmap_ssn, sf.rmap_len, rel, plen):
-            counters[Counter.MappingUncovered] += 1
+                dlen = dss.data_len
+                fin_len = 1 if dss.data_fin else 0
+                if not (dss.data_fin and dlen == 1 and dss.subflow_seq == 0):  # not a bare DATA_FIN
+                    m_r = _unwrap(dss.subflow_seq, r)
+                    if old:
+                        own_map = True
+                        sf_m_r, sf_m_len, sf_m_d = m_r, dlen - fin_len, d
+                    else:
+                        sf.rmap_r, sf.rmap_len, sf.rmap_d = m_r, dlen - fin_len, d
+                        sf.rmap_csum = dss.csum if dss.csum is not None else -1
+                        sf.rmap_valid = True
+                if dss.data_fin and not old:
+                    data_fin = True
+                    fin_d = d + dlen - 1
+        if old and own_map:
+            m_r, m_len, m_d = sf_m_r, sf_m_len, sf_m_d
+        elif sf.rmap_valid and not old:
+            m_r, m_len, m_d = sf.rmap_r, sf.rmap_len, sf.rmap_d
+        else:
+            m_r, m_len, m_d = r, plen, r - sf.off  # no mapping: only for a duplicate
+        if plen:
+            if not old and not sf.rmap_valid:
+                counters[Counter.MappingUncovered] += 1
+                return [Drop("server data before any mapping")]
+            if r < m_r or r + plen > m_r + m_len:
+                counters[Counter.MappingUncovered] += 1
+                return [Drop("server data not covered by its mapping")]
+            d0 = m_d + (r - m_r)
+            if not old:
+                if r - d0 != 0:
+                    counters[Counter.MappingMismatch] += 1
+                    if r - d0 != sf.off:
+                        counters[Counter.MappingShifted] += 1
+                if flow.checksum and not self._csum_step(sf, data, pkt, r, m_r, m_len):
+                    counters[Counter.DataCsumHoleDropped] += 1
+                    return [Drop("checksummed mapping: segment after a hole")]
+                if not sf.record(r, plen, d0):
+                    counters[Counter.RangeMapFull if len(sf.ranges) >= MAX_RANGES else Counter.MappingConflict] += 1
+                    return [Drop("server data that the subflow's ranges cannot take")]
+                if r + plen > sf.rcv_max:
+                    sf.rcv_max = r + plen
+                    sf.off = r - d0
+        else:
+            d0 = r - sf.off
+        guest_seq = (flow.server_isn + d0) & M32
+        gend = (guest_seq + plen) & M32
+        if data_fin:
+            fin_seq = (flow.server_isn + fin_d) & M32
+            if not flow.remote_fin:
+                flow.remote_fin = True
+                flow.remote_fin_seq = fin_seq
+                counters[Counter.DataFinRX] += 1
+            if not f & FIN:
+                if fin_seq == gend:
+                    new_flags = f | FIN
+                else:
+                    counters[Counter.DataFinDeferred] += 1
+        if f & FIN and not old:
+            # the subflow FIN takes one subflow seq, right after this segment's data
+            if sf.record(r + plen, 1, d0 + plen) and r + plen + 1 > sf.rcv_max:
+                sf.rcv_max = r + plen + 1
+        end = (pkt.seq + plen + (1 if f & FIN else 0)) & M32
+        if seq_before(sf.remote_snd_max, end):
+            sf.remote_snd_max = end
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
             flow.fin_ack_delivered = True
+        out = None
         if (
             f & FIN
             and flow.guest_passive
             and flow.remote_fin_acked
             and flow.fin_ack_delivered
-            and end == (flow.remote_fin_seq + 1) & M32
+            and gend == flow.remote_fin_seq
         ):
             # The server's subflow FIN sits on a DATA_FIN the guest already saw as its FIN and
-            # acked (that ack was clamped below it). A guest that closed second (LAST_ACK)
+            # acked (that ack did not cover this FIN). A guest that closed second (LAST_ACK)
             # closes on the packet acking its FIN without acking this FIN again, and a closed
             # one would answer RST (a guest in TIME_WAIT would ack: not this branch). So we
             # acknowledge it ourselves, DATA_ACK included, and spare a closed guest the packet.
             counters[Counter.FinAckInjected] += 1
-            inject = Inject(self._ack_to_server(flow, pkt, end))
+            sub_ack = sf.subflow_ack(flow.rcv_rel)
+            inject = Inject(self._ack_to_server(flow, pkt, data, (sf.remote_isn + sub_ack) & M32))
             if guest_closed:
                 return [Drop("subflow FIN for a guest that has closed"), inject]
-            return [_rewrite(without_mptcp(data, pkt, new_ack, new_flags)), inject]
-        return [_rewrite(without_mptcp(data, pkt, new_ack, new_flags))]
+            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags), inject]
+        return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags)]
 
-    def _ack_to_server(self, flow, pkt, ack: int, extra=()) -> bytes:
-        """A bare ACK from the guest's address to the server, acking subflow seq `ack` (and the
-        matching DATA_ACK), at the seq the server expects (`pkt.ack`); `extra` MPTCP options
-        (MP_FAIL) ride along, as on Linux's ACKs."""
-        data_ack = flow.data_ack_of_guest_ack(ack)
+    def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int):
+        """The server segment without MPTCP options, at `guest_seq`."""
+        if guest_seq == pkt.seq:
+            return _rewrite(without_mptcp(data, pkt, new_ack, new_flags))
+        options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        return _rewrite(rewrite(data, pkt, seq=guest_seq, ack=new_ack, flags=new_flags, options=options))
+
+    def _csum_step(self, sf, data: bytes, pkt, r: int, m_r: int, m_len: int) -> bool:
+        """Add this segment's bytes to the running DSS checksum of a mapping that spans
+        segments (RFC 8684 §3.3.1; the last segment is judged by _classify_in). False when
+        the segment lies after a hole in the mapping: it must wait for the bytes before it."""
+        plen = pkt.payload_len
+        if r == m_r and plen == m_len:
+            return True  # the whole mapping in one segment: checked by _classify_in
+        if r == m_r:
+            sf.ck_on = True
+            sf.ck_next = m_r
+            sf.ck_sum = 0
+            sf.ck_odd = False
+        elif not sf.ck_on or sf.ck_next < m_r or r > sf.ck_next:
+            return False
+        if r + plen > sf.ck_next:
+            sf.ck_sum, sf.ck_odd = _ck_add(sf.ck_sum, sf.ck_odd, data, pkt.payload_off + (sf.ck_next - r), pkt.length)
+            sf.ck_next = r + plen
+        if sf.ck_next >= m_r + m_len:
+            sf.ck_on = False
+        return True
+
+    def _ack_to_server(self, flow, pkt, data: bytes, ack: int, extra=()) -> bytes:
+        """A bare ACK from the guest's address to the server, acking subflow seq `ack` and
+        the guest's DATA_ACK, at the seq the server expects (`pkt.ack`), with timestamps when
+        the server's segment has them (TSval: the guest's latest the server echoes; TSecr:
+        the server's); `extra` MPTCP options (MP_FAIL) ride along, as on Linux's ACKs."""
+        data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
         opt = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
-        return _segment_to_server(pkt, ack, ACK, flow.guest_window, (opt, *extra))
+        o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        tcp = b""
+        if o.ts_val != -1:
+            tcp = encode_tcp_options(-1, -1, False, o.ts_ecr if o.ts_ecr != -1 else 0, o.ts_val)
+        return _segment_to_server(pkt, ack, ACK, flow.guest_window, (opt, *extra), tcp)
 
-    def _guest_ack(self, flow) -> int:
-        """The highest ack the guest has sent, never beyond what the server sent on the
-        subflow (a DATA_FIN reaches the guest as a FIN before the subflow FIN exists)."""
-        ack = (flow.server_isn + flow.rcv_rel) & M32
-        if seq_before(flow.sf.remote_snd_max, ack):
-            return flow.sf.remote_snd_max
-        return ack
-
-    def _mp_fail_to_server(self, flow, pkt, dsn: int):
+    def _mp_fail_to_server(self, flow, pkt, data: bytes, dsn: int):
         """Inject: a duplicate of the guest's latest ACK (DSS DATA_ACK) carrying MP_FAIL(dsn)."""
         self.counters[Counter.MPFailTX] += 1
-        return Inject(self._ack_to_server(flow, pkt, self._guest_ack(flow), (MpFail(dsn & M64),)))
+        sf = flow.sf
+        ack = (sf.remote_isn + sf.rcv_base) & M32
+        return Inject(self._ack_to_server(flow, pkt, data, ack, (MpFail(dsn & M64),)))
 
     def _h_drop_stale(self, flow, pkt, data, ctx):
         self.counters[Counter.StaleAckDropped] += 1
         return [Drop("bare ACK after the close: the guest is gone or in TIME_WAIT")]
 
     def _h_dss_fallback(self, flow, pkt, data, ctx):
-        """Server data (or an ack of guest data) without DSS before the first DATA_ACK: the
-        server fell back (RFC 8684 §3.7). Subflow seq == guest seq, so just stop converting."""
+        """Server data (or an ack of guest data) without any MPTCP option where a DSS belongs:
+        the server fell back (RFC 8684 §3.7). Subflow seq == guest seq (_classify_in made sure),
+        so just stop converting."""
         self.counters[Counter.DssFallback] += 1
         return [ACCEPT]
 
@@ -550,7 +781,7 @@ class Converter:
         counters[Counter.CsumErrDropped] += 1
         flow.fail_sent = True
         return [Drop("DSS checksum failed: MP_FAIL sent (RFC 8684 §3.7)"),
-                self._mp_fail_to_server(flow, pkt, _dsn64(flow, dss))]
+                self._mp_fail_to_server(flow, pkt, data, _dsn64(flow, dss))]
 
     def _h_mp_fail(self, flow, pkt, data, ctx):
         """MP_FAIL from the server (§3.7). After ours it is the server's answer: its infinite
@@ -564,7 +795,7 @@ class Converter:
         actions = self._h_in_(flow, pkt, data, dss)
         if not flow.fail_sent:
             flow.fail_sent = flow.infinite_tx = True
-            actions.append(self._mp_fail_to_server(flow, pkt, mpfail.data_seq))
+            actions.append(self._mp_fail_to_server(flow, pkt, data, mpfail.data_seq))
         return actions
 
     def _h_infinite_out(self, flow, pkt, data, ctx):
@@ -578,12 +809,13 @@ class Converter:
         flow.infinite_tx = False
         new_ack = -1
         ack = pkt.ack
-        if flow.remote_fin and seq_before(sf.remote_snd_max, ack):
-            new_ack = sf.remote_snd_max
-            self.counters[Counter.SubflowAckClamped] += 1
         data_ack = flow.data_ack_of_guest_ack(ack)
         if not flow.ack64:
             data_ack &= M32
+        sub_ack = (sf.remote_isn + sf.subflow_ack(flow.rcv_rel)) & M32
+        if sub_ack != ack:
+            new_ack = sub_ack
+            self.counters[Counter.SubflowAckClamped] += 1
         dsn = flow.dsn_of_guest_seq(pkt.seq)
         rel = (pkt.seq - sf.local_isn) & M32
         csum = dss_checksum(dsn, rel, 0, b"") if flow.checksum else None
@@ -629,8 +861,53 @@ class Converter:
         return [ACCEPT]
 
     def _h_rst_in(self, flow, pkt, data, tcprst):
+        """An acceptable server RST (exactly at the guest's rcv_nxt; in SYN_SENT acking our
+        SYN): the flow ends, the guest gets it at its rcv_nxt in its own space."""
         self.counters[Counter.TcpRstRX if tcprst is not None else Counter.RstRX] += 1
+        self.counters[Counter.RstAccepted] += 1
+        if flow.state is SYN_SENT:
+            return [self._stripped(pkt, data)]
+        return [self._to_guest(pkt, data, (flow.server_isn + flow.rcv_rel) & M32, -1, -1)]
+
+    def _h_rst_challenge(self, flow, pkt, data, ctx):
+        """A server RST in the guest's window but not at its rcv_nxt (RFC 5961 §3.2): it
+        reaches the guest at the same distance from rcv_nxt, the guest answers with a challenge
+        ACK, nothing changes here."""
+        self.counters[Counter.RstChallenged] += 1
+        sf = flow.sf
+        r = _unwrap((pkt.seq - sf.remote_isn) & M32, sf.rcv_base)
+        return [self._to_guest(pkt, data, (flow.server_isn + flow.rcv_rel + (r - sf.rcv_base)) & M32, -1, -1)]
+
+    def _h_drop_rst(self, flow, pkt, data, ctx):
+        self.counters[Counter.RstOutOfWindow] += 1
+        return [Drop("RST outside the guest's window (RFC 5961)")]
+
+    def _h_drop_outside(self, flow, pkt, data, ctx):
+        self.counters[Counter.SeqOutOfWindow] += 1
+        return [Drop("segment outside the guest's window")]
+
+    def _h_simultaneous(self, flow, pkt, data, ctx):
+        """A server SYN crossing the guest's (simultaneous open): plain TCP from here, once."""
+        self.counters[Counter.SimultaneousOpen] += 1
         return [self._stripped(pkt, data)]
+
+    def _h_untouched(self, flow, pkt, data, ctx):
+        self.counters[Counter.GuestMPTCPPacket] += 1
+        return [ACCEPT]
+
+    def _h_abort(self, flow, pkt, data, why):
+        """The server's stream cannot reach the guest exactly any more (`why`: the counter of
+        the reason): both ends are reset, visibly, instead of delivering bytes that are not the
+        server's. The guest gets a RST at its rcv_nxt; the server a RST with MP_FASTCLOSE (its
+        key) + MP_TCPRST on the subflow (RFC 8684 §3.5 Option R), at the seq it expects."""
+        counters = self.counters
+        counters[why] += 1
+        counters[Counter.AbortTX] += 1
+        mptcp = (MpFastclose(flow.remote_key), MpTcpRst(False, MPTCP_RST_EUNSPEC))
+        to_server = _segment_to_server(pkt, pkt.seq, RST | ACK, 0, mptcp)
+        to_guest = _segment_to_guest(pkt, (flow.server_isn + flow.rcv_rel) & M32)
+        flow.fastclosed = True
+        return [Drop("stream cannot continue exactly: both ends reset"), Inject(to_server), Inject(to_guest)]
 
     def _h_fastclose(self, flow, pkt, data, ctx):
         """MP_FASTCLOSE with our key (§3.5): the connection is gone; the guest gets a RST.
@@ -639,12 +916,13 @@ class Converter:
         otherwise it retransmits the MP_FASTCLOSE. Option R (on a RST): nothing to answer."""
         self.counters[Counter.FastCloseRX] += 1
         options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        seq = (flow.server_isn + flow.rcv_rel) & M32  # exactly the guest's rcv_nxt: it is taken
         if pkt.flags & RST:
-            return [Rewrite(rewrite(data, pkt, options=options))]
+            return [Rewrite(rewrite(data, pkt, seq=seq, options=options))]
         self.counters[Counter.FastCloseRstTX] += 1
         end = (pkt.seq + pkt.payload_len + (1 if pkt.flags & FIN else 0)) & M32
         rst = _segment_to_server(pkt, end, RST | ACK, 0, (MpTcpRst(False, MPTCP_RST_EUNSPEC),))
-        return [Rewrite(rewrite(data, pkt, flags=RST | ACK, options=options)), Inject(rst)]
+        return [Rewrite(rewrite(data, pkt, seq=seq, flags=RST | ACK, options=options)), Inject(rst)]
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -655,15 +933,15 @@ class Converter:
             return ACCEPT
         return _rewrite(without_mptcp(data, pkt))
 
-    def _room(self, pkt, data: bytes, opt) -> bytes | None:
-        """The guest's options plus `opt` in 40 bytes: MPTCP wins over SACK blocks, timestamps
-        stay. None (counted) when even that does not fit."""
+    def _room(self, pkt, data: bytes, opt, raw=None) -> bytes | None:
+        """The guest's options (or `raw` instead) plus `opt` in 40 bytes: MPTCP wins over
+        SACK blocks, timestamps stay. None (counted) when even that does not fit."""
         start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
         try:
-            return build_options(strip_mptcp(data, start, end), (opt,))
+            return build_options(strip_mptcp(data, start, end) if raw is None else raw, (opt,))
         except WireError:
             pass
-        o = parse_options(data, start, end)
+        o = parse_options(data, start, end) if raw is None else parse_options(raw, 0, len(raw))
         for n in range(len(o.sack), -1, -1):  # re-encoded: unknown options go first, then SACK
             tcp = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, o.sack[:n])
             try:
@@ -701,35 +979,90 @@ class Converter:
         return raw
 
 
-def _segment_to_server(pkt, ack: int, flags: int, window: int, mptcp) -> bytes:
+def _segment_to_server(pkt, ack: int, flags: int, window: int, mptcp, tcp: bytes = b"") -> bytes:
     """A segment without payload from the guest's address to the server (the reverse of the
-    server's `pkt`), at the seq the server expects (`pkt.ack`), with these MPTCP options."""
+    server's `pkt`), at the seq the server expects (`pkt.ack`), with the TCP options `tcp`
+    and these MPTCP options."""
     n = TCP_HLEN
     if pkt.version == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, 6, 0, pkt.dst, pkt.src)
     else:
         ip = struct.pack("!IHBB16s16s", 0x60000000, n, 6, 64, pkt.dst, pkt.src)
-    tcp = struct.pack("!HHIIBBHHH", pkt.dport, pkt.sport, pkt.ack, ack & M32, 5 << 4, flags, window, 0, 0)
-    bare = ip + tcp
-    return rewrite(bare, parse_packet(bare), options=build_options(b"", tuple(mptcp)))
+    hdr = struct.pack("!HHIIBBHHH", pkt.dport, pkt.sport, pkt.ack, ack & M32, 5 << 4, flags, window, 0, 0)
+    return rewrite(*_valid(ip + hdr), options=build_options(tcp, tuple(mptcp)))
+
+
+def _segment_to_guest(pkt, seq: int) -> bytes:
+    """A bare RST from the server's address to the guest (the direction of the server's
+    `pkt`) at guest seq `seq`."""
+    n = TCP_HLEN
+    if pkt.version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, 6, 0, pkt.src, pkt.dst)
+    else:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, n, 6, 64, pkt.src, pkt.dst)
+    hdr = struct.pack("!HHIIBBHHH", pkt.sport, pkt.dport, seq & M32, 0, 5 << 4, RST, 0, 0, 0)
+    return rewrite(*_valid(ip + hdr), options=b"")
+
+
+def _valid(bare: bytes) -> tuple:
+    """A header we built, with a correct TCP checksum (rewrite keeps a checksum's error:
+    it must start right), and its Packet."""
+    pkt = parse_packet(bare)
+    out = bare[: pkt.ip_hlen + 16] + struct.pack("!H", tcp_checksum(bare, pkt)) + bare[pkt.ip_hlen + 18 :]
+    return out, parse_packet(out)
 
 
 def _dsn64(flow, dss) -> int:
-    """The 64-bit DSN of a server mapping (a 32-bit one widened next to the server's IDSN)."""
-    if dss.dsn64:
-        return dss.data_seq
-    return (flow.remote_idsn + ((dss.data_seq - flow.remote_idsn) & M32)) & M64
+    """The 64-bit DSN of a server mapping (a 32-bit one widened against the latest
+    data-level position, the guest's ack: Flow.remote_rel)."""
+    d = flow.remote_rel(dss.data_seq, dss.dsn64)
+    if d < 0:
+        d = 0
+    return (flow.remote_idsn + d) & M64
 
 
 def _csum_ok(flow, pkt, data: bytes, dss) -> bool:
     """Does the server segment pass its DSS checksum (RFC 8684 §3.3.1)? Only a segment that
-    carries its whole mapping can be checked here; anything else is not judged (True)."""
+    carries its whole mapping is judged here (True otherwise; see _csum_late_bad)."""
     fin_len = 1 if dss.data_fin else 0
     rel = (pkt.seq - flow.sf.remote_isn) & M32
     if rel != dss.subflow_seq or pkt.payload_len != dss.data_len - fin_len:
         return True
     payload = data[pkt.payload_off : pkt.length]
     return dss_checksum(_dsn64(flow, dss), dss.subflow_seq, dss.data_len, payload) == dss.csum
+
+
+def _ck_add(total: int, odd: bool, data: bytes, start: int, end: int) -> tuple:
+    """Running one's-complement sum (RFC 1071) after the bytes data[start:end]; `odd`: the
+    bytes summed so far are of odd length, so these start in the low byte of a word."""
+    s = ones_sum(data, start, end)
+    if odd:
+        s = ((s & 0xFF) << 8) | (s >> 8)
+    total += s
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return total, odd != bool((end - start) & 1)
+
+
+def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
+    """Does this segment complete a mapping that spans segments and fail its DSS checksum
+    (RFC 8684 §3.3.1), with the running sum of the earlier segments (Converter._csum_step)?"""
+    if dss.data_fin and dss.data_len == 1 and dss.subflow_seq == 0:
+        return False
+    fin_len = 1 if dss.data_fin else 0
+    m_r = _unwrap(dss.subflow_seq, r)
+    m_len = dss.data_len - fin_len
+    plen = pkt.payload_len
+    if r == m_r or r + plen != m_r + m_len or dss.csum is None:
+        return False  # one-segment mappings: _csum_ok; not the last piece: not yet
+    if not sf.ck_on or sf.ck_next < m_r or r > sf.ck_next or sf.rmap_r != m_r:
+        return False  # not summed from its start: the segment is dropped as after a hole
+    total, odd = _ck_add(sf.ck_sum, sf.ck_odd, data, pkt.payload_off + (sf.ck_next - r), pkt.length)
+    pseudo = ~dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len, b"") & 0xFFFF
+    total += pseudo
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return (~total & 0xFFFF) != dss.csum
 
 
 def _covers(map_ssn: int, map_len: int, rel: int, plen: int) -> bool:

@@ -27,13 +27,13 @@ class Counter(IntEnum):
     DataFinTX = 12  # guest FIN sent with DATA_FIN
     SackDropped = 13  # SACK blocks removed to make room for an MPTCP option
     OptionSpaceExhausted = 14  # no room for the MPTCP option even without SACK: sent plain
-    SubflowAckClamped = 15  # guest ack beyond what the server sent on the subflow (DATA_FIN)
+    SubflowAckClamped = 15  # guest ack passed on as another subflow ack (mapping offset, DATA_FIN before subflow FIN)
     # data, server -> guest
     DSSRX = 16  # server segment with a DSS option (stripped)
     DataFinRX = 17  # server DATA_FIN (turned into a FIN towards the guest)
     DataFinDeferred = 18  # DATA_FIN not at the end of this segment: FIN not set yet
-    MappingMismatch = 19  # server mapping breaks "subflow seq == data seq" (one subflow)
-    MappingUncovered = 20  # server data not covered by any mapping
+    MappingMismatch = 19  # server mapping breaks "subflow seq == data seq" (counted; data placed by its DSN)
+    MappingUncovered = 20  # server data not covered by any mapping: dropped
     DataCsumErr = 21  # server DSS checksum wrong
     DataAckMismatch = 22  # DATA_ACK does not match the subflow ack (one subflow)
     # fallback and teardown
@@ -46,7 +46,7 @@ class Counter(IntEnum):
     # flow table
     FlowCreated = 29
     FlowTableFull = 30  # a new flow found the table full
-    FlowEvicted = 31  # the oldest idle flow was evicted to make room
+    FlowEvicted = 31  # a flow was evicted to make room (by class: FlowEvicted* below)
     FlowExpired = 32  # idle / TIME_WAIT expiry in tick()
     UnknownFlow = 33  # mid-stream packet of a flow not in the table: passed untouched
     # packets the core does not handle
@@ -65,6 +65,33 @@ class Counter(IntEnum):
     InfiniteMapTX = 45  # guest data sent with an infinite mapping after the server's MP_FAIL
     CsumErrDropped = 46  # server segment dropped because its DSS checksum failed (never to the guest)
     FallbackFin = 47  # FIN on a fallback flow: closing timeout from now on
+    # placing server data by its mapping (never by its subflow seq)
+    MappingShifted = 48  # server data whose subflow seq is not its data seq (zero-window probe, MPTCP-level retransmission): placed by its DSN
+    MappingConflict = 49  # server data whose mapping contradicts one already seen for the same subflow bytes: dropped
+    RangeMapFull = 50  # too many unacknowledged subflow ranges with distinct offsets: segment dropped (the server retransmits)
+    SackTranslated = 51  # guest SACK blocks translated into the subflow's space
+    SackUnmapped = 52  # a guest SACK block with no single subflow range: left out
+    # acceptability (RFC 5961, RFC 9293): no state change from a segment the guest would refuse
+    RstAccepted = 53  # server RST exactly at the guest's rcv_nxt (or acking our SYN): the flow resets
+    RstChallenged = 54  # server RST in the guest's window, not exact: passed, the guest answers a challenge ACK
+    RstOutOfWindow = 55  # server RST outside the guest's window: dropped
+    SeqOutOfWindow = 56  # server segment outside the guest's window (subflow or data level): dropped
+    GuestSeqOutOfWindow = 57  # guest segment before its ISN or 2^30 ahead: dropped (it must not move the DSN base)
+    FastCloseOutOfWindow = 58  # MP_FASTCLOSE with our key on an unacceptable segment: ignored
+    # the stream cannot continue exactly: both ends reset (guest RST; server RST + MP_FASTCLOSE)
+    DataCsumMissing = 59  # a mapping without the negotiated DSS checksum (RFC 8684 §3.3): connection reset
+    DataCsumLateErr = 60  # a mapping spanning segments failed its DSS checksum after bytes reached the guest: reset
+    DataCsumHoleDropped = 61  # checksummed mapping: segment beyond a hole dropped so the sum stays whole
+    FallbackUnreconcilable = 62  # the server fell back where its subflow seq is not the data seq: reset
+    AbortTX = 63  # connections the converter reset both ways (one of the three above)
+    # flow table
+    FlowEvictedPassive = 64  # evicted: closed / fallback / MPTCP guest (they pass unchanged when unknown)
+    FlowEvictedTimeWait = 65  # evicted: both DATA_FINs done
+    FlowEvictedHalfOpen = 66  # evicted: SYN sent, no SYN/ACK yet
+    FlowEvictedActive = 67  # evicted: a converting flow (nothing else was left): it falls back
+    # misc
+    SimultaneousOpen = 68  # a server SYN without ACK answered our SYN: plain TCP
+    GuestMPTCPPacket = 69  # packet of a guest that speaks MPTCP: passed untouched
 
 
 def new_counters() -> dict:

@@ -4,20 +4,40 @@
 # 64-bit ones, so every field fits a C long long; DSNs and IDSNs are unsigned 64-bit, where
 # C's wrap-around is the spec's `& M64`.
 
+cimport cython
+
 cdef long long M32, HALF32
 cdef unsigned long long M64
 
 cpdef bint seq_before(long long a, long long b) noexcept
-cdef long long _unwrap(long long rel32, long long ref64) noexcept
+cpdef long long _unwrap(long long rel32, long long ref64) noexcept
 
 
 cdef class Subflow:
-    cdef public long long local_isn, remote_isn, remote_snd_max, rmap_ssn, rmap_len
+    cdef public long long local_isn, remote_isn, remote_snd_max
+    cdef public long long rcv_base, rcv_max, rcv_edge, off
+    cdef public bint shifted
+    cdef public list ranges
+    cdef public long long rmap_r, rmap_len, rmap_d, rmap_csum
+    cdef public bint rmap_valid
+    cdef public long long ck_next, ck_sum
+    cdef public bint ck_odd, ck_on
+
+    @cython.locals(base="long long", off="long long", lo="long long", hi="long long",
+                   s="long long", e="long long", o="long long", i=int, keep=list, ranges=list,
+                   last=list, rg=list)
+    cpdef bint record(self, long long r, long long n, long long d) except -1
+    @cython.locals(s_ack="long long", s="long long", e="long long", ds="long long", done=int,
+                   ranges=list, rg=list)
+    cpdef long long subflow_ack(self, long long d_ack) except? -2
+    @cython.locals(i=int, ds="long long", rg=list, ranges=list)
+    cpdef long long sack_block(self, long long dl, long long dr) except? -2
 
 
 cdef class Flow:
     cdef public object state
-    cdef public double last, moved
+    cdef public double last
+    cdef public int cls
     cdef public int version
     cdef public bint checksum
     cdef public object local_key, remote_key
@@ -26,14 +46,20 @@ cdef class Flow:
     cdef public bint ack64, local_fin
     cdef public long long local_fin_seq
     cdef public bint local_fin_acked, fin_ack_delivered, guest_passive
-    cdef public long long guest_window
+    cdef public long long guest_window, guest_wscale
     cdef public bint remote_fin
     cdef public long long remote_fin_seq
     cdef public bint remote_fin_acked, fail_sent, infinite_tx, fastclosed
     cdef public tuple subflows
     cdef public Subflow sf
 
+    @cython.locals(rel="long long")
+    cpdef long long guest_rel(self, long long seq)
+    @cython.locals(rel="long long")
     cpdef unsigned long long dsn_of_guest_seq(self, long long seq)
     cpdef long long guest_seq_of_local_dsn(self, unsigned long long dsn)
+    @cython.locals(rel="long long")
     cpdef unsigned long long data_ack_of_guest_ack(self, long long ack)
+    @cython.locals(rel="long long")
+    cpdef long long remote_rel(self, unsigned long long dsn, bint dsn64)
     cpdef long long guest_seq_of_remote_dsn(self, unsigned long long dsn)

@@ -7,15 +7,27 @@ The guest's sequence space *is* the data sequence space:
 * server DSN `D` -> guest seq `ISN_server + (D - IDSN_remote)`, and the guest's ack `A` ->
   DATA_ACK `IDSN_remote + (A - ISN_server)`.
 
-32-bit guest numbers are widened to 64-bit DSNs against the highest value seen so far
-(`_unwrap`), so retransmissions get the same DSN as the original.
+Guest -> server, subflow 1 keeps the guest's own sequence numbers: the converter is the MPTCP
+sender there and maps subflow seq == data seq. Server -> guest it is the receiver and the
+server chooses the mappings: Linux's MPTCP zero-window probe (1 byte of already acknowledged
+data, DSN = snd_una - 1, at a *new* subflow seq) and its MPTCP-level retransmissions on the same
+subflow move the subflow's sequence space away from the data's. So every server segment is
+placed by its mapping, never by its subflow seq, and `Subflow.ranges` remembers, for the subflow
+bytes received and not yet acknowledged, which data they carried:
 
-Per subflow, `Subflow` holds the subflow's own ISNs and what the server has sent on it. Subflow 1
-keeps the guest's 4-tuple and ISNs, so its subflow seq is the guest seq; extra subflows (not
-built yet) will carry a range map `DSN -> (subflow seq, length)` here, bounded in size.
+    ranges = [[r_start, r_end, d_start], ...]   (64-bit relative subflow seq -> data seq)
 
-Everything is bounded: a flow holds a fixed set of integers, never a buffer or a list that
-grows with traffic. Keys never appear in a repr.
+ordered by `r_start`, contiguous pieces with the same offset merged, at most `MAX_RANGES`. The
+guest's cumulative ack (data level) becomes the subflow ack by walking them (`subflow_ack`),
+and SACK blocks translate through them too. In the usual case there is one range whose offset
+is 0 and the walk is one step.
+
+32-bit numbers are widened to 64 bits (`_unwrap`) against a reference that only acceptable
+segments move: the highest guest seq inside the window for guest data, the guest's ack for
+server DSNs, the subflow ack for server subflow seqs.
+
+Everything is bounded: a flow holds a fixed set of integers and at most MAX_RANGES ranges,
+never a buffer. Keys never appear in a repr.
 
 Compiled twin: setup.py also builds this file as `middlebox._ccore.flow` with the C types of
 flow.pxd (cdef classes with typed fields, C helpers); this source stays the spec.
@@ -28,6 +40,8 @@ from middlebox.core.table import State
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 HALF32 = 0x80000000
+MAX_RANGES = 16  # subflow ranges with distinct offsets awaiting the guest's ack (per subflow)
+MAX_JUMP = 0x40000000  # 2^30: how far a 32-bit number may lie from its reference
 
 
 def seq_before(a: int, b: int) -> bool:
@@ -36,25 +50,130 @@ def seq_before(a: int, b: int) -> bool:
 
 
 def _unwrap(rel32: int, ref64: int) -> int:
-    """The 64-bit value nearest to `ref64` whose low 32 bits are `rel32`."""
+    """The 64-bit value nearest to `ref64` whose low 32 bits are `rel32` (negative when that
+    lies before 0: the caller refuses it)."""
     d = (rel32 - ref64) & M32
     if d >= HALF32:
         d -= 1 << 32
-    v = ref64 + d
-    return v if v >= 0 else rel32
+    return ref64 + d
 
 
 class Subflow:
-    """One TCP subflow of a flow. Subflow 1 is the guest's own connection."""
+    """One TCP subflow of a flow. Subflow 1 is the guest's own connection.
 
-    __slots__ = ("local_isn", "remote_isn", "remote_snd_max", "rmap_ssn", "rmap_len")
+    Receive side (server -> guest), all 64-bit and relative to `remote_isn` (the SYN is 0):
+    `rcv_base` is the subflow ack we have passed on (the guest's ack, translated), `rcv_max`
+    the end of what the server sent (data and FIN), `rcv_edge` the right edge of the window
+    the guest offered, `off` = subflow seq - data seq of the newest data, `rmap_*` the last
+    mapping the server announced, `ranges` the map described in the module docstring, and
+    `ck_*` the running DSS checksum of a mapping that spans several segments."""
+
+    __slots__ = (
+        "local_isn", "remote_isn", "remote_snd_max",
+        "rcv_base", "rcv_max", "rcv_edge", "off", "shifted", "ranges",
+        "rmap_r", "rmap_len", "rmap_d", "rmap_valid", "rmap_csum",
+        "ck_next", "ck_sum", "ck_odd", "ck_on",
+    )
 
     def __init__(self, local_isn: int) -> None:
         self.local_isn = local_isn  # ISN of our side (subflow 1: the guest's)
         self.remote_isn = 0  # the server's ISN on this subflow
-        self.remote_snd_max = 0  # highest subflow seq the server has sent + 1 (incl. SYN/FIN)
-        self.rmap_ssn = 0  # last server mapping on this subflow (relative subflow seq, length)
+        self.remote_snd_max = 0  # highest subflow seq the server has sent + 1 (incl. SYN/FIN), 32-bit
+        self.rcv_base = 1
+        self.rcv_max = 1
+        self.rcv_edge = 1 + 65535
+        self.off = 0
+        self.shifted = False  # a range whose offset is not 0 was ever recorded
+        self.ranges = []
+        self.rmap_r = 0
         self.rmap_len = 0
+        self.rmap_d = 0
+        self.rmap_valid = False
+        self.rmap_csum = -1  # the mapping's DSS checksum field (-1: none)
+        self.ck_next = 0  # next subflow seq the running checksum expects (-1: not summing)
+        self.ck_sum = 0
+        self.ck_odd = False
+        self.ck_on = False
+
+    def record(self, r: int, n: int, d: int) -> bool:
+        """Remember that subflow bytes [r, r+n) carried data [d, d+n). False when that
+        contradicts what is known (another mapping for the same subflow bytes) or the map is
+        full: the segment must then not reach the guest."""
+        base = self.rcv_base
+        if r + n <= base:
+            return True  # all acknowledged already (a subflow-level retransmission)
+        if r < base:
+            d += base - r
+            n -= base - r
+            r = base
+        ranges = self.ranges
+        off = r - d
+        if off != 0:
+            self.shifted = True
+        if ranges:
+            last = ranges[-1]
+            if last[1] == r and last[0] - last[2] == off:  # the usual case: in order
+                last[1] = r + n
+                return True
+        lo, hi = r, r + n
+        keep = []
+        for rg in ranges:
+            s, e = rg[0], rg[1]
+            o = s - rg[2]
+            if e < lo or s > hi or (o != off and (e == lo or s == hi)):
+                keep.append(rg)
+                continue
+            if o != off:
+                return False
+            if s < lo:
+                lo = s
+            if e > hi:
+                hi = e
+        if len(keep) >= MAX_RANGES:
+            return False
+        i = len(keep)
+        while i > 0 and keep[i - 1][0] > lo:
+            i -= 1
+        keep.insert(i, [lo, hi, lo - off])
+        self.ranges = keep
+        return True
+
+    def subflow_ack(self, d_ack: int) -> int:
+        """The subflow ack (relative) for the guest's data-level ack `d_ack` (relative): the
+        end of the longest run of received subflow bytes whose data the guest has. Moves
+        `rcv_base` and forgets the ranges it passed."""
+        s_ack = self.rcv_base
+        ranges = self.ranges
+        done = 0
+        for rg in ranges:
+            s, e, ds = rg[0], rg[1], rg[2]
+            if s > s_ack:
+                break
+            if ds + (e - s) <= d_ack:
+                if e > s_ack:
+                    s_ack = e
+                done += 1
+                continue
+            if ds < d_ack and s + (d_ack - ds) > s_ack:
+                s_ack = s + (d_ack - ds)
+            break
+        if done:
+            del ranges[:done]
+        self.rcv_base = s_ack
+        return s_ack
+
+    def sack_block(self, dl: int, dr: int) -> int:
+        """The relative subflow seq where data [dl, dr) sits in one received range (the
+        newest such range), or -1."""
+        ranges = self.ranges
+        i = len(ranges)
+        while i > 0:
+            i -= 1
+            rg = ranges[i]
+            ds = rg[2]
+            if ds <= dl and dr <= ds + (rg[1] - rg[0]):
+                return rg[0] + (dl - ds)
+        return -1
 
 
 class Flow:
@@ -63,7 +182,7 @@ class Flow:
     __slots__ = (
         "state",
         "last",  # `now` of the last packet
-        "moved",  # `now` when the flow was last moved to the end of the table (LRU order)
+        "cls",  # eviction class (Converter._class_of), the flow's place in the table's LRUs
         "version",
         "checksum",  # DSS checksums negotiated (either side's A bit)
         "local_key",
@@ -72,7 +191,7 @@ class Flow:
         "remote_idsn",
         "guest_isn",
         "server_isn",
-        "snd_rel",  # highest guest seq seen, relative to guest_isn, 64-bit
+        "snd_rel",  # highest acceptable guest seq seen, relative to guest_isn, 64-bit
         "rcv_rel",  # highest guest ack seen, relative to server_isn, 64-bit
         "ack64",  # send 64-bit DATA_ACKs (the server sent a 64-bit DSN)
         "local_fin",  # guest FIN seen; its seq in guest space
@@ -81,6 +200,7 @@ class Flow:
         "fin_ack_delivered",  # the guest got a packet acking its FIN
         "guest_passive",  # the server's DATA_FIN came before the guest's FIN
         "guest_window",  # the guest's last raw window field (for ACKs we inject)
+        "guest_wscale",  # the guest's window scale (0 unless both SYNs had one)
         "remote_fin",  # server DATA_FIN seen; its position in guest space
         "remote_fin_seq",
         "remote_fin_acked",
@@ -93,11 +213,11 @@ class Flow:
 
     def __init__(self, now: float, version: int) -> None:
         self.last = now
-        self.moved = now
+        self.cls = -1
         self.reset(version)
 
     def reset(self, version: int) -> None:
-        """Forget everything but the activity times: a new connection on this 4-tuple."""
+        """Forget everything but the activity time: a new connection on this 4-tuple."""
         self.state = State.NEW
         self.version = version
         self.checksum = False
@@ -116,6 +236,7 @@ class Flow:
         self.fin_ack_delivered = False
         self.guest_passive = False
         self.guest_window = 0
+        self.guest_wscale = 0
         self.remote_fin = False
         self.remote_fin_seq = 0
         self.remote_fin_acked = False
@@ -130,11 +251,20 @@ class Flow:
 
     # -- guest -> server: data level -------------------------------------------------------
 
+    def guest_rel(self, seq: int) -> int:
+        """The guest seq `seq` relative to the guest's ISN, 64-bit, or -1 when it is not
+        acceptable: before the ISN, or more than 2^30 ahead of the highest acceptable one (an
+        old retransmission or a forged segment must not move the widening base)."""
+        rel = _unwrap((seq - self.guest_isn) & M32, self.snd_rel)
+        if rel < 0 or rel > self.snd_rel + MAX_JUMP:
+            return -1
+        if rel > self.snd_rel:
+            self.snd_rel = rel
+        return rel
+
     def dsn_of_guest_seq(self, seq: int) -> int:
         """64-bit DSN of the guest byte at `seq` (RFC 8684 §3.3; ARCHITECTURE.md)."""
         rel = _unwrap((seq - self.guest_isn) & M32, self.snd_rel)
-        if rel > self.snd_rel:
-            self.snd_rel = rel
         return (self.local_idsn + rel) & M64
 
     def guest_seq_of_local_dsn(self, dsn: int) -> int:
@@ -144,11 +274,23 @@ class Flow:
     # -- server -> guest: data level -------------------------------------------------------
 
     def data_ack_of_guest_ack(self, ack: int) -> int:
-        """64-bit DATA_ACK for the guest's cumulative ack `ack`."""
+        """64-bit DATA_ACK for the guest's cumulative ack `ack` (moves `rcv_rel` forward)."""
         rel = _unwrap((ack - self.server_isn) & M32, self.rcv_rel)
-        if rel > self.rcv_rel:
+        if rel > self.rcv_rel and rel <= self.rcv_rel + MAX_JUMP:
             self.rcv_rel = rel
-        return (self.remote_idsn + rel) & M64
+        return (self.remote_idsn + self.rcv_rel) & M64
+
+    def remote_rel(self, dsn: int, dsn64: bool) -> int:
+        """A server DSN relative to its IDSN, 64-bit; a 32-bit one is widened against the
+        guest's ack (the latest data-level position), not the IDSN. -1 when it lies more than
+        2^30 from that ack: no acceptable segment carries it."""
+        if dsn64:
+            rel = (dsn - self.remote_idsn) & M64
+        else:
+            rel = _unwrap((dsn - self.remote_idsn) & M32, self.rcv_rel)
+        if rel < 0 or rel > self.rcv_rel + MAX_JUMP or rel + MAX_JUMP < self.rcv_rel:
+            return -1
+        return rel
 
     def guest_seq_of_remote_dsn(self, dsn: int) -> int:
         """Guest seq of the server's DSN `dsn` (32- or 64-bit)."""

@@ -53,6 +53,7 @@ class State(IntEnum):
     FALLBACK = 6  # plain TCP: passes untouched
     CLOSED = 7  # reset: passes as plain TCP until expiry
     FALLBACK_CLOSING = 8  # plain TCP and a FIN passed: closing timeout instead of established
+    GUEST_MPTCP = 9  # the guest speaks MPTCP itself: every packet passes untouched, both ways
 
 
 class Input(IntEnum):
@@ -84,9 +85,22 @@ class Input(IntEnum):
     IN_CSUM_BAD = 23  # data whose whole mapping is in the segment and fails the DSS checksum
     OUT_INFINITE = 24  # guest data after the server's MP_FAIL: carries our infinite mapping
     IN_FIN = 25  # FIN from the server on a fallback flow (classified only there)
+    IN_SYN = 26  # SYN without ACK from the server: simultaneous open
+    IN_RST_CHALLENGE = 27  # RST in the guest's window but not at its rcv_nxt (RFC 5961 §3.2)
+    IN_RST_OUTSIDE = 28  # RST outside the guest's window (or not acking our SYN in SYN_SENT)
+    IN_OUTSIDE = 29  # segment outside the guest's receive window: no state change, dropped
+    IN_CSUM_MISSING = 30  # a mapping without the DSS checksum that was negotiated (§3.3)
+    IN_CSUM_BAD_LATE = 31  # a mapping spanning segments fails its checksum at its last one
+    IN_UNRECONCILABLE = 32  # the server falls back where its subflow seq is not the data seq
+    IN_OLD = 33  # segment wholly before the guest's rcv_nxt (a retransmission): its bytes go on
+    #              as the duplicate they are, placed by their mapping; nothing else acts
 
 
 S, I = State, Input
+
+# The converter indexes tuples by these values (state x input): they must be 0..n-1.
+assert [s.value for s in State] == list(range(len(State))), "State values must be dense"
+assert [i.value for i in Input] == list(range(len(Input))), "Input values must be dense"
 
 OUT_INPUTS = tuple(i for i in Input if i.name.startswith("OUT_"))
 IN_INPUTS = tuple(i for i in Input if i.name.startswith("IN_"))
@@ -106,14 +120,15 @@ _DATA_IN = (I.IN_DSS, I.IN_DSS_NOACK, I.IN_NODSS_DATA, I.IN_NODSS)
 TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     # -- a new connection ------------------------------------------------------------------
     (S.NEW, I.OUT_SYN): ("syn", S.SYN_SENT),
-    (S.NEW, I.OUT_SYN_MPTCP): ("guest_mptcp", S.FALLBACK),
+    (S.NEW, I.OUT_SYN_MPTCP): ("guest_mptcp", S.GUEST_MPTCP),
     # a new SYN (another ISN) on a known 4-tuple restarts the flow, whatever it was
     **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN], "syn", S.SYN_SENT),
-    **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN_MPTCP], "guest_mptcp", S.FALLBACK),
+    **_rows([s for s in S if s is not S.NEW], [I.OUT_SYN_MPTCP], "guest_mptcp", S.GUEST_MPTCP),
     # -- handshake -------------------------------------------------------------------------
     (S.SYN_SENT, I.OUT_SYN_RTX): ("syn", S.SYN_SENT),
     (S.SYN_SENT, I.IN_SYNACK_MPC): ("synack", S.MPC_PENDING),
     (S.SYN_SENT, I.IN_SYNACK_PLAIN): ("synack_fallback", S.FALLBACK),
+    (S.SYN_SENT, I.IN_SYN): ("simultaneous", S.FALLBACK),  # simultaneous open: plain TCP, once
     (S.MPC_PENDING, I.OUT_SYN_RTX): ("syn", S.MPC_PENDING),  # our SYN/ACK copy got lost
     (S.MPC_PENDING, I.IN_SYNACK_MPC): ("synack", S.MPC_PENDING),  # third ACK lost
     (S.MPC_PENDING, I.OUT_ACK): ("out", S.MPC_PENDING),
@@ -129,6 +144,9 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     **_rows(_CONVERTING, [I.OUT_ACK, I.OUT_DATA], "out"),
     **_rows(_CONVERTING, _DATA_IN, "in_"),
     **_rows(_CONVERTING, [I.IN_INFINITE], "infinite", S.FALLBACK),
+    # a server that fell back mid-connection (RFC 8684 §3.7: data without any MPTCP option,
+    # e.g. after segments of ours passed unconverted while the queue was full): plain TCP
+    **_rows((S.ESTABLISHED, S.CLOSING), [I.IN_NODSS_DATA], "dss_fallback", S.FALLBACK),
     (S.ESTABLISHED, I.OUT_FIN): ("out", S.CLOSING),
     (S.ESTABLISHED, I.IN_DATA_FIN): ("in_", S.CLOSING),
     (S.CLOSING, I.OUT_FIN): ("out", S.CLOSING),
@@ -162,6 +180,19 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     # MP_FASTCLOSE too, or the server sees a plain subflow RST and its MPTCP socket lingers.
     (S.CLOSED, I.OUT_RST): ("rst_out_again", S.CLOSED),
     **_rows(_PLAIN, [I.IN_RST], "pass_in", S.CLOSED),
+    # -- acceptability (RFC 5961; RFC 9293 §3.10.7.4): only a RST exactly at the guest's
+    # rcv_nxt resets; one in its window reaches the guest, which answers with a challenge ACK;
+    # anything else, and any segment outside the guest's window, changes nothing: dropped.
+    **_rows(_MPTCP, [I.IN_RST_CHALLENGE], "rst_challenge"),
+    **_rows(_ABORTABLE, [I.IN_RST_OUTSIDE], "drop_rst"),
+    **_rows(_MPTCP, [I.IN_OUTSIDE], "drop_outside"),
+    **_rows(_MPTCP, [I.IN_OLD], "in_old"),
+    # -- the stream cannot continue exactly: end it visibly, both ways (guest RST; server
+    # RST + MP_FASTCLOSE), never deliver bytes that are not the server's stream.
+    **_rows(_MPTCP, [I.IN_CSUM_MISSING, I.IN_CSUM_BAD_LATE, I.IN_UNRECONCILABLE], "abort", S.CLOSED),
+    # -- a guest that speaks MPTCP itself: its connection is not ours, both ways. (The
+    # converter passes these packets before classifying them; the rows say the same.)
+    **_rows([S.GUEST_MPTCP], [i for i in Input if i not in (I.OUT_SYN, I.OUT_SYN_MPTCP)], "untouched"),
 }
 
 # Seconds of idleness after which tick() forgets a flow, by state (attribute of Config).
@@ -172,7 +203,8 @@ TIMEOUT_OF_STATE = {
     S.ESTABLISHED: "established_timeout",
     S.CLOSING: "closing_timeout",
     S.TIME_WAIT: "time_wait_timeout",
-    S.FALLBACK: "established_timeout",
+    S.FALLBACK: "fallback_timeout",
     S.CLOSED: "closed_timeout",
     S.FALLBACK_CLOSING: "closing_timeout",
+    S.GUEST_MPTCP: "fallback_timeout",
 }

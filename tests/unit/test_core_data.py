@@ -140,18 +140,25 @@ def test_server_data_stripped_checked_and_acked_in_guest_space():
     assert got is None and p.count("DataCsumErr") == 1  # never to the guest (test_core_abort.py)
 
 
-def test_server_mapping_oddities_are_counted():
+def test_server_data_is_placed_by_its_mapping_not_its_subflow_seq():
     p = Pair()
     p.established()
-    # a mapping whose DSN does not follow the subflow seq (not our one-subflow identity)
+    # a mapping whose DSN does not follow the subflow seq: the bytes go where the DSN says
     rel = (p.s_nxt - p.s_isn) & M32
     dss = Dss(data_ack=(p.idsn_c + 6) & M32, data_seq=(p.s_idsn + rel + 1000) & M64, dsn64=True,
               subflow_seq=rel, data_len=4)
-    p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (dss,), b"odd!"))
-    assert p.count("MappingMismatch") == 1
-    # data beyond the last mapping, without a DSS
-    p.inn(p.s_packet(p.s_nxt + 4, p.g_nxt, ACK, (), b"unmapped"))
-    assert p.count("MappingUncovered") == 1
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (dss,), b"odd!"))
+    assert check_wire(got)[0].seq == (p.s_nxt + 1000) & M32
+    assert p.count("MappingMismatch") == 1 and p.count("MappingShifted") == 1
+    # data beyond the last mapping, with a DSS that maps nothing: never to the guest
+    _, got = p.inn(p.s_packet(p.s_nxt + 4, p.g_nxt, ACK, (p.s_dss_ack(),), b"unmapped"))
+    assert got is None and p.count("MappingUncovered") == 1
+    # a plain segment (the server fell back) where subflow seq is not data seq: the stream
+    # cannot continue exactly, so both ends are reset, visibly
+    actions, got = p.inn(p.s_packet(p.s_nxt + 4, p.g_nxt, ACK, (), b"plain"))
+    assert got is None and p.count("FallbackUnreconcilable") == 1 and p.count("AbortTX") == 1
+    to_server, to_guest = (check_wire(a.data)[0] for a in actions[1:])
+    assert to_server.flags & RST and to_guest.flags & RST and to_guest.seq == p.s_nxt
 
 
 def test_data_ack_becomes_guest_ack():

@@ -1,11 +1,15 @@
 """Outbound handshake: MP_CAPABLE on the guest SYN, the SYN/ACK, the third ACK, fallbacks,
 MSS clamping (RFC 8684 §3.1, §3.7; LESSONS.md trap 8)."""
 
-from middlebox.core import ACCEPT, Config, Counter, Rewrite, State
-from middlebox.wire import MpCapable, encode_tcp_options, key_idsn, key_token
+from middlebox.core import ACCEPT, Config, Counter, Direction, Rewrite, State
+from middlebox.wire import Dss, MpCapable, build_options, encode_tcp_options, key_idsn, key_token
 
 from tests.unit.test_core_harness import (
+    ACK,
+    FIN,
+    RST,
     SERVER_KEY,
+    SYN,
     Pair,
     check_wire,
     mptcp_of,
@@ -151,8 +155,34 @@ def test_guest_that_speaks_mptcp_is_left_alone():
     opts = encode_tcp_options(mss=1460) + bytes([30, 4, 0x01, 0x01])
     actions, _ = p.out(p.g_syn(options=opts))
     assert actions == [ACCEPT]
-    assert _flow(p).state is State.FALLBACK
+    assert _flow(p).state is State.GUEST_MPTCP
     assert p.count("GuestSpeaksMPTCP") == 1
+    # the server's SYN/ACK keeps its MP_CAPABLE (the guest negotiates MPTCP end to end), and
+    # so do the guest's third ACK, data with DSS, FIN and RST, both ways: byte for byte
+    synack = p.s_packet(p.s_isn, p.g_nxt, SYN | ACK, (MpCapable(1, 0x01, SERVER_KEY),))
+    # (the harness refuses MPTCP options towards the guest: this guest wants them)
+    assert p.conv.handle(synack, Direction.IN, p.now) == [ACCEPT]
+    dss = Dss(data_ack=1, dsn64=False, data_seq=7, subflow_seq=1, data_len=2)
+    for buf, way in ((p.g_packet(p.g_nxt, p.s_nxt, ACK, b"hi", options=build_options(b"", (dss,))), Direction.OUT),
+                     (p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (dss,), b"yo"), Direction.IN),
+                     (p.s_packet(p.s_nxt, p.g_nxt, RST, ()), Direction.IN),
+                     (p.g_packet(p.g_nxt, p.s_nxt, RST | ACK), Direction.OUT)):
+        assert p.conv.handle(buf, way, p.now) == [ACCEPT]
+    assert _flow(p).state is State.GUEST_MPTCP
+    assert p.count("GuestMPTCPPacket") == 5 and p.count("StateViolation") == 0
+    assert p.count("MPCapableSYNACKRX") == 0 and p.count("DSSRX") == 0
+
+
+def test_simultaneous_open_falls_back_once():
+    p = Pair()
+    p.out(p.g_syn())
+    syn = p.s_packet(p.s_isn, 0, SYN, ())
+    p.inn(syn)
+    assert _flow(p).state is State.FALLBACK and p.count("SimultaneousOpen") == 1
+    for _ in range(3):  # the rest of the exchange passes as plain TCP, no violations
+        p.out(p.g_packet(p.g_isn, p.s_isn + 1, SYN | ACK))
+        p.inn(p.s_packet(p.s_isn, p.g_nxt, SYN | ACK, ()))
+    assert p.count("StateViolation") == 0 and p.count("SimultaneousOpen") == 1
 
 
 def test_syn_with_full_option_space_makes_room():
