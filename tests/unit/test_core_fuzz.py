@@ -1,10 +1,12 @@
 """handle() never raises and always yields a verdict first: arbitrary bytes, and valid packets
-of every phase mutated byte by byte, in both directions (docs/core-api.md)."""
+of every phase mutated byte by byte, in both directions (docs/core-api.md); IPv4 and IPv6,
+MPTCP v1 and v0, DSS checksums off and on. tests/fuzz_volume.py does the same at volume
+(`make test`, `make fuzz`)."""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from middlebox.core import ACCEPT, Converter, Counter, Direction, Drop, Rewrite
+from middlebox.core import ACCEPT, Config, Converter, Counter, Direction, Drop, Rewrite
 
 from tests.unit.test_core_harness import Pair
 
@@ -26,10 +28,10 @@ def test_arbitrary_bytes(data, direction):
     conv.tick(1000.0)
 
 
-def _corpus():
+def _corpus(v6=False, version=1, checksum=False):
     """Valid packets of a whole conversation (handshake, data, DATA_FIN, RST), with
     the direction each one travels and a converter state to replay them into."""
-    p = Pair()
+    p = Pair(Config(version=version, checksum=checksum), v6=v6)
     out = []
     out.append((Direction.OUT, p.g_syn()))
     _, syn = p.out(out[-1][1])
@@ -47,19 +49,27 @@ def _corpus():
     return out
 
 
-CORPUS = _corpus()
+# (config, conversation): IPv4 and IPv6, MPTCP v1 and v0, DSS checksums off and on
+CORPORA = [
+    (Config(version=version, checksum=checksum), _corpus(v6, version, checksum))
+    for v6, version, checksum in ((False, 1, False), (True, 1, True), (False, 0, True), (True, 0, False))
+]
+CORPUS = CORPORA[0][1]
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    st.integers(0, len(CORPORA) - 1),
     st.integers(0, len(CORPUS) - 1),
     st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=1, max_size=6),
     st.integers(0, 80),
     st.booleans(),
 )
-def test_mutated_valid_packets(upto, mutations, cut, flip_direction):
+def test_mutated_valid_packets(which, upto, mutations, cut, flip_direction):
     """Replay the conversation up to a point, then feed a mutated packet of it."""
-    conv = Converter()
+    config, CORPUS = CORPORA[which]
+    upto %= len(CORPUS)
+    conv = Converter(config)
     now = 1.0
     for direction, buf in CORPUS[:upto]:
         now += 0.01
