@@ -32,7 +32,7 @@ class Counter(IntEnum):
     DSSRX = 16  # server segment with a DSS option (stripped)
     DataFinRX = 17  # server DATA_FIN (turned into a FIN towards the guest)
     DataFinDeferred = 18  # DATA_FIN not at the end of this segment: FIN not set yet
-    MappingMismatch = 19  # server mapping breaks "subflow seq == data seq" (counted; data placed by its DSN)
+    MappingMismatch = 19  # the server's subflow seq moved away from its data seq (zero-window probe, MPTCP-level retransmission); data placed by its DSN
     MappingUncovered = 20  # server data not covered by any mapping: dropped
     DataCsumErr = 21  # server DSS checksum wrong
     DataAckMismatch = 22  # DATA_ACK does not match the subflow ack (one subflow)
@@ -66,7 +66,7 @@ class Counter(IntEnum):
     CsumErrDropped = 46  # server segment dropped because its DSS checksum failed (never to the guest)
     FallbackFin = 47  # FIN on a fallback flow: closing timeout from now on
     # placing server data by its mapping (never by its subflow seq)
-    MappingShifted = 48  # server data whose subflow seq is not its data seq (zero-window probe, MPTCP-level retransmission): placed by its DSN
+    # (48: unused)
     MappingConflict = 49  # server data whose mapping contradicts one already seen for the same subflow bytes: dropped
     RangeMapFull = 50  # too many unacknowledged subflow ranges with distinct offsets: segment dropped (the server retransmits)
     SackTranslated = 51  # guest SACK blocks translated into the subflow's space

@@ -617,7 +617,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passthrough", action="store_true",
                         help="accept every packet unchanged, without the core")
     parser.add_argument("--max-flows", type=int, default=65536, metavar="N",
-                        help="flow table cap; the oldest idle flow is evicted when full (default 65536)")
+                        help="flow table cap; when full, the least recently active flow of the cheapest class goes: closed/fallback, then TIME_WAIT, then half-open, a converting flow only when nothing else is left (default 65536)")
     parser.add_argument("--mtu", type=int, default=1500,
                         help="path MTU towards the servers; the MSS guests learn is clamped so that "
                              "segments with MPTCP options fit (default 1500)")
