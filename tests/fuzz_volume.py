@@ -294,12 +294,17 @@ def run(packets: int, seed: int, max_flows: int, quiet: bool = False) -> tuple[i
                 check_tick(c, now)
     elapsed = time.perf_counter() - t0
     for c in convs:
-        check_tick(c, now + 10_000)
+        longest = max(v for k, v in vars_of(c.config).items() if k.endswith("_timeout"))
+        check_tick(c, now + longest + 1.0)
         if c.flows:
             raise Failure(f"{len(c.flows)} flows left after every timeout")
     if not quiet:
         summary(convs, done, mutated, elapsed, seed, len(seeds))
     return done, elapsed
+
+
+def vars_of(config) -> dict:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
 
 def feed(conv, buf: bytes, direction, now: float, max_flows: int) -> None:

@@ -112,7 +112,7 @@ def deterministic_keys(seed: int = KEY_SEED):
 
 # -- recording whole conversations with the harness -------------------------------------------
 
-GUEST_STEPS = ("gdata", "gack", "gfin", "grst", "gsyn")
+GUEST_STEPS = ("gdata", "gack", "gfin", "grst", "gsyn", "gsyn_bare")
 SERVER_STEPS = ("sdata", "sack", "sdatafin", "sdatafin_fin", "sfin", "srst", "sfastclose",
                 "sfastclose_bad", "smpfail", "sbadcsum", "sinfinite", "snodss")
 STEPS = GUEST_STEPS + SERVER_STEPS + ("tick",)
@@ -174,6 +174,10 @@ def _step(p: Pair, name: str, n: int):
             p.g_isn = (p.g_isn + 100_000) & M32
             p.g_nxt = (p.g_isn + 1) & M32
         return p.g_syn(), Direction.OUT
+    if name == "gsyn_bare":  # the same SYN again with fewer options (no window scale)
+        opts = WIRE.encode_tcp_options(mss=1460, sack_perm=bool(n % 2), ts_val=1 if n % 3 else -1,
+                                       ts_ecr=0 if n % 3 else -1)
+        return p.g_syn(options=opts), Direction.OUT
     if name == "sdata":
         if mptcp:
             return p.s_data_pkt(pay, dsn64=bool(n % 2), ack64=bool(n % 4 == 1)), Direction.IN
@@ -478,6 +482,21 @@ def test_twins_agree_on_a_whole_conversation(v6, version, checksum):
     cfg, events = make_events(sc, steps)
     pure = replay_both(cfg, events)
     assert pure.counters[Counter.CoreBug] == 0 and pure.counters[Counter.DSSTX] > 0
+
+
+def test_twins_agree_on_a_syn_retransmitted_without_window_scale():
+    """Found by the fuzzing here: a guest SYN retransmission (same ISN) without the window
+    scale option, after the server's SYN/ACK (MPC_PENDING), then the guest's third ACK. The
+    SYN handler records the option's absence as guest_wscale = -1 and nothing resets it:
+    the spec computes `pkt.window << -1` (ValueError: CoreBug, packet accepted), the twin
+    shifts a C long long by -1 (undefined behaviour in C) and sends a Rewrite."""
+    p = Pair()
+    events = record_flow(p, [], prefix=())
+    rtx = p.g_syn(options=WIRE.encode_tcp_options(mss=1460, sack_perm=True, ts_val=1, ts_ecr=0))
+    p.g_rcv = p.s_nxt
+    events += [("pkt", Direction.OUT, rtx, 100.002), ("pkt", Direction.OUT, p.g_ack(), 100.003)]
+    pure = replay_both(Config(), events)
+    assert pure.counters[Counter.CoreBug] == 0
 
 
 def test_keys_are_patched_in_both_modules():
