@@ -20,6 +20,8 @@ compiled wire parser (`parse_packet`, then `mptcp_options` and `parse_options`).
 * anything but WireError escapes the wire parser, or anything escapes `handle`/`tick`;
 * `counters[Counter.CoreBug]` moves (the converter caught an exception: a bug);
 * the table holds more than max_flows flows, or an action list has no verdict first;
+* on every 25th round (`--twin-every`), fed to a pure and a compiled converter of their own,
+  the two differ in an action or a counter;
 * a Rewrite or Inject does not parse, or its TCP checksum is wrong although the input's was
   right (an Inject is built from scratch: always checked), or an IPv4 header checksum is
   wrong although the input's was right.
@@ -45,6 +47,7 @@ sys.path.insert(0, ROOT)
 
 import middlebox._ccore.converter as CORE  # noqa: E402  the compiled core, whatever the env says
 import middlebox._cwire as W  # noqa: E402  the compiled wire
+import middlebox.core.converter as PURE  # noqa: E402  the spec, for the sampled twin check
 from middlebox.analysis.pcap import read_packets  # noqa: E402
 from middlebox.core import ACCEPT, Config, Counter, Direction, Drop, Inject, Rewrite  # noqa: E402
 from middlebox.wire import TWINNED, WireError  # noqa: E402
@@ -252,10 +255,56 @@ def check_actions(actions, tcp_good: bool, ip_good: bool) -> None:
 # -- the loop ----------------------------------------------------------------------------------
 
 
-def run(packets: int, seed: int, max_flows: int, quiet: bool = False) -> tuple[int, float]:
+def key_source(seed: int):
     rng = random.Random(seed)
-    key_rng = random.Random(seed ^ 0x6B6579)
-    CORE.new_key = lambda: key_rng.getrandbits(64) or 1  # deterministic keys for the run
+    return lambda: rng.getrandbits(64) or 1
+
+
+class TwinCheck:
+    """Every `every`-th round also goes through a pure and a compiled converter of their own
+    (same config, same key sequence): their actions and counters must stay equal. The
+    compiled core alone cannot show where it departs from the spec (a C shift by a negative
+    count does not raise); tests/unit/test_core_twin_equal.py does this with fewer packets."""
+
+    def __init__(self, every: int, max_flows: int, seed: int) -> None:
+        self.every = every
+        self.pure = PURE.Converter(Config(max_flows=max_flows, checksum=True))
+        self.twin = CORE.Converter(Config(max_flows=max_flows, checksum=True))
+        self.keys = (key_source(seed ^ 0x7477696E), key_source(seed ^ 0x7477696E))
+        self.history: list[str] = []
+        self.packets = 0
+
+    def feed(self, buf: bytes, direction, now: float) -> None:
+        old = PURE.new_key, CORE.new_key
+        PURE.new_key, CORE.new_key = self.keys
+        try:
+            a, b = self.pure.handle(buf, direction, now), self.twin.handle(buf, direction, now)
+        finally:
+            PURE.new_key, CORE.new_key = old
+        self.packets += 1
+        self.history.append(f"{direction.name} now={now!r} {buf.hex()}")
+        va, vb = [view(x) for x in a], [view(x) for x in b]
+        ca, cb = self.pure.counters, self.twin.counters
+        if va != vb or ca != cb or len(self.pure.flows) != len(self.twin.flows):
+            diff = {k.name: (ca[k], cb[k]) for k in ca if ca[k] != cb.get(k)}
+            raise Failure("compiled core differs from the spec (pure, twin):\n"
+                          f"  actions {va!r}\n          {vb!r}\n  counters {diff}\n"
+                          f"  len(flows) {len(self.pure.flows)} {len(self.twin.flows)}\n"
+                          "  this round so far:\n    " + "\n    ".join(self.history))
+
+    def tick(self, now: float) -> None:
+        if [view(x) for x in self.pure.tick(now)] != [view(x) for x in self.twin.tick(now)] or \
+                self.pure.counters != self.twin.counters:
+            raise Failure(f"compiled core differs from the spec after tick({now})")
+
+
+def view(action):
+    return (type(action).__name__, getattr(action, "data", None) or getattr(action, "reason", None))
+
+
+def run(packets: int, seed: int, max_flows: int, quiet: bool = False, twin_every: int = 25) -> tuple[int, float]:
+    rng = random.Random(seed)
+    CORE.new_key = key_source(seed ^ 0x6B6579)  # deterministic keys for the run
     if CORE.parse_packet is not W.parse_packet:  # MIDDLEBOX_PURE_PYTHON=1: still the twin's wire
         for name in TWINNED:
             if hasattr(CORE, name):
@@ -264,6 +313,7 @@ def run(packets: int, seed: int, max_flows: int, quiet: bool = False) -> tuple[i
     options_pool = [o for conv in seeds for _, buf in conv if (o := option_area(buf))] or [b""]
     config = Config(max_flows=max_flows, checksum=False)
     convs = [CORE.Converter(config), CORE.Converter(Config(max_flows=max_flows, checksum=True, version=0))]
+    twin = TwinCheck(twin_every, max_flows, seed) if twin_every else None
     now = 1000.0
     done = mutated = 0
     rounds = 0
@@ -274,6 +324,9 @@ def run(packets: int, seed: int, max_flows: int, quiet: bool = False) -> tuple[i
         seq = seeds[rng.randrange(len(seeds))]
         port = rng.randrange(1024, 65536)
         p_mut = rng.choice((0.1, 0.3, 0.7, 1.0, 1.0))  # low: the conversation gets further
+        check = twin if twin is not None and rounds % twin.every == 0 else None
+        if check is not None:
+            check.history = []
         for direction, buf in seq:
             if mutated >= packets:
                 break
@@ -288,10 +341,14 @@ def run(packets: int, seed: int, max_flows: int, quiet: bool = False) -> tuple[i
             now += 0.0005
             feed(conv, buf, direction, now, max_flows)
             done += 1
+            if check is not None:
+                check.feed(buf, direction, now)
         if rounds % 1000 == 0:  # ~500 new flows per converter in between: the table evicts
             now += rng.choice((0.5, 5.0, 15.0, 70.0, 400.0))
             for c in convs:
                 check_tick(c, now)
+            if twin is not None:
+                twin.tick(now)
     elapsed = time.perf_counter() - t0
     for c in convs:
         longest = max(v for k, v in vars_of(c.config).items() if k.endswith("_timeout"))
@@ -300,6 +357,8 @@ def run(packets: int, seed: int, max_flows: int, quiet: bool = False) -> tuple[i
             raise Failure(f"{len(c.flows)} flows left after every timeout")
     if not quiet:
         summary(convs, done, mutated, elapsed, seed, len(seeds))
+        if twin is not None:
+            print(f"  twin check: {twin.packets} of them also through the pure spec, same results")
     return done, elapsed
 
 
@@ -348,10 +407,12 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=int(os.environ.get("FUZZ_PACKETS", DEFAULT_PACKETS)))
     ap.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", "1")))
     ap.add_argument("--max-flows", type=int, default=256)
+    ap.add_argument("--twin-every", type=int, default=25,
+                    help="every N-th round also through the pure spec, compared (0: never)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
-        run(args.packets, args.seed, args.max_flows)
+        run(args.packets, args.seed, args.max_flows, twin_every=args.twin_every)
     except Failure as exc:
         print(f"fuzz_volume: FAILED (seed {args.seed}): {exc}", file=sys.stderr)
         return 1
