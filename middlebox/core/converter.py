@@ -414,8 +414,9 @@ class Converter:
         # v1 SYN: no key (length 4); v0 SYN: our key (length 12)
         opt = MpCapable(flow.version, mflags, flow.local_key if flow.version == 0 else None)
         start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
-        flow.guest_window = pkt.window
-        flow.guest_wscale = parse_options(data, start, end).wscale  # -1: none (see _h_synack)
+        if flow.state is S.NEW or flow.remote_key is None:  # not after the SYN/ACK settled it
+            flow.guest_window = pkt.window
+            flow.guest_wscale = parse_options(data, start, end).wscale  # -1: none (see _h_synack)
         raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
         try:
             options = build_options(raw, (opt,))
