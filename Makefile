@@ -40,10 +40,11 @@ test-compiled: build
 test-pure: build
 	MIDDLEBOX_PURE_PYTHON=1 $(PY) -m pytest tests
 
+# The fuzz volume step first, so that the run closes on pytest's summary line.
 test: build
+	$(PY) tests/fuzz_volume.py
 	$(PY) -m pytest tests
 	MIDDLEBOX_PURE_PYTHON=1 $(PY) -m pytest tests
-	$(PY) tests/fuzz_volume.py
 
 # 1,000,000 mutated packets through the compiled core and wire parser (~15 s; FUZZ_SEED=,
 # FUZZ_PACKETS= or `$(PY) tests/fuzz_volume.py --help` for another run).
