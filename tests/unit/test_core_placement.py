@@ -1,8 +1,10 @@
 """Server data placed by its mapping, not its subflow seq (zero-window probes, MPTCP-level
 retransmissions), checksums of mappings, and guest segments outside the guest's own space."""
 
+import random
+
 from middlebox.core import Config, Drop, State
-from middlebox.wire import Dss, dss_checksum
+from middlebox.wire import Dss, MpFastclose, dss_checksum, key_idsn
 
 from tests.unit.test_core_harness import ACK, M32, M64, RST, Pair, check_wire, mptcp_of
 
@@ -63,3 +65,138 @@ def test_guest_segment_before_its_isn_is_dropped_and_does_not_shift_dsns():
     _, sent = p.out(p.g_data(b"world"))
     p.s_receive(sent)  # DSN = IDSN + (seq - ISN), validated by the server
     assert p.s_stream() == b"helloworld"
+
+
+# -- a guest that reassembles, a server that maps as it likes ---------------------------------
+
+def _map_seg(p, sub, dsn, payload, m_sub=None, m_dsn=None, m_payload=None, csum=None, dsn64=True,
+             checksum=False, flags=ACK):
+    """A server segment of `payload` at relative subflow seq `sub`, carrying the mapping
+    (m_sub, m_dsn, len(m_payload)) (default: the segment's own, DSN `dsn`). `checksum`:
+    the mapping's DSS checksum over m_payload (64-bit DSN, RFC 8684 §3.3.1) unless `csum`."""
+    m_sub = sub if m_sub is None else m_sub
+    m_dsn = dsn if m_dsn is None else m_dsn
+    m_payload = payload if m_payload is None else m_payload
+    dsn_abs = (p.s_idsn + m_dsn) & M64
+    if checksum and csum is None:
+        csum = dss_checksum(dsn_abs, m_sub & M32, len(m_payload), m_payload)
+    dss = p.s_dss_ack(data_seq=dsn_abs if dsn64 else dsn_abs & M32, dsn64=dsn64, subflow_seq=m_sub & M32,
+                      data_len=len(m_payload), csum=csum)
+    if dsn64:
+        p.expect_ack64 = True
+    return p.s_packet((p.s_isn + sub) & M32, p.g_nxt, flags, (dss,), payload)
+
+
+class Sim:
+    """Both ends watched: what the guest got (placed by guest seq, as a TCP receiver keeps
+    it: the first copy of each byte, every later copy checked equal to it), the subflow bytes
+    the converter took, and every subflow ack it sent to the server."""
+
+    def __init__(self, p, stream: bytes):
+        self.p = p
+        self.stream = stream
+        self.got = {}  # data rel (guest seq - server ISN) -> byte
+        self.sub_taken = set()  # relative subflow seqs of bytes the converter let through
+        self.sub_sent_max = 1  # highest relative subflow seq the server sent + 1
+        self.acks = []  # relative subflow acks sent to the server
+        self.resets = []
+
+    def rcv_nxt(self) -> int:
+        k = 1
+        while k in self.got:
+            k += 1
+        return k
+
+    def sub_hole(self) -> int:
+        k = 1
+        while k in self.sub_taken:
+            k += 1
+        return k
+
+    def inn(self, buf: bytes):
+        p = self.p
+        pkt0 = check_wire(buf)[0]
+        r = (pkt0.seq - p.s_isn) & M32
+        end = r + pkt0.payload_len
+        self.sub_sent_max = max(self.sub_sent_max, end)
+        actions, got = p.inn(buf)
+        for a in actions[1:]:
+            self.resets.append(a)
+        if got is not None:
+            self.sub_taken.update(range(r, end))
+            pkt = check_wire(got)[0]
+            if pkt.flags & RST:
+                self.resets.append(got)
+                return actions, got
+            k = (pkt.seq - p.s_isn) & M32
+            for i, b in enumerate(got[pkt.payload_off : pkt.length]):
+                pos = k + i
+                assert 1 <= pos <= len(self.stream), f"guest byte at data rel {pos}: outside the stream"
+                if pos in self.got:
+                    assert self.got[pos] == b, f"duplicate byte at data rel {pos} differs from the first copy"
+                else:
+                    self.got[pos] = b
+                assert b == self.stream[pos - 1], f"wrong byte at data rel {pos}"
+        return actions, got
+
+    def ack(self, sack=()):
+        """The guest acks what it has (cumulative), maybe with SACK blocks (data rel pairs)."""
+        p = self.p
+        p.g_rcv = (p.s_isn + self.rcv_nxt()) & M32
+        blocks = tuple(((p.s_isn + a) & M32, (p.s_isn + b) & M32) for a, b in sack)
+        actions, sent = p.out(p.g_ack(sack=blocks))
+        assert sent is not None
+        pkt = check_wire(sent)[0]
+        a = (pkt.ack - p.s_isn) & M32
+        self.acks.append(a)
+        assert a <= self.sub_hole(), f"subflow ack {a} beyond what the converter took ({self.sub_hole()})"
+        assert a <= self.sub_sent_max, f"subflow ack {a} beyond what the server sent ({self.sub_sent_max})"
+        return sent
+
+    def stream_ok(self) -> bool:
+        return self.rcv_nxt() == len(self.stream) + 1
+
+
+def _stream(n, seed=7):
+    return random.Random(seed).randbytes(n)
+
+
+# (b) MPTCP-level retransmissions on the same subflow, with losses
+
+
+def test_mptcp_level_retransmissions_reassemble_byte_exact_and_subflow_acks_stay_honest():
+    p = Pair()
+    p.established()
+    S = _stream(2400)
+    sim = Sim(p, S)
+
+    def seg(sub, dsn, n):
+        return _map_seg(p, sub, dsn, S[dsn - 1 : dsn - 1 + n])
+
+    # first transmission: 12 x 200 bytes, subflow seq == DSN; 401..600 and 1201..1400 lost
+    for i in range(12):
+        x = 1 + 200 * i
+        if x in (401, 1201):
+            continue
+        sim.inn(seg(x, x, 200))
+        sim.ack()
+    assert sim.rcv_nxt() == 401 and sim.acks[-1] == 401
+    # MPTCP RTO 1: DSN 401..600 again at the subflow's next seq (2401): lost as well
+    # MPTCP RTO 2: DSN 401..800 at 2601
+    sim.inn(seg(2601, 401, 400))
+    sim.ack()
+    assert sim.rcv_nxt() == 1201 and sim.acks[-1] == 401  # subflow 401..600 and 2401..2600 missing
+    # MPTCP RTO 3: DSN 1201..1400 at 3001, then DSN 1201..1300 once more at 3201 (both arrive)
+    sim.inn(seg(3001, 1201, 200))
+    sim.ack()
+    sim.inn(seg(3201, 1201, 100))
+    sim.ack()
+    assert sim.stream_ok()
+    assert sim.acks[-1] == 401
+    # the subflow-level retransmissions fill the subflow's holes (same seq, same mapping)
+    for x, d, n in ((401, 401, 200), (1201, 1201, 200), (2401, 401, 200)):
+        sim.inn(seg(x, d, n))
+        sim.ack()
+    assert sim.acks[-1] == 3301, sim.acks  # everything the server sent on the subflow
+    assert bytes(sim.got[k] for k in range(1, 2401)) == S
+    assert not sim.resets and p.count("CoreBug") == 0 and p.count("MappingMismatch") >= 1
