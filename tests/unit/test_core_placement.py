@@ -200,3 +200,66 @@ def test_mptcp_level_retransmissions_reassemble_byte_exact_and_subflow_acks_stay
     assert sim.acks[-1] == 3301, sim.acks  # everything the server sent on the subflow
     assert bytes(sim.got[k] for k in range(1, 2401)) == S
     assert not sim.resets and p.count("CoreBug") == 0 and p.count("MappingMismatch") >= 1
+
+
+# (c) SACK blocks (data level) move into the subflow's space
+
+
+def _shifted_with_hole(timestamps):
+    """After a zero-window probe the subflow runs 1 ahead of the data; data 7..10 (subflow
+    8..11) and an MPTCP-level retransmission at 16..19 lost: data 11..14 sits at subflow
+    12..15 and data 15..18 at subflow 20..23."""
+    p = Pair(timestamps=timestamps)
+    p.established()
+    S = _stream(40)
+    sim = Sim(p, S)
+    sim.inn(_map_seg(p, 1, 1, S[0:6]))
+    sim.ack()
+    sim.inn(_map_seg(p, 7, 6, S[5:6]))  # the probe: DSN rcv_nxt - 1 at a new subflow seq
+    sim.ack()
+    sim.inn(_map_seg(p, 12, 11, S[10:14]))
+    sim.inn(_map_seg(p, 20, 15, S[14:18]))
+    assert sim.rcv_nxt() == 7
+    return p, sim
+
+
+def _sack_of(p, sent):
+    pkt, opts = check_wire(sent)
+    return pkt, tuple(((a - p.s_isn) & M32, (b - p.s_isn) & M32) for a, b in opts.sack)
+
+
+def test_sack_blocks_are_translated_into_subflow_space_after_a_shift():
+    p, sim = _shifted_with_hole(timestamps=False)
+    sent = sim.ack(sack=((11, 15), (15, 19)))
+    pkt, sack = _sack_of(p, sent)
+    assert (pkt.ack - p.s_isn) & M32 == 8  # the probe's subflow byte is acked, the hole is not
+    assert sack == ((12, 16), (20, 24))
+    assert p.count("SackTranslated") == 1 and p.count("SackUnmapped") == 0 and p.count("SackDropped") == 0
+
+
+def test_sack_block_no_single_range_holds_is_left_out():
+    p, sim = _shifted_with_hole(timestamps=False)
+    sent = sim.ack(sack=((11, 19), (15, 19)))  # 11..18 spans two ranges of different offsets
+    _, sack = _sack_of(p, sent)
+    assert sack == ((20, 24),)
+    assert p.count("SackTranslated") == 1 and p.count("SackUnmapped") == 1
+    sent = sim.ack(sack=((30, 35), (11, 15)))  # 30..34 never received at all
+    _, sack = _sack_of(p, sent)
+    assert sack == ((12, 16),) and p.count("SackUnmapped") == 2
+
+
+def test_single_sack_block_with_timestamps_is_translated():
+    p, sim = _shifted_with_hole(timestamps=True)
+    sent = sim.ack(sack=((11, 15),))
+    _, sack = _sack_of(p, sent)
+    assert sack == ((12, 16),) and p.count("SackTranslated") == 1
+
+
+def test_single_sack_block_without_timestamps_is_translated():
+    """NOP NOP SACK(1 block) is 12 bytes of options, as long as timestamps alone: the block
+    must still move into the subflow's space (data 11..14 sits at subflow 12..15)."""
+    p, sim = _shifted_with_hole(timestamps=False)
+    sent = sim.ack(sack=((11, 15),))
+    _, sack = _sack_of(p, sent)
+    assert sack == ((12, 16),), f"SACK block left in data space: {sack}"
+    assert p.count("SackTranslated") == 1
