@@ -263,3 +263,142 @@ def test_single_sack_block_without_timestamps_is_translated():
     _, sack = _sack_of(p, sent)
     assert sack == ((12, 16),), f"SACK block left in data space: {sack}"
     assert p.count("SackTranslated") == 1
+
+
+# (d) DSS checksums summed across the segments of a mapping
+
+_CSUM_ERRORS = ("DataCsumErr", "DataCsumLateErr", "DataCsumHoleDropped", "CsumErrDropped", "AbortTX",
+                "DataCsumMissing", "MappingUncovered", "MappingConflict", "CoreBug")
+
+
+def _mapping_pieces(p, S, sub, dsn, sizes, tamper=None):
+    """The segments of one mapping [sub, dsn, sum(sizes)) cut into `sizes`, checksummed over
+    the server's bytes; `tamper` = (piece, offset): that byte flipped after the checksum."""
+    total = sum(sizes)
+    whole = S[dsn - 1 : dsn - 1 + total]
+    csum = dss_checksum((p.s_idsn + dsn) & M64, sub & M32, total, whole)
+    segs, off = [], 0
+    for i, n in enumerate(sizes):
+        payload = bytearray(whole[off : off + n])
+        if tamper is not None and tamper[0] == i:
+            payload[tamper[1]] ^= 0x5A
+        segs.append(_map_seg(p, sub + off, dsn + off, bytes(payload), m_sub=sub, m_dsn=dsn, m_payload=whole,
+                             csum=csum))
+        off += n
+    return segs
+
+
+def _no_csum_errors(p):
+    return {c: p.count(c) for c in _CSUM_ERRORS if p.count(c)}
+
+
+def test_checksummed_mapping_over_three_segments_passes_byte_exact():
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(600)
+    sim = Sim(p, S)
+    for seg in _mapping_pieces(p, S, 1, 1, (200, 200, 200)):
+        _, got = sim.inn(seg)
+        assert got is not None
+        sim.ack()
+    assert sim.stream_ok() and sim.acks[-1] == 601
+    assert _no_csum_errors(p) == {}
+
+
+def test_checksummed_mapping_odd_lengths_verify():
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(15 + 9)
+    sim = Sim(p, S)
+    for seg in _mapping_pieces(p, S, 1, 1, (3, 5, 7)) + _mapping_pieces(p, S, 16, 16, (1, 1, 7)):
+        _, got = sim.inn(seg)
+        assert got is not None
+    sim.ack()
+    assert sim.stream_ok() and _no_csum_errors(p) == {}
+
+
+def test_checksummed_mapping_bad_middle_segment_resets_both_ends_at_the_last():
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(600)
+    sim = Sim(p, S)
+    s1, s2, s3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200), tamper=(1, 77))
+    sim.inn(s1)
+    sim.ack()
+    actions, got = p.inn(s2)  # its bytes reach the guest: the sum is only known at the end
+    assert got is not None
+    p.g_rcv = (p.s_isn + 401) & M32
+    p.out(p.g_ack())
+    actions, got = p.inn(s3)
+    assert got is None and isinstance(actions[0], Drop)
+    assert p.count("DataCsumLateErr") == 1 and p.count("AbortTX") == 1
+    assert p.count("DataCsumErr") == 0 and p.count("CoreBug") == 0
+    assert len(actions) == 3
+    injected = [(a.data, *check_wire(a.data)) for a in actions[1:]]
+    (sbuf, spkt, sopts), = [x for x in injected if x[1].dport == p.sport]
+    (_, gpkt, gopts), = [x for x in injected if x[1].dport == p.gport]
+    assert gpkt.flags & RST and gpkt.seq == (p.s_isn + 401) & M32 and not gopts.mptcp  # its rcv_nxt
+    assert spkt.flags & RST
+    assert any(isinstance(o, MpFastclose) and o.rcvr_key == p.s_key for o in mptcp_of(sbuf, spkt, sopts))
+    assert spkt.seq == p.g_nxt  # the seq the server expects
+    assert _flow(p).state is State.CLOSED
+
+
+def test_checksummed_mapping_hole_drops_the_later_segment_until_the_middle_comes():
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(600)
+    sim = Sim(p, S)
+    s1, s2, s3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200))
+    sim.inn(s1)
+    sim.ack()
+    actions, got = sim.inn(s3)  # the middle one was lost
+    assert got is None and isinstance(actions[0], Drop)
+    assert p.count("DataCsumHoleDropped") == 1
+    sim.ack()
+    assert sim.acks[-1] == 201
+    sim.inn(s2)
+    sim.ack()
+    _, got = sim.inn(s3)  # retransmitted: the mapping verifies now
+    assert got is not None
+    sim.ack()
+    assert sim.stream_ok() and sim.acks[-1] == 601
+    assert _no_csum_errors(p) == {"DataCsumHoleDropped": 1}
+
+
+def test_checksummed_mapping_duplicate_middle_segment_keeps_the_running_sum():
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(600)
+    sim = Sim(p, S)
+    s1, s2, s3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200))
+    sim.inn(s1)
+    sim.inn(s2)
+    sim.inn(s2)  # subflow-level retransmission, nothing acked yet
+    sim.ack()
+    sim.inn(s2)  # again, after the guest acked it (wholly old now)
+    sim.inn(s1)
+    _, got = sim.inn(s3)
+    assert got is not None
+    sim.ack()
+    assert sim.stream_ok() and sim.acks[-1] == 601 and _no_csum_errors(p) == {}
+
+
+def test_checksummed_mapping_partial_overlap_retransmission_keeps_the_running_sum():
+    """A retransmission that overlaps what was summed and adds new bytes (a re-segmented
+    subflow retransmission): only the new bytes enter the sum."""
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(600)
+    sim = Sim(p, S)
+    whole = S[:600]
+    csum = dss_checksum((p.s_idsn + 1) & M64, 1, 600, whole)
+
+    def piece(a, b):
+        return _map_seg(p, 1 + a, 1 + a, whole[a:b], m_sub=1, m_dsn=1, m_payload=whole, csum=csum)
+
+    for a, b in ((0, 150), (100, 301), (250, 451), (451, 600)):
+        _, got = sim.inn(piece(a, b))
+        assert got is not None, (a, b)
+    sim.ack()
+    assert sim.stream_ok() and _no_csum_errors(p) == {}
