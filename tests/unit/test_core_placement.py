@@ -3,6 +3,8 @@ retransmissions), checksums of mappings, and guest segments outside the guest's 
 
 import random
 
+import pytest
+
 from middlebox.core import Config, Drop, State
 from middlebox.wire import Dss, MpFastclose, dss_checksum, key_idsn
 
@@ -402,3 +404,64 @@ def test_checksummed_mapping_partial_overlap_retransmission_keeps_the_running_su
         assert got is not None, (a, b)
     sim.ack()
     assert sim.stream_ok() and _no_csum_errors(p) == {}
+
+
+# (f) a server's 32-bit DSNs across 2^32, checksums on
+
+
+def _key_near_wrap(version, start):
+    """A server key whose IDSN's low 32 bits lie within 5000 of 2^32 (searched from `start`)."""
+    k = start
+    while (key_idsn(k, version) & M32) <= M32 - 5000:
+        k += 1
+    return k
+
+
+@pytest.mark.parametrize("version,start", [(1, 0x212223242528BC00), (0, 0x21222324255AB000)])
+def test_32bit_server_dsns_across_the_wrap_reach_the_guest_in_place(version, start):
+    key = _key_near_wrap(version, start)
+    p = Pair(Config(version=version, checksum=True), server_key=key)
+    p.established()
+    wrap_rel = (1 << 32) - (p.s_idsn & M32)  # the data rel whose 32-bit DSN is 0
+    assert 1 < wrap_rel <= 5000
+    S = _stream(wrap_rel + 3000, seed=5)
+    sim = Sim(p, S)
+
+    def send(sub, dsn, sizes):
+        total = sum(sizes)
+        whole = S[dsn - 1 : dsn - 1 + total]
+        csum = dss_checksum((p.s_idsn + dsn) & M64, sub & M32, total, whole)
+        off = 0
+        for n in sizes:
+            _, got = sim.inn(_map_seg(p, sub + off, dsn + off, whole[off : off + n], m_sub=sub, m_dsn=dsn,
+                                      m_payload=whole, csum=csum, dsn64=False))
+            assert got is not None, (sub + off, dsn + off)
+            pkt = check_wire(got)[0]
+            assert pkt.seq == (p.s_isn + dsn + off) & M32  # the guest seq of its DSN
+            off += n
+
+    x = 1
+    while x < wrap_rel - 600:
+        n = min(1000, wrap_rel - 600 - x)
+        send(x, x, (n,))
+        sim.ack()
+        x += n
+    # one mapping of three segments straddling the wrap (DSN low 32 bits ...FFFF -> 0)
+    send(x, x, (400, 401, 399))
+    sim.ack()
+    x += 1200
+    # a zero-window probe and an MPTCP-level retransmission with 32-bit DSNs from before the wrap
+    send(x, x - 1, (1,))
+    sim.ack()
+    send(x + 1, wrap_rel - 100, (150,))
+    sim.ack()
+    d, sub = x, x + 151
+    while d <= len(S):
+        n = min(777, len(S) + 1 - d)
+        send(sub, d, (n,))
+        sim.ack()
+        d += n
+        sub += n
+    assert sim.stream_ok() and sim.acks[-1] == sub
+    assert bytes(sim.got[k] for k in range(1, len(S) + 1)) == S
+    assert _no_csum_errors(p) == {}
