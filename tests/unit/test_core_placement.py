@@ -102,17 +102,21 @@ class Sim:
         self.sub_sent_max = 1  # highest relative subflow seq the server sent + 1
         self.acks = []  # relative subflow acks sent to the server
         self.resets = []
+        self._nxt = self._hole = 1  # both sets only grow
+        self.check_sack = True  # every SACK block the server gets covers subflow bytes we took
 
     def rcv_nxt(self) -> int:
-        k = 1
+        k = self._nxt
         while k in self.got:
             k += 1
+        self._nxt = k
         return k
 
     def sub_hole(self) -> int:
-        k = 1
+        k = self._hole
         while k in self.sub_taken:
             k += 1
+        self._hole = k
         return k
 
     def inn(self, buf: bytes):
@@ -153,6 +157,10 @@ class Sim:
         self.acks.append(a)
         assert a <= self.sub_hole(), f"subflow ack {a} beyond what the converter took ({self.sub_hole()})"
         assert a <= self.sub_sent_max, f"subflow ack {a} beyond what the server sent ({self.sub_sent_max})"
+        if self.check_sack:
+            for left, right in check_wire(sent)[1].sack:
+                lo, hi = (left - p.s_isn) & M32, (right - p.s_isn) & M32
+                assert all(k in self.sub_taken for k in range(lo, hi)), f"SACK {lo}..{hi} not all taken"
         return sent
 
     def stream_ok(self) -> bool:
@@ -261,6 +269,7 @@ def test_single_sack_block_without_timestamps_is_translated():
     """NOP NOP SACK(1 block) is 12 bytes of options, as long as timestamps alone: the block
     must still move into the subflow's space (data 11..14 sits at subflow 12..15)."""
     p, sim = _shifted_with_hole(timestamps=False)
+    sim.check_sack = False  # checked here, with a clearer message
     sent = sim.ack(sack=((11, 15),))
     _, sack = _sack_of(p, sent)
     assert sack == ((12, 16),), f"SACK block left in data space: {sack}"
@@ -465,3 +474,53 @@ def test_32bit_server_dsns_across_the_wrap_reach_the_guest_in_place(version, sta
     assert sim.stream_ok() and sim.acks[-1] == sub
     assert bytes(sim.got[k] for k in range(1, len(S) + 1)) == S
     assert _no_csum_errors(p) == {}
+
+
+# liveness: a subflow hole while ranges of other offsets pile up beyond it
+
+
+def test_subflow_hole_fills_even_when_ranges_pile_up_beyond_it():
+    """Two consecutive subflow segments (A: 1..100, B: 101..200) lost; their data reaches the
+    guest by an MPTCP-level retransmission, so the subflow ack waits at 1 for A's subflow-level
+    retransmission. Meanwhile, a few more episodes (a segment lost, the next one arrives, the
+    lost data is MPTCP-retransmitted at a new subflow seq) each leave two ranges with new
+    offsets beyond the hole. When the server then retransmits, in subflow order, every segment
+    the converter did not take (A first: Linux's RTO resends the head), they must get in: the
+    hole fills, the subflow ack reaches the end and the guest has the whole stream. Refusing
+    A (RangeMapFull) can never resolve itself: nothing beyond the hole is ever forgotten, so
+    the subflow ack stays at 1 for good and the server's subflow stalls."""
+    p = Pair()
+    p.established()
+    S = _stream(5000)
+    sim = Sim(p, S)
+    sent = []
+
+    def seg(sub, dsn, n, lost=False):
+        sent.append((sub, dsn, n))
+        if not lost:
+            sim.inn(_map_seg(p, sub, dsn, S[dsn - 1 : dsn - 1 + n]))
+            sim.ack()
+
+    seg(1, 1, 100, lost=True)
+    seg(101, 101, 100, lost=True)
+    seg(201, 201, 100)
+    sub = d = 301
+    seg(sub, 1, 200)  # MPTCP RTO: DSN 1..200 at the subflow's next seq
+    sub += 200
+    for _ in range(8):
+        lost = (sub, d, 100)
+        seg(*lost, lost=True)
+        seg(sub + 100, d + 100, 100)
+        seg(sub + 200, d, 100)  # MPTCP-level retransmission of the lost data
+        sub += 300
+        d += 200
+    assert sim.acks[-1] == 1  # the hole at subflow 1..200
+    # every segment the converter did not take, again, in subflow order
+    for x, dsn, n in sorted(sent):
+        if not all(k in sim.sub_taken for k in range(x, x + n)):
+            sim.inn(_map_seg(p, x, dsn, S[dsn - 1 : dsn - 1 + n]))
+            sim.ack()
+    assert (sim.acks[-1], sim.rcv_nxt()) == (sub, d), (
+        f"subflow ack {sim.acks[-1]} (want {sub}), guest rcv_nxt {sim.rcv_nxt()} (want {d}), "
+        f"RangeMapFull {p.count('RangeMapFull')}")
+    assert p.count("CoreBug") == 0
