@@ -53,7 +53,7 @@ from middlebox.wire import (
 
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
-from .flow import MAX_JUMP, MAX_RANGES, Flow, _unwrap, seq_before  # noqa: E402
+from .flow import MAX_JUMP, Flow, _unwrap, seq_before  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ class Converter:
             new_ack = sub_ack
             counters[Counter.SubflowAckClamped] += 1
         raw = None  # the guest's TCP options with translated SACK blocks, when they need it
-        if sf.shifted and pkt.doff > TCP_HLEN + 12:
+        if sf.shifted and pkt.doff > TCP_HLEN:
             raw = self._sack_translated(flow, sf, pkt, data)
         if flow.state is MPC_PENDING and not fin and (plen == 0 or ((pkt.seq - sf.local_isn) & M32 == 1 and flow.version == 1)):
             # §3.1: MP_CAPABLE with both keys on the third ACK (and pure ACKs until data; after
@@ -644,9 +644,12 @@ class Converter:
                 if flow.checksum and not self._csum_step(sf, data, pkt, r, m_r, m_len):
                     counters[Counter.DataCsumHoleDropped] += 1
                     return [Drop("checksummed mapping: segment after a hole")]
-                if not sf.record(r, plen, d0):
-                    counters[Counter.RangeMapFull if len(sf.ranges) >= MAX_RANGES else Counter.MappingConflict] += 1
+                rec = sf.record(r, plen, d0)
+                if rec <= 0:
+                    counters[Counter.RangeMapFull if rec == 0 else Counter.MappingConflict] += 1
                     return [Drop("server data that the subflow's ranges cannot take")]
+                if rec == 2:
+                    counters[Counter.RangeForgotten] += 1
                 if r + plen > sf.rcv_max:
                     sf.rcv_max = r + plen
                     sf.off = r - d0
@@ -667,7 +670,7 @@ class Converter:
                     counters[Counter.DataFinDeferred] += 1
         if f & FIN and not old:
             # the subflow FIN takes one subflow seq, right after this segment's data
-            if sf.record(r + plen, 1, d0 + plen) and r + plen + 1 > sf.rcv_max:
+            if sf.record(r + plen, 1, d0 + plen) > 0 and r + plen + 1 > sf.rcv_max:
                 sf.rcv_max = r + plen + 1
         end = (pkt.seq + plen + (1 if f & FIN else 0)) & M32
         if seq_before(sf.remote_snd_max, end):
@@ -904,9 +907,17 @@ class Converter:
         counters[Counter.AbortTX] += 1
         mptcp = (MpFastclose(flow.remote_key), MpTcpRst(False, MPTCP_RST_EUNSPEC))
         to_server = _segment_to_server(pkt, pkt.seq, RST | ACK, 0, mptcp)
-        to_guest = _segment_to_guest(pkt, (flow.server_isn + flow.rcv_rel) & M32)
+        # The guest's rcv_nxt is its last ack, or (bytes it got and has not acked yet) the end
+        # of what went to it in order: a RST at each, so that one is exact (RFC 5961).
+        sf = flow.sf
+        acked = (flow.server_isn + flow.rcv_rel) & M32
+        sent = (flow.server_isn + sf.rcv_max - sf.off) & M32
+        actions = [Drop("stream cannot continue exactly: both ends reset"), Inject(to_server),
+                   Inject(_segment_to_guest(pkt, acked))]
+        if seq_before(acked, sent):
+            actions.append(Inject(_segment_to_guest(pkt, sent)))
         flow.fastclosed = True
-        return [Drop("stream cannot continue exactly: both ends reset"), Inject(to_server), Inject(to_guest)]
+        return actions
 
     def _h_fastclose(self, flow, pkt, data, ctx):
         """MP_FASTCLOSE with our key (§3.5): the connection is gone; the guest gets a RST.

@@ -68,7 +68,7 @@ class Counter(IntEnum):
     # placing server data by its mapping (never by its subflow seq)
     # (48: unused)
     MappingConflict = 49  # server data whose mapping contradicts one already seen for the same subflow bytes: dropped
-    RangeMapFull = 50  # too many unacknowledged subflow ranges with distinct offsets: segment dropped (the server retransmits)
+    RangeMapFull = 50  # range map full of ranges before this segment: dropped (the server retransmits)
     SackTranslated = 51  # guest SACK blocks translated into the subflow's space
     SackUnmapped = 52  # a guest SACK block with no single subflow range: left out
     # acceptability (RFC 5961, RFC 9293): no state change from a segment the guest would refuse
@@ -92,6 +92,7 @@ class Counter(IntEnum):
     # misc
     SimultaneousOpen = 68  # a server SYN without ACK answered our SYN: plain TCP
     GuestMPTCPPacket = 69  # packet of a guest that speaks MPTCP: passed untouched
+    RangeForgotten = 70  # range map full: the range farthest from the subflow ack forgotten (its bytes get acked when the server resends them)
 
 
 def new_counters() -> dict:

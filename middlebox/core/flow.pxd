@@ -7,6 +7,7 @@
 cimport cython
 
 cdef long long M32, HALF32
+cdef int CONFLICT, FULL, RECORDED, RECORDED_FORGOT
 cdef unsigned long long M64
 
 cpdef bint seq_before(long long a, long long b) noexcept
@@ -26,7 +27,7 @@ cdef class Subflow:
     @cython.locals(base="long long", off="long long", lo="long long", hi="long long",
                    s="long long", e="long long", o="long long", i=int, keep=list, ranges=list,
                    last=list, rg=list)
-    cpdef bint record(self, long long r, long long n, long long d) except -1
+    cpdef int record(self, long long r, long long n, long long d) except -2
     @cython.locals(s_ack="long long", s="long long", e="long long", ds="long long", done=int,
                    ranges=list, rg=list)
     cpdef long long subflow_ack(self, long long d_ack) except? -2

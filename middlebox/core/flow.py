@@ -42,6 +42,7 @@ M64 = 0xFFFFFFFFFFFFFFFF
 HALF32 = 0x80000000
 MAX_RANGES = 16  # subflow ranges with distinct offsets awaiting the guest's ack (per subflow)
 MAX_JUMP = 0x40000000  # 2^30: how far a 32-bit number may lie from its reference
+CONFLICT, FULL, RECORDED, RECORDED_FORGOT = -1, 0, 1, 2  # Subflow.record's answers
 
 
 def seq_before(a: int, b: int) -> bool:
@@ -95,13 +96,17 @@ class Subflow:
         self.ck_odd = False
         self.ck_on = False
 
-    def record(self, r: int, n: int, d: int) -> bool:
-        """Remember that subflow bytes [r, r+n) carried data [d, d+n). False when that
-        contradicts what is known (another mapping for the same subflow bytes) or the map is
-        full: the segment must then not reach the guest."""
+    def record(self, r: int, n: int, d: int) -> int:
+        """Remember that subflow bytes [r, r+n) carried data [d, d+n). RECORDED, or
+        RECORDED_FORGOT when the map was full and the range farthest from the subflow ack was
+        forgotten to make room (those subflow bytes go unacknowledged until the server sends
+        them again: a hole before them can always fill, so the flow never stalls on a full
+        map); CONFLICT when another mapping is known for the same subflow bytes, FULL when
+        the map is full of ranges before this one: the segment must then not reach the guest
+        (the server retransmits it)."""
         base = self.rcv_base
         if r + n <= base:
-            return True  # all acknowledged already (a subflow-level retransmission)
+            return RECORDED  # all acknowledged already (a subflow-level retransmission)
         if r < base:
             d += base - r
             n -= base - r
@@ -114,7 +119,7 @@ class Subflow:
             last = ranges[-1]
             if last[1] == r and last[0] - last[2] == off:  # the usual case: in order
                 last[1] = r + n
-                return True
+                return RECORDED
         lo, hi = r, r + n
         keep = []
         for rg in ranges:
@@ -124,19 +129,23 @@ class Subflow:
                 keep.append(rg)
                 continue
             if o != off:
-                return False
+                return CONFLICT
             if s < lo:
                 lo = s
             if e > hi:
                 hi = e
+        result = RECORDED
         if len(keep) >= MAX_RANGES:
-            return False
+            if keep[-1][0] < lo:
+                return FULL
+            keep.pop()
+            result = RECORDED_FORGOT
         i = len(keep)
         while i > 0 and keep[i - 1][0] > lo:
             i -= 1
         keep.insert(i, [lo, hi, lo - off])
         self.ranges = keep
-        return True
+        return result
 
     def subflow_ack(self, d_ack: int) -> int:
         """The subflow ack (relative) for the guest's data-level ack `d_ack` (relative): the
