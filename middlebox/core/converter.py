@@ -655,6 +655,15 @@ class Converter:
                     sf.off = r - d0
         else:
             d0 = r - sf.off
+        if plen and not f & FIN and not data_fin and d0 + plen <= flow.rcv_rel:
+            # Wholly data the guest has acknowledged: consumed here and acknowledged on the
+            # subflow, never sent to the guest. Linux's MPTCP zero-window probe is such a
+            # segment, and its byte is not even the one its DSN names (it carries the next new
+            # byte under the label DATA_ACK - 1): it must not reach the guest at all.
+            counters[Counter.DupConsumed] += 1
+            sub_ack = sf.subflow_ack(flow.rcv_rel)
+            return [Drop("data the guest already acknowledged: acked on the subflow"),
+                    Inject(self._ack_to_server(flow, pkt, data, (sf.remote_isn + sub_ack) & M32))]
         guest_seq = (flow.server_isn + d0) & M32
         gend = (guest_seq + plen) & M32
         if data_fin:

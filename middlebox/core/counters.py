@@ -92,6 +92,7 @@ class Counter(IntEnum):
     # misc
     SimultaneousOpen = 68  # a server SYN without ACK answered our SYN: plain TCP
     GuestMPTCPPacket = 69  # packet of a guest that speaks MPTCP: passed untouched
+    DupConsumed = 71  # server data the guest already acknowledged (zero-window probe, MPTCP-level retransmission): consumed, acked on the subflow
     RangeForgotten = 70  # range map full: the range farthest from the subflow ack forgotten (its bytes get acked when the server resends them)
 
 

@@ -30,10 +30,13 @@ def test_zero_window_probe_then_data_reassembles_byte_exact():
     _, got = p.inn(p.s_data_pkt(b"abcdef"))  # subflow 1..6, DSN 1..6
     p.g_rcv = p.s_nxt
     p.out(p.g_ack())
-    # Linux's probe: 1 byte of acked data (DSN = rcv_nxt - 1) at a NEW subflow seq (7)
-    _, probe = p.inn(_server_seg(p, 7, 6, b"f"))
-    pkt = check_wire(probe)[0]
-    assert pkt.seq == (p.s_isn + 6) & M32 and probe[pkt.payload_off:] == b"f"  # its true guest seq
+    # Linux's probe: 1 byte labelled with acked data (DSN = rcv_nxt - 1) at a NEW subflow seq
+    # (7); Linux 6.18 puts the next new byte in it, not the one its DSN names: it must never
+    # reach the guest. The converter consumes it and acks it on the subflow itself.
+    actions, probe = p.inn(_server_seg(p, 7, 6, b"g"))
+    assert probe is None and p.count("DupConsumed") == 1
+    ack = check_wire(actions[1].data)[0]
+    assert not ack.flags & RST and ack.ack == (p.s_isn + 8) & M32  # the probe's subflow byte acked
     # then data continues at subflow seq 8 with the next DSN (7)
     _, got = p.inn(_server_seg(p, 8, 7, b"ghij"))
     pkt = check_wire(got)[0]
@@ -127,7 +130,14 @@ class Sim:
         self.sub_sent_max = max(self.sub_sent_max, end)
         actions, got = p.inn(buf)
         for a in actions[1:]:
-            self.resets.append(a)
+            inj = check_wire(a.data)[0]
+            if inj.flags & RST or inj.dst != pkt0.src:
+                self.resets.append(a)
+                continue
+            # the converter consumed data the guest already acknowledged and acked it itself
+            assert got is None and p.count("DupConsumed"), "an injected ACK only for consumed data"
+            self.sub_taken.update(range(r, end))
+            self._sub_ack(inj)
         if got is not None:
             self.sub_taken.update(range(r, end))
             pkt = check_wire(got)[0]
@@ -152,16 +162,19 @@ class Sim:
         blocks = tuple(((p.s_isn + a) & M32, (p.s_isn + b) & M32) for a, b in sack)
         actions, sent = p.out(p.g_ack(sack=blocks))
         assert sent is not None
-        pkt = check_wire(sent)[0]
-        a = (pkt.ack - p.s_isn) & M32
-        self.acks.append(a)
-        assert a <= self.sub_hole(), f"subflow ack {a} beyond what the converter took ({self.sub_hole()})"
-        assert a <= self.sub_sent_max, f"subflow ack {a} beyond what the server sent ({self.sub_sent_max})"
+        self._sub_ack(check_wire(sent)[0])
         if self.check_sack:
             for left, right in check_wire(sent)[1].sack:
                 lo, hi = (left - p.s_isn) & M32, (right - p.s_isn) & M32
                 assert all(k in self.sub_taken for k in range(lo, hi)), f"SACK {lo}..{hi} not all taken"
         return sent
+
+    def _sub_ack(self, pkt):
+        """A subflow ack the server receives (the guest's, translated, or one we injected)."""
+        a = (pkt.ack - self.p.s_isn) & M32
+        self.acks.append(a)
+        assert a <= self.sub_hole(), f"subflow ack {a} beyond what the converter took ({self.sub_hole()})"
+        assert a <= self.sub_sent_max, f"subflow ack {a} beyond what the server sent ({self.sub_sent_max})"
 
     def stream_ok(self) -> bool:
         return self.rcv_nxt() == len(self.stream) + 1
@@ -436,14 +449,19 @@ def test_32bit_server_dsns_across_the_wrap_reach_the_guest_in_place(version, sta
     S = _stream(wrap_rel + 3000, seed=5)
     sim = Sim(p, S)
 
-    def send(sub, dsn, sizes):
+    def send(sub, dsn, sizes, consumed=False):
         total = sum(sizes)
         whole = S[dsn - 1 : dsn - 1 + total]
         csum = dss_checksum((p.s_idsn + dsn) & M64, sub & M32, total, whole)
         off = 0
         for n in sizes:
+            before = p.count("DupConsumed")
             _, got = sim.inn(_map_seg(p, sub + off, dsn + off, whole[off : off + n], m_sub=sub, m_dsn=dsn,
                                       m_payload=whole, csum=csum, dsn64=False))
+            if consumed:  # data the guest acknowledged: consumed and acked on the subflow
+                assert got is None and p.count("DupConsumed") == before + 1, (sub + off, dsn + off)
+                off += n
+                continue
             assert got is not None, (sub + off, dsn + off)
             pkt = check_wire(got)[0]
             assert pkt.seq == (p.s_isn + dsn + off) & M32  # the guest seq of its DSN
@@ -460,9 +478,9 @@ def test_32bit_server_dsns_across_the_wrap_reach_the_guest_in_place(version, sta
     sim.ack()
     x += 1200
     # a zero-window probe and an MPTCP-level retransmission with 32-bit DSNs from before the wrap
-    send(x, x - 1, (1,))
+    send(x, x - 1, (1,), consumed=True)
     sim.ack()
-    send(x + 1, wrap_rel - 100, (150,))
+    send(x + 1, wrap_rel - 100, (150,), consumed=True)
     sim.ack()
     d, sub = x, x + 151
     while d <= len(S):
