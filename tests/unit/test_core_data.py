@@ -346,7 +346,8 @@ def test_server_subflow_fin_after_acked_data_fin_is_acked_by_us():
         p.g_rcv = (p.s_nxt + 1) & M32
         _, sent = p.out(p.g_fin())
         assert check_wire(sent)[0].ack == p.s_nxt  # clamped: no subflow FIN yet
-        actions, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),)))
+        fin = p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),))
+        actions, got = p.inn(fin)
         assert len(actions) == 2 and isinstance(actions[1], Inject)
         inj = actions[1].data
         pkt, opts = check_wire(inj)
@@ -355,6 +356,21 @@ def test_server_subflow_fin_after_acked_data_fin_is_acked_by_us():
         (dss,) = [parse_mptcp(o, pkt.flags, 0) for o in options_of(inj, pkt).mptcp]
         assert dss.data_ack == (p.s_idsn + (p.s_nxt - p.s_isn) + 1) & M64
         assert p.count("FinAckInjected") == 1
+        # the flow negotiated timestamps: our ACK has them, TSval = the guest's latest that the
+        # server echoes (never ahead of the guest's clock), TSecr = the server's TSval
+        srv = options_of(fin, parse_packet(fin))
+        assert opts.ts_val == srv.ts_ecr and opts.ts_ecr == srv.ts_val == 77
+
+
+def test_injected_acks_have_no_timestamps_when_the_server_sent_none():
+    p = Pair(timestamps=False)
+    p.established()
+    p.inn(p.s_data_pkt(b"the end", data_fin=True))
+    p.g_rcv = (p.s_nxt + 1) & M32
+    p.out(p.g_fin())
+    actions, _ = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),)))
+    pkt, opts = check_wire(actions[1].data)
+    assert opts.ts_val == -1 and pkt.flags == ACK
 
 
 def test_guest_closing_first_acks_the_subflow_fin_itself():
