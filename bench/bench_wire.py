@@ -7,7 +7,7 @@ Rows (ns per packet, best of several repeats, time.perf_counter_ns):
   parse      parse_packet + parse_options
   add-mptcp  parse_packet + parse_options + Dss(...) + encode_tcp_options (the timestamps)
              + build_options (DATA_ACK 64 bit + 64-bit DSN mapping; MP_CAPABLE on the SYN)
-             + rewrite(options=...) with full checksums: the issue's target pipeline
+             + rewrite(options=...) (checksum updated from the segment's own, RFC 1624): the generic pipeline
   add_dss (fused)  parse_packet + add_dss(...): the same result in the one fused call the
              converter makes per guest segment (no Dss value, no intermediate option bytes)
   strip      parse_packet + strip_mptcp + rewrite(options=...) of the add-mptcp output
