@@ -259,7 +259,7 @@ class Converter:
                 return OUT_ODD
             if parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp:
                 return OUT_SYN_MPTCP
-            if flow.state is not NEW and flow.local_key is not None and pkt.seq == flow.guest_isn:
+            if flow.state is not NEW and flow.local_key is not None and pkt.seq == flow.syn_isn():
                 return OUT_SYN_RTX
             return OUT_SYN
         if not f & ACK:
@@ -317,7 +317,7 @@ class Converter:
                 self.counters[Counter.FastCloseOutOfWindow] += 1
         if f & RST:
             if state is SYN_SENT:  # RFC 9293 §3.10.7.3: acceptable if it acks our SYN
-                if f & ACK and pkt.ack == (flow.guest_isn + 1) & M32:
+                if f & ACK and pkt.ack == (flow.syn_isn() + 1) & M32:
                     return IN_RST, tcprst
                 return IN_RST_OUTSIDE, None
             if judged:  # RFC 5961 §3.2
@@ -330,6 +330,12 @@ class Converter:
         if f & SYN:
             if not f & ACK:
                 return IN_SYN, None
+            if state is SYN_SENT:
+                # RFC 9293 §3.10.7.3: it must ack our SYN (and at most its Fast Open data)
+                if (pkt.ack - flow.syn_isn() - 1) & M32 > flow.syn_sent_len:
+                    return IN_OUTSIDE, None
+            elif judged and (pkt.seq != sf.remote_isn or mpc is None or mpc.sndr_key != flow.remote_key):
+                return IN_OUTSIDE, None  # not a retransmission of the SYN/ACK that set up the flow
             if mpc is not None and mpc.version == flow.version and mpc.sndr_key is not None:
                 return IN_SYNACK_MPC, mpc
             return IN_SYNACK_PLAIN, mpc
@@ -405,9 +411,10 @@ class Converter:
     def _h_syn(self, flow, pkt, data, ctx):
         """Guest SYN: add MP_CAPABLE (RFC 8684 §3.1), clamp the MSS. Same ISN, same bytes."""
         cfg = self.config
-        if flow.state is S.NEW or flow.local_key is None or pkt.seq != flow.guest_isn:
+        if flow.state is S.NEW or flow.local_key is None or pkt.seq != flow.syn_isn():
             flow.reset(cfg.version)
             flow.guest_isn = flow.sf.local_isn = pkt.seq
+            flow.syn_sent_len = pkt.payload_len  # Fast Open data the SYN/ACK may ack
             flow.local_key = new_key()
             flow.local_idsn = key_idsn(flow.local_key, flow.version)
         mflags = MPTCP_CAP_HMAC | (MPTCP_CAP_CHECKSUM_REQD if cfg.checksum else 0)
@@ -429,12 +436,25 @@ class Converter:
         return [Rewrite(rewrite(data, pkt, options=options))]
 
     def _h_synack(self, flow, pkt, data, mpc):
-        """SYN/ACK with MP_CAPABLE: record the server's key, strip the option, clamp the MSS."""
+        """SYN/ACK with MP_CAPABLE: record the server's key, strip the option, clamp the MSS.
+        A retransmission of it (same seq and key: _classify_in) changes nothing."""
+        start = pkt.ip_hlen + TCP_HLEN
+        if flow.remote_key is not None:
+            return [Rewrite(rewrite(data, pkt, options=self._clamp_mss(strip_mptcp(data, start, pkt.payload_off), pkt.version)))]
         flow.remote_key = mpc.sndr_key
         flow.remote_idsn = key_idsn(mpc.sndr_key, flow.version)
         flow.server_isn = flow.sf.remote_isn = pkt.seq
         flow.sf.remote_snd_max = (pkt.seq + 1) & M32
         flow.rcv_rel = 1
+        # TCP Fast Open: SYN data the server took is outside the data sequence space (RFC 8684
+        # Appendix B.3, erratum 6609; Linux adds its length to the subflow's seq offset): the
+        # first guest byte after it is DSN IDSN+1 at relative subflow seq 1.
+        isn = flow.syn_isn()
+        syn_len = (pkt.ack - isn - 1) & M32
+        if syn_len >= 65536:
+            syn_len = 0
+        flow.syn_len = syn_len
+        flow.guest_isn = flow.sf.local_isn = (isn + syn_len) & M32
         flow.checksum = self.config.checksum or mpc.checksum  # either A bit (§3.1)
         self.counters[Counter.MPCapableSYNACKRX] += 1
         start = pkt.ip_hlen + TCP_HLEN
@@ -608,7 +628,7 @@ class Converter:
                 if d < 0:
                     counters[Counter.SeqOutOfWindow] += 1
                     return [Drop("server DSN outside the guest's window")]
-                if dss.dsn64:
+                if dss.dsn64 and not old:
                     flow.ack64 = True  # a 64-bit DSN must be acked with a 64-bit DATA_ACK
                 dlen = dss.data_len
                 fin_len = 1 if dss.data_fin else 0
@@ -638,10 +658,17 @@ class Converter:
                 counters[Counter.MappingUncovered] += 1
                 return [Drop("server data not covered by its mapping")]
             d0 = m_d + (r - m_r)
+            consumed = d0 + plen <= flow.rcv_rel and (old or not (f & FIN or data_fin))
+            if old and not consumed:
+                # before the subflow ack (a subflow-level retransmission) yet carrying data the
+                # guest lacks: no retransmission looks like that (Linux resends a segment with
+                # its mapping); a forged or broken one never reaches the guest
+                counters[Counter.MappingConflict] += 1
+                return [Drop("old subflow bytes mapped to data the guest lacks")]
             if not old:
                 if r - d0 != sf.off and r >= sf.rcv_max:
                     counters[Counter.MappingMismatch] += 1  # the offset moves (counted once)
-                if flow.checksum and not self._csum_step(sf, data, pkt, r, m_r, m_len):
+                if flow.checksum and not consumed and not self._csum_step(sf, data, pkt, r, m_r, m_len):
                     counters[Counter.DataCsumHoleDropped] += 1
                     return [Drop("checksummed mapping: segment after a hole")]
                 rec = sf.record(r, plen, d0)
@@ -655,7 +682,8 @@ class Converter:
                     sf.off = r - d0
         else:
             d0 = r - sf.off
-        if plen and not f & FIN and not data_fin and d0 + plen <= flow.rcv_rel:
+            consumed = False
+        if consumed:
             # Wholly data the guest has acknowledged: consumed here and acknowledged on the
             # subflow, never sent to the guest. Linux's MPTCP zero-window probe is such a
             # segment, and its byte is not even the one its DSN names (it carries the next new
@@ -682,7 +710,7 @@ class Converter:
             if sf.record(r + plen, 1, d0 + plen) > 0 and r + plen + 1 > sf.rcv_max:
                 sf.rcv_max = r + plen + 1
         end = (pkt.seq + plen + (1 if f & FIN else 0)) & M32
-        if seq_before(sf.remote_snd_max, end):
+        if not old and seq_before(sf.remote_snd_max, end):
             sf.remote_snd_max = end
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
             flow.fin_ack_delivered = True
@@ -717,22 +745,33 @@ class Converter:
     def _csum_step(self, sf, data: bytes, pkt, r: int, m_r: int, m_len: int) -> bool:
         """Add this segment's bytes to the running DSS checksum of a mapping that spans
         segments (RFC 8684 §3.3.1; the last segment is judged by _classify_in). False when
-        the segment lies after a hole in the mapping: it must wait for the bytes before it."""
+        the segment lies after a hole in the mapping: it must wait for the bytes before it.
+        One mapping is summed at a time (`ck_map`): a later mapping's segments wait (dropped,
+        the server resends them) until the one being summed is complete; pieces of mappings
+        already verified whole (`ck_done`) pass without touching the sum."""
         plen = pkt.payload_len
         if r == m_r and plen == m_len:
             return True  # the whole mapping in one segment: checked by _classify_in
-        if r == m_r:
+        if m_r + m_len <= sf.ck_done and (not sf.ck_on or m_r < sf.ck_map):
+            return True  # a retransmitted piece of a mapping verified whole
+        if sf.ck_on and m_r != sf.ck_map:
+            return False  # another mapping while one is being summed
+        if not sf.ck_on:
+            if r != m_r:
+                return False  # its first bytes have not come: nothing to sum from
             sf.ck_on = True
+            sf.ck_map = m_r
             sf.ck_next = m_r
             sf.ck_sum = 0
             sf.ck_odd = False
-        elif not sf.ck_on or sf.ck_next < m_r or r > sf.ck_next:
-            return False
+        elif r > sf.ck_next:
+            return False  # a hole in the mapping
         if r + plen > sf.ck_next:
             sf.ck_sum, sf.ck_odd = _ck_add(sf.ck_sum, sf.ck_odd, data, pkt.payload_off + (sf.ck_next - r), pkt.length)
             sf.ck_next = r + plen
         if sf.ck_next >= m_r + m_len:
             sf.ck_on = False
+            sf.ck_done = m_r + m_len
         return True
 
     def _ack_to_server(self, flow, pkt, data: bytes, ack: int, extra=()) -> bytes:
@@ -742,6 +781,10 @@ class Converter:
         the server's); `extra` MPTCP options (MP_FAIL) ride along, as on Linux's ACKs."""
         data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
         opt = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
+        sf = flow.sf
+        edge = _unwrap((ack - sf.remote_isn) & M32, sf.rcv_base) + (flow.guest_window << flow.guest_wscale)
+        if edge > sf.rcv_edge:  # the window this ACK offers the server, as the guest's do
+            sf.rcv_edge = edge
         o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
         tcp = b""
         if o.ts_val != -1:
@@ -1074,8 +1117,8 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     plen = pkt.payload_len
     if r == m_r or r + plen != m_r + m_len or dss.csum is None:
         return False  # one-segment mappings: _csum_ok; not the last piece: not yet
-    if not sf.ck_on or sf.ck_next < m_r or r > sf.ck_next or sf.rmap_r != m_r:
-        return False  # not summed from its start: the segment is dropped as after a hole
+    if not sf.ck_on or sf.ck_map != m_r or r > sf.ck_next:
+        return False  # not the mapping being summed: _csum_step drops the segment
     total, odd = _ck_add(sf.ck_sum, sf.ck_odd, data, pkt.payload_off + (sf.ck_next - r), pkt.length)
     pseudo = ~dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len, b"") & 0xFFFF
     total += pseudo

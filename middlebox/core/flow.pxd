@@ -21,7 +21,7 @@ cdef class Subflow:
     cdef public list ranges
     cdef public long long rmap_r, rmap_len, rmap_d, rmap_csum
     cdef public bint rmap_valid
-    cdef public long long ck_next, ck_sum
+    cdef public long long ck_map, ck_done, ck_next, ck_sum
     cdef public bint ck_odd, ck_on
 
     @cython.locals(base="long long", off="long long", lo="long long", hi="long long",
@@ -43,7 +43,7 @@ cdef class Flow:
     cdef public bint checksum
     cdef public object local_key, remote_key
     cdef public unsigned long long local_idsn, remote_idsn
-    cdef public long long guest_isn, server_isn, snd_rel, rcv_rel
+    cdef public long long guest_isn, syn_len, syn_sent_len, server_isn, snd_rel, rcv_rel
     cdef public bint ack64, local_fin
     cdef public long long local_fin_seq
     cdef public bint local_fin_acked, fin_ack_delivered, guest_passive
@@ -54,6 +54,7 @@ cdef class Flow:
     cdef public tuple subflows
     cdef public Subflow sf
 
+    cpdef long long syn_isn(self)
     @cython.locals(rel="long long")
     cpdef long long guest_rel(self, long long seq)
     @cython.locals(rel="long long")

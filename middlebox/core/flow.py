@@ -73,7 +73,7 @@ class Subflow:
         "local_isn", "remote_isn", "remote_snd_max",
         "rcv_base", "rcv_max", "rcv_edge", "off", "shifted", "ranges",
         "rmap_r", "rmap_len", "rmap_d", "rmap_valid", "rmap_csum",
-        "ck_next", "ck_sum", "ck_odd", "ck_on",
+        "ck_map", "ck_next", "ck_sum", "ck_odd", "ck_on", "ck_done",
     )
 
     def __init__(self, local_isn: int) -> None:
@@ -91,7 +91,9 @@ class Subflow:
         self.rmap_d = 0
         self.rmap_valid = False
         self.rmap_csum = -1  # the mapping's DSS checksum field (-1: none)
-        self.ck_next = 0  # next subflow seq the running checksum expects (-1: not summing)
+        self.ck_map = 0  # start (relative subflow seq) of the mapping being summed
+        self.ck_done = 0  # end of the last mapping verified whole
+        self.ck_next = 0  # next subflow seq the running checksum expects
         self.ck_sum = 0
         self.ck_odd = False
         self.ck_on = False
@@ -198,7 +200,9 @@ class Flow:
         "remote_key",
         "local_idsn",
         "remote_idsn",
-        "guest_isn",
+        "guest_isn",  # the guest's ISN, plus Fast Open SYN data the server took (syn_len)
+        "syn_len",
+        "syn_sent_len",  # payload of the guest's SYN (Fast Open data a SYN/ACK may ack)
         "server_isn",
         "snd_rel",  # highest acceptable guest seq seen, relative to guest_isn, 64-bit
         "rcv_rel",  # highest guest ack seen, relative to server_isn, 64-bit
@@ -235,6 +239,8 @@ class Flow:
         self.local_idsn = 0
         self.remote_idsn = 0
         self.guest_isn = 0
+        self.syn_len = 0
+        self.syn_sent_len = 0
         self.server_isn = 0
         self.snd_rel = 1
         self.rcv_rel = 1
@@ -257,6 +263,10 @@ class Flow:
 
     def __repr__(self) -> str:  # never the keys
         return f"<Flow {self.state.name} v{self.version} csum={self.checksum} last={self.last:.1f}>"
+
+    def syn_isn(self) -> int:
+        """The seq of the guest's SYN (guest_isn counts Fast Open SYN data too)."""
+        return (self.guest_isn - self.syn_len) & M32
 
     # -- guest -> server: data level -------------------------------------------------------
 

@@ -88,7 +88,7 @@ class Input(IntEnum):
     IN_SYN = 26  # SYN without ACK from the server: simultaneous open
     IN_RST_CHALLENGE = 27  # RST in the guest's window but not at its rcv_nxt (RFC 5961 §3.2)
     IN_RST_OUTSIDE = 28  # RST outside the guest's window (or not acking our SYN in SYN_SENT)
-    IN_OUTSIDE = 29  # segment outside the guest's receive window: no state change, dropped
+    IN_OUTSIDE = 29  # outside the guest's receive window, or a SYN/ACK that is not the flow's: dropped
     IN_CSUM_MISSING = 30  # a mapping without the DSS checksum that was negotiated (§3.3)
     IN_CSUM_BAD_LATE = 31  # a mapping spanning segments fails its checksum at its last one
     IN_UNRECONCILABLE = 32  # the server falls back where its subflow seq is not the data seq
@@ -185,7 +185,7 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     # anything else, and any segment outside the guest's window, changes nothing: dropped.
     **_rows(_MPTCP, [I.IN_RST_CHALLENGE], "rst_challenge"),
     **_rows(_ABORTABLE, [I.IN_RST_OUTSIDE], "drop_rst"),
-    **_rows(_MPTCP, [I.IN_OUTSIDE], "drop_outside"),
+    **_rows((S.SYN_SENT, *_MPTCP), [I.IN_OUTSIDE], "drop_outside"),  # SYN_SENT: a SYN/ACK not acking our SYN
     **_rows(_MPTCP, [I.IN_OLD], "in_old"),
     # -- the stream cannot continue exactly: end it visibly, both ways (guest RST; server
     # RST + MP_FASTCLOSE), never deliver bytes that are not the server's stream.

@@ -176,7 +176,7 @@ def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
         sf = flow.sf
         m_r = sf.rcv_base
         sf.rmap_r, sf.rmap_len, sf.rmap_d, sf.rmap_valid = m_r, 8, rel, True
-        sf.ck_on, sf.ck_next, sf.ck_sum, sf.ck_odd = True, m_r + 4, 0, False
+        sf.ck_on, sf.ck_map, sf.ck_next, sf.ck_sum, sf.ck_odd = True, m_r, m_r + 4, 0, False
         dss = p.s_dss_ack(data_seq=_dsn(flow, rel), dsn64=True, subflow_seq=rel, data_len=8, csum=0x1234)
         return Direction.IN, p.s_packet(p.s_nxt + 4, p.g_nxt, ACK, (dss,), b"late")
     if inp is I.IN_FIN:
@@ -275,7 +275,6 @@ MPC_PENDING      OUT_RST            CLOSED           rw:MpFastclose+MpTcpRst
 MPC_PENDING      OUT_CLOSE_DONE     MPC_PENDING      pass (violation)
 MPC_PENDING      OUT_ODD            MPC_PENDING      pass (violation)
 MPC_PENDING      IN_SYNACK_MPC      MPC_PENDING      rw
-MPC_PENDING      IN_SYNACK_PLAIN    MPC_PENDING      pass (violation)
 MPC_PENDING      IN_DSS             ESTABLISHED      rw
 MPC_PENDING      IN_DSS_NOACK       MPC_PENDING      rw
 MPC_PENDING      IN_DATA_FIN        CLOSING          rw
@@ -308,7 +307,6 @@ ESTABLISHED      OUT_RST            CLOSED           rw:MpFastclose+MpTcpRst
 ESTABLISHED      OUT_CLOSE_DONE     ESTABLISHED      pass (violation)
 ESTABLISHED      OUT_ODD            ESTABLISHED      pass (violation)
 ESTABLISHED      IN_SYNACK_MPC      ESTABLISHED      rw (violation)
-ESTABLISHED      IN_SYNACK_PLAIN    ESTABLISHED      pass (violation)
 ESTABLISHED      IN_DSS             ESTABLISHED      rw
 ESTABLISHED      IN_DSS_NOACK       ESTABLISHED      rw
 ESTABLISHED      IN_DATA_FIN        CLOSING          rw
@@ -341,7 +339,6 @@ CLOSING          OUT_RST            CLOSED           rw:MpFastclose+MpTcpRst
 CLOSING          OUT_CLOSE_DONE     TIME_WAIT        rw:Dss
 CLOSING          OUT_ODD            CLOSING          pass (violation)
 CLOSING          IN_SYNACK_MPC      CLOSING          rw (violation)
-CLOSING          IN_SYNACK_PLAIN    CLOSING          pass (violation)
 CLOSING          IN_DSS             CLOSING          rw
 CLOSING          IN_DSS_NOACK       CLOSING          rw
 CLOSING          IN_DATA_FIN        CLOSING          rw
@@ -374,7 +371,6 @@ TIME_WAIT        OUT_RST            CLOSED           rw:MpFastclose+MpTcpRst
 TIME_WAIT        OUT_CLOSE_DONE     TIME_WAIT        rw:Dss
 TIME_WAIT        OUT_ODD            TIME_WAIT        pass (violation)
 TIME_WAIT        IN_SYNACK_MPC      TIME_WAIT        rw (violation)
-TIME_WAIT        IN_SYNACK_PLAIN    TIME_WAIT        pass (violation)
 TIME_WAIT        IN_DSS             TIME_WAIT        rw
 TIME_WAIT        IN_DSS_NOACK       TIME_WAIT        rw
 TIME_WAIT        IN_DATA_FIN        TIME_WAIT        rw
@@ -509,7 +505,7 @@ GUEST_MPTCP      IN_SYN             GUEST_MPTCP      pass
 GUEST_MPTCP      IN_CSUM_MISSING    GUEST_MPTCP      pass
 GUEST_MPTCP      IN_UNRECONCILABLE  GUEST_MPTCP      pass
 NEW              IN_OUTSIDE         NEW              rw (violation)
-SYN_SENT         IN_OUTSIDE         SYN_SENT         rw (violation)
+SYN_SENT         IN_OUTSIDE         SYN_SENT         drop
 FALLBACK         IN_OUTSIDE         FALLBACK         pass
 CLOSED           IN_OUTSIDE         CLOSED           rw
 FALLBACK_CLOSING IN_OUTSIDE         FALLBACK_CLOSING pass
@@ -541,7 +537,8 @@ def impossible(state: State, inp: Input) -> bool:
     ISN too); IN_FIN is classified only on fallback flows (elsewhere a server FIN is part of
     the DSS / DATA_FIN handling); where a segment lies against the guest's window (challenge
     RST, outside, old, the running checksum of a mapping) is judged only in MPTCP states, and
-    a RST outside the window besides in SYN_SENT (one that does not ack our SYN)."""
+    a RST outside the window besides in SYN_SENT (one that does not ack our SYN); a plain
+    SYN/ACK in an MPTCP state."""
     if state is State.GUEST_MPTCP:  # its packets are never classified: all pass
         return inp is I.OUT_SYN_RTX
     judged = state in JUDGED
@@ -550,6 +547,9 @@ def impossible(state: State, inp: Input) -> bool:
         or (inp is I.IN_FIN and state not in PLAIN)
         or (not judged and inp in (I.IN_RST_CHALLENGE, I.IN_OLD, I.IN_CSUM_BAD_LATE))
         or (not judged and state is not State.SYN_SENT and inp is I.IN_RST_OUTSIDE)
+        # a SYN/ACK in an MPTCP state is the flow's own (same seq and key: IN_SYNACK_MPC, a
+        # retransmission) or IN_OUTSIDE: never a plain one
+        or (judged and inp is I.IN_SYNACK_PLAIN)
     )
 
 
