@@ -16,7 +16,8 @@ cdef unsigned long long M64
 cdef int FIN, SYN, RST, ACK, TCP_HLEN
 cdef object OUT, NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING, SYN_SENT, GUEST_MPTCP
 cdef object IN_SYN, IN_RST_CHALLENGE, IN_RST_OUTSIDE, IN_OUTSIDE, IN_CSUM_MISSING
-cdef object IN_CSUM_BAD_LATE, IN_UNRECONCILABLE, IN_OLD, GuestMPTCPPacket
+cdef object IN_CSUM_BAD_LATE, IN_UNRECONCILABLE, IN_OLD, IN_BEYOND, GuestMPTCPPacket
+cdef int OLD, BEYOND
 cdef tuple CLASS_OF_STATE, EVICTED, IS_MPTCP
 cdef long long WND_SLACK
 cdef object OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK, OUT_DATA, OUT_FIN, OUT_RST
@@ -67,7 +68,7 @@ cdef class Converter:
                    sf_m_len="long long", sf_m_d="long long", d0="long long", guest_seq="long long",
                    gend="long long", fin_seq="long long", end="long long", sub_ack="long long", rec=int,
                    consumed=bint)
-    cdef list _in_segment(self, Flow flow, Packet pkt, object data, object dss, bint old)
+    cdef list _in_segment(self, Flow flow, Packet pkt, object data, object dss, int old)
     cdef object _to_guest(self, Packet pkt, object data, long long guest_seq, long long new_ack, int new_flags)
     @cython.locals(plen=long)
     cdef bint _csum_step(self, Subflow sf, object data, Packet pkt, long long r, long long m_r,

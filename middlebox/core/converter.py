@@ -83,8 +83,9 @@ IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD, IN_STALE_ACK = (
     I.IN_RST, I.IN_FASTCLOSE, I.IN_CLOSE_DONE, I.IN_ODD, I.IN_STALE_ACK)
 IN_MP_FAIL, IN_CSUM_BAD, OUT_INFINITE, IN_FIN = I.IN_MP_FAIL, I.IN_CSUM_BAD, I.OUT_INFINITE, I.IN_FIN
 IN_SYN, IN_RST_CHALLENGE, IN_RST_OUTSIDE, IN_OUTSIDE = I.IN_SYN, I.IN_RST_CHALLENGE, I.IN_RST_OUTSIDE, I.IN_OUTSIDE
-IN_CSUM_MISSING, IN_CSUM_BAD_LATE, IN_UNRECONCILABLE, IN_OLD = (
-    I.IN_CSUM_MISSING, I.IN_CSUM_BAD_LATE, I.IN_UNRECONCILABLE, I.IN_OLD)
+IN_CSUM_MISSING, IN_CSUM_BAD_LATE, IN_UNRECONCILABLE, IN_OLD, IN_BEYOND = (
+    I.IN_CSUM_MISSING, I.IN_CSUM_BAD_LATE, I.IN_UNRECONCILABLE, I.IN_OLD, I.IN_BEYOND)
+OLD, BEYOND = 1, 2  # _in_segment's modes besides 0 (in order): nothing moves
 GuestMPTCPPacket = Counter.GuestMPTCPPacket
 
 # Eviction classes, cheapest to evict first (docs/core-api.md, "flow table"): flows that pass
@@ -341,7 +342,7 @@ class Converter:
             return IN_SYNACK_PLAIN, mpc
         if not f & ACK:
             return IN_ODD, None
-        if judged and (r > sf.rcv_edge + WND_SLACK or r + n + MAX_JUMP < base):
+        if judged and (r > base + MAX_JUMP or r + n + MAX_JUMP < base):
             return IN_OUTSIDE, None
         if (
             flow.fin_ack_delivered
@@ -353,6 +354,11 @@ class Converter:
             return IN_STALE_ACK, dss
         if judged and (r + n < base or (n and r + n == base)):
             return IN_OLD, dss  # a retransmission of what the guest has: nothing acts
+        if judged and r > sf.rcv_edge + WND_SLACK:
+            # beyond the window the converter saw the guest offer (its ACKs may have passed
+            # the queue unseen, fail-open): the bytes go on, placed by their mapping, and the
+            # guest judges them; nothing acts here. Dropping them could stall the flow for good.
+            return IN_BEYOND, dss
         if dss is None:
             if f & FIN and (state is FALLBACK or state is FALLBACK_CLOSING):
                 return IN_FIN, None
@@ -585,17 +591,24 @@ class Converter:
         return [Rewrite(rewrite(data, pkt, ack=new_ack, options=options))]
 
     def _h_in_(self, flow, pkt, data, dss):
-        return self._in_segment(flow, pkt, data, dss, False)
+        return self._in_segment(flow, pkt, data, dss, 0)
 
     def _h_in_old(self, flow, pkt, data, dss):
-        """A segment wholly before the guest's rcv_nxt: its bytes go to the guest as the
-        duplicate they are (it answers with the ACK the server needs), placed by their
-        mapping; no DATA_FIN, mapping or checksum state moves."""
-        return self._in_segment(flow, pkt, data, dss, True)
+        """A segment wholly before the guest's rcv_nxt: data the guest acknowledged is
+        consumed and acked on the subflow (as any such segment); no DATA_FIN, mapping or
+        checksum state moves."""
+        return self._in_segment(flow, pkt, data, dss, OLD)
+
+    def _h_in_beyond(self, flow, pkt, data, dss):
+        """A segment beyond the guest's window as the converter knows it: placed by its own
+        mapping and passed to the guest, which judges it; no state moves."""
+        self.counters[Counter.SeqBeyondWindow] += 1
+        return self._in_segment(flow, pkt, data, dss, BEYOND)
 
     def _in_segment(self, flow, pkt, data, dss, old):
         """Server segment: placed at the guest seq of its DSN (never at its subflow seq),
-        DATA_ACK -> guest ack, DATA_FIN -> FIN, MPTCP options stripped."""
+        DATA_ACK -> guest ack, DATA_FIN -> FIN, MPTCP options stripped. `old`: 0, or OLD /
+        BEYOND (a segment before the guest's rcv_nxt / beyond its window: nothing moves)."""
         sf = flow.sf
         f = pkt.flags
         plen = pkt.payload_len
@@ -658,8 +671,8 @@ class Converter:
                 counters[Counter.MappingUncovered] += 1
                 return [Drop("server data not covered by its mapping")]
             d0 = m_d + (r - m_r)
-            consumed = d0 + plen <= flow.rcv_rel and (old or not (f & FIN or data_fin))
-            if old and not consumed:
+            consumed = d0 + plen <= flow.rcv_rel and (old != 0 or not (f & FIN or data_fin))
+            if old == OLD and not consumed:
                 # before the subflow ack (a subflow-level retransmission) yet carrying data the
                 # guest lacks: no retransmission looks like that (Linux resends a segment with
                 # its mapping); a forged or broken one never reaches the guest

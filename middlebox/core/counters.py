@@ -93,6 +93,7 @@ class Counter(IntEnum):
     SimultaneousOpen = 68  # a server SYN without ACK answered our SYN: plain TCP
     GuestMPTCPPacket = 69  # packet of a guest that speaks MPTCP: passed untouched
     DupConsumed = 71  # server data the guest already acknowledged (zero-window probe, MPTCP-level retransmission): consumed, acked on the subflow
+    SeqBeyondWindow = 72  # server segment beyond the window the guest offered (as seen here): passed, no state change
     RangeForgotten = 70  # range map full: the range farthest from the subflow ack forgotten (its bytes get acked when the server resends them)
 
 

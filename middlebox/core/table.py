@@ -88,12 +88,14 @@ class Input(IntEnum):
     IN_SYN = 26  # SYN without ACK from the server: simultaneous open
     IN_RST_CHALLENGE = 27  # RST in the guest's window but not at its rcv_nxt (RFC 5961 §3.2)
     IN_RST_OUTSIDE = 28  # RST outside the guest's window (or not acking our SYN in SYN_SENT)
-    IN_OUTSIDE = 29  # outside the guest's receive window, or a SYN/ACK that is not the flow's: dropped
+    IN_OUTSIDE = 29  # 2^30 from the guest's rcv_nxt, or a SYN/ACK that is not the flow's: dropped
     IN_CSUM_MISSING = 30  # a mapping without the DSS checksum that was negotiated (§3.3)
     IN_CSUM_BAD_LATE = 31  # a mapping spanning segments fails its checksum at its last one
     IN_UNRECONCILABLE = 32  # the server falls back where its subflow seq is not the data seq
-    IN_OLD = 33  # segment wholly before the guest's rcv_nxt (a retransmission): its bytes go on
-    #              as the duplicate they are, placed by their mapping; nothing else acts
+    IN_OLD = 33  # segment wholly before the guest's rcv_nxt (a retransmission): data the guest
+    #              acknowledged is consumed and acked on the subflow; nothing else acts
+    IN_BEYOND = 34  # beyond the window the converter saw the guest offer: passed, placed by
+    #                 its mapping; nothing acts (the guest judges it)
 
 
 S, I = State, Input
@@ -187,6 +189,7 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     **_rows(_ABORTABLE, [I.IN_RST_OUTSIDE], "drop_rst"),
     **_rows((S.SYN_SENT, *_MPTCP), [I.IN_OUTSIDE], "drop_outside"),  # SYN_SENT: a SYN/ACK not acking our SYN
     **_rows(_MPTCP, [I.IN_OLD], "in_old"),
+    **_rows(_MPTCP, [I.IN_BEYOND], "in_beyond"),
     # -- the stream cannot continue exactly: end it visibly, both ways (guest RST; server
     # RST + MP_FASTCLOSE), never deliver bytes that are not the server's stream.
     **_rows(_MPTCP, [I.IN_CSUM_MISSING, I.IN_CSUM_BAD_LATE, I.IN_UNRECONCILABLE], "abort", S.CLOSED),

@@ -62,8 +62,10 @@ def first_difference(got: bytes, want: bytes) -> str:
     i = next((i for i in range(0, n, 4096) if got[i:i + 4096] != want[i:i + 4096]), None)
     if i is None:
         return f"same first {n} bytes; lengths {len(got)} vs {len(want)}"
-    while got[i] == want[i]:
+    while i < n and got[i] == want[i]:
         i += 1
+    if i == n:
+        return f"same first {n} bytes; lengths {len(got)} vs {len(want)}"
     shift = next((s for s in (1, -1, 2, -2, 3, -3) if 0 <= i + s and
                   got[i:i + 64] == want[i - s:i - s + 64]), None)
     return (f"first difference at offset {i} of {len(want)} (received {len(got)} bytes); "

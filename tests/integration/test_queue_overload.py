@@ -100,7 +100,7 @@ def test_unconverted_segments_make_the_server_fall_back(mbox, server_factory):
     mapping: the server's Linux MPTCP falls back to plain TCP (MPTcpExtDssFallback) and the
     data arrives intact."""
     t = mbox.t
-    d = mbox.start("--guest-iface", t.mbox_guest_if, "--queue-maxlen", str(QLEN))
+    d = mbox.start("--guest-iface", t.mbox_guest_if, "--queue-maxlen", str(QLEN), fail_open=True)
     srv = server_factory()
     plain = server_factory(mptcp=False, port=5202)
     n = 300_000

@@ -150,10 +150,14 @@ def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
     if inp is I.IN_OUTSIDE and flow.state not in JUDGED:  # a DSN 2^31 away: outside at the data level
         dss = p.s_dss_ack(data_seq=_dsn(flow, rel + 0x80000000), dsn64=True, subflow_seq=rel, data_len=3)
         return Direction.IN, p.s_packet(p.s_nxt, p.g_nxt, ACK, (dss,), b"far")
-    if inp is I.IN_OUTSIDE:  # far beyond the window, with a mapping of its own (taken, it would be delivered)
-        far = (rel + 0x10000000) & M32
+    if inp is I.IN_OUTSIDE:  # more than 2^30 ahead, with a mapping of its own (taken, it would be delivered)
+        far = (rel + 0x50000000) & M32
         dss = p.s_dss_ack(data_seq=_dsn(flow, far), dsn64=True, subflow_seq=far, data_len=3)
-        return Direction.IN, p.s_packet(p.s_nxt + 0x10000000, p.g_nxt, ACK, (dss,), b"far")
+        return Direction.IN, p.s_packet(p.s_nxt + 0x50000000, p.g_nxt, ACK, (dss,), b"far")
+    if inp is I.IN_BEYOND:  # 16 MB beyond the window the guest offered, with its own mapping
+        far = (rel + 0x1000000) & M32
+        dss = p.s_dss_ack(data_seq=_dsn(flow, far), dsn64=True, subflow_seq=far, data_len=3)
+        return Direction.IN, p.s_packet(p.s_nxt + 0x1000000, p.g_nxt, ACK, (dss,), b"far")
     if inp is I.IN_OLD:  # a pure ACK before the guest's rcv_nxt (a duplicate)
         return Direction.IN, p.s_packet(p.s_nxt - 1, p.g_nxt, ACK, (p.s_dss_ack(),))
     if inp is I.IN_FASTCLOSE:
@@ -297,6 +301,7 @@ MPC_PENDING      IN_CSUM_MISSING    CLOSED           drop+srv:rst.MpFastclose.Mp
 MPC_PENDING      IN_CSUM_BAD_LATE   CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 MPC_PENDING      IN_UNRECONCILABLE  CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 MPC_PENDING      IN_OLD             MPC_PENDING      rw
+MPC_PENDING      IN_BEYOND          MPC_PENDING      rw
 ESTABLISHED      OUT_SYN            SYN_SENT         rw:MpCapable
 ESTABLISHED      OUT_SYN_RTX        ESTABLISHED      pass (violation)
 ESTABLISHED      OUT_SYN_MPTCP      GUEST_MPTCP      pass
@@ -329,6 +334,7 @@ ESTABLISHED      IN_CSUM_MISSING    CLOSED           drop+srv:rst.MpFastclose.Mp
 ESTABLISHED      IN_CSUM_BAD_LATE   CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 ESTABLISHED      IN_UNRECONCILABLE  CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 ESTABLISHED      IN_OLD             ESTABLISHED      rw
+ESTABLISHED      IN_BEYOND          ESTABLISHED      rw
 CLOSING          OUT_SYN            SYN_SENT         rw:MpCapable
 CLOSING          OUT_SYN_RTX        CLOSING          pass (violation)
 CLOSING          OUT_SYN_MPTCP      GUEST_MPTCP      pass
@@ -361,6 +367,7 @@ CLOSING          IN_CSUM_MISSING    CLOSED           drop+srv:rst.MpFastclose.Mp
 CLOSING          IN_CSUM_BAD_LATE   CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 CLOSING          IN_UNRECONCILABLE  CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 CLOSING          IN_OLD             CLOSING          rw
+CLOSING          IN_BEYOND          CLOSING          rw
 TIME_WAIT        OUT_SYN            SYN_SENT         rw:MpCapable
 TIME_WAIT        OUT_SYN_RTX        TIME_WAIT        pass (violation)
 TIME_WAIT        OUT_SYN_MPTCP      GUEST_MPTCP      pass
@@ -393,6 +400,7 @@ TIME_WAIT        IN_CSUM_MISSING    CLOSED           drop+srv:rst.MpFastclose.Mp
 TIME_WAIT        IN_CSUM_BAD_LATE   CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 TIME_WAIT        IN_UNRECONCILABLE  CLOSED           drop+srv:rst.MpFastclose.MpTcpRst+gst:rst
 TIME_WAIT        IN_OLD             TIME_WAIT        rw
+TIME_WAIT        IN_BEYOND          TIME_WAIT        rw
 FALLBACK         OUT_SYN            SYN_SENT         rw:MpCapable
 FALLBACK         OUT_SYN_RTX        FALLBACK         pass
 FALLBACK         OUT_SYN_MPTCP      GUEST_MPTCP      pass
@@ -517,6 +525,7 @@ GUEST_MPTCP      IN_RST_OUTSIDE     GUEST_MPTCP      pass
 GUEST_MPTCP      IN_OUTSIDE         GUEST_MPTCP      pass
 GUEST_MPTCP      IN_CSUM_BAD_LATE   GUEST_MPTCP      pass
 GUEST_MPTCP      IN_OLD             GUEST_MPTCP      pass
+GUEST_MPTCP      IN_BEYOND          GUEST_MPTCP      pass
 """
 
 
@@ -545,7 +554,7 @@ def impossible(state: State, inp: Input) -> bool:
     return (
         (state is State.NEW and inp is I.OUT_SYN_RTX)
         or (inp is I.IN_FIN and state not in PLAIN)
-        or (not judged and inp in (I.IN_RST_CHALLENGE, I.IN_OLD, I.IN_CSUM_BAD_LATE))
+        or (not judged and inp in (I.IN_RST_CHALLENGE, I.IN_OLD, I.IN_BEYOND, I.IN_CSUM_BAD_LATE))
         or (not judged and state is not State.SYN_SENT and inp is I.IN_RST_OUTSIDE)
         # a SYN/ACK in an MPTCP state is the flow's own (same seq and key: IN_SYNACK_MPC, a
         # retransmission) or IN_OUTSIDE: never a plain one
