@@ -1,6 +1,6 @@
 """Test vectors for the wire layer, as named constants, each with its source.
 
-PROTOCOL.md is /work/shared/design/PROTOCOL.md ("MPTCP wire facts, checked against RFC 8684
+PROTOCOL.md is the project's design note of wire facts ("MPTCP wire facts, checked against RFC 8684
 and a Linux 6.18 peer").
 """
 
