@@ -29,7 +29,6 @@ cdef object DSSTX, DataAckTX, DSSRX, DataAckMismatch
 cdef object _new_action, _set_rewrite_data
 
 cdef object _rewrite(object data)
-cdef bint _covers(long long map_ssn, long long map_len, long long rel, long long plen) noexcept
 
 
 cdef class Converter:
@@ -66,7 +65,7 @@ cdef class Converter:
                    guest_ack="long long", d="long long", dlen="long long", fin_len=int,
                    m_r="long long", m_len="long long", m_d="long long", sf_m_r="long long",
                    sf_m_len="long long", sf_m_d="long long", d0="long long", guest_seq="long long",
-                   gend="long long", fin_seq="long long", end="long long", sub_ack="long long", rec=int,
+                   gend="long long", fin_seq="long long", sub_ack="long long", rec=int,
                    consumed=bint)
     cdef list _in_segment(self, Flow flow, Packet pkt, object data, object dss, int old)
     cdef object _to_guest(self, Packet pkt, object data, long long guest_seq, long long new_ack, int new_flags)

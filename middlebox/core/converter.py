@@ -450,7 +450,6 @@ class Converter:
         flow.remote_key = mpc.sndr_key
         flow.remote_idsn = key_idsn(mpc.sndr_key, flow.version)
         flow.server_isn = flow.sf.remote_isn = pkt.seq
-        flow.sf.remote_snd_max = (pkt.seq + 1) & M32
         flow.rcv_rel = 1
         # TCP Fast Open: SYN data the server took is outside the data sequence space (RFC 8684
         # Appendix B.3, erratum 6609; Linux adds its length to the subflow's seq offset): the
@@ -652,7 +651,6 @@ class Converter:
                         sf_m_r, sf_m_len, sf_m_d = m_r, dlen - fin_len, d
                     else:
                         sf.rmap_r, sf.rmap_len, sf.rmap_d = m_r, dlen - fin_len, d
-                        sf.rmap_csum = dss.csum if dss.csum is not None else -1
                         sf.rmap_valid = True
                 if dss.data_fin and not old:
                     data_fin = True
@@ -722,9 +720,6 @@ class Converter:
             # the subflow FIN takes one subflow seq, right after this segment's data
             if sf.record(r + plen, 1, d0 + plen) > 0 and r + plen + 1 > sf.rcv_max:
                 sf.rcv_max = r + plen + 1
-        end = (pkt.seq + plen + (1 if f & FIN else 0)) & M32
-        if not old and seq_before(sf.remote_snd_max, end):
-            sf.remote_snd_max = end
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
             flow.fin_ack_delivered = True
         out = None
@@ -1138,12 +1133,6 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return (~total & 0xFFFF) != dss.csum
-
-
-def _covers(map_ssn: int, map_len: int, rel: int, plen: int) -> bool:
-    """Does the mapping [map_ssn, map_ssn + map_len) cover the segment [rel, rel + plen)?"""
-    off = (rel - map_ssn) & M32
-    return off + plen <= map_len
 
 
 def _not_tcp(data: bytes) -> Counter:

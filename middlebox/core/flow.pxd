@@ -15,11 +15,11 @@ cpdef long long _unwrap(long long rel32, long long ref64) noexcept
 
 
 cdef class Subflow:
-    cdef public long long local_isn, remote_isn, remote_snd_max
+    cdef public long long local_isn, remote_isn
     cdef public long long rcv_base, rcv_max, rcv_edge, off
     cdef public bint shifted
     cdef public list ranges
-    cdef public long long rmap_r, rmap_len, rmap_d, rmap_csum
+    cdef public long long rmap_r, rmap_len, rmap_d
     cdef public bint rmap_valid
     cdef public long long ck_map, ck_done, ck_next, ck_sum
     cdef public bint ck_odd, ck_on

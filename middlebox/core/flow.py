@@ -70,16 +70,15 @@ class Subflow:
     `ck_*` the running DSS checksum of a mapping that spans several segments."""
 
     __slots__ = (
-        "local_isn", "remote_isn", "remote_snd_max",
+        "local_isn", "remote_isn",
         "rcv_base", "rcv_max", "rcv_edge", "off", "shifted", "ranges",
-        "rmap_r", "rmap_len", "rmap_d", "rmap_valid", "rmap_csum",
+        "rmap_r", "rmap_len", "rmap_d", "rmap_valid",
         "ck_map", "ck_next", "ck_sum", "ck_odd", "ck_on", "ck_done",
     )
 
     def __init__(self, local_isn: int) -> None:
         self.local_isn = local_isn  # ISN of our side (subflow 1: the guest's)
         self.remote_isn = 0  # the server's ISN on this subflow
-        self.remote_snd_max = 0  # highest subflow seq the server has sent + 1 (incl. SYN/FIN), 32-bit
         self.rcv_base = 1
         self.rcv_max = 1
         self.rcv_edge = 1 + 65535
@@ -90,7 +89,6 @@ class Subflow:
         self.rmap_len = 0
         self.rmap_d = 0
         self.rmap_valid = False
-        self.rmap_csum = -1  # the mapping's DSS checksum field (-1: none)
         self.ck_map = 0  # start (relative subflow seq) of the mapping being summed
         self.ck_done = 0  # end of the last mapping verified whole
         self.ck_next = 0  # next subflow seq the running checksum expects
