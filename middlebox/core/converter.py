@@ -305,7 +305,7 @@ class Converter:
         r = 0
         n = 0
         if judged:
-            r = _unwrap((pkt.seq - sf.remote_isn) & M32, base)
+            r = sf.rel(pkt.seq)
             n = pkt.payload_len + (1 if f & FIN else 0)
         if fastclose is not None:
             # RFC 8684 §3.5: only "containing the valid key" closes the connection, and only on
@@ -612,7 +612,7 @@ class Converter:
         f = pkt.flags
         plen = pkt.payload_len
         counters = self.counters
-        r = _unwrap((pkt.seq - sf.remote_isn) & M32, sf.rcv_base)
+        r = sf.rel(pkt.seq)
         new_ack = new_flags = -1
         guest_closed = flow.guest_passive and flow.fin_ack_delivered  # LAST_ACK is over
         data_fin = False
@@ -722,7 +722,6 @@ class Converter:
                 sf.rcv_max = r + plen + 1
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
             flow.fin_ack_delivered = True
-        out = None
         if (
             f & FIN
             and flow.guest_passive
@@ -937,7 +936,7 @@ class Converter:
         ACK, nothing changes here."""
         self.counters[Counter.RstChallenged] += 1
         sf = flow.sf
-        r = _unwrap((pkt.seq - sf.remote_isn) & M32, sf.rcv_base)
+        r = sf.rel(pkt.seq)
         return [self._to_guest(pkt, data, (flow.server_isn + flow.rcv_rel + (r - sf.rcv_base)) & M32, -1, -1)]
 
     def _h_drop_rst(self, flow, pkt, data, ctx):
@@ -1053,30 +1052,26 @@ def _segment_to_server(pkt, ack: int, flags: int, window: int, mptcp, tcp: bytes
     """A segment without payload from the guest's address to the server (the reverse of the
     server's `pkt`), at the seq the server expects (`pkt.ack`), with the TCP options `tcp`
     and these MPTCP options."""
-    n = TCP_HLEN
-    if pkt.version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, 6, 0, pkt.dst, pkt.src)
-    else:
-        ip = struct.pack("!IHBB16s16s", 0x60000000, n, 6, 64, pkt.dst, pkt.src)
-    hdr = struct.pack("!HHIIBBHHH", pkt.dport, pkt.sport, pkt.ack, ack & M32, 5 << 4, flags, window, 0, 0)
-    return rewrite(*_valid(ip + hdr), options=build_options(tcp, tuple(mptcp)))
+    bare = _bare(pkt.version, pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.ack, ack, flags, window)
+    return rewrite(*bare, options=build_options(tcp, tuple(mptcp)))
 
 
 def _segment_to_guest(pkt, seq: int) -> bytes:
     """A bare RST from the server's address to the guest (the direction of the server's
     `pkt`) at guest seq `seq`."""
-    n = TCP_HLEN
-    if pkt.version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, 6, 0, pkt.src, pkt.dst)
+    bare = _bare(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport, seq, 0, RST, 0)
+    return rewrite(*bare, options=b"")
+
+
+def _bare(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
+          flags: int, window: int) -> tuple:
+    """An IP + TCP header without options or payload, with a correct TCP checksum (rewrite
+    keeps a checksum's error: it must start right), and its Packet."""
+    if version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + TCP_HLEN, 0, 0x4000, 64, 6, 0, src, dst)
     else:
-        ip = struct.pack("!IHBB16s16s", 0x60000000, n, 6, 64, pkt.src, pkt.dst)
-    hdr = struct.pack("!HHIIBBHHH", pkt.sport, pkt.dport, seq & M32, 0, 5 << 4, RST, 0, 0, 0)
-    return rewrite(*_valid(ip + hdr), options=b"")
-
-
-def _valid(bare: bytes) -> tuple:
-    """A header we built, with a correct TCP checksum (rewrite keeps a checksum's error:
-    it must start right), and its Packet."""
+        ip = struct.pack("!IHBB16s16s", 0x60000000, TCP_HLEN, 6, 64, src, dst)
+    bare = ip + struct.pack("!HHIIBBHHH", sport, dport, seq & M32, ack & M32, 5 << 4, flags, window, 0, 0)
     pkt = parse_packet(bare)
     out = bare[: pkt.ip_hlen + 16] + struct.pack("!H", tcp_checksum(bare, pkt)) + bare[pkt.ip_hlen + 18 :]
     return out, parse_packet(out)

@@ -24,6 +24,7 @@ cdef class Subflow:
     cdef public long long ck_map, ck_done, ck_next, ck_sum
     cdef public bint ck_odd, ck_on
 
+    cpdef long long rel(self, long long seq)
     @cython.locals(base="long long", off="long long", lo="long long", hi="long long",
                    s="long long", e="long long", o="long long", i=int, keep=list, ranges=list,
                    last=list, rg=list)

@@ -96,6 +96,10 @@ class Subflow:
         self.ck_odd = False
         self.ck_on = False
 
+    def rel(self, seq: int) -> int:
+        """The server's subflow seq `seq`, relative to its ISN, widened against rcv_base."""
+        return _unwrap((seq - self.remote_isn) & M32, self.rcv_base)
+
     def record(self, r: int, n: int, d: int) -> int:
         """Remember that subflow bytes [r, r+n) carried data [d, d+n). RECORDED, or
         RECORDED_FORGOT when the map was full and the range farthest from the subflow ack was

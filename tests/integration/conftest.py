@@ -225,16 +225,9 @@ class Server:
             cmd, n = f.readline().split()
             n = int(n)
             if cmd == b"UP":
-                h = hashlib.sha256()
-                left = n
-                while left:
-                    chunk = f.read1(min(left, 1 << 16))
-                    if not chunk:
-                        raise ConnectionError(f"EOF with {left} bytes missing")
-                    h.update(chunk)
-                    left -= len(chunk)
+                digest = sha256_of(f.read1, n)
                 self.mptcp_flags.append(mptcp_info_flags(conn))
-                conn.sendall(h.hexdigest().encode())
+                conn.sendall(digest)
             else:
                 self.mptcp_flags.append(mptcp_info_flags(conn))
                 conn.sendall(payload(n))
@@ -285,17 +278,37 @@ def guest_connect(t: Topology, srv: Server, timeout: float = 60) -> socket.socke
     return c
 
 
+def sha256_of(read, n: int) -> bytes:
+    """The hex sha256 (as bytes) of exactly `n` bytes taken with `read(max)` (a socket's recv
+    or a file's read1); ConnectionError when the stream ends first."""
+    h = hashlib.sha256()
+    left = n
+    while left:
+        chunk = read(min(left, 1 << 16))
+        if not chunk:
+            raise ConnectionError(f"EOF with {left} bytes missing")
+        h.update(chunk)
+        left -= len(chunk)
+    return h.hexdigest().encode()
+
+
+def recv_digest(c: socket.socket) -> bytes:
+    """The 64-byte hex digest a server sends back (shorter when the connection ends first)."""
+    digest = b""
+    while len(digest) < 64:
+        chunk = c.recv(64 - len(digest))
+        if not chunk:
+            break
+        digest += chunk
+    return digest
+
+
 def upload(t: Topology, srv: Server, data: bytes, timeout: float = 60) -> None:
     """Send `data` from the guest; the server's sha256 must match."""
     with guest_connect(t, srv, timeout) as c:
         c.sendall(f"UP {len(data)}\n".encode())
         c.sendall(data)
-        digest = b""
-        while len(digest) < 64:
-            chunk = c.recv(64 - len(digest))
-            if not chunk:
-                break
-            digest += chunk
+        digest = recv_digest(c)
     assert digest.decode() == hashlib.sha256(data).hexdigest(), "upload corrupted or truncated"
 
 

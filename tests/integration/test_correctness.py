@@ -27,7 +27,7 @@ import pytest
 
 import adversary
 from conftest import (HERE, IPPROTO_MPTCP, PY, is_fallback,
-                      mptcp_info_flags, payload)
+                      mptcp_info_flags, payload, sha256_of)
 from test_outbound_core import core_counters
 
 MB = 1 << 20
@@ -260,14 +260,8 @@ class RstServer:
             with conn:
                 conn.settimeout(60)
                 conn.sendall(payload(RST_PHASE))
-                h, left = hashlib.sha256(), 2 * MB
-                while left:
-                    chunk = conn.recv(min(left, 1 << 16))
-                    if not chunk:
-                        raise ConnectionError(f"EOF with {left} upload bytes missing")
-                    h.update(chunk)
-                    left -= len(chunk)
-                conn.sendall(payload(RST_PHASE, seed=2) + h.hexdigest().encode())
+                digest = sha256_of(conn.recv, 2 * MB)
+                conn.sendall(payload(RST_PHASE, seed=2) + digest)
                 self.flags.append(mptcp_info_flags(conn))
                 conn.shutdown(socket.SHUT_WR)
                 conn.recv(1)

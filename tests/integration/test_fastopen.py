@@ -36,7 +36,7 @@ import time
 
 import pytest
 
-from conftest import Server, is_fallback, mptcp_info_flags, payload
+from conftest import Server, is_fallback, mptcp_info_flags, payload, sha256_of
 from middlebox.analysis.pcap import read_packets
 from test_correctness import SERVER_MUST_STAY_ZERO
 from test_outbound_core import core_counters
@@ -72,17 +72,10 @@ class TfoServer(Server):
             n, m = int(n), int(m)
             sender = threading.Thread(target=conn.sendall, args=(payload(m, seed=2),), daemon=True)
             sender.start()
-            h = hashlib.sha256()
-            left = n
-            while left:
-                chunk = f.read1(min(left, 1 << 16))
-                if not chunk:
-                    raise ConnectionError(f"EOF with {left} bytes missing")
-                h.update(chunk)
-                left -= len(chunk)
+            digest = sha256_of(f.read1, n)
             sender.join(20)
             self.mptcp_flags.append(mptcp_info_flags(conn))
-            conn.sendall(h.hexdigest().encode())
+            conn.sendall(digest)
             conn.shutdown(socket.SHUT_WR)
             conn.recv(1)  # the guest's close
         except Exception as e:

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import guest_connect, payload, queue_stats, upload
+from conftest import guest_connect, payload, queue_stats, recv_digest, upload
 
 QLEN = 64
 BURST = 200
@@ -129,12 +129,7 @@ def test_unconverted_segments_make_the_server_fall_back(mbox, server_factory):
         finally:
             os.kill(d.proc.pid, signal.SIGCONT)
         c.sendall(data[200_000:])
-        digest = b""
-        while len(digest) < 64:
-            chunk = c.recv(64 - len(digest))
-            if not chunk:
-                break
-            digest += chunk
+        digest = recv_digest(c)
     finally:
         c.close()
     assert digest.decode() == hashlib.sha256(data).hexdigest()
