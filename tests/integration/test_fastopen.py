@@ -13,16 +13,11 @@ What this kernel (6.18) does, asserted exactly:
 * --passthrough: Fast Open works, both sockets are plain TCP (no MP_CAPABLE reached the
   server), no reset.
 * the converter: both connections must be MPTCP, none falling back, no server MIB error
-  (the server takes MPTCP Fast Open, so the conversion is possible). The cookie-request
-  connection converts. The SYN-data connection does NOT today: the converter maps the bytes
-  after the SYN data at DSN IDSN+1+len / subflow seq 1+len, counting the SYN data, while
-  RFC 8684 Appendix B.3 (Figure 19, erratum 6609) and Linux (fastopen.c adds the SYN data's
-  length to ssn_offset; the next byte is DSN IDSN+1, ssn 1) keep the SYN data outside the
-  data sequence space. The server finds no TCP seq matching the first mapping
-  (MPTcpExtDSSNoMatchTCP) and falls back in the middle of the connection
-  (MPTcpExtDssFallback; the converter follows: core DssFallback). The bytes survive, nothing
-  resets, but it is neither a conversion nor a clean fallback: this test fails until the
-  core maps post-Fast-Open data as RFC 8684 B.3 says (tests/unit/test_core_fastopen.py).
+  (the server takes MPTCP Fast Open, so the conversion is possible). The bytes after the SYN
+  data start at DSN IDSN+1, subflow seq 1, as RFC 8684 Appendix B.3 (Figure 19, erratum
+  6609) and Linux (fastopen.c adds the SYN data's length to ssn_offset) keep the SYN data
+  outside the data sequence space (tests/unit/test_core_fastopen.py). Counting the SYN data
+  made the server answer MPTcpExtDSSNoMatchTCP and fall back in the middle of the connection.
 """
 
 from __future__ import annotations
@@ -122,6 +117,12 @@ def tfo_exchange(t, srv: Server, seed: int) -> str | None:
     return "; ".join(err) or None
 
 
+def _after_server_fin(segs: list[dict], rst: dict) -> bool:
+    """Does `rst` (from the server) come after the server's FIN on the same connection?"""
+    i = segs.index(rst)
+    return any(s["flags"] & 0x01 and s["sport"] == PORT and s["dport"] == rst["dport"] for s in segs[:i])
+
+
 def tcp_segments(path: str) -> list[dict]:
     """IPv4 TCP segments of the capture (headers only: the snaplen cuts payloads)."""
     out = []
@@ -211,9 +212,15 @@ def assert_fast_open_happened(r: dict) -> None:
     assert d.get("TcpExtTCPFastOpenPassive", 0) == 1, d
     assert d.get("TcpExtTCPFastOpenCookieReqd", 0) == 1, d
     assert d.get("TcpExtTCPFastOpenPassiveFail", 0) == 0, d
-    # nothing reset either way
-    assert not [s for s in segs if s["flags"] & 0x04], "RST on the server's path"
-    assert d.get("TcpEstabResets", 0) == 0 and d.get("TcpOutRsts", 0) == 0, d
+    # nothing reset either way while the connections lived. One exception, seen once in three
+    # clean-clone CI runs (pure-Python core, loaded machine) and not reproduced in 18 runs
+    # since: after the server had sent its FIN and closed, a late duplicate from the guest
+    # (its FIN retransmitted while the slow daemon held the ACK) found no socket and was
+    # answered with a bare RST (no ACK flag, RFC 9293 §3.10.7.1). It resets nothing; the bytes
+    # were checked above. Any other RST, or one before the server's FIN, fails.
+    late = [s for s in segs if s["flags"] == 0x04 and s["sport"] == PORT and _after_server_fin(segs, s)]
+    assert not [s for s in segs if s["flags"] & 0x04 and s not in late], "RST on the server's path"
+    assert d.get("TcpEstabResets", 0) == 0 and d.get("TcpOutRsts", 0) == len(late), d
 
 
 def test_fastopen_passthrough(mbox, tmp_path):
