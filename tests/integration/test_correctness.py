@@ -223,9 +223,14 @@ def test_loss_20mb_each_way_intact(mbox, server_factory, run):
     time.sleep(0.3)
     after_tcp = t.nstat(t.server, prefix=None)
     retrans = after_tcp.get("TcpRetransSegs", 0) - before_tcp.get("TcpRetransSegs", 0)
+    # MPTCP-level retransmissions (new subflow segments carrying old DSNs) recover losses too:
+    # seen once in ~170 runs on a loaded machine with TcpRetransSegs 0 (recorded in the note)
+    mptcp_retrans = (after_tcp.get("MPTcpExtMPTCPRetrans", 0) - before_tcp.get("MPTcpExtMPTCPRetrans", 0))
     dropped = adversary.path_loss_dropped(t)
-    print(f"run {run}: {dropped} packets dropped, server retransmitted {retrans} segments")
-    assert dropped > 0 and retrans > 0, "nothing was lost: the test would prove nothing"
+    print(f"run {run}: {dropped} packets dropped, server retransmitted {retrans} segments "
+          f"(+{mptcp_retrans} at the MPTCP level)")
+    assert dropped > 0 and retrans + mptcp_retrans > 0, (
+        f"nothing was lost: the test would prove nothing; server: {delta(before_tcp, after_tcp)}")
     assert_server_clean(t, before, srv.mptcp_flags, 2, srv.errors)
     assert_daemon_clean(d, *stop_daemon(d))
 
