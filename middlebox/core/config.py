@@ -4,6 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+JOIN_PORTS_DEFAULT = (61000, 61999)  # above Linux's default ephemeral range (32768-60999)
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """One uplink of the hypervisor (issue 6): extra subflows leave from its address.
+
+    `id` is the MPTCP address id announced in MP_JOIN (1..255; subflow 1 has id 0, RFC 8684
+    §3.2); `addr4`/`addr6` the interface's primary addresses (None when it has none of that
+    family); `backup` sets the B bit of its joins; `cost` is recorded for the policy work."""
+
+    name: str
+    id: int
+    addr4: str | None = None
+    addr6: str | None = None
+    backup: bool = False
+    cost: float = 0.0
+    up: bool = True  # the link's state when the converter starts
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.id <= 255:
+            raise ValueError("uplink id must be 1..255")
+        if self.addr4 is None and self.addr6 is None:
+            raise ValueError(f"uplink {self.name}: no address")
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -21,6 +46,13 @@ class Config:
     closing_timeout: float = 120.0  # a FIN/DATA_FIN seen, close not complete
     time_wait_timeout: float = 60.0  # 2 * MSL-ish after both DATA_FINs were acked
     closed_timeout: float = 10.0  # after a RST
+    # multipath (issue 6): no uplinks = single path, as before
+    uplinks: tuple = ()  # of Uplink
+    join_ports: tuple = JOIN_PORTS_DEFAULT  # local ports of extra subflows (inclusive range)
+    max_subflows: int = 0  # per flow, subflow 1 included; 0 = 1 + number of uplinks
+    max_multipath_flows: int = 4096  # flows that may open extra subflows at once
+    join_after_bytes: int = 65536  # joins start once a flow moved this many bytes ...
+    join_after_ms: int = 1000  # ... or lived this long, whichever first
 
     def __post_init__(self) -> None:
         if self.version not in (0, 1):
@@ -29,6 +61,15 @@ class Config:
             raise ValueError("max_flows must be >= 1")
         if not 576 <= self.mtu <= 65535:
             raise ValueError("mtu must be 576..65535")
+        lo, hi = self.join_ports
+        if not 1024 <= lo <= hi <= 65535:
+            raise ValueError("join_ports must be a range within 1024..65535")
+        if len({u.id for u in self.uplinks}) != len(self.uplinks):
+            raise ValueError("uplink ids must be distinct")
+        if self.max_subflows < 0 or self.max_multipath_flows < 0:
+            raise ValueError("max_subflows and max_multipath_flows must be >= 0")
+        if self.join_after_bytes < 0 or self.join_after_ms < 0:
+            raise ValueError("join_after_bytes and join_after_ms must be >= 0")
 
     def mss_limit(self, ip_version: int) -> int:
         """Largest MSS the guest may learn: DSS-carrying segments must fit the MTU.
