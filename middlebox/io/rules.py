@@ -9,9 +9,18 @@ missing) for IPv4 and IPv6 in the current network namespace and sets:
   strict tracking marks them invalid, LESSONS.md trap 7);
 * net.ipv4.conf.all.rp_filter=2 (loose: subflows use asymmetric paths).
 
-The previous sysctl values are recorded (in /run/middlebox/, keyed by the namespace cookie)
-and restored by `rules remove`. Install is idempotent (a second install replaces the rules
-and keeps the first record); remove undoes everything and is idempotent too.
+With `--uplink IFACE[,gw=ADDR][,backup][,cost=N]` (repeatable; middlebox/io/uplinks.py) it
+also adds, per uplink, source policy routing through pyroute2 (a free routing table with the
+uplink's prefix and default route, `ip rule from <uplink address> lookup <table>`, IPv4 and
+IPv6 where the uplink has an address), and queues TCP to the uplink addresses with a
+destination port in the join range (`--join-ports LO-HI`, default 61000-61999) arriving for
+the box itself (the packets of extra subflows); the join range is added to
+net.ipv4.ip_local_reserved_ports (IPv4 and IPv6) so no local socket takes a port of it.
+
+The previous sysctl values, the uplinks, their tables and rule priorities are recorded (in
+/run/middlebox/, keyed by the namespace cookie) and undone by `rules remove`. Install is
+idempotent (a second install replaces the rules and the uplinks' routing, and keeps the first
+record of each sysctl); remove undoes everything and is idempotent too.
 """
 
 from __future__ import annotations
@@ -27,11 +36,16 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from middlebox.core.config import JOIN_PORTS_DEFAULT
+from middlebox.io import uplinks as _uplinks
+
 QUEUE_DEFAULT = 0
 #: SO_MARK of the packets the daemon injects; the ruleset lets them pass unqueued.
 INJECT_MARK = 0x4D427801
 NFT_TABLE = "middlebox"
 XT_CHAIN = "MIDDLEBOX"
+XT_JOIN_CHAIN = "MIDDLEBOX_JOIN"  # mangle INPUT: packets of extra subflows (--uplink)
+RESERVED_PORTS = "net.ipv4.ip_local_reserved_ports"  # the join range (IPv4 and IPv6)
 STATE_DIR = pathlib.Path(os.environ.get("MIDDLEBOX_STATE_DIR", "/run/middlebox"))
 
 SYSCTLS = {
@@ -129,20 +143,28 @@ def nft_queue_works() -> tuple[bool, str]:
     return False, f"nft native queue unavailable ({reason})"
 
 
-def nft_render(queue: int, mark: int, ifaces: list[str]) -> str:
+def nft_render(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
+               join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> str:
     body = (rules_dir() / "middlebox.nft").read_text()
     names = ", ".join(json.dumps(i) for i in ifaces)
-    return (f"define queue_num = {queue}\ndefine inject_mark = {mark:#x}\n"
-            f"define guest_ifaces = {{ {names} }}\n{body}")
+    text = (f"define queue_num = {queue}\ndefine inject_mark = {mark:#x}\n"
+            f"define guest_ifaces = {{ {names} }}\n"
+            f"define join_ports = {join_ports[0]}-{join_ports[1]}\n{body}")
+    for version in (4, 6):
+        addrs = [a for a in uplink_addrs if (":" in a) == (version == 6)]
+        if addrs:
+            text += f"add element inet {NFT_TABLE} uplink{version} {{ {', '.join(addrs)} }}\n"
+    return text
 
 
 def nft_installed() -> bool:
     return _run(["nft", "list", "table", "inet", NFT_TABLE]).returncode == 0 if shutil.which("nft") else False
 
 
-def nft_install(queue: int, mark: int, ifaces: list[str]) -> None:
+def nft_install(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
+                join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> None:
     nft_remove()
-    r = _run(["nft", "-f", "-"], input=nft_render(queue, mark, ifaces))
+    r = _run(["nft", "-f", "-"], input=nft_render(queue, mark, ifaces, uplink_addrs, join_ports))
     if r.returncode != 0:
         raise RulesError(f"nft failed: {r.stderr.strip()}")
 
@@ -158,14 +180,22 @@ def nft_show() -> str:
     return _run(["nft", "list", "table", "inet", NFT_TABLE]).stdout
 
 
-def xt_render(queue: int, mark: int, ifaces: list[str]) -> str:
+def xt_render(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
+              join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> str:
+    """The ruleset for one family: `uplink_addrs` are the uplink addresses of that family
+    (none: the MIDDLEBOX_JOIN lines are left out)."""
     out = []
     for line in (rules_dir() / "middlebox.xtables").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
+        if XT_JOIN_CHAIN in line and not uplink_addrs:
+            continue
         line = line.replace("@QUEUE@", str(queue)).replace("@MARK@", f"{mark:#x}")
+        line = line.replace("@JOIN_PORTS@", f"{join_ports[0]}:{join_ports[1]}")
         if "@IFACE@" in line:
             out.extend(line.replace("@IFACE@", i) for i in ifaces)
+        elif "@UPLINK@" in line:
+            out.extend(line.replace("@UPLINK@", a) for a in uplink_addrs)
         else:
             out.append(line)
     return "\n".join(out) + "\n"
@@ -179,10 +209,12 @@ def xt_installed() -> bool:
                for tool, _ in XT_TOOLS if shutil.which(tool))
 
 
-def xt_install(queue: int, mark: int, ifaces: list[str]) -> None:
+def xt_install(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
+               join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> None:
     xt_remove()
-    text = xt_render(queue, mark, ifaces)
     for tool, restore in XT_TOOLS:
+        addrs = [a for a in uplink_addrs if (":" in a) == (tool == "ip6tables")]
+        text = xt_render(queue, mark, ifaces, addrs, join_ports)
         r = _run([restore, "--noflush"], input=text)
         if r.returncode != 0:
             raise RulesError(f"{restore} failed: {r.stderr.strip()}")
@@ -191,16 +223,19 @@ def xt_install(queue: int, mark: int, ifaces: list[str]) -> None:
 def xt_remove() -> bool:
     found = False
     for tool, _ in XT_TOOLS:
-        if shutil.which(tool) is None or _run([tool, "-t", "mangle", "-S", XT_CHAIN]).returncode != 0:
+        if shutil.which(tool) is None:
             continue
-        found = True
-        for _ in range(100):
-            if _run([tool, "-t", "mangle", "-D", "FORWARD", "-j", XT_CHAIN]).returncode != 0:
-                break
-        _run([tool, "-t", "mangle", "-F", XT_CHAIN])
-        r = _run([tool, "-t", "mangle", "-X", XT_CHAIN])
-        if r.returncode != 0:
-            raise RulesError(f"{tool}: cannot delete chain {XT_CHAIN}: {r.stderr.strip()}")
+        for chain, hook in ((XT_CHAIN, "FORWARD"), (XT_JOIN_CHAIN, "INPUT")):
+            if _run([tool, "-t", "mangle", "-S", chain]).returncode != 0:
+                continue
+            found = True
+            for _ in range(100):
+                if _run([tool, "-t", "mangle", "-D", hook, "-j", chain]).returncode != 0:
+                    break
+            _run([tool, "-t", "mangle", "-F", chain])
+            r = _run([tool, "-t", "mangle", "-X", chain])
+            if r.returncode != 0:
+                raise RulesError(f"{tool}: cannot delete chain {chain}: {r.stderr.strip()}")
     return found
 
 
@@ -210,6 +245,9 @@ def xt_show() -> str:
         r = _run([tool, "-t", "mangle", "-S", XT_CHAIN])
         if r.returncode == 0:
             out.append(f"# {tool} -t mangle\n" + r.stdout)
+            r = _run([tool, "-t", "mangle", "-S", XT_JOIN_CHAIN])
+            if r.returncode == 0:
+                out.append(r.stdout)
     return "".join(out)
 
 
@@ -265,14 +303,68 @@ def _ensure_conntrack_sysctl() -> None:
         _run(["modprobe", "nf_conntrack"]) if shutil.which("modprobe") else None
 
 
+def merge_port_ranges(text: str, lo: int, hi: int) -> str:
+    """A port list in the sysctl's syntax ("8080,61000-61999") with [lo, hi] added."""
+    ranges = [(lo, hi)]
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        a, _, b = part.partition("-")
+        ranges.append((int(a), int(b or a)))
+    ranges.sort()
+    merged = [list(ranges[0])]
+    for a, b in ranges[1:]:
+        if a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in merged)
+
+
+def _state() -> dict:
+    path = state_path()
+    return json.loads(path.read_text()) if path.exists() else {"previous": {}}
+
+
+def _write_state(state: dict) -> None:
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=1))
+
+
+def installed_uplinks() -> tuple[list[_uplinks.ResolvedUplink], tuple[int, int] | None]:
+    """The uplinks recorded by `rules install --uplink` here (as resolved then, with their
+    tables) and the join port range (None without uplinks)."""
+    state = _state()
+    ups = [_uplinks.ResolvedUplink.from_dict(d) for d in state.get("uplinks") or ()]
+    jp = state.get("join_ports")
+    return ups, (tuple(jp) if ups and jp else None)
+
+
+def _iproute():
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
 def install(queue: int, ifaces: list[str], backend: str = "auto", mark: int = INJECT_MARK,
-            log=print) -> Installed:
+            log=print, uplinks=(), join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> Installed:
+    """Load the ruleset, set the sysctls; with `uplinks` (specs) also their policy routing,
+    the join-port queue rule and the reserved ports. Replaces a previous install."""
     _require_root()
     if not ifaces:
         raise RulesError("at least one --guest-iface is needed")
     if not 0 <= queue <= 65535:
         raise RulesError("--queue must be 0..65535")
     interface_indexes(ifaces)
+    old_uplinks, _ = installed_uplinks()
+    try:
+        lo, hi = join_ports
+        if not 1024 <= lo <= hi <= 65535:
+            raise _uplinks.UplinkError("--join-ports must be a range within 1024-65535")
+        resolved = _uplinks.resolve(uplinks, need_gateway=True,
+                                    exclude_tables={u.table for u in old_uplinks}) if uplinks else []
+    except _uplinks.UplinkError as e:
+        raise RulesError(str(e)) from None
+    uplink_addrs = [a for u in resolved for a in (u.addr4, u.addr6) if a]
 
     if backend == "auto":
         ok, why = nft_queue_works()
@@ -281,10 +373,10 @@ def install(queue: int, ifaces: list[str], backend: str = "auto", mark: int = IN
             log(f"{why}: falling back to xtables NFQUEUE")
     if backend == "nft":
         xt_remove()
-        nft_install(queue, mark, ifaces)
+        nft_install(queue, mark, ifaces, uplink_addrs, join_ports)
     else:
         nft_remove()
-        xt_install(queue, mark, ifaces)
+        xt_install(queue, mark, ifaces, uplink_addrs, join_ports)
 
     _ensure_conntrack_sysctl()
     path = state_path()
@@ -299,9 +391,38 @@ def install(queue: int, ifaces: list[str], backend: str = "auto", mark: int = IN
         if current != value:
             write_sysctl(key, value)
     state.update(backend=backend, queue=queue, mark=mark, guest_ifaces=ifaces)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state, indent=1))
+    _install_uplinks(state, old_uplinks, resolved, join_ports, log)
     return installed()
+
+
+def _install_uplinks(state: dict, old: list, resolved: list, join_ports, log) -> None:
+    """The uplinks' part of install: the reserved join ports and the policy routing, the
+    previous install's undone first; the state file is written before and after."""
+    previous = state["previous"]
+    current = read_sysctl(RESERVED_PORTS)
+    if resolved and current is not None:
+        previous.setdefault(RESERVED_PORTS, current)
+        wanted = merge_port_ranges(previous[RESERVED_PORTS], *join_ports)
+        if current != wanted:
+            write_sysctl(RESERVED_PORTS, wanted)
+    elif previous.get(RESERVED_PORTS) is not None and current != previous[RESERVED_PORTS]:
+        write_sysctl(RESERVED_PORTS, previous[RESERVED_PORTS])  # no uplinks any more
+    state["uplinks"], state["join_ports"] = [u.as_dict() for u in old], None
+    _write_state(state)
+    with _iproute() as ipr:
+        for u in old:
+            _uplinks.remove_routing(ipr, u)
+        state["uplinks"] = []
+        _write_state(state)
+        try:
+            _uplinks.install_routing(ipr, resolved)
+        except _uplinks.UplinkError as e:
+            raise RulesError(str(e)) from None
+    state["uplinks"] = [u.as_dict() for u in resolved]
+    state["join_ports"] = list(join_ports) if resolved else None
+    _write_state(state)
+    for u in resolved:
+        log(f"uplink {u.describe()}")
 
 
 def remove(log=print) -> bool:
@@ -313,6 +434,11 @@ def remove(log=print) -> bool:
     if path.exists():
         found = True
         state = json.loads(path.read_text())
+        if state.get("uplinks"):
+            with _iproute() as ipr:
+                for d in state["uplinks"]:
+                    _uplinks.remove_routing(ipr, _uplinks.ResolvedUplink.from_dict(d))
+                    log(f"removed the policy routing of uplink {d.get('name')}")
         for key, value in reversed(list(state.get("previous", {}).items())):
             if value is not None and read_sysctl(key) is not None and read_sysctl(key) != value:
                 write_sysctl(key, value)
@@ -337,6 +463,15 @@ def show() -> str:
         lines.append("sysctls (now, before install):")
         for key in SYSCTLS:
             lines.append(f"  {key} = {read_sysctl(key)} (was {prev.get(key)})")
+        ups, join_ports = installed_uplinks()
+        if ups:
+            lines.append("uplinks:")
+            lines.extend(f"  {u.describe()}" for u in ups)
+            lines.append(f"join ports: {join_ports[0]}-{join_ports[1]}")
+            lines.append(f"  {RESERVED_PORTS} = {read_sysctl(RESERVED_PORTS)} "
+                         f"(was {prev.get(RESERVED_PORTS)!r})")
+        else:
+            lines.append("uplinks: none")
     if inst.text:
         lines.append(inst.text.rstrip())
     return "\n".join(lines)
@@ -353,14 +488,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="auto: nft if its native queue works, else xtables NFQUEUE")
     p.add_argument("--mark", type=lambda s: int(s, 0), default=INJECT_MARK,
                    help=f"mark of injected packets, never queued (default {INJECT_MARK:#x})")
-    sub.add_parser("remove", help="remove the rules and restore the sysctls")
+    p.add_argument("--uplink", action="append", default=[], metavar="IFACE[,gw=ADDR][,backup][,cost=N]",
+                   type=_uplinks.spec_arg,
+                   help="an uplink extra subflows leave by (repeat; ids 1..n in this order): "
+                        "source policy routing for its primary IPv4/IPv6 address via gw (default: "
+                        "the next hop of a default route via IFACE in any table), and its "
+                        "packets in the join port range queued to the daemon")
+    p.add_argument("--join-ports", type=_uplinks.port_range_arg, default=JOIN_PORTS_DEFAULT,
+                   metavar="LO-HI",
+                   help="local ports of extra subflows, added to net.ipv4.ip_local_reserved_ports "
+                        f"(default {JOIN_PORTS_DEFAULT[0]}-{JOIN_PORTS_DEFAULT[1]}; used with --uplink)")
+    sub.add_parser("remove", help="remove the rules and the uplinks' policy routing, restore the sysctls")
     sub.add_parser("show", help="print what is installed")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         if args.rules_command == "install":
-            inst = install(args.queue, args.guest_iface, args.backend, args.mark)
+            inst = install(args.queue, args.guest_iface, args.backend, args.mark,
+                           uplinks=args.uplink, join_ports=args.join_ports)
             print(f"installed: {inst.backend}, queue {inst.queue}, "
                   f"guest interfaces {' '.join(inst.guest_ifaces)}")
         elif args.rules_command == "remove":
