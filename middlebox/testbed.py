@@ -6,10 +6,26 @@
  fd00::1              fd00::fe   | fd00:1::1                  fd00:1::2
                                  | 10.2.2.1  --veth path 2--  10.2.2.2
                                  | fd00:2::1                  fd00:2::2
+                                 | 10.3.3.1  --veth path 3--  10.3.3.2   (paths=3; up to 9)
+                                 | fd00:3::1                  fd00:3::2
 ```
 
+Path k's interfaces are `paths[k-1].mbox_if` / `.server_if`; `uplink_ifaces` lists the mbox
+ends (the middlebox's uplinks), `uplink_specs()` their `--uplink` specs.
+
 In mbox, source policy routing sends what comes from path k's address out by path k (table
-100+k), so a subflow from 10.2.2.1 to the server's 10.1.1.2 takes path 2.
+100+k, rule priority 1000+k), so a subflow from 10.2.2.1 to the server's 10.1.1.2 takes path
+2. `middlebox rules install --uplink` adds its own source routing (its own free tables and
+priorities, 6100 and up) and coexists with this: both send path k's address by path k, and
+each removes only what it added. `Topology(policy_routing=False)` leaves the test bed's out,
+so that the installer's routing is all there is (its specs then name the gateways: there is
+no default route to find; `uplink_specs()` does that). The kernel deletes the routes through a
+link set down; `set_link(k, True)` puts the test bed's back (the daemon does the same for the
+installer's when it sees the link up). IPv6 addresses survive a link going down
+(keep_addr_on_down=1 in mbox and server), as IPv4 ones do.
+
+The server accepts up to 8 subflows and 8 ADD_ADDR (`ip mptcp limits`, the kernel's maximum)
+unless `server_limits` says otherwise.
 
 Usage, from a test or a plain script::
 
@@ -119,6 +135,7 @@ class Topology:
       server_limits: (subflows, add_addr_accepted) for `ip mptcp limits` in the server.
       server_signal: also add the server's path-2 addresses as `signal` endpoints (ADD_ADDR).
       paths: number of mbox<->server paths (1..9).
+      policy_routing: False leaves out the test bed's source policy routing in mbox.
     """
 
     GUEST_IP, MBOX_GUEST_IP = "10.0.0.1", "10.0.0.254"
@@ -134,10 +151,11 @@ class Topology:
         server_mptcp: bool = True,
         checksum: bool = False,
         sysctls: Mapping[str, Mapping[str, object]] | None = None,
-        server_limits: tuple[int, int] = (4, 4),
+        server_limits: tuple[int, int] = (8, 8),
         server_signal: bool = False,
         paths: int = 2,
         tag: str | None = None,
+        policy_routing: bool = True,
     ) -> None:
         if not 1 <= paths <= 9:
             raise ValueError("paths must be 1..9")
@@ -174,6 +192,7 @@ class Topology:
         self.extra_sysctls = {k: dict(v) for k, v in (sysctls or {}).items()}
         self.server_limits = server_limits
         self.server_signal = server_signal
+        self.policy_routing = policy_routing
         self._procs: list[subprocess.Popen] = []
         self._created: list[str] = []
         self._closed = False
@@ -193,6 +212,19 @@ class Topology:
     @property
     def namespaces(self) -> list[str]:
         return [self.guest, self.mbox, self.server]
+
+    @property
+    def uplink_ifaces(self) -> list[str]:
+        """The mbox ends of the paths (the middlebox's uplinks), path 1 first."""
+        return [p.mbox_if for p in self.paths]
+
+    def uplink_specs(self, gateways: bool | None = None) -> list[str]:
+        """`--uplink` specs of the paths, path 1 first; with gateways (the default when the
+        test bed's own policy routing is off) they name the server's end as gw."""
+        if gateways is None:
+            gateways = not self.policy_routing
+        return [f"{p.mbox_if},gw={p.server_ip},gw={p.server_ip6}" if gateways else p.mbox_if
+                for p in self.paths]
 
     def ifindex(self, ns: str, ifname: str) -> int:
         with IPRoute(netns=ns) as ipr:
@@ -247,13 +279,9 @@ class Topology:
                 self._addr(ipr, idx, p.mbox_ip6, 64)
             # Source policy routing: a packet from path k's address leaves by path k, whatever
             # its destination (extra subflows reach the server's path-1 address by path 2).
-            for p in self.paths:
-                idx = ipr.link_lookup(ifname=p.mbox_if)[0]
+            for p in self.paths if self.policy_routing else ():
                 table = self.policy_table(p.index)
-                ipr.route("add", dst=p.prefix, oif=idx, table=table)
-                ipr.route("add", dst="0.0.0.0/0", gateway=p.server_ip, oif=idx, table=table)
-                ipr.route("add", dst=p.prefix6, oif=idx, table=table, family=10)
-                ipr.route("add", dst="::/0", gateway=p.server_ip6, oif=idx, table=table, family=10)
+                self._policy_routes(ipr, p)
                 ipr.rule("add", table=table, priority=1000 + p.index, src=p.mbox_ip, src_len=32)
                 ipr.rule("add", table=table, priority=1000 + p.index, src=p.mbox_ip6,
                          src_len=128, family=10)
@@ -281,6 +309,15 @@ class Topology:
                     for p in self.paths[1:]:
                         mp.endpoint("add", addr=p.server_ip, flags=1)  # MPTCP_PM_ADDR_FLAG_SIGNAL
                         mp.endpoint("add", addr6=p.server_ip6, flags=1)
+
+    def _policy_routes(self, ipr: IPRoute, p: Path) -> None:
+        """Path p's routes in its table in mbox (`replace`: also after a link flap)."""
+        idx = ipr.link_lookup(ifname=p.mbox_if)[0]
+        table = self.policy_table(p.index)
+        ipr.route("replace", dst=p.prefix, oif=idx, table=table)
+        ipr.route("replace", dst="0.0.0.0/0", gateway=p.server_ip, oif=idx, table=table)
+        ipr.route("replace", dst=p.prefix6, oif=idx, table=table, family=10)
+        ipr.route("replace", dst="::/0", gateway=p.server_ip6, oif=idx, table=table, family=10)
 
     def _wait_links_up(self, timeout: float = 5.0) -> None:
         """veth operstate follows the peer with a short (linkwatch) delay: wait for it."""
@@ -319,9 +356,11 @@ class Topology:
                 **common,
                 "net.ipv4.ip_forward": 1,
                 "net.ipv6.conf.all.forwarding": 1,
+                "net.ipv6.conf.all.keep_addr_on_down": 1,
             },
             "server": {
                 **common,
+                "net.ipv6.conf.all.keep_addr_on_down": 1,
                 "net.mptcp.enabled": 1 if self.server_mptcp else 0,
                 "net.mptcp.checksum_enabled": 1 if self.checksum else 0,
             },
@@ -392,12 +431,16 @@ class Topology:
                 )
 
     def set_link(self, path: int, up: bool) -> None:
-        """Bring path `path` (1-based) down or up on both ends."""
+        """Bring path `path` (1-based) down or up on both ends; up again, the test bed's
+        policy routes of the path (deleted by the kernel with the link) come back."""
         p = self.paths[path - 1]
         for ns, ifname in ((self.mbox, p.mbox_if), (self.server, p.server_if)):
             with IPRoute(netns=ns) as ipr:
                 idx = ipr.link_lookup(ifname=ifname)[0]
                 ipr.link("set", index=idx, state="up" if up else "down")
+        if up and self.policy_routing:
+            with IPRoute(netns=self.mbox) as ipr:
+                self._policy_routes(ipr, p)
 
     def close(self) -> None:
         with self._lock:
