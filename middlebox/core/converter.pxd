@@ -26,7 +26,8 @@ cdef object IN_SYNACK_MPC, IN_SYNACK_PLAIN, IN_DSS, IN_DSS_NOACK, IN_DATA_FIN, I
 cdef object IN_NODSS_DATA, IN_NODSS, IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD, IN_STALE_ACK
 cdef object IN_MP_FAIL, IN_CSUM_BAD, OUT_INFINITE, IN_FIN
 cdef object DSSTX, DataAckTX, DSSRX, DataAckMismatch
-cdef object _new_action, _set_rewrite_data
+cdef object _new_action, _set_rewrite_data, IN_DIR, LOCAL
+cdef object ESTABLISHED, MP
 
 cdef object _rewrite(object data)
 
@@ -37,7 +38,9 @@ cdef class Converter:
     cdef public dict counters
     cdef tuple _dispatch
     cdef tuple _lru
-    cdef dict _mss_limit
+    cdef public dict _mss_limit
+    cdef public dict joins, mp_flows, uplink_up
+    cdef public bint _mp_on
     cdef dict _timeout
     cdef tuple _min_timeout
     cdef set _logged

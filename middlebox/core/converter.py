@@ -54,6 +54,7 @@ from middlebox.wire import (
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
 from .flow import MAX_JUMP, Flow, _unwrap, seq_before  # noqa: E402
+from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ S = State
 # Enum members the per-packet path uses, as module constants: looking a member up on its
 # Enum class costs ~0.1 µs in CPython 3.11, as much as the whole classification.
 OUT = Direction.OUT
+IN_DIR = Direction.IN
+LOCAL = Direction.LOCAL
+ESTABLISHED = S.ESTABLISHED
 NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING = S.NEW, S.MPC_PENDING, S.FALLBACK, S.FALLBACK_CLOSING
 SYN_SENT, GUEST_MPTCP = S.SYN_SENT, S.GUEST_MPTCP
 OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK = I.OUT_SYN, I.OUT_SYN_RTX, I.OUT_SYN_MPTCP, I.OUT_ACK
@@ -137,6 +141,12 @@ class Converter:
         self._min_timeout = tuple(  # the shortest timeout in each eviction class
             min(t for st, t in self._timeout.items() if CLASS_OF_STATE[st] == c) for c in range(4))
         self._logged: set[str] = set()
+        # multipath (multipath.py): extra subflows by (uplink addr, port, server addr, port),
+        # flows that have them, uplink states as the shell reported them
+        self.joins: dict = {}
+        self.mp_flows: dict = {}
+        self.uplink_up: dict = {u.name: u.up for u in config.uplinks}
+        self._mp_on = bool(config.uplinks)
 
     def _entry(self, state: State, inp: Input):
         entry = TABLE.get((state, inp))
@@ -176,10 +186,34 @@ class Converter:
                     dead.append(key)
             for key in dead:
                 del lru[key]
-                del flows[key]
+                f = flows.pop(key)
+                if f.mp is not None:
+                    MP.release(self, f)
             expired += len(dead)
         self.counters[Counter.FlowExpired] += expired
+        if self.mp_flows:
+            return MP.tick(self, now)
         return []
+
+    def next_deadline(self):
+        """The earliest `now` at which tick() has a timer to serve (join SYN and third-ACK
+        retransmissions, stale subflows), or None: the shell sleeps until then at most."""
+        if not self.mp_flows:
+            return None
+        return MP.next_deadline(self)
+
+    def uplink_event(self, name: str, up: bool, now: float) -> list:
+        """The shell saw uplink `name` go down or up (netlink). Returns Inject actions."""
+        try:
+            return MP.uplink_event(self, name, up, now)
+        except Exception as exc:  # a bug: counted and logged, never raised into the shell
+            self.counters[Counter.CoreBug] += 1
+            log.exception("core: %s on an uplink event", type(exc).__name__)
+            return []
+
+    def flow_subflows(self, flow) -> list:
+        """Per-subflow facts of a flow for the live view (empty when single-path)."""
+        return MP.flow_view(flow)
 
     # -- per packet --------------------------------------------------------------------------
 
@@ -194,8 +228,18 @@ class Converter:
             key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
         else:
             key = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        if direction == LOCAL:  # an extra subflow's packet, never a guest's connection
+            path = self.joins.get((pkt.dst, pkt.dport, pkt.src, pkt.sport))
+            if path is not None:
+                return MP.join_in(self, path, pkt, data, now)
+            self.counters[Counter.JoinUnknown] += 1
+            return [Drop("packet to a join port of no known subflow")]
         flow = self.flows.get(key)
         if flow is None:
+            if direction != OUT and self.joins:
+                path = self.joins.get((pkt.dst, pkt.dport, pkt.src, pkt.sport))
+                if path is not None:
+                    return MP.join_in(self, path, pkt, data, now)
             if direction != OUT or flags & (SYN | ACK | RST) != SYN:
                 self.counters[Counter.UnknownFlow] += 1
                 return [ACCEPT]
@@ -213,6 +257,10 @@ class Converter:
             inp, ctx = self._classify_out(flow, pkt, data), None
         else:
             inp, ctx = self._classify_in(flow, pkt, data)
+        if inp is IN_RST and flow.mp is not None:
+            actions = MP.sf1_rst(self, flow, pkt)  # the connection may live on elsewhere
+            if actions is not None:
+                return actions
         entry = self._dispatch[flow.state][inp]
         if entry is None:  # protocol violation: pass as plain TCP, state unchanged
             self.counters[Counter.StateViolation] += 1
@@ -225,6 +273,8 @@ class Converter:
             del self._lru[flow.cls][key]
             self._lru[c][key] = flow
             flow.cls = c
+        if self._mp_on and nxt is ESTABLISHED and not flow.no_join and MP.wants_join(self, flow, now):
+            actions.extend(MP.start(self, key, flow, pkt, now))
         return actions
 
     def _new_flow(self, key: tuple, now: float) -> Flow:
@@ -238,8 +288,10 @@ class Converter:
             for c in range(4):
                 lru = self._lru[c]
                 if lru:
-                    old, _ = lru.popitem(last=False)
+                    old, gone = lru.popitem(last=False)
                     del flows[old]
+                    if gone.mp is not None:
+                        MP.release(self, gone)
                     counters[Counter.FlowEvicted] += 1
                     counters[EVICTED[c]] += 1
                     break
@@ -418,6 +470,8 @@ class Converter:
         """Guest SYN: add MP_CAPABLE (RFC 8684 §3.1), clamp the MSS. Same ISN, same bytes."""
         cfg = self.config
         if flow.state is S.NEW or flow.local_key is None or pkt.seq != flow.syn_isn():
+            if flow.mp is not None:
+                MP.release(self, flow)
             flow.reset(cfg.version)
             flow.guest_isn = flow.sf.local_isn = pkt.seq
             flow.syn_sent_len = pkt.payload_len  # Fast Open data the SYN/ACK may ack
@@ -430,7 +484,10 @@ class Converter:
         if flow.state is S.NEW or flow.remote_key is None:  # not after the SYN/ACK settled it
             flow.guest_window = pkt.window
             flow.guest_wscale = parse_options(data, start, end).wscale  # -1: none (see _h_synack)
+            flow.guest_wscale_seen = flow.guest_wscale >= 0
         raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
+        if self._mp_on:
+            raw = _without_sack_perm(raw)
         try:
             options = build_options(raw, (opt,))
         except WireError:  # unknown options eat the space: keep only the ones we know
@@ -465,9 +522,14 @@ class Converter:
         start = pkt.ip_hlen + TCP_HLEN
         # window scaling holds when both SYNs carry it (RFC 7323 §2.2); the guest's SYN window
         # is unscaled: the first right edge the server may fill
-        if flow.guest_wscale < 0 or parse_options(data, start, pkt.payload_off).wscale < 0:
+        server_ws = parse_options(data, start, pkt.payload_off).wscale
+        if flow.guest_wscale < 0 or server_ws < 0:
             flow.guest_wscale = 0
+            flow.guest_wscale_seen = False
+            server_ws = 0
         flow.guest_wscale = min(flow.guest_wscale, 14)
+        flow.server_wscale = min(server_ws, 14)
+        flow.server_window = pkt.window
         flow.sf.rcv_edge = 1 + max(flow.guest_window, 65535)
         raw = self._clamp_mss(strip_mptcp(data, start, pkt.payload_off), pkt.version)
         return [Rewrite(rewrite(data, pkt, options=raw))]
@@ -496,6 +558,8 @@ class Converter:
             if rel < 0:  # before the ISN or far ahead: never a DSN, never the widening base
                 counters[Counter.GuestSeqOutOfWindow] += 1
                 return [Drop("guest segment outside its own sequence space")]
+            if rel + plen > flow.snd_end:
+                flow.snd_end = rel + plen
         flow.guest_window = pkt.window  # for the ACKs we may have to inject
         data_ack = flow.data_ack_of_guest_ack(ack)
         if not flow.ack64:
@@ -528,6 +592,8 @@ class Converter:
                 opt = MpCapable(flow.version, mflags, flow.local_key, flow.remote_key)
                 counters[Counter.MPCapableACKTX] += 1
             return self._with_option(pkt, data, opt, new_ack, raw)
+        if flow.mp is not None:
+            return MP.send(self, flow, pkt, data, rel, data_ack, new_ack, raw)
         if plen or fin:
             dsn = (flow.local_idsn + rel) & M64
             data_len = plen + 1 if fin else plen  # DATA_FIN takes one DSN (§3.3)
@@ -590,6 +656,10 @@ class Converter:
         return [Rewrite(rewrite(data, pkt, ack=new_ack, options=options))]
 
     def _h_in_(self, flow, pkt, data, dss):
+        if flow.mp is not None:
+            dup = MP.sf1_in(self, flow, pkt, dss)
+            if dup is not None:
+                return dup
         return self._in_segment(flow, pkt, data, dss, 0)
 
     def _h_in_old(self, flow, pkt, data, dss):
@@ -625,6 +695,10 @@ class Converter:
                 if flow.state is MPC_PENDING:
                     counters[Counter.MPCapableEstablished] += 1
                 guest_ack = flow.guest_seq_of_local_dsn(data_ack)
+                if not old and flow.mp is None:  # where multipath would start from
+                    da = _unwrap((guest_ack - flow.guest_isn) & M32, flow.snd_end)
+                    if da > flow.data_acked:
+                        flow.data_acked = da
                 if guest_ack != pkt.ack:
                     counters[DataAckMismatch] += 1
                     new_ack = guest_ack  # the connection-level ack is what the guest learns
@@ -720,6 +794,12 @@ class Converter:
             # the subflow FIN takes one subflow seq, right after this segment's data
             if sf.record(r + plen, 1, d0 + plen) > 0 and r + plen + 1 > sf.rcv_max:
                 sf.rcv_max = r + plen + 1
+        if flow.mp is not None:
+            new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack
+            if f & FIN and not (data_fin and (flow.server_isn + fin_d) & M32 == gend):
+                new_flags = f & ~FIN  # subflow 1 closes, not the connection: no FIN for the guest
+        else:
+            flow.server_window = pkt.window
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
             flow.fin_ack_delivered = True
         if (
@@ -1128,6 +1208,27 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return (~total & 0xFFFF) != dss.csum
+
+
+def _without_sack_perm(raw: bytes) -> bytes:
+    """TCP options `raw` with SACK_PERM (kind 4) turned into NOPs (MULTIPATH.md §3.5 (a))."""
+    i, n = 0, len(raw)
+    while i < n:
+        kind = raw[i]
+        if kind == TCPOPT_EOL:
+            break
+        if kind == TCPOPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        size = raw[i + 1]
+        if size < 2 or i + size > n:
+            break
+        if kind == 4 and size == 2:
+            return raw[:i] + b"\x01\x01" + raw[i + 2:]
+        i += size
+    return raw
 
 
 def _not_tcp(data: bytes) -> Counter:

@@ -95,6 +95,44 @@ class Counter(IntEnum):
     DupConsumed = 71  # server data the guest already acknowledged (zero-window probe, MPTCP-level retransmission): consumed, acked on the subflow
     SeqBeyondWindow = 72  # server segment beyond the window the guest offered (as seen here): passed, no state change
     RangeForgotten = 70  # range map full: the range farthest from the subflow ack forgotten (its bytes get acked when the server resends them)
+    # multipath (issue 6; MULTIPATH.md §7)
+    MultipathStarted = 73  # flows that opened extra subflows
+    MultipathRefusedCap = 74  # flows that stayed single-path: max_multipath_flows reached
+    MPJoinSynTX = 75  # MP_JOIN SYNs sent (retransmissions included)
+    MPJoinSynAckRX = 76  # MP_JOIN SYN/ACKs with a valid HMAC
+    MPJoinSynAckHMacFailure = 77  # SYN/ACK with a bad HMAC or without MP_JOIN: RST + MP_TCPRST
+    MPJoinAckTX = 78  # third ACKs sent (retransmissions included)
+    MPJoinEstablished = 79  # extra subflows that got the server's fourth ACK
+    MPJoinRejected = 80  # server RST on a join being set up
+    MPJoinTimeout = 81  # no SYN/ACK (or no fourth ACK) in time: given up on that uplink
+    MPJoinPortsExhausted = 82  # no free port in the join range on an uplink
+    SubflowStale = 83  # subflow without progress while others progressed: no new data on it
+    SubflowRecover = 84  # a stale subflow progressed again
+    SubflowClosed = 85  # extra subflows closed (FIN, RST, link down, dead)
+    SubflowDead = 86  # subflows given up (link down or stale too long): their data reinjected
+    DSSTXJoin = 87  # guest data sent on an extra subflow
+    GuestRetransMapped = 88  # guest retransmissions sent to the subflow and seq of the original
+    RetransSplit = 89  # guest retransmissions split at run boundaries
+    ReinjectTX = 90  # guest bytes remapped from a dead subflow onto a live one
+    GapReserved = 91  # guest bytes never seen (lost before the queue), reserved on a subflow
+    RunMapFull = 92  # run map at its bound: the segment went on the tail run's subflow
+    RunMapDrop = 93  # run map at its bound and the tail subflow could not take it: dropped
+    DupAckFwd = 94  # data-level duplicate ACKs passed to the guest (loss on the subflow holding DATA_ACK)
+    DupAckSuppressed = 95  # data-level duplicate ACKs not passed (reordering between subflows)
+    DupAckSynth = 96  # duplicate ACKs made for the guest when a subflow died
+    GuestAckInjected = 97  # ACKs injected towards the guest (DATA_ACK moved on an extra subflow)
+    SubflowAckTX = 98  # ACKs the middlebox sent on extra subflows for server data
+    JoinDataRX = 99  # server segments received on extra subflows
+    JoinDataFwd = 100  # of those, sent on to the guest (placed by their DSN)
+    JoinOutOfOrder = 101  # server data beyond an extra subflow's rcv_nxt (kept until filled)
+    JoinOfoDrop = 102  # beyond rcv_nxt with the out-of-order list full: dropped
+    RmAddrTX = 103  # REMOVE_ADDR sent for a dead uplink
+    MpPrioTX = 104  # MP_PRIO sent (a backup uplink became the only one, or stopped being)
+    SubflowWindowLimited = 105  # a subflow skipped by the scheduler: the server's window was full
+    JoinUnknown = 106  # packets to the join ports of no known subflow: answered RST
+    GuestHoleSuspect = 107  # server data acked on a subflow that the guest has not acked 1 s later
+    JoinCsumUnverified = 108  # server data on an extra subflow whose mapping spans segments: not checksummed here
+    JoinViolation = 109  # (subflow state, input) pair missing from SUBFLOW_TABLE: dropped
 
 
 def new_counters() -> dict:

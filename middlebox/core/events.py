@@ -16,6 +16,7 @@ class Direction(IntEnum):
 
     OUT = 1  # from a guest (entered through a guest-facing interface)
     IN = 2  # towards a guest
+    LOCAL = 3  # to the box itself: an uplink address, a port of the join range (extra subflows)
 
 
 @dataclass(frozen=True, slots=True)

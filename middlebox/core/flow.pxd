@@ -54,6 +54,12 @@ cdef class Flow:
     cdef public bint remote_fin_acked, fail_sent, infinite_tx, fastclosed
     cdef public tuple subflows
     cdef public Subflow sf
+    cdef public object mp
+    cdef public double born
+    cdef public long long bytes_out, bytes_in, snd_end, data_acked
+    cdef public long long server_wscale, server_window
+    cdef public bint guest_wscale_seen, no_join
+    cdef public int sf1_uplink
 
     cpdef long long syn_isn(self)
     @cython.locals(rel="long long")

@@ -224,6 +224,18 @@ class Flow:
         "fastclosed",  # the guest's RST went out with MP_FASTCLOSE: later guest RSTs carry it too
         "subflows",
         "sf",  # subflows[0], the guest's own connection
+        # multipath (issue 6, multipath.py)
+        "mp",  # multipath.MpConn once the flow opened extra subflows, else None
+        "born",  # `now` of the guest's SYN
+        "bytes_out",  # guest payload bytes converted (multipath flows: sent on)
+        "bytes_in",  # server payload bytes sent on to the guest (multipath: on extra subflows)
+        "snd_end",  # end of the highest guest data seen, relative to guest_isn
+        "data_acked",  # the server's highest DATA_ACK, relative to guest_isn
+        "server_wscale",  # the server's window scale on subflow 1 (0: none)
+        "server_window",  # the server's last raw window field on subflow 1
+        "guest_wscale_seen",  # the guest's SYN offered window scaling (joins offer it too)
+        "no_join",  # joins tried (or refused by policy): never again for this connection
+        "sf1_uplink",  # id of the uplink subflow 1 leaves by (0: unknown)
     )
 
     def __init__(self, now: float, version: int) -> None:
@@ -262,6 +274,17 @@ class Flow:
         self.fastclosed = False
         self.sf = Subflow(0)
         self.subflows = (self.sf,)
+        self.mp = None
+        self.born = self.last
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.snd_end = 1
+        self.data_acked = 1
+        self.server_wscale = 0
+        self.server_window = 0
+        self.guest_wscale_seen = False
+        self.no_join = False
+        self.sf1_uplink = 0
 
     def __repr__(self) -> str:  # never the keys
         return f"<Flow {self.state.name} v{self.version} csum={self.checksum} last={self.last:.1f}>"

@@ -211,3 +211,92 @@ TIMEOUT_OF_STATE = {
     S.FALLBACK_CLOSING: "closing_timeout",
     S.GUEST_MPTCP: "fallback_timeout",
 }
+
+
+# -- subflows of a multipath flow (issue 6; MULTIPATH.md §2, §5, §7) --------------------------
+#
+#     SUBFLOW_TABLE[(subflow state, subflow input)] = (handler, next_state)
+#
+# Same rules as TABLE: `multipath.classify_join` computes the input from the packet (or the
+# timer / link event), the handler `multipath._j_<handler>` returns actions and never sets
+# the state, a missing pair is a violation (counted, packet dropped: a join packet never
+# reaches the middlebox's own stack). Subflow 1 (the guest's connection) uses the rows for
+# timers and link events only; its packets go through TABLE.
+#
+#   SYN_SENT --SYN/ACK, HMAC ok--> PRE_ESTABLISHED --server ACK--> ESTABLISHED <--progress-- STALE
+#      |  bad HMAC / RST / timeout          | 3rd ACK timeout, RST     |  no progress  -->  |
+#      +-----------> CLOSED <---------------+------- FIN --> CLOSING  +-- link down / dead --+
+
+
+class SubflowState(IntEnum):
+    SYN_SENT = 0  # our MP_JOIN SYN is out
+    PRE_ESTABLISHED = 1  # SYN/ACK verified, third ACK sent: no data before the server's ACK
+    ESTABLISHED = 2  # schedulable
+    STALE = 3  # data out and no progress while other subflows progress: nothing new on it
+    CLOSING = 4  # the server sent FIN on it (answered): no new data on it
+    CLOSED = 5  # reset, refused, given up or dead: its data (if any) went elsewhere
+
+
+class SubflowInput(IntEnum):
+    SYNACK_JOIN = 0  # SYN/ACK acking our SYN with MP_JOIN and the right HMAC
+    SYNACK_BAD = 1  # SYN/ACK acking our SYN without MP_JOIN, or with a wrong HMAC
+    RST = 2  # acceptable RST
+    ACK = 3  # ACK without payload or FIN
+    DATA = 4  # payload (no FIN)
+    FIN = 5  # FIN (with or without payload)
+    ODD = 6  # anything else: SYN without ACK, no ACK flag, a SYN/ACK not acking our SYN
+    TIMER_SYN = 7  # SYN not answered in time, tries left
+    TIMER_ACK3 = 8  # third ACK not acknowledged in time, tries left
+    GIVE_UP = 9  # SYN or third ACK unanswered after the last try
+    TIMER_STALE = 10  # data out, no progress for the stale time, other subflows progressed
+    TIMER_DEAD = 11  # stale for the dead time
+    LINK_DOWN = 12  # its uplink went down (or lost its address)
+
+
+SS, SI = SubflowState, SubflowInput
+_SF_PACKETS = (SI.SYNACK_JOIN, SI.SYNACK_BAD, SI.RST, SI.ACK, SI.DATA, SI.FIN, SI.ODD)
+_SF_TIMERS = (SI.TIMER_SYN, SI.TIMER_ACK3, SI.GIVE_UP, SI.TIMER_STALE, SI.TIMER_DEAD)
+
+SUBFLOW_TABLE: dict[tuple[SubflowState, SubflowInput], tuple[str, SubflowState]] = {
+    # -- the join handshake (RFC 8684 §3.2) ----------------------------------------------------
+    (SS.SYN_SENT, SI.SYNACK_JOIN): ("synack", SS.PRE_ESTABLISHED),
+    (SS.SYN_SENT, SI.SYNACK_BAD): ("refuse", SS.CLOSED),  # RST + MP_TCPRST, counted
+    (SS.SYN_SENT, SI.RST): ("rejected", SS.CLOSED),
+    **_rows([SS.SYN_SENT], [SI.ACK, SI.DATA, SI.FIN, SI.ODD], "drop"),
+    (SS.SYN_SENT, SI.TIMER_SYN): ("syn_again", SS.SYN_SENT),
+    (SS.SYN_SENT, SI.GIVE_UP): ("give_up", SS.CLOSED),
+    (SS.PRE_ESTABLISHED, SI.SYNACK_JOIN): ("ack3", SS.PRE_ESTABLISHED),  # our third ACK got lost
+    (SS.PRE_ESTABLISHED, SI.SYNACK_BAD): ("drop", SS.PRE_ESTABLISHED),
+    (SS.PRE_ESTABLISHED, SI.ACK): ("established", SS.ESTABLISHED),  # the fourth ACK
+    (SS.PRE_ESTABLISHED, SI.DATA): ("established", SS.ESTABLISHED),  # data: the server took it
+    (SS.PRE_ESTABLISHED, SI.FIN): ("fin", SS.CLOSING),
+    (SS.PRE_ESTABLISHED, SI.RST): ("rejected", SS.CLOSED),
+    (SS.PRE_ESTABLISHED, SI.ODD): ("drop", SS.PRE_ESTABLISHED),
+    (SS.PRE_ESTABLISHED, SI.TIMER_ACK3): ("ack3", SS.PRE_ESTABLISHED),
+    (SS.PRE_ESTABLISHED, SI.GIVE_UP): ("reset", SS.CLOSED),
+    # -- carrying data -------------------------------------------------------------------------
+    **_rows([SS.ESTABLISHED, SS.STALE], [SI.SYNACK_JOIN, SI.SYNACK_BAD, SI.ODD], "drop"),
+    (SS.ESTABLISHED, SI.ACK): ("segment", SS.ESTABLISHED),
+    (SS.ESTABLISHED, SI.DATA): ("segment", SS.ESTABLISHED),
+    (SS.ESTABLISHED, SI.TIMER_STALE): ("stale", SS.STALE),
+    (SS.STALE, SI.ACK): ("recover", SS.ESTABLISHED),
+    (SS.STALE, SI.DATA): ("recover", SS.ESTABLISHED),
+    (SS.STALE, SI.TIMER_DEAD): ("dead", SS.CLOSED),
+    **_rows([SS.ESTABLISHED, SS.STALE], [SI.FIN], "fin", SS.CLOSING),
+    **_rows([SS.ESTABLISHED, SS.STALE], [SI.RST], "lost", SS.CLOSED),
+    # -- closing and closed ----------------------------------------------------------------------
+    **_rows([SS.CLOSING], [SI.ACK, SI.DATA, SI.FIN], "segment"),
+    **_rows([SS.CLOSING], [SI.SYNACK_JOIN, SI.SYNACK_BAD, SI.ODD], "drop"),
+    (SS.CLOSING, SI.RST): ("lost", SS.CLOSED),
+    **_rows([SS.CLOSED], _SF_PACKETS, "drop"),
+    # -- link down: a live subflow's data goes elsewhere at once ---------------------------------
+    (SS.SYN_SENT, SI.LINK_DOWN): ("give_up", SS.CLOSED),
+    (SS.PRE_ESTABLISHED, SI.LINK_DOWN): ("dead", SS.CLOSED),
+    **_rows([SS.ESTABLISHED, SS.STALE, SS.CLOSING], [SI.LINK_DOWN], "dead", SS.CLOSED),
+    (SS.CLOSED, SI.LINK_DOWN): ("nothing", SS.CLOSED),
+    # -- timers that no longer apply in a state (a late wake-up) change nothing --------------------
+    **{(s, i): ("nothing", s) for s in SS for i in _SF_TIMERS
+       if (s, i) not in {(SS.SYN_SENT, SI.TIMER_SYN), (SS.SYN_SENT, SI.GIVE_UP),
+                         (SS.PRE_ESTABLISHED, SI.TIMER_ACK3), (SS.PRE_ESTABLISHED, SI.GIVE_UP),
+                         (SS.ESTABLISHED, SI.TIMER_STALE), (SS.STALE, SI.TIMER_DEAD)}},
+}

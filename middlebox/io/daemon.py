@@ -1,6 +1,8 @@
 """Convert packets from an NFQUEUE until SIGINT/SIGTERM (the I/O shell around the core).
 
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
+[--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
+[--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N]
 [--passthrough] [--max-flows N] [--queue-maxlen N] [--no-fail-open] [-v]`
 
 * Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
@@ -26,6 +28,21 @@
 * Anything raised by the core is a bug: counted, logged once per kind, and the packet is
   accepted unchanged. The daemon never dies on input.
 * `--passthrough` accepts every packet without the core (the reference for benchmarks).
+* Uplinks (multipath): from --uplink or from the installed rules (`rules install --uplink`),
+  looked up at start (middlebox/io/uplinks.py: primary IPv4/IPv6 address, link state) and
+  handed to the core as `Config.uplinks` (ids 1..n), with --join-ports (default: the installed
+  range) and the join settings. A queued packet addressed to an uplink address with a
+  destination port in the join range arrived for the box itself (the rules queue those from
+  INPUT; forwarded packets never carry a local destination): it goes to the core as
+  `Direction.LOCAL`, or, while the core has no LOCAL direction, is dropped (`local_dropped`;
+  nothing local owns the reserved range, the stack would only answer with a RST). The links
+  are followed through an rtnetlink socket (pyroute2, link and address groups) in the same
+  select() loop: an uplink going down or up (link state, carrier, its address) is logged and
+  reported to the core's `uplink_event(name, up, now)` where it has one; its actions are
+  injected. Up again, the uplink's policy routes of the installed rules are put back (the
+  kernel deletes them with the link).
+* Timers: besides the fixed tick (~0.5 s), the loop wakes for the core's `next_deadline()`
+  where it has one.
 """
 
 from __future__ import annotations
@@ -46,7 +63,11 @@ import traceback
 import warnings
 from collections import Counter as _Tally
 
-from middlebox.io import rules
+from middlebox.core.config import JOIN_PORTS_DEFAULT
+from middlebox.io import ops as _ops
+from middlebox.io import ifaces, rules, service
+from middlebox.io import metrics as _metrics
+from middlebox.io import uplinks as _uplinks
 
 log = logging.getLogger("middlebox.run")
 _monotonic = time.monotonic
@@ -54,6 +75,7 @@ _monotonic = time.monotonic
 BUDGET = 256  # packets handled per loop round before looking at flags and timers
 TICK = 0.5  # seconds between Converter.tick calls
 SELECT_TIMEOUT = 0.1
+DEADLINE_MIN_WAIT = 0.001  # a core deadline that stays in the past cannot spin the loop
 QUEUE_MAXLEN = 4096  # kernel queue length (default 1024; NetfilterQueue's default too)
 SOCK_RCVBUF = 8 * 1024 * 1024
 AF_NETLINK, NETLINK_NETFILTER = 16, 12
@@ -314,6 +336,14 @@ class Daemon:
         # into `tally` by counters(): a Counter item update costs more than a verdict
         self.handler = None
         self._folds: tuple[tuple[str, str], ...] = ()
+        self.uplinks: list[_uplinks.ResolvedUplink] = []
+        self.recorded_uplinks: dict[str, _uplinks.ResolvedUplink] = {}  # by name, with tables
+        self.join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT
+        self.links: _uplinks.LinkWatch | None = None
+        self.ops = _ops.Ops(self)  # control socket, metrics, systemd, guest interfaces
+        self.guest_patterns: list[str] = []
+        self.LOCAL = None
+        self._drop = None
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -379,10 +409,81 @@ class Daemon:
         except (ImportError, AttributeError) as e:
             raise DaemonError(f"the converter core ({spec}) is not available: {e}; "
                               "--passthrough runs without it") from None
-        config = config_cls(version=self.args.mptcp_version, checksum=self.args.checksum,
-                            max_flows=self.args.max_flows, mtu=self.args.mtu)
+        kw = dict(version=self.args.mptcp_version, checksum=self.args.checksum,
+                  max_flows=self.args.max_flows, mtu=self.args.mtu)
+        if self.uplinks:
+            kw.update(uplinks=tuple(u.to_config() for u in self.uplinks),
+                      join_ports=self.join_ports, max_subflows=self.args.max_subflows,
+                      max_multipath_flows=self.args.max_multipath_flows,
+                      join_after_bytes=self.args.join_after_bytes,
+                      join_after_ms=self.args.join_after_ms)
+        try:
+            config = config_cls(**kw)
+        except (TypeError, ValueError) as e:
+            raise DaemonError(f"the converter refuses this configuration: {e}") from None
         self.conv = factory(config)
         self.OUT, self.IN = direction.OUT, direction.IN
+        self.LOCAL = getattr(direction, "LOCAL", None)
+        drop = getattr(module, "Drop", None)
+        self._drop = [drop("join-range packet: the core has no Direction.LOCAL")] if drop is not None else None
+
+    def resolve_uplinks(self) -> None:
+        """The uplinks: --uplink, else those of the installed rules; the join port range:
+        --join-ports, else the installed one, else the default. Logged."""
+        recorded, installed_ports = rules.installed_uplinks()
+        self.recorded_uplinks = {u.name: u for u in recorded}
+        specs = self.args.uplink
+        source = "--uplink"
+        if not specs:
+            specs = [u.spec for u in recorded]
+            source = "installed rules"
+        self.join_ports = self.args.join_ports or installed_ports or JOIN_PORTS_DEFAULT
+        if not specs:
+            return
+        try:
+            self.uplinks = _uplinks.resolve(specs, need_gateway=False)
+        except _uplinks.UplinkError as e:
+            raise DaemonError(str(e)) from None
+        for u in self.uplinks:
+            log.info("uplink (%s) %s", source, u.describe())
+            if u.name not in self.recorded_uplinks:
+                log.warning("uplink %s is not in the installed rules: its join packets are not "
+                            "queued and it has no source routing (middlebox rules install "
+                            "--uplink %s)", u.name, u.name)
+        if installed_ports and tuple(installed_ports) != tuple(self.join_ports):
+            log.warning("join ports %d-%d differ from the installed rules' %d-%d: only those "
+                        "are queued and reserved", *self.join_ports, *installed_ports)
+        log.info("join ports %d-%d, max subflows %s, join after %d bytes or %d ms",
+                 *self.join_ports, self.args.max_subflows or f"{1 + len(self.uplinks)} (1 + uplinks)",
+                 self.args.join_after_bytes, self.args.join_after_ms)
+
+    def local_classifier(self, handle):
+        """`handle` wrapped: a packet to an uplink address with a destination port in the
+        join range is for the box itself (Direction.LOCAL, or dropped while the core has no
+        LOCAL); anything else goes to `handle` as it came. Used only with uplinks."""
+        addrs4 = frozenset(socket.inet_pton(socket.AF_INET, u.addr4) for u in self.uplinks if u.addr4)
+        addrs6 = frozenset(socket.inet_pton(socket.AF_INET6, u.addr6) for u in self.uplinks if u.addr6)
+        lo, hi = self.join_ports
+        inn, local, tally, drop = self.IN, self.LOCAL, self.tally, self._drop
+
+        def classify(data, direction, now):
+            if direction is inn and len(data) >= 40:
+                version = data[0] >> 4
+                if version == 4:
+                    hit = data[9] == 6 and data[16:20] in addrs4
+                    off = (data[0] & 15) * 4
+                else:
+                    hit = version == 6 and data[6] == 6 and data[24:40] in addrs6
+                    off = 40
+                if hit and len(data) >= off + 4 and lo <= (data[off + 2] << 8 | data[off + 3]) <= hi:
+                    tally["local_packets"] += 1
+                    if local is None:
+                        tally["local_dropped"] += 1
+                        return drop
+                    direction = local
+            return handle(data, direction, now)
+
+        return classify
 
     def resolve_guests(self) -> None:
         names = self.args.guest_iface
@@ -394,12 +495,37 @@ class Daemon:
                 raise DaemonError("no guest interface: give --guest-iface or install the rules "
                                   "first (middlebox rules install --guest-iface IF)")
         try:
-            idx = rules.interface_indexes(names)
-        except rules.RulesError as e:
-            raise DaemonError(str(e)) from None
+            for name in names:
+                ifaces.check(name)
+        except ValueError as e:
+            raise DaemonError(f"guest interface: {e}", status=service.EXIT_USAGE) from None
+        missing = ifaces.missing_names(names)
+        if missing:
+            raise DaemonError(f"unknown interface {missing[0]!r} in this network namespace")
+        idx = ifaces.current(names)  # patterns (vnet*) may match nothing yet: followed
+        self.guest_patterns = list(names)
         self.guest_ifindexes = frozenset(idx.values())
-        log.info("guest interfaces (%s): %s", source,
-                 " ".join(f"{n}(#{i})" for n, i in idx.items()))
+        log.info("guest interfaces (%s): %s%s", source,
+                 " ".join(f"{n}(#{i})" for n, i in idx.items()) or "none yet",
+                 f", following {' '.join(names)}" if any(map(ifaces.is_pattern, names)) else "")
+        hint = ifaces.bridge_port_hint(names)
+        if hint:
+            log.warning("%s", hint)
+
+    def set_guests(self, found: dict[str, int]) -> None:
+        """Guest interfaces came or went (ops.Ops follows rtnetlink): the packet handler
+        tells directions by the new ifindexes from its next packet on."""
+        self.guest_ifindexes = frozenset(found.values())
+        h = self.handler
+        if h is not None and hasattr(h, "set_guests"):
+            h.set_guests(self.guest_ifindexes)
+        elif h is not None and hasattr(h, "guests"):
+            h.guests = self.guest_ifindexes
+        elif h is not None:
+            self.once("set_guests", "this queue backend cannot follow guest interfaces that "
+                      "appear while it runs: restart the daemon after adding one")
+        log.info("guest interfaces now: %s",
+                 " ".join(f"{n}(#{i})" for n, i in found.items()) or "none")
 
     # -- packets -------------------------------------------------------------------------
 
@@ -410,11 +536,19 @@ class Daemon:
             self._folds = (("passed", "packets"),)
         else:
             cls = path.Converting if path else _PyConverting
-            self.handler = cls(self.conv.handle, self.guest_ifindexes, self.OUT, self.IN,
+            handle = self.core_handle()
+            self.handler = cls(handle, self.guest_ifindexes, self.OUT, self.IN,
                                self.verdict_slow, self.bug_packet, self.inject)
             self._folds = (("handled", "packets"), ("rewritten", "rewritten"),
                            ("dropped", "dropped"))
         return self.handler
+
+    def core_handle(self):
+        """What every backend calls per packet: the core's `handle`, wrapped for uplinks."""
+        handle = self.conv.handle
+        if self.uplinks and self._drop is not None:
+            handle = self.local_classifier(handle)
+        return handle
 
     def bug_packet(self, where: str, exc: BaseException, pkt) -> None:
         """The handler's report of an exception: counted, logged once, packet accepted."""
@@ -471,6 +605,7 @@ class Daemon:
                 self.bug("inject", e)
 
     def tick(self) -> None:
+        self.ops.poll()  # every backend's loop ticks; the NetfilterQueue loop polls each round too
         if self.conv is None:
             return
         try:
@@ -481,12 +616,104 @@ class Daemon:
         if actions:
             self.inject(actions)
 
+    def deadline(self) -> float | None:
+        """The core's next timer (monotonic seconds) where it has `next_deadline()`."""
+        fn = getattr(self.conv, "next_deadline", None)
+        if fn is None:
+            return None
+        try:
+            d = fn()
+            return None if d is None else float(d)
+        except Exception as e:
+            self.bug("deadline", e)
+            return None
+
+    def uplink_changes(self, changes) -> None:
+        """Uplinks that went down or up: logged, counted, told to the core (its actions
+        injected); up again, the uplink's installed policy routes are put back."""
+        for u, up, why in changes:
+            log.info("uplink %s %s (%s)", u.name, "up" if up else "down", why)
+            self.count("uplink_up" if up else "uplink_down")
+            if up and u.name in self.recorded_uplinks:
+                try:
+                    with _uplinks_iproute() as ipr:
+                        n = _uplinks.ensure_routing(ipr, self.recorded_uplinks[u.name])
+                    if n:
+                        log.info("uplink %s: %d policy route(s)/rule(s) put back", u.name, n)
+                except Exception as e:  # the link may flap again meanwhile: logged, not fatal
+                    self.count("uplink_route_errors")
+                    log.warning("uplink %s: cannot restore its policy routing: %s", u.name, e)
+            event = getattr(self.conv, "uplink_event", None)
+            if event is None:
+                continue
+            try:
+                actions = event(u.name, up, time.monotonic())
+            except Exception as e:
+                self.bug("uplink_event", e)
+                continue
+            if actions:
+                self.inject(actions)
+
+    def watch_links(self) -> None:
+        if not self.uplinks or self.args.passthrough:
+            return
+        try:
+            self.links = _uplinks.LinkWatch(self.uplinks)
+        except Exception as e:
+            raise DaemonError(f"cannot follow the uplinks' links (rtnetlink): {e}") from None
+        if self.links.initial:
+            self.uplink_changes(self.links.initial)
+
+    def poll_links(self) -> None:
+        try:
+            changes = self.links.poll()
+        except Exception as e:
+            self.bug("links", e)
+            return
+        if changes:
+            self.uplink_changes(changes)
+
+    def close_links(self) -> None:
+        if self.links is not None:
+            self.links.close()
+            self.links = None
+
+    # What every queue backend's loop does besides the queue (both loops call these):
+    #     fds = [queue_fd, *daemon.extra_fds()]
+    #     timeout, deadline = daemon.wait_time()   # select() timeout; the core's deadline
+    #     ready = select(fds, [], [], timeout); daemon.on_ready(ready) (then flush injections)
+    #     if daemon.tick_due(now, next_tick, deadline): tick
+
+    def extra_fds(self) -> list[int]:
+        """Descriptors the loop selects on besides the queue (the uplinks' rtnetlink)."""
+        return [self.links.fileno()] if self.links is not None else []
+
+    def wait_time(self) -> tuple[float, float | None]:
+        """(select timeout, the core's next deadline or None)."""
+        deadline = self.deadline()
+        if deadline is None:
+            return SELECT_TIMEOUT, None
+        return min(SELECT_TIMEOUT, max(DEADLINE_MIN_WAIT, deadline - time.monotonic())), deadline
+
+    def on_ready(self, ready) -> bool:
+        """Handle the extra descriptors select() found readable; True if there were any."""
+        if self.links is not None and self.links.fileno() in ready:
+            self.poll_links()
+            return True
+        return False
+
+    @staticmethod
+    def tick_due(now: float, next_tick: float, deadline: float | None) -> bool:
+        return now >= next_tick or (deadline is not None and now >= deadline)
+
     # -- main loop -----------------------------------------------------------------------
 
     def _signal(self, signum, frame) -> None:
         if signum == signal.SIGUSR1:
             self.dump = True
         else:
+            if not self.stop:
+                self.ops.stopping()  # systemd: STOPPING=1 as soon as the stop is asked
             self.stop = True
 
     def set_fail_open(self, path, nfq, sock) -> str:
@@ -515,11 +742,15 @@ class Daemon:
     def run(self) -> int:
         from netfilterqueue import NetfilterQueue
 
-        if os.geteuid() != 0:
-            raise DaemonError("must be root (binding an NFQUEUE needs CAP_NET_ADMIN)")
+        missing = service.missing_capabilities()
+        if missing:
+            raise DaemonError(f"missing {' and '.join(missing)} (binding an NFQUEUE needs "
+                              "CAP_NET_ADMIN, injecting CAP_NET_RAW): run as root or give the "
+                              "capabilities", status=service.EXIT_NOPERM)
         if self.args.passthrough:
             mode = "passthrough (no core)"
         else:
+            self.resolve_uplinks()
             self.load_core()
             mode = f"MPTCP v{self.args.mptcp_version}" + (" with checksums" if self.args.checksum else "")
         self.resolve_guests() if not self.args.passthrough or self.args.guest_iface else None
@@ -528,19 +759,27 @@ class Daemon:
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._signal)
+        self.ops.start_metrics()  # before the queue: a port in use stops a clean start
+        self.watch_links()  # closed by main()
+
+        if self.args.backend != "nfqueue":  # ours (middlebox/io/fastpath.py); auto: if it binds
+            from middlebox.io import fastpath
+
+            status = fastpath.run(self, mode)
+            if status is not None:
+                return status
 
         try:
             nfq = NetfilterQueue()
         except OSError as e:
-            raise DaemonError(f"cannot open nfnetlink queue: {e}") from None
+            raise DaemonError(*service.queue_failure(self.args.queue, e)) from None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 nfq.bind(self.args.queue, callback, max_len=self.args.queue_maxlen,
                          sock_len=SOCK_RCVBUF)
             except OSError as e:
-                raise DaemonError(f"queue {self.args.queue} is busy or unavailable ({e}): is "
-                                  "another daemon bound to it?", status=2) from None
+                raise DaemonError(*service.queue_failure(self.args.queue, e)) from None
         for w in caught:
             log.warning("%s", w.message)
 
@@ -559,18 +798,37 @@ class Daemon:
                 sock.detach()
             nfq.unbind()
             raise
-        log.info("bound queue %d (maxlen %d, %s), %s, packet path %s, pid %d", self.args.queue,
-                 self.args.queue_maxlen, overload, mode,
+        log.info("bound queue %d (maxlen %d, %s), %s, backend nfqueue, packet path %s, pid %d",
+                 self.args.queue, self.args.queue_maxlen, overload, mode,
                  path.IMPLEMENTATION if path else "python", os.getpid())
+
+        def unbind() -> None:
+            if sock is not None:
+                sock.setblocking(True)
+                sock.detach()  # the fd belongs to NetfilterQueue
+            nfq.unbind()
+
+        return self.serve(fd, pump, unbind)
+
+    def serve(self, fd: int, pump, unbind) -> int:
+        """The loop of every queue backend, on the bound queue's `fd`: `pump(budget)` handles
+        at most `budget` queued messages ((messages, enobufs)); `unbind()` at the end, after
+        the drain. An injector with `flush` (the netlink backend's, batching) is flushed
+        after every round and tick."""
+        flush = getattr(self.injector, "flush", None) or (lambda: None)
+        self.ops.ready()  # control socket, READY=1
         next_tick = time.monotonic() + TICK
-        fds = [fd]
+        fds = [fd, *self.extra_fds()]
         try:
             while not self.stop:
+                timeout, deadline = self.wait_time()
                 try:
-                    ready, _, _ = select.select(fds, [], [], SELECT_TIMEOUT)
+                    ready, _, _ = select.select(fds, [], [], timeout)
                 except InterruptedError:
                     ready = []
-                if ready:
+                if self.on_ready(ready):
+                    flush()  # what the core answered to a link event
+                if fd in ready:
                     try:
                         enobufs = pump(BUDGET)[1]
                     except OSError as e:
@@ -579,13 +837,16 @@ class Daemon:
                     else:
                         if enobufs:
                             self.enobufs(enobufs)
+                    flush()
                 now = time.monotonic()
-                if now >= next_tick:
+                if self.tick_due(now, next_tick, deadline):
                     next_tick = now + TICK
                     self.tick()
+                    flush()
                 if self.dump:
                     self.dump = False
                     self.print_counters("counters")
+                self.ops.poll()
             log.info("stopping: draining the queue")
             try:
                 enobufs = pump(4 * BUDGET)[1]
@@ -594,15 +855,29 @@ class Daemon:
             else:
                 if enobufs:
                     self.enobufs(enobufs)
+            flush()
         finally:
-            if sock is not None:
-                sock.setblocking(True)
-                sock.detach()  # the fd belongs to NetfilterQueue
-            nfq.unbind()
+            unbind()
             self.injector.close()
         log.info("unbound queue %d", self.args.queue)
         self.print_counters("counters at exit")
         return 0
+
+
+def _nonneg(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
+    return value
+
+
+def _uplinks_iproute():
+    from pyroute2 import IPRoute
+
+    return IPRoute()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -614,6 +889,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ask for DSS checksums (RFC 8684 §3.3.1; used when either end asks)")
     parser.add_argument("--guest-iface", action="append", default=[], metavar="IF",
                         help="guest-facing interface (repeat; default: from the installed rules)")
+    parser.add_argument("--uplink", action="append", default=[], type=_uplinks.spec_arg,
+                        metavar="IFACE[,gw=ADDR][,backup][,cost=N]",
+                        help="an uplink extra subflows leave by (repeat; address ids 1..n in this "
+                             "order; default: the uplinks of the installed rules). Its primary "
+                             "IPv4/IPv6 address is looked up at start, its link followed while "
+                             "running; backup = MP_JOIN backup bit, cost is recorded")
+    parser.add_argument("--join-ports", type=_uplinks.port_range_arg, default=None,
+                        metavar="LO-HI",
+                        help="local ports of extra subflows (default: the installed rules' range, "
+                             f"else {JOIN_PORTS_DEFAULT[0]}-{JOIN_PORTS_DEFAULT[1]})")
+    parser.add_argument("--max-subflows", type=_nonneg, default=0, metavar="N",
+                        help="subflows per connection, the first included (default 0 = 1 + the "
+                             "number of uplinks)")
+    parser.add_argument("--max-multipath-flows", type=_nonneg, default=4096, metavar="N",
+                        help="connections that may have extra subflows at once; the others stay "
+                             "single-path (default 4096)")
+    parser.add_argument("--join-after-bytes", type=_nonneg, default=65536, metavar="N",
+                        help="open extra subflows once a connection moved N bytes ... "
+                             "(default 65536)")
+    parser.add_argument("--join-after-ms", type=_nonneg, default=1000, metavar="N",
+                        help="... or lived N ms, whichever comes first (default 1000)")
     parser.add_argument("--passthrough", action="store_true",
                         help="accept every packet unchanged, without the core")
     parser.add_argument("--max-flows", type=int, default=65536, metavar="N",
@@ -624,31 +920,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-maxlen", type=int, default=QUEUE_MAXLEN, metavar="N",
                         help="packets the kernel holds for the daemon; beyond it a packet passes "
                              f"unconverted (fail-open) (default {QUEUE_MAXLEN})")
+    parser.add_argument("--backend", choices=("auto", "netlink", "nfqueue"), default="auto",
+                        help="queue reader: netlink = our own (batched, GSO super-packets), "
+                             "nfqueue = NetfilterQueue; auto (default): ours when it can bind, "
+                             "else NetfilterQueue (logged)")
+    parser.add_argument("--companion-queue", type=int, default=None, metavar="N",
+                        help="netlink backend: the queue (without GSO) that truncated and "
+                             "oversized super-packets are re-queued to, segmented (default: "
+                             "the one `rules install` recorded, else --queue + 1)")
     parser.add_argument("--no-fail-open", action="store_true",
                         help="when the queue is full, drop packets (the kernel's default) "
                              "instead of passing them unconverted")
     parser.add_argument("--mark", type=lambda s: int(s, 0), default=rules.INJECT_MARK,
                         help=f"SO_MARK of injected packets (default {rules.INJECT_MARK:#x})")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, tracebacks of core bugs")
+                        help="debug logging, tracebacks of core bugs (= --log-level debug)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="info",
+                        help="least important messages logged (default info; under systemd the "
+                             "lines carry syslog priorities for journald, no timestamps)")
+    parser.add_argument("--metrics", type=_metrics.listen_address, default=None,
+                        metavar="ADDR:PORT",
+                        help="serve Prometheus metrics over HTTP on ADDR:PORT (e.g. "
+                             "127.0.0.1:9464, [::1]:9464, :9464 for every address; default off)")
     # module:attribute of the converter factory; tests swap in a faulty core
     parser.add_argument("--converter", default="middlebox.core:Converter", help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="middlebox run: %(message)s", stream=sys.stderr)
+    level = "debug" if args.verbose else getattr(args, "log_level", "info")
+    service.setup_logging("middlebox run", getattr(logging, level.upper()))
     if args.queue < 0 or args.queue > 65535:
-        print("middlebox run: --queue must be 0..65535", file=sys.stderr)
-        return 1
+        service.error_line("middlebox run", "--queue must be 0..65535")
+        return service.EXIT_USAGE
     if args.queue_maxlen < 1 or args.queue_maxlen > 0xFFFFFFFF:
-        print("middlebox run: --queue-maxlen must be at least 1", file=sys.stderr)
-        return 1
+        service.error_line("middlebox run", "--queue-maxlen must be at least 1")
+        return service.EXIT_USAGE
+    daemon = None
     try:
-        return Daemon(args).run()
+        daemon = Daemon(args)
+        return daemon.run()
     except DaemonError as e:
-        print(f"middlebox run: {e}", file=sys.stderr)
+        service.error_line("middlebox run", str(e))
         return e.status
+    finally:
+        if daemon is not None:
+            daemon.close_links()
+            daemon.ops.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1167 @@
+"""Multipath (issue 6; MULTIPATH.md): the extra subflows of a converted flow, its upload run
+map and its scheduler.
+
+A flow goes multipath once it is established, the server did not forbid joins to its address
+(MP_CAPABLE C bit), the converter has live uplinks and the join policy says so
+(`join_after_bytes` moved or `join_after_ms` lived). Then `MpConn` holds, per flow:
+
+* `paths`: one `Path` per subflow. Path 0 is the guest's own connection (subflow 1: the
+  guest's 4-tuple, the guest's ISN); paths 1.. are the middlebox's own endpoints, one per
+  uplink: its address, a port of the join range, a random ISN (RFC 8684 §3.2).
+* `runs`: the upload run map, `[d0, d1, path, s0]` per run of data bytes (relative to the
+  guest's ISN, which is the data sequence space: flow.py) sent contiguously on one subflow
+  from its relative subflow seq `s0`. Ordered by `d0`, never overlapping: each byte has one
+  home, where a guest retransmission of it must go (RFC 8684 §3.3.6; LESSONS.md trap 2). At
+  most `MAX_RUNS` runs; a run leaves once its bytes are data-acked and subflow-acked.
+* the data level: `snd_nxt` (end of the guest data placed), `data_ack` and `wnd_edge` (the
+  server's largest DATA_ACK and right edge, never decreasing, RFC 8684 §3.3.5).
+
+Download needs no map: the server maps every segment (PROTOCOL.md), the converter places its
+bytes at the guest seq of their DSN and acknowledges each extra subflow itself on arrival
+(MULTIPATH.md §4, decision of issue 6). Subflow 1 keeps its single-path receive logic
+(`flow.Subflow` ranges): the guest's data-level ack becomes its subflow ack.
+
+What the guest sees: one TCP connection. ACKs that do not move the data level are data-level
+duplicates; they reach the guest only when they are also subflow-level duplicates on the
+subflow that holds the byte at DATA_ACK (LESSONS.md trap 3). The guest's SACK_PERM is removed
+from its SYN when the converter has uplinks (MULTIPATH.md §3.5 (a): subflow SACK blocks cannot
+describe the data level; the prototype measured stripping better than translating). Joins
+negotiate no timestamps, so no subflow-k TSval ever reaches the guest (PAWS, trap 9).
+
+Failure (MULTIPATH.md §5): a subflow with data out and no progress while another progressed
+goes STALE (no new data on it), and DEAD after `DEAD_AFTER` more seconds or at once when its
+uplink goes down: it is reset (MP_TCPRST), REMOVE_ADDR tells the server to stop using the
+address, the guest gets three duplicate ACKs so that it retransmits now, and its
+retransmissions of bytes whose home was the dead subflow become new mappings on a live one
+(`ReinjectTX`).
+
+The subflow state machine is `table.SUBFLOW_TABLE`; this module classifies and runs its
+handlers (`_j_<name>`). Pure Python in both runs (the compiled converter calls it only for
+multipath flows): nothing here is on the single-path per-packet path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import secrets
+import socket
+import struct
+
+from middlebox.core.counters import Counter
+from middlebox.core.events import Drop, Inject, Rewrite
+from middlebox.core.table import SUBFLOW_TABLE, SubflowInput, SubflowState
+from middlebox.wire import (
+    Dss,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    MpTcpRst,
+    RemoveAddr,
+    WireError,
+    build_options,
+    dss_checksum,
+    encode_tcp_options,
+    join_hmac,
+    key_token,
+    mptcp_options,
+    new_nonce,
+    parse_options,
+    parse_packet,
+    rewrite,
+    tcp_checksum,
+)
+
+SS, SI = SubflowState, SubflowInput
+M32, M64, HALF32 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0x80000000
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+TCP_HLEN = 20
+MAX_RUNS = 1024  # upload runs per multipath flow (~40 B each in CPython: <= ~40 KiB)
+MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
+BURST = 16  # segments in a row on one subflow before the scheduler chooses again
+SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
+ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
+ACK3_TRIES = 5  # ... this many times, then reset
+STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
+DEAD_AFTER = 1.0  # ... then this long stale: dead
+RATE_MIN = 125000.0  # bytes/s floor of a delivery-rate estimate (1 Mbit/s)
+MPTCP_RST_EMPTCP = 1  # MP_TCPRST reason "MPTCP-specific error" (RFC 8684 §3.6)
+MPTCP_RST_EUNSPEC = 0
+ALIVE = (SS.ESTABLISHED, SS.STALE)
+
+
+def _unwrap(rel32: int, ref64: int) -> int:
+    d = (rel32 - ref64) & M32
+    if d >= HALF32:
+        d -= 1 << 32
+    return ref64 + d
+
+
+class Path:
+    """One subflow of a multipath flow (index 0: the guest's own connection). Relative
+    subflow seqs are 64-bit, the SYN is 0 on both sides. Never holds a key."""
+
+    __slots__ = (
+        "index", "flow", "uplink", "state", "version", "local", "lport", "remote", "rport",
+        "local_isn", "remote_isn", "lnonce", "rnonce", "backup", "addr_id",
+        "snd_una", "snd_nxt", "snd_wnd", "rwscale", "fin_sent",
+        "rcv_nxt", "ooo", "rcv_fin",
+        "srtt", "rtt_ssn", "rtt_at", "rate", "rate_bytes", "rate_at",
+        "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
+    )
+
+    def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
+                 remote: bytes, rport: int, now: float) -> None:
+        self.index = index
+        self.flow = flow
+        self.uplink = uplink  # config.Uplink, or None for subflow 1
+        self.state = SS.SYN_SENT
+        self.version = version  # IP version
+        self.local, self.lport, self.remote, self.rport = local, lport, remote, rport
+        self.local_isn = 0
+        self.remote_isn = 0
+        self.lnonce = 0
+        self.rnonce = 0
+        self.backup = bool(uplink is not None and uplink.backup)
+        self.addr_id = 0 if uplink is None else uplink.id
+        self.snd_una = 1
+        self.snd_nxt = 1
+        self.snd_wnd = 65535
+        self.rwscale = 0
+        self.fin_sent = False
+        self.rcv_nxt = 1
+        self.ooo = []  # [[start, end], ...] received beyond rcv_nxt (extra subflows)
+        self.rcv_fin = False
+        self.srtt = 0.0
+        self.rtt_ssn = 0
+        self.rtt_at = 0.0
+        self.rate = 0.0
+        self.rate_bytes = 0
+        self.rate_at = now
+        self.progress_at = now
+        self.stale_at = 0.0
+        self.dups = 0
+        self.tries = 0
+        self.timer = 0.0
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        self.born = now
+
+    def __repr__(self) -> str:
+        name = "guest" if self.uplink is None else self.uplink.name
+        return f"<Path {self.index} {name} {self.state.name} una={self.snd_una} nxt={self.snd_nxt}>"
+
+    def inflight(self) -> int:
+        return self.snd_nxt - self.snd_una
+
+    def usable(self) -> bool:
+        return self.state is SS.ESTABLISHED
+
+
+class MpConn:
+    """The multipath part of one flow (see the module docstring). Bounded: at most
+    1 + len(uplinks) paths, MAX_RUNS runs, MAX_OOO intervals per path."""
+
+    __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
+                 "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at")
+
+    def __init__(self, key: tuple, version: int, now: float) -> None:
+        self.paths = []
+        self.runs = []
+        self.snd_nxt = 1
+        self.data_ack = 1
+        self.wnd_edge = 1
+        self.last_pick = -1
+        self.burst_left = 0
+        self.key = key
+        self.guest, self.gport, self.server, self.sport = key
+        self.version = version
+        self.dack_sent = 0
+        self.started_at = now
+
+
+# -- packets ----------------------------------------------------------------------------------
+
+
+def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
+            flags: int, window: int, options: bytes = b"", payload: bytes = b"") -> bytes:
+    """A complete IPv4/IPv6 TCP segment with a correct TCP checksum (the kernel fills the IPv4
+    header checksum of a raw IP_HDRINCL packet)."""
+    doff = TCP_HLEN + len(options)
+    tlen = doff + len(payload)
+    if version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tlen, 0, 0x4000, 64, 6, 0, src, dst)
+    else:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, tlen, 6, 64, src, dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & M32, ack & M32, (doff // 4) << 4, flags,
+                      min(window, 0xFFFF), 0, 0)
+    raw = ip + tcp + options + payload
+    pkt = parse_packet(raw)
+    c = tcp_checksum(raw, pkt)
+    off = pkt.ip_hlen + 16
+    return raw[:off] + struct.pack("!H", c) + raw[off + 2:]
+
+
+def _addr(text: str | None, version: int) -> bytes | None:
+    if text is None:
+        return None
+    return socket.inet_pton(socket.AF_INET if version == 4 else socket.AF_INET6, text)
+
+
+# -- starting ------------------------------------------------------------------------------------
+
+
+def wants_join(conv, flow, now: float) -> bool:
+    """The join policy (issue 6): moved `join_after_bytes` or lived `join_after_ms`."""
+    cfg = conv.config
+    moved = flow.snd_end + flow.rcv_rel
+    return moved >= cfg.join_after_bytes or (now - flow.born) * 1000.0 >= cfg.join_after_ms
+
+
+def start(conv, key: tuple, flow, pkt, now: float) -> list:
+    """Open the extra subflows of an established flow: MP_JOIN SYNs over every live uplink
+    that has an address of the flow's family (MULTIPATH.md §2). Returns the Injects."""
+    cfg = conv.config
+    counters = conv.counters
+    if flow.no_join:
+        return []
+    if len(conv.mp_flows) >= cfg.max_multipath_flows:
+        counters[Counter.MultipathRefusedCap] += 1
+        flow.no_join = True
+        return []
+    version = pkt.version
+    guest, gport, server, sport = key
+    mp = MpConn(key, version, now)
+    p0 = Path(0, flow, None, version, guest, gport, server, sport, now)
+    p0.state = SS.ESTABLISHED
+    p0.local_isn = flow.sf.local_isn
+    p0.remote_isn = flow.server_isn
+    p0.snd_nxt = flow.snd_end
+    p0.snd_una = min(flow.data_acked, flow.snd_end)
+    p0.rwscale = flow.server_wscale
+    p0.snd_wnd = flow.server_window << flow.server_wscale
+    mp.paths.append(p0)
+    mp.snd_nxt = flow.snd_end
+    mp.data_ack = p0.snd_una
+    mp.wnd_edge = mp.data_ack + p0.snd_wnd
+    if flow.snd_end > 1:
+        mp.runs.append([1, flow.snd_end, 0, 1])  # so far subflow seq == data seq on subflow 1
+    limit = cfg.max_subflows or 1 + len(cfg.uplinks)
+    actions = []
+    for up in cfg.uplinks:
+        if len(mp.paths) >= limit:
+            break
+        if not conv.uplink_up.get(up.name, up.up) or up.id == flow.sf1_uplink:
+            continue
+        local = _addr(up.addr4 if version == 4 else up.addr6, version)
+        if local is None:
+            continue
+        port = _port(conv, local, server, sport)
+        if port < 0:
+            counters[Counter.MPJoinPortsExhausted] += 1
+            continue
+        p = Path(len(mp.paths), flow, up, version, local, port, server, sport, now)
+        p.local_isn = secrets.randbits(32)
+        p.lnonce = new_nonce()
+        mp.paths.append(p)
+        conv.joins[(local, port, server, sport)] = p
+        actions.append(Inject(_join_syn(conv, flow, p)))
+        p.timer = now + SYN_RTO[0]
+        counters[Counter.MPJoinSynTX] += 1
+    flow.no_join = True  # one attempt per flow
+    if len(mp.paths) == 1:
+        return actions
+    flow.mp = mp
+    conv.mp_flows[key] = flow
+    counters[Counter.MultipathStarted] += 1
+    return actions
+
+
+def _port(conv, local: bytes, server: bytes, sport: int) -> int:
+    """A free port of the join range on this uplink address towards this server port."""
+    lo, hi = conv.config.join_ports
+    span = hi - lo + 1
+    first = secrets.randbelow(span)
+    joins = conv.joins
+    for i in range(min(span, 64)):
+        port = lo + (first + i) % span
+        if (local, port, server, sport) not in joins:
+            return port
+    return -1
+
+
+def release(conv, flow) -> None:
+    """Forget the flow's extra subflows (flow expired, evicted, reset or restarted)."""
+    mp = flow.mp
+    if mp is None:
+        return
+    for p in mp.paths[1:]:
+        k = (p.local, p.lport, p.remote, p.rport)
+        if conv.joins.get(k) is p:
+            del conv.joins[k]
+    conv.mp_flows.pop(mp.key, None)
+    flow.mp = None
+
+
+def _join_syn(conv, flow, p) -> bytes:
+    guest_ws = flow.guest_wscale if flow.guest_wscale_seen else -1
+    tcp = encode_tcp_options(conv._mss_limit[p.version], guest_ws, False, -1, -1)
+    opt = MpJoinSyn(p.backup, p.addr_id, key_token(flow.remote_key, flow.version), p.lnonce)
+    return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn, 0, SYN,
+                   65535, build_options(tcp, (opt,)))
+
+
+def _join_ack3(conv, flow, p) -> bytes:
+    mac = join_hmac(flow.local_key, flow.remote_key, p.lnonce, p.rnonce, flow.version)[:20]
+    dack = (flow.remote_idsn + flow.rcv_rel) & M64
+    opts = (MpJoinAck(mac),)
+    return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1,
+                   p.remote_isn + 1, ACK, flow.guest_window, build_options(b"", opts))
+
+
+def _rst(flow, p, reason: int) -> bytes:
+    return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
+                   p.remote_isn + p.rcv_nxt, RST | ACK, 0,
+                   build_options(b"", (MpTcpRst(False, reason),)))
+
+
+def _ack_on(flow, p, extra=()) -> bytes:
+    """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window."""
+    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+    if not flow.ack64:
+        data_ack &= M32
+    opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
+    return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
+                   p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
+
+
+def _guest_window(flow, mp) -> int:
+    w = (mp.wnd_edge - mp.data_ack) >> flow.server_wscale
+    return 0 if w < 0 else min(w, 0xFFFF)
+
+
+def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"") -> bytes:
+    """A segment from the server's address to the guest: ack = guest seq of the DATA_ACK,
+    window = the data-level window in subflow 1's scale, no options."""
+    ack = (flow.guest_isn + mp.data_ack) & M32
+    return segment(mp.version, mp.server, mp.guest, mp.sport, mp.gport, seq, ack, flags,
+                   _guest_window(flow, mp), b"", payload)
+
+
+def _guest_ack(flow, mp) -> bytes:
+    return _to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, ACK)
+
+
+# -- the scheduler ------------------------------------------------------------------------------
+
+
+def pick(mp, length: int, counters) -> int:
+    """The subflow for `length` new bytes: bursts of BURST segments; otherwise the one whose
+    queue drains first, (inflight + length) / delivery rate, among established non-backup
+    subflows (backups only when none), window permitting; never none while one is alive
+    (the guest's congestion control is the limit, not us). -1 when no subflow is alive."""
+    paths = mp.paths
+    lp = mp.last_pick
+    if lp >= 0 and mp.burst_left > 0:
+        p = paths[lp]
+        if p.state is SS.ESTABLISHED and p.snd_nxt + length <= p.snd_una + p.snd_wnd:
+            mp.burst_left -= 1
+            return lp
+    best = -1
+    best_key = 0.0
+    fallback = -1
+    fallback_key = 0.0
+    for backup in (False, True):
+        for p in paths:
+            if p.state is not SS.ESTABLISHED or p.backup != backup:
+                continue
+            rate = p.rate if p.rate > RATE_MIN else RATE_MIN
+            key = (p.snd_nxt - p.snd_una + length) / rate
+            if p.snd_nxt + length > p.snd_una + p.snd_wnd:
+                counters[Counter.SubflowWindowLimited] += 1
+                if fallback < 0 or key < fallback_key:
+                    fallback, fallback_key = p.index, key
+                continue
+            if best < 0 or key < best_key:
+                best, best_key = p.index, key
+        if best >= 0 or fallback >= 0:
+            break
+    if best < 0:
+        best = fallback
+    if best < 0:  # nothing established: a stale one rather than nothing
+        for p in paths:
+            if p.state is SS.STALE:
+                best = p.index
+                break
+    mp.last_pick = best
+    mp.burst_left = BURST - 1
+    return best
+
+
+# -- the run map ----------------------------------------------------------------------------------
+
+
+def _runs_add(mp, d0: int, d1: int, idx: int, s0: int, counters) -> bool:
+    runs = mp.runs
+    if runs:
+        t = runs[-1]
+        if t[1] == d0 and t[2] == idx and t[3] + (t[1] - t[0]) == s0:
+            t[1] = d1
+            return True
+    if len(runs) >= MAX_RUNS:
+        return False
+    runs.append([d0, d1, idx, s0])
+    return True
+
+
+def _runs_pieces(mp, d0: int, d1: int) -> list:
+    """[(a, b, path, s)] covering what the run map knows of [d0, d1), in order."""
+    runs = mp.runs
+    i = bisect.bisect_right(runs, [d0, M64]) - 1
+    if i < 0:
+        i = 0
+    out = []
+    n = len(runs)
+    while i < n:
+        r0, r1, idx, s0 = runs[i]
+        if r0 >= d1:
+            break
+        if r1 > d0:
+            a = max(r0, d0)
+            b = min(r1, d1)
+            out.append((a, b, idx, s0 + (a - r0)))
+        i += 1
+    return out
+
+
+def _runs_move(mp, a: int, b: int, idx: int, s: int) -> None:
+    """Give data [a, b) a new home (path idx from subflow seq s): split the runs it covers."""
+    runs = mp.runs
+    out = []
+    for r in runs:
+        r0, r1, ridx, s0 = r
+        if r1 <= a or r0 >= b:
+            out.append(r)
+            continue
+        if r0 < a:
+            out.append([r0, a, ridx, s0])
+        if r1 > b:
+            out.append([b, r1, ridx, s0 + (b - r0)])
+    out.append([a, b, idx, s])
+    out.sort()
+    mp.runs = out
+
+
+def _runs_trim(mp) -> None:
+    """Forget runs whose bytes are data-acked and acked on their subflow (or whose subflow
+    is closed): nothing can ask for them again."""
+    runs = mp.runs
+    paths = mp.paths
+    da = mp.data_ack
+    n = 0
+    for r in runs:
+        if r[1] > da:
+            break
+        p = paths[r[2]]
+        if p.state is not SS.CLOSED and r[3] + (r[1] - r[0]) > p.snd_una:
+            break
+        n += 1
+    if n:
+        del runs[:n]
+
+
+def _holder(mp) -> int:
+    """The path holding the byte at DATA_ACK, or -1."""
+    pieces = _runs_pieces(mp, mp.data_ack, mp.data_ack + 1)
+    return pieces[0][2] if pieces else -1
+
+
+# -- guest -> server ---------------------------------------------------------------------------
+
+
+def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, raw) -> list:
+    """A guest ACK/data/FIN of a multipath flow: each byte to its home subflow (new bytes to
+    the scheduler's choice), in place on subflow 1, injected on the others."""
+    mp = flow.mp
+    counters = conv.counters
+    now = flow.last
+    plen = pkt.payload_len
+    fin = pkt.flags & FIN
+    sf1_ack = pkt.ack if new_ack == -1 else new_ack
+    p0 = mp.paths[0]
+    p0_alive = p0.state in ALIVE
+    if fin and not flow.local_fin:
+        flow.guest_passive = flow.remote_fin_acked
+        flow.local_fin = True
+        flow.local_fin_seq = (pkt.seq + plen) & M32
+    if not plen and not fin:
+        if p0_alive:
+            counters[Counter.DataAckTX] += 1
+            options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
+            if options is None:
+                return [Drop("no option room for the DATA_ACK")]
+            return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt) & M32, ack=sf1_ack,
+                                    options=options))]
+        actions = [Drop("guest ACK: subflow 1 is gone, the DATA_ACK goes on another subflow")]
+        if data_ack != mp.dack_sent:
+            k = _best_live(mp)
+            if k > 0:
+                mp.dack_sent = data_ack
+                actions.append(Inject(_ack_on(flow, mp.paths[k])))
+        return actions
+    s, e = rel, rel + plen
+    pieces = []
+    if plen:
+        if s < mp.snd_nxt:
+            old = _runs_pieces(mp, s, min(e, mp.snd_nxt))
+            if len(old) > 1:
+                counters[Counter.RetransSplit] += 1
+            for a, b, idx, ss in old:
+                p = mp.paths[idx]
+                if p.state is SS.CLOSED:  # its home is gone: a new mapping on a live subflow
+                    k = pick(mp, b - a, counters)
+                    if k < 0:
+                        continue
+                    q = mp.paths[k]
+                    _runs_move(mp, a, b, k, q.snd_nxt)
+                    ss = q.snd_nxt
+                    q.snd_nxt += b - a
+                    idx = k
+                    counters[Counter.ReinjectTX] += 1
+                else:
+                    counters[Counter.GuestRetransMapped] += 1
+                    if p.rtt_ssn and ss < p.rtt_ssn:
+                        p.rtt_ssn = 0  # Karn
+                pieces.append((a, b, idx, ss))
+        if e > mp.snd_nxt:
+            start_d = mp.snd_nxt
+            k = 0 if fin and p0_alive else pick(mp, e - start_d, counters)
+            if k < 0:
+                counters[Counter.RunMapDrop] += 1
+                return [Drop("no live subflow")]
+            p = mp.paths[k]
+            if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters):
+                t = mp.runs[-1]
+                counters[Counter.RunMapFull] += 1
+                k = t[2]
+                p = mp.paths[k]
+                if p.state is not SS.ESTABLISHED or not _runs_add(mp, start_d, e, k, p.snd_nxt, counters):
+                    counters[Counter.RunMapDrop] += 1
+                    return [Drop("run map full")]
+            if s > start_d:
+                counters[Counter.GapReserved] += s - start_d
+            s0 = p.snd_nxt
+            p.snd_nxt += e - start_d
+            mp.snd_nxt = e
+            a = max(s, start_d)
+            if p.rtt_ssn == 0:
+                p.rtt_ssn = p.snd_nxt
+                p.rtt_at = now
+            pieces.append((a, e, k, s0 + (a - start_d)))
+        if not pieces:  # all of it data-acked already: tell the guest again
+            return [Drop("guest bytes the server has acknowledged"), Inject(_guest_ack(flow, mp))]
+    fin_d = e  # the DATA_FIN's relative DSN
+    actions = [None]
+    verdict = None
+    if not plen:  # a bare FIN: a bare DATA_FIN (ssn 0, length 1), on subflow 1 with its FIN
+        dsn = (flow.local_idsn + fin_d) & M64
+        csum = dss_checksum(dsn, 0, 1, b"") if flow.checksum else None
+        opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, csum, True)
+        counters[Counter.DataFinTX] += 1
+        if p0_alive:
+            if not p0.fin_sent:
+                p0.fin_sent = True
+                p0.snd_nxt += 1
+            options = conv._room(pkt, data, opt, raw)
+            if options is None:
+                return [Drop("no option room for the DATA_FIN")]
+            return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt - 1) & M32, ack=sf1_ack,
+                                    options=options))]
+        k = _best_live(mp)
+        if k <= 0:
+            return [Drop("no live subflow for the DATA_FIN")]
+        return [Drop("DATA_FIN on another subflow"), Inject(_data_on(flow, mp.paths[k], opt, 0, b""))]
+    ts = None
+    for i, (a, b, idx, ss) in enumerate(pieces):
+        p = mp.paths[idx]
+        payload = data[pkt.payload_off + (a - s): pkt.payload_off + (b - s)]
+        dfin = bool(fin) and b == e
+        dsn = (flow.local_idsn + a) & M64
+        dlen = b - a + (1 if dfin else 0)
+        csum = dss_checksum(dsn, ss & M32, dlen, payload) if flow.checksum else None
+        opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, dlen, csum, dfin)
+        counters[Counter.DSSTX] += 1
+        if dfin:
+            counters[Counter.DataFinTX] += 1
+        p.tx_bytes += b - a
+        if idx == 0:
+            flags = pkt.flags & (PSH | ACK)
+            if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
+                flags |= FIN
+                if not p.fin_sent:
+                    p.fin_sent = True
+                    p.snd_nxt += 1
+            if len(pieces) == 1:
+                options = conv._room(pkt, data, opt, raw)
+                if options is None:
+                    return [Drop("no option room for the mapping")]
+                verdict = Rewrite(rewrite(data, pkt, seq=(p.local_isn + ss) & M32, ack=sf1_ack,
+                                          flags=flags, options=options))
+                continue
+            if ts is None:
+                o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+                ts = encode_tcp_options(-1, -1, False, o.ts_val, o.ts_ecr) if o.ts_val != -1 else b""
+            actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
+                                          p.local_isn + ss, sf1_ack, flags, pkt.window,
+                                          build_options(ts, (opt,)), payload)))
+        else:
+            counters[Counter.DSSTXJoin] += 1
+            actions.append(Inject(_data_on(flow, p, opt, ss, payload, pkt.flags & PSH)))
+    actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
+    flow.bytes_out += plen
+    return actions
+
+
+def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
+    seq = p.local_isn + (ss if payload else p.snd_nxt)
+    return segment(p.version, p.local, p.remote, p.lport, p.rport, seq, p.remote_isn + p.rcv_nxt,
+                   ACK | psh, flow.guest_window, build_options(b"", (opt,)), payload)
+
+
+def _best_live(mp) -> int:
+    best = -1
+    for p in mp.paths[1:]:
+        if p.state in ALIVE and (best < 0 or p.srtt < mp.paths[best].srtt):
+            best = p.index
+    return best
+
+
+# -- server -> guest: acks on any subflow ---------------------------------------------------
+
+
+def _ack_info(flow, mp, p, pkt, dss, now: float) -> tuple:
+    """What a server segment on path p tells about our data: (data level moved, subflow-level
+    duplicate). Moves snd_una, the rate and RTT estimates, data_ack and wnd_edge."""
+    a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
+    subdup = False
+    if p.snd_una < a <= p.snd_nxt:
+        acked = a - p.snd_una
+        p.snd_una = a
+        p.progress_at = now
+        p.dups = 0
+        p.rate_bytes += acked
+        if p.rtt_ssn and a >= p.rtt_ssn:
+            sample = now - p.rtt_at
+            p.srtt = sample if p.srtt == 0.0 else 0.875 * p.srtt + 0.125 * sample
+            p.rtt_ssn = 0
+        span = now - p.rate_at
+        if span >= max(p.srtt, 0.02):
+            sample = p.rate_bytes / span
+            p.rate = sample if p.rate == 0.0 else 0.75 * p.rate + 0.25 * sample
+            p.rate_bytes = 0
+            p.rate_at = now
+    elif a == p.snd_una and not pkt.payload_len and not pkt.flags & (FIN | SYN) and p.snd_nxt > p.snd_una:
+        p.dups += 1
+        subdup = True
+    p.snd_wnd = pkt.window << p.rwscale
+    moved = False
+    if dss is not None and dss.data_ack is not None:
+        if dss.ack64:
+            da = (dss.data_ack - flow.local_idsn) & M64
+        else:
+            da = _unwrap((dss.data_ack - flow.local_idsn) & M32, mp.data_ack)
+        if mp.data_ack < da <= mp.snd_nxt + 1:
+            mp.data_ack = da
+            flow.data_acked = da
+            moved = True
+        if da >= mp.data_ack - 0x40000000:
+            edge = da + p.snd_wnd
+            if edge > mp.wnd_edge:
+                mp.wnd_edge = edge
+                moved = True
+    if moved:
+        _runs_trim(mp)
+    return moved, subdup
+
+
+def sf1_in(conv, flow, pkt, dss):
+    """A server segment on subflow 1 of a multipath flow: its acks move path 0; a pure ACK
+    that moves nothing at the data level is a duplicate the guest must not see unless it is a
+    subflow-level duplicate on the subflow holding DATA_ACK. None: go on as usual."""
+    mp = flow.mp
+    p0 = mp.paths[0]
+    now = flow.last
+    if p0.state is SS.STALE:
+        _event(conv, flow, p0, SI.ACK, now)  # any word from the server revives it
+    moved, subdup = _ack_info(flow, mp, p0, pkt, dss, now)
+    if pkt.payload_len or pkt.flags & FIN or (dss is not None and dss.data_fin):
+        return None
+    if moved:
+        return None
+    if subdup and _holder(mp) == 0:
+        conv.counters[Counter.DupAckFwd] += 1
+        return None
+    conv.counters[Counter.DupAckSuppressed] += 1
+    return [Drop("data-level duplicate ACK (reordering between subflows)")]
+
+
+def sf1_rst(conv, flow, pkt) -> list | None:
+    """A RST on subflow 1 while other subflows live: the subflow is gone, the connection is
+    not (RFC 8684 §3.6); its data goes elsewhere. None when no other subflow lives."""
+    mp = flow.mp
+    if _best_live(mp) <= 0:
+        return None
+    p0 = mp.paths[0]
+    if p0.state is not SS.CLOSED:
+        acts = _event(conv, flow, p0, SI.RST, flow.last)
+    else:
+        acts = []
+    return [Drop("RST of subflow 1; the connection lives on its other subflows"), *acts]
+
+
+# -- packets on extra subflows --------------------------------------------------------------------
+
+
+def join_in(conv, p, pkt, data: bytes, now: float) -> list:
+    """A packet addressed to one of our extra subflows (consumed, never forwarded)."""
+    flow = p.flow
+    if flow.mp is None or p.index >= len(flow.mp.paths) or flow.mp.paths[p.index] is not p:
+        conv.counters[Counter.JoinUnknown] += 1
+        return [Drop("packet of a forgotten subflow")]
+    flow.last = now
+    inp, ctx = _classify(flow, p, pkt, data)
+    return _event(conv, flow, p, inp, now, pkt, data, ctx)
+
+
+def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
+    entry = SUBFLOW_TABLE.get((p.state, inp))
+    if entry is None:
+        conv.counters[Counter.JoinViolation] += 1
+        return [Drop("subflow state violation")] if pkt is not None else []
+    name, nxt = entry
+    actions = _HANDLERS[name](conv, flow, p, pkt, data, ctx, now)
+    p.state = nxt
+    return actions
+
+
+def _classify(flow, p, pkt, data: bytes) -> tuple:
+    f = pkt.flags
+    if f & RST:
+        if p.state is SS.SYN_SENT:
+            return (SI.RST if f & ACK and pkt.ack == (p.local_isn + 1) & M32 else SI.ODD), None
+        r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
+        return (SI.RST if r == p.rcv_nxt else SI.ODD), None
+    if f & SYN:
+        if not f & ACK or pkt.ack != (p.local_isn + 1) & M32:
+            return SI.ODD, None
+        if p.state is not SS.SYN_SENT and pkt.seq != p.remote_isn:
+            return SI.ODD, None
+        for o in mptcp_options(data, pkt):
+            if type(o) is MpJoinSynAck:
+                mac = join_hmac(flow.remote_key, flow.local_key, o.nonce, p.lnonce, flow.version)[:8]
+                if secrets.compare_digest(mac, o.hmac):
+                    return SI.SYNACK_JOIN, o
+                return SI.SYNACK_BAD, None
+        return SI.SYNACK_BAD, None
+    if not f & ACK or p.state is SS.SYN_SENT:
+        return SI.ODD, None
+    r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
+    if r > p.rcv_nxt + 0x40000000 or r + 0x40000000 < p.rcv_nxt:
+        return SI.ODD, None
+    a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
+    if a > p.snd_nxt + 1 or a + 0x40000000 < p.snd_una:
+        return SI.ODD, None
+    dss = None
+    for o in mptcp_options(data, pkt):
+        if type(o) is Dss:
+            dss = o
+    if f & FIN:
+        return SI.FIN, dss
+    if pkt.payload_len:
+        return SI.DATA, dss
+    return SI.ACK, dss
+
+
+# -- subflow handlers (SUBFLOW_TABLE) ---------------------------------------------------------
+
+
+def _j_drop(conv, flow, p, pkt, data, ctx, now):
+    return [Drop("join packet that changes nothing")] if pkt is not None else []
+
+
+def _j_nothing(conv, flow, p, pkt, data, ctx, now):
+    return [Drop("join packet that changes nothing")] if pkt is not None else []
+
+
+def _j_synack(conv, flow, p, pkt, data, opt, now):
+    counters = conv.counters
+    counters[Counter.MPJoinSynAckRX] += 1
+    p.remote_isn = pkt.seq
+    p.rnonce = opt.nonce
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    p.rwscale = min(o.wscale, 14) if o.wscale >= 0 and flow.guest_wscale_seen else 0
+    p.snd_wnd = pkt.window  # unscaled in a SYN/ACK
+    p.rcv_nxt = 1
+    p.tries = 0
+    p.timer = now + ACK3_RTO
+    counters[Counter.MPJoinAckTX] += 1
+    return [Drop("join SYN/ACK: consumed"), Inject(_join_ack3(conv, flow, p))]
+
+
+def _j_ack3(conv, flow, p, pkt, data, ctx, now):
+    p.tries += 1
+    p.timer = now + ACK3_RTO * (1 << min(p.tries, 4))
+    conv.counters[Counter.MPJoinAckTX] += 1
+    acts = [Inject(_join_ack3(conv, flow, p))]
+    return [Drop("join SYN/ACK again: third ACK again"), *acts] if pkt is not None else acts
+
+
+def _j_refuse(conv, flow, p, pkt, data, ctx, now):
+    """SYN/ACK without MP_JOIN or with a wrong HMAC: RST + MP_TCPRST (RFC 8684 §3.2)."""
+    conv.counters[Counter.MPJoinSynAckHMacFailure] += 1
+    rst = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1, pkt.seq + 1,
+                  RST | ACK, 0, build_options(b"", (MpTcpRst(False, MPTCP_RST_EMPTCP),)))
+    _forget(conv, p)
+    return [Drop("join SYN/ACK refused"), Inject(rst)]
+
+
+def _j_rejected(conv, flow, p, pkt, data, ctx, now):
+    conv.counters[Counter.MPJoinRejected] += 1
+    _forget(conv, p)
+    return [Drop("join reset by the server")]
+
+
+def _j_syn_again(conv, flow, p, pkt, data, ctx, now):
+    p.tries += 1
+    p.timer = now + SYN_RTO[min(p.tries, len(SYN_RTO) - 1)]
+    conv.counters[Counter.MPJoinSynTX] += 1
+    return [Inject(_join_syn(conv, flow, p))]
+
+
+def _j_give_up(conv, flow, p, pkt, data, ctx, now):
+    conv.counters[Counter.MPJoinTimeout] += 1
+    acts = []
+    if p.state is SS.PRE_ESTABLISHED:
+        acts.append(Inject(_rst(flow, p, MPTCP_RST_EMPTCP)))
+    _forget(conv, p)
+    return acts
+
+
+def _j_reset(conv, flow, p, pkt, data, ctx, now):
+    conv.counters[Counter.MPJoinTimeout] += 1
+    _forget(conv, p)
+    return [Inject(_rst(flow, p, MPTCP_RST_EMPTCP))]
+
+
+def _j_established(conv, flow, p, pkt, data, dss, now):
+    conv.counters[Counter.MPJoinEstablished] += 1
+    mp = flow.mp
+    p0 = mp.paths[0]
+    p.rate = max((q.rate for q in mp.paths if q.state is SS.ESTABLISHED), default=0.0)
+    p.srtt = p0.srtt
+    p.progress_at = now
+    p.rate_at = now
+    return _j_segment(conv, flow, p, pkt, data, dss, now)
+
+
+def _j_recover(conv, flow, p, pkt, data, dss, now):
+    conv.counters[Counter.SubflowRecover] += 1
+    if pkt is None:
+        return []
+    return _j_segment(conv, flow, p, pkt, data, dss, now)
+
+
+def _j_segment(conv, flow, p, pkt, data, dss, now):
+    """ACK / data / FIN on an extra subflow: acks move the data level (the guest hears of it
+    when something moved); data goes to the guest at the guest seq of its DSN and is acked
+    here on arrival."""
+    mp = flow.mp
+    counters = conv.counters
+    moved, subdup = _ack_info(flow, mp, p, pkt, dss, now)
+    actions = [Drop("extra subflow segment: consumed")]
+    plen = pkt.payload_len
+    f = pkt.flags
+    data_fin = dss is not None and dss.data_fin
+    if plen or f & FIN or data_fin:
+        actions.extend(_download(conv, flow, mp, p, pkt, data, dss))
+        return actions
+    if moved:
+        counters[Counter.GuestAckInjected] += 1
+        actions.append(Inject(_guest_ack(flow, mp)))
+    elif subdup and _holder(mp) == p.index:
+        counters[Counter.DupAckFwd] += 1
+        actions.append(Inject(_guest_ack(flow, mp)))
+    else:
+        counters[Counter.DupAckSuppressed] += 1
+    return actions
+
+
+def _download(conv, flow, mp, p, pkt, data, dss) -> list:
+    counters = conv.counters
+    counters[Counter.JoinDataRX] += 1
+    f = pkt.flags
+    plen = pkt.payload_len
+    r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
+    out = []
+    d0 = -1
+    if plen:
+        if dss is None or dss.data_seq is None or dss.data_len == 0:
+            counters[Counter.MappingUncovered] += 1
+            return [Inject(_ack_on(flow, p))]
+        fin_len = 1 if dss.data_fin else 0
+        m_r = _unwrap(dss.subflow_seq, r)
+        m_len = dss.data_len - fin_len
+        if r < m_r or r + plen > m_r + m_len:
+            counters[Counter.MappingUncovered] += 1
+            return [Inject(_ack_on(flow, p))]
+        if flow.checksum and dss.csum is None:
+            counters[Counter.DataCsumMissing] += 1
+            return [Inject(_ack_on(flow, p))]
+        d = flow.remote_rel(dss.data_seq, dss.dsn64)
+        if d < 0:
+            counters[Counter.SeqOutOfWindow] += 1
+            return [Inject(_ack_on(flow, p))]
+        if dss.dsn64:
+            flow.ack64 = True
+        if flow.checksum:
+            if r == m_r and plen == m_len:
+                if dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len,
+                                data[pkt.payload_off:pkt.length]) != dss.csum:
+                    counters[Counter.DataCsumErr] += 1
+                    return [Inject(_ack_on(flow, p))]  # not taken: the server resends it
+            else:
+                counters[Counter.JoinCsumUnverified] += 1
+        d0 = d + (r - m_r)
+    end = r + plen + (1 if f & FIN else 0)
+    # receive bookkeeping: rcv_nxt and the out-of-order intervals of this subflow
+    if r > p.rcv_nxt:
+        if not _ooo_add(p, r, end):
+            counters[Counter.JoinOfoDrop] += 1
+            return [Inject(_ack_on(flow, p))]
+        counters[Counter.JoinOutOfOrder] += 1
+    elif end > p.rcv_nxt:
+        p.rcv_nxt = end
+        ooo = p.ooo
+        while ooo and ooo[0][0] <= p.rcv_nxt:
+            if ooo[0][1] > p.rcv_nxt:
+                p.rcv_nxt = ooo[0][1]
+            del ooo[0]
+    p.rx_bytes += plen
+    new_flags = ACK | (f & PSH)
+    if dss is not None and dss.data_fin and dss.data_seq is not None:
+        fin_d = flow.remote_rel(dss.data_seq, dss.dsn64) + dss.data_len - 1
+        if fin_d >= 0:
+            fin_seq = (flow.server_isn + fin_d) & M32
+            if not flow.remote_fin:
+                flow.remote_fin = True
+                flow.remote_fin_seq = fin_seq
+                counters[Counter.DataFinRX] += 1
+            if plen and d0 + plen == fin_d:
+                new_flags |= FIN
+            elif not plen:
+                out.append(Inject(_to_guest(flow, mp, fin_seq, ACK | FIN)))
+    if plen and d0 + plen > flow.rcv_rel:
+        counters[Counter.JoinDataFwd] += 1
+        flow.bytes_in += plen
+        out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0) & M32, new_flags,
+                                    data[pkt.payload_off:pkt.length])))
+    elif plen:
+        counters[Counter.DupConsumed] += 1
+    counters[Counter.SubflowAckTX] += 1
+    out.append(Inject(_ack_on(flow, p)))
+    return out
+
+
+def _ooo_add(p, a: int, b: int) -> bool:
+    ooo = p.ooo
+    for iv in ooo:
+        if a <= iv[1] and b >= iv[0]:
+            iv[0] = min(iv[0], a)
+            iv[1] = max(iv[1], b)
+            ooo.sort()
+            merged = [ooo[0]]
+            for x in ooo[1:]:
+                if x[0] <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], x[1])
+                else:
+                    merged.append(x)
+            p.ooo = merged
+            return True
+    if len(ooo) >= MAX_OOO:
+        return False
+    ooo.append([a, b])
+    ooo.sort()
+    return True
+
+
+def _j_fin(conv, flow, p, pkt, data, dss, now):
+    """The server closes this subflow: its data (if any) as usual, its FIN acknowledged and
+    answered with ours; nothing new goes on it."""
+    actions = _j_segment(conv, flow, p, pkt, data, dss, now)
+    conv.counters[Counter.SubflowClosed] += 1
+    if not p.fin_sent:
+        p.fin_sent = True
+        fin = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
+                      p.remote_isn + p.rcv_nxt, FIN | ACK, flow.guest_window)
+        p.snd_nxt += 1
+        actions.append(Inject(fin))
+    return actions
+
+
+def _j_stale(conv, flow, p, pkt, data, ctx, now):
+    conv.counters[Counter.SubflowStale] += 1
+    p.stale_at = now
+    return []
+
+
+def _j_dead(conv, flow, p, pkt, data, ctx, now):
+    """Link down or stale too long: reset it, tell the server (REMOVE_ADDR), make the guest
+    retransmit now; its bytes get new homes as the guest resends them."""
+    counters = conv.counters
+    counters[Counter.SubflowDead] += 1
+    mp = flow.mp
+    acts = []
+    if p.index > 0:
+        acts.append(Inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
+        _forget(conv, p)
+    p.state = SS.CLOSED  # (the table says so too) so that the choices below skip it
+    k = _best_live(mp)
+    if k < 0 and mp.paths[0].index != p.index and mp.paths[0].state in ALIVE:
+        k = 0
+    if k >= 0:
+        q = mp.paths[k]
+        rm = RemoveAddr((p.addr_id,))
+        if k > 0:
+            acts.append(Inject(_ack_on(flow, q, (rm,))))
+            counters[Counter.RmAddrTX] += 1
+    if mp.snd_nxt > mp.data_ack:
+        for _ in range(3):
+            acts.append(Inject(_guest_ack(flow, mp)))
+        counters[Counter.DupAckSynth] += 3
+    return acts
+
+
+def _j_lost(conv, flow, p, pkt, data, ctx, now):
+    """The server reset the subflow: like a dead one, without our RST."""
+    counters = conv.counters
+    counters[Counter.SubflowClosed] += 1
+    mp = flow.mp
+    if p.index > 0:
+        _forget(conv, p)
+    acts = [Drop("subflow reset by the server")] if pkt is not None else []
+    if mp.snd_nxt > mp.data_ack:
+        for _ in range(3):
+            acts.append(Inject(_guest_ack(flow, mp)))
+        counters[Counter.DupAckSynth] += 3
+    return acts
+
+
+def _forget(conv, p) -> None:
+    k = (p.local, p.lport, p.remote, p.rport)
+    if conv.joins.get(k) is p:
+        del conv.joins[k]
+
+
+_HANDLERS = {name[3:]: fn for name, fn in list(globals().items()) if name.startswith("_j_")}
+assert {h for h, _ in SUBFLOW_TABLE.values()} <= set(_HANDLERS), "SUBFLOW_TABLE names a missing handler"
+
+
+# -- time and links ----------------------------------------------------------------------------------
+
+
+def tick(conv, now: float) -> list:
+    """Join and ACK retransmissions, stale and dead subflows."""
+    actions = []
+    for key, flow in list(conv.mp_flows.items()):
+        mp = flow.mp
+        if mp is None:
+            conv.mp_flows.pop(key, None)
+            continue
+        progressed = max((q.progress_at for q in mp.paths if q.state in ALIVE), default=0.0)
+        for p in mp.paths:
+            st = p.state
+            if st is SS.SYN_SENT and now >= p.timer:
+                inp = SI.GIVE_UP if p.tries + 1 >= len(SYN_RTO) + 1 else SI.TIMER_SYN
+            elif st is SS.PRE_ESTABLISHED and now >= p.timer:
+                inp = SI.GIVE_UP if p.tries >= ACK3_TRIES else SI.TIMER_ACK3
+            elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
+                wait = max(STALE_MIN, 4 * p.srtt)
+                if now - p.progress_at < wait or progressed <= p.progress_at:
+                    continue
+                inp = SI.TIMER_STALE
+            elif st is SS.STALE and now - p.stale_at >= DEAD_AFTER and _others_alive(mp, p):
+                inp = SI.TIMER_DEAD
+            else:
+                continue
+            actions.extend(_event(conv, flow, p, inp, now))
+    return actions
+
+
+def _others_alive(mp, p) -> bool:
+    return any(q is not p and q.state is SS.ESTABLISHED for q in mp.paths)
+
+
+def next_deadline(conv) -> float | None:
+    """The earliest time tick() has something to do for a multipath flow (None: nothing)."""
+    best = None
+    for flow in conv.mp_flows.values():
+        mp = flow.mp
+        if mp is None:
+            continue
+        for p in mp.paths:
+            st = p.state
+            t = None
+            if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED:
+                t = p.timer
+            elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
+                t = p.progress_at + max(STALE_MIN, 4 * p.srtt)
+            elif st is SS.STALE:
+                t = p.stale_at + DEAD_AFTER
+            if t is not None and (best is None or t < best):
+                best = t
+    return best
+
+
+def uplink_event(conv, name: str, up: bool, now: float) -> list:
+    """An uplink went down (its subflows die at once) or up (flows may join again later:
+    MULTIPATH.md §5 rejoin is left to new flows in this version)."""
+    conv.uplink_up[name] = up
+    if up:
+        return []
+    actions = []
+    for flow in list(conv.mp_flows.values()):
+        mp = flow.mp
+        if mp is None:
+            continue
+        for p in mp.paths:
+            if p.uplink is not None and p.uplink.name == name and p.state is not SS.CLOSED:
+                actions.extend(_event(conv, flow, p, SI.LINK_DOWN, now))
+            elif p.index == 0 and flow.sf1_uplink and flow.sf1_uplink == _uplink_id(conv, name):
+                actions.extend(_event(conv, flow, p, SI.LINK_DOWN, now))
+    return actions
+
+
+def _uplink_id(conv, name: str) -> int:
+    for u in conv.config.uplinks:
+        if u.name == name:
+            return u.id
+    return -1
+
+
+def flow_view(flow) -> list:
+    """Per-subflow facts for `middlebox flows` (no keys, no nonces)."""
+    mp = flow.mp
+    if mp is None:
+        return []
+    out = []
+    for p in mp.paths:
+        out.append({
+            "index": p.index,
+            "uplink": None if p.uplink is None else p.uplink.name,
+            "state": p.state.name,
+            "bytes_out": p.tx_bytes,
+            "bytes_in": p.rx_bytes,
+            "srtt_ms": round(p.srtt * 1000.0, 3),
+            "rate_mbit": round(p.rate * 8 / 1e6, 3),
+            "inflight": p.snd_nxt - p.snd_una,
+        })
+    return out
