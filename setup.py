@@ -6,6 +6,8 @@
 * `middlebox._cnfq` is the daemon's per-packet path in C (`cext/_nfq.pyx`): it cimports
   NetfilterQueue's own declarations (`netfilterqueue/_impl.pxd`, found on sys.path, so
   NetfilterQueue must be installed to build it) and links libnetfilter_queue.
+* `middlebox._cnlqueue` is the netlink backend's per-batch path in C (`cext/_nlqueue.pyx`),
+  twin of `middlebox/io/nlqueue.py`; it needs no library.
 * `middlebox._ccore.flow` and `middlebox._ccore.converter` are the compiled twin of the core,
   compiled from the core's own sources (`middlebox/core/flow.py`, `converter.py`) with the C
   types of their augmenting `.pxd` files (aiohttp compiles its websocket reader this way).
@@ -98,7 +100,9 @@ extensions = cythonize(
 ) + cythonize(
     # Cython's default checks stay on here: it indexes what a core (maybe a faulty one) returns
     [Extension("middlebox._cnfq", ["cext/_nfq.pyx"], extra_compile_args=["-O2"],
-               libraries=["netfilter_queue"])],
+               libraries=["netfilter_queue"]),
+     # the netlink backend's per-batch path, twin of middlebox/io/nlqueue.py (no library)
+     Extension("middlebox._cnlqueue", ["cext/_nlqueue.pyx"], extra_compile_args=["-O2"])],
     language_level=3,
 )
 
