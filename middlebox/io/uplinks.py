@@ -34,6 +34,7 @@ import ipaddress
 import math
 import re
 import socket
+import struct
 from dataclasses import asdict, dataclass
 
 from middlebox.core.config import JOIN_PORTS_DEFAULT, Uplink
@@ -442,24 +443,33 @@ class _Watched:
     note: str = ""
 
 
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+NETLINK_ROUTE = 0
+
+
 class LinkWatch:
-    """Follows the uplinks' links and addresses through an rtnetlink socket bound to the
-    link and address groups (pyroute2 `IPRoute().bind()`), for a select() loop: `fileno()`
-    to watch, `poll()` when readable, which returns the uplinks whose state changed as
-    (uplink, up) pairs. An uplink is up when its link is administratively and operationally
-    up and still holds the addresses it started with. Any message about one of its links
-    (or a lost message) makes it look the state up again, so partial messages do not matter.
+    """Follows the uplinks' links and addresses for a select() loop: `fileno()` to watch,
+    `poll()` when readable, which returns the uplinks whose state changed as (uplink, up, why).
+    An uplink is up when its link is administratively and operationally up and still holds
+    the addresses it started with.
+
+    The events come from a non-blocking rtnetlink socket bound to the link and address groups,
+    drained to EAGAIN at every poll; a message only says which interface to look at again
+    (its ifindex), the state itself is asked for through pyroute2. (pyroute2's own bound
+    IPRoute reads ahead into a buffer select() cannot see: events then surfaced one wake-up
+    late, or never.) A lost message (ENOBUFS) makes every uplink be looked at again.
     """
 
     def __init__(self, uplinks: list[ResolvedUplink], ipr_factory=None) -> None:
         from pyroute2 import IPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
-        factory = ipr_factory or IPRoute
-        self.events = factory()
-        self.query = factory()
+        self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         try:
-            self.events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+            self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self.events.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+            self.events.setblocking(False)
+            self.query = (ipr_factory or IPRoute)()
         except BaseException:
             self.close()
             raise
@@ -501,20 +511,31 @@ class LinkWatch:
         return changed
 
     def poll(self) -> list[tuple[ResolvedUplink, bool, str]]:
-        """Read what the socket holds (call when select() says readable); the changes."""
-        try:
-            msgs = self.events.get()
-        except OSError:  # ENOBUFS: messages lost, look at everything again
-            self.errors += 1
-            return self._recheck(list(self.watched))
-        names = set()
+        """Drain the socket (call when select() says readable); the changes."""
         by_index = {w.uplink.ifindex: n for n, w in self.watched.items()}
-        for m in msgs:
-            ifname = m.get_attr("IFLA_IFNAME") if m["event"].endswith("LINK") else None
-            if ifname in self.watched:
-                names.add(ifname)
-            elif m.get("index") in by_index:
-                names.add(by_index[m["index"]])
+        names: set[str] = set()
+        while True:
+            try:
+                data = self.events.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ENOBUFS: messages lost, look at everything again
+                self.errors += 1
+                names.update(self.watched)
+                continue
+            off = 0
+            while off + 24 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                # ifinfomsg and ifaddrmsg both hold the ifindex at offset 4 (after nlmsghdr)
+                index = struct.unpack_from("=i", data, off + 20)[0]
+                if kind in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR):
+                    if index in by_index:
+                        names.add(by_index[index])
+                    elif kind == RTM_NEWLINK:  # an uplink re-created under a new index?
+                        names.update(n for n, w in self.watched.items() if not w.up)
+                if length < 16:
+                    break
+                off += (length + 3) & ~3
         return self._recheck(sorted(names))
 
     def close(self) -> None:

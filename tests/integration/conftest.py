@@ -124,9 +124,18 @@ class Daemon:
         return rc, time.monotonic() - start
 
 
-def install_rules(t: Topology) -> subprocess.CompletedProcess:
-    return t.run(t.mbox, [*cli("rules"), "install", "--queue", str(QUEUE),
-                          "--guest-iface", t.mbox_guest_if])
+def install_rules(t: Topology, uplinks=None, join_ports: str | None = None,
+                  check: bool = True) -> subprocess.CompletedProcess:
+    """`rules install` in mbox; `uplinks`: True = one `--uplink` per path
+    (`Topology.uplink_specs()`), or a list of specs."""
+    if uplinks is True:
+        uplinks = t.uplink_specs()
+    argv = [*cli("rules"), "install", "--queue", str(QUEUE), "--guest-iface", t.mbox_guest_if]
+    for spec in uplinks or ():
+        argv += ["--uplink", spec]
+    if join_ports:
+        argv += ["--join-ports", join_ports]
+    return t.run(t.mbox, argv, check=check)
 
 
 def queue_stats(t: Topology) -> dict[str, int]:
@@ -149,7 +158,11 @@ def mbox(topo):
         t = topo
 
         @staticmethod
-        def start(*extra: str, fail_open: bool | None = None, **kw) -> Daemon:
+        def start(*extra: str, fail_open: bool | None = None, uplinks=None, **kw) -> Daemon:
+            """`uplinks` (True: every path; or a list of specs) first re-installs the rules
+            with them; the daemon then takes them from the installed rules."""
+            if uplinks:
+                install_rules(topo, uplinks)
             # The pure-Python reference (MIDDLEBOX_PURE_PYTHON=1) runs ~10x slower than the
             # compiled path and cannot keep up with unshaped veth: with the queue's fail-open
             # a transfer test would become an overload test (segments passing unconverted,
