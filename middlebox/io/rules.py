@@ -423,6 +423,9 @@ def _install_uplinks(state: dict, old: list, resolved: list, join_ports, log) ->
     _write_state(state)
     for u in resolved:
         log(f"uplink {u.describe()}")
+        if not u.up:
+            log(f"uplink {u.name} is down: its routes are added when it comes up, by a running "
+                "`middlebox run` (the kernel refuses routes through a down link)")
 
 
 def remove(log=print) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import math
 import re
@@ -358,24 +359,29 @@ def _rules(u: ResolvedUplink) -> list[dict]:
 
 def ensure_routing(ipr, u: ResolvedUplink) -> int:
     """(Re)add the uplink's table routes and rules; returns how many were missing.
-    Idempotent; the routes need the link up (the kernel refuses them on a down link)."""
+    Idempotent. The kernel refuses routes through a link that is down (and deletes them when
+    it goes down): those are left out, to be put back when it is up (the daemon does)."""
     found = ipr.link_lookup(ifname=u.name)
     if not found:
         raise UplinkError(f"uplink {u.name}: interface gone")
     added = 0
+    down = not link_is_up(ipr.get_links(found[0])[0])
     for kw in _routes(u, found[0]):
         try:
             ipr.route("add", **kw)
             added += 1
         except Exception as e:
-            if getattr(e, "code", None) != 17:  # EEXIST: already there
-                raise
+            code = getattr(e, "code", None)
+            if code == errno.EEXIST or (down and code in (errno.ENETDOWN, errno.ENETUNREACH,
+                                                        errno.EHOSTUNREACH)):
+                continue
+            raise
     for kw in _rules(u):
         try:
             ipr.rule("add", **kw)
             added += 1
         except Exception as e:
-            if getattr(e, "code", None) != 17:
+            if getattr(e, "code", None) != errno.EEXIST:
                 raise
     return added
 

@@ -50,6 +50,9 @@ def _default_via(t, table: int, v6: bool) -> str:
 def test_install_uplinks_then_remove_restores_everything(topo, paths):
     t = topo
     assert len(t.paths) == paths and t.uplink_ifaces == [p.mbox_if for p in t.paths]
+    t.shape(paths, 50)  # the last path shapes like the others
+    for ns, ifname in ((t.mbox, t.paths[-1].mbox_if), (t.server, t.paths[-1].server_if)):
+        assert "tbf" in t.run(ns, ["tc", "qdisc", "show", "dev", ifname]).stdout
     t.set_sysctls(t.mbox, {RESERVED: "8080,60990-61005"})
     rules_before, tables_before = _rules_dump(t), _tables(t)
     specs = t.uplink_specs()
@@ -260,3 +263,52 @@ def test_daemon_follows_uplink_links(mbox, tmp_path):
     assert c.get("uplink_down") == 2 and c.get("uplink_up") == 2 and c.get("injected") == 4, c
     rc, _ = d.stop()
     assert rc == 0, d.output
+
+
+@pytest.mark.topology(policy_routing=False)
+def test_uplink_down_at_install_gets_its_routes_from_the_daemon(mbox):
+    """The kernel refuses routes through a down link: install records the uplink and its rule,
+    and the running daemon adds the routes when the link comes up (the only source of them
+    here: the test bed's own source routing is off)."""
+    t = mbox.t
+    p2 = t.paths[1]
+    t.set_link(2, False)
+    d = mbox.start(uplinks=True)
+    table = _uplink_table(t, p2.mbox_ip)
+    assert _default_via(t, table, False) == "" and _default_via(t, table, True) == ""
+    assert f"{p2.mbox_if}: {p2.mbox_ip} via {p2.server_ip}" in d.output and "down)" in d.output
+    t.set_link(2, True)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and p2.server_ip6 not in _default_via(t, table, True):
+        time.sleep(0.05)
+    assert f"default via {p2.server_ip} dev {p2.mbox_if}" in _default_via(t, table, False), d.output
+    assert f"default via {p2.server_ip6} dev {p2.mbox_if}" in _default_via(t, table, True)
+    for src, dst in ((p2.mbox_ip, t.server_ip), (p2.mbox_ip6, t.server_ip6)):
+        assert f"dev {p2.mbox_if}" in t.run(t.mbox, ["ip", "route", "get", dst, "from", src]).stdout
+    assert f"uplink {p2.mbox_if} up" in d.output
+
+
+def test_nft_ruleset_with_uplinks_loads(topo):
+    """The nft ruleset with the uplink sets and the input chain is valid nft. This kernel may
+    lack nft's native queue (the installer then uses xtables): the queue statements are
+    swapped for counters to load it anyway."""
+    from middlebox.io import rules
+
+    t = topo
+    addrs = [a for p in t.paths for a in (p.mbox_ip, p.mbox_ip6)]
+    text = rules.nft_render(QUEUE, rules.INJECT_MARK, [t.mbox_guest_if], addrs, (62000, 62099))
+    ok, _ = rules.nft_queue_works()
+    if not ok:
+        text = text.replace("queue num $queue_num bypass", "counter")
+    r = t.run(t.mbox, ["nft", "-f", "-"], input=text, check=False)
+    assert r.returncode == 0, r.stderr
+    shown = t.run(t.mbox, ["nft", "list", "table", "inet", "middlebox"]).stdout
+    assert "hook input priority mangle" in shown
+    for name, want in (("uplink4", {p.mbox_ip for p in t.paths}),
+                       ("uplink6", {p.mbox_ip6 for p in t.paths})):
+        listed = t.run(t.mbox, ["nft", "list", "set", "inet", "middlebox", name]).stdout
+        got = re.search(r"elements = \{([^}]*)\}", listed)
+        assert got and {a.strip() for a in got.group(1).split(",")} == want, listed
+    assert "ip daddr @uplink4 tcp dport 62000-62099" in shown
+    assert "ip6 daddr @uplink6 tcp dport 62000-62099" in shown
+    t.run(t.mbox, ["nft", "delete", "table", "inet", "middlebox"])
