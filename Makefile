@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev \
-                iperf3 mptcpd ethtool socat conntrack gcc python3-dev
+                iperf3 mptcpd ethtool socat conntrack gcc python3-dev systemd
+# (systemd: `systemd-analyze verify` checks the shipped unit, contrib/middlebox.service)
 
-.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench clean
+.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench clean install
 
 all: build
 
@@ -57,6 +58,28 @@ demo: build
 bench: build
 	$(PY) bench/bench_wire.py
 	$(PY) bench/bench_core.py
+
+# The service on this host (root): a venv of its own in $(PREFIX) (the unit's ProtectHome=
+# hides /root and /home, so not this tree's .venv), `middlebox` in $(BINDIR), the unit, and the
+# example config (kept: an existing middlebox.toml is never overwritten). README.md, "On a KVM host".
+PREFIX     ?= /opt/middlebox
+BINDIR     ?= /usr/local/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /etc/systemd/system
+install: deps
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install -q --upgrade pip setuptools wheel Cython
+	$(PREFIX)/bin/pip install -q .
+	install -d $(PREFIX)/share/middlebox/rules $(BINDIR)
+	install -m 0644 rules/middlebox.nft rules/middlebox.xtables $(PREFIX)/share/middlebox/rules/
+	ln -sf $(PREFIX)/bin/middlebox $(BINDIR)/middlebox
+	sed 's#/usr/local/bin/middlebox#$(BINDIR)/middlebox#g' contrib/middlebox.service > middlebox.service.tmp
+	install -D -m 0644 middlebox.service.tmp $(UNITDIR)/middlebox.service && rm -f middlebox.service.tmp
+	install -D -m 0644 contrib/middlebox.toml.example $(SYSCONFDIR)/middlebox/middlebox.toml.example
+	test -e $(SYSCONFDIR)/middlebox/middlebox.toml || \
+	    install -m 0644 contrib/middlebox.toml.example $(SYSCONFDIR)/middlebox/middlebox.toml
+	systemctl daemon-reload 2>/dev/null || true  # no systemd running: nothing to reload
+	@echo "next: edit $(SYSCONFDIR)/middlebox/middlebox.toml, 'middlebox config check', 'systemctl enable --now middlebox'"
 
 clean:
 	rm -rf build *.egg-info cext/*.c middlebox/*.so middlebox/_ccore/*.so .deps.stamp $(VENV)

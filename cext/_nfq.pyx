@@ -141,6 +141,11 @@ cdef class Converting:
     def __init__(self, handle, guests, out, inn, slow, bug, inject):
         self.handle, self.out, self.inn = handle, out, inn
         self.slow, self.bug, self.inject = slow, bug, inject
+        self.set_guests(guests)
+
+    def set_guests(self, guests):
+        """The guest-facing ifindexes, replaced while running (interfaces that came or went);
+        the reference replaces `_PyConverting.guests`."""
         guests = sorted(guests)
         self.guest_set = frozenset(guests)
         self.nguests = len(guests) if len(guests) <= MAXGUESTS else -1

@@ -20,7 +20,8 @@ it exists (`$MIDDLEBOX_CONFIG` names another default; empty: none).
   and what is wrong: an unknown key, a wrong type, an impossible value (a queue number beyond
   65535, an MTU below 576, an interface pattern the kernel cannot match).
 
-`rules/middlebox.toml.example` documents every key.
+`contrib/middlebox.toml.example` documents every key (`make install` puts it in
+/etc/middlebox/).
 """
 
 from __future__ import annotations

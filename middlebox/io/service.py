@@ -139,13 +139,19 @@ def sd_notify(message: str, env: dict | None = None) -> bool:
         return False
 
 
-def queue_failure(queue: int, exc: BaseException) -> tuple[str, int]:
+def queue_failure(queue: int, exc: BaseException, proc_text: str | None = None,
+                  status_text: str | None = None) -> tuple[str, int]:
     """(message, exit status) for a queue that cannot be opened or bound: already bound by
-    another daemon (5), the kernel module missing (4), a capability missing (3), else 1."""
+    another daemon (5), the kernel module missing (4), a capability missing (3), else 1.
+    `proc_text` stands for /proc/net/netfilter/nfnetlink_queue ("" = missing; tests)."""
     path = "/proc/net/netfilter/nfnetlink_queue"
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        if proc_text == "":
+            raise FileNotFoundError(path)
+        if proc_text is None:
+            with open(path) as f:
+                proc_text = f.read()
+        lines = proc_text.splitlines()
     except OSError:
         return (f"queue {queue}: the kernel has no NFQUEUE support loaded ({path} is missing): "
                 "modprobe nfnetlink_queue", EXIT_NOKERNEL)
@@ -155,7 +161,7 @@ def queue_failure(queue: int, exc: BaseException) -> tuple[str, int]:
             return (f"queue {queue} is busy: already bound in this network namespace (netlink "
                     f"portid {f[1] if len(f) > 1 else '?'}): is another `middlebox run` on it? "
                     f"(`middlebox stats --queue {queue}` asks it)", EXIT_BUSY)
-    missing = missing_capabilities()
+    missing = missing_capabilities(status_text=status_text)
     if missing or getattr(exc, "errno", None) in (1, 13):  # EPERM, EACCES
         return (f"queue {queue}: permission denied ({exc}): binding an NFQUEUE needs "
                 "CAP_NET_ADMIN", EXIT_NOPERM)
