@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass, field
 
 from middlebox.core.config import JOIN_PORTS_DEFAULT
+from middlebox.io import ifaces as _ifaces
 from middlebox.io import uplinks as _uplinks
 
 QUEUE_DEFAULT = 0
@@ -59,7 +60,12 @@ SO_NETNS_COOKIE = 71
 
 
 class RulesError(Exception):
-    """A failure with a message for the user (printed without traceback)."""
+    """A failure with a message for the user (printed without traceback); `status` is the
+    exit status (middlebox/io/service.py)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def rules_dir() -> pathlib.Path:
@@ -193,7 +199,7 @@ def xt_render(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
         line = line.replace("@QUEUE@", str(queue)).replace("@MARK@", f"{mark:#x}")
         line = line.replace("@JOIN_PORTS@", f"{join_ports[0]}:{join_ports[1]}")
         if "@IFACE@" in line:
-            out.extend(line.replace("@IFACE@", i) for i in ifaces)
+            out.extend(line.replace("@IFACE@", _ifaces.xt_name(i)) for i in ifaces)
         elif "@UPLINK@" in line:
             out.extend(line.replace("@UPLINK@", a) for a in uplink_addrs)
         else:
@@ -282,7 +288,7 @@ def installed() -> Installed:
         ifaces = []
         for m in re.finditer(r"-[io] (\S+)", text):
             if m.group(1) not in ifaces:
-                ifaces.append(m.group(1))
+                ifaces.append(_ifaces.from_xt(m.group(1)))  # vnet+ -> vnet*
         q = re.search(r"--queue-num (\d+)", text)
         mk = re.search(r"--mark (0x[0-9a-f]+)", text)
         return Installed("xtables", int(q.group(1)) if q else None,
@@ -294,8 +300,11 @@ def installed() -> Installed:
 
 
 def _require_root() -> None:
-    if os.geteuid() != 0:
-        raise RulesError("must be root (netfilter rules and sysctls need CAP_NET_ADMIN)")
+    from middlebox.io.service import EXIT_NOPERM, missing_capabilities
+
+    if missing_capabilities(("CAP_NET_ADMIN",)):
+        raise RulesError("missing CAP_NET_ADMIN (netfilter rules and sysctls need it): run as "
+                         "root", EXIT_NOPERM)
 
 
 def _ensure_conntrack_sysctl() -> None:
@@ -351,10 +360,19 @@ def install(queue: int, ifaces: list[str], backend: str = "auto", mark: int = IN
     the join-port queue rule and the reserved ports. Replaces a previous install."""
     _require_root()
     if not ifaces:
-        raise RulesError("at least one --guest-iface is needed")
+        raise RulesError("at least one --guest-iface is needed (or guest_iface in the config "
+                         "file)", 2)
     if not 0 <= queue <= 65535:
         raise RulesError("--queue must be 0..65535")
-    interface_indexes(ifaces)
+    for name in ifaces:  # names must exist (typos); patterns (vnet*) may match nothing yet
+        try:
+            _ifaces.check(name)
+        except ValueError as e:
+            raise RulesError(f"--guest-iface: {e}", 2) from None
+    interface_indexes([i for i in ifaces if not _ifaces.is_pattern(i)])
+    hint = _ifaces.bridge_port_hint(ifaces)
+    if hint:
+        log(f"warning: {hint}")
     old_uplinks, _ = installed_uplinks()
     try:
         lo, hi = join_ports
@@ -485,8 +503,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     p = sub.add_parser("install", help="load the ruleset and set the sysctls (idempotent)")
     p.add_argument("--queue", type=int, default=QUEUE_DEFAULT, help="NFQUEUE number (default 0)")
-    p.add_argument("--guest-iface", action="append", default=[], metavar="IF", required=True,
-                   help="guest-facing interface (repeat for several)")
+    p.add_argument("--guest-iface", action="append", default=[], metavar="IF",
+                   help="guest-facing interface, a name (virbr0: a bridge, for the guests behind "
+                        "it) or a pattern with a trailing * (vnet*: interfaces that appear later "
+                        "are covered); repeat for several; required here or in the config file")
     p.add_argument("--backend", choices=("auto", "nft", "xtables"), default="auto",
                    help="auto: nft if its native queue works, else xtables NFQUEUE")
     p.add_argument("--mark", type=lambda s: int(s, 0), default=INJECT_MARK,
@@ -519,7 +539,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     except RulesError as e:
         print(f"middlebox rules: {e}", file=sys.stderr)
-        return 1
+        return e.status
     except (OSError, subprocess.SubprocessError) as e:
         print(f"middlebox rules: {e}", file=sys.stderr)
         return 1
