@@ -83,6 +83,8 @@ ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
+SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
+#                     went down: it was on that uplink, it is dead
 RATE_MIN = 125000.0  # bytes/s floor of a delivery-rate estimate (1 Mbit/s)
 MPTCP_RST_EMPTCP = 1  # MP_TCPRST reason "MPTCP-specific error" (RFC 8684 §3.6)
 MPTCP_RST_EUNSPEC = 0
@@ -107,6 +109,7 @@ class Path:
         "rcv_nxt", "ooo", "rcv_fin",
         "srtt", "rtt_ssn", "rtt_at", "rate", "rate_bytes", "rate_at",
         "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
+        "heard_at", "suspect_at",
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -145,6 +148,8 @@ class Path:
         self.tx_bytes = 0
         self.rx_bytes = 0
         self.born = now
+        self.heard_at = now  # the last segment from the server on this subflow
+        self.suspect_at = 0.0  # subflow 1: an uplink went down then (we do not know its route)
 
     def __repr__(self) -> str:
         name = "guest" if self.uplink is None else self.uplink.name
@@ -690,6 +695,7 @@ def sf1_in(conv, flow, pkt, dss):
     mp = flow.mp
     p0 = mp.paths[0]
     now = flow.last
+    p0.heard_at = now
     if p0.state is SS.STALE:
         _event(conv, flow, p0, SI.ACK, now)  # any word from the server revives it
     moved, subdup = _ack_info(flow, mp, p0, pkt, dss, now)
@@ -1027,12 +1033,9 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
     k = _best_live(mp)
     if k < 0 and mp.paths[0].index != p.index and mp.paths[0].state in ALIVE:
         k = 0
-    if k >= 0:
-        q = mp.paths[k]
-        rm = RemoveAddr((p.addr_id,))
-        if k > 0:
-            acts.append(Inject(_ack_on(flow, q, (rm,))))
-            counters[Counter.RmAddrTX] += 1
+    if k > 0:  # the server stops using the address (id 0: subflow 1) and resends its data
+        acts.append(Inject(_ack_on(flow, mp.paths[k], (RemoveAddr((p.addr_id,)),))))
+        counters[Counter.RmAddrTX] += 1
     if mp.snd_nxt > mp.data_ack:
         for _ in range(3):
             acts.append(Inject(_guest_ack(flow, mp)))
@@ -1077,6 +1080,12 @@ def tick(conv, now: float) -> list:
             conv.mp_flows.pop(key, None)
             continue
         progressed = max((q.progress_at for q in mp.paths if q.state in ALIVE), default=0.0)
+        p0 = mp.paths[0]
+        if p0.suspect_at and p0.state in ALIVE:
+            if p0.heard_at > p0.suspect_at:
+                p0.suspect_at = 0.0  # it spoke: its uplink is not the one that went down
+            elif now - p0.suspect_at >= max(SUSPECT_WAIT, 2 * p0.srtt) and _others_alive(mp, p0):
+                actions.extend(_event(conv, flow, p0, SI.LINK_DOWN, now))
         for p in mp.paths:
             st = p.state
             if st is SS.SYN_SENT and now >= p.timer:
@@ -1116,6 +1125,9 @@ def next_deadline(conv) -> float | None:
                 t = p.progress_at + max(STALE_MIN, 4 * p.srtt)
             elif st is SS.STALE:
                 t = p.stale_at + DEAD_AFTER
+            if p.index == 0 and p.suspect_at and st in ALIVE:
+                t2 = p.suspect_at + max(SUSPECT_WAIT, 2 * p.srtt)
+                t = t2 if t is None else min(t, t2)
             if t is not None and (best is None or t < best):
                 best = t
     return best
@@ -1137,6 +1149,8 @@ def uplink_event(conv, name: str, up: bool, now: float) -> list:
                 actions.extend(_event(conv, flow, p, SI.LINK_DOWN, now))
             elif p.index == 0 and flow.sf1_uplink and flow.sf1_uplink == _uplink_id(conv, name):
                 actions.extend(_event(conv, flow, p, SI.LINK_DOWN, now))
+            elif p.index == 0 and p.state in ALIVE and not flow.sf1_uplink:
+                p.suspect_at = now  # it may have used that uplink: dead unless it speaks soon
     return actions
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from middlebox.core.config import JOIN_PORTS_DEFAULT
 from middlebox.io import ifaces as _ifaces
+from middlebox.io import offloads as _offloads
 from middlebox.io import uplinks as _uplinks
 
 QUEUE_DEFAULT = 0
@@ -46,6 +47,10 @@ INJECT_MARK = 0x4D427801
 NFT_TABLE = "middlebox"
 XT_CHAIN = "MIDDLEBOX"
 XT_JOIN_CHAIN = "MIDDLEBOX_JOIN"  # mangle INPUT: packets of extra subflows (--uplink)
+# mangle PREROUTING: guest packets are queued before the routing decision, so the daemon sees
+# them even when the route their first subflow took is gone (its uplink died): a multipath
+# flow then carries them on its other subflows (issue 6).
+XT_PRE_CHAIN = "MIDDLEBOX_PRE"
 RESERVED_PORTS = "net.ipv4.ip_local_reserved_ports"  # the join range (IPv4 and IPv6)
 STATE_DIR = pathlib.Path(os.environ.get("MIDDLEBOX_STATE_DIR", "/run/middlebox"))
 
@@ -231,7 +236,7 @@ def xt_remove() -> bool:
     for tool, _ in XT_TOOLS:
         if shutil.which(tool) is None:
             continue
-        for chain, hook in ((XT_CHAIN, "FORWARD"), (XT_JOIN_CHAIN, "INPUT")):
+        for chain, hook in ((XT_CHAIN, "FORWARD"), (XT_JOIN_CHAIN, "INPUT"), (XT_PRE_CHAIN, "PREROUTING")):
             if _run([tool, "-t", "mangle", "-S", chain]).returncode != 0:
                 continue
             found = True
@@ -348,6 +353,13 @@ def installed_uplinks() -> tuple[list[_uplinks.ResolvedUplink], tuple[int, int] 
     return ups, (tuple(jp) if ups and jp else None)
 
 
+def installed_companion() -> int | None:
+    """The companion queue `rules install` recorded here (the netlink backend re-queues
+    truncated and oversized super-packets to it), None when nothing is installed."""
+    value = _state().get("companion_queue")
+    return value if isinstance(value, int) else None
+
+
 def _iproute():
     from pyroute2 import IPRoute
 
@@ -355,7 +367,8 @@ def _iproute():
 
 
 def install(queue: int, ifaces: list[str], backend: str = "auto", mark: int = INJECT_MARK,
-            log=print, uplinks=(), join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> Installed:
+            log=print, uplinks=(), join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT,
+            companion_queue: int | None = None) -> Installed:
     """Load the ruleset, set the sysctls; with `uplinks` (specs) also their policy routing,
     the join-port queue rule and the reserved ports. Replaces a previous install."""
     _require_root()
@@ -409,6 +422,11 @@ def install(queue: int, ifaces: list[str], backend: str = "auto", mark: int = IN
         if current != value:
             write_sysctl(key, value)
     state.update(backend=backend, queue=queue, mark=mark, guest_ifaces=ifaces)
+    # the netlink backend's companion queue (no rule: its verdicts name it) and no fraglist GRO
+    state["companion_queue"] = (companion_queue if companion_queue is not None
+                                else queue + 1 if queue < 65535 else queue - 1)
+    gro_list = set(state.get("rx_gro_list_was_on") or ()) | set(_offloads.gro_list_off(log))
+    state["rx_gro_list_was_on"] = sorted(gro_list)
     _install_uplinks(state, old_uplinks, resolved, join_ports, log)
     return installed()
 
@@ -464,6 +482,7 @@ def remove(log=print) -> bool:
             if value is not None and read_sysctl(key) is not None and read_sysctl(key) != value:
                 write_sysctl(key, value)
                 log(f"restored {key}={value}")
+        _offloads.gro_list_restore(state.get("rx_gro_list_was_on") or [], log)
         path.unlink()
     return found
 
@@ -478,6 +497,8 @@ def show() -> str:
         lines.append(f"rules: {inst.backend}, queue {inst.queue}, mark {inst.mark:#x}"
                      if inst.mark is not None else f"rules: {inst.backend}, queue {inst.queue}")
         lines.append("guest interfaces: " + " ".join(inst.guest_ifaces))
+        if installed_companion() is not None:
+            lines.append(f"companion queue (netlink backend): {installed_companion()}")
     path = state_path()
     if path.exists():
         prev = json.loads(path.read_text()).get("previous", {})
@@ -521,6 +542,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    metavar="LO-HI",
                    help="local ports of extra subflows, added to net.ipv4.ip_local_reserved_ports "
                         f"(default {JOIN_PORTS_DEFAULT[0]}-{JOIN_PORTS_DEFAULT[1]}; used with --uplink)")
+    p.add_argument("--companion-queue", type=int, default=None, metavar="N",
+                   help="queue without GSO mode that the daemon's netlink backend re-queues "
+                        "truncated super-packets to, segmented by the kernel (default --queue + 1)")
     sub.add_parser("remove", help="remove the rules and the uplinks' policy routing, restore the sysctls")
     sub.add_parser("show", help="print what is installed")
 
@@ -529,7 +553,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.rules_command == "install":
             inst = install(args.queue, args.guest_iface, args.backend, args.mark,
-                           uplinks=args.uplink, join_ports=args.join_ports)
+                           uplinks=args.uplink, join_ports=args.join_ports,
+                           companion_queue=args.companion_queue)
             print(f"installed: {inst.backend}, queue {inst.queue}, "
                   f"guest interfaces {' '.join(inst.guest_ifaces)}")
         elif args.rules_command == "remove":

@@ -53,3 +53,106 @@ def test_two_uplinks_both_carry(mbox, server_factory, family):
         assert tx1 - tx0 > 2 * MB and rx1 - rx0 > 2 * MB, (links0, links1)
     rc, _ = d.stop()
     assert rc == 0, d.output
+
+
+def _transfer_with_link_event(t, srv, direction: str, n: int, path: int, down_at: float,
+                              up_at: float | None, samples: list) -> None:
+    """Up- or download `n` bytes (sha256 checked) while path `path` goes down at `down_at`
+    seconds (and up at `up_at`); `samples` gets (time, bytes so far) every 100 ms."""
+    import hashlib
+    import threading
+    import time
+
+    from conftest import guest_connect, recv_digest
+
+    data = payload(n)
+    done = threading.Event()
+    progress = [0]
+    t0 = time.monotonic()
+
+    def links():
+        fired_down = fired_up = False
+        while not done.is_set():
+            now = time.monotonic() - t0
+            samples.append((now, progress[0]))
+            if not fired_down and now >= down_at:
+                t.set_link(path, False)
+                fired_down = True
+            if up_at is not None and not fired_up and now >= up_at:
+                t.set_link(path, True)
+                fired_up = True
+            time.sleep(0.1)
+
+    th = threading.Thread(target=links, daemon=True)
+    th.start()
+    try:
+        with guest_connect(t, srv, timeout=60) as c:
+            if direction == "up":
+                c.sendall(f"UP {n}\n".encode())
+                view = memoryview(data)
+                while progress[0] < n:
+                    progress[0] += c.send(view[progress[0]:progress[0] + 65536])
+                digest = recv_digest(c)
+                assert digest.decode() == hashlib.sha256(data).hexdigest(), "upload corrupted"
+            else:
+                c.sendall(f"DOWN {n}\n".encode())
+                h = hashlib.sha256()
+                while True:
+                    chunk = c.recv(1 << 16)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    progress[0] += len(chunk)
+                assert progress[0] == n, f"download truncated: {progress[0]} of {n}"
+                assert h.hexdigest() == hashlib.sha256(data).hexdigest(), "download corrupted"
+    finally:
+        done.set()
+        th.join()
+
+
+def _longest_stall(samples) -> float:
+    """Longest time without progress, from the 100 ms samples."""
+    worst = 0.0
+    last_t, last_b = samples[0] if samples else (0.0, 0)
+    for tm, b in samples[1:]:
+        if b != last_b:
+            worst = max(worst, tm - last_t)
+            last_t, last_b = tm, b
+    return worst
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+@pytest.mark.parametrize("direction", ["up", "down"])
+@pytest.mark.parametrize("path", [1, 2])
+def test_uplink_down_mid_transfer(mbox, server_factory, direction, path):
+    t = mbox.t
+    d = mbox.start(*JOIN, uplinks=True)
+    srv = server_factory()
+    before = t.nstat(t.server)
+    samples: list = []
+    import os, time
+    cap = None
+    if os.environ.get("MP_CAPTURE"):
+        cap = t.popen(t.guest, ["tcpdump", "-i", t.guest_if, "-s", "100", "-w", os.environ["MP_CAPTURE"]])
+        cap2 = t.popen(t.mbox, ["tcpdump", "-i", t.paths[1].mbox_if, "-s", "120", "-w", os.environ["MP_CAPTURE"] + ".2"])
+        time.sleep(1)
+    try:
+        _transfer_with_link_event(t, srv, direction, 24 * MB, path, 1.5, None, samples)
+    finally:
+        if cap is not None:
+            time.sleep(0.5)
+            cap.terminate()
+            cap.wait()
+            cap2.terminate()
+            cap2.wait()
+        print({k: v for k, v in delta(before, t.nstat(t.server)).items() if v})
+        d.stop()
+        print(d.output[-5000:])
+    dd = delta(before, t.nstat(t.server))
+    print("stall", _longest_stall(samples), "samples", samples[::5])
+    print({k: v for k, v in dd.items() if v})
+    print(d.output[-2000:])
+    bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
+    assert not bad, bad
+    rc, _ = d.stop()
+    assert rc == 0, d.output
