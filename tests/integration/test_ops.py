@@ -306,3 +306,50 @@ def test_exit_statuses_and_messages(topo):
     assert "--metrics" in r.stdout and "--log-level" in r.stdout and "trailing *" in " ".join(
         subprocess.run([MIDDLEBOX, "rules", "install", "--help"], capture_output=True,
                        text=True).stdout.split())
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+def test_multipath_flow_view_and_metrics_by_uplink(topo, server_factory):
+    """Once a flow has extra subflows, `middlebox flows` lists each with its uplink, state,
+    bytes and RTT, and the metrics count subflows and bytes by uplink."""
+    t = topo
+    argv = ["rules", "install", "--queue", str(QUEUE), "--guest-iface", t.mbox_guest_if]
+    for spec in t.uplink_specs():
+        argv += ["--uplink", spec]
+    r = mbx(t, *argv)
+    assert r.returncode == 0, r.stderr
+    d = Daemon(t, "--backend", "nfqueue", "--join-after-bytes", "0", "--join-after-ms", "0",
+               "--metrics", METRICS, *(("--no-fail-open",) if _pure() else ())).wait_bound()
+    try:
+        srv = server_factory()
+        reader = Reader(t, srv, 20 * MB)
+        reader.read(2 * MB)
+        port = reader.c.getsockname()[1]
+        deadline = time.monotonic() + 10
+        while True:
+            flow = [f for f in mbx_json(t, "flows")["flows"] if f["guest_port"] == port][0]
+            if len(flow["subflows"]) >= 2 or time.monotonic() > deadline:
+                break
+            reader.read(256 * 1024)
+        subs = flow["subflows"]
+        assert len(subs) >= 2, flow
+        uplinks = {p.mbox_if for p in t.paths}
+        assert subs[0]["uplink"] == "default" and {s["uplink"] for s in subs[1:]} <= uplinks, subs
+        for s in subs:
+            assert {"state", "bytes_out", "bytes_in", "srtt_ms"} <= set(s), s
+        text = mbx(t, "flows").stdout
+        assert re.search(rf"(?m)^\tsubflow 1 uplink {re.escape(subs[1]['uplink'])} state ", text), text
+        m1 = scrape(t)
+        extra = subs[1]["uplink"]
+        assert value(m1, "middlebox_subflows", uplink=extra) >= 1, m1["middlebox_subflows"]
+        reader.read(10 * MB)
+        m2 = scrape(t)
+        rx1 = m1.get("middlebox_uplink_received_bytes_total", {})
+        rx2 = m2["middlebox_uplink_received_bytes_total"]
+        assert sum(rx2.values()) > sum(rx1.values()) + MB, (rx1, rx2)
+        assert any(dict(k).get("uplink") in uplinks and v > 0 for k, v in rx2.items()), rx2
+        reader.finish()
+    finally:
+        rc, _ = d.stop()
+        mbx(t, "rules", "remove")
+    assert rc == 0, d.output
