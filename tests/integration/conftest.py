@@ -30,6 +30,9 @@ PY = sys.executable
 IPPROTO_MPTCP = 262
 SOL_MPTCP, MPTCP_INFO = 284, 1
 QUEUE = 0  # NFQUEUE numbers are per network namespace: no clash between concurrent tests
+# the suite's commands never read a config file of the host (/etc/middlebox/middlebox.toml,
+# middlebox/io/config.py); a test that wants one names it
+os.environ.setdefault("MIDDLEBOX_CONFIG", "")
 
 
 def _cli_works() -> bool:
