@@ -3,7 +3,8 @@
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N]
-[--passthrough] [--max-flows N] [--queue-maxlen N] [--no-fail-open] [-v]`
+[--passthrough] [--max-flows N] [--queue-maxlen N] [--no-fail-open] [-v]
+[--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
 * Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
   8 MB socket receive buffer (SO_RCVBUFFORCE, inside NetfilterQueue's bind; ENOBUFS = the
@@ -21,7 +22,9 @@
   nothing is raised inside the NetfilterQueue callback (LESSONS.md trap 12). On SIGINT or
   SIGTERM the daemon drains what is queued, unbinds and exits 0.
 * Direction: a packet whose `indev` is a guest-facing interface is `Direction.OUT`, any other
-  `Direction.IN`. Guest interfaces come from --guest-iface or from the installed rules.
+  `Direction.IN`. Guest interfaces come from --guest-iface or from the installed rules:
+  names (a bridge such as virbr0) or patterns with a trailing `*` (vnet*); the interfaces
+  that appear or go while the daemon runs are followed (middlebox/io/ifaces.py).
 * For each packet the core returns actions (docs/core-api.md); the first is the verdict
   (Accept / Rewrite -> set_payload + accept / Drop), the rest `Inject`s sent through raw
   sockets marked with the injection mark so the ruleset does not queue them again.
@@ -43,6 +46,11 @@
   kernel deletes them with the link).
 * Timers: besides the fixed tick (~0.5 s), the loop wakes for the core's `next_deadline()`
   where it has one.
+* Operations (middlebox/io/ops.py, polled by the loop and by every `tick`): READY=1 to
+  systemd once the queue is bound, STOPPING=1 on SIGTERM/SIGINT; the control socket of
+  `middlebox flows` and `middlebox stats`; `--metrics ADDR:PORT` (Prometheus); journald-style
+  log lines under systemd. Options may come from the config file (middlebox/io/config.py).
+  Exit statuses: middlebox/io/service.py (2 usage/config, 3 capability, 4 kernel, 5 busy).
 """
 
 from __future__ import annotations
