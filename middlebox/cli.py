@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="middlebox",
         description="Convert plain TCP into Multipath TCP (RFC 8684) on the wire, and back.",
+        epilog="Settings: /etc/middlebox/middlebox.toml (`middlebox config check`). Exit "
+               "statuses: 0 done, 1 failure, 2 usage or config error, 3 missing capability "
+               "(CAP_NET_ADMIN/CAP_NET_RAW), 4 missing kernel support, 5 queue already bound; "
+               "inspect: 1 violation, 2 unreadable capture.",
     )
     parser.add_argument("--version", action="version", version=f"middlebox {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -896,7 +896,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checksum", action="store_true",
                         help="ask for DSS checksums (RFC 8684 §3.3.1; used when either end asks)")
     parser.add_argument("--guest-iface", action="append", default=[], metavar="IF",
-                        help="guest-facing interface (repeat; default: from the installed rules)")
+                        help="guest-facing interface: a name (a bridge such as virbr0) or a "
+                             "pattern with a trailing * (vnet*), followed while running "
+                             "(repeat; default: from the installed rules)")
     parser.add_argument("--uplink", action="append", default=[], type=_uplinks.spec_arg,
                         metavar="IFACE[,gw=ADDR][,backup][,cost=N]",
                         help="an uplink extra subflows leave by (repeat; address ids 1..n in this "
