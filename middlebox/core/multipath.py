@@ -49,7 +49,7 @@ import struct
 
 from middlebox.core.counters import Counter
 from middlebox.core.events import Drop, Inject, Rewrite
-from middlebox.core.table import SUBFLOW_TABLE, SubflowInput, SubflowState
+from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
     Dss,
     MpJoinAck,
@@ -72,11 +72,13 @@ from middlebox.wire import (
 )
 
 SS, SI = SubflowState, SubflowInput
+_ESTABLISHED = State.ESTABLISHED
 M32, M64, HALF32 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0x80000000
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 TCP_HLEN = 20
 MAX_RUNS = 1024  # upload runs per multipath flow (~40 B each in CPython: <= ~40 KiB)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
+MAX_PATHS = 16  # subflows a flow may open over its life (rejoins after link flaps included)
 BURST = 16  # segments in a row on one subflow before the scheduler chooses again
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
@@ -257,28 +259,35 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
             break
         if not conv.uplink_up.get(up.name, up.up) or up.id == flow.sf1_uplink:
             continue
-        local = _addr(up.addr4 if version == 4 else up.addr6, version)
-        if local is None:
-            continue
-        port = _port(conv, local, server, sport)
-        if port < 0:
-            counters[Counter.MPJoinPortsExhausted] += 1
-            continue
-        p = Path(len(mp.paths), flow, up, version, local, port, server, sport, now)
-        p.local_isn = secrets.randbits(32)
-        p.lnonce = new_nonce()
-        mp.paths.append(p)
-        conv.joins[(local, port, server, sport)] = p
-        actions.append(Inject(_join_syn(conv, flow, p)))
-        p.timer = now + SYN_RTO[0]
-        counters[Counter.MPJoinSynTX] += 1
-    flow.no_join = True  # one attempt per flow
+        actions.extend(_open_join(conv, flow, mp, up, now))
+    flow.no_join = True  # one attempt per flow (rejoins: uplink_event)
     if len(mp.paths) == 1:
         return actions
     flow.mp = mp
     conv.mp_flows[key] = flow
     counters[Counter.MultipathStarted] += 1
     return actions
+
+
+def _open_join(conv, flow, mp, up, now: float) -> list:
+    """A new extra subflow over uplink `up`: its SYN (no Inject when it has no address of the
+    flow's family or no free port)."""
+    version = mp.version
+    local = _addr(up.addr4 if version == 4 else up.addr6, version)
+    if local is None:
+        return []
+    port = _port(conv, local, mp.server, mp.sport)
+    if port < 0:
+        conv.counters[Counter.MPJoinPortsExhausted] += 1
+        return []
+    p = Path(len(mp.paths), flow, up, version, local, port, mp.server, mp.sport, now)
+    p.local_isn = secrets.randbits(32)
+    p.lnonce = new_nonce()
+    mp.paths.append(p)
+    conv.joins[(local, port, mp.server, mp.sport)] = p
+    p.timer = now + SYN_RTO[0]
+    conv.counters[Counter.MPJoinSynTX] += 1
+    return [Inject(_join_syn(conv, flow, p))]
 
 
 def _port(conv, local: bytes, server: bytes, sport: int) -> int:
@@ -1134,12 +1143,25 @@ def next_deadline(conv) -> float | None:
 
 
 def uplink_event(conv, name: str, up: bool, now: float) -> list:
-    """An uplink went down (its subflows die at once) or up (flows may join again later:
-    MULTIPATH.md §5 rejoin is left to new flows in this version)."""
+    """An uplink went down (its subflows die at once, and subflow 1 becomes suspect when we
+    do not know its uplink) or up (every multipath flow without a live subflow on it joins
+    over it again; at most MAX_PATHS subflows per flow over its life)."""
     conv.uplink_up[name] = up
-    if up:
-        return []
     actions = []
+    if up:
+        uplink = next((u for u in conv.config.uplinks if u.name == name), None)
+        if uplink is None:
+            return []
+        for flow in list(conv.mp_flows.values()):
+            mp = flow.mp
+            if mp is None or len(mp.paths) >= MAX_PATHS or flow.state is not _ESTABLISHED:
+                continue
+            if any(p.uplink is not None and p.uplink.name == name and p.state is not SS.CLOSED
+                   for p in mp.paths):
+                continue
+            conv.counters[Counter.MPJoinRejoin] += 1
+            actions.extend(_open_join(conv, flow, mp, uplink, now))
+        return actions
     for flow in list(conv.mp_flows.values()):
         mp = flow.mp
         if mp is None:

@@ -121,38 +121,40 @@ def _longest_stall(samples) -> float:
     return worst
 
 
+def core_counters(output: str) -> dict[str, int]:
+    """The daemon's `counters at exit` line (core.* names) as a dict."""
+    out = {}
+    for line in output.splitlines():
+        if line.startswith("counters at exit:"):
+            for item in line.split()[3:]:
+                k, _, v = item.partition("=")
+                if k.startswith("core.") and v.isdigit():
+                    out[k[5:]] = int(v)
+    return out
+
+
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
 @pytest.mark.parametrize("direction", ["up", "down"])
 @pytest.mark.parametrize("path", [1, 2])
 def test_uplink_down_mid_transfer(mbox, server_factory, direction, path):
+    """Each uplink in turn (path 1 carries subflow 1 too) goes down mid-transfer and comes
+    back: the bytes arrive intact, the dead subflow's data went elsewhere, the flow joins
+    over the uplink again once it is back. The stall is measured (printed), not asserted."""
     t = mbox.t
     d = mbox.start(*JOIN, uplinks=True)
     srv = server_factory()
     before = t.nstat(t.server)
     samples: list = []
-    import os, time
-    cap = None
-    if os.environ.get("MP_CAPTURE"):
-        cap = t.popen(t.guest, ["tcpdump", "-i", t.guest_if, "-s", "100", "-w", os.environ["MP_CAPTURE"]])
-        cap2 = t.popen(t.mbox, ["tcpdump", "-i", t.paths[1].mbox_if, "-s", "120", "-w", os.environ["MP_CAPTURE"] + ".2"])
-        time.sleep(1)
     try:
-        _transfer_with_link_event(t, srv, direction, 24 * MB, path, 1.5, None, samples)
+        _transfer_with_link_event(t, srv, direction, 32 * MB, path, 1.5, 2.5, samples)
     finally:
-        if cap is not None:
-            time.sleep(0.5)
-            cap.terminate()
-            cap.wait()
-            cap2.terminate()
-            cap2.wait()
-        print({k: v for k, v in delta(before, t.nstat(t.server)).items() if v})
         d.stop()
-        print(d.output[-5000:])
     dd = delta(before, t.nstat(t.server))
-    print("stall", _longest_stall(samples), "samples", samples[::5])
-    print({k: v for k, v in dd.items() if v})
-    print(d.output[-2000:])
+    c = core_counters(d.output)
+    print(f"path {path} {direction}: longest stall {_longest_stall(samples):.2f} s;",
+          {k: v for k, v in c.items() if k.startswith(("Subflow", "MPJoin", "RmAddr", "Reinject", "DupAck"))})
     bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
     assert not bad, bad
-    rc, _ = d.stop()
-    assert rc == 0, d.output
+    assert c.get("SubflowDead", 0) >= 1, c
+    assert c.get("MPJoinRejoin", 0) >= 1 and c.get("MPJoinEstablished", 0) >= 3, c
+    assert dd.get("RmAddr", 0) >= 1, dd  # the server was told to stop using the address
