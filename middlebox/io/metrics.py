@@ -101,7 +101,8 @@ class Collector:
         bugs = CounterMetricFamily("middlebox_daemon_bugs",
                                    "exceptions that escaped the core, a verdict, an injection or "
                                    "a tick (the packet was accepted unchanged)", labels=["where"])
-        for name, v in sorted(snap.get("daemon", {}).items()):
+        daemon = {**dict.fromkeys(DAEMON_TALLIES, 0), **snap.get("daemon", {})}  # stable series
+        for name, v in sorted(daemon.items()):
             if name.startswith("bug_"):
                 bugs.add_metric([name[4:]], v)
             elif re.fullmatch(r"[a-z_][a-z0-9_]*", name):

@@ -354,3 +354,22 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
                        text=True)
     m = re.search(r"Overall exposure level for middlebox.service: ([\d.]+)", r.stdout)
     assert m and float(m.group(1)) <= 3.0, r.stdout[-2000:] + r.stderr
+
+
+def test_grafana_dashboard_names_only_metrics_that_exist():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    snap = {"core": {}, "daemon": {"bug_core": 1}, "flows_by_state": {"ESTABLISHED": 1},
+            "flows_limit": 1, "subflows_by_uplink": {"default": 1},
+            "uplink_bytes": {"default": (1, 1)},
+            "queue_stats": {"queue": 0, "waiting": 0, "queue_dropped": 0, "user_dropped": 0},
+            "info": {"version": "x"}, "start_time": 1.0}
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(metrics.Collector(lambda: snap))
+    names = {s.name for fam in text_string_to_metric_families(generate_latest(reg).decode())
+             for s in fam.samples}
+    dash = json.loads((ROOT / "contrib" / "grafana-middlebox.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bmiddlebox_\w+", e)}
+    assert used and used <= names | {"middlebox_info"}, used - names
