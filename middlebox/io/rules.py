@@ -507,8 +507,10 @@ def show() -> str:
             lines.append(f"  {key} = {read_sysctl(key)} (was {prev.get(key)})")
         ups, join_ports = installed_uplinks()
         if ups:
-            lines.append("uplinks:")
-            lines.extend(f"  {u.describe()}" for u in ups)
+            lines.append("uplinks (as installed; now):")
+            with _iproute() as ipr:
+                for u in ups:
+                    lines.append(f"  {u.describe()}; now: {_uplinks.live_status(ipr, u)}")
             lines.append(f"join ports: {join_ports[0]}-{join_ports[1]}")
             lines.append(f"  {RESERVED_PORTS} = {read_sysctl(RESERVED_PORTS)} "
                          f"(was {prev.get(RESERVED_PORTS)!r})")

@@ -386,6 +386,23 @@ def ensure_routing(ipr, u: ResolvedUplink) -> int:
     return added
 
 
+def live_status(ipr, u: ResolvedUplink) -> str:
+    """The uplink now, for `rules show`: its link state, and which of its table's default
+    routes are missing (a link that went down took them; a running daemon puts them back)."""
+    found = ipr.link_lookup(ifname=u.name)
+    if not found:
+        return "interface gone"
+    state = "up" if link_is_up(ipr.get_links(found[0])[0]) else "down"
+    missing = []
+    for version in (4, 6):
+        if u.addr(version) and u.table is not None:
+            routes = ipr.get_routes(family=AF[version], table=u.table)
+            if not any(r["dst_len"] == 0 and (r.get_attr("RTA_TABLE") or r["table"]) == u.table
+                       for r in routes):
+                missing.append(f"IPv{version}")
+    return f"link {state}" + (f", default route missing ({' '.join(missing)})" if missing else "")
+
+
 def remove_routing(ipr, u: ResolvedUplink) -> None:
     """Delete the uplink's rules and everything in its table (ours: chosen free). Idempotent."""
     if u.table is None:

@@ -277,6 +277,8 @@ def test_uplink_down_at_install_gets_its_routes_from_the_daemon(mbox):
     table = _uplink_table(t, p2.mbox_ip)
     assert _default_via(t, table, False) == "" and _default_via(t, table, True) == ""
     assert f"{p2.mbox_if}: {p2.mbox_ip} via {p2.server_ip}" in d.output and "down)" in d.output
+    shown = t.run(t.mbox, [*cli("rules"), "show"]).stdout
+    assert "now: link down, default route missing (IPv4 IPv6)" in shown, shown
     t.set_link(2, True)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and p2.server_ip6 not in _default_via(t, table, True):
@@ -286,6 +288,8 @@ def test_uplink_down_at_install_gets_its_routes_from_the_daemon(mbox):
     for src, dst in ((p2.mbox_ip, t.server_ip), (p2.mbox_ip6, t.server_ip6)):
         assert f"dev {p2.mbox_if}" in t.run(t.mbox, ["ip", "route", "get", dst, "from", src]).stdout
     assert f"uplink {p2.mbox_if} up" in d.output
+    shown = t.run(t.mbox, [*cli("rules"), "show"]).stdout
+    assert f"(id 2, table {table} priority " in shown and "down); now: link up\n" in shown, shown
 
 
 def test_nft_ruleset_with_uplinks_loads(topo):
