@@ -40,6 +40,7 @@ cdef class Converter:
     cdef tuple _lru
     cdef public dict _mss_limit
     cdef public dict joins, mp_flows, uplink_up
+    cdef public list routes
     cdef public bint _mp_on
     cdef dict _timeout
     cdef tuple _min_timeout

@@ -147,6 +147,7 @@ class Converter:
         self.mp_flows: dict = {}
         self.uplink_up: dict = {u.name: u.up for u in config.uplinks}
         self._mp_on = bool(config.uplinks)
+        self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
 
     def _entry(self, state: State, inp: Input):
         entry = TABLE.get((state, inp))
@@ -210,6 +211,14 @@ class Converter:
             self.counters[Counter.CoreBug] += 1
             log.exception("core: %s on an uplink event", type(exc).__name__)
             return []
+
+    def set_routes(self, routes) -> None:
+        """The main routing table as the shell sees it: (ip version, network bytes, prefix
+        length, uplink id) for routes that leave by an uplink. A flow going multipath looks
+        its server up here to learn which uplink its subflow 1 uses (no second subflow on
+        it; suspect at once when it goes down)."""
+        self.routes = sorted(((int(v), bytes(n), int(p), int(u)) for v, n, p, u in routes),
+                             key=lambda r: -r[2])
 
     def flow_subflows(self, flow) -> list:
         """Per-subflow facts of a flow for the live view (empty when single-path)."""
@@ -753,7 +762,9 @@ class Converter:
             if not old:
                 if r - d0 != sf.off and r >= sf.rcv_max:
                     counters[Counter.MappingMismatch] += 1  # the offset moves (counted once)
-                if flow.checksum and not consumed and not self._csum_step(sf, data, pkt, r, m_r, m_len):
+                # bytes the guest has still belong to their mapping's checksum: a mapping whose
+                # first part was delivered by another subflow is summed whole (multipath)
+                if flow.checksum and not self._csum_step(sf, data, pkt, r, m_r, m_len) and not consumed:
                     counters[Counter.DataCsumHoleDropped] += 1
                     return [Drop("checksummed mapping: segment after a hole")]
                 rec = sf.record(r, plen, d0)

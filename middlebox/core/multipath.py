@@ -237,6 +237,8 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
         return []
     version = pkt.version
     guest, gport, server, sport = key
+    if not flow.sf1_uplink and conv.routes:
+        flow.sf1_uplink = route_uplink(conv.routes, version, server)
     mp = MpConn(key, version, now)
     p0 = Path(0, flow, None, version, guest, gport, server, sport, now)
     p0.state = SS.ESTABLISHED
@@ -267,6 +269,21 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     conv.mp_flows[key] = flow
     counters[Counter.MultipathStarted] += 1
     return actions
+
+
+def route_uplink(routes, version: int, dst: bytes) -> int:
+    """The uplink id of the longest prefix of `routes` ((version, network, prefixlen,
+    uplink id), longest first: Converter.set_routes) holding `dst`; 0 when none does."""
+    for v, net, plen, uid in routes:
+        if v != version:
+            continue
+        full, rest = divmod(plen, 8)
+        if dst[:full] != net[:full]:
+            continue
+        if rest and (dst[full] ^ net[full]) >> (8 - rest):
+            continue
+        return uid
+    return 0
 
 
 def _open_join(conv, flow, mp, up, now: float) -> list:
@@ -346,6 +363,19 @@ def _ack_on(flow, p, extra=()) -> bytes:
     opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
+
+
+def _ack_on_sf1(flow, mp, extra=()) -> bytes:
+    """An ACK on subflow 1 from the guest's address: its own seq and the subflow ack the guest
+    has passed on, the guest's DATA_ACK and window (for options the guest cannot send)."""
+    p0 = mp.paths[0]
+    sf = flow.sf
+    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+    if not flow.ack64:
+        data_ack &= M32
+    opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
+    return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + p0.snd_nxt,
+                   sf.remote_isn + sf.rcv_base, ACK, flow.guest_window, opts)
 
 
 def _guest_window(flow, mp) -> int:
@@ -1042,8 +1072,12 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
     k = _best_live(mp)
     if k < 0 and mp.paths[0].index != p.index and mp.paths[0].state in ALIVE:
         k = 0
+    rm = (RemoveAddr((p.addr_id,)),)
     if k > 0:  # the server stops using the address (id 0: subflow 1) and resends its data
-        acts.append(Inject(_ack_on(flow, mp.paths[k], (RemoveAddr((p.addr_id,)),))))
+        acts.append(Inject(_ack_on(flow, mp.paths[k], rm)))
+        counters[Counter.RmAddrTX] += 1
+    elif k == 0 and p.index != 0:  # only subflow 1 is left: it carries the REMOVE_ADDR
+        acts.append(Inject(_ack_on_sf1(flow, mp, rm)))
         counters[Counter.RmAddrTX] += 1
     if mp.snd_nxt > mp.data_ack:
         for _ in range(3):

@@ -651,6 +651,7 @@ class Daemon:
                 except Exception as e:  # the link may flap again meanwhile: logged, not fatal
                     self.count("uplink_route_errors")
                     log.warning("uplink %s: cannot restore its policy routing: %s", u.name, e)
+            self.push_routes()
             event = getattr(self.conv, "uplink_event", None)
             if event is None:
                 continue
@@ -671,6 +672,19 @@ class Daemon:
             raise DaemonError(f"cannot follow the uplinks' links (rtnetlink): {e}") from None
         if self.links.initial:
             self.uplink_changes(self.links.initial)
+        self.push_routes()
+
+    def push_routes(self) -> None:
+        """Tell the core which uplink each main-table route leaves by (set_routes): it then
+        knows the uplink of a flow's first subflow. At start and after every uplink change."""
+        fn = getattr(self.conv, "set_routes", None)
+        if fn is None:
+            return
+        try:
+            with _uplinks_iproute() as ipr:
+                fn(_uplinks.main_routes(ipr, self.uplinks))
+        except Exception as e:
+            self.bug("routes", e)
 
     def poll_links(self) -> None:
         try:

@@ -566,3 +566,27 @@ class LinkWatch:
             if s is not None:
                 with contextlib.suppress(Exception):
                     s.close()
+
+
+def main_routes(ipr, uplinks) -> list[tuple[int, bytes, int, int]]:
+    """The main table's routes that leave by an uplink, as the core's `set_routes` takes them:
+    (ip version, network bytes, prefix length, uplink id; ids 1..n in the uplinks' order)."""
+    by_index = {}
+    for i, u in enumerate(uplinks, 1):
+        found = ipr.link_lookup(ifname=u.name)
+        if found:
+            by_index[found[0]] = u.id
+    out = []
+    for family, version, width in ((socket.AF_INET, 4, 4), (socket.AF_INET6, 6, 16)):
+        for r in ipr.get_routes(family=family, table=254):
+            oif = r.get_attr("RTA_OIF")
+            if oif is None:
+                mp = r.get_attr("RTA_MULTIPATH")
+                oif = mp[0]["oif"] if mp else None
+            uid = by_index.get(oif)
+            if uid is None:
+                continue
+            dst = r.get_attr("RTA_DST")
+            net = socket.inet_pton(family, dst) if dst else bytes(width)
+            out.append((version, net, r["dst_len"], uid))
+    return out

@@ -47,7 +47,7 @@ def test_two_uplinks_both_carry(mbox, server_factory, family):
     print(d.output[-3000:])
     bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
     assert not bad, bad
-    assert dd.get("MPJoinSynRx", 0) >= 2 and dd.get("MPJoinAckRx", 0) >= 2, dd
+    assert dd.get("MPJoinSynRx", 0) == dd.get("MPJoinAckRx", 0) == 2, dd  # one join x 2 flows
     assert not [f for f in srv.mptcp_flags if is_fallback(f)]
     for (tx0, rx0), (tx1, rx1) in zip(links0, links1):
         assert tx1 - tx0 > 2 * MB and rx1 - rx0 > 2 * MB, (links0, links1)
@@ -83,6 +83,11 @@ def _transfer_with_link_event(t, srv, direction: str, n: int, path: int, down_at
                 fired_up = True
             time.sleep(0.1)
 
+    import os
+    cap = None
+    if os.environ.get("MP_CAPTURE"):  # debugging aid: the guest's side of the transfer
+        cap = t.popen(t.guest, ["tcpdump", "-i", t.guest_if, "-s", "96", "-U", "-w", os.environ["MP_CAPTURE"]])
+        time.sleep(1)
     th = threading.Thread(target=links, daemon=True)
     th.start()
     try:
@@ -108,6 +113,10 @@ def _transfer_with_link_event(t, srv, direction: str, n: int, path: int, down_at
     finally:
         done.set()
         th.join()
+        if cap is not None:
+            time.sleep(0.3)
+            cap.terminate()
+            cap.wait()
 
 
 def _longest_stall(samples) -> float:
@@ -149,6 +158,8 @@ def test_uplink_down_mid_transfer(mbox, server_factory, direction, path):
         _transfer_with_link_event(t, srv, direction, 32 * MB, path, 1.5, 2.5, samples)
     finally:
         d.stop()
+        print(d.output[-2500:])
+        print({k: v for k, v in delta(before, t.nstat(t.server)).items() if v})
     dd = delta(before, t.nstat(t.server))
     c = core_counters(d.output)
     print(f"path {path} {direction}: longest stall {_longest_stall(samples):.2f} s;",
@@ -156,5 +167,58 @@ def test_uplink_down_mid_transfer(mbox, server_factory, direction, path):
     bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
     assert not bad, bad
     assert c.get("SubflowDead", 0) >= 1, c
-    assert c.get("MPJoinRejoin", 0) >= 1 and c.get("MPJoinEstablished", 0) >= 3, c
+    assert c.get("MPJoinRejoin", 0) >= 1 and c.get("MPJoinEstablished", 0) >= 2, c
     assert dd.get("RmAddr", 0) >= 1, dd  # the server was told to stop using the address
+
+
+def _mptcp_subflows(t, srv) -> list[int]:
+    """MPTCP_INFO's subflow count of each server socket the test server accepted."""
+    return [getattr(srv, "subflow_counts", [None])[-1]] if hasattr(srv, "subflow_counts") else []
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False, paths=3, checksum=True)
+def test_three_uplinks_checksums_captures_pass_inspect(mbox, server_factory, tmp_path):
+    """Three uplinks, DSS checksums negotiated: every uplink carries its share, the server's
+    MIB is clean, the middlebox's own stack answered no join packet (no RST from it), and a
+    capture of every server interface passes `middlebox inspect` (keys, tokens, HMACs,
+    mappings and DSS checksums of all subflows)."""
+    import subprocess
+    import sys
+    import time
+
+    t = mbox.t
+    d = mbox.start(*JOIN, uplinks=True)
+    srv = server_factory()
+    pcap = str(tmp_path / "server.pcap")
+    dump = t.popen(t.server, ["tcpdump", "-Z", "root", "-i", "any", "-s", "0", "-B", "262144",
+                              "-U", "-w", pcap, "tcp"])
+    time.sleep(1.0)
+    before, before_mbox = t.nstat(t.server), t.nstat(t.mbox, prefix=None)
+    links0 = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
+    try:
+        upload(t, srv, payload(6 * MB))
+        download(t, srv, 6 * MB)
+    except BaseException:
+        d.stop()
+        print(d.output[-3000:])
+        print({k: v for k, v in delta(before, t.nstat(t.server)).items() if v})
+        raise
+    links1 = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
+    time.sleep(0.5)
+    dump.terminate()
+    dump.wait(timeout=10)
+    dd = delta(before, t.nstat(t.server))
+    dm = delta(before_mbox, t.nstat(t.mbox, prefix=None))
+    d.stop()
+    c = core_counters(d.output)
+    bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
+    assert not bad, bad
+    # subflow 1 leaves by uplink 1 (the main route): joins over the two others, 2 flows
+    assert dd.get("MPJoinSynRx", 0) == dd.get("MPJoinAckRx", 0) == 2 * 2, dd
+    assert c.get("MPJoinEstablished") == 4 and not c.get("MPJoinSynAckHMacFailure"), c
+    assert dm.get("TcpOutRsts", 0) == 0, dm  # the box's stack never saw a join packet
+    for i, ((tx0, rx0), (tx1, rx1)) in enumerate(zip(links0, links1)):
+        assert tx1 - tx0 > 1 * MB and rx1 - rx0 > 1 * MB, (i, links0, links1)
+    r = subprocess.run([sys.executable, "-m", "middlebox", "inspect", pcap], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
