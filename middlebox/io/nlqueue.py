@@ -150,9 +150,11 @@ def tcp_offset(data) -> int:
     return off if nxt == socket.IPPROTO_TCP and off + 20 <= n else -1
 
 
-def pseudo_sum(data, tcp: int) -> int:
-    """Folded, not inverted, sum of the TCP pseudo-header for a segment of len(data) - tcp."""
-    tcp_len = len(data) - tcp
+def pseudo_sum(data, tcp: int, tcp_len: int = -1) -> int:
+    """Folded, not inverted, sum of the TCP pseudo-header for a segment of `tcp_len` bytes
+    (-1: len(data) - tcp)."""
+    if tcp_len < 0:
+        tcp_len = len(data) - tcp
     if data[0] >> 4 == 4:
         return _fold(_sum16(data[12:20]) + socket.IPPROTO_TCP + tcp_len)
     return _fold(_sum16(data[8:40]) + (tcp_len >> 16) + (tcp_len & 0xFFFF) + socket.IPPROTO_TCP)
@@ -180,6 +182,50 @@ def fix_checksums(data: bytes, skb_info: int, hook: int) -> bytes:
             check = ~_fold(pseudo_sum(out, tcp) + _sum16(out[tcp:])) & 0xFFFF
         struct.pack_into("!H", out, tcp + 16, check)
     return bytes(out)
+
+
+def split(data: bytes, mtu: int) -> list[bytes]:
+    """A TCP packet longer than `mtu` (an injected segment made from a GSO super-packet:
+    data for another subflow) cut the way the kernel's GSO cuts one: the same IP + TCP header
+    (options, so the one DSS mapping, included) on every piece, seq advanced, FIN and PSH on
+    the last piece only, CWR on the first only, IPv4 ids counting up, lengths and checksums
+    (full) recomputed. A raw socket refuses a packet beyond the route's MTU (EMSGSIZE).
+    Unchanged (one piece) when it fits or is not TCP."""
+    tcp = tcp_offset(data)
+    if len(data) <= mtu or tcp < 0:
+        return [data]
+    hdr = tcp + (data[tcp + 12] >> 4) * 4
+    mss = mtu - hdr
+    if mss <= 0 or hdr > len(data):
+        return [data]
+    v4 = data[0] >> 4 == 4
+    seq = struct.unpack_from("!I", data, tcp + 4)[0]
+    flags = data[tcp + 13]
+    ip_id = struct.unpack_from("!H", data, 4)[0] if v4 else 0
+    payload = data[hdr:]
+    out = []
+    for i, off in enumerate(range(0, len(payload), mss)):
+        chunk = payload[off:off + mss]
+        h = bytearray(data[:hdr])
+        struct.pack_into("!I", h, tcp + 4, (seq + off) & 0xFFFFFFFF)
+        f = flags
+        if off + mss < len(payload):
+            f &= ~0x09  # FIN, PSH: the last piece's
+        if i:
+            f &= ~0x80  # CWR: the first piece's
+        h[tcp + 13] = f
+        total = hdr + len(chunk)
+        if v4:
+            struct.pack_into("!HH", h, 2, total, (ip_id + i) & 0xFFFF)
+            struct.pack_into("!H", h, 10, 0)
+            struct.pack_into("!H", h, 10, ~_fold(_sum16(h[:tcp])) & 0xFFFF)
+        else:
+            struct.pack_into("!H", h, 4, total - 40)
+        struct.pack_into("!H", h, tcp + 16, 0)
+        check = _fold(pseudo_sum(h, tcp, total - tcp) + _sum16(h[tcp:]) + _sum16(chunk))
+        struct.pack_into("!H", h, tcp + 16, ~check & 0xFFFF)
+        out.append(bytes(h) + chunk)
+    return out
 
 
 # -- the reader ----------------------------------------------------------------------------

@@ -406,3 +406,23 @@ def test_send_many_twins_agree():
         rx.close()
         tx.close()
     assert got[0] == got[1]
+
+
+@pytest.mark.parametrize("make", [lambda n: tcp4(n), lambda n: tcp6(n)], ids=["ipv4", "ipv6"])
+def test_split_cuts_like_gso(make):
+    """An injected super-packet cut for the MTU: same header on every piece, seq advancing,
+    FIN/PSH only on the last, every checksum valid, the payload the same bytes."""
+    pkt = make(10000)
+    p0 = WIRE["parse_packet"](pkt)
+    pkt = pkt[:p0.ip_hlen + 13] + bytes([0x19]) + pkt[p0.ip_hlen + 14:]  # FIN PSH ACK
+    pieces = nlqueue.split(pkt, 1500)
+    assert len(pieces) > 1 and all(len(x) <= 1500 for x in pieces)
+    payload = b""
+    for i, x in enumerate(pieces):
+        p = WIRE["parse_packet"](x)
+        assert checksum_ok(x) and p.length == len(x)
+        assert p.seq == (p0.seq + len(payload)) & 0xFFFFFFFF
+        assert p.flags == (0x19 if i == len(pieces) - 1 else 0x10)
+        payload += x[p.payload_off:]
+    assert payload == pkt[p0.payload_off:]
+    assert nlqueue.split(pkt[:1500], 1500) == [pkt[:1500]]
