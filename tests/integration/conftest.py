@@ -151,14 +151,22 @@ def queue_stats(t: Topology) -> dict[str, int]:
     return {}
 
 
-@pytest.fixture
-def mbox(topo):
-    """Rules installed in the mbox namespace; `start(*args)` runs a daemon (stopped at the end)."""
+# Every test that starts a daemon through `mbox` runs once per queue backend (`middlebox run
+# --backend`): our own netlink reader and NetfilterQueue. MIDDLEBOX_TEST_BACKENDS=netlink (or
+# nfqueue) runs one of them only.
+BACKENDS = [b for b in os.environ.get("MIDDLEBOX_TEST_BACKENDS", "netlink,nfqueue").split(",") if b]
+
+
+@pytest.fixture(params=BACKENDS)
+def mbox(topo, request):
+    """Rules installed in the mbox namespace; `start(*args)` runs a daemon (stopped at the end)
+    with the backend of this run of the test (`backend`)."""
     install_rules(topo)
     started: list[Daemon] = []
 
     class Ctl:
         t = topo
+        backend = request.param
 
         @staticmethod
         def start(*extra: str, fail_open: bool | None = None, uplinks=None, **kw) -> Daemon:
@@ -175,6 +183,8 @@ def mbox(topo):
                 fail_open = os.environ.get("MIDDLEBOX_PURE_PYTHON", "") not in ("1", "true", "yes")
             if not fail_open and "--no-fail-open" not in extra and "--passthrough" not in extra:
                 extra = (*extra, "--no-fail-open")
+            if "--backend" not in extra:
+                extra = ("--backend", Ctl.backend, *extra)
             d = Daemon(topo, *extra, **kw).wait_bound()
             started.append(d)
             return d
