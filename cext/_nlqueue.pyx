@@ -86,6 +86,7 @@ cdef enum:
     NF_ACCEPT = 1
     NF_QUEUE = 3
     NF_VERDICT_FLAG_QUEUE_BYPASS = 0x8000
+    NF_INET_PRE_ROUTING = 0
     NF_INET_FORWARD = 2
     MAX_PAYLOAD = 65531
     OPTION_ROOM = 40
@@ -97,6 +98,8 @@ cdef enum:
     HDRMAX = 60 + 60 + 40 * 8  # IPv4 header / IPv6 + extension headers, + a TCP header
     MAXGUESTS = 16
     INJECT_BATCH = 64
+    FULL = 1 << 20  # fix_header's result flags (above any TCP offset)
+    PSEUDO = 1 << 21
 
 
 cdef inline uint32_t be32(const uint8_t *p) noexcept nogil:
@@ -125,11 +128,25 @@ cdef inline uint64_t fold(uint64_t s) noexcept nogil:
     return s
 
 
+cdef uint16_t _one = 1
+cdef bint LITTLE = (<uint8_t *>&_one)[0] == 1
+
+
 cdef uint64_t sum16(const uint8_t *p, size_t n) noexcept nogil:
     """Sum of big-endian 16-bit words of p[0:n] (odd tail zero-padded), not folded; `n`
-    must be even except for the last piece of a sum."""
+    must be even except for the last piece of a sum. The bulk is summed as native 32-bit
+    words and byte-swapped once (the one's-complement sum does not depend on byte order,
+    RFC 1071 §2(B); 2^16 = 1 modulo 0xFFFF, so 32-bit words sum like their halves)."""
     cdef uint64_t s = 0
     cdef size_t i = 0
+    cdef uint32_t w
+    while i + 4 <= n:
+        memcpy(&w, p + i, 4)
+        s += w
+        i += 4
+    s = fold(s)
+    if LITTLE:
+        s = ((s & 0xFF) << 8) | (s >> 8)
     while i + 1 < n:
         s += (<uint64_t>p[i] << 8) | p[i + 1]
         i += 2
@@ -167,7 +184,8 @@ cdef Py_ssize_t fix_header(uint8_t *h, Py_ssize_t hlen, const uint8_t *rest, Py_
                            uint32_t skb_info, int hook) noexcept nogil:
     """Fix the packet whose first `hlen` bytes are `h` (writable, the IP + TCP header at
     least) and the others `rest` (total length `total`); `fix_checksums` has the rules.
-    Returns the TCP offset, or -1 when the packet was left alone."""
+    Returns the TCP offset, or -1 when the packet was left alone; + FULL when the TCP
+    checksum was computed in full, + PSEUDO when the pseudo-header sum was written."""
     cdef Py_ssize_t tcp = tcp_offset(h, hlen)
     cdef uint64_t s
     if tcp < 0 or tcp + 20 > hlen:
@@ -183,13 +201,14 @@ cdef Py_ssize_t fix_header(uint8_t *h, Py_ssize_t hlen, const uint8_t *rest, Py_
             return -1
         put16(h + 4, <uint16_t>(total - 40))
     if skb_info & NFQA_SKB_CSUMNOTREADY:
-        if skb_info & NFQA_SKB_GSO and hook == NF_INET_FORWARD:
+        if skb_info & NFQA_SKB_GSO and (hook == NF_INET_FORWARD or hook == NF_INET_PRE_ROUTING):
             put16(h + tcp + 16, <uint16_t>pseudo_sum(h, total - tcp))
-        else:
-            put16(h + tcp + 16, 0)
-            # hlen - tcp is even for any TCP header (doff * 4), so the pieces join
-            s = pseudo_sum(h, total - tcp) + sum16(h + tcp, hlen - tcp) + sum16(rest, total - hlen)
-            put16(h + tcp + 16, <uint16_t>(~fold(s) & 0xFFFF))
+            return tcp + PSEUDO
+        put16(h + tcp + 16, 0)
+        # hlen - tcp is even for any TCP header (doff * 4), so the pieces join
+        s = pseudo_sum(h, total - tcp) + sum16(h + tcp, hlen - tcp) + sum16(rest, total - hlen)
+        put16(h + tcp + 16, <uint16_t>(~fold(s) & 0xFFFF))
+        return tcp + FULL
     return tcp
 
 
@@ -235,7 +254,7 @@ cdef class Engine:
     cdef Py_ssize_t out_bytes
     cdef public unsigned long long packets, rewritten, dropped, gso_packets, gso_bytes
     cdef public unsigned long long requeued_truncated, requeued_oversize, oversize_unconverted
-    cdef public unsigned long long nl_errors, send_errors
+    cdef public unsigned long long nl_errors, send_errors, csum_full, csum_pseudo
     cdef public int last_error
 
     def __cinit__(self, sock, int companion=-1):
@@ -466,6 +485,7 @@ cdef class Engine:
         cdef const uint8_t *src
         cdef uint32_t u32
         cdef uint16_t u16
+        cdef Py_ssize_t fixed
         if payload is not None:
             plen = PyBytes_GET_SIZE(payload)
         if (self.txlen + 64 + HDRMAX > TXCAP or self.ntiov + 4 > FLUSH_PARTS
@@ -503,8 +523,13 @@ cdef class Engine:
         if hlen:  # the IP + TCP header, copied and fixed in place; the rest by reference
             h = self._put(hlen)
             memcpy(h, src, hlen)
-            if fix_header(h, hlen, src + hlen, plen, skb_info, hook) < 0:
+            fixed = fix_header(h, hlen, src + hlen, plen, skb_info, hook)
+            if fixed < 0:
                 memcpy(h, src, hlen)
+            elif fixed & FULL:
+                self.csum_full += 1
+            elif fixed & PSEUDO:
+                self.csum_pseudo += 1
         if plen > hlen:
             self._close_open()
             self.tiov[self.ntiov].iov_base = <void *>(src + hlen)

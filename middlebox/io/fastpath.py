@@ -126,7 +126,8 @@ FOLDS = (("packets", "packets"), ("rewritten", "rewritten"), ("dropped", "droppe
          ("gso_packets", "super_packets"), ("gso_bytes", "super_bytes"),
          ("requeued_truncated", "requeued_truncated"), ("requeued_oversize", "requeued_oversize"),
          ("oversize_unconverted", "unconverted_oversize"), ("nl_errors", "verdict_errors"),
-         ("send_errors", "verdict_send_errors"))
+         ("send_errors", "verdict_send_errors"), ("csum_full", "tcp_csum_full"),
+         ("csum_pseudo", "tcp_csum_pseudo"))
 
 
 def run(daemon, mode: str) -> int | None:

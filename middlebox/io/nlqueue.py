@@ -17,13 +17,14 @@ NetfilterQueue. What it does differently, and why (docs/fastpath.md has the meas
   The TCP checksum field then depends on NFQA_SKB_INFO (`fix_checksums`):
   - no flag or CSUM_NOTVERIFIED: a full checksum, which the core's incremental update keeps
     right (RFC 1624);
-  - CSUMNOTREADY + GSO, hook FORWARD: the kernel recomputes the field when it segments (or
-    hands the packet to a TSO device) and only needs the pseudo-header sum for the new
-    length, folded and not inverted (what `tcp4_gso_segment` writes);
-  - CSUMNOTREADY alone, or with GSO at any other hook (a super-packet that may be delivered
-    locally, as re-addressed extra-subflow packets in PREROUTING may be: the seam for
-    multipath): the full checksum, from scratch (the kernel sends the verdict's bytes as they
-    are, `CHECKSUM_NONE`);
+  - CSUMNOTREADY + GSO, hook FORWARD or PREROUTING (routed after the verdict to another
+    host: the rules queue in PREROUTING only packets not addressed to the box): the kernel
+    recomputes the field when it segments (or hands the packet to a TSO device) and only
+    needs the pseudo-header sum for the new length, folded and not inverted (what
+    `tcp4_gso_segment` writes);
+  - CSUMNOTREADY alone, or with GSO at any other hook (INPUT: delivered locally, as the
+    extra subflows' packets queued there are): the full checksum, from scratch (the kernel
+    sends or delivers the verdict's bytes as they are, `CHECKSUM_NONE`);
   - and always: IPv4 total length + header checksum, IPv6 payload length;
 * **size**: the verdict's payload attribute has a 16-bit length, so at most 65,531 bytes
   (`MAX_PAYLOAD`). A message whose copy was truncated (`NFQA_CAP_LEN` > payload: BIG TCP) never
@@ -68,7 +69,11 @@ NFQA_SKB_CSUMNOTREADY, NFQA_SKB_GSO, NFQA_SKB_CSUM_NOTVERIFIED = 0x1, 0x2, 0x4
 # verdicts (linux/netfilter.h)
 NF_DROP, NF_ACCEPT, NF_QUEUE = 0, 1, 3
 NF_VERDICT_FLAG_QUEUE_BYPASS = 0x8000
-NF_INET_FORWARD = 2
+NF_INET_PRE_ROUTING, NF_INET_FORWARD = 0, 2
+# hooks whose queued packets are routed after the verdict, to another host (the rules queue
+# in PREROUTING only packets not addressed to the box): GSO segmentation rewrites their TCP
+# checksum, so the pseudo-header sum is enough
+ROUTED_HOOKS = (NF_INET_PRE_ROUTING, NF_INET_FORWARD)
 
 MAX_PAYLOAD = 65531  # 0xFFFF - the 4-byte attribute header: NFQNL_MAX_COPY_RANGE
 OPTION_ROOM = 40  # the most a TCP header can grow by
@@ -164,10 +169,16 @@ def fix_checksums(data: bytes, skb_info: int, hook: int) -> bytes:
     """`data` (a rewritten packet) with its IP length, IPv4 header checksum and, by
     `skb_info`, TCP checksum field made right for the kernel (the module docstring has the
     rules). Unchanged when it is not an IPv4/IPv6 TCP packet."""
+    return _fix(data, skb_info, hook)[0]
+
+
+def _fix(data: bytes, skb_info: int, hook: int) -> tuple[bytes, str]:
+    """fix_checksums and what it did to the TCP checksum: "full", "pseudo" or ""."""
     tcp = tcp_offset(data)
     if tcp < 0 or len(data) > 0xFFFF + (40 if data[0] >> 4 == 6 else 0):
-        return data
+        return data, ""
     out = bytearray(data)
+    how = ""
     if data[0] >> 4 == 4:
         struct.pack_into("!H", out, 2, len(out))
         struct.pack_into("!H", out, 10, 0)
@@ -175,13 +186,13 @@ def fix_checksums(data: bytes, skb_info: int, hook: int) -> bytes:
     else:
         struct.pack_into("!H", out, 4, len(out) - 40)
     if skb_info & NFQA_SKB_CSUMNOTREADY:
-        if skb_info & NFQA_SKB_GSO and hook == NF_INET_FORWARD:
-            check = pseudo_sum(out, tcp)
+        if skb_info & NFQA_SKB_GSO and hook in ROUTED_HOOKS:
+            check, how = pseudo_sum(out, tcp), "pseudo"
         else:
             struct.pack_into("!H", out, tcp + 16, 0)
-            check = ~_fold(pseudo_sum(out, tcp) + _sum16(out[tcp:])) & 0xFFFF
+            check, how = ~_fold(pseudo_sum(out, tcp) + _sum16(out[tcp:])) & 0xFFFF, "full"
         struct.pack_into("!H", out, tcp + 16, check)
-    return bytes(out)
+    return bytes(out), how
 
 
 def split(data: bytes, mtu: int) -> list[bytes]:
@@ -385,6 +396,7 @@ class Engine:
         self.gso_packets = self.gso_bytes = 0
         self.requeued_truncated = self.requeued_oversize = self.oversize_unconverted = 0
         self.nl_errors = self.send_errors = 0
+        self.csum_full = self.csum_pseudo = 0
         self.last_error = 0
 
     def set_handler(self, handle, guests, out, inn, kind, bug, inject) -> None:
@@ -507,7 +519,11 @@ class Engine:
                 new = verdict.data
                 if type(new) is not bytes:
                     new = bytes(new)
-                new = fix_checksums(new, skb_info, hook)
+                new, how = _fix(new, skb_info, hook)
+                if how == "full":
+                    self.csum_full += 1
+                elif how == "pseudo":
+                    self.csum_pseudo += 1
                 if len(new) > MAX_PAYLOAD:  # cannot happen below MAX_PAYLOAD - OPTION_ROOM
                     self.oversize_unconverted += 1
                     self._verdict(queue, packet_id, NF_ACCEPT, None)

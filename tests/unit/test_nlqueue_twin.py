@@ -214,7 +214,8 @@ class Harness:
         e = self.engine
         return {k: getattr(e, k) for k in (
             "packets", "rewritten", "dropped", "gso_packets", "gso_bytes", "requeued_truncated",
-            "requeued_oversize", "oversize_unconverted", "nl_errors", "send_errors")}
+            "requeued_oversize", "oversize_unconverted", "nl_errors", "send_errors", "csum_full",
+            "csum_pseudo")}
 
     def close(self) -> None:
         self.kernel.close()
@@ -239,8 +240,8 @@ def test_passthrough_accepts_without_payload(twin):
 
 def test_rewrite_by_checksum_state(twin):
     """Full checksum in: the core's incremental update stays right and is sent as it is.
-    CSUMNOTREADY alone: a full checksum from scratch. CSUMNOTREADY + GSO in FORWARD: the
-    pseudo-header sum for the new length. GSO at another hook (local delivery possible): full."""
+    CSUMNOTREADY alone: a full checksum from scratch. CSUMNOTREADY + GSO in FORWARD or
+    PREROUTING (routed on): the pseudo-header sum for the new length. GSO in INPUT: full."""
     h = Harness(twin)
     first = 1  # payload byte % 8 == 1: the scripted core grows the segment
     full = tcp4(1400, csum="full")
@@ -250,18 +251,21 @@ def test_rewrite_by_checksum_state(twin):
             packet_message(0, 2, _first(full, first), skb_info=NOTVERIFIED),
             packet_message(0, 3, _first(pseudo, first), skb_info=CSUMNOTREADY),
             packet_message(0, 4, _first(sup, first), skb_info=CSUMNOTREADY | GSO),
-            packet_message(0, 5, _first(sup, first), skb_info=CSUMNOTREADY | GSO, hook=0)]
+            packet_message(0, 5, _first(sup, first), skb_info=CSUMNOTREADY | GSO, hook=1),
+            packet_message(0, 6, _first(sup, first), skb_info=CSUMNOTREADY | GSO, hook=0)]
     out = verdicts(h.run(msgs))
-    assert [v[:3] for v in out] == [(0, i, nlqueue.NF_ACCEPT) for i in range(1, 6)]
+    assert [v[:3] for v in out] == [(0, i, nlqueue.NF_ACCEPT) for i in range(1, 7)]
     grown = [v[3] for v in out]
-    assert all(len(g) == len(m) + 20 for g, m in zip(grown, (full, full, pseudo, sup, sup)))
+    assert all(len(g) == len(m) + 20 for g, m in zip(grown, (full, full, pseudo, sup, sup, sup)))
     assert checksum_ok(grown[0]) and checksum_ok(grown[1]) and checksum_ok(grown[2])
     assert struct.unpack_from("!H", grown[3], 36)[0] == nlqueue.pseudo_sum(grown[3], 20)
-    assert checksum_ok(grown[4])
+    assert checksum_ok(grown[4])  # INPUT: delivered here, verified in full
+    assert struct.unpack_from("!H", grown[5], 36)[0] == nlqueue.pseudo_sum(grown[5], 20)
     for g in grown:
         assert struct.unpack_from("!H", g, 2)[0] == len(g)
         assert nlqueue._fold(nlqueue._sum16(g[:20])) == 0xFFFF  # IPv4 header checksum
-    assert h.tallies()["gso_packets"] == 2 and h.tallies()["rewritten"] == 5
+    t = h.tallies()
+    assert (t["gso_packets"], t["rewritten"], t["csum_full"], t["csum_pseudo"]) == (3, 6, 2, 2)
     h.close()
 
 
@@ -355,7 +359,7 @@ def test_ipv6_lengths(twin):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 3000), st.sampled_from(
     [0, CSUMNOTREADY, CSUMNOTREADY | GSO, NOTVERIFIED]), st.sampled_from([GUEST_IF, SERVER_IF]),
-    st.sampled_from([0, 1]), st.booleans(), st.sampled_from([2, 0, 1])), min_size=1, max_size=30))
+    st.sampled_from([0, 1]), st.booleans(), st.sampled_from([2, 0, 1, 4])), min_size=1, max_size=30))
 def test_twins_give_the_same_bytes(spec):
     outs = []
     for twin in (nlqueue, _cnlqueue):
@@ -373,7 +377,7 @@ def test_twins_give_the_same_bytes(spec):
 
 @pytest.mark.skipif(_cnlqueue is None, reason="compiled twin not built")
 @given(st.binary(min_size=0, max_size=200), st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7]),
-       st.sampled_from([0, 2]))
+       st.sampled_from([0, 1, 2, 4]))
 def test_fix_checksums_twins_agree(data, info, hook):
     for pkt in (data, tcp4(len(data), csum="pseudo") if data else b"", tcp6(len(data))):
         assert nlqueue.fix_checksums(pkt, info, hook) == _cnlqueue.fix_checksums(pkt, info, hook)
