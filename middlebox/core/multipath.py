@@ -253,7 +253,7 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     mp.data_ack = p0.snd_una
     mp.wnd_edge = mp.data_ack + p0.snd_wnd
     if flow.snd_end > 1:
-        mp.runs.append([1, flow.snd_end, 0, 1])  # so far subflow seq == data seq on subflow 1
+        mp.runs.append([1, flow.snd_end, 0, 1, None])  # so far subflow seq == data seq on subflow 1
     limit = cfg.max_subflows or 1 + len(cfg.uplinks)
     actions = []
     for up in cfg.uplinks:
@@ -444,21 +444,27 @@ def pick(mp, length: int, counters) -> int:
 # -- the run map ----------------------------------------------------------------------------------
 
 
-def _runs_add(mp, d0: int, d1: int, idx: int, s0: int, counters) -> bool:
+def _runs_add(mp, d0: int, d1: int, idx: int, s0: int, counters, merge: bool = True) -> bool:
+    """A run for data [d0, d1) sent on path idx from subflow seq s0. Runs of one-segment
+    mappings merge with the tail run when contiguous; a run whose mapping spans segments (a
+    GSO super-packet rewritten in place) stands alone: its 5th field will hold that mapping,
+    which every retransmission of its bytes must repeat exactly (Linux: DSSNotMatching when a
+    segment wholly inside a partly received mapping brings another one)."""
     runs = mp.runs
-    if runs:
+    if runs and merge:
         t = runs[-1]
-        if t[1] == d0 and t[2] == idx and t[3] + (t[1] - t[0]) == s0:
+        if t[1] == d0 and t[2] == idx and t[3] + (t[1] - t[0]) == s0 and t[4] is None:
             t[1] = d1
             return True
     if len(runs) >= MAX_RUNS:
         return False
-    runs.append([d0, d1, idx, s0])
+    runs.append([d0, d1, idx, s0, None])
     return True
 
 
 def _runs_pieces(mp, d0: int, d1: int) -> list:
-    """[(a, b, path, s)] covering what the run map knows of [d0, d1), in order."""
+    """[(a, b, path, s, mapping)] covering what the run map knows of [d0, d1), in order;
+    `mapping` is the run's multi-segment mapping (dsn rel, ssn rel, length, csum) or None."""
     runs = mp.runs
     i = bisect.bisect_right(runs, [d0, M64]) - 1
     if i < 0:
@@ -466,13 +472,13 @@ def _runs_pieces(mp, d0: int, d1: int) -> list:
     out = []
     n = len(runs)
     while i < n:
-        r0, r1, idx, s0 = runs[i]
+        r0, r1, idx, s0, m = runs[i]
         if r0 >= d1:
             break
         if r1 > d0:
             a = max(r0, d0)
             b = min(r1, d1)
-            out.append((a, b, idx, s0 + (a - r0)))
+            out.append((a, b, idx, s0 + (a - r0), m))
         i += 1
     return out
 
@@ -482,15 +488,15 @@ def _runs_move(mp, a: int, b: int, idx: int, s: int) -> None:
     runs = mp.runs
     out = []
     for r in runs:
-        r0, r1, ridx, s0 = r
+        r0, r1, ridx, s0, m = r
         if r1 <= a or r0 >= b:
             out.append(r)
             continue
         if r0 < a:
-            out.append([r0, a, ridx, s0])
+            out.append([r0, a, ridx, s0, m])
         if r1 > b:
-            out.append([b, r1, ridx, s0 + (b - r0)])
-    out.append([a, b, idx, s])
+            out.append([b, r1, ridx, s0 + (b - r0), m])
+    out.append([a, b, idx, s, None])
     out.sort()
     mp.runs = out
 
@@ -559,7 +565,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             old = _runs_pieces(mp, s, min(e, mp.snd_nxt))
             if len(old) > 1:
                 counters[Counter.RetransSplit] += 1
-            for a, b, idx, ss in old:
+            for a, b, idx, ss, m in old:
                 p = mp.paths[idx]
                 if p.state is SS.CLOSED:  # its home is gone: a new mapping on a live subflow
                     k = pick(mp, b - a, counters)
@@ -570,12 +576,13 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     ss = q.snd_nxt
                     q.snd_nxt += b - a
                     idx = k
+                    m = None
                     counters[Counter.ReinjectTX] += 1
                 else:
                     counters[Counter.GuestRetransMapped] += 1
                     if p.rtt_ssn and ss < p.rtt_ssn:
                         p.rtt_ssn = 0  # Karn
-                pieces.append((a, b, idx, ss))
+                pieces.append((a, b, idx, ss, m))
         if e > mp.snd_nxt:
             start_d = mp.snd_nxt
             k = 0 if fin and p0_alive else pick(mp, e - start_d, counters)
@@ -583,7 +590,9 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 counters[Counter.RunMapDrop] += 1
                 return [Drop("no live subflow")]
             p = mp.paths[k]
-            if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters):
+            # a super-packet wholly new on subflow 1 goes in place with one mapping
+            whole = k == 0 and not pieces and e - max(s, start_d) > conv._mss_limit[pkt.version] - 12
+            if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters, not whole):
                 t = mp.runs[-1]
                 counters[Counter.RunMapFull] += 1
                 k = t[2]
@@ -600,7 +609,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if p.rtt_ssn == 0:
                 p.rtt_ssn = p.snd_nxt
                 p.rtt_at = now
-            pieces.append((a, e, k, s0 + (a - start_d)))
+            pieces.append((a, e, k, s0 + (a - start_d), mp.runs[-1] if whole else None))
         if not pieces:  # all of it data-acked already: tell the guest again
             return [Drop("guest bytes the server has acknowledged"), Inject(_guest_ack(flow, mp))]
     fin_d = e  # the DATA_FIN's relative DSN
@@ -625,14 +634,43 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             return [Drop("no live subflow for the DATA_FIN")]
         return [Drop("DATA_FIN on another subflow"), Inject(_data_on(flow, mp.paths[k], opt, 0, b""))]
     ts = None
-    for i, (a, b, idx, ss) in enumerate(pieces):
+    in_place = len(pieces) == 1 and pieces[0][2] == 0
+    if in_place and type(pieces[0][4]) is list:  # the new whole-mapping run: it gets its mapping
+        a, b, idx, ss, run = pieces[0]
+        dsn = (flow.local_idsn + a) & M64
+        dlen = b - a + (1 if fin and b == e else 0)
+        csum = dss_checksum(dsn, ss & M32, dlen, data[pkt.payload_off + (a - s): pkt.payload_off + (b - s)]) \
+            if flow.checksum else None
+        run[4] = (a, ss, dlen, csum)
+        pieces = [(a, b, idx, ss, run[4])]
+    if not in_place:
+        # Injected pieces go out as they are (a raw socket does no segmentation): a GSO
+        # super-packet (queue in GSO mode) is cut into segments the path takes, each with its
+        # own mapping. In place, the kernel segments and copies the one mapping on every
+        # segment, as Linux MPTCP's own TSO does.
+        seg_max = conv._mss_limit[pkt.version] - 12  # room for the guest's timestamps
+        cut = []
+        for a, b, idx, ss, m in pieces:
+            while b - a > seg_max and m is None:
+                cut.append((a, a + seg_max, idx, ss, None))
+                a += seg_max
+                ss += seg_max
+            cut.append((a, b, idx, ss, m))
+        pieces = cut
+    for i, (a, b, idx, ss, m) in enumerate(pieces):
         p = mp.paths[idx]
         payload = data[pkt.payload_off + (a - s): pkt.payload_off + (b - s)]
         dfin = bool(fin) and b == e
-        dsn = (flow.local_idsn + a) & M64
-        dlen = b - a + (1 if dfin else 0)
-        csum = dss_checksum(dsn, ss & M32, dlen, payload) if flow.checksum else None
-        opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, dlen, csum, dfin)
+        if m is not None:  # bytes of a multi-segment mapping: that mapping, exactly
+            ma, mss, dlen, csum = m
+            dsn = (flow.local_idsn + ma) & M64
+            dfin = dlen > 0 and ma + dlen == e + 1 and bool(fin)
+            opt = Dss(data_ack, flow.ack64, dsn, True, mss & M32, dlen, csum, dfin)
+        else:
+            dsn = (flow.local_idsn + a) & M64
+            dlen = b - a + (1 if dfin else 0)
+            csum = dss_checksum(dsn, ss & M32, dlen, payload) if flow.checksum else None
+            opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, dlen, csum, dfin)
         counters[Counter.DSSTX] += 1
         if dfin:
             counters[Counter.DataFinTX] += 1
@@ -644,7 +682,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 if not p.fin_sent:
                     p.fin_sent = True
                     p.snd_nxt += 1
-            if len(pieces) == 1:
+            if in_place:
                 options = conv._room(pkt, data, opt, raw)
                 if options is None:
                     return [Drop("no option room for the mapping")]
@@ -1007,8 +1045,13 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     if plen and d0 + plen > flow.rcv_rel:
         counters[Counter.JoinDataFwd] += 1
         flow.bytes_in += plen
-        out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0) & M32, new_flags,
-                                    data[pkt.payload_off:pkt.length])))
+        seg_max = conv._mss_limit[pkt.version]  # a GRO super-packet: the guest gets segments
+        off = pkt.payload_off
+        for a in range(0, plen, seg_max):
+            b = min(a + seg_max, plen)
+            flags = new_flags if b == plen else ACK
+            out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0 + a) & M32, flags,
+                                        data[off + a:off + b])))
     elif plen:
         counters[Counter.DupConsumed] += 1
     counters[Counter.SubflowAckTX] += 1

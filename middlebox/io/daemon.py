@@ -125,6 +125,12 @@ class Injector:
             if version == 4:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.mark)
+            # multipath injects bursts (a GSO super-packet cut into ~45 segments for another
+            # subflow): a default-sized buffer overflows (EAGAIN, lost segments)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, 32, 4 << 20)  # SO_SNDBUFFORCE
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             s.setblocking(False)
             if src is not None:
                 s.bind((src, 0) if version == 4 else (src, 0, 0, 0))
