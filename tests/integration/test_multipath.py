@@ -222,3 +222,47 @@ def test_three_uplinks_checksums_captures_pass_inspect(mbox, server_factory, tmp
     r = subprocess.run([sys.executable, "-m", "middlebox", "inspect", pcap], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False, paths=3)
+def test_join_refused_bad_hmac_and_reset(mbox, server_factory):
+    """A server whose join SYN/ACK carries a wrong HMAC (uplink 2; corrupted in the server
+    namespace) and one that resets the join SYN (uplink 3): both refused and counted, the
+    bad one answered with RST + MP_TCPRST, no third ACK sent, the transfer completes on what
+    is left, bytes intact."""
+    import os
+    import sys
+
+    t = mbox.t
+    up2, up3 = t.paths[1].mbox_ip, t.paths[2].mbox_ip
+    lo, hi = 61000, 61999
+    t.run(t.server, ["iptables", "-t", "mangle", "-A", "OUTPUT", "-p", "tcp", "-d", up2,
+                     "--tcp-flags", "SYN,ACK", "SYN,ACK", "--dport", f"{lo}:{hi}",
+                     "-j", "NFQUEUE", "--queue-num", "9"])
+    t.run(t.server, ["iptables", "-A", "INPUT", "-p", "tcp", "--syn", "-s", up3,
+                     "--sport", f"{lo}:{hi}", "-j", "REJECT", "--reject-with", "tcp-reset"])
+    peer = t.popen(t.server, [sys.executable, os.path.join(os.path.dirname(__file__), "join_peer.py"), "9"],
+                   stdout=__import__("subprocess").PIPE, text=True)
+    assert peer.stdout.readline().strip() == "ready"
+    d = mbox.start(*JOIN, uplinks=True)
+    srv = server_factory()
+    before, before_tcp = t.nstat(t.server), t.nstat(t.server, prefix=None)
+    try:
+        upload(t, srv, payload(4 * MB))
+        download(t, srv, 4 * MB)
+    finally:
+        d.stop()
+        peer.terminate()
+        peer.wait(timeout=10)
+    dd = delta(before, t.nstat(t.server))
+    c = core_counters(d.output)
+    print(c, {k: v for k, v in dd.items() if v})
+    assert c.get("MPJoinSynAckHMacFailure", 0) == 2, c  # one per connection
+    assert c.get("MPJoinRejected", 0) == 2, c
+    assert not c.get("MPJoinEstablished"), c
+    assert dd.get("MPJoinAckRx", 0) == 0 and dd.get("MPJoinAckHMacFailure", 0) == 0, dd
+    # our RST (+ MP_TCPRST) for each bad SYN/ACK ended the server's half-open join
+    assert delta(before_tcp, t.nstat(t.server, prefix=None)).get("TcpAttemptFails", 0) >= 2
+    bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
+    assert not bad, bad
+    assert not [f for f in srv.mptcp_flags if is_fallback(f)]
