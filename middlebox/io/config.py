@@ -180,7 +180,7 @@ def check_value(key: str, value) -> None:
     if check is None or value is None:
         return
     for item in (value if isinstance(value, list) else [value]):
-        if isinstance(item, (int, float)) and not isinstance(item, bool) or key == "guest_iface":
+        if key == "guest_iface" or (isinstance(item, (int, float)) and not isinstance(item, bool)):
             check(item)
 
 

@@ -14,6 +14,7 @@ below, and shows the tokens (the hash prefixes any MP_JOIN carries on the wire),
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -222,7 +223,7 @@ class Ops:
         if guest_patterns:
             self.watch = ifaces.GuestWatch(guest_patterns)
         service.sd_notify(f"READY=1\nSTATUS=converting on queue {self.args.queue}\n"
-                          f"MAINPID={__import__('os').getpid()}")
+                          f"MAINPID={os.getpid()}")
 
     def stopping(self) -> None:
         service.sd_notify("STOPPING=1\nSTATUS=stopping: draining the queue")
@@ -278,7 +279,7 @@ class Ops:
     def handle(self, request: dict) -> dict:
         cmd = request.get("cmd")
         if cmd == "ping":
-            return {"ok": True, "pid": __import__("os").getpid(), "queue": self.args.queue}
+            return {"ok": True, "pid": os.getpid(), "queue": self.args.queue}
         if cmd == "stats":
             return {"ok": True, **self.snapshot()}
         if cmd == "flows":

@@ -14,8 +14,8 @@ install`, `run`. The conversion must work through the NAT.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import pathlib
 import re
 import socket
 import tempfile
@@ -23,13 +23,12 @@ import tempfile
 import pytest
 from pyroute2 import IPRoute, netns
 
-from conftest import (BACKENDS, QUEUE, Daemon, Server, download, is_fallback, payload,
-                      queue_stats, upload)
+from conftest import PY, QUEUE, BACKENDS, Daemon, Server, download, is_fallback, payload, upload
 from middlebox.testbed import Topology, in_netns
 from test_outbound import MUST_STAY_ZERO, delta
 
 MB = 1 << 20
-MIDDLEBOX = str(__import__("pathlib").Path(__import__("sys").executable).with_name("middlebox"))
+MIDDLEBOX = str(pathlib.Path(PY).with_name("middlebox"))
 NET, PREFIX = "10.122.0.0/24", 24
 BRIDGE_IP, GUEST_IP = "10.122.0.1", "10.122.0.10"
 
