@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 
-from middlebox.io import nlqueue, rules
+from middlebox.io import nlqueue, rules, service
 
 log = logging.getLogger("middlebox.run")
 
@@ -149,8 +149,14 @@ def run(daemon, mode: str) -> int | None:
                         args.queue, f" + companion {companion}" if companion >= 0 else "",
                         os.strerror(e.errno) if e.errno else e)
             return None
+        # exit status by cause (middlebox/io/service.py): 5 bound already, 4 no kernel
+        # support, 3 no capability; 2 is the config/usage error
+        status = service.queue_failure(args.queue, e)[1]
+        if status == service.EXIT_FAILURE and companion >= 0:
+            status = service.queue_failure(companion, e)[1]
         raise DaemonError(f"queue {args.queue} (or its companion {companion}) is busy or "
-                          f"unavailable ({e}): is another daemon bound to it?", status=2) from None
+                          f"unavailable ({e}): is another daemon bound to it?",
+                          status=status) from None
     engine = reader.engine
     daemon.handler = engine
     daemon._folds = FOLDS

@@ -288,6 +288,14 @@ def test_exit_statuses_and_messages(topo):
     assert r.returncode == 3 and "CAP_NET_ADMIN" in r.stderr, (r.returncode, r.stderr)
     r = mbx(t, "flows", "--queue", "7")
     assert r.returncode == 1 and "no daemon serves queue 7" in r.stderr, r.stderr
+    d = Daemon(t, "--passthrough").wait_bound()
+    try:  # a second daemon on the bound queue: 5 whatever its backend
+        for backend in ("netlink", "nfqueue", "auto"):
+            r = mbx(t, "run", "--passthrough", "--queue", str(QUEUE), "--backend", backend)
+            assert r.returncode == 5 and "busy" in r.stderr, (backend, r.returncode, r.stderr)
+            assert "Traceback" not in r.stderr
+    finally:
+        d.stop()
     # a metrics port in use: a clear failure before the queue is touched
     with in_netns(t.mbox):
         busy = socket.socket()
