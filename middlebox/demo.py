@@ -1,10 +1,14 @@
-"""Show a conversion: a plain-TCP guest talks MPTCP to a Linux server through the middlebox.
+"""Show a conversion: a plain-TCP guest talks MPTCP to a Linux server through the middlebox,
+over both uplinks at once, and survives one of them being pulled.
 
-Builds the reference topology (TESTBED.md) in fresh network namespaces, installs the rules
-and starts `middlebox run` in the middlebox namespace, starts a Linux MPTCP server, and sends
-data both ways from a guest that speaks plain TCP. Prints what proves the connection was MPTCP
-(the server's own counters and MPTCP_INFO), the bytes moved and the throughput, then removes
-everything it created. Needs root. Sends traffic only inside the namespaces it creates.
+Builds the reference topology (TESTBED.md: two 50 Mbit/s paths, so that one path's limit is
+visible) in fresh network namespaces, installs the rules with an `--uplink` per path and
+starts `middlebox run` in the middlebox namespace, starts a Linux MPTCP server, and sends data
+both ways from a guest that speaks plain TCP. Prints what proves the connection was MPTCP and
+used both uplinks (the server's own counters, MPTCP_INFO, the bytes each uplink carried), the
+throughput, then downloads again while the uplink of the first subflow is pulled mid-transfer
+and put back, and shows the transfer finishing intact. Removes everything it created. Needs
+root. Sends traffic only inside the namespaces it creates.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ MUST_BE_ZERO = (
     "MPJoinAckHMacFailure", "DSSNotMatching", "DSSNoMatchTCP", "InfiniteMapRx",
     "DataCsumErr", "MPFailRx", "DssFallback",
 )
+RATE_MBIT = 50
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,6 +93,77 @@ class DemoServer(threading.Thread):
             self.error = f"{type(e).__name__}: {e}"
 
 
+def link_bytes(t, ifname: str) -> tuple[int, int]:
+    base = f"/sys/class/net/{ifname}/statistics/"
+    out = t.run(t.mbox, ["cat", base + "tx_bytes", base + "rx_bytes"]).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def pull_uplink(t, family: int, server_ip: str, n: int) -> tuple[bool, str]:
+    """Download `n` bytes again while uplink 1 (the one the guest's own subflow uses) is set
+    down after 1 s and up again 1 s later; (ok, what to print)."""
+    with t.in_netns(t.server):
+        lsock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((server_ip, PORT + 1))
+    lsock.listen(1)
+
+    def serve() -> None:
+        try:
+            conn, _ = lsock.accept()
+            with conn:
+                conn.sendall(pattern(n))
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(1)
+        except OSError:
+            pass
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    with t.in_netns(t.guest):
+        c = socket.socket(family, socket.SOCK_STREAM)
+    c.settimeout(60)
+    samples: list[tuple[float, int]] = []
+    h, got = hashlib.sha256(), 0
+    events = []
+    try:
+        c.connect((server_ip, PORT + 1))
+        start = time.monotonic()
+        down_at, up_at, pulled, back = 1.0, 2.0, False, False
+        while chunk := c.recv(CHUNK):
+            h.update(chunk)
+            got += len(chunk)
+            now = time.monotonic() - start
+            samples.append((now, got))
+            if not pulled and now >= down_at:
+                t.set_link(1, False)
+                pulled = True
+                events.append(f"{now:.1f} s: uplink 1 pulled at {got / 1e6:.1f} MB")
+            elif pulled and not back and now >= up_at:
+                t.set_link(1, True)
+                back = True
+                events.append(f"{now:.1f} s: uplink 1 back at {got / 1e6:.1f} MB")
+        took = time.monotonic() - start
+    except OSError as e:
+        return False, f"failover: the transfer broke: {e}"
+    finally:
+        c.close()
+        th.join(10)
+        lsock.close()
+        t.set_link(1, True)
+    stall, last_t, last_b = 0.0, 0.0, 0
+    for tm, b in samples:
+        if b != last_b:
+            stall = max(stall, tm - last_t)
+            last_t, last_b = tm, b
+    ok = got == n and h.hexdigest() == hashlib.sha256(pattern(n)).hexdigest()
+    lines = ["failover: download again while the uplink of the guest's own subflow is pulled:",
+             *(f"  {e}" for e in events),
+             f"  {got / 1e6:.0f} MB in {took:.1f} s, longest gap without data {stall:.2f} s, "
+             f"sha256 {'identical' if ok else 'DIFFERENT'}"]
+    return ok, "\n".join(lines)
+
+
 def pattern(n: int) -> bytes:
     block = hashlib.sha256(b"middlebox demo").digest() * (CHUNK // 32)
     return (block * (n // len(block) + 1))[:n]
@@ -101,11 +177,13 @@ def main(args: argparse.Namespace) -> int:
 
     n = args.megabytes * 1_000_000
     family = socket.AF_INET6 if args.ipv6 else socket.AF_INET
-    print("building the topology: guest (plain TCP) -- mbox (middlebox) == 2 paths == server (Linux MPTCP)")
-    with Topology(checksum=args.checksum) as t:
+    print(f"building the topology: guest (plain TCP) -- mbox (middlebox) == 2 uplinks of "
+          f"{RATE_MBIT} Mbit/s == server (Linux MPTCP)")
+    with Topology(checksum=args.checksum, rate_mbit=RATE_MBIT, latency_ms=20, policy_routing=False) as t:
         server_ip = t.server_ip6 if args.ipv6 else t.server_ip
         me = [sys.executable, "-m", "middlebox"]
-        t.run(t.mbox, [*me, "rules", "install", "--queue", "0", "--guest-iface", t.mbox_guest_if])
+        uplinks = [a for spec in t.uplink_specs() for a in ("--uplink", spec)]
+        t.run(t.mbox, [*me, "rules", "install", "--queue", "0", "--guest-iface", t.mbox_guest_if, *uplinks])
         run_argv = [*me, "run", "--queue", "0", "--mptcp-version", str(args.mptcp_version)]
         if args.checksum:
             run_argv.append("--checksum")
@@ -120,6 +198,7 @@ def main(args: argparse.Namespace) -> int:
                 print("middlebox run did not start (see above)", file=sys.stderr)
                 return 1
             before = t.nstat(t.server)
+            links0 = [link_bytes(t, p.mbox_if) for p in t.paths]
             with t.in_netns(t.server):
                 lsock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
             lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -147,6 +226,8 @@ def main(args: argparse.Namespace) -> int:
             server.join(30)
             lsock.close()
             after = t.nstat(t.server)
+            links1 = [link_bytes(t, p.mbox_if) for p in t.paths]
+            failover = pull_uplink(t, family, server_ip, n)
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -160,9 +241,9 @@ def main(args: argparse.Namespace) -> int:
     ok = True
     print()
     print("what the Linux MPTCP server saw (nstat MPTcpExt, delta):")
-    for k in ("MPCapableSYNRX", "MPCapableACKRX", *MUST_BE_ZERO):
+    for k in ("MPCapableSYNRX", "MPCapableACKRX", "MPJoinSynRx", "MPJoinAckRx", *MUST_BE_ZERO):
         v = delta.get(k, 0)
-        bad = (v == 0) if k in ("MPCapableSYNRX", "MPCapableACKRX") else (v != 0)
+        bad = (v == 0) if k in ("MPCapableSYNRX", "MPCapableACKRX", "MPJoinSynRx", "MPJoinAckRx") else (v != 0)
         ok &= not bad
         print(f"  {k:26s} {v:>6d}{'   <- unexpected' if bad else ''}")
     info = server.info
@@ -172,7 +253,12 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"  MPTCP_INFO: extra subflows={info['subflows']} fallback={info['fallback']} "
               f"token=0x{info['token']:08x} checksums={'on' if info['csum_enabled'] else 'off'}")
-        ok &= not info["fallback"]
+        ok &= not info["fallback"] and info["subflows"] >= 1
+    print()
+    print("bytes each uplink of the middlebox carried (interface counters):")
+    for i, (p, (tx0, rx0), (tx1, rx1)) in enumerate(zip(t.paths, links0, links1), 1):
+        print(f"  uplink {i} ({p.mbox_if}): sent {(tx1 - tx0) / 1e6:6.1f} MB, received {(rx1 - rx0) / 1e6:6.1f} MB")
+        ok &= tx1 - tx0 > n / 10 and rx1 - rx0 > n / 10
     up_ok = server.received_sha == hashlib.sha256(data).hexdigest()
     down_ok = got == n and h.hexdigest() == hashlib.sha256(data).hexdigest()
     ok &= up_ok and down_ok and server.error is None
@@ -181,6 +267,11 @@ def main(args: argparse.Namespace) -> int:
           f"sha256 {'identical' if up_ok else 'DIFFERENT'}")
     print(f"download: {got / 1e6:.0f} MB in {down_s:.2f} s = {got * 8 / down_s / 1e6:.0f} Mbit/s, "
           f"sha256 {'identical' if down_ok else 'DIFFERENT'}")
+    print(f"          (one {RATE_MBIT} Mbit/s uplink alone carries at most {RATE_MBIT} Mbit/s)")
+    print()
+    f_ok, f_text = failover
+    print(f_text)
+    ok &= f_ok
     if server.error:
         print(f"server error: {server.error}")
     print()
