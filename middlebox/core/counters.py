@@ -131,7 +131,6 @@ class Counter(IntEnum):
     SubflowWindowLimited = 105  # a subflow skipped by the scheduler: the server's window was full
     JoinUnknown = 106  # packets to the join ports of no known subflow: answered RST
     GuestHoleSuspect = 107  # server data acked on a subflow that the guest has not acked 1 s later
-    JoinCsumUnverified = 108  # server data on an extra subflow whose mapping spans segments: not checksummed here
     MPJoinRejoin = 110  # joins opened again when an uplink came back up
     JoinViolation = 109  # (subflow state, input) pair missing from SUBFLOW_TABLE: dropped
 

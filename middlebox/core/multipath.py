@@ -54,6 +54,7 @@ from middlebox.wire import (
     Dss,
     MpJoinAck,
     MpJoinSyn,
+    MpFastclose,
     MpJoinSynAck,
     MpTcpRst,
     RemoveAddr,
@@ -65,6 +66,7 @@ from middlebox.wire import (
     key_token,
     mptcp_options,
     new_nonce,
+    ones_sum,
     parse_options,
     parse_packet,
     rewrite,
@@ -79,7 +81,8 @@ TCP_HLEN = 20
 MAX_RUNS = 1024  # upload runs per multipath flow (~40 B each in CPython: <= ~40 KiB)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 MAX_PATHS = 16  # subflows a flow may open over its life (rejoins after link flaps included)
-BURST = 16  # segments in a row on one subflow before the scheduler chooses again
+BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
+#                    super-packet counts for its length)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
@@ -112,6 +115,7 @@ class Path:
         "srtt", "rtt_ssn", "rtt_at", "rate", "rate_bytes", "rate_at",
         "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
         "heard_at", "suspect_at",
+        "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -152,6 +156,11 @@ class Path:
         self.born = now
         self.heard_at = now  # the last segment from the server on this subflow
         self.suspect_at = 0.0  # subflow 1: an uplink went down then (we do not know its route)
+        self.ck_on = False
+        self.ck_map = 0
+        self.ck_next = 0
+        self.ck_sum = 0
+        self.ck_odd = False
 
     def __repr__(self) -> str:
         name = "guest" if self.uplink is None else self.uplink.name
@@ -399,7 +408,7 @@ def _guest_ack(flow, mp) -> bytes:
 
 
 def pick(mp, length: int, counters) -> int:
-    """The subflow for `length` new bytes: bursts of BURST segments; otherwise the one whose
+    """The subflow for `length` new bytes: bursts of BURST bytes; otherwise the one whose
     queue drains first, (inflight + length) / delivery rate, among established non-backup
     subflows (backups only when none), window permitting; never none while one is alive
     (the guest's congestion control is the limit, not us). -1 when no subflow is alive."""
@@ -408,7 +417,7 @@ def pick(mp, length: int, counters) -> int:
     if lp >= 0 and mp.burst_left > 0:
         p = paths[lp]
         if p.state is SS.ESTABLISHED and p.snd_nxt + length <= p.snd_una + p.snd_wnd:
-            mp.burst_left -= 1
+            mp.burst_left -= length
             return lp
     best = -1
     best_key = 0.0
@@ -437,7 +446,7 @@ def pick(mp, length: int, counters) -> int:
                 best = p.index
                 break
     mp.last_pick = best
-    mp.burst_left = BURST - 1
+    mp.burst_left = BURST - length
     return best
 
 
@@ -1005,15 +1014,20 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
             return [Inject(_ack_on(flow, p))]
         if dss.dsn64:
             flow.ack64 = True
-        if flow.checksum:
+        d0 = d + (r - m_r)
+        if flow.checksum and r + plen > p.rcv_nxt:
             if r == m_r and plen == m_len:
                 if dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len,
                                 data[pkt.payload_off:pkt.length]) != dss.csum:
                     counters[Counter.DataCsumErr] += 1
                     return [Inject(_ack_on(flow, p))]  # not taken: the server resends it
             else:
-                counters[Counter.JoinCsumUnverified] += 1
-        d0 = d + (r - m_r)
+                verdict = _csum_step(flow, p, pkt, data, dss, r, m_r, m_len, d)
+                if verdict is False:  # out of order within a checksummed mapping: resent later
+                    counters[Counter.DataCsumHoleDropped] += 1
+                    return [Inject(_ack_on(flow, p))]
+                if verdict is None:  # the mapping's checksum failed after bytes of it went on
+                    return _abort(conv, flow, mp, p)
     end = r + plen + (1 if f & FIN else 0)
     # receive bookkeeping: rcv_nxt and the out-of-order intervals of this subflow
     if r > p.rcv_nxt:
@@ -1057,6 +1071,55 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     counters[Counter.SubflowAckTX] += 1
     out.append(Inject(_ack_on(flow, p)))
     return out
+
+
+def _csum_step(flow, p, pkt, data: bytes, dss, r: int, m_r: int, m_len: int, d: int):
+    """The running DSS checksum of a mapping that spans segments on an extra subflow (RFC 8684
+    §3.3.1), summed in subflow order: True (go on), False (not the next bytes of the mapping
+    being summed: drop, the server resends), None (the mapping is complete and wrong)."""
+    plen = pkt.payload_len
+    if r != p.rcv_nxt:
+        return False
+    if r == m_r:
+        p.ck_on, p.ck_map, p.ck_next, p.ck_sum, p.ck_odd = True, m_r, m_r, 0, False
+    elif not (p.ck_on and p.ck_map == m_r and p.ck_next == r):
+        return False
+    total = ones_sum(data, pkt.payload_off, pkt.length)
+    if p.ck_odd:
+        total = ((total & 0xFF) << 8) | (total >> 8)
+    total += p.ck_sum
+    total = (total & 0xFFFF) + (total >> 16)
+    p.ck_sum = (total & 0xFFFF) + (total >> 16)
+    p.ck_odd = p.ck_odd != bool(plen & 1)
+    p.ck_next = r + plen
+    if p.ck_next < m_r + m_len:
+        return True
+    p.ck_on = False
+    pseudo = ~dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len, b"") & 0xFFFF
+    total = p.ck_sum + pseudo
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return True if (~total & 0xFFFF) == dss.csum else None
+
+
+def _abort(conv, flow, mp, p) -> list:
+    """The server's stream cannot reach the guest exactly any more: both ends reset, visibly
+    (the guest at its rcv_nxt; the server with MP_FASTCLOSE on this subflow), every subflow
+    closed. The flow table follows on the RSTs that come back."""
+    counters = conv.counters
+    counters[Counter.DataCsumErr] += 1
+    counters[Counter.AbortTX] += 1
+    acts = [Inject(_to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, RST)),
+            Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
+                           p.remote_isn + p.rcv_nxt, RST | ACK, 0,
+                           build_options(b"", (MpFastclose(flow.remote_key),
+                                               MpTcpRst(False, MPTCP_RST_EMPTCP)))))]
+    flow.fastclosed = True
+    for q in mp.paths:
+        if q.index:
+            _forget(conv, q)
+        q.state = SS.CLOSED
+    return acts
 
 
 def _ooo_add(p, a: int, b: int) -> bool:

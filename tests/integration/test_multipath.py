@@ -196,8 +196,8 @@ def test_three_uplinks_checksums_captures_pass_inspect(mbox, server_factory, tmp
     before, before_mbox = t.nstat(t.server), t.nstat(t.mbox, prefix=None)
     links0 = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
     try:
-        upload(t, srv, payload(6 * MB))
-        download(t, srv, 6 * MB)
+        upload(t, srv, payload(10 * MB))
+        download(t, srv, 10 * MB)
     except BaseException:
         d.stop()
         print(d.output[-3000:])
@@ -217,8 +217,11 @@ def test_three_uplinks_checksums_captures_pass_inspect(mbox, server_factory, tmp
     assert dd.get("MPJoinSynRx", 0) == dd.get("MPJoinAckRx", 0) == 2 * 2, dd
     assert c.get("MPJoinEstablished") == 4 and not c.get("MPJoinSynAckHMacFailure"), c
     assert dm.get("TcpOutRsts", 0) == 0, dm  # the box's stack never saw a join packet
-    for i, ((tx0, rx0), (tx1, rx1)) in enumerate(zip(links0, links1)):
-        assert tx1 - tx0 > 1 * MB and rx1 - rx0 > 1 * MB, (i, links0, links1)
+    # every uplink carried a share both ways (the split itself is printed and benchmarked)
+    tx = [b[0] - a[0] for a, b in zip(links0, links1)]
+    rx = [b[1] - a[1] for a, b in zip(links0, links1)]
+    print("bytes sent per uplink", tx, "received", rx)
+    assert min(tx) > 0.05 * sum(tx) and min(rx) > 0.05 * sum(rx), (tx, rx)
     r = subprocess.run([sys.executable, "-m", "middlebox", "inspect", pcap], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
