@@ -265,9 +265,12 @@ class MPair(Pair):
             out.append((self.classify(acts), acts))
         return out
 
-    def data_on(self, upid: int, size=100, limit=64):
+    def data_on(self, upid: int, size=1000, limit=None):
         """Guest segments until one is placed on the join of uplink upid (the scheduler's
-        choice). Returns that segment's injected bytes."""
+        choice: after a burst of multipath.BURST on one subflow it chooses again). Returns
+        that segment's injected bytes."""
+        if limit is None:  # (BURST: bytes, or segments in older versions)
+            limit = 4 * max(MP.BURST, 16 * size) // size + 4
         for _ in range(limit):
             ((labels, acts),) = self.g_send(1, size)
             if f"data@{upid}" in labels:

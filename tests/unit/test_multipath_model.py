@@ -1,0 +1,943 @@
+"""A model MPTCP server (one TCP receiver/sender per subflow, reassembly by DSN at the data
+level, Linux's mapping rules) and a model plain-TCP guest around a real multipath Converter
+(2 or 3 uplinks), with hypothesis choosing loss, duplication and reordering of the packets on
+the four legs (guest -> converter -> server -> converter -> guest), time (tick), and an uplink
+going down mid-stream and coming back (uplink_event: the converter rejoins, the model server
+checks the join's token, address id, port range and third-ACK HMAC, and answers data before its
+fourth ACK as a failure).
+
+The guest sends MSS segments within a fixed flight, retransmits on three duplicate ACKs and
+go-back-N on a timeout (exponential backoff), acks every segment it gets. The server acks every
+segment on its subflow with the contiguous DATA_ACK, retransmits per subflow (same seq, same
+mapping), and at the data level like Linux: MPTCP-level retransmissions from the DATA_ACK on a
+subflow with nothing outstanding (mptcp_subflow_get_retrans), or on any after a subflow closed
+with data on it (its send queue rewound); download schedules add MPTCP-level retransmissions on
+any subflow and Linux's zero-window probe; REMOVE_ADDR closes the established subflows of that
+address id; a segment for a subflow it closed gets a RST at its ack (RFC 9293).
+
+Properties, checked on every packet and at the end:
+
+* every packet the converter emits parses and has right checksums (multipath.segment's
+  Injects may leave the IPv4 header checksum to the kernel: see test_subflow_table);
+* the guest never sees an MPTCP option, never an ack for bytes it did not send, and every byte
+  it is given is the server's byte at that offset (so Linux's zero-window probe, a byte
+  labelled DATA_ACK-1 that carries the next new byte, must never reach it);
+* the server: every data segment carries a mapping that covers exactly its bytes (ssn = its
+  seq, length = its payload) and agrees with every earlier mapping of the same subflow bytes
+  (Linux counts DSSNotMatching otherwise); every byte is the guest's byte at its DSN; every
+  subflow ack and DATA_ACK the converter sends acks at most what it received on that subflow /
+  what the guest has;
+* the upload run map (`flow.mp.runs`) stays within multipath.MAX_RUNS, ordered, never
+  overlapping;
+* once the schedule ends and the network turns lossless (with time and retransmissions), the
+  server's data-level stream is the guest's whole stream and the guest has the server's.
+
+The examples are derandomized (fixed) while the core bugs reproduced at the end of this file
+are open: MP_MODEL_RANDOM=1 explores new ones, MP_MODEL_EXAMPLES=N sets how many.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from middlebox.core import ACCEPT, Counter, Direction, Drop, Inject, Rewrite
+from middlebox.core import multipath as MP
+from middlebox.core.table import SubflowState
+from middlebox.wire import (
+    Dss,
+    MpCapable,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    MpTcpRst,
+    RemoveAddr,
+    build_options,
+    encode_tcp_options,
+    join_hmac,
+    key_token,
+    options_of,
+    parse_packet,
+)
+
+from tests.unit.test_core_harness import ACK, FIN, M32, M64, PSH, RST, SYN, make_packet, mptcp_of
+from tests.unit.test_subflow_table import MPair, wire_check
+
+SS = SubflowState
+MSS = 200
+RTO = 1.0
+EXAMPLES = int(os.environ.get("MP_MODEL_EXAMPLES", "50"))
+
+
+class Failure(AssertionError):
+    pass
+
+
+def _stream(n, seed):
+    r = random.Random(seed)
+    return bytes(r.randrange(256) for _ in range(n))
+
+
+class Sub:
+    """The server's side of one subflow (index 0: the guest's 4-tuple)."""
+
+    def __init__(self, k, c_isn, s_isn, local, lport, addr_id, c_nonce=0, s_nonce=0):
+        self.k = k
+        self.c_nonce, self.s_nonce = c_nonce, s_nonce
+        self.joined = k == 0 or c_nonce == 0  # third ACK verified (set up by the harness: yes)
+        self.ack4_sent = self.joined
+        self.c_acked = self.joined  # the converter got a server ACK on it (the fourth)
+        self.c_isn, self.s_isn = c_isn, s_isn
+        self.local, self.lport = local, lport  # the converter's end
+        self.addr_id = addr_id
+        self.rcv_nxt = 1  # in-order receive (relative)
+        self.ooo = {}  # rel -> (payload, dsn rel)
+        self.maps = {}  # subflow rel byte -> dsn rel (every mapping seen for it)
+        self.snd_una = 1
+        self.snd_nxt = 1
+        self.sent = {}  # rel -> (dsn rel, payload) of the server's segments
+        self.closed = False  # reset by the converter, or its address removed
+        self.heard = 0.0
+        self.progress = 0.0
+        self.delivered = set()  # subflow rel bytes of the server's segments the converter got
+        self.dcontig = 1  # contiguous end of `delivered`
+
+
+class Sim:
+    def __init__(self, n_uplinks, up, down, v6=False):
+        self.p = p = MPair(n_uplinks, v6=v6)
+        self.UP, self.DOWN = up, down
+        self.failures = []
+        p.go_multipath(first=up[:5])
+        for upid in sorted(p.joins):
+            p.join_up(upid)
+        self.conv = p.conv
+        self.flow = p.flow
+        self.now = p.now
+        # guest (relative to its ISN for what it sends, to the server's for what it gets)
+        self.g_una = self.g_nxt = self.g_max = 6
+        self.g_rcv = 1
+        self.g_ooo = {}
+        self.g_got = bytearray()
+        self.g_dups = 0
+        self.g_progress = self.now
+        self.g_rto = RTO
+        # server
+        self.subs = [Sub(0, p.g_isn, p.s_isn, p.g_bytes, p.gport, 0)]
+        self.subs[0].rcv_nxt = 6  # "hello" (MP_CAPABLE data form, checked by the harness)
+        for upid in sorted(p.joins):
+            j = p.joins[upid]
+            s = Sub(len(self.subs), j.c_isn, j.s_isn, j.local, j.lport, upid)
+            self.subs.append(s)
+        self.server_addr, self.server_port = p.flow.mp.server, p.sport
+        for s in self.subs:
+            s.heard = s.progress = self.now
+        self.up_got = {i + 1: b for i, b in enumerate(up[:5])}
+        self.up_rcv = 6  # contiguous data level (relative DSN)
+        self.d_una = self.d_nxt = 1  # server's data level (download)
+        self.d_progress = self.now
+        self.rewind = False
+        self.ack64 = False
+        # network legs
+        self.q = {"g2c": [], "c2s": [], "s2c": [], "c2g": []}
+        self.down = set()  # uplink addresses that are down
+        self.down_once = False
+        self.up_again = False
+        self.log = []
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def fail(self, msg):
+        raise Failure(msg + "\n" + "\n".join(self.log[-30:]))
+
+    def emit(self, actions, leg_of_verdict, original):
+        """Queue what the converter emitted: the verdict's bytes on `leg_of_verdict`, each
+        Inject by its destination."""
+        p = self.p
+        for i, a in enumerate(actions):
+            if i == 0 and original is not None:
+                if isinstance(a, Drop):
+                    continue
+                buf = original if a is ACCEPT else a.data
+                injected = False
+                leg = leg_of_verdict
+                if not (a is ACCEPT or isinstance(a, Rewrite)):
+                    self.fail(f"verdict {a!r}")
+            else:
+                if not isinstance(a, Inject):
+                    self.fail(f"non-Inject action {a!r}")
+                buf, injected = a.data, True
+                leg = "c2g" if wire_check(buf, True)[0].dst == p.g_bytes else "c2s"
+            try:
+                pkt, opts, mp = wire_check(buf, injected)
+            except AssertionError as e:
+                self.fail(f"bad packet from the converter: {e}")
+            if leg == "c2g":
+                if opts.mptcp:
+                    self.fail("the guest saw an MPTCP option")
+                if pkt.dst != p.g_bytes or pkt.dport != p.gport or pkt.src != p.flow.mp.server:
+                    self.fail("a packet to the guest with wrong addresses")
+            if leg == "c2s" and pkt.src in self.down:
+                continue  # its uplink is down: lost
+            self.q[leg].append(buf)
+        self.check_runs()
+
+    def check_runs(self):
+        mp = self.flow.mp
+        if mp is None:
+            return
+        runs = mp.runs
+        if len(runs) > MP.MAX_RUNS:
+            self.fail(f"{len(runs)} runs > MAX_RUNS")
+        for r in runs:
+            if not r[0] < r[1]:
+                self.fail(f"empty run {r}")
+        for a, b in zip(runs, runs[1:]):
+            if a[1] > b[0]:
+                self.fail(f"overlapping runs {a} {b}")
+        if self.conv.counters[Counter.CoreBug]:
+            self.fail("CoreBug counted")
+        if self.conv.counters[Counter.JoinViolation]:
+            self.fail("JoinViolation counted")
+
+    def step(self, dt=0.001):
+        self.now += dt
+        self.p.now = self.now
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    def deliver(self, leg, i):
+        q = self.q[leg]
+        if not q:
+            return
+        buf = q.pop(i % len(q))
+        self.step()
+        if leg == "g2c":
+            self.log.append(f"{self.now:.3f} g2c {_desc(buf)}")
+            self.emit(self.conv.handle(buf, Direction.OUT, self.now), "c2s", buf)
+        elif leg == "s2c":
+            pkt = wire_check(buf, False)[0]
+            if pkt.dst in self.down:
+                return
+            self.log.append(f"{self.now:.3f} s2c {_desc(buf)}")
+            self.note_delivered(buf, pkt)
+            d = Direction.IN if pkt.dst == self.p.g_bytes else Direction.LOCAL
+            self.emit(self.conv.handle(buf, d, self.now), "c2g", buf)
+        elif leg == "c2s":
+            self.log.append(f"{self.now:.3f} c2s {_desc(buf)}")
+            self.server_in(buf)
+        else:
+            self.log.append(f"{self.now:.3f} c2g {_desc(buf)}")
+            self.guest_in(buf)
+
+    def drop(self, leg, i):
+        q = self.q[leg]
+        if q:
+            self.log.append(f"{self.now:.3f} LOST {leg} {_desc(q[i % len(q)])}")
+            del q[i % len(q)]
+
+    def dup(self, leg, i):
+        q = self.q[leg]
+        if q:
+            q.append(q[i % len(q)])
+
+    def tick(self, dt):
+        self.step(dt)
+        self.log.append(f"{self.now:.3f} tick")
+        self.emit(self.conv.tick(self.now), None, None)
+        nd = self.conv.next_deadline()
+        if nd is not None and nd < self.now - 1e-9 and self.flow.mp is not None:
+            # a deadline in the past right after tick(): tick had nothing to do then?
+            acts = self.conv.tick(self.now)
+            if acts:
+                self.fail(f"tick() left work for a deadline in the past ({nd} < {self.now})")
+
+    def link_down(self, u):
+        if self.down_once:
+            return
+        self.down_once = True
+        up = self.p.cfg.uplinks[u % len(self.p.cfg.uplinks)]
+        addr = self.p.addr_of(up)
+        self.down.add(addr)
+        for leg in ("c2s", "s2c"):
+            self.q[leg] = [b for b in self.q[leg] if addr not in (wire_check(b, True)[0].src, wire_check(b, True)[0].dst)]
+        self.log.append(f"{self.now:.3f} uplink {up.name} down")
+        self.emit(self.conv.uplink_event(up.name, False, self.now), None, None)
+
+    def link_up(self):
+        if not self.down or self.up_again:
+            return
+        self.up_again = True
+        addr = self.down.pop()
+        up = next(u for u in self.p.cfg.uplinks if self.p.addr_of(u) == addr)
+        self.log.append(f"{self.now:.3f} uplink {up.name} up")
+        self.emit(self.conv.uplink_event(up.name, True, self.now), None, None)
+
+    # -- the guest -----------------------------------------------------------------------------
+
+    def g_seg(self, rel, n):
+        p = self.p
+        payload = self.UP[rel - 1: rel - 1 + n]
+        buf = p.g_packet((p.g_isn + rel) & M32, (p.s_isn + self.g_rcv) & M32, ACK | PSH, payload)
+        self.q["g2c"].append(buf)
+
+    def g_ack(self):
+        p = self.p
+        self.q["g2c"].append(p.g_packet((p.g_isn + self.g_nxt) & M32, (p.s_isn + self.g_rcv) & M32, ACK))
+
+    def guest_send(self, limit=8 * MSS):
+        end = len(self.UP) + 1
+        if self.g_nxt < end and self.g_nxt - self.g_una < limit:
+            n = min(MSS, end - self.g_nxt)
+            self.g_seg(self.g_nxt, n)
+            self.g_nxt += n
+            self.g_max = max(self.g_max, self.g_nxt)
+            return True
+        return False
+
+    def guest_in(self, buf):
+        p = self.p
+        pkt = wire_check(buf, True)[0]
+        if pkt.flags & SYN:
+            self.fail(f"the guest got flags {pkt.flags:#x}")
+        if pkt.flags & RST:  # RFC 5961: only a RST at rcv_nxt resets; one in the window: challenge ACK
+            if (pkt.seq - p.s_isn) & M32 == self.g_rcv:
+                self.fail("the guest's connection was reset")
+            self.g_ack()
+            return
+        a = (pkt.ack - p.g_isn) & M32
+        if a > self.g_max:
+            self.fail(f"the guest got an ack for bytes it never sent ({a} > {self.g_max})")
+        if a > self.up_rcv:
+            self.fail(f"the guest got an ack for bytes the server does not have ({a} > {self.up_rcv})")
+        if a > self.g_una:
+            self.g_una = a
+            self.g_rto = RTO
+            self.g_dups = 0
+            self.g_progress = self.now
+            if self.g_nxt < self.g_una:
+                self.g_nxt = self.g_una
+        elif a == self.g_una and not pkt.payload_len and self.g_nxt > self.g_una:
+            self.g_dups += 1
+            if self.g_dups == 3:  # fast retransmit
+                self.g_seg(self.g_una, min(MSS, self.g_max - self.g_una))
+        if pkt.payload_len:
+            r = (pkt.seq - p.s_isn) & M32
+            payload = buf[pkt.payload_off:pkt.length]
+            if r + len(payload) > len(self.DOWN) + 1 or payload != self.DOWN[r - 1: r - 1 + len(payload)]:
+                self.fail(f"the guest got wrong bytes at {r}: {payload[:8].hex()} != {self.DOWN[r - 1:r + 7].hex()}")
+            if r <= self.g_rcv < r + len(payload):
+                self.g_got += payload[self.g_rcv - r:]
+                self.g_rcv = r + len(payload)
+            elif r > self.g_rcv:
+                self.g_ooo[r] = payload
+            while True:
+                for s, pl in list(self.g_ooo.items()):
+                    if s <= self.g_rcv:
+                        del self.g_ooo[s]
+                        if s + len(pl) > self.g_rcv:
+                            self.g_got += pl[self.g_rcv - s:]
+                            self.g_rcv = s + len(pl)
+                        break
+                else:
+                    break
+            self.g_ack()
+
+    def guest_timer(self):
+        if self.g_una < self.g_max and self.now - self.g_progress >= self.g_rto:
+            self.log.append(f"{self.now:.3f} guest RTO from {self.g_una}")
+            self.g_nxt = self.g_una  # go-back-N
+            self.g_progress = self.now
+            self.g_rto = min(2 * self.g_rto, 16.0)  # exponential backoff (RFC 6298 §5.5)
+            self.g_dups = 0
+            return True
+        return False
+
+    # -- the server ------------------------------------------------------------------------------
+
+    def sub_of(self, pkt):
+        for s in reversed(self.subs):
+            if s.local == pkt.src and s.lport == pkt.sport:
+                return s
+        if pkt.flags & SYN:
+            return None
+        self.fail(f"a packet to the server from an unknown endpoint {pkt.src.hex()}:{pkt.sport}")
+
+    def close(self, s):
+        if not s.closed and s.snd_una < s.snd_nxt:
+            self.rewind = True
+        s.closed = True
+
+    def join_syn(self, pkt, types):
+        """An MP_JOIN SYN (a rejoin): checked like Linux would, answered with a SYN/ACK."""
+        p = self.p
+        o = types.get(MpJoinSyn)
+        if o is None or pkt.flags != SYN:
+            self.fail(f"a SYN without MP_JOIN or with flags {pkt.flags:#x}")
+        if o.token != key_token(p.s_key, p.s_version):
+            self.fail("MP_JOIN with a wrong token (MPJoinNoTokenFound)")
+        up = next((u for u in p.cfg.uplinks if p.addr_of(u) == pkt.src), None)
+        if up is None or o.addr_id != up.id:
+            self.fail("a join from an address that is no uplink's, or with another address id")
+        lo, hi = p.cfg.join_ports
+        if not lo <= pkt.sport <= hi:
+            self.fail("a join port outside the join range")
+        s = self.sub_of(pkt)
+        if s is None or s.c_isn != pkt.seq:
+            s = Sub(len(self.subs), pkt.seq, (0x50000000 + 0x10000 * len(self.subs)) & M32, pkt.src, pkt.sport,
+                    o.addr_id, o.nonce, 0x5A5A0000 + len(self.subs))
+            s.heard = s.progress = self.now
+            self.subs.append(s)
+        mac = join_hmac(p.s_key, p.c_key, s.s_nonce, s.c_nonce, p.s_version)[:8]
+        self.log.append(f"  server: join SYN on {o.addr_id}: subflow {s.k}")
+        self.q["s2c"].append(self._synack(s, mac))
+
+    def _synack(self, s, mac):
+        p = self.p
+        fam = socket.AF_INET6 if p.v6 else socket.AF_INET
+        return make_packet(socket.inet_ntop(fam, self.server_addr), socket.inet_ntop(fam, s.local), self.server_port,
+                           s.lport, s.s_isn, s.c_isn + 1, SYN | ACK,
+                           build_options(encode_tcp_options(mss=1460, wscale=7), (MpJoinSynAck(False, 0, mac, s.s_nonce),)),
+                           window=65535, v6=p.v6)
+
+    def s_packet(self, s, flags, payload=b"", dss=None, seq=None, tcp=b""):
+        p = self.p
+        if dss is None:
+            dss = Dss(data_ack=self.s_dack(), ack64=self.ack64)
+        seqn = s.s_isn + (s.snd_nxt if seq is None else seq)
+        fam = socket.AF_INET6 if p.v6 else socket.AF_INET
+        if s.k == 0:
+            return p.s_packet(seqn, s.c_isn + s.rcv_nxt, flags, (dss,), payload)
+        return make_packet(socket.inet_ntop(fam, self.server_addr), socket.inet_ntop(fam, s.local), self.server_port,
+                           s.lport, seqn, s.c_isn + s.rcv_nxt, flags, build_options(tcp, (dss,)),
+                           payload, window=509, v6=p.v6)
+
+    def s_dack(self):
+        v = (self.p.idsn_c + self.up_rcv) & M64
+        return v if self.ack64 else v & M32
+
+    def server_in(self, buf):
+        p = self.p
+        pkt, opts, mp = wire_check(buf, True)
+        s = self.sub_of(pkt)
+        if pkt.dst != p.flow.mp.server or pkt.dport != p.sport:
+            self.fail("a packet to the wrong server endpoint")
+        types = {type(o): o for o in mp}
+        if pkt.flags & RST:
+            self.close(s)
+            return
+        if s is not None and s.closed and s.joined and not pkt.flags & SYN:
+            # a segment for a subflow the server closed: RST at its ack (RFC 9293 §3.10.7.1)
+            self.q["s2c"].append(self.s_packet(s, RST, dss=MpTcpRst(False, 0), seq=(pkt.ack - s.s_isn) & M32))
+            return
+        if pkt.flags & SYN:
+            self.join_syn(pkt, types)
+            return
+        if not s.joined:
+            o = types.get(MpJoinAck)
+            if o is None:
+                self.fail(f"subflow {s.k}: a segment before its third ACK")
+            want = join_hmac(p.c_key, p.s_key, s.c_nonce, s.s_nonce, p.s_version)[:20]
+            if o.hmac != want:
+                self.fail(f"subflow {s.k}: third ACK with a wrong HMAC")
+            s.joined = True
+        if MpJoinAck in types:  # (again): the fourth ACK, again
+            if pkt.payload_len:
+                self.fail("data on a third ACK")
+            s.rcv_nxt = max(s.rcv_nxt, 1)
+            s.ack4_sent = True
+            self.q["s2c"].append(self.s_packet(s, ACK))
+            return
+        if MpCapable in types and s.k != 0:
+            self.fail("MP_CAPABLE on a join")
+        rm = types.get(RemoveAddr)
+        if rm is not None:
+            for t in self.subs:  # Linux: the established subflows with that remote id go
+                if t.addr_id in rm.addr_ids and t.joined and not t.closed:
+                    # (silently here: the RST Linux may send at its snd_nxt would hit the open
+                    # bug of test_server_rst_on_subflow_1_never_resets_the_guest_while_joins_live;
+                    # the converter learns of it from the RST answering its next segment)
+                    self.close(t)
+                    self.log.append(f"  server: REMOVE_ADDR {t.addr_id}")
+        s.heard = self.now
+        # subflow ack: at most what the converter got on this subflow
+        a = (pkt.ack - s.s_isn) & M32
+        if a > s.dcontig:
+            self.fail(f"subflow {s.k} acked {a} but the converter got only up to {s.dcontig}")
+        if a > s.snd_una:
+            s.snd_una = a
+            s.progress = self.now
+        dss = types.get(Dss)
+        if dss is not None and dss.data_ack is not None:
+            da = (dss.data_ack - p.s_idsn) & (M64 if dss.ack64 else M32)
+            if da > self.g_rcv:
+                self.fail(f"DATA_ACK {da} beyond what the guest has ({self.g_rcv})")
+            if da > self.d_una:
+                self.d_una = da
+                self.d_progress = self.now
+        if pkt.flags & FIN:
+            self.fail("a subflow FIN from the converter (nobody closed)")
+        plen = pkt.payload_len
+        if not plen:
+            if dss is not None and dss.data_fin:
+                self.fail("a DATA_FIN (nobody closed)")
+            return
+        if not s.c_acked:
+            self.fail(f"data on subflow {s.k} before the converter had the server's fourth ACK")
+        r = (pkt.seq - s.c_isn) & M32
+        payload = buf[pkt.payload_off:pkt.length]
+        if dss is None or dss.data_seq is None:
+            self.fail(f"data without a mapping on subflow {s.k}")
+        if dss.data_fin:
+            self.fail("a DATA_FIN (nobody closed)")
+        if dss.subflow_seq != r or dss.data_len != plen:
+            self.fail(f"mapping ssn {dss.subflow_seq} len {dss.data_len} does not cover the segment {r}+{plen} exactly")
+        if not dss.dsn64:
+            self.fail("a 32-bit DSN")
+        self.ack64 = True
+        d = (dss.data_seq - p.idsn_c) & M64
+        for i in range(plen):
+            old = s.maps.get(r + i)
+            if old is not None and old != d + i:
+                self.fail(f"mapping conflict on subflow {s.k} byte {r + i}: DSN {old} then {d + i} (DSSNotMatching)")
+            s.maps[r + i] = d + i
+        if d < 1 or d + plen > len(self.UP) + 1 or payload != self.UP[d - 1: d - 1 + plen]:
+            self.fail(f"the server got wrong bytes at DSN {d}")
+        # in-order subflow receive, then the data level
+        if r <= s.rcv_nxt < r + plen:
+            self._take(s, r, payload, d)
+            while True:
+                for rr, (pl, dd) in list(s.ooo.items()):
+                    if rr <= s.rcv_nxt:
+                        del s.ooo[rr]
+                        if rr + len(pl) > s.rcv_nxt:
+                            self._take(s, rr, pl, dd)
+                        break
+                else:
+                    break
+        elif r > s.rcv_nxt:
+            s.ooo[r] = (payload, d)
+        self.q["s2c"].append(self.s_packet(s, ACK))
+
+    def _take(self, s, r, payload, d):
+        for i in range(s.rcv_nxt - r, len(payload)):
+            self.up_got[d + i] = payload[i]
+        s.rcv_nxt = r + len(payload)
+        while self.up_rcv in self.up_got:
+            self.up_rcv += 1
+
+    def note_delivered(self, buf, pkt):
+        """A server segment reaches the converter: its subflow bytes are the converter's."""
+        s = self.subs[0] if pkt.dst == self.p.g_bytes else next(
+            (t for t in self.subs if t.local == pkt.dst and t.lport == pkt.dport), None)
+        if s is None:
+            return
+        if not pkt.flags & SYN:
+            s.c_acked = True
+        if not pkt.payload_len:
+            return
+        r = (pkt.seq - s.s_isn) & M32
+        s.delivered.update(range(r, r + pkt.payload_len))
+        while s.dcontig in s.delivered:
+            s.dcontig += 1
+
+    def live_subs(self):
+        return [s for s in self.subs if not s.closed and s.ack4_sent]  # (Linux: data after the third ACK)
+
+    def server_send(self, k, n, s=None):
+        if self.d_nxt > len(self.DOWN):
+            return
+        live = self.live_subs()
+        if not live:
+            return
+        if s is None:
+            s = live[k % len(live)]
+        n = min(n, MSS, len(self.DOWN) + 1 - self.d_nxt)
+        self._send_map(s, self.d_nxt, n, self.DOWN[self.d_nxt - 1: self.d_nxt - 1 + n])
+        self.d_nxt += n
+
+    def _send_map(self, s, d, n, payload, seq=None):
+        p = self.p
+        ssn = s.snd_nxt if seq is None else seq
+        dss = Dss(data_ack=self.s_dack(), ack64=self.ack64, data_seq=(p.s_idsn + d) & M64, dsn64=True,
+                  subflow_seq=ssn & M32, data_len=n)
+        self.q["s2c"].append(self.s_packet(s, ACK | PSH, payload, dss, seq=ssn))
+        if seq is None:
+            s.sent[ssn] = (d, payload)
+            s.snd_nxt += n
+
+    def server_reinject(self, k, n):
+        """MPTCP-level retransmission: data from the DATA_ACK on at new subflow seqs."""
+        live = self.live_subs()
+        if not live or self.d_una >= self.d_nxt:
+            return
+        s = live[k % len(live)]
+        n = min(n, MSS, self.d_nxt - self.d_una)
+        self._send_map(s, self.d_una, n, self.DOWN[self.d_una - 1: self.d_una - 1 + n])
+
+    def server_probe(self, k):
+        """Linux's MPTCP zero-window probe: 1 byte labelled DATA_ACK-1 at the subflow's next
+        seq, carrying the next new byte (not the one its DSN names)."""
+        live = self.live_subs()
+        if not live or self.d_una < 2 or self.d_una > len(self.DOWN):
+            return
+        s = live[k % len(live)]
+        self._send_map(s, self.d_una - 1, 1, self.DOWN[self.d_una - 1: self.d_una])
+
+    def server_rtx(self, k, i):
+        """Subflow-level retransmission of one of the server's segments (same seq, same
+        mapping), from the subflow ack on."""
+        subs = [s for s in self.subs if s.sent]
+        if not subs:
+            return
+        s = subs[k % len(subs)]
+        pend = sorted(x for x in s.sent if x + len(s.sent[x][1]) > s.snd_una) or sorted(s.sent)
+        ssn = pend[i % len(pend)]
+        d, payload = s.sent[ssn]
+        self._send_map(s, d, len(payload), payload, seq=ssn)
+
+    def server_timer(self):
+        did = False
+        for s in self.subs:  # subflow RTO: go-back-N on the subflow
+            if s.closed or s.snd_una >= s.snd_nxt or self.now - s.progress < RTO:
+                continue
+            s.progress = self.now
+            for ssn in sorted(s.sent):
+                d, payload = s.sent[ssn]
+                if ssn + len(payload) > s.snd_una:
+                    self._send_map(s, d, len(payload), payload, seq=ssn)
+                    did = True
+        if self.d_una < self.d_nxt and self.now - self.d_progress >= 2 * RTO:  # MPTCP-level
+            # Linux (mptcp_subflow_get_retrans): the first subflow with nothing outstanding
+            self.d_progress = self.now
+            live = [t for t in self.live_subs() if t.snd_una >= t.snd_nxt]
+            if not live and self.rewind:
+                # a subflow closed with data on it: Linux rewinds its send queue to the
+                # DATA_ACK (__mptcp_retransmit_pending_data), the scheduler sends it anew
+                live = sorted(self.live_subs(), key=lambda t: (t.snd_nxt - t.snd_una, -t.heard))
+                self.rewind = False
+            if live:
+                d = self.d_una
+                while d < self.d_nxt:
+                    n = min(MSS, self.d_nxt - d)
+                    self._send_map(live[0], d, n, self.DOWN[d - 1: d - 1 + n])
+                    d += n
+                did = True
+        return did
+
+    # -- the end ------------------------------------------------------------------------------------
+
+    def done(self):
+        return self.up_rcv == len(self.UP) + 1 and self.g_rcv == len(self.DOWN) + 1
+
+    def finish(self, rounds=400):
+        """A lossless network from here on, with time, until both streams are through."""
+        for _ in range(rounds):
+            moved = True
+            n = 0
+            while moved and n < 20000:
+                moved = False
+                for leg in ("g2c", "c2s", "s2c", "c2g"):
+                    while self.q[leg]:
+                        self.deliver(leg, 0)
+                        moved = True
+                        n += 1
+                while self.guest_send():
+                    moved = True
+                if self.d_nxt <= len(self.DOWN) and self.d_nxt - self.d_una < 8 * MSS:
+                    # the least loaded subflow, the most recently heard of those
+                    live = sorted(self.live_subs(), key=lambda t: (t.snd_nxt - t.snd_una, -t.heard))
+                    if live:
+                        self.server_send(0, MSS, live[0])
+                        moved = True
+            if self.done():
+                return True
+            self.tick(0.25)
+            self.guest_timer()
+            self.server_timer()
+        return self.done()
+
+
+def _desc(buf) -> str:
+    """One line per packet for the failure log."""
+    pkt = parse_packet(buf)
+    try:
+        mp = mptcp_of(buf, pkt, options_of(buf, pkt))
+    except AssertionError:
+        mp = ["?"]
+    fl = "".join(c for c, b in zip("FSRPA", (1, 2, 4, 8, 16)) if pkt.flags & b)
+    return (f"{socket.inet_ntop(socket.AF_INET6 if pkt.version == 6 else socket.AF_INET, pkt.src)}:{pkt.sport}>"
+            f"{socket.inet_ntop(socket.AF_INET6 if pkt.version == 6 else socket.AF_INET, pkt.dst)}:{pkt.dport} "
+            f"{fl} seq={pkt.seq} ack={pkt.ack} len={pkt.payload_len} {mp}")
+
+
+# -- schedules -------------------------------------------------------------------------------------
+
+LEGS = ("g2c", "c2s", "s2c", "c2g")
+G_SEND, DELIVER, DROP, DUP, TICK, LINK_DOWN, S_SEND, S_REINJECT, S_PROBE, S_RTX, LINK_UP = range(11)
+DTS = (0.002, 0.05, 0.2, 0.45, 1.2)
+
+UP_OPS = st.lists(st.tuples(st.sampled_from([G_SEND] * 3 + [DELIVER] * 8 + [DROP, DUP, TICK, LINK_DOWN, LINK_UP]),
+                            st.integers(0, 255), st.integers(0, 255)), min_size=20, max_size=150)
+DOWN_OPS = st.lists(st.tuples(st.sampled_from([S_SEND] * 3 + [DELIVER] * 8 + [DROP, DUP, TICK, LINK_DOWN, LINK_UP, S_REINJECT,
+                                                                               S_PROBE, S_RTX]),
+                              st.integers(0, 255), st.integers(0, 255)), min_size=20, max_size=150)
+BOTH_OPS = st.lists(st.tuples(st.sampled_from([G_SEND, S_SEND] * 2 + [DELIVER] * 8 + [DROP, DUP, TICK, LINK_DOWN, LINK_UP,
+                                                                                       S_REINJECT, S_PROBE, S_RTX]),
+                              st.integers(0, 255), st.integers(0, 255)), min_size=20, max_size=150)
+
+
+def run(sim, ops, link_down=True):
+    apply(sim, ops, link_down)
+    ok = sim.finish()
+    if not ok:
+        sim.fail(f"not through: server has {sim.up_rcv - 1}/{len(sim.UP)}, guest {sim.g_rcv - 1}/{len(sim.DOWN)}; "
+                 f"paths {sim.flow.mp and sim.flow.mp.paths}; counters "
+                 f"{ {c.name: v for c, v in sim.conv.counters.items() if v} }")
+    assert bytes(sim.up_got[i] for i in range(1, len(sim.UP) + 1)) == sim.UP
+    assert bytes(sim.g_got) == sim.DOWN
+
+
+def apply(sim, ops, link_down=True):
+    for kind, x, y in ops:
+        if kind == G_SEND:
+            sim.guest_send()
+        elif kind == DELIVER:
+            sim.deliver(LEGS[x % 4], y)
+        elif kind == DROP:
+            sim.drop(LEGS[x % 4], y)
+        elif kind == DUP:
+            sim.dup(LEGS[x % 4], y)
+        elif kind == TICK:
+            sim.tick(DTS[x % len(DTS)])
+            sim.guest_timer()
+            sim.server_timer()
+        elif kind == LINK_DOWN and link_down:
+            sim.link_down(x)
+        elif kind == LINK_UP and link_down:
+            sim.link_up()
+        elif kind == S_SEND:
+            sim.server_send(x, 1 + y % MSS)
+        elif kind == S_REINJECT:
+            sim.server_reinject(x, 1 + y % MSS)
+        elif kind == S_PROBE:
+            sim.server_probe(x)
+        elif kind == S_RTX:
+            sim.server_rtx(x, y)
+
+
+UP_STREAM = _stream(3000, 1)
+DOWN_STREAM = _stream(2500, 2)
+# Derandomized: the same examples on every run (the core bugs below are still open and a
+# random run could trip over them); MP_MODEL_RANDOM=1 explores afresh, MP_MODEL_EXAMPLES=N more.
+SETTINGS = dict(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("MP_MODEL_RANDOM"),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@settings(**SETTINGS)
+@given(n=st.sampled_from([2, 3]), ops=UP_OPS)
+def test_upload_any_schedule(n, ops):
+    run(Sim(n, UP_STREAM, b""), ops)
+
+
+@settings(**SETTINGS)
+@given(n=st.sampled_from([2, 3]), ops=DOWN_OPS)
+def test_download_any_schedule(n, ops):
+    run(Sim(n, UP_STREAM[:5], DOWN_STREAM), ops)
+
+
+@settings(**SETTINGS)
+@given(n=st.sampled_from([2, 3]), ops=BOTH_OPS)
+def test_both_ways_any_schedule(n, ops):
+    run(Sim(n, UP_STREAM[:1500], DOWN_STREAM[:1500]), ops)
+
+
+def test_clean_upload_uses_every_subflow():
+    """A guest that sends its whole window before any ack: bursts of multipath.BURST land on
+    each subflow in turn."""
+    size = 4 * max(MP.BURST, 16 * MSS) + MSS  # (BURST: bytes, or segments in older versions)
+    sim = Sim(3, _stream(size, 3), b"")
+    while sim.guest_send(limit=size):
+        pass
+    run(sim, [])
+    used = {s.k for s in sim.subs if s.maps}
+    assert used == {0, 1, 2, 3}, used
+
+
+def test_clean_download_over_every_subflow():
+    sim = Sim(3, UP_STREAM[:5], DOWN_STREAM)
+    for i in range(12):
+        sim.server_send(i, MSS)
+    run(sim, [])
+
+
+# -- reproducers of core bugs found by the properties above -----------------------------------------
+
+
+def _sf1_seg(p, ssn, drel, payload):
+    """A server segment on subflow 1 at relative ssn `ssn` mapping DSN `drel` (relative)."""
+    dss = Dss(data_ack=p.dack().data_ack, data_seq=(p.s_idsn + drel) & M64, dsn64=True, subflow_seq=ssn,
+              data_len=len(payload))
+    return p.s_packet((p.s_isn + ssn) & M32, (p.g_isn + 6) & M32, ACK | PSH, (dss,), payload)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "subflow 1's range map (flow.Subflow, MAX_RANGES=16) fills with ranges of data beyond the "
+    "guest's ack (a normal interleaved download: each burst on subflow 1 after one on a join is a "
+    "new offset); the data of the hole was on a join whose uplink died, and the server's "
+    "MPTCP-level reinjection of it on subflow 1 lands beyond every range: record() says FULL and "
+    "the segment is dropped, every time (RangeMapFull); with no other subflow left the download "
+    "stalls for good"))
+def test_reinjection_on_subflow_1_with_a_full_range_map_reaches_the_guest():
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j1 = p.joins[1]
+    p.j_data(j1, b"L" * 100)  # DSN 1..100 on up1's join: lost on the way
+    ssn = 1
+    for _ in range(16):  # the server goes on: 10 bytes on subflow 1, 10 on the join, in turn
+        p.inn(_sf1_seg(p, ssn, p.s_drel, b"a" * 10))
+        p.s_drel += 10
+        ssn += 10
+        p.j_in(p.j_data(j1, b"b" * 10))
+    assert len(p.flow.sf.ranges) == 16 and p.flow.rcv_rel == 1  # the guest still lacks DSN 1
+    p.conv.uplink_event("up1", False, p.now + 0.01)  # up1 dies: subflow 1 is all there is
+    assert p.path(1).state is SS.CLOSED
+    for _ in range(3):  # the server reinjects DSN 1..100 on subflow 1 (and retransmits that)
+        acts, got = p.inn(_sf1_seg(p, ssn, 1, b"L" * 100))
+        assert got is not None, (acts, p.count("RangeMapFull"))
+
+
+def _held_sf1_ack_then_dead_subflow_1():
+    """Guest bytes A = [6, 206) go on subflow 1 and reach the server, whose ACK on subflow 1
+    (DATA_ACK 206) is late; B = [206, 406) goes on up1's join (subflow 1 is stale by then) and
+    is acked there at once (DATA_ACK 406); subflow 1 dies (stale 1.2 s). Returns the Sim and
+    the late ACK."""
+    sim = Sim(2, UP_STREAM, b"")
+    sim.guest_send()
+    sim.deliver("g2c", 0)  # A: Rewrite on subflow 1
+    sim.deliver("c2s", 0)  # the server has A ...
+    held = sim.q["s2c"][:]  # ... its ACK is late
+    sim.q["s2c"].clear()
+    sim.tick(0.45)  # subflow 1: no progress for 0.45 s -> STALE
+    assert sim.flow.mp.paths[0].state is SS.STALE
+    sim.guest_send()
+    sim.deliver("g2c", 0)  # B: on up1's join, ssn 1
+    sim.deliver("c2s", 0)
+    sim.deliver("s2c", 0)  # the join's ACK: DATA_ACK 406
+    assert sim.flow.mp.data_ack == 406
+    sim.q["c2g"].clear()  # (the guest hears of 406 late)
+    sim.tick(1.2)  # subflow 1 stale for 1.2 s -> DEAD (REMOVE_ADDR 0 on the join)
+    assert sim.flow.mp.paths[0].state is SS.CLOSED
+    sim.q["c2s"].clear()
+    return sim, held
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "multipath.send reinjects a guest retransmission whose home subflow is closed without "
+    "looking at the DATA_ACK: bytes [6, 206) that the server has data-acked (406) become a new "
+    "mapping on up1's join (ssn 201) and take subflow sequence space there; nothing ever "
+    "retransmits them once the guest has heard of the DATA_ACK"))
+def test_retransmission_of_data_acked_bytes_is_not_reinjected():
+    sim, _ = _held_sf1_ack_then_dead_subflow_1()
+    sim.g_nxt = sim.g_una  # the guest's RTO (it has not heard of 406 yet): A again
+    sim.guest_send()
+    sim.deliver("g2c", 0)
+    data = [b for b in sim.q["c2s"] if wire_check(b, True)[0].payload_len]
+    assert not data, [_desc(b) for b in data]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "upload stalls for good: a reinjected copy (here of data-acked bytes, see above) lost on "
+    "up1's join leaves a hole in that subflow (ssn 201..401) that nothing fills (the converter "
+    "keeps no payload, the guest never resends data-acked bytes); the server's subflow stops "
+    "delivering at ssn 201, every later byte homed on that join (runs) waits behind the hole, "
+    "and the join never goes STALE because the other live join is idle (tick() wants another "
+    "subflow to have progressed)"))
+def test_lost_reinjected_copy_does_not_stall_the_upload():
+    sim, held = _held_sf1_ack_then_dead_subflow_1()
+    sim.g_nxt = sim.g_una  # the guest's RTO: A again -> reinjected on up1's join, ssn 201 ...
+    sim.guest_send()
+    sim.deliver("g2c", 0)
+    sim.q["c2s"].clear()  # ... and lost
+    sim.q["s2c"] += held  # the late ACK of A arrives at last
+    assert sim.finish(), (sim.up_rcv, sim.flow.mp.runs, [(s.k, s.rcv_nxt, sorted(s.ooo)[:3]) for s in sim.subs])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "upload stalls for good (1 uplink): A = [6, 206) on subflow 1 reaches the server, its ACK is "
+    "late; subflow 1 goes STALE then DEAD (tick 0.45 s + 1.2 s; the idle join counts as having "
+    "progressed: its progress_at is its establishment time); the guest's retransmission of A is "
+    "reinjected on the join at ssn 1 and lost; the late ACK (DATA_ACK 206) arrives, so the guest "
+    "never resends A; the join's ssn 1..201 stay a hole, the server's subflow delivers nothing "
+    "after it, and with no other live subflow the join never goes STALE"))
+def test_lost_reinjection_whose_original_arrived_does_not_stall_the_upload():
+    sim = Sim(1, UP_STREAM, b"")
+    sim.guest_send()
+    sim.deliver("g2c", 0)  # A: Rewrite on subflow 1
+    sim.deliver("c2s", 0)  # the server has A; its ACK is late
+    held = sim.q["s2c"][:]
+    sim.q["s2c"].clear()
+    sim.tick(0.45)
+    sim.tick(1.2)
+    assert sim.flow.mp.paths[0].state is SS.CLOSED
+    sim.q["c2s"].clear()  # (REMOVE_ADDR 0 on the join)
+    sim.q["c2g"].clear()  # (three duplicate ACKs)
+    sim.g_nxt = sim.g_una  # the guest retransmits A: a new mapping on the join (ssn 1) ...
+    sim.guest_send()
+    sim.deliver("g2c", 0)
+    assert sim.flow.mp.runs[1][:4] == [6, 206, 1, 1]
+    sim.q["c2s"].clear()  # ... lost
+    sim.q["s2c"] += held  # the late ACK of A: DATA_ACK 206 reaches the guest
+    assert sim.finish(), (sim.up_rcv, sim.flow.mp.runs, [(s.k, s.rcv_nxt, sorted(s.ooo)[:3]) for s in sim.subs])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a server RST on subflow 1 at the server's snd_nxt (Linux closing subflow 1, e.g. after "
+    "REMOVE_ADDR 0, with data the guest has received but not yet acked) is classified "
+    "IN_RST_CHALLENGE and passed to the guest 'for a challenge ACK'; its seq is the guest's "
+    "rcv_nxt, so the guest's connection is reset although two joins live (sf1_rst only "
+    "handles a RST exactly at the guest-acked point)"))
+def test_server_rst_on_subflow_1_never_resets_the_guest_while_joins_live():
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    _, got = p.inn(_sf1_seg(p, 1, 1, b"d" * 100))  # DSN 1..100 on subflow 1 -> the guest (not acked yet)
+    assert got is not None
+    guest_rcv_nxt = (p.s_isn + 101) & M32
+    rst = p.s_packet(guest_rcv_nxt, (p.g_isn + 6) & M32, RST | ACK, (MpTcpRst(False, 0),))
+    acts, got = p.inn(rst)
+    assert got is None or not parse_packet(got).flags & RST, "the guest gets a RST at its rcv_nxt"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a rejoin over an uplink that came back reuses the address id that the REMOVE_ADDR sent "
+    "when it went down named; a REMOVE_ADDR that reaches the server after the rejoin is "
+    "established removes the new subflow too (Linux closes every subflow whose remote id "
+    "matches: mptcp_pm_nl_rm_addr_or_subflow), and the converter does not rejoin again"))
+def test_a_late_remove_addr_does_not_kill_the_rejoined_subflow():
+    sim = Sim(2, UP_STREAM, b"")
+    sim.link_down(1)  # up2 down: its join dies, REMOVE_ADDR(2) goes out on up1's join ...
+    held = [b for b in sim.q["c2s"] if RemoveAddr in {type(o) for o in wire_check(b, True)[2]}]
+    assert held
+    sim.q["c2s"] = [b for b in sim.q["c2s"] if b not in held]  # ... and is late
+    sim.link_up()  # up2 back: a join SYN over it
+    for _ in range(4):  # SYN, SYN/ACK, third ACK, fourth ACK
+        for leg in ("c2s", "s2c"):
+            while sim.q[leg]:
+                sim.deliver(leg, 0)
+    new = sim.flow.mp.paths[-1]
+    assert new.uplink.name == "up2" and new.state is SS.ESTABLISHED
+    rejoined = sim.subs[-1]  # the server's side of it
+    assert rejoined.addr_id == 2 and rejoined.joined and not rejoined.closed
+    sim.q["c2s"] += held  # the late REMOVE_ADDR(2)
+    for leg in ("c2s", "s2c", "c2s", "s2c"):
+        while sim.q[leg]:
+            sim.deliver(leg, 0)
+    assert not rejoined.closed, "the server removed the rejoined subflow"
