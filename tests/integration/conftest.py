@@ -153,8 +153,14 @@ def queue_stats(t: Topology) -> dict[str, int]:
 
 # Every test that starts a daemon through `mbox` runs once per queue backend (`middlebox run
 # --backend`): our own netlink reader and NetfilterQueue. MIDDLEBOX_TEST_BACKENDS=netlink (or
-# nfqueue) runs one of them only.
-BACKENDS = [b for b in os.environ.get("MIDDLEBOX_TEST_BACKENDS", "netlink,nfqueue").split(",") if b]
+# nfqueue) runs one of them only. The pure-Python run (MIDDLEBOX_PURE_PYTHON=1) takes the
+# default backend only unless asked (MIDDLEBOX_TEST_BACKENDS=netlink,nfqueue): both twice
+# would double the slowest part of `make test`. NetfilterQueue's pure path still runs there in
+# test_backend_differential.py (both backends, same bytes), the netlink twins are held equal
+# by tests/unit/test_nlqueue_twin.py.
+_PURE = os.environ.get("MIDDLEBOX_PURE_PYTHON", "") in ("1", "true", "yes")
+BACKENDS = [b for b in os.environ.get("MIDDLEBOX_TEST_BACKENDS",
+                                      "netlink" if _PURE else "netlink,nfqueue").split(",") if b]
 
 
 @pytest.fixture(params=BACKENDS)
