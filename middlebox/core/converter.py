@@ -618,6 +618,7 @@ class Converter:
                     flow.local_fin_seq = (pkt.seq + plen) & M32
                 counters[Counter.DataFinTX] += 1
             counters[DSSTX] += 1
+            flow.bytes_out += plen
             out = None
             if raw is None:
                 out = add_dss(data, pkt, new_ack, data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum,
@@ -789,6 +790,8 @@ class Converter:
             return [Drop("data the guest already acknowledged: acked on the subflow"),
                     Inject(self._ack_to_server(flow, pkt, data, (sf.remote_isn + sub_ack) & M32))]
         guest_seq = (flow.server_isn + d0) & M32
+        if not old:
+            flow.bytes_in += plen
         gend = (guest_seq + plen) & M32
         if data_fin:
             fin_seq = (flow.server_isn + fin_d) & M32
