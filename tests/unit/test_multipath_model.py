@@ -58,6 +58,7 @@ from middlebox.wire import (
     MpTcpRst,
     RemoveAddr,
     build_options,
+    dss_checksum,
     encode_tcp_options,
     join_hmac,
     key_token,
@@ -66,7 +67,7 @@ from middlebox.wire import (
 )
 
 from tests.unit.test_core_harness import ACK, FIN, M32, M64, PSH, RST, SYN, make_packet, mptcp_of
-from tests.unit.test_subflow_table import MPair, wire_check
+from tests.unit.test_subflow_table import MPair, mp_config, wire_check
 
 SS = SubflowState
 MSS = 200
@@ -109,8 +110,8 @@ class Sub:
 
 
 class Sim:
-    def __init__(self, n_uplinks, up, down, v6=False):
-        self.p = p = MPair(n_uplinks, v6=v6)
+    def __init__(self, n_uplinks, up, down, v6=False, checksum=False):
+        self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, checksum=checksum) if checksum else None)
         self.UP, self.DOWN = up, down
         self.failures = []
         p.go_multipath(first=up[:5])
@@ -499,6 +500,9 @@ class Sim:
             self.fail(f"mapping ssn {dss.subflow_seq} len {dss.data_len} does not cover the segment {r}+{plen} exactly")
         if not dss.dsn64:
             self.fail("a 32-bit DSN")
+        want = dss_checksum(dss.data_seq, dss.subflow_seq, dss.data_len, payload) if p.csum else None
+        if dss.csum != want:
+            self.fail(f"DSS checksum {dss.csum} != {want} (DataCsumErr)")
         self.ack64 = True
         d = (dss.data_seq - p.idsn_c) & M64
         for i in range(plen):
@@ -564,8 +568,9 @@ class Sim:
     def _send_map(self, s, d, n, payload, seq=None):
         p = self.p
         ssn = s.snd_nxt if seq is None else seq
+        csum = dss_checksum((p.s_idsn + d) & M64, ssn & M32, n, payload) if p.csum else None
         dss = Dss(data_ack=self.s_dack(), ack64=self.ack64, data_seq=(p.s_idsn + d) & M64, dsn64=True,
-                  subflow_seq=ssn & M32, data_len=n)
+                  subflow_seq=ssn & M32, data_len=n, csum=csum)
         self.q["s2c"].append(self.s_packet(s, ACK | PSH, payload, dss, seq=ssn))
         if seq is None:
             s.sent[ssn] = (d, payload)
@@ -740,21 +745,21 @@ SETTINGS = dict(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ
 
 
 @settings(**SETTINGS)
-@given(n=st.sampled_from([2, 3]), ops=UP_OPS)
-def test_upload_any_schedule(n, ops):
-    run(Sim(n, UP_STREAM, b""), ops)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=UP_OPS)
+def test_upload_any_schedule(n, csum, ops):
+    run(Sim(n, UP_STREAM, b"", checksum=csum), ops)
 
 
 @settings(**SETTINGS)
-@given(n=st.sampled_from([2, 3]), ops=DOWN_OPS)
-def test_download_any_schedule(n, ops):
-    run(Sim(n, UP_STREAM[:5], DOWN_STREAM), ops)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=DOWN_OPS)
+def test_download_any_schedule(n, csum, ops):
+    run(Sim(n, UP_STREAM[:5], DOWN_STREAM, checksum=csum), ops)
 
 
 @settings(**SETTINGS)
-@given(n=st.sampled_from([2, 3]), ops=BOTH_OPS)
-def test_both_ways_any_schedule(n, ops):
-    run(Sim(n, UP_STREAM[:1500], DOWN_STREAM[:1500]), ops)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=BOTH_OPS)
+def test_both_ways_any_schedule(n, csum, ops):
+    run(Sim(n, UP_STREAM[:1500], DOWN_STREAM[:1500], checksum=csum), ops)
 
 
 def test_clean_upload_uses_every_subflow():
