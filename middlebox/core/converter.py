@@ -266,8 +266,10 @@ class Converter:
             inp, ctx = self._classify_out(flow, pkt, data), None
         else:
             inp, ctx = self._classify_in(flow, pkt, data)
-        if inp is IN_RST and flow.mp is not None:
-            actions = MP.sf1_rst(self, flow, pkt)  # the connection may live on elsewhere
+        if flow.mp is not None and (inp is IN_RST or inp is IN_RST_CHALLENGE or inp is IN_RST_OUTSIDE):
+            # subflow 1 reset while others live (Linux closing it, e.g. after REMOVE_ADDR 0,
+            # at its own snd_nxt): the connection lives on elsewhere; the guest never sees it
+            actions = MP.sf1_rst(self, flow, pkt)
             if actions is not None:
                 return actions
         entry = self._dispatch[flow.state][inp]

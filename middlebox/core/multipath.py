@@ -62,6 +62,7 @@ from middlebox.wire import (
     build_options,
     dss_checksum,
     encode_tcp_options,
+    ipv4_checksum,
     join_hmac,
     key_token,
     mptcp_options,
@@ -201,8 +202,7 @@ class MpConn:
 
 def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
             flags: int, window: int, options: bytes = b"", payload: bytes = b"") -> bytes:
-    """A complete IPv4/IPv6 TCP segment with a correct TCP checksum (the kernel fills the IPv4
-    header checksum of a raw IP_HDRINCL packet)."""
+    """A complete IPv4/IPv6 TCP segment with correct checksums."""
     doff = TCP_HLEN + len(options)
     tlen = doff + len(payload)
     if version == 4:
@@ -211,6 +211,8 @@ def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: i
         ip = struct.pack("!IHBB16s16s", 0x60000000, tlen, 6, 64, src, dst)
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & M32, ack & M32, (doff // 4) << 4, flags,
                       min(window, 0xFFFF), 0, 0)
+    if version == 4:  # complete packets (events.Inject): the header checksum too
+        ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip, 5)) + ip[12:]
     raw = ip + tcp + options + payload
     pkt = parse_packet(raw)
     c = tcp_checksum(raw, pkt)
@@ -577,7 +579,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 counters[Counter.RetransSplit] += 1
             for a, b, idx, ss, m in old:
                 p = mp.paths[idx]
+                if p.state is SS.CLOSED and b <= mp.data_ack:
+                    continue  # the server has these bytes (data-acked): nothing to resend
                 if p.state is SS.CLOSED:  # its home is gone: a new mapping on a live subflow
+                    if a < mp.data_ack:
+                        ss += mp.data_ack - a
+                        a = mp.data_ack
                     k = pick(mp, b - a, counters)
                     if k < 0:
                         continue

@@ -843,11 +843,7 @@ def _held_sf1_ack_then_dead_subflow_1():
     return sim, held
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "multipath.send reinjects a guest retransmission whose home subflow is closed without "
-    "looking at the DATA_ACK: bytes [6, 206) that the server has data-acked (406) become a new "
-    "mapping on up1's join (ssn 201) and take subflow sequence space there; nothing ever "
-    "retransmits them once the guest has heard of the DATA_ACK"))
+# Fixed (was an xfail reproducer): multipath.send reinjects a guest retransmission whose home subflow is closed without looking at the DATA_ACK: bytes [6, 206) that the server has data-...
 def test_retransmission_of_data_acked_bytes_is_not_reinjected():
     sim, _ = _held_sf1_ack_then_dead_subflow_1()
     sim.g_nxt = sim.g_una  # the guest's RTO (it has not heard of 406 yet): A again
@@ -857,13 +853,7 @@ def test_retransmission_of_data_acked_bytes_is_not_reinjected():
     assert not data, [_desc(b) for b in data]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "upload stalls for good: a reinjected copy (here of data-acked bytes, see above) lost on "
-    "up1's join leaves a hole in that subflow (ssn 201..401) that nothing fills (the converter "
-    "keeps no payload, the guest never resends data-acked bytes); the server's subflow stops "
-    "delivering at ssn 201, every later byte homed on that join (runs) waits behind the hole, "
-    "and the join never goes STALE because the other live join is idle (tick() wants another "
-    "subflow to have progressed)"))
+# Fixed (was an xfail reproducer): upload stalls for good: a reinjected copy (here of data-acked bytes, see above) lost on up1's join leaves a hole in that subflow (ssn 201..401) that n...
 def test_lost_reinjected_copy_does_not_stall_the_upload():
     sim, held = _held_sf1_ack_then_dead_subflow_1()
     sim.g_nxt = sim.g_una  # the guest's RTO: A again -> reinjected on up1's join, ssn 201 ...
@@ -902,12 +892,7 @@ def test_lost_reinjection_whose_original_arrived_does_not_stall_the_upload():
     assert sim.finish(), (sim.up_rcv, sim.flow.mp.runs, [(s.k, s.rcv_nxt, sorted(s.ooo)[:3]) for s in sim.subs])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a server RST on subflow 1 at the server's snd_nxt (Linux closing subflow 1, e.g. after "
-    "REMOVE_ADDR 0, with data the guest has received but not yet acked) is classified "
-    "IN_RST_CHALLENGE and passed to the guest 'for a challenge ACK'; its seq is the guest's "
-    "rcv_nxt, so the guest's connection is reset although two joins live (sf1_rst only "
-    "handles a RST exactly at the guest-acked point)"))
+# Fixed (was an xfail reproducer): a server RST on subflow 1 at the server's snd_nxt (Linux closing subflow 1, e.g. after REMOVE_ADDR 0, with data the guest has received but not yet ack...
 def test_server_rst_on_subflow_1_never_resets_the_guest_while_joins_live():
     p = MPair(2)
     p.go_multipath()

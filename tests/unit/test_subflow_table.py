@@ -744,9 +744,6 @@ def test_syn_retransmissions_back_off_then_give_up():
     assert p.count("MPJoinTimeout") == 1 and p.count("MPJoinSynTX") == 1 + len(times) - 1
 
 
-@pytest.mark.xfail(strict=True, reason="multipath.segment leaves the IPv4 header checksum 0 in every Inject, "
-                   "while docs/core-api.md and events.Inject promise 'complete IP packets (checksums done)' "
-                   "(the kernel does fill it on an IP_HDRINCL socket, so this is a contract mismatch)")
 def test_injected_ipv4_packets_have_their_header_checksum():
     p = MPair(1)
     acts = p.go_multipath()
