@@ -193,7 +193,11 @@ class Converter:
             expired += len(dead)
         self.counters[Counter.FlowExpired] += expired
         if self.mp_flows:
-            return MP.tick(self, now)
+            try:
+                return MP.tick(self, now)
+            except Exception as exc:  # a bug: counted and logged, never raised into the shell
+                self.counters[Counter.CoreBug] += 1
+                log.exception("core: %s in the multipath timers", type(exc).__name__)
         return []
 
     def next_deadline(self):
@@ -201,7 +205,12 @@ class Converter:
         retransmissions, stale subflows), or None: the shell sleeps until then at most."""
         if not self.mp_flows:
             return None
-        return MP.next_deadline(self)
+        try:
+            return MP.next_deadline(self)
+        except Exception as exc:
+            self.counters[Counter.CoreBug] += 1
+            log.exception("core: %s in next_deadline", type(exc).__name__)
+            return None
 
     def uplink_event(self, name: str, up: bool, now: float) -> list:
         """The shell saw uplink `name` go down or up (netlink). Returns Inject actions."""
