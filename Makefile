@@ -8,7 +8,7 @@ APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev
                 iperf3 mptcpd ethtool socat conntrack gcc python3-dev systemd
 # (systemd: `systemd-analyze verify` checks the shipped unit, contrib/middlebox.service)
 
-.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench clean install
+.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench bench-multipath clean install
 
 all: build
 
@@ -58,6 +58,14 @@ demo: build
 bench: build
 	$(PY) bench/bench_wire.py
 	$(PY) bench/bench_core.py
+
+# Multipath goodput, the converter vs plain TCP, Linux MPTCP and an MPTCP proxy (namespaces,
+# root; the full matrix takes hours: BENCH_ARGS='--scenario 2x100-* --runs 3' for a subset;
+# bench/README.md). Writes bench/results/multipath.{md,json,png}.
+BENCH_ARGS ?=
+bench-multipath: build
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/bench_multipath.py $(BENCH_ARGS)
 
 # The service on this host (root): a venv of its own in $(PREFIX) (the unit's ProtectHome=
 # hides /root and /home, so not this tree's .venv), `middlebox` in $(BINDIR), the unit, and the
