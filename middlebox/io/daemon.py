@@ -3,15 +3,15 @@
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N]
-[--passthrough] [--max-flows N] [--queue-maxlen N] [--no-fail-open] [-v]
+[--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open] [-v]
 [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
 * Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
   8 MB socket receive buffer (SO_RCVBUFFORCE, inside NetfilterQueue's bind; ENOBUFS = the
-  kernel dropped queue messages: counted, the loop goes on), and the queue flag
-  NFQA_CFG_F_FAIL_OPEN: a packet that finds the queue full (or the socket buffer full) is
-  accepted unchanged by the kernel instead of dropped (--no-fail-open keeps the drop). A
-  kernel that refuses the flag is logged once, never fatal.
+  kernel dropped queue messages: counted, the loop goes on). A packet that finds the queue
+  full is dropped (TCP resends it); --fail-open sets NFQA_CFG_F_FAIL_OPEN instead (accepted
+  unchanged: can misplace server bytes, see --help). A kernel that refuses the flag is
+  logged once, never fatal.
 * A non-blocking loop: select() on the queue fd, at most BUDGET packets per round, then the
   stop flag, SIGUSR1 and the core's timers (every ~0.5 s). The per-packet path (the round's
   reads and the NetfilterQueue callback) is `middlebox._cnfq` (cext/_nfq.pyx), compiled,
@@ -959,8 +959,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "oversized super-packets are re-queued to, segmented (default: "
                              "the one `rules install` recorded, else --queue + 1)")
     parser.add_argument("--no-fail-open", action="store_true",
-                        help="when the queue is full, drop packets (the kernel's default) "
-                             "instead of passing them unconverted")
+                        help="when the queue is full, drop packets (the kernel's default; the "
+                             "default here too): TCP resends them and they are converted then")
+    parser.add_argument("--fail-open", dest="no_fail_open", action="store_false",
+                        help="when the queue is full, pass packets unconverted instead of "
+                             "dropping them. HAZARD: a server segment passed unconverted after "
+                             "its subflow's numbering drifted from the data's (MPTCP-level "
+                             "retransmissions, multipath) lands at the wrong place in the "
+                             "guest's stream: wrong bytes. Only for hosts that prefer "
+                             "availability to integrity")
+    parser.set_defaults(no_fail_open=True)
     parser.add_argument("--mark", type=lambda s: int(s, 0), default=rules.INJECT_MARK,
                         help=f"SO_MARK of injected packets (default {rules.INJECT_MARK:#x})")
     parser.add_argument("-v", "--verbose", action="store_true",

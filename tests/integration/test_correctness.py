@@ -427,8 +427,10 @@ def test_syn_flood_keeps_running_transfers_converted(mbox, server_factory):
     assert cc.get("FlowTableFull", 0) > 0, f"the flood never filled the table: {cc}"
     assert not errors, errors
     assert_server_clean(t, before, srv.mptcp_flags, 2, srv.errors)
-    # the guest answers each forged SYN's SYN/ACK with a RST, sent on with MP_FASTCLOSE
-    assert_daemon_clean(d, rc, cc, "FastCloseTX")
+    # the guest answers each forged SYN's SYN/ACK with a RST, sent on with MP_FASTCLOSE; with
+    # a full queue dropping (the default), a forged flow's packets can come in an order its
+    # table row does not expect (passed as plain TCP, StateViolation): never the transfers'
+    assert_daemon_clean(d, rc, cc, "FastCloseTX", "StateViolation")
 
 
 # -- 5. a guest that speaks MPTCP itself ----------------------------------------------------

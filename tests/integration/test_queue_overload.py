@@ -62,7 +62,7 @@ def wait_drained(t, timeout: float = 5) -> dict[str, int]:
 @pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "no-fail-open"])
 def test_full_queue_passes_plain_tcp_only_with_fail_open(mbox, server_factory, fail_open):
     t = mbox.t
-    extra = () if fail_open else ("--no-fail-open",)
+    extra = ("--fail-open",) if fail_open else ()
     d = mbox.start("--passthrough", "--guest-iface", t.mbox_guest_if,
                    "--queue-maxlen", str(QLEN), *extra)
     bound = next(line for line in d.lines if "bound queue" in line)
