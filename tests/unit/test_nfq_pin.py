@@ -142,7 +142,7 @@ def test_refused_fail_open_is_logged_once_and_not_fatal(path, caplog):
 
     parser = argparse.ArgumentParser()
     daemon.add_arguments(parser)
-    d = daemon.Daemon(parser.parse_args(["--queue", "3", "--queue-maxlen", "100"]))
+    d = daemon.Daemon(parser.parse_args(["--queue", "3", "--queue-maxlen", "100", "--fail-open"]))
     with caplog.at_level(logging.WARNING, logger="middlebox.run"):
         assert "refused" in d.set_fail_open(path, object(), None)
         d.set_fail_open(path, object(), None)
@@ -159,4 +159,6 @@ def test_no_fail_open_leaves_the_flag_alone():
     parser = argparse.ArgumentParser()
     daemon.add_arguments(parser)
     d = daemon.Daemon(parser.parse_args(["--no-fail-open"]))
+    assert d.set_fail_open(UnsendablePath(), object(), None) == "full queue drops"
+    d = daemon.Daemon(parser.parse_args([]))  # the default: a full queue drops
     assert d.set_fail_open(UnsendablePath(), object(), None) == "full queue drops"
