@@ -1131,25 +1131,10 @@ class Converter:
     def _clamp_mss(self, raw: bytes, ip_version: int) -> bytes:
         """`raw` with its MSS option lowered to the limit for DSS-carrying segments."""
         limit = self._mss_limit[ip_version]
-        i, n = 0, len(raw)
-        while i < n:
-            kind = raw[i]
-            if kind == TCPOPT_EOL:
-                break
-            if kind == TCPOPT_NOP:
-                i += 1
-                continue
-            if i + 1 >= n:
-                break
-            size = raw[i + 1]
-            if size < 2 or i + size > n:
-                break
-            if kind == TCPOPT_MSS and size == TCPOLEN_MSS:
-                if (raw[i + 2] << 8 | raw[i + 3]) > limit:
-                    self.counters[Counter.MSSClamped] += 1
-                    return raw[: i + 2] + limit.to_bytes(2, "big") + raw[i + 4 :]
-                return raw
-            i += size
+        i = _option_at(raw, TCPOPT_MSS, TCPOLEN_MSS)
+        if i >= 0 and (raw[i + 2] << 8 | raw[i + 3]) > limit:
+            self.counters[Counter.MSSClamped] += 1
+            return raw[: i + 2] + limit.to_bytes(2, "big") + raw[i + 4 :]
         return raw
 
 
@@ -1235,8 +1220,9 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     return (~total & 0xFFFF) != dss.csum
 
 
-def _without_sack_perm(raw: bytes) -> bytes:
-    """TCP options `raw` with SACK_PERM (kind 4) turned into NOPs (MULTIPATH.md §3.5 (a))."""
+def _option_at(raw: bytes, want: int, want_size: int) -> int:
+    """Offset of the first option of kind `want` and length `want_size` in the TCP option
+    area `raw`, or -1 (the walk stops at EOL or a malformed length)."""
     i, n = 0, len(raw)
     while i < n:
         kind = raw[i]
@@ -1250,10 +1236,16 @@ def _without_sack_perm(raw: bytes) -> bytes:
         size = raw[i + 1]
         if size < 2 or i + size > n:
             break
-        if kind == 4 and size == 2:
-            return raw[:i] + b"\x01\x01" + raw[i + 2:]
+        if kind == want and size == want_size:
+            return i
         i += size
-    return raw
+    return -1
+
+
+def _without_sack_perm(raw: bytes) -> bytes:
+    """TCP options `raw` with SACK_PERM (kind 4) turned into NOPs (MULTIPATH.md §3.5 (a))."""
+    i = _option_at(raw, 4, 2)
+    return raw if i < 0 else raw[:i] + b"\x01\x01" + raw[i + 2:]
 
 
 def _not_tcp(data: bytes) -> Counter:

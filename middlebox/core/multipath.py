@@ -48,6 +48,7 @@ import socket
 import struct
 
 from middlebox.core.counters import Counter
+from middlebox.core.flow import _unwrap
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
@@ -76,7 +77,7 @@ from middlebox.wire import (
 
 SS, SI = SubflowState, SubflowInput
 _ESTABLISHED = State.ESTABLISHED
-M32, M64, HALF32 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0x80000000
+M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 TCP_HLEN = 20
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
@@ -96,13 +97,6 @@ RATE_MIN = 125000.0  # bytes/s floor of a delivery-rate estimate (1 Mbit/s)
 MPTCP_RST_EMPTCP = 1  # MP_TCPRST reason "MPTCP-specific error" (RFC 8684 §3.6)
 MPTCP_RST_EUNSPEC = 0
 ALIVE = (SS.ESTABLISHED, SS.STALE)
-
-
-def _unwrap(rel32: int, ref64: int) -> int:
-    d = (rel32 - ref64) & M32
-    if d >= HALF32:
-        d -= 1 << 32
-    return ref64 + d
 
 
 class Path:
