@@ -765,10 +765,11 @@ class Converter:
                 return [Drop("server data not covered by its mapping")]
             d0 = m_d + (r - m_r)
             consumed = d0 + plen <= flow.rcv_rel and (old != 0 or not (f & FIN or data_fin))
-            if old == OLD and not consumed:
+            if old == OLD and not consumed and not sf.arrival:
                 # before the subflow ack (a subflow-level retransmission) yet carrying data the
                 # guest lacks: no retransmission looks like that (Linux resends a segment with
-                # its mapping); a forged or broken one never reaches the guest
+                # its mapping); a forged or broken one never reaches the guest. Multipath:
+                # subflow 1 is acked on arrival, and such a resend goes on to the guest
                 counters[Counter.MappingConflict] += 1
                 return [Drop("old subflow bytes mapped to data the guest lacks")]
             if not old:

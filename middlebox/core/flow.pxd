@@ -22,7 +22,7 @@ cdef class Subflow:
     cdef public long long rmap_r, rmap_len, rmap_d
     cdef public bint rmap_valid
     cdef public long long ck_map, ck_done, ck_next, ck_sum
-    cdef public bint ck_odd, ck_on
+    cdef public bint ck_odd, ck_on, arrival
 
     cpdef long long rel(self, long long seq)
     @cython.locals(base="long long", off="long long", lo="long long", hi="long long",

@@ -73,7 +73,7 @@ class Subflow:
         "local_isn", "remote_isn",
         "rcv_base", "rcv_max", "rcv_edge", "off", "shifted", "ranges",
         "rmap_r", "rmap_len", "rmap_d", "rmap_valid",
-        "ck_map", "ck_next", "ck_sum", "ck_odd", "ck_on", "ck_done",
+        "ck_map", "ck_next", "ck_sum", "ck_odd", "ck_on", "ck_done", "arrival",
     )
 
     def __init__(self, local_isn: int) -> None:
@@ -95,6 +95,7 @@ class Subflow:
         self.ck_sum = 0
         self.ck_odd = False
         self.ck_on = False
+        self.arrival = False  # multipath: acknowledged on arrival (see record)
 
     def rel(self, seq: int) -> int:
         """The server's subflow seq `seq`, relative to its ISN, widened against rcv_base."""
@@ -107,7 +108,14 @@ class Subflow:
         them again: a hole before them can always fill, so the flow never stalls on a full
         map); CONFLICT when another mapping is known for the same subflow bytes, FULL when
         the map is full of ranges before this one: the segment must then not reach the guest
-        (the server retransmits it)."""
+        (the server retransmits it).
+
+        Once the flow is multipath (`arrival`), subflow 1 is acknowledged on arrival as the
+        extra subflows are (issue 6's decision): the ranges then only hold subflow bytes
+        received beyond a subflow-level hole, and data offsets no longer matter. Otherwise,
+        with the other subflows' data interleaved, every burst on subflow 1 would be a range
+        of its own until the guest acks it, and a full map would refuse, for good, the
+        server's reinjection on subflow 1 of a hole that a dead subflow left."""
         base = self.rcv_base
         if r + n <= base:
             return RECORDED  # all acknowledged already (a subflow-level retransmission)
@@ -116,6 +124,8 @@ class Subflow:
             n -= base - r
             r = base
         ranges = self.ranges
+        if self.arrival:
+            d = r  # intervals of subflow bytes only
         off = r - d
         if off != 0:
             self.shifted = True
@@ -154,7 +164,8 @@ class Subflow:
     def subflow_ack(self, d_ack: int) -> int:
         """The subflow ack (relative) for the guest's data-level ack `d_ack` (relative): the
         end of the longest run of received subflow bytes whose data the guest has. Moves
-        `rcv_base` and forgets the ranges it passed."""
+        `rcv_base` and forgets the ranges it passed. Once `arrival`: the end of the subflow
+        bytes received without a hole, whatever the guest has."""
         s_ack = self.rcv_base
         ranges = self.ranges
         done = 0
@@ -162,7 +173,7 @@ class Subflow:
             s, e, ds = rg[0], rg[1], rg[2]
             if s > s_ack:
                 break
-            if ds + (e - s) <= d_ack:
+            if self.arrival or ds + (e - s) <= d_ack:
                 if e > s_ack:
                     s_ack = e
                 done += 1

@@ -19,7 +19,9 @@ A flow goes multipath once it is established, the server did not forbid joins to
 Download needs no map: the server maps every segment (PROTOCOL.md), the converter places its
 bytes at the guest seq of their DSN and acknowledges each extra subflow itself on arrival
 (MULTIPATH.md §4, decision of issue 6). Subflow 1 keeps its single-path receive logic
-(`flow.Subflow` ranges): the guest's data-level ack becomes its subflow ack.
+(`flow.Subflow`) but is acknowledged on arrival too (`Subflow.arrival`): the guest's ACKs
+carry the end of what subflow 1 received without a hole, and its data-level ack becomes
+the DATA_ACK only.
 
 What the guest sees: one TCP connection. ACKs that do not move the data level are data-level
 duplicates; they reach the guest only when they are also subflow-level duplicates on the
@@ -273,6 +275,10 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
         return actions
     flow.mp = mp
     conv.mp_flows[key] = flow
+    sf = flow.sf
+    sf.arrival = True  # subflow 1 is acknowledged on arrival from now on (flow.Subflow.record)
+    for rg in sf.ranges:
+        rg[2] = rg[0]
     counters[Counter.MultipathStarted] += 1
     return actions
 

@@ -791,13 +791,10 @@ def _sf1_seg(p, ssn, drel, payload):
     return p.s_packet((p.s_isn + ssn) & M32, (p.g_isn + 6) & M32, ACK | PSH, (dss,), payload)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "subflow 1's range map (flow.Subflow, MAX_RANGES=16) fills with ranges of data beyond the "
-    "guest's ack (a normal interleaved download: each burst on subflow 1 after one on a join is a "
-    "new offset); the data of the hole was on a join whose uplink died, and the server's "
-    "MPTCP-level reinjection of it on subflow 1 lands beyond every range: record() says FULL and "
-    "the segment is dropped, every time (RangeMapFull); with no other subflow left the download "
-    "stalls for good"))
+# Fixed (was an xfail reproducer): subflow 1's range map (MAX_RANGES=16) filled with one range
+# per burst of an interleaved download until the guest acked it, and the server's reinjection
+# on subflow 1 of a hole left by a dead join was refused for good (RangeMapFull). Subflow 1 is
+# now acknowledged on arrival once the flow is multipath (flow.Subflow.arrival).
 def test_reinjection_on_subflow_1_with_a_full_range_map_reaches_the_guest():
     p = MPair(1)
     p.go_multipath()
@@ -810,7 +807,11 @@ def test_reinjection_on_subflow_1_with_a_full_range_map_reaches_the_guest():
         p.s_drel += 10
         ssn += 10
         p.j_in(p.j_data(j1, b"b" * 10))
-    assert len(p.flow.sf.ranges) == 16 and p.flow.rcv_rel == 1  # the guest still lacks DSN 1
+    assert p.flow.rcv_rel == 1  # the guest still lacks DSN 1
+    assert p.count("RangeMapFull") == 0 and len(p.flow.sf.ranges) <= 1
+    _, sent = p.out(p.g_ack())  # the guest acks DSN 0 only, yet subflow 1 is acked on arrival
+    assert sent is not None
+    assert parse_packet(sent).ack == (p.s_isn + ssn) & M32
     p.conv.uplink_event("up1", False, p.now + 0.01)  # up1 dies: subflow 1 is all there is
     assert p.path(1).state is SS.CLOSED
     for _ in range(3):  # the server reinjects DSN 1..100 on subflow 1 (and retransmits that)
