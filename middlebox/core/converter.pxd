@@ -13,7 +13,7 @@ cdef long long MAX_JUMP
 
 cdef long long M32
 cdef unsigned long long M64
-cdef int FIN, SYN, RST, ACK, TCP_HLEN
+cdef int FIN, SYN, RST, PSH, ACK, TCP_HLEN
 cdef object OUT, NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING, SYN_SENT, GUEST_MPTCP
 cdef object IN_SYN, IN_RST_CHALLENGE, IN_RST_OUTSIDE, IN_OUTSIDE, IN_CSUM_MISSING
 cdef object IN_CSUM_BAD_LATE, IN_UNRECONCILABLE, IN_OLD, IN_BEYOND, GuestMPTCPPacket
@@ -60,7 +60,8 @@ cdef class Converter:
     @cython.locals(sf=Subflow, plen=long, fin=int, ack="long long", new_ack="long long",
                    counters=dict, data_ack="unsigned long long", rel="long long",
                    dsn="unsigned long long", data_len=long, subflow_seq="long long",
-                   s_ack="long long", edge="long long", sub_ack="long long")
+                   s_ack="long long", edge="long long", sub_ack="long long", hit=int,
+                   m_s="long long", ck="long long", dfin=bint)
     cpdef list _h_out(self, Flow flow, Packet pkt, object data, object ctx)
     cdef list _with_option(self, Packet pkt, object data, object opt, long long new_ack, object raw=*)
     cpdef list _h_in_(self, Flow flow, Packet pkt, object data, object dss)

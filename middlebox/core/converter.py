@@ -59,7 +59,7 @@ from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
 log = logging.getLogger(__name__)
 
 # TCP flags (RFC 9293 §3.1)
-FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 TCP_HLEN = 20
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
 # MP_CAPABLE flags (RFC 8684 §3.1)
@@ -619,8 +619,31 @@ class Converter:
             data_len = plen + 1 if fin else plen  # DATA_FIN takes one DSN (§3.3)
             subflow_seq = (pkt.seq - sf.local_isn) & M32 if plen else 0  # bare DATA_FIN: ssn 0, length 1
             csum = None
-            if flow.checksum:  # §3.3.1
+            dfin = bool(fin)
+            hit = -1
+            if plen and (flow.gso_maps is not None or plen > self._mss_limit[pkt.version] - 12):
+                # a super-packet, or bytes of one sent before (Flow.gso_lookup)
+                hit = flow.gso_lookup(rel, data_len)
+                if hit == -2:
+                    return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
+                if hit >= 0:  # inside a super-packet's mapping: that mapping, exactly
+                    counters[Counter.GsoMapRepeated] += 1
+                    m_s = flow.gso_maps[hit]
+                    ck = flow.gso_maps[hit + 1]
+                    data_len = ck & 0x1FFFF
+                    ck >>= 17
+                    dsn = (flow.local_idsn + m_s) & M64
+                    subflow_seq = (m_s + flow.guest_isn - sf.local_isn) & M32
+                    dfin = (ck & 0x10000) != 0
+                    if flow.checksum:
+                        csum = ck & 0xFFFF
+            if flow.checksum and hit < 0:  # §3.3.1
                 csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
+            if hit == -1 and plen > self._mss_limit[pkt.version] - 12:
+                last = flow.gso_maps
+                if last is None or not last or rel >= last[len(last) - 2] + (last[len(last) - 1] & 0x1FFFF):
+                    if not flow.gso_record(rel, data_len, (0 if csum is None else csum) | (0x10000 if fin else 0)):
+                        counters[Counter.GsoMapForgotten] += 1
             if fin:
                 if not flow.local_fin:
                     # the guest had the server's FIN when it closed: it goes to LAST_ACK
@@ -633,9 +656,9 @@ class Converter:
             out = None
             if raw is None:
                 out = add_dss(data, pkt, new_ack, data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum,
-                              bool(fin))
+                              dfin)
             if out is None:  # no room (RFC 8684 wins over SACK blocks), or translated SACK
-                opt = Dss(data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum, bool(fin))
+                opt = Dss(data_ack, flow.ack64, dsn, True, subflow_seq, data_len, csum, dfin)
                 return self._with_option(pkt, data, opt, new_ack, raw)
         else:
             counters[DataAckTX] += 1
@@ -645,6 +668,69 @@ class Converter:
             if out is None:
                 return self._with_option(pkt, data, Dss(data_ack, flow.ack64), new_ack, raw)
         return [_rewrite(out)]
+
+    def _gso_cut(self, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int) -> list:
+        """A guest segment that overlaps remembered super-packet mappings without lying in
+        one (a retransmission that Linux collapsed across two): cut at their edges, each
+        piece with its mapping (or one of its own outside them), injected in segments the
+        path takes; the guest's segment itself is dropped. Rare: no fast path."""
+        counters = self.counters
+        counters[Counter.GsoMapCut] += 1
+        sf = flow.sf
+        plen = pkt.payload_len
+        fin = pkt.flags & FIN
+        end = rel + plen
+        maps = flow.gso_maps
+        cuts = []  # (a, b, entry index or -1)
+        a = rel
+        while a < end:
+            b = end
+            idx = -1
+            i = 0
+            while i < len(maps):
+                ms = maps[i]
+                me = ms + (maps[i + 1] & 0x1FFFF)
+                if ms <= a < me:
+                    idx = i
+                    b = min(end, me)
+                    break
+                if a < ms < b:
+                    b = ms
+                i += 2
+            cuts.append((a, b, idx))
+            a = b
+        o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        ts = encode_tcp_options(-1, -1, False, o.ts_val, o.ts_ecr) if o.ts_val != -1 else b""
+        seg_max = self._mss_limit[pkt.version] - 12
+        shift = flow.guest_isn - sf.local_isn
+        ack = pkt.ack if new_ack == -1 else new_ack
+        out = [Drop("guest segment across super-packet mappings: sent in pieces")]
+        for a, b, idx in cuts:
+            while a < b:
+                c = min(b, a + seg_max)
+                payload = data[pkt.payload_off + (a - rel): pkt.payload_off + (c - rel)]
+                last = c == end
+                if idx >= 0:
+                    ms = maps[idx]
+                    ck = maps[idx + 1] >> 17
+                    csum = ck & 0xFFFF if flow.checksum else None
+                    opt = Dss(data_ack, flow.ack64, (flow.local_idsn + ms) & M64, True, (ms + shift) & M32,
+                              maps[idx + 1] & 0x1FFFF, csum, (ck & 0x10000) != 0)
+                else:
+                    dlen = c - a + (1 if fin and last else 0)
+                    dsn = (flow.local_idsn + a) & M64
+                    csum = dss_checksum(dsn, (a + shift) & M32, dlen, payload) if flow.checksum else None
+                    opt = Dss(data_ack, flow.ack64, dsn, True, (a + shift) & M32, dlen, csum, bool(fin) and last)
+                flags = pkt.flags & (ACK | PSH) if last else ACK
+                if fin and last:
+                    flags |= FIN
+                counters[DSSTX] += 1
+                out.append(Inject(MP.segment(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
+                                             (sf.local_isn + shift + a) & M32, ack, flags, pkt.window,
+                                             build_options(ts, (opt,)), payload)))
+                a = c
+        flow.bytes_out += plen
+        return out
 
     def _sack_translated(self, flow, sf, pkt, data: bytes):
         """The guest's non-MPTCP options with its SACK blocks (data level) moved into the

@@ -133,6 +133,9 @@ class Counter(IntEnum):
     GuestHoleSuspect = 107  # server data acked on a subflow that the guest has not acked 1 s later
     MPJoinRejoin = 110  # joins opened again when an uplink came back up
     JoinViolation = 109  # (subflow state, input) pair missing from SUBFLOW_TABLE: dropped
+    GsoMapRepeated = 111  # single path: guest bytes inside a super-packet's mapping sent with it again
+    GsoMapForgotten = 112  # single path: a super-packet mapping forgotten unacked (MAX_GSO_MAPS)
+    GsoMapCut = 113  # single path: a guest segment across super-packet mappings, sent in pieces
 
 
 def new_counters() -> dict:

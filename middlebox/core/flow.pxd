@@ -59,9 +59,14 @@ cdef class Flow:
     cdef public long long bytes_out, bytes_in, snd_end, data_acked
     cdef public long long server_wscale, server_window
     cdef public bint guest_wscale_seen, no_join
+    cdef public object gso_maps
     cdef public int sf1_uplink
 
     cpdef long long syn_isn(self)
+    @cython.locals(i=int, lo=int, hi=int, mid=int, s="long long", e="long long", end="long long")
+    cpdef int gso_lookup(self, long long rel, long long n) except? -3
+    @cython.locals(n=int, k=int, kept=bint, acked="long long")
+    cpdef bint gso_record(self, long long rel, long long dlen, long long csum) except -1
     @cython.locals(rel="long long")
     cpdef long long guest_rel(self, long long seq)
     @cython.locals(rel="long long")

@@ -35,12 +35,15 @@ flow.pxd (cdef classes with typed fields, C helpers); this source stays the spec
 
 from __future__ import annotations
 
+from array import array
+
 from middlebox.core.table import State
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 HALF32 = 0x80000000
 MAX_RANGES = 16  # subflow ranges with distinct offsets awaiting the guest's ack (per subflow)
+MAX_GSO_MAPS = 128  # super-packet mappings a single-path flow remembers (16 bytes each, lazily)
 MAX_JUMP = 0x40000000  # 2^30: how far a 32-bit number may lie from its reference
 CONFLICT, FULL, RECORDED, RECORDED_FORGOT = -1, 0, 1, 2  # Subflow.record's answers
 
@@ -247,6 +250,8 @@ class Flow:
         "guest_wscale_seen",  # the guest's SYN offered window scaling (joins offer it too)
         "no_join",  # joins tried (or refused by policy): never again for this connection
         "sf1_uplink",  # id of the uplink subflow 1 leaves by (0: unknown)
+        "gso_maps",  # None, or array('q'): per super-packet mapping sent, its start and
+        # length | (DSS checksum | 0x10000 with the DATA_FIN) << 17 (Flow.gso_record)
     )
 
     def __init__(self, now: float, version: int) -> None:
@@ -296,6 +301,7 @@ class Flow:
         self.guest_wscale_seen = False
         self.no_join = False
         self.sf1_uplink = 0
+        self.gso_maps = None
 
     def __repr__(self) -> str:  # never the keys
         return f"<Flow {self.state.name} v{self.version} csum={self.checksum} last={self.last:.1f}>"
@@ -325,6 +331,66 @@ class Flow:
     def guest_seq_of_local_dsn(self, dsn: int) -> int:
         """Guest seq of our DSN (for a DATA_ACK from the server); 32-bit DSNs work too."""
         return (self.guest_isn + dsn - self.local_idsn) & M32
+
+    # -- guest -> server: super-packet mappings (single path) --------------------------------
+    #
+    # A GSO super-packet goes out in place with one mapping that the kernel copies onto every
+    # wire segment (FASTPATH.md). When one of those segments is lost, the server holds part
+    # of that mapping, and the guest's retransmission of the lost piece must carry the same
+    # mapping exactly: Linux counts DSSNotMatching and falls back (or resets) when a segment
+    # wholly inside a partly received mapping brings another. So a single-path flow remembers
+    # the mappings of the super-packets it sent until the server data-acks them: at most
+    # MAX_GSO_MAPS, relative guest seq start and data-level length (DATA_FIN included), in a
+    # flat array created on the first super-packet (flows on NetfilterQueue never get one).
+
+    def gso_lookup(self, rel: int, n: int) -> int:
+        """Where guest bytes [rel, rel+n) lie among the remembered super-packet mappings: the
+        entry index of the one holding them whole, -1 when none overlaps them, -2 when they
+        overlap one or more without lying in one (the caller cuts them). Entries are ordered
+        and disjoint: a binary search for the last one starting at or before `rel`."""
+        maps = self.gso_maps
+        if maps is None:
+            return -1
+        end = rel + n
+        lo = 0
+        hi = len(maps) >> 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if maps[2 * mid] <= rel:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo > 0:
+            i = 2 * (lo - 1)
+            s = maps[i]
+            e = s + (maps[i + 1] & 0x1FFFF)
+            if e > rel:
+                return i if end <= e else -2
+        if 2 * lo < len(maps) and maps[2 * lo] < end:
+            return -2
+        return -1
+
+    def gso_record(self, rel: int, dlen: int, extra: int) -> bool:
+        """Remember the mapping [rel, rel+dlen) of a super-packet sent (`extra`: its DSS
+        checksum, plus 0x10000 when it carries the DATA_FIN); forget those the server has
+        data-acked. False when the oldest still unacked one had to be forgotten for room."""
+        maps = self.gso_maps
+        if maps is None:
+            self.gso_maps = maps = array("q")
+        acked = self.data_acked
+        n = 0
+        k = len(maps)
+        while 2 * n < k and maps[2 * n] + (maps[2 * n + 1] & 0x1FFFF) <= acked:
+            n += 1
+        kept = True
+        if n == 0 and k >= 2 * MAX_GSO_MAPS:
+            n = 1
+            kept = False
+        if n:
+            del maps[: 2 * n]
+        maps.append(rel)
+        maps.append(dlen | (extra << 17))
+        return kept
 
     # -- server -> guest: data level -------------------------------------------------------
 

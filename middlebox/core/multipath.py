@@ -261,7 +261,7 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     mp.data_ack = p0.snd_una
     mp.wnd_edge = mp.data_ack + p0.snd_wnd
     if flow.snd_end > 1:
-        mp.runs.append([1, flow.snd_end, 0, 1, None])  # so far subflow seq == data seq on subflow 1
+        mp.runs = _runs_of_single_path(flow)
     limit = cfg.max_subflows or 1 + len(cfg.uplinks)
     actions = []
     for up in cfg.uplinks:
@@ -281,6 +281,36 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
         rg[2] = rg[0]
     counters[Counter.MultipathStarted] += 1
     return actions
+
+
+def _runs_of_single_path(flow) -> list:
+    """The run map of what subflow 1 sent so far (subflow seq == data seq there): one run,
+    cut where super-packet mappings still unacked lie (flow.Flow.gso_maps), which keep their
+    mapping: the guest may still resend a piece of one."""
+    runs = []
+    at = 1
+    maps = flow.gso_maps
+    if maps is not None:
+        k = len(maps)
+        i = max(0, k - 2 * (MAX_RUNS // 2))
+        while i < k:
+            ms = maps[i]
+            word = maps[i + 1]
+            dlen = word & 0x1FFFF
+            ck = word >> 17
+            fin = 1 if ck & 0x10000 else 0
+            me = ms + dlen - fin
+            i += 2
+            if me <= flow.data_acked or ms < at:
+                continue
+            if ms > at:
+                runs.append([at, ms, 0, at, None])
+            runs.append([ms, me, 0, ms, (ms, ms, dlen, (ck & 0xFFFF) if flow.checksum else None)])
+            at = me
+        flow.gso_maps = None
+    if flow.snd_end > at:
+        runs.append([at, flow.snd_end, 0, at, None])
+    return runs
 
 
 def route_uplink(routes, version: int, dst: bytes) -> int:

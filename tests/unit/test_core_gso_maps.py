@@ -1,0 +1,106 @@
+"""Single-path super-packets (netlink backend, GSO): a guest retransmission of a piece of a
+super-packet carries that super-packet's mapping exactly (Linux: DSSNotMatching and a fallback
+when a segment wholly inside a partly received mapping brings another one), one across two
+of them is cut at their edges, and the record stays bounded. The integration test
+`test_loss_of_single_segments_of_super_packets` is the same against the kernel."""
+
+from middlebox.core import Drop, Inject
+from middlebox.core import multipath as MP
+from middlebox.core.flow import MAX_GSO_MAPS, Flow
+from middlebox.wire import Dss, dss_checksum
+
+from tests.unit.test_core_harness import M32, M64, Pair, check_wire, mptcp_of
+
+SEG = 1400
+
+
+def _flow(p):
+    (flow,) = p.conv.flows.values()
+    return flow
+
+
+def _dss(buf):
+    pkt, opts = check_wire(buf)
+    (dss,) = [o for o in mptcp_of(buf, pkt, opts) if isinstance(o, Dss)]
+    return pkt, dss
+
+
+def _super(p, n_segs, fill):
+    """A guest super-packet of n_segs segments (the queue's GSO mode hands it over whole)."""
+    start = p.g_nxt
+    payload = bytes([fill]) * (SEG * n_segs)
+    _, sent = p.out(p.g_data(payload))
+    pkt, dss = _dss(sent)
+    assert dss.data_len == len(payload)  # one mapping for the whole super-packet
+    return start, payload, dss
+
+
+def test_a_piece_of_a_super_packet_resent_carries_its_mapping():
+    p = Pair()
+    p.established()
+    start, payload, orig = _super(p, 10, 0x41)
+    # the guest resends the 4th wire segment alone (SACK told it exactly that one was lost)
+    seq = (start + 3 * SEG) & M32
+    _, sent = p.out(p.g_data(payload[3 * SEG:4 * SEG], seq=seq))
+    pkt, dss = _dss(sent)
+    assert pkt.seq == seq and pkt.payload_len == SEG
+    assert (dss.data_seq, dss.subflow_seq, dss.data_len) == (orig.data_seq, orig.subflow_seq, orig.data_len)
+    assert p.count("GsoMapRepeated") == 1
+    # a segment of new data after it gets a mapping of its own
+    _, sent = p.out(p.g_data(b"z" * 100))
+    _, dss = _dss(sent)
+    assert dss.data_len == 100
+
+
+def test_the_repeated_mapping_keeps_the_whole_mappings_checksum():
+    p = Pair(server_checksum=True)
+    p.established()
+    start, payload, orig = _super(p, 6, 0x42)
+    assert orig.csum == dss_checksum(orig.data_seq, orig.subflow_seq, orig.data_len, payload)
+    _, sent = p.out(p.g_data(payload[SEG:2 * SEG], seq=(start + SEG) & M32))
+    _, dss = _dss(sent)
+    assert (dss.data_len, dss.csum) == (orig.data_len, orig.csum)
+
+
+def test_a_resend_across_two_super_packets_is_cut_at_their_edge():
+    p = Pair()
+    p.established()
+    a_start, a, a_dss = _super(p, 4, 0x61)
+    b_start, b, b_dss = _super(p, 4, 0x62)
+    # Linux collapsed the last piece of A and the first of B into one retransmission
+    seq = (a_start + 3 * SEG) & M32
+    actions, _ = p.out(p.g_data(a[3 * SEG:] + b[:SEG], seq=seq))
+    assert isinstance(actions[0], Drop) and p.count("GsoMapCut") == 1
+    pieces = [_dss(x.data) + (x.data,) for x in actions[1:] if isinstance(x, Inject)]
+    assert len(pieces) == 2
+    (p1, d1, raw1), (p2, d2, raw2) = pieces
+    assert (d1.data_seq, d1.data_len) == (a_dss.data_seq, a_dss.data_len)
+    assert (d2.data_seq, d2.data_len) == (b_dss.data_seq, b_dss.data_len)
+    assert p1.seq == seq and p2.seq == (seq + SEG) & M32
+    assert raw1[p1.payload_off:p1.length] + raw2[p2.payload_off:p2.length] == a[3 * SEG:] + b[:SEG]
+
+
+def test_data_acked_mappings_are_forgotten_and_the_record_is_bounded():
+    f = Flow(0.0, 4)
+    for i in range(MAX_GSO_MAPS + 5):
+        assert f.gso_record(1 + i * 1000, 1000, 0) == (i < MAX_GSO_MAPS)
+    assert len(f.gso_maps) == 2 * MAX_GSO_MAPS
+    assert f.gso_lookup(1 + 5 * 1000 + 10, 100) == 0  # the 6th is the oldest left
+    assert f.gso_lookup(1 + 4 * 1000 + 10, 100) == -1  # the 5th was forgotten
+    assert f.gso_lookup(1 + 5 * 1000 + 900, 200) == -2  # across two
+    f.data_acked = 1 + 100 * 1000
+    f.gso_record(1 + 200 * 1000, 1000, 0)
+    assert f.gso_maps[0] == 1 + 100 * 1000  # everything data-acked went
+
+
+def test_a_flow_going_multipath_keeps_the_unacked_super_packet_mappings():
+    p = Pair()
+    p.established()
+    start, payload, orig = _super(p, 5, 0x43)
+    flow = _flow(p)
+    runs = MP._runs_of_single_path(flow)
+    rel = (start - flow.guest_isn) & M32
+    (run,) = [r for r in runs if r[4] is not None]
+    assert run[0] == rel and run[1] == rel + len(payload)
+    assert run[4][2] == orig.data_len and (flow.local_idsn + run[4][0]) & M64 == orig.data_seq
+    assert runs[0][0] == 1 and runs[-1][1] == flow.snd_end and flow.gso_maps is None
