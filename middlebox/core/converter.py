@@ -863,7 +863,11 @@ class Converter:
                     counters[Counter.MappingMismatch] += 1  # the offset moves (counted once)
                 # bytes the guest has still belong to their mapping's checksum: a mapping whose
                 # first part was delivered by another subflow is summed whole (multipath)
-                if flow.checksum and not self._csum_step(sf, data, pkt, r, m_r, m_len) and not consumed:
+                # Acknowledged on arrival (multipath), subflow 1 sums in subflow order only: a
+                # segment it cannot sum is never taken, or the sum would wait for bytes the
+                # server considers delivered, and every later mapping with it.
+                if (flow.checksum and not self._csum_step(sf, data, pkt, r, m_r, m_len)
+                        and (not consumed or sf.arrival)):
                     counters[Counter.DataCsumHoleDropped] += 1
                     return [Drop("checksummed mapping: segment after a hole")]
                 rec = sf.record(r, plen, d0)
@@ -949,6 +953,8 @@ class Converter:
         the server resends them) until the one being summed is complete; pieces of mappings
         already verified whole (`ck_done`) pass without touching the sum."""
         plen = pkt.payload_len
+        if sf.arrival and r > sf.rcv_end():
+            return False  # beyond a subflow-level hole: in subflow order only (see the caller)
         if r == m_r and plen == m_len:
             return True  # the whole mapping in one segment: checked by _classify_in
         if m_r + m_len <= sf.ck_done and (not sf.ck_on or m_r < sf.ck_map):

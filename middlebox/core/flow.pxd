@@ -29,6 +29,8 @@ cdef class Subflow:
                    s="long long", e="long long", o="long long", i=int, keep=list, ranges=list,
                    last=list, rg=list)
     cpdef int record(self, long long r, long long n, long long d) except -2
+    @cython.locals(end="long long", rg=list)
+    cpdef long long rcv_end(self)
     @cython.locals(s_ack="long long", s="long long", e="long long", ds="long long", done=int,
                    ranges=list, rg=list)
     cpdef long long subflow_ack(self, long long d_ack) except? -2

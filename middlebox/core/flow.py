@@ -164,6 +164,16 @@ class Subflow:
         self.ranges = keep
         return result
 
+    def rcv_end(self) -> int:
+        """The end of the subflow bytes received without a hole (after rcv_base)."""
+        end = self.rcv_base
+        for rg in self.ranges:
+            if rg[0] > end:
+                break
+            if rg[1] > end:
+                end = rg[1]
+        return end
+
     def subflow_ack(self, d_ack: int) -> int:
         """The subflow ack (relative) for the guest's data-level ack `d_ack` (relative): the
         end of the longest run of received subflow bytes whose data the guest has. Moves

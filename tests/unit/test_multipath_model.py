@@ -932,3 +932,42 @@ def test_a_late_remove_addr_does_not_kill_the_rejoined_subflow():
         while sim.q[leg]:
             sim.deliver(leg, 0)
     assert not rejoined.closed, "the server removed the rejoined subflow"
+
+
+def test_checksummed_mapping_on_subflow_1_is_summed_in_subflow_order_once_acked_on_arrival():
+    """Multipath with DSS checksums: subflow 1 is acknowledged on arrival, so a segment it
+    cannot add to the running sum (beyond a subflow hole inside a mapping) must not be taken
+    (nor acknowledged) at all: the sum would otherwise wait for bytes the server considers
+    delivered, and every later mapping with it."""
+    p = MPair(1, server_checksum=True)
+    p.go_multipath()
+    p.join_up(1)
+    body = bytes(range(256)) + bytes(44)  # one mapping of 300 bytes in three segments
+
+    def seg(off):
+        d = (p.s_idsn + 1) & M64
+        dss = Dss(data_ack=p.dack().data_ack, data_seq=d, dsn64=True, subflow_seq=1, data_len=300,
+                  csum=dss_checksum(d, 1, 300, body))
+        return p.s_packet((p.s_isn + 1 + off) & M32, (p.g_isn + 6) & M32, ACK | PSH, (dss,),
+                          body[off:off + 100])
+
+    _, got = p.inn(seg(0))
+    assert got is not None
+    _, got = p.inn(seg(200))  # the middle one was lost: not taken
+    assert got is None and p.count("DataCsumHoleDropped") == 1
+    assert p.flow.sf.rcv_end() == 101  # subflow bytes 1..101 only: the guest's ACKs say so
+    # the server reinjected DSN 101..301 on the join and the guest has it all: the last
+    # segment, resent on subflow 1, is data the guest has, and still not taken out of order
+    p.g_rcv = (p.s_isn + 301) & M32
+    p.out(p.g_ack())
+    _, got = p.inn(seg(200))
+    assert got is None and p.count("DataCsumHoleDropped") == 2 and p.flow.sf.rcv_end() == 101
+    p.inn(seg(100))
+    p.inn(seg(200))  # resent again: the mapping completes, checked whole
+    assert p.flow.sf.rcv_end() == 301 and not p.flow.sf.ck_on and p.count("DataCsumErr") == 0
+    # a later mapping on subflow 1 is taken (the sum did not stay stuck on the first one)
+    d = (p.s_idsn + 301) & M64
+    dss = Dss(data_ack=p.dack().data_ack, data_seq=d, dsn64=True, subflow_seq=301, data_len=50,
+              csum=dss_checksum(d, 301, 50, b"n" * 50))
+    _, got = p.inn(p.s_packet((p.s_isn + 301) & M32, (p.g_isn + 6) & M32, ACK | PSH, (dss,), b"n" * 50))
+    assert got is not None
