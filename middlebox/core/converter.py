@@ -911,6 +911,8 @@ class Converter:
             if sf.record(r + plen, 1, d0 + plen) > 0 and r + plen + 1 > sf.rcv_max:
                 sf.rcv_max = r + plen + 1
         if flow.mp is not None:
+            if plen and not old:
+                MP.forwarded(flow.mp, d0 + plen, flow.last)
             new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack
             if f & FIN and not (data_fin and (flow.server_isn + fin_d) & M32 == gend):
                 new_flags = f & ~FIN  # subflow 1 closes, not the connection: no FIN for the guest

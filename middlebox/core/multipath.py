@@ -93,6 +93,7 @@ ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
+HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
 RATE_MIN = 125000.0  # bytes/s floor of a delivery-rate estimate (1 Mbit/s)
@@ -176,7 +177,8 @@ class MpConn:
     1 + len(uplinks) paths, MAX_RUNS runs, MAX_OOO intervals per path."""
 
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
-                 "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at")
+                 "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
+                 "fwd_end", "hole_mark", "hole_at")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -191,6 +193,12 @@ class MpConn:
         self.version = version
         self.dack_sent = 0
         self.started_at = now
+        # guest-side holes (issue 6: subflows are acked on arrival, so the server learns of a
+        # byte the guest never got only from the DATA_ACK): the end of the server data sent on
+        # to the guest, and a mark of it the guest's ack must pass within HOLE_WAIT
+        self.fwd_end = 0
+        self.hole_mark = 0
+        self.hole_at = 0.0
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -1098,6 +1106,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     if plen and d0 + plen > flow.rcv_rel:
         counters[Counter.JoinDataFwd] += 1
         flow.bytes_in += plen
+        forwarded(mp, d0 + plen, flow.last)
         seg_max = conv._mss_limit[pkt.version]  # a GRO super-packet: the guest gets segments
         off = pkt.payload_off
         for a in range(0, plen, seg_max):
@@ -1259,14 +1268,30 @@ assert {h for h, _ in SUBFLOW_TABLE.values()} <= set(_HANDLERS), "SUBFLOW_TABLE 
 # -- time and links ----------------------------------------------------------------------------------
 
 
+def forwarded(mp, end: int, now: float) -> None:
+    """Server data up to `end` (relative DSN) went on to the guest, acked on its subflow."""
+    if end > mp.fwd_end:
+        mp.fwd_end = end
+    if not mp.hole_at:
+        mp.hole_mark = mp.fwd_end
+        mp.hole_at = now
+
+
 def tick(conv, now: float) -> list:
-    """Join and ACK retransmissions, stale and dead subflows."""
+    """Join and ACK retransmissions, stale and dead subflows, suspected guest-side holes."""
     actions = []
     for key, flow in list(conv.mp_flows.items()):
         mp = flow.mp
         if mp is None:
             conv.mp_flows.pop(key, None)
             continue
+        if mp.hole_at and now - mp.hole_at >= HOLE_WAIT:
+            if flow.rcv_rel < mp.hole_mark:  # the server's MPTCP-level retransmission repairs it
+                conv.counters[Counter.GuestHoleSuspect] += 1
+            mp.hole_at = 0.0
+        if not mp.hole_at and mp.fwd_end > flow.rcv_rel:
+            mp.hole_mark = mp.fwd_end
+            mp.hole_at = now
         progressed = max((q.progress_at for q in mp.paths if q.state in ALIVE), default=0.0)
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
@@ -1304,6 +1329,8 @@ def next_deadline(conv) -> float | None:
         mp = flow.mp
         if mp is None:
             continue
+        if mp.hole_at and (best is None or mp.hole_at + HOLE_WAIT < best):
+            best = mp.hole_at + HOLE_WAIT
         for p in mp.paths:
             st = p.state
             t = None

@@ -971,3 +971,21 @@ def test_checksummed_mapping_on_subflow_1_is_summed_in_subflow_order_once_acked_
               csum=dss_checksum(d, 301, 50, b"n" * 50))
     _, got = p.inn(p.s_packet((p.s_isn + 301) & M32, (p.g_isn + 6) & M32, ACK | PSH, (dss,), b"n" * 50))
     assert got is not None
+
+
+def test_data_acked_on_arrival_that_the_guest_never_acks_is_counted_as_a_suspected_hole():
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j1 = p.joins[1]
+    p.j_in(p.j_data(j1, b"d" * 100))  # acked on the join at once, sent on to the guest
+    t0 = p.now
+    assert MP.next_deadline(p.conv) is not None
+    p.conv.tick(t0 + 0.5)
+    p.conv.tick(t0 + 1.6)  # the guest never acked it (lost on the guest's side)
+    assert p.count("GuestHoleSuspect") == 1
+    p.g_rcv = (p.s_isn + 101) & M32  # now it has it all
+    p.out(p.g_ack())
+    p.conv.tick(t0 + 3.0)
+    p.conv.tick(t0 + 4.5)
+    assert p.count("GuestHoleSuspect") == 1
