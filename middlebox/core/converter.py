@@ -955,10 +955,23 @@ class Converter:
         the server resends them) until the one being summed is complete; pieces of mappings
         already verified whole (`ck_done`) pass without touching the sum."""
         plen = pkt.payload_len
-        if sf.arrival and r > sf.rcv_end():
+        end = sf.rcv_end()
+        if sf.arrival and r > end:
             return False  # beyond a subflow-level hole: in subflow order only (see the caller)
+        if r + plen <= end:
+            # every byte came before (a subflow-level retransmission, e.g. Linux resending the
+            # first MSS of a super-packet that arrived whole): summed or verified then. Summing
+            # it again would restart its mapping's sum, which then waits for bytes the server
+            # never resends, and every later mapping's pieces are dropped with it: a stall.
+            return True
         if r == m_r and plen == m_len:
-            return True  # the whole mapping in one segment: checked by _classify_in
+            # the whole mapping in one segment, checked by _classify_in: verified whole, its own
+            # running sum (pieces came first, the rest was lost and resent whole) ends here
+            if sf.ck_on and sf.ck_map == m_r:
+                sf.ck_on = False
+            if not sf.ck_on and m_r + m_len > sf.ck_done:
+                sf.ck_done = m_r + m_len
+            return True
         if m_r + m_len <= sf.ck_done and (not sf.ck_on or m_r < sf.ck_map):
             return True  # a retransmitted piece of a mapping verified whole
         if sf.ck_on and m_r != sf.ck_map:

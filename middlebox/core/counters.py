@@ -135,6 +135,7 @@ class Counter(IntEnum):
     JoinViolation = 109  # (subflow state, input) pair missing from SUBFLOW_TABLE: dropped
     GsoMapRepeated = 111  # single path: guest bytes inside a super-packet's mapping sent with it again
     GsoMapForgotten = 112  # single path: a super-packet mapping forgotten unacked (MAX_GSO_MAPS)
+    AckedHoleFilled = 114  # zero-filled segments for a subflow hole whose data the server had data-acked
     GsoMapCut = 113  # single path: a guest segment across super-packet mappings, sent in pieces
 
 

@@ -93,6 +93,7 @@ ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
+FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -178,7 +179,7 @@ class MpConn:
 
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
-                 "fwd_end", "hole_mark", "hole_at")
+                 "fwd_end", "hole_mark", "hole_at", "removed")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -199,6 +200,7 @@ class MpConn:
         self.fwd_end = 0
         self.hole_mark = 0
         self.hole_at = 0.0
+        self.removed = []  # address ids a REMOVE_ADDR named: a rejoin takes a fresh one
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -348,6 +350,11 @@ def _open_join(conv, flow, mp, up, now: float) -> list:
         conv.counters[Counter.MPJoinPortsExhausted] += 1
         return []
     p = Path(len(mp.paths), flow, up, version, local, port, mp.server, mp.sport, now)
+    if p.addr_id in mp.removed:
+        # a REMOVE_ADDR of this id may still be on its way (or be resent): Linux would close
+        # the new subflow with it (every subflow with that remote id), so a fresh id
+        used = {q.addr_id for q in mp.paths} | set(mp.removed) | {u.id for u in conv.config.uplinks}
+        p.addr_id = next((i for i in range(255, 0, -1) if i not in used), p.addr_id)
     p.local_isn = secrets.randbits(32)
     p.lnonce = new_nonce()
     mp.paths.append(p)
@@ -610,6 +617,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         return actions
     s, e = rel, rel + plen
     pieces = []
+    merged = False  # new bytes joined the tail run (run map full): they go out cut, see below
     if plen:
         if s < mp.snd_nxt:
             old = _runs_pieces(mp, s, min(e, mp.snd_nxt))
@@ -646,7 +654,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 return [Drop("no live subflow")]
             p = mp.paths[k]
             # a super-packet wholly new on subflow 1 goes in place with one mapping
-            whole = k == 0 and not pieces and e - max(s, start_d) > conv._mss_limit[pkt.version] - 12
+            whole = k == 0 and not pieces and s == start_d and e - s > conv._mss_limit[pkt.version] - 12
             if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters, not whole):
                 t = mp.runs[-1]
                 counters[Counter.RunMapFull] += 1
@@ -655,6 +663,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 if p.state is not SS.ESTABLISHED or not _runs_add(mp, start_d, e, k, p.snd_nxt, counters):
                     counters[Counter.RunMapDrop] += 1
                     return [Drop("run map full")]
+                # Merged into the tail run: no run of its own, so no multi-segment mapping
+                # (given to the merged run, it would label the run's earlier bytes too: their
+                # retransmission went out at their seq under a mapping starting later, Linux
+                # DSSNoMatchTCP and a reset). Sent cut, one mapping per segment.
+                whole = False
+                merged = True
             if s > start_d:
                 counters[Counter.GapReserved] += s - start_d
             s0 = p.snd_nxt
@@ -689,7 +703,13 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             return [Drop("no live subflow for the DATA_FIN")]
         return [Drop("DATA_FIN on another subflow"), Inject(_data_on(flow, mp.paths[k], opt, 0, b""))]
     ts = None
-    in_place = len(pieces) == 1 and pieces[0][2] == 0
+    # In place only when the one piece is the whole payload: a piece is less when bytes
+    # before it were skipped (data-acked on a closed subflow, or runs already trimmed: the
+    # guest resends from a snd_una behind DATA_ACK) or after it (no live subflow); rewritten
+    # whole, the segment would carry those bytes too under the piece's seq and mapping (the
+    # server: wrong bytes at that DSN, then MAPPING_INVALID / DSSNoMatchTCP and a reset).
+    in_place = (len(pieces) == 1 and pieces[0][2] == 0 and pieces[0][0] == s and pieces[0][1] == e
+                and not merged)
     if in_place and type(pieces[0][4]) is list:  # the new whole-mapping run: it gets its mapping
         a, b, idx, ss, run = pieces[0]
         dsn = (flow.local_idsn + a) & M64
@@ -762,6 +782,53 @@ def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
     seq = p.local_isn + (ss if payload else p.snd_nxt)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, seq, p.remote_isn + p.rcv_nxt,
                    ACK | psh, flow.guest_window, build_options(b"", (opt,)), payload)
+
+
+def _fill_acked_hole(conv, flow, mp, p) -> list:
+    """Subflow p has made no progress and the bytes at its snd_una carry data the server has
+    already data-acked (it got them on another subflow): the guest will never resend them,
+    and the payload is not kept here (MULTIPATH.md option B), so the subflow-level hole
+    would stay for good and with it everything sent on p after it. Fill it with zeros under
+    a mapping of those DSNs: Linux discards subflow data whose DSN lies before its data-level
+    ack (mptcp_subflow_discard_data, MIB DuplicateData), after checking its DSS checksum,
+    which is computed over the zeros. Not for a run whose one mapping spans segments and is
+    checksummed (that checksum is the original bytes'). At most FILL_MAX bytes a call."""
+    idx = p.index
+    a = p.snd_una
+    for r0, r1, ridx, s0, m in mp.runs:
+        if ridx != idx or not (s0 <= a < s0 + (r1 - r0)):
+            continue
+        d = r0 + (a - s0)
+        end = min(r1, mp.data_ack, d + FILL_MAX)
+        if d >= end or (m is not None and flow.checksum):
+            return []
+        seg_max = conv._mss_limit[p.version] - 12
+        out = []
+        if idx == 0:
+            sf = flow.sf
+            ack = sf.remote_isn + sf.rcv_base
+        else:
+            ack = p.remote_isn + p.rcv_nxt
+        data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+        if not flow.ack64:
+            data_ack &= M32
+        while d < end:
+            n = min(seg_max, end - d)
+            ss = s0 + (d - r0)
+            zeros = bytes(n)
+            if m is not None:  # a whole super-packet mapping: repeated exactly (no checksum)
+                opt = Dss(data_ack, flow.ack64, (flow.local_idsn + m[0]) & M64, True, m[1] & M32, m[2], None,
+                          False)
+            else:
+                dsn = (flow.local_idsn + d) & M64
+                csum = dss_checksum(dsn, ss & M32, n, zeros) if flow.checksum else None
+                opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, n, csum, False)
+            out.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + ss, ack,
+                                      ACK, flow.guest_window, build_options(b"", (opt,)), zeros)))
+            d += n
+        conv.counters[Counter.AckedHoleFilled] += len(out)
+        return out
+    return []
 
 
 def _best_live(mp) -> int:
@@ -1227,6 +1294,8 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
     if k < 0 and mp.paths[0].index != p.index and mp.paths[0].state in ALIVE:
         k = 0
     rm = (RemoveAddr((p.addr_id,)),)
+    if p.addr_id not in mp.removed:
+        mp.removed.append(p.addr_id)
     if k > 0:  # the server stops using the address (id 0: subflow 1) and resends its data
         acts.append(Inject(_ack_on(flow, mp.paths[k], rm)))
         counters[Counter.RmAddrTX] += 1
@@ -1307,7 +1376,14 @@ def tick(conv, now: float) -> list:
                 inp = SI.GIVE_UP if p.tries >= ACK3_TRIES else SI.TIMER_ACK3
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
                 wait = max(STALE_MIN, 4 * p.srtt)
-                if now - p.progress_at < wait or progressed <= p.progress_at:
+                if now - p.progress_at < wait:
+                    continue
+                fill = _fill_acked_hole(conv, flow, mp, p)
+                if fill:  # a hole nobody would fill: filled, and the subflow gets its time again
+                    actions.extend(fill)
+                    p.progress_at = now
+                    continue
+                if progressed <= p.progress_at:
                     continue
                 inp = SI.TIMER_STALE
             elif st is SS.STALE and now - p.stale_at >= DEAD_AFTER and _others_alive(mp, p):

@@ -545,3 +545,48 @@ def test_subflow_hole_fills_even_when_ranges_pile_up_beyond_it():
         f"subflow ack {sim.acks[-1]} (want {sub}), guest rcv_nxt {sim.rcv_nxt()} (want {d}), "
         f"RangeMapFull {p.count('RangeMapFull')}")
     assert p.count("CoreBug") == 0
+
+
+def test_checksummed_mapping_retransmitted_head_of_a_whole_mapping_does_not_restart_the_sum():
+    """A mapping that came whole in one segment (a GRO super-packet), then a retransmission of
+    its first MSS (Linux resends the head of an skb on duplicate ACKs or a probe): that piece
+    adds nothing to any sum. Before, it started summing its mapping again and the sum waited
+    for bytes the server never sends again: every piece of the next multi-segment mapping was
+    dropped for good (DataCsumHoleDropped; the download stalled)."""
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(1000)
+    sim = Sim(p, S)
+    (whole,) = _mapping_pieces(p, S, 1, 1, (600,))
+    head = _mapping_pieces(p, S, 1, 1, (200, 400))[0]
+    _, got = sim.inn(whole)
+    assert got is not None
+    _, got = sim.inn(head)  # the retransmitted head, before the guest acked
+    for seg in _mapping_pieces(p, S, 601, 601, (200, 200)):
+        _, got = sim.inn(seg)
+        assert got is not None
+    sim.ack()
+    assert sim.stream_ok() and sim.acks[-1] == 1001
+    assert _no_csum_errors(p) == {}
+
+
+def test_checksummed_mapping_resent_whole_after_its_head_ends_the_running_sum():
+    """The first piece of a mapping came, the rest was lost, and the server resent the whole
+    super-packet (one segment, the whole mapping: verified by _classify_in). The running sum
+    of that mapping must end there, or the next mapping's pieces wait behind it for good."""
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(1000)
+    sim = Sim(p, S)
+    head = _mapping_pieces(p, S, 1, 1, (200, 400))[0]
+    (whole,) = _mapping_pieces(p, S, 1, 1, (600,))
+    _, got = sim.inn(head)
+    assert got is not None
+    _, got = sim.inn(whole)
+    assert got is not None
+    for seg in _mapping_pieces(p, S, 601, 601, (200, 200)):
+        _, got = sim.inn(seg)
+        assert got is not None
+    sim.ack()
+    assert sim.stream_ok() and sim.acks[-1] == 1001
+    assert _no_csum_errors(p) == {}
