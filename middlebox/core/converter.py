@@ -624,7 +624,8 @@ class Converter:
             if plen and (flow.gso_maps is not None or plen > self._mss_limit[pkt.version] - 12):
                 # a super-packet, or bytes of one sent before (Flow.gso_lookup)
                 hit = flow.gso_lookup(rel, data_len)
-                if hit == -2:
+                if hit == -2 or (hit >= 0 and fin and not flow.gso_maps[hit + 1] >> 33 & 1):
+                    # across mappings, or a FIN after bytes of one without the DATA_FIN
                     return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
                 if hit >= 0:  # inside a super-packet's mapping: that mapping, exactly
                     counters[Counter.GsoMapRepeated] += 1
@@ -705,6 +706,14 @@ class Converter:
         shift = flow.guest_isn - sf.local_isn
         ack = pkt.ack if new_ack == -1 else new_ack
         out = [Drop("guest segment across super-packet mappings: sent in pieces")]
+        fin_apart = False  # the FIN goes on a bare DATA_FIN of its own (see below)
+        if fin:
+            if not flow.local_fin:
+                flow.guest_passive = flow.remote_fin_acked
+                flow.local_fin = True
+                flow.local_fin_seq = (pkt.seq + plen) & M32
+            counters[Counter.DataFinTX] += 1
+            fin_apart = not cuts or cuts[-1][2] >= 0 and not (maps[cuts[-1][2] + 1] >> 33) & 1
         for a, b, idx in cuts:
             while a < b:
                 c = min(b, a + seg_max)
@@ -722,13 +731,20 @@ class Converter:
                     csum = dss_checksum(dsn, (a + shift) & M32, dlen, payload) if flow.checksum else None
                     opt = Dss(data_ack, flow.ack64, dsn, True, (a + shift) & M32, dlen, csum, bool(fin) and last)
                 flags = pkt.flags & (ACK | PSH) if last else ACK
-                if fin and last:
+                if fin and last and not fin_apart:
                     flags |= FIN
                 counters[DSSTX] += 1
                 out.append(Inject(MP.segment(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
                                              (sf.local_isn + shift + a) & M32, ack, flags, pkt.window,
                                              build_options(ts, (opt,)), payload)))
                 a = c
+        if fin_apart:  # the last piece's mapping ends before the FIN: a bare DATA_FIN (§3.3)
+            dsn = (flow.local_idsn + end) & M64
+            csum = dss_checksum(dsn, 0, 1, b"") if flow.checksum else None
+            opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, csum, True)
+            out.append(Inject(MP.segment(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
+                                         (sf.local_isn + shift + end) & M32, ack, ACK | FIN, pkt.window,
+                                         build_options(ts, (opt,)))))
         flow.bytes_out += plen
         return out
 

@@ -104,3 +104,24 @@ def test_a_flow_going_multipath_keeps_the_unacked_super_packet_mappings():
     assert run[0] == rel and run[1] == rel + len(payload)
     assert run[4][2] == orig.data_len and (flow.local_idsn + run[4][0]) & M64 == orig.data_seq
     assert runs[0][0] == 1 and runs[-1][1] == flow.snd_end and flow.gso_maps is None
+
+
+def test_a_resend_of_a_super_packets_tail_with_the_fin_gets_its_data_fin_apart():
+    """The guest closed after a super-packet (its FIN went alone, a bare DATA_FIN) and then
+    resent the super-packet's last piece together with the FIN: the piece keeps the
+    super-packet's mapping, which has no DATA_FIN, so the FIN goes on a bare DATA_FIN."""
+    p = Pair()
+    p.established()
+    start, payload, orig = _super(p, 4, 0x44)
+    p.out(p.g_fin())
+    seq = (start + 3 * SEG) & M32
+    actions, _ = p.out(p.g_data(payload[3 * SEG:], fin=True, seq=seq))
+    assert isinstance(actions[0], Drop)
+    (piece, fin) = [x.data for x in actions[1:] if isinstance(x, Inject)]
+    pp, d1 = _dss(piece)
+    assert (d1.data_seq, d1.data_len, d1.data_fin) == (orig.data_seq, orig.data_len, False)
+    assert not pp.flags & 0x01 and pp.seq == seq
+    fp, d2 = _dss(fin)
+    assert fp.flags & 0x01 and fp.payload_len == 0 and fp.seq == (start + len(payload)) & M32
+    assert d2.data_fin and d2.data_len == 1 and d2.subflow_seq == 0
+    assert d2.data_seq == (orig.data_seq + len(payload)) & M64
