@@ -791,8 +791,9 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
     would stay for good and with it everything sent on p after it. Fill it with zeros under
     a mapping of those DSNs: Linux discards subflow data whose DSN lies before its data-level
     ack (mptcp_subflow_discard_data, MIB DuplicateData), after checking its DSS checksum,
-    which is computed over the zeros. Not for a run whose one mapping spans segments and is
-    checksummed (that checksum is the original bytes'). At most FILL_MAX bytes a call."""
+    which is computed over the zeros. Not for a run whose one mapping spans segments when it
+    is checksummed (that checksum is the original bytes') or the guest has sent its FIN. At
+    most FILL_MAX bytes a call."""
     idx = p.index
     a = p.snd_una
     for r0, r1, ridx, s0, m in mp.runs:
@@ -800,8 +801,8 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
             continue
         d = r0 + (a - s0)
         end = min(r1, mp.data_ack, d + FILL_MAX)
-        if d >= end or (m is not None and flow.checksum):
-            return []
+        if d >= end or (m is not None and (flow.checksum or flow.local_fin)):
+            return []  # (a whole mapping may carry the DATA_FIN: repeated without it, it would differ)
         seg_max = conv._mss_limit[p.version] - 12
         out = []
         if idx == 0:
