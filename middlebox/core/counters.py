@@ -136,6 +136,7 @@ class Counter(IntEnum):
     GsoMapRepeated = 111  # single path: guest bytes inside a super-packet's mapping sent with it again
     GsoMapForgotten = 112  # single path: a super-packet mapping forgotten unacked (MAX_GSO_MAPS)
     AckedHoleFilled = 114  # zero-filled segments for a subflow hole whose data the server had data-acked
+    JoinBeyondGuestWindow = 115  # server data on an extra subflow beyond the guest's window (the guest drops it)
     GsoMapCut = 113  # single path: a guest segment across super-packet mappings, sent in pieces
 
 

@@ -1130,6 +1130,13 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
         if dss.dsn64:
             flow.ack64 = True
         d0 = d + (r - m_r)
+        if d0 + plen > flow.rcv_rel + (flow.guest_window << flow.guest_wscale) and r + plen > p.rcv_nxt:
+            # Beyond the window the guest offered (Linux seems to pair a new DATA_ACK with a
+            # join's older window): the guest drops it, and acked here only the server's
+            # MPTCP-level timer repairs that (GuestHoleSuspect). Counted, still taken: not
+            # taking it (the server resends it sooner) cost the join its share of the
+            # download in a first trial; to be decided on the benchmark.
+            counters[Counter.JoinBeyondGuestWindow] += 1
         if flow.checksum and r + plen > p.rcv_nxt:
             if r == m_r and plen == m_len:
                 if dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len,
