@@ -646,11 +646,7 @@ class Converter:
                     if not flow.gso_record(rel, data_len, (0 if csum is None else csum) | (0x10000 if fin else 0)):
                         counters[Counter.GsoMapForgotten] += 1
             if fin:
-                if not flow.local_fin:
-                    # the guest had the server's FIN when it closed: it goes to LAST_ACK
-                    flow.guest_passive = flow.remote_fin_acked
-                    flow.local_fin = True
-                    flow.local_fin_seq = (pkt.seq + plen) & M32
+                flow.guest_fin((pkt.seq + plen) & M32)
                 counters[Counter.DataFinTX] += 1
             counters[DSSTX] += 1
             flow.bytes_out += plen
@@ -708,10 +704,7 @@ class Converter:
         out = [Drop("guest segment across super-packet mappings: sent in pieces")]
         fin_apart = False  # the FIN goes on a bare DATA_FIN of its own (see below)
         if fin:
-            if not flow.local_fin:
-                flow.guest_passive = flow.remote_fin_acked
-                flow.local_fin = True
-                flow.local_fin_seq = (pkt.seq + plen) & M32
+            flow.guest_fin((pkt.seq + plen) & M32)
             counters[Counter.DataFinTX] += 1
             fin_apart = not cuts or cuts[-1][2] >= 0 and not (maps[cuts[-1][2] + 1] >> 33) & 1
         for a, b, idx in cuts:

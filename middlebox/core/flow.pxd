@@ -65,6 +65,7 @@ cdef class Flow:
     cdef public int sf1_uplink
 
     cpdef long long syn_isn(self)
+    cpdef void guest_fin(self, long long fin_seq)
     @cython.locals(i=int, lo=int, hi=int, mid=int, s="long long", e="long long", end="long long")
     cpdef int gso_lookup(self, long long rel, long long n) except? -3
     @cython.locals(n=int, k=int, kept=bint, acked="long long")

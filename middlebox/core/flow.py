@@ -342,6 +342,14 @@ class Flow:
         """Guest seq of our DSN (for a DATA_ACK from the server); 32-bit DSNs work too."""
         return (self.guest_isn + dsn - self.local_idsn) & M32
 
+    def guest_fin(self, fin_seq: int) -> None:
+        """The guest's FIN at guest seq `fin_seq` (the first one counts): a guest that had the
+        server's FIN when it closed goes to LAST_ACK (`guest_passive`)."""
+        if not self.local_fin:
+            self.guest_passive = self.remote_fin_acked
+            self.local_fin = True
+            self.local_fin_seq = fin_seq
+
     # -- guest -> server: super-packet mappings (single path) --------------------------------
     #
     # A GSO super-packet goes out in place with one mapping that the kernel copies onto every

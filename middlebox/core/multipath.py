@@ -596,10 +596,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     sf1_ack = pkt.ack if new_ack == -1 else new_ack
     p0 = mp.paths[0]
     p0_alive = p0.state in ALIVE
-    if fin and not flow.local_fin:
-        flow.guest_passive = flow.remote_fin_acked
-        flow.local_fin = True
-        flow.local_fin_seq = (pkt.seq + plen) & M32
+    if fin:
+        flow.guest_fin((pkt.seq + plen) & M32)
     if not plen and not fin:
         if p0_alive:
             counters[Counter.DataAckTX] += 1
