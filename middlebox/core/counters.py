@@ -137,6 +137,7 @@ class Counter(IntEnum):
     GsoMapForgotten = 112  # single path: a super-packet mapping forgotten unacked (MAX_GSO_MAPS)
     AckedHoleFilled = 114  # zero-filled segments for a subflow hole whose data the server had data-acked
     JoinBeyondGuestWindow = 115  # server data on an extra subflow beyond the guest's window (the guest drops it)
+    JoinDataInPlace = 116  # of JoinDataFwd, sent on re-addressed in place (config join_in_place)
     GsoMapCut = 113  # single path: a guest segment across super-packet mappings, sent in pieces
 
 

@@ -1087,7 +1087,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     f = pkt.flags
     data_fin = dss is not None and dss.data_fin
     if plen or f & FIN or data_fin:
-        actions.extend(_download(conv, flow, mp, p, pkt, data, dss))
+        _download(conv, flow, mp, p, pkt, data, dss, actions)
         return actions
     if moved:
         counters[Counter.GuestAckInjected] += 1
@@ -1100,7 +1100,13 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     return actions
 
 
-def _download(conv, flow, mp, p, pkt, data, dss) -> list:
+def _download(conv, flow, mp, p, pkt, data, dss, actions: list) -> None:
+    """Server data on an extra subflow, into `actions` (its first item, the verdict, becomes
+    the segment re-addressed to the guest when the shell routes it there: `join_in_place`)."""
+    actions.extend(_download_acts(conv, flow, mp, p, pkt, data, dss, actions))
+
+
+def _download_acts(conv, flow, mp, p, pkt, data, dss, actions: list) -> list:
     counters = conv.counters
     counters[Counter.JoinDataRX] += 1
     f = pkt.flags
@@ -1180,6 +1186,13 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
         counters[Counter.JoinDataFwd] += 1
         flow.bytes_in += plen
         forwarded(mp, d0 + plen, flow.last)
+        if conv.config.join_in_place:  # the segment itself goes on, re-addressed (a GRO
+            #                             super-packet too: the kernel segments it)
+            counters[Counter.JoinDataInPlace] += 1
+            actions[0] = Rewrite(_readdress(flow, mp, pkt, data, (flow.server_isn + d0) & M32, new_flags))
+            counters[Counter.SubflowAckTX] += 1
+            out.append(Inject(_ack_on(flow, p)))
+            return out
         seg_max = conv._mss_limit[pkt.version]  # a GRO super-packet: the guest gets segments
         off = pkt.payload_off
         for a in range(0, plen, seg_max):
@@ -1192,6 +1205,55 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     counters[Counter.SubflowAckTX] += 1
     out.append(Inject(_ack_on(flow, p)))
     return out
+
+
+def _fold(x: int) -> int:
+    while x > 0xFFFF:
+        x = (x & 0xFFFF) + (x >> 16)
+    return x
+
+
+def _pseudo(version: int, src: bytes, dst: bytes, tcp_len: int) -> int:
+    if version == 4:
+        return _fold(ones_sum(src) + ones_sum(dst) + 6 + tcp_len)
+    return _fold(ones_sum(src) + ones_sum(dst) + (tcp_len >> 16) + (tcp_len & 0xFFFF) + 6)
+
+
+def _readdress(flow, mp, pkt, data: bytes, seq: int, flags: int) -> bytes:
+    """Server data on an extra subflow, in place, as a segment from the server's address to
+    the guest (the verdict of a packet queued in PREROUTING: the kernel routes it afresh, to
+    the guest): addresses, ports, seq, ack, window and flags of the guest's connection, no
+    TCP options (joins carry no timestamps, MPTCP options never reach the guest), the payload
+    untouched. The TCP checksum follows from the segment's own (the payload's sum is what
+    the old checksum leaves once its headers are taken out), so a wrong one stays wrong and
+    no 64 KB sum is computed; the shell rewrites it where the kernel still has to finish it
+    (docs/fastpath.md §4)."""
+    v = pkt.version
+    ihl = pkt.ip_hlen
+    off = pkt.payload_off
+    plen = pkt.length - off
+    if v == 4:
+        old_src, old_dst = data[12:16], data[16:20]
+    else:
+        old_src, old_dst = data[8:24], data[24:40]
+    check = (data[ihl + 16] << 8) | data[ihl + 17]
+    old_hdr = ones_sum(data, ihl, off)  # with the checksum field: taken out below
+    old_hdr = _fold(old_hdr + (~check & 0xFFFF))
+    old_ps = _pseudo(v, old_src, old_dst, pkt.length - ihl)
+    payload_sum = _fold((~check & 0xFFFF) + (~old_ps & 0xFFFF) + (~old_hdr & 0xFFFF))
+    ack = (flow.guest_isn + mp.data_ack) & M32
+    tcp = struct.pack("!HHIIBBHHH", mp.sport, mp.gport, seq, ack, 5 << 4, flags,
+                      _guest_window(flow, mp), 0, 0)
+    new_ps = _pseudo(v, mp.server, mp.guest, TCP_HLEN + plen)
+    c = ~_fold(new_ps + ones_sum(tcp) + payload_sum) & 0xFFFF
+    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    if v == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, data[1], 20 + TCP_HLEN + plen, (data[4] << 8) | data[5],
+                         data[6] << 8 & 0x4000, data[8], 6, 0, mp.server, mp.guest)
+        ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip, 5)) + ip[12:]
+    else:
+        ip = data[0:4] + struct.pack("!HBB", TCP_HLEN + plen, 6, data[7]) + mp.server + mp.guest
+    return ip + tcp + data[off:pkt.length]
 
 
 def _csum_step(flow, p, pkt, data: bytes, dss, r: int, m_r: int, m_len: int, d: int):
