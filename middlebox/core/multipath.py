@@ -18,10 +18,16 @@ A flow goes multipath once it is established, the server did not forbid joins to
 
 Download needs no map: the server maps every segment (PROTOCOL.md), the converter places its
 bytes at the guest seq of their DSN and acknowledges each extra subflow itself on arrival
-(MULTIPATH.md §4, decision of issue 6). Subflow 1 keeps its single-path receive logic
-(`flow.Subflow`) but is acknowledged on arrival too (`Subflow.arrival`): the guest's ACKs
-carry the end of what subflow 1 received without a hole, and its data-level ack becomes
-the DATA_ACK only.
+(MULTIPATH.md §4, decision of issue 6), with SACK blocks of its out-of-order record (joins
+offer SACK_PERM: without it the server repaired a join's loss Reno-style). Where the shell
+queues join packets before routing (`Config.join_in_place`), a join's data segment reaches
+the guest as the queued packet itself, re-addressed (`_readdress`), else cut and injected.
+Subflow 1 keeps its single-path receive logic (`flow.Subflow`) but is acknowledged on
+arrival too (`Subflow.arrival`): the guest's ACKs carry the end of what subflow 1 received
+without a hole, and its data-level ack becomes the DATA_ACK only. A guest ACK that would
+reach the server as a subflow-level duplicate on subflow 1 while subflow 1 has no hole (it
+acks another subflow's data) is held back (`_sf1_dup`): Linux, without SACK there, took each
+one as a Reno dupack. Its DATA_ACK goes with the next ACK on any subflow, or by tick().
 
 What the guest sees: one TCP connection. ACKs that do not move the data level are data-level
 duplicates; they reach the guest only when they are also subflow-level duplicates on the
