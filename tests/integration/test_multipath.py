@@ -285,6 +285,12 @@ def test_join_refused_bad_hmac_and_reset(mbox, server_factory):
     try:
         upload(t, srv, payload(4 * MB))
         download(t, srv, 4 * MB)
+    except BaseException:  # what the daemon and the server counted, for a failure seen once in CI
+        d.stop()
+        print(d.output[-3000:])
+        print({k: v for k, v in delta(before, t.nstat(t.server)).items() if v})
+        print({k: v for k, v in delta(before_tcp, t.nstat(t.server, prefix=None)).items() if v})
+        raise
     finally:
         d.stop()
         peer.terminate()
