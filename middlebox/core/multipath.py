@@ -1171,7 +1171,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     f = pkt.flags
     data_fin = dss is not None and dss.data_fin
     if plen or f & FIN or data_fin:
-        _download(conv, flow, mp, p, pkt, data, dss, actions)
+        actions.extend(_download(conv, flow, mp, p, pkt, data, dss, actions))
         return actions
     if moved:
         counters[Counter.GuestAckInjected] += 1
@@ -1184,13 +1184,10 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     return actions
 
 
-def _download(conv, flow, mp, p, pkt, data, dss, actions: list) -> None:
-    """Server data on an extra subflow, into `actions` (its first item, the verdict, becomes
-    the segment re-addressed to the guest when the shell routes it there: `join_in_place`)."""
-    actions.extend(_download_acts(conv, flow, mp, p, pkt, data, dss, actions))
-
-
-def _download_acts(conv, flow, mp, p, pkt, data, dss, actions: list) -> list:
+def _download(conv, flow, mp, p, pkt, data, dss, actions: list) -> list:
+    """Server data on an extra subflow: the Injects it causes. `actions[0]`, the verdict,
+    becomes the segment re-addressed to the guest when the shell routes it there
+    (`join_in_place`)."""
     counters = conv.counters
     counters[Counter.JoinDataRX] += 1
     f = pkt.flags
