@@ -858,14 +858,7 @@ def plot(results: list[dict], path: pathlib.Path) -> str | None:
 # -- main --------------------------------------------------------------------------------------
 
 
-def _stop_on_sigterm(signum, frame) -> None:
-    # SIGTERM's default action ends the process at once: namespaces, iperf3 servers, socat and
-    # the daemon would stay behind. As an exception, every `finally: b.close()` runs.
-    raise SystemExit(128 + signum)
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     scen = all_scenarios()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,

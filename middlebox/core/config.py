@@ -53,11 +53,6 @@ class Config:
     max_multipath_flows: int = 4096  # flows that may open extra subflows at once
     join_after_bytes: int = 65536  # joins start once a flow moved this many bytes ...
     join_after_ms: int = 1000  # ... or lived this long, whichever first
-    # Server data on an extra subflow reaches the guest as the queued packet itself,
-    # re-addressed (a Rewrite verdict; a GRO super-packet stays one): only where the shell
-    # queues those packets before routing (PREROUTING) and marks them so that they are not
-    # queued again on their way to the guest. Otherwise (False) it is cut and injected.
-    join_in_place: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in (0, 1):

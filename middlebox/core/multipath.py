@@ -18,16 +18,10 @@ A flow goes multipath once it is established, the server did not forbid joins to
 
 Download needs no map: the server maps every segment (PROTOCOL.md), the converter places its
 bytes at the guest seq of their DSN and acknowledges each extra subflow itself on arrival
-(MULTIPATH.md §4, decision of issue 6), with SACK blocks of its out-of-order record (joins
-offer SACK_PERM: without it the server repaired a join's loss Reno-style). Where the shell
-queues join packets before routing (`Config.join_in_place`), a join's data segment reaches
-the guest as the queued packet itself, re-addressed (`_readdress`), else cut and injected.
-Subflow 1 keeps its single-path receive logic (`flow.Subflow`) but is acknowledged on
-arrival too (`Subflow.arrival`): the guest's ACKs carry the end of what subflow 1 received
-without a hole, and its data-level ack becomes the DATA_ACK only. A guest ACK that would
-reach the server as a subflow-level duplicate on subflow 1 while subflow 1 has no hole (it
-acks another subflow's data) is held back (`_sf1_dup`): Linux, without SACK there, took each
-one as a Reno dupack. Its DATA_ACK goes with the next ACK on any subflow, or by tick().
+(MULTIPATH.md §4, decision of issue 6). Subflow 1 keeps its single-path receive logic
+(`flow.Subflow`) but is acknowledged on arrival too (`Subflow.arrival`): the guest's ACKs
+carry the end of what subflow 1 received without a hole, and its data-level ack becomes
+the DATA_ACK only.
 
 What the guest sees: one TCP connection. ACKs that do not move the data level are data-level
 duplicates; they reach the guest only when they are also subflow-level duplicates on the
@@ -100,8 +94,6 @@ ACK3_TRIES = 5  # ... this many times, then reset
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
-DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
-#                    a subflow-level duplicate there) may wait for another ACK to carry it
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -122,7 +114,7 @@ class Path:
         "rcv_nxt", "ooo", "rcv_fin",
         "srtt", "rtt_ssn", "rtt_at", "rate", "rate_bytes", "rate_at",
         "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
-        "heard_at", "suspect_at", "sack", "sack_recent",
+        "heard_at", "suspect_at",
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
     )
 
@@ -164,8 +156,6 @@ class Path:
         self.born = now
         self.heard_at = now  # the last segment from the server on this subflow
         self.suspect_at = 0.0  # subflow 1: an uplink went down then (we do not know its route)
-        self.sack = False  # extra subflows: SACK_PERM in the server's SYN/ACK (our ACKs carry SACK)
-        self.sack_recent = -1  # subflow seq (relative) of the latest out-of-order arrival
         self.ck_on = False
         self.ck_map = 0
         self.ck_next = 0
@@ -189,8 +179,7 @@ class MpConn:
 
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
-                 "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
-                 "dack_out", "dack_due")
+                 "fwd_end", "hole_mark", "hole_at", "removed")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -212,13 +201,6 @@ class MpConn:
         self.hole_mark = 0
         self.hole_at = 0.0
         self.removed = []  # address ids a REMOVE_ADDR named: a rejoin takes a fresh one
-        # download: what the server last heard on subflow 1 (its subflow ack, the raw window)
-        # and the largest data-level ack (relative, as flow.rcv_rel) any of our ACKs carried;
-        # a DATA_ACK held back (send) is due on some subflow by `dack_due` (0: none)
-        self.sf1_ack_out = -1
-        self.sf1_win_out = -1
-        self.dack_out = 0
-        self.dack_due = 0.0
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -409,11 +391,8 @@ def release(conv, flow) -> None:
 
 
 def _join_syn(conv, flow, p) -> bytes:
-    # SACK_PERM: we are the receiver of the join's download (acked on arrival): with SACK
-    # blocks from our out-of-order record the server repairs a loss there without Reno's
-    # one hole per RTT (measured: 2x100 Mbit/s download, 1 % loss on the join's path)
     guest_ws = flow.guest_wscale if flow.guest_wscale_seen else -1
-    tcp = encode_tcp_options(conv._mss_limit[p.version], guest_ws, True, -1, -1)
+    tcp = encode_tcp_options(conv._mss_limit[p.version], guest_ws, False, -1, -1)
     opt = MpJoinSyn(p.backup, p.addr_id, key_token(flow.remote_key, flow.version), p.lnonce)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn, 0, SYN,
                    65535, build_options(tcp, (opt,)))
@@ -433,61 +412,12 @@ def _rst(flow, p, reason: int) -> bytes:
                    build_options(b"", (MpTcpRst(False, reason),)))
 
 
-def _dack_carried(flow) -> None:
-    """An ACK with the guest's current DATA_ACK goes to the server."""
-    mp = flow.mp
-    if mp is not None and flow.rcv_rel >= mp.dack_out:
-        mp.dack_out = flow.rcv_rel
-        mp.dack_due = 0.0
-
-
-def _sf1_out(mp, ack: int, window: int) -> None:
-    """A segment with subflow ack `ack` and raw window `window` goes out on subflow 1."""
-    mp.sf1_ack_out = ack
-    mp.sf1_win_out = window
-
-
-def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
-    """A pure guest ACK that the server would take as a subflow-level duplicate on subflow 1
-    (same ack, no larger window) although subflow 1 has no hole: it only moves the DATA_ACK
-    (the guest acked data of another subflow, or saw reordering between subflows). Without
-    SACK on subflow 1 (the guest's SACK_PERM is stripped) Linux counts each one as a Reno
-    dupack: hundreds of spurious fast retransmits per second on a download, subflow 1's cwnd
-    at 2-3 and its reordering estimate at 1 (RFC 8684 §3.3.6: no more than two duplicate ACKs
-    in a row for signalling). Held back while an extra subflow lives: its ACKs carry the
-    DATA_ACK, or tick() sends it there within DACK_FLUSH."""
-    if sf1_ack != mp.sf1_ack_out or window > mp.sf1_win_out or flow.sf.ranges:
-        return False
-    for q in mp.paths:
-        if q.index and q.state is SS.ESTABLISHED:
-            return True
-    return False
-
-
-def _sack_blocks(p) -> list:
-    """SACK blocks (RFC 2018) of extra subflow p's out-of-order record: the one holding the
-    latest arrival first, then the others from the lowest, at most 3 (with the DATA_ACK's
-    12 bytes, 26 of SACK fit the 40)."""
-    ooo = p.ooo
-    first = [iv for iv in ooo if iv[0] <= p.sack_recent < iv[1]]
-    out = [((p.remote_isn + a) & M32, (p.remote_isn + b) & M32) for a, b in first]
-    for a, b in ooo:
-        if len(out) >= 3:
-            break
-        if not (a <= p.sack_recent < b):
-            out.append(((p.remote_isn + a) & M32, (p.remote_isn + b) & M32))
-    return out
-
-
 def _ack_on(flow, p, extra=()) -> bytes:
-    """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window;
-    SACK blocks when the server permitted them and bytes beyond a hole are held."""
-    _dack_carried(flow)
+    """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window."""
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
-    tcp = encode_tcp_options(sack=_sack_blocks(p)) if p.sack and p.ooo and not extra else b""
-    opts = build_options(tcp, (Dss(data_ack, flow.ack64), *extra))
+    opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
@@ -497,8 +427,6 @@ def _ack_on_sf1(flow, mp, extra=()) -> bytes:
     has passed on, the guest's DATA_ACK and window (for options the guest cannot send)."""
     p0 = mp.paths[0]
     sf = flow.sf
-    _dack_carried(flow)
-    _sf1_out(mp, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window)
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
@@ -671,15 +599,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     if fin:
         flow.guest_fin((pkt.seq + plen) & M32)
     if not plen and not fin:
-        if p0_alive and _sf1_dup(flow, mp, sf1_ack, pkt.window):
-            counters[Counter.Sf1DupAckHeld] += 1
-            if flow.rcv_rel > mp.dack_out and not mp.dack_due:
-                mp.dack_due = now + DACK_FLUSH
-            return [Drop("guest ACK: a subflow-1 duplicate moving only the DATA_ACK")]
         if p0_alive:
             counters[Counter.DataAckTX] += 1
-            _dack_carried(flow)
-            _sf1_out(mp, sf1_ack, pkt.window)
             options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
             if options is None:
                 return [Drop("no option room for the DATA_ACK")]
@@ -773,8 +694,6 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             options = conv._room(pkt, data, opt, raw)
             if options is None:
                 return [Drop("no option room for the DATA_FIN")]
-            _dack_carried(flow)
-            _sf1_out(mp, sf1_ack, pkt.window)
             return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt - 1) & M32, ack=sf1_ack,
                                     options=options))]
         k = _best_live(mp)
@@ -830,8 +749,6 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             counters[Counter.DataFinTX] += 1
         p.tx_bytes += b - a
         if idx == 0:
-            _dack_carried(flow)
-            _sf1_out(mp, sf1_ack, pkt.window)
             flags = pkt.flags & (PSH | ACK)
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 flags |= FIN
@@ -1088,7 +1005,6 @@ def _j_synack(conv, flow, p, pkt, data, opt, now):
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
     p.rwscale = min(o.wscale, 14) if o.wscale >= 0 and flow.guest_wscale_seen else 0
     p.snd_wnd = pkt.window  # unscaled in a SYN/ACK
-    p.sack = o.sack_perm
     p.rcv_nxt = 1
     p.tries = 0
     p.timer = now + ACK3_RTO
@@ -1171,7 +1087,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     f = pkt.flags
     data_fin = dss is not None and dss.data_fin
     if plen or f & FIN or data_fin:
-        actions.extend(_download(conv, flow, mp, p, pkt, data, dss, actions))
+        actions.extend(_download(conv, flow, mp, p, pkt, data, dss))
         return actions
     if moved:
         counters[Counter.GuestAckInjected] += 1
@@ -1184,10 +1100,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     return actions
 
 
-def _download(conv, flow, mp, p, pkt, data, dss, actions: list) -> list:
-    """Server data on an extra subflow: the Injects it causes. `actions[0]`, the verdict,
-    becomes the segment re-addressed to the guest when the shell routes it there
-    (`join_in_place`)."""
+def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     counters = conv.counters
     counters[Counter.JoinDataRX] += 1
     f = pkt.flags
@@ -1242,7 +1155,6 @@ def _download(conv, flow, mp, p, pkt, data, dss, actions: list) -> list:
             counters[Counter.JoinOfoDrop] += 1
             return [Inject(_ack_on(flow, p))]
         counters[Counter.JoinOutOfOrder] += 1
-        p.sack_recent = r
     elif end > p.rcv_nxt:
         p.rcv_nxt = end
         ooo = p.ooo
@@ -1268,13 +1180,6 @@ def _download(conv, flow, mp, p, pkt, data, dss, actions: list) -> list:
         counters[Counter.JoinDataFwd] += 1
         flow.bytes_in += plen
         forwarded(mp, d0 + plen, flow.last)
-        if conv.config.join_in_place:  # the segment itself goes on, re-addressed (a GRO
-            #                             super-packet too: the kernel segments it)
-            counters[Counter.JoinDataInPlace] += 1
-            actions[0] = Rewrite(_readdress(flow, mp, pkt, data, (flow.server_isn + d0) & M32, new_flags))
-            counters[Counter.SubflowAckTX] += 1
-            out.append(Inject(_ack_on(flow, p)))
-            return out
         seg_max = conv._mss_limit[pkt.version]  # a GRO super-packet: the guest gets segments
         off = pkt.payload_off
         for a in range(0, plen, seg_max):
@@ -1287,55 +1192,6 @@ def _download(conv, flow, mp, p, pkt, data, dss, actions: list) -> list:
     counters[Counter.SubflowAckTX] += 1
     out.append(Inject(_ack_on(flow, p)))
     return out
-
-
-def _fold(x: int) -> int:
-    while x > 0xFFFF:
-        x = (x & 0xFFFF) + (x >> 16)
-    return x
-
-
-def _pseudo(version: int, src: bytes, dst: bytes, tcp_len: int) -> int:
-    if version == 4:
-        return _fold(ones_sum(src) + ones_sum(dst) + 6 + tcp_len)
-    return _fold(ones_sum(src) + ones_sum(dst) + (tcp_len >> 16) + (tcp_len & 0xFFFF) + 6)
-
-
-def _readdress(flow, mp, pkt, data: bytes, seq: int, flags: int) -> bytes:
-    """Server data on an extra subflow, in place, as a segment from the server's address to
-    the guest (the verdict of a packet queued in PREROUTING: the kernel routes it afresh, to
-    the guest): addresses, ports, seq, ack, window and flags of the guest's connection, no
-    TCP options (joins carry no timestamps, MPTCP options never reach the guest), the payload
-    untouched. The TCP checksum follows from the segment's own (the payload's sum is what
-    the old checksum leaves once its headers are taken out), so a wrong one stays wrong and
-    no 64 KB sum is computed; the shell rewrites it where the kernel still has to finish it
-    (docs/fastpath.md §4)."""
-    v = pkt.version
-    ihl = pkt.ip_hlen
-    off = pkt.payload_off
-    plen = pkt.length - off
-    if v == 4:
-        old_src, old_dst = data[12:16], data[16:20]
-    else:
-        old_src, old_dst = data[8:24], data[24:40]
-    check = (data[ihl + 16] << 8) | data[ihl + 17]
-    old_hdr = ones_sum(data, ihl, off)  # with the checksum field: taken out below
-    old_hdr = _fold(old_hdr + (~check & 0xFFFF))
-    old_ps = _pseudo(v, old_src, old_dst, pkt.length - ihl)
-    payload_sum = _fold((~check & 0xFFFF) + (~old_ps & 0xFFFF) + (~old_hdr & 0xFFFF))
-    ack = (flow.guest_isn + mp.data_ack) & M32
-    tcp = struct.pack("!HHIIBBHHH", mp.sport, mp.gport, seq, ack, 5 << 4, flags,
-                      _guest_window(flow, mp), 0, 0)
-    new_ps = _pseudo(v, mp.server, mp.guest, TCP_HLEN + plen)
-    c = ~_fold(new_ps + ones_sum(tcp) + payload_sum) & 0xFFFF
-    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
-    if v == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, data[1], 20 + TCP_HLEN + plen, (data[4] << 8) | data[5],
-                         data[6] << 8 & 0x4000, data[8], 6, 0, mp.server, mp.guest)
-        ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip, 5)) + ip[12:]
-    else:
-        ip = data[0:4] + struct.pack("!HBB", TCP_HLEN + plen, 6, data[7]) + mp.server + mp.guest
-    return ip + tcp + data[off:pkt.length]
 
 
 def _csum_step(flow, p, pkt, data: bytes, dss, r: int, m_r: int, m_len: int, d: int):
@@ -1511,16 +1367,6 @@ def tick(conv, now: float) -> list:
         if not mp.hole_at and mp.fwd_end > flow.rcv_rel:
             mp.hole_mark = mp.fwd_end
             mp.hole_at = now
-        if mp.dack_due and now >= mp.dack_due:
-            mp.dack_due = 0.0
-            if flow.rcv_rel > mp.dack_out:  # held back, and no ACK carried it since
-                k = _best_live(mp)
-                if k > 0:
-                    conv.counters[Counter.DataAckFlushed] += 1
-                    actions.append(Inject(_ack_on(flow, mp.paths[k])))
-                elif mp.paths[0].state in ALIVE:
-                    conv.counters[Counter.DataAckFlushed] += 1
-                    actions.append(Inject(_ack_on_sf1(flow, mp)))
         progressed = max((q.progress_at for q in mp.paths if q.state in ALIVE), default=0.0)
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
@@ -1567,8 +1413,6 @@ def next_deadline(conv) -> float | None:
             continue
         if mp.hole_at and (best is None or mp.hole_at + HOLE_WAIT < best):
             best = mp.hole_at + HOLE_WAIT
-        if mp.dack_due and (best is None or mp.dack_due < best):
-            best = mp.dack_due
         for p in mp.paths:
             st = p.state
             t = None

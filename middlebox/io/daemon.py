@@ -35,10 +35,8 @@
   looked up at start (middlebox/io/uplinks.py: primary IPv4/IPv6 address, link state) and
   handed to the core as `Config.uplinks` (ids 1..n), with --join-ports (default: the installed
   range) and the join settings. A queued packet addressed to an uplink address with a
-  destination port in the join range arrived for the box itself (the rules queue those in
-  PREROUTING, marked, so that a verdict may re-address server data to the guest:
-  `Config.join_in_place`; older installs queued them in INPUT, where data is injected
-  instead; forwarded packets never carry a local destination): it goes to the core as
+  destination port in the join range arrived for the box itself (the rules queue those from
+  INPUT; forwarded packets never carry a local destination): it goes to the core as
   `Direction.LOCAL`, or, while the core has no LOCAL direction, is dropped (`local_dropped`;
   nothing local owns the reserved range, the stack would only answer with a RST). The links
   are followed through an rtnetlink socket (pyroute2, link and address groups) in the same
@@ -353,7 +351,6 @@ class Daemon:
         self.handler = None
         self._folds: tuple[tuple[str, str], ...] = ()
         self.uplinks: list[_uplinks.ResolvedUplink] = []
-        self.join_in_place = False
         self.recorded_uplinks: dict[str, _uplinks.ResolvedUplink] = {}  # by name, with tables
         self.join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT
         self.links: _uplinks.LinkWatch | None = None
@@ -434,8 +431,6 @@ class Daemon:
                       max_multipath_flows=self.args.max_multipath_flows,
                       join_after_bytes=self.args.join_after_bytes,
                       join_after_ms=self.args.join_after_ms)
-            if self.join_in_place and "join_in_place" in getattr(config_cls, "__dataclass_fields__", ()):
-                kw.update(join_in_place=True)
         try:
             config = config_cls(**kw)
         except (TypeError, ValueError) as e:
@@ -457,9 +452,6 @@ class Daemon:
             specs = [u.spec for u in recorded]
             source = "installed rules"
         self.join_ports = self.args.join_ports or installed_ports or JOIN_PORTS_DEFAULT
-        # the installed rules queue join packets before routing: server data on them goes to
-        # the guest as the packet itself, re-addressed (else cut into injected segments)
-        self.join_in_place = rules.installed_join_in_place()
         if not specs:
             return
         try:
@@ -478,9 +470,6 @@ class Daemon:
         log.info("join ports %d-%d, max subflows %s, join after %d bytes or %d ms",
                  *self.join_ports, self.args.max_subflows or f"{1 + len(self.uplinks)} (1 + uplinks)",
                  self.args.join_after_bytes, self.args.join_after_ms)
-        log.info("server data on extra subflows: %s", "re-addressed in place (rules queue joins in "
-                 "prerouting)" if self.join_in_place else "injected (rules queue joins in input: "
-                 "`middlebox rules install` again re-addresses them in place)")
 
     def local_classifier(self, handle):
         """`handle` wrapped: a packet to an uplink address with a destination port in the

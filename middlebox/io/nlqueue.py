@@ -18,15 +18,12 @@ NetfilterQueue. What it does differently, and why (docs/fastpath.md has the meas
   - no flag or CSUM_NOTVERIFIED: a full checksum, which the core's incremental update keeps
     right (RFC 1624);
   - CSUMNOTREADY + GSO, hook FORWARD or PREROUTING (routed after the verdict to another
-    host: the rules queue in PREROUTING packets not addressed to the box, and join packets,
-    whose rewritten verdicts are re-addressed to a guest; a join packet for the box itself
-    is accepted unchanged, with no payload to fix): the kernel
+    host: the rules queue in PREROUTING only packets not addressed to the box): the kernel
     recomputes the field when it segments (or hands the packet to a TSO device) and only
     needs the pseudo-header sum for the new length, folded and not inverted (what
     `tcp4_gso_segment` writes);
   - CSUMNOTREADY alone, or with GSO at any other hook (INPUT: delivered locally, as the
-    extra subflows' packets of rules installed by an older version are): the full checksum,
-    from scratch (the kernel
+    extra subflows' packets queued there are): the full checksum, from scratch (the kernel
     sends or delivers the verdict's bytes as they are, `CHECKSUM_NONE`);
   - and always: IPv4 total length + header checksum, IPv6 payload length;
 * **size**: the verdict's payload attribute has a 16-bit length, so at most 65,531 bytes

@@ -13,9 +13,8 @@ With `--uplink IFACE[,gw=ADDR][,backup][,cost=N]` (repeatable; middlebox/io/upli
 also adds, per uplink, source policy routing through pyroute2 (a free routing table with the
 uplink's prefix and default route, `ip rule from <uplink address> lookup <table>`, IPv4 and
 IPv6 where the uplink has an address), and queues TCP to the uplink addresses with a
-destination port in the join range (`--join-ports LO-HI`, default 61000-61999), the packets
-of extra subflows, before routing and marked (the daemon re-addresses server data on them to
-the guest in its verdict: `Config.join_in_place`); the join range is added to
+destination port in the join range (`--join-ports LO-HI`, default 61000-61999) arriving for
+the box itself (the packets of extra subflows); the join range is added to
 net.ipv4.ip_local_reserved_ports (IPv4 and IPv6) so no local socket takes a port of it.
 
 The previous sysctl values, the uplinks, their tables and rule priorities are recorded (in
@@ -47,7 +46,7 @@ QUEUE_DEFAULT = 0
 INJECT_MARK = 0x4D427801
 NFT_TABLE = "middlebox"
 XT_CHAIN = "MIDDLEBOX"
-XT_JOIN_CHAIN = "MIDDLEBOX_JOIN"  # mangle PREROUTING: packets of extra subflows (--uplink)
+XT_JOIN_CHAIN = "MIDDLEBOX_JOIN"  # mangle INPUT: packets of extra subflows (--uplink)
 # mangle PREROUTING: guest packets are queued before the routing decision, so the daemon sees
 # them even when the route their first subflow took is gone (its uplink died): a multipath
 # flow then carries them on its other subflows (issue 6).
@@ -237,16 +236,13 @@ def xt_remove() -> bool:
     for tool, _ in XT_TOOLS:
         if shutil.which(tool) is None:
             continue
-        # (MIDDLEBOX_JOIN hung off INPUT before join packets were re-addressed in place)
-        for chain, hooks in ((XT_CHAIN, ("FORWARD",)), (XT_JOIN_CHAIN, ("PREROUTING", "INPUT")),
-                             (XT_PRE_CHAIN, ("PREROUTING",))):
+        for chain, hook in ((XT_CHAIN, "FORWARD"), (XT_JOIN_CHAIN, "INPUT"), (XT_PRE_CHAIN, "PREROUTING")):
             if _run([tool, "-t", "mangle", "-S", chain]).returncode != 0:
                 continue
             found = True
-            for hook in hooks:
-                for _ in range(100):
-                    if _run([tool, "-t", "mangle", "-D", hook, "-j", chain]).returncode != 0:
-                        break
+            for _ in range(100):
+                if _run([tool, "-t", "mangle", "-D", hook, "-j", chain]).returncode != 0:
+                    break
             _run([tool, "-t", "mangle", "-F", chain])
             r = _run([tool, "-t", "mangle", "-X", chain])
             if r.returncode != 0:
@@ -357,12 +353,6 @@ def installed_uplinks() -> tuple[list[_uplinks.ResolvedUplink], tuple[int, int] 
     return ups, (tuple(jp) if ups and jp else None)
 
 
-def installed_join_in_place() -> bool:
-    """Whether the installed rules queue the join packets before routing (and mark them), so
-    that a verdict may re-address them to the guest."""
-    return _state().get("join_hook") == "prerouting"
-
-
 def installed_companion() -> int | None:
     """The companion queue `rules install` recorded here (the netlink backend re-queues
     truncated and oversized super-packets to it), None when nothing is installed."""
@@ -466,9 +456,6 @@ def _install_uplinks(state: dict, old: list, resolved: list, join_ports, log) ->
             raise RulesError(str(e)) from None
     state["uplinks"] = [u.as_dict() for u in resolved]
     state["join_ports"] = list(join_ports) if resolved else None
-    # where the ruleset queues the join packets: prerouting lets the daemon re-address server
-    # data to the guest in its verdict (Config.join_in_place); older installs queued in input
-    state["join_hook"] = "prerouting" if resolved else None
     _write_state(state)
     for u in resolved:
         log(f"uplink {u.describe()}")

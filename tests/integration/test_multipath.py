@@ -53,10 +53,6 @@ def test_two_uplinks_both_carry(mbox, server_factory, family):
         assert tx1 - tx0 > 2 * MB and rx1 - rx0 > 2 * MB, (links0, links1)
     rc, _ = d.stop()
     assert rc == 0, d.output
-    # the rules queue join packets in prerouting: the join's server data went on to the guest
-    # as the packet itself, re-addressed (none cut and injected), and the bytes were right
-    c = core_counters(d.output)
-    assert c.get("JoinDataFwd", 0) > 0 and c.get("JoinDataInPlace", 0) == c["JoinDataFwd"], c
 
 
 def _transfer_with_link_event(t, srv, direction: str, n: int, path: int, down_at: float,
@@ -285,12 +281,6 @@ def test_join_refused_bad_hmac_and_reset(mbox, server_factory):
     try:
         upload(t, srv, payload(4 * MB))
         download(t, srv, 4 * MB)
-    except BaseException:  # what the daemon and the server counted, for a failure seen once in CI
-        d.stop()
-        print(d.output[-3000:])
-        print({k: v for k, v in delta(before, t.nstat(t.server)).items() if v})
-        print({k: v for k, v in delta(before_tcp, t.nstat(t.server, prefix=None)).items() if v})
-        raise
     finally:
         d.stop()
         peer.terminate()
