@@ -138,6 +138,8 @@ class Counter(IntEnum):
     AckedHoleFilled = 114  # zero-filled segments for a subflow hole whose data the server had data-acked
     JoinBeyondGuestWindow = 115  # server data on an extra subflow beyond the guest's window (the guest drops it)
     GsoMapCut = 113  # single path: a guest segment across super-packet mappings, sent in pieces
+    Sf1DupAckHeld = 117  # guest ACKs not sent: subflow-1 duplicates (no hole there) moving only the DATA_ACK
+    DataAckFlushed = 118  # held-back DATA_ACKs sent on by the timer (no other ACK carried them in time)
 
 
 def new_counters() -> dict:

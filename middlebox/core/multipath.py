@@ -94,6 +94,8 @@ ACK3_TRIES = 5  # ... this many times, then reset
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
+DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
+#                    a subflow-level duplicate there) may wait for another ACK to carry it
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -179,7 +181,8 @@ class MpConn:
 
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
-                 "fwd_end", "hole_mark", "hole_at", "removed")
+                 "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
+                 "dack_out", "dack_due")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -201,6 +204,13 @@ class MpConn:
         self.hole_mark = 0
         self.hole_at = 0.0
         self.removed = []  # address ids a REMOVE_ADDR named: a rejoin takes a fresh one
+        # download: what the server last heard on subflow 1 (its subflow ack, the raw window)
+        # and the largest data-level ack (relative, as flow.rcv_rel) any of our ACKs carried;
+        # a DATA_ACK held back (send) is due on some subflow by `dack_due` (0: none)
+        self.sf1_ack_out = -1
+        self.sf1_win_out = -1
+        self.dack_out = 0
+        self.dack_due = 0.0
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -412,8 +422,40 @@ def _rst(flow, p, reason: int) -> bytes:
                    build_options(b"", (MpTcpRst(False, reason),)))
 
 
+def _dack_carried(flow) -> None:
+    """An ACK with the guest's current DATA_ACK goes to the server."""
+    mp = flow.mp
+    if mp is not None and flow.rcv_rel >= mp.dack_out:
+        mp.dack_out = flow.rcv_rel
+        mp.dack_due = 0.0
+
+
+def _sf1_out(mp, ack: int, window: int) -> None:
+    """A segment with subflow ack `ack` and raw window `window` goes out on subflow 1."""
+    mp.sf1_ack_out = ack
+    mp.sf1_win_out = window
+
+
+def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
+    """A pure guest ACK that the server would take as a subflow-level duplicate on subflow 1
+    (same ack, no larger window) although subflow 1 has no hole: it only moves the DATA_ACK
+    (the guest acked data of another subflow, or saw reordering between subflows). Without
+    SACK on subflow 1 (the guest's SACK_PERM is stripped) Linux counts each one as a Reno
+    dupack: hundreds of spurious fast retransmits per second on a download, subflow 1's cwnd
+    at 2-3 and its reordering estimate at 1 (RFC 8684 §3.3.6: no more than two duplicate ACKs
+    in a row for signalling). Held back while an extra subflow lives: its ACKs carry the
+    DATA_ACK, or tick() sends it there within DACK_FLUSH."""
+    if sf1_ack != mp.sf1_ack_out or window > mp.sf1_win_out or flow.sf.ranges:
+        return False
+    for q in mp.paths:
+        if q.index and q.state is SS.ESTABLISHED:
+            return True
+    return False
+
+
 def _ack_on(flow, p, extra=()) -> bytes:
     """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window."""
+    _dack_carried(flow)
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
@@ -427,6 +469,8 @@ def _ack_on_sf1(flow, mp, extra=()) -> bytes:
     has passed on, the guest's DATA_ACK and window (for options the guest cannot send)."""
     p0 = mp.paths[0]
     sf = flow.sf
+    _dack_carried(flow)
+    _sf1_out(mp, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window)
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
@@ -599,8 +643,15 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     if fin:
         flow.guest_fin((pkt.seq + plen) & M32)
     if not plen and not fin:
+        if p0_alive and _sf1_dup(flow, mp, sf1_ack, pkt.window):
+            counters[Counter.Sf1DupAckHeld] += 1
+            if flow.rcv_rel > mp.dack_out and not mp.dack_due:
+                mp.dack_due = now + DACK_FLUSH
+            return [Drop("guest ACK: a subflow-1 duplicate moving only the DATA_ACK")]
         if p0_alive:
             counters[Counter.DataAckTX] += 1
+            _dack_carried(flow)
+            _sf1_out(mp, sf1_ack, pkt.window)
             options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
             if options is None:
                 return [Drop("no option room for the DATA_ACK")]
@@ -694,6 +745,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             options = conv._room(pkt, data, opt, raw)
             if options is None:
                 return [Drop("no option room for the DATA_FIN")]
+            _dack_carried(flow)
+            _sf1_out(mp, sf1_ack, pkt.window)
             return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt - 1) & M32, ack=sf1_ack,
                                     options=options))]
         k = _best_live(mp)
@@ -749,6 +802,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             counters[Counter.DataFinTX] += 1
         p.tx_bytes += b - a
         if idx == 0:
+            _dack_carried(flow)
+            _sf1_out(mp, sf1_ack, pkt.window)
             flags = pkt.flags & (PSH | ACK)
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 flags |= FIN
@@ -1367,6 +1422,16 @@ def tick(conv, now: float) -> list:
         if not mp.hole_at and mp.fwd_end > flow.rcv_rel:
             mp.hole_mark = mp.fwd_end
             mp.hole_at = now
+        if mp.dack_due and now >= mp.dack_due:
+            mp.dack_due = 0.0
+            if flow.rcv_rel > mp.dack_out:  # held back, and no ACK carried it since
+                k = _best_live(mp)
+                if k > 0:
+                    conv.counters[Counter.DataAckFlushed] += 1
+                    actions.append(Inject(_ack_on(flow, mp.paths[k])))
+                elif mp.paths[0].state in ALIVE:
+                    conv.counters[Counter.DataAckFlushed] += 1
+                    actions.append(Inject(_ack_on_sf1(flow, mp)))
         progressed = max((q.progress_at for q in mp.paths if q.state in ALIVE), default=0.0)
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
@@ -1413,6 +1478,8 @@ def next_deadline(conv) -> float | None:
             continue
         if mp.hole_at and (best is None or mp.hole_at + HOLE_WAIT < best):
             best = mp.hole_at + HOLE_WAIT
+        if mp.dack_due and (best is None or mp.dack_due < best):
+            best = mp.dack_due
         for p in mp.paths:
             st = p.state
             t = None

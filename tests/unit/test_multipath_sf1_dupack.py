@@ -1,0 +1,74 @@
+"""Download over a join: the guest's ACKs of join data must not reach the server as
+subflow-level duplicates on subflow 1 (without SACK there, Linux counts each as a Reno dupack:
+spurious fast retransmits, subflow 1's cwnd at 2-3, its share of the download gone). They are
+held back while a join lives; the join's own ACKs carry the DATA_ACK, or the timer does."""
+
+from __future__ import annotations
+
+from middlebox.core import Counter, Drop, Inject, Rewrite
+from middlebox.core import multipath as MP
+from middlebox.wire import mptcp_options, parse_packet
+
+from tests.unit.test_subflow_table import M32, M64, MPair
+
+
+def _dack_of(buf: bytes) -> int | None:
+    pkt = parse_packet(buf)
+    for o in mptcp_options(buf, pkt):
+        if getattr(o, "data_ack", None) is not None:
+            return o.data_ack
+    return None
+
+
+def _setup():
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    # the guest acks everything so far: a subflow-1 ACK goes out (the server's view of it)
+    acts, sent = p.out(p.g_ack())
+    assert isinstance(acts[0], Rewrite)
+    return p, j
+
+
+def test_guest_acks_of_join_data_are_not_subflow_1_duplicates():
+    p, j = _setup()
+    held = p.count("Sf1DupAckHeld")
+    for _ in range(5):
+        p.j_in(p.j_data(j, b"x" * 100))
+        p.g_rcv = (p.s_isn + p.s_drel) & M32  # the guest has it
+        acts, _ = p.out(p.g_ack())
+        assert isinstance(acts[0], Drop) and len(acts) == 1, acts
+    assert p.count("Sf1DupAckHeld") == held + 5
+    # the next join ACK carries the guest's DATA_ACK
+    acts = p.j_in(p.j_data(j, b"y" * 100))
+    acks = [a.data for a in acts if isinstance(a, Inject) and p.label(a.data) == "ack@1"]
+    want = (p.s_idsn + p.flow.rcv_rel) & M64
+    assert acks and _dack_of(acks[-1]) in (want, want & M32)
+    assert p.mp.dack_due == 0.0
+
+
+def test_held_data_ack_is_flushed_by_the_timer():
+    p, j = _setup()
+    p.j_in(p.j_data(j, b"x" * 100))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    acts, _ = p.out(p.g_ack())
+    assert isinstance(acts[0], Drop)
+    due = p.mp.dack_due
+    assert due and p.conv.next_deadline() <= due
+    p.now = due + 0.0001
+    acts = p.conv.tick(p.now)
+    labels = [p.label(a.data) for a in acts if isinstance(a, Inject)]
+    assert labels == ["ack@1"], labels
+    want = (p.s_idsn + p.flow.rcv_rel) & M64
+    assert _dack_of(acts[0].data) in (want, want & M32)
+    assert p.count("DataAckFlushed") == 1 and p.mp.dack_due == 0.0
+
+
+def test_window_update_and_subflow_1_progress_still_go_on_subflow_1():
+    p, j = _setup()
+    p.j_in(p.j_data(j, b"x" * 100))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    # a larger window is a window update for the server, not a duplicate
+    acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=600))
+    assert isinstance(acts[0], Rewrite)
