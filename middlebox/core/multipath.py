@@ -116,7 +116,7 @@ class Path:
         "rcv_nxt", "ooo", "rcv_fin",
         "srtt", "rtt_ssn", "rtt_at", "rate", "rate_bytes", "rate_at",
         "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
-        "heard_at", "suspect_at",
+        "heard_at", "suspect_at", "sack", "sack_recent",
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
     )
 
@@ -158,6 +158,8 @@ class Path:
         self.born = now
         self.heard_at = now  # the last segment from the server on this subflow
         self.suspect_at = 0.0  # subflow 1: an uplink went down then (we do not know its route)
+        self.sack = False  # extra subflows: SACK_PERM in the server's SYN/ACK (our ACKs carry SACK)
+        self.sack_recent = -1  # subflow seq (relative) of the latest out-of-order arrival
         self.ck_on = False
         self.ck_map = 0
         self.ck_next = 0
@@ -401,8 +403,11 @@ def release(conv, flow) -> None:
 
 
 def _join_syn(conv, flow, p) -> bytes:
+    # SACK_PERM: we are the receiver of the join's download (acked on arrival): with SACK
+    # blocks from our out-of-order record the server repairs a loss there without Reno's
+    # one hole per RTT (measured: 2x100 Mbit/s download, 1 % loss on the join's path)
     guest_ws = flow.guest_wscale if flow.guest_wscale_seen else -1
-    tcp = encode_tcp_options(conv._mss_limit[p.version], guest_ws, False, -1, -1)
+    tcp = encode_tcp_options(conv._mss_limit[p.version], guest_ws, True, -1, -1)
     opt = MpJoinSyn(p.backup, p.addr_id, key_token(flow.remote_key, flow.version), p.lnonce)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn, 0, SYN,
                    65535, build_options(tcp, (opt,)))
@@ -453,13 +458,30 @@ def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
     return False
 
 
+def _sack_blocks(p) -> list:
+    """SACK blocks (RFC 2018) of extra subflow p's out-of-order record: the one holding the
+    latest arrival first, then the others from the lowest, at most 3 (with the DATA_ACK's
+    12 bytes, 26 of SACK fit the 40)."""
+    ooo = p.ooo
+    first = [iv for iv in ooo if iv[0] <= p.sack_recent < iv[1]]
+    out = [((p.remote_isn + a) & M32, (p.remote_isn + b) & M32) for a, b in first]
+    for a, b in ooo:
+        if len(out) >= 3:
+            break
+        if not (a <= p.sack_recent < b):
+            out.append(((p.remote_isn + a) & M32, (p.remote_isn + b) & M32))
+    return out
+
+
 def _ack_on(flow, p, extra=()) -> bytes:
-    """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window."""
+    """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window;
+    SACK blocks when the server permitted them and bytes beyond a hole are held."""
     _dack_carried(flow)
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
-    opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
+    tcp = encode_tcp_options(sack=_sack_blocks(p)) if p.sack and p.ooo and not extra else b""
+    opts = build_options(tcp, (Dss(data_ack, flow.ack64), *extra))
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
@@ -1060,6 +1082,7 @@ def _j_synack(conv, flow, p, pkt, data, opt, now):
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
     p.rwscale = min(o.wscale, 14) if o.wscale >= 0 and flow.guest_wscale_seen else 0
     p.snd_wnd = pkt.window  # unscaled in a SYN/ACK
+    p.sack = o.sack_perm
     p.rcv_nxt = 1
     p.tries = 0
     p.timer = now + ACK3_RTO
@@ -1210,6 +1233,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
             counters[Counter.JoinOfoDrop] += 1
             return [Inject(_ack_on(flow, p))]
         counters[Counter.JoinOutOfOrder] += 1
+        p.sack_recent = r
     elif end > p.rcv_nxt:
         p.rcv_nxt = end
         ooo = p.ooo

@@ -72,3 +72,42 @@ def test_window_update_and_subflow_1_progress_still_go_on_subflow_1():
     # a larger window is a window update for the server, not a duplicate
     acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=600))
     assert isinstance(acts[0], Rewrite)
+
+
+def test_join_acks_carry_sack_blocks_of_out_of_order_download_data():
+    """Joins offer SACK_PERM (we receive their download and ack it on arrival): when the
+    server's SYN/ACK permits it, our ACKs name what we hold beyond a hole, the block with the
+    latest arrival first; without it, no SACK option (and the hole filled: none either)."""
+    from middlebox.wire import encode_tcp_options, options_of
+
+    for permitted in (True, False):
+        p = MPair(1)
+        p.go_multipath()
+        j = p.joins[1]
+        tcp = encode_tcp_options(mss=1460, wscale=7, sack_perm=permitted)
+        synack = p.j_packet(j, j.s_isn, j.c_isn + 1, 0x12, (_synack_join(p, j),), tcp=tcp,
+                            window=65535)
+        p.j_in(synack)
+        j.s_rcv = 1
+        p.j_in(p.j_ack(j))
+        segs = [p.j_data(j, bytes([65 + i]) * 100) for i in range(4)]
+        p.j_in(segs[0])
+        p.j_in(segs[2])  # seg 1 lost: [201, 301) held beyond the hole
+        acts3 = p.j_in(segs[3])
+        ack = [a.data for a in acts3 if isinstance(a, Inject) and p.label(a.data) == "ack@1"][-1]
+        sack = options_of(ack, parse_packet(ack)).sack
+        if permitted:
+            assert sack == (((j.s_isn + 201) & M32, (j.s_isn + 401) & M32),), sack
+        else:
+            assert sack == ()
+        acts = p.j_in(segs[1])  # the hole is filled: a plain cumulative ACK
+        ack = [a.data for a in acts if isinstance(a, Inject) and p.label(a.data) == "ack@1"][-1]
+        assert options_of(ack, parse_packet(ack)).sack == ()
+        assert parse_packet(ack).ack == (j.s_isn + 401) & M32
+
+
+def _synack_join(p, j):
+    from middlebox.wire import MpJoinSynAck, join_hmac
+
+    mac = join_hmac(p.s_key, p.c_key, j.s_nonce, j.opt.nonce, p.s_version)[:8]
+    return MpJoinSynAck(False, 0, mac, j.s_nonce)

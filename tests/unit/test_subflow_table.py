@@ -625,8 +625,8 @@ def test_join_syn_carries_token_nonce_from_the_uplink_address_and_a_join_port(v6
         assert j.opt.addr_id == up.id and j.opt.backup is up.backup
         nonces.add(j.opt.nonce)
         assert len(j.opts.mptcp[0]) == 12  # MP_JOIN SYN: 12 bytes (PROTOCOL.md)
-        assert j.opts.sack_perm is False  # joins negotiate no SACK ...
-        assert j.opts.ts_val == -1  # ... nor timestamps (MULTIPATH.md; PAWS, trap 9)
+        assert j.opts.sack_perm is True  # SACK: we receive the join's download (acked on arrival)
+        assert j.opts.ts_val == -1  # no timestamps (MULTIPATH.md; PAWS, trap 9)
         assert j.opts.mss == p.cfg.mss_limit(6 if v6 else 4)
     assert len(nonces) == 3  # one nonce per subflow
     assert len({j.lport for j in p.joins.values()}) >= 1
