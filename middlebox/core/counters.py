@@ -140,6 +140,7 @@ class Counter(IntEnum):
     GsoMapCut = 113  # single path: a guest segment across super-packet mappings, sent in pieces
     Sf1DupAckHeld = 117  # guest ACKs not sent: subflow-1 duplicates (no hole there) moving only the DATA_ACK
     DataAckFlushed = 118  # held-back DATA_ACKs sent on by the timer (no other ACK carried them in time)
+    GuestRetransAcked = 119  # guest bytes resent that their subflow had acked already: not sent again
 
 
 def new_counters() -> dict:

@@ -689,6 +689,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     s, e = rel, rel + plen
     pieces = []
     merged = False  # new bytes joined the tail run (run map full): they go out cut, see below
+    skipped = False  # bytes resent that their subflow had acked (not sent again)
     if plen:
         if s < mp.snd_nxt:
             old = _runs_pieces(mp, s, min(e, mp.snd_nxt))
@@ -712,6 +713,15 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     idx = k
                     m = None
                     counters[Counter.ReinjectTX] += 1
+                elif ss + (b - a) <= p.snd_una and not (fin and b == e):
+                    # its subflow acked these bytes: the server's TCP would discard them as a
+                    # duplicate (only a new mapping could repair a loss above that, and the
+                    # server keeps what its subflow acked). After an RTO the guest (no SACK)
+                    # resends everything from its snd_una; sent again, those copies crowded
+                    # out the resends of real holes and lost them too (more RTOs)
+                    counters[Counter.GuestRetransAcked] += 1
+                    skipped = True
+                    continue
                 else:
                     counters[Counter.GuestRetransMapped] += 1
                     if p.rtt_ssn and ss < p.rtt_ssn:
@@ -750,6 +760,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 p.rtt_ssn = p.snd_nxt
                 p.rtt_at = now
             pieces.append((a, e, k, s0 + (a - start_d), mp.runs[-1] if whole else None))
+        if not pieces and skipped:
+            return [Drop("guest bytes resent that their subflow has acknowledged")]
         if not pieces:  # all of it data-acked already: tell the guest again
             return [Drop("guest bytes the server has acknowledged"), Inject(_guest_ack(flow, mp))]
     fin_d = e  # the DATA_FIN's relative DSN

@@ -111,3 +111,30 @@ def _synack_join(p, j):
 
     mac = join_hmac(p.s_key, p.c_key, j.s_nonce, j.opt.nonce, p.s_version)[:8]
     return MpJoinSynAck(False, 0, mac, j.s_nonce)
+
+
+def test_guest_resend_of_bytes_their_join_acked_is_not_sent_again():
+    """Upload: a guest segment resent (after an RTO the guest, without SACK, resends all from
+    its snd_una) goes to its subflow and seq again, unless that subflow has acked it: the
+    server's TCP would discard the copy, and on a full path it crowded out resends of real
+    holes. Dropped and counted (GuestRetransAcked); before the subflow's ACK it still goes."""
+    from middlebox.core import Direction
+
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    buf = p.data_on(1, size=1000)
+    ss = (parse_packet(buf).seq - j.c_isn) & M32
+    gseq = (p.g_nxt - 1000) & M32
+    # not acked on the join yet: the resend goes there again, same subflow seq
+    acts = p.conv.handle(p.g_data(b"A" * 1000, seq=gseq), Direction.OUT, p.now)
+    again = [a.data for a in acts if isinstance(a, Inject) and p.label(a.data) == "data@1"]
+    assert again and (parse_packet(again[0]).seq - j.c_isn) & M32 == ss, p.classify(acts)
+    # the join acks it (subflow level; the DATA_ACK stays: bytes before it are missing)
+    p.j_in(p.j_ack(j, ack=ss + 1000))
+    assert p.path(1).snd_una == ss + 1000
+    mapped, acked = p.count("GuestRetransMapped"), p.count("GuestRetransAcked")
+    acts = p.conv.handle(p.g_data(b"A" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert p.classify(acts) == ["drop"], p.classify(acts)
+    assert p.count("GuestRetransAcked") == acked + 1 and p.count("GuestRetransMapped") == mapped
