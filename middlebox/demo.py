@@ -213,21 +213,31 @@ def main(args: argparse.Namespace) -> int:
             data = pattern(n)
             print(f"guest {t.guest_ip6 if args.ipv6 else t.guest_ip} -> server [{server_ip}]:{PORT}, "
                   f"plain TCP socket, {args.megabytes} MB each way")
-            start = time.monotonic()
-            c.connect((server_ip, PORT))
-            c.sendall(data)
-            up_s = time.monotonic() - start
-            h, got, start = hashlib.sha256(), 0, time.monotonic()
-            while chunk := c.recv(CHUNK):
-                h.update(chunk)
-                got += len(chunk)
-            down_s = time.monotonic() - start
-            c.close()
+            # a transfer that fails (60 s socket timeout, reset) is reported below with the
+            # counters, not as a traceback
+            transfer_error = None
+            up_s = down_s = 0.0
+            h, got = hashlib.sha256(), 0
+            try:
+                start = time.monotonic()
+                c.connect((server_ip, PORT))
+                c.sendall(data)
+                up_s = time.monotonic() - start
+                start = time.monotonic()
+                while chunk := c.recv(CHUNK):
+                    h.update(chunk)
+                    got += len(chunk)
+                down_s = time.monotonic() - start
+            except OSError as e:
+                transfer_error = f"{'upload' if not up_s else 'download'} failed: {type(e).__name__}: {e}"
+            finally:
+                c.close()
             server.join(30)
             lsock.close()
             after = t.nstat(t.server)
             links1 = [link_bytes(t, p.mbox_if) for p in t.paths]
-            failover = pull_uplink(t, family, server_ip, n)
+            failover = (pull_uplink(t, family, server_ip, n) if transfer_error is None else
+                        (False, "failover: not run (the transfer above failed)"))
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -263,10 +273,15 @@ def main(args: argparse.Namespace) -> int:
     down_ok = got == n and h.hexdigest() == hashlib.sha256(data).hexdigest()
     ok &= up_ok and down_ok and server.error is None
     print()
-    print(f"upload:   {n / 1e6:.0f} MB in {up_s:.2f} s = {n * 8 / up_s / 1e6:.0f} Mbit/s, "
-          f"sha256 {'identical' if up_ok else 'DIFFERENT'}")
-    print(f"download: {got / 1e6:.0f} MB in {down_s:.2f} s = {got * 8 / down_s / 1e6:.0f} Mbit/s, "
-          f"sha256 {'identical' if down_ok else 'DIFFERENT'}")
+    if transfer_error:
+        ok = False
+        print(f"the guest's transfer: {transfer_error}")
+    if up_s:
+        print(f"upload:   {n / 1e6:.0f} MB in {up_s:.2f} s = {n * 8 / up_s / 1e6:.0f} Mbit/s, "
+              f"sha256 {'identical' if up_ok else 'DIFFERENT'}")
+    if down_s:
+        print(f"download: {got / 1e6:.0f} MB in {down_s:.2f} s = {got * 8 / down_s / 1e6:.0f} Mbit/s, "
+              f"sha256 {'identical' if down_ok else 'DIFFERENT'}")
     print(f"          (one {RATE_MBIT} Mbit/s uplink alone carries at most {RATE_MBIT} Mbit/s)")
     print()
     f_ok, f_text = failover
