@@ -506,8 +506,6 @@ class Converter:
             flow.guest_wscale = parse_options(data, start, end).wscale  # -1: none (see _h_synack)
             flow.guest_wscale_seen = flow.guest_wscale >= 0
         raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
-        if self._mp_on:
-            raw = _without_sack_perm(raw)
         try:
             options = build_options(raw, (opt,))
         except WireError:  # unknown options eat the space: keep only the ones we know
@@ -542,7 +540,9 @@ class Converter:
         start = pkt.ip_hlen + TCP_HLEN
         # window scaling holds when both SYNs carry it (RFC 7323 §2.2); the guest's SYN window
         # is unscaled: the first right edge the server may fill
-        server_ws = parse_options(data, start, pkt.payload_off).wscale
+        o = parse_options(data, start, pkt.payload_off)
+        server_ws = o.wscale
+        flow.sack_ok = o.sack_perm  # (the server echoes SACK_PERM only when the SYN offered it)
         if flow.guest_wscale < 0 or server_ws < 0:
             flow.guest_wscale = 0
             flow.guest_wscale_seen = False
@@ -595,7 +595,9 @@ class Converter:
             new_ack = sub_ack
             counters[Counter.SubflowAckClamped] += 1
         raw = None  # the guest's TCP options with translated SACK blocks, when they need it
-        if sf.shifted and pkt.doff > TCP_HLEN:
+        if (sf.shifted or flow.mp is not None) and pkt.doff > TCP_HLEN:
+            # multipath: the guest's blocks (data level) name bytes of every subflow; subflow 1
+            # hears of its own only, in its own space (the others are acked on arrival)
             raw = self._sack_translated(flow, sf, pkt, data)
         if flow.state is MPC_PENDING and not fin and (plen == 0 or ((pkt.seq - sf.local_isn) & M32 == 1 and flow.version == 1)):
             # §3.1: MP_CAPABLE with both keys on the third ACK (and pure ACKs until data; after
@@ -919,7 +921,10 @@ class Converter:
             # the subflow FIN takes one subflow seq, right after this segment's data
             if sf.record(r + plen, 1, d0 + plen) > 0 and r + plen + 1 > sf.rcv_max:
                 sf.rcv_max = r + plen + 1
+        guest_opts = None
         if flow.mp is not None:
+            # subflow 1's SACK blocks name its own seqs: the guest gets the data level's
+            guest_opts = MP.guest_options(flow, flow.mp, data, pkt)
             if plen and not old:
                 MP.forwarded(flow.mp, d0 + plen, flow.last)
             new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack
@@ -946,11 +951,14 @@ class Converter:
             inject = Inject(self._ack_to_server(flow, pkt, data, (sf.remote_isn + sub_ack) & M32))
             if guest_closed:
                 return [Drop("subflow FIN for a guest that has closed"), inject]
-            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags), inject]
-        return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags)]
+            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts), inject]
+        return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts)]
 
-    def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int):
-        """The server segment without MPTCP options, at `guest_seq`."""
+    def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int, options=None):
+        """The server segment without MPTCP options, at `guest_seq`; `options`: the TCP
+        options to give it instead of its own (multipath: data-level SACK blocks)."""
+        if options is not None:
+            return _rewrite(rewrite(data, pkt, seq=guest_seq, ack=new_ack, flags=new_flags, options=options))
         if guest_seq == pkt.seq:
             return _rewrite(without_mptcp(data, pkt, new_ack, new_flags))
         options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
@@ -1357,12 +1365,6 @@ def _option_at(raw: bytes, want: int, want_size: int) -> int:
             return i
         i += size
     return -1
-
-
-def _without_sack_perm(raw: bytes) -> bytes:
-    """TCP options `raw` with SACK_PERM (kind 4) turned into NOPs (MULTIPATH.md §3.5 (a))."""
-    i = _option_at(raw, 4, 2)
-    return raw if i < 0 else raw[:i] + b"\x01\x01" + raw[i + 2:]
 
 
 def _not_tcp(data: bytes) -> Counter:

@@ -259,6 +259,7 @@ class Flow:
         "server_window",  # the server's last raw window field on subflow 1
         "guest_wscale_seen",  # the guest's SYN offered window scaling (joins offer it too)
         "no_join",  # joins tried (or refused by policy): never again for this connection
+        "sack_ok",  # SACK on subflow 1: the guest's SYN offered it and the server's SYN/ACK agreed
         "sf1_uplink",  # id of the uplink subflow 1 leaves by (0: unknown)
         "gso_maps",  # None, or array('q'): per super-packet mapping sent, its start and
         # length | (DSS checksum | 0x10000 with the DATA_FIN) << 17 (Flow.gso_record)
@@ -310,6 +311,7 @@ class Flow:
         self.server_window = 0
         self.guest_wscale_seen = False
         self.no_join = False
+        self.sack_ok = False
         self.sf1_uplink = 0
         self.gso_maps = None
 

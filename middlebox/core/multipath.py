@@ -25,9 +25,11 @@ the DATA_ACK only.
 
 What the guest sees: one TCP connection. ACKs that do not move the data level are data-level
 duplicates; they reach the guest only when they are also subflow-level duplicates on the
-subflow that holds the byte at DATA_ACK (LESSONS.md trap 3). The guest's SACK_PERM is removed
-from its SYN when the converter has uplinks (MULTIPATH.md §3.5 (a): subflow SACK blocks cannot
-describe the data level; the prototype measured stripping better than translating). Joins
+subflow that holds the byte at DATA_ACK (LESSONS.md trap 3). The guest keeps SACK
+(MULTIPATH.md §3.5 (c)): what it gets carries data-level blocks (`guest_sack`: bytes above
+DATA_ACK some subflow's cumulative ACK covers), never subflow 1's own; its own blocks reach
+subflow 1 translated, for bytes subflow 1 carried only. (§3.5 (a), stripping SACK_PERM, left
+the guest one hole per RTT and go-back-N after each RTO: uploads at 14-18 of 100 Mbit/s.) Joins
 negotiate no timestamps, so no subflow-k TSval ever reaches the guest (PAWS, trap 9).
 
 Failure (MULTIPATH.md §5): a subflow with data out and no progress while another progressed
@@ -508,10 +510,67 @@ def _guest_window(flow, mp) -> int:
 
 def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"") -> bytes:
     """A segment from the server's address to the guest: ack = guest seq of the DATA_ACK,
-    window = the data-level window in subflow 1's scale, no options."""
+    window = the data-level window in subflow 1's scale, no options but the data-level SACK
+    blocks (guest_sack)."""
     ack = (flow.guest_isn + mp.data_ack) & M32
+    opts = b""
+    if flow.sack_ok:
+        blocks = guest_sack(flow, mp, 4)
+        if blocks:
+            opts = encode_tcp_options(-1, -1, False, -1, -1, blocks)
     return segment(mp.version, mp.server, mp.guest, mp.sport, mp.gport, seq, ack, flags,
-                   _guest_window(flow, mp), b"", payload)
+                   _guest_window(flow, mp), opts, payload)
+
+
+def guest_sack(flow, mp, limit: int) -> tuple:
+    """Data-level SACK for the guest (MULTIPATH.md §3.5 (c), option B: precise signals, no
+    payload kept): the guest bytes above DATA_ACK that a subflow's cumulative ACK covers,
+    i.e. the server's TCP has them and only a hole on another subflow holds them back, as
+    up to `limit` blocks in guest seqs, lowest first. Without them the guest (one congestion
+    controller for every path) knew of one hole per RTT and, after an RTO, resent all it had
+    sent from its snd_una. Never a byte no subflow acked."""
+    runs = mp.runs
+    da = mp.data_ack
+    if not runs or runs[-1][1] <= da:
+        return ()
+    paths = mp.paths
+    blocks = []
+    cur_a = cur_b = -1
+    for r0, r1, idx, s0, m in runs:
+        if r1 <= da:
+            continue
+        una = paths[idx].snd_una
+        if una <= s0:
+            continue
+        b = r1 if una - s0 >= r1 - r0 else r0 + (una - s0)
+        a = r0 if r0 > da else da
+        if b <= a:
+            continue
+        if a == cur_b:
+            cur_b = b
+            continue
+        if cur_b >= 0:
+            blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
+            if len(blocks) >= limit:
+                return tuple(blocks)
+        cur_a, cur_b = a, b
+    if cur_b >= 0:
+        blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
+    return tuple(blocks)
+
+
+def guest_options(flow, mp, data: bytes, pkt):
+    """The TCP options of a server segment on subflow 1 as the guest gets them once the flow
+    is multipath: its SACK blocks (subflow 1's seqs) replaced by the data level's
+    (guest_sack); None when nothing changes (no SACK on the connection, no blocks either
+    way: the segment keeps its own, MPTCP stripped)."""
+    if not flow.sack_ok:
+        return None
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    blocks = guest_sack(flow, mp, 3 if o.ts_val != -1 else 4)
+    if not blocks and not o.sack:
+        return None
+    return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
 
 
 def _guest_ack(flow, mp) -> bytes:
