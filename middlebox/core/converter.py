@@ -595,9 +595,12 @@ class Converter:
             new_ack = sub_ack
             counters[Counter.SubflowAckClamped] += 1
         raw = None  # the guest's TCP options with translated SACK blocks, when they need it
-        if (sf.shifted or flow.mp is not None) and pkt.doff > TCP_HLEN:
-            # multipath: the guest's blocks (data level) name bytes of every subflow; subflow 1
-            # hears of its own only, in its own space (the others are acked on arrival)
+        if flow.mp is not None:
+            # acked on arrival: subflow 1's SACK is its own record (sf.ranges, subflow seqs),
+            # never the guest's data-level blocks (ranges no longer hold data offsets)
+            if flow.sack_ok and (sf.ranges or pkt.doff > TCP_HLEN):
+                raw = self._sack_of_ranges(sf, pkt, data)
+        elif sf.shifted and pkt.doff > TCP_HLEN:
             raw = self._sack_translated(flow, sf, pkt, data)
         if flow.state is MPC_PENDING and not fin and (plen == 0 or ((pkt.seq - sf.local_isn) & M32 == 1 and flow.version == 1)):
             # §3.1: MP_CAPABLE with both keys on the third ACK (and pure ACKs until data; after
@@ -742,6 +745,14 @@ class Converter:
                                          build_options(ts, (opt,)))))
         flow.bytes_out += plen
         return out
+
+    def _sack_of_ranges(self, sf, pkt, data: bytes):
+        o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+        if not o.sack and not sf.ranges:
+            return None
+        n = 3 if o.ts_val != -1 else 4
+        blocks = tuple(((sf.remote_isn + rg[0]) & M32, (sf.remote_isn + rg[1]) & M32) for rg in sf.ranges[:n])
+        return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
 
     def _sack_translated(self, flow, sf, pkt, data: bytes):
         """The guest's non-MPTCP options with its SACK blocks (data level) moved into the

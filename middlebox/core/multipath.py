@@ -515,7 +515,7 @@ def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"") -> bytes:
     ack = (flow.guest_isn + mp.data_ack) & M32
     opts = b""
     if flow.sack_ok:
-        blocks = guest_sack(flow, mp, 4)
+        blocks = guest_sack(flow, mp, 3 if payload else 4)  # 28 bytes: the room mss_limit keeps
         if blocks:
             opts = encode_tcp_options(-1, -1, False, -1, -1, blocks)
     return segment(mp.version, mp.server, mp.guest, mp.sport, mp.gport, seq, ack, flags,
@@ -549,12 +549,12 @@ def guest_sack(flow, mp, limit: int) -> tuple:
         if a == cur_b:
             cur_b = b
             continue
-        if cur_b >= 0:
+        if cur_b >= 0 and cur_a > da:  # RFC 2018: isolated; left == ack reads as reneging
             blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
             if len(blocks) >= limit:
                 return tuple(blocks)
         cur_a, cur_b = a, b
-    if cur_b >= 0:
+    if cur_b >= 0 and cur_a > da:
         blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
     return tuple(blocks)
 
@@ -567,7 +567,7 @@ def guest_options(flow, mp, data: bytes, pkt):
     if not flow.sack_ok:
         return None
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-    blocks = guest_sack(flow, mp, 3 if o.ts_val != -1 else 4)
+    blocks = guest_sack(flow, mp, 3 if o.ts_val != -1 or pkt.payload_len else 4)
     if not blocks and not o.sack:
         return None
     return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
@@ -758,7 +758,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 p = mp.paths[idx]
                 if p.state is SS.CLOSED and b <= mp.data_ack:
                     continue  # the server has these bytes (data-acked): nothing to resend
-                if p.state is SS.CLOSED:  # its home is gone: a new mapping on a live subflow
+                lost = (a <= mp.data_ack < b and ss + (b - a) <= p.snd_una and not (fin and b == e))
+                if p.state is SS.CLOSED or lost:  # home gone, or its subflow acked what the msk lacks
                     if a < mp.data_ack:
                         ss += mp.data_ack - a
                         a = mp.data_ack

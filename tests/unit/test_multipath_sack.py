@@ -7,11 +7,13 @@ every path, repaired one hole per RTT and after an RTO resent everything from it
 
 from __future__ import annotations
 
-from middlebox.core import Counter, Direction, Inject
-from middlebox.core import multipath as MP
-from middlebox.wire import build_options, encode_tcp_options, parse_options, parse_packet
+import pytest
 
-from tests.unit.test_subflow_table import ACK, M32, MPair, make_packet
+from middlebox.core import Direction
+from middlebox.core import multipath as MP
+from middlebox.wire import Dss, build_options, encode_tcp_options, parse_options, parse_packet
+
+from tests.unit.test_subflow_table import ACK, M32, M64, PSH, MPair, make_packet
 
 
 def _opts(buf: bytes):
@@ -80,21 +82,105 @@ def test_no_block_without_sack_on_the_connection():
     assert _opts(MP._guest_ack(p.flow, p.mp)).sack == ()  # ... the guest is not told
 
 
-def test_guest_blocks_for_join_bytes_do_not_reach_subflow_1():
-    """Download: the guest SACKs bytes it got from the join; subflow 1 never carried them,
-    so the block is left out (it would name subflow-1 seqs of other bytes)."""
+# -- found by a review of the first version (each failed on it) --------------------------------
+
+
+def _sf1_data(p, srel, drel, payload):
+    """Server data on subflow 1 at relative subflow seq srel mapped to relative DSN drel."""
+    dss = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=(p.s_idsn + drel) & M64, dsn64=True,
+              subflow_seq=srel, data_len=len(payload))
+    return make_packet(p.s_addr, p.g_addr, p.sport, p.gport, p.s_isn + srel, p.g_nxt, ACK | PSH,
+                       build_options(encode_tcp_options(ts_val=77, ts_ecr=1), (dss,)), payload,
+                       window=509, v6=p.v6)
+
+
+def _dack_lags_join():
+    """sf1 burst then one segment on the join; subflow 1 and the DATA_ACK reach the join's
+    bytes, the join acks them at subflow level only (msk move deferred / NoDSSInWindow)."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
     j = p.joins[1]
-    p.j_in(p.j_data(j, b"a" * 500))  # the guest's view: a hole of 500, then ...
-    p.j_in(p.j_data(j, b"b" * 500))
-    g0 = (p.s_isn + p.s_drel - 500) & M32
-    tcp = encode_tcp_options(ts_val=5, ts_ecr=77, sack=((g0, (g0 + 500) & M32),))
-    ack = make_packet(p.g_addr, p.s_addr, p.gport, p.sport, p.g_nxt, (g0 - 500) & M32, ACK, tcp, b"",
-                      window=900, v6=p.v6)  # a larger window: a window update, goes on
-    unmapped = p.count("SackUnmapped")
-    acts, sent = p.out(ack)
-    assert sent is not None
-    assert _opts(sent).sack == ()
-    assert p.count("SackUnmapped") == unmapped + 1
+    buf = p.data_on(1, size=1000)
+    ss = (parse_packet(buf).seq - j.c_isn) & M32
+    gseq = (p.g_nxt - 1000) & M32
+    p.c_dack = (gseq - p.g_isn) & M32
+    p0 = p.mp.paths[0]
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+    p.j_in(p.j_ack(j, ack=ss + 1000))
+    return p, gseq
+
+
+def test_no_sack_block_starts_at_the_data_ack():
+    """RFC 2018 §3: a block is 'isolated' (the byte below its left edge not received). A left
+    edge == ack makes Linux flag the head SACKed (FLAG_SACK_RENEGING -> loss state)."""
+    p, gseq = _dack_lags_join()
+    ack = (p.flow.guest_isn + p.mp.data_ack) & M32
+    assert ack == gseq
+    blocks = MP.guest_sack(p.flow, p.mp, 4)
+    assert all(left != ack for left, _ in blocks), blocks
+
+
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("ts", [False, True])
+def test_download_segments_to_the_guest_fit_the_mtu(v6, ts):
+    """Join data cut at mss_limit (GRO) + 4 SACK blocks (36 bytes) = 1508 > mtu 1500."""
+    p = MPair(1, v6=v6, timestamps=ts)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    for _ in range(200):  # alternating bursts: sf1, join, sf1, join ...
+        p.g_send(1, 1000)
+    p.j_in(p.j_ack(j, ack=p.path(1).snd_nxt))  # the join acks all: 4+ holes on subflow 1
+    assert len(MP.guest_sack(p.flow, p.mp, 4)) == 4
+    acts = p.j_in(p.j_data(j, b"z" * p.conv._mss_limit[6 if v6 else 4]))
+    sizes = [len(a.data) for a in acts[1:] if p.label(a.data) == "g_data"]
+    assert sizes and max(sizes) <= p.cfg.mtu, sizes
+
+
+def test_guest_sack_of_subflow_1_bytes_reaches_subflow_1_translated():
+    """Multipath download: subflow 1 rel 1..301 (DSN 501..801) lost, rel 301..601 (DSN
+    801..1101) arrives; the guest SACKs DSN 801..1101: subflow 1 must hear (301, 601)."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p.j_in(p.j_data(j, b"a" * 500))  # DSN 1..501 on the join
+    p.g_rcv = (p.s_isn + 501) & M32
+    p.out(p.g_ack())
+    p.inn(_sf1_data(p, 301, 801, b"y" * 300))
+    g = (p.s_isn + 801) & M32
+    _, sent = p.out(p.g_ack(sack=((g, (g + 300) & M32),)))
+    got = [((a - p.s_isn) & M32, (b - p.s_isn) & M32) for a, b in _opts(sent).sack]
+    assert got == [(301, 601)], got
+
+
+def test_guest_blocks_for_join_bytes_never_reach_subflow_1():
+    """Subflow 1 rel 1001..2001 carries DSN 1601..2601; the join carries DSN 1001..1501.
+    The guest's block for the join's bytes must not become a subflow-1 block."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p.inn(_sf1_data(p, 1001, 1601, b"y" * 1000))
+    p.s_drel = 1001
+    p.j_in(p.j_data(j, b"j" * 500))
+    g = lambda d: (p.s_isn + d) & M32  # noqa: E731
+    p.g_rcv = g(1)
+    _, sent = p.out(p.g_ack(sack=((g(1001), g(1501)), (g(1601), g(2601)))))
+    got = [((a - p.s_isn) & M32, (b - p.s_isn) & M32) for a, b in _opts(sent).sack]
+    assert (1001, 1501) not in got, got
+
+
+def test_resend_of_the_byte_at_data_ack_is_never_silently_dropped():
+    """Suspicion (35a3f30): the byte at DATA_ACK acked on its subflow but not taken by the
+    server's msk (Linux NoDSSInWindow / RcvPruned): every guest resend is dropped, no
+    reinjection, nothing in tick(): the data level stays stuck for good."""
+    p, gseq = _dack_lags_join()
+    da = p.mp.data_ack
+    for _ in range(3):
+        acts = p.conv.handle(p.g_data(b"A" * 1000, seq=gseq), Direction.OUT, p.now)
+        assert p.classify(acts) != ["drop"], "resend of the byte at DATA_ACK dropped"
+        for _ in range(50):
+            p.tick(0.1)
+    assert p.mp.data_ack == da
