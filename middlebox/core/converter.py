@@ -786,7 +786,7 @@ class Converter:
 
     def _h_in_(self, flow, pkt, data, dss):
         if flow.mp is not None:
-            dup = MP.sf1_in(self, flow, pkt, dss)
+            dup = MP.sf1_in(self, flow, pkt, dss, data)
             if dup is not None:
                 return dup
         return self._in_segment(flow, pkt, data, dss, 0)

@@ -119,6 +119,7 @@ class Path:
         "srtt", "rtt_ssn", "rtt_at", "rate", "rate_bytes", "rate_at",
         "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
         "heard_at", "suspect_at", "sack", "sack_recent",
+        "sacked",  # the server's SACK blocks on this subflow's last ACK: ((start, end), ...) relative
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
     )
 
@@ -160,6 +161,7 @@ class Path:
         self.born = now
         self.heard_at = now  # the last segment from the server on this subflow
         self.suspect_at = 0.0  # subflow 1: an uplink went down then (we do not know its route)
+        self.sacked = ()
         self.sack = False  # extra subflows: SACK_PERM in the server's SYN/ACK (our ACKs carry SACK)
         self.sack_recent = -1  # subflow seq (relative) of the latest out-of-order arrival
         self.ck_on = False
@@ -539,21 +541,32 @@ def guest_sack(flow, mp, limit: int) -> tuple:
     for r0, r1, idx, s0, m in runs:
         if r1 <= da:
             continue
-        una = paths[idx].snd_una
-        if una <= s0:
-            continue
-        b = r1 if una - s0 >= r1 - r0 else r0 + (una - s0)
-        a = r0 if r0 > da else da
-        if b <= a:
-            continue
-        if a == cur_b:
-            cur_b = b
-            continue
-        if cur_b >= 0 and cur_a > da:  # RFC 2018: isolated; left == ack reads as reneging
-            blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
-            if len(blocks) >= limit:
-                return tuple(blocks)
-        cur_a, cur_b = a, b
+        p = paths[idx]
+        n = r1 - r0
+        una = p.snd_una - s0
+        # the run's bytes its subflow has: below its cumulative ACK, then in its SACK blocks
+        # (ascending, all above snd_una), as offsets into the run
+        pieces = [(0, una if una < n else n)] if una > 0 else []
+        for s, e in p.sacked:
+            x, y = s - s0, e - s0
+            if y > 0 and x < n:
+                pieces.append((x if x > 0 else 0, y if y < n else n))
+        for x, y in pieces:
+            a = r0 + x
+            b = r0 + y
+            if a < da:
+                a = da
+            if b <= a:
+                continue
+            if cur_b >= 0 and a <= cur_b:
+                if b > cur_b:
+                    cur_b = b
+                continue
+            if cur_b >= 0 and cur_a > da:  # RFC 2018: isolated; left == ack reads as reneging
+                blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
+                if len(blocks) >= limit:
+                    return tuple(blocks)
+            cur_a, cur_b = a, b
     if cur_b >= 0 and cur_a > da:
         blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
     return tuple(blocks)
@@ -596,12 +609,26 @@ def pick(mp, length: int, counters) -> int:
     best_key = 0.0
     fallback = -1
     fallback_key = 0.0
+    top = 0.0  # the best delivery rate measured on an established subflow
+    for p in paths:
+        if p.state is SS.ESTABLISHED and p.rate > top:
+            top = p.rate
     for backup in (False, True):
         for p in paths:
             if p.state is not SS.ESTABLISHED or p.backup != backup:
                 continue
-            rate = p.rate if p.rate > RATE_MIN else RATE_MIN
-            key = (p.snd_nxt - p.snd_una + length) / rate
+            inflight = p.snd_nxt - p.snd_una
+            rate = p.rate
+            if inflight == 0 and rate < top:
+                # idle: its estimate (none yet, or an old low one) only its own ACKs can
+                # raise, so it is tried at the best rate known. Otherwise a join that got
+                # one early burst and no rate sample (0) lost to every queue for good: a
+                # 64 KB super-packet costs 0.5 s at RATE_MIN (CI: one join carried 28 KB of
+                # a 12 MB upload)
+                rate = top
+            if rate < RATE_MIN:
+                rate = RATE_MIN
+            key = (inflight + length) / rate
             if p.snd_nxt + length > p.snd_una + p.snd_wnd:
                 counters[Counter.SubflowWindowLimited] += 1
                 if fallback < 0 or key < fallback_key:
@@ -990,11 +1017,14 @@ def _best_live(mp) -> int:
 # -- server -> guest: acks on any subflow ---------------------------------------------------
 
 
-def _ack_info(flow, mp, p, pkt, dss, now: float) -> tuple:
+def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     """What a server segment on path p tells about our data: (data level moved, subflow-level
-    duplicate). Moves snd_una, the rate and RTT estimates, data_ack and wnd_edge."""
+    duplicate). Moves snd_una, the rate and RTT estimates, data_ack and wnd_edge; with the
+    segment's bytes (`data`), the subflow's SACK blocks (`Path.sacked`, for guest_sack)."""
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
+    if data is not None:
+        _sacked(p, pkt, data, a)
     if p.snd_una < a <= p.snd_nxt:
         acked = a - p.snd_una
         p.snd_una = a
@@ -1035,7 +1065,28 @@ def _ack_info(flow, mp, p, pkt, dss, now: float) -> tuple:
     return moved, subdup
 
 
-def sf1_in(conv, flow, pkt, dss):
+def _sacked(p, pkt, data: bytes, a: int) -> None:
+    """The SACK blocks of the server's segment on p (its latest word on what it holds beyond
+    its cumulative ACK `a`): kept if above `a` and within what we sent (a block below is a
+    D-SACK; one beyond snd_nxt names bytes never sent), at most 4, ascending."""
+    if pkt.doff <= TCP_HLEN:
+        p.sacked = ()
+        return
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    if not o.sack:
+        p.sacked = ()
+        return
+    out = []
+    for left, right in o.sack:
+        s = _unwrap((left - p.local_isn) & M32, a)
+        e = s + ((right - left) & M32)
+        if a < s < e <= p.snd_nxt:
+            out.append((s, e))
+    out.sort()
+    p.sacked = tuple(out[:4])
+
+
+def sf1_in(conv, flow, pkt, dss, data=None):
     """A server segment on subflow 1 of a multipath flow: its acks move path 0; a pure ACK
     that moves nothing at the data level is a duplicate the guest must not see unless it is a
     subflow-level duplicate on the subflow holding DATA_ACK. None: go on as usual."""
@@ -1045,7 +1096,7 @@ def sf1_in(conv, flow, pkt, dss):
     p0.heard_at = now
     if p0.state is SS.STALE:
         _event(conv, flow, p0, SI.ACK, now)  # any word from the server revives it
-    moved, subdup = _ack_info(flow, mp, p0, pkt, dss, now)
+    moved, subdup = _ack_info(flow, mp, p0, pkt, dss, now, data)
     p0.rx_bytes += pkt.payload_len
     if pkt.payload_len or pkt.flags & FIN or (dss is not None and dss.data_fin):
         return None
@@ -1231,7 +1282,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     here on arrival."""
     mp = flow.mp
     counters = conv.counters
-    moved, subdup = _ack_info(flow, mp, p, pkt, dss, now)
+    moved, subdup = _ack_info(flow, mp, p, pkt, dss, now, data)
     actions = [Drop("extra subflow segment: consumed")]
     plen = pkt.payload_len
     f = pkt.flags
