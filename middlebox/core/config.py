@@ -49,7 +49,7 @@ class Config:
     # multipath (issue 6): no uplinks = single path, as before
     uplinks: tuple = ()  # of Uplink
     join_ports: tuple = JOIN_PORTS_DEFAULT  # local ports of extra subflows (inclusive range)
-    max_subflows: int = 0  # per flow, subflow 1 included; 0 = 1 + number of uplinks
+    max_subflows: int = 0  # per flow, subflow 1 included; 0 = 1 + uplinks x server addresses
     max_multipath_flows: int = 4096  # flows that may open extra subflows at once
     join_after_bytes: int = 65536  # joins start once a flow moved this many bytes ...
     join_after_ms: int = 1000  # ... or lived this long, whichever first

@@ -29,11 +29,13 @@ from middlebox.core.counters import Counter, new_counters
 from middlebox.core.events import ACCEPT, Direction, Drop, Inject, Rewrite
 from middlebox.core.table import TABLE, TIMEOUT_OF_STATE, Input, State
 from middlebox.wire import (
+    AddAddr,
     Dss,
     MpCapable,
     MpFail,
     MpFastclose,
     MpTcpRst,
+    RemoveAddr,
     WireError,
     add_dss,
     build_options,
@@ -65,6 +67,7 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
 # MP_CAPABLE flags (RFC 8684 §3.1)
 MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
 MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
+MPTCP_CAP_DENY_JOIN_ID0 = 0x20  # C: no joins to the sender's source address and port
 MPTCP_RST_EUNSPEC = 0  # MP_TCPRST reason "unspecified error" (RFC 8684 §3.6, Table 4)
 
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF  # as in flow.py (C constants in the twin)
@@ -148,6 +151,7 @@ class Converter:
         self.uplink_up: dict = {u.name: u.up for u in config.uplinks}
         self._mp_on = bool(config.uplinks)
         self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
+        self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
 
     def _entry(self, state: State, inp: Input):
         entry = TABLE.get((state, inp))
@@ -293,6 +297,13 @@ class Converter:
             del self._lru[flow.cls][key]
             self._lru[c][key] = flow
             flow.cls = c
+        if direction != OUT and self._pm_opt is not None:
+            pm = self._pm_opt
+            self._pm_opt = None
+            # (MPC_PENDING too: Linux announces as soon as its side is established, before
+            # the DATA_ACK that establishes ours; both keys are known)
+            if (nxt is ESTABLISHED or nxt is MPC_PENDING) and (inp is IN_DSS or inp is IN_DSS_NOACK or inp is IN_NODSS or inp is IN_DATA_FIN):
+                actions.extend(self._peer_option(flow, pkt, data, pm, now))
         if self._mp_on and nxt is ESTABLISHED and not flow.no_join and MP.wants_join(self, flow, now):
             actions.extend(MP.start(self, key, flow, pkt, now))
         return actions
@@ -356,6 +367,7 @@ class Converter:
         f = pkt.flags
         mptcp = mptcp_options(data, pkt)  # each parsed (parse_mptcp), None when malformed
         dss = mpc = tcprst = fastclose = mpfail = None
+        self._pm_opt = None
         for o in mptcp:
             t = type(o)
             if t is Dss:
@@ -368,6 +380,8 @@ class Converter:
                 tcprst = o
             elif t is MpFail:
                 mpfail = o
+            elif t is AddAddr or t is RemoveAddr:
+                self._pm_opt = o  # acted on by _handle once the segment proved acceptable
         state = flow.state
         # Where the segment lies (64-bit, relative subflow seq) against what the guest acked
         # (rcv_base) and the right edge of the window it offered (RFC 9293 §3.10.7.4).
@@ -543,6 +557,11 @@ class Converter:
         o = parse_options(data, start, pkt.payload_off)
         server_ws = o.wscale
         flow.sack_ok = o.sack_perm  # (the server echoes SACK_PERM only when the SYN offered it)
+        # C bit (RFC 8684 §3.1): the server takes no join to the source address of this
+        # SYN/ACK; joins go to the addresses it announces (ADD_ADDR) only
+        flow.no_initial_join = bool(mpc.flags & MPTCP_CAP_DENY_JOIN_ID0)
+        if flow.no_initial_join:
+            self.counters[Counter.JoinInitialDenied] += 1
         if flow.guest_wscale < 0 or server_ws < 0:
             flow.guest_wscale = 0
             flow.guest_wscale_seen = False
@@ -1038,6 +1057,30 @@ class Converter:
         if o.ts_val != -1:
             tcp = encode_tcp_options(-1, -1, False, o.ts_ecr if o.ts_ecr != -1 else 0, o.ts_val)
         return _segment_to_server(pkt, ack, ACK, flow.guest_window, (opt, *extra), tcp)
+
+    def _peer_option(self, flow, pkt, data: bytes, pm, now: float) -> list:
+        """The server's ADD_ADDR / REMOVE_ADDR on subflow 1 (multipath.peer_option). The echo
+        rides on an ACK of ours on subflow 1: at the guest's highest seq sent (the server's
+        `pkt.ack` is behind its rcv_wup once more guest data came: Linux dropped such an echo
+        as out of window during an upload and resent its ADD_ADDR for good), acking what the
+        guest acked, DATA_ACK included, and without timestamps: the guest's TSval we know is
+        older than the server's TS.Recent by then, and PAWS dropped such echoes (2 of 3 in a
+        test upload); Linux checks PAWS only on segments that carry timestamps."""
+        echo, actions = MP.peer_option(self, flow, pm, pkt.version, now)
+        if echo is not None:
+            mp = flow.mp
+            if mp is not None:
+                buf = MP._ack_on_sf1(flow, mp, (echo,))
+            else:
+                sf = flow.sf
+                data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+                dss = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
+                bare = _bare(pkt.version, pkt.dst, pkt.src, pkt.dport, pkt.sport,
+                             (flow.guest_isn + flow.snd_end) & M32,
+                             (sf.remote_isn + sf.subflow_ack(flow.rcv_rel)) & M32, ACK, flow.guest_window)
+                buf = rewrite(*bare, options=build_options(b"", (dss, echo)))
+            actions.insert(0, Inject(buf))
+        return actions
 
     def _mp_fail_to_server(self, flow, pkt, data: bytes, dsn: int):
         """Inject: a duplicate of the guest's latest ACK (DSS DATA_ACK) carrying MP_FAIL(dsn)."""

@@ -141,6 +141,12 @@ class Counter(IntEnum):
     Sf1DupAckHeld = 117  # guest ACKs not sent: subflow-1 duplicates (no hole there) moving only the DATA_ACK
     DataAckFlushed = 118  # held-back DATA_ACKs sent on by the timer (no other ACK carried them in time)
     GuestRetransAcked = 119  # guest bytes resent that their subflow had acked already: not sent again
+    AddAddrRX = 120  # server ADD_ADDRs with a valid HMAC (each echoed, a retransmission too)
+    AddAddrBadHmac = 121  # server ADD_ADDRs whose HMAC failed: ignored (RFC 8684 §3.4.1)
+    AddAddrIgnored = 122  # server ADD_ADDRs not used: echo form, v0, other family, or the list full
+    AddAddrJoin = 123  # joins opened to an address the server announced
+    RmAddrRX = 124  # announced server addresses forgotten on the server's REMOVE_ADDR
+    JoinInitialDenied = 125  # flows whose server set the C bit: no join to its initial address
 
 
 def new_counters() -> dict:

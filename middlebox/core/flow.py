@@ -260,6 +260,9 @@ class Flow:
         "guest_wscale_seen",  # the guest's SYN offered window scaling (joins offer it too)
         "no_join",  # joins tried (or refused by policy): never again for this connection
         "sack_ok",  # SACK on subflow 1: the guest's SYN offered it and the server's SYN/ACK agreed
+        "no_initial_join",  # the server's MP_CAPABLE C bit: no joins to its initial address
+        "peer_addrs",  # None, or the server's announced addresses (ADD_ADDR, HMAC checked):
+        # [(addr id, address bytes, port or None)], at most multipath.MAX_PEER_ADDRS
         "sf1_uplink",  # id of the uplink subflow 1 leaves by (0: unknown)
         "gso_maps",  # None, or array('q'): per super-packet mapping sent, its start and
         # length | (DSS checksum | 0x10000 with the DATA_FIN) << 17 (Flow.gso_record)
@@ -312,6 +315,8 @@ class Flow:
         self.guest_wscale_seen = False
         self.no_join = False
         self.sack_ok = False
+        self.no_initial_join = False
+        self.peer_addrs = None
         self.sf1_uplink = 0
         self.gso_maps = None
 

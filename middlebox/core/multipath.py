@@ -1,9 +1,11 @@
 """Multipath (issue 6; MULTIPATH.md): the extra subflows of a converted flow, its upload run
 map and its scheduler.
 
-A flow goes multipath once it is established, the server did not forbid joins to its address
-(MP_CAPABLE C bit), the converter has live uplinks and the join policy says so
-(`join_after_bytes` moved or `join_after_ms` lived). Then `MpConn` holds, per flow:
+A flow goes multipath once it is established, the converter has live uplinks and the join
+policy says so (`join_after_bytes` moved or `join_after_ms` lived): joins go over every uplink
+to the server's initial address (unless its MP_CAPABLE C bit forbids that) and to each address
+it announced with ADD_ADDR (`peer_option`: HMAC checked, echoed). Then `MpConn` holds, per
+flow:
 
 * `paths`: one `Path` per subflow. Path 0 is the guest's own connection (subflow 1: the
   guest's 4-tuple, the guest's ISN); paths 1.. are the middlebox's own endpoints, one per
@@ -56,6 +58,7 @@ from middlebox.core.flow import _unwrap
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
+    AddAddr,
     Dss,
     MpJoinAck,
     MpJoinSyn,
@@ -64,6 +67,7 @@ from middlebox.wire import (
     MpTcpRst,
     RemoveAddr,
     WireError,
+    add_addr_hmac,
     build_options,
     dss_checksum,
     encode_tcp_options,
@@ -88,6 +92,7 @@ MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB
 #                 at most with 3 subflows (measured with tracemalloc; the issue's budget: 32 KiB)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
+MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
 #                    super-packet counts for its length)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
@@ -288,14 +293,16 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     mp.wnd_edge = mp.data_ack + p0.snd_wnd
     if flow.snd_end > 1:
         mp.runs = _runs_of_single_path(flow)
-    limit = cfg.max_subflows or 1 + len(cfg.uplinks)
+    limit = _limit(conv, flow)
     actions = []
-    for up in cfg.uplinks:
+    for up in () if flow.no_initial_join else cfg.uplinks:
         if len(mp.paths) >= limit:
             break
         if not conv.uplink_up.get(up.name, up.up) or up.id == flow.sf1_uplink:
             continue
         actions.extend(_open_join(conv, flow, mp, up, now))
+    for entry in flow.peer_addrs or ():
+        actions.extend(_join_peer(conv, flow, mp, entry, now))
     flow.no_join = True  # one attempt per flow (rejoins: uplink_event)
     if len(mp.paths) == 1:
         return actions
@@ -354,18 +361,32 @@ def route_uplink(routes, version: int, dst: bytes) -> int:
     return 0
 
 
-def _open_join(conv, flow, mp, up, now: float) -> list:
-    """A new extra subflow over uplink `up`: its SYN (no Inject when it has no address of the
-    flow's family or no free port)."""
+def _limit(conv, flow) -> int:
+    """Subflows a flow may have (subflow 1 included): `max_subflows`, or by default one per
+    uplink and server address (its initial one unless the C bit forbids it, and each it
+    announced), and subflow 1; never more than MAX_PATHS."""
+    n = conv.config.max_subflows
+    if not n:
+        targets = (0 if flow.no_initial_join else 1) + len(flow.peer_addrs or ())
+        n = 1 + len(conv.config.uplinks) * targets
+    return min(n, MAX_PATHS)
+
+
+def _open_join(conv, flow, mp, up, now: float, remote: bytes | None = None, rport: int = 0) -> list:
+    """A new extra subflow over uplink `up` to the server's initial address, or to `remote`
+    port `rport` (an address it announced): its SYN (no Inject when the uplink has no address
+    of the flow's family or no free port)."""
     version = mp.version
     local = _addr(up.addr4 if version == 4 else up.addr6, version)
     if local is None:
         return []
-    port = _port(conv, local, mp.server, mp.sport)
+    if remote is None:
+        remote, rport = mp.server, mp.sport
+    port = _port(conv, local, remote, rport)
     if port < 0:
         conv.counters[Counter.MPJoinPortsExhausted] += 1
         return []
-    p = Path(len(mp.paths), flow, up, version, local, port, mp.server, mp.sport, now)
+    p = Path(len(mp.paths), flow, up, version, local, port, remote, rport, now)
     if p.addr_id in mp.removed:
         # a REMOVE_ADDR of this id may still be on its way (or be resent): Linux would close
         # the new subflow with it (every subflow with that remote id), so a fresh id
@@ -374,7 +395,7 @@ def _open_join(conv, flow, mp, up, now: float) -> list:
     p.local_isn = secrets.randbits(32)
     p.lnonce = new_nonce()
     mp.paths.append(p)
-    conv.joins[(local, port, mp.server, mp.sport)] = p
+    conv.joins[(local, port, remote, rport)] = p
     p.timer = now + SYN_RTO[0]
     conv.counters[Counter.MPJoinSynTX] += 1
     return [Inject(_join_syn(conv, flow, p))]
@@ -391,6 +412,80 @@ def _port(conv, local: bytes, server: bytes, sport: int) -> int:
         if (local, port, server, sport) not in joins:
             return port
     return -1
+
+
+def peer_option(conv, flow, o, version: int, now: float) -> tuple:
+    """A server ADD_ADDR or REMOVE_ADDR on an acceptable segment of an established flow
+    (RFC 8684 §3.4), on subflow 1 or a join. Returns (the echo to send back on that subflow,
+    or None; the join SYNs it opens).
+
+    An ADD_ADDR counts only with the right HMAC (keyed by the server's key then ours); then it
+    is echoed, every time (the server resends it until an echo arrives), kept as a join target
+    (at most MAX_PEER_ADDRS; a new address under a known id replaces the old one), and joined
+    over every live uplink within the subflow limit: at once when the flow is multipath, else
+    by `start`. A REMOVE_ADDR forgets the targets it names (the server closes their subflows
+    itself). v0 has no HMAC in its ADD_ADDR: ignored there, as are echoes (we announce
+    nothing)."""
+    counters = conv.counters
+    addrs = flow.peer_addrs
+    if type(o) is RemoveAddr:
+        if addrs:
+            kept = [a for a in addrs if a[0] not in o.addr_ids]
+            counters[Counter.RmAddrRX] += len(addrs) - len(kept)
+            flow.peer_addrs = kept
+        return None, []
+    if o.echo or o.hmac is None or flow.version != 1:
+        counters[Counter.AddAddrIgnored] += 1
+        return None, []
+    mac = add_addr_hmac(flow.remote_key, flow.local_key, o.addr_id, o.addr, o.port)
+    if not secrets.compare_digest(mac, o.hmac):
+        counters[Counter.AddAddrBadHmac] += 1
+        return None, []
+    counters[Counter.AddAddrRX] += 1
+    echo = AddAddr(True, o.addr_id, o.addr, o.port)
+    entry = (o.addr_id, o.addr, o.port)
+    if addrs is None:
+        addrs = flow.peer_addrs = []
+    if entry in addrs:
+        return echo, []  # the server resent it: our echo was lost
+    if len(o.addr) != (4 if version == 4 else 16):
+        counters[Counter.AddAddrIgnored] += 1  # the other family: no join can use it
+        return echo, []
+    addrs = [a for a in addrs if a[0] != o.addr_id]
+    if len(addrs) >= MAX_PEER_ADDRS:
+        counters[Counter.AddAddrIgnored] += 1
+        return echo, []
+    addrs.append(entry)
+    flow.peer_addrs = addrs
+    mp = flow.mp
+    if mp is None:
+        flow.no_join = False  # `start` (also when it found nothing to join before) tries it
+        return echo, []
+    return echo, _join_peer(conv, flow, mp, entry, now)
+
+
+def _join_peer(conv, flow, mp, entry: tuple, now: float) -> list:
+    """Joins to an announced address (RFC 8684 §3.4.1: its port, else the connection's) over
+    every live uplink that has no subflow to it yet, within the subflow limit."""
+    _, addr, port = entry
+    rport = mp.sport if port is None else port
+    if addr == mp.server and rport == mp.sport:
+        return []
+    limit = _limit(conv, flow)
+    actions = []
+    for up in conv.config.uplinks:
+        if len(mp.paths) >= limit:
+            break
+        if not conv.uplink_up.get(up.name, up.up):
+            continue
+        if any(p.uplink is up and p.remote == addr and p.rport == rport and p.state is not SS.CLOSED
+               for p in mp.paths):
+            continue
+        syn = _open_join(conv, flow, mp, up, now, addr, rport)
+        if syn:
+            conv.counters[Counter.AddAddrJoin] += 1
+            actions.extend(syn)
+    return actions
 
 
 def release(conv, flow) -> None:
@@ -1133,8 +1228,14 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
         conv.counters[Counter.JoinUnknown] += 1
         return [Drop("packet of a forgotten subflow")]
     flow.last = now
-    inp, ctx = _classify(flow, p, pkt, data)
-    return _event(conv, flow, p, inp, now, pkt, data, ctx)
+    inp, ctx, pm = _classify(flow, p, pkt, data)
+    actions = _event(conv, flow, p, inp, now, pkt, data, ctx)
+    if pm is not None and p.state in ALIVE and flow.state is _ESTABLISHED:
+        echo, joins = peer_option(conv, flow, pm, p.version, now)
+        if echo is not None:
+            actions.append(Inject(_ack_on(flow, p, (echo,))))
+        actions.extend(joins)
+    return actions
 
 
 def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
@@ -1149,41 +1250,48 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
 
 
 def _classify(flow, p, pkt, data: bytes) -> tuple:
+    """(SubflowInput, its context, an ADD_ADDR or REMOVE_ADDR on an acceptable segment)."""
     f = pkt.flags
     if f & RST:
         if p.state is SS.SYN_SENT:
-            return (SI.RST if f & ACK and pkt.ack == (p.local_isn + 1) & M32 else SI.ODD), None
+            return (SI.RST if f & ACK and pkt.ack == (p.local_isn + 1) & M32 else SI.ODD), None, None
         r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
-        return (SI.RST if r == p.rcv_nxt else SI.ODD), None
+        return (SI.RST if r == p.rcv_nxt else SI.ODD), None, None
     if f & SYN:
         if not f & ACK or pkt.ack != (p.local_isn + 1) & M32:
-            return SI.ODD, None
+            return SI.ODD, None, None
         if p.state is not SS.SYN_SENT and pkt.seq != p.remote_isn:
-            return SI.ODD, None
+            return SI.ODD, None, None
         for o in mptcp_options(data, pkt):
             if type(o) is MpJoinSynAck:
                 mac = join_hmac(flow.remote_key, flow.local_key, o.nonce, p.lnonce, flow.version)[:8]
                 if secrets.compare_digest(mac, o.hmac):
-                    return SI.SYNACK_JOIN, o
-                return SI.SYNACK_BAD, None
-        return SI.SYNACK_BAD, None
+                    return SI.SYNACK_JOIN, o, None
+                return SI.SYNACK_BAD, None, None
+        return SI.SYNACK_BAD, None, None
     if not f & ACK or p.state is SS.SYN_SENT:
-        return SI.ODD, None
+        return SI.ODD, None, None
     r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
     if r > p.rcv_nxt + 0x40000000 or r + 0x40000000 < p.rcv_nxt:
-        return SI.ODD, None
+        return SI.ODD, None, None
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     if a > p.snd_nxt + 1 or a + 0x40000000 < p.snd_una:
-        return SI.ODD, None
-    dss = None
+        return SI.ODD, None, None
+    dss = pm = None
     for o in mptcp_options(data, pkt):
-        if type(o) is Dss:
+        t = type(o)
+        if t is Dss:
             dss = o
+        elif t is AddAddr or t is RemoveAddr:
+            pm = o
+    n = pkt.payload_len
+    if pm is not None and not (p.rcv_nxt <= r + n and r <= p.rcv_nxt + (flow.guest_window << flow.guest_wscale)):
+        pm = None  # RFC 9293 §3.10.7.4: only an acceptable segment changes what we know
     if f & FIN:
-        return SI.FIN, dss
-    if pkt.payload_len:
-        return SI.DATA, dss
-    return SI.ACK, dss
+        return SI.FIN, dss, pm
+    if n:
+        return SI.DATA, dss, pm
+    return SI.ACK, dss, pm
 
 
 # -- subflow handlers (SUBFLOW_TABLE) ---------------------------------------------------------
@@ -1658,11 +1766,13 @@ def uplink_event(conv, name: str, up: bool, now: float) -> list:
             mp = flow.mp
             if mp is None or len(mp.paths) >= MAX_PATHS or flow.state is not _ESTABLISHED:
                 continue
-            if any(p.uplink is not None and p.uplink.name == name and p.state is not SS.CLOSED
-                   for p in mp.paths):
-                continue
-            conv.counters[Counter.MPJoinRejoin] += 1
-            actions.extend(_open_join(conv, flow, mp, uplink, now))
+            if not flow.no_initial_join and not any(
+                    p.uplink is not None and p.uplink.name == name and p.remote == mp.server
+                    and p.state is not SS.CLOSED for p in mp.paths):
+                conv.counters[Counter.MPJoinRejoin] += 1
+                actions.extend(_open_join(conv, flow, mp, uplink, now))
+            for entry in flow.peer_addrs or ():
+                actions.extend(_join_peer(conv, flow, mp, entry, now))
         return actions
     for flow in list(conv.mp_flows.values()):
         mp = flow.mp

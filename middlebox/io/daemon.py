@@ -468,7 +468,7 @@ class Daemon:
             log.warning("join ports %d-%d differ from the installed rules' %d-%d: only those "
                         "are queued and reserved", *self.join_ports, *installed_ports)
         log.info("join ports %d-%d, max subflows %s, join after %d bytes or %d ms",
-                 *self.join_ports, self.args.max_subflows or f"{1 + len(self.uplinks)} (1 + uplinks)",
+                 *self.join_ports, self.args.max_subflows or f"{1 + len(self.uplinks)} (1 + uplinks, more per announced address)",
                  self.args.join_after_bytes, self.args.join_after_ms)
 
     def local_classifier(self, handle):
@@ -930,8 +930,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local ports of extra subflows (default: the installed rules' range, "
                              f"else {JOIN_PORTS_DEFAULT[0]}-{JOIN_PORTS_DEFAULT[1]})")
     parser.add_argument("--max-subflows", type=_nonneg, default=0, metavar="N",
-                        help="subflows per connection, the first included (default 0 = 1 + the "
-                             "number of uplinks)")
+                        help="subflows per connection, the first included (default 0 = 1 + one "
+                             "per uplink and server address: its initial one and each it "
+                             "announces with ADD_ADDR; at most 8)")
     parser.add_argument("--max-multipath-flows", type=_nonneg, default=4096, metavar="N",
                         help="connections that may have extra subflows at once; the others stay "
                              "single-path (default 4096)")

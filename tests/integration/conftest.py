@@ -221,17 +221,19 @@ class Server:
     """Listens in the server namespace (MPTCP socket unless mptcp=False). Protocol, one line
     then bytes: `UP n` (client sends n bytes, server answers the hex sha256 and closes),
     `DOWN n` (server sends payload(n) and closes). Per connection it records the MPTCP_INFO
-    flags read before closing (None where the socket is plain TCP or the call fails)."""
+    flags read before closing (None where the socket is plain TCP or the call fails).
+    `bind_any`: listen on every address of the namespace (joins to an address the server
+    announces need a listener there), the guest still connects to the path-1 address."""
 
     def __init__(self, t: Topology, family: int = socket.AF_INET, mptcp: bool = True,
-                 port: int = 5201) -> None:
+                 port: int = 5201, bind_any: bool = False) -> None:
         self.family = family
         self.addr = t.server_ip if family == socket.AF_INET else t.server_ip6
         self.port = port
         with t.in_netns(t.server):
             self.sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp else 0)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.addr, port))
+        self.sock.bind(("" if bind_any else self.addr, port))
         self.sock.listen(256)
         self.mptcp_flags: list[int | None] = []
         self.errors: list[str] = []

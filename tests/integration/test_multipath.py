@@ -298,3 +298,42 @@ def test_join_refused_bad_hmac_and_reset(mbox, server_factory):
     bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
     assert not bad, bad
     assert not [f for f in srv.mptcp_flags if is_fallback(f)]
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False, server_signal=True)
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, server_factory, family):
+    """The server sets the MP_CAPABLE C bit (allow_join_initial_addr_port=0: no join to the
+    address the guest connected to) and announces its path-2 address with ADD_ADDR (a
+    `signal` endpoint). The middlebox checks the HMAC, echoes it, and joins that address over
+    both uplinks: the server counts its ADD_ADDR echoed and exactly those joins, every uplink
+    carries a share, the bytes are intact, no join went to the initial address (the server
+    would count MPJoinRejected or a token failure) and the guest never saw an MPTCP option
+    (the converter strips them; the unit tests check every packet)."""
+    t = mbox.t
+    t.run(t.server, ["sysctl", "-qw", "net.mptcp.allow_join_initial_addr_port=0"])
+    d = mbox.start(*JOIN, uplinks=True)
+    srv = server_factory(family=family, bind_any=True)
+    before, before_tcp = t.nstat(t.server), t.nstat(t.server, prefix=None)
+    links0 = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
+    try:
+        upload(t, srv, payload(8 * MB))
+        download(t, srv, 8 * MB)
+    finally:
+        links1 = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
+        dd = delta(before, t.nstat(t.server))
+        rc, _ = d.stop()
+        c = core_counters(d.output)
+        tcp = {k: v for k, v in delta(before_tcp, t.nstat(t.server, prefix=None)).items() if v}
+        print({k: v for k, v in dd.items() if v}, c, links0, links1, tcp)
+    bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
+    assert not bad, bad
+    assert not [f for f in srv.mptcp_flags if is_fallback(f)]
+    # two connections, each: the server announced once, heard the echo; joined from 2 uplinks
+    assert dd.get("AddAddrTx", 0) >= 2 and dd.get("EchoAdd", 0) >= 2, dd
+    assert c.get("JoinInitialDenied") == 2 and c.get("AddAddrJoin") == 4 and not c.get("AddAddrBadHmac"), c
+    assert dd.get("MPJoinSynRx", 0) == dd.get("MPJoinAckRx", 0) == 4, dd
+    assert not dd.get("MPJoinRejected", 0), dd
+    for (tx0, rx0), (tx1, rx1) in zip(links0, links1):
+        assert tx1 - tx0 > 1 * MB and rx1 - rx0 > 1 * MB, (links0, links1)
+    assert rc == 0, d.output
