@@ -302,18 +302,27 @@ def test_join_refused_bad_hmac_and_reset(mbox, server_factory):
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False, server_signal=True)
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
-def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, server_factory, family):
+def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, server_factory, family, tmp_path):
     """The server sets the MP_CAPABLE C bit (allow_join_initial_addr_port=0: no join to the
     address the guest connected to) and announces its path-2 address with ADD_ADDR (a
     `signal` endpoint). The middlebox checks the HMAC, echoes it, and joins that address over
     both uplinks: the server counts its ADD_ADDR echoed and exactly those joins, every uplink
     carries a share, the bytes are intact, no join went to the initial address (the server
     would count MPJoinRejected or a token failure) and the guest never saw an MPTCP option
-    (the converter strips them; the unit tests check every packet)."""
+    (the converter strips them; the unit tests check every packet). A capture of the server's
+    interfaces passes `middlebox inspect` (its ADD_ADDR HMACs and echoes included)."""
+    import subprocess
+    import sys
+    import time
+
     t = mbox.t
     t.run(t.server, ["sysctl", "-qw", "net.mptcp.allow_join_initial_addr_port=0"])
     d = mbox.start(*JOIN, uplinks=True)
     srv = server_factory(family=family, bind_any=True)
+    pcap = str(tmp_path / "server.pcap")
+    dump = t.popen(t.server, ["tcpdump", "-Z", "root", "-i", "any", "-s", "0", "-B", "262144",
+                              "-U", "-w", pcap, "tcp"])
+    time.sleep(1.0)
     before, before_tcp = t.nstat(t.server), t.nstat(t.server, prefix=None)
     links0 = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
     try:
@@ -337,3 +346,11 @@ def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, 
     for (tx0, rx0), (tx1, rx1) in zip(links0, links1):
         assert tx1 - tx0 > 1 * MB and rx1 - rx0 > 1 * MB, (links0, links1)
     assert rc == 0, d.output
+    time.sleep(0.5)
+    dump.terminate()
+    dump.wait(timeout=10)
+    r = subprocess.run([sys.executable, "-m", "middlebox", "inspect", pcap], capture_output=True,
+                       text=True, timeout=300)
+    print(r.stdout[-1500:])
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "add_addr from" in r.stdout, r.stdout[-3000:]
