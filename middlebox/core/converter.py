@@ -1066,9 +1066,13 @@ class Converter:
         guest acked, DATA_ACK included, and without timestamps: the guest's TSval we know is
         older than the server's TS.Recent by then, and PAWS dropped such echoes (2 of 3 in a
         test upload); Linux checks PAWS only on segments that carry timestamps."""
+        mp = flow.mp
+        nxt = flow.snd_end if mp is None else mp.paths[0].snd_nxt
+        a = _unwrap((pkt.ack - flow.guest_isn) & M32, nxt)
+        if a > nxt or a + MAX_JUMP < nxt:  # an unacceptable ACK (RFC 5961 §5.2): not acted on
+            return []
         echo, actions = MP.peer_option(self, flow, pm, pkt.version, now)
         if echo is not None:
-            mp = flow.mp
             if mp is not None:
                 buf = MP._ack_on_sf1(flow, mp, (echo,))
             else:

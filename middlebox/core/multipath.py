@@ -291,8 +291,6 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     mp.snd_nxt = flow.snd_end
     mp.data_ack = p0.snd_una
     mp.wnd_edge = mp.data_ack + p0.snd_wnd
-    if flow.snd_end > 1:
-        mp.runs = _runs_of_single_path(flow)
     limit = _limit(conv, flow)
     actions = []
     for up in () if flow.no_initial_join else cfg.uplinks:
@@ -306,6 +304,8 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     flow.no_join = True  # one attempt per flow (rejoins: uplink_event)
     if len(mp.paths) == 1:
         return actions
+    if flow.snd_end > 1:  # (after: it consumes flow.gso_maps, which a single-path flow needs)
+        mp.runs = _runs_of_single_path(flow)
     flow.mp = mp
     conv.mp_flows[key] = flow
     sf = flow.sf
@@ -429,6 +429,8 @@ def peer_option(conv, flow, o, version: int, now: float) -> tuple:
     counters = conv.counters
     addrs = flow.peer_addrs
     if type(o) is RemoveAddr:
+        if 0 in o.addr_ids:
+            flow.no_initial_join = True  # its initial address: no new subflow to it (§3.4.2)
         if addrs:
             kept = [a for a in addrs if a[0] not in o.addr_ids]
             counters[Counter.RmAddrRX] += len(addrs) - len(kept)
@@ -468,13 +470,14 @@ def _join_peer(conv, flow, mp, entry: tuple, now: float) -> list:
     """Joins to an announced address (RFC 8684 §3.4.1: its port, else the connection's) over
     every live uplink that has no subflow to it yet, within the subflow limit."""
     _, addr, port = entry
-    rport = mp.sport if port is None else port
+    rport = port or mp.sport  # (a port of 0 names none: the connection's)
     if addr == mp.server and rport == mp.sport:
         return []
     limit = _limit(conv, flow)
+    live = sum(1 for q in mp.paths if q.state is not SS.CLOSED)
     actions = []
     for up in conv.config.uplinks:
-        if len(mp.paths) >= limit:
+        if live >= limit or len(mp.paths) >= MAX_PATHS:
             break
         if not conv.uplink_up.get(up.name, up.up):
             continue
@@ -483,6 +486,7 @@ def _join_peer(conv, flow, mp, entry: tuple, now: float) -> list:
             continue
         syn = _open_join(conv, flow, mp, up, now, addr, rport)
         if syn:
+            live += 1
             conv.counters[Counter.AddAddrJoin] += 1
             actions.extend(syn)
     return actions
@@ -1610,7 +1614,11 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
     if k < 0 and mp.paths[0].index != p.index and mp.paths[0].state in ALIVE:
         k = 0
     rm = (RemoveAddr((p.addr_id,)),)
-    if p.addr_id not in mp.removed:
+    if any(q is not p and q.addr_id == p.addr_id and q.state is not SS.CLOSED and q.state is not SS.SYN_SENT
+           for q in mp.paths):
+        k = -1  # another subflow of ours has this address id (same uplink, other server address):
+        #         the server would close it too; our RST closes this one
+    elif p.addr_id not in mp.removed:
         mp.removed.append(p.addr_id)
     if k > 0:  # the server stops using the address (id 0: subflow 1) and resends its data
         acts.append(Inject(_ack_on(flow, mp.paths[k], rm)))
