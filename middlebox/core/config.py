@@ -53,6 +53,10 @@ class Config:
     max_multipath_flows: int = 4096  # flows that may open extra subflows at once
     join_after_bytes: int = 65536  # joins start once a flow moved this many bytes ...
     join_after_ms: int = 1000  # ... or lived this long, whichever first
+    # uplink policy (issue 10, policy.py): "greedy" uses every live uplink; "cost" reaches
+    # `target` (policy.Target: a multiple of the best single uplink, or bytes/s) cheapest first
+    policy: str = "greedy"
+    target: object = None  # policy.Target; None = 2x
 
     def __post_init__(self) -> None:
         if self.version not in (0, 1):
@@ -70,6 +74,8 @@ class Config:
             raise ValueError("max_subflows and max_multipath_flows must be >= 0")
         if self.join_after_bytes < 0 or self.join_after_ms < 0:
             raise ValueError("join_after_bytes and join_after_ms must be >= 0")
+        if self.policy not in ("greedy", "cost"):
+            raise ValueError("policy must be greedy or cost")
 
     def mss_limit(self, ip_version: int) -> int:
         """Largest MSS the guest may learn: DSS-carrying segments must fit the MTU.

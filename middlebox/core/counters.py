@@ -127,7 +127,7 @@ class Counter(IntEnum):
     JoinOutOfOrder = 101  # server data beyond an extra subflow's rcv_nxt (kept until filled)
     JoinOfoDrop = 102  # beyond rcv_nxt with the out-of-order list full: dropped
     RmAddrTX = 103  # REMOVE_ADDR sent for a dead uplink
-    MpPrioTX = 104  # MP_PRIO sent (a backup uplink became the only one, or stopped being)
+    MpPrioTX = 104  # MP_PRIO sent (cost policy: a subflow's uplink left or joined the plan)
     SubflowWindowLimited = 105  # a subflow skipped by the scheduler: the server's window was full
     JoinUnknown = 106  # packets to the join ports of no known subflow: answered RST
     GuestHoleSuspect = 107  # server data acked on a subflow that the guest has not acked 1 s later
@@ -147,6 +147,7 @@ class Counter(IntEnum):
     AddAddrJoin = 123  # joins opened to an address the server announced
     RmAddrRX = 124  # announced server addresses forgotten on the server's REMOVE_ADDR
     JoinInitialDenied = 125  # flows whose server set the C bit: no join to its initial address
+    PolicyReplan = 126  # cost policy: a flow's set of uplinks changed (issue 10)
 
 
 def new_counters() -> dict:

@@ -53,6 +53,7 @@ import secrets
 import socket
 import struct
 
+from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
 from middlebox.core.flow import _unwrap
 from middlebox.core.events import Drop, Inject, Rewrite
@@ -64,6 +65,7 @@ from middlebox.wire import (
     MpJoinSyn,
     MpFastclose,
     MpJoinSynAck,
+    MpPrio,
     MpTcpRst,
     RemoveAddr,
     WireError,
@@ -103,6 +105,7 @@ DEAD_AFTER = 1.0  # ... then this long stale: dead
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
 DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
+PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -124,6 +127,7 @@ class Path:
         "srtt", "rtt_ssn", "rtt_at", "rate", "rate_bytes", "rate_at",
         "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
         "heard_at", "suspect_at", "sack", "sack_recent",
+        "rx_rate", "rx_mark",  # download delivery rate (bytes/s) and rx_bytes at the last look
         "sacked",  # the server's SACK blocks on this subflow's last ACK: ((start, end), ...) relative
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
     )
@@ -163,6 +167,8 @@ class Path:
         self.timer = 0.0
         self.tx_bytes = 0
         self.rx_bytes = 0
+        self.rx_rate = 0.0
+        self.rx_mark = 0
         self.born = now
         self.heard_at = now  # the last segment from the server on this subflow
         self.suspect_at = 0.0  # subflow 1: an uplink went down then (we do not know its route)
@@ -193,7 +199,7 @@ class MpConn:
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
-                 "dack_out", "dack_due")
+                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -222,6 +228,12 @@ class MpConn:
         self.sf1_win_out = -1
         self.dack_out = 0
         self.dack_due = 0.0
+        # cost policy (issue 10): the uplink ids in use, when that last changed by rate, and
+        # when the rates were last looked at (None: greedy, every uplink)
+        self.plan = None
+        self.plan_at = now
+        self.plan_look = now
+        self.plan_short = 0.0  # since when the flow is short of its target (policy.shortfall)
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -293,6 +305,11 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     mp.wnd_edge = mp.data_ack + p0.snd_wnd
     limit = _limit(conv, flow)
     actions = []
+    if cfg.policy == POL.COST:
+        # the cheapest live uplink first (subflow 1's included); joins over the others open
+        # as backups, idle until the plan needs them (issue 10: switching costs no handshake)
+        mp.plan = POL.plan(_uplink_states(conv, flow, mp, every=True), frozenset(), 0.0, now, now)
+        mp.plan_at = now
     for up in () if flow.no_initial_join else cfg.uplinks:
         if len(mp.paths) >= limit:
             break
@@ -387,6 +404,8 @@ def _open_join(conv, flow, mp, up, now: float, remote: bytes | None = None, rpor
         conv.counters[Counter.MPJoinPortsExhausted] += 1
         return []
     p = Path(len(mp.paths), flow, up, version, local, port, remote, rport, now)
+    if mp.plan is not None and up.id not in mp.plan:
+        p.backup = True  # MP_JOIN B bit: the server sends on it only when nothing else is left
     if p.addr_id in mp.removed:
         # a REMOVE_ADDR of this id may still be on its way (or be resent): Linux would close
         # the new subflow with it (every subflow with that remote id), so a fresh id
@@ -1695,6 +1714,8 @@ def tick(conv, now: float) -> list:
                 elif mp.paths[0].state in ALIVE:
                     conv.counters[Counter.DataAckFlushed] += 1
                     actions.append(Inject(_ack_on_sf1(flow, mp)))
+        if mp.plan is not None and now - mp.plan_look >= PLAN_EVERY:
+            actions.extend(_replan(conv, flow, mp, now))
         progressed = max((q.progress_at for q in mp.paths if q.state in ALIVE), default=0.0)
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
@@ -1728,6 +1749,69 @@ def tick(conv, now: float) -> list:
     return actions
 
 
+def _uid(flow, p) -> int:
+    """The id of the uplink subflow `p` leaves by (0: subflow 1's, unknown)."""
+    return p.uplink.id if p.uplink is not None else flow.sf1_uplink
+
+
+def _uplink_states(conv, flow, mp, every: bool = False) -> list:
+    """What the cost planner knows of each uplink for this flow: up, and (unless `every`) with
+    a subflow of the flow on it that is not dead; its rate, the larger of what the flow's
+    established subflows on it deliver up (acked) and down (received). Configured backups
+    count only when nothing else is alive."""
+    live = {}
+    for p in mp.paths:
+        uid = _uid(flow, p)
+        if not uid or p.state is SS.CLOSED:
+            continue
+        r = max(p.rate, p.rx_rate) if p.state is SS.ESTABLISHED else 0.0
+        live[uid] = live.get(uid, 0.0) + r
+    out = []
+    for u in conv.config.uplinks:
+        alive = conv.uplink_up.get(u.name, u.up) and (every or u.id in live)
+        out.append((u, POL.UplinkState(u.id, u.cost, alive, live.get(u.id, 0.0))))
+    if any(a.alive for u, a in out if not u.backup):
+        return [a if not u.backup else POL.UplinkState(a.id, a.cost, False, a.rate) for u, a in out]
+    return [a for _, a in out]
+
+
+def _replan(conv, flow, mp, now: float) -> list:
+    """The cost policy's look at a flow (every PLAN_EVERY): download rates measured, the plan
+    redone (policy.plan), and every established subflow told by MP_PRIO when it moves in or
+    out of the plan (the server sends on backups only when no other subflow is left; our
+    scheduler does the same for the upload: pick)."""
+    span = now - mp.plan_look
+    mp.plan_look = now
+    for p in mp.paths:
+        if p.state is SS.ESTABLISHED and span > 0:
+            sample = (p.rx_bytes - p.rx_mark) / span
+            p.rx_rate = sample if p.rx_rate == 0.0 else 0.5 * p.rx_rate + 0.5 * sample
+        p.rx_mark = p.rx_bytes
+    states = _uplink_states(conv, flow, mp)
+    best = max((u.rate for u in states if u.id in mp.plan), default=0.0)
+    target = (conv.config.target or POL.Target(multiple=2.0)).bytes_per_s(best)
+    mp.plan_short = POL.shortfall(states, mp.plan, target, now, mp.plan_short)
+    new = POL.plan(states, mp.plan, target, now, mp.plan_at, mp.plan_short)
+    counters = conv.counters
+    if new != mp.plan:
+        counters[Counter.PolicyReplan] += 1
+        mp.plan = new
+        mp.plan_at = now
+    actions = []
+    for p in mp.paths:
+        uid = _uid(flow, p)
+        if p.state is not SS.ESTABLISHED or not uid:
+            continue
+        want = bool(p.uplink is not None and p.uplink.backup) or uid not in new
+        if want == p.backup:
+            continue
+        p.backup = want
+        counters[Counter.MpPrioTX] += 1
+        opt = (MpPrio(want),)
+        actions.append(Inject(_ack_on(flow, p, opt) if p.index else _ack_on_sf1(flow, mp, opt)))
+    return actions
+
+
 def _others_alive(mp, p) -> bool:
     return any(q is not p and q.state is SS.ESTABLISHED for q in mp.paths)
 
@@ -1743,6 +1827,8 @@ def next_deadline(conv) -> float | None:
             best = mp.hole_at + HOLE_WAIT
         if mp.dack_due and (best is None or mp.dack_due < best):
             best = mp.dack_due
+        if mp.plan is not None and (best is None or mp.plan_look + PLAN_EVERY < best):
+            best = mp.plan_look + PLAN_EVERY
         for p in mp.paths:
             st = p.state
             t = None
@@ -1813,6 +1899,8 @@ def flow_view(flow) -> list:
         out.append({
             "index": p.index,
             "uplink": None if p.uplink is None else p.uplink.name,
+            "uplink_id": _uid(flow, p),  # subflow 1: the uplink of its route (0: unknown)
+            "backup": p.backup,
             "state": p.state.name,
             "bytes_out": p.tx_bytes,
             "bytes_in": p.rx_bytes,

@@ -279,6 +279,17 @@ def format_stats(reply: dict) -> str:
     if q:
         lines.append(f"# queue {q['queue']} (/proc/net/netfilter/nfnetlink_queue)")
         lines.extend(f"{k.ljust(13)}  {q[k]}" for k in ("waiting", "queue_dropped", "user_dropped"))
+    ub = reply.get("uplink_bytes")
+    if ub:
+        costs = reply.get("uplink_cost", {})
+        lines.append("# uplinks: bytes sent, received, cost (cost=N per GB, both ways)")
+        width = max(len(k) for k in ub)
+        for name, (o, i) in sorted(ub.items()):
+            c = costs.get(name)
+            lines.append(f"{name.ljust(width)}  {o}  {i}  {'-' if c is None else f'{c:.6g}'}")
+        if costs:
+            lines.append(f"{'total'.ljust(width)}  {sum(v[0] for v in ub.values())}  "
+                         f"{sum(v[1] for v in ub.values())}  {sum(costs.values()):.6g}")
     flows = reply.get("flows_by_state")
     if flows:
         lines.append("# flows by state")

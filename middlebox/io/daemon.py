@@ -2,7 +2,7 @@
 
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
-[--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N]
+[--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--policy greedy|cost] [--target RATE]
 [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open] [-v]
 [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
@@ -430,7 +430,8 @@ class Daemon:
                       join_ports=self.join_ports, max_subflows=self.args.max_subflows,
                       max_multipath_flows=self.args.max_multipath_flows,
                       join_after_bytes=self.args.join_after_bytes,
-                      join_after_ms=self.args.join_after_ms)
+                      join_after_ms=self.args.join_after_ms,
+                      policy=self.args.policy, target=self.args.target)
         try:
             config = config_cls(**kw)
         except (TypeError, ValueError) as e:
@@ -470,6 +471,9 @@ class Daemon:
         log.info("join ports %d-%d, max subflows %s, join after %d bytes or %d ms",
                  *self.join_ports, self.args.max_subflows or f"{1 + len(self.uplinks)} (1 + uplinks, more per announced address)",
                  self.args.join_after_bytes, self.args.join_after_ms)
+        if self.args.policy == "cost":
+            log.info("policy cost, target %s per connection; uplink costs %s", self.args.target or "2x",
+                     ", ".join(f"{u.name}={u.cost:g}" for u in self.uplinks))
 
     def local_classifier(self, handle):
         """`handle` wrapped: a packet to an uplink address with a destination port in the
@@ -892,6 +896,14 @@ class Daemon:
         return 0
 
 
+def _policy_target(text: str):
+    from middlebox.core.policy import parse_target
+    try:
+        return parse_target(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _nonneg(text: str) -> int:
     try:
         value = int(text, 10)
@@ -941,6 +953,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 65536)")
     parser.add_argument("--join-after-ms", type=_nonneg, default=1000, metavar="N",
                         help="... or lived N ms, whichever comes first (default 1000)")
+    parser.add_argument("--policy", choices=("greedy", "cost"), default="greedy",
+                        help="which uplinks a multipath connection uses: greedy (default) every "
+                             "live one; cost the cheapest first (uplink cost=N), the next only "
+                             "while the connection delivers less than --target, measured")
+    parser.add_argument("--target", type=_policy_target, default=None, metavar="RATE",
+                        help="--policy cost: per connection, a multiple of the best single "
+                             "uplink's measured rate (2x) or a rate (150mbit) (default 2x)")
     parser.add_argument("--passthrough", action="store_true",
                         help="accept every packet unchanged, without the core")
     parser.add_argument("--max-flows", type=int, default=65536, metavar="N",

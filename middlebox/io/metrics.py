@@ -131,6 +131,12 @@ class Collector:
             rcvd.add_metric([uplink], i)
         yield sent
         yield rcvd
+        cost = CounterMetricFamily("middlebox_uplink_cost",
+                                   "what the bytes each uplink carried (both ways) cost, at its "
+                                   "cost=N per GB", labels=["uplink"])
+        for uplink, v in sorted(snap.get("uplink_cost", {}).items()):
+            cost.add_metric([uplink], v)
+        yield cost
         q = snap.get("queue_stats")
         if q:
             label = [str(q["queue"])]

@@ -294,13 +294,21 @@ class Ops:
     def flows(self, every: bool = False) -> dict:
         now = time.monotonic()
         table = self._conv_flows()
+        names, costs = self._uplink_names(), self.uplink_costs()
         out = []
         for key, flow in list(table.items()):
             state = _name(getattr(flow, "state", None))
             if not every and state in PASSIVE_STATES:
                 continue
             try:
-                out.append(flow_view(key, flow, now))
+                v = flow_view(key, flow, now)
+                if costs:  # issue 10: what this flow's subflows cost so far, both ways
+                    priced = [(sf, sf.get("uplink") or names.get(sf.get("uplink_id"))) for sf in v["subflows"]]
+                    priced = [(sf, n) for sf, n in priced if n in costs]
+                    if priced:
+                        v["cost"] = round(sum(((sf.get("bytes_out") or 0) + (sf.get("bytes_in") or 0))
+                                              / 1e9 * costs[n] for sf, n in priced), 9)
+                out.append(v)
             except Exception as e:  # an odd flow must not hide the others
                 self.d.bug("flow_view", e)
         return {"flows": out, "all": every, "total": len(table), "limit": self._limit()}
@@ -315,9 +323,10 @@ class Ops:
         seen, count = {}, {}
         for key, flow in list(self._conv_flows().items()):
             subs = subflows_of(flow)
+            names = self._uplink_names()
             for pos, sf in enumerate(subs):
                 i = sf.get("index", pos)
-                uplink = sf.get("uplink") or f"subflow{i}"
+                uplink = sf.get("uplink") or names.get(sf.get("uplink_id")) or f"subflow{i}"
                 count[uplink] = count.get(uplink, 0) + 1
                 o, n = sf.get("bytes_out"), sf.get("bytes_in")
                 if o is None and n is None and len(subs) == 1:
@@ -333,6 +342,13 @@ class Ops:
                 seen[(key, i)] = (uplink, o, n)
         self._seen = seen
         return count
+
+    def _uplink_names(self) -> dict:
+        return {getattr(u, "id", None): u.name for u in getattr(self.d, "uplinks", None) or ()}
+
+    def uplink_costs(self) -> dict:
+        """Cost per GB of each uplink (`cost=N` of its spec), by name."""
+        return {u.name: float(getattr(u, "cost", 0.0) or 0.0) for u in getattr(self.d, "uplinks", None) or ()}
 
     def snapshot(self) -> dict:
         d = self.d
@@ -358,6 +374,7 @@ class Ops:
             name = _name(getattr(flow, "state", None)) or "?"
             by_state[name] = by_state.get(name, 0) + 1
         subflows = self._account()
+        costs = self.uplink_costs()
         return {
             "daemon": daemon,
             "core": core,
@@ -366,6 +383,9 @@ class Ops:
             "flows_by_state": by_state,
             "subflows_by_uplink": subflows,
             "uplink_bytes": {u: tuple(v) for u, v in self._uplink_bytes.items()},
+            # issue 10: what each uplink's bytes cost, both ways, at its cost=N per GB (1e9 B)
+            "uplink_cost": {u: round((v[0] + v[1]) / 1e9 * costs[u], 9)
+                            for u, v in self._uplink_bytes.items() if u in costs},
             "queue_stats": queue_stats(self.args.queue),
             "info": {"version": __version__,
                      "mptcp_version": getattr(self.args, "mptcp_version", ""),

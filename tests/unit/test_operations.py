@@ -258,7 +258,7 @@ def test_metrics_collector_output_parses():
     snap = {"core": {"DSSRX": 7}, "daemon": {"packets": 3, "bug_core": 1, "enobufs": 0},
             "flows_by_state": {"ESTABLISHED": 2, "FALLBACK": 0}, "flows_limit": 10,
             "subflows_by_uplink": {"default": 2, "eth1": 1},
-            "uplink_bytes": {"eth1": (10, 20)},
+            "uplink_bytes": {"eth1": (10, 20)}, "uplink_cost": {"eth1": 6e-08},
             "queue_stats": {"queue": 0, "waiting": 1, "queue_dropped": 2, "user_dropped": 3},
             "info": {"version": "0.1.0", "mode": "converting", "mptcp_version": 1},
             "start_time": 1.0}
@@ -282,7 +282,19 @@ def test_metrics_collector_output_parses():
     assert samples[("middlebox_uplink_sent_bytes_total", (("uplink", "eth1"),))] == 10
     assert samples[("middlebox_uplink_received_bytes_total", (("uplink", "eth1"),))] == 20
     assert samples[("middlebox_queue_user_dropped_total", (("queue", "0"),))] == 3
+    assert samples[("middlebox_uplink_cost_total", (("uplink", "eth1"),))] == 6e-08
     assert samples[("middlebox_queue_waiting", (("queue", "0"),))] == 1
+
+
+def test_stats_prints_uplink_bytes_and_cost():
+    from middlebox.io.control import format_stats
+
+    text = format_stats({"uplink_bytes": {"eth1": (2_000_000_000, 1_000_000_000), "wwan0": (10, 0)},
+                         "uplink_cost": {"eth1": 3.0, "wwan0": 6e-08}})
+    lines = text.splitlines()
+    assert lines[0].startswith("# uplinks") and "cost" in lines[0]
+    assert lines[1].split() == ["eth1", "2000000000", "1000000000", "3"]
+    assert lines[3].split()[0] == "total" and lines[3].split()[-1] == "3"
 
 
 @pytest.mark.parametrize("text, want", [("127.0.0.1:9464", "127.0.0.1:9464"),
