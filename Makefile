@@ -8,7 +8,7 @@ APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev
                 iperf3 mptcpd ethtool socat conntrack gcc python3-dev systemd
 # (systemd: `systemd-analyze verify` checks the shipped unit, contrib/middlebox.service)
 
-.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench bench-multipath clean install
+.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench bench-multipath bench-policy clean install
 
 all: build
 
@@ -66,6 +66,10 @@ BENCH_ARGS ?=
 bench-multipath: build
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/bench_multipath.py $(BENCH_ARGS)
+
+bench-policy: build
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/bench_policy.py $(BENCH_ARGS)
 
 # The service on this host (root): a venv of its own in $(PREFIX) (the unit's ProtectHome=
 # hides /root and /home, so not this tree's .venv), `middlebox` in $(BINDIR), the unit, and the

@@ -205,7 +205,7 @@ def dynamic(b: PolicyBench, args) -> dict:
     def change():
         t0 = time.monotonic()
         time.sleep(args.slow_at)
-        t.shape(1, args.rate / 5)
+        t.shape(1, max(1, args.rate // 5))
         b.events.append(("slow", time.monotonic() - t0))
         time.sleep(max(0.0, args.fast_at - args.slow_at))
         t.shape(1, args.rate)
@@ -265,7 +265,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[1:]))
-    ap.add_argument("--rate", type=float, default=50.0, help="Mbit/s per uplink (default 50)")
+    ap.add_argument("--rate", type=int, default=50, help="Mbit/s per uplink (default 50)")
     ap.add_argument("--latency", type=int, default=20, help="tbf latency, ms (default 20)")
     ap.add_argument("--costs", default="1,2,6")
     ap.add_argument("--targets", default="1x,1.5x,2x,2.5x,3x")

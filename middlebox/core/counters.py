@@ -148,6 +148,7 @@ class Counter(IntEnum):
     RmAddrRX = 124  # announced server addresses forgotten on the server's REMOVE_ADDR
     JoinInitialDenied = 125  # flows whose server set the C bit: no join to its initial address
     PolicyReplan = 126  # cost policy: a flow's set of uplinks changed (issue 10)
+    SackNewsFwd = 127  # ACKs that moved no data level sent on to the guest for new data-level SACK blocks
 
 
 def new_counters() -> dict:

@@ -106,6 +106,7 @@ FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_a
 DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
+HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -199,7 +200,7 @@ class MpConn:
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
-                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short")
+                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -234,6 +235,7 @@ class MpConn:
         self.plan_at = now
         self.plan_look = now
         self.plan_short = 0.0  # since when the flow is short of its target (policy.shortfall)
+        self.sack_told = ()  # the data-level SACK blocks _sack_news last saw
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -642,13 +644,30 @@ def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"") -> bytes:
                    _guest_window(flow, mp), opts, payload)
 
 
+def _hole_evident(flow, p, ss: int) -> bool:
+    """Is the unacked byte at relative subflow seq `ss` of subflow `p` known lost, rather than
+    still in flight on a slower path? The server's SACK on that subflow names bytes above it,
+    the subflow counts duplicate ACKs, or it has made no progress for two RTTs (HOLE_RTT
+    while it has no RTT sample)."""
+    for s, e in p.sacked:
+        if e > ss:
+            return True
+    if p.dups >= 2:
+        return True
+    return flow.last - p.progress_at > 2.0 * (p.srtt or HOLE_RTT) + 0.005
+
+
 def guest_sack(flow, mp, limit: int) -> tuple:
     """Data-level SACK for the guest (MULTIPATH.md §3.5 (c), option B: precise signals, no
-    payload kept): the guest bytes above DATA_ACK that a subflow's cumulative ACK covers,
-    i.e. the server's TCP has them and only a hole on another subflow holds them back, as
-    up to `limit` blocks in guest seqs, lowest first. Without them the guest (one congestion
-    controller for every path) knew of one hole per RTT and, after an RTO, resent all it had
-    sent from its snd_una. Never a byte no subflow acked."""
+    payload kept): the guest bytes above DATA_ACK that a subflow's cumulative ACK or SACK
+    covers (the server's TCP has them), as up to `limit` blocks in guest seqs, lowest first,
+    but only up to the first hole that is not known lost (`_hole_evident`): a hole whose
+    bytes are still in flight on a slower subflow is reordering between paths, and blocks
+    above it made the guest's RACK mark those bytes lost, resend them and halve its window
+    (measured: 310 SACK recoveries and 7 RTOs per 8 s upload on 2 x 100 Mbit/s, clean).
+    Without blocks for real losses the guest (one congestion controller for every path) knew
+    of one hole per RTT and, after an RTO, resent all it had sent from its snd_una. Never a
+    byte no subflow acked."""
     runs = mp.runs
     da = mp.data_ack
     if not runs or runs[-1][1] <= da:
@@ -669,7 +688,14 @@ def guest_sack(flow, mp, limit: int) -> tuple:
             x, y = s - s0, e - s0
             if y > 0 and x < n:
                 pieces.append((x if x > 0 else 0, y if y < n else n))
-        for x, y in pieces:
+        at = da - r0 if da > r0 else 0  # offset in the run up to which all is covered or seen
+        stop = False
+        for x, y in pieces + [(n, n)]:
+            if x > at and not _hole_evident(flow, p, s0 + at):
+                stop = True  # a hole in flight: nothing above it is shown
+                break
+            if y > at:
+                at = y
             a = r0 + x
             b = r0 + y
             if a < da:
@@ -685,9 +711,26 @@ def guest_sack(flow, mp, limit: int) -> tuple:
                 if len(blocks) >= limit:
                     return tuple(blocks)
             cur_a, cur_b = a, b
+        if stop:
+            break
     if cur_b >= 0 and cur_a > da:
         blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
     return tuple(blocks)
+
+
+def _sack_news(flow, mp) -> bool:
+    """Would the guest learn something from an ACK now? Its data-level SACK blocks (guest_sack)
+    differ from the last ones this asked about. An ACK that moves no data level is otherwise
+    held back as reordering between subflows; one that names a newly known-lost hole is what
+    the guest's RACK needs to resend it before its RTO (a 1 % loss upload counted 15 RTOs
+    per 8 s run while these ACKs were held back)."""
+    if not flow.sack_ok:
+        return False
+    blocks = guest_sack(flow, mp, 4)
+    if not blocks or blocks == mp.sack_told:
+        return False
+    mp.sack_told = blocks
+    return True
 
 
 def guest_options(flow, mp, data: bytes, pkt):
@@ -1223,6 +1266,9 @@ def sf1_in(conv, flow, pkt, dss, data=None):
     if subdup and _holder(mp) == 0:
         conv.counters[Counter.DupAckFwd] += 1
         return None
+    if _sack_news(flow, mp):
+        conv.counters[Counter.SackNewsFwd] += 1
+        return None
     conv.counters[Counter.DupAckSuppressed] += 1
     return [Drop("data-level duplicate ACK (reordering between subflows)")]
 
@@ -1426,6 +1472,9 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
         actions.append(Inject(_guest_ack(flow, mp)))
     elif subdup and _holder(mp) == p.index:
         counters[Counter.DupAckFwd] += 1
+        actions.append(Inject(_guest_ack(flow, mp)))
+    elif _sack_news(flow, mp):
+        counters[Counter.SackNewsFwd] += 1
         actions.append(Inject(_guest_ack(flow, mp)))
     else:
         counters[Counter.DupAckSuppressed] += 1
