@@ -27,10 +27,11 @@ the DATA_ACK only.
 
 What the guest sees: one TCP connection. ACKs that do not move the data level are data-level
 duplicates; they reach the guest only when they are also subflow-level duplicates on the
-subflow that holds the byte at DATA_ACK (LESSONS.md trap 3). The guest keeps SACK
-(MULTIPATH.md §3.5 (c)): what it gets carries data-level blocks (`guest_sack`: bytes above
-DATA_ACK some subflow's cumulative ACK covers), never subflow 1's own; its own blocks reach
-subflow 1 translated, for bytes subflow 1 carried only. (§3.5 (a), stripping SACK_PERM, left
+subflow that holds the byte at DATA_ACK (LESSONS.md trap 3), or when they change the guest's
+data-level SACK blocks (`_sack_news`). The guest keeps SACK (MULTIPATH.md §3.5 (c)): what it
+gets carries data-level blocks (`guest_sack`: bytes above DATA_ACK some subflow's cumulative
+ACK or SACK covers, up to the first hole not known lost: `_hole_evident`), never subflow 1's
+own; its own blocks reach subflow 1 translated, for bytes subflow 1 carried only. (§3.5 (a), stripping SACK_PERM, left
 the guest one hole per RTT and go-back-N after each RTO: uploads at 14-18 of 100 Mbit/s.) Joins
 negotiate no timestamps, so no subflow-k TSval ever reaches the guest (PAWS, trap 9).
 
