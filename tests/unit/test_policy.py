@@ -45,10 +45,12 @@ TABLE = [
     ([(1, 48), (2, 47), (6, 0)], {1, 2}, 100, {1, 2}),
     # well short (80 of 100): the third
     ([(1, 40), (2, 40), (6, 0)], {1, 2}, 100, {1, 2, 3}),
-    # target 50 and the cheapest alone delivers 60 (>= 115 %): drop the dearer
-    ([(1, 60), (2, 40), (6, 0)], {1, 2}, 50, {1}),
-    # ... but not at 55 (110 %): no flapping around the target
-    ([(1, 55), (2, 40), (6, 0)], {1, 2}, 50, {1, 2}),
+    # target 50 and the cheapest alone delivers 48 (>= 95 %): drop the dearer
+    ([(1, 48), (2, 40), (6, 0)], {1, 2}, 50, {1}),
+    # ... but not at 46 (92 %, between ADD_BELOW and DROP_ABOVE): no flapping
+    ([(1, 46), (2, 40), (6, 0)], {1, 2}, 50, {1, 2}),
+    # all three in use and the cheaper two meet the 2x target again: the dear one goes
+    ([(1, 50), (2, 50), (6, 50)], {1, 2, 3}, 100, {1, 2}),
     # equal costs: by id
     ([(1, 0), (1, 0)], set(), 10, {1}),
     # everything in use and still short: nothing more to add
