@@ -58,6 +58,7 @@ cdef class Converter:
 
     cpdef list _h_pass_out(self, Flow flow, Packet pkt, object data, object ctx)
     cpdef list _h_pass_in(self, Flow flow, Packet pkt, object data, object ctx)
+    cpdef list _h_closed_data(self, Flow flow, Packet pkt, object data, object ctx)
     @cython.locals(sf=Subflow, plen=long, fin=int, ack="long long", new_ack="long long",
                    counters=dict, data_ack="unsigned long long", rel="long long",
                    dsn="unsigned long long", data_len=long, subflow_seq="long long",

@@ -1209,6 +1209,14 @@ class Converter:
             return self._h_rst_out(flow, pkt, data, ctx)
         return [ACCEPT]
 
+    def _h_closed_data(self, flow, pkt, data, ctx):
+        """Guest data or FIN on a closed flow: dropped when the guest's RST went out with
+        MP_FASTCLOSE (see the table's row), passed as plain TCP otherwise."""
+        if flow.fastclosed:
+            self.counters[Counter.DataAfterRstDropped] += 1
+            return [Drop("guest data after its own reset (MP_FASTCLOSE sent)")]
+        return [ACCEPT]
+
     def _h_rst_in(self, flow, pkt, data, tcprst):
         """An acceptable server RST (exactly at the guest's rcv_nxt; in SYN_SENT acking our
         SYN): the flow ends, the guest gets it at its rcv_nxt in its own space."""

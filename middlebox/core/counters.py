@@ -149,6 +149,7 @@ class Counter(IntEnum):
     JoinInitialDenied = 125  # flows whose server set the C bit: no join to its initial address
     PolicyReplan = 126  # cost policy: a flow's set of uplinks changed (issue 10)
     SackNewsFwd = 127  # ACKs that moved no data level sent on to the guest for new data-level SACK blocks
+    DataAfterRstDropped = 128  # guest data/FIN after its RST went out with MP_FASTCLOSE (the RST overtook it)
 
 
 def new_counters() -> dict:

@@ -181,6 +181,12 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     # with a challenge ACK) is followed by the guest's RST for that ACK: it must carry the
     # MP_FASTCLOSE too, or the server sees a plain subflow RST and its MPTCP socket lingers.
     (S.CLOSED, I.OUT_RST): ("rst_out_again", S.CLOSED),
+    # Guest data or FIN after the guest's own RST went out with MP_FASTCLOSE: the RST overtook
+    # it (two CPUs' backlogs on the way, seen in CI), so the server may still be waiting for
+    # it and challenged the RST. Sent on, it would be payload without a mapping on an MPTCP
+    # subflow: the server falls back and then ignores the MP_FASTCLOSE. The guest's connection
+    # is gone, so the bytes are dropped; its RST for the server's challenge ACK closes it.
+    **_rows([S.CLOSED], [I.OUT_DATA, I.OUT_FIN], "closed_data"),
     **_rows(_PLAIN, [I.IN_RST], "pass_in", S.CLOSED),
     # -- acceptability (RFC 5961; RFC 9293 §3.10.7.4): only a RST exactly at the guest's
     # rcv_nxt resets; one in its window reaches the guest, which answers with a challenge ACK;

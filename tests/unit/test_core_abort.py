@@ -127,6 +127,43 @@ def test_guest_rst_after_a_challenge_ack_carries_mp_fastclose_again():
     assert p.count("FastCloseTX") == 2 and p.count("RstTX") == 2
 
 
+def test_guest_data_overtaken_by_its_rst_is_dropped():
+    """The guest's RST can reach the converter before data the guest sent earlier (two CPUs'
+    backlogs between the guest and the queue; CI saw it in test_outbound_abort). That data,
+    sent on after the flow closed, would be payload without a DSS mapping on an MPTCP subflow:
+    Linux falls back (DssFallback) and then ignores every MP_FASTCLOSE. It is dropped (the
+    guest's connection is gone), and the guest's RST for the challenge ACK closes the server."""
+    p = Pair()
+    p.established()
+    late = [p.g_data(b"x" * 1000) for _ in range(3)]  # sent by the guest, not yet seen here
+    late.append(p.g_fin())
+    actions, sent = p.out(p.g_packet(p.g_nxt, p.g_rcv, RST | ACK))  # the RST comes first
+    assert isinstance(actions[0], Rewrite) and _flow(p).state is State.CLOSED
+    for buf in late:
+        actions, sent = p.out(buf)
+        assert len(actions) == 1 and isinstance(actions[0], Drop) and sent is None, actions
+    assert p.count("DataAfterRstDropped") == len(late)
+    # the server challenges the RST (it waits for the dropped bytes); the guest's RST for that
+    # ACK sits exactly at the server's rcv_nxt and carries the MP_FASTCLOSE
+    p.inn(p.s_ack())
+    first_late = check_wire(late[0])[0].seq
+    actions, sent = p.out(p.g_packet(first_late, 0, RST))
+    _, mp = _mp(sent)
+    assert mp[MpFastclose].rcvr_key == SERVER_KEY and p.count("FastCloseTX") == 2
+
+
+def test_guest_data_after_a_plain_reset_still_passes():
+    """Only a flow whose guest RST carried the MP_FASTCLOSE drops late data: a fallback flow's
+    (plain TCP) goes on untouched."""
+    p = Pair(server_mptcp=False)
+    p.handshake()
+    late = p.g_data(b"y" * 500)
+    p.out(p.g_packet(p.g_nxt, p.g_rcv, RST | ACK))
+    assert _flow(p).state is State.CLOSED
+    actions, _ = p.out(late)
+    assert actions == [ACCEPT] and p.count("DataAfterRstDropped") == 0
+
+
 def test_guest_rst_without_room_goes_plain():
     p = Pair()
     p.established()

@@ -434,8 +434,8 @@ CLOSED           OUT_SYN            SYN_SENT         rw:MpCapable
 CLOSED           OUT_SYN_RTX        CLOSED           pass
 CLOSED           OUT_SYN_MPTCP      GUEST_MPTCP      pass
 CLOSED           OUT_ACK            CLOSED           pass
-CLOSED           OUT_DATA           CLOSED           pass
-CLOSED           OUT_FIN            CLOSED           pass
+CLOSED           OUT_DATA           CLOSED           drop
+CLOSED           OUT_FIN            CLOSED           drop
 CLOSED           OUT_RST            CLOSED           rw:MpFastclose+MpTcpRst
 CLOSED           OUT_CLOSE_DONE     CLOSED           pass
 CLOSED           OUT_ODD            CLOSED           pass
