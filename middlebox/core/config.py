@@ -57,6 +57,9 @@ class Config:
     # `target` (policy.Target: a multiple of the best single uplink, or bytes/s) cheapest first
     policy: str = "greedy"
     target: object = None  # policy.Target; None = 2x
+    # inbound role (issue 9): MPTCP peers connecting to plain-TCP services in guests get
+    # MPTCP (their SYN's MP_CAPABLE is answered on the guest's behalf); False: passed untouched
+    inbound: bool = True
 
     def __post_init__(self) -> None:
         if self.version not in (0, 1):

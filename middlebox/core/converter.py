@@ -1,4 +1,7 @@
-"""The outbound converter: a guest's plain TCP becomes MPTCP on the wire (issue 3).
+"""The converter: a guest's plain TCP becomes MPTCP on the wire (issue 3), and an MPTCP peer's
+connection to a plain-TCP service in a guest is answered with MPTCP on the guest's behalf
+(the inbound role, issue 9: `_h_syn_in`, `_h_synack_out`, `_h_mpc_ack_in`; after the
+handshake the same handlers, with "server" meaning the MPTCP peer whichever side opened).
 
 Sans-IO (docs/core-api.md): `handle(data, direction, now)` and `tick(now)` return actions; no
 sockets, no clock. The state machine is `table.TABLE`; this module classifies packets into
@@ -34,6 +37,7 @@ from middlebox.wire import (
     MpCapable,
     MpFail,
     MpFastclose,
+    MpJoinSyn,
     MpTcpRst,
     RemoveAddr,
     WireError,
@@ -69,6 +73,7 @@ MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
 MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
 MPTCP_CAP_DENY_JOIN_ID0 = 0x20  # C: no joins to the sender's source address and port
 MPTCP_RST_EUNSPEC = 0  # MP_TCPRST reason "unspecified error" (RFC 8684 §3.6, Table 4)
+MPTCP_RST_EPROHIBIT = 3  # MP_TCPRST reason "administratively prohibited"
 
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF  # as in flow.py (C constants in the twin)
 I = Input
@@ -81,7 +86,8 @@ IN_DIR = Direction.IN
 LOCAL = Direction.LOCAL
 ESTABLISHED = S.ESTABLISHED
 NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING = S.NEW, S.MPC_PENDING, S.FALLBACK, S.FALLBACK_CLOSING
-SYN_SENT, GUEST_MPTCP = S.SYN_SENT, S.GUEST_MPTCP
+SYN_SENT, GUEST_MPTCP, SYN_RCVD = S.SYN_SENT, S.GUEST_MPTCP, S.SYN_RCVD
+IN_SYN_MPC, OUT_SYNACK, IN_MPC_ACK = I.IN_SYN_MPC, I.OUT_SYNACK, I.IN_MPC_ACK
 OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK = I.OUT_SYN, I.OUT_SYN_RTX, I.OUT_SYN_MPTCP, I.OUT_ACK
 OUT_DATA, OUT_FIN, OUT_RST, OUT_CLOSE_DONE, OUT_ODD = I.OUT_DATA, I.OUT_FIN, I.OUT_RST, I.OUT_CLOSE_DONE, I.OUT_ODD
 IN_SYNACK_MPC, IN_SYNACK_PLAIN, IN_DSS, IN_DSS_NOACK = I.IN_SYNACK_MPC, I.IN_SYNACK_PLAIN, I.IN_DSS, I.IN_DSS_NOACK
@@ -102,7 +108,7 @@ EVICT_PASSIVE, EVICT_TIME_WAIT, EVICT_HALF_OPEN, EVICT_ACTIVE = 0, 1, 2, 3
 _EVICTION_CLASS = {
     S.CLOSED: EVICT_PASSIVE, S.FALLBACK: EVICT_PASSIVE, S.FALLBACK_CLOSING: EVICT_PASSIVE,
     S.GUEST_MPTCP: EVICT_PASSIVE, S.TIME_WAIT: EVICT_TIME_WAIT,
-    S.NEW: EVICT_HALF_OPEN, S.SYN_SENT: EVICT_HALF_OPEN,
+    S.NEW: EVICT_HALF_OPEN, S.SYN_SENT: EVICT_HALF_OPEN, S.SYN_RCVD: EVICT_HALF_OPEN,
     S.MPC_PENDING: EVICT_ACTIVE, S.ESTABLISHED: EVICT_ACTIVE, S.CLOSING: EVICT_ACTIVE,
 }
 CLASS_OF_STATE = tuple(_EVICTION_CLASS[st] for st in sorted(S))  # indexed by state value
@@ -150,6 +156,7 @@ class Converter:
         self.mp_flows: dict = {}
         self.uplink_up: dict = {u.name: u.up for u in config.uplinks}
         self._mp_on = bool(config.uplinks)
+        self._inbound = bool(config.inbound)
         self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
         self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
 
@@ -262,9 +269,16 @@ class Converter:
                 path = self.joins.get((pkt.dst, pkt.dport, pkt.src, pkt.sport))
                 if path is not None:
                     return MP.join_in(self, path, pkt, data, now)
-            if direction != OUT or flags & (SYN | ACK | RST) != SYN:
+            if flags & (SYN | ACK | RST) != SYN:
                 self.counters[Counter.UnknownFlow] += 1
                 return [ACCEPT]
+            if direction != OUT:  # a peer's SYN towards a guest (inbound role, issue 9)
+                kind = self._peer_syn_kind(pkt, data) if self._inbound else 0
+                if kind == 2:
+                    return self._refuse_join(pkt)
+                if kind == 0:  # plain TCP (or inbound off): not ours
+                    self.counters[Counter.UnknownFlow] += 1
+                    return [ACCEPT]
             flow = self._new_flow(key, now)
         else:
             flow.last = now
@@ -340,7 +354,7 @@ class Converter:
             return OUT_RST
         if f & SYN:
             if f & ACK:
-                return OUT_ODD
+                return OUT_SYNACK
             if parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp:
                 return OUT_SYN_MPTCP
             if flow.state is not NEW and flow.local_key is not None and pkt.seq == flow.syn_isn():
@@ -416,6 +430,11 @@ class Converter:
             return IN_RST, tcprst
         if f & SYN:
             if not f & ACK:
+                # a peer opening a connection to the guest (inbound role): v1 SYNs carry no
+                # key, v0 SYNs the peer's
+                if (mpc is not None and self._inbound and mpc.version == flow.version
+                        and (mpc.sndr_key is None) == (flow.version == 1)):
+                    return IN_SYN_MPC, mpc
                 return IN_SYN, None
             if state is SYN_SENT:
                 # RFC 9293 §3.10.7.3: it must ack our SYN (and at most its Fast Open data)
@@ -428,6 +447,20 @@ class Converter:
             return IN_SYNACK_PLAIN, mpc
         if not f & ACK:
             return IN_ODD, None
+        if mpc is not None and flow.inbound:
+            # the peer's MP_CAPABLE after its SYN (RFC 8684 §3.1): the third ACK, or the first
+            # data in the MP_CAPABLE data form, with its key and ours echoed
+            ours = mpc.rcvr_key == flow.local_key and mpc.sndr_key is not None and (
+                flow.remote_key is None or mpc.sndr_key == flow.remote_key)
+            if state is SYN_RCVD:
+                if ours:
+                    return IN_MPC_ACK, mpc
+                self.counters[Counter.InboundKeyMismatch] += 1
+                return IN_NODSS, None  # plain TCP from here (passive_fallback)
+            if ours and dss is None and mpc.data_len is not None and pkt.payload_len:
+                # first data in the data form after the third ACK: its implied mapping,
+                # DSN IDSN+1 at subflow seq 1 (the same parameters as a DSS, §3.1)
+                dss = Dss(None, False, (flow.remote_idsn + 1) & M64, True, 1, mpc.data_len, mpc.csum, False)
         if judged and (r > base + MAX_JUMP or r + n + MAX_JUMP < base):
             return IN_OUTSIDE, None
         if (
@@ -1247,6 +1280,122 @@ class Converter:
         """A server SYN crossing the guest's (simultaneous open): plain TCP from here, once."""
         self.counters[Counter.SimultaneousOpen] += 1
         return [self._stripped(pkt, data)]
+
+    # -- the inbound role (issue 9): an MPTCP peer connects to a plain-TCP guest -------------
+
+    def _peer_syn_kind(self, pkt, data: bytes) -> int:
+        """A peer's SYN towards a guest with no flow yet: 1 with an MP_CAPABLE (a flow is
+        made), 2 with an MP_JOIN (refused), 0 otherwise (plain TCP: not ours)."""
+        for o in mptcp_options(data, pkt):
+            t = type(o)
+            if t is MpCapable:
+                return 1
+            if t is MpJoinSyn:
+                return 2
+        return 0
+
+    def _refuse_join(self, pkt) -> list:
+        """An MP_JOIN SYN towards a guest: never the guest's (its stack would take it for a new
+        connection). The middlebox does not answer joins for inbound connections yet (their
+        SYN/ACK carried the C bit), so: RST + MP_TCPRST "administratively prohibited"."""
+        self.counters[Counter.JoinToGuestRefused] += 1
+        end = (pkt.seq + 1 + pkt.payload_len) & M32
+        rst = _segment_to_server(pkt, end, RST | ACK, 0, (MpTcpRst(False, MPTCP_RST_EPROHIBIT),))
+        return [Drop("MP_JOIN towards a guest: refused"), Inject(rst)]
+
+    def _h_syn_in(self, flow, pkt, data, mpc):
+        """A peer's SYN with MP_CAPABLE towards a guest: the guest gets it without the option
+        (MSS clamped: the guest's segments will carry our DSS); the flow keeps the peer's ISN,
+        window scale and checksum wish for the guest's SYN/ACK. A retransmission (same ISN)
+        changes nothing; another ISN starts the flow again."""
+        cfg = self.config
+        start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
+        if flow.state is not SYN_RCVD or pkt.seq != flow.server_isn:
+            if flow.mp is not None:
+                MP.release(self, flow)
+            flow.reset(cfg.version)
+            flow.inbound = 1
+            flow.no_join = True  # the peer opens the subflows of an inbound connection
+            flow.server_isn = flow.sf.remote_isn = pkt.seq
+            flow.rcv_rel = 1
+            flow.local_key = new_key()
+            flow.local_idsn = key_idsn(flow.local_key, flow.version)
+            flow.checksum = cfg.checksum or mpc.checksum  # either A bit (§3.1)
+            if mpc.sndr_key is not None:  # v0: the peer's key rides on its SYN
+                flow.remote_key = mpc.sndr_key
+                flow.remote_idsn = key_idsn(mpc.sndr_key, flow.version)
+            flow.server_wscale = parse_options(data, start, end).wscale  # -1: none (see synack_out)
+            flow.server_window = pkt.window
+        self.counters[Counter.MPCapableSYNRX] += 1
+        raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
+        return [Rewrite(rewrite(data, pkt, options=raw))]
+
+    def _h_synack_out(self, flow, pkt, data, ctx):
+        """The guest's SYN/ACK answering the peer's SYN: sent on with MP_CAPABLE and our key
+        (RFC 8684 §3.1; H, A when either side wants checksums, and C: no joins to this address
+        while the middlebox does not answer them). Window scaling and SACK hold as both SYNs
+        say. A retransmission gets the same option."""
+        if not flow.inbound or pkt.ack != (flow.server_isn + 1) & M32:
+            self.counters[Counter.StateViolation] += 1
+            return [ACCEPT]
+        start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
+        if flow.inbound == 1:
+            flow.inbound = 2
+            o = parse_options(data, start, end)
+            flow.guest_isn = flow.sf.local_isn = pkt.seq
+            flow.guest_window = pkt.window
+            ws, peer_ws = o.wscale, flow.server_wscale
+            flow.guest_wscale_seen = ws >= 0
+            if ws < 0 or peer_ws < 0:  # RFC 7323 §2.2: both SYNs or neither
+                ws = peer_ws = 0
+            flow.guest_wscale = min(ws, 14)
+            flow.server_wscale = min(peer_ws, 14)
+            flow.sack_ok = o.sack_perm  # (the guest answers SACK_PERM only to a SYN offering it)
+            flow.sf.rcv_edge = 1 + max(flow.guest_window, 65535)
+        elif pkt.seq != flow.guest_isn:
+            self.counters[Counter.StateViolation] += 1
+            return [ACCEPT]
+        mflags = MPTCP_CAP_HMAC | MPTCP_CAP_DENY_JOIN_ID0 | (MPTCP_CAP_CHECKSUM_REQD if flow.checksum else 0)
+        opt = MpCapable(flow.version, mflags, flow.local_key)
+        raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
+        try:
+            options = build_options(raw, (opt,))
+        except WireError:  # unknown options eat the space: keep only the ones we know
+            o = parse_options(data, start, end)
+            mss = min(o.mss, self._mss_limit[pkt.version]) if o.mss != -1 else -1
+            options = build_options(encode_tcp_options(mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr), (opt,))
+        self.counters[Counter.MPCapableSYNACKTX] += 1
+        return [Rewrite(rewrite(data, pkt, options=options))]
+
+    def _h_mpc_ack_in(self, flow, pkt, data, mpc):
+        """The peer's third ACK (checked by _classify_in: it echoes our key): its key is the
+        flow's, the option goes. In the MP_CAPABLE data form (the peer sends first, or its
+        third ACK was lost) the payload is delivered under the mapping that form implies:
+        DSN IDSN+1 at subflow seq 1 (§3.1); failing its DSS checksum it is dropped and its
+        retransmission, on the established flow, gets the MP_FAIL treatment."""
+        if flow.remote_key is None:
+            flow.remote_key = mpc.sndr_key
+            flow.remote_idsn = key_idsn(mpc.sndr_key, flow.version)
+        self.counters[Counter.MPCapableACKRX] += 1
+        if pkt.payload_len and mpc.data_len is not None:
+            dss = Dss(None, False, (flow.remote_idsn + 1) & M64, True, 1, mpc.data_len, mpc.csum, False)
+            if flow.checksum and (mpc.csum is None or not _csum_ok(flow, pkt, data, dss)):
+                self.counters[Counter.DataCsumErr] += 1
+                return [Drop("first data in the MP_CAPABLE form fails its checksum")]
+            return self._in_segment(flow, pkt, data, dss, 0)
+        return [self._stripped(pkt, data)]
+
+    def _h_passive_fallback(self, flow, pkt, data, ctx):
+        """The peer's ACK without MP_CAPABLE (or its SYN retried without it, or a third ACK
+        echoing another key): plain TCP from here (§3.1), without MPTCP options."""
+        self.counters[Counter.InboundFallback] += 1
+        return [self._stripped(pkt, data)]
+
+    def _h_drop_early(self, flow, pkt, data, ctx):
+        """Guest data before the peer's third ACK brought its key (a Fast Open server): it
+        cannot be mapped yet; dropped, the guest sends it again."""
+        self.counters[Counter.InboundEarlyData] += 1
+        return [Drop("guest data before the peer's key")]
 
     def _h_untouched(self, flow, pkt, data, ctx):
         self.counters[Counter.GuestMPTCPPacket] += 1

@@ -150,6 +150,13 @@ class Counter(IntEnum):
     PolicyReplan = 126  # cost policy: a flow's set of uplinks changed (issue 10)
     SackNewsFwd = 127  # ACKs that moved no data level sent on to the guest for new data-level SACK blocks
     DataAfterRstDropped = 128  # guest data/FIN after its RST went out with MP_FASTCLOSE (the RST overtook it)
+    MPCapableSYNRX = 129  # inbound: a peer's SYN with MP_CAPABLE, passed to the guest without it
+    MPCapableSYNACKTX = 130  # inbound: the guest's SYN/ACK sent on with MP_CAPABLE (our key)
+    MPCapableACKRX = 131  # inbound: the peer's third ACK (or first data) with both keys: converting
+    InboundFallback = 132  # inbound: the peer's ACK without MP_CAPABLE, or its SYN retried without it: plain TCP
+    InboundKeyMismatch = 133  # inbound: a third ACK echoing a key that is not ours: plain TCP
+    InboundEarlyData = 134  # inbound: guest data before the peer's key arrived: dropped (resent)
+    JoinToGuestRefused = 135  # inbound: MP_JOIN SYNs towards a guest: RST + MP_TCPRST, never the guest's
 
 
 def new_counters() -> dict:

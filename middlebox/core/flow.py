@@ -264,6 +264,8 @@ class Flow:
         "peer_addrs",  # None, or the server's announced addresses (ADD_ADDR, HMAC checked):
         # [(addr id, address bytes, port or None)], at most multipath.MAX_PEER_ADDRS
         "sf1_uplink",  # id of the uplink subflow 1 leaves by (0: unknown)
+        "inbound",  # 0: the guest opened the connection; issue 9, the peer did: 1 its SYN
+        # seen, 2 the guest's SYN/ACK seen too (window scale and SACK settled)
         "gso_maps",  # None, or array('q'): per super-packet mapping sent, its start and
         # length | (DSS checksum | 0x10000 with the DATA_FIN) << 17 (Flow.gso_record)
     )
@@ -319,6 +321,7 @@ class Flow:
         self.peer_addrs = None
         self.sf1_uplink = 0
         self.gso_maps = None
+        self.inbound = 0
 
     def __repr__(self) -> str:  # never the keys
         return f"<Flow {self.state.name} v{self.version} csum={self.checksum} last={self.last:.1f}>"

@@ -483,7 +483,8 @@ def peer_option(conv, flow, o, version: int, now: float) -> tuple:
     flow.peer_addrs = addrs
     mp = flow.mp
     if mp is None:
-        flow.no_join = False  # `start` (also when it found nothing to join before) tries it
+        if not flow.inbound:  # (inbound connections: the peer opens the subflows, issue 9)
+            flow.no_join = False  # `start` (also when it found nothing to join before) tries it
         return echo, []
     return echo, _join_peer(conv, flow, mp, entry, now)
 

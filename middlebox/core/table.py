@@ -21,6 +21,12 @@ The outbound role (RFC 8684 §3.1, §3.3, §3.7): a guest speaking plain TCP con
     any --RST / MP_FASTCLOSE--> CLOSED;  a new guest SYN (other ISN) restarts the flow.
     FALLBACK --FIN either way--> FALLBACK_CLOSING --RST--> CLOSED
 
+The inbound role (issue 9): an MPTCP peer connects to a plain-TCP service in a guest.
+
+    NEW --peer SYN+MPC--> SYN_RCVD --guest SYN/ACK (+ our MPC)--> SYN_RCVD
+        SYN_RCVD --peer ACK+MPC (both keys)--> ESTABLISHED (then as above)
+        SYN_RCVD --peer ACK without MPC, or SYN retried without it--> FALLBACK
+
 Once in FALLBACK (or FALLBACK_CLOSING) the converter does not even classify packets (only
 SYN/RST/FIN go through the table): the flow costs one dict lookup per packet.
 
@@ -54,6 +60,8 @@ class State(IntEnum):
     CLOSED = 7  # reset: passes as plain TCP until expiry
     FALLBACK_CLOSING = 8  # plain TCP and a FIN passed: closing timeout instead of established
     GUEST_MPTCP = 9  # the guest speaks MPTCP itself: every packet passes untouched, both ways
+    SYN_RCVD = 10  # inbound: a peer's MP_CAPABLE SYN went to the guest without it; the guest's
+    #                SYN/ACK gets our key; waiting for the peer's third ACK (issue 9)
 
 
 class Input(IntEnum):
@@ -96,6 +104,11 @@ class Input(IntEnum):
     #              acknowledged is consumed and acked on the subflow; nothing else acts
     IN_BEYOND = 34  # beyond the window the converter saw the guest offer: passed, placed by
     #                 its mapping; nothing acts (the guest judges it)
+    # the inbound role (issue 9): an MPTCP peer connects to a plain-TCP service in a guest
+    IN_SYN_MPC = 35  # SYN without ACK from the peer with an MP_CAPABLE of our version
+    OUT_SYNACK = 36  # SYN/ACK from the guest (answering a peer's SYN)
+    IN_MPC_ACK = 37  # ACK from the peer carrying MP_CAPABLE with both keys (the third ACK, or
+    #                  the first data in the MP_CAPABLE data form, RFC 8684 §3.1)
 
 
 S, I = State, Input
@@ -199,6 +212,22 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     # -- the stream cannot continue exactly: end it visibly, both ways (guest RST; server
     # RST + MP_FASTCLOSE), never deliver bytes that are not the server's stream.
     **_rows(_MPTCP, [I.IN_CSUM_MISSING, I.IN_CSUM_BAD_LATE, I.IN_UNRECONCILABLE], "abort", S.CLOSED),
+    # -- the inbound role (issue 9; RFC 8684 §3.1 with the roles swapped): the peer's SYN goes
+    # to the guest without its MP_CAPABLE, the guest's SYN/ACK gets ours (our key, the C bit:
+    # no joins yet), the peer's third ACK brings its key and the flow converts as an outbound
+    # one does. A third ACK without MP_CAPABLE, or a SYN retried without it: plain TCP.
+    # (a SYN restarts only a flow that ended: never one whose connection may still carry data)
+    **_rows([S.NEW, S.SYN_RCVD, S.CLOSED, S.TIME_WAIT], [I.IN_SYN_MPC], "syn_in", S.SYN_RCVD),
+    (S.SYN_SENT, I.IN_SYN_MPC): ("simultaneous", S.FALLBACK),  # as IN_SYN; elsewhere a violation
+    (S.SYN_RCVD, I.OUT_SYNACK): ("synack_out", S.SYN_RCVD),
+    (S.ESTABLISHED, I.OUT_SYNACK): ("synack_out", S.ESTABLISHED),  # the third ACK did not reach the guest
+    (S.SYN_RCVD, I.IN_MPC_ACK): ("mpc_ack_in", S.ESTABLISHED),
+    (S.SYN_RCVD, I.IN_SYN): ("passive_fallback", S.FALLBACK),  # the peer retried without MPTCP
+    **_rows([S.SYN_RCVD], [I.IN_NODSS, I.IN_NODSS_DATA], "passive_fallback", S.FALLBACK),
+    (S.SYN_RCVD, I.OUT_RST): ("pass_out", S.CLOSED),
+    (S.SYN_RCVD, I.IN_RST): ("pass_in", S.CLOSED),
+    (S.SYN_RCVD, I.OUT_ACK): ("pass_out", S.SYN_RCVD),
+    (S.SYN_RCVD, I.OUT_DATA): ("drop_early", S.SYN_RCVD),  # before the peer's key: resent later
     # -- a guest that speaks MPTCP itself: its connection is not ours, both ways. (The
     # converter passes these packets before classifying them; the rows say the same.)
     **_rows([S.GUEST_MPTCP], [i for i in Input if i not in (I.OUT_SYN, I.OUT_SYN_MPTCP)], "untouched"),
@@ -216,6 +245,7 @@ TIMEOUT_OF_STATE = {
     S.CLOSED: "closed_timeout",
     S.FALLBACK_CLOSING: "closing_timeout",
     S.GUEST_MPTCP: "fallback_timeout",
+    S.SYN_RCVD: "half_open_timeout",
 }
 
 

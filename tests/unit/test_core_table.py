@@ -17,7 +17,10 @@ from middlebox.core import ACCEPT, REFERENCE, Direction, Drop, Inject, Input, Re
 from middlebox.core.table import TABLE
 from middlebox.wire import Dss, MpCapable, MpFail, MpFastclose, encode_tcp_options, parse_packet
 
-from tests.unit.test_core_harness import ACK, FIN, M32, M64, PSH, RST, SYN, SERVER_KEY, Pair, check_wire, mptcp_of
+from middlebox.wire import build_options
+
+from tests.unit.test_core_harness import (ACK, FIN, M32, M64, PSH, RST, SYN, SERVER_KEY, Pair, check_wire, make_packet,
+                                          mptcp_of)
 
 I = Input
 PLAIN = (State.FALLBACK, State.FALLBACK_CLOSING)  # fallback flows: only SYN/RST/FIN are classified
@@ -46,6 +49,10 @@ def in_state(state: State, make=None) -> Pair:
     elif state is State.GUEST_MPTCP:
         p = Pair()
         p.out(p.g_syn(options=encode_tcp_options(mss=1460) + bytes([30, 4, 0x01, 0x01])))  # MP_CAPABLE v1 SYN
+    elif state is State.SYN_RCVD:  # inbound: the peer's SYN and the guest's SYN/ACK passed
+        p = Pair()
+        p.inn(peer_syn(p))
+        p.out(guest_synack(p))
     else:
         p = Pair()
         if state in (State.NEW, State.SYN_SENT):
@@ -82,6 +89,17 @@ def _dsn(flow, rel):
     return (flow.remote_idsn + rel) & M64
 
 
+def peer_syn(p: Pair, isn=None) -> bytes:
+    """An MPTCP peer's SYN towards the guest (inbound role): MP_CAPABLE v1, no key."""
+    opts = encode_tcp_options(mss=1460, wscale=7, sack_perm=True, ts_val=9, ts_ecr=0)
+    return make_packet(p.s_addr, p.g_addr, p.sport, p.gport, p.s_isn if isn is None else isn, 0, SYN,
+                       build_options(opts, (MpCapable(1, 0x01),)), v6=p.v6)
+
+
+def guest_synack(p: Pair) -> bytes:
+    return p.g_packet(p.g_isn, (p.s_isn + 1) & M32, SYN | ACK, options=p.g_opts(syn=True))
+
+
 def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
     """A packet the converter classifies as `inp` for p's flow (adjusting FIN bookkeeping
     where the input depends on it)."""
@@ -110,6 +128,13 @@ def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
     if inp is I.OUT_INFINITE:
         flow.infinite_tx = True  # the server's MP_FAIL came first
         return Direction.OUT, p.g_data(b"data")
+    if inp is I.OUT_SYNACK:
+        return Direction.OUT, guest_synack(p)
+    if inp is I.IN_SYN_MPC:
+        return Direction.IN, peer_syn(p)
+    if inp is I.IN_MPC_ACK:  # the peer's third ACK: its key, ours echoed
+        mpc = MpCapable(1, 0x01, SERVER_KEY, flow.local_key if flow.local_key is not None else 1)
+        return Direction.IN, p.s_packet(p.s_nxt, (flow.guest_isn + 1) & M32, ACK, (mpc,))
     if p.c_key is None:
         p.c_key = flow.local_key or 1
     if inp is I.IN_STALE_ACK:
@@ -526,6 +551,59 @@ GUEST_MPTCP      IN_OUTSIDE         GUEST_MPTCP      pass
 GUEST_MPTCP      IN_CSUM_BAD_LATE   GUEST_MPTCP      pass
 GUEST_MPTCP      IN_OLD             GUEST_MPTCP      pass
 GUEST_MPTCP      IN_BEYOND          GUEST_MPTCP      pass
+NEW              IN_SYN_MPC         SYN_RCVD         rw
+NEW              OUT_SYNACK         NEW              pass (violation)
+SYN_SENT         IN_SYN_MPC         FALLBACK         rw
+SYN_SENT         OUT_SYNACK         SYN_SENT         pass (violation)
+MPC_PENDING      IN_SYN_MPC         MPC_PENDING      rw (violation)
+MPC_PENDING      OUT_SYNACK         MPC_PENDING      pass (violation)
+ESTABLISHED      IN_SYN_MPC         ESTABLISHED      rw (violation)
+ESTABLISHED      OUT_SYNACK         ESTABLISHED      pass (violation)
+CLOSING          IN_SYN_MPC         CLOSING          rw (violation)
+CLOSING          OUT_SYNACK         CLOSING          pass (violation)
+TIME_WAIT        IN_SYN_MPC         SYN_RCVD         rw
+TIME_WAIT        OUT_SYNACK         TIME_WAIT        pass (violation)
+FALLBACK         IN_SYN_MPC         FALLBACK         rw
+FALLBACK         OUT_SYNACK         FALLBACK         pass
+CLOSED           IN_SYN_MPC         SYN_RCVD         rw
+CLOSED           OUT_SYNACK         CLOSED           pass
+FALLBACK_CLOSING IN_SYN_MPC         FALLBACK_CLOSING rw
+FALLBACK_CLOSING OUT_SYNACK         FALLBACK_CLOSING pass
+GUEST_MPTCP      IN_SYN_MPC         GUEST_MPTCP      pass
+GUEST_MPTCP      OUT_SYNACK         GUEST_MPTCP      pass
+GUEST_MPTCP      IN_MPC_ACK         GUEST_MPTCP      pass
+SYN_RCVD         OUT_SYN            SYN_SENT         rw:MpCapable
+SYN_RCVD         OUT_SYN_RTX        SYN_RCVD         pass (violation)
+SYN_RCVD         OUT_SYN_MPTCP      GUEST_MPTCP      pass
+SYN_RCVD         OUT_ACK            SYN_RCVD         pass
+SYN_RCVD         OUT_DATA           SYN_RCVD         drop
+SYN_RCVD         OUT_FIN            SYN_RCVD         pass (violation)
+SYN_RCVD         OUT_RST            CLOSED           pass
+SYN_RCVD         OUT_CLOSE_DONE     SYN_RCVD         pass (violation)
+SYN_RCVD         OUT_ODD            SYN_RCVD         pass (violation)
+SYN_RCVD         IN_SYNACK_MPC      SYN_RCVD         rw (violation)
+SYN_RCVD         IN_SYNACK_PLAIN    SYN_RCVD         pass (violation)
+SYN_RCVD         IN_DSS             SYN_RCVD         rw (violation)
+SYN_RCVD         IN_DSS_NOACK       SYN_RCVD         rw (violation)
+SYN_RCVD         IN_DATA_FIN        SYN_RCVD         rw (violation)
+SYN_RCVD         IN_INFINITE        SYN_RCVD         rw (violation)
+SYN_RCVD         IN_NODSS_DATA      FALLBACK         pass
+SYN_RCVD         IN_NODSS           FALLBACK         pass
+SYN_RCVD         IN_RST             CLOSED           pass
+SYN_RCVD         IN_FASTCLOSE       SYN_RCVD         rw (violation)
+SYN_RCVD         IN_CLOSE_DONE      SYN_RCVD         rw (violation)
+SYN_RCVD         IN_ODD             SYN_RCVD         pass (violation)
+SYN_RCVD         IN_STALE_ACK       SYN_RCVD         rw (violation)
+SYN_RCVD         IN_MP_FAIL         SYN_RCVD         rw (violation)
+SYN_RCVD         IN_CSUM_BAD        SYN_RCVD         rw (violation)
+SYN_RCVD         OUT_INFINITE       SYN_RCVD         pass (violation)
+SYN_RCVD         IN_SYN             FALLBACK         pass
+SYN_RCVD         IN_OUTSIDE         SYN_RCVD         rw (violation)
+SYN_RCVD         IN_CSUM_MISSING    SYN_RCVD         rw (violation)
+SYN_RCVD         IN_UNRECONCILABLE  SYN_RCVD         rw (violation)
+SYN_RCVD         IN_SYN_MPC         SYN_RCVD         rw
+SYN_RCVD         OUT_SYNACK         SYN_RCVD         rw:MpCapable
+SYN_RCVD         IN_MPC_ACK         ESTABLISHED      rw
 """
 
 
@@ -559,6 +637,8 @@ def impossible(state: State, inp: Input) -> bool:
         # a SYN/ACK in an MPTCP state is the flow's own (same seq and key: IN_SYNACK_MPC, a
         # retransmission) or IN_OUTSIDE: never a plain one
         or (judged and inp is I.IN_SYNACK_PLAIN)
+        # the peer's third ACK is one only while its SYN/ACK is answered (an inbound flow)
+        or (inp is I.IN_MPC_ACK and state is not State.SYN_RCVD)
     )
 
 
@@ -660,6 +740,9 @@ MUTATIONS = [
     ((State.CLOSING, I.OUT_CLOSE_DONE), ("out", State.CLOSING)),
     ((State.MPC_PENDING, I.IN_NODSS), ("dss_fallback", State.FALLBACK)),
     ((State.ESTABLISHED, I.IN_CSUM_MISSING), ("csum_fail", State.ESTABLISHED)),
+    ((State.SYN_RCVD, I.IN_MPC_ACK), ("passive_fallback", State.FALLBACK)),
+    ((State.SYN_RCVD, I.OUT_SYNACK), ("pass_out", State.SYN_RCVD)),
+    ((State.CLOSED, I.OUT_DATA), ("pass_out", State.CLOSED)),
 ]
 
 
