@@ -3,7 +3,7 @@
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--policy greedy|cost] [--target RATE]
-[--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open] [-v]
+[--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open] [-v]
 [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
 * Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
@@ -425,6 +425,8 @@ class Daemon:
                               "--passthrough runs without it") from None
         kw = dict(version=self.args.mptcp_version, checksum=self.args.checksum,
                   max_flows=self.args.max_flows, mtu=self.args.mtu)
+        if getattr(self.args, "no_inbound", False):
+            kw["inbound"] = False
         if self.uplinks:
             kw.update(uplinks=tuple(u.to_config() for u in self.uplinks),
                       join_ports=self.join_ports, max_subflows=self.args.max_subflows,
@@ -960,6 +962,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=_policy_target, default=None, metavar="RATE",
                         help="--policy cost: per connection, a multiple of the best single "
                              "uplink's measured rate (2x) or a rate (150mbit) (default 2x)")
+    parser.add_argument("--no-inbound", action="store_true",
+                        help="leave MPTCP connections from outside to guests alone (by default an "
+                             "MPTCP peer's SYN to a guest is answered with MPTCP on the guest's "
+                             "behalf, and the guest sees plain TCP; joins to a guest are refused "
+                             "with a RST until the middlebox answers them)")
     parser.add_argument("--passthrough", action="store_true",
                         help="accept every packet unchanged, without the core")
     parser.add_argument("--max-flows", type=int, default=65536, metavar="N",

@@ -226,11 +226,12 @@ class Server:
     announces need a listener there), the guest still connects to the path-1 address."""
 
     def __init__(self, t: Topology, family: int = socket.AF_INET, mptcp: bool = True,
-                 port: int = 5201, bind_any: bool = False) -> None:
+                 port: int = 5201, bind_any: bool = False, ns: str | None = None,
+                 addr: str | None = None) -> None:
         self.family = family
-        self.addr = t.server_ip if family == socket.AF_INET else t.server_ip6
+        self.addr = addr or (t.server_ip if family == socket.AF_INET else t.server_ip6)
         self.port = port
-        with t.in_netns(t.server):
+        with t.in_netns(ns or t.server):  # (ns, addr: a service elsewhere, e.g. in the guest)
             self.sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp else 0)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("" if bind_any else self.addr, port))

@@ -1,0 +1,194 @@
+"""The inbound role (issue 9) against the real kernel: a Linux MPTCP client (in the server
+namespace) connects through the middlebox to a plain-TCP service in the guest.
+
+The client's socket must be MPTCP, not fallback; its MIB must count the MP_CAPABLE SYN/ACK and
+nothing that looks like a broken mapping; the bytes must arrive intact both ways (sha256); the
+guest's link must carry no MPTCP option at all; the client side's capture must pass `middlebox
+inspect`. A plain-TCP client, and `--no-inbound`, leave the connection alone. An MP_JOIN SYN
+towards the guest is refused (RST + MP_TCPRST) and never reaches it.
+
+First cut: one subflow. Our SYN/ACK carries the C bit (no joins to this address), so a client
+with a `subflow` endpoint opens no join: checked too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from adversary import Capture, raw_sender, tcp4
+from conftest import IPPROTO_MPTCP, Server, is_fallback, mptcp_info_flags, payload, recv_digest, sha256_of
+from test_outbound_core import core_counters
+
+MB = 1 << 20
+PORT = 5301
+
+#: client MIB counters that must not move (no fallback, no broken mapping, no join trouble)
+MUST_STAY_ZERO = (
+    "MPCapableFallbackSYNACK", "MPCapableFallbackACK", "DSSNotMatching", "DSSNoMatchTCP",
+    "InfiniteMapRx", "DssFallback", "DataCsumErr", "MPFailRx", "MPJoinSynAckHMacFailure",
+)
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def guest_service(t, family=socket.AF_INET) -> Server:
+    """The UP/DOWN service of the outbound tests, plain TCP, listening in the guest."""
+    addr = t.guest_ip if family == socket.AF_INET else t.guest_ip6
+    return Server(t, family=family, mptcp=False, port=PORT, ns=t.guest, addr=addr)
+
+
+def peer_connect(t, srv: Server, mptcp: bool = True, timeout: float = 60) -> socket.socket:
+    with t.in_netns(t.server):
+        c = socket.socket(srv.family, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp else 0)
+    c.settimeout(timeout)
+    c.connect((srv.addr, srv.port))
+    return c
+
+
+def peer_upload(t, srv: Server, data: bytes, mptcp: bool = True) -> int | None:
+    """Send `data` from the client; the guest's sha256 must match. Returns the client socket's
+    MPTCP_INFO flags (None: not MPTCP)."""
+    with peer_connect(t, srv, mptcp) as c:
+        c.sendall(f"UP {len(data)}\n".encode())
+        c.sendall(data)
+        digest = recv_digest(c)
+        flags = mptcp_info_flags(c)
+    assert digest.decode() == hashlib.sha256(data).hexdigest(), "upload corrupted or truncated"
+    return flags
+
+
+def peer_download(t, srv: Server, n: int, mptcp: bool = True) -> int | None:
+    with peer_connect(t, srv, mptcp) as c:
+        c.sendall(f"DOWN {n}\n".encode())
+        got = sha256_of(c.recv, n)
+        flags = mptcp_info_flags(c)
+        assert c.recv(1) == b""
+    assert got.decode() == hashlib.sha256(payload(n)).hexdigest(), "download corrupted"
+    return flags
+
+
+def mptcp_options_in(pcap: str) -> list[str]:
+    """Every MPTCP option in a capture, described (empty: none)."""
+    from middlebox.analysis.pcap import iter_packets  # our own reader: IPv4 and IPv6, any link
+    from middlebox.wire import WireError, options_of, parse_packet
+
+    found = []
+    with open(pcap, "rb") as f:
+        for _, ip in iter_packets(f):
+            try:
+                pkt = parse_packet(ip)
+            except WireError:  # not TCP
+                continue
+            for raw in options_of(ip, pkt).mptcp:
+                found.append(f"{pkt.sport}->{pkt.dport} {raw.hex()}")
+    return found
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_mptcp_client_reaches_a_plain_guest_service(mbox, family, tmp_path):
+    t = mbox.t
+    d = mbox.start()
+    srv = guest_service(t, family)
+    guest_pcap, peer_pcap = tmp_path / "guest.pcap", str(tmp_path / "peer.pcap")
+    guest_cap = Capture(t, t.guest, t.guest_if, "tcp", guest_pcap, 65535)
+    dump = t.popen(t.server, ["tcpdump", "-Z", "root", "-i", t.paths[0].server_if, "-s", "0",
+                              "-B", "262144", "-U", "-w", peer_pcap, "tcp"])
+    time.sleep(1.0)
+    before = t.nstat(t.server)
+    try:
+        up = peer_upload(t, srv, payload(8 * MB))
+        down = peer_download(t, srv, 8 * MB)
+    except BaseException:
+        d.stop()
+        print(d.output[-3000:], delta(before, t.nstat(t.server)), srv.errors)
+        raise
+    after = t.nstat(t.server)
+    time.sleep(0.5)
+    dump.terminate()
+    dump.wait(timeout=10)
+    guest_cap.stop()
+    rc, _ = d.stop()
+    c = core_counters(d.output)
+    dd = delta(before, after)
+    print(dd, c)
+    assert rc == 0 and not srv.errors, srv.errors
+    # the client's connections were MPTCP, both of them, not fallback
+    assert not is_fallback(up) and not is_fallback(down), (up, down)
+    assert dd.get("MPCapableSYNACKRX", 0) == 2, dd
+    assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+    assert c.get("MPCapableSYNRX", 0) >= 2 and c.get("MPCapableACKRX") == 2, c
+    assert not c.get("InboundFallback") and not c.get("StateViolation"), c
+    # the guest saw plain TCP only
+    assert mptcp_options_in(str(guest_pcap)) == []
+    # and the client side's capture is correct MPTCP (keys, mappings, data)
+    r = subprocess.run([sys.executable, "-m", "middlebox", "inspect", peer_pcap],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "2 MPTCP connection(s)" in r.stdout and " 0 fallback(s), 0 violation(s)" in r.stdout, r.stdout[-2000:]
+
+
+def test_plain_client_and_no_inbound_are_left_alone(mbox):
+    t = mbox.t
+    d = mbox.start()
+    srv = guest_service(t)
+    assert peer_upload(t, srv, payload(2 * MB), mptcp=False) is None  # plain TCP: not ours
+    d.stop()
+    c = core_counters(d.output)
+    assert not c.get("MPCapableSYNRX") and not c.get("FlowCreated"), c
+    # --no-inbound: the MPTCP SYN reaches the guest as it is; the guest's plain listener
+    # answers without MP_CAPABLE and the client falls back (plain TCP end to end)
+    d = mbox.start("--no-inbound")
+    before = t.nstat(t.server)
+    flags = peer_upload(t, srv, payload(2 * MB))
+    dd = delta(before, t.nstat(t.server))
+    d.stop()
+    c = core_counters(d.output)
+    assert is_fallback(flags) and dd.get("MPCapableFallbackSYNACK", 0) == 1, (flags, dd)
+    assert not c.get("MPCapableSYNRX") and not c.get("FlowCreated"), c
+
+
+def test_join_towards_the_guest_is_refused_and_never_reaches_it(mbox, tmp_path):
+    """An MP_JOIN SYN to the guest's service (a token the middlebox never issued) gets RST +
+    MP_TCPRST from the middlebox; the guest never sees it. And a client with a second address
+    (a `subflow` endpoint) opens no join: our SYN/ACK's C bit forbids joins to this address."""
+    t = mbox.t
+    d = mbox.start()
+    srv = guest_service(t)
+    guest_cap = Capture(t, t.guest, t.guest_if, "tcp", tmp_path / "guest.pcap")
+    peer_cap = Capture(t, t.server, t.paths[0].server_if, f"tcp and src host {t.guest_ip}",
+                       tmp_path / "peer.pcap")
+    # MP_JOIN SYN: kind 30, length 12, subtype 1, address id 1, token, nonce
+    join = bytes([30, 12, 0x10, 1]) + (0x0BADC0DE).to_bytes(4, "big") + (0x01020304).to_bytes(4, "big")
+    with t.in_netns(t.server):
+        s = raw_sender()
+    try:
+        s.sendto(tcp4(t.server_ip, t.guest_ip, 45454, PORT, 1000, 0, 0x02, 64240, join), (t.guest_ip, 0))
+    finally:
+        s.close()
+    # a client with a second address and a subflow endpoint: no join (C bit)
+    t.run(t.server, ["ip", "mptcp", "limits", "set", "subflows", "2", "add_addr_accepted", "2"])
+    t.run(t.server, ["ip", "mptcp", "endpoint", "add", t.paths[1].server_ip, "dev",
+                     t.paths[1].server_if, "subflow"])
+    assert t.paths[1].server_ip in t.run(t.server, ["ip", "mptcp", "endpoint", "show"]).stdout
+    before = t.nstat(t.server)
+    peer_upload(t, srv, payload(4 * MB))
+    dd = delta(before, t.nstat(t.server))
+    time.sleep(1.0)
+    guest_cap.stop()
+    peer_cap.stop()
+    d.stop()
+    c = core_counters(d.output)
+    rsts = [p for p in peer_cap.packets() if p["dport"] == 45454]
+    assert len(rsts) == 1 and rsts[0]["flags"] & 0x04 and rsts[0]["ack"] == 1001, rsts
+    assert b"\x1e\x04\x80\x03" in rsts[0]["options"], rsts  # MP_TCPRST, administratively prohibited
+    assert not [p for p in guest_cap.packets() if 45454 in (p["sport"], p["dport"])]
+    assert c.get("JoinToGuestRefused") == 1, c
+    assert not dd.get("MPJoinSynTx") and not c.get("JoinToGuestRefused", 0) > 1, (dd, c)
