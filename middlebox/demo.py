@@ -1,5 +1,6 @@
 """Show a conversion: a plain-TCP guest talks MPTCP to a Linux server through the middlebox,
-over both uplinks at once, and survives one of them being pulled.
+over both uplinks at once, and survives one of them being pulled; then the inbound role: a
+Linux MPTCP client reaches a plain-TCP service in the guest with MPTCP (one subflow for now).
 
 Builds the reference topology (TESTBED.md: two 50 Mbit/s paths, so that one path's limit is
 visible) in fresh network namespaces, installs the rules with an `--uplink` per path and
@@ -164,6 +165,55 @@ def pull_uplink(t, family: int, server_ip: str, n: int) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
+def inbound_role(t, family: int, guest_ip: str, n: int) -> tuple[bool, str]:
+    """The other way round: a Linux MPTCP client in the server namespace sends `n` bytes to a
+    plain-TCP service in the guest and gets `n` back; (ok, what to print)."""
+    with t.in_netns(t.guest):
+        lsock = socket.socket(family, socket.SOCK_STREAM)  # plain TCP: the guest's service
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((guest_ip, PORT + 2))
+    lsock.listen(1)
+    service = DemoServer(lsock, n)
+    service.start()
+    before = t.nstat(t.server)
+    with t.in_netns(t.server):
+        c = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    c.settimeout(60)
+    data, h, got, info, error = pattern(n), hashlib.sha256(), 0, None, None
+    start = time.monotonic()
+    try:
+        c.connect((guest_ip, PORT + 2))
+        c.sendall(data)
+        while chunk := c.recv(CHUNK):
+            h.update(chunk)
+            got += len(chunk)
+        info = mptcp_info(c)
+    except OSError as e:
+        error = f"{type(e).__name__}: {e}"
+    finally:
+        c.close()
+        service.join(30)
+        lsock.close()
+    took = time.monotonic() - start
+    d = {k: v - before.get(k, 0) for k, v in t.nstat(t.server).items()}
+    up_ok = service.received_sha == hashlib.sha256(data).hexdigest()
+    down_ok = got == n and h.hexdigest() == hashlib.sha256(data).hexdigest()
+    mptcp = info is not None and not info["fallback"]
+    ok = error is None and service.error is None and up_ok and down_ok and mptcp and \
+        d.get("MPCapableSYNACKRX", 0) == 1 and not any(d.get(k, 0) for k in MUST_BE_ZERO)
+    lines = [f"inbound: a Linux MPTCP client (server namespace) -> plain-TCP service in the guest "
+             f"[{guest_ip}]:{PORT + 2}, {n / 1e6:.0f} MB each way:",
+             f"  the client's socket: {'MPTCP, not fallback' if mptcp else 'NOT MPTCP (fallback)'}"
+             + (f", token=0x{info['token']:08x}" if info else "")
+             + f"; its MIB: MPCapableSYNACKRX {d.get('MPCapableSYNACKRX', 0)}"
+             + "".join(f", {k} {d[k]}" for k in MUST_BE_ZERO if d.get(k)),
+             f"  {2 * got / 1e6:.0f} MB in {took:.1f} s, sha256 up {'identical' if up_ok else 'DIFFERENT'}, "
+             f"down {'identical' if down_ok else 'DIFFERENT'} (one subflow: inbound joins come later)"]
+    if error or service.error:
+        lines.append(f"  error: {error or service.error}")
+    return ok, "\n".join(lines)
+
+
 def pattern(n: int) -> bytes:
     block = hashlib.sha256(b"middlebox demo").digest() * (CHUNK // 32)
     return (block * (n // len(block) + 1))[:n]
@@ -238,6 +288,7 @@ def main(args: argparse.Namespace) -> int:
             links1 = [link_bytes(t, p.mbox_if) for p in t.paths]
             failover = (pull_uplink(t, family, server_ip, n) if transfer_error is None else
                         (False, "failover: not run (the transfer above failed)"))
+            inbound = inbound_role(t, family, t.guest_ip6 if args.ipv6 else t.guest_ip, n // 2)
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -287,6 +338,10 @@ def main(args: argparse.Namespace) -> int:
     f_ok, f_text = failover
     print(f_text)
     ok &= f_ok
+    print()
+    i_ok, i_text = inbound
+    print(i_text)
+    ok &= i_ok
     if server.error:
         print(f"server error: {server.error}")
     print()
@@ -294,6 +349,7 @@ def main(args: argparse.Namespace) -> int:
     for line in out.splitlines():
         print(f"  {line}")
     print()
-    print("RESULT: the guest's plain TCP connection was carried as MPTCP v1" if ok else
+    print("RESULT: the guest's plain TCP connection was carried as MPTCP v1, and an MPTCP client "
+          "reached the guest's plain service with MPTCP v1" if ok else
           "RESULT: the conversion did not work as it should (see above)")
     return 0 if ok else 1

@@ -432,7 +432,8 @@ class Topology:
 
     def set_link(self, path: int, up: bool) -> None:
         """Bring path `path` (1-based) down or up on both ends; up again, the test bed's
-        policy routes of the path (deleted by the kernel with the link) come back."""
+        policy routes of the path and (path 1) the server's routes to the guests, which the
+        kernel deleted with the link, come back."""
         p = self.paths[path - 1]
         for ns, ifname in ((self.mbox, p.mbox_if), (self.server, p.server_if)):
             with IPRoute(netns=ns) as ipr:
@@ -441,6 +442,10 @@ class Topology:
         if up and self.policy_routing:
             with IPRoute(netns=self.mbox) as ipr:
                 self._policy_routes(ipr, p)
+        if up and path == 1:  # the server's routes to the guests go by path 1 (inbound role)
+            with IPRoute(netns=self.server) as ipr:
+                ipr.route("replace", dst=self.GUEST_PREFIX, gateway=p.mbox_ip)
+                ipr.route("replace", dst=self.GUEST_PREFIX6, gateway=p.mbox_ip6, family=10)
 
     def close(self) -> None:
         with self._lock:
