@@ -86,7 +86,7 @@ IN_DIR = Direction.IN
 LOCAL = Direction.LOCAL
 ESTABLISHED = S.ESTABLISHED
 NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING = S.NEW, S.MPC_PENDING, S.FALLBACK, S.FALLBACK_CLOSING
-SYN_SENT, GUEST_MPTCP, SYN_RCVD = S.SYN_SENT, S.GUEST_MPTCP, S.SYN_RCVD
+SYN_SENT, GUEST_MPTCP, SYN_RCVD, CLOSING = S.SYN_SENT, S.GUEST_MPTCP, S.SYN_RCVD, S.CLOSING
 IN_SYN_MPC, OUT_SYNACK, IN_MPC_ACK = I.IN_SYN_MPC, I.OUT_SYNACK, I.IN_MPC_ACK
 OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK = I.OUT_SYN, I.OUT_SYN_RTX, I.OUT_SYN_MPTCP, I.OUT_ACK
 OUT_DATA, OUT_FIN, OUT_RST, OUT_CLOSE_DONE, OUT_ODD = I.OUT_DATA, I.OUT_FIN, I.OUT_RST, I.OUT_CLOSE_DONE, I.OUT_ODD
@@ -315,8 +315,9 @@ class Converter:
             pm = self._pm_opt
             self._pm_opt = None
             # (MPC_PENDING too: Linux announces as soon as its side is established, before
-            # the DATA_ACK that establishes ours; both keys are known)
-            if (nxt is ESTABLISHED or nxt is MPC_PENDING) and (inp is IN_DSS or inp is IN_DSS_NOACK or inp is IN_NODSS or inp is IN_DATA_FIN):
+            # the DATA_ACK that establishes ours; both keys are known; CLOSING: the guest's FIN
+            # closes one direction only, the server's data and announcements go on)
+            if (nxt is ESTABLISHED or nxt is MPC_PENDING or nxt is CLOSING) and (inp is IN_DSS or inp is IN_DSS_NOACK or inp is IN_NODSS or inp is IN_DATA_FIN):
                 actions.extend(self._peer_option(flow, pkt, data, pm, now))
         if self._mp_on and nxt is ESTABLISHED and not flow.no_join and MP.wants_join(self, flow, now):
             actions.extend(MP.start(self, key, flow, pkt, now))
@@ -1102,7 +1103,8 @@ class Converter:
         mp = flow.mp
         nxt = flow.snd_end if mp is None else mp.paths[0].snd_nxt
         a = _unwrap((pkt.ack - flow.guest_isn) & M32, nxt)
-        if a > nxt or a + MAX_JUMP < nxt:  # an unacceptable ACK (RFC 5961 §5.2): not acted on
+        fin = 1 if flow.local_fin else 0  # the guest's FIN takes a sequence number past its data
+        if a > nxt + fin or a + MAX_JUMP < nxt:  # an unacceptable ACK (RFC 5961 §5.2): not acted on
             return []
         echo, actions = MP.peer_option(self, flow, pm, pkt.version, now)
         if echo is not None:

@@ -162,3 +162,19 @@ def test_add_addr_on_a_segment_with_an_unacceptable_ack_changes_nothing():
         p = _single_path()
         acts, _ = p.inn(p.s_packet(p.s_nxt, (p.g_nxt + delta) & M32, ACK, (_announce(p),)))
         assert not _echoes(acts) and p.count("AddAddrRX") == 0 and not p.flow.peer_addrs
+
+
+def test_add_addr_acking_the_guests_fin_is_taken():
+    """After the guest's FIN the server's ACK acks one past the guest's last data byte (the
+    FIN's sequence number): acceptable, so an ADD_ADDR on it is echoed and kept (it was
+    refused as beyond SND.NXT: the data end did not count the FIN)."""
+    from tests.unit.test_multipath_add_addr import _echoes, _single_path
+    p = _single_path()
+    _, sent = p.out(p.g_fin())
+    acts, _ = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (_announce(p),)))
+    assert _echoes(acts) and p.count("AddAddrRX") == 1 and p.flow.peer_addrs
+    # one past the FIN is still too far
+    p = _single_path()
+    p.out(p.g_fin())
+    acts, _ = p.inn(p.s_packet(p.s_nxt, (p.g_nxt + 1) & M32, ACK, (_announce(p, addr_id=9),)))
+    assert not _echoes(acts) and p.count("AddAddrRX") == 0
