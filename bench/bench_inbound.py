@@ -162,7 +162,10 @@ def main() -> int:
             "started": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
             "load0": " ".join(open("/proc/loadavg").read().split()[:3])}
     rows: list[dict] = []
-    with Topology(rate_mbit=rates, latency_ms=args.latency, paths=len(rates)) as t:
+    # (the test bed turns MPTCP off in the guest: on here, for the linux system's server; the
+    # converter's plain service is a TCP socket either way)
+    with Topology(rate_mbit=rates, latency_ms=args.latency, paths=len(rates),
+                  sysctls={"guest": {"net.mptcp.enabled": 1}}) as t:
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t.popen(t.guest, ["iperf3", "-s", "-p", str(PORT_PLAIN)], **quiet)
         t.popen(t.guest, ["mptcpize", "run", "iperf3", "-s", "-p", str(PORT_MPTCP)], **quiet)
