@@ -8,7 +8,7 @@ APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev
                 iperf3 mptcpd ethtool socat conntrack gcc python3-dev systemd
 # (systemd: `systemd-analyze verify` checks the shipped unit, contrib/middlebox.service)
 
-.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench bench-multipath bench-policy clean install
+.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench bench-multipath bench-policy bench-inbound clean install
 
 all: build
 
@@ -70,6 +70,9 @@ bench-multipath: build
 bench-policy: build
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/bench_policy.py $(BENCH_ARGS)
+
+bench-inbound: build
+	$(PY) bench/bench_inbound.py $(BENCH_ARGS)
 
 # The service on this host (root): a venv of its own in $(PREFIX) (the unit's ProtectHome=
 # hides /root and /home, so not this tree's .venv), `middlebox` in $(BINDIR), the unit, and the
