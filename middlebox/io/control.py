@@ -240,7 +240,8 @@ def format_flows(reply: dict) -> str:
     header = ("State", "Guest", "Server", "Ver", "Token", "Age", "Idle", "Out", "In")
     rows = []
     for f in flows:
-        rows.append((f.get("state", "?"), f"{f['guest_ip_port']}", f"{f['server_ip_port']}",
+        state = f.get("state", "?") + ("/inbound" if f.get("role") == "inbound" else "")
+        rows.append((state, f"{f['guest_ip_port']}", f"{f['server_ip_port']}",
                      f"v{f.get('version')}" + ("+csum" if f.get("checksum") else ""),
                      f.get("token") or "-", _fmt_secs(f.get("age")), _fmt_secs(f.get("idle")),
                      _fmt(f.get("bytes_out")), _fmt(f.get("bytes_in"))))

@@ -135,6 +135,8 @@ def flow_view(key, flow, now: float) -> dict:
         "guest_ip": gip, "guest_port": int(gport), "server_ip": sip, "server_port": int(sport),
         "guest_ip_port": _ipport(gip, gport), "server_ip_port": _ipport(sip, sport),
         "state": _name(getattr(flow, "state", None)),
+        # who opened the connection: the guest (outbound) or an MPTCP peer (inbound, issue 9)
+        "role": "inbound" if getattr(flow, "inbound", 0) else "outbound",
         "version": version,
         "checksum": bool(getattr(flow, "checksum", False)),
         "token": _token(getattr(flow, "local_key", None), version),

@@ -251,6 +251,19 @@ def test_flow_view_shows_tokens_never_keys():
     assert (v["bytes_out"], v["bytes_in"]) == (1000, 5000)
 
 
+def test_flow_view_and_flows_text_name_the_role():
+    from middlebox.io.control import format_flows
+
+    f = FakeFlow()
+    key = (bytes([10, 0, 0, 1]), 5301, bytes([10, 1, 1, 2]), 40000)
+    assert ops.flow_view(key, f, 101.0)["role"] == "outbound"  # (a flow without the field)
+    f.inbound = 2  # an MPTCP peer opened it (issue 9)
+    v = ops.flow_view(key, f, 101.0)
+    assert v["role"] == "inbound"
+    text = format_flows({"flows": [v], "total": 1, "limit": 10})
+    assert "ESTABLISHED/inbound" in text.splitlines()[1]
+
+
 def test_metrics_collector_output_parses():
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
