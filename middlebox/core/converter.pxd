@@ -39,7 +39,7 @@ cdef class Converter:
     cdef tuple _dispatch
     cdef tuple _lru
     cdef public dict _mss_limit
-    cdef public dict joins, mp_flows, uplink_up
+    cdef public dict joins, mp_flows, uplink_up, tokens
     cdef public list routes
     cdef public bint _mp_on, _inbound
     cdef public object _pm_opt
@@ -49,7 +49,7 @@ cdef class Converter:
 
     @cython.locals(pkt=Packet, flags=int, flow=Flow, c=int)
     cpdef list _handle(self, object data, object direction, double now)
-    cdef Flow _new_flow(self, tuple key, double now)
+    cdef Flow _new_flow(self, tuple key, double now, int classes=*)
     @cython.locals(f=int)
     cpdef object _classify_out(self, Flow flow, Packet pkt, object data)
     @cython.locals(f=int, judged=bint, sf=Subflow, base="long long", r="long long", n="long long",

@@ -46,6 +46,7 @@ from middlebox.wire import (
     dss_checksum,
     encode_tcp_options,
     key_idsn,
+    key_token,
     mptcp_options,
     new_key,
     ones_sum,
@@ -73,7 +74,6 @@ MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
 MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
 MPTCP_CAP_DENY_JOIN_ID0 = 0x20  # C: no joins to the sender's source address and port
 MPTCP_RST_EUNSPEC = 0  # MP_TCPRST reason "unspecified error" (RFC 8684 §3.6, Table 4)
-MPTCP_RST_EPROHIBIT = 3  # MP_TCPRST reason "administratively prohibited"
 
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF  # as in flow.py (C constants in the twin)
 I = Input
@@ -108,7 +108,10 @@ EVICT_PASSIVE, EVICT_TIME_WAIT, EVICT_HALF_OPEN, EVICT_ACTIVE = 0, 1, 2, 3
 _EVICTION_CLASS = {
     S.CLOSED: EVICT_PASSIVE, S.FALLBACK: EVICT_PASSIVE, S.FALLBACK_CLOSING: EVICT_PASSIVE,
     S.GUEST_MPTCP: EVICT_PASSIVE, S.TIME_WAIT: EVICT_TIME_WAIT,
-    S.NEW: EVICT_HALF_OPEN, S.SYN_SENT: EVICT_HALF_OPEN, S.SYN_RCVD: EVICT_HALF_OPEN,
+    # a peer's half-open connection (inbound): anyone can make one with a spoofed SYN, and
+    # forgetting it costs a fallback at most (its SYN/ACK, third ACK pass plain): passive
+    S.SYN_RCVD: EVICT_PASSIVE,
+    S.NEW: EVICT_HALF_OPEN, S.SYN_SENT: EVICT_HALF_OPEN,
     S.MPC_PENDING: EVICT_ACTIVE, S.ESTABLISHED: EVICT_ACTIVE, S.CLOSING: EVICT_ACTIVE,
 }
 CLASS_OF_STATE = tuple(_EVICTION_CLASS[st] for st in sorted(S))  # indexed by state value
@@ -157,6 +160,9 @@ class Converter:
         self.uplink_up: dict = {u.name: u.up for u in config.uplinks}
         self._mp_on = bool(config.uplinks)
         self._inbound = bool(config.inbound)
+        # inbound connections by the token of our key (a peer's MP_JOIN names it): stale
+        # entries are checked on use and pruned as the table grows (_register_token)
+        self.tokens = {}
         self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
         self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
 
@@ -274,12 +280,19 @@ class Converter:
                 return [ACCEPT]
             if direction != OUT:  # a peer's SYN towards a guest (inbound role, issue 9)
                 kind = self._peer_syn_kind(pkt, data) if self._inbound else 0
-                if kind == 2:
-                    return self._refuse_join(pkt)
-                if kind == 0:  # plain TCP (or inbound off): not ours
+                if kind == 2:  # a join: for an inbound connection of ours, or refused
+                    return MP.passive_join(self, pkt, data, now)
+                if kind == 0:  # plain TCP (or inbound off, or another MPTCP version): not ours
                     self.counters[Counter.UnknownFlow] += 1
                     return [ACCEPT]
-            flow = self._new_flow(key, now)
+                # anyone can send it: it evicts only flows that cost nothing to forget (passive,
+                # other peers' SYN_RCVD) or finished ones, never the guest's own half-open or
+                # converting flows; failing that it is not tracked (plain TCP)
+                flow = self._new_flow(key, now, EVICT_HALF_OPEN)
+                if flow is None:
+                    return [ACCEPT]
+            else:
+                flow = self._new_flow(key, now)
         else:
             flow.last = now
             self._lru[flow.cls].move_to_end(key)  # exact LRU order within the flow's class
@@ -289,6 +302,11 @@ class Converter:
             if state is GUEST_MPTCP and (direction != OUT or flags & (SYN | ACK) != SYN):
                 self.counters[GuestMPTCPPacket] += 1  # its connection, not ours: untouched
                 return [ACCEPT]
+            if (direction != OUT and flags & (SYN | ACK | RST) == SYN and self._inbound
+                    and self._peer_syn_kind(pkt, data) == 2):
+                # (a flow the 4-tuple had: never the guest's either, and no subflow of ours:
+                # its packets would meet that flow first)
+                return MP.refuse_join(self, pkt, MP.MPTCP_RST_EPROHIBIT)
         if direction == OUT:
             inp, ctx = self._classify_out(flow, pkt, data), None
         else:
@@ -323,24 +341,28 @@ class Converter:
             actions.extend(MP.start(self, key, flow, pkt, now))
         return actions
 
-    def _new_flow(self, key: tuple, now: float) -> Flow:
+    def _new_flow(self, key: tuple, now: float, classes: int = 4):
         """A flow for a new guest SYN. When the table is full, one flow goes: the least
         recently active of the cheapest class to lose (EVICT_* above), so a SYN flood evicts
-        its own half-open flows and never a converting transfer while another choice exists."""
+        its own half-open flows and never a converting transfer while another choice exists.
+        Only the first `classes` classes may lose one (a peer's SYN): None when they are empty."""
         flows = self.flows
         counters = self.counters
         if len(flows) >= self.config.max_flows:
             counters[Counter.FlowTableFull] += 1
-            for c in range(4):
-                lru = self._lru[c]
-                if lru:
-                    old, gone = lru.popitem(last=False)
-                    del flows[old]
-                    if gone.mp is not None:
-                        MP.release(self, gone)
-                    counters[Counter.FlowEvicted] += 1
-                    counters[EVICTED[c]] += 1
-                    break
+            c = 0
+            while c < classes and not self._lru[c]:
+                c += 1
+            if c == classes:
+                if classes < 4:
+                    return None
+            else:
+                old, gone = self._lru[c].popitem(last=False)
+                del flows[old]
+                if gone.mp is not None:
+                    MP.release(self, gone)
+                counters[Counter.FlowEvicted] += 1
+                counters[EVICTED[c]] += 1
         flow = flows[key] = Flow(now, self.config.version)
         flow.cls = EVICT_HALF_OPEN  # NEW
         self._lru[EVICT_HALF_OPEN][key] = flow
@@ -422,6 +444,13 @@ class Converter:
                 if f & ACK and pkt.ack == (flow.syn_isn() + 1) & M32:
                     return IN_RST, tcprst
                 return IN_RST_OUTSIDE, None
+            if state is SYN_RCVD and flow.inbound == 2:
+                # the guest answered with our key: RFC 9293 §3.10.7.4, in the window it offered
+                # (a Linux request socket takes any such RST); elsewhere it changes nothing
+                r = sf.rel(pkt.seq)
+                if 1 <= r < sf.rcv_edge:
+                    return IN_RST, tcprst
+                return IN_RST_OUTSIDE, None
             if judged:  # RFC 5961 §3.2
                 if r == base:
                     return IN_RST, tcprst
@@ -431,10 +460,14 @@ class Converter:
             return IN_RST, tcprst
         if f & SYN:
             if not f & ACK:
+                if state is SYN_RCVD and flow.inbound == 2 and pkt.seq != flow.server_isn:
+                    # another ISN once the guest answered with our key: never a restart (one
+                    # forged SYN would take the key away from the peer's third ACK); a peer that
+                    # really started again answers the guest's SYN/ACK with the RST that ends it
+                    return IN_OUTSIDE, None
                 # a peer opening a connection to the guest (inbound role): v1 SYNs carry no
                 # key, v0 SYNs the peer's
-                if (mpc is not None and self._inbound and mpc.version == flow.version
-                        and (mpc.sndr_key is None) == (flow.version == 1)):
+                if mpc is not None and self._inbound and _answerable(mpc, flow.version):
                     return IN_SYN_MPC, mpc
                 return IN_SYN, None
             if state is SYN_SENT:
@@ -448,6 +481,13 @@ class Converter:
             return IN_SYNACK_PLAIN, mpc
         if not f & ACK:
             return IN_ODD, None
+        if state is SYN_RCVD and flow.inbound == 2:
+            # the guest's SYN/ACK went out with our key: only an acceptable segment acts (RFC
+            # 9293 §3.10.7.4: seq in the window the guest offered, ack = its ISN+1); a blind
+            # ACK must not turn the flow into plain TCP
+            r = sf.rel(pkt.seq)
+            if r < 1 or r > sf.rcv_edge + WND_SLACK or pkt.ack != (flow.guest_isn + 1) & M32:
+                return IN_OUTSIDE, None
         if mpc is not None and flow.inbound:
             # the peer's MP_CAPABLE after its SYN (RFC 8684 §3.1): the third ACK, or the first
             # data in the MP_CAPABLE data form, with its key and ours echoed
@@ -1287,23 +1327,36 @@ class Converter:
 
     def _peer_syn_kind(self, pkt, data: bytes) -> int:
         """A peer's SYN towards a guest with no flow yet: 1 with an MP_CAPABLE (a flow is
-        made), 2 with an MP_JOIN (refused), 0 otherwise (plain TCP: not ours)."""
+        made), 2 with an MP_JOIN (refused), 0 otherwise (plain TCP, or an MP_CAPABLE of another
+        version than ours: not ours)."""
+        version = self.config.version
         for o in mptcp_options(data, pkt):
             t = type(o)
             if t is MpCapable:
-                return 1
+                return 1 if _answerable(o, version) else 0
             if t is MpJoinSyn:
                 return 2
         return 0
 
-    def _refuse_join(self, pkt) -> list:
-        """An MP_JOIN SYN towards a guest: never the guest's (its stack would take it for a new
-        connection). The middlebox does not answer joins for inbound connections yet (their
-        SYN/ACK carried the C bit), so: RST + MP_TCPRST "administratively prohibited"."""
-        self.counters[Counter.JoinToGuestRefused] += 1
-        end = (pkt.seq + 1 + pkt.payload_len) & M32
-        rst = _segment_to_server(pkt, end, RST | ACK, 0, (MpTcpRst(False, MPTCP_RST_EPROHIBIT),))
-        return [Drop("MP_JOIN towards a guest: refused"), Inject(rst)]
+    def _token_live(self, key, token: int) -> bool:
+        f = self.flows.get(key)
+        return (f is not None and f.inbound != 0 and f.local_key is not None
+                and key_token(f.local_key, f.version) == token)
+
+    def _register_token(self, flow, key: tuple) -> None:
+        """Our key for an inbound connection, its token unique among the live ones (RFC 8684
+        §3.1: a joining peer names the connection by it), registered for MP.passive_join."""
+        tokens = self.tokens
+        while True:
+            k = new_key()
+            token = key_token(k, flow.version)
+            other = tokens.get(token)
+            if other is None or other == key or not self._token_live(other, token):
+                break
+        flow.local_key = k
+        tokens[token] = key
+        if len(tokens) > 2 * len(self.flows) + 1024:  # forget the tokens of flows gone
+            self.tokens = {t: fk for t, fk in tokens.items() if self._token_live(fk, t)}
 
     def _h_syn_in(self, flow, pkt, data, mpc):
         """A peer's SYN with MP_CAPABLE towards a guest: the guest gets it without the option
@@ -1320,7 +1373,7 @@ class Converter:
             flow.no_join = True  # the peer opens the subflows of an inbound connection
             flow.server_isn = flow.sf.remote_isn = pkt.seq
             flow.rcv_rel = 1
-            flow.local_key = new_key()
+            self._register_token(flow, (pkt.dst, pkt.dport, pkt.src, pkt.sport))
             flow.local_idsn = key_idsn(flow.local_key, flow.version)
             flow.checksum = cfg.checksum or mpc.checksum  # either A bit (§3.1)
             if mpc.sndr_key is not None:  # v0: the peer's key rides on its SYN
@@ -1334,10 +1387,12 @@ class Converter:
 
     def _h_synack_out(self, flow, pkt, data, ctx):
         """The guest's SYN/ACK answering the peer's SYN: sent on with MP_CAPABLE and our key
-        (RFC 8684 §3.1; H, A when either side wants checksums, and C: no joins to this address
-        while the middlebox does not answer them). Window scaling and SACK hold as both SYNs
-        say. A retransmission gets the same option."""
+        (RFC 8684 §3.1; H, A when either side wants checksums; no C bit: the peer may join at
+        the guest's address, MP.passive_join answers). Window scaling and SACK hold as both
+        SYNs say. A retransmission gets the same option."""
         if not flow.inbound or pkt.ack != (flow.server_isn + 1) & M32:
+            if flow.inbound:
+                flow.inbound = 3  # it leaves plain (see below)
             self.counters[Counter.StateViolation] += 1
             return [ACCEPT]
         start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
@@ -1355,9 +1410,12 @@ class Converter:
             flow.sack_ok = o.sack_perm  # (the guest answers SACK_PERM only to a SYN offering it)
             flow.sf.rcv_edge = 1 + max(flow.guest_window, 65535)
         elif pkt.seq != flow.guest_isn:
+            # another ISN (SYN cookies across their time slot): it leaves plain, so the peer's
+            # plain ACK of it, whatever its numbers, must fall back (_classify_in: inbound 3)
+            flow.inbound = 3
             self.counters[Counter.StateViolation] += 1
             return [ACCEPT]
-        mflags = MPTCP_CAP_HMAC | MPTCP_CAP_DENY_JOIN_ID0 | (MPTCP_CAP_CHECKSUM_REQD if flow.checksum else 0)
+        mflags = MPTCP_CAP_HMAC | (MPTCP_CAP_CHECKSUM_REQD if flow.checksum else 0)
         opt = MpCapable(flow.version, mflags, flow.local_key)
         raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
         try:
@@ -1507,6 +1565,12 @@ def _bare(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int
     pkt = parse_packet(bare)
     out = bare[: pkt.ip_hlen + 16] + struct.pack("!H", tcp_checksum(bare, pkt)) + bare[pkt.ip_hlen + 18 :]
     return out, parse_packet(out)
+
+
+def _answerable(mpc, version: int) -> bool:
+    """A peer's SYN's MP_CAPABLE we can answer: our version (v1 SYNs carry no key, v0 SYNs
+    the sender's). (B set, or no H: parse_mptcp gave None already, RFC 8684 §3.1.)"""
+    return mpc.version == version and (mpc.sndr_key is None) == (version == 1)
 
 
 def _dsn64(flow, dss) -> int:

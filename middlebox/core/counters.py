@@ -156,7 +156,10 @@ class Counter(IntEnum):
     InboundFallback = 132  # inbound: the peer's ACK without MP_CAPABLE, or its SYN retried without it: plain TCP
     InboundKeyMismatch = 133  # inbound: a third ACK echoing a key that is not ours: plain TCP
     InboundEarlyData = 134  # inbound: guest data before the peer's key arrived: dropped (resent)
-    JoinToGuestRefused = 135  # inbound: MP_JOIN SYNs towards a guest: RST + MP_TCPRST, never the guest's
+    JoinToGuestRefused = 135  # inbound: MP_JOIN SYNs towards a guest refused (unknown token, limits): RST + MP_TCPRST
+    PassiveJoinSynRX = 136  # inbound: the peer's MP_JOIN SYNs answered with our SYN/ACK (retransmissions included)
+    PassiveJoinEstablished = 137  # inbound: the peer's third ACK with the right HMAC: a subflow of the connection
+    PassiveJoinAckHMacFailure = 138  # inbound: a third ACK with a wrong HMAC or none: RST + MP_TCPRST
 
 
 def new_counters() -> dict:

@@ -265,7 +265,8 @@ class Flow:
         # [(addr id, address bytes, port or None)], at most multipath.MAX_PEER_ADDRS
         "sf1_uplink",  # id of the uplink subflow 1 leaves by (0: unknown)
         "inbound",  # 0: the guest opened the connection; issue 9, the peer did: 1 its SYN
-        # seen, 2 the guest's SYN/ACK seen too (window scale and SACK settled)
+        # seen, 2 the guest's SYN/ACK seen too (window scale and SACK settled), 3 a SYN/ACK of
+        # the guest left plain (another ISN, or acking another SYN): the next ACK falls back
         "gso_maps",  # None, or array('q'): per super-packet mapping sent, its start and
         # length | (DSS checksum | 0x10000 with the DATA_FIN) << 17 (Flow.gso_record)
     )

@@ -101,6 +101,8 @@ BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses 
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
+PASSIVE_WAIT = 10.0  # inbound: a peer's join whose third ACK has not come by then is reset
+MPTCP_RST_ERESOURCE, MPTCP_RST_EPROHIBIT = 2, 3  # MP_TCPRST reasons (RFC 8684 §3.6)
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
@@ -132,6 +134,7 @@ class Path:
         "rx_rate", "rx_mark",  # download delivery rate (bytes/s) and rx_bytes at the last look
         "sacked",  # the server's SACK blocks on this subflow's last ACK: ((start, end), ...) relative
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
+        "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -182,6 +185,7 @@ class Path:
         self.ck_next = 0
         self.ck_sum = 0
         self.ck_odd = False
+        self.passive = False
 
     def __repr__(self) -> str:
         name = "guest" if self.uplink is None else self.uplink.name
@@ -293,19 +297,7 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     guest, gport, server, sport = key
     if not flow.sf1_uplink and conv.routes:
         flow.sf1_uplink = route_uplink(conv.routes, version, server)
-    mp = MpConn(key, version, now)
-    p0 = Path(0, flow, None, version, guest, gport, server, sport, now)
-    p0.state = SS.ESTABLISHED
-    p0.local_isn = flow.sf.local_isn
-    p0.remote_isn = flow.server_isn
-    p0.snd_nxt = flow.snd_end
-    p0.snd_una = min(flow.data_acked, flow.snd_end)
-    p0.rwscale = flow.server_wscale
-    p0.snd_wnd = flow.server_window << flow.server_wscale
-    mp.paths.append(p0)
-    mp.snd_nxt = flow.snd_end
-    mp.data_ack = p0.snd_una
-    mp.wnd_edge = mp.data_ack + p0.snd_wnd
+    mp = _new_mp(conv, flow, key, version, now)
     limit = _limit(conv, flow)
     actions = []
     if cfg.policy == POL.COST:
@@ -324,16 +316,117 @@ def start(conv, key: tuple, flow, pkt, now: float) -> list:
     flow.no_join = True  # one attempt per flow (rejoins: uplink_event)
     if len(mp.paths) == 1:
         return actions
+    _go_multipath(conv, flow, mp)
+    return actions
+
+
+def _new_mp(conv, flow, key: tuple, version: int, now: float) -> "MpConn":
+    """A flow's multipath part, subflow 1 made from its single-path state."""
+    guest, gport, server, sport = key
+    mp = MpConn(key, version, now)
+    p0 = Path(0, flow, None, version, guest, gport, server, sport, now)
+    p0.state = SS.ESTABLISHED
+    p0.local_isn = flow.sf.local_isn
+    p0.remote_isn = flow.server_isn
+    p0.snd_nxt = flow.snd_end
+    p0.snd_una = min(flow.data_acked, flow.snd_end)
+    p0.rwscale = flow.server_wscale
+    p0.snd_wnd = flow.server_window << flow.server_wscale
+    mp.paths.append(p0)
+    mp.snd_nxt = flow.snd_end
+    mp.data_ack = p0.snd_una
+    mp.wnd_edge = mp.data_ack + p0.snd_wnd
+    return mp
+
+
+def _go_multipath(conv, flow, mp) -> None:
+    """The flow has extra subflows from now on (start, passive_join)."""
     if flow.snd_end > 1:  # (after: it consumes flow.gso_maps, which a single-path flow needs)
         mp.runs = _runs_of_single_path(flow)
     flow.mp = mp
-    conv.mp_flows[key] = flow
+    conv.mp_flows[mp.key] = flow
     sf = flow.sf
     sf.arrival = True  # subflow 1 is acknowledged on arrival from now on (flow.Subflow.record)
     for rg in sf.ranges:
         rg[2] = rg[0]
-    counters[Counter.MultipathStarted] += 1
-    return actions
+    conv.counters[Counter.MultipathStarted] += 1
+
+
+def passive_join(conv, pkt, data: bytes, now: float) -> list:
+    """Inbound (issue 9): an MP_JOIN SYN from the peer towards a guest (a client with another
+    interface joins the connection at the guest's address). Never the guest's: its token
+    must name an established inbound connection, which gets a subflow answered by us (RFC 8684
+    §3.2 as the responder: SYN/ACK with our nonce and truncated HMAC; the third ACK's HMAC is
+    checked in _classify). Otherwise RST + MP_TCPRST."""
+    counters = conv.counters
+    opt = next((o for o in mptcp_options(data, pkt) if type(o) is MpJoinSyn), None)
+    flow = None
+    if opt is not None:
+        key = conv.tokens.get(opt.token)
+        f = conv.flows.get(key) if key is not None else None
+        if (f is not None and f.inbound == 2 and f.state is _ESTABLISHED and f.remote_key is not None
+                and key_token(f.local_key, f.version) == opt.token):
+            flow = f
+    reason = MPTCP_RST_EPROHIBIT
+    mp = None
+    if flow is not None:
+        mp = flow.mp
+        limit = conv.config.max_subflows or MAX_PATHS
+        if mp is None and len(conv.mp_flows) >= conv.config.max_multipath_flows:
+            counters[Counter.MultipathRefusedCap] += 1
+            flow, reason = None, MPTCP_RST_ERESOURCE
+        elif mp is not None and (len(mp.paths) >= MAX_PATHS or
+                                 sum(1 for q in mp.paths if q.state is not SS.CLOSED) >= limit):
+            flow, reason = None, MPTCP_RST_ERESOURCE
+    if flow is None:
+        return refuse_join(conv, pkt, reason)
+    if mp is None:
+        key = conv.tokens[opt.token]
+        if not flow.sf1_uplink and conv.routes:
+            flow.sf1_uplink = route_uplink(conv.routes, pkt.version, key[2])
+        mp = _new_mp(conv, flow, key, pkt.version, now)
+        _go_multipath(conv, flow, mp)
+    p = Path(len(mp.paths), flow, None, pkt.version, pkt.dst, pkt.dport, pkt.src, pkt.sport, now)
+    p.passive = True
+    p.state = SS.SYN_RCVD
+    p.backup = opt.backup  # the peer asks us to send on it only when nothing else is left
+    p.addr_id = 0  # the guest's address is the connection's initial one
+    p.remote_isn = pkt.seq
+    p.rnonce = opt.nonce
+    p.local_isn = secrets.randbits(32)
+    p.lnonce = new_nonce()
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    p.rwscale = min(o.wscale, 14) if o.wscale >= 0 and flow.guest_wscale_seen else 0
+    p.snd_wnd = pkt.window  # unscaled in a SYN
+    p.sack = o.sack_perm
+    p.rcv_nxt = 1
+    p.timer = now + PASSIVE_WAIT
+    mp.paths.append(p)
+    conv.joins[(p.local, p.lport, p.remote, p.rport)] = p
+    counters[Counter.PassiveJoinSynRX] += 1
+    return [Drop("MP_JOIN SYN towards a guest: answered by the middlebox"),
+            Inject(_join_synack(conv, flow, p, o.wscale >= 0))]
+
+
+def refuse_join(conv, pkt, reason: int) -> list:
+    """An MP_JOIN SYN towards a guest that no connection of ours takes: RST + MP_TCPRST
+    (RFC 8684 §3.2), at seq 0 (RFC 9293 §3.10.7.1: the SYN has no ACK), never the guest's."""
+    conv.counters[Counter.JoinToGuestRefused] += 1
+    end = (pkt.seq + 1 + pkt.payload_len) & M32
+    rst = segment(pkt.version, pkt.dst, pkt.src, pkt.dport, pkt.sport, 0, end, RST | ACK, 0,
+                  build_options(b"", (MpTcpRst(False, reason),)))
+    return [Drop("MP_JOIN towards a guest: refused"), Inject(rst)]
+
+
+def _join_synack(conv, flow, p, wscale: bool) -> bytes:
+    """Our SYN/ACK to the peer's MP_JOIN SYN: the leftmost 64 bits of HMAC(Key-B + Key-A,
+    R-B + R-A), we being B (RFC 8684 §3.2); window scale and SACK as the SYN offered them."""
+    mac = join_hmac(flow.local_key, flow.remote_key, p.lnonce, p.rnonce, flow.version)[:8]
+    ws = flow.guest_wscale if wscale and flow.guest_wscale_seen else -1
+    tcp = encode_tcp_options(conv._mss_limit[p.version], ws, p.sack, -1, -1)
+    opt = MpJoinSynAck(False, p.addr_id, mac, p.lnonce)
+    return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn, p.remote_isn + 1,
+                   SYN | ACK, min(flow.guest_window, 0xFFFF), build_options(tcp, (opt,)))
 
 
 def _runs_of_single_path(flow) -> list:
@@ -1323,6 +1416,8 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
 def _classify(flow, p, pkt, data: bytes) -> tuple:
     """(SubflowInput, its context, an ADD_ADDR or REMOVE_ADDR on an acceptable segment)."""
     f = pkt.flags
+    if p.passive and p.state is SS.SYN_RCVD:
+        return _classify_passive(flow, p, pkt, data), None, None
     if f & RST:
         if p.state is SS.SYN_SENT:
             return (SI.RST if f & ACK and pkt.ack == (p.local_isn + 1) & M32 else SI.ODD), None, None
@@ -1355,6 +1450,8 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
             dss = o
         elif t is AddAddr or t is RemoveAddr:
             pm = o
+        elif t is MpJoinAck and p.passive and not pkt.payload_len and _ack3_ok(flow, p, pkt, o):
+            return SI.ACK3_JOIN, None, None  # the peer's third ACK again: our fourth got lost
     n = pkt.payload_len
     if pm is not None and not (p.rcv_nxt <= r + n and r <= p.rcv_nxt + (flow.guest_window << flow.guest_wscale)):
         pm = None  # RFC 9293 §3.10.7.4: only an acceptable segment changes what we know
@@ -1363,6 +1460,30 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
     if n:
         return SI.DATA, dss, pm
     return SI.ACK, dss, pm
+
+
+def _ack3_ok(flow, p, pkt, o) -> bool:
+    """The peer's third ACK of a join it opened: it acks our SYN/ACK exactly, and its HMAC is
+    HMAC(Key-A + Key-B, R-A + R-B) (160 bits), the peer being A (RFC 8684 §3.2)."""
+    if pkt.ack != (p.local_isn + 1) & M32 or pkt.seq != (p.remote_isn + 1) & M32:
+        return False
+    mac = join_hmac(flow.remote_key, flow.local_key, p.rnonce, p.lnonce, flow.version)[:20]
+    return secrets.compare_digest(mac, o.hmac)
+
+
+def _classify_passive(flow, p, pkt, data: bytes):
+    """A packet on a join the peer opened, before its third ACK."""
+    f = pkt.flags
+    if f & RST:
+        return SI.RST if pkt.seq == (p.remote_isn + 1) & M32 else SI.ODD
+    if f & SYN:
+        return SI.SYN_AGAIN if not f & ACK and pkt.seq == p.remote_isn else SI.ODD
+    if not f & ACK or pkt.ack != (p.local_isn + 1) & M32:
+        return SI.ODD  # (not an answer to our SYN/ACK: changes nothing)
+    for o in mptcp_options(data, pkt):
+        if type(o) is MpJoinAck:
+            return SI.ACK3_JOIN if _ack3_ok(flow, p, pkt, o) else SI.ACK3_BAD
+    return SI.ACK3_BAD
 
 
 # -- subflow handlers (SUBFLOW_TABLE) ---------------------------------------------------------
@@ -1398,6 +1519,47 @@ def _j_ack3(conv, flow, p, pkt, data, ctx, now):
     conv.counters[Counter.MPJoinAckTX] += 1
     acts = [Inject(_join_ack3(conv, flow, p))]
     return [Drop("join SYN/ACK again: third ACK again"), *acts] if pkt is not None else acts
+
+
+def _j_synack_again(conv, flow, p, pkt, data, ctx, now):
+    conv.counters[Counter.PassiveJoinSynRX] += 1
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    return [Drop("join SYN again: our SYN/ACK again"), Inject(_join_synack(conv, flow, p, o.wscale >= 0))]
+
+
+def _j_passive_established(conv, flow, p, pkt, data, ctx, now):
+    """The peer's third ACK, HMAC checked: the subflow carries data from now on; our fourth
+    ACK (with the DATA_ACK) tells the peer so (RFC 8684 §3.2)."""
+    conv.counters[Counter.PassiveJoinEstablished] += 1
+    mp = flow.mp
+    p.rcv_nxt = 1
+    p.snd_una = p.snd_nxt = 1
+    p.rate = max((q.rate for q in mp.paths if q.state is SS.ESTABLISHED), default=0.0)
+    p.srtt = mp.paths[0].srtt
+    p.progress_at = p.rate_at = p.heard_at = now
+    p.timer = 0.0
+    return [Drop("third ACK of a join: consumed"), Inject(_ack_on(flow, p))]
+
+
+def _j_ack4(conv, flow, p, pkt, data, ctx, now):
+    return [Drop("third ACK again: our fourth ACK again"), Inject(_ack_on(flow, p))]
+
+
+def _j_refuse_ack3(conv, flow, p, pkt, data, ctx, now):
+    """A third ACK without MP_JOIN or with a wrong HMAC: RST + MP_TCPRST (RFC 8684 §3.2)."""
+    conv.counters[Counter.PassiveJoinAckHMacFailure] += 1
+    rst = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1, p.remote_isn + 1,
+                  RST | ACK, 0, build_options(b"", (MpTcpRst(False, MPTCP_RST_EMPTCP),)))
+    _forget(conv, p)
+    return [Drop("third ACK of a join refused"), Inject(rst)]
+
+
+def _j_passive_give_up(conv, flow, p, pkt, data, ctx, now):
+    conv.counters[Counter.MPJoinTimeout] += 1
+    _forget(conv, p)
+    return [Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1,
+                           p.remote_isn + 1, RST | ACK, 0,
+                           build_options(b"", (MpTcpRst(False, MPTCP_RST_EMPTCP),))))]
 
 
 def _j_refuse(conv, flow, p, pkt, data, ctx, now):
@@ -1780,6 +1942,8 @@ def tick(conv, now: float) -> list:
                 inp = SI.GIVE_UP if p.tries + 1 >= len(SYN_RTO) + 1 else SI.TIMER_SYN
             elif st is SS.PRE_ESTABLISHED and now >= p.timer:
                 inp = SI.GIVE_UP if p.tries >= ACK3_TRIES else SI.TIMER_ACK3
+            elif st is SS.SYN_RCVD and now >= p.timer:
+                inp = SI.GIVE_UP
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
                 wait = max(STALE_MIN, 4 * p.srtt)
                 if now - p.progress_at < wait:
@@ -1883,7 +2047,7 @@ def next_deadline(conv) -> float | None:
         for p in mp.paths:
             st = p.state
             t = None
-            if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED:
+            if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED or st is SS.SYN_RCVD:
                 t = p.timer
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
                 t = p.progress_at + max(STALE_MIN, 4 * p.srtt)

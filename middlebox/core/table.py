@@ -228,6 +228,11 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     (S.SYN_RCVD, I.IN_RST): ("pass_in", S.CLOSED),
     (S.SYN_RCVD, I.OUT_ACK): ("pass_out", S.SYN_RCVD),
     (S.SYN_RCVD, I.OUT_DATA): ("drop_early", S.SYN_RCVD),  # before the peer's key: resent later
+    # unacceptable segments (seq outside the guest's window, ack not of its SYN/ACK): nothing
+    # acts, the guest never sees them; MP_FASTCLOSE with our key (the third ACK was lost)
+    (S.SYN_RCVD, I.IN_OUTSIDE): ("drop_outside", S.SYN_RCVD),
+    (S.SYN_RCVD, I.IN_RST_OUTSIDE): ("drop_rst", S.SYN_RCVD),
+    (S.SYN_RCVD, I.IN_FASTCLOSE): ("fastclose", S.CLOSED),
     # -- a guest that speaks MPTCP itself: its connection is not ours, both ways. (The
     # converter passes these packets before classifying them; the rows say the same.)
     **_rows([S.GUEST_MPTCP], [i for i in Input if i not in (I.OUT_SYN, I.OUT_SYN_MPTCP)], "untouched"),
@@ -271,6 +276,8 @@ class SubflowState(IntEnum):
     STALE = 3  # data out and no progress while other subflows progress: nothing new on it
     CLOSING = 4  # the server sent FIN on it (answered): no new data on it
     CLOSED = 5  # reset, refused, given up or dead: its data (if any) went elsewhere
+    SYN_RCVD = 6  # inbound (issue 9): the peer's MP_JOIN SYN answered with our SYN/ACK; its
+    #               third ACK (HMAC) awaited
 
 
 class SubflowInput(IntEnum):
@@ -287,10 +294,16 @@ class SubflowInput(IntEnum):
     TIMER_STALE = 10  # data out, no progress for the stale time, other subflows progressed
     TIMER_DEAD = 11  # stale for the dead time
     LINK_DOWN = 12  # its uplink went down (or lost its address)
+    # joins the peer opens (inbound role, issue 9)
+    SYN_AGAIN = 13  # the peer's MP_JOIN SYN again (our SYN/ACK got lost)
+    ACK3_JOIN = 14  # the peer's third ACK with MP_JOIN and the right HMAC (again, once established)
+    ACK3_BAD = 15  # a third ACK without MP_JOIN or with a wrong HMAC
 
 
 SS, SI = SubflowState, SubflowInput
-_SF_PACKETS = (SI.SYNACK_JOIN, SI.SYNACK_BAD, SI.RST, SI.ACK, SI.DATA, SI.FIN, SI.ODD)
+_SF_PACKETS = (SI.SYNACK_JOIN, SI.SYNACK_BAD, SI.RST, SI.ACK, SI.DATA, SI.FIN, SI.ODD,
+               SI.SYN_AGAIN, SI.ACK3_JOIN, SI.ACK3_BAD)
+_SF_PASSIVE = (SI.SYN_AGAIN, SI.ACK3_JOIN, SI.ACK3_BAD)
 _SF_TIMERS = (SI.TIMER_SYN, SI.TIMER_ACK3, SI.GIVE_UP, SI.TIMER_STALE, SI.TIMER_DEAD)
 
 SUBFLOW_TABLE: dict[tuple[SubflowState, SubflowInput], tuple[str, SubflowState]] = {
@@ -330,9 +343,21 @@ SUBFLOW_TABLE: dict[tuple[SubflowState, SubflowInput], tuple[str, SubflowState]]
     (SS.PRE_ESTABLISHED, SI.LINK_DOWN): ("dead", SS.CLOSED),
     **_rows([SS.ESTABLISHED, SS.STALE, SS.CLOSING], [SI.LINK_DOWN], "dead", SS.CLOSED),
     (SS.CLOSED, SI.LINK_DOWN): ("nothing", SS.CLOSED),
+    # -- joins the peer opens (inbound, issue 9; RFC 8684 §3.2 as the responder) ----------------
+    (SS.SYN_RCVD, SI.SYN_AGAIN): ("synack_again", SS.SYN_RCVD),
+    (SS.SYN_RCVD, SI.ACK3_JOIN): ("passive_established", SS.ESTABLISHED),  # our fourth ACK
+    (SS.SYN_RCVD, SI.ACK3_BAD): ("refuse_ack3", SS.CLOSED),  # RST + MP_TCPRST, counted
+    (SS.SYN_RCVD, SI.RST): ("rejected", SS.CLOSED),
+    **_rows([SS.SYN_RCVD], [SI.SYNACK_JOIN, SI.SYNACK_BAD, SI.ACK, SI.DATA, SI.FIN, SI.ODD], "drop"),
+    (SS.SYN_RCVD, SI.GIVE_UP): ("passive_give_up", SS.CLOSED),
+    (SS.SYN_RCVD, SI.LINK_DOWN): ("nothing", SS.SYN_RCVD),  # (no uplink: the guest's address)
+    (SS.ESTABLISHED, SI.ACK3_JOIN): ("ack4", SS.ESTABLISHED),  # our fourth ACK got lost
+    # the passive inputs are classified in SYN_RCVD (ACK3_JOIN also once established) only
+    **{(s, i): ("drop", s) for s in SS for i in _SF_PASSIVE
+       if s is not SS.SYN_RCVD and (s, i) != (SS.ESTABLISHED, SI.ACK3_JOIN)},
     # -- timers that no longer apply in a state (a late wake-up) change nothing --------------------
     **{(s, i): ("nothing", s) for s in SS for i in _SF_TIMERS
-       if (s, i) not in {(SS.SYN_SENT, SI.TIMER_SYN), (SS.SYN_SENT, SI.GIVE_UP),
+       if (s, i) not in {(SS.SYN_SENT, SI.TIMER_SYN), (SS.SYN_SENT, SI.GIVE_UP), (SS.SYN_RCVD, SI.GIVE_UP),
                          (SS.PRE_ESTABLISHED, SI.TIMER_ACK3), (SS.PRE_ESTABLISHED, SI.GIVE_UP),
                          (SS.ESTABLISHED, SI.TIMER_STALE), (SS.STALE, SI.TIMER_DEAD)}},
 }

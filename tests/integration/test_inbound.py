@@ -5,10 +5,9 @@ The client's socket must be MPTCP, not fallback; its MIB must count the MP_CAPAB
 nothing that looks like a broken mapping; the bytes must arrive intact both ways (sha256); the
 guest's link must carry no MPTCP option at all; the client side's capture must pass `middlebox
 inspect`. A plain-TCP client, and `--no-inbound`, leave the connection alone. An MP_JOIN SYN
-towards the guest is refused (RST + MP_TCPRST) and never reaches it.
-
-First cut: one subflow. Our SYN/ACK carries the C bit (no joins to this address), so a client
-with a `subflow` endpoint opens no join: checked too.
+towards the guest with an unknown token is refused (RST + MP_TCPRST) and never reaches it; a
+client with two interfaces joins at the guest's address and uses both, the middlebox answering
+the join. Not yet: ADD_ADDR of the uplinks (joins to the hypervisor's addresses).
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ import time
 import pytest
 
 from adversary import Capture, raw_sender, tcp4
-from conftest import IPPROTO_MPTCP, Server, is_fallback, mptcp_info_flags, payload, recv_digest, sha256_of
+from conftest import (IPPROTO_MPTCP, MPTCP_INFO, SOL_MPTCP, Server, is_fallback, mptcp_info_flags, payload,
+                      recv_digest, sha256_of)
 from test_outbound_core import core_counters
 
 MB = 1 << 20
@@ -155,13 +155,12 @@ def test_plain_client_and_no_inbound_are_left_alone(mbox):
     assert not c.get("MPCapableSYNRX") and not c.get("FlowCreated"), c
 
 
-def test_join_towards_the_guest_is_refused_and_never_reaches_it(mbox, tmp_path):
-    """An MP_JOIN SYN to the guest's service (a token the middlebox never issued) gets RST +
-    MP_TCPRST from the middlebox; the guest never sees it. And a client with a second address
-    (a `subflow` endpoint) opens no join: our SYN/ACK's C bit forbids joins to this address."""
+def test_join_with_an_unknown_token_is_refused_and_never_reaches_the_guest(mbox, tmp_path):
+    """An MP_JOIN SYN to the guest's service with a token the middlebox never issued gets
+    RST + MP_TCPRST from the middlebox (seq 0: the SYN had no ACK); the guest never sees it."""
     t = mbox.t
     d = mbox.start()
-    srv = guest_service(t)
+    guest_service(t)
     guest_cap = Capture(t, t.guest, t.guest_if, "tcp", tmp_path / "guest.pcap")
     peer_cap = Capture(t, t.server, t.paths[0].server_if, f"tcp and src host {t.guest_ip}",
                        tmp_path / "peer.pcap")
@@ -173,26 +172,93 @@ def test_join_towards_the_guest_is_refused_and_never_reaches_it(mbox, tmp_path):
         s.sendto(tcp4(t.server_ip, t.guest_ip, 45454, PORT, 1000, 0, 0x02, 64240, join), (t.guest_ip, 0))
     finally:
         s.close()
-    # a client with a second address and a subflow endpoint: no join (C bit)
-    t.run(t.server, ["ip", "mptcp", "limits", "set", "subflows", "2", "add_addr_accepted", "2"])
-    t.run(t.server, ["ip", "mptcp", "endpoint", "add", t.paths[1].server_ip, "dev",
-                     t.paths[1].server_if, "subflow"])
-    assert t.paths[1].server_ip in t.run(t.server, ["ip", "mptcp", "endpoint", "show"]).stdout
-    before = t.nstat(t.server)
-    peer_upload(t, srv, payload(4 * MB))
-    dd = delta(before, t.nstat(t.server))
     time.sleep(1.0)
     guest_cap.stop()
     peer_cap.stop()
     d.stop()
     c = core_counters(d.output)
     rsts = [p for p in peer_cap.packets() if p["dport"] == 45454]
-    assert len(rsts) == 1 and rsts[0]["flags"] & 0x04 and rsts[0]["ack"] == 1001, rsts
+    assert len(rsts) == 1 and rsts[0]["flags"] & 0x04 and rsts[0]["ack"] == 1001 and rsts[0]["seq"] == 0, rsts
     assert b"\x1e\x04\x80\x03" in rsts[0]["options"], rsts  # MP_TCPRST, administratively prohibited
     assert not [p for p in guest_cap.packets() if 45454 in (p["sport"], p["dport"])]
-    assert c.get("JoinToGuestRefused") == 1, c
-    assert not dd.get("MPJoinSynTx") and not c.get("JoinToGuestRefused", 0) > 1, (dd, c)
+    assert c.get("JoinToGuestRefused") == 1 and not c.get("PassiveJoinSynRX"), c
 
+
+def _client_second_path(t) -> str:
+    """The client (server namespace) gets a second interface for the connection: a `subflow`
+    endpoint on path 2 and a route from that address to the guests by path 2 (source policy
+    routing, as a phone's second interface has its own route)."""
+    p2 = t.paths[1]
+    t.run(t.server, ["ip", "mptcp", "limits", "set", "subflows", "2", "add_addr_accepted", "2"])
+    t.run(t.server, ["ip", "route", "add", t.GUEST_PREFIX, "via", p2.mbox_ip, "dev", p2.server_if,
+                     "table", "202"])
+    t.run(t.server, ["ip", "rule", "add", "from", p2.server_ip, "table", "202", "priority", "202"])
+    t.run(t.server, ["ip", "mptcp", "endpoint", "add", p2.server_ip, "dev", p2.server_if, "subflow"])
+    assert p2.server_ip in t.run(t.server, ["ip", "mptcp", "endpoint", "show"]).stdout
+    return p2.server_if
+
+
+def _link(t, ns: str, ifname: str) -> tuple[int, int]:
+    base = f"/sys/class/net/{ifname}/statistics/"
+    out = t.run(ns, ["cat", base + "tx_bytes", base + "rx_bytes"]).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20)
+def test_client_with_two_interfaces_joins_at_the_guests_address(mbox, tmp_path):
+    """The client opens a second subflow from its other interface to the guest's address
+    (our SYN/ACK carries no C bit): the middlebox answers the join (HMACs both ways, RFC 8684
+    §3.2), the guest never sees it, and both of the client's interfaces carry the transfer,
+    upload and download, bytes intact; the client's MIB counts the join and no HMAC failure."""
+    t = mbox.t
+    d = mbox.start()
+    srv = guest_service(t)
+    if2 = _client_second_path(t)
+    guest_cap = Capture(t, t.guest, t.guest_if, "tcp", tmp_path / "guest.pcap", 65535)
+    peer_pcap = str(tmp_path / "peer.pcap")  # both of the client's interfaces
+    dump = t.popen(t.server, ["tcpdump", "-Z", "root", "-i", "any", "-s", "0", "-B", "262144",
+                              "-U", "-w", peer_pcap, "tcp"])
+    time.sleep(1.0)
+    before = t.nstat(t.server)
+    l1a, l2a = _link(t, t.server, t.paths[0].server_if), _link(t, t.server, if2)
+    try:
+        with peer_connect(t, srv) as c:
+            c.sendall(f"UP {12 * MB}\n".encode())
+            c.sendall(payload(12 * MB, seed=7))
+            info = c.getsockopt(SOL_MPTCP, MPTCP_INFO, 64)  # before the close: its subflows
+            digest = recv_digest(c)
+        down = peer_download(t, srv, 12 * MB)
+    except BaseException:
+        d.stop()
+        print(d.output[-3000:], delta(before, t.nstat(t.server)), srv.errors)
+        raise
+    l1b, l2b = _link(t, t.server, t.paths[0].server_if), _link(t, t.server, if2)
+    dd = delta(before, t.nstat(t.server))
+    time.sleep(0.5)
+    dump.terminate()
+    dump.wait(timeout=10)
+    guest_cap.stop()
+    d.stop()
+    c_ = core_counters(d.output)
+    up2, down2 = l2b[0] - l2a[0], l2b[1] - l2a[1]
+    print(dd, c_, "path 1", l1b[0] - l1a[0], l1b[1] - l1a[1], "path 2", up2, down2)
+    assert digest.decode() == hashlib.sha256(payload(12 * MB, seed=7)).hexdigest(), "upload corrupted"
+    assert not srv.errors and not is_fallback(down), (srv.errors, down)
+    assert info[0] >= 1, "no extra subflow in MPTCP_INFO"  # mptcpi_subflows
+    assert dd.get("MPJoinSynAckRx", 0) >= 2 and dd.get("MPJoinSynTx", 0) >= 2, dd  # both connections
+    assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+    assert not dd.get("MPJoinSynAckHMacFailure") and not dd.get("MPJoinAckHMacFailure"), dd
+    assert c_.get("PassiveJoinEstablished", 0) >= 2 and not c_.get("PassiveJoinAckHMacFailure"), c_
+    # the client's second interface carried a share of each direction (50 Mbit/s per path)
+    assert up2 > 2 * MB and down2 > 2 * MB, (up2, down2)
+    # the guest saw plain TCP, and no packet of a join (nothing from the client's second address)
+    assert mptcp_options_in(str(tmp_path / "guest.pcap")) == []
+    assert not [p for p in guest_cap.packets() if t.paths[1].server_ip in (p["src"], p["dst"])]
+    # the client side, both interfaces: keys, tokens, join HMACs both ways, mappings
+    r = subprocess.run([sys.executable, "-m", "middlebox", "inspect", peer_pcap],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "2 MPTCP connection(s), 4 subflow(s), 0 fallback(s), 0 violation(s)" in r.stdout, r.stdout[-3000:]
 
 def _slow_guest_service(t, n: int, port: int):
     """A plain-TCP service in the guest that reads `n` bytes slowly (small reads, pauses long

@@ -590,7 +590,7 @@ SYN_RCVD         IN_INFINITE        SYN_RCVD         rw (violation)
 SYN_RCVD         IN_NODSS_DATA      FALLBACK         pass
 SYN_RCVD         IN_NODSS           FALLBACK         pass
 SYN_RCVD         IN_RST             CLOSED           pass
-SYN_RCVD         IN_FASTCLOSE       SYN_RCVD         rw (violation)
+SYN_RCVD         IN_FASTCLOSE       CLOSED           rw:rst+srv:rst.MpTcpRst
 SYN_RCVD         IN_CLOSE_DONE      SYN_RCVD         rw (violation)
 SYN_RCVD         IN_ODD             SYN_RCVD         pass (violation)
 SYN_RCVD         IN_STALE_ACK       SYN_RCVD         rw (violation)
@@ -598,7 +598,8 @@ SYN_RCVD         IN_MP_FAIL         SYN_RCVD         rw (violation)
 SYN_RCVD         IN_CSUM_BAD        SYN_RCVD         rw (violation)
 SYN_RCVD         OUT_INFINITE       SYN_RCVD         pass (violation)
 SYN_RCVD         IN_SYN             FALLBACK         pass
-SYN_RCVD         IN_OUTSIDE         SYN_RCVD         rw (violation)
+SYN_RCVD         IN_OUTSIDE         SYN_RCVD         drop
+SYN_RCVD         IN_RST_OUTSIDE     SYN_RCVD         drop
 SYN_RCVD         IN_CSUM_MISSING    SYN_RCVD         rw (violation)
 SYN_RCVD         IN_UNRECONCILABLE  SYN_RCVD         rw (violation)
 SYN_RCVD         IN_SYN_MPC         SYN_RCVD         rw
@@ -633,7 +634,7 @@ def impossible(state: State, inp: Input) -> bool:
         (state is State.NEW and inp is I.OUT_SYN_RTX)
         or (inp is I.IN_FIN and state not in PLAIN)
         or (not judged and inp in (I.IN_RST_CHALLENGE, I.IN_OLD, I.IN_BEYOND, I.IN_CSUM_BAD_LATE))
-        or (not judged and state is not State.SYN_SENT and inp is I.IN_RST_OUTSIDE)
+        or (not judged and state not in (State.SYN_SENT, State.SYN_RCVD) and inp is I.IN_RST_OUTSIDE)
         # a SYN/ACK in an MPTCP state is the flow's own (same seq and key: IN_SYNACK_MPC, a
         # retransmission) or IN_OUTSIDE: never a plain one
         or (judged and inp is I.IN_SYNACK_PLAIN)

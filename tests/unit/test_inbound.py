@@ -86,11 +86,12 @@ def test_handshake_on_the_guests_behalf(v6):
     pkt, opts = check_wire(syn)
     assert not opts.mptcp and pkt.flags == SYN and pkt.seq == PEER_ISN
     assert opts.mss == p.cfg.mss_limit(6 if v6 else 4) and opts.wscale == 7 and opts.sack_perm
-    # the peer gets MP_CAPABLE v1 with our key only (12 bytes), H and C set, no A
+    # the peer gets MP_CAPABLE v1 with our key only (12 bytes), H set; no A, and no C: the
+    # peer may join at the guest's address (the middlebox answers)
     pkt, mp = _mp(synack)
     (mpc,) = mp
     assert isinstance(mpc, MpCapable) and mpc.version == 1 and mpc.sndr_key is not None and mpc.rcvr_key is None
-    assert mpc.flags & 0x01 and mpc.no_join_src and not mpc.checksum
+    assert mpc.flags & 0x01 and not mpc.no_join_src and not mpc.checksum
     assert pkt.seq == p.g_isn and pkt.ack == PEER_ISN + 1
     # the third ACK reaches the guest without the option; the flow converts
     pkt, opts = check_wire(ack)
@@ -203,9 +204,10 @@ def test_syn_retransmission_keeps_the_key_and_a_plain_retry_falls_back():
 
 
 def test_a_new_isn_starts_the_flow_again():
+    """(review: before the guest answered; after its SYN/ACK carried our key, see
+    test_inbound_review.test_syn_with_another_isn_after_the_synack_takes_nothing_away)"""
     p = new_pair()
     p.inn(peer_syn(p))
-    _, a = p.out(guest_synack(p))
     p.inn(peer_syn(p, isn=PEER_ISN + 100000))
     flow = _flow(p)
     assert flow.state is State.SYN_RCVD and flow.server_isn == PEER_ISN + 100000 and flow.inbound == 1
@@ -302,3 +304,120 @@ def test_no_joins_from_the_middlebox_on_inbound_connections():
     (echo,) = [o for o in injected[0][1] if type(o) is AddAddr]
     assert echo.echo and p.count("AddAddrRX") == 1
     assert _flow(p).mp is None and p.count("MPJoinSynTX") == 0
+
+
+# -- joins the peer opens at the guest's address (RFC 8684 §3.2, the middlebox as responder) ----
+
+PEER2 = "10.2.2.2"
+PEER2_PORT = 45000
+R_A = 0x0A0B0C0D  # the peer's nonce
+
+
+def join_syn(p, token=None, nonce=R_A, isn=30000, wscale=7):
+    from middlebox.wire import key_token
+
+    opt = MpJoinSyn(False, 1, key_token(p.c_key, 1) if token is None else token, nonce)
+    tcp = encode_tcp_options(mss=1460, wscale=wscale, sack_perm=True)
+    return make_packet(PEER2, p.g_addr, PEER2_PORT, p.gport, isn, 0, SYN, build_options(tcp, (opt,)))
+
+
+def join_ack3(p, synack: bytes, good=True, isn=30000):
+    from middlebox.wire import MpJoinAck, MpJoinSynAck, join_hmac
+
+    pkt, mp = _mp(synack)
+    (sa,) = [o for o in mp if type(o) is MpJoinSynAck]
+    mac = join_hmac(SERVER_KEY, p.c_key, R_A, sa.nonce, 1)[:20]
+    if not good:
+        mac = bytes(b ^ 0x33 for b in mac)
+    return make_packet(PEER2, p.g_addr, PEER2_PORT, p.gport, isn + 1, pkt.seq + 1, ACK,
+                       build_options(b"", (MpJoinAck(mac),)))
+
+
+def _answer(actions):
+    assert isinstance(actions[0], Drop), actions
+    (inj,) = [a for a in actions if isinstance(a, Inject)]
+    return inj.data
+
+
+def test_join_at_the_guests_address_is_answered_and_established():
+    from middlebox.core.table import SubflowState as SS
+    from middlebox.wire import Dss, MpJoinSynAck, join_hmac
+
+    p = new_pair()
+    inbound(p)
+    synack = _answer(p.conv.handle(join_syn(p), _IN, p.now))
+    pkt, mp = _mp(synack)
+    (sa,) = mp
+    assert isinstance(sa, MpJoinSynAck) and pkt.flags == SYN | ACK and pkt.ack == 30001
+    assert (check_wire(synack)[0].src, pkt.sport) == (check_wire(join_syn(p))[0].dst, p.gport)  # from the guest's address
+    assert sa.hmac == join_hmac(p.c_key, SERVER_KEY, sa.nonce, R_A, 1)[:8]  # HMAC(Key-B + Key-A, R-B + R-A)
+    flow = _flow(p)
+    assert flow.mp is not None and flow.mp.paths[1].state is SS.SYN_RCVD and p.count("PassiveJoinSynRX") == 1
+    # the SYN again (our SYN/ACK lost): the same nonce and HMAC again
+    again = _answer(p.conv.handle(join_syn(p), _IN, p.now))
+    assert _mp(again)[1] == mp
+    # the third ACK with the right HMAC: our fourth ACK, with the DATA_ACK
+    ack4 = _answer(p.conv.handle(join_ack3(p, synack), _IN, p.now))
+    pkt4, mp4 = _mp(ack4)
+    assert pkt4.flags == ACK and pkt4.seq == pkt.seq + 1 and pkt4.ack == 30001
+    assert [type(o) for o in mp4] == [Dss] and mp4[0].data_ack is not None
+    assert flow.mp.paths[1].state is SS.ESTABLISHED and p.count("PassiveJoinEstablished") == 1
+    # the third ACK again (our fourth lost): the fourth again
+    assert _mp(_answer(p.conv.handle(join_ack3(p, synack), _IN, p.now)))[0].flags == ACK
+    # the peer's data on the join reaches the guest at its place in the stream
+    from middlebox.wire import dss_checksum  # noqa: F401 (no checksums here)
+    dsn = (p.s_idsn + 1) & M64
+    data = make_packet(PEER2, p.g_addr, PEER2_PORT, p.gport, 30001, pkt.seq + 1, ACK | PSH,
+                       build_options(b"", (Dss(data_ack=None, data_seq=dsn, dsn64=True, subflow_seq=1,
+                                               data_len=5),)), b"hello")
+    actions = p.conv.handle(data, _IN, p.now)
+    to_guest = [a.data for a in actions if isinstance(a, Inject) and check_wire(a.data)[0].dst == check_wire(synack)[0].src]
+    assert any(check_wire(b)[0].seq == PEER_ISN + 1 and b.endswith(b"hello") for b in to_guest), actions
+
+
+def test_join_with_a_bad_third_ack_hmac_is_reset():
+    from middlebox.core.table import SubflowState as SS
+
+    p = new_pair()
+    inbound(p)
+    synack = _answer(p.conv.handle(join_syn(p), _IN, p.now))
+    rst = _answer(p.conv.handle(join_ack3(p, synack, good=False), _IN, p.now))
+    pkt, mp = _mp(rst)
+    assert pkt.flags & RST and [type(o) for o in mp] == [MpTcpRst] and mp[0].reason == 1
+    assert _flow(p).mp.paths[1].state is SS.CLOSED and p.count("PassiveJoinAckHMacFailure") == 1
+    assert not [k for k in p.conv.joins if k[2:] == (check_wire(join_syn(p))[0].src, PEER2_PORT)]
+
+
+def test_join_refused_before_the_connection_is_established_and_beyond_the_limit():
+    p = new_pair()
+    p.inn(peer_syn(p))
+    _, synack = p.out(guest_synack(p))
+    p.c_key = _mp(synack)[1][0].sndr_key
+    rst = _answer(p.conv.handle(join_syn(p), _IN, p.now))  # third ACK not seen yet
+    assert check_wire(rst)[0].flags & RST and p.count("JoinToGuestRefused") == 1
+    # max_subflows 2: one join, the next refused (lack of resources)
+    p = new_pair(config=Config(max_subflows=2))
+    inbound(p)
+    _answer(p.conv.handle(join_syn(p), _IN, p.now))
+    second = make_packet("10.3.3.3", p.g_addr, 45001, p.gport, 1, 0, SYN, check_wire(join_syn(p))[1] and
+                         build_options(encode_tcp_options(mss=1460), (MpJoinSyn(False, 2, _token(p), 7),)))
+    rst = _answer(p.conv.handle(second, _IN, p.now))
+    assert _mp(rst)[1][0].reason == 2 and p.count("JoinToGuestRefused") == 1
+
+
+def test_join_left_without_third_ack_is_reset_after_a_while():
+    from middlebox.core.table import SubflowState as SS
+
+    p = new_pair()
+    inbound(p)
+    _answer(p.conv.handle(join_syn(p), _IN, p.now))
+    acts = p.conv.tick(p.now + 11)
+    rst = [a.data for a in acts if isinstance(a, Inject)]
+    assert len(rst) == 1 and check_wire(rst[0])[0].flags & RST
+    assert _flow(p).mp.paths[1].state is SS.CLOSED
+
+
+def _token(p):
+    from middlebox.wire import key_token
+
+    return key_token(p.c_key, 1)
