@@ -965,8 +965,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-inbound", action="store_true",
                         help="leave MPTCP connections from outside to guests alone (by default an "
                              "MPTCP peer's SYN to a guest is answered with MPTCP on the guest's "
-                             "behalf, and the guest sees plain TCP; joins to a guest are refused "
-                             "with a RST until the middlebox answers them)")
+                             "behalf, the peer's joins to the guest's address are answered by "
+                             "the middlebox, and the guest sees plain TCP)")
     parser.add_argument("--passthrough", action="store_true",
                         help="accept every packet unchanged, without the core")
     parser.add_argument("--max-flows", type=int, default=65536, metavar="N",
