@@ -13,10 +13,12 @@ ms of buffer); the client runs in the server namespace, the service in the guest
              the guest; no daemon, no rules.
 
 Upload is client -> guest, download `-R`. The systems take turns within a run, `--runs` runs.
-The client namespace routes the guests' prefix by path 1 only, and the converter answers no
-joins yet (its SYN/ACK carries the C bit): every system here uses one path. The issue's goal of
->= 1.8x a single path needs inbound multipath (joins from the client, ADD_ADDR of the uplinks),
-which is not built; the >= 0.95x Linux goal is measured like for like.
+With `--client-paths 2` (default) the client has a second interface: a `subflow` endpoint on
+path 2 and a route from that address to the guests by path 2 (middlebox.demo.
+client_second_interface), so the MPTCP systems use both paths (the converter answering the
+client's join at the guest's address, Linux's server in the guest answering it itself) and plain
+TCP uses path 1: the issue's goals, >= 0.95x Linux and >= 1.8x a single path, in one run.
+`--client-paths 1`: one path for every system.
 
 Writes <--out>.md (printed too) and .json. Needs root, iperf3, mptcpize.
 
@@ -119,8 +121,9 @@ def report(rows: list[dict], meta: dict) -> str:
            "Client: a Linux MPTCP client (`mptcpize run iperf3 -c`, plain for **plain**) in the "
            "server namespace; service in the guest: plain `iperf3 -s` behind the converter "
            "(**converter**, the inbound role), `mptcpize run iperf3 -s` with no middlebox "
-           "(**linux**), plain with no middlebox (**plain**). One path for every system (see "
-           "the script's docstring).", "",
+           f"(**linux**), plain with no middlebox (**plain**). The client uses "
+           f"{meta['client_paths']} interface(s) (MPTCP systems; plain TCP: path 1; see the "
+           "script's docstring).", "",
            "| direction | plain | converter | linux | converter / linux | converter / plain |",
            "|---|---|---|---|---|---|"]
     for d in ("up", "down"):
@@ -147,6 +150,8 @@ def main() -> int:
     ap.add_argument("--rates", default="100,100", help="Mbit/s per path (default 100,100)")
     ap.add_argument("--latency", type=int, default=50, help="tbf buffer in ms (default 50)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--client-paths", type=int, choices=(1, 2), default=2,
+                    help="interfaces the client uses (default 2)")
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--tree", default=str(ROOT), help="the middlebox tree (built in place) to run")
     ap.add_argument("--out", default=str(BM.RESULTS / "inbound"))
@@ -157,7 +162,7 @@ def main() -> int:
     commit = (commit_file.read_text().strip()[:12] if commit_file.exists() else
               subprocess.run(["git", "-C", str(BM.TREE), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True).stdout.strip())
-    meta = {"commit": commit, "runs": args.runs, "duration": args.duration, "rates": rates,
+    meta = {"commit": commit, "runs": args.runs, "client_paths": args.client_paths, "duration": args.duration, "rates": rates,
             "latency": args.latency, "command": " ".join(sys.argv),
             "started": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
             "load0": " ".join(open("/proc/loadavg").read().split()[:3])}
@@ -171,6 +176,11 @@ def main() -> int:
         t.popen(t.guest, ["mptcpize", "run", "iperf3", "-s", "-p", str(PORT_MPTCP)], **quiet)
         t.wait_tcp_listen(t.guest, PORT_PLAIN)
         t.wait_tcp_listen(t.guest, PORT_MPTCP)
+        if args.client_paths == 2:
+            from middlebox.demo import client_second_interface
+            import socket
+            client_second_interface(t, socket.AF_INET)
+            t.run(t.guest, ["ip", "mptcp", "limits", "set", "subflows", "2"])
         for run in range(args.runs):
             for d in ("up", "down"):
                 for s in SYSTEMS:

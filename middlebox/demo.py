@@ -1,6 +1,7 @@
 """Show a conversion: a plain-TCP guest talks MPTCP to a Linux server through the middlebox,
 over both uplinks at once, and survives one of them being pulled; then the inbound role: a
-Linux MPTCP client reaches a plain-TCP service in the guest with MPTCP (one subflow for now).
+Linux MPTCP client with two interfaces reaches a plain-TCP service in the guest with MPTCP,
+its second interface's join answered by the middlebox.
 
 Builds the reference topology (TESTBED.md: two 50 Mbit/s paths, so that one path's limit is
 visible) in fresh network namespaces, installs the rules with an `--uplink` per path and
@@ -94,9 +95,9 @@ class DemoServer(threading.Thread):
             self.error = f"{type(e).__name__}: {e}"
 
 
-def link_bytes(t, ifname: str) -> tuple[int, int]:
+def link_bytes(t, ifname: str, ns: str | None = None) -> tuple[int, int]:
     base = f"/sys/class/net/{ifname}/statistics/"
-    out = t.run(t.mbox, ["cat", base + "tx_bytes", base + "rx_bytes"]).stdout.split()
+    out = t.run(ns or t.mbox, ["cat", base + "tx_bytes", base + "rx_bytes"]).stdout.split()
     return int(out[0]), int(out[1])
 
 
@@ -165,9 +166,26 @@ def pull_uplink(t, family: int, server_ip: str, n: int) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
+def client_second_interface(t, family: int) -> str:
+    """The client (server namespace) uses its path-2 interface too: a `subflow` endpoint and
+    a route from that address to the guests by path 2 (as a phone's second interface)."""
+    p2 = t.paths[1]
+    v6 = family == socket.AF_INET6
+    addr, gw, prefix = ((p2.server_ip6, p2.mbox_ip6, t.GUEST_PREFIX6) if v6 else
+                        (p2.server_ip, p2.mbox_ip, t.GUEST_PREFIX))
+    fam = ["-6"] if v6 else []
+    t.run(t.server, ["ip", "mptcp", "limits", "set", "subflows", "2", "add_addr_accepted", "2"])
+    t.run(t.server, ["ip", *fam, "route", "add", prefix, "via", gw, "dev", p2.server_if, "table", "202"])
+    t.run(t.server, ["ip", *fam, "rule", "add", "from", addr, "table", "202", "priority", "202"])
+    t.run(t.server, ["ip", "mptcp", "endpoint", "add", addr, "dev", p2.server_if, "subflow"])
+    return p2.server_if
+
+
 def inbound_role(t, family: int, guest_ip: str, n: int) -> tuple[bool, str]:
-    """The other way round: a Linux MPTCP client in the server namespace sends `n` bytes to a
-    plain-TCP service in the guest and gets `n` back; (ok, what to print)."""
+    """The other way round: a Linux MPTCP client in the server namespace, with two
+    interfaces, sends `n` bytes to a plain-TCP service in the guest and gets `n` back; its
+    second interface joins at the guest's address, answered by the middlebox; (ok, what to
+    print)."""
     with t.in_netns(t.guest):
         lsock = socket.socket(family, socket.SOCK_STREAM)  # plain TCP: the guest's service
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -175,6 +193,9 @@ def inbound_role(t, family: int, guest_ip: str, n: int) -> tuple[bool, str]:
     lsock.listen(1)
     service = DemoServer(lsock, n)
     service.start()
+    if2 = client_second_interface(t, family)
+    ifs = (t.paths[0].server_if, if2)
+    links0 = [link_bytes(t, i, ns=t.server) for i in ifs]
     before = t.nstat(t.server)
     with t.in_netns(t.server):
         c = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
@@ -184,10 +205,10 @@ def inbound_role(t, family: int, guest_ip: str, n: int) -> tuple[bool, str]:
     try:
         c.connect((guest_ip, PORT + 2))
         c.sendall(data)
+        info = mptcp_info(c)  # (before the close: its subflows)
         while chunk := c.recv(CHUNK):
             h.update(chunk)
             got += len(chunk)
-        info = mptcp_info(c)
     except OSError as e:
         error = f"{type(e).__name__}: {e}"
     finally:
@@ -195,20 +216,27 @@ def inbound_role(t, family: int, guest_ip: str, n: int) -> tuple[bool, str]:
         service.join(30)
         lsock.close()
     took = time.monotonic() - start
+    links1 = [link_bytes(t, i, ns=t.server) for i in ifs]
     d = {k: v - before.get(k, 0) for k, v in t.nstat(t.server).items()}
     up_ok = service.received_sha == hashlib.sha256(data).hexdigest()
     down_ok = got == n and h.hexdigest() == hashlib.sha256(data).hexdigest()
     mptcp = info is not None and not info["fallback"]
+    per_if = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(links0, links1)]
     ok = error is None and service.error is None and up_ok and down_ok and mptcp and \
-        d.get("MPCapableSYNACKRX", 0) == 1 and not any(d.get(k, 0) for k in MUST_BE_ZERO)
+        d.get("MPCapableSYNACKRX", 0) == 1 and d.get("MPJoinSynAckRx", 0) == 1 and \
+        not any(d.get(k, 0) for k in MUST_BE_ZERO) and min(min(x) for x in per_if) > n / 10
     lines = [f"inbound: a Linux MPTCP client (server namespace) -> plain-TCP service in the guest "
              f"[{guest_ip}]:{PORT + 2}, {n / 1e6:.0f} MB each way:",
              f"  the client's socket: {'MPTCP, not fallback' if mptcp else 'NOT MPTCP (fallback)'}"
              + (f", token=0x{info['token']:08x}" if info else "")
-             + f"; its MIB: MPCapableSYNACKRX {d.get('MPCapableSYNACKRX', 0)}"
-             + "".join(f", {k} {d[k]}" for k in MUST_BE_ZERO if d.get(k)),
+             + (f", extra subflows={info['subflows']}" if info else "")
+             + f"; its MIB: MPCapableSYNACKRX {d.get('MPCapableSYNACKRX', 0)}, "
+             f"MPJoinSynAckRx {d.get('MPJoinSynAckRx', 0)} (its second interface's join, answered by "
+             "the middlebox)" + "".join(f", {k} {d[k]}" for k in MUST_BE_ZERO if d.get(k)),
+             *(f"  client interface {i} ({name}): sent {tx / 1e6:5.1f} MB, received {rx / 1e6:5.1f} MB"
+               for i, (name, (tx, rx)) in enumerate(zip(ifs, per_if), 1)),
              f"  {2 * got / 1e6:.0f} MB in {took:.1f} s, sha256 up {'identical' if up_ok else 'DIFFERENT'}, "
-             f"down {'identical' if down_ok else 'DIFFERENT'} (one subflow: inbound joins come later)"]
+             f"down {'identical' if down_ok else 'DIFFERENT'}"]
     if error or service.error:
         lines.append(f"  error: {error or service.error}")
     return ok, "\n".join(lines)
