@@ -105,6 +105,8 @@ PASSIVE_WAIT = 10.0  # inbound: a peer's join whose third ACK has not come by th
 MPTCP_RST_ERESOURCE, MPTCP_RST_EPROHIBIT = 2, 3  # MP_TCPRST reasons (RFC 8684 §3.6)
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
+SILENT_ALONE = 2.0  # no progress this long while another subflow is established: stale even
+#                     though none progressed (the guest, blocked by the hole, sends nothing new)
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
 DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
@@ -135,6 +137,8 @@ class Path:
         "sacked",  # the server's SACK blocks on this subflow's last ACK: ((start, end), ...) relative
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
         "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
+        "fill_at",  # progress_at as _fill_acked_hole last set it (-1: never)
+        "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -186,6 +190,8 @@ class Path:
         self.ck_sum = 0
         self.ck_odd = False
         self.passive = False
+        self.fill_at = -1.0
+        self.mss = 0
 
     def __repr__(self) -> str:
         name = "guest" if self.uplink is None else self.uplink.name
@@ -364,20 +370,30 @@ def passive_join(conv, pkt, data: bytes, now: float) -> list:
     if opt is not None:
         key = conv.tokens.get(opt.token)
         f = conv.flows.get(key) if key is not None else None
+        # at the guest's address and port only: our SYN/ACK names address id 0 (the initial
+        # subflow's) and we announce no other; a join elsewhere (another guest's address, the
+        # other IP family) is not this connection's subflow
         if (f is not None and f.inbound == 2 and f.state is _ESTABLISHED and f.remote_key is not None
-                and key_token(f.local_key, f.version) == opt.token):
+                and key_token(f.local_key, f.version) == opt.token
+                and pkt.dst == key[0] and pkt.dport == key[1]):
             flow = f
     reason = MPTCP_RST_EPROHIBIT
     mp = None
+    slot = -1
     if flow is not None:
         mp = flow.mp
-        limit = conv.config.max_subflows or MAX_PATHS
-        if mp is None and len(conv.mp_flows) >= conv.config.max_multipath_flows:
-            counters[Counter.MultipathRefusedCap] += 1
-            flow, reason = None, MPTCP_RST_ERESOURCE
-        elif mp is not None and (len(mp.paths) >= MAX_PATHS or
-                                 sum(1 for q in mp.paths if q.state is not SS.CLOSED) >= limit):
-            flow, reason = None, MPTCP_RST_ERESOURCE
+        limit = min(conv.config.max_subflows or MAX_PATHS, MAX_PATHS)  # (subflow 1 included)
+        if mp is None:
+            if limit <= 1:
+                flow, reason = None, MPTCP_RST_ERESOURCE
+            elif len(conv.mp_flows) >= conv.config.max_multipath_flows:
+                counters[Counter.MultipathRefusedCap] += 1
+                flow, reason = None, MPTCP_RST_ERESOURCE
+        else:
+            slot = _free_slot(mp)
+            live = sum(1 for q in mp.paths if not _finished(q))
+            if live >= limit or (slot < 0 and len(mp.paths) >= MAX_PATHS):
+                flow, reason = None, MPTCP_RST_ERESOURCE
     if flow is None:
         return refuse_join(conv, pkt, reason)
     if mp is None:
@@ -386,7 +402,8 @@ def passive_join(conv, pkt, data: bytes, now: float) -> list:
             flow.sf1_uplink = route_uplink(conv.routes, pkt.version, key[2])
         mp = _new_mp(conv, flow, key, pkt.version, now)
         _go_multipath(conv, flow, mp)
-    p = Path(len(mp.paths), flow, None, pkt.version, pkt.dst, pkt.dport, pkt.src, pkt.sport, now)
+    p = Path(len(mp.paths) if slot < 0 else slot, flow, None, pkt.version, pkt.dst, pkt.dport, pkt.src,
+             pkt.sport, now)
     p.passive = True
     p.state = SS.SYN_RCVD
     p.backup = opt.backup  # the peer asks us to send on it only when nothing else is left
@@ -395,17 +412,54 @@ def passive_join(conv, pkt, data: bytes, now: float) -> list:
     p.rnonce = opt.nonce
     p.local_isn = secrets.randbits(32)
     p.lnonce = new_nonce()
-    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-    p.rwscale = min(o.wscale, 14) if o.wscale >= 0 and flow.guest_wscale_seen else 0
-    p.snd_wnd = pkt.window  # unscaled in a SYN
-    p.sack = o.sack_perm
+    o = _passive_syn(flow, p, pkt, data)
     p.rcv_nxt = 1
     p.timer = now + PASSIVE_WAIT
-    mp.paths.append(p)
+    if slot < 0:
+        mp.paths.append(p)
+    else:
+        old = mp.paths[slot]
+        _forget(conv, old)
+        mp.paths[slot] = p
+        if mp.last_pick == slot:
+            mp.last_pick = -1
     conv.joins[(p.local, p.lport, p.remote, p.rport)] = p
     counters[Counter.PassiveJoinSynRX] += 1
     return [Drop("MP_JOIN SYN towards a guest: answered by the middlebox"),
             Inject(_join_synack(conv, flow, p, o.wscale >= 0))]
+
+
+def _passive_syn(flow, p, pkt, data: bytes):
+    """What the peer's join SYN (the latest, when it is resent) offers: window scale and
+    SACK hold as our SYN/ACK answers them (_join_synack), its MSS bounds our segments."""
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    p.rwscale = min(o.wscale, 14) if o.wscale >= 0 and flow.guest_wscale_seen else 0
+    p.snd_wnd = pkt.window  # unscaled in a SYN
+    p.sack = o.sack_perm
+    p.mss = o.mss if o.mss > 0 else (536 if pkt.version == 4 else 1220)  # RFC 9293 §3.7.1
+    return o
+
+
+def _finished(q) -> bool:
+    """A subflow that carries nothing any more: closed, or both FINs exchanged and ours acked."""
+    return q.state is SS.CLOSED or (q.state is SS.CLOSING and q.fin_sent and q.snd_una >= q.snd_nxt)
+
+
+def _free_slot(mp) -> int:
+    """The index of a finished passive join that no run refers to (none of its bytes can be
+    asked for again): a new passive join takes its place, so that joins that failed or ended
+    do not use up MAX_PATHS for the connection's life. -1: none."""
+    used = {r[2] for r in mp.runs}
+    for q in mp.paths:
+        if q.passive and q.index not in used and _finished(q):
+            return q.index
+    return -1
+
+
+def _seg_max(p, seg_max: int) -> int:
+    """Payload bytes per segment on p: `seg_max`, or less when the peer announced a smaller MSS
+    there (less our options: a DSS takes 28 bytes at most; RFC 6691)."""
+    return seg_max if not p.mss else max(min(seg_max, p.mss - 28), 64)
 
 
 def refuse_join(conv, pkt, reason: int) -> list:
@@ -575,9 +629,10 @@ def peer_option(conv, flow, o, version: int, now: float) -> tuple:
     addrs.append(entry)
     flow.peer_addrs = addrs
     mp = flow.mp
+    if flow.inbound:  # inbound connections: the peer opens the subflows (issue 9), multipath or not
+        return echo, []
     if mp is None:
-        if not flow.inbound:  # (inbound connections: the peer opens the subflows, issue 9)
-            flow.no_join = False  # `start` (also when it found nothing to join before) tries it
+        flow.no_join = False  # `start` (also when it found nothing to join before) tries it
         return echo, []
     return echo, _join_peer(conv, flow, mp, entry, now)
 
@@ -1154,10 +1209,11 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         seg_max = conv._mss_limit[pkt.version] - 12  # room for the guest's timestamps
         cut = []
         for a, b, idx, ss, m in pieces:
-            while b - a > seg_max and m is None:
-                cut.append((a, a + seg_max, idx, ss, None))
-                a += seg_max
-                ss += seg_max
+            lim = _seg_max(mp.paths[idx], seg_max)
+            while b - a > lim and m is None:
+                cut.append((a, a + lim, idx, ss, None))
+                a += lim
+                ss += lim
             cut.append((a, b, idx, ss, m))
         pieces = cut
     for i, (a, b, idx, ss, m) in enumerate(pieces):
@@ -1233,7 +1289,7 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
         end = min(r1, mp.data_ack, d + FILL_MAX)
         if d >= end or (m is not None and (flow.checksum or flow.local_fin)):
             return []  # (a whole mapping may carry the DATA_FIN: repeated without it, it would differ)
-        seg_max = conv._mss_limit[p.version] - 12
+        seg_max = _seg_max(p, conv._mss_limit[p.version] - 12)
         out = []
         if idx == 0:
             sf = flow.sf
@@ -1393,6 +1449,8 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
         return [Drop("packet of a forgotten subflow")]
     flow.last = now
     inp, ctx, pm = _classify(flow, p, pkt, data)
+    if inp is _FASTCLOSE:
+        return _fastclosed(conv, flow, flow.mp, p, pkt)
     actions = _event(conv, flow, p, inp, now, pkt, data, ctx)
     if pm is not None and p.state in ALIVE and flow.state is _ESTABLISHED:
         echo, joins = peer_option(conv, flow, pm, p.version, now)
@@ -1400,6 +1458,32 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
             actions.append(Inject(_ack_on(flow, p, (echo,))))
         actions.extend(joins)
     return actions
+
+
+_FASTCLOSE = "fastclose"  # (_classify: MP_FASTCLOSE with our key on an acceptable segment of a join)
+
+
+def _fastclosed(conv, flow, mp, p, pkt) -> list:
+    """The peer closed the connection with MP_FASTCLOSE on a join (a peer whose subflow 1 is
+    gone sends it there only): the guest gets a RST at its rcv_nxt (at the end of what went
+    to it too, when it has not acked all of it), the peer our RST on that subflow when the
+    option came on an ACK (Option A); every subflow is closed."""
+    counters = conv.counters
+    counters[Counter.FastCloseRX] += 1
+    acked = flow.rcv_rel
+    acts = [Drop("MP_FASTCLOSE on a join: the connection is gone"),
+            Inject(_to_guest(flow, mp, (flow.server_isn + acked) & M32, RST))]
+    if mp.fwd_end > acked:
+        acts.append(Inject(_to_guest(flow, mp, (flow.server_isn + mp.fwd_end) & M32, RST)))
+    if not pkt.flags & RST:
+        counters[Counter.FastCloseRstTX] += 1
+        acts.append(Inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
+    flow.fastclosed = True
+    for q in mp.paths:
+        if q.index:
+            _forget(conv, q)
+        q.state = SS.CLOSED
+    return acts
 
 
 def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
@@ -1422,7 +1506,12 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
         if p.state is SS.SYN_SENT:
             return (SI.RST if f & ACK and pkt.ack == (p.local_isn + 1) & M32 else SI.ODD), None, None
         r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
-        return (SI.RST if r == p.rcv_nxt else SI.ODD), None, None
+        if r != p.rcv_nxt:
+            return SI.ODD, None, None
+        if (p.state in ALIVE or p.state is SS.CLOSING) and any(
+                type(o) is MpFastclose and o.rcvr_key == flow.local_key for o in mptcp_options(data, pkt)):
+            return _FASTCLOSE, None, None  # Option R (RFC 8684 §3.5)
+        return SI.RST, None, None
     if f & SYN:
         if not f & ACK or pkt.ack != (p.local_isn + 1) & M32:
             return SI.ODD, None, None
@@ -1444,6 +1533,7 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
     if a > p.snd_nxt + 1 or a + 0x40000000 < p.snd_una:
         return SI.ODD, None, None
     dss = pm = None
+    fastclose = False
     for o in mptcp_options(data, pkt):
         t = type(o)
         if t is Dss:
@@ -1452,8 +1542,13 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
             pm = o
         elif t is MpJoinAck and p.passive and not pkt.payload_len and _ack3_ok(flow, p, pkt, o):
             return SI.ACK3_JOIN, None, None  # the peer's third ACK again: our fourth got lost
+        elif t is MpFastclose and o.rcvr_key == flow.local_key:
+            fastclose = True
     n = pkt.payload_len
-    if pm is not None and not (p.rcv_nxt <= r + n and r <= p.rcv_nxt + (flow.guest_window << flow.guest_wscale)):
+    acceptable = p.rcv_nxt <= r + n and r <= p.rcv_nxt + (flow.guest_window << flow.guest_wscale)
+    if fastclose and acceptable and (p.state in ALIVE or p.state is SS.CLOSING):
+        return _FASTCLOSE, None, None  # Option A (RFC 8684 §3.5)
+    if pm is not None and not acceptable:
         pm = None  # RFC 9293 §3.10.7.4: only an acceptable segment changes what we know
     if f & FIN:
         return SI.FIN, dss, pm
@@ -1523,7 +1618,7 @@ def _j_ack3(conv, flow, p, pkt, data, ctx, now):
 
 def _j_synack_again(conv, flow, p, pkt, data, ctx, now):
     conv.counters[Counter.PassiveJoinSynRX] += 1
-    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    o = _passive_syn(flow, p, pkt, data)  # (what our SYN/ACK answers is what we assume)
     return [Drop("join SYN again: our SYN/ACK again"), Inject(_join_synack(conv, flow, p, o.wscale >= 0))]
 
 
@@ -1948,12 +2043,18 @@ def tick(conv, now: float) -> list:
                 wait = max(STALE_MIN, 4 * p.srtt)
                 if now - p.progress_at < wait:
                     continue
-                fill = _fill_acked_hole(conv, flow, mp, p)
-                if fill:  # a hole nobody would fill: filled, and the subflow gets its time again
+                # a hole nobody would fill: filled, and the subflow gets its time again, once:
+                # when that brought no progress either (a dead path beyond our uplink, a
+                # client's interface gone), it goes stale like any silent subflow; filled on
+                # every tick instead, it never did and the transfer stalled for good
+                fill = _fill_acked_hole(conv, flow, mp, p) if p.fill_at != p.progress_at else []
+                if fill:
                     actions.extend(fill)
-                    p.progress_at = now
+                    p.progress_at = p.fill_at = now
                     continue
-                if progressed <= p.progress_at:
+                p.fill_at = p.progress_at  # (looked at: next_deadline waits for SILENT_ALONE)
+                if progressed <= p.progress_at and not (
+                        now - p.progress_at >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
                     continue
                 inp = SI.TIMER_STALE
             elif st is SS.STALE and now - p.stale_at >= DEAD_AFTER and _others_alive(mp, p):
@@ -1965,8 +2066,11 @@ def tick(conv, now: float) -> list:
 
 
 def _uid(flow, p) -> int:
-    """The id of the uplink subflow `p` leaves by (0: subflow 1's, unknown)."""
-    return p.uplink.id if p.uplink is not None else flow.sf1_uplink
+    """The id of the uplink subflow `p` leaves by (0: unknown). A passive join leaves by the
+    route to the peer's other address, not necessarily subflow 1's: unknown."""
+    if p.uplink is not None:
+        return p.uplink.id
+    return 0 if p.passive else flow.sf1_uplink
 
 
 def _uplink_states(conv, flow, mp, every: bool = False) -> list:
@@ -2044,13 +2148,19 @@ def next_deadline(conv) -> float | None:
             best = mp.dack_due
         if mp.plan is not None and (best is None or mp.plan_look + PLAN_EVERY < best):
             best = mp.plan_look + PLAN_EVERY
+        progressed = max((q.progress_at for q in mp.paths if q.state in ALIVE), default=0.0)
         for p in mp.paths:
             st = p.state
             t = None
             if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED or st is SS.SYN_RCVD:
                 t = p.timer
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
-                t = p.progress_at + max(STALE_MIN, 4 * p.srtt)
+                wait = max(STALE_MIN, 4 * p.srtt)
+                if progressed <= p.progress_at and p.fill_at == p.progress_at:
+                    # (as tick decides: only SILENT_ALONE can make it stale before another
+                    # subflow's progress, which comes with a packet)
+                    wait = max(SILENT_ALONE, wait)
+                t = p.progress_at + wait
             elif st is SS.STALE:
                 t = p.stale_at + DEAD_AFTER
             if p.index == 0 and p.suspect_at and st in ALIVE:
@@ -2073,8 +2183,8 @@ def uplink_event(conv, name: str, up: bool, now: float) -> list:
             return []
         for flow in list(conv.mp_flows.values()):
             mp = flow.mp
-            if mp is None or len(mp.paths) >= MAX_PATHS or flow.state is not _ESTABLISHED:
-                continue
+            if mp is None or len(mp.paths) >= MAX_PATHS or flow.state is not _ESTABLISHED or flow.inbound:
+                continue  # (inbound: the peer opens the subflows, issue 9)
             if not flow.no_initial_join and not any(
                     p.uplink is not None and p.uplink.name == name and p.remote == mp.server
                     and p.state is not SS.CLOSED for p in mp.paths):

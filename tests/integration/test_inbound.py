@@ -337,3 +337,49 @@ def test_slow_guest_reader_and_loss_both_ways(mbox):
     assert dropped > 0
     assert not is_fallback(up_flags) and not is_fallback(down_flags), (up_flags, down_flags)
     assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20)
+@pytest.mark.parametrize("path,back", [(1, True), (2, True), (2, False)],
+                         ids=["initial-subflow-path", "join-path", "join-path-for-good"])
+def test_inbound_survives_a_path_going_down(mbox, path, back):
+    """A client with two interfaces downloads from the guest's service; the path of its
+    initial subflow, or of its join, goes down mid-transfer and comes back (or, the join's,
+    stays down): the bytes arrive intact (the middlebox moves the dead subflow's data to the
+    live one, as in the outbound role), the client stays MPTCP."""
+    import threading
+
+    t = mbox.t
+    d = mbox.start()
+    srv = guest_service(t)
+    _client_second_path(t)
+    n = 24 * MB
+    result: dict = {}
+
+    def fetch():
+        try:
+            result["flags"] = peer_download(t, srv, n)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            result["error"] = f"{type(e).__name__}: {e}"
+
+    before = t.nstat(t.server)
+    th = threading.Thread(target=fetch)
+    th.start()
+    time.sleep(1.5)
+    t.set_link(path, False)
+    time.sleep(2.0)
+    if back:
+        t.set_link(path, True)
+    if path == 2 and back:  # the kernel deleted the client's route of its second interface with the link
+        p2 = t.paths[1]
+        t.run(t.server, ["ip", "route", "replace", t.GUEST_PREFIX, "via", p2.mbox_ip, "dev",
+                         p2.server_if, "table", "202"])
+    th.join(90)
+    dd = delta(before, t.nstat(t.server))
+    d.stop()
+    c = core_counters(d.output)
+    print(path, back, result, dd, c)
+    assert not th.is_alive(), "the download hung"
+    assert "error" not in result, (result, srv.errors)
+    assert not is_fallback(result["flags"]), result
+    assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd

@@ -755,3 +755,49 @@ def test_injected_ipv4_packets_have_their_header_checksum():
     acts = p.go_multipath()
     buf = acts[1].data
     assert struct.unpack_from("!H", buf, 10)[0] == ipv4_checksum(buf, 5)
+
+
+def test_a_dead_subflow_whose_hole_was_data_acked_goes_stale_after_one_fill():
+    """A join with guest data out, its path dead (no ACK on it ever again), the data-acked by
+    the server over subflow 1: the hole at its snd_una is filled with zeros once
+    (_fill_acked_hole), and when that fill brings no progress either, the subflow goes stale
+    (its data moves elsewhere). It was filled again on every tick, so its progress time was
+    reset for good: never stale, and the transfer stalled (CI-style reproducer: an inbound
+    client's second interface dying for good, AckedHoleFilled in the thousands)."""
+    p = in_state(SS.ESTABLISHED)
+    pa = p.path(1)
+    p.data_on(1)
+    assert pa.snd_nxt > pa.snd_una
+    p.now += 0.05
+    p.c_dack = p.mp.snd_nxt  # the server data-acks everything, the join's bytes too
+    p0 = p.mp.paths[0]
+    p.inn(p.s_packet(p.s_nxt, (p.g_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+    wait = max(MP.STALE_MIN, 4 * pa.srtt)
+    t = pa.progress_at + wait + 0.001
+    p.conv.tick(t)
+    assert p.count("AckedHoleFilled") >= 1 and pa.state is SS.ESTABLISHED
+    fills = p.count("AckedHoleFilled")
+    # subflow 1 progresses meanwhile; the join stays silent
+    p0.progress_at = t + 0.01
+    p.conv.tick(t + wait + 0.02)
+    assert p.count("AckedHoleFilled") == fills, "filled again though the fill brought nothing"
+    assert pa.state is SS.STALE
+
+
+def test_a_silent_subflow_goes_stale_even_when_no_other_progresses():
+    """Guest data out on a join whose path died, and nothing else moving (the guest, blocked by
+    the hole at the data level, sends nothing new on subflow 1): after SILENT_ALONE without
+    progress the join goes stale anyway, so its data moves to the live subflow (it stalled
+    for good: an inbound client's second interface gone). Meanwhile next_deadline() is not a
+    time already past (the loop would spin)."""
+    p = in_state(SS.ESTABLISHED)
+    pa = p.path(1)
+    p.data_on(1)
+    assert pa.snd_nxt > pa.snd_una
+    wait = max(MP.STALE_MIN, 4 * pa.srtt)
+    t0 = pa.progress_at
+    p.conv.tick(t0 + wait + 0.001)  # no one progressed: not stale yet
+    assert pa.state is SS.ESTABLISHED
+    assert MP.next_deadline(p.conv) > t0 + wait + 0.001  # not in the past
+    p.conv.tick(t0 + MP.SILENT_ALONE + 0.001)
+    assert pa.state is SS.STALE and p.count("SubflowStale") >= 1
