@@ -593,16 +593,20 @@ class Converter:
             flow.guest_window = pkt.window
             flow.guest_wscale = parse_options(data, start, end).wscale  # -1: none (see _h_synack)
             flow.guest_wscale_seen = flow.guest_wscale >= 0
+        self.counters[Counter.MPCapableSYNTX] += 1
+        return [Rewrite(rewrite(data, pkt, options=self._syn_options(pkt, data, opt)))]
+
+    def _syn_options(self, pkt, data: bytes, opt) -> bytes:
+        """The TCP options of a SYN or SYN/ACK without its MPTCP ones, the MSS clamped, plus
+        `opt` (our MP_CAPABLE); when unknown options eat the space, only the ones we know."""
+        start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
         raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
         try:
-            options = build_options(raw, (opt,))
-        except WireError:  # unknown options eat the space: keep only the ones we know
+            return build_options(raw, (opt,))
+        except WireError:
             o = parse_options(data, start, end)
             mss = min(o.mss, self._mss_limit[pkt.version]) if o.mss != -1 else -1
-            tcp = encode_tcp_options(mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
-            options = build_options(tcp, (opt,))
-        self.counters[Counter.MPCapableSYNTX] += 1
-        return [Rewrite(rewrite(data, pkt, options=options))]
+            return build_options(encode_tcp_options(mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr), (opt,))
 
     def _h_synack(self, flow, pkt, data, mpc):
         """SYN/ACK with MP_CAPABLE: record the server's key, strip the option, clamp the MSS.
@@ -1417,15 +1421,8 @@ class Converter:
             return [ACCEPT]
         mflags = MPTCP_CAP_HMAC | (MPTCP_CAP_CHECKSUM_REQD if flow.checksum else 0)
         opt = MpCapable(flow.version, mflags, flow.local_key)
-        raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
-        try:
-            options = build_options(raw, (opt,))
-        except WireError:  # unknown options eat the space: keep only the ones we know
-            o = parse_options(data, start, end)
-            mss = min(o.mss, self._mss_limit[pkt.version]) if o.mss != -1 else -1
-            options = build_options(encode_tcp_options(mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr), (opt,))
         self.counters[Counter.MPCapableSYNACKTX] += 1
-        return [Rewrite(rewrite(data, pkt, options=options))]
+        return [Rewrite(rewrite(data, pkt, options=self._syn_options(pkt, data, opt)))]
 
     def _h_mpc_ack_in(self, flow, pkt, data, mpc):
         """The peer's third ACK (checked by _classify_in: it echoes our key): its key is the

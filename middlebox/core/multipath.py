@@ -1643,18 +1643,14 @@ def _j_ack4(conv, flow, p, pkt, data, ctx, now):
 def _j_refuse_ack3(conv, flow, p, pkt, data, ctx, now):
     """A third ACK without MP_JOIN or with a wrong HMAC: RST + MP_TCPRST (RFC 8684 §3.2)."""
     conv.counters[Counter.PassiveJoinAckHMacFailure] += 1
-    rst = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1, p.remote_isn + 1,
-                  RST | ACK, 0, build_options(b"", (MpTcpRst(False, MPTCP_RST_EMPTCP),)))
     _forget(conv, p)
-    return [Drop("third ACK of a join refused"), Inject(rst)]
+    return [Drop("third ACK of a join refused"), Inject(_rst(flow, p, MPTCP_RST_EMPTCP))]
 
 
 def _j_passive_give_up(conv, flow, p, pkt, data, ctx, now):
     conv.counters[Counter.MPJoinTimeout] += 1
     _forget(conv, p)
-    return [Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1,
-                           p.remote_isn + 1, RST | ACK, 0,
-                           build_options(b"", (MpTcpRst(False, MPTCP_RST_EMPTCP),))))]
+    return [Inject(_rst(flow, p, MPTCP_RST_EMPTCP))]  # (SYN_RCVD: snd_nxt, rcv_nxt 1)
 
 
 def _j_refuse(conv, flow, p, pkt, data, ctx, now):
