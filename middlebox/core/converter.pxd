@@ -27,7 +27,7 @@ cdef object IN_NODSS_DATA, IN_NODSS, IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD
 cdef object IN_MP_FAIL, IN_CSUM_BAD, OUT_INFINITE, IN_FIN
 cdef object DSSTX, DataAckTX, DSSRX, DataAckMismatch
 cdef object _new_action, _set_rewrite_data, IN_DIR, LOCAL
-cdef object ESTABLISHED, MP
+cdef object ESTABLISHED, MP, AN
 
 cdef object _rewrite(object data)
 
@@ -39,7 +39,7 @@ cdef class Converter:
     cdef tuple _dispatch
     cdef tuple _lru
     cdef public dict _mss_limit
-    cdef public dict joins, mp_flows, uplink_up, tokens
+    cdef public dict joins, mp_flows, uplink_up, tokens, announcing
     cdef public list routes
     cdef public bint _mp_on, _inbound
     cdef public object _pm_opt

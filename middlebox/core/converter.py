@@ -62,6 +62,7 @@ from middlebox.wire import (
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
 from .flow import MAX_JUMP, Flow, _unwrap, seq_before  # noqa: E402
 from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
+from middlebox.core import announce as AN  # noqa: E402  (inbound ADD_ADDR)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class Converter:
         # inbound connections by the token of our key (a peer's MP_JOIN names it): stale
         # entries are checked on use and pruned as the table grows (_register_token)
         self.tokens = {}
+        self.announcing: dict = {}  # inbound flows with uplink ADD_ADDRs to (re)send (announce.py)
         self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
         self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
 
@@ -209,9 +211,9 @@ class Converter:
                     MP.release(self, f)
             expired += len(dead)
         self.counters[Counter.FlowExpired] += expired
-        if self.mp_flows:
+        if self.mp_flows or self.announcing:
             try:
-                return MP.tick(self, now)
+                return MP.tick(self, now) + AN.tick(self, now)
             except Exception as exc:  # a bug: counted and logged, never raised into the shell
                 self.counters[Counter.CoreBug] += 1
                 log.exception("core: %s in the multipath timers", type(exc).__name__)
@@ -220,10 +222,11 @@ class Converter:
     def next_deadline(self):
         """The earliest `now` at which tick() has a timer to serve (join SYN and third-ACK
         retransmissions, stale subflows), or None: the shell sleeps until then at most."""
-        if not self.mp_flows:
+        if not self.mp_flows and not self.announcing:
             return None
         try:
-            return MP.next_deadline(self)
+            a, b = MP.next_deadline(self), AN.next_deadline(self)
+            return a if b is None else b if a is None else min(a, b)
         except Exception as exc:
             self.counters[Counter.CoreBug] += 1
             log.exception("core: %s in next_deadline", type(exc).__name__)
@@ -232,7 +235,7 @@ class Converter:
     def uplink_event(self, name: str, up: bool, now: float) -> list:
         """The shell saw uplink `name` go down or up (netlink). Returns Inject actions."""
         try:
-            return MP.uplink_event(self, name, up, now)
+            return MP.uplink_event(self, name, up, now) + AN.uplink_event(self, name, up, now)
         except Exception as exc:  # a bug: counted and logged, never raised into the shell
             self.counters[Counter.CoreBug] += 1
             log.exception("core: %s on an uplink event", type(exc).__name__)
@@ -267,6 +270,8 @@ class Converter:
             path = self.joins.get((pkt.dst, pkt.dport, pkt.src, pkt.sport))
             if path is not None:
                 return MP.join_in(self, path, pkt, data, now)
+            if self._inbound and pkt.flags & (SYN | ACK | RST) == SYN and self._peer_syn_kind(pkt, data) == 2:
+                return MP.passive_join(self, pkt, data, now)  # at an uplink address we announced
             self.counters[Counter.JoinUnknown] += 1
             return [Drop("packet to a join port of no known subflow")]
         flow = self.flows.get(key)
@@ -337,8 +342,12 @@ class Converter:
             # closes one direction only, the server's data and announcements go on)
             if (nxt is ESTABLISHED or nxt is MPC_PENDING or nxt is CLOSING) and (inp is IN_DSS or inp is IN_DSS_NOACK or inp is IN_NODSS or inp is IN_DATA_FIN):
                 actions.extend(self._peer_option(flow, pkt, data, pm, now))
-        if self._mp_on and nxt is ESTABLISHED and not flow.no_join and MP.wants_join(self, flow, now):
-            actions.extend(MP.start(self, key, flow, pkt, now))
+        if self._mp_on and nxt is ESTABLISHED:
+            if not flow.no_join:
+                if MP.wants_join(self, flow, now):
+                    actions.extend(MP.start(self, key, flow, pkt, now))
+            elif flow.inbound and flow.announced is None and MP.wants_join(self, flow, now):
+                actions.extend(AN.begin(self, key, flow, pkt.version, now))
         return actions
 
     def _new_flow(self, key: tuple, now: float, classes: int = 4):

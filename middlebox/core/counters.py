@@ -160,6 +160,10 @@ class Counter(IntEnum):
     PassiveJoinSynRX = 136  # inbound: the peer's MP_JOIN SYNs answered with our SYN/ACK (retransmissions included)
     PassiveJoinEstablished = 137  # inbound: the peer's third ACK with the right HMAC: a subflow of the connection
     PassiveJoinAckHMacFailure = 138  # inbound: a third ACK with a wrong HMAC or none: RST + MP_TCPRST
+    AddAddrTX = 139  # inbound: ADD_ADDRs of uplink addresses sent to peers (resends included)
+    AddAddrEchoRX = 140  # inbound: the peer echoed an ADD_ADDR of ours (no more resends)
+    AddAddrUnechoed = 141  # inbound: ADD_ADDRs sent ANNOUNCE_TRIES times without an echo (given up)
+    PassiveJoinAtUplink = 142  # inbound: the peer's join SYNs at an announced uplink address, answered
 
 
 def new_counters() -> dict:

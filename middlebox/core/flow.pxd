@@ -62,7 +62,7 @@ cdef class Flow:
     cdef public long long server_wscale, server_window
     cdef public bint guest_wscale_seen, no_join, sack_ok, no_initial_join
     cdef public int inbound
-    cdef public object gso_maps, peer_addrs
+    cdef public object gso_maps, peer_addrs, announced
     cdef public int sf1_uplink
 
     cpdef long long syn_isn(self)

@@ -267,6 +267,8 @@ class Flow:
         "inbound",  # 0: the guest opened the connection; issue 9, the peer did: 1 its SYN
         # seen, 2 the guest's SYN/ACK seen too (window scale and SACK settled), 3 a SYN/ACK of
         # the guest left plain (another ISN, or acking another SYN): the next ACK falls back
+        "announced",  # inbound (issue 9): None until the uplink addresses are announced, then
+        # a list of announce.Announced (one per uplink address offered to the peer)
         "gso_maps",  # None, or array('q'): per super-packet mapping sent, its start and
         # length | (DSS checksum | 0x10000 with the DATA_FIN) << 17 (Flow.gso_record)
     )
@@ -323,6 +325,7 @@ class Flow:
         self.sf1_uplink = 0
         self.gso_maps = None
         self.inbound = 0
+        self.announced = None
 
     def __repr__(self) -> str:  # never the keys
         return f"<Flow {self.state.name} v{self.version} csum={self.checksum} last={self.last:.1f}>"

@@ -54,6 +54,7 @@ import secrets
 import socket
 import struct
 
+from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
 from middlebox.core.flow import _unwrap
@@ -360,23 +361,29 @@ def _go_multipath(conv, flow, mp) -> None:
 
 def passive_join(conv, pkt, data: bytes, now: float) -> list:
     """Inbound (issue 9): an MP_JOIN SYN from the peer towards a guest (a client with another
-    interface joins the connection at the guest's address). Never the guest's: its token
+    interface joins the connection at the guest's address), or towards an uplink address we
+    announced to that peer (announce.py; Direction.LOCAL). Never the guest's: its token
     must name an established inbound connection, which gets a subflow answered by us (RFC 8684
     §3.2 as the responder: SYN/ACK with our nonce and truncated HMAC; the third ACK's HMAC is
     checked in _classify). Otherwise RST + MP_TCPRST."""
     counters = conv.counters
     opt = next((o for o in mptcp_options(data, pkt) if type(o) is MpJoinSyn), None)
     flow = None
+    at = None
     if opt is not None:
         key = conv.tokens.get(opt.token)
         f = conv.flows.get(key) if key is not None else None
-        # at the guest's address and port only: our SYN/ACK names address id 0 (the initial
-        # subflow's) and we announce no other; a join elsewhere (another guest's address, the
-        # other IP family) is not this connection's subflow
+        # at the guest's address and port (address id 0, the initial subflow's) or at an
+        # uplink address and port we announced to this peer; a join elsewhere (another
+        # guest's address, the other IP family) is not this connection's subflow
         if (f is not None and f.inbound == 2 and f.state is _ESTABLISHED and f.remote_key is not None
-                and key_token(f.local_key, f.version) == opt.token
-                and pkt.dst == key[0] and pkt.dport == key[1]):
-            flow = f
+                and key_token(f.local_key, f.version) == opt.token):
+            if pkt.dst == key[0] and pkt.dport == key[1]:
+                flow = f
+            else:  # at an uplink address we announced to this peer (announce.py), if it is up
+                at = AN.target(f, pkt.dst, pkt.dport)
+                if at is not None and conv.uplink_up.get(at.uplink.name, True):
+                    flow = f
     reason = MPTCP_RST_EPROHIBIT
     mp = None
     slot = -1
@@ -408,6 +415,10 @@ def passive_join(conv, pkt, data: bytes, now: float) -> list:
     p.state = SS.SYN_RCVD
     p.backup = opt.backup  # the peer asks us to send on it only when nothing else is left
     p.addr_id = 0  # the guest's address is the connection's initial one
+    if at is not None:  # an uplink address: its id, and the subflow dies with the uplink
+        p.addr_id = at.addr_id
+        p.uplink = at.uplink
+        counters[Counter.PassiveJoinAtUplink] += 1
     p.remote_isn = pkt.seq
     p.rnonce = opt.nonce
     p.local_isn = secrets.randbits(32)
@@ -604,6 +615,9 @@ def peer_option(conv, flow, o, version: int, now: float) -> tuple:
             kept = [a for a in addrs if a[0] not in o.addr_ids]
             counters[Counter.RmAddrRX] += len(addrs) - len(kept)
             flow.peer_addrs = kept
+        return None, []
+    if o.echo and flow.inbound:
+        AN.echoed(conv, flow, o)  # our announcement of an uplink (announce.py)
         return None, []
     if o.echo or o.hmac is None or flow.version != 1:
         counters[Counter.AddAddrIgnored] += 1
