@@ -941,7 +941,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "running; backup = MP_JOIN backup bit, cost is recorded")
     parser.add_argument("--join-ports", type=_uplinks.port_range_arg, default=None,
                         metavar="LO-HI",
-                        help="local ports of extra subflows (default: the installed rules' range, "
+                        help="local ports of extra subflows; its top port is the one announced "
+                             "to inbound MPTCP clients with the uplink addresses (default: the "
+                             "installed rules' range, "
                              f"else {JOIN_PORTS_DEFAULT[0]}-{JOIN_PORTS_DEFAULT[1]})")
     parser.add_argument("--max-subflows", type=_nonneg, default=0, metavar="N",
                         help="subflows per connection, the first included (default 0 = 1 + one "
@@ -965,8 +967,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-inbound", action="store_true",
                         help="leave MPTCP connections from outside to guests alone (by default an "
                              "MPTCP peer's SYN to a guest is answered with MPTCP on the guest's "
-                             "behalf, the peer's joins to the guest's address are answered by "
-                             "the middlebox, and the guest sees plain TCP)")
+                             "behalf, the uplink addresses are announced to it, its joins to "
+                             "the guest's address and to those are answered by the middlebox, "
+                             "and the guest sees plain TCP)")
     parser.add_argument("--passthrough", action="store_true",
                         help="accept every packet unchanged, without the core")
     parser.add_argument("--max-flows", type=int, default=65536, metavar="N",
