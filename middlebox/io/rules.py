@@ -51,6 +51,7 @@ XT_JOIN_CHAIN = "MIDDLEBOX_JOIN"  # mangle INPUT: packets of extra subflows (--u
 # them even when the route their first subflow took is gone (its uplink died): a multipath
 # flow then carries them on its other subflows (issue 6).
 XT_PRE_CHAIN = "MIDDLEBOX_PRE"
+XT_RAW_CHAIN = "MIDDLEBOX_RAW"  # raw OUTPUT: injected segments towards guests are not tracked
 RESERVED_PORTS = "net.ipv4.ip_local_reserved_ports"  # the join range (IPv4 and IPv6)
 STATE_DIR = pathlib.Path(os.environ.get("MIDDLEBOX_STATE_DIR", "/run/middlebox"))
 
@@ -236,15 +237,16 @@ def xt_remove() -> bool:
     for tool, _ in XT_TOOLS:
         if shutil.which(tool) is None:
             continue
-        for chain, hook in ((XT_CHAIN, "FORWARD"), (XT_JOIN_CHAIN, "INPUT"), (XT_PRE_CHAIN, "PREROUTING")):
-            if _run([tool, "-t", "mangle", "-S", chain]).returncode != 0:
+        for table, chain, hook in (("mangle", XT_CHAIN, "FORWARD"), ("mangle", XT_JOIN_CHAIN, "INPUT"),
+                                   ("mangle", XT_PRE_CHAIN, "PREROUTING"), ("raw", XT_RAW_CHAIN, "OUTPUT")):
+            if _run([tool, "-t", table, "-S", chain]).returncode != 0:
                 continue
             found = True
             for _ in range(100):
-                if _run([tool, "-t", "mangle", "-D", hook, "-j", chain]).returncode != 0:
+                if _run([tool, "-t", table, "-D", hook, "-j", chain]).returncode != 0:
                     break
-            _run([tool, "-t", "mangle", "-F", chain])
-            r = _run([tool, "-t", "mangle", "-X", chain])
+            _run([tool, "-t", table, "-F", chain])
+            r = _run([tool, "-t", table, "-X", chain])
             if r.returncode != 0:
                 raise RulesError(f"{tool}: cannot delete chain {chain}: {r.stderr.strip()}")
     return found
@@ -259,6 +261,9 @@ def xt_show() -> str:
             r = _run([tool, "-t", "mangle", "-S", XT_JOIN_CHAIN])
             if r.returncode == 0:
                 out.append(r.stdout)
+            r = _run([tool, "-t", "raw", "-S", XT_RAW_CHAIN])
+            if r.returncode == 0:
+                out.append(f"# {tool} -t raw\n" + r.stdout)
     return "".join(out)
 
 

@@ -321,6 +321,52 @@ def test_client_with_one_interface_joins_the_announced_uplink(mbox, family, tmp_
     assert " 0 fallback(s), 0 violation(s)" in r.stdout, r.stdout[-3000:]
 
 
+@pytest.mark.topology(rate_mbit=50, latency_ms=20)
+def test_port_forwarded_service(mbox, tmp_path):
+    """A service port-forwarded by DNAT on the hypervisor (uplink 1's address, port 8080 ->
+    the guest's service): the client connects to the address it knows, gets MPTCP (the
+    middlebox sees the connection after DNAT, at the guest's address, and conntrack turns
+    its SYN/ACK and injected segments back into the forwarded address), learns uplink 2's
+    address (ADD_ADDR) and joins there, and both uplinks carry the bytes, intact both ways."""
+    t = mbox.t
+    p1 = t.paths[0]
+    fwd = 8080
+    t.run(t.mbox, ["nft", "-f", "-"], input=(
+        "table ip mbtestdnat {\n chain pre {\n  type nat hook prerouting priority dstnat;\n"
+        f"  iifname \"{p1.mbox_if}\" ip daddr {p1.mbox_ip} tcp dport {fwd} dnat to {t.guest_ip}:{PORT}\n"
+        " }\n}\n"))
+    try:
+        d = mbox.start(uplinks=True)
+        srv = guest_service(t)
+        fsrv = Server.__new__(Server)  # the service as the client sees it: only its address
+        fsrv.family, fsrv.addr, fsrv.port = socket.AF_INET, p1.mbox_ip, fwd
+        before = t.nstat(t.server)
+        l2a = _link(t, t.server, t.paths[1].server_if)
+        try:
+            data = payload(8 * MB, seed=11)
+            up = peer_upload(t, fsrv, data)
+            down = peer_download(t, fsrv, 8 * MB)
+        except BaseException:
+            d.stop()
+            print(d.output[-3000:], delta(before, t.nstat(t.server)), srv.errors)
+            raise
+        l2b = _link(t, t.server, t.paths[1].server_if)
+        dd = delta(before, t.nstat(t.server))
+        d.stop()
+        c_ = core_counters(d.output)
+        print(dd, c_, "path 2", l2b[0] - l2a[0], l2b[1] - l2a[1])
+        assert not srv.errors and not is_fallback(up) and not is_fallback(down), (srv.errors, up, down)
+        assert dd.get("MPCapableSYNACKRX", 0) == 2 and dd.get("MPJoinPortSynAckRx", 0) >= 2, dd
+        assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+        assert c_.get("PassiveJoinAtUplink", 0) >= 2 and c_.get("MPCapableACKRX") == 2, c_
+        # segments we inject towards the guest are not tracked (rules: the output chain):
+        # tracked, NAT gave them another source port and the guest answered with RSTs
+        assert not c_.get("UnknownFlow") and not dd.get("MPTCPRetrans"), (c_, dd)
+        assert l2b[0] - l2a[0] > MB and l2b[1] - l2a[1] > MB, "uplink 2 carried nothing"
+    finally:
+        t.run(t.mbox, ["nft", "delete", "table", "ip", "mbtestdnat"], check=False)
+
+
 def _slow_guest_service(t, n: int, port: int):
     """A plain-TCP service in the guest that reads `n` bytes slowly (small reads, pauses long
     enough for its window to close: the client's MPTCP zero-window probes and retransmissions
