@@ -1,6 +1,7 @@
 """A misbehaving MPTCP peer for the multipath tests, run in the server namespace: every MP_JOIN
-SYN/ACK the server sends that passes NFQUEUE `queue` gets its truncated HMAC corrupted (one
-byte flipped, TCP checksum made right again), as a broken or hostile server would send it.
+SYN/ACK (a server's) or third ACK (a client's, the inbound role) that passes NFQUEUE `queue`
+gets its HMAC corrupted (one byte flipped, TCP checksum made right again), as a broken or
+hostile peer would send it; other packets pass unchanged.
 
     python join_peer.py QUEUE
 """
@@ -26,8 +27,8 @@ def corrupt(data: bytes) -> bytes:
         size = buf[i + 1]
         if size < 2:
             break
-        if kind == 30 and size == 16 and buf[i + 2] >> 4 == 1:  # MP_JOIN on a SYN/ACK
-            buf[i + 4] ^= 0xFF  # the first byte of the truncated HMAC
+        if kind == 30 and size in (16, 24) and buf[i + 2] >> 4 == 1:  # MP_JOIN: SYN/ACK, third ACK
+            buf[i + 4] ^= 0xFF  # the first byte of the (truncated) HMAC
         i += size
     off = p.ip_hlen + 16
     buf[off:off + 2] = b"\0\0"

@@ -367,6 +367,45 @@ def test_port_forwarded_service(mbox, tmp_path):
         t.run(t.mbox, ["nft", "delete", "table", "ip", "mbtestdnat"], check=False)
 
 
+@pytest.mark.topology(rate_mbit=50, latency_ms=20)
+def test_join_with_a_bad_third_ack_hmac_is_refused(mbox):
+    """The client's third ACK of its join at the announced uplink carries a wrong HMAC
+    (corrupted in the client's namespace, join_peer.py): the middlebox resets that subflow
+    (RST + MP_TCPRST), counts it, and the transfer completes on subflow 1, bytes intact, the
+    client still MPTCP."""
+    t = mbox.t
+    t_addr = t.paths[1].mbox_ip
+    rule = ["-p", "tcp", "-d", t_addr, "--dport", "61999", "--tcp-flags", "SYN,ACK,RST,FIN", "ACK",
+            "-j", "NFQUEUE", "--queue-num", "9"]
+    t.run(t.server, ["iptables", "-t", "mangle", "-A", "OUTPUT", *rule])
+    peer = t.popen(t.server, [sys.executable, os.path.join(os.path.dirname(__file__), "join_peer.py"), "9"],
+                   stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout.readline().strip() == "ready"
+        d = mbox.start(uplinks=True)
+        srv = guest_service(t)
+        before = t.nstat(t.server)
+        data = payload(4 * MB, seed=13)
+        up = peer_upload(t, srv, data)
+        down = peer_download(t, srv, 4 * MB)
+        dd = delta(before, t.nstat(t.server))
+        d.stop()
+        c = core_counters(d.output)
+        print(dd, c)
+        assert not is_fallback(up) and not is_fallback(down), (up, down)
+        assert c.get("PassiveJoinAtUplink", 0) >= 2 and c.get("PassiveJoinAckHMacFailure", 0) >= 2, c
+        assert not c.get("PassiveJoinEstablished"), c
+        # the client got our SYN/ACK (its HMAC good) before its third ACK was refused; our RST
+        # (seq 1, MP_TCPRST) ended the subflow: seen in a capture, the client resets it too
+        # (MPRstTx), and Linux does not count the RST's MP_TCPRST as MPRstRx there
+        assert dd.get("MPJoinPortSynAckRx", 0) >= 2 and not dd.get("MPJoinSynAckHMacFailure"), dd
+        assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
+        t.run(t.server, ["iptables", "-t", "mangle", "-D", "OUTPUT", *rule], check=False)
+
+
 def _slow_guest_service(t, n: int, port: int):
     """A plain-TCP service in the guest that reads `n` bytes slowly (small reads, pauses long
     enough for its window to close: the client's MPTCP zero-window probes and retransmissions
