@@ -406,6 +406,48 @@ def test_join_with_a_bad_third_ack_hmac_is_refused(mbox):
         t.run(t.server, ["iptables", "-t", "mangle", "-D", "OUTPUT", *rule], check=False)
 
 
+@pytest.mark.topology(rate_mbit=50, latency_ms=20)
+def test_announced_uplink_going_down_and_up(mbox):
+    """A client with one interface route downloads through both uplinks (its join at the
+    announced uplink 2); uplink 2 goes down mid-transfer: the join dies at once (REMOVE_ADDR
+    to the client, the guest prompted to resend), the bytes arrive intact on subflow 1; when
+    the uplink comes back it is announced again and the client joins there again."""
+    import threading
+
+    t = mbox.t
+    d = mbox.start(uplinks=True)
+    srv = guest_service(t)
+    n = 48 * MB  # (still running when the uplink is back: ~5 s at 2 x 50 Mbit/s)
+    result: dict = {}
+
+    def fetch():
+        try:
+            result["flags"] = peer_download(t, srv, n)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            result["error"] = f"{type(e).__name__}: {e}"
+
+    before = t.nstat(t.server)
+    th = threading.Thread(target=fetch)
+    th.start()
+    time.sleep(1.5)
+    t.set_link(2, False)
+    time.sleep(1.5)
+    t.set_link(2, True)
+    th.join(90)
+    dd = delta(before, t.nstat(t.server))
+    d.stop()
+    c = core_counters(d.output)
+    print(result, dd, c)
+    assert not th.is_alive(), "the download hung"
+    assert "error" not in result, (result, srv.errors)
+    assert not is_fallback(result["flags"]), result
+    assert c.get("PassiveJoinAtUplink", 0) >= 1 and c.get("SubflowDead", 0) >= 1, c
+    assert c.get("RmAddrTX", 0) >= 1 and dd.get("RmAddr", 0) >= 1, (c, dd)  # the client heard it
+    assert c.get("AddAddrTX", 0) >= 2, c  # announced again once the uplink was back ...
+    assert c.get("PassiveJoinEstablished", 0) >= 2, c  # ... and the client joined there again
+    assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+
+
 def _slow_guest_service(t, n: int, port: int):
     """A plain-TCP service in the guest that reads `n` bytes slowly (small reads, pauses long
     enough for its window to close: the client's MPTCP zero-window probes and retransmissions

@@ -221,3 +221,17 @@ def test_an_uplink_down_with_a_subflow_on_it_says_remove_addr_once():
     down = p.conv.uplink_event("up2", False, p.now)
     assert _rms(down) == [(2,)], down  # the dead subflow's, not a second one
     assert any(isinstance(a, Inject) and check_wire(a.data)[0].flags & RST for a in down)
+
+
+def test_an_uplink_back_after_its_subflow_died_is_announced_again():
+    p = _pair()
+    _established(p)
+    up = UPLINKS[1]
+    (synack,) = [a.data for a in _local(p, _join_syn(p, up.addr4)) if isinstance(a, Inject)]
+    pkt, opts = _mp(synack)
+    mac = join_hmac(SERVER_KEY, p.c_key, R_A, opts[0].nonce, 1)[:20]
+    _local(p, make_packet("10.9.9.9", up.addr4, PEER_PORT, PORT, 50001, (pkt.seq + 1) & M32, ACK,
+                          build_options(b"", (MpJoinAck(mac),))))
+    p.conv.uplink_event("up2", False, p.now)
+    back = p.conv.uplink_event("up2", True, p.now + 0.5)
+    assert [o.addr_id for _, o in _adds(back)] == [2], back
