@@ -407,6 +407,46 @@ def test_join_with_a_bad_third_ack_hmac_is_refused(mbox):
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20)
+def test_subflow_1_uplink_going_down_with_a_join_at_the_other(mbox):
+    """Inbound, a client with one interface route: its subflow 1 rides uplink 1, its join the
+    announced uplink 2. Uplink 1 goes down mid-download and comes back: subflow 1 is dead for
+    the middlebox at once (the route to the client leaves by uplink 1), the client hears
+    REMOVE_ADDR of address id 0 on the join, the guest's data moves to the join, bytes intact."""
+    import threading
+
+    t = mbox.t
+    d = mbox.start(uplinks=True)
+    srv = guest_service(t)
+    n = 48 * MB
+    result: dict = {}
+
+    def fetch():
+        try:
+            result["flags"] = peer_download(t, srv, n)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            result["error"] = f"{type(e).__name__}: {e}"
+
+    before = t.nstat(t.server)
+    th = threading.Thread(target=fetch)
+    th.start()
+    time.sleep(1.5)
+    t.set_link(1, False)
+    time.sleep(1.5)
+    t.set_link(1, True)
+    th.join(90)
+    dd = delta(before, t.nstat(t.server))
+    d.stop()
+    c = core_counters(d.output)
+    print(result, dd, c)
+    assert not th.is_alive(), "the download hung"
+    assert "error" not in result, (result, srv.errors)
+    assert not is_fallback(result["flags"]), result
+    assert c.get("PassiveJoinAtUplink", 0) >= 1 and c.get("SubflowDead", 0) >= 1, c
+    assert c.get("RmAddrTX", 0) >= 1 and dd.get("RmAddr", 0) >= 1, (c, dd)
+    assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20)
 def test_announced_uplink_going_down_and_up(mbox):
     """A client with one interface route downloads through both uplinks (its join at the
     announced uplink 2); uplink 2 goes down mid-transfer: the join dies at once (REMOVE_ADDR
