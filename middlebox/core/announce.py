@@ -30,12 +30,14 @@ M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 ACK = 0x10
 ANNOUNCE_RTO = 1.0  # first resend of an unechoed ADD_ADDR; doubled each time ...
 ANNOUNCE_TRIES = 4  # ... sent this many times in all, then given up
+ANNOUNCE_GAP = 0.2  # at most ANNOUNCE_BURST option-only ACKs per flow within this many seconds:
+ANNOUNCE_BURST = 2  # RFC 8684 §3.3.6, no more than two duplicate ACKs in a row for signalling
 
 
 class Announced:
     """One uplink address offered to the peer of an inbound connection."""
 
-    __slots__ = ("addr_id", "addr", "port", "uplink", "tries", "due", "echoed")
+    __slots__ = ("addr_id", "addr", "port", "uplink", "tries", "due", "echoed", "sent_at")
 
     def __init__(self, addr_id: int, addr: bytes, port: int, uplink, now: float) -> None:
         self.addr_id = addr_id
@@ -45,6 +47,7 @@ class Announced:
         self.tries = 0
         self.due = now
         self.echoed = False
+        self.sent_at = -1.0  # when it was last sent (-1: never)
 
     def __repr__(self) -> str:
         return f"<Announced id={self.addr_id} port={self.port} tries={self.tries} echoed={self.echoed}>"
@@ -62,7 +65,7 @@ def begin(conv, key: tuple, flow, version: int, now: float) -> list:
     and Linux ignores v0 anyway). Returns the first ADD_ADDRs."""
     from middlebox.core.multipath import route_uplink
     flow.announced = []
-    if flow.version != 1 or not conv.config.uplinks:
+    if not _eligible(conv, flow):
         return []
     if not flow.sf1_uplink and conv.routes:
         flow.sf1_uplink = route_uplink(conv.routes, version, key[2])
@@ -74,6 +77,12 @@ def begin(conv, key: tuple, flow, version: int, now: float) -> list:
     return _send_due(conv, key, flow, now)
 
 
+def _eligible(conv, flow) -> bool:
+    """Announcements at all: v1 only (see begin), and joins possible (max_subflows 1: every
+    join would be refused, passive_join)."""
+    return flow.version == 1 and bool(conv.config.uplinks) and conv.config.max_subflows != 1
+
+
 def _offer(conv, flow, up, version: int, now: float) -> None:
     if up.id == flow.sf1_uplink or not conv.uplink_up.get(up.name, up.up):
         return
@@ -82,6 +91,9 @@ def _offer(conv, flow, up, version: int, now: float) -> None:
         return
     flow.announced = [a for a in flow.announced if a.addr_id != up.id]
     flow.announced.append(Announced(up.id, addr, conv.config.join_ports[1], up, now))
+    mp = flow.mp
+    if mp is not None and up.id in mp.removed:
+        mp.removed.remove(up.id)  # announced again: a later REMOVE_ADDR of it is due again
 
 
 def target(flow, addr: bytes, port: int):
@@ -103,12 +115,21 @@ def echoed(conv, flow, o) -> None:
     conv.counters[Counter.AddAddrIgnored] += 1
 
 
-def _sf1_ack(flow, key: tuple, version: int, opts: bytes) -> bytes:
+def _sf1_ack(flow, key: tuple, version: int, opts: bytes) -> bytes | None:
     """A pure ACK of ours on subflow 1, from the guest's address: at the guest's highest seq
-    sent, acking what the guest acked, the guest's window, `opts` only."""
-    from middlebox.core.multipath import segment
+    sent, acking what the guest acked, the guest's window, `opts` only. Once multipath with
+    subflow 1 gone (the peer reset it), on the best live subflow instead, at its own numbers;
+    None when no subflow is left."""
+    from middlebox.core.multipath import ALIVE, _best_live, segment
     mp = flow.mp
     sf = flow.sf
+    if mp is not None and mp.paths[0].state not in ALIVE:
+        k = _best_live(mp)
+        if k <= 0:
+            return None
+        p = mp.paths[k]
+        return segment(p.version, p.local, p.remote, p.lport, p.rport, (p.local_isn + p.snd_nxt) & M32,
+                       (p.remote_isn + p.rcv_nxt) & M32, ACK, flow.guest_window, opts)
     nxt = flow.snd_end if mp is None else mp.paths[0].snd_nxt
     seq = (flow.guest_isn if mp is None else mp.paths[0].local_isn) + nxt
     guest, gport, peer, pport = key
@@ -119,12 +140,20 @@ def _sf1_ack(flow, key: tuple, version: int, opts: bytes) -> bytes:
 def _send_due(conv, key: tuple, flow, now: float) -> list:
     actions = []
     version = 4 if len(key[0]) == 4 else 6
+    budget = ANNOUNCE_BURST - sum(1 for a in flow.announced if a.sent_at >= 0 and now - a.sent_at < ANNOUNCE_GAP)
     for a in flow.announced:
         if a.echoed or a.tries >= ANNOUNCE_TRIES or now < a.due:
             continue
+        if budget <= 0:  # a third option-only ACK in a row: a little later
+            a.due = now + ANNOUNCE_GAP
+            continue
+        budget -= 1
         mac = add_addr_hmac(flow.local_key, flow.remote_key, a.addr_id, a.addr, a.port)
         opt = build_options(b"", (AddAddr(False, a.addr_id, a.addr, a.port, mac),))
-        actions.append(Inject(_sf1_ack(flow, key, version, opt)))
+        buf = _sf1_ack(flow, key, version, opt)
+        if buf is not None:
+            actions.append(Inject(buf))
+        a.sent_at = now
         a.due = now + ANNOUNCE_RTO * (1 << a.tries)
         a.tries += 1
         conv.counters[Counter.AddAddrTX] += 1
@@ -165,7 +194,8 @@ def uplink_event(conv, name: str, up: bool, now: float) -> list:
     from middlebox.core.table import State
     actions = []
     for key, flow in list(conv.flows.items()):
-        if flow.announced is None or not flow.inbound or flow.state is not State.ESTABLISHED:
+        if (flow.announced is None or not flow.inbound or flow.state is not State.ESTABLISHED
+                or not _eligible(conv, flow)):
             continue
         version = 4 if len(key[0]) == 4 else 6
         uplink = next((u for u in conv.config.uplinks if u.name == name), None)
@@ -179,11 +209,13 @@ def uplink_event(conv, name: str, up: bool, now: float) -> list:
                 continue
             flow.announced.remove(had)
             mp = flow.mp
-            if mp is not None and any(p.addr_id == uplink.id for p in mp.paths[1:]):
-                continue  # its subflows' death sends the REMOVE_ADDR (multipath._j_dead)
+            if mp is not None and uplink.id in mp.removed:
+                continue  # said since it was announced: by its subflows' death (multipath._j_dead)
             opt = build_options(b"", (RemoveAddr((uplink.id,)),))
-            actions.append(Inject(_sf1_ack(flow, key, version, opt)))
-            conv.counters[Counter.RmAddrTX] += 1
+            buf = _sf1_ack(flow, key, version, opt)
+            if buf is not None:
+                actions.append(Inject(buf))
+                conv.counters[Counter.RmAddrTX] += 1
         elif had is None:
             _offer(conv, flow, uplink, version, now)
             if flow.announced and flow.announced[-1].addr_id == uplink.id:

@@ -418,6 +418,7 @@ def passive_join(conv, pkt, data: bytes, now: float) -> list:
     if at is not None:  # an uplink address: its id, and the subflow dies with the uplink
         p.addr_id = at.addr_id
         p.uplink = at.uplink
+        p.backup = p.backup or at.uplink.backup  # (our SYN/ACK asks the peer the same: B bit)
         counters[Counter.PassiveJoinAtUplink] += 1
     p.remote_isn = pkt.seq
     p.rnonce = opt.nonce
@@ -489,7 +490,7 @@ def _join_synack(conv, flow, p, wscale: bool) -> bytes:
     mac = join_hmac(flow.local_key, flow.remote_key, p.lnonce, p.rnonce, flow.version)[:8]
     ws = flow.guest_wscale if wscale and flow.guest_wscale_seen else -1
     tcp = encode_tcp_options(conv._mss_limit[p.version], ws, p.sack, -1, -1)
-    opt = MpJoinSynAck(False, p.addr_id, mac, p.lnonce)
+    opt = MpJoinSynAck(bool(p.uplink is not None and p.uplink.backup), p.addr_id, mac, p.lnonce)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn, p.remote_isn + 1,
                    SYN | ACK, min(flow.guest_window, 0xFFFF), build_options(tcp, (opt,)))
 
