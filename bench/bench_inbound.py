@@ -18,7 +18,9 @@ path 2 and a route from that address to the guests by path 2 (middlebox.demo.
 client_second_interface), so the MPTCP systems use both paths (the converter answering the
 client's join at the guest's address, Linux's server in the guest answering it itself) and plain
 TCP uses path 1: the issue's goals, >= 0.95x Linux and >= 1.8x a single path, in one run.
-`--client-paths 1`: one path for every system.
+`--client-paths 1`: the client has one route (path 1). Plain TCP and Linux then use one path
+(Linux's server in the guest has one address to offer); the converter announces uplink 2's
+address (ADD_ADDR) and the client joins there, so the converter alone uses both.
 
 Writes <--out>.md (printed too) and .json. Needs root, iperf3, mptcpize.
 
@@ -97,7 +99,8 @@ def measure(t, system: str, direction: str, duration: int) -> dict:
             core = daemon.stats().get("core", {})
             row["core"] = {k: int(v) for k, v in core.items()
                            if v and k in ("MPCapableSYNRX", "MPCapableACKRX", "InboundFallback",
-                                          "DSSTX", "DSSRX", "StateViolation")}
+                                          "DSSTX", "DSSRX", "StateViolation", "AddAddrTX",
+                                          "PassiveJoinAtUplink", "PassiveJoinEstablished")}
     except Exception as e:  # recorded, the bench goes on
         row.setdefault("mbit", None)
         row["error"] = f"{type(e).__name__}: {e}"
