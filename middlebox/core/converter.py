@@ -755,7 +755,10 @@ class Converter:
                 last = flow.gso_maps
                 if last is None or not last or rel >= last[len(last) - 2] + (last[len(last) - 1] & 0x1FFFF):
                     if not flow.gso_record(rel, data_len, (0 if csum is None else csum) | (0x10000 if fin else 0)):
-                        counters[Counter.GsoMapForgotten] += 1
+                        # MAX_GSO_MAPS unacked super-packets remembered: this one goes in
+                        # segments, each its own mapping (none to remember, none forgotten)
+                        counters[Counter.GsoMapFull] += 1
+                        return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
             if fin:
                 flow.guest_fin((pkt.seq + plen) & M32)
                 counters[Counter.DataFinTX] += 1

@@ -134,7 +134,7 @@ class Counter(IntEnum):
     MPJoinRejoin = 110  # joins opened again when an uplink came back up
     JoinViolation = 109  # (subflow state, input) pair missing from SUBFLOW_TABLE: dropped
     GsoMapRepeated = 111  # single path: guest bytes inside a super-packet's mapping sent with it again
-    GsoMapForgotten = 112  # single path: a super-packet mapping forgotten unacked (MAX_GSO_MAPS)
+    GsoMapFull = 112  # single path: super-packets sent in segments (own mappings): MAX_GSO_MAPS unacked ones held
     AckedHoleFilled = 114  # zero-filled segments for a subflow hole whose data the server had data-acked
     JoinBeyondGuestWindow = 115  # server data on an extra subflow beyond the guest's window (the guest drops it)
     GsoMapCut = 113  # single path: a guest segment across super-packet mappings, sent in pieces
