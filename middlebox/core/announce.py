@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from middlebox.core.counters import Counter
 from middlebox.core.events import Inject
+from middlebox.core.table import State
 from middlebox.wire import AddAddr, RemoveAddr, add_addr_hmac, build_options
 
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
@@ -48,6 +49,10 @@ class Announced:
         self.due = now
         self.echoed = False
         self.sent_at = -1.0  # when it was last sent (-1: never)
+
+    def pending(self) -> bool:
+        """Still to be (re)sent: not echoed, tries left."""
+        return not self.echoed and self.tries < ANNOUNCE_TRIES
 
     def __repr__(self) -> str:
         return f"<Announced id={self.addr_id} port={self.port} tries={self.tries} echoed={self.echoed}>"
@@ -115,6 +120,10 @@ def echoed(conv, flow, o) -> None:
     conv.counters[Counter.AddAddrIgnored] += 1
 
 
+def _version(key: tuple) -> int:
+    return 4 if len(key[0]) == 4 else 6
+
+
 def _sf1_ack(flow, key: tuple, version: int, opts: bytes) -> bytes | None:
     """A pure ACK of ours on subflow 1, from the guest's address: at the guest's highest seq
     sent, acking what the guest acked, the guest's window, `opts` only. Once multipath with
@@ -139,10 +148,10 @@ def _sf1_ack(flow, key: tuple, version: int, opts: bytes) -> bytes | None:
 
 def _send_due(conv, key: tuple, flow, now: float) -> list:
     actions = []
-    version = 4 if len(key[0]) == 4 else 6
+    version = _version(key)
     budget = ANNOUNCE_BURST - sum(1 for a in flow.announced if a.sent_at >= 0 and now - a.sent_at < ANNOUNCE_GAP)
     for a in flow.announced:
-        if a.echoed or a.tries >= ANNOUNCE_TRIES or now < a.due:
+        if not a.pending() or now < a.due:
             continue
         if budget <= 0:  # a third option-only ACK in a row: a little later
             a.due = now + ANNOUNCE_GAP
@@ -162,16 +171,12 @@ def _send_due(conv, key: tuple, flow, now: float) -> list:
     return actions
 
 
-def _pending(flow) -> bool:
-    return any(not a.echoed and a.tries < ANNOUNCE_TRIES for a in flow.announced or ())
-
-
 def tick(conv, now: float) -> list:
     """Resend what is due; forget flows that are gone, closed, or have nothing left to send."""
-    from middlebox.core.table import State
     actions = []
     for key, flow in list(conv.announcing.items()):
-        if conv.flows.get(key) is not flow or flow.state is not State.ESTABLISHED or not _pending(flow):
+        if (conv.flows.get(key) is not flow or flow.state is not State.ESTABLISHED
+                or not any(a.pending() for a in flow.announced)):
             del conv.announcing[key]
             continue
         actions.extend(_send_due(conv, key, flow, now))
@@ -182,7 +187,7 @@ def next_deadline(conv) -> float | None:
     best = None
     for flow in conv.announcing.values():
         for a in flow.announced or ():
-            if not a.echoed and a.tries < ANNOUNCE_TRIES and (best is None or a.due < best):
+            if a.pending() and (best is None or a.due < best):
                 best = a.due
     return best
 
@@ -191,23 +196,22 @@ def uplink_event(conv, name: str, up: bool, now: float) -> list:
     """An uplink went down: REMOVE_ADDR of its id to every peer it was announced to (not
     multipath yet: on subflow 1 here; multipath flows: `multipath._j_dead` says it with its
     subflows, or here when none used it). Up again: announced again."""
-    from middlebox.core.table import State
+    uplink = next((u for u in conv.config.uplinks if u.name == name), None)
+    if uplink is None:
+        return []
     actions = []
     for key, flow in list(conv.flows.items()):
         if (flow.announced is None or not flow.inbound or flow.state is not State.ESTABLISHED
                 or not _eligible(conv, flow)):
             continue
-        version = 4 if len(key[0]) == 4 else 6
-        uplink = next((u for u in conv.config.uplinks if u.name == name), None)
-        if uplink is None:
-            return []
+        version = _version(key)
         had = next((a for a in flow.announced if a.addr_id == uplink.id), None)
         if not up:
-            if had is None or not had.tries:
-                if had is not None:
-                    flow.announced.remove(had)
+            if had is None:
                 continue
             flow.announced.remove(had)
+            if not had.tries:
+                continue  # never sent: nothing to withdraw
             mp = flow.mp
             if mp is not None and uplink.id in mp.removed:
                 continue  # said since it was announced: by its subflows' death (multipath._j_dead)

@@ -1493,11 +1493,7 @@ def _fastclosed(conv, flow, mp, p, pkt) -> list:
     if not pkt.flags & RST:
         counters[Counter.FastCloseRstTX] += 1
         acts.append(Inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
-    flow.fastclosed = True
-    for q in mp.paths:
-        if q.index:
-            _forget(conv, q)
-        q.state = SS.CLOSED
+    _close_all(conv, flow, mp)
     return acts
 
 
@@ -1887,11 +1883,7 @@ def _abort(conv, flow, mp, p) -> list:
                            p.remote_isn + p.rcv_nxt, RST | ACK, 0,
                            build_options(b"", (MpFastclose(flow.remote_key),
                                                MpTcpRst(False, MPTCP_RST_EMPTCP)))))]
-    flow.fastclosed = True
-    for q in mp.paths:
-        if q.index:
-            _forget(conv, q)
-        q.state = SS.CLOSED
+    _close_all(conv, flow, mp)
     return acts
 
 
@@ -1984,6 +1976,16 @@ def _j_lost(conv, flow, p, pkt, data, ctx, now):
             acts.append(Inject(_guest_ack(flow, mp)))
         counters[Counter.DupAckSynth] += 3
     return acts
+
+
+def _close_all(conv, flow, mp) -> None:
+    """The connection is gone (MP_FASTCLOSE either way): every subflow closed, the extra
+    ones forgotten."""
+    flow.fastclosed = True
+    for q in mp.paths:
+        if q.index:
+            _forget(conv, q)
+        q.state = SS.CLOSED
 
 
 def _forget(conv, p) -> None:

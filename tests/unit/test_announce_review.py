@@ -7,11 +7,11 @@ from __future__ import annotations
 from middlebox.core import Config, Direction, Inject
 from middlebox.core.config import Uplink
 from middlebox.core.table import SubflowState as SS
-from middlebox.wire import AddAddr, MpJoinAck, MpJoinSynAck, RemoveAddr, build_options, join_hmac
+from middlebox.wire import AddAddr, MpJoinSynAck, RemoveAddr
 
-from tests.unit.test_core_harness import ACK, M32, SERVER_KEY, check_wire, make_packet
+from tests.unit.test_core_harness import M32
 from tests.unit.test_inbound import PEER2_PORT, _flow, _mp, new_pair
-from tests.unit.test_inbound_announce import PEER_PORT, R_A, _established, _join_syn, _local, _pair
+from tests.unit.test_inbound_announce import _established, _join_syn, _joined_at_uplink, _local, _pair
 from tests.unit.test_passive_join_review import _joined, _sf1_reset_by_the_peer
 from tests.unit.test_subflow_table import UPLINKS
 
@@ -100,12 +100,7 @@ def test_uplink_down_up_down_says_remove_addr_each_time():
     would handle. The peer kept an address that is gone."""
     p = _pair()
     _established(p)
-    up = UPLINKS[1]
-    (synack,) = [a.data for a in _local(p, _join_syn(p, up.addr4)) if isinstance(a, Inject)]
-    pkt, opts = _mp(synack)
-    mac = join_hmac(SERVER_KEY, p.c_key, R_A, opts[0].nonce, 1)[:20]
-    _local(p, make_packet("10.9.9.9", up.addr4, PEER_PORT, 61999, 50001, (pkt.seq + 1) & M32, ACK,
-                          build_options(b"", (MpJoinAck(mac),))))
+    _joined_at_uplink(p, UPLINKS[1])
     assert _rm_ids(p.conv.uplink_event("up2", False, p.now)) == [(2,)]
     assert 2 in [o.addr_id for _, o in _opts_of(p.conv.uplink_event("up2", True, p.now + 1), AddAddr)]
     assert _rm_ids(p.conv.uplink_event("up2", False, p.now + 2)) == [(2,)]

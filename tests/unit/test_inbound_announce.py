@@ -134,6 +134,16 @@ def _local(p, buf):
     return p.conv.handle(buf, Direction.LOCAL, p.now)
 
 
+def _joined_at_uplink(p, up) -> None:
+    """The peer's join at uplink `up` (announced): its SYN, our SYN/ACK, its third ACK with
+    the right HMAC."""
+    (synack,) = [a.data for a in _local(p, _join_syn(p, up.addr4)) if isinstance(a, Inject)]
+    pkt, opts = _mp(synack)
+    mac = join_hmac(SERVER_KEY, p.c_key, R_A, opts[0].nonce, 1)[:20]
+    _local(p, make_packet("10.9.9.9", up.addr4, PEER_PORT, PORT, 50001, (pkt.seq + 1) & M32, ACK,
+                          build_options(b"", (MpJoinAck(mac),))))
+
+
 def test_a_join_at_an_announced_uplink_is_answered_from_it():
     from middlebox.core.table import SubflowState as SS
 
@@ -212,12 +222,7 @@ def test_an_uplink_down_is_withdrawn_and_announced_again_when_up():
 def test_an_uplink_down_with_a_subflow_on_it_says_remove_addr_once():
     p = _pair()
     _established(p)
-    up = UPLINKS[1]
-    (synack,) = [a.data for a in _local(p, _join_syn(p, up.addr4)) if isinstance(a, Inject)]
-    pkt, opts = _mp(synack)
-    mac = join_hmac(SERVER_KEY, p.c_key, R_A, opts[0].nonce, 1)[:20]
-    _local(p, make_packet("10.9.9.9", up.addr4, PEER_PORT, PORT, 50001, (pkt.seq + 1) & M32, ACK,
-                          build_options(b"", (MpJoinAck(mac),))))
+    _joined_at_uplink(p, UPLINKS[1])
     down = p.conv.uplink_event("up2", False, p.now)
     assert _rms(down) == [(2,)], down  # the dead subflow's, not a second one
     assert any(isinstance(a, Inject) and check_wire(a.data)[0].flags & RST for a in down)
@@ -226,12 +231,7 @@ def test_an_uplink_down_with_a_subflow_on_it_says_remove_addr_once():
 def test_an_uplink_back_after_its_subflow_died_is_announced_again():
     p = _pair()
     _established(p)
-    up = UPLINKS[1]
-    (synack,) = [a.data for a in _local(p, _join_syn(p, up.addr4)) if isinstance(a, Inject)]
-    pkt, opts = _mp(synack)
-    mac = join_hmac(SERVER_KEY, p.c_key, R_A, opts[0].nonce, 1)[:20]
-    _local(p, make_packet("10.9.9.9", up.addr4, PEER_PORT, PORT, 50001, (pkt.seq + 1) & M32, ACK,
-                          build_options(b"", (MpJoinAck(mac),))))
+    _joined_at_uplink(p, UPLINKS[1])
     p.conv.uplink_event("up2", False, p.now)
     back = p.conv.uplink_event("up2", True, p.now + 0.5)
     assert [o.addr_id for _, o in _adds(back)] == [2], back
