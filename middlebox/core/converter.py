@@ -271,7 +271,7 @@ class Converter:
             if path is not None:
                 return MP.join_in(self, path, pkt, data, now)
             if self._inbound and pkt.flags & (SYN | ACK | RST) == SYN and self._peer_syn_kind(pkt, data) == 2:
-                return MP.passive_join(self, pkt, data, now)  # at an uplink address we announced
+                return MP.passive_join(self, pkt, data, now, False)  # at an uplink address we announced
             self.counters[Counter.JoinUnknown] += 1
             return [Drop("packet to a join port of no known subflow")]
         flow = self.flows.get(key)

@@ -164,6 +164,7 @@ class Counter(IntEnum):
     AddAddrEchoRX = 140  # inbound: the peer echoed an ADD_ADDR of ours (no more resends)
     AddAddrUnechoed = 141  # inbound: ADD_ADDRs sent ANNOUNCE_TRIES times without an echo (given up)
     PassiveJoinAtUplink = 142  # inbound: the peer's join SYNs at an announced uplink address, answered
+    JoinSynHusk = 143  # inbound: join SYNs towards a guest passed on as husks (no options, wrong checksum) so conntrack maps our answer
 
 
 def new_counters() -> dict:

@@ -92,6 +92,7 @@ _ESTABLISHED = State.ESTABLISHED
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 TCP_HLEN = 20
+TCP_OFF_CHECK = 16  # the checksum field's offset in the TCP header
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
 #                 at most with 3 subflows (measured with tracemalloc; the issue's budget: 32 KiB)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
@@ -359,13 +360,19 @@ def _go_multipath(conv, flow, mp) -> None:
     conv.counters[Counter.MultipathStarted] += 1
 
 
-def passive_join(conv, pkt, data: bytes, now: float) -> list:
+def passive_join(conv, pkt, data: bytes, now: float, forwarded: bool = True) -> list:
     """Inbound (issue 9): an MP_JOIN SYN from the peer towards a guest (a client with another
     interface joins the connection at the guest's address), or towards an uplink address we
     announced to that peer (announce.py; Direction.LOCAL). Never the guest's: its token
     must name an established inbound connection, which gets a subflow answered by us (RFC 8684
     §3.2 as the responder: SYN/ACK with our nonce and truncated HMAC; the third ACK's HMAC is
-    checked in _classify). Otherwise RST + MP_TCPRST."""
+    checked in _classify). Otherwise RST + MP_TCPRST.
+
+    `forwarded`: the SYN is on its way to a guest (not Direction.LOCAL). It then goes on as a
+    husk (_husk) instead of being dropped, so that conntrack confirms its entry: a join to a
+    port-forwarded address reached us after DNAT, and only that entry turns our answer's
+    source back into the address the peer joined (without it the SYN/ACK leaves from the
+    guest's address and the peer never takes it; a masqueraded guest's would be renumbered)."""
     counters = conv.counters
     opt = next((o for o in mptcp_options(data, pkt) if type(o) is MpJoinSyn), None)
     flow = None
@@ -402,7 +409,7 @@ def passive_join(conv, pkt, data: bytes, now: float) -> list:
             if live >= limit or (slot < 0 and len(mp.paths) >= MAX_PATHS):
                 flow, reason = None, MPTCP_RST_ERESOURCE
     if flow is None:
-        return refuse_join(conv, pkt, reason)
+        return refuse_join(conv, pkt, reason, data if forwarded else None)
     if mp is None:
         key = conv.tokens[opt.token]
         if not flow.sf1_uplink and conv.routes:
@@ -437,8 +444,27 @@ def passive_join(conv, pkt, data: bytes, now: float) -> list:
             mp.last_pick = -1
     conv.joins[(p.local, p.lport, p.remote, p.rport)] = p
     counters[Counter.PassiveJoinSynRX] += 1
-    return [Drop("MP_JOIN SYN towards a guest: answered by the middlebox"),
-            Inject(_join_synack(conv, flow, p, o.wscale >= 0))]
+    synack = Inject(_join_synack(conv, flow, p, o.wscale >= 0))
+    if forwarded:
+        counters[Counter.JoinSynHusk] += 1
+        return [Rewrite(_husk(data, pkt)), synack]
+    return [Drop("MP_JOIN SYN at an uplink address: answered by the middlebox"), synack]
+
+
+def _husk(data: bytes, pkt) -> bytes:
+    """A peer's MP_JOIN SYN made harmless for the guest it is forwarded to: the same
+    addresses, ports and seq, but a bare RST (no ACK; a listener ignores it and a closed port
+    never answers one, RFC 9293 §3.10.7.1-2), no TCP option at all (no MPTCP option ever
+    reaches a guest), and a wrong TCP checksum besides (the right one XOR 0x5555, never its
+    one's-complement twin). Either makes the guest drop it unanswered; the RST is what
+    counts where the checksum is trusted unchecked (a veth peer takes CHECKSUM_NONE as
+    verified). Conntrack confirms the SYN's entry as the husk leaves: what it is for
+    (passive_join)."""
+    out = bytearray(rewrite(data, pkt, ack=0, flags=RST, options=b"", full_checksum=True))
+    off = pkt.ip_hlen + TCP_OFF_CHECK
+    out[off] ^= 0x55
+    out[off + 1] ^= 0x55
+    return bytes(out)
 
 
 def _passive_syn(flow, p, pkt, data: bytes):
@@ -474,13 +500,18 @@ def _seg_max(p, seg_max: int) -> int:
     return seg_max if not p.mss else max(min(seg_max, p.mss - 28), 64)
 
 
-def refuse_join(conv, pkt, reason: int) -> list:
+def refuse_join(conv, pkt, reason: int, husk_of: bytes | None = None) -> list:
     """An MP_JOIN SYN towards a guest that no connection of ours takes: RST + MP_TCPRST
-    (RFC 8684 §3.2), at seq 0 (RFC 9293 §3.10.7.1: the SYN has no ACK), never the guest's."""
+    (RFC 8684 §3.2), at seq 0 (RFC 9293 §3.10.7.1: the SYN has no ACK), never the guest's.
+    `husk_of` (the SYN's bytes, when it is forwarded to a new 4-tuple): it goes on as a husk
+    so that the RST leaves as the address the peer joined (passive_join)."""
     conv.counters[Counter.JoinToGuestRefused] += 1
     end = (pkt.seq + 1 + pkt.payload_len) & M32
     rst = segment(pkt.version, pkt.dst, pkt.src, pkt.dport, pkt.sport, 0, end, RST | ACK, 0,
                   build_options(b"", (MpTcpRst(False, reason),)))
+    if husk_of is not None:
+        conv.counters[Counter.JoinSynHusk] += 1
+        return [Rewrite(_husk(husk_of, pkt)), Inject(rst)]
     return [Drop("MP_JOIN towards a guest: refused"), Inject(rst)]
 
 

@@ -222,12 +222,34 @@ def test_plain_syn_and_inbound_off_are_not_ours():
     assert actions == [ACCEPT] and not p.conv.flows
 
 
+def assert_husk(verdict, syn: bytes | None = None) -> None:
+    """`verdict` passes a join SYN on to the guest only as a husk (multipath._husk): the same
+    addresses, ports and seq, a bare RST (no ACK, no SYN), no TCP option at all, no payload,
+    and a TCP checksum that is wrong (and not the right one's one's-complement twin): the
+    guest drops it unanswered, conntrack confirms the SYN's entry on the way."""
+    import struct
+
+    from middlebox.core.events import Rewrite
+    from middlebox.wire import parse_packet, tcp_checksum
+
+    assert isinstance(verdict, Rewrite), verdict
+    h = parse_packet(verdict.data)
+    assert h.flags == RST and h.ack == 0 and h.doff == 20 and h.payload_len == 0 and len(verdict.data) == h.length
+    right = tcp_checksum(verdict.data, h)
+    got = struct.unpack_from("!H", verdict.data, h.ip_hlen + 16)[0]
+    assert got != right and {got, right} != {0, 0xFFFF}, (got, right)
+    if syn is not None:
+        o = parse_packet(syn)
+        assert (h.src, h.dst, h.sport, h.dport, h.seq) == (o.src, o.dst, o.sport, o.dport, o.seq)
+
+
 def test_join_syn_towards_a_guest_is_refused_never_passed():
     p = new_pair()
     join = MpJoinSyn(False, 2, 0xCCAD45AC, 0x01020304)
     buf = peer_syn(p, mpc=join)
     actions = p.conv.handle(buf, _IN, p.now)
-    assert isinstance(actions[0], Drop) and not p.conv.flows
+    assert_husk(actions[0], buf)  # the guest gets no MPTCP option and nothing it would take
+    assert not p.conv.flows and p.count("JoinSynHusk") == 1
     (inj,) = [a for a in actions if isinstance(a, Inject)]
     pkt, mp = _mp(inj.data)
     assert pkt.flags == RST | ACK and pkt.ack == PEER_ISN + 1
@@ -334,7 +356,10 @@ def join_ack3(p, synack: bytes, good=True, isn=30000):
 
 
 def _answer(actions):
-    assert isinstance(actions[0], Drop), actions
+    """The one segment the middlebox answers with; the packet itself goes no further (a join
+    SYN towards a guest: only as a husk, assert_husk)."""
+    if not isinstance(actions[0], Drop):
+        assert_husk(actions[0])
     (inj,) = [a for a in actions if isinstance(a, Inject)]
     return inj.data
 

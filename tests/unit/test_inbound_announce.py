@@ -159,6 +159,7 @@ def test_a_join_at_an_announced_uplink_is_answered_from_it():
     assert (pkt.src, pkt.sport, pkt.flags) == (_addr(up.addr4), PORT, SYN | ACK)
     assert sa.hmac == join_hmac(p.c_key, SERVER_KEY, sa.nonce, R_A, 1)[:8]
     assert p.count("PassiveJoinSynRX") == 1 and p.count("PassiveJoinAtUplink") == 1
+    assert p.count("JoinSynHusk") == 0  # dropped: the host's own address, nothing to confirm
     path = _flow(p).mp.paths[1]
     assert path.uplink is up and path.state is SS.SYN_RCVD
     mac = join_hmac(SERVER_KEY, p.c_key, R_A, sa.nonce, 1)[:20]
