@@ -8,23 +8,25 @@ from hypothesis import strategies as st
 
 from middlebox.core import ACCEPT, Config, Converter, Counter, Direction, Drop, Rewrite
 
-from tests.unit.test_core_harness import Pair
+from tests.unit.test_core_harness import Pair, assert_nfq_writable
 
 VERDICTS = (type(ACCEPT), Rewrite, Drop)
 directions = st.sampled_from([Direction.OUT, Direction.IN])
 
 
-def _check(conv, actions):
+def _check(conv, actions, original: bytes | None = None):
     assert isinstance(actions, list) and actions and isinstance(actions[0], VERDICTS)
     assert conv.counters[Counter.CoreBug] == 0
+    if original is not None and isinstance(actions[0], Rewrite):
+        assert_nfq_writable(original, actions[0].data)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=200), directions)
 def test_arbitrary_bytes(data, direction):
     conv = Converter()
-    _check(conv, conv.handle(data, direction, 1.0))
-    _check(conv, conv.handle(bytes(data), direction, 2.0))
+    _check(conv, conv.handle(data, direction, 1.0), data)
+    _check(conv, conv.handle(bytes(data), direction, 2.0), bytes(data))
     conv.tick(1000.0)
 
 
@@ -73,7 +75,7 @@ def test_mutated_valid_packets(which, upto, mutations, cut, flip_direction):
     now = 1.0
     for direction, buf in CORPUS[:upto]:
         now += 0.01
-        _check(conv, conv.handle(buf, direction, now))
+        _check(conv, conv.handle(buf, direction, now), buf)
     direction, buf = CORPUS[upto]
     data = bytearray(buf)
     for pos, value in mutations:
@@ -82,11 +84,11 @@ def test_mutated_valid_packets(which, upto, mutations, cut, flip_direction):
         data = data[: max(0, len(data) - cut)]
     if flip_direction:
         direction = Direction.IN if direction is Direction.OUT else Direction.OUT
-    _check(conv, conv.handle(bytes(data), direction, now + 0.01))
+    _check(conv, conv.handle(bytes(data), direction, now + 0.01), bytes(data))
     # and the rest of the conversation still goes through without a bug
     for direction, buf in CORPUS[upto + 1 :]:
         now += 0.01
-        _check(conv, conv.handle(buf, direction, now))
+        _check(conv, conv.handle(buf, direction, now), buf)
     conv.tick(now + 10_000)
     assert not conv.flows
 

@@ -73,13 +73,44 @@ def mptcp_of(buf: bytes, pkt, opts):
     return out
 
 
+def assert_nfq_writable(original: bytes, new: bytes) -> None:
+    """A Rewrite verdict's bytes pass the checks newer kernels make of a queued packet's new
+    payload (nf-next, June 2026: "nfnetlink_queue: restrict writes to network header"; a
+    payload that fails them turns the verdict into NF_DROP): IPv4: the version, an IP
+    length equal to the bytes given, the same header length and IP options, the fragment
+    field unchanged but for DF; IPv6: the version, a payload length equal to the bytes
+    given, the same next header (we never write extension headers)."""
+    if len(original) < 40 or original[0] >> 4 not in (4, 6):
+        return  # nothing a kernel would have queued as IP/TCP: no rule to keep
+    if original[0] >> 4 == 4:
+        if struct.unpack_from("!H", original, 2)[0] != len(original) or (original[0] & 15) < 5:
+            return  # the kernel trims to the IP length before queueing: not a packet it queues
+    elif struct.unpack_from("!H", original, 4)[0] != len(original) - 40:
+        return
+    v = new[0] >> 4
+    assert v == original[0] >> 4, "IP version changed"
+    if v == 4:
+        ihl = (new[0] & 15) * 4
+        assert 20 <= ihl <= len(new) and ihl == (original[0] & 15) * 4, "IPv4 header length changed"
+        assert struct.unpack_from("!H", new, 2)[0] == len(new), "IPv4 total length != bytes given"
+        assert new[20:ihl] == original[20:ihl], "IPv4 options changed"
+        assert (struct.unpack_from("!H", new, 6)[0] ^ struct.unpack_from("!H", original, 6)[0]) & ~0x4000 == 0, \
+            "IPv4 fragment field changed"
+    else:
+        assert len(new) >= 40 and struct.unpack_from("!H", new, 4)[0] == len(new) - 40, \
+            "IPv6 payload length != bytes given"
+        assert new[6] == original[6], "IPv6 next header changed"
+
+
 def verdict_bytes(actions, original: bytes) -> bytes | None:
-    """The bytes that leave the middlebox for this packet (None when dropped)."""
+    """The bytes that leave the middlebox for this packet (None when dropped); a rewrite's
+    are ones the kernel takes (assert_nfq_writable)."""
     assert actions, "no verdict"
     first = actions[0]
     if first is ACCEPT:
         return original
     if isinstance(first, Rewrite):
+        assert_nfq_writable(original, first.data)
         return first.data
     return None
 
