@@ -121,6 +121,17 @@ RATE_MIN = 125000.0  # bytes/s floor of a delivery-rate estimate (1 Mbit/s)
 MPTCP_RST_EMPTCP = 1  # MP_TCPRST reason "MPTCP-specific error" (RFC 8684 §3.6)
 MPTCP_RST_EUNSPEC = 0
 ALIVE = (SS.ESTABLISHED, SS.STALE)
+# repair from a kept copy (issue 6, MULTIPATH.md option A; Config.repair_flow_bytes): the
+# segments sent on an extra subflow are kept until that subflow acks them; a loss there is
+# resent from the copy by us, the guest not told while that repair is under way
+REPAIR_DUPS = 1  # server duplicate ACKs on the subflow that start a repair (the first: any
+#                  later and the guest has heard of the hole, by SACK, and halved its window) ...
+REPAIR_TRIES = 3  # ... repairs of one hole, one per REPAIR_RTTS round trips, then the guest is told
+REPAIR_RTTS = 2.0
+REPAIR_SEGS = 32  # segments resent per repair at most
+REPAIR_BACKOFF = 0.7  # the subflow's rate estimate is cut by this per repaired hole (the
+#                       scheduler moves new bytes away from a lossy path, as its own
+#                       congestion control would)
 
 
 class Path:
@@ -141,6 +152,8 @@ class Path:
         "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
         "fill_at",  # progress_at as _fill_acked_hole last set it (-1: never)
         "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
+        "kept", "kept_bytes",  # repair: {ss: (end ss, segment)} sent here and not acked yet
+        "repair_una", "repair_at", "repair_tries",  # the hole (snd_una) last repaired, when, how often
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -194,6 +207,11 @@ class Path:
         self.passive = False
         self.fill_at = -1.0
         self.mss = 0
+        self.kept = {}
+        self.kept_bytes = 0
+        self.repair_una = -1
+        self.repair_at = 0.0
+        self.repair_tries = 0
 
     def __repr__(self) -> str:
         name = "guest" if self.uplink is None else self.uplink.name
@@ -213,7 +231,8 @@ class MpConn:
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
-                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told")
+                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told",
+                 "kept")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -249,6 +268,7 @@ class MpConn:
         self.plan_look = now
         self.plan_short = 0.0  # since when the flow is short of its target (policy.shortfall)
         self.sack_told = ()  # the data-level SACK blocks _sack_news last saw
+        self.kept = 0  # bytes of segments kept for repair, all paths (Path.kept)
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -718,6 +738,7 @@ def release(conv, flow) -> None:
         k = (p.local, p.lport, p.remote, p.rport)
         if conv.joins.get(k) is p:
             del conv.joins[k]
+        _kept_free(conv, mp, p)
     conv.mp_flows.pop(mp.key, None)
     flow.mp = None
 
@@ -1304,10 +1325,118 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                           build_options(ts, (opt,)), payload)))
         else:
             counters[Counter.DSSTXJoin] += 1
-            actions.append(Inject(_data_on(flow, p, opt, ss, payload, pkt.flags & PSH)))
+            seg = _data_on(flow, p, opt, ss, payload, pkt.flags & PSH)
+            actions.append(Inject(seg))
+            if b > a and conv.config.repair_flow_bytes:
+                _keep(conv, mp, p, ss, b - a, seg)
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
     flow.bytes_out += plen
     return actions
+
+
+def _keep(conv, mp, p, ss: int, n: int, seg: bytes) -> None:
+    """Keep segment `seg` (payload ss..ss+n on extra subflow p) for _repair, within the
+    flow's and the converter's caps (Config.repair_flow_bytes / repair_total_bytes); a
+    segment over a cap is not kept (its loss is repaired by the guest, as without a copy)."""
+    size = len(seg)
+    if mp.kept + size > conv.config.repair_flow_bytes or conv.kept_total + size > conv.config.repair_total_bytes:
+        conv.counters[Counter.RepairCapHit] += 1
+        return
+    old = p.kept.get(ss)
+    if old is not None:  # the guest resent these bytes: the newer segment replaces the copy
+        p.kept_bytes -= len(old[1])
+        mp.kept -= len(old[1])
+        conv.kept_total -= len(old[1])
+    p.kept[ss] = (ss + n, seg)
+    p.kept_bytes += size
+    mp.kept += size
+    conv.kept_total += size
+
+
+def _kept_trim(conv, mp, p) -> None:
+    """Forget the copies p's server has acked (in the order they were kept: a resent older
+    one behind a newer copy goes when that one goes, still within the caps); all of them
+    once p carries nothing any more."""
+    kept = p.kept
+    if p.state not in ALIVE:
+        _kept_free(conv, mp, p)
+        return
+    una = p.snd_una
+    freed = 0
+    while kept:
+        ss = next(iter(kept))
+        end, seg = kept[ss]
+        if end > una:
+            break
+        del kept[ss]
+        freed += len(seg)
+    if freed:
+        p.kept_bytes -= freed
+        mp.kept -= freed
+        conv.kept_total -= freed
+
+
+def _kept_free(conv, mp, p) -> None:
+    if p.kept_bytes:
+        mp.kept -= p.kept_bytes
+        conv.kept_total -= p.kept_bytes
+    p.kept = {}
+    p.kept_bytes = 0
+
+
+def _repair(conv, flow, mp, p, now: float) -> list:
+    """The server's duplicate ACKs on extra subflow p name a hole at its snd_una: resend the
+    kept segments from there to the first SACKed byte (at most REPAIR_SEGS), exactly as they
+    left (same seq, mapping and bytes: a pure retransmission the server cannot take for
+    anything else). Once REPAIR_DUPS duplicates say so, at most REPAIR_TRIES times per hole, REPAIR_RTTS round trips apart; meanwhile
+    the guest hears of no duplicate (_repairing), so its congestion control does not halve
+    its window for one path's loss. Without a copy at the hole: nothing (the guest repairs)."""
+    una = p.snd_una
+    sacked = p.sacked
+    if p.dups < REPAIR_DUPS:
+        return []
+    if p.repair_una == una:
+        if p.repair_tries >= REPAIR_TRIES or now - p.repair_at < REPAIR_RTTS * max(p.srtt, 0.01):
+            return []
+    else:
+        p.repair_tries = 0
+    stop = sacked[0][0] if sacked else p.snd_nxt
+    segs = []
+    for ss in sorted(p.kept):
+        end, seg = p.kept[ss]
+        if end <= una:
+            continue
+        if not segs and ss > una:
+            return []  # the hole's own bytes are not kept (over a cap): the guest resends them
+        if ss >= stop or len(segs) >= REPAIR_SEGS:
+            break
+        segs.append(Inject(seg))
+    if not segs:
+        return []
+    if p.repair_una != una:
+        p.rate *= REPAIR_BACKOFF
+    p.repair_una = una
+    p.repair_at = now
+    p.repair_tries += 1
+    conv.counters[Counter.RepairTX] += len(segs)
+    return segs
+
+
+def _repairing(mp, now: float) -> bool:
+    """A repair is under way: an extra subflow resent a hole from our copy less than
+    REPAIR_RTTS round trips ago and has not acked past it. The guest then hears of no
+    duplicate and no new SACK block (its blocks would name that hole whether or not its
+    subflow holds the DATA_ACK); a hole on subflow 1 still reaches it by that subflow's own
+    duplicates (sf1_in)."""
+    if not mp.kept or len(mp.runs) >= MAX_RUNS // 2:
+        # (a run map half full: the guest must slow down, or new bytes find no run and are
+        # dropped (RunMapDrop, then its RTOs): a hidden loss is no congestion signal to it)
+        return False
+    for p in mp.paths:
+        if (p.repair_tries and p.repair_una == p.snd_una and p.state is SS.ESTABLISHED
+                and now - p.repair_at < REPAIR_RTTS * max(p.srtt, 0.01) + 0.01):
+            return True
+    return False
 
 
 def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
@@ -1463,6 +1592,9 @@ def sf1_in(conv, flow, pkt, dss, data=None):
     if subdup and _holder(mp) == 0:
         conv.counters[Counter.DupAckFwd] += 1
         return None
+    if _repairing(mp, now):
+        conv.counters[Counter.RepairHidden] += 1
+        return [Drop("data-level duplicate ACK: the hole is being repaired from our copy")]
     if _sack_news(flow, mp):
         conv.counters[Counter.SackNewsFwd] += 1
         return None
@@ -1758,6 +1890,10 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     counters = conv.counters
     moved, subdup = _ack_info(flow, mp, p, pkt, dss, now, data)
     actions = [Drop("extra subflow segment: consumed")]
+    if p.kept:
+        _kept_trim(conv, mp, p)
+        if subdup:
+            actions.extend(_repair(conv, flow, mp, p, now))
     plen = pkt.payload_len
     f = pkt.flags
     data_fin = dss is not None and dss.data_fin
@@ -1767,6 +1903,8 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     if moved:
         counters[Counter.GuestAckInjected] += 1
         actions.append(Inject(_guest_ack(flow, mp)))
+    elif _repairing(mp, now):
+        counters[Counter.RepairHidden] += 1
     elif subdup and _holder(mp) == p.index:
         counters[Counter.DupAckFwd] += 1
         actions.append(Inject(_guest_ack(flow, mp)))
@@ -2023,6 +2161,8 @@ def _forget(conv, p) -> None:
     k = (p.local, p.lport, p.remote, p.rport)
     if conv.joins.get(k) is p:
         del conv.joins[k]
+    if p.flow.mp is not None:
+        _kept_free(conv, p.flow.mp, p)
 
 
 _HANDLERS = {name[3:]: fn for name, fn in list(globals().items()) if name.startswith("_j_")}
