@@ -168,6 +168,7 @@ class Counter(IntEnum):
     RepairTX = 144  # segments resent from our copy on an extra subflow (MULTIPATH.md option A)
     RepairHidden = 145  # duplicate ACKs the guest did not hear of while a repair was under way
     RepairCapHit = 146  # segments not kept for repair: the flow's or the converter's cap was reached
+    RunMapNearFull = 147  # super-packets sent cut (per-segment mappings) because the run map was nearly full
 
 
 def new_counters() -> dict:

@@ -95,6 +95,7 @@ TCP_HLEN = 20
 TCP_OFF_CHECK = 16  # the checksum field's offset in the TCP header
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
 #                 at most with 3 subflows (measured with tracemalloc; the budget: 32 KiB)
+RUNS_SPARE = 16  # runs left when super-packets stop getting whole-mapping runs of their own (send)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
@@ -1199,8 +1200,17 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 counters[Counter.RunMapDrop] += 1
                 return [Drop("no live subflow")]
             p = mp.paths[k]
-            # a super-packet wholly new on subflow 1 goes in place with one mapping
-            whole = k == 0 and not pieces and s == start_d and e - s > conv._mss_limit[pkt.version] - 12
+            # a super-packet wholly new on subflow 1 goes in place with one mapping, unless the
+            # run map is nearly full: a whole-mapping run takes no merge, and with one at the
+            # tail of a full map the next new bytes found no run and were dropped (RunMapDrop;
+            # the guest's RTOs then, 2 % loss upload runs at 10-40 Mbit/s on the netlink
+            # backend). Cut instead (per-segment mappings, like a merge), the tail run can
+            # always take the next bytes on its subflow
+            big = e - s > conv._mss_limit[pkt.version] - 12
+            if big and len(mp.runs) >= MAX_RUNS - RUNS_SPARE:
+                merged = True
+                counters[Counter.RunMapNearFull] += 1
+            whole = k == 0 and not pieces and s == start_d and big and not merged
             if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters, not whole):
                 t = mp.runs[-1]
                 counters[Counter.RunMapFull] += 1
