@@ -230,7 +230,10 @@ def wire_parse(buf: bytes):
     return pkt, tcp_ok(buf, pkt), ip_ok(buf, pkt)
 
 
-def check_actions(actions, tcp_good: bool, ip_good: bool) -> None:
+def check_actions(actions, tcp_good: bool, ip_good: bool, husks: int = 0) -> None:
+    """`husks`: how many join-SYN husks the core counted for this packet (JoinSynHusk): a
+    Rewrite that is one (a bare RST, no option, no payload) has a wrong TCP checksum on
+    purpose (multipath._husk); anything else must have a right one."""
     if not isinstance(actions, list) or not actions or not isinstance(actions[0], (type(ACCEPT), Rewrite, Drop)):
         raise Failure(f"no verdict first: {actions!r}")
     for k, a in enumerate(actions):
@@ -246,7 +249,11 @@ def check_actions(actions, tcp_good: bool, ip_good: bool) -> None:
         except WireError as exc:
             raise Failure(f"{type(a).__name__} does not parse ({exc}): {out.hex()}") from None
         inject = isinstance(a, Inject)
-        if (tcp_good or inject) and not tcp_ok(out, pkt):
+        husk = (not inject and husks == 1 and pkt.flags == 0x04 and pkt.doff == 20
+                and not pkt.payload_len)
+        if husk and tcp_ok(out, pkt):
+            raise Failure(f"a join SYN's husk with a right TCP checksum: {out.hex()}")
+        if (tcp_good or inject) and not husk and not tcp_ok(out, pkt):
             raise Failure(f"{type(a).__name__} with a wrong TCP checksum (input's was right): {out.hex()}")
         if (ip_good or inject) and not ip_ok(out, pkt):
             raise Failure(f"{type(a).__name__} with a wrong IPv4 header checksum: {out.hex()}")
@@ -370,7 +377,9 @@ def feed(conv, buf: bytes, direction, now: float, max_flows: int) -> None:
     try:
         _, tcp_good, ip_good = wire_parse(buf)
         bugs = conv.counters[Counter.CoreBug]
+        husks = conv.counters[Counter.JoinSynHusk]
         actions = conv.handle(buf, direction, now)
+        husks = conv.counters[Counter.JoinSynHusk] - husks
     except Exception as exc:
         raise Failure(f"{type(exc).__name__}: {exc} on {direction.name} {buf.hex()}") from exc
     try:
@@ -378,7 +387,7 @@ def feed(conv, buf: bytes, direction, now: float, max_flows: int) -> None:
             raise Failure("CoreBug counted (the converter caught an exception; logged above)")
         if len(conv.flows) > max_flows:
             raise Failure(f"{len(conv.flows)} flows > max_flows {max_flows}")
-        check_actions(actions, tcp_good, ip_good)
+        check_actions(actions, tcp_good, ip_good, husks)
     except Failure as exc:
         raise Failure(f"{exc}\n  input {direction.name} {buf.hex()}") from None
 
