@@ -588,16 +588,19 @@ def _slow_guest_service(t, n: int, port: int):
     return th, out
 
 
-def test_slow_guest_reader_and_loss_both_ways(mbox):
+@pytest.mark.parametrize("announced", [False, True], ids=["subflow-1", "join-at-announced-uplink"])
+def test_slow_guest_reader_and_loss_both_ways(mbox, announced):
     """The guest reads slowly (its window closes again and again: Linux's MPTCP zero-window
-    probe remaps an old byte, the trap that once corrupted outbound downloads) while path 1
+    probe remaps an old byte, the trap that once corrupted outbound downloads) while a path
     drops 2 % of the TCP packets each way; then a download under the same loss. Bytes intact,
-    the client still MPTCP, nothing that looks like a broken mapping."""
+    the client still MPTCP, nothing that looks like a broken mapping. `announced`: with
+    uplinks, the client also joins the uplink we announce, and the loss is on that path."""
     from adversary import path_loss, path_loss_dropped
 
     t = mbox.t
-    d = mbox.start()
-    path_loss(t, 2.0, 1)
+    d = mbox.start(uplinks=announced)
+    lossy = 2 if announced else 1
+    path_loss(t, 2.0, lossy)
     n = 3 * MB
     th, out = _slow_guest_service(t, n, PORT + 1)
     before = t.nstat(t.server)
@@ -614,11 +617,13 @@ def test_slow_guest_reader_and_loss_both_ways(mbox):
     srv = guest_service(t)
     down_flags = peer_download(t, srv, 4 * MB)
     dd = delta(before, t.nstat(t.server))
-    dropped = path_loss_dropped(t, 1)
+    dropped = path_loss_dropped(t, lossy)
     d.stop()
     c_ = core_counters(d.output)
     print(dd, c_, "dropped", dropped)
     assert not out.get("error"), out
+    if announced:
+        assert c_.get("PassiveJoinAtUplink", 0) >= 1 and c_.get("PassiveJoinEstablished", 0) >= 1, c_
     assert digest.decode() == hashlib.sha256(data).hexdigest(), "slow upload corrupted"
     assert dropped > 0
     assert not is_fallback(up_flags) and not is_fallback(down_flags), (up_flags, down_flags)
