@@ -60,12 +60,6 @@ class Config:
     # inbound role (issue 9): MPTCP peers connecting to plain-TCP services in guests get
     # MPTCP (their SYN's MP_CAPABLE is answered on the guest's behalf); False: passed untouched
     inbound: bool = True
-    # repair (issue 6, MULTIPATH.md option A; experimental, off by default: see README):
-    # segments sent on extra subflows are kept until acked there, and a loss there is resent
-    # from the copy; bytes kept per flow (0: off) and in all (the flows over it repair
-    # nothing more until acks free room)
-    repair_flow_bytes: int = 0
-    repair_total_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         if self.version not in (0, 1):
@@ -83,8 +77,6 @@ class Config:
             raise ValueError("max_subflows and max_multipath_flows must be >= 0")
         if self.join_after_bytes < 0 or self.join_after_ms < 0:
             raise ValueError("join_after_bytes and join_after_ms must be >= 0")
-        if self.repair_flow_bytes < 0 or self.repair_total_bytes < 0:
-            raise ValueError("repair_flow_bytes and repair_total_bytes must be >= 0")
         if self.policy not in ("greedy", "cost"):
             raise ValueError("policy must be greedy or cost")
 

@@ -41,7 +41,6 @@ cdef class Converter:
     cdef public dict _mss_limit
     cdef public dict joins, mp_flows, uplink_up, tokens, announcing
     cdef public list routes
-    cdef public long long kept_total
     cdef public bint _mp_on, _inbound
     cdef public object _pm_opt
     cdef dict _timeout

@@ -165,7 +165,6 @@ class Converter:
         # entries are checked on use and pruned as the table grows (_register_token)
         self.tokens = {}
         self.announcing: dict = {}  # inbound flows with uplink ADD_ADDRs to (re)send (announce.py)
-        self.kept_total = 0  # bytes of segments kept for repair, all flows (multipath._keep)
         self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
         self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
 

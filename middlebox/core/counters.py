@@ -165,10 +165,7 @@ class Counter(IntEnum):
     AddAddrUnechoed = 141  # inbound: ADD_ADDRs sent ANNOUNCE_TRIES times without an echo (given up)
     PassiveJoinAtUplink = 142  # inbound: the peer's join SYNs at an announced uplink address, answered
     JoinSynHusk = 143  # inbound: join SYNs towards a guest passed on as husks (no options, wrong checksum) so conntrack maps our answer
-    RepairTX = 144  # segments resent from our copy on an extra subflow (MULTIPATH.md option A)
-    RepairHidden = 145  # duplicate ACKs the guest did not hear of while a repair was under way
-    RepairCapHit = 146  # segments not kept for repair: the flow's or the converter's cap was reached
-    RunMapNearFull = 147  # super-packets sent cut (per-segment mappings) because the run map was nearly full
+    RunMapNearFull = 144  # super-packets sent cut (per-segment mappings) because the run map was nearly full
 
 
 def new_counters() -> dict:

@@ -113,8 +113,6 @@ CHECKS = {
     "max_multipath_flows": _range(0, 1 << 31),
     "join_after_bytes": _range(0, 1 << 62),
     "join_after_ms": _range(0, 1 << 62),
-    "repair_kb": _range(0, 1 << 40),
-    "repair_total_mb": _range(0, 1 << 30),
 }
 
 

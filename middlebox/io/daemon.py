@@ -3,7 +3,6 @@
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--policy greedy|cost] [--target RATE]
-[--repair-kb N] [--repair-total-mb N]
 [--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open] [-v]
 [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
@@ -434,8 +433,6 @@ class Daemon:
                       max_multipath_flows=self.args.max_multipath_flows,
                       join_after_bytes=self.args.join_after_bytes,
                       join_after_ms=self.args.join_after_ms,
-                      repair_flow_bytes=self.args.repair_kb << 10,
-                      repair_total_bytes=self.args.repair_total_mb << 20,
                       policy=self.args.policy, target=self.args.target)
         try:
             config = config_cls(**kw)
@@ -960,15 +957,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 65536)")
     parser.add_argument("--join-after-ms", type=_nonneg, default=1000, metavar="N",
                         help="... or lived N ms, whichever comes first (default 1000)")
-    parser.add_argument("--repair-kb", type=_nonneg, default=0, metavar="N",
-                        help="experimental: per connection, keep up to N KiB of what was sent on "
-                             "extra subflows until acked there, and resend a loss there from that "
-                             "copy without the guest slowing down for it (e.g. 2048); measured "
-                             "faster with --backend nfqueue, not yet with the default backend "
-                             "(README); 0 = off, the guest resends (default 0)")
-    parser.add_argument("--repair-total-mb", type=_nonneg, default=64, metavar="N",
-                        help="all connections together keep at most N MiB for repair; beyond "
-                             "it, losses are left to the guests (default 64)")
     parser.add_argument("--policy", choices=("greedy", "cost"), default="greedy",
                         help="which uplinks a multipath connection uses: greedy (default) every "
                              "live one; cost the cheapest first (uplink cost=N), the next only "

@@ -378,33 +378,3 @@ def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, 
     print(r.stdout[-1500:])
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "add_addr from" in r.stdout, r.stdout[-3000:]
-
-
-@pytest.mark.topology(rate_mbit=100, latency_ms=5)
-@pytest.mark.parametrize("checksum", [False, True], ids=["csum-off", "csum-on"])
-def test_repair_from_kept_copies_under_loss_keeps_the_bytes(mbox, server_factory, checksum):
-    """Experimental repair (`--repair-kb`, multipath._repair) with 2 % loss both ways on the
-    join's path: the join's losses are resent from our copies (RepairTX), byte for byte as
-    they first left, and the server takes them as the retransmissions they are: the upload
-    arrives intact, no mapping or checksum trouble, no fallback. (Its speed is the bench's
-    to say, never a test's.)"""
-    from adversary import path_loss
-
-    t = mbox.t
-    args = [*JOIN, "--repair-kb", "2048"] + (["--checksum"] if checksum else [])
-    d = mbox.start(*args, uplinks=True)
-    srv = server_factory()
-    path_loss(t, 2.0, path=2)
-    before = t.nstat(t.server)
-    try:
-        upload(t, srv, payload(24 * MB))
-    finally:
-        rc, _ = d.stop()
-    dd = delta(before, t.nstat(t.server))
-    c = core_counters(d.output)
-    print({k: v for k, v in c.items() if k.startswith(("Repair", "RunMap", "DupAck", "GuestRetrans"))}, dd)
-    bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
-    assert not bad, bad
-    assert dd.get("MPJoinAckRx", 0) >= 1 and not [f for f in srv.mptcp_flags if is_fallback(f)]
-    assert c.get("RepairTX", 0) >= 1, c  # the loss path carried data and lost some of it
-    assert rc == 0, d.output[-2000:]

@@ -110,9 +110,8 @@ class Sub:
 
 
 class Sim:
-    def __init__(self, n_uplinks, up, down, v6=False, checksum=False, repair=True):
-        kw = {"repair_flow_bytes": 2 << 20} if repair else {}  # repair from kept copies (multipath._repair)
-        self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, checksum=checksum, **kw))
+    def __init__(self, n_uplinks, up, down, v6=False, checksum=False):
+        self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, checksum=checksum) if checksum else None)
         self.UP, self.DOWN = up, down
         self.failures = []
         p.go_multipath(first=up[:5])
@@ -755,9 +754,9 @@ SETTINGS = dict(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ
 
 
 @settings(**SETTINGS)
-@given(n=st.sampled_from([2, 3]), csum=st.booleans(), repair=st.booleans(), ops=UP_OPS)
-def test_upload_any_schedule(n, csum, repair, ops):
-    run(Sim(n, UP_STREAM, b"", checksum=csum, repair=repair), ops)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=UP_OPS)
+def test_upload_any_schedule(n, csum, ops):
+    run(Sim(n, UP_STREAM, b"", checksum=csum), ops)
 
 
 @settings(**SETTINGS)
@@ -767,9 +766,9 @@ def test_download_any_schedule(n, csum, ops):
 
 
 @settings(**SETTINGS)
-@given(n=st.sampled_from([2, 3]), csum=st.booleans(), repair=st.booleans(), ops=BOTH_OPS)
-def test_both_ways_any_schedule(n, csum, repair, ops):
-    run(Sim(n, UP_STREAM[:1500], DOWN_STREAM[:1500], checksum=csum, repair=repair), ops)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=BOTH_OPS)
+def test_both_ways_any_schedule(n, csum, ops):
+    run(Sim(n, UP_STREAM[:1500], DOWN_STREAM[:1500], checksum=csum), ops)
 
 
 def test_clean_upload_uses_every_subflow():
@@ -879,11 +878,9 @@ def test_lost_reinjected_copy_does_not_stall_the_upload():
 # the server on subflow 1 (ACK late), subflow 1 died, the guest's retransmission of A was
 # reinjected on the join at ssn 1 and lost, the late DATA_ACK 206 reached the guest, which never
 # resent A: the join's ssn 1..201 stayed a hole. Now filled with zeros under A's mapping
-# (multipath._fill_acked_hole), which the server discards as data it has; with repair on,
-# the join's copy of the reinjection is resent instead (multipath._repair).
-@pytest.mark.parametrize("repair", [False, True], ids=["no-repair", "repair"])
-def test_lost_reinjection_whose_original_arrived_does_not_stall_the_upload(repair):
-    sim = Sim(1, UP_STREAM, b"", repair=repair)
+# (multipath._fill_acked_hole), which the server discards as data it has.
+def test_lost_reinjection_whose_original_arrived_does_not_stall_the_upload():
+    sim = Sim(1, UP_STREAM, b"")
     sim.guest_send()
     sim.deliver("g2c", 0)  # A: Rewrite on subflow 1
     sim.deliver("c2s", 0)  # the server has A; its ACK is late
@@ -901,7 +898,7 @@ def test_lost_reinjection_whose_original_arrived_does_not_stall_the_upload(repai
     sim.q["c2s"].clear()  # ... lost
     sim.q["s2c"] += held  # the late ACK of A: DATA_ACK 206 reaches the guest
     assert sim.finish(), (sim.up_rcv, sim.flow.mp.runs, [(s.k, s.rcv_nxt, sorted(s.ooo)[:3]) for s in sim.subs])
-    assert sim.p.count("RepairTX" if repair else "AckedHoleFilled") >= 1
+    assert sim.p.count("AckedHoleFilled") >= 1
 
 
 # Fixed (was an xfail reproducer): a server RST on subflow 1 at the server's snd_nxt (Linux closing subflow 1, e.g. after REMOVE_ADDR 0, with data the guest has received but not yet ack...
