@@ -86,13 +86,13 @@ from middlebox.wire import (
     rewrite,
     tcp_checksum,
 )
+from middlebox.wire.packet import TCP_OFF_CHECK
 
 SS, SI = SubflowState, SubflowInput
 _ESTABLISHED = State.ESTABLISHED
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 TCP_HLEN = 20
-TCP_OFF_CHECK = 16  # the checksum field's offset in the TCP header
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
 #                 at most with 3 subflows (measured with tracemalloc; the budget: 32 KiB)
 RUNS_SPARE = 16  # runs left when super-packets stop getting whole-mapping runs of their own (send)

@@ -13,6 +13,7 @@ joins there, the middlebox answering at its own address.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -335,6 +336,50 @@ def test_client_with_one_interface_joins_the_announced_uplink(mbox, family, tmp_
     assert " 0 fallback(s), 0 violation(s)" in r.stdout, r.stdout[-3000:]
 
 
+FWD = 8080  # the forwarded port on uplink 1's address
+
+
+@contextlib.contextmanager
+def _port_forward(t, table: str, iif: str | None = None):
+    """DNAT of uplink 1's address, port FWD, to the guest's service (arriving by `iif` only,
+    or by any interface), in nft table `table`, deleted afterwards. Yields the service as
+    the client sees it (a Server with only family, address and port)."""
+    p1 = t.paths[0]
+    only = f'iifname "{iif}" ' if iif else ""
+    t.run(t.mbox, ["nft", "-f", "-"], input=(
+        f"table ip {table} {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n"
+        f"  {only}ip daddr {p1.mbox_ip} tcp dport {FWD} dnat to {t.guest_ip}:{PORT}\n"
+        " }\n}\n"))
+    try:
+        fsrv = Server.__new__(Server)
+        fsrv.family, fsrv.addr, fsrv.port = socket.AF_INET, p1.mbox_ip, FWD
+        yield fsrv
+    finally:
+        t.run(t.mbox, ["nft", "delete", "table", "ip", table], check=False)
+
+
+def _forwarded_up_and_down(t, d, srv: Server, fsrv: Server, ifname: str, seed: int) -> tuple:
+    """8 MB up and 8 MB down through the port forward `fsrv`; the daemon `d` is stopped
+    after (also on failure, its output then printed). Returns (upload's MPTCP_INFO flags,
+    download's, the client's MIB delta, the core's counters, bytes the client sent and
+    received on its interface `ifname`)."""
+    before = t.nstat(t.server)
+    tx0, rx0 = _link(t, t.server, ifname)
+    try:
+        up = peer_upload(t, fsrv, payload(8 * MB, seed=seed))
+        down = peer_download(t, fsrv, 8 * MB)
+    except BaseException:
+        d.stop()
+        print(d.output[-3000:], delta(before, t.nstat(t.server)), srv.errors)
+        raise
+    tx1, rx1 = _link(t, t.server, ifname)
+    dd = delta(before, t.nstat(t.server))
+    d.stop()
+    c_ = core_counters(d.output)
+    print(dd, c_, ifname, tx1 - tx0, rx1 - rx0)
+    return up, down, dd, c_, tx1 - tx0, rx1 - rx0
+
+
 @pytest.mark.topology(rate_mbit=50, latency_ms=20)
 def test_port_forwarded_service(mbox, tmp_path):
     """A service port-forwarded by DNAT on the hypervisor (uplink 1's address, port 8080 ->
@@ -343,32 +388,10 @@ def test_port_forwarded_service(mbox, tmp_path):
     its SYN/ACK and injected segments back into the forwarded address), learns uplink 2's
     address (ADD_ADDR) and joins there, and both uplinks carry the bytes, intact both ways."""
     t = mbox.t
-    p1 = t.paths[0]
-    fwd = 8080
-    t.run(t.mbox, ["nft", "-f", "-"], input=(
-        "table ip mbtestdnat {\n chain pre {\n  type nat hook prerouting priority dstnat;\n"
-        f"  iifname \"{p1.mbox_if}\" ip daddr {p1.mbox_ip} tcp dport {fwd} dnat to {t.guest_ip}:{PORT}\n"
-        " }\n}\n"))
-    try:
+    with _port_forward(t, "mbtestdnat", iif=t.paths[0].mbox_if) as fsrv:
         d = mbox.start(uplinks=True)
         srv = guest_service(t)
-        fsrv = Server.__new__(Server)  # the service as the client sees it: only its address
-        fsrv.family, fsrv.addr, fsrv.port = socket.AF_INET, p1.mbox_ip, fwd
-        before = t.nstat(t.server)
-        l2a = _link(t, t.server, t.paths[1].server_if)
-        try:
-            data = payload(8 * MB, seed=11)
-            up = peer_upload(t, fsrv, data)
-            down = peer_download(t, fsrv, 8 * MB)
-        except BaseException:
-            d.stop()
-            print(d.output[-3000:], delta(before, t.nstat(t.server)), srv.errors)
-            raise
-        l2b = _link(t, t.server, t.paths[1].server_if)
-        dd = delta(before, t.nstat(t.server))
-        d.stop()
-        c_ = core_counters(d.output)
-        print(dd, c_, "path 2", l2b[0] - l2a[0], l2b[1] - l2a[1])
+        up, down, dd, c_, up2, down2 = _forwarded_up_and_down(t, d, srv, fsrv, t.paths[1].server_if, 11)
         assert not srv.errors and not is_fallback(up) and not is_fallback(down), (srv.errors, up, down)
         assert dd.get("MPCapableSYNACKRX", 0) == 2 and dd.get("MPJoinPortSynAckRx", 0) >= 2, dd
         assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
@@ -376,9 +399,7 @@ def test_port_forwarded_service(mbox, tmp_path):
         # segments we inject towards the guest are not tracked (rules: the output chain):
         # tracked, NAT gave them another source port and the guest answered with RSTs
         assert not c_.get("UnknownFlow") and not dd.get("MPTCPRetrans"), (c_, dd)
-        assert l2b[0] - l2a[0] > MB and l2b[1] - l2a[1] > MB, "uplink 2 carried nothing"
-    finally:
-        t.run(t.mbox, ["nft", "delete", "table", "ip", "mbtestdnat"], check=False)
+        assert up2 > MB and down2 > MB, "uplink 2 carried nothing"
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20)
@@ -393,49 +414,27 @@ def test_port_forwarded_service_client_with_two_interfaces(mbox, tmp_path):
     client's interfaces carry the bytes, intact both ways."""
     t = mbox.t
     p1, p2 = t.paths[0], t.paths[1]
-    fwd = 8080
-    t.run(t.mbox, ["nft", "-f", "-"], input=(
-        "table ip mbtestdnat2 {\n chain pre {\n  type nat hook prerouting priority dstnat;\n"
-        f"  ip daddr {p1.mbox_ip} tcp dport {fwd} dnat to {t.guest_ip}:{PORT}\n"
-        " }\n}\n"))
-    try:
-        d = mbox.start()
-        srv = guest_service(t)
-        if2 = _client_second_path(t)
-        # the second interface reaches the forwarded address by its own path
-        t.run(t.server, ["ip", "route", "add", f"{p1.mbox_ip}/32", "via", p2.mbox_ip, "dev", if2,
-                         "table", "202"])
-        fsrv = Server.__new__(Server)  # the service as the client sees it: only its address
-        fsrv.family, fsrv.addr, fsrv.port = socket.AF_INET, p1.mbox_ip, fwd
-        guest_cap = Capture(t, t.guest, t.guest_if, "tcp", tmp_path / "guest.pcap", 65535)
-        time.sleep(1.0)
-        before = t.nstat(t.server)
-        l2a = _link(t, t.server, if2)
+    with _port_forward(t, "mbtestdnat2") as fsrv:
         try:
-            data = payload(8 * MB, seed=17)
-            up = peer_upload(t, fsrv, data)
-            down = peer_download(t, fsrv, 8 * MB)
-        except BaseException:
-            d.stop()
-            print(d.output[-3000:], delta(before, t.nstat(t.server)), srv.errors)
-            raise
-        l2b = _link(t, t.server, if2)
-        dd = delta(before, t.nstat(t.server))
-        guest_cap.stop()
-        d.stop()
-        c_ = core_counters(d.output)
-        up2, down2 = l2b[0] - l2a[0], l2b[1] - l2a[1]
-        print(dd, c_, "path 2", up2, down2)
-        assert not srv.errors and not is_fallback(up) and not is_fallback(down), (srv.errors, up, down)
-        assert dd.get("MPJoinSynAckRx", 0) >= 2 and dd.get("MPJoinSynTx", 0) >= 2, dd
-        assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
-        assert c_.get("PassiveJoinEstablished", 0) >= 2, c_
-        assert up2 > MB and down2 > MB, (up2, down2)
-        assert mptcp_options_in(str(tmp_path / "guest.pcap")) == []
-        assert_only_husks(guest_cap.packets(), p2.server_ip, c_)
-    finally:
-        t.run(t.mbox, ["nft", "delete", "table", "ip", "mbtestdnat2"], check=False)
-        t.run(t.server, ["ip", "route", "flush", "table", "202"], check=False)
+            d = mbox.start()
+            srv = guest_service(t)
+            if2 = _client_second_path(t)
+            # the second interface reaches the forwarded address by its own path
+            t.run(t.server, ["ip", "route", "add", f"{p1.mbox_ip}/32", "via", p2.mbox_ip, "dev", if2,
+                             "table", "202"])
+            guest_cap = Capture(t, t.guest, t.guest_if, "tcp", tmp_path / "guest.pcap", 65535)
+            time.sleep(1.0)
+            up, down, dd, c_, up2, down2 = _forwarded_up_and_down(t, d, srv, fsrv, if2, 17)
+            guest_cap.stop()
+            assert not srv.errors and not is_fallback(up) and not is_fallback(down), (srv.errors, up, down)
+            assert dd.get("MPJoinSynAckRx", 0) >= 2 and dd.get("MPJoinSynTx", 0) >= 2, dd
+            assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+            assert c_.get("PassiveJoinEstablished", 0) >= 2, c_
+            assert up2 > MB and down2 > MB, (up2, down2)
+            assert mptcp_options_in(str(tmp_path / "guest.pcap")) == []
+            assert_only_husks(guest_cap.packets(), p2.server_ip, c_)
+        finally:
+            t.run(t.server, ["ip", "route", "flush", "table", "202"], check=False)
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20)
