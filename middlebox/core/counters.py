@@ -166,6 +166,7 @@ class Counter(IntEnum):
     PassiveJoinAtUplink = 142  # inbound: the peer's join SYNs at an announced uplink address, answered
     JoinSynHusk = 143  # inbound: join SYNs towards a guest passed on as husks (no options, wrong checksum) so conntrack maps our answer
     RunMapNearFull = 144  # super-packets sent cut (per-segment mappings) because the run map was nearly full
+    SackNewsTimer = 145  # guest ACKs sent by the clock: a silent subflow's unacked tail became a known hole (SACK news)
 
 
 def new_counters() -> dict:

@@ -284,3 +284,57 @@ def test_an_ack_with_news_for_the_guest_sack_is_not_held_back():
     assert "g_ack" in p.classify(acts) and p.count("SackNewsFwd") == 1
     acts = p.j_in(p.j_ack(j, ack=ss + 1000))
     assert "g_ack" not in p.classify(acts) and p.count("SackNewsFwd") == 1
+
+
+# -- a silent subflow's tail: the clock tells the guest (_silent_tail) --------------------------
+
+
+def test_a_silent_subflows_lost_tail_reaches_the_guest_by_the_clock():
+    """A GSO burst whose tail a shallow queue dropped leaves its subflow nothing to ACK and the
+    server nothing to say; the other subflow's ACKs came before two RTTs had passed and were
+    held back as reordering. Nothing else would come: the guest waited for its RTO (3-8 per
+    8 s upload on 100+30 Mbit/s with 5 ms buffers). The clock sends the news, once."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p0 = p.mp.paths[0]
+    p0.srtt = 0.02
+    buf = p.data_on(1, size=1000)  # subflow 1's bytes first (never acked: its tail was lost)
+    ss = (parse_packet(buf).seq - j.c_isn) & M32
+    gseq = (p.g_nxt - 1000) & M32
+    acts = p.j_in(p.j_ack(j, ack=ss + 1000))  # the join acks at once: reordering, held back
+    assert "g_ack" not in p.classify(acts) and not p.count("SackNewsFwd")
+    due = MP.next_deadline(p.conv)
+    assert due is not None and p.now < due <= p0.progress_at + 2 * 0.02 + 0.01
+    assert p.conv.tick(due - 0.001) == []  # not yet
+    acts = p.conv.tick(due)
+    assert p.classify(acts) == ["g_ack"], p.classify(acts)
+    assert _opts(acts[0].data).sack == ((gseq, (gseq + 1000) & M32),)
+    assert p.count("SackNewsTimer") == 1
+    # once: no second ACK, and no deadline in the past (a busy loop of the shell)
+    assert p.conv.tick(due + 0.05) == []
+    nd = MP.next_deadline(p.conv)
+    assert nd is None or nd > due
+    assert p0.state is MP.SS.ESTABLISHED
+
+
+def test_an_idle_subflows_first_bytes_after_a_pause_are_neither_lost_nor_stale():
+    """A subflow with nothing in flight for seconds gets new bytes: its wait for an ACK starts
+    then. Timed from its last ACK (before the pause), those bytes looked two RTTs overdue at
+    once (blocks above them made the guest resend them) and the subflow went stale at the next
+    tick because the other subflow had progressed meanwhile."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p0 = p.mp.paths[0]
+    p0.srtt = 0.05
+    p.now += 5.0  # a pause: nothing in flight anywhere
+    buf = p.data_on(1, size=1000)
+    ss = (parse_packet(buf).seq - j.c_isn) & M32
+    p.j_in(p.j_ack(j, ack=ss + 1000))  # the join acks; subflow 1's bytes are on their way
+    assert p0.snd_nxt > p0.snd_una
+    assert MP.guest_sack(p.flow, p.mp, 4) == ()
+    p.conv.tick(p.now + 0.01)
+    assert p0.state is MP.SS.ESTABLISHED and not p.count("SubflowStale")
