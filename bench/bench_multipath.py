@@ -86,7 +86,7 @@ SERVER_BAD = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
               "MPTcpExtMPJoinNoTokenFound", "MPTcpExtMPJoinAckHMacFailure",
               "MPTcpExtDSSNotMatching", "MPTcpExtDSSNoMatchTCP", "MPTcpExtInfiniteMapRx",
               "MPTcpExtDataCsumErr", "MPTcpExtMPFailRx", "MPTcpExtDssFallback")
-CORE_KEYS = ("RunMapDrop", "RunMapNearFull", "DupAckFwd", "DupAckSuppressed", "DupAckSynth", "SubflowStale", "SubflowDead",
+CORE_KEYS = ("RunMapDrop", "RunMapNearFull", "SackNewsTimer", "DupAckFwd", "DupAckSuppressed", "DupAckSynth", "SubflowStale", "SubflowDead",
              "ReinjectTX", "RunMapFull")
 
 
