@@ -100,7 +100,8 @@ MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
-#                    super-packet counts for its length)
+#                    super-packet counts for its length) ...
+BURST_TIME = 0.002  # ... or fewer: what the subflow delivers in this many seconds (its rate)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
@@ -1016,11 +1017,15 @@ def pick(mp, length: int, counters) -> int:
             rate = p.rate
             if inflight == 0 and rate < top:
                 # idle: its estimate (none yet, or an old low one) only its own ACKs can
-                # raise, so it is tried at the best rate known. Otherwise a join that got
-                # one early burst and no rate sample (0) lost to every queue for good: a
-                # 64 KB super-packet costs 0.5 s at RATE_MIN (CI: one join carried 28 KB of
-                # a 12 MB upload)
-                rate = top
+                # raise, so it is tried at a better rate. Without a sample, at the best rate
+                # known: otherwise a join that got one early burst and no rate sample (0) lost
+                # to every queue for good (a 64 KB super-packet costs 0.5 s at RATE_MIN; CI:
+                # one join carried 28 KB of a 12 MB upload). With one, at twice its own, at
+                # least a quarter of the best (an old estimate from a trickle recovers) and
+                # at most the best: at the best, a slow path (10 of 10+50+50 Mbit/s) took a
+                # whole super-packet whenever it had drained, held the data level up for
+                # 50 ms and overflowed its queue (upload 17-35 Mbit/s, Linux MPTCP 102)
+                rate = top if rate == 0.0 else min(top, max(2.0 * rate, 0.25 * top))
             if rate < RATE_MIN:
                 rate = RATE_MIN
             key = (inflight + length) / rate
@@ -1041,7 +1046,14 @@ def pick(mp, length: int, counters) -> int:
                 best = p.index
                 break
     mp.last_pick = best
-    mp.burst_left = BURST - length
+    # a burst lasts about BURST_TIME of the chosen path's delivery rate (at most BURST bytes):
+    # BURST bytes on a slow path held the data level up (22 KB: 18 ms at 10 Mbit/s)
+    burst = BURST
+    if best >= 0:
+        r = paths[best].rate
+        if r > 0.0 and r * BURST_TIME < burst:
+            burst = int(r * BURST_TIME)
+    mp.burst_left = burst - length
     return best
 
 

@@ -338,3 +338,41 @@ def test_an_idle_subflows_first_bytes_after_a_pause_are_neither_lost_nor_stale()
     assert MP.guest_sack(p.flow, p.mp, 4) == ()
     p.conv.tick(p.now + 0.01)
     assert p0.state is MP.SS.ESTABLISHED and not p.count("SubflowStale")
+
+
+def test_a_drained_slow_subflow_is_not_tried_at_the_fast_ones_rate():
+    """10+50+50 Mbit/s, 20 ms buffers: the slow subflow, tried at the best rate whenever it
+    had drained, took a whole 64 KB super-packet (50 ms there), held the data level up and
+    overflowed its queue: upload 17-35 Mbit/s against Linux MPTCP's 102. With a rate sample
+    it is tried at twice its own (at least a quarter of the best, at most the best)."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    mp = p.mp
+    p0, p1 = mp.paths[0], mp.paths[1]
+    p0.rate, p1.rate = 6.25e6, 1.25e6  # 50 and 10 Mbit/s measured
+    p0.snd_nxt = p0.snd_una + 60_000  # the fast one has a short queue (10 ms)
+    assert p1.snd_nxt == p1.snd_una  # the slow one drained
+    mp.burst_left = 0
+    assert MP.pick(mp, 65536, p.conv.counters) == 0  # 64 KB: 20 ms here, 26 ms there
+    mp.burst_left = 0
+    assert MP.pick(mp, 1400, p.conv.counters) == 1  # one segment: sooner on the idle one
+
+
+def test_a_burst_on_a_slow_subflow_lasts_its_burst_time_not_burst_bytes():
+    """Bytes in a row on the chosen subflow: BURST at most, fewer on a slow path (what it
+    delivers in BURST_TIME); 22 KB in a row held a 10 Mbit/s path's data level up 18 ms."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    mp = p.mp
+    p0, p1 = mp.paths[0], mp.paths[1]
+    p0.rate, p1.rate = 6.25e6, 1.25e6
+    p0.snd_nxt = p0.snd_una + 200_000
+    p1.snd_nxt = p1.snd_una + 1
+    mp.burst_left = 0
+    assert MP.pick(mp, 1400, p.conv.counters) == 1
+    assert mp.burst_left == int(1.25e6 * MP.BURST_TIME) - 1400
+    p1.rate = 0.0  # no sample: BURST
+    mp.burst_left = 0
+    assert MP.pick(mp, 1400, p.conv.counters) == 1 and mp.burst_left == MP.BURST - 1400
