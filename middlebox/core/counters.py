@@ -167,6 +167,7 @@ class Counter(IntEnum):
     JoinSynHusk = 143  # inbound: join SYNs towards a guest passed on as husks (no options, wrong checksum) so conntrack maps our answer
     RunMapNearFull = 144  # super-packets sent cut (per-segment mappings) because the run map was nearly full
     SackNewsTimer = 145  # guest ACKs sent by the clock: a silent subflow's unacked tail became a known hole (SACK news)
+    PolicyCapSkip = 146  # cost policy: new bytes kept off the capped marginal uplink (its token bucket was empty)
 
 
 def new_counters() -> dict:

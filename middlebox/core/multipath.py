@@ -102,6 +102,7 @@ MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
 #                    super-packet counts for its length) ...
 BURST_TIME = 0.002  # ... or fewer: what the subflow delivers in this many seconds (its rate)
+CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (cost policy)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
@@ -145,6 +146,7 @@ class Path:
         "acked_at",  # the server's last ack of new bytes here: progress_at without the fills
         "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
+        "cap", "tokens", "tok_at",  # cost policy: the upload cap (bytes/s, 0: none) and its bucket
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -200,6 +202,9 @@ class Path:
         self.fill_at = -1.0
         self.mss = 0
         self.told_at = -1.0
+        self.cap = 0.0
+        self.tokens = 0.0
+        self.tok_at = now
 
     def __repr__(self) -> str:
         name = "guest" if self.uplink is None else self.uplink.name
@@ -989,7 +994,21 @@ def _guest_ack(flow, mp) -> bytes:
 # -- the scheduler ------------------------------------------------------------------------------
 
 
-def pick(mp, length: int, counters) -> int:
+def _cap_ok(p, length: int, now: float) -> bool:
+    """May capped subflow p (cost policy: the marginal uplink) take `length` bytes now? Its
+    token bucket fills at `cap` bytes/s up to CAP_DEPTH seconds of it (two 64 KB
+    super-packets at least)."""
+    if now > p.tok_at:
+        depth = p.cap * CAP_DEPTH
+        if depth < 131072.0:
+            depth = 131072.0
+        t = p.tokens + p.cap * (now - p.tok_at)
+        p.tokens = depth if t > depth else t
+        p.tok_at = now
+    return p.tokens >= length
+
+
+def pick(mp, length: int, counters, now: float = 0.0) -> int:
     """The subflow for `length` new bytes: bursts of BURST bytes; otherwise the one whose
     queue drains first, (inflight + length) / delivery rate, among established non-backup
     subflows (backups only when none), window permitting; never none while one is alive
@@ -998,8 +1017,11 @@ def pick(mp, length: int, counters) -> int:
     lp = mp.last_pick
     if lp >= 0 and mp.burst_left > 0:
         p = paths[lp]
-        if p.state is SS.ESTABLISHED and p.snd_nxt + length <= p.snd_una + p.snd_wnd:
+        if (p.state is SS.ESTABLISHED and p.snd_nxt + length <= p.snd_una + p.snd_wnd
+                and (p.cap == 0.0 or _cap_ok(p, length, now))):
             mp.burst_left -= length
+            if p.cap:
+                p.tokens -= length
             return lp
     best = -1
     best_key = 0.0
@@ -1029,6 +1051,11 @@ def pick(mp, length: int, counters) -> int:
             if rate < RATE_MIN:
                 rate = RATE_MIN
             key = (inflight + length) / rate
+            if p.cap and not _cap_ok(p, length, now):
+                counters[Counter.PolicyCapSkip] += 1  # (used only when nothing else can be)
+                if fallback < 0 or key < fallback_key:
+                    fallback, fallback_key = p.index, key
+                continue
             if p.snd_nxt + length > p.snd_una + p.snd_wnd:
                 counters[Counter.SubflowWindowLimited] += 1
                 if fallback < 0 or key < fallback_key:
@@ -1046,6 +1073,8 @@ def pick(mp, length: int, counters) -> int:
                 best = p.index
                 break
     mp.last_pick = best
+    if best >= 0 and paths[best].cap:
+        paths[best].tokens -= length
     # a burst lasts about BURST_TIME of the chosen path's delivery rate (at most BURST bytes):
     # BURST bytes on a slow path held the data level up (22 KB: 18 ms at 10 Mbit/s)
     burst = BURST
@@ -1197,7 +1226,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     if a < mp.data_ack:
                         ss += mp.data_ack - a
                         a = mp.data_ack
-                    k = pick(mp, b - a, counters)
+                    k = pick(mp, b - a, counters, now)
                     if k < 0:
                         continue
                     q = mp.paths[k]
@@ -1225,7 +1254,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 pieces.append((a, b, idx, ss, m))
         if e > mp.snd_nxt:
             start_d = mp.snd_nxt
-            k = 0 if fin and p0_alive else pick(mp, e - start_d, counters)
+            k = 0 if fin and p0_alive else pick(mp, e - start_d, counters, now)
             if k < 0:
                 counters[Counter.RunMapDrop] += 1
                 return [Drop("no live subflow")]
@@ -2232,6 +2261,13 @@ def _replan(conv, flow, mp, now: float) -> list:
         counters[Counter.PolicyReplan] += 1
         mp.plan = new
         mp.plan_at = now
+    # the marginal uplink's upload cap (policy.marginal_cap), from the rates of this look
+    cap = POL.marginal_cap(states, new, target)
+    for p in mp.paths:
+        want = cap[1] if cap is not None and _uid(flow, p) == cap[0] else 0.0
+        if want and not p.cap:
+            p.tokens, p.tok_at = 0.0, now
+        p.cap = want
     actions = []
     for p in mp.paths:
         uid = _uid(flow, p)

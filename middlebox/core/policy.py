@@ -14,6 +14,12 @@ plan from flapping: a change stands at least SETTLE seconds (rates need that lon
 uplink is added once the flow stayed below ADD_BELOW of the target for SHORT_FOR seconds, and
 the dearest dropped only when the rest deliver DROP_ABOVE of it. A planned uplink that dies is replaced at once by the cheapest
 live one outside the plan (failure must not wait for SETTLE).
+
+`marginal_cap` caps the dearest planned uplink at what the target still needs from it (the
+rest of the plan delivers the remainder) with CAP_HEADROOM: a 1.5x target on equal uplinks
+fills the cheapest and gives the second half of its rate, instead of all of it as at 2x.
+multipath.py enforces it on the upload (a token bucket in the scheduler); the download is
+the server's to schedule, told only by MP_PRIO which uplinks are in the plan.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ DROP_ABOVE = 0.95  # drop the dearest when the others alone deliver >= 95 % of t
 SETTLE = 1.0  # seconds a plan stands before the next change by rate (not by failure)
 SHORT_FOR = 1.0  # seconds the flow must stay short of ADD_BELOW before an uplink is added
 #                  (a 3 x 50 test at 2x added the dear uplink on one dip of the download's rate)
+
+CAP_HEADROOM = 1.15  # the marginal uplink may carry this much more than the target needs of it
+CAP_FLOOR = 0.05  # ... and at least this share of the target (the plan drops it when unneeded)
 
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -121,3 +130,17 @@ def shortfall(uplinks, current: frozenset, target: float, now: float, short_sinc
     if total < ADD_BELOW * target:
         return short_since or now
     return 0.0
+
+
+def marginal_cap(uplinks, current: frozenset, target: float) -> tuple[int, float] | None:
+    """(uplink id, bytes/s) the dearest planned uplink may carry, or None (one uplink planned,
+    or no target): what the target still needs once the other planned uplinks deliver what
+    they measured, times CAP_HEADROOM, at least CAP_FLOOR of the target. The capped uplink's
+    own rate does not count: were it the one short, the flow would fall below ADD_BELOW and
+    `plan` would add the next uplink."""
+    members = [u for u in uplinks if u.alive and u.id in current]
+    if len(members) < 2 or target <= 0:
+        return None
+    dearest = max(members, key=lambda u: (u.cost, u.id))
+    rest = sum(u.rate for u in members if u is not dearest)
+    return dearest.id, max(target - rest, CAP_FLOOR * target) * CAP_HEADROOM

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from middlebox.core.policy import SETTLE, SHORT_FOR, Target, UplinkState, parse_target, plan, shortfall
+from middlebox.core.policy import (CAP_FLOOR, CAP_HEADROOM, SETTLE, SHORT_FOR, Target, UplinkState,
+                                   marginal_cap, parse_target, plan, shortfall)
 
 MB = 1e6 / 8  # bytes/s of 1 Mbit/s
 
@@ -111,3 +112,24 @@ def test_converges_and_holds_on_three_equal_uplinks():
         cur = nxt
         seen.append(cur)
     assert seen[-1] == {1, 2} and all(s == {1, 2} for s in seen[-10:])
+
+
+@pytest.mark.parametrize("rows,current,target,want", [
+    # 1.5x of 50 on equal uplinks: the second gives what the first lacks, with headroom
+    ([U(1, 1, 50), U(2, 2, 29), U(3, 6)], {1, 2}, 75, (2, 25 * CAP_HEADROOM)),
+    # 2x: the second's cap is above what it can do (no effect)
+    ([U(1, 1, 50), U(2, 2, 50), U(3, 6)], {1, 2}, 100, (2, 50 * CAP_HEADROOM)),
+    # 2.5x: the first two full, the third gives the last 25
+    ([U(1, 1, 50), U(2, 2, 50), U(3, 6, 30)], {1, 2, 3}, 125, (3, 25 * CAP_HEADROOM)),
+    # the rest alone meets the target: the floor (the plan drops the dear one later)
+    ([U(1, 1, 80), U(2, 2, 10)], {1, 2}, 75, (2, CAP_FLOOR * 75 * CAP_HEADROOM)),
+    # one uplink planned, or the other one dead: no cap
+    ([U(1, 1, 50), U(2, 2, 50)], {1}, 75, None),
+    ([U(1, 1, 50), U(2, 2, 50, alive=False)], {1, 2}, 75, None),
+])
+def test_marginal_cap_table(rows, current, target, want):
+    got = marginal_cap(rows, frozenset(current), target * MB)
+    if want is None:
+        assert got is None
+    else:
+        assert got[0] == want[0] and got[1] == pytest.approx(want[1] * MB)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from middlebox.core import Inject
+import pytest
+
+from middlebox.core import Direction, Inject
 from middlebox.core import multipath as MP
 from middlebox.core.policy import Target
 from middlebox.wire import MpPrio, parse_packet
@@ -89,3 +91,40 @@ def test_flow_view_names_each_subflows_uplink_and_backup_flag():
     assert view[0]["uplink_id"] == 1 and view[1]["uplink_id"] == 1 and view[3]["uplink_id"] == 3
     assert [view[i]["backup"] for i in (1, 2, 3)] == [False, True, True]
     assert "key" not in str(view).lower()
+
+
+def test_a_1_5x_target_caps_the_marginal_uplinks_upload():
+    """At 1.5x the second-cheapest uplink is planned but capped at what the target needs of it
+    (policy.marginal_cap): new bytes go there only while its token bucket holds them, the
+    rest on the cheapest, never none; at 2x the cap is above what it delivers."""
+    p = _pair(target=Target(multiple=1.5))
+    p.flow.sf1_uplink = 1  # subflow 1 leaves by the cheapest uplink too
+    p.mp.paths[0].rate = p.path(1).rate = 25e6 / 8
+    p.path(2).rate = 50e6 / 8
+    p.mp.plan = frozenset({1, 2})
+    p.path(2).backup = False
+    p.mp.plan_at -= 10
+    p.tick(MP.PLAN_EVERY + 0.01)
+    assert p.mp.plan == {1, 2}
+    cap = p.path(2).cap
+    assert cap == pytest.approx((75e6 - 50e6) / 8 * 1.15)
+    assert p.path(1).cap == p.path(3).cap == 0.0
+    # the scheduler for 2 s of a guest sending 100 Mbit/s in 10 KB segments; each subflow
+    # delivers at its link's rate (uplink 1: 50 Mbit/s shared by subflow 1 and its join)
+    deliver = {0: 25e6 / 8, 1: 25e6 / 8, 2: 50e6 / 8, 3: 50e6 / 8}
+    mp = p.mp
+    for q in mp.paths:
+        q.snd_wnd = 1 << 30  # (no window limits: the cap is what is tested)
+    seg = 10000
+    dt = seg / (100e6 / 8)
+    sent = [0, 0, 0, 0]
+    for _ in range(2500):
+        p.now += dt
+        k = MP.pick(mp, seg, p.conv.counters, p.now)
+        mp.paths[k].snd_nxt += seg
+        sent[k] += seg
+        for q in mp.paths:
+            q.snd_una = min(q.snd_nxt, q.snd_una + int(deliver[q.index] * dt))
+    rate2 = sent[2] / (2500 * dt)
+    assert cap * 0.8 <= rate2 <= cap + 131072 / (2500 * dt), (sent, rate2, cap)
+    assert sent[0] + sent[1] > sent[2] and sent[3] == 0 and p.count("PolicyCapSkip") > 0
