@@ -359,9 +359,10 @@ def test_a_drained_slow_subflow_is_not_tried_at_the_fast_ones_rate():
     assert MP.pick(mp, 1400, p.conv.counters) == 1  # one segment: sooner on the idle one
 
 
-def test_a_burst_on_a_slow_subflow_lasts_its_burst_time_not_burst_bytes():
-    """Bytes in a row on the chosen subflow: BURST at most, fewer on a slow path (what it
-    delivers in BURST_TIME); 22 KB in a row held a 10 Mbit/s path's data level up 18 ms."""
+def test_a_burst_on_a_much_slower_subflow_is_shorter_in_proportion_to_its_rate():
+    """Bytes in a row on the chosen subflow: BURST, but fewer, in proportion to its rate, on
+    one less than half as fast as the best; 22 KB in a row held a 10 Mbit/s path's data level
+    up 18 ms."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
@@ -372,7 +373,10 @@ def test_a_burst_on_a_slow_subflow_lasts_its_burst_time_not_burst_bytes():
     p1.snd_nxt = p1.snd_una + 1
     mp.burst_left = 0
     assert MP.pick(mp, 1400, p.conv.counters) == 1
-    assert mp.burst_left == int(1.25e6 * MP.BURST_TIME) - 1400
+    assert mp.burst_left == int(MP.BURST * 1.25e6 / 6.25e6) - 1400
+    p1.rate = 4e6  # more than half the best rate: BURST (its estimate may be lowered by loss)
+    mp.burst_left = 0
+    assert MP.pick(mp, 1400, p.conv.counters) == 1 and mp.burst_left == MP.BURST - 1400
     p1.rate = 0.0  # no sample: BURST
     mp.burst_left = 0
     assert MP.pick(mp, 1400, p.conv.counters) == 1 and mp.burst_left == MP.BURST - 1400
