@@ -960,7 +960,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=("greedy", "cost"), default="greedy",
                         help="which uplinks a multipath connection uses: greedy (default) every "
                              "live one; cost the cheapest first (uplink cost=N), the next only "
-                             "while the connection delivers less than --target, measured")
+                             "while the connection delivers less than --target, measured; the "
+                             "dearest one in use carries on the upload only what the target "
+                             "still needs of it (the server schedules the download)")
     parser.add_argument("--target", type=_policy_target, default=None, metavar="RATE",
                         help="--policy cost: per connection, a multiple of the best single "
                              "uplink's measured rate (2x) or a rate (150mbit) (default 2x)")
