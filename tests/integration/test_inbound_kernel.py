@@ -398,7 +398,10 @@ def test_port_forwarded_service(mbox, tmp_path):
         assert c_.get("PassiveJoinAtUplink", 0) >= 2 and c_.get("MPCapableACKRX") == 2, c_
         # segments we inject towards the guest are not tracked (rules: the output chain):
         # tracked, NAT gave them another source port and the guest answered with RSTs
-        assert not c_.get("UnknownFlow") and not dd.get("MPTCPRetrans"), (c_, dd)
+        # (UnknownFlow, and MPTCP-level retransmissions by the thousand). A couple of the
+        # client's MPTCP retransmissions came in 1 clean-clone proof of 4 (2, nfqueue, no
+        # UnknownFlow, bytes intact): tolerated as in test_multipath's masquerade case
+        assert not c_.get("UnknownFlow") and dd.get("MPTCPRetrans", 0) <= 2, (c_, dd)
         assert up2 > MB and down2 > MB, "uplink 2 carried nothing"
 
 
