@@ -836,34 +836,35 @@ def _guest_window(flow, mp) -> int:
     return 0 if w < 0 else min(w, 0xFFFF)
 
 
-def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"") -> bytes:
+def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"", now=None) -> bytes:
     """A segment from the server's address to the guest: ack = guest seq of the DATA_ACK,
     window = the data-level window in subflow 1's scale, no options but the data-level SACK
-    blocks (guest_sack)."""
+    blocks (guest_sack, as of `now`: the flow's clock by default)."""
     ack = (flow.guest_isn + mp.data_ack) & M32
     opts = b""
     if flow.sack_ok:
-        blocks = guest_sack(flow, mp, 3 if payload else 4)  # 28 bytes: the room mss_limit keeps
+        blocks = guest_sack(flow, mp, 3 if payload else 4, now)  # 28 bytes: mss_limit's room
         if blocks:
             opts = encode_tcp_options(-1, -1, False, -1, -1, blocks)
     return segment(mp.version, mp.server, mp.guest, mp.sport, mp.gport, seq, ack, flags,
                    _guest_window(flow, mp), opts, payload)
 
 
-def _hole_evident(flow, p, ss: int) -> bool:
+def _hole_evident(flow, p, ss: int, now=None) -> bool:
     """Is the unacked byte at relative subflow seq `ss` of subflow `p` known lost, rather than
     still in flight on a slower path? The server's SACK on that subflow names bytes above it,
     the subflow counts duplicate ACKs, or it has made no progress for two RTTs (HOLE_RTT
-    while it has no RTT sample)."""
+    while it has no RTT sample) by `now` (the flow's clock by default)."""
     for s, e in p.sacked:
         if e > ss:
             return True
     if p.dups >= 2:
         return True
-    return flow.last - p.progress_at > 2.0 * (p.srtt or HOLE_RTT) + 0.005
+    wait = 2.0 * (p.srtt or HOLE_RTT)
+    return (flow.last if now is None else now) - p.progress_at > wait + 0.005
 
 
-def guest_sack(flow, mp, limit: int) -> tuple:
+def guest_sack(flow, mp, limit: int, now=None) -> tuple:
     """Data-level SACK for the guest (MULTIPATH.md §3.5 (c), option B: precise signals, no
     payload kept): the guest bytes above DATA_ACK that a subflow's cumulative ACK or SACK
     covers (the server's TCP has them), as up to `limit` blocks in guest seqs, lowest first,
@@ -897,7 +898,7 @@ def guest_sack(flow, mp, limit: int) -> tuple:
         at = da - r0 if da > r0 else 0  # offset in the run up to which all is covered or seen
         stop = False
         for x, y in pieces + [(n, n)]:
-            if x > at and not _hole_evident(flow, p, s0 + at):
+            if x > at and not _hole_evident(flow, p, s0 + at, now):
                 stop = True  # a hole in flight: nothing above it is shown
                 break
             if y > at:
@@ -948,16 +949,13 @@ def _tell_silent_tails(conv, flow, mp, now: float) -> list:
         p.told_at = p.progress_at
         if out:
             continue
-        last = flow.last
-        flow.last = now  # _hole_evident judges by the flow's clock
-        if _sack_news(flow, mp):
+        if _sack_news(flow, mp, now):
             conv.counters[Counter.SackNewsTimer] += 1
-            out.append(Inject(_guest_ack(flow, mp)))
-        flow.last = last
+            out.append(Inject(_guest_ack(flow, mp, now)))
     return out
 
 
-def _sack_news(flow, mp) -> bool:
+def _sack_news(flow, mp, now=None) -> bool:
     """Would the guest learn something from an ACK now? Its data-level SACK blocks (guest_sack)
     differ from the last ones this asked about. An ACK that moves no data level is otherwise
     held back as reordering between subflows; one that names a newly known-lost hole is what
@@ -965,7 +963,7 @@ def _sack_news(flow, mp) -> bool:
     per 8 s run while these ACKs were held back)."""
     if not flow.sack_ok:
         return False
-    blocks = guest_sack(flow, mp, 4)
+    blocks = guest_sack(flow, mp, 4, now)
     if not blocks or blocks == mp.sack_told:
         return False
     mp.sack_told = blocks
@@ -986,8 +984,8 @@ def guest_options(flow, mp, data: bytes, pkt):
     return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
 
 
-def _guest_ack(flow, mp) -> bytes:
-    return _to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, ACK)
+def _guest_ack(flow, mp, now=None) -> bytes:
+    return _to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, ACK, b"", now)
 
 
 # -- the scheduler ------------------------------------------------------------------------------

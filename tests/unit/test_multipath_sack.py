@@ -32,13 +32,22 @@ def test_guest_sack_perm_reaches_the_server_with_uplinks_and_the_synack_decides(
 STALL = 0.2  # seconds without progress after which a subflow's hole is known lost (> 2 * HOLE_RTT)
 
 
-def _hole_on_subflow_1():
-    """Guest data on subflow 1 (not acked by the server) then on the join (acked by the
-    join): (pair, join, guest seq of the join's segment)."""
+def _joined_pair(srtt: float = 0.0):
+    """A multipath pair with its join on uplink 1 established: (pair, join, subflow 1's path),
+    subflow 1's srtt set when given."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
-    j = p.joins[1]
+    p0 = p.mp.paths[0]
+    if srtt:
+        p0.srtt = srtt
+    return p, p.joins[1], p0
+
+
+def _hole_on_subflow_1():
+    """Guest data on subflow 1 (not acked by the server) then on the join (acked by the
+    join): (pair, join, guest seq of the join's segment)."""
+    p, j, _ = _joined_pair()
     assert p.flow.sack_ok
     buf = p.data_on(1, size=1000)
     ss = (parse_packet(buf).seq - j.c_isn) & M32
@@ -294,12 +303,7 @@ def test_a_silent_subflows_lost_tail_reaches_the_guest_by_the_clock():
     server nothing to say; the other subflow's ACKs came before two RTTs had passed and were
     held back as reordering. Nothing else would come: the guest waited for its RTO (3-8 per
     8 s upload on 100+30 Mbit/s with 5 ms buffers). The clock sends the news, once."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    p0 = p.mp.paths[0]
-    p0.srtt = 0.02
+    p, j, p0 = _joined_pair(0.02)
     buf = p.data_on(1, size=1000)  # subflow 1's bytes first (never acked: its tail was lost)
     ss = (parse_packet(buf).seq - j.c_isn) & M32
     gseq = (p.g_nxt - 1000) & M32
@@ -324,12 +328,7 @@ def test_an_idle_subflows_first_bytes_after_a_pause_are_neither_lost_nor_stale()
     then. Timed from its last ACK (before the pause), those bytes looked two RTTs overdue at
     once (blocks above them made the guest resend them) and the subflow went stale at the next
     tick because the other subflow had progressed meanwhile."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    p0 = p.mp.paths[0]
-    p0.srtt = 0.05
+    p, j, p0 = _joined_pair(0.05)
     p.now += 5.0  # a pause: nothing in flight anywhere
     buf = p.data_on(1, size=1000)
     ss = (parse_packet(buf).seq - j.c_isn) & M32
