@@ -101,6 +101,8 @@ MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flap
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
 #                    super-packet counts for its length); fewer on a much slower one (pick)
+IDLE_DOUBLING = 0.1  # seconds: an idle subflow's old rate estimate counts double per this
+#                     much idle time (pick), up to the best subflow's rate
 CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (cost policy)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
@@ -1044,7 +1046,17 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
                 # at most the best: at the best, a slow path (10 of 10+50+50 Mbit/s) took a
                 # whole super-packet whenever it had drained, held the data level up for
                 # 50 ms and overflowed its queue (upload 17-35 Mbit/s, Linux MPTCP 102)
-                rate = top if rate == 0.0 else min(top, max(2.0 * rate, 0.25 * top))
+                # An estimate grows older while unused, and nothing else corrects it: it counts
+                # double per IDLE_DOUBLING of idle time. Without that a join whose early sample
+                # was low stayed idle for good once the others kept up with the guest (CI, pure
+                # Python: uplink 2 carried 0.37 MB of an 8 MB upload)
+                if rate > 0.0:
+                    rate = max(2.0 * rate, 0.25 * top)
+                    idle = now - p.progress_at
+                    if idle > 0.0:
+                        rate *= 2.0 ** min(idle / IDLE_DOUBLING, 8.0)
+                if rate == 0.0 or rate > top:
+                    rate = top
             if rate < RATE_MIN:
                 rate = RATE_MIN
             key = (inflight + length) / rate

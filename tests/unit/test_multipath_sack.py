@@ -379,3 +379,21 @@ def test_a_burst_on_a_much_slower_subflow_is_shorter_in_proportion_to_its_rate()
     p1.rate = 0.0  # no sample: BURST
     mp.burst_left = 0
     assert MP.pick(mp, 1400, p.conv.counters) == 1 and mp.burst_left == MP.BURST - 1400
+
+
+def test_an_idle_subflow_with_an_old_low_estimate_is_tried_again_as_its_idle_time_grows():
+    """Two uplinks; the guest's rate (pure Python's CPU) is what subflow 1 carries alone, so
+    it never queues much. The join's early sample was low; tried at twice that (at least a
+    quarter of the best), it lost to subflow 1 at every pick and, never used, its estimate
+    never changed (CI: uplink 2 carried 0.37 MB of an 8 MB upload). Its estimate counts double
+    per IDLE_DOUBLING of idle time, up to the best rate."""
+    p, j, p0 = _joined_pair(0.02)
+    mp = p.mp
+    p1 = mp.paths[1]
+    p0.rate, p1.rate = 3.1e6, 0.3e6  # 25 Mbit/s; the join's early sample: 2.4 Mbit/s
+    p0.snd_nxt = p0.snd_una + 62_000  # one BDP in flight: it keeps up
+    t = p1.progress_at  # the join's last ACK: it has drained
+    assert p1.snd_nxt == p1.snd_una
+    for at, want in ((t, 0), (t + MP.IDLE_DOUBLING, 0), (t + 3 * MP.IDLE_DOUBLING, 1)):
+        mp.burst_left = 0
+        assert MP.pick(mp, 65536, p.conv.counters, at) == want, at - t
