@@ -422,3 +422,38 @@ def test_bytes_queued_on_a_slow_subflow_are_not_lost_before_its_queue_could_drai
     assert MP.next_deadline(p.conv) >= p0.progress_at + inflight / p0.rate
     drained = p0.progress_at + 2 * 0.0002 + inflight / p0.rate + 0.0051  # and nothing came
     assert MP.guest_sack(p.flow, p.mp, 4, drained) == ((gseq, (gseq + 1000) & M32),)
+
+
+def test_forged_acks_on_a_join_neither_show_the_guest_blocks_nor_wake_the_clock():
+    """An adversary's segments on a join, while subflow 1's bytes wait below the join's: an
+    ACK of the join's bytes with a sequence number far outside (2^30 away), one acking bytes
+    never sent, and one whose SACK names bytes never sent. None is progress; the guest hears
+    of no block, then or when the clock later looks, and the join's state is what it was. A
+    flood of the same duplicate ACK tells the guest once."""
+    p, j, p0 = _joined_pair(0.02)
+    p0.rate = 12.5e6
+    buf = p.data_on(1, size=1000)
+    ss = (parse_packet(buf).seq - j.c_isn) & M32
+    gseq = (p.g_nxt - 1000) & M32
+    p1 = p.mp.paths[1]
+    una, at, sacked = p1.snd_una, p1.progress_at, p1.sacked
+    never = (((j.c_isn + ss + 5000) & M32, (j.c_isn + ss + 6000) & M32),)
+    forged = [
+        p.j_ack(j, seq=j.s_nxt + 0x50000000, ack=ss + 1000),
+        p.j_ack(j, ack=ss + 1000 + 100_000),
+        p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss, ACK, (p.dack(),),
+                   tcp=encode_tcp_options(sack=never)),
+    ]
+    for buf in forged:
+        acts = p.j_in(buf)
+        assert "g_ack" not in p.classify(acts), p.classify(acts)
+        assert (p1.snd_una, p1.progress_at, p1.sacked) == (una, at, sacked)
+    p.now += 1.0  # the clock: subflow 1 long silent, but nothing above it was acked
+    assert MP.guest_sack(p.flow, p.mp, 4) == ()
+    assert [a for a in p.conv.tick(p.now) if p.label(a.data) == "g_ack"] == []
+    # the real ACK shows the block once, however often it comes
+    fwd = p.count("SackNewsFwd")
+    for _ in range(200):
+        p.j_in(p.j_ack(j, ack=ss + 1000))
+    assert p.count("SackNewsFwd") == fwd + 1
+    assert MP.guest_sack(p.flow, p.mp, 4) == ((gseq, (gseq + 1000) & M32),)
