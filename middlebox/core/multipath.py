@@ -118,6 +118,7 @@ DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK t
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
+HOLE_DRAIN_MAX = 0.25  # seconds: at most this long for a subflow's queue to drain (_hole_wait)
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -859,10 +860,11 @@ def _hole_wait(p) -> float:
     drains slowly: a 10 Mbit/s uplink's tbf released a 25 KB super-packet whole after 20 ms,
     while the subflow's srtt (its ACKs came at once after) stayed below a millisecond. Its
     bytes were shown lost after 6 ms; the guest resent every second super-packet and halved
-    its window each time (10+50+50 Mbit/s upload: 13-19 Mbit/s in one run of two)."""
+    its window each time (10+50+50 Mbit/s upload: 13-19 Mbit/s in one run of two). At most
+    HOLE_DRAIN_MAX for the queue: an estimate from a trickle must not stop the clock."""
     inflight = p.snd_nxt - p.snd_una
     drain = inflight / p.rate if p.rate > 0.0 else (HOLE_RTT if inflight else 0.0)
-    return 2.0 * (p.srtt or HOLE_RTT) + drain
+    return 2.0 * (p.srtt or HOLE_RTT) + (drain if drain < HOLE_DRAIN_MAX else HOLE_DRAIN_MAX)
 
 
 def _hole_evident(flow, p, ss: int, now=None) -> bool:

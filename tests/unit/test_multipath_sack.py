@@ -422,6 +422,11 @@ def test_bytes_queued_on_a_slow_subflow_are_not_lost_before_its_queue_could_drai
     assert MP.next_deadline(p.conv) >= p0.progress_at + inflight / p0.rate
     drained = p0.progress_at + 2 * 0.0002 + inflight / p0.rate + 0.0051  # and nothing came
     assert MP.guest_sack(p.flow, p.mp, 4, drained) == ((gseq, (gseq + 1000) & M32),)
+    # an estimate from a trickle (1 kB/s: 20 s for these bytes) waits HOLE_DRAIN_MAX at most
+    p0.rate = 1000.0
+    assert MP.guest_sack(p.flow, p.mp, 4, drained) == ()
+    late = p0.progress_at + 2 * 0.0002 + MP.HOLE_DRAIN_MAX + 0.0051
+    assert MP.guest_sack(p.flow, p.mp, 4, late) == ((gseq, (gseq + 1000) & M32),)
 
 
 def test_forged_acks_on_a_join_neither_show_the_guest_blocks_nor_wake_the_clock():
