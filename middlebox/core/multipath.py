@@ -118,7 +118,6 @@ DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK t
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
-HOLE_DRAIN_MAX = 0.25  # seconds: at most this long for a subflow's queue to drain (_hole_wait)
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -853,31 +852,18 @@ def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"", now=None) ->
                    _guest_window(flow, mp), opts, payload)
 
 
-def _hole_wait(p) -> float:
-    """How long subflow p may make no progress before its unacked bytes are known lost: two
-    RTTs (HOLE_RTT each while it has no sample) plus the time its bytes in flight take at its
-    delivery rate (HOLE_RTT without a sample). The RTT alone was not enough where a queue
-    drains slowly: a 10 Mbit/s uplink's tbf released a 25 KB super-packet whole after 20 ms,
-    while the subflow's srtt (its ACKs came at once after) stayed below a millisecond. Its
-    bytes were shown lost after 6 ms; the guest resent every second super-packet and halved
-    its window each time (10+50+50 Mbit/s upload: 13-19 Mbit/s in one run of two). At most
-    HOLE_DRAIN_MAX for the queue: an estimate from a trickle must not stop the clock."""
-    inflight = p.snd_nxt - p.snd_una
-    drain = inflight / p.rate if p.rate > 0.0 else (HOLE_RTT if inflight else 0.0)
-    return 2.0 * (p.srtt or HOLE_RTT) + (drain if drain < HOLE_DRAIN_MAX else HOLE_DRAIN_MAX)
-
-
 def _hole_evident(flow, p, ss: int, now=None) -> bool:
     """Is the unacked byte at relative subflow seq `ss` of subflow `p` known lost, rather than
     still in flight on a slower path? The server's SACK on that subflow names bytes above it,
-    the subflow counts duplicate ACKs, or it has made no progress for _hole_wait by `now`
-    (the flow's clock by default)."""
+    the subflow counts duplicate ACKs, or it has made no progress for two RTTs (HOLE_RTT
+    while it has no RTT sample) by `now` (the flow's clock by default)."""
     for s, e in p.sacked:
         if e > ss:
             return True
     if p.dups >= 2:
         return True
-    return (flow.last if now is None else now) - p.progress_at > _hole_wait(p) + 0.005
+    wait = 2.0 * (p.srtt or HOLE_RTT)
+    return (flow.last if now is None else now) - p.progress_at > wait + 0.005
 
 
 def guest_sack(flow, mp, limit: int, now=None) -> tuple:
@@ -942,16 +928,16 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
 
 
 def _silent_tail(flow, mp, p) -> float:
-    """When the clock makes subflow p's unacked bytes a known hole (no progress for _hole_wait)
-    that no ACK has shown the guest yet; 0.0: nothing to wait for. A tail dropped on a path (a
-    GSO burst into a shallow queue) leaves its subflow nothing to ACK and the server nothing to
-    say; the ACKs of other subflows, which would carry the news, came before that wait had
-    passed and were held back as reordering. The guest then waited for
+    """When the clock makes subflow p's unacked bytes a known hole (_hole_evident's two RTTs
+    without progress) that no ACK has shown the guest yet; 0.0: nothing to wait for. A tail
+    dropped on a path (a GSO burst into a shallow queue) leaves its subflow nothing to ACK and
+    the server nothing to say; the ACKs of other subflows, which would carry the news, came
+    before the two RTTs had passed and were held back as reordering. The guest then waited for
     its RTO (100+30 Mbit/s, 5 ms buffers: 3-8 RTOs per 8 s upload, 0.68x Linux MPTCP)."""
     if (p.state is not SS.ESTABLISHED or p.snd_nxt <= p.snd_una or p.told_at == p.progress_at
             or not flow.sack_ok or not mp.runs or mp.runs[-1][1] <= mp.data_ack):
         return 0.0
-    return p.progress_at + _hole_wait(p) + 0.006
+    return p.progress_at + 2.0 * (p.srtt or HOLE_RTT) + 0.006
 
 
 def _tell_silent_tails(conv, flow, mp, now: float) -> list:

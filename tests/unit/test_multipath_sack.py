@@ -304,15 +304,13 @@ def test_a_silent_subflows_lost_tail_reaches_the_guest_by_the_clock():
     held back as reordering. Nothing else would come: the guest waited for its RTO (3-8 per
     8 s upload on 100+30 Mbit/s with 5 ms buffers). The clock sends the news, once."""
     p, j, p0 = _joined_pair(0.02)
-    p0.rate = 12.5e6  # 100 Mbit/s
     buf = p.data_on(1, size=1000)  # subflow 1's bytes first (never acked: its tail was lost)
     ss = (parse_packet(buf).seq - j.c_isn) & M32
     gseq = (p.g_nxt - 1000) & M32
     acts = p.j_in(p.j_ack(j, ack=ss + 1000))  # the join acks at once: reordering, held back
     assert "g_ack" not in p.classify(acts) and not p.count("SackNewsFwd")
     due = MP.next_deadline(p.conv)
-    drain = (p0.snd_nxt - p0.snd_una) / p0.rate
-    assert due is not None and p.now < due <= p0.progress_at + 2 * 0.02 + drain + 0.01
+    assert due is not None and p.now < due <= p0.progress_at + 2 * 0.02 + 0.01
     assert p.conv.tick(due - 0.001) == []  # not yet
     acts = p.conv.tick(due)
     assert p.classify(acts) == ["g_ack"], p.classify(acts)
@@ -399,34 +397,6 @@ def test_an_idle_subflow_with_an_old_low_estimate_is_tried_again_as_its_idle_tim
     for at, want in ((t, 0), (t + MP.IDLE_DOUBLING, 0), (t + 3 * MP.IDLE_DOUBLING, 1)):
         mp.burst_left = 0
         assert MP.pick(mp, 65536, p.conv.counters, at) == want, at - t
-
-
-def test_bytes_queued_on_a_slow_subflow_are_not_lost_before_its_queue_could_drain():
-    """10+50+50 Mbit/s, 20 ms buffers: the 10 Mbit/s uplink's tbf released a 25 KB super-packet
-    whole after 20 ms and its ACK came at once, so subflow 1's srtt stayed below a millisecond.
-    Two RTTs without progress showed its bytes lost after 6 ms: the guest resent every second
-    super-packet and halved its window each time (13-19 Mbit/s). The wait adds the time the
-    bytes in flight take at the subflow's rate (_hole_wait)."""
-    p, j, p0 = _joined_pair(0.0002)
-    p0.rate = 0.5e6  # 4 Mbit/s (the model guest sends 1000 bytes a millisecond)
-    buf = p.data_on(1, size=1000)
-    ss = (parse_packet(buf).seq - j.c_isn) & M32
-    gseq = (p.g_nxt - 1000) & M32
-    inflight = p0.snd_nxt - p0.snd_una
-    assert inflight >= 20_000  # a burst on subflow 1 first: 40 ms at 4 Mbit/s
-    p.now += 0.006  # 30 srtt after the last byte, not yet drained: in flight, not lost
-    assert p.now < p0.progress_at + inflight / p0.rate
-    acts = p.j_in(p.j_ack(j, ack=ss + 1000))
-    assert "g_ack" not in p.classify(acts)
-    assert MP.guest_sack(p.flow, p.mp, 4) == ()
-    assert MP.next_deadline(p.conv) >= p0.progress_at + inflight / p0.rate
-    drained = p0.progress_at + 2 * 0.0002 + inflight / p0.rate + 0.0051  # and nothing came
-    assert MP.guest_sack(p.flow, p.mp, 4, drained) == ((gseq, (gseq + 1000) & M32),)
-    # an estimate from a trickle (1 kB/s: 20 s for these bytes) waits HOLE_DRAIN_MAX at most
-    p0.rate = 1000.0
-    assert MP.guest_sack(p.flow, p.mp, 4, drained) == ()
-    late = p0.progress_at + 2 * 0.0002 + MP.HOLE_DRAIN_MAX + 0.0051
-    assert MP.guest_sack(p.flow, p.mp, 4, late) == ((gseq, (gseq + 1000) & M32),)
 
 
 def test_forged_acks_on_a_join_neither_show_the_guest_blocks_nor_wake_the_clock():
