@@ -101,7 +101,7 @@ MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flap
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
 #                    super-packet counts for its length); fewer on a much slower one (pick)
-IDLE_DOUBLING = 0.1  # seconds: an unused subflow's old rate estimate counts double per this
+IDLE_DOUBLING = 0.1  # seconds: an idle subflow's old rate estimate counts double per this
 #                     much idle time (pick), up to the best subflow's rate
 CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (cost policy)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
@@ -148,7 +148,6 @@ class Path:
         "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
         "cap", "tokens", "tok_at",  # cost policy: the upload cap (bytes/s, 0: none) and its bucket
-        "picked_at",  # when the scheduler last chose this subflow for new bytes (pick)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -181,7 +180,6 @@ class Path:
         self.rate_at = now
         self.progress_at = now
         self.acked_at = now
-        self.picked_at = now
         self.stale_at = 0.0
         self.dups = 0
         self.tries = 0
@@ -1023,11 +1021,9 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
             mp.burst_left -= length
             if p.cap:
                 p.tokens -= length
-            p.picked_at = now
             return lp
     best = -1
     best_key = 0.0
-    best_rate = fallback_rate = 0.0  # the rate each was tried at (its burst follows it)
     fallback = -1
     fallback_key = 0.0
     top = 0.0  # the best delivery rate measured on an established subflow
@@ -1040,9 +1036,8 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
                 continue
             inflight = p.snd_nxt - p.snd_una
             rate = p.rate
-            unused = now - p.picked_at
-            if rate < top and (inflight == 0 or unused > IDLE_DOUBLING):
-                # idle, or not chosen for a while: its estimate (none yet, or an old low one) only its own ACKs can
+            if inflight == 0 and rate < top:
+                # idle: its estimate (none yet, or an old low one) only its own ACKs can
                 # raise, so it is tried at a better rate. Without a sample, at the best rate
                 # known: otherwise a join that got one early burst and no rate sample (0) lost
                 # to every queue for good (a 64 KB super-packet costs 0.5 s at RATE_MIN; CI:
@@ -1054,57 +1049,52 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
                 # An estimate grows older while unused, and nothing else corrects it: it counts
                 # double per IDLE_DOUBLING of idle time. Without that a join whose early sample
                 # was low stayed idle for good once the others kept up with the guest (CI, pure
-                # Python: uplink 2 carried 0.37 MB of an 8 MB upload). Idle or not: a subflow
-                # with a trickle always in flight was never idle, never chosen, and kept its
-                # low estimate (3x100 Mbit/s: the third carried 1-3 Mbit/s for whole runs)
+                # Python: uplink 2 carried 0.37 MB of an 8 MB upload)
                 if rate > 0.0:
                     rate = max(2.0 * rate, 0.25 * top)
-                    if unused > 0.0:
-                        rate *= 2.0 ** min(unused / IDLE_DOUBLING, 8.0)
+                    idle = now - p.progress_at
+                    if idle > 0.0:
+                        rate *= 2.0 ** min(idle / IDLE_DOUBLING, 8.0)
                 if rate == 0.0 or rate > top:
                     rate = top
-            tried = rate  # (0.0: no sample; its burst is BURST)
             if rate < RATE_MIN:
                 rate = RATE_MIN
             key = (inflight + length) / rate
             if p.cap and not _cap_ok(p, length, now):
                 counters[Counter.PolicyCapSkip] += 1  # (used only when nothing else can be)
                 if fallback < 0 or key < fallback_key:
-                    fallback, fallback_key, fallback_rate = p.index, key, tried
+                    fallback, fallback_key = p.index, key
                 continue
             if p.snd_nxt + length > p.snd_una + p.snd_wnd:
                 counters[Counter.SubflowWindowLimited] += 1
                 if fallback < 0 or key < fallback_key:
-                    fallback, fallback_key, fallback_rate = p.index, key, tried
+                    fallback, fallback_key = p.index, key
                 continue
             if best < 0 or key < best_key:
-                best, best_key, best_rate = p.index, key, tried
+                best, best_key = p.index, key
         if best >= 0 or fallback >= 0:
             break
     if best < 0:
-        best, best_rate = fallback, fallback_rate
+        best = fallback
     if best < 0:  # nothing established: a stale one rather than nothing
         for p in paths:
             if p.state is SS.STALE:
                 best = p.index
                 break
     mp.last_pick = best
-    if best >= 0:
-        paths[best].picked_at = now
-        if paths[best].cap:
-            paths[best].tokens -= length
+    if best >= 0 and paths[best].cap:
+        paths[best].tokens -= length
     # a burst on a path less than half as fast as the best is shorter, in proportion to its
     # rate: BURST bytes on a slow path held the data level up (22 KB: 18 ms at 10 Mbit/s;
     # 10+50+50 Mbit/s upload 59-71 Mbit/s, 96-100 with short bursts there). Shortened on
     # every path slower than the best (or timed: 2 ms of each path's rate), bursts shrank on
     # the lossy one of two equal paths, whose estimate loss lowers: 2 x 100 Mbit/s with 1 %
-    # loss went from 156-174 to 137-157 Mbit/s. The rate it was tried at decides, not its
-    # estimate: a subflow tried at a better rate (idle, or unused) but given a burst by its
-    # low estimate got one segment per try, whose ACK kept the estimate low (3 x 100 Mbit/s:
-    # the third subflow sent 1-20 segments every 20-100 ms, 1-3 Mbit/s for whole runs)
+    # loss went from 156-174 to 137-157 Mbit/s
     burst = BURST
-    if best >= 0 and 0.0 < best_rate and 2.0 * best_rate < top:
-        burst = int(BURST * best_rate / top)
+    if best >= 0:
+        r = paths[best].rate
+        if 0.0 < r and 2.0 * r < top:
+            burst = int(BURST * r / top)
     mp.burst_left = burst - length
     return best
 

@@ -399,50 +399,6 @@ def test_an_idle_subflow_with_an_old_low_estimate_is_tried_again_as_its_idle_tim
         assert MP.pick(mp, 65536, p.conv.counters, at) == want, at - t
 
 
-def test_a_subflow_with_a_trickle_in_flight_is_tried_again_when_unchosen_for_a_while():
-    """Not idle, yet starved: a subflow with a few bytes always in flight and a low estimate
-    lost every pick at its own rate, so it was never chosen and its estimate never rose (3 x
-    100 Mbit/s upload: the third subflow at 1-3 Mbit/s for whole runs). Its estimate counts
-    double per IDLE_DOUBLING since it was last chosen, as an idle one's does."""
-    p, j, p0 = _joined_pair(0.005)
-    mp = p.mp
-    p1 = mp.paths[1]
-    p0.rate, p1.rate = 12.5e6, 0.25e6  # 100 and 2 Mbit/s
-    p0.snd_nxt = p0.snd_una + 100_000  # 8 ms of queue
-    p1.snd_nxt = p1.snd_una + 3_000  # a trickle in flight: not idle
-    t = p.now
-    mp.burst_left = 0
-    assert MP.pick(mp, 65536, p.conv.counters, t) == 0  # chosen now: p0.picked_at = t
-    p1.picked_at = t
-    late = t + 1.5 * MP.IDLE_DOUBLING  # then at least a quarter of the best, doubled
-    for at, want in ((t + 0.05, 0), (t + 0.09, 0), (late, 1)):
-        mp.burst_left = 0
-        p0.picked_at = at  # (subflow 1 keeps being chosen)
-        assert MP.pick(mp, 65536, p.conv.counters, at) == want, at - t
-    assert p1.picked_at == late
-
-
-def test_a_subflow_tried_at_a_better_rate_gets_the_burst_of_that_rate():
-    """The burst follows the rate a subflow was tried at, not its estimate: tried at a better
-    rate (idle) but given a burst by its low estimate (2 of 100 Mbit/s: 448 bytes), the third
-    subflow of a 3 x 100 Mbit/s upload got one segment per try, whose ACK kept the estimate
-    low: 1-3 Mbit/s for whole runs."""
-    p, j, p0 = _joined_pair(0.005)
-    mp = p.mp
-    p1 = mp.paths[1]
-    p0.rate, p1.rate = 12.5e6, 0.25e6
-    p0.snd_nxt = p0.snd_una + 100_000
-    assert p1.snd_nxt == p1.snd_una  # idle: tried at a quarter of the best
-    t = p1.picked_at
-    mp.burst_left = 0
-    assert MP.pick(mp, 1400, p.conv.counters, t) == 1
-    assert mp.burst_left == int(MP.BURST * 0.25) - 1400  # 4 segments, not 448 bytes
-    p1.snd_nxt = p1.snd_una  # unused for 150 ms: 2.8 times that, above half the best: BURST
-    mp.burst_left = 0
-    assert MP.pick(mp, 1400, p.conv.counters, t + 1.5 * MP.IDLE_DOUBLING) == 1
-    assert mp.burst_left == MP.BURST - 1400
-
-
 def test_forged_acks_on_a_join_neither_show_the_guest_blocks_nor_wake_the_clock():
     """An adversary's segments on a join, while subflow 1's bytes wait below the join's: an
     ACK of the join's bytes with a sequence number far outside (2^30 away), one acking bytes
