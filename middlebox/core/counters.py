@@ -168,6 +168,7 @@ class Counter(IntEnum):
     RunMapNearFull = 144  # super-packets sent cut (per-segment mappings) because the run map was nearly full
     SackNewsTimer = 145  # guest ACKs sent by the clock: a silent subflow's unacked tail became a known hole (SACK news)
     PolicyCapSkip = 146  # cost policy: new bytes kept off the capped marginal uplink (its token bucket was empty)
+    JoinSeqUnacceptable = 147  # extra-subflow segments whose seq or ack lay outside the windows (RFC 5961): dropped, nothing moved
 
 
 def new_counters() -> dict:

@@ -862,8 +862,7 @@ def _hole_evident(flow, p, ss: int, now=None) -> bool:
             return True
     if p.dups >= 2:
         return True
-    wait = 2.0 * (p.srtt or HOLE_RTT)
-    return (flow.last if now is None else now) - p.progress_at > wait + 0.005
+    return (flow.last if now is None else now) - p.progress_at > 2.0 * (p.srtt or HOLE_RTT) + 0.005
 
 
 def guest_sack(flow, mp, limit: int, now=None) -> tuple:
@@ -1604,6 +1603,8 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
         return [Drop("packet of a forgotten subflow")]
     flow.last = now
     inp, ctx, pm = _classify(flow, p, pkt, data)
+    if ctx is _UNACCEPTABLE:
+        conv.counters[Counter.JoinSeqUnacceptable] += 1
     if inp is _FASTCLOSE:
         return _fastclosed(conv, flow, flow.mp, p, pkt)
     actions = _event(conv, flow, p, inp, now, pkt, data, ctx)
@@ -1615,6 +1616,7 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
     return actions
 
 
+_UNACCEPTABLE = "unacceptable"  # (_classify: seq or ack outside the windows, counted)
 _FASTCLOSE = "fastclose"  # (_classify: MP_FASTCLOSE with our key on an acceptable segment of a join)
 
 
@@ -1677,12 +1679,22 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
         return SI.SYNACK_BAD, None, None
     if not f & ACK or p.state is SS.SYN_SENT:
         return SI.ODD, None, None
+    # Acceptability (RFC 9293 §3.10.7.4, RFC 5961 §5.2), with the largest window each side's
+    # scale can express as the bound (the window we offer here is the guest's, which may have
+    # been wider when the server sent, and shrinks when the guest reads slowly): the segment
+    # must lie within that window of rcv_nxt, ahead or one window back (a reordered ACK, a
+    # retransmission whose ACK got lost, Linux's zero-window probe at rcv_nxt - 1 are still
+    # answered), and its ack within the server's largest window below snd_una, up to snd_nxt.
+    # Anything else changes nothing: a blind forger must hit both ranges (about 1 in 2^17 at
+    # the common scale 7), where anything within 2^30 passed before (1 in 8).
+    n = pkt.payload_len
+    rwnd = 0xFFFF << flow.guest_wscale
     r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
-    if r > p.rcv_nxt + 0x40000000 or r + 0x40000000 < p.rcv_nxt:
-        return SI.ODD, None, None
+    if r > p.rcv_nxt + rwnd or r + n + (1 if f & FIN else 0) + rwnd < p.rcv_nxt:
+        return SI.ODD, _UNACCEPTABLE, None
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
-    if a > p.snd_nxt + 1 or a + 0x40000000 < p.snd_una:
-        return SI.ODD, None, None
+    if a > p.snd_nxt + 1 or a + (0xFFFF << p.rwscale) < p.snd_una:
+        return SI.ODD, _UNACCEPTABLE, None
     dss = pm = None
     fastclose = False
     for o in mptcp_options(data, pkt):
@@ -1695,7 +1707,6 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
             return SI.ACK3_JOIN, None, None  # the peer's third ACK again: our fourth got lost
         elif t is MpFastclose and o.rcvr_key == flow.local_key:
             fastclose = True
-    n = pkt.payload_len
     acceptable = p.rcv_nxt <= r + n and r <= p.rcv_nxt + (flow.guest_window << flow.guest_wscale)
     if fastclose and acceptable and (p.state in ALIVE or p.state is SS.CLOSING):
         return _FASTCLOSE, None, None  # Option A (RFC 8684 §3.5)
