@@ -67,10 +67,13 @@ def test_two_uplinks_both_carry(mbox, server_factory, family, masquerade):
         assert dd.get("MPJoinSynRx", 0) == dd.get("MPJoinAckRx", 0) == 2, dd  # one join x 2 flows
         assert not [f for f in srv.mptcp_flags if is_fallback(f)]
         if masquerade:
-            # the symptom was the guest's RSTs (UnknownFlow 5509 in one run); a single MPTCP
-            # retransmission of the server's happens in about 1 run in 6 here (not seen
-            # without masquerade, not understood), thousands came with the RSTs
-            assert not c.get("UnknownFlow") and dd.get("MPTCPRetrans", 0) <= 2, (c, dd)
+            # the symptom was the guest's RSTs (UnknownFlow 5509 in one run, thousands of MPTCP
+            # retransmissions with them). A few retransmissions have a known cause: each join
+            # segment beyond the guest's window (JoinBeyondGuestWindow: taken and acked here,
+            # dropped by the guest) is repaired only by the server's MPTCP timer (a proof: 4 of
+            # them, MPTCPRetrans 4). One more, in about 1 run in 6, is not understood
+            explained = c.get("JoinBeyondGuestWindow", 0)
+            assert not c.get("UnknownFlow") and dd.get("MPTCPRetrans", 0) <= 2 + explained, (c, dd)
         for (tx0, rx0), (tx1, rx1) in zip(links0, links1):
             # (a CI run once saw uplink 2 carry ~0 of the upload: the counters name the cause)
             assert tx1 - tx0 > 2 * MB and rx1 - rx0 > 2 * MB, (links0, links1, c)
