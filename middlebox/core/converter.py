@@ -686,7 +686,13 @@ class Converter:
                 return [Drop("guest segment outside its own sequence space")]
             if rel + plen > flow.snd_end:
                 flow.snd_end = rel + plen
-        flow.guest_window = pkt.window  # for the ACKs we may have to inject
+        if not seq_before(ack, (flow.server_isn + flow.rcv_rel) & M32):
+            # for the ACKs we may have to inject, which carry the newest ack (rcv_rel): the
+            # window of that ack, never one of an older ACK that arrived late (the guest's
+            # ACKs cross two CPUs' backlogs; a slow reader's window shrinks as its ack grows,
+            # so the old window with the new ack put the edge beyond the guest's, and the
+            # server sent bytes on joins that the guest dropped: JoinBeyondGuestWindow)
+            flow.guest_window = pkt.window
         data_ack = flow.data_ack_of_guest_ack(ack)
         if not flow.ack64:
             data_ack &= M32
