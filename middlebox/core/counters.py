@@ -169,6 +169,7 @@ class Counter(IntEnum):
     SackNewsTimer = 145  # guest ACKs sent by the clock: a silent subflow's unacked tail became a known hole (SACK news)
     PolicyCapSkip = 146  # cost policy: new bytes kept off the capped marginal uplink (its token bucket was empty)
     JoinSeqUnacceptable = 147  # extra-subflow segments whose seq or ack lay outside the windows (RFC 5961): dropped, nothing moved
+    GuestLateAckWindow = 148  # guest segments whose ack was older than one seen (late): sent on with the newest ack's window
 
 
 def new_counters() -> dict:

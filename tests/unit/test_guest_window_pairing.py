@@ -34,3 +34,27 @@ def test_a_late_guest_ack_does_not_lend_its_window_to_the_newest_ack():
     p.out(p.g_packet(p.g_nxt, new, ACK, window=300))
     acks = _join_acks(p, p.j_in(p.j_data(j, b"f" * 100)))
     assert acks and all(a.window == 300 for a in acks), [a.window for a in acks]
+
+
+def test_a_late_guest_ack_goes_on_with_the_newest_acks_window():
+    """The late ACK itself, when it goes on at all, carries the newest ack (DATA_ACK and the
+    clamped subflow ack), so it carries that ack's window too."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    f = p.flow
+    old = (f.server_isn + f.rcv_rel) & M32
+    p.j_in(p.j_data(j, b"d" * 1000))
+    new = (old + 1000) & M32
+    p.out(p.g_packet(p.g_nxt, new, ACK, window=400))
+    p.g_rcv = new
+    acts, sent = p.out(p.g_data(b"u" * 300))  # guest data: it goes on, with an ack...
+    late = p.g_packet(p.g_nxt, old, ACK | 0x08, b"v" * 300, window=408)  # ...then one sent before it
+    p.g_nxt = (p.g_nxt + 300) & M32
+    acts, sent = p.out(late)
+    out = [parse_packet(a.data) for a in acts if hasattr(a, "data") and a.data]
+    # 502: the window of the guest's data segment, the latest with the newest ack
+    assert out and all(o.window == 502 for o in out), [(p.label(a.data), parse_packet(a.data).window)
+                                                       for a in acts if hasattr(a, "data") and a.data]
+    assert p.count("GuestLateAckWindow") == 1
