@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from middlebox.wire import parse_packet
 
-from tests.unit.test_subflow_table import ACK, M32, MPair
+from tests.unit.test_subflow_table import ACK, M32, PSH, MPair
 
 
 def _join_acks(p, acts):
     return [parse_packet(a.data) for a in acts[1:] if p.label(a.data) == "ack@1"]
 
 
-def test_a_late_guest_ack_does_not_lend_its_window_to_the_newest_ack():
+def _a_kilobyte_in():
+    """A multipath pair whose join brought the guest 1000 bytes: (pair, join, flow, the
+    guest's ack before them, its ack after them)."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
@@ -24,7 +26,11 @@ def test_a_late_guest_ack_does_not_lend_its_window_to_the_newest_ack():
     f = p.flow
     old = (f.server_isn + f.rcv_rel) & M32
     p.j_in(p.j_data(j, b"d" * 1000))
-    new = (old + 1000) & M32
+    return p, j, f, old, (old + 1000) & M32
+
+
+def test_a_late_guest_ack_does_not_lend_its_window_to_the_newest_ack():
+    p, j, f, old, new = _a_kilobyte_in()
     p.out(p.g_packet(p.g_nxt, new, ACK, window=400))  # the edge stays where it was
     p.out(p.g_packet(p.g_nxt, old, ACK, window=408))  # sent before it, arrived after it
     assert (f.server_isn + f.rcv_rel) & M32 == new
@@ -39,18 +45,11 @@ def test_a_late_guest_ack_does_not_lend_its_window_to_the_newest_ack():
 def test_a_late_guest_ack_goes_on_with_the_newest_acks_window():
     """The late ACK itself, when it goes on at all, carries the newest ack (DATA_ACK and the
     clamped subflow ack), so it carries that ack's window too."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    f = p.flow
-    old = (f.server_isn + f.rcv_rel) & M32
-    p.j_in(p.j_data(j, b"d" * 1000))
-    new = (old + 1000) & M32
+    p, j, f, old, new = _a_kilobyte_in()
     p.out(p.g_packet(p.g_nxt, new, ACK, window=400))
     p.g_rcv = new
     acts, sent = p.out(p.g_data(b"u" * 300))  # guest data: it goes on, with an ack...
-    late = p.g_packet(p.g_nxt, old, ACK | 0x08, b"v" * 300, window=408)  # ...then one sent before it
+    late = p.g_packet(p.g_nxt, old, ACK | PSH, b"v" * 300, window=408)  # ...then one sent before it
     p.g_nxt = (p.g_nxt + 300) & M32
     acts, sent = p.out(late)
     out = [parse_packet(a.data) for a in acts if hasattr(a, "data") and a.data]
