@@ -1300,7 +1300,10 @@ class Converter:
             try:
                 options = build_options(raw, (fastclose,))
             except WireError:
+                # the RST goes plain, but the MPTCP connection is ended all the same: late
+                # guest data is dropped and the guest's next RST tries MP_FASTCLOSE again
                 self.counters[Counter.OptionSpaceExhausted] += 1
+                flow.fastclosed = True
                 return [ACCEPT]
         self.counters[Counter.FastCloseTX] += 1
         flow.fastclosed = True
@@ -1314,8 +1317,9 @@ class Converter:
         return [ACCEPT]
 
     def _h_closed_data(self, flow, pkt, data, ctx):
-        """Guest data or FIN on a closed flow: dropped when the guest's RST went out with
-        MP_FASTCLOSE (see the table's row), passed as plain TCP otherwise."""
+        """Guest data or FIN on a closed flow: dropped when the guest's RST ended an MPTCP
+        connection (with MP_FASTCLOSE, or plain when it had no room: see the table's row),
+        passed as plain TCP otherwise."""
         if flow.fastclosed:
             self.counters[Counter.DataAfterRstDropped] += 1
             return [Drop("guest data after its own reset (MP_FASTCLOSE sent)")]

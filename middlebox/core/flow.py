@@ -245,7 +245,7 @@ class Flow:
         "remote_fin_acked",
         "fail_sent",  # we sent MP_FAIL (server checksum failed), waiting for its infinite mapping
         "infinite_tx",  # the server sent MP_FAIL first: our next guest data has an infinite mapping
-        "fastclosed",  # the guest's RST went out with MP_FASTCLOSE: later guest RSTs carry it too
+        "fastclosed",  # the guest's RST ended the MPTCP connection: late data dropped, RSTs fast-close
         "subflows",
         "sf",  # subflows[0], the guest's own connection
         # multipath (issue 6, multipath.py)

@@ -174,6 +174,26 @@ def test_guest_rst_without_room_goes_plain():
     assert p.count("OptionSpaceExhausted") == 1 and _flow(p).state is State.CLOSED
 
 
+def test_guest_data_after_a_rst_without_room_is_dropped_too():
+    """A guest RST that had no room for MP_FASTCLOSE still ended an MPTCP connection: data it
+    overtook must not reach the server without a mapping (the server would fall back), and the
+    guest's next RST, with room, carries the MP_FASTCLOSE."""
+    p = Pair()
+    p.established()
+    late = p.g_data(b"z" * 700)
+    sack = tuple((p.s_nxt + 100 * i, p.s_nxt + 100 * i + 50) for i in range(1, 4))
+    opts = encode_tcp_options(ts_val=5, ts_ecr=7, sack=sack)
+    actions, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, RST | ACK, options=opts))
+    assert actions == [ACCEPT] and p.count("OptionSpaceExhausted") == 1
+    actions, sent = p.out(late)
+    assert len(actions) == 1 and isinstance(actions[0], Drop) and sent is None, actions
+    assert p.count("DataAfterRstDropped") == 1
+    p.inn(p.s_ack())
+    actions, sent = p.out(p.g_packet(check_wire(late)[0].seq, 0, RST))
+    _, mp = _mp(sent)
+    assert mp[MpFastclose].rcvr_key == SERVER_KEY and p.count("FastCloseTX") == 1
+
+
 def test_guest_rst_on_a_fallback_flow_stays_plain():
     p = Pair(server_mptcp=False)
     p.handshake()
