@@ -170,6 +170,7 @@ class Counter(IntEnum):
     PolicyCapSkip = 146  # cost policy: new bytes kept off the capped marginal uplink (its token bucket was empty)
     JoinSeqUnacceptable = 147  # extra-subflow segments whose seq or ack lay outside the windows (RFC 5961): dropped, nothing moved
     GuestLateAckWindow = 148  # guest segments whose ack was older than one seen (late): sent on with the newest ack's window
+    JoinDataAckHeld = 149  # our ACKs on joins whose DATA_ACK stopped short: the window the server holds would pass the guest's edge
 
 
 def new_counters() -> dict:

@@ -149,6 +149,9 @@ class Path:
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
         "cap", "tokens", "tok_at",  # cost policy: the upload cap (bytes/s, 0: none) and its bucket
         "app_lim",  # it had nothing in flight since the rate was last sampled: the sample is low
+        # the window the server holds for this join (bytes), as Linux takes a window update
+        # (tcp_may_update_window): from a segment acking more, or with a later seq, or larger
+        "wnd_held", "wnd_ack", "wnd_seq",
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -180,6 +183,9 @@ class Path:
         self.rate_bytes = 0
         self.rate_at = now
         self.app_lim = True
+        self.wnd_held = -1  # none yet: the first window is taken
+        self.wnd_ack = 0
+        self.wnd_seq = 0
         self.progress_at = now
         self.acked_at = now
         self.stale_at = 0.0
@@ -807,11 +813,42 @@ def _sack_blocks(p) -> list:
     return out
 
 
-def _ack_on(flow, p, extra=()) -> bytes:
+def _window_taken(flow, p, seq: int, ack: int) -> bool:
+    """A segment with relative seq `seq`, relative ack `ack` and the guest's window goes out
+    on extra subflow p: does the server take its window? Linux's tcp_may_update_window: when
+    it acks more than before, or its seq is later than the last update's, or the window
+    grew (or is zero). Records the window the server then holds."""
+    wb = flow.guest_window << flow.guest_wscale
+    taken = ack > p.wnd_ack or seq > p.wnd_seq or wb > p.wnd_held or wb == 0
+    if taken:
+        p.wnd_held = wb
+        p.wnd_seq = seq
+    if ack > p.wnd_ack:
+        p.wnd_ack = ack
+    return taken
+
+
+def _ack_on(flow, p, extra=(), counters=None) -> bytes:
     """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window;
-    SACK blocks when the server permitted them and bytes beyond a hole are held."""
+    SACK blocks when the server permitted them and bytes beyond a hole are held.
+
+    Linux puts the right edge of the connection's window at DATA_ACK plus the window it
+    holds for the subflow (ack_update_msk), and an ACK that acks nothing new on the subflow
+    and offers a smaller window does not change the window it holds. A slow reader's
+    window shrinks as its ack grows: such an ACK with the new DATA_ACK moved the edge
+    beyond the guest's, and the server sent bytes the guest drops (JoinBeyondGuestWindow,
+    repaired only by the server's MPTCP-level timer). The DATA_ACK on it stops where the
+    held window reaches the guest's edge (JoinDataAckHeld); the next ACK of new bytes, or a
+    wider window, carries the rest."""
     _dack_carried(flow)
-    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+    rel = flow.rcv_rel
+    if not _window_taken(flow, p, p.snd_nxt, p.rcv_nxt):
+        cap = rel + (flow.guest_window << flow.guest_wscale) - p.wnd_held
+        if cap < rel:
+            rel = cap
+            if counters is not None:
+                counters[Counter.JoinDataAckHeld] += 1
+    data_ack = (flow.remote_idsn + rel) & M64
     if not flow.ack64:
         data_ack &= M32
     tcp = encode_tcp_options(sack=_sack_blocks(p)) if p.sack and p.ooo and not extra else b""
@@ -1220,7 +1257,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             k = _best_live(mp)
             if k > 0:
                 mp.dack_sent = data_ack
-                actions.append(Inject(_ack_on(flow, mp.paths[k])))
+                actions.append(Inject(_ack_on(flow, mp.paths[k], counters=conv.counters)))
         return actions
     s, e = rel, rel + plen
     pieces = []
@@ -1421,6 +1458,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
 
 
 def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
+    _window_taken(flow, p, ss if payload else p.snd_nxt, p.rcv_nxt)
     seq = p.local_isn + (ss if payload else p.snd_nxt)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, seq, p.remote_isn + p.rcv_nxt,
                    ACK | psh, flow.guest_window, build_options(b"", (opt,)), payload)
@@ -2002,7 +2040,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     elif plen:
         counters[Counter.DupConsumed] += 1
     counters[Counter.SubflowAckTX] += 1
-    out.append(Inject(_ack_on(flow, p)))
+    out.append(Inject(_ack_on(flow, p, counters=conv.counters)))
     return out
 
 
@@ -2195,7 +2233,7 @@ def tick(conv, now: float) -> list:
                 k = _best_live(mp)
                 if k > 0:
                     conv.counters[Counter.DataAckFlushed] += 1
-                    actions.append(Inject(_ack_on(flow, mp.paths[k])))
+                    actions.append(Inject(_ack_on(flow, mp.paths[k], counters=conv.counters)))
                 elif mp.paths[0].state in ALIVE:
                     conv.counters[Counter.DataAckFlushed] += 1
                     actions.append(Inject(_ack_on_sf1(flow, mp)))
