@@ -171,6 +171,7 @@ class Counter(IntEnum):
     JoinSeqUnacceptable = 147  # extra-subflow segments whose seq or ack lay outside the windows (RFC 5961): dropped, nothing moved
     GuestLateAckWindow = 148  # guest segments whose ack was older than one seen (late): sent on with the newest ack's window
     JoinDataAckHeld = 149  # our ACKs on joins whose DATA_ACK stopped short: the window the server holds would pass the guest's edge
+    JoinTimeWaitReset = 150  # join SYNs answered by an old connection's ACK (server TIME_WAIT): RST <SEQ=SEG.ACK> and the SYN again
 
 
 def new_counters() -> dict:

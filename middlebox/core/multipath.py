@@ -152,6 +152,7 @@ class Path:
         # the window the server holds for this join (bytes), as Linux takes a window update
         # (tcp_may_update_window): from a segment acking more, or with a later seq, or larger
         "wnd_held", "wnd_ack", "wnd_seq",
+        "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -186,6 +187,7 @@ class Path:
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
+        self.tw_reset = -1
         self.progress_at = now
         self.acked_at = now
         self.stale_at = 0.0
@@ -1728,8 +1730,10 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
                     return SI.SYNACK_JOIN, o, None
                 return SI.SYNACK_BAD, None, None
         return SI.SYNACK_BAD, None, None
-    if not f & ACK or p.state is SS.SYN_SENT:
+    if not f & ACK:
         return SI.ODD, None, None
+    if p.state is SS.SYN_SENT:
+        return SI.ACK, None, None  # not our SYN/ACK: an old connection's ACK (_j_stale_ack)
     # Acceptability (RFC 9293 §3.10.7.4, RFC 5961 §5.2), with the largest window each side's
     # scale can express as the bound (the window we offer here is the guest's, which may have
     # been wider when the server sent, and shrinks when the guest reads slowly): the segment
@@ -1886,6 +1890,25 @@ def _j_syn_again(conv, flow, p, pkt, data, ctx, now):
     p.timer = now + SYN_RTO[min(p.tries, len(SYN_RTO) - 1)]
     conv.counters[Counter.MPJoinSynTX] += 1
     return [Inject(_join_syn(conv, flow, p))]
+
+
+def _j_stale_ack(conv, flow, p, pkt, data, ctx, now):
+    """An ACK without SYN to our join SYN: the server has the 4-tuple in TIME_WAIT (an
+    earlier join's, on the port we chose again, or before a restart) and took the SYN for
+    an old duplicate (Linux: its seq not beyond the old connection's, no timestamps). RFC
+    9293 SYN-SENT: an ACK that does not ack our SYN gets a RST <SEQ=SEG.ACK>, which ends the
+    TIME_WAIT (Linux, tcp_rfc1337 off, its default); our SYN, sent again at once, then opens
+    the join. Dropped, every retry met the same ACK until we gave up. Once per SYN attempt:
+    a forger's ACKs get no more of our packets than our own SYN timer sends."""
+    if pkt.ack == (p.local_isn + 1) & M32 or p.tw_reset == p.tries:
+        return [Drop("join: an ACK without SYN while our SYN waits")]
+    p.tw_reset = p.tries
+    counters = conv.counters
+    counters[Counter.JoinTimeWaitReset] += 1
+    counters[Counter.MPJoinSynTX] += 1
+    rst = segment(p.version, p.local, p.remote, p.lport, p.rport, pkt.ack, 0, RST, 0)
+    return [Drop("join: an old connection's ACK, answered with a RST"), Inject(rst),
+            Inject(_join_syn(conv, flow, p))]
 
 
 def _j_give_up(conv, flow, p, pkt, data, ctx, now):

@@ -311,7 +311,8 @@ SUBFLOW_TABLE: dict[tuple[SubflowState, SubflowInput], tuple[str, SubflowState]]
     (SS.SYN_SENT, SI.SYNACK_JOIN): ("synack", SS.PRE_ESTABLISHED),
     (SS.SYN_SENT, SI.SYNACK_BAD): ("refuse", SS.CLOSED),  # RST + MP_TCPRST, counted
     (SS.SYN_SENT, SI.RST): ("rejected", SS.CLOSED),
-    **_rows([SS.SYN_SENT], [SI.ACK, SI.DATA, SI.FIN, SI.ODD], "drop"),
+    (SS.SYN_SENT, SI.ACK): ("stale_ack", SS.SYN_SENT),  # RST <SEQ=SEG.ACK> and our SYN again
+    **_rows([SS.SYN_SENT], [SI.DATA, SI.FIN, SI.ODD], "drop"),
     (SS.SYN_SENT, SI.TIMER_SYN): ("syn_again", SS.SYN_SENT),
     (SS.SYN_SENT, SI.GIVE_UP): ("give_up", SS.CLOSED),
     (SS.PRE_ESTABLISHED, SI.SYNACK_JOIN): ("ack3", SS.PRE_ESTABLISHED),  # our third ACK got lost
