@@ -53,6 +53,12 @@ class Config:
     max_multipath_flows: int = 4096  # flows that may open extra subflows at once
     join_after_bytes: int = 65536  # joins start once a flow moved this many bytes ...
     join_after_ms: int = 1000  # ... or lived this long, whichever first
+    # repair inside the middlebox (issue 6, MULTIPATH.md option A): the segments a flow sent
+    # on its extra subflows are kept until the server acks them, up to `repair_bytes` per
+    # flow and `repair_total_bytes` in all, and a loss there is resent from them instead of
+    # being shown to the guest (whose one congestion window would halve for one path's loss)
+    repair_bytes: int = 0  # 0: off
+    repair_total_bytes: int = 64 << 20
     # uplink policy (issue 10, policy.py): "greedy" uses every live uplink; "cost" reaches
     # `target` (policy.Target: a multiple of the best single uplink, or bytes/s) cheapest first
     policy: str = "greedy"
@@ -77,6 +83,8 @@ class Config:
             raise ValueError("max_subflows and max_multipath_flows must be >= 0")
         if self.join_after_bytes < 0 or self.join_after_ms < 0:
             raise ValueError("join_after_bytes and join_after_ms must be >= 0")
+        if self.repair_bytes < 0 or self.repair_total_bytes < 0:
+            raise ValueError("repair_bytes and repair_total_bytes must be >= 0")
         if self.policy not in ("greedy", "cost"):
             raise ValueError("policy must be greedy or cost")
 

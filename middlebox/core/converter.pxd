@@ -40,6 +40,7 @@ cdef class Converter:
     cdef tuple _lru
     cdef public dict _mss_limit
     cdef public dict joins, mp_flows, uplink_up, tokens, announcing
+    cdef public list repair_held
     cdef public list routes
     cdef public bint _mp_on, _inbound
     cdef public object _pm_opt

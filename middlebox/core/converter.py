@@ -158,6 +158,7 @@ class Converter:
         # flows that have them, uplink states as the shell reported them
         self.joins: dict = {}
         self.mp_flows: dict = {}
+        self.repair_held = [0]  # join segments kept for repair, bytes, all flows
         self.uplink_up: dict = {u.name: u.up for u in config.uplinks}
         self._mp_on = bool(config.uplinks)
         self._inbound = bool(config.inbound)

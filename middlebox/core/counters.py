@@ -172,6 +172,9 @@ class Counter(IntEnum):
     GuestLateAckWindow = 148  # guest segments whose ack was older than one seen (late): sent on with the newest ack's window
     JoinDataAckHeld = 149  # our ACKs on joins whose DATA_ACK stopped short: the window the server holds would pass the guest's edge
     JoinTimeWaitReset = 150  # join SYNs answered by an old connection's ACK (server TIME_WAIT): RST <SEQ=SEG.ACK> and the SYN again
+    JoinRepairTX = 151  # join segments resent from the middlebox's own copy (repair_bytes): a loss the guest was not shown
+    RepairCapSkip = 152  # join segments not kept for repair: the flow's or the global cap was reached
+    RepairGaveUp = 153  # holes on joins left to the guest after REPAIR_TRIES repairs
 
 
 def new_counters() -> dict:

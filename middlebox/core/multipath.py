@@ -105,6 +105,8 @@ IDLE_DOUBLING = 0.1  # seconds: an idle subflow's old rate estimate counts doubl
 #                     much idle time (pick), up to the best subflow's rate
 CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (cost policy)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
+REPAIR_TRIES = 3  # repairs of one hole before the guest is told of it after all
+REPAIR_SEGS = 8  # segments resent at once from a hole's start (up to the server's SACK)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
 PASSIVE_WAIT = 10.0  # inbound: a peer's join whose third ACK has not come by then is reset
@@ -153,6 +155,9 @@ class Path:
         # (tcp_may_update_window): from a segment acking more, or with a later seq, or larger
         "wnd_held", "wnd_ack", "wnd_seq",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
+        # repair (Config.repair_bytes): [[ss, end, segment bytes], ...] sent and not yet acked,
+        # in order; the snd_una of the last repair, when it went, and how often for that hole
+        "rtx", "rep_ss", "rep_at", "rep_n",
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -188,6 +193,10 @@ class Path:
         self.wnd_ack = 0
         self.wnd_seq = 0
         self.tw_reset = -1
+        self.rtx = []
+        self.rep_ss = -1
+        self.rep_at = 0.0
+        self.rep_n = 0
         self.progress_at = now
         self.acked_at = now
         self.stale_at = 0.0
@@ -235,7 +244,8 @@ class MpConn:
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
-                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told")
+                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told",
+                 "rtx_bytes", "held")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -271,6 +281,8 @@ class MpConn:
         self.plan_look = now
         self.plan_short = 0.0  # since when the flow is short of its target (policy.shortfall)
         self.sack_told = ()  # the data-level SACK blocks _sack_news last saw
+        self.rtx_bytes = 0  # payload kept for repair on this flow's extra subflows
+        self.held = [0]  # the converter's tally of it, all flows (set at start: repair_held)
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -354,6 +366,7 @@ def _new_mp(conv, flow, key: tuple, version: int, now: float) -> "MpConn":
     """A flow's multipath part, subflow 1 made from its single-path state."""
     guest, gport, server, sport = key
     mp = MpConn(key, version, now)
+    mp.held = conv.repair_held
     p0 = Path(0, flow, None, version, guest, gport, server, sport, now)
     p0.state = SS.ESTABLISHED
     p0.local_isn = flow.sf.local_isn
@@ -737,6 +750,8 @@ def release(conv, flow) -> None:
     if mp is None:
         return
     for p in mp.paths[1:]:
+        if p.rtx:
+            _release(mp, p, 1 << 62)
         k = (p.local, p.lport, p.remote, p.rport)
         if conv.joins.get(k) is p:
             del conv.joins[k]
@@ -897,7 +912,10 @@ def _hole_evident(flow, p, ss: int, now=None) -> bool:
     """Is the unacked byte at relative subflow seq `ss` of subflow `p` known lost, rather than
     still in flight on a slower path? The server's SACK on that subflow names bytes above it,
     the subflow counts duplicate ACKs, or it has made no progress for two RTTs (HOLE_RTT
-    while it has no RTT sample) by `now` (the flow's clock by default)."""
+    while it has no RTT sample) by `now` (the flow's clock by default). Not while we hold
+    its bytes to repair it ourselves (_repair), unless REPAIR_TRIES repairs did not do."""
+    if p.rtx and p.rtx[0][0] <= ss < p.rtx[-1][1] and (p.rep_ss != p.snd_una or p.rep_n <= REPAIR_TRIES):
+        return False
     for s, e in p.sacked:
         if e > ss:
             return True
@@ -1453,10 +1471,96 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                           build_options(ts, (opt,)), payload)))
         else:
             counters[Counter.DSSTXJoin] += 1
-            actions.append(Inject(_data_on(flow, p, opt, ss, payload, pkt.flags & PSH)))
+            buf = _data_on(flow, p, opt, ss, payload, pkt.flags & PSH)
+            actions.append(Inject(buf))
+            if payload and conv.config.repair_bytes:
+                _keep(conv, mp, p, ss, ss + (b - a), buf)
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
     flow.bytes_out += plen
     return actions
+
+
+def _keep(conv, mp, p, s: int, e: int, buf: bytes) -> None:
+    """Keep the segment `buf` for bytes [s, e) of join p for repair (Config.repair_bytes):
+    new bytes only (a resent range is kept already), within the flow's and the global cap
+    (beyond them a loss goes to the guest as before, counted)."""
+    rtx = p.rtx
+    if rtx and s < rtx[-1][1]:
+        return
+    n = e - s
+    cfg = conv.config
+    if mp.rtx_bytes + n > cfg.repair_bytes or mp.held[0] + n > cfg.repair_total_bytes:
+        conv.counters[Counter.RepairCapSkip] += 1
+        return
+    rtx.append([s, e, buf])
+    mp.rtx_bytes += n
+    mp.held[0] += n
+
+
+def _release(mp, p, upto: int) -> None:
+    """Join p's kept segments below relative seq `upto` are acked (or the join is gone)."""
+    rtx = p.rtx
+    i = 0
+    freed = 0
+    while i < len(rtx) and rtx[i][1] <= upto:
+        freed += rtx[i][1] - rtx[i][0]
+        i += 1
+    if i:
+        del rtx[:i]
+        mp.rtx_bytes -= freed
+        mp.held[0] -= freed
+
+
+def _repair(conv, flow, mp, p, now: float) -> list:
+    """Resend, from the segments kept, join p's bytes at its snd_una once the server shows
+    them lost (SACK above them, two duplicate ACKs) or the join made no progress for two
+    RTTs: the same bytes under the same seq and mapping (a stored segment, its old ack
+    harmless), up to REPAIR_SEGS of them and not beyond the server's first SACK block. At
+    most once per 1.5 RTTs for one hole; after REPAIR_TRIES the hole is the guest's business
+    again (_hole_evident). The guest meanwhile sees neither blocks above the hole nor
+    duplicate ACKs: for it the bytes are still in flight, and its one congestion window
+    does not halve for a loss on one path (Linux MPTCP halves that subflow's only)."""
+    rtx = p.rtx
+    una = p.snd_una
+    if not rtx or una >= p.snd_nxt or rtx[0][0] > una or p.state is not SS.ESTABLISHED:
+        return []
+    rtt = p.srtt or HOLE_RTT
+    if p.rep_ss == una:
+        if now - p.rep_at < 1.5 * rtt + 0.002 or p.rep_n > REPAIR_TRIES:
+            return []
+    sack_at = -1
+    for s, e in p.sacked:
+        if e > una and (sack_at < 0 or s < sack_at):
+            sack_at = s
+    if not (sack_at >= 0 or p.dups >= 2 or now - p.progress_at > 2.0 * rtt + 0.005):
+        return []
+    if p.rep_ss == una:
+        p.rep_n += 1
+        if p.rep_n > REPAIR_TRIES:
+            conv.counters[Counter.RepairGaveUp] += 1
+            return []
+    else:
+        p.rep_ss = una
+        p.rep_n = 1
+    p.rep_at = now
+    limit = sack_at if sack_at > una else p.snd_nxt
+    out = []
+    for s, e, buf in rtx:
+        if s >= limit or len(out) >= REPAIR_SEGS:
+            break
+        if e > una:
+            out.append(Inject(buf))
+            p.tx_bytes += e - s
+    conv.counters[Counter.JoinRepairTX] += len(out)
+    return out
+
+
+def _repair_due(p) -> float:
+    """When _repair's clock may resend join p's bytes at snd_una (0.0: it will not)."""
+    rtt = p.srtt or HOLE_RTT
+    if p.rep_ss == p.snd_una:
+        return 0.0 if p.rep_n > REPAIR_TRIES else p.rep_at + 1.5 * rtt + 0.002
+    return p.progress_at + 2.0 * rtt + 0.005
 
 
 def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
@@ -1537,6 +1641,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         acked = a - p.snd_una
         p.snd_una = a
         p.progress_at = p.acked_at = now
+        if p.rtx:
+            _release(flow.mp, p, a)
         p.dups = 0
         p.rate_bytes += acked
         if p.rtt_ssn and a >= p.rtt_ssn:
@@ -1952,6 +2058,10 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     counters = conv.counters
     moved, subdup = _ack_info(flow, mp, p, pkt, dss, now, data)
     actions = [Drop("extra subflow segment: consumed")]
+    if p.rtx:
+        actions.extend(_repair(conv, flow, mp, p, now))
+        if subdup and p.rtx and p.rtx[0][0] <= p.snd_una and p.rep_n <= REPAIR_TRIES:
+            subdup = False  # we repair it: not the guest's loss
     plen = pkt.payload_len
     f = pkt.flags
     data_fin = dss is not None and dss.data_fin
@@ -2214,6 +2324,8 @@ def _close_all(conv, flow, mp) -> None:
 
 
 def _forget(conv, p) -> None:
+    if p.rtx:
+        _release(p.flow.mp, p, 1 << 62)
     k = (p.local, p.lport, p.remote, p.rport)
     if conv.joins.get(k) is p:
         del conv.joins[k]
@@ -2262,6 +2374,9 @@ def tick(conv, now: float) -> list:
                     actions.append(Inject(_ack_on_sf1(flow, mp)))
         if mp.plan is not None and now - mp.plan_look >= PLAN_EVERY:
             actions.extend(_replan(conv, flow, mp, now))
+        for p in mp.paths:
+            if p.rtx:
+                actions.extend(_repair(conv, flow, mp, p, now))
         actions.extend(_tell_silent_tails(conv, flow, mp, now))
         # (real progress: a fill restarts its own subflow's timer, never the others'. Counted
         # as progress, it made subflow 1 stale when a join's path died and subflow 1 waited,
@@ -2402,6 +2517,10 @@ def next_deadline(conv) -> float | None:
             t = _silent_tail(flow, mp, p)
             if t and (best is None or t < best):
                 best = t
+            if p.rtx and p.snd_nxt > p.snd_una and p.state is SS.ESTABLISHED:
+                t = _repair_due(p)
+                if t and (best is None or t < best):
+                    best = t
         progressed = max((q.acked_at for q in mp.paths if q.state in ALIVE), default=0.0)
         for p in mp.paths:
             st = p.state

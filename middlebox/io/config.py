@@ -113,6 +113,8 @@ CHECKS = {
     "max_multipath_flows": _range(0, 1 << 31),
     "join_after_bytes": _range(0, 1 << 62),
     "join_after_ms": _range(0, 1 << 62),
+    "repair_bytes": _range(0, 1 << 40),
+    "repair_total_bytes": _range(0, 1 << 40),
 }
 
 

@@ -110,8 +110,11 @@ class Sub:
 
 
 class Sim:
-    def __init__(self, n_uplinks, up, down, v6=False, checksum=False):
-        self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, checksum=checksum) if checksum else None)
+    def __init__(self, n_uplinks, up, down, v6=False, checksum=False, repair=0):
+        kw = {"checksum": True} if checksum else {}
+        if repair:
+            kw["repair_bytes"] = repair
+        self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, **kw) if kw else None)
         self.UP, self.DOWN = up, down
         self.failures = []
         p.go_multipath(first=up[:5])
@@ -757,6 +760,18 @@ SETTINGS = dict(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ
 @given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=UP_OPS)
 def test_upload_any_schedule(n, csum, ops):
     run(Sim(n, UP_STREAM, b"", checksum=csum), ops)
+
+
+@settings(**SETTINGS)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), cap=st.sampled_from([1500, 8000, 1 << 18]), ops=UP_OPS)
+def test_upload_any_schedule_with_repair(n, csum, cap, ops):
+    """The same schedules with the middlebox repairing join losses from its copies
+    (--repair-bytes; a small cap keeps only some of them)."""
+    sim = Sim(n, UP_STREAM, b"", checksum=csum, repair=cap)
+    run(sim, ops)
+    mp = sim.flow.mp
+    assert sim.conv.repair_held[0] == (mp.rtx_bytes if mp is not None else 0)
+    assert mp is None or mp.rtx_bytes <= cap
 
 
 @settings(**SETTINGS)
