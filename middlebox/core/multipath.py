@@ -107,6 +107,7 @@ CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (co
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 REPAIR_TRIES = 3  # repairs of one hole before the guest is told of it after all
 REPAIR_SEGS = 8  # segments resent at once from a hole's start (up to the server's SACK)
+REPAIR_ENTRY = 200  # bytes counted per kept segment beyond its payload (list, bytes, Dss objects)
 ACK3_RTO = 0.2  # third ACK repeated until the server's ACK ...
 ACK3_TRIES = 5  # ... this many times, then reset
 PASSIVE_WAIT = 10.0  # inbound: a peer's join whose third ACK has not come by then is reset
@@ -155,9 +156,9 @@ class Path:
         # (tcp_may_update_window): from a segment acking more, or with a later seq, or larger
         "wnd_held", "wnd_ack", "wnd_seq",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
-        # repair (Config.repair_bytes): [[ss, end, segment bytes], ...] sent and not yet acked,
-        # in order; the snd_una of the last repair, when it went, and how often for that hole
-        "rtx", "rep_ss", "rep_at", "rep_n",
+        # repair (Config.repair_bytes): [[ss, end, Dss, payload, psh], ...] sent and not yet
+        # acked, in order; the end of the last repair, when it went, how often for that hole
+        "rtx", "rep_hi", "rep_at", "rep_n",
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -194,7 +195,7 @@ class Path:
         self.wnd_seq = 0
         self.tw_reset = -1
         self.rtx = []
-        self.rep_ss = -1
+        self.rep_hi = 0
         self.rep_at = 0.0
         self.rep_n = 0
         self.progress_at = now
@@ -774,6 +775,9 @@ def _join_ack3(conv, flow, p) -> bytes:
     mac = join_hmac(flow.local_key, flow.remote_key, p.lnonce, p.rnonce, flow.version)[:20]
     dack = (flow.remote_idsn + flow.rcv_rel) & M64
     opts = (MpJoinAck(mac),)
+    # the server's new subflow takes its window from this ACK (snd_wl1 = its seq)
+    p.wnd_held = flow.guest_window << flow.guest_wscale
+    p.wnd_seq = p.wnd_ack = 1
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1,
                    p.remote_isn + 1, ACK, flow.guest_window, build_options(b"", opts))
 
@@ -836,10 +840,11 @@ def _window_taken(flow, p, seq: int, ack: int) -> bool:
     it acks more than before, or its seq is later than the last update's, or the window
     grew (or is zero). Records the window the server then holds."""
     wb = flow.guest_window << flow.guest_wscale
-    taken = ack > p.wnd_ack or seq > p.wnd_seq or wb > p.wnd_held or wb == 0
+    taken = ack > p.wnd_ack or seq > p.wnd_seq or (seq == p.wnd_seq and (wb > p.wnd_held or wb == 0))
     if taken:
         p.wnd_held = wb
-        p.wnd_seq = seq
+        if seq > p.wnd_seq:
+            p.wnd_seq = seq
     if ack > p.wnd_ack:
         p.wnd_ack = ack
     return taken
@@ -863,6 +868,9 @@ def _ack_on(flow, p, extra=(), counters=None) -> bytes:
         cap = rel + (flow.guest_window << flow.guest_wscale) - p.wnd_held
         if cap < rel:
             rel = cap
+            mp = flow.mp
+            if mp is not None and mp.dack_out > rel:
+                mp.dack_out = rel  # not carried yet: the next ACK that can carries the rest
             if counters is not None:
                 counters[Counter.JoinDataAckHeld] += 1
     data_ack = (flow.remote_idsn + rel) & M64
@@ -914,7 +922,7 @@ def _hole_evident(flow, p, ss: int, now=None) -> bool:
     the subflow counts duplicate ACKs, or it has made no progress for two RTTs (HOLE_RTT
     while it has no RTT sample) by `now` (the flow's clock by default). Not while we hold
     its bytes to repair it ourselves (_repair), unless REPAIR_TRIES repairs did not do."""
-    if p.rtx and p.rtx[0][0] <= ss < p.rtx[-1][1] and (p.rep_ss != p.snd_una or p.rep_n <= REPAIR_TRIES):
+    if p.rtx and _repairing(p, ss):
         return False
     for s, e in p.sacked:
         if e > ss:
@@ -1273,7 +1281,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt) & M32, ack=sf1_ack,
                                     options=options))]
         actions = [Drop("guest ACK: subflow 1 is gone, the DATA_ACK goes on another subflow")]
-        if data_ack != mp.dack_sent:
+        if data_ack != mp.dack_sent or flow.rcv_rel > mp.dack_out:  # (or our last stopped short)
             k = _best_live(mp)
             if k > 0:
                 mp.dack_sent = data_ack
@@ -1471,28 +1479,29 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                           build_options(ts, (opt,)), payload)))
         else:
             counters[Counter.DSSTXJoin] += 1
-            buf = _data_on(flow, p, opt, ss, payload, pkt.flags & PSH)
-            actions.append(Inject(buf))
+            psh = pkt.flags & PSH
+            actions.append(Inject(_data_on(flow, p, opt, ss, payload, psh)))
             if payload and conv.config.repair_bytes:
-                _keep(conv, mp, p, ss, ss + (b - a), buf)
+                _keep(conv, mp, p, ss, ss + (b - a), opt, payload, psh)
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
     flow.bytes_out += plen
     return actions
 
 
-def _keep(conv, mp, p, s: int, e: int, buf: bytes) -> None:
-    """Keep the segment `buf` for bytes [s, e) of join p for repair (Config.repair_bytes):
-    new bytes only (a resent range is kept already), within the flow's and the global cap
-    (beyond them a loss goes to the guest as before, counted)."""
+def _keep(conv, mp, p, s: int, e: int, opt, payload: bytes, psh: int) -> None:
+    """Keep bytes [s, e) of join p as sent (their mapping `opt`) for repair
+    (Config.repair_bytes): new bytes only (a resent range is kept already), within the
+    flow's and the global cap, each entry counted with REPAIR_ENTRY bytes for its own
+    keeping (beyond the caps a loss goes to the guest as before, counted)."""
     rtx = p.rtx
     if rtx and s < rtx[-1][1]:
         return
-    n = e - s
+    n = e - s + REPAIR_ENTRY
     cfg = conv.config
     if mp.rtx_bytes + n > cfg.repair_bytes or mp.held[0] + n > cfg.repair_total_bytes:
         conv.counters[Counter.RepairCapSkip] += 1
         return
-    rtx.append([s, e, buf])
+    rtx.append([s, e, opt, payload, psh])
     mp.rtx_bytes += n
     mp.held[0] += n
 
@@ -1503,7 +1512,7 @@ def _release(mp, p, upto: int) -> None:
     i = 0
     freed = 0
     while i < len(rtx) and rtx[i][1] <= upto:
-        freed += rtx[i][1] - rtx[i][0]
+        freed += rtx[i][1] - rtx[i][0] + REPAIR_ENTRY
         i += 1
     if i:
         del rtx[:i]
@@ -1511,56 +1520,82 @@ def _release(mp, p, upto: int) -> None:
         mp.held[0] -= freed
 
 
+def _repairing(p, ss: int) -> bool:
+    """Is the byte at relative seq `ss` of join p ours to repair (kept, the join
+    established, its repairs not given up)? Then the guest is not told it is lost."""
+    rtx = p.rtx
+    return (p.state is SS.ESTABLISHED and rtx[0][0] <= ss < rtx[-1][1]
+            and not (p.rep_n > REPAIR_TRIES and p.snd_una < p.rep_hi))
+
+
+def _lost_shown(p) -> int:
+    """The server's first SACK block above join p's snd_una (-1: none)."""
+    una = p.snd_una
+    at = -1
+    for s, e in p.sacked:
+        if e > una and (at < 0 or s < at):
+            at = s
+    return at
+
+
 def _repair(conv, flow, mp, p, now: float) -> list:
-    """Resend, from the segments kept, join p's bytes at its snd_una once the server shows
-    them lost (SACK above them, two duplicate ACKs) or the join made no progress for two
-    RTTs: the same bytes under the same seq and mapping (a stored segment, its old ack
-    harmless), up to REPAIR_SEGS of them and not beyond the server's first SACK block. At
-    most once per 1.5 RTTs for one hole; after REPAIR_TRIES the hole is the guest's business
-    again (_hole_evident). The guest meanwhile sees neither blocks above the hole nor
-    duplicate ACKs: for it the bytes are still in flight, and its one congestion window
+    """Resend, from the bytes kept, join p's bytes at its snd_una once the server shows them
+    lost (SACK above them, two duplicate ACKs) or the join made no progress for two RTTs:
+    the same bytes under the same seq and mapping (rebuilt with the current ack and window:
+    a copy's old ack can fall below what Linux accepts, RFC 5961), up to REPAIR_SEGS of
+    them and not beyond the server's first SACK block. Bytes a repair sent are not sent
+    again before 1.5 RTTs have passed without progress (partial ACKs resend nothing); after
+    REPAIR_TRIES repairs without progress the hole is the guest's business again (_hole_evident),
+    and the clock tells it at once. The guest meanwhile sees neither blocks above the hole
+    nor duplicate ACKs: for it the bytes are still in flight, and its one congestion window
     does not halve for a loss on one path (Linux MPTCP halves that subflow's only)."""
     rtx = p.rtx
     una = p.snd_una
     if not rtx or una >= p.snd_nxt or rtx[0][0] > una or p.state is not SS.ESTABLISHED:
         return []
     rtt = p.srtt or HOLE_RTT
-    if p.rep_ss == una:
-        if now - p.rep_at < 1.5 * rtt + 0.002 or p.rep_n > REPAIR_TRIES:
-            return []
-    sack_at = -1
-    for s, e in p.sacked:
-        if e > una and (sack_at < 0 or s < sack_at):
-            sack_at = s
-    if not (sack_at >= 0 or p.dups >= 2 or now - p.progress_at > 2.0 * rtt + 0.005):
+    again = una < p.rep_hi
+    if again and (p.rep_n > REPAIR_TRIES or now - max(p.rep_at, p.progress_at) < 1.5 * rtt + 0.002):
+        return []  # in flight (being acked), or given up
+    sack_at = _lost_shown(p)
+    if not (sack_at >= 0 or p.dups >= 2 or now - p.progress_at >= 2.0 * rtt + 0.005):
         return []
-    if p.rep_ss == una:
+    if again:
         p.rep_n += 1
         if p.rep_n > REPAIR_TRIES:
             conv.counters[Counter.RepairGaveUp] += 1
+            p.told_at = -1.0  # _tell_silent_tails looks at this subflow again
             return []
     else:
-        p.rep_ss = una
         p.rep_n = 1
     p.rep_at = now
     limit = sack_at if sack_at > una else p.snd_nxt
     out = []
-    for s, e, buf in rtx:
+    hi = una
+    for s, e, opt, payload, psh in rtx:
         if s >= limit or len(out) >= REPAIR_SEGS:
             break
         if e > una:
-            out.append(Inject(buf))
+            out.append(Inject(_data_on(flow, p, opt, s, payload, psh)))
             p.tx_bytes += e - s
+            hi = e
+    p.rep_hi = hi
     conv.counters[Counter.JoinRepairTX] += len(out)
     return out
 
 
 def _repair_due(p) -> float:
-    """When _repair's clock may resend join p's bytes at snd_una (0.0: it will not)."""
+    """When _repair would next act on join p by the clock alone (0.0: it will not)."""
+    if not p.rtx or p.rtx[0][0] > p.snd_una or p.state is not SS.ESTABLISHED:
+        return 0.0
     rtt = p.srtt or HOLE_RTT
-    if p.rep_ss == p.snd_una:
-        return 0.0 if p.rep_n > REPAIR_TRIES else p.rep_at + 1.5 * rtt + 0.002
-    return p.progress_at + 2.0 * rtt + 0.005
+    timed = p.progress_at + 2.0 * rtt + 0.005
+    if p.snd_una < p.rep_hi:
+        if p.rep_n > REPAIR_TRIES:
+            return 0.0
+        t = max(p.rep_at, p.progress_at) + 1.5 * rtt + 0.002
+        return t if (p.dups >= 2 or _lost_shown(p) >= 0 or timed <= t) else timed
+    return timed
 
 
 def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
@@ -2060,7 +2095,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     actions = [Drop("extra subflow segment: consumed")]
     if p.rtx:
         actions.extend(_repair(conv, flow, mp, p, now))
-        if subdup and p.rtx and p.rtx[0][0] <= p.snd_una and p.rep_n <= REPAIR_TRIES:
+        if subdup and _repairing(p, p.snd_una):
             subdup = False  # we repair it: not the guest's loss
     plen = pkt.payload_len
     f = pkt.flags

@@ -9,6 +9,7 @@ edge minus the held window; the next ACK of new bytes carries the rest."""
 
 from __future__ import annotations
 
+from middlebox.core import multipath as MP
 from middlebox.wire import Dss, parse_options, parse_packet
 
 from tests.unit.test_core_harness import mptcp_of
@@ -95,3 +96,42 @@ def test_a_reader_that_keeps_up_has_its_data_ack_unchanged():
     for pkt, dss in _on_join(p, p.conv.tick(p.now)):
         assert (dss.data_ack - f.remote_idsn) & M32 == f.rcv_rel
     assert p.count("JoinDataAckHeld") == 0
+
+
+def test_the_first_data_ack_only_ack_on_a_join_knows_the_third_acks_window():
+    """Linux's new subflow takes its window from our third ACK (snd_wl1 = its seq 1): a
+    later DATA_ACK-only ACK with a smaller window is not taken either. (Review: the model
+    started empty and let the first such ACK through with the whole DATA_ACK.)"""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    f = p.flow
+    w3 = f.guest_window << f.guest_wscale  # what the third ACK offered
+    p.inn(p.s_data_pkt(b"d" * 2000))  # a download on subflow 1; the guest reads slowly
+    unit = 1 << f.guest_wscale
+    for k in (1, 2):
+        p.out(p.g_packet(p.g_nxt, (f.server_isn + 1 + 1000 * k) & M32, ACK, window=-(-(w3 - 1000 * k) // unit)))
+    p.now += 0.05
+    acks = _on_join(p, p.conv.tick(p.now))
+    assert acks
+    for pkt, dss in acks:
+        dack = (dss.data_ack - f.remote_idsn) & M32
+        assert dack + w3 <= f.rcv_rel + (f.guest_window << f.guest_wscale)
+
+
+def test_a_resent_segment_with_a_wider_window_does_not_reset_what_the_server_holds():
+    """A segment older than the last window update (a guest retransmission on the join) is
+    not one Linux takes a window from (its seq is below snd_wl1), whatever it offers."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    f, p1 = p.flow, p.mp.paths[1]
+    f.guest_window = 100
+    assert MP._window_taken(f, p1, 5001, 1)  # new data: taken
+    f.guest_window = 200
+    assert not MP._window_taken(f, p1, 1001, 1)  # an old seq offering more: not taken
+    f.guest_window = 90
+    assert not MP._window_taken(f, p1, 5001, 1)  # the last update's seq offering less: not taken
+    assert p1.wnd_held == 100 << f.guest_wscale and p1.wnd_seq == 5001
+    f.guest_window = 150
+    assert MP._window_taken(f, p1, 5001, 1)  # offering more than it holds: taken
