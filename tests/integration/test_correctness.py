@@ -250,12 +250,21 @@ def test_loss_of_single_segments_of_super_packets(mbox, server_factory):
     srv = server_factory()
     before = t.nstat(t.server)
     before_tcp = t.nstat(t.server, prefix=None)
+    before_guest = t.nstat(t.guest, prefix=None)
     bounded_upload(t, srv, payload(LOSS_N, seed=7), 60)
     bounded_download(t, srv, LOSS_N, 60)
     time.sleep(0.3)
     after_tcp = t.nstat(t.server, prefix=None)
-    retrans = after_tcp.get("TcpRetransSegs", 0) - before_tcp.get("TcpRetransSegs", 0)
-    assert adversary.path_loss_dropped(t) > 0 and retrans > 0, delta(before_tcp, after_tcp)
+    after_guest = t.nstat(t.guest, prefix=None)
+    # resent by someone: the guest (upload; what this test is about), the server's TCP or its
+    # MPTCP level (download). A proof once saw 478 drops and the server's TcpRetransSegs at 0
+    retrans = {k: delta(b, a).get(c, 0) for k, b, a, c in (
+        ("guest", before_guest, after_guest, "TcpRetransSegs"),
+        ("server", before_tcp, after_tcp, "TcpRetransSegs"),
+        ("server MPTCP", before_tcp, after_tcp, "MPTcpExtMPTCPRetrans"))}
+    dropped = adversary.path_loss_dropped(t)
+    print(f"{dropped} packets dropped, retransmitted: {retrans}")
+    assert dropped > 0 and sum(retrans.values()) > 0, (dropped, retrans)
     rc, c = stop_daemon(d)
     print("daemon counters:", {k: v for k, v in c.items() if v})
     assert_server_clean(t, before, srv.mptcp_flags, 2, srv.errors)
