@@ -751,11 +751,7 @@ def release(conv, flow) -> None:
     if mp is None:
         return
     for p in mp.paths[1:]:
-        if p.rtx:
-            _release(mp, p, 1 << 62)
-        k = (p.local, p.lport, p.remote, p.rport)
-        if conv.joins.get(k) is p:
-            del conv.joins[k]
+        _forget(conv, p)
     conv.mp_flows.pop(mp.key, None)
     flow.mp = None
 
@@ -924,12 +920,24 @@ def _hole_evident(flow, p, ss: int, now=None) -> bool:
     its bytes to repair it ourselves (_repair), unless REPAIR_TRIES repairs did not do."""
     if p.rtx and _repairing(p, ss):
         return False
+    if _loss_shown(p, ss):
+        return True
+    return (flow.last if now is None else now) > _overdue_at(p)
+
+
+def _loss_shown(p, ss: int) -> bool:
+    """Does the server show subflow p's byte at relative seq `ss` lost: SACK above it, or
+    two duplicate ACKs?"""
     for s, e in p.sacked:
         if e > ss:
             return True
-    if p.dups >= 2:
-        return True
-    return (flow.last if now is None else now) - p.progress_at > 2.0 * (p.srtt or HOLE_RTT) + 0.005
+    return p.dups >= 2
+
+
+def _overdue_at(p) -> float:
+    """When subflow p's unacked bytes have waited two RTTs without progress (HOLE_RTT while
+    it has no RTT sample): known lost by then."""
+    return p.progress_at + 2.0 * (p.srtt or HOLE_RTT) + 0.005
 
 
 def guest_sack(flow, mp, limit: int, now=None) -> tuple:
@@ -1557,8 +1565,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
     again = una < p.rep_hi
     if again and (p.rep_n > REPAIR_TRIES or now - max(p.rep_at, p.progress_at) < 1.5 * rtt + 0.002):
         return []  # in flight (being acked), or given up
-    sack_at = _lost_shown(p)
-    if not (sack_at >= 0 or p.dups >= 2 or now - p.progress_at >= 2.0 * rtt + 0.005):
+    if not (_loss_shown(p, una) or now >= _overdue_at(p)):
         return []
     if again:
         p.rep_n += 1
@@ -1569,6 +1576,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
     else:
         p.rep_n = 1
     p.rep_at = now
+    sack_at = _lost_shown(p)
     limit = sack_at if sack_at > una else p.snd_nxt
     out = []
     hi = una
@@ -1588,13 +1596,12 @@ def _repair_due(p) -> float:
     """When _repair would next act on join p by the clock alone (0.0: it will not)."""
     if not p.rtx or p.rtx[0][0] > p.snd_una or p.state is not SS.ESTABLISHED:
         return 0.0
-    rtt = p.srtt or HOLE_RTT
-    timed = p.progress_at + 2.0 * rtt + 0.005
+    timed = _overdue_at(p)
     if p.snd_una < p.rep_hi:
         if p.rep_n > REPAIR_TRIES:
             return 0.0
-        t = max(p.rep_at, p.progress_at) + 1.5 * rtt + 0.002
-        return t if (p.dups >= 2 or _lost_shown(p) >= 0 or timed <= t) else timed
+        t = max(p.rep_at, p.progress_at) + 1.5 * (p.srtt or HOLE_RTT) + 0.002
+        return t if (_loss_shown(p, p.snd_una) or timed <= t) else timed
     return timed
 
 
@@ -2552,7 +2559,7 @@ def next_deadline(conv) -> float | None:
             t = _silent_tail(flow, mp, p)
             if t and (best is None or t < best):
                 best = t
-            if p.rtx and p.snd_nxt > p.snd_una and p.state is SS.ESTABLISHED:
+            if p.rtx:  # (_repair_due: 0.0 when nothing is due)
                 t = _repair_due(p)
                 if t and (best is None or t < best):
                     best = t
