@@ -80,14 +80,17 @@ GUEST_KEYS = ("TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes",
               "TcpExtTCPSackRecovery", "TcpExtTCPRenoRecovery", "TcpExtTCPDSACKUndo",
               "TcpExtPAWSEstab", "TcpExtTCPOFODrop")
 SERVER_KEYS = ("MPTcpExtMPTCPRetrans", "MPTcpExtDuplicateData", "MPTcpExtOFOQueue",
-               "MPTcpExtNoDSSInWindow", "MPTcpExtMPJoinAckRx")
+               "MPTcpExtNoDSSInWindow", "MPTcpExtMPJoinAckRx",
+               # subflow segments the server already had (it answers with a D-SACK): resends
+               # that were not needed, the guest's or ours
+               "TcpExtTCPDSACKOldSent", "TcpExtTCPDSACKOfoSent")
 # what must stay zero on the server for a healthy conversion (test_multipath.py MUST_STAY_ZERO)
 SERVER_BAD = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
               "MPTcpExtMPJoinNoTokenFound", "MPTcpExtMPJoinAckHMacFailure",
               "MPTcpExtDSSNotMatching", "MPTcpExtDSSNoMatchTCP", "MPTcpExtInfiniteMapRx",
               "MPTcpExtDataCsumErr", "MPTcpExtMPFailRx", "MPTcpExtDssFallback")
 CORE_KEYS = ("RunMapDrop", "RunMapNearFull", "SackNewsTimer", "DupAckFwd", "DupAckSuppressed", "DupAckSynth", "SubflowStale", "SubflowDead",
-             "ReinjectTX", "RunMapFull")
+             "ReinjectTX", "RunMapFull", "GuestRetransMapped", "JoinRepairTX")
 
 
 def short(key: str) -> str:
