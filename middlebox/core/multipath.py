@@ -247,7 +247,7 @@ class MpConn:
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told",
-                 "rtx_bytes", "held")
+                 "rtx_bytes", "held", "counters")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -285,6 +285,7 @@ class MpConn:
         self.sack_told = ()  # the data-level SACK blocks _sack_news last saw
         self.rtx_bytes = 0  # payload kept for repair on this flow's extra subflows
         self.held = [0]  # the converter's tally of it, all flows (set at start: repair_held)
+        self.counters = None  # the converter's counters (set at start), for helpers without conv
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -369,6 +370,7 @@ def _new_mp(conv, flow, key: tuple, version: int, now: float) -> "MpConn":
     guest, gport, server, sport = key
     mp = MpConn(key, version, now)
     mp.held = conv.repair_held
+    mp.counters = conv.counters
     p0 = Path(0, flow, None, version, guest, gport, server, sport, now)
     p0.state = SS.ESTABLISHED
     p0.local_isn = flow.sf.local_isn
@@ -847,7 +849,7 @@ def _window_taken(flow, p, seq: int, ack: int) -> bool:
     return taken
 
 
-def _ack_on(flow, p, extra=(), counters=None) -> bytes:
+def _ack_on(flow, p, extra=()) -> bytes:
     """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window;
     SACK blocks when the server permitted them and bytes beyond a hole are held.
 
@@ -866,10 +868,11 @@ def _ack_on(flow, p, extra=(), counters=None) -> bytes:
         if cap < rel:
             rel = cap
             mp = flow.mp
-            if mp is not None and mp.dack_out > rel:
-                mp.dack_out = rel  # not carried yet: the next ACK that can carries the rest
-            if counters is not None:
-                counters[Counter.JoinDataAckHeld] += 1
+            if mp is not None:
+                if mp.dack_out > rel:
+                    mp.dack_out = rel  # not carried yet: the next ACK that can carries the rest
+                if mp.counters is not None:
+                    mp.counters[Counter.JoinDataAckHeld] += 1
     data_ack = (flow.remote_idsn + rel) & M64
     if not flow.ack64:
         data_ack &= M32
@@ -1319,7 +1322,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             k = _best_live(mp)
             if k > 0:
                 mp.dack_sent = data_ack
-                actions.append(Inject(_ack_on(flow, mp.paths[k], counters=conv.counters)))
+                actions.append(Inject(_ack_on(flow, mp.paths[k])))
         return actions
     s, e = rel, rel + plen
     pieces = []
@@ -2242,7 +2245,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     elif plen:
         counters[Counter.DupConsumed] += 1
     counters[Counter.SubflowAckTX] += 1
-    out.append(Inject(_ack_on(flow, p, counters=conv.counters)))
+    out.append(Inject(_ack_on(flow, p)))
     return out
 
 
@@ -2437,7 +2440,7 @@ def tick(conv, now: float) -> list:
                 k = _best_live(mp)
                 if k > 0:
                     conv.counters[Counter.DataAckFlushed] += 1
-                    actions.append(Inject(_ack_on(flow, mp.paths[k], counters=conv.counters)))
+                    actions.append(Inject(_ack_on(flow, mp.paths[k])))
                 elif mp.paths[0].state in ALIVE:
                     conv.counters[Counter.DataAckFlushed] += 1
                     actions.append(Inject(_ack_on_sf1(flow, mp)))

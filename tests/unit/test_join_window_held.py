@@ -135,3 +135,18 @@ def test_a_resent_segment_with_a_wider_window_does_not_reset_what_the_server_hol
     assert p1.wnd_held == 100 << f.guest_wscale and p1.wnd_seq == 5001
     f.guest_window = 150
     assert MP._window_taken(f, p1, 5001, 1)  # offering more than it holds: taken
+
+
+def test_every_capped_ack_is_counted_whichever_path_sends_it():
+    """The server resends bytes the join acked (our ACK got lost): our answer is an ACK on the
+    join, capped like any other, and counted (JoinDataAckHeld undercounted: only 3 of the 15
+    places that send an ACK on a join passed the counters)."""
+    p, j, f, edge, held = _slow_reader()
+    before = p.count("JoinDataAckHeld")
+    old = p.j_ack(j, ACK, b"d" * 1000, seq=j.s_nxt - 2000)
+    acks = _on_join(p, p.j_in(old))
+    assert acks, "old bytes are answered with an ACK on the join"
+    for pkt, dss in acks:
+        dack = (dss.data_ack - f.remote_idsn) & M32
+        assert dack + held <= f.rcv_rel + (f.guest_window << f.guest_wscale)
+    assert p.count("JoinDataAckHeld") == before + len(acks)
