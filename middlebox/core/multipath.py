@@ -1032,10 +1032,11 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
 
 def _silent_tail(flow, mp, p) -> float:
     """When the clock makes subflow p's unacked bytes a known hole (_overdue_at: no progress
-    for longer than an ACK can take) that no ACK has shown the guest yet; 0.0: nothing to wait for. A tail
+    for longer than an ACK can take) that no ACK has shown the guest yet; 0.0: nothing to
+    wait for. A tail
     dropped on a path (a GSO burst into a shallow queue) leaves its subflow nothing to ACK and
     the server nothing to say; the ACKs of other subflows, which would carry the news, came
-    before the two RTTs had passed and were held back as reordering. The guest then waited for
+    before that time had passed and were held back as reordering. The guest then waited for
     its RTO (100+30 Mbit/s, 5 ms buffers: 3-8 RTOs per 8 s upload, 0.68x Linux MPTCP)."""
     if (p.state is not SS.ESTABLISHED or p.snd_nxt <= p.snd_una or p.told_at == p.progress_at
             or not flow.sack_ok or not mp.runs or mp.runs[-1][1] <= mp.data_ack):
@@ -1590,9 +1591,8 @@ def _repair(conv, flow, mp, p, now: float) -> list:
     una = p.snd_una
     if not rtx or una >= p.snd_nxt or rtx[0][0] > una or p.state is not SS.ESTABLISHED:
         return []
-    rtt = p.srtt or HOLE_RTT
     again = una < p.rep_hi
-    if again and (p.rep_n > REPAIR_TRIES or now - max(p.rep_at, p.progress_at) < 1.5 * rtt + 0.002):
+    if again and (p.rep_n > REPAIR_TRIES or now < _rerepair_at(p)):
         return []  # in flight (being acked), or given up
     if not (_loss_shown(p, una) or now >= _overdue_at(p)):
         return []
@@ -1621,6 +1621,11 @@ def _repair(conv, flow, mp, p, now: float) -> list:
     return out
 
 
+def _rerepair_at(p) -> float:
+    """When bytes a repair of join p sent may be sent again: 1.5 RTTs without progress."""
+    return max(p.rep_at, p.progress_at) + 1.5 * (p.srtt or HOLE_RTT) + 0.002
+
+
 def _repair_due(p) -> float:
     """When _repair would next act on join p by the clock alone (0.0: it will not)."""
     if not p.rtx or p.rtx[0][0] > p.snd_una or p.state is not SS.ESTABLISHED:
@@ -1629,7 +1634,7 @@ def _repair_due(p) -> float:
     if p.snd_una < p.rep_hi:
         if p.rep_n > REPAIR_TRIES:
             return 0.0
-        t = max(p.rep_at, p.progress_at) + 1.5 * (p.srtt or HOLE_RTT) + 0.002
+        t = _rerepair_at(p)
         return t if (_loss_shown(p, p.snd_una) or timed <= t) else timed
     return timed
 
