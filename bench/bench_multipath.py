@@ -90,7 +90,8 @@ SERVER_BAD = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
               "MPTcpExtDSSNotMatching", "MPTcpExtDSSNoMatchTCP", "MPTcpExtInfiniteMapRx",
               "MPTcpExtDataCsumErr", "MPTcpExtMPFailRx", "MPTcpExtDssFallback")
 CORE_KEYS = ("RunMapDrop", "RunMapNearFull", "SackNewsTimer", "DupAckFwd", "DupAckSuppressed", "DupAckSynth", "SubflowStale", "SubflowDead",
-             "ReinjectTX", "RunMapFull", "GuestRetransMapped", "JoinRepairTX")
+             "ReinjectTX", "RunMapFull", "GuestRetransMapped", "JoinRepairTX", "JoinCwndCut",
+             "RepairBeyondWindow")
 
 
 def short(key: str) -> str:

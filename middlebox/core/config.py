@@ -59,6 +59,11 @@ class Config:
     # being shown to the guest (whose one congestion window would halve for one path's loss)
     repair_bytes: int = 0  # 0: off
     repair_total_bytes: int = 64 << 20
+    # with repair: each join gets its own congestion window (AIMD, multipath.py _cwnd_*), which
+    # repair's hidden losses cut; the scheduler prefers joins with room, and bytes a join was
+    # given without room are not kept (their loss goes to the guest). Off: a known stall of
+    # the path without repair (DSS checksums, loss) would then be met more often
+    repair_window: bool = False
     # uplink policy (issue 10, policy.py): "greedy" uses every live uplink; "cost" reaches
     # `target` (policy.Target: a multiple of the best single uplink, or bytes/s) cheapest first
     policy: str = "greedy"

@@ -175,6 +175,9 @@ class Counter(IntEnum):
     JoinRepairTX = 151  # join segments resent from the middlebox's own copy (repair_bytes): a loss the guest was not shown
     RepairCapSkip = 152  # join segments not kept for repair: the flow's or the global cap was reached
     RepairGaveUp = 153  # holes on joins left to the guest after REPAIR_TRIES repairs
+    JoinCwndCut = 154  # loss events on joins with repair on: the join's own congestion window cut (one per window)
+    JoinCwndLimited = 155  # new bytes the scheduler kept off a join whose own window was full (repair on)
+    RepairBeyondWindow = 156  # join segments sent beyond the join's own window: not kept, their loss goes to the guest
 
 
 def new_counters() -> dict:

@@ -3,7 +3,7 @@
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--repair-bytes N]
-[--repair-total-bytes N] [--policy greedy|cost] [--target RATE]
+[--repair-total-bytes N] [--repair-window] [--policy greedy|cost] [--target RATE]
 [--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open] [-v]
 [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
@@ -436,6 +436,7 @@ class Daemon:
                       join_after_ms=self.args.join_after_ms,
                       repair_bytes=self.args.repair_bytes,
                       repair_total_bytes=self.args.repair_total_bytes,
+                      repair_window=self.args.repair_window,
                       policy=self.args.policy, target=self.args.target)
         try:
             config = config_cls(**kw)
@@ -969,6 +970,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repair-total-bytes", type=_nonneg, default=64 << 20, metavar="N",
                         help="the bytes --repair-bytes may keep for all connections together "
                              "(default 67108864)")
+    parser.add_argument("--repair-window", action="store_true",
+                        help="with --repair-bytes: give each extra subflow its own congestion "
+                             "window, cut by the losses repair hides from the guest (AIMD, "
+                             "beta 0.7); new bytes go first to subflows with room in theirs, "
+                             "and bytes given to one without room are not kept (experimental, "
+                             "off by default)")
     parser.add_argument("--policy", choices=("greedy", "cost"), default="greedy",
                         help="which uplinks a multipath connection uses: greedy (default) every "
                              "live one; cost the cheapest first (uplink cost=N), the next only "

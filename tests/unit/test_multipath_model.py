@@ -110,10 +110,11 @@ class Sub:
 
 
 class Sim:
-    def __init__(self, n_uplinks, up, down, v6=False, checksum=False, repair=0):
+    def __init__(self, n_uplinks, up, down, v6=False, checksum=False, repair=0, window=False):
         kw = {"checksum": True} if checksum else {}
         if repair:
             kw["repair_bytes"] = repair
+            kw["repair_window"] = window
         self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, **kw) if kw else None)
         self.UP, self.DOWN = up, down
         self.failures = []
@@ -763,11 +764,13 @@ def test_upload_any_schedule(n, csum, ops):
 
 
 @settings(**SETTINGS)
-@given(n=st.sampled_from([2, 3]), csum=st.booleans(), cap=st.sampled_from([1500, 8000, 1 << 18]), ops=UP_OPS)
-def test_upload_any_schedule_with_repair(n, csum, cap, ops):
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), cap=st.sampled_from([1500, 8000, 1 << 18]),
+       window=st.booleans(), ops=UP_OPS)
+def test_upload_any_schedule_with_repair(n, csum, cap, window, ops):
     """The same schedules with the middlebox repairing join losses from its copies
-    (--repair-bytes; a small cap keeps only some of them)."""
-    sim = Sim(n, UP_STREAM, b"", checksum=csum, repair=cap)
+    (--repair-bytes; a small cap keeps only some of them), with and without the joins'
+    own congestion windows (--repair-window: what a join is given without room is not kept)."""
+    sim = Sim(n, UP_STREAM, b"", checksum=csum, repair=cap, window=window)
     run(sim, ops)
     mp = sim.flow.mp
     assert sim.conv.repair_held[0] == (mp.rtx_bytes if mp is not None else 0)

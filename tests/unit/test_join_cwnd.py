@@ -1,0 +1,118 @@
+"""A join's own congestion window with repair (`--repair-bytes N --repair-window`). Repair hides a join's
+losses from the guest, so the guest's one window no longer answers congestion there; the
+join gets a window of its own, as a Linux subflow has (RFC 8312 §4.2's AIMD: cut to
+CWND_BETA of the flight once per window of data, CWND_ALPHA segments of growth per window).
+The scheduler prefers joins with room in it, and bytes a join is given without room (no
+subflow had any) are not kept: their loss is shown to the guest, whose window then answers,
+as without repair."""
+
+from __future__ import annotations
+
+from middlebox.core import multipath as MP
+from middlebox.wire import parse_packet
+
+from tests.unit.test_join_repair import _resent, _sack
+from tests.unit.test_join_repair import _pair as _repair_pair
+from tests.unit.test_subflow_table import M32, MPair
+
+
+def _pair(**kw):
+    return _repair_pair(repair_window=True, **kw)
+
+
+def _on_join(p, j, n):
+    """n 1000-byte guest segments placed on the join: their relative seqs."""
+    return [(parse_packet(p.data_on(1, size=1000)).seq - j.c_isn) & M32 for _ in range(n)]
+
+
+def test_a_join_gets_its_own_window_only_with_repair():
+    p, j, p1 = _pair()
+    assert 500 < p1.smss <= 1500 and p1.cwnd == MP.CWND_INIT * p1.smss
+    q = MPair(1)
+    q.go_multipath()
+    q.join_up(1)
+    assert q.mp.paths[1].cwnd == 0  # without repair: no window, the scheduler as before
+    q, _, q1 = _repair_pair()
+    assert q1.cwnd == 0  # repair without the switch: as before
+
+
+def test_a_loss_event_cuts_the_window_once_per_window_of_data():
+    p, j, p1 = _pair()
+    s = _on_join(p, j, 6)
+    assert s == [s[0] + 1000 * k for k in range(6)]
+    s0 = s[0]
+    w0 = p1.cwnd
+    # the first segment lost: the server SACKs two blocks above it
+    acts = p.j_in(_sack(p, j, s0, [(s0 + 1000, s0 + 2000), (s0 + 3000, s0 + 4000)]))
+    assert [x[0] for x in _resent(p, j, acts)] == [s0]
+    assert p.count("JoinCwndCut") == 1
+    assert p1.cwnd == max(int(min(6000, w0) * MP.CWND_BETA), 2 * p1.smss) == p1.ssthresh
+    assert p1.recover == p1.snd_nxt
+    cut = p1.cwnd
+    # a second hole within the same window of data is repaired but cuts nothing more,
+    # and the acks within it do not grow the window (recovery)
+    acts = p.j_in(_sack(p, j, s0 + 2000, [(s0 + 3000, s0 + 4000)]))
+    assert [x[0] for x in _resent(p, j, acts)] == [s0 + 2000]
+    assert p.count("JoinRepairTX") == 2 and p.count("JoinCwndCut") == 1 and p1.cwnd == cut
+
+
+def test_the_window_grows_in_slow_start_when_used_and_not_when_idle():
+    p, j, p1 = _pair()
+    w0 = p1.cwnd
+    (s0,) = _on_join(p, j, 1)
+    p.j_in(p.j_ack(j, ack=s0 + 1000))  # one segment of a 14 KB window: not in use
+    assert p1.cwnd == w0
+    s = _on_join(p, j, 8)  # 8000 bytes in flight: more than half the window
+    assert 2 * 8000 >= w0
+    p.j_in(p.j_ack(j, ack=s[-1] + 1000))
+    assert p1.cwnd == w0 + 8000  # slow start: by the bytes acked
+
+
+def test_after_a_cut_the_window_grows_by_alpha_segments_per_window():
+    p, j, p1 = _pair()
+    p1.cwnd = p1.ssthresh = 4 * p1.smss
+    p1.recover = p1.snd_nxt
+    p.mp.paths[0].snd_wnd = 0  # subflow 1 closed: the join gets the bytes (beyond its window too)
+    s = _on_join(p, j, 4)
+    w = p1.cwnd
+    p.j_in(p.j_ack(j, ack=s[0] + 1000))
+    assert p1.cwnd == w + max(int(MP.CWND_ALPHA * p1.smss * 1000 / w), 1)
+    assert p1.cwnd < w + 1000  # not slow start
+
+
+def test_the_scheduler_keeps_new_bytes_off_a_join_whose_window_is_full():
+    p, j, p1 = _pair()
+    mp = p.mp
+    p0 = mp.paths[0]
+    _on_join(p, j, 2)
+    p1.cwnd = 2000  # full: 2000 bytes in flight
+    mp.burst_left = 0
+    p1.rate, p0.rate = 1e9, 1.0  # by delivery time alone the join would win
+    assert MP.pick(mp, 1000, p.conv.counters, p.now) == 0
+    assert p.count("JoinCwndLimited") == 1
+    p1.cwnd = 2001  # room for a byte: room for the segment
+    mp.burst_left = 0
+    assert MP.pick(mp, 1000, p.conv.counters, p.now) == 1
+    # no subflow with room: the join all the same (never none while one is alive: the guest's
+    # window is the limit), the better of the two by delivery time
+    p1.cwnd = 2000
+    p0.snd_wnd = 0
+    mp.burst_left = 0
+    assert MP.pick(mp, 1000, p.conv.counters, p.now) == 1
+
+
+def test_bytes_beyond_the_window_are_not_kept_and_their_loss_is_the_guests():
+    p, j, p1 = _pair()
+    (s1,) = _on_join(p, j, 1)
+    p1.cwnd = 1000  # full with s1; the next one beyond it
+    p.mp.paths[0].snd_wnd = 0
+    p1.rate, p.mp.paths[0].rate = 1e9, 1.0
+    (s2,) = _on_join(p, j, 1)
+    assert s2 == s1 + 1000
+    assert [r[0] for r in p1.rtx] == [s1] and p.count("RepairBeyondWindow") == 1
+    assert MP._repairing(p1, s1) and not MP._repairing(p1, s2)
+    p.j_in(p.j_ack(j, ack=s1 + 1000))  # s1 acked; s2 (not kept) lost
+    p.now += 0.2
+    acts = p.j_in(_sack(p, j, s2, [(s2 + 500, s2 + 1000)]))
+    assert _resent(p, j, acts) == [] and p.count("JoinRepairTX") == 0
+    assert MP._hole_evident(p.flow, p1, s2, p.now)  # shown to the guest, which resends it
