@@ -1410,7 +1410,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if big and len(mp.runs) >= MAX_RUNS - RUNS_SPARE:
                 merged = True
                 counters[Counter.RunMapNearFull] += 1
-            whole = k == 0 and not pieces and s == start_d and big and not merged
+            whole = k == 0 and not pieces and s == start_d and big and not merged and not flow.checksum
             if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters, not whole):
                 t = mp.runs[-1]
                 counters[Counter.RunMapFull] += 1
@@ -1475,8 +1475,16 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     # guest resends from a snd_una behind DATA_ACK) or after it (no live subflow); rewritten
     # whole, the segment would carry those bytes too under the piece's seq and mapping (the
     # server: wrong bytes at that DSN, then MAPPING_INVALID / DSSNoMatchTCP and a reset).
+    # With DSS checksums, never one mapping over several segments (a GSO super-packet in place,
+    # or a whole-mapping run): Linux checks the sum of a mapping only once all of it is in,
+    # and until then its subflow has acked bytes its msk does not take. A loss inside the
+    # mapping then held back its first bytes too, the data-level head the guest resends
+    # first and alone after its RTO, while the bytes it lacked lay above: the upload stalled
+    # for good (netlink backend, 2 % loss, no repair: 1 run in 2; the kernel test
+    # test_checksum_upload_under_loss_never_stalls). Cut, each segment has its own mapping
+    # and sum, as on the NetfilterQueue backend, at the cost of injecting each one.
     in_place = (len(pieces) == 1 and pieces[0][2] == 0 and pieces[0][0] == s and pieces[0][1] == e
-                and not merged)
+                and not merged and not (flow.checksum and plen > conv._mss_limit[pkt.version] - 12))
     if in_place and type(pieces[0][4]) is list:  # the new whole-mapping run: it gets its mapping
         a, b, idx, ss, run = pieces[0]
         dsn = (flow.local_idsn + a) & M64
