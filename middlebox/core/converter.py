@@ -680,11 +680,13 @@ class Converter:
         new_ack = -1
         counters = self.counters
         rel = 0
+        resent = False
         if plen or fin:
             rel = flow.guest_rel(pkt.seq)
             if rel < 0:  # before the ISN or far ahead: never a DSN, never the widening base
                 counters[Counter.GuestSeqOutOfWindow] += 1
                 return [Drop("guest segment outside its own sequence space")]
+            resent = rel < flow.snd_end
             if rel + plen > flow.snd_end:
                 flow.snd_end = rel + plen
         if not seq_before(ack, (flow.server_isn + flow.rcv_rel) & M32):
@@ -765,6 +767,13 @@ class Converter:
                         csum = ck & 0xFFFF
             if flow.checksum and hit < 0:  # §3.3.1
                 csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
+            if hit == -1 and plen > self._mss_limit[pkt.version] - 12 and resent:
+                # bytes sent before under mappings of their own (in segments: the record was
+                # full, or before any super-packet), resent as one super-packet: one new
+                # mapping over them made the server's next queued original segment, wholly
+                # inside it, bring another (DSSNotMatching and a fallback: a CI proof of
+                # test_loss_of_single_segments_of_super_packets). Cut, a mapping per segment
+                return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
             if hit == -1 and plen > self._mss_limit[pkt.version] - 12:
                 last = flow.gso_maps
                 if last is None or not last or rel >= last[len(last) - 2] + (last[len(last) - 1] & 0x1FFFF):

@@ -158,3 +158,27 @@ def test_with_the_record_full_a_new_super_packet_goes_in_segments_and_the_oldest
     _, sent = p.out(p.g_data(first_payload[SEG:2 * SEG], seq=(first_start + SEG) & M32))
     _, dss = _dss(sent)
     assert (dss.data_seq, dss.subflow_seq, dss.data_len) == (first.data_seq, first.subflow_seq, first.data_len)
+
+
+def test_bytes_sent_in_segments_and_resent_as_one_super_packet_are_cut():
+    """Bytes that went out in segments, each its own mapping (the record was full), resent
+    by the guest as one super-packet once the record had room again: one new mapping over
+    them made the server's next queued original segment, wholly inside it, bring another
+    (DSSNotMatching and a DSS fallback: a CI proof of
+    test_loss_of_single_segments_of_super_packets). Now cut, a mapping per segment."""
+    p = Pair()
+    p.established()
+    for i in range(MAX_GSO_MAPS):
+        _super(p, 2, 0x51)
+    start = p.g_nxt
+    payload = bytes([0x52]) * (SEG * 3)
+    actions, _ = p.out(p.g_data(payload))
+    assert isinstance(actions[0], Drop) and p.count("GsoMapFull") == 1  # sent in segments
+    # the server data-acks every recorded super-packet: the record has room again
+    _flow(p).data_acked = (start - p.g_isn) & M32
+    actions, _ = p.out(p.g_data(payload, seq=start))
+    assert isinstance(actions[0], Drop), "resent in place under one new mapping"
+    seg_max = p.conv._mss_limit[4] - 12
+    pieces = [_dss(x.data) for x in actions[1:] if isinstance(x, Inject)]
+    assert [pkt.payload_len for pkt, _ in pieces] == [seg_max, seg_max, len(payload) - 2 * seg_max]
+    assert all(dss.data_len == pkt.payload_len for pkt, dss in pieces)
