@@ -90,6 +90,8 @@ class Config:
             raise ValueError("join_after_bytes and join_after_ms must be >= 0")
         if self.repair_bytes < 0 or self.repair_total_bytes < 0:
             raise ValueError("repair_bytes and repair_total_bytes must be >= 0")
+        if self.repair_window and not self.repair_bytes:
+            raise ValueError("repair_window is repair's congestion window: it needs repair_bytes > 0")
         if self.policy not in ("greedy", "cost"):
             raise ValueError("policy must be greedy or cost")
 

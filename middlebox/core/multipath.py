@@ -1482,9 +1482,16 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     # first and alone after its RTO, while the bytes it lacked lay above: the upload stalled
     # for good (netlink backend, 2 % loss, no repair: 1 run in 2; the kernel test
     # test_checksum_upload_under_loss_never_stalls). Cut, each segment has its own mapping
-    # and sum, as on the NetfilterQueue backend, at the cost of injecting each one.
+    # and sum, as on the NetfilterQueue backend, at the cost of injecting each one. (More
+    # than the MSS limit: a guest without timestamps sends one segment of the limit itself.
+    # A super-packet of segments under a smaller MSS the server announced is not seen as
+    # one: the core does not keep that MSS, as on single path.)
+    # Nor one new mapping over bytes resent that went before under mappings of their own (a
+    # run without one, `m` None: sent cut or reinjected): the server's next queued original,
+    # wholly inside it, would bring another (DSSNotMatching and a fallback, as on single path).
+    several = plen > conv._mss_limit[pkt.version]
     in_place = (len(pieces) == 1 and pieces[0][2] == 0 and pieces[0][0] == s and pieces[0][1] == e
-                and not merged and not (flow.checksum and plen > conv._mss_limit[pkt.version] - 12))
+                and not merged and not (several and (flow.checksum or pieces[0][4] is None)))
     if in_place and type(pieces[0][4]) is list:  # the new whole-mapping run: it gets its mapping
         a, b, idx, ss, run = pieces[0]
         dsn = (flow.local_idsn + a) & M64
@@ -1502,8 +1509,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         cut = []
         for a, b, idx, ss, m in pieces:
             lim = _seg_max(mp.paths[idx], seg_max)
-            while b - a > lim and m is None:
-                cut.append((a, a + lim, idx, ss, None))
+            # (a piece of a mapping over several segments, `m`: each cut carries that mapping,
+            # as the kernel's TSO copies it. Left whole, it went out as one raw segment beyond
+            # the MTU: a resend of a super-packet sent while the flow was single-path, or one
+            # spanning a whole-mapping run and the next run; review of c5ef7d4)
+            while b - a > lim:
+                cut.append((a, a + lim, idx, ss, m))
                 a += lim
                 ss += lim
             cut.append((a, b, idx, ss, m))

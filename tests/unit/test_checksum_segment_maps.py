@@ -11,7 +11,8 @@ from __future__ import annotations
 from middlebox.core import Direction, Drop, Inject, Rewrite
 from middlebox.wire import Dss, dss_checksum, parse_packet
 
-from tests.unit.test_subflow_table import MPair, mp_config, wire_check
+from tests.unit.test_core_harness import M32
+from tests.unit.test_subflow_table import ACK, MPair, mp_config, wire_check
 
 
 def _pair(checksum: bool):
@@ -60,3 +61,80 @@ def test_without_checksums_a_super_packet_still_goes_in_place_with_one_mapping()
     assert isinstance(acts[0], Rewrite), labels
     ((pkt, payload, dss),) = _maps(p, acts[:1])
     assert dss.data_len == 3 * mss == len(payload)
+
+
+def _injected_sizes(acts):
+    return [parse_packet(a.data).payload_len for a in acts if isinstance(a, Inject) and a.data]
+
+
+def test_a_full_segment_of_a_guest_without_timestamps_still_goes_in_place():
+    """(Review of the fix: a guest without timestamps sends payloads of the whole MSS limit,
+    one segment on the wire; cut, it went as two injected packets.)"""
+    p = _pair(True)
+    ((labels, acts),) = p.g_send(1, p.conv._mss_limit[4])
+    assert isinstance(acts[0], Rewrite), labels
+
+
+def test_a_resend_spanning_a_whole_mapping_run_is_cut_with_that_mapping_per_segment():
+    """(Review of the fix: a piece of a whole-mapping run that is not the whole packet went
+    out as one raw segment of 3 MSS, beyond the MTU: the kernel refuses it, and every resend
+    after it.) Each cut carries the run's one mapping, as the kernel's TSO copies it."""
+    p = _pair(False)
+    mss = p.conv._mss_limit[4] - 12
+    s0 = p.g_nxt
+    ((_, first),) = p.g_send(1, 3 * mss)  # in place: a whole-mapping run
+    p.g_send(1, 1000)  # the next run
+    ((_, _, whole),) = _maps(p, first[:1])
+    acts = p.conv.handle(p.g_data(b"A" * (3 * mss + 1000), seq=s0), Direction.OUT, p.now)
+    sent = _maps(p, acts[1:])
+    assert isinstance(acts[0], Drop) and max(_injected_sizes(acts)) <= mss
+    assert [d.data_seq for _, _, d in sent[:3]] == [whole.data_seq] * 3
+    assert all(d.data_len == 3 * mss for _, _, d in sent[:3])
+
+
+def test_a_resend_of_a_single_path_super_packet_after_joins_is_cut():
+    """(Review of the fix: a super-packet sent while the flow was single-path keeps its one
+    mapping in the run map; the guest's resend of it went as one raw segment of 3 MSS.)"""
+    for checksum in (True, False):
+        p = MPair(1, config=mp_config(1, checksum=checksum))
+        p.handshake()
+        _, sent = p.out(p.g_data(b"hello"))
+        p.s_receive(sent)
+        start = p.g_nxt
+        big = 3 * (p.conv._mss_limit[4] - 12)
+        p.out(p.g_data(b"x" * big))  # single path: one mapping over the super-packet
+        p.inn(p.s_packet(p.s_nxt, start, ACK, (p.s_dss_ack(data_ack_rel=(start - p.g_isn) & M32),)))
+        assert p.flow.mp is not None  # the joins start
+        acts = p.conv.handle(p.g_data(b"x" * big, seq=start), Direction.OUT, p.now)
+        if isinstance(acts[0], Rewrite):  # in place, its one mapping: the kernel segments it
+            assert not checksum
+        else:
+            sizes = _injected_sizes(acts)
+            assert sizes and max(sizes) <= p.conv._mss_limit[4] - 12, (checksum, sizes)
+
+
+def test_repair_window_without_repair_is_refused():
+    import pytest
+
+    from middlebox.core import Config
+
+    with pytest.raises(ValueError, match="repair_bytes"):
+        Config(repair_window=True)
+    assert Config(repair_window=True, repair_bytes=1 << 18).repair_window
+
+
+def test_bytes_sent_in_segments_and_resent_as_one_super_packet_go_cut_on_multipath():
+    """Multipath, no checksums: three segments on subflow 1 (one run, no mapping of its own
+    beyond each segment's), resent by the guest as one super-packet: not one new mapping
+    over them in place (the server's queued originals would bring others: DSSNotMatching),
+    but cut, a mapping per segment."""
+    p = _pair(False)
+    s0 = p.g_nxt
+    for labels, acts in p.g_send(3, 1000):
+        assert isinstance(acts[0], Rewrite), labels
+    payload = b"A" * 1000 + b"B" * 1000 + b"C" * 1000
+    acts = p.conv.handle(p.g_data(payload, seq=s0), Direction.OUT, p.now)
+    assert isinstance(acts[0], Drop), "resent in place under one new mapping"
+    sent = _maps(p, acts[1:])
+    assert all(d.data_len == len(pl) <= p.conv._mss_limit[4] - 12 for _, pl, d in sent)
+    assert b"".join(pl for _, pl, _ in sent) == payload
