@@ -10,30 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-import adversary
-from conftest import is_fallback, payload, upload
-from test_multipath import JOIN, MB, MUST_STAY_ZERO, core_counters, delta
+from test_join_repair_kernel import lossy_join_transfer
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=10, policy_routing=False, checksum=True)
 def test_checksum_upload_under_loss_never_stalls(mbox, server_factory):
-    t = mbox.t
-    adversary.path_loss(t, 2, path=2)
-    d = mbox.start(*JOIN, uplinks=True)
-    srv = server_factory()
-    before = t.nstat(t.server)
-    try:
-        for seed in (11, 12):  # two connections: the stall came in about half of them
-            upload(t, srv, payload(12 * MB, seed=seed))
-    finally:
-        dd = delta(before, t.nstat(t.server))
-        dropped = adversary.path_loss_dropped(t, path=2)
-        rc, _ = d.stop()
-        c = core_counters(d.output)
-        print({k: v for k, v in dd.items() if v}, dropped, c)
-    bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
-    assert not bad, bad
-    assert not [f for f in srv.mptcp_flags if is_fallback(f)]
-    assert dropped > 0, "nothing was lost: the test would prove nothing"
-    assert c.get("MPJoinEstablished", 0) >= 2, c
-    assert rc == 0, d.output
+    # two connections (the stall came in about half of them), no repair
+    lossy_join_transfer(mbox, server_factory, seeds=(11, 12))
