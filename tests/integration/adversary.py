@@ -140,13 +140,14 @@ def path_loss(t, percent: float, path: int = 1) -> None:
     """Random loss of `percent` % of the TCP packets each way on mbox<->server path `path`:
     nft netdev ingress rules (this kernel has no netem) on the receiving end of each
     direction, so a packet lost towards the guest never reaches the converter and one lost
-    towards the server left the converter like any packet lost on the wire."""
+    towards the server left the converter like any packet lost on the wire. Called again
+    for another path, that path drops too (a chain per path in the same table)."""
     p = t.paths[path - 1]
     per_mille = round(percent * 10)
     for ns, ifname in ((t.mbox, p.mbox_if), (t.server, p.server_if)):
         script = f"""
 table netdev mbtestloss {{
-    chain ingress {{
+    chain ingress{path} {{
         type filter hook ingress device "{ifname}" priority 0; policy accept;
         ip protocol tcp numgen random mod 1000 < {per_mille} counter drop
     }}
