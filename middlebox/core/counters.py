@@ -178,6 +178,7 @@ class Counter(IntEnum):
     JoinCwndCut = 154  # loss events on joins with repair on: the join's own congestion window cut (one per window)
     JoinCwndLimited = 155  # new bytes the scheduler kept off a join whose own window was full (repair on)
     RepairBeyondWindow = 156  # join segments sent beyond the join's own window: not kept, their loss goes to the guest
+    Sf1DataAckHeld = 157  # subflow-1 segments whose window the server does not take: DATA_ACK held at the guest's edge
 
 
 def new_counters() -> dict:

@@ -810,10 +810,34 @@ def _dack_carried(flow) -> None:
         mp.dack_due = 0.0
 
 
-def _sf1_out(mp, ack: int, window: int) -> None:
-    """A segment with subflow ack `ack` and raw window `window` goes out on subflow 1."""
+def _sf1_out(flow, mp, seq: int, ack: int, window: int) -> bool:
+    """A segment with relative seq `seq`, subflow ack `ack` and raw window `window` goes out
+    on subflow 1: recorded for _sf1_dup, and does the server take its window (as
+    _window_taken for the joins)?"""
     mp.sf1_ack_out = ack
     mp.sf1_win_out = window
+    p0 = mp.paths[0]
+    return _taken(p0, seq, _unwrap((ack - flow.sf.remote_isn) & M32, p0.wnd_ack), window << flow.guest_wscale)
+
+
+def _sf1_dack_cap(flow, mp, data_ack: int, wb: int) -> int:
+    """The DATA_ACK for a segment on subflow 1 whose window (`wb` bytes) the server does not
+    take: it stops where the window it holds for subflow 1 reaches this segment's edge, as
+    on the joins (_ack_on). A guest ACK of a join's bytes with the same subflow-1 ack and a
+    smaller window passes while subflow 1 has a hole (_sf1_dup); with the new DATA_ACK and
+    the old window Linux put its edge beyond the guest's, and the server's next bytes on a
+    join were dropped by the guest (JoinBeyondGuestWindow, MPTCPRetrans)."""
+    p0 = mp.paths[0]
+    rel = _unwrap((data_ack - flow.remote_idsn) & M32, flow.rcv_rel)
+    cap = rel + wb - p0.wnd_held
+    if cap >= rel:
+        return data_ack
+    if mp.dack_out > cap:
+        mp.dack_out = cap  # not carried yet: the next ACK that can carries the rest
+    if mp.counters is not None:
+        mp.counters[Counter.Sf1DataAckHeld] += 1
+    da = (flow.remote_idsn + cap) & M64
+    return da if flow.ack64 else da & M32
 
 
 def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
@@ -853,7 +877,10 @@ def _window_taken(flow, p, seq: int, ack: int) -> bool:
     on extra subflow p: does the server take its window? Linux's tcp_may_update_window: when
     it acks more than before, or its seq is later than the last update's, or the window
     grew (or is zero). Records the window the server then holds."""
-    wb = flow.guest_window << flow.guest_wscale
+    return _taken(p, seq, ack, flow.guest_window << flow.guest_wscale)
+
+
+def _taken(p, seq: int, ack: int, wb: int) -> bool:
     taken = ack > p.wnd_ack or seq > p.wnd_seq or (seq == p.wnd_seq and (wb > p.wnd_held or wb == 0))
     if taken:
         p.wnd_held = wb
@@ -903,10 +930,11 @@ def _ack_on_sf1(flow, mp, extra=()) -> bytes:
     p0 = mp.paths[0]
     sf = flow.sf
     _dack_carried(flow)
-    _sf1_out(mp, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window)
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
+    if not _sf1_out(flow, mp, p0.snd_nxt, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window):
+        data_ack = _sf1_dack_cap(flow, mp, data_ack, flow.guest_window << flow.guest_wscale)
     opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
     return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + p0.snd_nxt,
                    sf.remote_isn + sf.rcv_base, ACK, flow.guest_window, opts)
@@ -1336,7 +1364,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         if p0_alive:
             counters[Counter.DataAckTX] += 1
             _dack_carried(flow)
-            _sf1_out(mp, sf1_ack, pkt.window)
+            if not _sf1_out(flow, mp, p0.snd_nxt, sf1_ack, pkt.window):
+                data_ack = _sf1_dack_cap(flow, mp, data_ack, pkt.window << flow.guest_wscale)
             options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
             if options is None:
                 return [Drop("no option room for the DATA_ACK")]
@@ -1463,7 +1492,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if options is None:
                 return [Drop("no option room for the DATA_FIN")]
             _dack_carried(flow)
-            _sf1_out(mp, sf1_ack, pkt.window)
+            _sf1_out(flow, mp, p0.snd_nxt - 1, sf1_ack, pkt.window)
             return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt - 1) & M32, ack=sf1_ack,
                                     options=options))]
         k = _best_live(mp)
@@ -1543,7 +1572,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         p.tx_bytes += b - a
         if idx == 0:
             _dack_carried(flow)
-            _sf1_out(mp, sf1_ack, pkt.window)
+            _sf1_out(flow, mp, ss, sf1_ack, pkt.window)
             flags = pkt.flags & (PSH | ACK)
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 flags |= FIN

@@ -138,3 +138,60 @@ def test_guest_resend_of_bytes_their_join_acked_is_not_sent_again():
     acts = p.conv.handle(p.g_data(b"A" * 1000, seq=gseq), Direction.OUT, p.now)
     assert p.classify(acts) == ["drop"], p.classify(acts)
     assert p.count("GuestRetransAcked") == acked + 1 and p.count("GuestRetransMapped") == mapped
+
+
+def _sf1_seg(p, ssn, drel, payload):
+    """A server segment on subflow 1 at relative ssn `ssn` mapping DSN `drel` (relative)."""
+    from middlebox.wire import Dss
+
+    dss = Dss(data_ack=p.dack().data_ack, data_seq=(p.s_idsn + drel) & M64, dsn64=True, subflow_seq=ssn,
+              data_len=len(payload))
+    return p.s_packet((p.s_isn + ssn) & M32, (p.g_isn + 6) & M32, 0x18, (dss,), payload)
+
+
+def test_a_guest_ack_passed_on_subflow_1_with_a_hole_keeps_the_servers_edge_within_the_guests():
+    """Subflow 1 has a hole (its segment at ssn 1 lost, the next one in): the guest's ACKs of
+    a join's bytes pass on subflow 1 (not held as duplicates: the hole needs them). Same
+    subflow-1 ack, a window smaller by what they acked: Linux keeps the window it holds for
+    subflow 1 and pairs it with the new DATA_ACK, an edge beyond the guest's, and its next
+    bytes on a join were dropped by the guest (JoinBeyondGuestWindow, MPTCP-level
+    retransmissions). The DATA_ACK on such an ACK stops where the held window meets the
+    guest's edge (Sf1DataAckHeld); a later ACK that the server takes carries the rest."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    f = p.flow
+    ws = f.guest_wscale
+    unit = 1 << ws
+    # the window the server holds for subflow 1: that of the last ACK it took, this one's
+    acts, sent = p.out(p.g_ack())
+    assert isinstance(acts[0], Rewrite)
+    held = parse_packet(sent).window << ws
+    # the join brings DSN [s_drel, +3000); subflow 1's next segment (ssn 1, later DSNs) is
+    # lost and the one after it arrives: a hole on subflow 1
+    d0 = p.s_drel
+    p.j_in(p.j_data(j, b"j" * 3000))
+    p.inn(_sf1_seg(p, 1 + 1000, d0 + 4000, b"b" * 1000))
+    assert f.sf.ranges, "subflow 1 has a hole"
+    edge = f.rcv_rel + held  # the guest reads nothing: its edge stays
+    sent = []
+    for k in (1, 2, 3):
+        ack = d0 + 1000 * k
+        win = -(-(edge - ack) // unit)
+        acts, _ = p.out(p.g_packet(p.g_nxt, (f.server_isn + ack) & M32, 0x10, window=win))
+        for a in acts:
+            if isinstance(a, Rewrite):
+                sent.append((a.data, ack + (win << ws)))
+    assert len(sent) == 3, "the guest's ACKs go on on subflow 1"
+    for buf, guest_edge in sent:
+        dack = (_dack_of(buf) - p.s_idsn) & M32
+        assert dack + held <= guest_edge, "the server's edge passed the guest's"
+    assert p.count("Sf1DataAckHeld") >= 1
+    # the lost segment comes again: the subflow-1 ack moves, the window is taken, the whole
+    # DATA_ACK goes
+    p.inn(_sf1_seg(p, 1, d0 + 3000, b"a" * 1000))
+    ack = d0 + 3000 + 1000  # (the guest has the join's bytes and the resent ones)
+    acts, _ = p.out(p.g_packet(p.g_nxt, (f.server_isn + ack) & M32, 0x10, window=-(-(edge - ack) // unit)))
+    (rw,) = [a for a in acts if isinstance(a, Rewrite)]
+    assert (_dack_of(rw.data) - p.s_idsn) & M32 == f.rcv_rel == ack
