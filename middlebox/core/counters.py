@@ -179,6 +179,7 @@ class Counter(IntEnum):
     JoinCwndLimited = 155  # new bytes the scheduler kept off a join whose own window was full (repair on)
     RepairBeyondWindow = 156  # join segments sent beyond the join's own window: not kept, their loss goes to the guest
     Sf1DataAckHeld = 157  # subflow-1 segments whose window the server does not take: DATA_ACK held at the guest's edge
+    JoinChallengeAck = 158  # unacceptable segments (or in-window inexact RSTs) on joins answered with an ACK (rate-limited)
 
 
 def new_counters() -> dict:

@@ -127,6 +127,8 @@ DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK t
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
+CHALLENGE_GAP = 0.5  # seconds between two ACKs answering unacceptable segments on a subflow
+#                      (RFC 5961 §7's rate limit; Linux's tcp_invalid_ratelimit is 500 ms)
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
 SUSPECT_WAIT = 0.2  # subflow 1 silent this long (at least; 2 srtt when larger) after an uplink
 #                     went down: it was on that uplink, it is dead
@@ -169,6 +171,7 @@ class Path:
         # threshold, snd_nxt at the last cut (no other cut, no growth, below it), its segment
         # size, and the end of the last bytes it was given with room in the window (_admit)
         "cwnd", "ssthresh", "recover", "smss", "adm_end",
+        "chal_at",  # when we last answered an unacceptable segment here with an ACK (-1: never)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -201,6 +204,7 @@ class Path:
         self.rate_bytes = 0
         self.rate_at = now
         self.app_lim = True
+        self.chal_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
@@ -1977,6 +1981,13 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
     if inp is _FASTCLOSE:
         return _fastclosed(conv, flow, flow.mp, p, pkt)
     actions = _event(conv, flow, p, inp, now, pkt, data, ctx)
+    if (ctx is _UNACCEPTABLE or ctx is _CHALLENGE) and p.state in ALIVE and now - p.chal_at >= CHALLENGE_GAP:
+        # RFC 9293 §3.10.7.4: an unacceptable segment (not a RST) is answered with an ACK;
+        # RFC 5961 §3.2: so is a RST in the window but not at rcv_nxt (a challenge: a real
+        # peer answers it with the exact RST). Rate-limited (§7); it changes nothing here
+        p.chal_at = now
+        conv.counters[Counter.JoinChallengeAck] += 1
+        actions.append(Inject(_ack_on(flow, p)))
     if pm is not None and p.state in ALIVE and flow.state is _ESTABLISHED:
         echo, joins = peer_option(conv, flow, pm, p.version, now)
         if echo is not None:
@@ -1986,6 +1997,7 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
 
 
 _UNACCEPTABLE = "unacceptable"  # (_classify: seq or ack outside the windows, counted)
+_CHALLENGE = "challenge"  # (_classify: a RST within the window, not at rcv_nxt)
 _FASTCLOSE = "fastclose"  # (_classify: MP_FASTCLOSE with our key on an acceptable segment of a join)
 
 
@@ -2029,6 +2041,8 @@ def _classify(flow, p, pkt, data: bytes) -> tuple:
             return (SI.RST if f & ACK and pkt.ack == (p.local_isn + 1) & M32 else SI.ODD), None, None
         r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
         if r != p.rcv_nxt:
+            if p.rcv_nxt < r <= p.rcv_nxt + (0xFFFF << flow.guest_wscale):
+                return SI.ODD, _CHALLENGE, None
             return SI.ODD, None, None
         if (p.state in ALIVE or p.state is SS.CLOSING) and any(
                 type(o) is MpFastclose and o.rcvr_key == flow.local_key for o in mptcp_options(data, pkt)):

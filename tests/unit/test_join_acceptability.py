@@ -7,6 +7,7 @@ segment in 8."""
 
 from __future__ import annotations
 
+from middlebox.core import multipath as MP
 from tests.unit.test_subflow_table import ACK, M32, PSH, MPair
 from middlebox.wire import Dss, parse_packet
 
@@ -45,11 +46,18 @@ def test_a_segment_far_beyond_the_window_changes_nothing():
                    (Dss(data_ack=whole, data_seq=(p.s_idsn + p.s_drel) & ((1 << 64) - 1), dsn64=True,
                         subflow_seq=(j.s_nxt + (1 << 28)) & M32, data_len=100),), b"x" * 100),
     ]
-    for buf in forged:
+    for i, buf in enumerate(forged):
         acts = p.j_in(buf)
-        assert p.classify(acts) == ["drop"], p.classify(acts)
+        # RFC 9293 §3.10.7.4: answered with an ACK (at rcv_nxt, nothing acked that was not),
+        # at most one per CHALLENGE_GAP on the subflow (RFC 5961 §7)
+        assert p.classify(acts) == (["drop", "ack@1"] if i == 0 else ["drop"]), p.classify(acts)
         assert _state(p, path) == before
-    assert p.count("JoinSeqUnacceptable") == len(forged)
+    assert p.count("JoinSeqUnacceptable") == len(forged) and p.count("JoinChallengeAck") == 1
+    p.now += MP.CHALLENGE_GAP
+    acts = p.j_in(forged[0])
+    assert p.classify(acts) == ["drop", "ack@1"] and _state(p, path) == before
+    pkt = parse_packet(acts[1].data)
+    assert pkt.ack == (j.s_isn + path.rcv_nxt) & M32 and pkt.seq == (j.c_isn + path.snd_nxt) & M32
     assert not path.ooo
 
 
@@ -63,7 +71,7 @@ def test_an_ack_older_than_the_servers_window_changes_nothing():
     old = path.snd_una - (0xFFFF << path.rwscale) - 1
     assert old > 0
     acts = p.j_in(p.j_ack(j, ack=old, mptcp=(Dss(data_ack=(p.idsn_c + p.mp.snd_nxt) & M32),)))
-    assert p.classify(acts) == ["drop"] and _state(p, path) == before
+    assert p.classify(acts) == ["drop", "ack@1"] and _state(p, path) == before
     assert p.count("JoinSeqUnacceptable") == 1
     p.j_in(p.j_ack(j, ack=path.snd_una - 1000))
     assert p.count("JoinSeqUnacceptable") == 1
@@ -101,3 +109,25 @@ def test_a_shrunken_guest_window_does_not_make_the_servers_segments_forged():
     p.j_in(buf)
     assert p.count("JoinSeqUnacceptable") == 0
     assert path.ooo == [[path.rcv_nxt + ahead, path.rcv_nxt + ahead + 1000]]
+
+
+def test_a_rst_in_the_window_but_not_at_rcv_nxt_is_challenged_not_taken():
+    """RFC 5961 §3.2: a RST whose seq lies in the window but is not rcv_nxt is answered with
+    an ACK (a real peer then sends the exact RST); the subflow lives on. The exact one is
+    taken."""
+    from middlebox.core.multipath import SS
+
+    p, j, path = _with_bytes_on_the_join()
+    RST = 0x04
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt + 1000, 0, RST))
+    assert p.classify(acts) == ["drop", "ack@1"], p.classify(acts)
+    assert path.state is SS.ESTABLISHED and p.count("JoinChallengeAck") == 1
+    pkt = parse_packet(acts[1].data)
+    assert pkt.ack == (j.s_isn + path.rcv_nxt) & M32
+    # far outside the window: dropped, not answered
+    p.now += MP.CHALLENGE_GAP
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt + (1 << 30), 0, RST))
+    assert p.classify(acts) == ["drop"] and path.state is SS.ESTABLISHED
+    # the exact RST closes the subflow
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    assert path.state is not SS.ESTABLISHED
