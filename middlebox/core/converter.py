@@ -1160,7 +1160,11 @@ class Converter:
         the server's segment has them (TSval: the guest's latest the server echoes; TSecr:
         the server's); `extra` MPTCP options (MP_FAIL) ride along, as on Linux's ACKs."""
         data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
-        opt = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
+        if not flow.ack64:
+            data_ack &= M32
+        if flow.mp is not None:  # (the window model of subflow 1, multipath.sf1_injected_ack)
+            data_ack = MP.sf1_injected_ack(flow, flow.mp, pkt.ack, ack, data_ack)
+        opt = Dss(data_ack, flow.ack64)
         sf = flow.sf
         edge = _unwrap((ack - sf.remote_isn) & M32, sf.rcv_base) + (flow.guest_window << flow.guest_wscale)
         if edge > sf.rcv_edge:  # the window this ACK offers the server, as the guest's do

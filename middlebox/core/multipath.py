@@ -412,6 +412,12 @@ def _go_multipath(conv, flow, mp) -> None:
     flow.mp = mp
     conv.mp_flows[mp.key] = flow
     sf = flow.sf
+    p0 = mp.paths[0]
+    # the window the server holds for subflow 1 (_sf1_out), from where the flow is: from 0, an
+    # ack past 2^31 unwrapped negative and no ACK looked like it acked more (review)
+    p0.wnd_ack = sf.rcv_base
+    p0.wnd_seq = p0.snd_nxt
+    p0.wnd_held = flow.guest_window << flow.guest_wscale
     sf.arrival = True  # subflow 1 is acknowledged on arrival from now on (flow.Subflow.record)
     for rg in sf.ranges:
         rg[2] = rg[0]
@@ -824,6 +830,18 @@ def _sf1_out(flow, mp, seq: int, ack: int, window: int) -> bool:
     return _taken(p0, seq, _unwrap((ack - flow.sf.remote_isn) & M32, p0.wnd_ack), window << flow.guest_wscale)
 
 
+def sf1_injected_ack(flow, mp, seq: int, ack: int, data_ack: int) -> int:
+    """An ACK the converter injects on subflow 1 (at absolute seq `seq`, subflow ack `ack`,
+    the guest's window): recorded as _sf1_out, and its DATA_ACK as _sf1_dack_cap makes it
+    (review of 0032673: untracked, a DupConsumed ACK's window taken by Linux left the model
+    stale, and the next guest ACK passed uncapped)."""
+    p0 = mp.paths[0]
+    r = _unwrap((seq - p0.local_isn) & M32, p0.snd_nxt)
+    if _sf1_out(flow, mp, r, ack, flow.guest_window):
+        return data_ack
+    return _sf1_dack_cap(flow, mp, data_ack, flow.guest_window << flow.guest_wscale)
+
+
 def _sf1_dack_cap(flow, mp, data_ack: int, wb: int) -> int:
     """The DATA_ACK for a segment on subflow 1 whose window (`wb` bytes) the server does not
     take: it stops where the window it holds for subflow 1 reaches this segment's edge, as
@@ -837,7 +855,11 @@ def _sf1_dack_cap(flow, mp, data_ack: int, wb: int) -> int:
     if cap >= rel:
         return data_ack
     if mp.dack_out > cap:
-        mp.dack_out = cap  # not carried yet: the next ACK that can carries the rest
+        mp.dack_out = cap  # not carried yet: the next ACK that can carries the rest ...
+        if not mp.dack_due and _best_live(mp) > 0:
+            # ... or the clock's, on a join (_ack_on: capped there by its own held window,
+            # never re-armed; on subflow 1 it would be capped again and again)
+            mp.dack_due = flow.last + DACK_FLUSH
     if mp.counters is not None:
         mp.counters[Counter.Sf1DataAckHeld] += 1
     da = (flow.remote_idsn + cap) & M64
@@ -1576,7 +1598,11 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         p.tx_bytes += b - a
         if idx == 0:
             _dack_carried(flow)
-            _sf1_out(flow, mp, ss, sf1_ack, pkt.window)
+            if not _sf1_out(flow, mp, ss, sf1_ack, pkt.window):  # (a guest retransmission)
+                da = _sf1_dack_cap(flow, mp, data_ack, pkt.window << flow.guest_wscale)
+                if da != data_ack:
+                    opt = Dss(da, flow.ack64, opt.data_seq, True, opt.subflow_seq, opt.data_len, opt.csum,
+                              opt.data_fin)
             flags = pkt.flags & (PSH | ACK)
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 flags |= FIN

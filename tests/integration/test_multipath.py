@@ -71,10 +71,10 @@ def test_two_uplinks_both_carry(mbox, server_factory, family, masquerade):
             # retransmissions with them). A few retransmissions have a known cause: each join
             # segment beyond the guest's window (JoinBeyondGuestWindow: taken and acked here,
             # dropped by the guest) is repaired only by the server's MPTCP timer (a proof: 4 of
-            # them, MPTCPRetrans 4), and so is each hole the guest did not fill in time after
-            # we acked its bytes on arrival (GuestHoleSuspect). One more, in about 1 run in 6,
-            # is not understood
-            explained = c.get("JoinBeyondGuestWindow", 0) + c.get("GuestHoleSuspect", 0)
+            # them, MPTCPRetrans 4). One more, in about 1 run in 6, is not understood.
+            # (GuestHoleSuspect is no such count: it grows by one a second while a hole
+            # lasts, and counts holes the server's TCP repairs too; review of 13e3758)
+            explained = c.get("JoinBeyondGuestWindow", 0)
             assert not c.get("UnknownFlow") and dd.get("MPTCPRetrans", 0) <= 2 + explained, (c, dd)
         for (tx0, rx0), (tx1, rx1) in zip(links0, links1):
             # (a CI run once saw uplink 2 carry ~0 of the upload: the counters name the cause)

@@ -9,7 +9,7 @@ from middlebox.core import Counter, Drop, Inject, Rewrite
 from middlebox.core import multipath as MP
 from middlebox.wire import mptcp_options, parse_packet
 
-from tests.unit.test_subflow_table import M32, M64, MPair
+from tests.unit.test_subflow_table import ACK, M32, M64, MPair
 
 
 def _dack_of(buf: bytes) -> int | None:
@@ -195,3 +195,94 @@ def test_a_guest_ack_passed_on_subflow_1_with_a_hole_keeps_the_servers_edge_with
     acts, _ = p.out(p.g_packet(p.g_nxt, (f.server_isn + ack) & M32, 0x10, window=-(-(edge - ack) // unit)))
     (rw,) = [a for a in acts if isinstance(a, Rewrite)]
     assert (_dack_of(rw.data) - p.s_idsn) & M32 == f.rcv_rel == ack
+
+
+class _LinuxSf1:
+    """The server's window state for subflow 1 as Linux keeps it (tcp_may_update_window, then
+    ack_update_msk: wnd_end = max(wnd_end, DATA_ACK + snd_wnd)). (From a review of 0032673.)"""
+
+    def __init__(self, p):
+        self.p = p
+        self.snd_una = self.wl1 = self.snd_wnd = None
+        self.wnd_end = 0
+
+    def feed(self, acts):
+        p = self.p
+        for a in acts:
+            if not isinstance(a, (Rewrite, Inject)):
+                continue
+            pkt = parse_packet(a.data)
+            if pkt.src != p.g_bytes or pkt.dst == p.g_bytes or pkt.sport != p.gport:
+                continue  # only what reaches the server on subflow 1
+            ack = (pkt.ack - p.flow.sf.remote_isn) & M32
+            seq = (pkt.seq - p.flow.sf.local_isn) & M32
+            nwin = pkt.window << p.flow.guest_wscale
+            if self.snd_una is None or ack > self.snd_una or seq > self.wl1 or (
+                    seq == self.wl1 and (nwin > self.snd_wnd or nwin == 0)):
+                self.wl1, self.snd_wnd = seq, nwin
+            if self.snd_una is None or ack > self.snd_una:
+                self.snd_una = ack
+            dack = _dack_of(a.data)
+            if dack is not None:
+                self.wnd_end = max(self.wnd_end, ((dack - p.s_idsn) & M32) + self.snd_wnd)
+
+
+def test_the_converters_own_acks_on_subflow_1_keep_the_window_model_right():
+    """The ACK the converter injects for a segment the guest already has (DupConsumed: the
+    server's MPTCP-level retransmission on subflow 1) moves the subflow ack with the guest's
+    window, and Linux takes that window. Untracked, the model judged the guest's next ACK
+    (same subflow ack, smaller window) as taken, and the server's edge passed the guest's."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    f = p.flow
+    unit = 1 << f.guest_wscale
+    lx = _LinuxSf1(p)
+    acts, sent = p.out(p.g_ack())
+    lx.feed(acts)
+    edge = f.rcv_rel + (parse_packet(sent).window << f.guest_wscale)  # the guest reads nothing
+    d0 = p.s_drel
+    p.j_in(p.j_data(j, b"j" * 2048))
+    acts, _ = p.out(p.g_packet(p.g_nxt, (f.server_isn + d0 + 2048) & M32, ACK, window=(edge - d0 - 2048) // unit))
+    lx.feed(acts)
+    acts, _ = p.inn(_sf1_seg(p, 1, d0, b"j" * 1024))  # an MPTCP-level retransmission: consumed
+    assert p.count("DupConsumed") == 1
+    lx.feed(acts)
+    p.j_in(p.j_data(j, b"k" * 1024))
+    acts, _ = p.out(p.g_packet(p.g_nxt, (f.server_isn + d0 + 3072) & M32, ACK, window=(edge - d0 - 3072) // unit))
+    lx.feed(acts)
+    p.now += 0.05
+    lx.feed(p.conv.tick(p.now))
+    assert lx.wnd_end <= edge, (lx.wnd_end, edge)
+
+
+def test_a_capped_data_ack_is_flushed_on_a_join_by_the_clock():
+    """The rest of a DATA_ACK capped on subflow 1 goes on the join within DACK_FLUSH (capped
+    there by the join's own held window), not only with the next ACK the server takes."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    f = p.flow
+    unit = 1 << f.guest_wscale
+    acts, sent = p.out(p.g_ack())
+    held = parse_packet(sent).window << f.guest_wscale
+    d0 = p.s_drel
+    p.j_in(p.j_data(j, b"j" * 3072))
+    p.inn(_sf1_seg(p, 1 + 1024, d0 + 4096, b"b" * 1024))  # subflow 1 has a hole
+    edge = d0 + held
+    p.out(p.g_packet(p.g_nxt, (f.server_isn + d0 + 3072) & M32, ACK, window=(edge - d0 - 3072) // unit))
+    assert p.count("Sf1DataAckHeld") == 1 and p.mp.dack_due
+    p.now = p.mp.dack_due + 0.0001
+    acts = p.conv.tick(p.now)
+    assert [a for a in acts if isinstance(a, Inject) and p.label(a.data) == "ack@1"]
+    assert p.count("DataAckFlushed") >= 1
+
+
+def test_subflow_1s_window_model_starts_where_the_flow_is():
+    p = MPair(1)
+    p.go_multipath()
+    p0, f = p.mp.paths[0], p.flow
+    assert p0.wnd_ack == f.sf.rcv_base and p0.wnd_seq == p0.snd_nxt
+    assert p0.wnd_held == f.guest_window << f.guest_wscale
