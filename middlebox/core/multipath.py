@@ -830,16 +830,22 @@ def _sf1_out(flow, mp, seq: int, ack: int, window: int) -> bool:
     return _taken(p0, seq, _unwrap((ack - flow.sf.remote_isn) & M32, p0.wnd_ack), window << flow.guest_wscale)
 
 
+def _sf1_dack(flow, mp, seq: int, ack: int, window: int, data_ack: int) -> int:
+    """The DATA_ACK a segment going out on subflow 1 carries (relative seq `seq`, subflow ack
+    `ack`, raw window `window`): recorded (_sf1_out), and capped (_sf1_dack_cap) when the
+    server keeps the window it holds."""
+    if _sf1_out(flow, mp, seq, ack, window):
+        return data_ack
+    return _sf1_dack_cap(flow, mp, data_ack, window << flow.guest_wscale)
+
+
 def sf1_injected_ack(flow, mp, seq: int, ack: int, data_ack: int) -> int:
     """An ACK the converter injects on subflow 1 (at absolute seq `seq`, subflow ack `ack`,
-    the guest's window): recorded as _sf1_out, and its DATA_ACK as _sf1_dack_cap makes it
-    (review of 0032673: untracked, a DupConsumed ACK's window taken by Linux left the model
-    stale, and the next guest ACK passed uncapped)."""
+    the guest's window): its DATA_ACK as _sf1_dack makes it (review of 0032673: untracked, a
+    DupConsumed ACK's window taken by Linux left the model stale, and the next guest ACK
+    passed uncapped)."""
     p0 = mp.paths[0]
-    r = _unwrap((seq - p0.local_isn) & M32, p0.snd_nxt)
-    if _sf1_out(flow, mp, r, ack, flow.guest_window):
-        return data_ack
-    return _sf1_dack_cap(flow, mp, data_ack, flow.guest_window << flow.guest_wscale)
+    return _sf1_dack(flow, mp, _unwrap((seq - p0.local_isn) & M32, p0.snd_nxt), ack, flow.guest_window, data_ack)
 
 
 def _sf1_dack_cap(flow, mp, data_ack: int, wb: int) -> int:
@@ -959,8 +965,7 @@ def _ack_on_sf1(flow, mp, extra=()) -> bytes:
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
-    if not _sf1_out(flow, mp, p0.snd_nxt, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window):
-        data_ack = _sf1_dack_cap(flow, mp, data_ack, flow.guest_window << flow.guest_wscale)
+    data_ack = _sf1_dack(flow, mp, p0.snd_nxt, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window, data_ack)
     opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
     return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + p0.snd_nxt,
                    sf.remote_isn + sf.rcv_base, ACK, flow.guest_window, opts)
@@ -1390,8 +1395,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         if p0_alive:
             counters[Counter.DataAckTX] += 1
             _dack_carried(flow)
-            if not _sf1_out(flow, mp, p0.snd_nxt, sf1_ack, pkt.window):
-                data_ack = _sf1_dack_cap(flow, mp, data_ack, pkt.window << flow.guest_wscale)
+            data_ack = _sf1_dack(flow, mp, p0.snd_nxt, sf1_ack, pkt.window, data_ack)
             options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
             if options is None:
                 return [Drop("no option room for the DATA_ACK")]
@@ -1598,11 +1602,10 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         p.tx_bytes += b - a
         if idx == 0:
             _dack_carried(flow)
-            if not _sf1_out(flow, mp, ss, sf1_ack, pkt.window):  # (a guest retransmission)
-                da = _sf1_dack_cap(flow, mp, data_ack, pkt.window << flow.guest_wscale)
-                if da != data_ack:
-                    opt = Dss(da, flow.ack64, opt.data_seq, True, opt.subflow_seq, opt.data_len, opt.csum,
-                              opt.data_fin)
+            da = _sf1_dack(flow, mp, ss, sf1_ack, pkt.window, data_ack)
+            if da != data_ack:  # (a guest retransmission whose window the server keeps)
+                opt = Dss(da, flow.ack64, opt.data_seq, True, opt.subflow_seq, opt.data_len, opt.csum,
+                          opt.data_fin)
             flags = pkt.flags & (PSH | ACK)
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 flags |= FIN
