@@ -20,14 +20,19 @@ def _dack_of(buf: bytes) -> int | None:
     return None
 
 
-def _setup():
+def _acked():
+    """A pair with one join; the guest acks everything so far: a subflow-1 ACK goes out (the
+    server's view of it). Returns (pair, join, that ACK's actions, its bytes)."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
-    j = p.joins[1]
-    # the guest acks everything so far: a subflow-1 ACK goes out (the server's view of it)
     acts, sent = p.out(p.g_ack())
     assert isinstance(acts[0], Rewrite)
+    return p, p.joins[1], acts, sent
+
+
+def _setup():
+    p, j, _, _ = _acked()
     return p, j
 
 
@@ -157,16 +162,11 @@ def test_a_guest_ack_passed_on_subflow_1_with_a_hole_keeps_the_servers_edge_with
     bytes on a join were dropped by the guest (JoinBeyondGuestWindow, MPTCP-level
     retransmissions). The DATA_ACK on such an ACK stops where the held window meets the
     guest's edge (Sf1DataAckHeld); a later ACK that the server takes carries the rest."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
+    p, j, _, sent = _acked()
     f = p.flow
     ws = f.guest_wscale
     unit = 1 << ws
     # the window the server holds for subflow 1: that of the last ACK it took, this one's
-    acts, sent = p.out(p.g_ack())
-    assert isinstance(acts[0], Rewrite)
     held = parse_packet(sent).window << ws
     # the join brings DSN [s_drel, +3000); subflow 1's next segment (ssn 1, later DSNs) is
     # lost and the one after it arrives: a hole on subflow 1
@@ -232,14 +232,10 @@ def test_the_converters_own_acks_on_subflow_1_keep_the_window_model_right():
     server's MPTCP-level retransmission on subflow 1) moves the subflow ack with the guest's
     window, and Linux takes that window. Untracked, the model judged the guest's next ACK
     (same subflow ack, smaller window) as taken, and the server's edge passed the guest's."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
+    p, j, acts, sent = _acked()
     f = p.flow
     unit = 1 << f.guest_wscale
     lx = _LinuxSf1(p)
-    acts, sent = p.out(p.g_ack())
     lx.feed(acts)
     edge = f.rcv_rel + (parse_packet(sent).window << f.guest_wscale)  # the guest reads nothing
     d0 = p.s_drel
@@ -260,13 +256,9 @@ def test_the_converters_own_acks_on_subflow_1_keep_the_window_model_right():
 def test_a_capped_data_ack_is_flushed_on_a_join_by_the_clock():
     """The rest of a DATA_ACK capped on subflow 1 goes on the join within DACK_FLUSH (capped
     there by the join's own held window), not only with the next ACK the server takes."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
+    p, j, _, sent = _acked()
     f = p.flow
     unit = 1 << f.guest_wscale
-    acts, sent = p.out(p.g_ack())
     held = parse_packet(sent).window << f.guest_wscale
     d0 = p.s_drel
     p.j_in(p.j_data(j, b"j" * 3072))
