@@ -1068,6 +1068,8 @@ class Converter:
         if flow.mp is not None:
             # subflow 1's SACK blocks name its own seqs: the guest gets the data level's
             guest_opts = MP.guest_options(flow, flow.mp, data, pkt)
+            if old:  # (the guest answers it: a probe's answer must reach the server)
+                MP.sf1_old_in(flow.mp)
             if plen and not old:
                 MP.forwarded(flow.mp, d0 + plen, flow.last)
             new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack

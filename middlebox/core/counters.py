@@ -180,6 +180,8 @@ class Counter(IntEnum):
     RepairBeyondWindow = 156  # join segments sent beyond the join's own window: not kept, their loss goes to the guest
     Sf1DataAckHeld = 157  # subflow-1 segments whose window the server does not take: DATA_ACK held at the guest's edge
     JoinChallengeAck = 158  # unacceptable segments (or in-window inexact RSTs) on joins answered with an ACK (rate-limited)
+    Sf1AnswerPassed = 159  # guest ACKs answering the server's old segments on subflow 1 (window probes, keepalives) passed, not held as duplicates
+    JoinProbeAnswered = 160  # pure segments before rcv_nxt on joins (window probes, keepalives) answered with an ACK (rate-limited)
 
 
 def new_counters() -> dict:

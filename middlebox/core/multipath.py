@@ -265,7 +265,7 @@ class MpConn:
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
-                 "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told",
+                 "sf1_answer", "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told",
                  "rtx_bytes", "held", "counters")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
@@ -293,6 +293,7 @@ class MpConn:
         # a DATA_ACK held back (send) is due on some subflow by `dack_due` (0: none)
         self.sf1_ack_out = -1
         self.sf1_win_out = -1
+        self.sf1_answer = False  # an old segment went to the guest: its answer is no duplicate
         self.dack_out = 0
         self.dack_due = 0.0
         # cost policy (issue 10): the uplink ids in use, when that last changed by rate, and
@@ -826,6 +827,7 @@ def _sf1_out(flow, mp, seq: int, ack: int, window: int) -> bool:
     _window_taken for the joins)?"""
     mp.sf1_ack_out = ack
     mp.sf1_win_out = window
+    mp.sf1_answer = False
     p0 = mp.paths[0]
     return _taken(p0, seq, _unwrap((ack - flow.sf.remote_isn) & M32, p0.wnd_ack), window << flow.guest_wscale)
 
@@ -880,13 +882,29 @@ def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
     dupack: hundreds of spurious fast retransmits per second on a download, subflow 1's cwnd
     at 2-3 and its reordering estimate at 1 (RFC 8684 §3.3.6: no more than two duplicate ACKs
     in a row for signalling). Held back while an extra subflow lives: its ACKs carry the
-    DATA_ACK, or tick() sends it there within DACK_FLUSH."""
+    DATA_ACK, or tick() sends it there within DACK_FLUSH.
+
+    Never the guest's answer to an old segment of the server's (sf1_old_in): a zero-window
+    probe or keepalive is how the server learns a window update that got lost, and the
+    answer repeats exactly what we sent last. Held, it left the server probing a window it
+    believed closed until the guest gave up (WinProbe, 60 s; the loss test's stall)."""
     if sf1_ack != mp.sf1_ack_out or window > mp.sf1_win_out or flow.sf.ranges:
+        return False
+    if mp.sf1_answer:
+        if mp.counters is not None:
+            mp.counters[Counter.Sf1AnswerPassed] += 1
         return False
     for q in mp.paths:
         if q.index and q.state is SS.ESTABLISHED:
             return True
     return False
+
+
+def sf1_old_in(mp) -> None:
+    """A server segment before the guest's rcv_nxt on subflow 1 (a window probe at rcv_nxt -
+    1, a keepalive, a resend) goes on to the guest, which answers it with an ACK: that ACK
+    passes (_sf1_dup)."""
+    mp.sf1_answer = True
 
 
 def _sack_blocks(p) -> list:
@@ -2009,13 +2027,19 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
         conv.counters[Counter.JoinSeqUnacceptable] += 1
     if inp is _FASTCLOSE:
         return _fastclosed(conv, flow, flow.mp, p, pkt)
+    # a pure segment before rcv_nxt: a window probe (Linux's at rcv_nxt - 1) or a keepalive,
+    # sent when the window the server holds is closed: unanswered, a lost window update was
+    # never repeated and the server probed until the guest gave up (the loss test's stall)
+    probe = (inp is SI.ACK and not pkt.payload_len
+             and _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) < p.rcv_nxt)
     actions = _event(conv, flow, p, inp, now, pkt, data, ctx)
-    if (ctx is _UNACCEPTABLE or ctx is _CHALLENGE) and p.state in ALIVE and now - p.chal_at >= CHALLENGE_GAP:
-        # RFC 9293 §3.10.7.4: an unacceptable segment (not a RST) is answered with an ACK;
-        # RFC 5961 §3.2: so is a RST in the window but not at rcv_nxt (a challenge: a real
-        # peer answers it with the exact RST). Rate-limited (§7); it changes nothing here
+    if (ctx is _UNACCEPTABLE or ctx is _CHALLENGE or probe) and p.state in ALIVE and now - p.chal_at >= CHALLENGE_GAP:
+        # RFC 9293 §3.10.7.4: an unacceptable segment (not a RST; a zero-length one before
+        # rcv_nxt is one) is answered with an ACK; RFC 5961 §3.2: so is a RST in the window
+        # but not at rcv_nxt (a challenge: a real peer answers it with the exact RST).
+        # Rate-limited (§7, as Linux's tcp_oow_rate_limited); it changes nothing here
         p.chal_at = now
-        conv.counters[Counter.JoinChallengeAck] += 1
+        conv.counters[Counter.JoinProbeAnswered if probe else Counter.JoinChallengeAck] += 1
         actions.append(Inject(_ack_on(flow, p)))
     if pm is not None and p.state in ALIVE and flow.state is _ESTABLISHED:
         echo, joins = peer_option(conv, flow, pm, p.version, now)

@@ -131,3 +131,24 @@ def test_a_rst_in_the_window_but_not_at_rcv_nxt_is_challenged_not_taken():
     # the exact RST closes the subflow
     p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
     assert path.state is not SS.ESTABLISHED
+
+
+def test_a_tcp_window_probe_on_a_join_is_answered_with_the_guests_window():
+    """A subflow whose window the server holds closed probes it with a zero-length segment at
+    rcv_nxt - 1 (tcp_send_probe0; keepalives look the same). It was consumed unanswered
+    (DupAckSuppressed): a lost window update was never repeated, and the slow-reader loss
+    test stalled for a minute (a throwaway log of it). Now it is answered with an ACK (RFC
+    9293 §3.10.7.4) carrying the guest's window, rate-limited as challenge ACKs."""
+    p, j, path = _with_bytes_on_the_join()
+    p.flow.guest_window = 321
+    probe = p.j_packet(j, j.s_isn + j.s_nxt - 1, j.c_isn + path.snd_nxt, ACK, (p.dack(),))
+    acts = p.j_in(probe)
+    assert p.classify(acts) == ["drop", "ack@1"], p.classify(acts)
+    pkt = parse_packet(acts[1].data)
+    assert pkt.window == 321 and pkt.ack == (j.s_isn + path.rcv_nxt) & M32
+    assert p.count("JoinProbeAnswered") == 1 and p.count("JoinSeqUnacceptable") == 0
+    assert p.classify(p.j_in(probe)) == ["drop"]  # within CHALLENGE_GAP: not again
+    p.now += MP.CHALLENGE_GAP
+    assert "ack@1" in p.classify(p.j_in(probe)) and p.count("JoinProbeAnswered") == 2
+    p.now += MP.CHALLENGE_GAP
+    assert "ack@1" not in p.classify(p.j_in(p.j_ack(j)))  # an ordinary ACK at rcv_nxt: no answer

@@ -278,3 +278,24 @@ def test_subflow_1s_window_model_starts_where_the_flow_is():
     p0, f = p.mp.paths[0], p.flow
     assert p0.wnd_ack == f.sf.rcv_base and p0.wnd_seq == p0.snd_nxt
     assert p0.wnd_held == f.guest_window << f.guest_wscale
+
+
+def test_the_guests_answer_to_a_window_probe_on_subflow_1_is_not_held():
+    """The stall of the slow-reader loss test (a throwaway log of it): the guest's window
+    update (same ack, window 0 -> 8532) was lost; the server probed subflow 1 at rcv_nxt - 1
+    for a minute, and every answer of the guest, the same ack and window as the lost update,
+    was held here as a subflow-1 duplicate. An old segment's answer passes; once."""
+    p, j, _, _ = _acked()
+    acts, _ = p.out(p.g_ack())  # the same ACK again: a duplicate, held
+    assert isinstance(acts[0], Drop), acts
+    held = p.count("Sf1DupAckHeld")
+    probe = p.s_packet((p.s_nxt - 1) & M32, p.g_nxt, ACK, (p.s_dss_ack(),))
+    _, got = p.inn(probe)
+    assert got is not None and parse_packet(got).seq == (p.g_rcv - 1) & M32  # the guest sees it
+    acts, sent = p.out(p.g_ack())  # its answer: the same ack and window
+    assert isinstance(acts[0], Rewrite) and sent is not None, acts
+    assert parse_packet(sent).window == 502
+    assert p.count("Sf1AnswerPassed") == 1 and p.count("Sf1DupAckHeld") == held
+    acts, _ = p.out(p.g_ack())  # a duplicate again
+    assert isinstance(acts[0], Drop), acts
+    assert p.count("Sf1DupAckHeld") == held + 1
