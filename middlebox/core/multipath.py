@@ -1391,6 +1391,33 @@ def _holder(mp) -> int:
 # -- guest -> server ---------------------------------------------------------------------------
 
 
+def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, raw) -> list:
+    """A pure guest segment before what the server data-acked: the guest's window probe (Linux
+    sends it at snd_una - 1 while the window it holds is closed) or a keepalive. It goes on
+    as one: at the subflow's snd_nxt - 1, on subflow 1 or else the best live join, so that
+    the server answers with its window. Sent at snd_nxt, as every other pure ACK, it was an
+    ordinary ACK that nobody answers (or held as a duplicate, _sf1_dup), and a lost window
+    update of the server's was never repeated: the guest probed until its transfer timed
+    out. The server takes nothing from it (RFC 9293 §3.10.7.4: unacceptable, answered)."""
+    conv.counters[Counter.GuestProbeFwd] += 1
+    p0 = mp.paths[0]
+    dss = Dss(data_ack, flow.ack64)
+    if p0.state in ALIVE:
+        options = conv._room(pkt, data, dss, raw)
+        if options is None:
+            return [Drop("no option room for the DATA_ACK")]
+        return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt - 1) & M32, ack=sf1_ack,
+                                options=options))]
+    actions = [Drop("guest window probe: subflow 1 is gone, it goes on another subflow")]
+    k = _best_live(mp)
+    if k > 0:
+        p = mp.paths[k]
+        actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
+                                      p.local_isn + p.snd_nxt - 1, p.remote_isn + p.rcv_nxt, ACK,
+                                      flow.guest_window, build_options(b"", (dss,)))))
+    return actions
+
+
 def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, raw) -> list:
     """A guest ACK/data/FIN of a multipath flow: each byte to its home subflow (new bytes to
     the scheduler's choice), in place on subflow 1, injected on the others."""
@@ -1405,6 +1432,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     if fin:
         flow.guest_fin((pkt.seq + plen) & M32)
     if not plen and not fin:
+        if _unwrap((pkt.seq - flow.guest_isn) & M32, mp.data_ack) < mp.data_ack:
+            return _guest_probe(conv, flow, mp, pkt, data, sf1_ack, data_ack, raw)
         if p0_alive and _sf1_dup(flow, mp, sf1_ack, pkt.window):
             counters[Counter.Sf1DupAckHeld] += 1
             if flow.rcv_rel > mp.dack_out and not mp.dack_due:

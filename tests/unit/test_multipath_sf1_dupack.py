@@ -299,3 +299,30 @@ def test_the_guests_answer_to_a_window_probe_on_subflow_1_is_not_held():
     acts, _ = p.out(p.g_ack())  # a duplicate again
     assert isinstance(acts[0], Drop), acts
     assert p.count("Sf1DupAckHeld") == held + 1
+
+
+def test_the_guests_window_probe_goes_on_as_a_probe():
+    """The guest probes a closed window with a pure segment at snd_una - 1 (Linux's
+    tcp_xmit_probe_skb; keepalives look the same). Sent at subflow 1's snd_nxt, as any pure
+    ACK, the server took it for an ordinary ACK and never answered (or it was held as a
+    duplicate): a lost window update of the server's was never repeated. It goes on at
+    snd_nxt - 1, where the server answers it; with subflow 1 gone, on the join."""
+    from middlebox.core.multipath import SS
+
+    p, j, _, sent0 = _acked()
+    probe = p.g_packet((p.g_nxt - 1) & M32, p.g_rcv, ACK)
+    acts, sent = p.out(probe)
+    assert isinstance(acts[0], Rewrite), acts  # not held as a subflow-1 duplicate
+    assert parse_packet(sent).seq == (parse_packet(sent0).seq - 1) & M32
+    assert _dack_of(sent) is not None and p.count("GuestProbeFwd") == 1
+    acts, _ = p.out(p.g_ack())  # an ordinary ACK is still what it was: a held duplicate
+    assert isinstance(acts[0], Drop) and p.count("GuestProbeFwd") == 1
+    p.inn(p.s_packet(p.s_nxt, p.g_nxt, 0x14))  # subflow 1 reset: the join carries on
+    assert p.mp.paths[0].state is SS.CLOSED
+    path = p.mp.paths[1]
+    acts, _ = p.out(probe)
+    inj = [a.data for a in acts if isinstance(a, Inject)]
+    assert isinstance(acts[0], Drop) and [p.label(b) for b in inj] == ["ack@1"], acts
+    pkt = parse_packet(inj[0])
+    assert pkt.seq == (j.c_isn + path.snd_nxt - 1) & M32 and pkt.ack == (j.s_isn + path.rcv_nxt) & M32
+    assert p.count("GuestProbeFwd") == 2
