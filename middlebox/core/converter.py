@@ -1035,6 +1035,11 @@ class Converter:
                     sf.off = r - d0
         else:
             d0 = r - sf.off
+            if old == OLD and flow.mp is not None and not (f & FIN or data_fin):
+                # a window probe or keepalive: at the guest's rcv_nxt - 1, where it answers
+                # (sf1_old_in). Subflow 1's offset is its last mapping's: above a data-level
+                # hole, r - off lands inside the guest's window, taken in silence (review)
+                d0 = flow.rcv_rel - 1
             consumed = False
         if consumed:
             # Wholly data the guest has acknowledged: consumed here and acknowledged on the
@@ -1069,7 +1074,7 @@ class Converter:
             # subflow 1's SACK blocks name its own seqs: the guest gets the data level's
             guest_opts = MP.guest_options(flow, flow.mp, data, pkt)
             if old:  # (the guest answers it: a probe's answer must reach the server)
-                MP.sf1_old_in(flow.mp)
+                MP.sf1_old_in(flow.mp, flow.last)
             if plen and not old:
                 MP.forwarded(flow.mp, d0 + plen, flow.last)
             new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack

@@ -182,7 +182,8 @@ class Counter(IntEnum):
     JoinChallengeAck = 158  # unacceptable segments (or in-window inexact RSTs) on joins answered with an ACK (rate-limited)
     Sf1AnswerPassed = 159  # guest ACKs answering the server's old segments on subflow 1 (window probes, keepalives) passed, not held as duplicates
     JoinProbeAnswered = 160  # pure segments before rcv_nxt on joins (window probes, keepalives) answered with an ACK (rate-limited)
-    GuestProbeFwd = 161  # the guest's window probes and keepalives (pure, before what the server data-acked) sent on as probes (snd_nxt - 1)
+    GuestProbeFwd = 161  # the guest's window probes and keepalives (pure, before what the server data-acked) sent on as probes (snd_una - 1)
+    ProbeAnswerFwd = 162  # the server's answers to those probes passed to the guest although they moved nothing
 
 
 def new_counters() -> dict:

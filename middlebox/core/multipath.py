@@ -127,6 +127,8 @@ DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK t
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
+ANSWER_WAIT = 1.0  # seconds an answer to a probe is awaited (_probe_answer, _sf1_dup): the
+# guest rate-limits its answers to one per 0.5 s (tcp_oow_rate_limited)
 CHALLENGE_GAP = 0.5  # seconds between two ACKs answering unacceptable segments on a subflow
 #                      (RFC 5961 §7's rate limit; Linux's tcp_invalid_ratelimit is 500 ms)
 HOLE_WAIT = 1.0  # seconds the guest may take to ack server data acked on arrival (GuestHoleSuspect)
@@ -265,7 +267,8 @@ class MpConn:
     __slots__ = ("paths", "runs", "snd_nxt", "data_ack", "wnd_edge", "last_pick", "burst_left",
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
-                 "sf1_answer", "dack_out", "dack_due", "plan", "plan_at", "plan_look", "plan_short", "sack_told",
+                 "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
+                 "plan_look", "plan_short", "sack_told",
                  "rtx_bytes", "held", "counters")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
@@ -293,7 +296,9 @@ class MpConn:
         # a DATA_ACK held back (send) is due on some subflow by `dack_due` (0: none)
         self.sf1_ack_out = -1
         self.sf1_win_out = -1
-        self.sf1_answer = False  # an old segment went to the guest: its answer is no duplicate
+        self.sf1_answer = 0.0  # when an old segment went to the guest: its answer is no duplicate
+        self.probe_at = 0.0  # when the guest's probe went to the server (_guest_probe) ...
+        self.probe_on = 0  # ... on which path
         self.dack_out = 0
         self.dack_due = 0.0
         # cost policy (issue 10): the uplink ids in use, when that last changed by rate, and
@@ -827,7 +832,7 @@ def _sf1_out(flow, mp, seq: int, ack: int, window: int) -> bool:
     _window_taken for the joins)?"""
     mp.sf1_ack_out = ack
     mp.sf1_win_out = window
-    mp.sf1_answer = False
+    mp.sf1_answer = 0.0
     p0 = mp.paths[0]
     return _taken(p0, seq, _unwrap((ack - flow.sf.remote_isn) & M32, p0.wnd_ack), window << flow.guest_wscale)
 
@@ -890,7 +895,7 @@ def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
     believed closed until the guest gave up (WinProbe, 60 s; the loss test's stall)."""
     if sf1_ack != mp.sf1_ack_out or window > mp.sf1_win_out or flow.sf.ranges:
         return False
-    if mp.sf1_answer:
+    if mp.sf1_answer and flow.last - mp.sf1_answer <= ANSWER_WAIT:
         if mp.counters is not None:
             mp.counters[Counter.Sf1AnswerPassed] += 1
         return False
@@ -900,11 +905,11 @@ def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
     return False
 
 
-def sf1_old_in(mp) -> None:
+def sf1_old_in(mp, now: float) -> None:
     """A server segment before the guest's rcv_nxt on subflow 1 (a window probe at rcv_nxt -
     1, a keepalive, a resend) goes on to the guest, which answers it with an ACK: that ACK
-    passes (_sf1_dup)."""
-    mp.sf1_answer = True
+    passes (_sf1_dup), within ANSWER_WAIT."""
+    mp.sf1_answer = now
 
 
 def _sack_blocks(p) -> list:
@@ -1391,31 +1396,49 @@ def _holder(mp) -> int:
 # -- guest -> server ---------------------------------------------------------------------------
 
 
-def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, raw) -> list:
+def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, raw) -> list | None:
     """A pure guest segment before what the server data-acked: the guest's window probe (Linux
     sends it at snd_una - 1 while the window it holds is closed) or a keepalive. It goes on
-    as one: at the subflow's snd_nxt - 1, on subflow 1 or else the best live join, so that
-    the server answers with its window. Sent at snd_nxt, as every other pure ACK, it was an
-    ordinary ACK that nobody answers (or held as a duplicate, _sf1_dup), and a lost window
-    update of the server's was never repeated: the guest probed until its transfer timed
-    out. The server takes nothing from it (RFC 9293 §3.10.7.4: unacceptable, answered)."""
-    conv.counters[Counter.GuestProbeFwd] += 1
+    as one: at the subflow's snd_una - 1 (as Linux's own, always below what the server
+    takes), on subflow 1 or else the best live join, and the server's answer goes on to the
+    guest (_probe_answer). Sent as an ordinary ACK, nobody answered it (or it was held as a
+    duplicate, _sf1_dup): a lost window update of the server's was never repeated and the
+    guest probed until its transfer timed out. The server takes nothing from a probe (RFC
+    9293 §3.10.7.4), so one carrying news (a new ack or DATA_ACK: Linux may send no other
+    ACK) goes as an ordinary ACK (None: send goes on as usual); the next probe is one."""
     p0 = mp.paths[0]
-    dss = Dss(data_ack, flow.ack64)
     if p0.state in ALIVE:
-        options = conv._room(pkt, data, dss, raw)
+        if sf1_ack != mp.sf1_ack_out or flow.rcv_rel > mp.dack_out:
+            return None
+        options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
         if options is None:
             return [Drop("no option room for the DATA_ACK")]
-        return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt - 1) & M32, ack=sf1_ack,
+        conv.counters[Counter.GuestProbeFwd] += 1
+        mp.probe_at, mp.probe_on = flow.last, 0
+        return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_una - 1) & M32, ack=sf1_ack,
                                 options=options))]
+    if flow.rcv_rel > mp.dack_out:
+        return None
     actions = [Drop("guest window probe: subflow 1 is gone, it goes on another subflow")]
     k = _best_live(mp)
     if k > 0:
         p = mp.paths[k]
+        conv.counters[Counter.GuestProbeFwd] += 1
+        mp.probe_at, mp.probe_on = flow.last, k
         actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
-                                      p.local_isn + p.snd_nxt - 1, p.remote_isn + p.rcv_nxt, ACK,
-                                      flow.guest_window, build_options(b"", (dss,)))))
+                                      p.local_isn + p.snd_una - 1, p.remote_isn + p.rcv_nxt, ACK,
+                                      flow.guest_window, build_options(b"", (Dss(data_ack, flow.ack64),)))))
     return actions
+
+
+def _probe_answer(mp, idx: int, now: float) -> bool:
+    """Is a pure server ACK on path `idx` the answer to the guest's probe we sent there
+    (_guest_probe) within ANSWER_WAIT? Then it goes to the guest even when it moves nothing
+    (a keepalive's answer: without it the guest resets a healthy idle connection); once."""
+    if mp.probe_at and mp.probe_on == idx and now - mp.probe_at <= ANSWER_WAIT:
+        mp.probe_at = 0.0
+        return True
+    return False
 
 
 def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, raw) -> list:
@@ -1433,7 +1456,9 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         flow.guest_fin((pkt.seq + plen) & M32)
     if not plen and not fin:
         if _unwrap((pkt.seq - flow.guest_isn) & M32, mp.data_ack) < mp.data_ack:
-            return _guest_probe(conv, flow, mp, pkt, data, sf1_ack, data_ack, raw)
+            acts = _guest_probe(conv, flow, mp, pkt, data, sf1_ack, data_ack, raw)
+            if acts is not None:
+                return acts
         if p0_alive and _sf1_dup(flow, mp, sf1_ack, pkt.window):
             counters[Counter.Sf1DupAckHeld] += 1
             if flow.rcv_rel > mp.dack_out and not mp.dack_due:
@@ -2015,6 +2040,9 @@ def sf1_in(conv, flow, pkt, dss, data=None):
     p0.rx_bytes += pkt.payload_len
     if pkt.payload_len or pkt.flags & FIN or (dss is not None and dss.data_fin):
         return None
+    if _probe_answer(mp, 0, now) and not moved:
+        conv.counters[Counter.ProbeAnswerFwd] += 1
+        return None
     if moved:
         return None
     if subdup and _holder(mp) == 0:
@@ -2378,7 +2406,10 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     if plen or f & FIN or data_fin:
         actions.extend(_download(conv, flow, mp, p, pkt, data, dss))
         return actions
-    if moved:
+    if _probe_answer(mp, p.index, now) and not moved:
+        counters[Counter.ProbeAnswerFwd] += 1
+        actions.append(Inject(_guest_ack(flow, mp)))
+    elif moved:
         counters[Counter.GuestAckInjected] += 1
         actions.append(Inject(_guest_ack(flow, mp)))
     elif subdup and _holder(mp) == p.index:

@@ -301,28 +301,97 @@ def test_the_guests_answer_to_a_window_probe_on_subflow_1_is_not_held():
     assert p.count("Sf1DupAckHeld") == held + 1
 
 
-def test_the_guests_window_probe_goes_on_as_a_probe():
+def test_the_guests_window_probe_goes_on_as_a_probe_and_its_answer_comes_back():
     """The guest probes a closed window with a pure segment at snd_una - 1 (Linux's
     tcp_xmit_probe_skb; keepalives look the same). Sent at subflow 1's snd_nxt, as any pure
     ACK, the server took it for an ordinary ACK and never answered (or it was held as a
     duplicate): a lost window update of the server's was never repeated. It goes on at
-    snd_nxt - 1, where the server answers it; with subflow 1 gone, on the join."""
+    snd_una - 1, where the server answers it, and that answer reaches the guest although it
+    moves nothing (review: it was dropped as a data-level duplicate, so a keepalive never
+    got its answer); with subflow 1 gone, all of it on the join."""
     from middlebox.core.multipath import SS
 
-    p, j, _, sent0 = _acked()
+    p, j, _, _ = _acked()
+    p0 = p.mp.paths[0]
     probe = p.g_packet((p.g_nxt - 1) & M32, p.g_rcv, ACK)
     acts, sent = p.out(probe)
     assert isinstance(acts[0], Rewrite), acts  # not held as a subflow-1 duplicate
-    assert parse_packet(sent).seq == (parse_packet(sent0).seq - 1) & M32
+    assert parse_packet(sent).seq == (p0.local_isn + p0.snd_una - 1) & M32
     assert _dack_of(sent) is not None and p.count("GuestProbeFwd") == 1
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),)))  # Linux's dupack
+    assert got is not None and p.count("ProbeAnswerFwd") == 1
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),)))  # once
+    assert got is None
     acts, _ = p.out(p.g_ack())  # an ordinary ACK is still what it was: a held duplicate
     assert isinstance(acts[0], Drop) and p.count("GuestProbeFwd") == 1
     p.inn(p.s_packet(p.s_nxt, p.g_nxt, 0x14))  # subflow 1 reset: the join carries on
-    assert p.mp.paths[0].state is SS.CLOSED
+    assert p0.state is SS.CLOSED
     path = p.mp.paths[1]
     acts, _ = p.out(probe)
     inj = [a.data for a in acts if isinstance(a, Inject)]
     assert isinstance(acts[0], Drop) and [p.label(b) for b in inj] == ["ack@1"], acts
     pkt = parse_packet(inj[0])
-    assert pkt.seq == (j.c_isn + path.snd_nxt - 1) & M32 and pkt.ack == (j.s_isn + path.rcv_nxt) & M32
+    assert pkt.seq == (j.c_isn + path.snd_una - 1) & M32 and pkt.ack == (j.s_isn + path.rcv_nxt) & M32
     assert p.count("GuestProbeFwd") == 2
+    acts = p.j_in(p.j_ack(j, ack=path.snd_nxt))  # the server's answer on the join
+    assert "g_ack" in p.classify(acts) and p.count("ProbeAnswerFwd") == 2
+
+
+def test_a_guest_probe_below_subflow_1s_unacked_bytes_goes_at_snd_una():
+    """Guest bytes on subflow 1 data-acked through the join before subflow 1's own ACK came:
+    a probe at snd_nxt - 1 could lie within what the server takes (its window and DATA_ACK
+    taken, no answer). At snd_una - 1, as Linux's own, it never does (review)."""
+    p, j, _, _ = _acked()
+    p0 = p.mp.paths[0]
+    for _ in range(4):
+        p.out(p.g_data(b"u" * 100))
+    path = p.mp.paths[1]
+    p.c_dack = (p.g_nxt - p.g_isn) & M32
+    p.j_in(p.j_ack(j, ack=path.snd_nxt))  # the DATA_ACK of all of it, on the join
+    assert p0.snd_una < p0.snd_nxt and p.mp.data_ack == p.c_dack
+    acts, sent = p.out(p.g_packet((p.g_nxt - 1) & M32, p.g_rcv, ACK))
+    assert p.count("GuestProbeFwd") == 1
+    assert parse_packet(sent).seq == (p0.local_isn + p0.snd_una - 1) & M32
+
+
+def test_a_guest_probe_carrying_a_new_ack_goes_as_an_ordinary_ack():
+    """Linux sends no delayed ACK once it probes: the probe may be the only carrier of a new
+    ack, and the server takes nothing from a probe (review: the ack was lost until the
+    server's RTO). Such a probe goes as an ordinary ACK; the next one as a probe."""
+    p, j, _, _ = _acked()
+    _, got = p.inn(p.s_data_pkt(b"s" * 100))  # download bytes on subflow 1
+    assert got is not None
+    p.g_rcv = (p.g_rcv + 100) & M32
+    p0 = p.mp.paths[0]
+    acts, sent = p.out(p.g_packet((p.g_nxt - 1) & M32, p.g_rcv, ACK))
+    assert isinstance(acts[0], Rewrite) and p.count("GuestProbeFwd") == 0
+    assert parse_packet(sent).seq == (p0.local_isn + p0.snd_nxt) & M32
+    assert p.mp.dack_out == p.flow.rcv_rel
+    acts, sent = p.out(p.g_packet((p.g_nxt - 1) & M32, p.g_rcv, ACK))
+    assert p.count("GuestProbeFwd") == 1 and parse_packet(sent).seq == (p0.local_isn + p0.snd_una - 1) & M32
+
+
+def test_the_servers_probe_reaches_the_guest_at_its_rcv_nxt_minus_1_above_a_hole():
+    """Subflow 1's last bytes sit above a data-level hole a join left: its offset is theirs,
+    and the server's probe at subflow 1's rcv_nxt - 1 landed inside the guest's window,
+    where a zero-length segment is taken in silence: never answered (review). It reaches
+    the guest at its rcv_nxt - 1; its answer passes (not held), and only within ANSWER_WAIT."""
+    p, j, _, _ = _acked()
+    p.j_data(j, b"L" * 100)  # the join's 100 bytes: lost on the path
+    rel = (p.s_nxt - p.s_isn) & M32
+    dsn = (p.s_idsn + p.s_drel) & M64
+    dss = p.s_dss_ack(data_seq=dsn, dsn64=True, subflow_seq=rel, data_len=100)
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | 0x08, (dss,), b"S" * 100))
+    assert got is not None
+    p.s_nxt = (p.s_nxt + 100) & M32
+    p.s_drel += 100
+    p.out(p.g_ack())  # the guest's dupack (the hole)
+    rcv = p.flow.rcv_rel
+    _, got = p.inn(p.s_packet((p.s_nxt - 1) & M32, p.g_nxt, ACK, (p.s_dss_ack(),)))
+    assert got is not None and (parse_packet(got).seq - p.s_isn) & M32 == (rcv - 1) & M32
+    acts, _ = p.out(p.g_ack())  # the guest's answer: a duplicate, yet it passes
+    assert isinstance(acts[0], Rewrite), acts
+    p.inn(p.s_packet((p.s_nxt - 1) & M32, p.g_nxt, ACK, (p.s_dss_ack(),)))
+    p.now += MP.ANSWER_WAIT + 0.1  # no answer came in time: a later duplicate is held again
+    acts, _ = p.out(p.g_ack())
+    assert isinstance(acts[0], Drop), acts
