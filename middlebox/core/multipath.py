@@ -1404,12 +1404,18 @@ def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, 
     guest (_probe_answer). Sent as an ordinary ACK, nobody answered it (or it was held as a
     duplicate, _sf1_dup): a lost window update of the server's was never repeated and the
     guest probed until its transfer timed out. The server takes nothing from a probe (RFC
-    9293 §3.10.7.4), so one carrying news (a new ack or DATA_ACK: Linux may send no other
-    ACK) goes as an ordinary ACK (None: send goes on as usual); the next probe is one."""
+    9293 §3.10.7.4), so one carrying a new subflow-1 ack (Linux may send no other ACK) goes
+    as an ordinary ACK (None: send goes on as usual), and a DATA_ACK not carried yet goes by
+    the clock (dack_due)."""
     p0 = mp.paths[0]
+    if flow.rcv_rel > mp.dack_out and not mp.dack_due:
+        # a DATA_ACK not carried yet (held at the edge, _sf1_dack_cap): by the clock's ACK.
+        # (Waiting for it to be carried here sent every probe of an idle flow as an ACK
+        # that was held or never answered: the guest's keepalive reset the connection.)
+        mp.dack_due = flow.last + DACK_FLUSH
     if p0.state in ALIVE:
-        if sf1_ack != mp.sf1_ack_out or flow.rcv_rel > mp.dack_out:
-            return None
+        if sf1_ack != mp.sf1_ack_out:
+            return None  # a new subflow ack: an ordinary ACK (never a duplicate, _sf1_dup)
         options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
         if options is None:
             return [Drop("no option room for the DATA_ACK")]
@@ -1417,8 +1423,6 @@ def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, 
         mp.probe_at, mp.probe_on = flow.last, 0
         return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_una - 1) & M32, ack=sf1_ack,
                                 options=options))]
-    if flow.rcv_rel > mp.dack_out:
-        return None
     actions = [Drop("guest window probe: subflow 1 is gone, it goes on another subflow")]
     k = _best_live(mp)
     if k > 0:

@@ -395,3 +395,35 @@ def test_the_servers_probe_reaches_the_guest_at_its_rcv_nxt_minus_1_above_a_hole
     p.now += MP.ANSWER_WAIT + 0.1  # no answer came in time: a later duplicate is held again
     acts, _ = p.out(p.g_ack())
     assert isinstance(acts[0], Drop), acts
+
+
+def test_a_pure_server_ack_on_subflow_1_reaches_the_guest_at_its_rcv_nxt():
+    """The guest's stream went on with a join's bytes: subflow 1's offset (its last
+    mapping's) placed the server's pure ACKs on subflow 1 before the guest's rcv_nxt, and
+    Linux drops such a segment unread, its ack too (tcp_sequence). An idle inbound flow's
+    keepalive answers were lost so, and the guest reset the connection (the keepalive
+    kernel test). They go at the guest's rcv_nxt, as our own ACKs."""
+    p, j, _, _ = _acked()
+    for _ in range(3):
+        p.j_in(p.j_data(j, b"x" * 100))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    p.out(p.g_ack())
+    p.out(p.g_data(b"u" * 100))
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),)))  # acks the 100
+    assert got is not None and parse_packet(got).seq == p.g_rcv
+
+
+def test_a_guest_probe_with_a_data_ack_not_carried_goes_as_a_probe_and_the_clock_carries_it():
+    """A DATA_ACK held short (the edge the server holds, _sf1_dack_cap) is not carried by an
+    idle flow's next ACK either: a probe that waited for it went as an ordinary ACK, held as
+    a duplicate or unanswered, every time (the keepalive kernel test: the guest reset the
+    connection). It goes as a probe, and the clock carries the DATA_ACK."""
+    p, j, _, _ = _acked()
+    p.j_in(p.j_data(j, b"x" * 100))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    p.out(p.g_ack())  # a subflow-1 duplicate moving the DATA_ACK: held
+    p.mp.dack_out = p.flow.rcv_rel - 50  # (as when capped at the edge)
+    p.mp.dack_due = 0.0
+    acts, sent = p.out(p.g_packet((p.g_nxt - 1) & M32, p.g_rcv, ACK))
+    assert isinstance(acts[0], Rewrite) and p.count("GuestProbeFwd") == 1, acts
+    assert p.mp.dack_due and p.conv.next_deadline() <= p.mp.dack_due
