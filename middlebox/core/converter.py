@@ -1035,16 +1035,23 @@ class Converter:
                     sf.off = r - d0
         else:
             d0 = r - sf.off
-            if flow.mp is not None and old != BEYOND and not (f & FIN or data_fin):
+            if flow.mp is not None and old != BEYOND:
                 # Multipath: subflow 1's offset is its last mapping's, and the guest's stream
                 # may have gone on with a join's bytes since. A pure ACK at r - off then lay
                 # before the guest's rcv_nxt, and Linux drops such a segment unread, its ack
                 # and window too (tcp_sequence: an idle inbound flow's keepalive answers, and
                 # with them the connection, were lost; test_keepalive_kernel.py); above a
                 # data-level hole a probe landed inside the window, taken in silence. A pure
-                # ACK goes at the guest's rcv_nxt, as ours (_guest_ack); a window probe or
-                # keepalive at rcv_nxt - 1, where the guest answers it (sf1_old_in).
-                d0 = flow.rcv_rel - 1 if old else flow.rcv_rel
+                # ACK goes where ours do (guest_ack_at); a window probe or keepalive at the
+                # guest's rcv_nxt - 1, where it answers (sf1_old_in); a bare DATA_FIN at its
+                # own place (review of 0af049f: it stayed at r - off, dropped by the guest,
+                # and the FIN never went with it).
+                if data_fin:
+                    d0 = fin_d
+                elif old:
+                    d0 = flow.rcv_rel - 1
+                else:
+                    d0 = MP.guest_ack_at(flow, flow.mp)
             consumed = False
         if consumed:
             # Wholly data the guest has acknowledged: consumed here and acknowledged on the

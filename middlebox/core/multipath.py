@@ -1187,8 +1187,23 @@ def guest_options(flow, mp, data: bytes, pkt):
     return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
 
 
+def guest_ack_at(flow, mp) -> int:
+    """Where (data-level, relative) a pure segment to the guest goes: the end of what went to
+    it (fwd_end; Linux's own pure ACKs go at snd_nxt), never before what the guest acked nor
+    beyond the window it offered. Acceptable to the guest (tcp_sequence), and never before a
+    segment it took a window from: a window-only update at a lower seq is ignored
+    (tcp_may_update_window; review of 0af049f: at rcv_rel, while the guest held bytes it had
+    not acked yet)."""
+    rel = flow.rcv_rel
+    end = mp.fwd_end
+    if end <= rel:
+        return rel
+    edge = rel + (flow.guest_window << flow.guest_wscale)
+    return end if end < edge else edge
+
+
 def _guest_ack(flow, mp, now=None) -> bytes:
-    return _to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, ACK, b"", now)
+    return _to_guest(flow, mp, (flow.server_isn + guest_ack_at(flow, mp)) & M32, ACK, b"", now)
 
 
 # -- the scheduler ------------------------------------------------------------------------------

@@ -427,3 +427,43 @@ def test_a_guest_probe_with_a_data_ack_not_carried_goes_as_a_probe_and_the_clock
     acts, sent = p.out(p.g_packet((p.g_nxt - 1) & M32, p.g_rcv, ACK))
     assert isinstance(acts[0], Rewrite) and p.count("GuestProbeFwd") == 1, acts
     assert p.mp.dack_due and p.conv.next_deadline() <= p.mp.dack_due
+
+
+def _sf1_data(p, n: int):
+    """n bytes of the server's on subflow 1, mapped at the next data-level byte."""
+    r = (p.s_nxt - p.s_isn) & M32
+    dss = p.s_dss_ack(data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True, subflow_seq=r, data_len=n)
+    acts, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | 0x08, (dss,), b"S" * n))
+    p.s_nxt = (p.s_nxt + n) & M32
+    p.s_drel += n
+    return acts, got
+
+
+def test_a_window_update_goes_after_what_the_guest_took_a_window_from():
+    """The guest holds subflow-1 bytes it has not acked yet (a delayed ACK): a pure window
+    update of the server's at the guest's last ack lay below the segments it took a window
+    from, and Linux ignores a window-only update there (tcp_may_update_window; review of
+    0af049f). It goes at the end of what went to the guest."""
+    p, j, _, _ = _acked()
+    for _ in range(3):
+        _sf1_data(p, 100)
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),), window=900))
+    assert got is not None
+    assert (parse_packet(got).seq - p.s_isn) & M32 == (p.flow.rcv_rel + 300) & M32
+
+
+def test_a_bare_data_fin_on_subflow_1_after_a_joins_bytes_reaches_the_guest_as_its_fin():
+    """The guest's stream went on with a join's bytes; a DATA_FIN alone on subflow 1 stayed at
+    subflow 1's stale offset, before the guest's rcv_nxt, without the FIN flag (deferred):
+    dropped by the guest, again on every resend (review of 0af049f). It goes at its place,
+    with the FIN."""
+    p, j, _, _ = _acked()
+    for _ in range(3):
+        p.j_in(p.j_data(j, b"x" * 100))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    p.out(p.g_ack())
+    dss = p.s_dss_ack(data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True, subflow_seq=0, data_len=1,
+                      data_fin=True)
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (dss,)))
+    pkt = parse_packet(got)
+    assert pkt.flags & 0x01 and pkt.seq == p.g_rcv and p.count("DataFinDeferred") == 0
