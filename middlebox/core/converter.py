@@ -1365,7 +1365,7 @@ class Converter:
         self.counters[Counter.RstAccepted] += 1
         if flow.state is SYN_SENT:
             return [self._stripped(pkt, data)]
-        return [self._to_guest(pkt, data, (flow.server_isn + flow.rcv_rel) & M32, -1, -1)]
+        return [self._to_guest(pkt, data, (flow.server_isn + flow.rcv_rel) & M32, -1, -1), *_rst_past_ack(flow, pkt)]
 
     def _h_rst_challenge(self, flow, pkt, data, ctx):
         """A server RST in the guest's window but not at its rcv_nxt (RFC 5961 §3.2): it
@@ -1534,7 +1534,7 @@ class Converter:
         # of what went to it in order: a RST at each, so that one is exact (RFC 5961).
         sf = flow.sf
         acked = (flow.server_isn + flow.rcv_rel) & M32
-        sent = (flow.server_isn + sf.rcv_max - sf.off) & M32
+        sent = (flow.server_isn + (sf.rcv_max - sf.off if flow.mp is None else flow.mp.fwd_end)) & M32
         actions = [Drop("stream cannot continue exactly: both ends reset"), Inject(to_server),
                    Inject(_segment_to_guest(pkt, acked))]
         if seq_before(acked, sent):
@@ -1551,11 +1551,12 @@ class Converter:
         options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
         seq = (flow.server_isn + flow.rcv_rel) & M32  # exactly the guest's rcv_nxt: it is taken
         if pkt.flags & RST:
-            return [Rewrite(rewrite(data, pkt, seq=seq, options=options))]
+            return [Rewrite(rewrite(data, pkt, seq=seq, options=options)), *_rst_past_ack(flow, pkt)]
         self.counters[Counter.FastCloseRstTX] += 1
         end = (pkt.seq + pkt.payload_len + (1 if pkt.flags & FIN else 0)) & M32
         rst = _segment_to_server(pkt, end, RST | ACK, 0, (MpTcpRst(False, MPTCP_RST_EUNSPEC),))
-        return [Rewrite(rewrite(data, pkt, seq=seq, flags=RST | ACK, options=options)), Inject(rst)]
+        return [Rewrite(rewrite(data, pkt, seq=seq, flags=RST | ACK, options=options)), Inject(rst),
+                *_rst_past_ack(flow, pkt)]
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -1603,6 +1604,16 @@ def _segment_to_server(pkt, ack: int, flags: int, window: int, mptcp, tcp: bytes
     and these MPTCP options."""
     bare = _bare(pkt.version, pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.ack, ack, flags, window)
     return rewrite(*bare, options=build_options(tcp, tuple(mptcp)))
+
+
+def _rst_past_ack(flow, pkt) -> list:
+    """Multipath: a second RST for the guest at the end of what went to it, when that is past
+    its last ack (bytes it holds and has not acked: its rcv_nxt is there, and Linux answers a
+    RST anywhere else with a challenge ACK, RFC 5961), as multipath._fastclosed sends."""
+    mp = flow.mp
+    if mp is None or mp.fwd_end <= flow.rcv_rel:
+        return []
+    return [Inject(_segment_to_guest(pkt, (flow.server_isn + mp.fwd_end) & M32))]
 
 
 def _segment_to_guest(pkt, seq: int) -> bytes:

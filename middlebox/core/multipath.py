@@ -2573,11 +2573,13 @@ def _abort(conv, flow, mp, p) -> list:
     counters = conv.counters
     counters[Counter.DataCsumErr] += 1
     counters[Counter.AbortTX] += 1
-    acts = [Inject(_to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, RST)),
-            Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
-                           p.remote_isn + p.rcv_nxt, RST | ACK, 0,
-                           build_options(b"", (MpFastclose(flow.remote_key),
-                                               MpTcpRst(False, MPTCP_RST_EMPTCP)))))]
+    acts = [Inject(_to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, RST))]
+    if mp.fwd_end > flow.rcv_rel:  # (bytes the guest holds unacked: its rcv_nxt is there)
+        acts.append(Inject(_to_guest(flow, mp, (flow.server_isn + mp.fwd_end) & M32, RST)))
+    acts += [Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
+                            p.remote_isn + p.rcv_nxt, RST | ACK, 0,
+                            build_options(b"", (MpFastclose(flow.remote_key),
+                                                MpTcpRst(False, MPTCP_RST_EMPTCP)))))]
     _close_all(conv, flow, mp)
     return acts
 

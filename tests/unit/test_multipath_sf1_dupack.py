@@ -467,3 +467,23 @@ def test_a_bare_data_fin_on_subflow_1_after_a_joins_bytes_reaches_the_guest_as_i
     _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (dss,)))
     pkt = parse_packet(got)
     assert pkt.flags & 0x01 and pkt.seq == p.g_rcv and p.count("DataFinDeferred") == 0
+
+
+def test_a_fastclose_reaches_a_guest_holding_unacked_join_bytes_at_its_rcv_nxt():
+    """The guest holds a join's bytes it has not acked yet: its rcv_nxt is past its last
+    ack, and Linux answers a RST anywhere but at rcv_nxt with a challenge ACK (RFC 5961), so
+    a RST only at the last ack left the guest's connection open. A second RST goes at the end
+    of what went to it (review of 0af049f), as on a join (_fastclosed)."""
+    from middlebox.wire import MpFastclose
+
+    p, j, _, _ = _acked()
+    p.j_in(p.j_data(j, b"x" * 100))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    p.out(p.g_ack())
+    p.j_in(p.j_data(j, b"y" * 100))  # forwarded, not acked yet
+    acked, end = (p.s_isn + p.flow.rcv_rel) & M32, (p.s_isn + p.mp.fwd_end) & M32
+    assert acked != end
+    acts, _ = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (MpFastclose(p.flow.local_key),)))
+    rsts = [parse_packet(a.data) for a in acts if isinstance(a, (Rewrite, Inject))
+            and parse_packet(a.data).dst == p.g_bytes and parse_packet(a.data).flags & 0x04]
+    assert sorted(r.seq for r in rsts) == sorted([acked, end]), [r.seq for r in rsts]
