@@ -1532,13 +1532,17 @@ class Converter:
         to_server = _segment_to_server(pkt, pkt.seq, RST | ACK, 0, mptcp)
         # The guest's rcv_nxt is its last ack, or (bytes it got and has not acked yet) the end
         # of what went to it in order: a RST at each, so that one is exact (RFC 5961).
-        sf = flow.sf
-        acked = (flow.server_isn + flow.rcv_rel) & M32
-        sent = (flow.server_isn + (sf.rcv_max - sf.off if flow.mp is None else flow.mp.fwd_end)) & M32
-        actions = [Drop("stream cannot continue exactly: both ends reset"), Inject(to_server),
-                   Inject(_segment_to_guest(pkt, acked))]
-        if seq_before(acked, sent):
-            actions.append(Inject(_segment_to_guest(pkt, sent)))
+        actions = [Drop("stream cannot continue exactly: both ends reset"), Inject(to_server)]
+        if flow.mp is not None:
+            actions += [Inject(_segment_to_guest(pkt, (flow.server_isn + r) & M32))
+                        for r in MP.guest_rst_at(flow, flow.mp)]
+        else:
+            sf = flow.sf
+            acked = (flow.server_isn + flow.rcv_rel) & M32
+            sent = (flow.server_isn + sf.rcv_max - sf.off) & M32
+            actions.append(Inject(_segment_to_guest(pkt, acked)))
+            if seq_before(acked, sent):
+                actions.append(Inject(_segment_to_guest(pkt, sent)))
         flow.fastclosed = True
         return actions
 
@@ -1607,13 +1611,11 @@ def _segment_to_server(pkt, ack: int, flags: int, window: int, mptcp, tcp: bytes
 
 
 def _rst_past_ack(flow, pkt) -> list:
-    """Multipath: a second RST for the guest at the end of what went to it, when that is past
-    its last ack (bytes it holds and has not acked: its rcv_nxt is there, and Linux answers a
-    RST anywhere else with a challenge ACK, RFC 5961), as multipath._fastclosed sends."""
-    mp = flow.mp
-    if mp is None or mp.fwd_end <= flow.rcv_rel:
+    """Multipath: the RSTs for the guest past the one at its last ack (multipath.guest_rst_at,
+    the one rule for them: at the end of what went to it, when that is past its last ack)."""
+    if flow.mp is None:
         return []
-    return [Inject(_segment_to_guest(pkt, (flow.server_isn + mp.fwd_end) & M32))]
+    return [Inject(_segment_to_guest(pkt, (flow.server_isn + r) & M32)) for r in MP.guest_rst_at(flow, flow.mp)[1:]]
 
 
 def _segment_to_guest(pkt, seq: int) -> bytes:

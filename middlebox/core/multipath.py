@@ -1202,6 +1202,20 @@ def guest_ack_at(flow, mp) -> int:
     return end if end < edge else edge
 
 
+def guest_rst_at(flow, mp) -> tuple:
+    """Where (data-level, relative) a RST to the guest goes: at its last ack, and at the end of
+    what went to it when that is past it (bytes the guest holds and has not acked: its rcv_nxt
+    is there, and Linux answers a RST anywhere but at rcv_nxt with a challenge ACK, RFC 5961).
+    The one rule for every RST we give the guest in multipath (review of e5baeb8)."""
+    rel = flow.rcv_rel
+    end = mp.fwd_end
+    return (rel, end) if end > rel else (rel,)
+
+
+def _guest_rsts(flow, mp) -> list:
+    return [Inject(_to_guest(flow, mp, (flow.server_isn + r) & M32, RST)) for r in guest_rst_at(flow, mp)]
+
+
 def _guest_ack(flow, mp, now=None) -> bytes:
     return _to_guest(flow, mp, (flow.server_isn + guest_ack_at(flow, mp)) & M32, ACK, b"", now)
 
@@ -2137,11 +2151,7 @@ def _fastclosed(conv, flow, mp, p, pkt) -> list:
     option came on an ACK (Option A); every subflow is closed."""
     counters = conv.counters
     counters[Counter.FastCloseRX] += 1
-    acked = flow.rcv_rel
-    acts = [Drop("MP_FASTCLOSE on a join: the connection is gone"),
-            Inject(_to_guest(flow, mp, (flow.server_isn + acked) & M32, RST))]
-    if mp.fwd_end > acked:
-        acts.append(Inject(_to_guest(flow, mp, (flow.server_isn + mp.fwd_end) & M32, RST)))
+    acts = [Drop("MP_FASTCLOSE on a join: the connection is gone"), *_guest_rsts(flow, mp)]
     if not pkt.flags & RST:
         counters[Counter.FastCloseRstTX] += 1
         acts.append(Inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
@@ -2573,9 +2583,7 @@ def _abort(conv, flow, mp, p) -> list:
     counters = conv.counters
     counters[Counter.DataCsumErr] += 1
     counters[Counter.AbortTX] += 1
-    acts = [Inject(_to_guest(flow, mp, (flow.server_isn + flow.rcv_rel) & M32, RST))]
-    if mp.fwd_end > flow.rcv_rel:  # (bytes the guest holds unacked: its rcv_nxt is there)
-        acts.append(Inject(_to_guest(flow, mp, (flow.server_isn + mp.fwd_end) & M32, RST)))
+    acts = _guest_rsts(flow, mp)
     acts += [Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                             p.remote_isn + p.rcv_nxt, RST | ACK, 0,
                             build_options(b"", (MpFastclose(flow.remote_key),
