@@ -184,6 +184,7 @@ class Counter(IntEnum):
     JoinProbeAnswered = 160  # pure segments before rcv_nxt on joins (window probes, keepalives) answered with an ACK (rate-limited)
     GuestProbeFwd = 161  # the guest's window probes and keepalives (pure, before what the server data-acked) sent on as probes (snd_una - 1)
     ProbeAnswerFwd = 162  # the server's answers to those probes passed to the guest although they moved nothing
+    SlowPathShare = 163  # guest segments whose new bytes were split: a subflow under half the best rate took only its share (_slow_share)
 
 
 def new_counters() -> dict:

@@ -1237,6 +1237,26 @@ def _cap_ok(p, length: int, now: float) -> bool:
     return p.tokens >= length
 
 
+def _slow_share(mp, k: int, length: int, seg: int) -> int:
+    """How many of `length` new bytes subflow k takes now: all of them, unless it is under half
+    as fast as the best established subflow; then the burst pick allows it (BURST in
+    proportion to its rate), in whole segments of `seg`, at least one."""
+    p = mp.paths[k]
+    r = p.rate
+    if r <= 0.0 or length <= seg:
+        return length
+    top = 0.0
+    for q in mp.paths:
+        if q.state is SS.ESTABLISHED and q.rate > top:
+            top = q.rate
+    if 2.0 * r >= top:
+        return length
+    n = int(BURST * r / top) // seg * seg
+    if n < seg:
+        n = seg
+    return n if n < length else length
+
+
 def pick(mp, length: int, counters, now: float = 0.0) -> int:
     """The subflow for `length` new bytes: bursts of BURST bytes; otherwise the one whose
     queue drains first, (inflight + length) / delivery rate, among established non-backup
@@ -1558,9 +1578,32 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     if p.rtt_ssn and ss < p.rtt_ssn:
                         p.rtt_ssn = 0  # Karn
                 pieces.append((a, b, idx, ss, m))
-        if e > mp.snd_nxt:
+        e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)
+        shared = -1  # the subflow that took a share of these bytes (then the rest goes on
+        #              it whole if chosen again: a best one it cannot use now, window- or
+        #              cap-limited, cut a super-packet into dozens; review of the split)
+        while e_all > mp.snd_nxt:
             start_d = mp.snd_nxt
-            k = 0 if fin and p0_alive else pick(mp, e - start_d, counters, now)
+            e = e_all
+            if fin and p0_alive:
+                k = 0  # (the guest's FIN goes on subflow 1 with its DATA_FIN: no split)
+            else:
+                k = pick(mp, e_all - start_d, counters, now)
+            if k >= 0 and k != shared and s <= start_d and not (fin and p0_alive):
+                # a subflow under half the best rate takes only its share, in whole segments;
+                # the rest is scheduled again. Given a whole super-packet (netlink backend: up
+                # to 64 KB, 17 ms at 30 Mbit/s) it held the data level up and the guest's one
+                # window waited on it: 30+100 Mbit/s upload 0.96 of Linux MPTCP, 1.01 split
+                # (the NetfilterQueue backend, whose packets come segmented, 0.99)
+                n = _slow_share(mp, k, e_all - start_d, _seg_max(mp.paths[k], conv._mss_limit[pkt.version] - 12))
+                if n < e_all - start_d:
+                    e = start_d + n
+                    if shared < 0:
+                        counters[Counter.SlowPathShare] += 1
+                    shared = k
+                    q = mp.paths[k]
+                    if q.cap:  # (pick took tokens for all of them: back what it does not take)
+                        q.tokens += e_all - e
             if k < 0:
                 counters[Counter.RunMapDrop] += 1
                 return [Drop("no live subflow")]
@@ -1575,7 +1618,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if big and len(mp.runs) >= MAX_RUNS - RUNS_SPARE:
                 merged = True
                 counters[Counter.RunMapNearFull] += 1
-            whole = k == 0 and not pieces and s == start_d and big and not merged and not flow.checksum
+            whole = (k == 0 and not pieces and s == start_d and e == e_all and big and not merged
+                     and not flow.checksum)
             if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters, not whole):
                 t = mp.runs[-1]
                 counters[Counter.RunMapFull] += 1
@@ -1607,6 +1651,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 p.rtt_ssn = p.snd_nxt
                 p.rtt_at = now
             pieces.append((a, e, k, s0 + (a - start_d), mp.runs[-1] if whole else None))
+        e = e_all
         if not pieces and skipped:
             return [Drop("guest bytes resent that their subflow has acknowledged")]
         if not pieces:  # all of it data-acked already: tell the guest again
