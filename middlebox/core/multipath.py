@@ -1238,12 +1238,19 @@ def _cap_ok(p, length: int, now: float) -> bool:
 
 
 def _slow_share(mp, k: int, length: int, seg: int) -> int:
-    """How many of `length` new bytes subflow k takes now: all of them, unless it is under half
-    as fast as the best established subflow; then the burst pick allows it (BURST in
-    proportion to its rate), in whole segments of `seg`, at least one."""
+    """How many of `length` new bytes subflow k takes now: all of them, unless it is measured
+    under half as fast as the best established subflow (a join: busy, its estimate not from
+    what it was given, see below); then the burst pick allows it (BURST in proportion to its
+    rate), in whole segments of `seg`, at least one."""
     p = mp.paths[k]
     r = p.rate
-    if r <= 0.0 or length <= seg:
+    if r <= 0.0 or length <= seg or (k and (p.app_lim or p.snd_nxt == p.snd_una)):
+        # no estimate yet; or a join's from what it was given since it last drained (low, not
+        # what its path delivers): all of it, so that it is measured. Split there, a join the
+        # cost policy had just brought in got a segment at a time, was measured low from that
+        # and starved (0.2 MB of a 16 MB upload; test_cost_policy_keeps_the_dear_uplink_idle).
+        # Subflow 1's estimate starts from the whole flow's rate before the joins, and it
+        # drains between picks on a slow path: guarded like a join, 30+100 fell back to 0.96
         return length
     top = 0.0
     for q in mp.paths:

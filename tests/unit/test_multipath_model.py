@@ -772,6 +772,7 @@ def apply(sim, ops, link_down=True):
                 top = max(q.rate for q in mp.paths)
                 k = x % len(mp.paths)
                 mp.paths[k].rate = top * (1 + y % 4) / 10
+                mp.paths[k].app_lim = False  # (a measure, not what it was given)
                 mp.last_pick, mp.burst_left = k, 1  # (and a burst there: its next pick)
         elif kind == DELIVER:
             sim.deliver(LEGS[x % 4], y)

@@ -20,7 +20,11 @@ def _pair(r0: float, r1: float):
     p.go_multipath()
     p.join_up(1)
     mp = p.mp
+    mp.last_pick, mp.burst_left = 0, 1000
+    p.g_send(1, 100)  # subflow 1 busy (bytes in flight), its estimate a measure (not app-limited)
+    assert mp.paths[0].snd_nxt > mp.paths[0].snd_una
     mp.paths[0].rate, mp.paths[1].rate = r0, r1
+    mp.paths[0].app_lim = mp.paths[1].app_lim = False
     mp.last_pick, mp.burst_left = 0, 1
     return p
 
@@ -81,6 +85,32 @@ def test_no_split_of_the_guests_fin_on_subflow_1():
     ((_, payload, dss),) = _maps(p, acts[:1])
     assert dss.data_fin and dss.data_len == 10 * mss + 1
     assert p.count("SlowPathShare") == 0
+
+
+def test_a_drained_join_or_one_measured_only_app_limited_takes_it_all():
+    """A join's estimate may be what it was given, not what its path delivers: split there, a
+    join the cost policy had just brought in got a segment at a time, was measured low from
+    that and starved (test_cost_policy_keeps_the_dear_uplink_idle: 0.2 MB of a 16 MB upload).
+    Subflow 1, drained, is still split (its estimate starts from the flow's rate)."""
+    for drained in (True, False):
+        p = _pair(5e6, 1.25e6)  # the join at a quarter of subflow 1's rate
+        mp = p.mp
+        j = mp.paths[1]
+        mp.last_pick, mp.burst_left = 1, 1  # its next pick: the join
+        if drained:
+            assert j.snd_nxt == j.snd_una
+        else:
+            j.snd_nxt += 1  # (one byte "in flight": busy, but its estimate from what it got)
+            j.app_lim = True
+        mss = p.conv._mss_limit[4] - 12
+        p.conv.handle(p.g_data(b"d" * (10 * mss)), Direction.OUT, p.now)
+        assert p.count("SlowPathShare") == 0, drained
+    p = _pair(1.25e6, 5e6)
+    p0 = p.mp.paths[0]
+    p0.snd_una, p0.app_lim = p0.snd_nxt, True  # subflow 1 drained: split all the same
+    mss = p.conv._mss_limit[4] - 12
+    p.conv.handle(p.g_data(b"e" * (10 * mss)), Direction.OUT, p.now)
+    assert p.count("SlowPathShare") == 1
 
 
 def test_a_single_segment_is_never_split():
