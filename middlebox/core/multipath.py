@@ -1237,6 +1237,21 @@ def _cap_ok(p, length: int, now: float) -> bool:
     return p.tokens >= length
 
 
+def _top_rate(mp) -> float:
+    """The best delivery rate measured on an established subflow."""
+    top = 0.0
+    for p in mp.paths:
+        if p.state is SS.ESTABLISHED and p.rate > top:
+            top = p.rate
+    return top
+
+
+def _burst(r: float, top: float) -> int:
+    """Bytes in a row for a subflow measured at `r`: BURST, but fewer, in proportion to its
+    rate, on one under half as fast as the best (`top`)."""
+    return int(BURST * r / top) if 0.0 < r and 2.0 * r < top else BURST
+
+
 def _slow_share(mp, k: int, length: int, seg: int) -> int:
     """How many of `length` new bytes subflow k takes now: all of them, unless it is measured
     under half as fast as the best established subflow (a join: busy, its estimate not from
@@ -1252,13 +1267,10 @@ def _slow_share(mp, k: int, length: int, seg: int) -> int:
         # Subflow 1's estimate starts from the whole flow's rate before the joins, and it
         # drains between picks on a slow path: guarded like a join, 30+100 fell back to 0.96
         return length
-    top = 0.0
-    for q in mp.paths:
-        if q.state is SS.ESTABLISHED and q.rate > top:
-            top = q.rate
-    if 2.0 * r >= top:
+    b = _burst(r, _top_rate(mp))
+    if b >= BURST:
         return length
-    n = int(BURST * r / top) // seg * seg
+    n = b // seg * seg
     if n < seg:
         n = seg
     return n if n < length else length
@@ -1284,10 +1296,7 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
     best_key = 0.0
     fallback = -1
     fallback_key = 0.0
-    top = 0.0  # the best delivery rate measured on an established subflow
-    for p in paths:
-        if p.state is SS.ESTABLISHED and p.rate > top:
-            top = p.rate
+    top = _top_rate(mp)
     for backup in (False, True):
         for p in paths:
             if p.state is not SS.ESTABLISHED or p.backup != backup:
@@ -1355,12 +1364,7 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
     # every path slower than the best (or timed: 2 ms of each path's rate), bursts shrank on
     # the lossy one of two equal paths, whose estimate loss lowers: 2 x 100 Mbit/s with 1 %
     # loss went from 156-174 to 137-157 Mbit/s
-    burst = BURST
-    if best >= 0:
-        r = paths[best].rate
-        if 0.0 < r and 2.0 * r < top:
-            burst = int(BURST * r / top)
-    mp.burst_left = burst - length
+    mp.burst_left = (_burst(paths[best].rate, top) if best >= 0 else BURST) - length
     return best
 
 
@@ -1596,21 +1600,21 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 k = 0  # (the guest's FIN goes on subflow 1 with its DATA_FIN: no split)
             else:
                 k = pick(mp, e_all - start_d, counters, now)
-            if k >= 0 and k != shared and s <= start_d and not (fin and p0_alive):
-                # a subflow under half the best rate takes only its share, in whole segments;
-                # the rest is scheduled again. Given a whole super-packet (netlink backend: up
-                # to 64 KB, 17 ms at 30 Mbit/s) it held the data level up and the guest's one
-                # window waited on it: 30+100 Mbit/s upload 0.96 of Linux MPTCP, 1.01 split
-                # (the NetfilterQueue backend, whose packets come segmented, 0.99)
-                n = _slow_share(mp, k, e_all - start_d, _seg_max(mp.paths[k], conv._mss_limit[pkt.version] - 12))
-                if n < e_all - start_d:
-                    e = start_d + n
-                    if shared < 0:
-                        counters[Counter.SlowPathShare] += 1
-                    shared = k
-                    q = mp.paths[k]
-                    if q.cap:  # (pick took tokens for all of them: back what it does not take)
-                        q.tokens += e_all - e
+                if k >= 0 and k != shared and s <= start_d:
+                    # a subflow under half the best rate takes only its share, in whole segments;
+                    # the rest is scheduled again. Given a whole super-packet (netlink backend: up
+                    # to 64 KB, 17 ms at 30 Mbit/s) it held the data level up and the guest's one
+                    # window waited on it: 30+100 Mbit/s upload 0.96 of Linux MPTCP, 1.01 split
+                    # (the NetfilterQueue backend, whose packets come segmented, 0.99)
+                    n = _slow_share(mp, k, e_all - start_d, _seg_max(mp.paths[k], conv._mss_limit[pkt.version] - 12))
+                    if n < e_all - start_d:
+                        e = start_d + n
+                        if shared < 0:
+                            counters[Counter.SlowPathShare] += 1
+                        shared = k
+                        q = mp.paths[k]
+                        if q.cap:  # (pick took tokens for all of them: back what it does not take)
+                            q.tokens += e_all - e
             if k < 0:
                 counters[Counter.RunMapDrop] += 1
                 return [Drop("no live subflow")]
