@@ -579,9 +579,11 @@ class Sim:
             self.up_rcv += 1
 
     def note_delivered(self, buf, pkt):
-        """A server segment reaches the converter: its subflow bytes are the converter's."""
+        """A server segment reaches the converter: its subflow bytes are the converter's (on the
+        latest subflow of its endpoint, as sub_of: a rejoin may take an earlier join's port;
+        the first one's got them, a random run's flaky 'acked 201 but got only up to 1')."""
         s = self.subs[0] if pkt.dst == self.p.g_bytes else next(
-            (t for t in self.subs if t.local == pkt.dst and t.lport == pkt.dport), None)
+            (t for t in reversed(self.subs) if t.local == pkt.dst and t.lport == pkt.dport), None)
         if s is None:
             return
         if not pkt.flags & SYN:
