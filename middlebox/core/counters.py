@@ -185,6 +185,7 @@ class Counter(IntEnum):
     GuestProbeFwd = 161  # the guest's window probes and keepalives (pure, before what the server data-acked) sent on as probes (snd_una - 1)
     ProbeAnswerFwd = 162  # the server's answers to those probes passed to the guest although they moved nothing
     SlowPathShare = 163  # guest segments whose new bytes were split: a subflow under half the best rate took only its share (_slow_share)
+    HeadIntoHole = 164  # guest resends of the data-level head placed in the subflow hole it waited behind (_head_hole): the guest would not resend that hole before the head is acked
 
 
 def new_counters() -> dict:

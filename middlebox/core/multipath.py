@@ -1447,6 +1447,62 @@ def _runs_trim(mp) -> None:
         del runs[:n]
 
 
+def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -> tuple:
+    """The guest resends the data-level head (DSN `d`, `avail` bytes of it in this segment)
+    and its home is subflow p at relative seq `sd`, behind a hole at p's snd_una whose bytes
+    lie beyond the segment (`end`). The server's TCP cannot pass the hole to take the head,
+    and the guest (its cwnd at one segment after an RTO, grown only by acks of new data)
+    resends nothing beyond the head until the head is acked: the upload stalled for good.
+    The head reinjected on the only live join behind that join's own loss, after the other
+    uplink went down; the model's reproducer, whose resends stopped short of the hole.
+    (n, dsn of the hole, a closed path) when the head's first n bytes go into the hole
+    as a new mapping: the server never took those subflow bytes (its cumulative ACK stops
+    at them, and n stops at the first SACK block), so whichever copy reaches it first is
+    taken whole and consistent, and Linux drops the other as a TCP duplicate or reads it on
+    from its ACK under the mapping it carries (validate_mapping: a mapping may start before
+    the bytes read). The hole's own DSNs then get a closed path as home, so that the
+    guest's resend of them is reinjected, and guest_sack never reports them held.
+    Not with DSS checksums (Linux sums a mapping from the bytes read on: one whose start
+    the other copy took fails, DataCsumErr), nor inside a mapping over several segments
+    (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0, -1):
+    nothing to do."""
+    h0 = p.snd_una
+    if flow.checksum or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
+        return (0, 0, -1)
+    if p.index == 0:
+        if p.state not in ALIVE:
+            return (0, 0, -1)
+    elif p.state is not SS.ESTABLISHED:
+        return (0, 0, -1)
+    if len(mp.runs) + 4 > MAX_RUNS:
+        return (0, 0, -1)
+    home = -1
+    for q in mp.paths:
+        if q.state is SS.CLOSED:
+            home = q.index
+            break
+    if home < 0:
+        return (0, 0, -1)
+    idx = p.index
+    for r0, r1, ridx, s0, m in mp.runs:
+        if ridx != idx or not (s0 <= h0 < s0 + (r1 - r0)):
+            continue
+        dh = r0 + (h0 - s0)
+        if m is not None or dh <= mp.data_ack or dh < end:
+            return (0, 0, -1)
+        h1 = s0 + (r1 - r0)
+        if sd < h1:
+            h1 = sd
+        sack = _lost_shown(p)
+        if h0 < sack < h1:
+            h1 = sack
+        n = h1 - h0
+        if avail < n:
+            n = avail
+        return (n, dh, home)
+    return (0, 0, -1)
+
+
 def _holder(mp) -> int:
     """The path holding the byte at DATA_ACK, or -1."""
     pieces = _runs_pieces(mp, mp.data_ack, mp.data_ack + 1)
@@ -1588,6 +1644,20 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     counters[Counter.GuestRetransMapped] += 1
                     if p.rtt_ssn and ss < p.rtt_ssn:
                         p.rtt_ssn = 0  # Karn
+                    da = mp.data_ack
+                    if a <= da < b and not fin:
+                        n, dh, home = _head_hole(flow, mp, p, da, ss + (da - a), b - da, e, now)
+                        if n:  # the head into the hole it waited behind (_head_hole)
+                            h0 = p.snd_una
+                            _runs_move(mp, dh, dh + n, home, mp.paths[home].snd_nxt)
+                            _runs_move(mp, da, da + n, idx, h0)
+                            if p.rtt_ssn and h0 < p.rtt_ssn:
+                                p.rtt_ssn = 0
+                            counters[Counter.HeadIntoHole] += 1
+                            pieces.append((da, da + n, idx, h0, None))
+                            if da + n < b:
+                                pieces.append((da + n, b, idx, ss + (da + n - a), m))
+                            continue
                 pieces.append((a, b, idx, ss, m))
         e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)
         shared = -1  # the subflow that took a share of these bytes (then the rest goes on

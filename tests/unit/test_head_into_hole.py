@@ -1,0 +1,113 @@
+"""The guest's resend of the data-level head, when the head waits on its only home behind a
+subflow hole whose bytes the guest will not resend before the head is acked, goes into that
+hole as a new mapping (multipath._head_hole); the hole's own bytes get a closed path as home.
+Found as a deadlock by the hypothesis model (test_multipath_model.py::
+test_head_reinjected_behind_a_hole_beyond_the_guests_resends_does_not_stall); here each guard
+on its own, on a hand-made state:
+
+    DSN   6..206   (the head, reinjected after subflow 1 closed)  join 2, ssn 2841..3041
+    DSN 206..3046                                                 join 2, ssn    1..2841
+
+join 2's snd_una is 1 (ssn 1.. lost, the server shows it by duplicate ACKs), subflow 1 closed.
+"""
+
+from __future__ import annotations
+
+from middlebox.core import Direction, Drop
+from middlebox.core import multipath as MP
+from middlebox.core.table import SubflowState as SS
+
+from tests.unit.test_checksum_segment_maps import _maps
+from tests.unit.test_subflow_table import MPair
+
+
+def _state():
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    for q in mp.paths:
+        assert q.snd_nxt == q.snd_una
+    sf1, j1, j2 = mp.paths
+    sf1.state = SS.CLOSED
+    j1.state = SS.CLOSED
+    mp.runs = [[6, 206, 2, 2841, None], [206, 3046, 2, 1, None]]
+    mp.snd_nxt = 3046
+    j2.snd_una, j2.snd_nxt = 1, 3041
+    j2.dups = 2  # the server's duplicate ACKs at snd_una: its loss shown
+    assert mp.data_ack == 6
+    return p, mp, j2
+
+
+def _hole(p, mp, j2, end=206, avail=200):
+    return MP._head_hole(p.flow, mp, j2, 6, 2841, avail, end, p.now)
+
+
+def test_the_head_goes_into_the_hole_and_the_holes_bytes_to_a_closed_path():
+    p, mp, j2 = _state()
+    assert _hole(p, mp, j2) == (200, 206, 0)
+    # end to end: the guest resends the head (its RTO)
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    body = bytes(range(200))
+    acts = p.conv.handle(p.g_data(body, seq=s0), Direction.OUT, p.now)
+    assert isinstance(acts[0], Drop) and p.count("HeadIntoHole") == 1
+    ((pkt, payload, dss),) = _maps(p, acts[1:])
+    assert payload == body
+    assert (dss.subflow_seq, dss.data_len) == (1, 200)  # at the hole: the join's snd_una
+    assert (dss.data_seq - p.flow.local_idsn) & MP.M64 == 6  # a new mapping of the head
+    assert (pkt.seq - j2.local_isn) & 0xFFFFFFFF == 1
+    # the run map: the head at ssn 1, the hole's DSNs homed on a closed path, the rest kept
+    assert mp.runs[0][:4] == [6, 206, 2, 1]
+    assert mp.runs[1][:3] == [206, 406, 0] and mp.paths[0].state is SS.CLOSED
+    assert mp.runs[2][:4] == [406, 3046, 2, 201]
+    # once the server acks the fill, the guest is never told it holds the hole's DSNs
+    j2.snd_una, j2.dups = 201, 0
+    assert all(not (206 <= (a - p.flow.guest_isn) & 0xFFFFFFFF < 406)
+               for a, _ in MP.guest_sack(p.flow, mp, 4, p.now))
+
+
+def test_the_fill_stops_at_the_servers_first_sack_block():
+    p, mp, j2 = _state()
+    j2.sacked = ((101, 2841),)
+    assert _hole(p, mp, j2) == (100, 206, 0)
+
+
+def test_no_fill_when_the_guest_resends_the_holes_bytes_with_the_head():
+    p, mp, j2 = _state()
+    assert _hole(p, mp, j2, end=406, avail=200)[0] == 0  # (the segment reaches DSN 206: the hole)
+
+
+def test_no_fill_with_dss_checksums():
+    """Linux sums a mapping from the bytes it reads on: a copy whose start the other took
+    would fail its checksum (DataCsumErr)."""
+    p, mp, j2 = _state()
+    p.flow.checksum = True
+    assert _hole(p, mp, j2)[0] == 0
+
+
+def test_no_fill_without_a_closed_path_to_home_the_holes_bytes():
+    p, mp, j2 = _state()
+    mp.paths[0].state = mp.paths[1].state = SS.ESTABLISHED
+    assert _hole(p, mp, j2)[0] == 0
+
+
+def test_no_fill_inside_a_mapping_over_several_segments():
+    p, mp, j2 = _state()
+    mp.runs[1][4] = (206, 1, 2840, None, False)
+    assert _hole(p, mp, j2)[0] == 0
+
+
+def test_no_fill_while_the_hole_is_not_known_lost():
+    p, mp, j2 = _state()
+    j2.dups = 0
+    j2.progress_at = p.now  # (and not overdue either)
+    assert _hole(p, mp, j2)[0] == 0
+
+
+def test_no_fill_when_the_hole_is_data_acked():
+    """The server has those bytes from another subflow: the zero filler's case
+    (_fill_acked_hole), not this one."""
+    p, mp, j2 = _state()
+    mp.data_ack = 250  # (DSN 206.. came on another subflow; the head, 250, is at ssn 45)
+    assert MP._head_hole(p.flow, mp, j2, 250, 45, 50, 300, p.now)[0] == 0
