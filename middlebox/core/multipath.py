@@ -1734,8 +1734,16 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             pieces.append((a, e, k, s0 + (a - start_d), mp.runs[-1] if whole else None))
         e = e_all
         if not pieces and skipped:
+            if e <= mp.data_ack:
+                # all of it data-acked too: the guest resends because our ACK of it was lost,
+                # and nothing else may come to tell it (every subflow acked all: the upload
+                # stalled for good with the guest's RTOs, a model run). Tell it again, as a TCP
+                # receiver answers an old segment
+                counters[Counter.GuestAckAgain] += 1
+                return [Drop("guest bytes resent that the server has acknowledged"), Inject(_guest_ack(flow, mp))]
             return [Drop("guest bytes resent that their subflow has acknowledged")]
         if not pieces:  # all of it data-acked already: tell the guest again
+            counters[Counter.GuestAckAgain] += 1
             return [Drop("guest bytes the server has acknowledged"), Inject(_guest_ack(flow, mp))]
     fin_d = e  # the DATA_FIN's relative DSN
     actions = [None]
