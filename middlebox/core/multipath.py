@@ -96,6 +96,7 @@ TCP_HLEN = 20
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
 #                 at most with 3 subflows (measured with tracemalloc; the issue's budget: 32 KiB)
 RUNS_SPARE = 16  # runs left when super-packets stop getting whole-mapping runs of their own (send)
+MAX_UNSURE = 8  # DSN ranges per flow whose subflow bytes the server may hold under another DSN (_head_hole)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
@@ -268,7 +269,7 @@ class MpConn:
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
-                 "plan_look", "plan_short", "sack_told",
+                 "plan_look", "plan_short", "sack_told", "unsure",
                  "rtx_bytes", "held", "counters")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
@@ -308,6 +309,8 @@ class MpConn:
         self.plan_look = now
         self.plan_short = 0.0  # since when the flow is short of its target (policy.shortfall)
         self.sack_told = ()  # the data-level SACK blocks _sack_news last saw
+        self.unsure = []  # [d0, d1): DSNs whose subflow bytes the server may hold under another
+        #                   DSN (_head_hole): guest_sack names nothing from there on
         self.rtx_bytes = 0  # payload kept for repair on this flow's extra subflows
         self.held = [0]  # the converter's tally of it, all flows (set at start: repair_held)
         self.counters = None  # the converter's counters (set at start), for helpers without conv
@@ -1084,11 +1087,18 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
     paths = mp.paths
     blocks = []
     cur_a = cur_b = -1
+    lim = M64  # nothing from DSNs the server may not hold although their subflow acked them on
+    for u0, u1 in mp.unsure:
+        if u1 > da:
+            lim = u0 if u0 > da else da
+            break
     for r0, r1, idx, s0, m in runs:
         if r1 <= da:
             continue
+        if r0 >= lim:
+            break
         p = paths[idx]
-        n = r1 - r0
+        n = (r1 if r1 < lim else lim) - r0
         una = p.snd_una - s0
         # the run's bytes its subflow has: below its cumulative ACK, then in its SACK blocks
         # (ascending, all above snd_una), as offsets into the run
@@ -1455,41 +1465,45 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     resends nothing beyond the head until the head is acked: the upload stalled for good.
     The head reinjected on the only live join behind that join's own loss, after the other
     uplink went down; the model's reproducer, whose resends stopped short of the hole.
-    (n, dsn of the hole, a closed path) when the head's first n bytes go into the hole
-    as a new mapping: the server never took those subflow bytes (its cumulative ACK stops
-    at them, and n stops at the first SACK block), so whichever copy reaches it first is
-    taken whole and consistent, and Linux drops the other as a TCP duplicate or reads it on
-    from its ACK under the mapping it carries (validate_mapping: a mapping may start before
-    the bytes read). The hole's own DSNs then get a closed path as home, so that the
-    guest's resend of them is reinjected, and guest_sack never reports them held.
-    Not with DSS checksums (Linux sums a mapping from the bytes read on: one whose start
+    (n, dsn of the hole) when the head's first n bytes go into the hole as a new mapping and
+    the hole's first n DSNs take the head's old subflow seqs [sd, sd + n) (send swaps the two
+    homes). The server never took the hole's subflow bytes (its cumulative ACK stops at
+    them, and n stops at the first SACK block), so whichever copy reaches it first is taken
+    and consistent: Linux drops the other as a TCP duplicate or reads it on from its ACK
+    under the mapping it carries (validate_mapping: a mapping may start before the bytes
+    read). Whatever the server got, no subflow seq is left without a run: the guest's resend
+    of the hole's DSNs fills [sd, sd + n) if the head's old copy was lost; if that copy
+    arrived, the resend is a duplicate and the DSNs, acked there on the subflow and not
+    delivered, are reinjected once they are the head (send's `lost`); if the hole's original
+    won, the head is reinjected so too, and [sd, sd + n), its DSNs data-acked, is filled
+    with zeros (_fill_acked_hole). (With the hole's DSNs homed anywhere else, [sd, sd + n)
+    belonged to no run: the head's old copy lost there, the subflow stalled for good; the
+    review's schedules.) Those DSNs go on mp.unsure: acked on the subflow, they may not be
+    held, so guest_sack names nothing from them on until they are data-acked.
+    Not with DSS checksums (Linux sums a mapping from the bytes it reads on: one whose start
     the other copy took fails, DataCsumErr), nor inside a mapping over several segments
-    (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0, -1):
+    (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0):
     nothing to do."""
     h0 = p.snd_una
     if flow.checksum or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
-        return (0, 0, -1)
+        return (0, 0)
     if p.index == 0:
         if p.state not in ALIVE:
-            return (0, 0, -1)
+            return (0, 0)
     elif p.state is not SS.ESTABLISHED:
-        return (0, 0, -1)
-    if len(mp.runs) + 4 > MAX_RUNS:
-        return (0, 0, -1)
-    home = -1
-    for q in mp.paths:
-        if q.state is SS.CLOSED:
-            home = q.index
-            break
-    if home < 0:
-        return (0, 0, -1)
+        return (0, 0)
+    da = mp.data_ack
+    if mp.unsure and mp.unsure[0][1] <= da:
+        mp.unsure = [u for u in mp.unsure if u[1] > da]
+    if len(mp.runs) + 4 > MAX_RUNS or len(mp.unsure) >= MAX_UNSURE:
+        return (0, 0)
     idx = p.index
     for r0, r1, ridx, s0, m in mp.runs:
         if ridx != idx or not (s0 <= h0 < s0 + (r1 - r0)):
             continue
         dh = r0 + (h0 - s0)
-        if m is not None or dh <= mp.data_ack or dh < end:
-            return (0, 0, -1)
+        if m is not None or dh <= da or dh < end:
+            return (0, 0)
         h1 = s0 + (r1 - r0)
         if sd < h1:
             h1 = sd
@@ -1499,8 +1513,8 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         n = h1 - h0
         if avail < n:
             n = avail
-        return (n, dh, home)
-    return (0, 0, -1)
+        return (n, dh)
+    return (0, 0)
 
 
 def _holder(mp) -> int:
@@ -1646,11 +1660,14 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                         p.rtt_ssn = 0  # Karn
                     da = mp.data_ack
                     if a <= da < b and not fin:
-                        n, dh, home = _head_hole(flow, mp, p, da, ss + (da - a), b - da, e, now)
-                        if n:  # the head into the hole it waited behind (_head_hole)
+                        sd = ss + (da - a)
+                        n, dh = _head_hole(flow, mp, p, da, sd, b - da, e, now)
+                        if n:  # the head into the hole it waited behind, the hole's DSNs to its place
                             h0 = p.snd_una
-                            _runs_move(mp, dh, dh + n, home, mp.paths[home].snd_nxt)
+                            _runs_move(mp, dh, dh + n, idx, sd)
                             _runs_move(mp, da, da + n, idx, h0)
+                            mp.unsure.append([dh, dh + n])
+                            mp.unsure.sort()
                             if p.rtt_ssn and h0 < p.rtt_ssn:
                                 p.rtt_ssn = 0
                             counters[Counter.HeadIntoHole] += 1
