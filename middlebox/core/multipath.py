@@ -2318,7 +2318,45 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
     name, nxt = entry
     actions = _HANDLERS[name](conv, flow, p, pkt, data, ctx, now)
     p.state = nxt
+    if nxt is SS.CLOSED and not flow.fastclosed and flow.mp is not None:
+        actions.extend(_revive(conv, flow, flow.mp, now))
     return actions
+
+
+def _revive(conv, flow, mp, now: float) -> list:
+    """The flow's last subflow closed (none alive or opening): join again over every uplink
+    that is up. Rejoins came only when an uplink came back, so a flow whose subflows died
+    of silence while their uplinks stayed up (a network that held everything for 2 s: the
+    busy subflows stale and dead beside an idle join, whose uplink then went down) had none
+    for good, and the guest's bytes were dropped ("no live subflow") until it gave up (a
+    random model run). When no join can ever come (MAX_PATHS used up, or none could be
+    opened though every uplink is up) the guest is reset, visibly, instead of left to hang
+    (NoSubflowReset; the server has no subflow left to hear of it); with an uplink down, its
+    return rejoins (uplink_event)."""
+    if any(q.state is not SS.CLOSED for q in mp.paths):
+        return []
+    if flow.inbound or flow.state is not _ESTABLISHED:
+        return []  # (inbound: the peer opens the subflows, issue 9)
+    acts = []
+    limit = _limit(conv, flow)
+    for up in () if flow.no_initial_join else conv.config.uplinks:
+        if len(mp.paths) >= MAX_PATHS or len(acts) >= limit:
+            break
+        if conv.uplink_up.get(up.name, up.up):
+            conv.counters[Counter.MPJoinRejoin] += 1
+            acts.extend(_open_join(conv, flow, mp, up, now))
+    for entry in flow.peer_addrs or ():
+        if len(mp.paths) >= MAX_PATHS:
+            break
+        acts.extend(_join_peer(conv, flow, mp, entry, now))
+    if acts:
+        return acts
+    if len(mp.paths) < MAX_PATHS and not all(conv.uplink_up.get(u.name, u.up) for u in conv.config.uplinks):
+        return []  # an uplink is down: its return rejoins
+    conv.counters[Counter.NoSubflowReset] += 1
+    acts = _guest_rsts(flow, mp)
+    _close_all(conv, flow, mp)
+    return acts
 
 
 def _classify(flow, p, pkt, data: bytes) -> tuple:
