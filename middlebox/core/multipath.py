@@ -2335,7 +2335,7 @@ def _revive(conv, flow, mp, now: float) -> list:
     return rejoins (uplink_event)."""
     if any(q.state is not SS.CLOSED for q in mp.paths):
         return []
-    if flow.inbound or flow.state is not _ESTABLISHED:
+    if flow.inbound or flow.state is not _ESTABLISHED or (flow.local_fin and flow.remote_fin):
         return []  # (inbound: the peer opens the subflows, issue 9)
     acts = []
     limit = _limit(conv, flow)
@@ -2353,6 +2353,8 @@ def _revive(conv, flow, mp, now: float) -> list:
         return acts
     if len(mp.paths) < MAX_PATHS and not all(conv.uplink_up.get(u.name, u.up) for u in conv.config.uplinks):
         return []  # an uplink is down: its return rejoins
+    if flow.local_fin or flow.remote_fin:
+        return []  # (a side closing: subflows the server ends may be its close, never reset for it)
     conv.counters[Counter.NoSubflowReset] += 1
     acts = _guest_rsts(flow, mp)
     _close_all(conv, flow, mp)
