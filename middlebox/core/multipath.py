@@ -96,7 +96,7 @@ TCP_HLEN = 20
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
 #                 at most with 3 subflows (measured with tracemalloc; the issue's budget: 32 KiB)
 RUNS_SPARE = 16  # runs left when super-packets stop getting whole-mapping runs of their own (send)
-MAX_UNSURE = 8  # DSN ranges per flow whose subflow bytes the server may hold under another DSN (_head_hole)
+MAX_UNSURE = 8  # DSN ranges per flow whose subflow bytes the server may hold under another DSN (_unsure_add)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
@@ -1493,9 +1493,7 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     elif p.state is not SS.ESTABLISHED:
         return (0, 0)
     da = mp.data_ack
-    if mp.unsure and mp.unsure[0][1] <= da:
-        mp.unsure = [u for u in mp.unsure if u[1] > da]
-    if len(mp.runs) + 4 > MAX_RUNS or len(mp.unsure) >= MAX_UNSURE:
+    if len(mp.runs) + 4 > MAX_RUNS:
         return (0, 0)
     idx = p.index
     for r0, r1, ridx, s0, m in mp.runs:
@@ -1513,8 +1511,38 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         n = h1 - h0
         if avail < n:
             n = avail
+        if dh + n >= mp.snd_nxt:
+            # never up to the end of what the guest sent: its FIN would ride on those DSNs,
+            # and a resend of bytes with the FIN is never taken for lost (send), so the
+            # copy at [sd, sd + n) the server has as the head's went on as a duplicate, the
+            # DATA_FIN with it (review of a34025a)
+            n = mp.snd_nxt - 1 - dh
+            if n <= 0:
+                return (0, 0)
         return (n, dh)
     return (0, 0)
+
+
+def _unsure_add(mp, a: int, b: int) -> None:
+    """[a, b) on mp.unsure: merged with the ranges it touches, the ones the data level passed
+    dropped; beyond MAX_UNSURE the list becomes its hull (guest_sack only looks at the lowest
+    start above the DATA_ACK). Refused when full, a chain of heads into one long hole (one
+    guest segment a time) stopped at the ninth and the deadlock was back (review of
+    a34025a)."""
+    da = mp.data_ack
+    out = []
+    for u in mp.unsure:
+        if u[1] <= da:
+            continue
+        if u[1] < a or u[0] > b:
+            out.append(u)
+        else:
+            a, b = min(a, u[0]), max(b, u[1])
+    out.append([a, b])
+    out.sort()
+    if len(out) > MAX_UNSURE:
+        out = [[out[0][0], max(u[1] for u in out)]]
+    mp.unsure = out
 
 
 def _holder(mp) -> int:
@@ -1666,8 +1694,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             h0 = p.snd_una
                             _runs_move(mp, dh, dh + n, idx, sd)
                             _runs_move(mp, da, da + n, idx, h0)
-                            mp.unsure.append([dh, dh + n])
-                            mp.unsure.sort()
+                            _unsure_add(mp, dh, dh + n)
                             if p.rtt_ssn and h0 < p.rtt_ssn:
                                 p.rtt_ssn = 0
                             counters[Counter.HeadIntoHole] += 1

@@ -90,12 +90,33 @@ def test_not_with_dss_checksums():
     assert _hole(p, mp, j2)[0] == 0
 
 
-def test_not_when_the_flow_has_too_many_unsure_ranges():
+def test_unsure_ranges_merge_and_never_refuse_a_head():
+    """A chain of heads into one long hole adds adjacent ranges: merged (refused at the ninth,
+    the deadlock was back: review of a34025a); beyond MAX_UNSURE, the hull."""
     p, mp, j2 = _state()
-    mp.unsure = [[5000 + 10 * i, 5005 + 10 * i] for i in range(MP.MAX_UNSURE)]
+    for i in range(12):
+        MP._unsure_add(mp, 1000 + 100 * i, 1100 + 100 * i)
+    assert mp.unsure == [[1000, 2200]]
+    added = [(1000, 2200)]
+    for i in range(3 * MP.MAX_UNSURE):
+        MP._unsure_add(mp, 3000 + 100 * i, 3050 + 100 * i)  # (apart)
+        added.append((3000 + 100 * i, 3050 + 100 * i))
+        assert len(mp.unsure) <= MP.MAX_UNSURE and mp.unsure[0][0] == 1000
+        assert all(any(u[0] <= a and b <= u[1] for u in mp.unsure) for a, b in added)
+    mp.data_ack = 6000
+    MP._unsure_add(mp, 6000, 6100)  # (the ones the data level passed go)
+    assert mp.unsure == [[6000, 6100]]
+
+
+def test_the_holes_dsns_moved_never_reach_the_end_of_what_the_guest_sent():
+    """Its FIN would ride on them, and a resend with the FIN is never taken for lost: the
+    DATA_FIN went on as a duplicate at the head's old seqs (review of a34025a)."""
+    p, mp, j2 = _state()
+    mp.runs[1][1] = mp.snd_nxt = 306  # (the hole's run ends the stream: DSN 206..306)
+    j2.snd_nxt = 3041
+    assert _hole(p, mp, j2) == (99, 206)
+    mp.runs[1][1] = mp.snd_nxt = 207
     assert _hole(p, mp, j2)[0] == 0
-    mp.unsure[0] = [1, 6]  # (one the data level passed goes)
-    assert _hole(p, mp, j2)[0] == 200 and len(mp.unsure) == MP.MAX_UNSURE - 1
 
 
 def test_not_when_the_run_map_has_no_room_for_the_swap():

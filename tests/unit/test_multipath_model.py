@@ -1205,7 +1205,7 @@ def test_head_into_the_hole_with_its_old_copy_lost_too_does_not_stall():
     sim = _LoseOnce(2, BIG_STREAM, b"")
     sim.lose = 2841
     run(sim, _HEAD_BEHIND_A_HOLE + [(DROP, 1, 1), (LINK_DOWN, 0, 0), (TICK, 52, 0)])
-    assert sim.conv.counters[Counter.HeadIntoHole]
+    assert sim.conv.counters[Counter.HeadIntoHole] and sim.lose == -1
 
 
 # The "hole" is a late segment, not a lost one: it reaches the server after the head went into
@@ -1218,19 +1218,25 @@ def test_head_into_a_hole_whose_late_original_wins_does_not_stall():
     apply(sim, _HEAD_BEHIND_A_HOLE)
     late = sim.q["c2s"].pop(1)  # (where DROP, 1, 1 loses it)
     apply(sim, [(LINK_DOWN, 0, 0), (TICK, 52, 0)])
-    for _ in range(40):  # a lossless network until the head went into the hole
+    fired = False
+    for _ in range(40):  # a lossless network until the guest's resend of the head went into the hole
         for leg in LEGS:
-            while sim.q[leg]:
+            while sim.q[leg] and not fired:
                 sim.deliver(leg, 0)
+                fired = bool(sim.conv.counters[Counter.HeadIntoHole])
+        if fired:
+            break
         while sim.guest_send():
             pass
-        if sim.conv.counters[Counter.HeadIntoHole]:
-            break
         sim.tick(0.25)
         sim.guest_timer()
         sim.server_timer()
-    assert sim.conv.counters[Counter.HeadIntoHole]
-    sim.q["c2s"].insert(0, late)
+    assert fired and sim.lose == -1  # (and the head's old copy was lost)
+    j2 = sim.subs[2]
+    at = j2.rcv_nxt
+    sim.q["c2s"].insert(0, late)  # the late original reaches the server first: it wins the hole
+    sim.deliver("c2s", 0)
+    assert j2.rcv_nxt > at
     run(sim, [])
 
 
@@ -1259,3 +1265,33 @@ def test_subflows_dead_of_silence_beside_an_idle_join_rejoin():
     run(sim, [(G_SEND, 0, 0)] * 14 + [(DELIVER, 0, 0), (TICK, 213, 0), (DELIVER, 0, 0), (TICK, 33, 0),
                                        (TICK, 124, 0), (LINK_DOWN, 1, 0)])
     assert sim.conv.counters[Counter.MPJoinRejoin] and not sim.conv.counters[Counter.NoSubflowReset]
+
+
+# A chain of heads into one long hole (review of a34025a): 10 guest segments in flight on
+# subflow 1 when its uplink dies, the next 12 on up2's join, whose first 10 are lost; the guest
+# resends two segments at a time. Each head goes into the join's hole and adds an adjacent
+# unsure range: refused at the ninth (MAX_UNSURE), the head went back behind the hole and the
+# upload stalled for good. Adjacent ranges merge now, and a full list becomes its hull.
+def test_a_chain_of_heads_into_one_long_hole_does_not_stall(monkeypatch):
+    forced = [None]
+    pick = MP.pick
+    monkeypatch.setattr(MP, "pick", lambda mp, n, c, now=0.0: pick(mp, n, c, now) if forced[0] is None else forced[0])
+    sim = Sim(2, BIG_STREAM, b"")
+    for k, n in ((0, 10), (2, 12)):
+        forced[0] = k
+        for _ in range(n):
+            sim.guest_send(limit=40 * MSS)
+        while sim.q["g2c"]:
+            sim.deliver("g2c", 0)
+        if k == 0:
+            sim.q["c2s"].clear()  # (in flight on up1 when it goes down)
+    forced[0] = None
+    del sim.q["c2s"][:10]  # the join's first 10 segments lost
+    for leg in ("c2s", "s2c"):
+        while sim.q[leg]:
+            sim.deliver(leg, 0)
+    sim.q["c2g"].clear()
+    apply(sim, [(LINK_DOWN, 0, 0), (TICK, 52, 0)])
+    sim.guest_send = lambda limit=0: Sim.guest_send(sim, 2 * MSS)
+    run(sim, [])
+    assert sim.conv.counters[Counter.HeadIntoHole] >= MP.MAX_UNSURE + 1
