@@ -2270,9 +2270,14 @@ def sf1_rst(conv, flow, pkt) -> list | None:
     """A RST on subflow 1 while other subflows live: the subflow is gone, the connection is
     not (RFC 8684 §3.6); its data goes elsewhere. None when no other subflow lives."""
     mp = flow.mp
-    if _best_live(mp) <= 0:
-        return None
     p0 = mp.paths[0]
+    if _best_live(mp) <= 0 and not (p0.state is SS.CLOSED and any(
+            q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED for q in mp.paths)):
+        # (subflow 1 already ours to forget, joins opening after the last one closed
+        # (_revive): Linux answers our REMOVE_ADDR 0 with this RST; it is no end of the
+        # connection, and reaching the guest it ended the flow the joins would carry
+        # (review of b5d97cb))
+        return None
     if p0.state is not SS.CLOSED:
         acts = _event(conv, flow, p0, SI.RST, flow.last)
     else:
@@ -2343,48 +2348,45 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
         conv.counters[Counter.JoinViolation] += 1
         return [Drop("subflow state violation")] if pkt is not None else []
     name, nxt = entry
+    was = p.state
     actions = _HANDLERS[name](conv, flow, p, pkt, data, ctx, now)
     p.state = nxt
-    if nxt is SS.CLOSED and not flow.fastclosed and flow.mp is not None:
+    if nxt is SS.CLOSED and was in ALIVE and not flow.fastclosed and flow.mp is not None:
         actions.extend(_revive(conv, flow, flow.mp, now))
     return actions
 
 
 def _revive(conv, flow, mp, now: float) -> list:
-    """The flow's last subflow closed (none alive or opening): join again over every uplink
-    that is up. Rejoins came only when an uplink came back, so a flow whose subflows died
-    of silence while their uplinks stayed up (a network that held everything for 2 s: the
-    busy subflows stale and dead beside an idle join, whose uplink then went down) had none
-    for good, and the guest's bytes were dropped ("no live subflow") until it gave up (a
-    random model run). When no join can ever come (MAX_PATHS used up, or none could be
-    opened though every uplink is up) the guest is reset, visibly, instead of left to hang
-    (NoSubflowReset; the server has no subflow left to hear of it); with an uplink down, its
-    return rejoins (uplink_event)."""
-    if any(q.state is not SS.CLOSED for q in mp.paths):
+    """A subflow that carried the flow closed, and none is left alive or opening: join again
+    over every uplink that is up (and to the server's announced addresses), within the
+    subflow limit and MAX_PATHS. Rejoins came only when an uplink came back, so a flow whose
+    subflows died while their uplinks stayed up (subflow 1 and a join stale and dead beside
+    an idle join, whose uplink then went down; the server's RST) had none for good, and the
+    guest's bytes were dropped ("no live subflow") until it gave up (a random model run).
+    Only after an alive subflow closed, never after a join that failed to open: one that
+    fails at once (the server's RST, a middlebox stripping MP_JOIN) re-opened itself in a
+    loop until MAX_PATHS was used up, and the uplink that came back could no longer rejoin
+    (review of b5d97cb). Not after the server's DATA_FIN (Linux refuses joins then), nor for
+    inbound flows (the peer opens the subflows, issue 9)."""
+    if flow.inbound or flow.state is not _ESTABLISHED or flow.remote_fin:
         return []
-    if flow.inbound or flow.state is not _ESTABLISHED or (flow.local_fin and flow.remote_fin):
-        return []  # (inbound: the peer opens the subflows, issue 9)
+    for q in mp.paths:
+        if q.state in ALIVE or q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED:
+            return []
     acts = []
     limit = _limit(conv, flow)
     for up in () if flow.no_initial_join else conv.config.uplinks:
         if len(mp.paths) >= MAX_PATHS or len(acts) >= limit:
             break
         if conv.uplink_up.get(up.name, up.up):
-            conv.counters[Counter.MPJoinRejoin] += 1
-            acts.extend(_open_join(conv, flow, mp, up, now))
+            syn = _open_join(conv, flow, mp, up, now)
+            if syn:
+                conv.counters[Counter.MPJoinRejoin] += 1
+                acts.extend(syn)
     for entry in flow.peer_addrs or ():
         if len(mp.paths) >= MAX_PATHS:
             break
         acts.extend(_join_peer(conv, flow, mp, entry, now))
-    if acts:
-        return acts
-    if len(mp.paths) < MAX_PATHS and not all(conv.uplink_up.get(u.name, u.up) for u in conv.config.uplinks):
-        return []  # an uplink is down: its return rejoins
-    if flow.local_fin or flow.remote_fin:
-        return []  # (a side closing: subflows the server ends may be its close, never reset for it)
-    conv.counters[Counter.NoSubflowReset] += 1
-    acts = _guest_rsts(flow, mp)
-    _close_all(conv, flow, mp)
     return acts
 
 

@@ -1,28 +1,38 @@
-"""A multipath flow whose last subflow closes joins again over every uplink that is up
-(multipath._revive), or, when no join can ever come, resets the guest visibly: before, only
-an uplink coming back brought a rejoin, and a flow whose subflows died while their uplinks
-stayed up kept none for good, the guest's bytes dropped ("no live subflow") until it gave
-up (a random run of the hypothesis model: test_multipath_model.py::
-test_subflows_dead_of_silence_beside_an_idle_join_rejoin)."""
+"""A multipath flow whose last alive subflow closes joins again over every uplink that is up
+(multipath._revive): before, only an uplink coming back brought a rejoin, and a flow whose
+subflows died while their uplinks stayed up kept none for good, the guest's bytes dropped
+("no live subflow") until it gave up (a random run of the hypothesis model:
+test_multipath_model.py::test_subflows_dead_of_silence_beside_an_idle_join_rejoin).
+Never after a join that failed to open, nor after the server's DATA_FIN (review of b5d97cb)."""
 
 from __future__ import annotations
 
 from middlebox.core import multipath as MP
+from middlebox.core.table import SubflowInput as SI
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import parse_packet
 
-from tests.unit.test_core_harness import RST
-from tests.unit.test_subflow_table import MPair
+from tests.unit.test_core_harness import ACK, RST
+from tests.unit.test_subflow_table import Join, MPair
 
 
 def _only_the_join_left(n_uplinks=1):
+    """Subflow 1 stale and dead beside up1's join (the others, if any, closed): up1's join is
+    the flow's last alive subflow."""
     p = MPair(n_uplinks)
     p.go_multipath()
     p.join_up(1)
-    p.mp.paths[0].state = SS.CLOSED  # (subflow 1 gone before)
     for upid in range(2, n_uplinks + 1):
         p.path(upid).state = SS.CLOSED
+    conv, flow, mp = p.conv, p.flow, p.mp
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, p.now)
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, p.now + 1)
+    assert mp.paths[0].state is SS.CLOSED and p.path(1).state is SS.ESTABLISHED
     return p
+
+
+def _syn_sources(p, acts):
+    return sorted(parse_packet(a.data).src for a in acts if hasattr(a, "data") and p.label(a.data).startswith("syn@"))
 
 
 def test_the_last_subflow_reset_by_the_server_brings_a_join_over_each_live_uplink():
@@ -30,28 +40,58 @@ def test_the_last_subflow_reset_by_the_server_brings_a_join_over_each_live_uplin
     j = p.joins[1]
     n = len(p.mp.paths)
     acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
-    assert p.path(1) is None or p.mp.paths[1].state is SS.CLOSED
-    syns = [parse_packet(a.data) for a in acts[1:] if p.label(a.data).startswith("syn@")]
-    assert sorted(s.src for s in syns) == sorted(p.addr_of(u) for u in p.cfg.uplinks), p.classify(acts)
-    assert len(p.mp.paths) == n + 2 and p.count("MPJoinRejoin") == 2 and p.count("NoSubflowReset") == 0
+    assert p.mp.paths[1].state is SS.CLOSED
+    assert _syn_sources(p, acts) == sorted(p.addr_of(u) for u in p.cfg.uplinks), p.classify(acts)
+    assert len(p.mp.paths) == n + 2 and p.count("MPJoinRejoin") == 2
 
 
 def test_with_its_uplink_down_the_flow_waits_for_it_to_come_back():
     p = _only_the_join_left(1)
     acts = p.conv.uplink_event("up1", False, p.now)
     assert p.mp.paths[1].state is SS.CLOSED
-    labels = [p.label(a.data) for a in acts if hasattr(a, "data")]
-    assert labels == ["rst+tcprst@1"]  # (the dead join's RST only: no join, no reset of the guest)
-    assert p.count("NoSubflowReset") == 0
+    assert [p.label(a.data) for a in acts] == ["rst+tcprst@1"]  # (the dead join's RST only)
     acts = p.conv.uplink_event("up1", True, p.now)  # (as before: its return rejoins)
-    assert [parse_packet(a.data).src for a in acts] == [p.addr_of(p.cfg.uplinks[0])]
+    assert _syn_sources(p, acts) == [p.addr_of(p.cfg.uplinks[0])]
 
 
-def test_when_no_join_can_ever_come_the_guest_is_reset(monkeypatch):
-    monkeypatch.setattr(MP, "MAX_PATHS", 2)  # (subflow 1 and the join: used up)
+def test_a_join_that_fails_at_once_does_not_reopen_itself():
+    """(Review of b5d97cb: a server refusing joins with a RST, or a middlebox stripping MP_JOIN
+    from its SYN/ACK, had the revived join re-open at once, in a loop, until MAX_PATHS was used
+    up; the uplink that came back then could not rejoin.)"""
+    p = _only_the_join_left(2)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    j = p.joins[1]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    assert len(_syn_sources(p, acts)) == 2
+    n = len(mp.paths)
+    for q in [q for q in mp.paths if q.state is SS.SYN_SENT]:
+        nj = Join(p, MP._join_syn(conv, flow, q))
+        nj.c_isn = q.local_isn
+        acts = p.j_in(p.j_packet(nj, 0, nj.c_isn + 1, RST | ACK))  # refused
+        assert q.state is SS.CLOSED and not _syn_sources(p, acts)
+    assert len(mp.paths) == n < MP.MAX_PATHS
+    acts = conv.uplink_event("up2", True, p.now)  # an uplink event still rejoins
+    assert _syn_sources(p, acts) == [p.addr_of(p.cfg.uplinks[1])]
+
+
+def test_no_join_after_the_servers_data_fin():
+    """Linux refuses joins once its DATA_FIN is out (__mptcp_finish_join)."""
     p = _only_the_join_left(1)
-    acts = p.conv.uplink_event("up1", False, p.now)
-    rsts = [parse_packet(a.data) for a in acts if p.label(a.data).startswith("g_")]
-    assert rsts and all(r.flags & RST for r in rsts), p.classify(acts)
-    assert rsts[0].dst == p.g_bytes
-    assert p.count("NoSubflowReset") == 1 and p.flow.fastclosed
+    p.flow.remote_fin = True
+    j = p.joins[1]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    assert p.mp.paths[1].state is SS.CLOSED and not _syn_sources(p, acts)
+
+
+def test_a_subflow_1_rst_while_the_revived_joins_open_stays_from_the_guest():
+    """Linux answers the REMOVE_ADDR 0 of subflow 1's death with a RST there; arriving while
+    the revived joins are in their handshake it reached the guest and ended the flow they
+    would carry (review of b5d97cb)."""
+    p = _only_the_join_left(1)
+    j = p.joins[1]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    assert _syn_sources(p, acts)
+    acts, got = p.inn(p.s_packet(p.s_nxt, 0, RST))
+    assert got is None and not any(hasattr(a, "data") and parse_packet(a.data).flags & RST
+                                   and parse_packet(a.data).dst == p.g_bytes for a in acts), acts
+    assert p.flow.mp is not None and any(q.state is SS.SYN_SENT for q in p.mp.paths)
