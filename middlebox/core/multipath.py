@@ -1475,8 +1475,9 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     of the hole's DSNs fills [sd, sd + n) if the head's old copy was lost; if that copy
     arrived, the resend is a duplicate and the DSNs, acked there on the subflow and not
     delivered, are reinjected once they are the head (send's `lost`); if the hole's original
-    won, the head is reinjected so too, and [sd, sd + n), its DSNs data-acked, is filled
-    with zeros (_fill_acked_hole). (With the hole's DSNs homed anywhere else, [sd, sd + n)
+    won, the head is reinjected so too, and should its old copy have been lost, the
+    reinjected head waits behind [sd, sd + n) and goes into that hole in turn (or, once its
+    DSNs are data-acked, zeros do: _fill_acked_hole). (With the hole's DSNs homed anywhere else, [sd, sd + n)
     belonged to no run: the head's old copy lost there, the subflow stalled for good; the
     review's schedules.) Those DSNs go on mp.unsure: acked on the subflow, they may not be
     held, so guest_sack names nothing from them on until they are data-acked.
