@@ -10,18 +10,12 @@ from middlebox.core import Direction, Drop, Inject
 from middlebox.wire import parse_packet
 
 from tests.unit.test_core_harness import M32
-from tests.unit.test_subflow_table import MPair
+from tests.unit.test_join_acceptability import _with_bytes_on_the_join
 
 
 def test_a_resend_of_data_acked_bytes_gets_the_ack_again():
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    path = p.mp.paths[1]
-    p.data_on(1, size=1000)
+    p, j, path = _with_bytes_on_the_join(1)
     mp = p.mp
-    j.s_rcv = path.snd_nxt
     p.c_dack = mp.snd_nxt  # the server data-acks all, on the join
     p.j_in(p.j_ack(j))  # (our ACK of it to the guest: lost)
     assert mp.data_ack == mp.snd_nxt and path.snd_una == path.snd_nxt
@@ -35,14 +29,7 @@ def test_a_resend_of_data_acked_bytes_gets_the_ack_again():
 def test_a_resend_of_bytes_acked_on_their_subflow_only_stays_quiet():
     """Above the DATA_ACK (the server's TCP has them, its data level waits for a hole
     elsewhere): nothing new to tell the guest, the copy is dropped as before."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    path = p.mp.paths[1]
-    p.data_on(1, size=1000)
-    j.s_rcv = path.snd_nxt
-    p.j_in(p.j_ack(j))  # subflow-acked, DATA_ACK unmoved
+    p, j, path = _with_bytes_on_the_join(1)  # subflow-acked, DATA_ACK unmoved
     assert p.mp.data_ack < p.mp.snd_nxt
     acts = p.conv.handle(p.g_data(b"R" * 1000, seq=(p.g_nxt - 1000) & M32), Direction.OUT, p.now)
     assert len(acts) == 1 and isinstance(acts[0], Drop)
