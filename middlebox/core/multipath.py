@@ -175,6 +175,10 @@ class Path:
         # size, and the end of the last bytes it was given with room in the window (_admit)
         "cwnd", "ssthresh", "recover", "smss", "adm_end",
         "chal_at",  # when we last answered an unacceptable segment here with an ACK (-1: never)
+        # snd_nxt when a head last went into the hole at snd_una (_head_hole; 0: none), and
+        # the snd_una an ACK past that fill stopped at, below it (-1: none): bytes sent before
+        # the fill that its ACK did not cover are lost on a FIFO path (as RACK reasons)
+        "fill_hi", "lost_una",
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -208,6 +212,8 @@ class Path:
         self.rate_at = now
         self.app_lim = True
         self.chal_at = -1.0
+        self.fill_hi = 0
+        self.lost_una = -1
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
@@ -1031,14 +1037,15 @@ def _hole_evident(flow, p, ss: int, now=None) -> bool:
 
 def _loss_shown(p, ss: int) -> bool:
     """Does the server show subflow p's byte at relative seq `ss` lost: SACK above it, or
-    two duplicate ACKs while it is the subflow's snd_una? Duplicate ACKs say nothing of the
-    bytes above snd_una: taken as loss of any byte, they let guest_sack pass the subflow's
-    later runs still in flight and show the guest blocks above them, and the guest resent
-    bytes the server then had twice."""
+    two duplicate ACKs while it is the subflow's snd_una, or the ACK of a head we put into
+    the hole at snd_una stopped at it (`lost_una`: sent before that fill)? Duplicate ACKs say
+    nothing of the bytes above snd_una: taken as loss of any byte, they let guest_sack pass
+    the subflow's later runs still in flight and show the guest blocks above them, and the
+    guest resent bytes the server then had twice."""
     for s, e in p.sacked:
         if e > ss:
             return True
-    return p.dups >= 2 and ss <= p.snd_una
+    return (p.dups >= 2 or p.lost_una == p.snd_una) and ss <= p.snd_una
 
 
 def _overdue_at(p) -> float:
@@ -1524,6 +1531,23 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     return (0, 0)
 
 
+def _filled(p, h0: int) -> None:
+    """A head went into the hole at p's snd_una `h0` (_head_hole): Karn, and what the ACK
+    past it stops at is lost (`Path.lost_una`)."""
+    if p.rtt_ssn and h0 < p.rtt_ssn:
+        p.rtt_ssn = 0
+    p.fill_hi = p.snd_nxt
+    p.lost_una = -1
+
+
+def _unsure_in(mp, a: int, b: int) -> bool:
+    """Do DSNs [a, b) touch an unsure range (_head_hole)?"""
+    for u0, u1 in mp.unsure:
+        if u0 < b and a < u1:
+            return True
+    return False
+
+
 def _unsure_add(mp, a: int, b: int) -> None:
     """[a, b) on mp.unsure: merged with the ranges it touches, the ones the data level passed
     dropped; beyond MAX_UNSURE the list becomes its hull (guest_sack only looks at the lowest
@@ -1656,7 +1680,15 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 p = mp.paths[idx]
                 if p.state is SS.CLOSED and b <= mp.data_ack:
                     continue  # the server has these bytes (data-acked): nothing to resend
-                lost = (a <= mp.data_ack < b and ss + (b - a) <= p.snd_una and not (fin and b == e))
+                acked = ss + (b - a) <= p.snd_una and not (fin and b == e)
+                lost = acked and a <= mp.data_ack < b
+                if acked and not lost and _unsure_in(mp, a, b):
+                    # its subflow acked bytes that may be another DSN's (_head_hole's swap):
+                    # new copies now. Dropped (GuestRetransAcked), they were the guest's only
+                    # resend: by the time they were the head it waited a backed-off RTO
+                    # (15 s, inbound failover captures)
+                    lost = True
+                    counters[Counter.UnsureResent] += 1
                 if p.state is SS.CLOSED or lost:  # home gone, or its subflow acked what the msk lacks
                     if a < mp.data_ack:
                         ss += mp.data_ack - a
@@ -1665,6 +1697,25 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     if k < 0:
                         continue
                     q = mp.paths[k]
+                    if a == mp.data_ack and not fin:
+                        # the head, due at q's snd_nxt: behind q's hole, whose DSNs lie beyond
+                        # it, it waited for the guest's next RTO (then _head_hole below). Into
+                        # that hole now, the hole's DSNs to the head's old home (closed, or
+                        # acked there: reinjected when the guest resends them)
+                        n, dh = _head_hole(flow, mp, q, a, q.snd_nxt, b - a, e, now)
+                        if n:
+                            h0 = q.snd_una
+                            _runs_move(mp, dh, dh + n, idx, ss)
+                            _runs_move(mp, a, a + n, k, h0)
+                            _unsure_add(mp, dh, dh + n)
+                            _filled(q, h0)
+                            counters[Counter.HeadIntoHole] += 1
+                            counters[Counter.ReinjectTX] += 1
+                            pieces.append((a, a + n, k, h0, None))
+                            if a + n == b:
+                                continue
+                            ss += n
+                            a += n  # (the rest to q's tail)
                     _admit(q, b - a)
                     _runs_move(mp, a, b, k, q.snd_nxt)
                     ss = q.snd_nxt
@@ -1696,8 +1747,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             _runs_move(mp, dh, dh + n, idx, sd)
                             _runs_move(mp, da, da + n, idx, h0)
                             _unsure_add(mp, dh, dh + n)
-                            if p.rtt_ssn and h0 < p.rtt_ssn:
-                                p.rtt_ssn = 0
+                            _filled(p, h0)
                             counters[Counter.HeadIntoHole] += 1
                             pieces.append((da, da + n, idx, h0, None))
                             if da + n < b:
@@ -2172,6 +2222,15 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         if p.rtx:
             _release(flow.mp, p, a)
         p.dups = 0
+        if p.fill_hi:
+            # past a head we put into the hole at snd_una: what it stops at was sent before
+            # that fill, so is lost (the server acks in order what reached it). Unknown, the
+            # guest's next head, resent at once on this ACK, waited behind it for the guest's
+            # next RTO, a segment per RTO (inbound failover, captures: the download stalled)
+            if a < p.fill_hi:
+                p.lost_una = a
+            else:
+                p.fill_hi = 0
         p.rate_bytes += acked
         if p.rtt_ssn and a >= p.rtt_ssn:
             _rtt_sample(p, now - p.rtt_at)

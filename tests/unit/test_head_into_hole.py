@@ -144,3 +144,102 @@ def test_not_when_the_hole_is_data_acked():
     p, mp, j2 = _state()
     mp.data_ack = 250  # (DSN 206.. came on another subflow; the head, 250, is at ssn 45)
     assert MP._head_hole(p.flow, mp, j2, 250, 45, 50, 300, p.now)[0] == 0
+
+
+# -- the head reinjected (its home closed) goes into the hole at once --------------------------
+#
+# Found in captures of an inbound failover stall (test_inbound_kernel.py, the join's path down
+# for good, 2 % loss on the other): the head, reinjected from the dead join, went to the tail
+# of subflow 1 behind its hole and waited there for the guest's next RTO (then _head_hole); its
+# next head, resent at once on the ACK of that fill, waited behind the next hole for the RTO
+# after; and the hole's DSNs the swap had moved to acked seqs were dropped as acked when the
+# guest resent them before they were the head, then waited a backed-off RTO (15 s). Each RTO
+# moved one segment: the download stalled past the client's timeout.
+
+
+def _reinject_state():
+    """The head (DSN 6..206) homed on closed subflow 1; join 2's hole at ssn 1 holds DSNs
+    206.., its loss shown by duplicate ACKs."""
+    p, mp, j2 = _state()
+    mp.runs = [[6, 206, 0, 6, None], [206, 3046, 2, 1, None]]
+    j2.snd_nxt = 2841
+    return p, mp, j2
+
+
+def test_a_reinjected_head_goes_into_the_hole_and_the_holes_dsns_to_its_old_home():
+    p, mp, j2 = _reinject_state()
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    body = bytes(range(200))
+    acts = p.conv.handle(p.g_data(body, seq=s0), Direction.OUT, p.now)
+    assert isinstance(acts[0], Drop) and p.count("HeadIntoHole") == 1 and p.count("ReinjectTX") == 1
+    ((pkt, payload, dss),) = _maps(p, acts[1:])
+    assert payload == body and (dss.subflow_seq, dss.data_len) == (1, 200)
+    assert (dss.data_seq - p.flow.local_idsn) & MP.M64 == 6
+    # the hole's first DSNs take the head's old home (closed: reinjected when resent), and
+    # nothing went to the join's tail (no seq left without a run)
+    assert [r[:4] for r in mp.runs] == [[6, 206, 2, 1], [206, 406, 0, 6], [406, 3046, 2, 201]]
+    assert j2.snd_nxt == 2841 and mp.unsure == [[206, 406]] and j2.fill_hi == 2841
+    # the guest resends the hole's DSNs: reinjected at the join's tail (not the head: no swap)
+    acts = p.conv.handle(p.g_data(bytes(200), seq=(s0 + 200) & 0xFFFFFFFF), Direction.OUT, p.now)
+    ((_, _, dss),) = _maps(p, acts[1:])
+    assert (dss.subflow_seq, (dss.data_seq - p.flow.local_idsn) & MP.M64) == (2841, 206)
+    assert p.count("HeadIntoHole") == 1
+
+
+def test_a_reinjected_head_longer_than_the_hole_sends_the_rest_to_the_tail():
+    p, mp, j2 = _reinject_state()
+    j2.sacked = ((101, 2841),)  # (the server holds ssn 101..: the hole is 100 bytes)
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    acts = p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
+    got = [(d.subflow_seq, (d.data_seq - p.flow.local_idsn) & MP.M64, d.data_len) for _, _, d in _maps(p, acts[1:])]
+    assert got == [(1, 6, 100), (2841, 106, 100)]
+    assert [r[:4] for r in mp.runs] == [[6, 106, 2, 1], [106, 206, 2, 2841], [206, 306, 0, 6], [306, 3046, 2, 101]]
+    assert j2.fill_hi == 2841 and j2.snd_nxt == 2941
+
+
+def test_not_a_reinjected_head_while_the_hole_is_not_known_lost():
+    p, mp, j2 = _reinject_state()
+    j2.dups = 0
+    j2.progress_at = p.now
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    acts = p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
+    ((_, _, dss),) = _maps(p, acts[1:])
+    assert dss.subflow_seq == 2841 and p.count("HeadIntoHole") == 0  # (to the tail, as before)
+
+
+def test_the_ack_past_a_fill_shows_what_it_stops_at_lost():
+    """Bytes sent before the fill that its ACK does not cover are lost (the server acks in
+    order what reached it): the guest's next head, resent at once on that ACK, goes into that
+    hole too, not behind it for the guest's next RTO."""
+    p, mp, j2 = _reinject_state()
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
+    assert j2.fill_hi == 2841
+    j = p.joins[2]
+    p.c_dack = 206
+    p.j_in(p.j_ack(j, ack=401))  # the fill and ssn 201..401 (held out of order) acked
+    assert j2.snd_una == 401 and j2.dups == 0
+    assert MP._loss_shown(j2, 401) and not MP._loss_shown(j2, 402)
+    assert MP._hole_evident(p.flow, j2, 401, p.now)
+    p.j_in(p.j_ack(j, ack=2841))  # past everything sent before the fill: nothing more to say
+    assert j2.fill_hi == 0 and not MP._loss_shown(j2, j2.snd_una)
+
+
+def test_a_resend_of_unsure_bytes_acked_on_their_subflow_is_sent_again():
+    """After the swap the hole's DSNs sit at seqs the server acked with the head's bytes: a
+    guest resend of them, before they are the head, goes out again as a new mapping (dropped
+    as acked, the guest waited a backed-off RTO once they were the head)."""
+    p, mp, j2 = _state()
+    mp.runs = [[6, 206, 2, 1, None], [206, 406, 2, 2841, None], [406, 3046, 2, 201, None]]
+    mp.unsure = [[206, 406]]
+    j2.snd_una = 3041  # (all acked on the join; the data level still lacks the head, say)
+    j2.dups = 0
+    s1 = (p.flow.guest_isn + 206) & 0xFFFFFFFF
+    acts = p.conv.handle(p.g_data(bytes(200), seq=s1), Direction.OUT, p.now)
+    ((_, _, dss),) = _maps(p, acts[1:])
+    assert (dss.subflow_seq, (dss.data_seq - p.flow.local_idsn) & MP.M64) == (3041, 206)
+    assert p.count("UnsureResent") == 1 and p.count("GuestRetransAcked") == 0
+    # bytes acked on their subflow and on no unsure range are dropped, as before
+    s2 = (p.flow.guest_isn + 406) & 0xFFFFFFFF
+    acts = p.conv.handle(p.g_data(bytes(200), seq=s2), Direction.OUT, p.now)
+    assert not _maps(p, acts[1:]) and p.count("GuestRetransAcked") == 1

