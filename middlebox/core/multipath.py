@@ -2687,7 +2687,15 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
     p.progress_at = p.acked_at = now
     p.rate_at = now
     _cwnd_start(conv, p)
-    return _j_segment(conv, flow, p, pkt, data, dss, now)
+    acts = _j_segment(conv, flow, p, pkt, data, dss, now)
+    if mp.snd_nxt > mp.data_ack and not any(q is not p and q.state in ALIVE for q in mp.paths):
+        # the first subflow alive again after none was (_revive, or an uplink's return): the
+        # guest's resends since went nowhere ("no live subflow"), and its RTO may have backed
+        # off for seconds; prompted now, as when a subflow dies (_j_dead) (review of b5d97cb)
+        for _ in range(3):
+            acts.append(Inject(_guest_ack(flow, mp)))
+        conv.counters[Counter.DupAckSynth] += 3
+    return acts
 
 
 def _j_recover(conv, flow, p, pkt, data, dss, now):

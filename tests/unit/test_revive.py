@@ -95,3 +95,23 @@ def test_a_subflow_1_rst_while_the_revived_joins_open_stays_from_the_guest():
     assert got is None and not any(hasattr(a, "data") and parse_packet(a.data).flags & RST
                                    and parse_packet(a.data).dst == p.g_bytes for a in acts), acts
     assert p.flow.mp is not None and any(q.state is SS.SYN_SENT for q in p.mp.paths)
+
+
+def test_the_first_join_alive_again_prompts_the_guest_to_resend():
+    """Its resends meanwhile went nowhere (no live subflow), and its RTO may have backed off
+    for seconds: three duplicate ACKs once a join is up again, as when a subflow dies."""
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    p.data_on(1, size=1000)  # guest bytes out on the join, not acked
+    assert mp.snd_nxt > mp.data_ack
+    j = p.joins[1]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
+    nj = Join(p, MP._join_syn(conv, flow, q))
+    nj.c_isn = q.local_isn
+    p.j_in(p.j_synack(nj))
+    nj.s_rcv = 1
+    synth = p.count("DupAckSynth")
+    acts = p.j_in(p.j_ack(nj))
+    assert q.state is SS.ESTABLISHED
+    assert [p.label(a.data) for a in acts[1:]].count("g_ack") == 3 and p.count("DupAckSynth") == synth + 3
