@@ -316,7 +316,7 @@ class MpConn:
         self.plan_short = 0.0  # since when the flow is short of its target (policy.shortfall)
         self.sack_told = ()  # the data-level SACK blocks _sack_news last saw
         self.unsure = []  # [d0, d1): DSNs whose subflow bytes the server may hold under another
-        #                   DSN (_head_hole): guest_sack names nothing from there on
+        #                   DSN (_head_hole): guest_sack names none of them
         self.rtx_bytes = 0  # payload kept for repair on this flow's extra subflows
         self.held = [0]  # the converter's tally of it, all flows (set at start: repair_held)
         self.counters = None  # the converter's counters (set at start), for helpers without conv
@@ -1094,18 +1094,16 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
     paths = mp.paths
     blocks = []
     cur_a = cur_b = -1
-    lim = M64  # nothing from DSNs the server may not hold although their subflow acked them on
-    for u0, u1 in mp.unsure:
-        if u1 > da:
-            lim = u0 if u0 > da else da
-            break
+    # never DSNs the server may not hold although their subflow acked them (mp.unsure, the
+    # swap of _head_hole): cut out of the blocks. Nothing was named above them before, and a
+    # guest whose resend of the head was lost again (2 % loss) had no SACK to find that by
+    # (RACK): it waited for its RTO, backed off to 50 s (inbound failover captures)
+    unsure = [u for u in mp.unsure if u[1] > da]
     for r0, r1, idx, s0, m in runs:
         if r1 <= da:
             continue
-        if r0 >= lim:
-            break
         p = paths[idx]
-        n = (r1 if r1 < lim else lim) - r0
+        n = r1 - r0
         una = p.snd_una - s0
         # the run's bytes its subflow has: below its cumulative ACK, then in its SACK blocks
         # (ascending, all above snd_una), as offsets into the run
@@ -1128,20 +1126,38 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
                 a = da
             if b <= a:
                 continue
-            if cur_b >= 0 and a <= cur_b:
-                if b > cur_b:
-                    cur_b = b
-                continue
-            if cur_b >= 0 and cur_a > da:  # RFC 2018: isolated; left == ack reads as reneging
-                blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
-                if len(blocks) >= limit:
-                    return tuple(blocks)
-            cur_a, cur_b = a, b
+            for a, b in _cut(a, b, unsure):
+                if cur_b >= 0 and a <= cur_b:
+                    if b > cur_b:
+                        cur_b = b
+                    continue
+                if cur_b >= 0 and cur_a > da:  # RFC 2018: isolated; left == ack reads as reneging
+                    blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
+                    if len(blocks) >= limit:
+                        return tuple(blocks)
+                cur_a, cur_b = a, b
         if stop:
             break
     if cur_b >= 0 and cur_a > da:
         blocks.append(((flow.guest_isn + cur_a) & M32, (flow.guest_isn + cur_b) & M32))
     return tuple(blocks)
+
+
+def _cut(a: int, b: int, out) -> list:
+    """[a, b) without the ranges `out` ([[u0, u1], ...], ascending, apart)."""
+    if not out:
+        return [(a, b)]
+    res = []
+    for u0, u1 in out:
+        if u1 <= a or u0 >= b:
+            continue
+        if u0 > a:
+            res.append((a, u0))
+        a = u1
+        if a >= b:
+            return res
+    res.append((a, b))
+    return res
 
 
 def _silent_tail(flow, mp, p) -> float:
@@ -1487,7 +1503,8 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     DSNs are data-acked, zeros do: _fill_acked_hole). (With the hole's DSNs homed anywhere else, [sd, sd + n)
     belonged to no run: the head's old copy lost there, the subflow stalled for good; the
     review's schedules.) Those DSNs go on mp.unsure: acked on the subflow, they may not be
-    held, so guest_sack names nothing from them on until they are data-acked.
+    held, so guest_sack names none of them until they are data-acked, and a guest resend of
+    them acked at their new place goes as a new mapping (send).
     Not with DSS checksums (Linux sums a mapping from the bytes it reads on: one whose start
     the other copy took fails, DataCsumErr), nor inside a mapping over several segments
     (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0):
@@ -1519,14 +1536,11 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         n = h1 - h0
         if avail < n:
             n = avail
-        if dh + n >= mp.snd_nxt:
-            # never up to the end of what the guest sent: its FIN would ride on those DSNs,
-            # and a resend of bytes with the FIN is never taken for lost (send), so the
-            # copy at [sd, sd + n) the server has as the head's went on as a duplicate, the
-            # DATA_FIN with it (review of a34025a)
-            n = mp.snd_nxt - 1 - dh
-            if n <= 0:
-                return (0, 0)
+        # (up to the end of what the guest sent too: its FIN riding on a resend of those
+        # DSNs, acked at [sd, sd + n) as the head's, goes as a new mapping, send's unsure
+        # case. Stopped one byte short instead (review of a34025a), the head's last byte
+        # waited behind the hole's last, which the guest, window-limited, had sent last:
+        # a deadlock, inbound failover captures)
         return (n, dh)
     return (0, 0)
 
@@ -1550,8 +1564,8 @@ def _unsure_in(mp, a: int, b: int) -> bool:
 
 def _unsure_add(mp, a: int, b: int) -> None:
     """[a, b) on mp.unsure: merged with the ranges it touches, the ones the data level passed
-    dropped; beyond MAX_UNSURE the list becomes its hull (guest_sack only looks at the lowest
-    start above the DATA_ACK). Refused when full, a chain of heads into one long hole (one
+    dropped; beyond MAX_UNSURE the list becomes its hull (ascending and apart: guest_sack's
+    _cut). Refused when full, a chain of heads into one long hole (one
     guest segment a time) stopped at the ninth and the deadlock was back (review of
     a34025a)."""
     da = mp.data_ack
@@ -1682,11 +1696,13 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     continue  # the server has these bytes (data-acked): nothing to resend
                 acked = ss + (b - a) <= p.snd_una and not (fin and b == e)
                 lost = acked and a <= mp.data_ack < b
-                if acked and not lost and _unsure_in(mp, a, b):
+                if (not lost and ss + (b - a) <= p.snd_una and b > mp.data_ack and p.state is not SS.CLOSED
+                        and _unsure_in(mp, a, b)):
                     # its subflow acked bytes that may be another DSN's (_head_hole's swap):
-                    # new copies now. Dropped (GuestRetransAcked), they were the guest's only
-                    # resend: by the time they were the head it waited a backed-off RTO
-                    # (15 s, inbound failover captures)
+                    # new copies now, the guest's FIN with them too (at their seqs it went as
+                    # a duplicate with the server's copy). Dropped (GuestRetransAcked), they
+                    # were the guest's only resend: by the time they were the head it waited
+                    # a backed-off RTO (15 s, inbound failover captures)
                     lost = True
                     counters[Counter.UnsureResent] += 1
                 if p.state is SS.CLOSED or lost:  # home gone, or its subflow acked what the msk lacks

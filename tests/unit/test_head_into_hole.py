@@ -63,9 +63,12 @@ def test_the_head_goes_into_the_hole_and_the_holes_dsns_to_its_old_place():
     assert [r[:4] for r in mp.runs] == [[6, 206, 2, 1], [206, 406, 2, 2841], [406, 3046, 2, 201]]
     assert mp.unsure == [[206, 406]]
     # the server SACKs all above ssn 1 (the head's old copy at 2841 arrived): the guest is not
-    # told of DSNs 206.. (at 2841 the server holds the head's bytes, not theirs) nor above
+    # told of DSNs 206..406 (at 2841 the server holds the head's bytes, not theirs), but of
+    # those above (nothing was named above them before: a guest whose resend of the head was
+    # lost again had no SACK for its RACK to find that by, and waited a backed-off RTO)
     j2.sacked = ((201, 3041),)
-    assert MP.guest_sack(p.flow, mp, 4, p.now) == ()
+    ((a, b),) = MP.guest_sack(p.flow, mp, 4, p.now)
+    assert ((a - p.flow.guest_isn) & 0xFFFFFFFF, (b - p.flow.guest_isn) & 0xFFFFFFFF) == (406, 3046)
     mp.unsure = []  # (without the mark it would name them held)
     ((a, _),) = MP.guest_sack(p.flow, mp, 4, p.now)
     assert (a - p.flow.guest_isn) & 0xFFFFFFFF == 206
@@ -108,15 +111,25 @@ def test_unsure_ranges_merge_and_never_refuse_a_head():
     assert mp.unsure == [[6000, 6100]]
 
 
-def test_the_holes_dsns_moved_never_reach_the_end_of_what_the_guest_sent():
-    """Its FIN would ride on them, and a resend with the FIN is never taken for lost: the
-    DATA_FIN went on as a duplicate at the head's old seqs (review of a34025a)."""
+def test_the_holes_dsns_moved_may_reach_the_end_and_the_fin_on_them_goes_as_a_new_mapping():
+    """Stopped one byte short of the end (review of a34025a: the guest's FIN riding on them
+    went as a duplicate at the head's old seqs), the head's last byte waited behind the
+    hole's last, which a window-limited guest had sent last: a deadlock (inbound failover
+    captures). They may reach the end now; the FIN on a resend of them, acked at their new
+    place, goes out as a new mapping with the DATA_FIN."""
     p, mp, j2 = _state()
-    mp.runs[1][1] = mp.snd_nxt = 306  # (the hole's run ends the stream: DSN 206..306)
-    j2.snd_nxt = 3041
-    assert _hole(p, mp, j2) == (99, 206)
-    mp.runs[1][1] = mp.snd_nxt = 207
-    assert _hole(p, mp, j2)[0] == 0
+    mp.runs[1][1] = mp.snd_nxt = 207  # (the hole's run ends the stream: DSN 206..207)
+    assert _hole(p, mp, j2) == (1, 206)
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
+    assert p.count("HeadIntoHole") == 1
+    assert [r[:4] for r in mp.runs] == [[6, 7, 2, 1], [7, 206, 2, 2842], [206, 207, 2, 2841]]
+    assert mp.unsure == [[206, 207]]
+    j2.snd_una = 3041  # (the head's old copy at 2841.. reached the server: acked there)
+    acts = p.conv.handle(p.g_data(bytes(1), seq=(s0 + 200) & 0xFFFFFFFF, fin=True), Direction.OUT, p.now)
+    ((_, _, dss),) = _maps(p, acts[1:])
+    assert (dss.subflow_seq, (dss.data_seq - p.flow.local_idsn) & MP.M64) == (3041, 206)
+    assert dss.data_fin and dss.data_len == 2 and p.count("UnsureResent") == 1
 
 
 def test_not_when_the_run_map_has_no_room_for_the_swap():
@@ -243,3 +256,11 @@ def test_a_resend_of_unsure_bytes_acked_on_their_subflow_is_sent_again():
     s2 = (p.flow.guest_isn + 406) & 0xFFFFFFFF
     acts = p.conv.handle(p.g_data(bytes(200), seq=s2), Direction.OUT, p.now)
     assert not _maps(p, acts[1:]) and p.count("GuestRetransAcked") == 1
+
+
+def test_guest_sack_cuts_unsure_ranges_out_of_its_blocks():
+    assert MP._cut(10, 100, []) == [(10, 100)]
+    assert MP._cut(10, 100, [[0, 5], [20, 30], [50, 60], [200, 300]]) == [(10, 20), (30, 50), (60, 100)]
+    assert MP._cut(10, 100, [[0, 40]]) == [(40, 100)]
+    assert MP._cut(10, 100, [[90, 120]]) == [(10, 90)]
+    assert MP._cut(10, 100, [[5, 120]]) == []
