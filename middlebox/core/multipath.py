@@ -1108,7 +1108,10 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
         # the run's bytes its subflow has: below its cumulative ACK, then in its SACK blocks
         # (ascending, all above snd_una), as offsets into the run
         pieces = [(0, una if una < n else n)] if una > 0 else []
-        for s, e in p.sacked:
+        # (not a dead or dying subflow's SACK blocks: the server drops a closed subflow's
+        # out-of-order bytes. Named to the guest, they were bytes it never resent (a SACKed
+        # segment is skipped) until its RTO, backed off to 5 s: inbound failover captures)
+        for s, e in (p.sacked if p.state is SS.ESTABLISHED else ()):
             x, y = s - s0, e - s0
             if y > 0 and x < n:
                 pieces.append((x if x > 0 else 0, y if y < n else n))

@@ -232,6 +232,28 @@ def test_a_subflows_own_sack_blocks_reach_the_guest_as_data_level_blocks():
     assert p.path(1).sacked == ()
 
 
+def test_a_dead_subflows_sack_blocks_never_reach_the_guest():
+    """The server drops a closed subflow's out-of-order bytes: named to the guest, they were
+    bytes it skipped when resending (SACKed) until its RTO, backed off to 5 s (inbound
+    failover captures, the client's second path down for good). Its cumulatively acked
+    bytes went to the data level and are still named."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    first = p.data_on(1, size=1000)
+    ss1 = (parse_packet(first).seq - j.c_isn) & M32
+    p.g_send(1, 1000)
+    g2 = (p.g_nxt - 1000) & M32
+    sack = (((j.c_isn + ss1 + 1000) & M32, (j.c_isn + ss1 + 2000) & M32),)
+    p.now += STALL
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),), tcp=encode_tcp_options(sack=sack)))
+    assert (g2, (g2 + 1000) & M32) in MP.guest_sack(p.flow, p.mp, 4)
+    for state in (MP.SS.STALE, MP.SS.CLOSED):
+        p.path(1).state = state
+        assert (g2, (g2 + 1000) & M32) not in MP.guest_sack(p.flow, p.mp, 4)
+
+
 def test_an_idle_join_without_a_rate_sample_is_not_starved_by_the_scheduler():
     """A join that took one early burst and got no delivery-rate sample (rate 0) must still be
     chosen while the others have queues: an idle subflow is tried at the best known rate.
