@@ -175,10 +175,11 @@ class Path:
         # size, and the end of the last bytes it was given with room in the window (_admit)
         "cwnd", "ssthresh", "recover", "smss", "adm_end",
         "chal_at",  # when we last answered an unacceptable segment here with an ACK (-1: never)
-        # snd_nxt when a head last went into the hole at snd_una (_head_hole; 0: none), and
-        # the snd_una an ACK past that fill stopped at, below it (-1: none): bytes sent before
-        # the fill that its ACK did not cover are lost on a FIFO path (as RACK reasons)
-        "fill_hi", "lost_una",
+        # snd_nxt when a head last went into the hole at snd_una (_head_hole; 0: none), that
+        # fill's end, and the snd_una an ACK past the fill stopped at, below fill_hi (-1:
+        # none): bytes sent before the fill that its ACK did not cover are lost on a FIFO
+        # path (as RACK reasons)
+        "fill_hi", "fill_end", "lost_una",
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -213,6 +214,7 @@ class Path:
         self.app_lim = True
         self.chal_at = -1.0
         self.fill_hi = 0
+        self.fill_end = 0
         self.lost_una = -1
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
@@ -1521,7 +1523,7 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     elif p.state is not SS.ESTABLISHED:
         return (0, 0)
     da = mp.data_ack
-    if len(mp.runs) + 4 > MAX_RUNS:
+    if len(mp.runs) + 6 > MAX_RUNS:  # (two moves, and send's reinjection of the rest)
         return (0, 0)
     idx = p.index
     for r0, r1, ridx, s0, m in mp.runs:
@@ -1548,21 +1550,44 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     return (0, 0)
 
 
-def _filled(p, h0: int) -> None:
-    """A head went into the hole at p's snd_una `h0` (_head_hole): Karn, and what the ACK
-    past it stops at is lost (`Path.lost_una`)."""
+def _filled(p, h0: int, n: int) -> None:
+    """A head went into the hole at p's snd_una `h0` (_head_hole, `n` bytes): Karn, and what
+    the ACK past it stops at is lost (`Path.lost_una`)."""
     if p.rtt_ssn and h0 < p.rtt_ssn:
         p.rtt_ssn = 0
     p.fill_hi = p.snd_nxt
+    p.fill_end = h0 + n
     p.lost_una = -1
 
 
 def _unsure_in(mp, a: int, b: int) -> bool:
-    """Do DSNs [a, b) touch an unsure range (_head_hole)?"""
+    """Do DSNs [a, b) above the DATA_ACK touch an unsure range (_head_hole)?"""
+    if a < mp.data_ack:
+        a = mp.data_ack
     for u0, u1 in mp.unsure:
         if u0 < b and a < u1:
             return True
     return False
+
+
+def _unsure_drop(mp, a: int, b: int) -> None:
+    """DSNs [a, b) went out as a new mapping: no longer unsure once acked there, and left on
+    the list every guest resend of them went out again, the guest never told (guest_sack
+    cuts them out) that the server held them (review of ec6a9df). Kept when cutting them
+    out would split a range beyond MAX_UNSURE."""
+    if not mp.unsure:
+        return
+    out = []
+    for u0, u1 in mp.unsure:
+        if u1 <= a or u0 >= b:
+            out.append([u0, u1])
+            continue
+        if u0 < a:
+            out.append([u0, a])
+        if u1 > b:
+            out.append([b, u1])
+    if len(out) <= MAX_UNSURE:
+        mp.unsure = out
 
 
 def _unsure_add(mp, a: int, b: int) -> None:
@@ -1727,7 +1752,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             _runs_move(mp, dh, dh + n, idx, ss)
                             _runs_move(mp, a, a + n, k, h0)
                             _unsure_add(mp, dh, dh + n)
-                            _filled(q, h0)
+                            _filled(q, h0, n)
                             counters[Counter.HeadIntoHole] += 1
                             counters[Counter.ReinjectTX] += 1
                             pieces.append((a, a + n, k, h0, None))
@@ -1737,6 +1762,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             a += n  # (the rest to q's tail)
                     _admit(q, b - a)
                     _runs_move(mp, a, b, k, q.snd_nxt)
+                    _unsure_drop(mp, a, b)
                     ss = q.snd_nxt
                     if ss == q.snd_una:
                         q.progress_at = now  # (as for new bytes below)
@@ -1766,7 +1792,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             _runs_move(mp, dh, dh + n, idx, sd)
                             _runs_move(mp, da, da + n, idx, h0)
                             _unsure_add(mp, dh, dh + n)
-                            _filled(p, h0)
+                            _filled(p, h0, n)
                             counters[Counter.HeadIntoHole] += 1
                             pieces.append((da, da + n, idx, h0, None))
                             if da + n < b:
@@ -2246,10 +2272,12 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             # that fill, so is lost (the server acks in order what reached it). Unknown, the
             # guest's next head, resent at once on this ACK, waited behind it for the guest's
             # next RTO, a segment per RTO (inbound failover, captures: the download stalled)
-            if a < p.fill_hi:
-                p.lost_una = a
-            else:
+            # (an ACK short of the fill's end came from the hole's late original, not from the
+            # fill: what it stops at may be late too; review of ec6a9df)
+            if a >= p.fill_hi:
                 p.fill_hi = 0
+            elif a >= p.fill_end:
+                p.lost_una = a
         p.rate_bytes += acked
         if p.rtt_ssn and a >= p.rtt_ssn:
             _rtt_sample(p, now - p.rtt_at)

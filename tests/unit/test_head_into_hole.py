@@ -264,3 +264,61 @@ def test_guest_sack_cuts_unsure_ranges_out_of_its_blocks():
     assert MP._cut(10, 100, [[0, 40]]) == [(40, 100)]
     assert MP._cut(10, 100, [[90, 120]]) == [(10, 90)]
     assert MP._cut(10, 100, [[5, 120]]) == []
+
+
+# -- review of ec6a9df -----------------------------------------------------------------------
+
+
+def _data_acked_unsure(da):
+    """The head 6..206 at join 2's 3041 (data-acked: another copy arrived, not yet acked on
+    the join, so no run is trimmed); 206..406 unsure at 1..201 (acked); the DATA_ACK at `da`."""
+    p, mp, j2 = _state()
+    mp.runs = [[6, 206, 2, 3041, None], [206, 406, 2, 1, None], [406, 3046, 2, 201, None]]
+    j2.snd_nxt, j2.snd_una, j2.dups = 3241, 2841, 0
+    mp.unsure = [[206, 406]]
+    mp.data_ack = da
+    MP._runs_trim(mp)
+    return p, mp, j2
+
+
+def test_a_resend_of_unsure_bytes_the_server_data_acked_is_not_sent_again():
+    """Forced out as lost with the DATA_ACK at or beyond their end, they became an empty or
+    inverted run, a zero-length mapping (an infinite one: fallback) or a WireError, and the
+    join's snd_nxt went back."""
+    for da in (406, 500):
+        p, mp, j2 = _data_acked_unsure(da)
+        acts = p.conv.handle(p.g_data(bytes(200), seq=(p.flow.guest_isn + 206) & 0xFFFFFFFF), Direction.OUT, p.now)
+        assert not _maps(p, acts[1:]) and j2.snd_nxt == 3241
+        assert all(r[0] < r[1] for r in mp.runs) and p.count("UnsureResent") == 0
+
+
+def test_unsure_bytes_resent_once_are_unsure_no_more():
+    """Their new copy, acked, is surely held: every later resend of them went out again (and
+    guest_sack, cutting them out, never told the guest they were held)."""
+    p, mp, j2 = _state()
+    mp.runs = [[6, 206, 2, 1, None], [206, 406, 2, 2841, None], [406, 3046, 2, 201, None]]
+    mp.unsure = [[206, 406]]
+    j2.snd_una, j2.dups = 3041, 0
+    s1 = (p.flow.guest_isn + 206) & 0xFFFFFFFF
+    sent = []
+    for _ in range(3):
+        acts = p.conv.handle(p.g_data(bytes(200), seq=s1), Direction.OUT, p.now)
+        sent += [d.subflow_seq for _, _, d in _maps(p, acts[1:])]
+        j2.snd_una = j2.snd_nxt  # (the server acks the new copy)
+    assert sent == [3041] and mp.unsure == [] and p.count("UnsureResent") == 1
+    assert p.count("GuestRetransAcked") == 2
+    assert MP._unsure_in(mp, 0, 10000) is False
+
+
+def test_an_ack_short_of_the_fills_end_shows_nothing_lost():
+    """It came from the hole's late original, not from the fill: what it stops at may be
+    late too."""
+    p, mp, j2 = _reinject_state()
+    j2.sacked = ((101, 2841),)  # (the hole is ssn 1..101; the fill, the head's 100 bytes)
+    p.conv.handle(p.g_data(bytes(200), seq=(p.flow.guest_isn + 6) & 0xFFFFFFFF), Direction.OUT, p.now)
+    assert (j2.fill_hi, j2.fill_end) == (2841, 101)
+    j = p.joins[2]
+    p.j_in(p.j_ack(j, ack=51))
+    assert j2.snd_una == 51 and not MP._loss_shown(j2, 51)
+    p.j_in(p.j_ack(j, ack=301))
+    assert MP._loss_shown(j2, 301)
