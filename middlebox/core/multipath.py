@@ -1318,12 +1318,14 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
     """The subflow for `length` new bytes: bursts of BURST bytes; otherwise the one whose
     queue drains first, (inflight + length) / delivery rate, among established non-backup
     subflows (backups only when none), window permitting; never none while one is alive
-    (the guest's congestion control is the limit, not us). -1 when no subflow is alive."""
+    (the guest's congestion control is the limit, not us). -1 when no subflow is alive.
+    Never one that sent its FIN (subflow 1 after the guest's): bytes beyond it, a resend
+    reinjected there, the server's TCP never takes, and the close stalled (review)."""
     paths = mp.paths
     lp = mp.last_pick
     if lp >= 0 and mp.burst_left > 0:
         p = paths[lp]
-        if (p.state is SS.ESTABLISHED and p.snd_nxt + length <= p.snd_una + p.snd_wnd
+        if (p.state is SS.ESTABLISHED and not p.fin_sent and p.snd_nxt + length <= p.snd_una + p.snd_wnd
                 and (p.cwnd == 0 or p.snd_nxt < p.snd_una + p.cwnd)
                 and (p.cap == 0.0 or _cap_ok(p, length, now))):
             mp.burst_left -= length
@@ -1337,7 +1339,7 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
     top = _top_rate(mp)
     for backup in (False, True):
         for p in paths:
-            if p.state is not SS.ESTABLISHED or p.backup != backup:
+            if p.state is not SS.ESTABLISHED or p.backup != backup or p.fin_sent:
                 continue
             inflight = p.snd_nxt - p.snd_una
             rate = p.rate

@@ -322,3 +322,44 @@ def test_an_ack_short_of_the_fills_end_shows_nothing_lost():
     assert j2.snd_una == 51 and not MP._loss_shown(j2, 51)
     p.j_in(p.j_ack(j, ack=301))
     assert MP._loss_shown(j2, 301)
+
+
+# -- review of cc34ce8..a565368: nothing after subflow 1's FIN ---------------------------------
+
+
+def _fin_on_subflow_1(p, mp):
+    """Subflow 1 alive, the guest's bare FIN sent on it (fin_sent): its FIN's seq."""
+    p0 = mp.paths[0]
+    p0.state = SS.ESTABLISHED
+    s_end = (p.flow.guest_isn + mp.snd_nxt) & 0xFFFFFFFF
+    p.conv.handle(p.g_data(b"", seq=s_end, fin=True), Direction.OUT, p.now)
+    assert p0.fin_sent
+    p0.snd_una = p0.snd_nxt  # (the server acked it: subflow 1 idle, the scheduler's first choice)
+    return p0.snd_nxt - 1
+
+
+def test_a_resend_never_goes_on_subflow_1_after_its_fin():
+    """The server's subflow 1, past its FIN (CLOSE_WAIT), never takes bytes beyond it: the
+    unsure DSN reinjected there (pick chose the idle subflow 1), and the DATA_FIN after it,
+    never reached the data level, and every resend went to the same place."""
+    p, mp, j2 = _state()
+    mp.runs[1][1] = mp.snd_nxt = 207
+    fin_seq = _fin_on_subflow_1(p, mp)
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
+    assert p.count("HeadIntoHole") == 1 and mp.unsure == [[206, 207]]
+    j2.snd_una = 3041
+    acts = p.conv.handle(p.g_data(bytes(1), seq=(s0 + 200) & 0xFFFFFFFF, fin=True), Direction.OUT, p.now)
+    ((pkt, _, dss),) = _maps(p, acts[1:])
+    assert (pkt.seq - j2.local_isn) & 0xFFFFFFFF == 3041 and dss.data_fin  # on the join
+    assert all(not (r[2] == 0 and r[3] >= fin_seq) for r in mp.runs), (mp.runs, fin_seq)
+
+
+def test_a_closed_homes_bytes_never_go_on_subflow_1_after_its_fin():
+    p, mp, j2 = _state()
+    fin_seq = _fin_on_subflow_1(p, mp)
+    j2.state = SS.CLOSED
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    acts = p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
+    assert not _maps(p, acts)  # (no subflow can take them: the guest's resends wait)
+    assert all(not (r[2] == 0 and r[3] >= fin_seq) for r in mp.runs), (mp.runs, fin_seq)
