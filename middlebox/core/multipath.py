@@ -1552,14 +1552,22 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     return (0, 0)
 
 
-def _filled(p, h0: int, n: int) -> None:
-    """A head went into the hole at p's snd_una `h0` (_head_hole, `n` bytes): Karn, and what
-    the ACK past it stops at is lost (`Path.lost_una`)."""
-    if p.rtt_ssn and h0 < p.rtt_ssn:
-        p.rtt_ssn = 0
-    p.fill_hi = p.snd_nxt
-    p.fill_end = h0 + n
-    p.lost_una = -1
+def _into_hole(mp, q, d: int, n: int, dh: int, home: int, hs: int, counters) -> int:
+    """_head_hole's swap: the head's first `n` bytes (DSN `d`) into the hole at q's snd_una,
+    the hole's DSNs `dh`.. to the head's old home (path `home` from seq `hs`), unsure until
+    data-acked; Karn, and what the ACK past the fill stops at is lost (`Path.lost_una`).
+    Returns the hole's seq."""
+    h0 = q.snd_una
+    _runs_move(mp, dh, dh + n, home, hs)
+    _runs_move(mp, d, d + n, q.index, h0)
+    _unsure_add(mp, dh, dh + n)
+    if q.rtt_ssn and h0 < q.rtt_ssn:
+        q.rtt_ssn = 0
+    q.fill_hi = q.snd_nxt
+    q.fill_end = h0 + n
+    q.lost_una = -1
+    counters[Counter.HeadIntoHole] += 1
+    return h0
 
 
 def _unsure_in(mp, a: int, b: int) -> bool:
@@ -1724,9 +1732,10 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 p = mp.paths[idx]
                 if p.state is SS.CLOSED and b <= mp.data_ack:
                     continue  # the server has these bytes (data-acked): nothing to resend
-                acked = ss + (b - a) <= p.snd_una and not (fin and b == e)
+                below = ss + (b - a) <= p.snd_una  # its subflow acked them
+                acked = below and not (fin and b == e)
                 lost = acked and a <= mp.data_ack < b
-                if (not lost and ss + (b - a) <= p.snd_una and b > mp.data_ack and p.state is not SS.CLOSED
+                if (not lost and below and b > mp.data_ack and p.state is not SS.CLOSED
                         and _unsure_in(mp, a, b)):
                     # its subflow acked bytes that may be another DSN's (_head_hole's swap):
                     # new copies now, the guest's FIN with them too (at their seqs it went as
@@ -1750,12 +1759,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                         # acked there: reinjected when the guest resends them)
                         n, dh = _head_hole(flow, mp, q, a, q.snd_nxt, b - a, e, now)
                         if n:
-                            h0 = q.snd_una
-                            _runs_move(mp, dh, dh + n, idx, ss)
-                            _runs_move(mp, a, a + n, k, h0)
-                            _unsure_add(mp, dh, dh + n)
-                            _filled(q, h0, n)
-                            counters[Counter.HeadIntoHole] += 1
+                            h0 = _into_hole(mp, q, a, n, dh, idx, ss, counters)
                             counters[Counter.ReinjectTX] += 1
                             pieces.append((a, a + n, k, h0, None))
                             if a + n == b:
@@ -1772,7 +1776,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     idx = k
                     m = None
                     counters[Counter.ReinjectTX] += 1
-                elif ss + (b - a) <= p.snd_una and not (fin and b == e):
+                elif acked:
                     # its subflow acked these bytes: the server's TCP would discard them as a
                     # duplicate (only a new mapping could repair a loss above that, and the
                     # server keeps what its subflow acked). After an RTO the guest (no SACK)
@@ -1790,12 +1794,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                         sd = ss + (da - a)
                         n, dh = _head_hole(flow, mp, p, da, sd, b - da, e, now)
                         if n:  # the head into the hole it waited behind, the hole's DSNs to its place
-                            h0 = p.snd_una
-                            _runs_move(mp, dh, dh + n, idx, sd)
-                            _runs_move(mp, da, da + n, idx, h0)
-                            _unsure_add(mp, dh, dh + n)
-                            _filled(p, h0, n)
-                            counters[Counter.HeadIntoHole] += 1
+                            h0 = _into_hole(mp, p, da, n, dh, idx, sd, counters)
                             pieces.append((da, da + n, idx, h0, None))
                             if da + n < b:
                                 pieces.append((da + n, b, idx, ss + (da + n - a), m))
