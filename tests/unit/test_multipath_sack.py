@@ -204,26 +204,29 @@ def test_resend_of_the_byte_at_data_ack_is_never_silently_dropped():
     assert p.mp.data_ack == da
 
 
-def test_a_subflows_own_sack_blocks_reach_the_guest_as_data_level_blocks():
-    """Loss on a join: the server SACKs the join's bytes after the hole. Those bytes are not
-    below any cumulative ACK, yet the server has them: the guest must hear so, or it takes
-    every byte sent on that join after the hole for lost (a bench upload with 1 % loss on
-    one path: 30 guest RTOs in 8 s, 27 of 186 Mbit/s)."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
+def _join_sacks_its_second_segment():
+    """Two segments on the join, the first lost: the join's ACK stays at it and SACKs the
+    second. (pair, join, the first's subflow seq, the second's guest seq)."""
+    p, j, _ = _joined_pair()
     first = p.data_on(1, size=1000)
     ss1 = (parse_packet(first).seq - j.c_isn) & M32
     ((labels, acts),) = p.g_send(1, 1000)
     assert "data@1" in labels, labels  # the burst stays on the join
     g2 = (p.g_nxt - 1000) & M32
-    # the first segment is lost: the join's ACK stays at it and SACKs the second
     sack = (((j.c_isn + ss1 + 1000) & M32, (j.c_isn + ss1 + 2000) & M32),)
     tcp = encode_tcp_options(sack=sack)
     p.now += STALL  # (subflow 1's earlier bytes: known lost too)
     p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),), tcp=tcp))
     assert p.path(1).snd_una == ss1
+    return p, j, ss1, g2
+
+
+def test_a_subflows_own_sack_blocks_reach_the_guest_as_data_level_blocks():
+    """Loss on a join: the server SACKs the join's bytes after the hole. Those bytes are not
+    below any cumulative ACK, yet the server has them: the guest must hear so, or it takes
+    every byte sent on that join after the hole for lost (a bench upload with 1 % loss on
+    one path: 30 guest RTOs in 8 s, 27 of 186 Mbit/s)."""
+    p, j, ss1, g2 = _join_sacks_its_second_segment()
     assert (g2, (g2 + 1000) & M32) in MP.guest_sack(p.flow, p.mp, 4)
     # a block naming bytes never sent, or below the ACK (D-SACK), is not taken
     bad = (((j.c_isn + ss1 + 2000) & M32, (j.c_isn + ss1 + 90000) & M32),
@@ -237,17 +240,7 @@ def test_a_dead_subflows_sack_blocks_never_reach_the_guest():
     bytes it skipped when resending (SACKed) until its RTO, backed off to 5 s (inbound
     failover captures, the client's second path down for good). Its cumulatively acked
     bytes went to the data level and are still named."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    first = p.data_on(1, size=1000)
-    ss1 = (parse_packet(first).seq - j.c_isn) & M32
-    p.g_send(1, 1000)
-    g2 = (p.g_nxt - 1000) & M32
-    sack = (((j.c_isn + ss1 + 1000) & M32, (j.c_isn + ss1 + 2000) & M32),)
-    p.now += STALL
-    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),), tcp=encode_tcp_options(sack=sack)))
+    p, _, _, g2 = _join_sacks_its_second_segment()
     assert (g2, (g2 + 1000) & M32) in MP.guest_sack(p.flow, p.mp, 4)
     for state in (MP.SS.STALE, MP.SS.CLOSED):
         p.path(1).state = state
