@@ -2740,9 +2740,7 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
         # the first subflow alive again after none was (_revive, or an uplink's return): the
         # guest's resends since went nowhere ("no live subflow"), and its RTO may have backed
         # off for seconds; prompted now, as when a subflow dies (_j_dead) (review of b5d97cb)
-        for _ in range(3):
-            acts.append(Inject(_guest_ack(flow, mp)))
-        conv.counters[Counter.DupAckSynth] += 3
+        acts += _prompt_guest(flow, mp, conv.counters)
     return acts
 
 
@@ -2998,10 +2996,14 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
         acts.append(Inject(_ack_on_sf1(flow, mp, rm)))
         counters[Counter.RmAddrTX] += 1
     if mp.snd_nxt > mp.data_ack:
-        for _ in range(3):
-            acts.append(Inject(_guest_ack(flow, mp)))
-        counters[Counter.DupAckSynth] += 3
+        acts += _prompt_guest(flow, mp, counters)
     return acts
+
+
+def _prompt_guest(flow, mp, counters) -> list:
+    """Three duplicate ACKs to the guest: resend from the DATA_ACK now, not at its RTO."""
+    counters[Counter.DupAckSynth] += 3
+    return [Inject(_guest_ack(flow, mp)) for _ in range(3)]
 
 
 def _j_lost(conv, flow, p, pkt, data, ctx, now):
@@ -3013,9 +3015,7 @@ def _j_lost(conv, flow, p, pkt, data, ctx, now):
         _forget(conv, p)
     acts = [Drop("subflow reset by the server")] if pkt is not None else []
     if mp.snd_nxt > mp.data_ack:
-        for _ in range(3):
-            acts.append(Inject(_guest_ack(flow, mp)))
-        counters[Counter.DupAckSynth] += 3
+        acts += _prompt_guest(flow, mp, counters)
     return acts
 
 
