@@ -188,6 +188,7 @@ class Counter(IntEnum):
     HeadIntoHole = 164  # guest resends of the data-level head placed in the subflow hole it waited behind (_head_hole): the guest would not resend that hole before the head is acked
     GuestAckAgain = 165  # ACKs sent again to a guest that resent only bytes the server had data-acked (our ACK of them was lost)
     UnsureResent = 166  # guest resends of bytes their subflow acked that may be another DSN's (_head_hole's swap): sent again as new mappings, not dropped
+    NoPathLeft = 167  # multipath flows whose guest was reset: every subflow died and none can open again (MAX_PATHS used up, or no address to join)
 
 
 def new_counters() -> dict:

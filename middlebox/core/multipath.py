@@ -2495,7 +2495,23 @@ def _revive(conv, flow, mp, now: float) -> list:
         if len(mp.paths) >= MAX_PATHS:
             break
         acts.extend(_join_peer(conv, flow, mp, entry, now))
+    if not acts and _no_path_ever(conv, flow, mp):
+        # nothing alive, nothing opening, and nothing can open again: the guest would resend
+        # into nothing until its own timeout (minutes), so it is reset, visibly, at once
+        conv.counters[Counter.NoPathLeft] += 1
+        acts = _guest_rsts(flow, mp)
+        flow.fastclosed = True
     return acts
+
+
+def _no_path_ever(conv, flow, mp) -> bool:
+    """No subflow can be opened for this flow again: MAX_PATHS used up (outbound joins take
+    a new slot each, and the server's joins are refused then), or no address left to join
+    (the server forbade its initial one and announced none) and the server never joined us
+    itself (it might again). An uplink that is down may come back: the flow waits for that."""
+    if len(mp.paths) >= MAX_PATHS and _free_slot(mp) < 0:
+        return True
+    return flow.no_initial_join and not flow.peer_addrs and not any(q.passive for q in mp.paths)
 
 
 def _classify(flow, p, pkt, data: bytes) -> tuple:

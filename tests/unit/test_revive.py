@@ -115,3 +115,44 @@ def test_the_first_join_alive_again_prompts_the_guest_to_resend():
     acts = p.j_in(p.j_ack(nj))
     assert q.state is SS.ESTABLISHED
     assert [p.label(a.data) for a in acts[1:]].count("g_ack") == 3 and p.count("DupAckSynth") == synth + 3
+
+
+def _guest_rsts_in(p, acts):
+    return [a for a in acts if hasattr(a, "data") and parse_packet(a.data).dst == p.g_bytes
+            and parse_packet(a.data).flags & RST]
+
+
+def test_a_flow_that_can_never_open_a_subflow_again_resets_the_guest():
+    """MAX_PATHS used up (outbound joins take a new slot each): before, the guest resent into
+    nothing ("no live subflow") until its own timeout, minutes later."""
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    old = mp.paths[1]
+    while len(mp.paths) < MP.MAX_PATHS:  # earlier joins, closed (link flaps)
+        q = MP.Path(len(mp.paths), flow, old.uplink, old.version, old.local, old.lport + len(mp.paths),
+                    old.remote, old.rport, p.now)
+        q.state = SS.CLOSED
+        mp.paths.append(q)
+    j = p.joins[1]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    assert old.state is SS.CLOSED and not _syn_sources(p, acts)
+    assert _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 1 and flow.fastclosed
+    seq = parse_packet(_guest_rsts_in(p, acts)[0].data).seq
+    assert seq == (flow.server_isn + flow.rcv_rel) & 0xFFFFFFFF  # at the guest's rcv_nxt
+
+
+def test_a_flow_with_no_address_left_to_join_resets_the_guest():
+    """The server forbade joins to its initial address (C bit, or REMOVE_ADDR 0) and
+    announced none: no subflow can come, whichever uplink returns."""
+    p = _only_the_join_left(1)
+    p.flow.no_initial_join = True
+    j = p.joins[1]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    assert not _syn_sources(p, acts) and _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 1
+
+
+def test_a_flow_whose_uplinks_are_down_is_not_reset():
+    p = _only_the_join_left(1)
+    acts = p.conv.uplink_event("up1", False, p.now)
+    assert p.mp.paths[1].state is SS.CLOSED
+    assert not _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 0 and not p.flow.fastclosed
