@@ -98,6 +98,7 @@ MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB
 RUNS_SPARE = 16  # runs left when super-packets stop getting whole-mapping runs of their own (send)
 MAX_UNSURE = 8  # DSN ranges per flow whose subflow bytes the server may hold under another DSN (_unsure_add)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
+LOSSY_CUT = 1.0  # seconds after a loss shown on subflow 1 that its super-packets go out cut
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
@@ -180,6 +181,7 @@ class Path:
         # none): bytes sent before the fill that its ACK did not cover are lost on a FIFO
         # path (as RACK reasons)
         "fill_hi", "fill_end", "lost_una",
+        "loss_at",  # when the server last showed a loss here: SACK blocks, a duplicate ACK (-1: never)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -216,6 +218,7 @@ class Path:
         self.fill_hi = 0
         self.fill_end = 0
         self.lost_una = -1
+        self.loss_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
@@ -1842,6 +1845,14 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 counters[Counter.RunMapNearFull] += 1
             whole = (k == 0 and not pieces and s == start_d and e == e_all and big and not merged
                      and not flow.checksum)
+            if whole and p.loss_at >= 0.0 and now - p.loss_at < LOSSY_CUT:
+                # subflow 1 lost bytes lately: cut, a mapping per segment. One mapping over a
+                # super-packet with a segment lost inside it, the client having begun it, can
+                # take no new mapping inside it (Linux: DSSNotMatching), so the data-level head
+                # reinjected behind that hole could not go into it (_head_hole) and the guest
+                # resent only the head, one segment per RTO (the inbound failover xfail, netlink)
+                whole = False
+                counters[Counter.Sf1LossyCut] += 1
             if not _runs_add(mp, start_d, e, k, p.snd_nxt, counters, not whole):
                 t = mp.runs[-1]
                 counters[Counter.RunMapFull] += 1
@@ -2258,6 +2269,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     subdup = False
     if data is not None:
         _sacked(p, pkt, data, a)
+        if p.sacked:
+            p.loss_at = now
     if p.snd_una < a <= p.snd_nxt:
         acked = a - p.snd_una
         flight = p.snd_nxt - p.snd_una
@@ -2302,6 +2315,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             p.app_lim = True
     elif a == p.snd_una and not pkt.payload_len and not pkt.flags & (FIN | SYN) and p.snd_nxt > p.snd_una:
         p.dups += 1
+        p.loss_at = now
         subdup = True
     p.snd_wnd = pkt.window << p.rwscale
     moved = False
