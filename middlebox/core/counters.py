@@ -190,6 +190,7 @@ class Counter(IntEnum):
     UnsureResent = 166  # guest resends of bytes their subflow acked that may be another DSN's (_head_hole's swap): sent again as new mappings, not dropped
     NoPathLeft = 167  # multipath flows whose guest was reset: every subflow died and none can open again (MAX_PATHS used up, or no address to join)
     Sf1LossyCut = 168  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because subflow 1 showed a loss within LOSSY_CUT (a hole inside one whole mapping can take no reinjected head)
+    RmAddrOwedTX = 169  # REMOVE_ADDRs sent late, on a join coming up, for subflows that died while no subflow was alive to carry one
 
 
 def new_counters() -> dict:

@@ -280,7 +280,7 @@ class MpConn:
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
-                 "plan_look", "plan_short", "sack_told", "unsure",
+                 "plan_look", "plan_short", "sack_told", "unsure", "rm_owed",
                  "rtx_bytes", "held", "counters")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
@@ -303,6 +303,7 @@ class MpConn:
         self.hole_mark = 0
         self.hole_at = 0.0
         self.removed = []  # address ids a REMOVE_ADDR named: a rejoin takes a fresh one
+        self.rm_owed = []  # ids of subflows that died while no subflow was alive to say so
         # download: what the server last heard on subflow 1 (its subflow ack, the raw window)
         # and the largest data-level ack (relative, as flow.rcv_rel) any of our ACKs carried;
         # a DATA_ACK held back (send) is due on some subflow by `dack_due` (0: none)
@@ -2771,7 +2772,22 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
         # guest's resends since went nowhere ("no live subflow"), and its RTO may have backed
         # off for seconds; prompted now, as when a subflow dies (_j_dead) (review of b5d97cb)
         acts += _prompt_guest(flow, mp, conv.counters)
+    if mp.rm_owed:
+        acts += _rm_owed(flow, mp, p, conv.counters)
     return acts
+
+
+def _rm_owed(flow, mp, p, counters) -> list:
+    """The REMOVE_ADDR owed for subflows that died while none was alive, on join p as it
+    comes up: the server otherwise kept them, resending its data into a dead path until its
+    own timers gave up (RFC 8684 §3.4.2). Never an id a subflow of ours uses again."""
+    ids = tuple(i for i in mp.rm_owed if not any(q.addr_id == i and q.state is not SS.CLOSED for q in mp.paths))
+    mp.rm_owed = []
+    if not ids:
+        return []
+    counters[Counter.RmAddrTX] += 1
+    counters[Counter.RmAddrOwedTX] += 1
+    return [Inject(_ack_on(flow, p, (RemoveAddr(ids),)))]
 
 
 def _j_recover(conv, flow, p, pkt, data, dss, now):
@@ -3019,6 +3035,8 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
         #         the server would close it too; our RST closes this one
     elif p.addr_id not in mp.removed:
         mp.removed.append(p.addr_id)
+        if k < 0 and not flow.inbound:  # nothing alive to carry it: owed to the next join up
+            mp.rm_owed.append(p.addr_id)
     if k > 0:  # the server stops using the address (id 0: subflow 1) and resends its data
         acts.append(Inject(_ack_on(flow, mp.paths[k], rm)))
         counters[Counter.RmAddrTX] += 1

@@ -156,3 +156,28 @@ def test_a_flow_whose_uplinks_are_down_is_not_reset():
     acts = p.conv.uplink_event("up1", False, p.now)
     assert p.mp.paths[1].state is SS.CLOSED
     assert not _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 0 and not p.flow.fastclosed
+
+
+def test_a_subflow_dead_while_none_was_alive_is_removed_once_a_join_is_up():
+    """Its uplink went down while it was the flow's last alive subflow: no subflow could carry
+    the REMOVE_ADDR then, and none was sent later, so the server kept resending on it until
+    its own timers gave up. The next join up carries it (never an id in use again)."""
+    from middlebox.wire import RemoveAddr, mptcp_options
+
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    old_id = mp.paths[1].addr_id
+    acts = conv.uplink_event("up1", False, p.now)
+    assert mp.paths[1].state is SS.CLOSED and mp.rm_owed == [old_id]
+    assert not any("rm_addr" in p.label(a.data) for a in acts if hasattr(a, "data"))
+    acts = conv.uplink_event("up1", True, p.now)
+    (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
+    assert q.addr_id != old_id  # (a rejoin takes a fresh id)
+    nj = Join(p, MP._join_syn(conv, flow, q))
+    nj.c_isn = q.local_isn
+    p.j_in(p.j_synack(nj))
+    nj.s_rcv = 1
+    acts = p.j_in(p.j_ack(nj))
+    assert q.state is SS.ESTABLISHED
+    rms = [o for a in acts[1:] for o in mptcp_options(a.data, parse_packet(a.data)) if type(o) is RemoveAddr]
+    assert rms == [RemoveAddr((old_id,))] and p.count("RmAddrOwedTX") == 1 and mp.rm_owed == []
