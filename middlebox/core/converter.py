@@ -220,6 +220,19 @@ class Converter:
                 log.exception("core: %s in the multipath timers", type(exc).__name__)
         return []
 
+    def forget_flow(self, key) -> None:
+        """Remove a flow whose connection is over and from which nothing will come to close
+        it (multipath: the guest reset for want of any path, multipath._no_path_left)."""
+        flow = self.flows.pop(key, None)
+        if flow is None:
+            return
+        lru = self._lru[flow.cls]
+        if key in lru:
+            del lru[key]
+        if flow.mp is not None:
+            MP.release(self, flow)
+        self.counters[Counter.FlowExpired] += 1
+
     def next_deadline(self):
         """The earliest `now` at which tick() has a timer to serve (join SYN and third-ACK
         retransmissions, stale subflows), or None: the shell sleeps until then at most."""

@@ -99,6 +99,7 @@ RUNS_SPARE = 16  # runs left when super-packets stop getting whole-mapping runs 
 MAX_UNSURE = 8  # DSN ranges per flow whose subflow bytes the server may hold under another DSN (_unsure_add)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 LOSSY_CUT = 1.0  # seconds after a loss shown on subflow 1 that its super-packets go out cut
+OVER_KEEP = 10.0  # seconds a flow reset for want of any path (_no_path_left) stays, for stray packets
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
@@ -280,7 +281,7 @@ class MpConn:
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
-                 "plan_look", "plan_short", "sack_told", "unsure", "rm_owed",
+                 "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at",
                  "rtx_bytes", "held", "counters")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
@@ -304,6 +305,7 @@ class MpConn:
         self.hole_at = 0.0
         self.removed = []  # address ids a REMOVE_ADDR named: a rejoin takes a fresh one
         self.rm_owed = []  # ids of subflows that died while no subflow was alive to say so
+        self.over_at = 0.0  # when _no_path_left reset the guest (0: never): forgotten OVER_KEEP later
         # download: what the server last heard on subflow 1 (its subflow ack, the raw window)
         # and the largest data-level ack (relative, as flow.rcv_rel) any of our ACKs carried;
         # a DATA_ACK held back (send) is due on some subflow by `dack_due` (0: none)
@@ -2270,7 +2272,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     subdup = False
     if data is not None:
         _sacked(p, pkt, data, a)
-        if p.sacked:
+        if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
             p.loss_at = now
     if p.snd_una < a <= p.snd_nxt:
         acked = a - p.snd_una
@@ -2316,7 +2318,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             p.app_lim = True
     elif a == p.snd_una and not pkt.payload_len and not pkt.flags & (FIN | SYN) and p.snd_nxt > p.snd_una:
         p.dups += 1
-        p.loss_at = now
+        if not (flow.sack_ok if p.index == 0 else p.sack) and pkt.window << p.rwscale == p.snd_wnd:
+            p.loss_at = now  # (with SACK only its blocks show a loss: not a window update, a D-SACK)
         subdup = True
     p.snd_wnd = pkt.window << p.rwscale
     moved = False
@@ -2474,8 +2477,11 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
     was = p.state
     actions = _HANDLERS[name](conv, flow, p, pkt, data, ctx, now)
     p.state = nxt
-    if nxt is SS.CLOSED and was in ALIVE and not flow.fastclosed and flow.mp is not None:
-        actions.extend(_revive(conv, flow, flow.mp, now))
+    if nxt is SS.CLOSED and was is not SS.CLOSED and not flow.fastclosed and flow.mp is not None:
+        if was in ALIVE:
+            actions.extend(_revive(conv, flow, flow.mp, now))
+        else:  # a join that failed to open: no rejoin (see _revive), but it may have been the last hope
+            actions.extend(_no_path_left(conv, flow, flow.mp, now))
     return actions
 
 
@@ -2510,23 +2516,27 @@ def _revive(conv, flow, mp, now: float) -> list:
         if len(mp.paths) >= MAX_PATHS:
             break
         acts.extend(_join_peer(conv, flow, mp, entry, now))
-    if not acts and _no_path_ever(conv, flow, mp):
-        # nothing alive, nothing opening, and nothing can open again: the guest would resend
-        # into nothing until its own timeout (minutes), so it is reset, visibly, at once
-        conv.counters[Counter.NoPathLeft] += 1
-        acts = _guest_rsts(flow, mp)
-        flow.fastclosed = True
-    return acts
+    return acts or _no_path_left(conv, flow, mp, now)
 
 
-def _no_path_ever(conv, flow, mp) -> bool:
-    """No subflow can be opened for this flow again: MAX_PATHS used up (outbound joins take
-    a new slot each, and the server's joins are refused then), or no address left to join
-    (the server forbade its initial one and announced none) and the server never joined us
-    itself (it might again). An uplink that is down may come back: the flow waits for that."""
-    if len(mp.paths) >= MAX_PATHS and _free_slot(mp) < 0:
-        return True
-    return flow.no_initial_join and not flow.peer_addrs and not any(q.passive for q in mp.paths)
+def _no_path_left(conv, flow, mp, now: float) -> list:
+    """Nothing alive, nothing opening, and no subflow can be opened for this (outbound) flow
+    again: its 8 subflows used up (each join takes a new slot), or no address left to join
+    (the server forbade its initial one, and announced none or removed them). The guest
+    would resend into nothing until its own timeout, minutes later: it is reset, visibly, at
+    once (its RSTs at guest_rst_at), and the flow is forgotten OVER_KEEP later (tick). A flow
+    whose uplinks are down waits: one may come back. Not after the server's DATA_FIN."""
+    if flow.inbound or flow.state is not _ESTABLISHED or flow.remote_fin or flow.fastclosed:
+        return []
+    for q in mp.paths:
+        if q.state in ALIVE or q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED:
+            return []
+    if len(mp.paths) < MAX_PATHS and not (flow.no_initial_join and not flow.peer_addrs):
+        return []
+    conv.counters[Counter.NoPathLeft] += 1
+    flow.fastclosed = True
+    mp.over_at = now
+    return _guest_rsts(flow, mp)
 
 
 def _classify(flow, p, pkt, data: bytes) -> tuple:
@@ -3108,6 +3118,11 @@ def tick(conv, now: float) -> list:
         mp = flow.mp
         if mp is None:
             conv.mp_flows.pop(key, None)
+            continue
+        if mp.over_at and now - mp.over_at >= OVER_KEEP:
+            # (the guest was reset, the server cannot be reached: nothing will come to close
+            # it, and it held its table entry and multipath slot for the ESTABLISHED timeout)
+            conv.forget_flow(key)
             continue
         if mp.hole_at and now - mp.hole_at >= HOLE_WAIT:
             if flow.rcv_rel < mp.hole_mark:  # the server's MPTCP-level retransmission repairs it
