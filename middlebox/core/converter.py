@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 # TCP flags (RFC 9293 §3.1)
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+ECE, CWR = 0x40, 0x80
 TCP_HLEN = 20
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
 # MP_CAPABLE flags (RFC 8684 §3.1)
@@ -852,6 +853,8 @@ class Converter:
         shift = flow.guest_isn - sf.local_isn
         ack = pkt.ack if new_ack == -1 else new_ack
         out = [Drop("guest segment across super-packet mappings: sent in pieces")]
+        marks = MP.guest_marks(pkt, data)  # (its DSCP and ECN codepoint, a hop counted)
+        ecn = pkt.flags & (ECE | CWR)  # (CWR on the first piece only, as TSO does)
         fin_apart = False  # the FIN goes on a bare DATA_FIN of its own (see below)
         if fin:
             flow.guest_fin((pkt.seq + plen) & M32)
@@ -873,21 +876,22 @@ class Converter:
                     dsn = (flow.local_idsn + a) & M64
                     csum = dss_checksum(dsn, (a + shift) & M32, dlen, payload) if flow.checksum else None
                     opt = Dss(data_ack, flow.ack64, dsn, True, (a + shift) & M32, dlen, csum, bool(fin) and last)
-                flags = pkt.flags & (ACK | PSH) if last else ACK
+                flags = (pkt.flags & (ACK | PSH) if last else ACK) | ecn
+                ecn &= ~CWR
                 if fin and last and not fin_apart:
                     flags |= FIN
                 counters[DSSTX] += 1
                 out.append(Inject(MP.segment(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
                                              (sf.local_isn + shift + a) & M32, ack, flags, pkt.window,
-                                             build_options(ts, (opt,)), payload)))
+                                             build_options(ts, (opt,)), payload, marks)))
                 a = c
         if fin_apart:  # the last piece's mapping ends before the FIN: a bare DATA_FIN (§3.3)
             dsn = (flow.local_idsn + end) & M64
             csum = dss_checksum(dsn, 0, 1, b"") if flow.checksum else None
             opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, csum, True)
             out.append(Inject(MP.segment(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
-                                         (sf.local_isn + shift + end) & M32, ack, ACK | FIN, pkt.window,
-                                         build_options(ts, (opt,)))))
+                                         (sf.local_isn + shift + end) & M32, ack, ACK | FIN | ecn, pkt.window,
+                                         build_options(ts, (opt,)), b"", marks)))
         flow.bytes_out += plen
         return out
 

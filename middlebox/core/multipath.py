@@ -92,6 +92,7 @@ SS, SI = SubflowState, SubflowInput
 _ESTABLISHED = State.ESTABLISHED
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+ECE, CWR = 0x40, 0x80
 TCP_HLEN = 20
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
 #                 at most with 3 subflows (measured with tracemalloc; the issue's budget: 32 KiB)
@@ -334,14 +335,17 @@ class MpConn:
 
 
 def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
-            flags: int, window: int, options: bytes = b"", payload: bytes = b"") -> bytes:
-    """A complete IPv4/IPv6 TCP segment with correct checksums."""
+            flags: int, window: int, options: bytes = b"", payload: bytes = b"",
+            marks: tuple = (0, 64)) -> bytes:
+    """A complete IPv4/IPv6 TCP segment with correct checksums; `marks`: its TOS (traffic
+    class) byte and TTL (hop limit), see guest_marks."""
     doff = TCP_HLEN + len(options)
     tlen = doff + len(payload)
+    tos, ttl = marks
     if version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tlen, 0, 0x4000, 64, 6, 0, src, dst)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + tlen, 0, 0x4000, ttl, 6, 0, src, dst)
     else:
-        ip = struct.pack("!IHBB16s16s", 0x60000000, tlen, 6, 64, src, dst)
+        ip = struct.pack("!IHBB16s16s", 0x60000000 | tos << 20, tlen, 6, ttl, src, dst)
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & M32, ack & M32, (doff // 4) << 4, flags,
                       min(window, 0xFFFF), 0, 0)
     if version == 4:  # complete packets (events.Inject): the header checksum too
@@ -351,6 +355,15 @@ def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: i
     c = tcp_checksum(raw, pkt)
     off = pkt.ip_hlen + 16
     return raw[:off] + struct.pack("!H", c) + raw[off + 2:]
+
+
+def guest_marks(pkt, data: bytes) -> tuple:
+    """(TOS / traffic class byte, TTL / hop limit - 1) of the guest's packet, for the pieces
+    we send in its place on its own connection (a cut super-packet): its DSCP and ECN
+    codepoint kept, and the hop a forwarded packet would have counted."""
+    if pkt.version == 4:
+        return data[1], max(data[8] - 1, 1)
+    return (data[0] & 0x0F) << 4 | data[1] >> 4, max(data[7] - 1, 1)
 
 
 def _addr(text: str | None, version: int) -> bytes | None:
@@ -1924,6 +1937,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             return [Drop("no live subflow for the DATA_FIN")]
         return [Drop("DATA_FIN on another subflow"), Inject(_data_on(flow, mp.paths[k], opt, 0, b""))]
     ts = None
+    marks = (0, 64)
     # In place only when the one piece is the whole payload: a piece is less when bytes
     # before it were skipped (data-acked on a closed subflow, or runs already trimmed: the
     # guest resends from a snd_una behind DATA_ACK) or after it (no live subflow); rewritten
@@ -2000,7 +2014,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if da != data_ack:  # (a guest retransmission whose window the server keeps)
                 opt = Dss(da, flow.ack64, opt.data_seq, True, opt.subflow_seq, opt.data_len, opt.csum,
                           opt.data_fin)
-            flags = pkt.flags & (PSH | ACK)
+            flags = pkt.flags & (PSH | ACK | ECE | CWR)  # (ECN: the guest's connection's own)
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 flags |= FIN
                 if not p.fin_sent:
@@ -2016,9 +2030,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if ts is None:
                 o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
                 ts = encode_tcp_options(-1, -1, False, o.ts_val, o.ts_ecr) if o.ts_val != -1 else b""
+                marks = guest_marks(pkt, data)
+            else:
+                flags &= ~CWR  # (on the first piece only, as TSO does)
             actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
                                           p.local_isn + ss, sf1_ack, flags, pkt.window,
-                                          build_options(ts, (opt,)), payload)))
+                                          build_options(ts, (opt,)), payload, marks)))
         else:
             counters[Counter.DSSTXJoin] += 1
             psh = pkt.flags & PSH

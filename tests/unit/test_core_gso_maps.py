@@ -182,3 +182,36 @@ def test_bytes_sent_in_segments_and_resent_as_one_super_packet_are_cut():
     pieces = [_dss(x.data) for x in actions[1:] if isinstance(x, Inject)]
     assert [pkt.payload_len for pkt, _ in pieces] == [seg_max, seg_max, len(payload) - 2 * seg_max]
     assert all(dss.data_len == pkt.payload_len for pkt, dss in pieces)
+
+
+def _marked(buf, flags_or=0, tos=0xBA, ttl=30):
+    """`buf` (IPv4) with TOS `tos` (DSCP EF, ECT(0)), TTL `ttl` and TCP flags `flags_or` added."""
+    import struct
+
+    from middlebox.wire import parse_packet, rewrite
+    from middlebox.wire.packet import ipv4_checksum
+
+    b = bytearray(buf)
+    b[1], b[8] = tos, ttl
+    b[10:12] = b"\0\0"
+    b[10:12] = struct.pack("!H", ipv4_checksum(bytes(b), 5))
+    pkt = parse_packet(bytes(b))
+    return rewrite(bytes(b), pkt, flags=pkt.flags | flags_or)
+
+
+def test_pieces_keep_the_guests_dscp_ecn_and_a_forwarded_ttl():
+    """(A review: pieces we send in place of a guest segment had TOS 0, TTL 64 and neither
+    CWR nor ECE: its DSCP lost, and an ECN guest's CWR never reached the server, which then
+    kept echoing ECE.) ECE on every piece, CWR on the first only, as TSO does."""
+    p = Pair()
+    p.established()
+    a_start, a, _ = _super(p, 4, 0x61)
+    b_start, b, _ = _super(p, 4, 0x62)
+    seq = (a_start + 3 * SEG) & M32
+    actions, _ = p.out(_marked(p.g_data(a[3 * SEG:] + b[:SEG], seq=seq), 0xC0))
+    pieces = [x.data for x in actions[1:] if isinstance(x, Inject)]
+    assert len(pieces) == 2
+    for i, raw in enumerate(pieces):
+        check_wire(raw)
+        assert raw[1] == 0xBA and raw[8] == 29
+        assert raw[33] & 0xC0 == (0xC0 if i == 0 else 0x40)

@@ -4,7 +4,7 @@ next bytes."""
 
 from __future__ import annotations
 
-from middlebox.core import Inject
+from middlebox.core import Direction, Inject
 from middlebox.core import multipath as MP
 from middlebox.wire import parse_packet
 
@@ -84,9 +84,21 @@ def test_subflow_1_cuts_super_packets_for_a_while_after_a_loss():
     assert isinstance(acts[0], Drop) and p.count("Sf1LossyCut") == 1
     sent = [parse_packet(a.data) for a in acts[1:] if isinstance(a, Inject)]
     assert len(sent) == 3 and all(s.payload_len == mss for s in sent)
-    p.now += MP.LOSSY_CUT  # (no loss since): whole again
+    # the pieces keep the guest's DSCP and ECN codepoint, a forwarded TTL, ECE on each and CWR
+    # on the first (they had TOS 0, TTL 64, no CWR/ECE: an ECN guest's CWR never arrived)
+    from tests.unit.test_core_gso_maps import _marked
+
+    acts = p.conv.handle(_marked(p.g_data(b"m" * 3 * mss), 0xC0), Direction.OUT, p.now)
+    raws = [a.data for a in acts[1:] if isinstance(a, Inject)]
+    assert isinstance(acts[0], Drop) and len(raws) == 3
+    assert all(r[1] == 0xBA and r[8] == 29 for r in raws)
+    assert [r[33] & 0xC0 for r in raws] == [0xC0, 0x40, 0x40]
+    p.now += MP.LOSSY_CUT  # (no loss since): whole again, in place, with its CWR and ECE
     acts = one_super()
-    assert not isinstance(acts[0], Drop) and p.count("Sf1LossyCut") == 1
+    assert not isinstance(acts[0], Drop) and p.count("Sf1LossyCut") == 2
+    acts = p.conv.handle(_marked(p.g_data(b"w" * 3 * mss), 0xC0), Direction.OUT, p.now)
+    assert type(acts[0]).__name__ == "Rewrite" and acts[0].data[1] == 0xBA
+    assert acts[0].data[33] & 0xC0 == 0xC0
 
 
 def test_without_sack_a_duplicate_ack_shows_a_loss_on_subflow_1():
