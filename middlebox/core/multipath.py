@@ -282,7 +282,7 @@ class MpConn:
                  "key", "guest", "gport", "server", "sport", "version", "dack_sent", "started_at",
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
-                 "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at",
+                 "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "rtx_bytes", "held", "counters")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
@@ -307,6 +307,7 @@ class MpConn:
         self.removed = []  # address ids a REMOVE_ADDR named: a rejoin takes a fresh one
         self.rm_owed = []  # ids of subflows that died while no subflow was alive to say so
         self.over_at = 0.0  # when _no_path_left reset the guest (0: never): forgotten OVER_KEEP later
+        self.cwr_owed = False  # the guest's CWR went on no subflow-1 byte yet (send)
         # download: what the server last heard on subflow 1 (its subflow ack, the raw window)
         # and the largest data-level ack (relative, as flow.rcv_rel) any of our ACKs carried;
         # a DATA_ACK held back (send) is due on some subflow by `dack_due` (0: none)
@@ -336,16 +337,16 @@ class MpConn:
 
 def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
             flags: int, window: int, options: bytes = b"", payload: bytes = b"",
-            marks: tuple = (0, 64)) -> bytes:
+            marks: tuple = (0, 64, 0)) -> bytes:
     """A complete IPv4/IPv6 TCP segment with correct checksums; `marks`: its TOS (traffic
-    class) byte and TTL (hop limit), see guest_marks."""
+    class) byte, TTL (hop limit) and IPv6 flow label, see guest_marks."""
     doff = TCP_HLEN + len(options)
     tlen = doff + len(payload)
-    tos, ttl = marks
+    tos, ttl, label = marks
     if version == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + tlen, 0, 0x4000, ttl, 6, 0, src, dst)
     else:
-        ip = struct.pack("!IHBB16s16s", 0x60000000 | tos << 20, tlen, 6, ttl, src, dst)
+        ip = struct.pack("!IHBB16s16s", 0x60000000 | tos << 20 | label, tlen, 6, ttl, src, dst)
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & M32, ack & M32, (doff // 4) << 4, flags,
                       min(window, 0xFFFF), 0, 0)
     if version == 4:  # complete packets (events.Inject): the header checksum too
@@ -358,12 +359,13 @@ def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: i
 
 
 def guest_marks(pkt, data: bytes) -> tuple:
-    """(TOS / traffic class byte, TTL / hop limit - 1) of the guest's packet, for the pieces
-    we send in its place on its own connection (a cut super-packet): its DSCP and ECN
-    codepoint kept, and the hop a forwarded packet would have counted."""
+    """(TOS / traffic class byte, TTL / hop limit - 1, IPv6 flow label) of the guest's
+    packet, for the pieces we send in its place on its own connection (a cut super-packet):
+    its DSCP and ECN codepoint kept, the hop a forwarded packet would have counted, and its
+    flow label (ECMP keeps the pieces on the path of its other segments)."""
     if pkt.version == 4:
-        return data[1], max(data[8] - 1, 1)
-    return (data[0] & 0x0F) << 4 | data[1] >> 4, max(data[7] - 1, 1)
+        return data[1], max(data[8] - 1, 1), 0
+    return (data[0] & 0x0F) << 4 | data[1] >> 4, max(data[7] - 1, 1), (data[1] & 0x0F) << 16 | data[2] << 8 | data[3]
 
 
 def _addr(text: str | None, version: int) -> bytes | None:
@@ -788,8 +790,8 @@ def _join_peer(conv, flow, mp, entry: tuple, now: float) -> list:
     every live uplink that has no subflow to it yet, within the subflow limit."""
     _, addr, port = entry
     rport = port or mp.sport  # (a port of 0 names none: the connection's)
-    if addr == mp.server and rport == mp.sport:
-        return []
+    if (addr == mp.server and rport == mp.sport) or flow.fastclosed:
+        return []  # (fastclosed: the guest was reset, _no_path_left; review of d952ba3)
     limit = _limit(conv, flow)
     live = sum(1 for q in mp.paths if q.state is not SS.CLOSED)
     actions = []
@@ -1937,7 +1939,11 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             return [Drop("no live subflow for the DATA_FIN")]
         return [Drop("DATA_FIN on another subflow"), Inject(_data_on(flow, mp.paths[k], opt, 0, b""))]
     ts = None
-    marks = (0, 64)
+    marks = (0, 64, 0)
+    # (ECN is subflow 1's, the guest's own connection: the guest's CWR goes on the first of its
+    # bytes there, or, when none go there, on the next that do: left on a join, the server
+    # kept echoing ECE on subflow 1 and the guest cut its window every RTT; review of 05df626)
+    cwr_due = bool(pkt.flags & CWR) or mp.cwr_owed
     # In place only when the one piece is the whole payload: a piece is less when bytes
     # before it were skipped (data-acked on a closed subflow, or runs already trimmed: the
     # guest resends from a snd_una behind DATA_ACK) or after it (no live subflow); rewritten
@@ -2014,7 +2020,10 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if da != data_ack:  # (a guest retransmission whose window the server keeps)
                 opt = Dss(da, flow.ack64, opt.data_seq, True, opt.subflow_seq, opt.data_len, opt.csum,
                           opt.data_fin)
-            flags = pkt.flags & (PSH | ACK | ECE | CWR)  # (ECN: the guest's connection's own)
+            flags = pkt.flags & (PSH | ACK | ECE)  # (ECN: the guest's connection's own)
+            if cwr_due and b > a:
+                flags |= CWR
+                cwr_due = mp.cwr_owed = False
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 flags |= FIN
                 if not p.fin_sent:
@@ -2031,8 +2040,6 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
                 ts = encode_tcp_options(-1, -1, False, o.ts_val, o.ts_ecr) if o.ts_val != -1 else b""
                 marks = guest_marks(pkt, data)
-            else:
-                flags &= ~CWR  # (on the first piece only, as TSO does)
             actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
                                           p.local_isn + ss, sf1_ack, flags, pkt.window,
                                           build_options(ts, (opt,)), payload, marks)))
@@ -2043,6 +2050,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if payload and conv.config.repair_bytes:
                 _keep(conv, mp, p, ss, ss + (b - a), opt, payload, psh)
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
+    if cwr_due:
+        mp.cwr_owed = True
     flow.bytes_out += plen
     return actions
 
@@ -3136,9 +3145,11 @@ def tick(conv, now: float) -> list:
         if mp is None:
             conv.mp_flows.pop(key, None)
             continue
-        if mp.over_at and now - mp.over_at >= OVER_KEEP:
+        if mp.over_at and now - mp.over_at >= OVER_KEEP and now - flow.last >= OVER_KEEP:
             # (the guest was reset, the server cannot be reached: nothing will come to close
-            # it, and it held its table entry and multipath slot for the ESTABLISHED timeout)
+            # it, and it held its table entry and multipath slot for the ESTABLISHED timeout.
+            # Kept while packets still come: the guest's RST to a late server segment gets
+            # its MP_FASTCLOSE, review of d952ba3)
             conv.forget_flow(key)
             continue
         if mp.hole_at and now - mp.hole_at >= HOLE_WAIT:

@@ -113,3 +113,38 @@ def test_without_sack_a_duplicate_ack_shows_a_loss_on_subflow_1():
     assert p0.loss_at == -1.0
     p.inn(_s_ack(p, una, window=400))  # a duplicate ACK
     assert p0.loss_at == p.now
+
+
+def test_the_guests_cwr_placed_on_a_join_goes_on_the_next_subflow_1_bytes(monkeypatch):
+    """ECN is subflow 1's (the guest's own connection; joins negotiate none). A CWR segment
+    whose bytes all went on a join lost its CWR: the server kept echoing ECE on subflow 1 and
+    the guest cut its window every RTT (review of 05df626)."""
+    from tests.unit.test_core_gso_maps import _marked
+
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    mp = p.mp
+    monkeypatch.setattr(MP, "pick", lambda mp_, n, c, now=0.0: 1)
+    acts = p.conv.handle(_marked(p.g_data(b"j" * 500), 0xC0), Direction.OUT, p.now)
+    (raw,) = [a.data for a in acts[1:] if isinstance(a, Inject)]
+    assert p.label(raw) == "data@1" and raw[33] & 0xC0 == 0 and mp.cwr_owed
+    monkeypatch.setattr(MP, "pick", lambda mp_, n, c, now=0.0: 0)
+    p.now += 0.01
+    acts = p.conv.handle(p.g_data(b"k" * 500), Direction.OUT, p.now)
+    assert type(acts[0]).__name__ == "Rewrite" and acts[0].data[33] & 0x80 and not mp.cwr_owed
+    acts = p.conv.handle(p.g_data(b"l" * 500), Direction.OUT, p.now)
+    assert not acts[0].data[33] & 0x80  # (once)
+
+
+def test_ipv6_pieces_keep_the_traffic_class_hop_and_flow_label():
+    from tests.unit.test_core_harness import make_packet
+
+    buf = bytearray(make_packet("fd00::1", "fd01::2", 40000, 80, 1, 1, ACK, b"", b"x" * 10, v6=True))
+    buf[0:4] = (0x60000000 | 0xB9 << 20 | 0x5ABCD).to_bytes(4, "big")
+    buf[7] = 30
+    pkt = parse_packet(bytes(buf))
+    marks = MP.guest_marks(pkt, bytes(buf))
+    assert marks == (0xB9, 29, 0x5ABCD)
+    out = MP.segment(6, pkt.src, pkt.dst, 40000, 80, 1, 1, ACK, 500, b"", b"y", marks)
+    assert int.from_bytes(out[0:4], "big") == 0x60000000 | 0xB9 << 20 | 0x5ABCD and out[7] == 29

@@ -215,6 +215,10 @@ def test_a_flow_reset_for_want_of_a_path_is_forgotten_soon():
     expired = p.count("FlowExpired")
     p.conv.tick(p.now + MP.OVER_KEEP / 2)
     assert list(p.conv.flows.values()) == [flow] and p.conv.mp_flows
+    flow.last = p.now + 5  # a late packet of the flow: kept while they come (review of d952ba3)
     p.conv.tick(p.now + MP.OVER_KEEP)
-    assert not p.conv.flows and not p.conv.mp_flows and flow.mp is None and not p.conv.joins
+    assert list(p.conv.flows.values()) == [flow]
+    assert MP._join_peer(p.conv, flow, p.mp, (9, p.mp.server[:-1] + b"\x63", 0), p.now) == []  # (nor joins)
+    p.conv.tick(p.now + 5 + MP.OVER_KEEP)
+    assert not p.conv.flows and not p.conv.mp_flows and flow.mp is None
     assert p.count("FlowExpired") == expired + 1
