@@ -1534,8 +1534,8 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     held, so guest_sack names none of them until they are data-acked, and a guest resend of
     them acked at their new place goes as a new mapping (send).
     Not with DSS checksums (Linux sums a mapping from the bytes it reads on: one whose start
-    the other copy took fails, DataCsumErr), nor inside a mapping over several segments
-    (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0):
+    the other copy took fails, DataCsumErr), nor inside a mapping over several segments past
+    its start (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0):
     nothing to do."""
     h0 = p.snd_una
     if flow.checksum or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
@@ -1553,7 +1553,13 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         if ridx != idx or not (s0 <= h0 < s0 + (r1 - r0)):
             continue
         dh = r0 + (h0 - s0)
-        if m is not None or dh <= da or dh < end:
+        if (m is not None and m[1] != h0) or dh <= da or dh < end:
+            # (inside a mapping over several segments whose start the server took: it has
+            # begun that mapping and takes no other inside it. At its start, the server holds
+            # none of it in order (its out-of-order bytes are not mapped yet, nor merged with
+            # a copy of another mapping), so the head goes in and the rest keeps that mapping:
+            # a whole super-packet on subflow 1 lost at once left the head behind it for good,
+            # a segment per RTO, the netlink failover captures)
             return (0, 0)
         h1 = s0 + (r1 - r0)
         if sd < h1:

@@ -138,10 +138,31 @@ def test_not_when_the_run_map_has_no_room_for_the_swap():
     assert _hole(p, mp, j2)[0] == 0
 
 
-def test_not_inside_a_mapping_over_several_segments():
+def test_not_inside_a_mapping_over_several_segments_past_its_start():
+    """The server took the mapping's first bytes in order: it has begun that mapping and
+    takes no other inside it (DSSNotMatching)."""
     p, mp, j2 = _state()
-    mp.runs[1][4] = (206, 1, 2840, None, False)
+    mp.runs[1:] = [[206, 3046, 2, 1, (206 - 1420, -1419, 4260, None, False)]]  # (began at ssn -1419)
     assert _hole(p, mp, j2)[0] == 0
+
+
+def test_at_the_start_of_a_mapping_over_several_segments_the_head_goes_in():
+    """A whole super-packet sent in place (one mapping) and lost at once: the server holds none
+    of it in order, so a new mapping may go at its start; the rest keeps the mapping (Linux
+    reads on from the next segment under it: a mapping may start before the bytes read). It
+    was refused, and the guest resent only the head, a segment per RTO, for good (netlink
+    failover captures)."""
+    p, mp, j2 = _state()
+    m = (206, 1, 2840, None, False)
+    mp.runs[1][4] = m
+    assert _hole(p, mp, j2) == (200, 206)
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    acts = p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
+    assert p.count("HeadIntoHole") == 1
+    ((pkt, _, dss),) = _maps(p, acts[1:])
+    assert (dss.subflow_seq, dss.data_len) == (1, 200)
+    assert [r[:4] for r in mp.runs] == [[6, 206, 2, 1], [206, 406, 2, 2841], [406, 3046, 2, 201]]
+    assert mp.runs[2][4] is m and mp.runs[1][4] is None  # (the rest keeps its mapping)
 
 
 def test_not_while_the_hole_is_not_known_lost():
