@@ -183,6 +183,7 @@ class Path:
         # none): bytes sent before the fill that its ACK did not cover are lost on a FIFO
         # path (as RACK reasons)
         "fill_hi", "fill_end", "lost_una",
+        "fill_m",  # the mapping over several segments the last fill went into (None: none)
         "loss_at",  # when the server last showed a loss here: SACK blocks, a duplicate ACK (-1: never)
     )
 
@@ -220,6 +221,7 @@ class Path:
         self.fill_hi = 0
         self.fill_end = 0
         self.lost_una = -1
+        self.fill_m = None
         self.loss_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
@@ -1553,13 +1555,17 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         if ridx != idx or not (s0 <= h0 < s0 + (r1 - r0)):
             continue
         dh = r0 + (h0 - s0)
-        if (m is not None and m[1] != h0) or dh <= da or dh < end:
+        if (m is not None and m[1] != h0 and not (p.fill_m is m and p.fill_end == h0)) or dh <= da or dh < end:
             # (inside a mapping over several segments whose start the server took: it has
             # begun that mapping and takes no other inside it. At its start, the server holds
             # none of it in order (its out-of-order bytes are not mapped yet, nor merged with
             # a copy of another mapping), so the head goes in and the rest keeps that mapping:
             # a whole super-packet on subflow 1 lost at once left the head behind it for good,
-            # a segment per RTO, the netlink failover captures)
+            # a segment per RTO, the netlink failover captures. So too right after heads we
+            # put in from its start, acked up to the last one's end: the server read those
+            # under their own mappings, and the next head would wait there; review of c335069.
+            # A late original of its first segment, taken before our head, would have begun
+            # it: then the server resets subflow 1, visibly)
             return (0, 0)
         h1 = s0 + (r1 - r0)
         if sd < h1:
@@ -1585,6 +1591,11 @@ def _into_hole(mp, q, d: int, n: int, dh: int, home: int, hs: int, counters) -> 
     data-acked; Karn, and what the ACK past the fill stops at is lost (`Path.lost_una`).
     Returns the hole's seq."""
     h0 = q.snd_una
+    q.fill_m = None
+    for r in mp.runs:  # (the mapping over several segments the hole is in, if any: _head_hole)
+        if r[2] == q.index and r[3] <= h0 < r[3] + (r[1] - r[0]):
+            q.fill_m = r[4]
+            break
     _runs_move(mp, dh, dh + n, home, hs)
     _runs_move(mp, d, d + n, q.index, h0)
     _unsure_add(mp, dh, dh + n)

@@ -163,6 +163,15 @@ def test_at_the_start_of_a_mapping_over_several_segments_the_head_goes_in():
     assert (dss.subflow_seq, dss.data_len) == (1, 200)
     assert [r[:4] for r in mp.runs] == [[6, 206, 2, 1], [206, 406, 2, 2841], [406, 3046, 2, 201]]
     assert mp.runs[2][4] is m and mp.runs[1][4] is None  # (the rest keeps its mapping)
+    # the server acks the head there: the next head goes into the rest of that hole too (it
+    # read the first under the head's own mapping; refused, the next head waited behind the
+    # rest for good, a segment per RTO; review of c335069)
+    j2.snd_una = 201
+    mp.data_ack = 206
+    j2.dups = 2
+    assert MP._head_hole(p.flow, mp, j2, 206, 2841, 200, 406, p.now) == (200, 406)
+    j2.fill_m = None  # (had the server's ACK not come from our fill: refused, as inside m)
+    assert MP._head_hole(p.flow, mp, j2, 206, 2841, 200, 406, p.now)[0] == 0
 
 
 def test_not_while_the_hole_is_not_known_lost():
