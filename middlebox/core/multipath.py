@@ -184,7 +184,8 @@ class Path:
         # path (as RACK reasons)
         "fill_hi", "fill_end", "lost_una",
         "fill_m",  # the mapping over several segments the last fill went into (None: none)
-        "loss_at",  # when the server last showed a loss here: SACK blocks, a duplicate ACK (-1: never)
+        "loss_at",  # when the server last showed a loss here (-1: never): SACK blocks; without
+        #            SACK, a duplicate ACK with an unchanged window (_ack_info)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -2567,8 +2568,9 @@ def _no_path_left(conv, flow, mp, now: float) -> list:
     again: its 8 subflows used up (each join takes a new slot), or no address left to join
     (the server forbade its initial one, and announced none or removed them). The guest
     would resend into nothing until its own timeout, minutes later: it is reset, visibly, at
-    once (its RSTs at guest_rst_at), and the flow is forgotten OVER_KEEP later (tick). A flow
-    whose uplinks are down waits: one may come back. Not after the server's DATA_FIN."""
+    once (its RSTs at guest_rst_at), and the flow is forgotten once OVER_KEEP passed without
+    a packet of it (tick). A flow whose uplinks are down waits: one may come back. Not after
+    the server's DATA_FIN."""
     if flow.inbound or flow.state is not _ESTABLISHED or flow.remote_fin or flow.fastclosed:
         return []
     for q in mp.paths:
