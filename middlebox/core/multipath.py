@@ -189,6 +189,7 @@ class Path:
         # the highest end of the server's SACK blocks here, and when it last grew (-1: never):
         # the path delivers although its cumulative ACK waits at a hole (_news)
         "sack_hi", "sack_at",
+        "rtx_at",  # when bytes below sack_hi (into a hole) last went out here (-1: never; _answered)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -229,6 +230,7 @@ class Path:
         self.loss_at = -1.0
         self.sack_hi = 0
         self.sack_at = -1.0
+        self.rtx_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
@@ -2037,6 +2039,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         if dfin:
             counters[Counter.DataFinTX] += 1
         p.tx_bytes += b - a
+        if ss < p.sack_hi:
+            p.rtx_at = flow.last  # (into a hole: the server owes an answer again, _answered)
         if idx == 0:
             _dack_carried(flow)
             da = _sf1_dack(flow, mp, ss, sf1_ack, pkt.window, data_ack)
@@ -2177,6 +2181,8 @@ def _repair(conv, flow, mp, p, now: float) -> list:
             out.append(Inject(_data_on(flow, p, opt, s, payload, psh)))
             p.tx_bytes += e - s
             hi = e
+            if s < p.sack_hi:
+                p.rtx_at = now
     p.rep_hi = hi
     conv.counters[Counter.JoinRepairTX] += len(out)
     return out
@@ -3233,9 +3239,11 @@ def tick(conv, now: float) -> list:
                 fill = _fill_acked_hole(conv, flow, mp, p) if p.fill_at != p.progress_at else []
                 if fill:
                     actions.extend(fill)
-                    p.progress_at = p.fill_at = now
+                    p.progress_at = p.fill_at = p.rtx_at = now
                     continue
                 p.fill_at = p.progress_at  # (looked at: next_deadline waits for SILENT_ALONE)
+                if _answered(p):
+                    continue
                 if progressed <= _news(p) and not (
                         now - p.progress_at >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
                     continue
@@ -3331,6 +3339,17 @@ def _news(p) -> float:
     return p.acked_at if p.acked_at >= p.sack_at else p.sack_at
 
 
+def _answered(p) -> bool:
+    """Has the server told of every byte sent on subflow p, save holes: its SACK blocks reach
+    snd_nxt, and nothing went into a hole since its last news? Such a subflow is not silent,
+    it waits for a resend: no stale rule applies to it until something goes out unanswered.
+    In the captured stall the join's path died ~3 ms after subflow 1's last SACK; the guest
+    resent only the data-level head, homed on the join, so subflow 1 got nothing more and
+    looked the older of two silent subflows: it went stale and dead, the dead join was
+    kept, and the head went to it for good."""
+    return p.sack_hi >= p.snd_nxt and p.rtx_at < _news(p)
+
+
 def _others_alive(mp, p) -> bool:
     return any(q is not p and q.state is SS.ESTABLISHED for q in mp.paths)
 
@@ -3362,7 +3381,8 @@ def next_deadline(conv) -> float | None:
             t = None
             if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED or st is SS.SYN_RCVD:
                 t = p.timer
-            elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
+            elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and not (
+                    p.fill_at == p.progress_at and _answered(p)):
                 wait = max(STALE_MIN, 4 * p.srtt)
                 if progressed <= _news(p) and p.fill_at == p.progress_at:
                     # (as tick decides: only SILENT_ALONE can make it stale before another

@@ -4,6 +4,8 @@ its own subflow time again, but is no progress the others are measured against."
 
 from __future__ import annotations
 
+from middlebox.core import Direction
+from middlebox.core import multipath as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import build_options, encode_tcp_options, parse_packet
 
@@ -43,51 +45,104 @@ def test_a_fill_on_a_dead_join_does_not_make_subflow_1_stale():
     assert states[-1] == [SS.ESTABLISHED, SS.CLOSED], states
 
 
-def test_a_subflow_whose_server_sacks_past_its_hole_outlives_a_join_that_went_silent():
-    """The second shape of the inbound failover stall (2 % loss, captured): subflow 1's
-    cumulative ACK waits at a lost segment while the server SACKs every byte after it; the
-    join acked last, then its path died. Judged by cumulative ACKs alone, subflow 1 looked
-    the one that stopped: it went stale and dead, and every guest resend went to the dead
-    join for good. Its SACK blocks reaching higher are news of a working path: the join
-    goes, subflow 1 stays."""
+
+def _sf1_sacked_past_a_hole(join_acks_last: bool):
+    """Subflow 1 with bytes out whose later ones the server SACKs (those before lost), and a
+    join the server acked, and sent more that its dead path never delivers. The join's
+    ack comes before subflow 1's SACK, or after it (`join_acks_last`, the captured order).
+    Returns (pair, subflow 1's path, the join's path, [(guest seq, ss, end) of three
+    segments on subflow 1, the first in its hole], the SACK packet's bytes)."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
     j = p.joins[1]
     p0, pj = p.mp.paths[0], p.mp.paths[1]
     assert p.flow.sack_ok
-    a = p.data_on(1, size=1000)  # a segment on the join; the server acks it below
+    a = p.data_on(1, size=1000)  # a segment on the join; the server acks it
     ss = (parse_packet(a).seq - j.c_isn) & M32
-    sent = []  # subflow-1 segments: (start, end) relative to its ISN
+    sent = []
     for _ in range(60):
-        before = p0.snd_nxt
+        before, g = p0.snd_nxt, p.g_nxt
         ((labels, _),) = p.g_send(1, 1000)
         if labels[0] == "rewrite":
-            sent.append((before, p0.snd_nxt))
+            sent.append((g, before, p0.snd_nxt))
         if len(sent) == 3:
             break
-    assert len(sent) == 3 and p0.snd_una < sent[0][0]  # (all of it unacked: the hole)
-    p.now += 0.1
-    p.j_in(p.j_ack(j, ack=ss + 1000))  # the join's last cumulative progress
-    assert pj.acked_at == p.now
-    p.data_on(1, size=1000)  # more for the join; its path dies: never acked
-    # the server SACKs the last two of them on subflow 1: what came before was lost
-    p.now += 0.05
-    blocks = (((p0.local_isn + sent[1][0]) & M32, (p0.local_isn + sent[2][1]) & M32),)
+    assert len(sent) == 3 and p0.snd_una < sent[0][1]  # (all of it unacked: the hole)
+    p.data_on(1, size=1000)  # more for the join; its path has died: never acked
+    join_ack = p.j_ack(j, ack=ss + 1000)
+    if not join_acks_last:
+        p.now += 0.1
+        p.j_in(join_ack)
+    blocks = (((p0.local_isn + sent[1][1]) & M32, (p0.local_isn + p0.snd_nxt) & M32),)
     una = (p0.local_isn + p0.snd_una) & M32
-    p.inn(make_packet(p.s_addr, p.g_addr, p.sport, p.gport, p.s_nxt, una, ACK,
-                      build_options(encode_tcp_options(sack=blocks), (p.dack(),)), b"", window=509, v6=p.v6))
-    assert p0.sack_at == p.now and p0.acked_at < pj.acked_at < p0.sack_at
-    states = []
-    for dt in (0.35, 0.35, 0.35, 1.1):
+    sack = make_packet(p.s_addr, p.g_addr, p.sport, p.gport, p.s_nxt, una, ACK,
+                       build_options(encode_tcp_options(sack=blocks), (p.dack(),)), b"", window=509, v6=p.v6)
+    p.now += 0.05
+    p.inn(sack)
+    assert p0.sack_at == p.now and p0.sack_hi == p0.snd_nxt
+    if join_acks_last:
+        p.now += 0.003
+        p.j_in(join_ack)
+        assert p0.sack_at < pj.acked_at
+    else:
+        assert p0.acked_at < pj.acked_at < p0.sack_at
+    assert pj.snd_nxt > pj.snd_una and p0.snd_nxt == p0.sack_hi
+    return p, p0, pj, sent, sack
+
+
+def _states(p, steps):
+    out = []
+    for dt in steps:
         p.now += dt
         p.conv.tick(p.now)
-        states.append([q.state for q in p.mp.paths])
+        out.append([q.state for q in p.mp.paths])
+    return out
+
+
+def test_a_subflow_whose_server_sacks_past_its_hole_outlives_a_join_that_went_silent():
+    """The second shape of the inbound failover stall (2 % loss): subflow 1's cumulative ACK
+    waits at a lost segment while the server SACKs every byte after it; the join acked
+    before that, sent more, and its path died. Judged by cumulative ACKs alone, subflow 1
+    looked the one that stopped (the join acked it last): it went stale and dead, and every
+    guest resend went to the dead join for good. SACK blocks reaching higher are news of a
+    working path too: the join is the one silent since the other's news, it goes."""
+    p, p0, pj, _, sack = _sf1_sacked_past_a_hole(join_acks_last=False)
+    states = _states(p, (0.35, 0.35, 0.35, 1.1))
     assert states[1] == [SS.ESTABLISHED, SS.STALE], states
     assert states[-1] == [SS.ESTABLISHED, SS.CLOSED], states
-    # and a SACK that reaches no higher is no news (a repeat of the same blocks)
-    at = p0.sack_at
+    at = p0.sack_at  # a SACK that reaches no higher is no news
     p.now += 0.01
-    p.inn(make_packet(p.s_addr, p.g_addr, p.sport, p.gport, p.s_nxt, una, ACK,
-                      build_options(encode_tcp_options(sack=blocks), (p.dack(),)), b"", window=509, v6=p.v6))
+    p.inn(sack)
     assert p0.sack_at == at
+
+
+def test_a_subflow_waiting_only_for_a_resend_is_not_silent_in_the_captured_order():
+    """As captured: the join's last ack came 3 ms after subflow 1's last SACK, then its path
+    died; the guest resent only the data-level head, homed on the join, so subflow 1 got
+    nothing more. Both are quiet, and by their news subflow 1 is the older; yet the server
+    has told of every byte sent on it save the lost ones (_answered): it is waiting, not
+    silent. The join, with bytes never answered, goes stale once silent alone."""
+    p, p0, pj, _, _ = _sf1_sacked_past_a_hole(join_acks_last=True)
+    states = _states(p, (0.35,) * 5 + (0.4, 0.5, 1.1))
+    assert all(s[0] is SS.ESTABLISHED for s in states), states
+    assert states[4] == [SS.ESTABLISHED, SS.ESTABLISHED], states  # (1.75 s: not silent alone yet)
+    assert states[6] == [SS.ESTABLISHED, SS.STALE], states
+    assert states[-1] == [SS.ESTABLISHED, SS.CLOSED], states
+    nd = p.conv.next_deadline()
+    assert nd is None or nd > p.now + 1.0  # (nothing of subflow 1's is due: it waits for a resend)
+
+
+def test_a_resend_into_the_hole_makes_it_owe_an_answer_again():
+    """A subflow waiting for a resend is not exempt for ever: once the guest's resend went
+    into its hole and nothing answers it, the stale rules apply again (its path may have
+    died while it waited)."""
+    p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=True)
+    g, ss, end = sent[0]  # in the hole (not SACKed)
+    assert MP._answered(p0)
+    p.now += 0.1
+    acts = p.conv.handle(p.g_data(b"A" * (end - ss), seq=g), Direction.OUT, p.now)
+    assert p.classify(acts)[0] == "rewrite"
+    assert p0.rtx_at == p.now and not MP._answered(p0)
+    states = _states(p, (0.35,) * 6 + (1.1,))
+    assert SS.STALE in [s[0] for s in states], states
