@@ -2375,10 +2375,13 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             p.app_lim = False
         if a == p.snd_nxt:
             p.app_lim = True
-    elif a == p.snd_una and not pkt.payload_len and not pkt.flags & (FIN | SYN) and p.snd_nxt > p.snd_una:
+    elif (a == p.snd_una and not pkt.payload_len and not pkt.flags & (FIN | SYN) and p.snd_nxt > p.snd_una
+          and pkt.window << p.rwscale == p.snd_wnd):
+        # (a duplicate has the window unchanged (RFC 5681 §2); a window update is none, as
+        # Linux counts them (FLAG_WIN_UPDATE): two of them showed snd_una lost)
         p.dups += 1
-        if not (flow.sack_ok if p.index == 0 else p.sack) and pkt.window << p.rwscale == p.snd_wnd:
-            p.loss_at = now  # (with SACK only its blocks show a loss: not a window update, a D-SACK)
+        if not (flow.sack_ok if p.index == 0 else p.sack):
+            p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
         subdup = True
     p.snd_wnd = pkt.window << p.rwscale
     moved = False

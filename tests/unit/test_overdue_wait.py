@@ -96,3 +96,19 @@ def test_a_later_run_in_flight_on_a_subflow_with_duplicate_acks_stops_the_guests
     gi = p.flow.guest_isn
     shown = [((a - gi) & M32, (b - gi) & M32) for a, b in blocks]
     assert shown == [(live[1][0], live[1][1])], (shown, live[:4])
+
+
+def test_window_updates_are_no_duplicate_acks():
+    """RFC 5681 §2: a duplicate ACK leaves the window as it was. A server reading slowly
+    sends window updates at the same ACK; counted as duplicates, two of them showed the
+    join's snd_una lost (guest blocks passing it, the hole counted lost)."""
+    p, j, _ = _joined_pair(0.02)
+    jp = p.path(1)
+    buf = p.data_on(1, size=1000)
+    ss = (parse_packet(buf).seq - j.c_isn) & M32
+    for w in (600, 700, 800):
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss, 0x10, (p.dack(),), window=w))
+    assert jp.dups == 0 and not MP._loss_shown(jp, jp.snd_una)
+    for _ in range(2):  # the same ACK, the same window: duplicates
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss, 0x10, (p.dack(),), window=800))
+    assert jp.dups == 2 and MP._loss_shown(jp, jp.snd_una)
