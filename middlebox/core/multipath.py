@@ -1518,6 +1518,9 @@ def _runs_trim(mp) -> None:
         del runs[:n]
 
 
+_NO_HOLE = (0, 0, None)
+
+
 def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -> tuple:
     """The guest resends the data-level head (DSN `d`, `avail` bytes of it in this segment)
     and its home is subflow p at relative seq `sd`, behind a hole at p's snd_una whose bytes
@@ -1526,7 +1529,8 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     resends nothing beyond the head until the head is acked: the upload stalled for good.
     The head reinjected on the only live join behind that join's own loss, after the other
     uplink went down; the model's reproducer, whose resends stopped short of the hole.
-    (n, dsn of the hole) when the head's first n bytes go into the hole as a new mapping and
+    (n, dsn of the hole, the hole's run's mapping over several segments or None) when the
+    head's first n bytes go into the hole as a new mapping and
     the hole's first n DSNs take the head's old subflow seqs [sd, sd + n) (send swaps the two
     homes). The server never took the hole's subflow bytes (its cumulative ACK stops at
     them, and n stops at the first SACK block), so whichever copy reaches it first is taken
@@ -1545,19 +1549,19 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     them acked at their new place goes as a new mapping (send).
     Not with DSS checksums (Linux sums a mapping from the bytes it reads on: one whose start
     the other copy took fails, DataCsumErr), nor inside a mapping over several segments past
-    its start (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0):
-    nothing to do."""
+    its start (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0,
+    None): nothing to do."""
     h0 = p.snd_una
     if flow.checksum or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
-        return (0, 0)
+        return _NO_HOLE
     if p.index == 0:
         if p.state not in ALIVE:
-            return (0, 0)
+            return _NO_HOLE
     elif p.state is not SS.ESTABLISHED:
-        return (0, 0)
+        return _NO_HOLE
     da = mp.data_ack
     if len(mp.runs) + 6 > MAX_RUNS:  # (two moves, and send's reinjection of the rest)
-        return (0, 0)
+        return _NO_HOLE
     idx = p.index
     for r0, r1, ridx, s0, m in mp.runs:
         if ridx != idx or not (s0 <= h0 < s0 + (r1 - r0)):
@@ -1574,7 +1578,7 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
             # under their own mappings, and the next head would wait there; review of c335069.
             # A late original of its first segment, taken before our head, would have begun
             # it: then the server resets subflow 1, visibly)
-            return (0, 0)
+            return _NO_HOLE
         h1 = s0 + (r1 - r0)
         if sd < h1:
             h1 = sd
@@ -1589,21 +1593,18 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         # case. Stopped one byte short instead (review of a34025a), the head's last byte
         # waited behind the hole's last, which the guest, window-limited, had sent last:
         # a deadlock, inbound failover captures)
-        return (n, dh)
-    return (0, 0)
+        return (n, dh, m)
+    return _NO_HOLE
 
 
-def _into_hole(mp, q, d: int, n: int, dh: int, home: int, hs: int, counters) -> int:
+def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, counters) -> int:
     """_head_hole's swap: the head's first `n` bytes (DSN `d`) into the hole at q's snd_una,
     the hole's DSNs `dh`.. to the head's old home (path `home` from seq `hs`), unsure until
     data-acked; Karn, and what the ACK past the fill stops at is lost (`Path.lost_una`).
-    Returns the hole's seq."""
+    `m`: the mapping over several segments the hole is in (None: none). Returns the hole's
+    seq."""
     h0 = q.snd_una
-    q.fill_m = None
-    for r in mp.runs:  # (the mapping over several segments the hole is in, if any: _head_hole)
-        if r[2] == q.index and r[3] <= h0 < r[3] + (r[1] - r[0]):
-            q.fill_m = r[4]
-            break
+    q.fill_m = m
     _runs_move(mp, dh, dh + n, home, hs)
     _runs_move(mp, d, d + n, q.index, h0)
     _unsure_add(mp, dh, dh + n)
@@ -1803,9 +1804,9 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                         # it, it waited for the guest's next RTO (then _head_hole below). Into
                         # that hole now, the hole's DSNs to the head's old home (closed, or
                         # acked there: reinjected when the guest resends them)
-                        n, dh = _head_hole(flow, mp, q, a, q.snd_nxt, b - a, e, now)
+                        n, dh, hm = _head_hole(flow, mp, q, a, q.snd_nxt, b - a, e, now)
                         if n:
-                            h0 = _into_hole(mp, q, a, n, dh, idx, ss, counters)
+                            h0 = _into_hole(mp, q, a, n, dh, hm, idx, ss, counters)
                             counters[Counter.ReinjectTX] += 1
                             pieces.append((a, a + n, k, h0, None))
                             if a + n == b:
@@ -1838,9 +1839,9 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     da = mp.data_ack
                     if a <= da < b and not fin:
                         sd = ss + (da - a)
-                        n, dh = _head_hole(flow, mp, p, da, sd, b - da, e, now)
+                        n, dh, hm = _head_hole(flow, mp, p, da, sd, b - da, e, now)
                         if n:  # the head into the hole it waited behind, the hole's DSNs to its place
-                            h0 = _into_hole(mp, p, da, n, dh, idx, sd, counters)
+                            h0 = _into_hole(mp, p, da, n, dh, hm, idx, sd, counters)
                             pieces.append((da, da + n, idx, h0, None))
                             if da + n < b:
                                 pieces.append((da + n, b, idx, ss + (da + n - a), m))
@@ -2547,6 +2548,17 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
     return actions
 
 
+def _pathless(flow, mp) -> bool:
+    """An outbound flow before the server's DATA_FIN with no subflow alive or opening: the
+    case of _revive and _no_path_left."""
+    if flow.inbound or flow.state is not _ESTABLISHED or flow.remote_fin:
+        return False
+    for q in mp.paths:
+        if q.state in ALIVE or q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED:
+            return False
+    return True
+
+
 def _revive(conv, flow, mp, now: float) -> list:
     """A subflow that carried the flow closed, and none is left alive or opening: join again
     over every uplink that is up (and to the server's announced addresses), within the
@@ -2559,11 +2571,8 @@ def _revive(conv, flow, mp, now: float) -> list:
     loop until MAX_PATHS was used up, and the uplink that came back could no longer rejoin
     (review of b5d97cb). Not after the server's DATA_FIN (Linux refuses joins then), nor for
     inbound flows (the peer opens the subflows, issue 9)."""
-    if flow.inbound or flow.state is not _ESTABLISHED or flow.remote_fin:
+    if not _pathless(flow, mp):
         return []
-    for q in mp.paths:
-        if q.state in ALIVE or q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED:
-            return []
     acts = []
     limit = _limit(conv, flow)
     for up in () if flow.no_initial_join else conv.config.uplinks:
@@ -2589,11 +2598,8 @@ def _no_path_left(conv, flow, mp, now: float) -> list:
     once (its RSTs at guest_rst_at), and the flow is forgotten once OVER_KEEP passed without
     a packet of it (tick). A flow whose uplinks are down waits: one may come back. Not after
     the server's DATA_FIN."""
-    if flow.inbound or flow.state is not _ESTABLISHED or flow.remote_fin or flow.fastclosed:
+    if flow.fastclosed or not _pathless(flow, mp):
         return []
-    for q in mp.paths:
-        if q.state in ALIVE or q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED:
-            return []
     if len(mp.paths) < MAX_PATHS and not (flow.no_initial_join and not flow.peer_addrs):
         return []
     conv.counters[Counter.NoPathLeft] += 1
