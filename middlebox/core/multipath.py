@@ -189,7 +189,9 @@ class Path:
         # the highest end of the server's SACK blocks here, and when it last grew (-1: never):
         # the path delivers although its cumulative ACK waits at a hole (_news)
         "sack_hi", "sack_at",
+        "sack_tot",  # bytes the server's last SACK blocks here covered (news when it grows)
         "rtx_at",  # when bytes below sack_hi (into a hole) last went out here (-1: never; _answered)
+        "owe_at",  # when it last stopped being _answered by a send (-1: never; _base)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -230,7 +232,9 @@ class Path:
         self.loss_at = -1.0
         self.sack_hi = 0
         self.sack_at = -1.0
+        self.sack_tot = 0
         self.rtx_at = -1.0
+        self.owe_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
@@ -1819,6 +1823,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     ss = q.snd_nxt
                     if ss == q.snd_una:
                         q.progress_at = now  # (as for new bytes below)
+                    elif _answered(q):
+                        q.owe_at = now
                     q.snd_nxt += b - a
                     idx = k
                     m = None
@@ -1920,6 +1926,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 # overdue at once (_hole_evident: blocks above them, the guest resent them) and
                 # stale in the next tick (SubflowStale) while another subflow had progressed
                 p.progress_at = now
+            elif _answered(p):
+                p.owe_at = now  # (so too for one waiting only for resends into its holes)
             _admit(p, e - start_d)
             p.snd_nxt += e - start_d
             mp.snd_nxt = e
@@ -2040,8 +2048,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         if dfin:
             counters[Counter.DataFinTX] += 1
         p.tx_bytes += b - a
-        if ss < p.sack_hi:
-            p.rtx_at = flow.last  # (into a hole: the server owes an answer again, _answered)
+        resend = ss < p.sack_hi  # (into a hole: the server owes an answer again, _answered)
         if idx == 0:
             _dack_carried(flow)
             da = _sf1_dack(flow, mp, ss, sf1_ack, pkt.window, data_ack)
@@ -2063,6 +2070,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     return [Drop("no option room for the mapping")]
                 verdict = Rewrite(rewrite(data, pkt, seq=(p.local_isn + ss) & M32, ack=sf1_ack,
                                           flags=flags, options=options))
+                if resend:
+                    _resent(p, flow.last)
                 continue
             if ts is None:
                 o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
@@ -2071,10 +2080,14 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
                                           p.local_isn + ss, sf1_ack, flags, pkt.window,
                                           build_options(ts, (opt,)), payload, marks)))
+            if resend:
+                _resent(p, flow.last)
         else:
             counters[Counter.DSSTXJoin] += 1
             psh = pkt.flags & PSH
             actions.append(Inject(_data_on(flow, p, opt, ss, payload, psh)))
+            if resend:
+                _resent(p, flow.last)
             if payload and conv.config.repair_bytes:
                 _keep(conv, mp, p, ss, ss + (b - a), opt, payload, psh)
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
@@ -2183,7 +2196,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
             p.tx_bytes += e - s
             hi = e
             if s < p.sack_hi:
-                p.rtx_at = now
+                _resent(p, now)
     p.rep_hi = hi
     conv.counters[Counter.JoinRepairTX] += len(out)
     return out
@@ -2331,9 +2344,14 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
             p.loss_at = now
             hi = max(e for _, e in p.sacked)
-            if hi > p.sack_hi:
-                p.sack_hi = hi
+            tot = sum(e - s for s, e in p.sacked)
+            if hi > p.sack_hi or (a == p.snd_una and tot > p.sack_tot):
+                # (the top reaching higher, or with the same cumulative ACK more bytes
+                # covered: a resend into an upper hole arrived, review of 527bba8)
+                if hi > p.sack_hi:
+                    p.sack_hi = hi
                 p.sack_at = now
+            p.sack_tot = tot
     if p.snd_una < a <= p.snd_nxt:
         acked = a - p.snd_una
         flight = p.snd_nxt - p.snd_una
@@ -2378,8 +2396,9 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             p.app_lim = True
     elif (a == p.snd_una and not pkt.payload_len and not pkt.flags & (FIN | SYN) and p.snd_nxt > p.snd_una
           and pkt.window << p.rwscale == p.snd_wnd):
-        # (a duplicate has the window unchanged (RFC 5681 §2); a window update is none, as
-        # Linux counts them (FLAG_WIN_UPDATE): two of them showed snd_una lost)
+        # (a duplicate has the window unchanged, RFC 5681 §2 (e); Linux too counts no ACK
+        # that updated its window as a duplicate. Two window updates of a slowly reading
+        # server showed snd_una lost)
         p.dups += 1
         if not (flow.sack_ok if p.index == 0 else p.sack):
             p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
@@ -3218,11 +3237,6 @@ def tick(conv, now: float) -> list:
             if p.rtx:
                 actions.extend(_repair(conv, flow, mp, p, now))
         actions.extend(_tell_silent_tails(conv, flow, mp, now))
-        # (real progress: a fill restarts its own subflow's timer, never the others'. Counted
-        # as progress, it made subflow 1 stale when a join's path died and subflow 1 waited,
-        # its window shut, for the join's hole: subflow 1 dead, the dead join kept, a stall
-        # for good; CI's "join path for good" xfail)
-        progressed = max((_news(q) for q in mp.paths if q.state in ALIVE), default=0.0)
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
             if p0.heard_at > p0.suspect_at:
@@ -3239,7 +3253,8 @@ def tick(conv, now: float) -> list:
                 inp = SI.GIVE_UP
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
                 wait = max(STALE_MIN, 4 * p.srtt)
-                if now - p.progress_at < wait:
+                base = _base(p)
+                if now - base < wait:
                     continue
                 # a hole nobody would fill: filled, and the subflow gets its time again, once:
                 # when that brought no progress either (a dead path beyond our uplink, a
@@ -3248,13 +3263,13 @@ def tick(conv, now: float) -> list:
                 fill = _fill_acked_hole(conv, flow, mp, p) if p.fill_at != p.progress_at else []
                 if fill:
                     actions.extend(fill)
-                    p.progress_at = p.fill_at = p.rtx_at = now
+                    p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no owe_at: _quiet_since)
                     continue
                 p.fill_at = p.progress_at  # (looked at: next_deadline waits for SILENT_ALONE)
                 if _answered(p):
                     continue
-                if progressed <= _news(p) and not (
-                        now - p.progress_at >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
+                if _others_quiet(mp, p) <= _quiet_since(p) and not (
+                        now - base >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
                     continue
                 inp = SI.TIMER_STALE
             elif st is SS.STALE and now - p.stale_at >= DEAD_AFTER and _others_alive(mp, p):
@@ -3348,6 +3363,46 @@ def _news(p) -> float:
     return p.acked_at if p.acked_at >= p.sack_at else p.sack_at
 
 
+def _base(p) -> float:
+    """Since when the server owes subflow p an answer it has not given: its last progress, or
+    when a send ended its being _answered (a resend into a hole gets its RTT too; judged from
+    its old progress, subflow 1 went stale in the tick after the guest's resend, review of
+    527bba8)."""
+    return p.progress_at if p.progress_at >= p.owe_at else p.owe_at
+
+
+def _resent(p, now: float) -> None:
+    """Bytes below p's sack_hi (into a hole) went out on p at `now` (not for a fill)."""
+    if _answered(p):
+        p.owe_at = now
+    p.rtx_at = now
+
+
+def _quiet_since(p) -> float:
+    """Since when subflow p has been quiet: its last news, or the send that ended its being
+    _answered when that came later. The stale rule makes p stale when another alive subflow
+    has been quiet for less time (_others_quiet). By news alone, subflow 1 went stale when
+    the guest's one resend into its hole was lost, beside the dead join whose last ack had
+    come 3 ms after subflow 1's last SACK, and the join was kept for good (review of
+    527bba8). A fill is none of these: it restarts its own subflow's clock (progress_at)
+    but is no news; counted as progress, it made subflow 1 stale when a join's path died
+    and subflow 1 waited, its window shut, for the join's hole (CI's "join path for good"
+    xfail)."""
+    t = _news(p)
+    return p.owe_at if p.owe_at > t else t
+
+
+def _others_quiet(mp, p) -> float:
+    """The latest _quiet_since of the other alive subflows (0: none)."""
+    best = 0.0
+    for q in mp.paths:
+        if q is not p and q.state in ALIVE:
+            t = _quiet_since(q)
+            if t > best:
+                best = t
+    return best
+
+
 def _answered(p) -> bool:
     """Has the server told of every byte sent on subflow p, save holes: its SACK blocks reach
     snd_nxt, and nothing went into a hole since its last news? Such a subflow is not silent,
@@ -3356,7 +3411,7 @@ def _answered(p) -> bool:
     resent only the data-level head, homed on the join, so subflow 1 got nothing more and
     looked the older of two silent subflows: it went stale and dead, the dead join was
     kept, and the head went to it for good."""
-    return p.sack_hi >= p.snd_nxt and p.rtx_at < _news(p)
+    return p.sack_hi >= p.snd_nxt - (1 if p.fin_sent else 0) and p.rtx_at < _news(p)
 
 
 def _others_alive(mp, p) -> bool:
@@ -3384,7 +3439,6 @@ def next_deadline(conv) -> float | None:
                 t = _repair_due(p)
                 if t and (best is None or t < best):
                     best = t
-        progressed = max((_news(q) for q in mp.paths if q.state in ALIVE), default=0.0)
         for p in mp.paths:
             st = p.state
             t = None
@@ -3393,11 +3447,12 @@ def next_deadline(conv) -> float | None:
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and not (
                     p.fill_at == p.progress_at and _answered(p)):
                 wait = max(STALE_MIN, 4 * p.srtt)
-                if progressed <= _news(p) and p.fill_at == p.progress_at:
+                t = _base(p) + wait
+                if p.fill_at == p.progress_at and _others_quiet(mp, p) <= _quiet_since(p):
                     # (as tick decides: only SILENT_ALONE can make it stale before another
-                    # subflow's progress, which comes with a packet)
-                    wait = max(SILENT_ALONE, wait)
-                t = p.progress_at + wait
+                    # subflow's news, which comes with a packet; with no other established,
+                    # nothing can: a deadline left in the past spun the loop)
+                    t = t - wait + max(SILENT_ALONE, wait) if _others_alive(mp, p) else None
             elif st is SS.STALE:
                 t = p.stale_at + DEAD_AFTER
             if p.index == 0 and p.suspect_at and st in ALIVE:
