@@ -3263,12 +3263,12 @@ def tick(conv, now: float) -> list:
                 fill = _fill_acked_hole(conv, flow, mp, p) if p.fill_at != p.progress_at else []
                 if fill:
                     actions.extend(fill)
-                    p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no owe_at: _quiet_since)
+                    p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no news)
                     continue
                 p.fill_at = p.progress_at  # (looked at: next_deadline waits for SILENT_ALONE)
                 if _answered(p):
                     continue
-                if _others_quiet(mp, p) <= _quiet_since(p) and not (
+                if _others_news(mp, p) <= _news(p) and not (
                         now - base >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
                     continue
                 inp = SI.TIMER_STALE
@@ -3378,40 +3378,36 @@ def _resent(p, now: float) -> None:
     p.rtx_at = now
 
 
-def _quiet_since(p) -> float:
-    """Since when subflow p has been quiet: its last news, or the send that ended its being
-    _answered when that came later. The stale rule makes p stale when another alive subflow
-    has been quiet for less time (_others_quiet). By news alone, subflow 1 went stale when
-    the guest's one resend into its hole was lost, beside the dead join whose last ack had
-    come 3 ms after subflow 1's last SACK, and the join was kept for good (review of
-    527bba8). A fill is none of these: it restarts its own subflow's clock (progress_at)
-    but is no news; counted as progress, it made subflow 1 stale when a join's path died
-    and subflow 1 waited, its window shut, for the join's hole (CI's "join path for good"
-    xfail)."""
-    t = _news(p)
-    return p.owe_at if p.owe_at > t else t
-
-
-def _others_quiet(mp, p) -> float:
-    """The latest _quiet_since of the other alive subflows (0: none)."""
+def _others_news(mp, p) -> float:
+    """The latest _news of the other alive subflows (0: none): p, owing an answer for its
+    wait, is the one that stopped when this is later than its own news. A fill restarts its
+    own subflow's clock (progress_at) but is no news: counted as progress, it made subflow
+    1 stale when a join's path died and subflow 1 waited, its window shut, for the join's
+    hole (CI's "join path for good" xfail). (Compared by when each went quiet, news or the
+    send that ended its being answered, a dead join answered at its death that the
+    scheduler then gave new bytes looked the fresher: subflow 1 stale, the join kept; review
+    of 07e8251.)"""
     best = 0.0
     for q in mp.paths:
         if q is not p and q.state in ALIVE:
-            t = _quiet_since(q)
+            t = _news(q)
             if t > best:
                 best = t
     return best
 
 
 def _answered(p) -> bool:
-    """Has the server told of every byte sent on subflow p, save holes: its SACK blocks reach
-    snd_nxt, and nothing went into a hole since its last news? Such a subflow is not silent,
-    it waits for a resend: no stale rule applies to it until something goes out unanswered.
+    """Has the server told of every byte sent on subflow p, save holes: its SACK blocks above
+    the cumulative ACK reach snd_nxt (its FIN aside: no block covers it), and nothing went
+    into a hole since its last news? Such a subflow is not silent, it waits for a resend: no
+    stale rule applies to it until something goes out unanswered (then `owe_at`, _base).
+    (Blocks at or below the cumulative ACK are old: a bare FIN after a tail loss was
+    repaired looked answered for good, review of 07e8251.)
     In the captured stall the join's path died ~3 ms after subflow 1's last SACK; the guest
     resent only the data-level head, homed on the join, so subflow 1 got nothing more and
     looked the older of two silent subflows: it went stale and dead, the dead join was
     kept, and the head went to it for good."""
-    return p.sack_hi >= p.snd_nxt - (1 if p.fin_sent else 0) and p.rtx_at < _news(p)
+    return p.snd_una < p.sack_hi >= p.snd_nxt - (1 if p.fin_sent else 0) and p.rtx_at < _news(p)
 
 
 def _others_alive(mp, p) -> bool:
@@ -3448,12 +3444,12 @@ def next_deadline(conv) -> float | None:
                     p.fill_at == p.progress_at and _answered(p)):
                 wait = max(STALE_MIN, 4 * p.srtt)
                 t = _base(p) + wait
-                if p.fill_at == p.progress_at and _others_quiet(mp, p) <= _quiet_since(p):
+                if p.fill_at == p.progress_at and _others_news(mp, p) <= _news(p):
                     # (as tick decides: only SILENT_ALONE can make it stale before another
                     # subflow's news, which comes with a packet; with no other established,
                     # nothing can: a deadline left in the past spun the loop)
                     t = t - wait + max(SILENT_ALONE, wait) if _others_alive(mp, p) else None
-            elif st is SS.STALE:
+            elif st is SS.STALE and _others_alive(mp, p):  # (as tick: alone, it waits for a packet)
                 t = p.stale_at + DEAD_AFTER
             if p.index == 0 and p.suspect_at and st in ALIVE:
                 t2 = p.suspect_at + max(SUSPECT_WAIT, 2 * p.srtt)
