@@ -2340,14 +2340,19 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
     if data is not None:
-        _sacked(p, pkt, data, a)
+        dsack = _sacked(p, pkt, data, a)
         if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
             p.loss_at = now
-            hi = max(e for _, e in p.sacked)
-            tot = sum(e - s for s, e in p.sacked)
-            if hi > p.sack_hi or (a == p.snd_una and tot > p.sack_tot):
+        if a >= p.snd_una:  # (an old, reordered ACK tells nothing new)
+            hi = tot = 0
+            for s, e in p.sacked:
+                tot += e - s
+                if e > hi:
+                    hi = e
+            if hi > p.sack_hi or (a == p.snd_una and tot > p.sack_tot) or dsack:
                 # (the top reaching higher, or with the same cumulative ACK more bytes
-                # covered: a resend into an upper hole arrived, review of 527bba8)
+                # covered: a resend into an upper hole arrived, review of 527bba8; or a
+                # D-SACK: a resend of bytes it had arrived)
                 if hi > p.sack_hi:
                     p.sack_hi = hi
                 p.sack_at = now
@@ -2424,25 +2429,40 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     return moved, subdup
 
 
-def _sacked(p, pkt, data: bytes, a: int) -> None:
+def _wider_first(b: tuple) -> tuple:
+    return b[0], -b[1]
+
+
+def _sacked(p, pkt, data: bytes, a: int) -> bool:
     """The SACK blocks of the server's segment on p (its latest word on what it holds beyond
     its cumulative ACK `a`): kept if above `a` and within what we sent (a block below is a
-    D-SACK; one beyond snd_nxt names bytes never sent), at most 4, ascending."""
+    D-SACK; one beyond snd_nxt names bytes never sent), at most 4, ascending. True when it
+    carried a D-SACK (RFC 2883: below `a`, or inside another block): a duplicate arrived."""
     if pkt.doff <= TCP_HLEN:
         p.sacked = ()
-        return
+        return False
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
     if not o.sack:
         p.sacked = ()
-        return
+        return False
     out = []
+    dsack = False
     for left, right in o.sack:
         s = _unwrap((left - p.local_isn) & M32, a)
         e = s + ((right - left) & M32)
         if a < s < e <= p.snd_nxt:
             out.append((s, e))
-    out.sort()
-    p.sacked = tuple(out[:4])
+        elif s < e <= a:
+            dsack = True
+    out.sort(key=_wider_first)
+    keep = []
+    for b in out:  # (a block inside another is a D-SACK, RFC 2883: counted twice, the
+        if keep and b[1] <= keep[-1][1]:  # answer to the next resend into a hole looked no news)
+            dsack = True
+            continue
+        keep.append(b)
+    p.sacked = tuple(keep[:4])
+    return dsack
 
 
 def sf1_in(conv, flow, pkt, dss, data=None):

@@ -310,3 +310,52 @@ def test_a_stale_subflow_left_alone_gives_no_deadline_in_the_past():
         p.conv.tick(p.now)
         nd = p.conv.next_deadline()
         assert nd is None or nd > p.now, (nd, p.now)
+
+
+def _sack(p, p0, una, *blocks):
+    b = tuple(((p0.local_isn + x) & M32, (p0.local_isn + y) & M32) for x, y in blocks)
+    p.inn(make_packet(p.s_addr, p.g_addr, p.sport, p.gport, p.s_nxt, (p0.local_isn + una) & M32, ACK,
+                      build_options(encode_tcp_options(sack=b), (p.dack(),)), b"", window=509, v6=p.v6))
+
+
+@pytest.mark.parametrize("dsack", [False, True], ids=["no-dsack", "dsack-before"])
+def test_a_dsack_is_news_and_counted_once(dsack):
+    """(review of 82f6547) The guest resends bytes subflow 1's server had SACKed: its answer
+    is a D-SACK block inside another (RFC 2883), news that the resend arrived. Summed twice,
+    it raised the covered total, and the server's answer to the next resend, into the upper
+    hole (the blocks merging under the same top), looked no news: subflow 1, answered in
+    full, went stale and dead beside a join with later news."""
+    p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=False)
+    una, top = p0.snd_una, p0.snd_nxt
+    b1, h2, b2 = (sent[1][1], sent[1][2]), (sent[2][1], sent[2][2]), (sent[2][2], top)
+    p.now += 0.05
+    _sack(p, p0, una, b2, b1)  # sent[2] an upper hole
+    assert MP._answered(p0)
+    if dsack:
+        p.now += 0.05
+        acts = p.conv.handle(p.g_data(b"B" * (b1[1] - b1[0]), seq=sent[1][0]), Direction.OUT, p.now)
+        assert p.classify(acts)[0] == "rewrite" and p0.rtx_at == p.now
+        p.now += 0.05
+        _sack(p, p0, una, b1, b2, b1)  # the D-SACK first, then the blocks
+        assert p0.sack_at == p.now and MP._answered(p0)
+        assert p0.sacked == (b1, b2)
+    p.now += 0.05
+    acts = p.conv.handle(p.g_data(b"C" * (h2[1] - h2[0]), seq=sent[2][0]), Direction.OUT, p.now)
+    assert p.classify(acts)[0] == "rewrite" and not MP._answered(p0)
+    p.now += 0.05
+    _sack(p, p0, una, (b1[0], top))  # sent[2] arrived: one block, the same top
+    assert MP._answered(p0)
+    p.now += 0.01
+    p.j_in(p.j_ack(p.joins[1], ack=pj.snd_nxt))  # the join has later news
+    states = _states(p, (0.1,) * 15)
+    assert all(s[0] is SS.ESTABLISHED for s in states), states
+
+
+def test_an_old_reordered_ack_changes_no_sack_bookkeeping():
+    """(review of 82f6547) An ACK below the cumulative ACK, late: its blocks are no news and
+    the covered total stays the current ACK's."""
+    p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=False)
+    at, tot, hi = p0.sack_at, p0.sack_tot, p0.sack_hi
+    p.now += 0.05
+    _sack(p, p0, p0.snd_una - 1000, (sent[1][1], sent[1][2]))
+    assert (p0.sack_at, p0.sack_tot, p0.sack_hi) == (at, tot, hi)
