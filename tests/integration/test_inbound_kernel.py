@@ -694,8 +694,9 @@ def test_inbound_survives_a_path_going_down(mbox, path, back, loss):
         # at such a mapping's start (2 hangs in 35 runs before, 2 in 126 after, with 2 % loss
         # on the live path; those two of another shape: the stale rule killed the live
         # subflow, stuck at a hole but SACKing, and kept the join whose path had died; stop
-        # 26's closing note; fixed in stop 27 by multipath._answered, none in the loops
-        # since, stop 27's closing note). Reported with the flow's subflows; wrong
+        # 26's closing note; that capture's cause fixed in stop 27 by multipath._answered,
+        # yet the same end state came once in 130 loop runs since, not captured: stop 27's
+        # closing note). Reported with the flow's subflows; wrong
         # bytes are never excused. On NetfilterQueue (segments, a mapping each) the head
         # goes into the hole: stalls there fail (the CI failure of stop 24, fixed since).
         pytest.xfail(f"known stall after the join's path went down: {c} {view}"[:2500])
