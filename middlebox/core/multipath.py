@@ -3375,7 +3375,8 @@ def _replan(conv, flow, mp, now: float) -> list:
 
 def _news(p) -> float:
     """When the server last told of new bytes reaching it on subflow p: its cumulative ACK
-    moved (acked_at), or its SACK blocks reached higher (sack_at). The stale rule compares
+    moved (acked_at), or its SACK blocks reached higher, covered more under the same
+    cumulative ACK, or carried a D-SACK (sack_at, _ack_info). The stale rule compares
     subflows by it. By the cumulative ACK alone, a live subflow waiting at a hole while the
     server SACKed everything after it looked stopped next to a join that acked last just
     before its path died: the live one went stale and dead, the dead join was kept, and the
