@@ -91,7 +91,7 @@ SERVER_BAD = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
               "MPTcpExtDataCsumErr", "MPTcpExtMPFailRx", "MPTcpExtDssFallback")
 CORE_KEYS = ("RunMapDrop", "RunMapNearFull", "SackNewsTimer", "DupAckFwd", "DupAckSuppressed", "DupAckSynth", "SubflowStale", "SubflowDead",
              "ReinjectTX", "RunMapFull", "GuestRetransMapped", "JoinRepairTX", "JoinCwndCut",
-             "RepairBeyondWindow", "Sf1LossyCut", "HeadIntoHole")
+             "RepairBeyondWindow", "Sf1LossyCut", "Sf1OrphanCut", "HeadIntoHole")
 
 
 def short(key: str) -> str:

@@ -191,6 +191,7 @@ class Counter(IntEnum):
     NoPathLeft = 167  # multipath flows whose guest was reset: every subflow died and none can open again (MAX_PATHS used up, or no address to join)
     Sf1LossyCut = 168  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because subflow 1 showed a loss within LOSSY_CUT (a hole inside one whole mapping can take no reinjected head)
     RmAddrOwedTX = 169  # REMOVE_ADDRs sent late, on a join coming up, for subflows that died while no subflow was alive to carry one
+    Sf1OrphanCut = 170  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because a subflow closed holding bytes the data level has not passed yet (the heads reinjected from it come behind them)
 
 
 def new_counters() -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from middlebox.core import Direction, Inject
 from middlebox.core import multipath as MP
+from middlebox.core.table import SubflowState as SS
 from middlebox.wire import parse_packet
 
 from tests.unit.test_core_harness import ACK
@@ -148,3 +149,39 @@ def test_ipv6_pieces_keep_the_traffic_class_hop_and_flow_label():
     assert marks == (0xB9, 29, 0x5ABCD)
     out = MP.segment(6, pkt.src, pkt.dst, 40000, 80, 1, 1, ACK, 500, b"", b"y", marks)
     assert int.from_bytes(out[0:4], "big") == 0x60000000 | 0xB9 << 20 | 0x5ABCD and out[7] == 29
+
+
+def test_subflow_1_cuts_super_packets_until_the_data_level_passes_a_dead_subflows_bytes():
+    """Stop 27's capture (inbound failover, 2 % loss, netlink): right after the dead join was
+    given up, the guest's next super-packet went on subflow 1 in place under one mapping
+    (subflow 1 had shown no loss since the join's path died); a segment of it was lost inside
+    the mapping the client had begun, and the data-level head, reinjected from the join,
+    waited behind that hole for good. While the data level has not passed the bytes a closed
+    subflow held, subflow 1's super-packets go out a mapping per segment."""
+    from middlebox.core import Drop
+
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    mss = p.conv._mss_limit[4] - 12
+    p0, pj = p.mp.paths[0], p.mp.paths[1]
+    p.data_on(1, size=1000)  # bytes on the join, never data-acked
+    up = p.conv.config.uplinks[0]
+    p.conv.uplink_event(up.name, False, p.now)  # its uplink goes down: it closes
+    assert pj.state is SS.CLOSED and p.mp.orphan_hi > p.mp.data_ack
+
+    def one_super():
+        ((labels, acts),) = p.g_send(1, 3 * mss)
+        return acts
+
+    acts = one_super()
+    assert isinstance(acts[0], Drop) and p.count("Sf1OrphanCut") == 1
+    sent = [parse_packet(a.data) for a in acts[1:] if isinstance(a, Inject)]
+    assert len(sent) == 3 and all(s.payload_len == mss for s in sent)
+    assert p.count("Sf1LossyCut") == 0
+    # the server data-acks everything: the data level passed them, whole again, in place
+    p.c_dack = (p.g_nxt - p.g_isn) & 0xFFFFFFFF
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & 0xFFFFFFFF, ACK, (p.dack(),)))
+    assert p.mp.data_ack >= p.mp.orphan_hi
+    acts = one_super()
+    assert not isinstance(acts[0], Drop) and p.count("Sf1OrphanCut") == 1
