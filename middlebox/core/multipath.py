@@ -1611,6 +1611,8 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, counters) 
     h0 = q.snd_una
     q.fill_m = m
     _runs_move(mp, dh, dh + n, home, hs)
+    if mp.paths[home].state is SS.CLOSED and dh + n > mp.orphan_hi:
+        mp.orphan_hi = dh + n  # (homed on a closed subflow: heads to come, review of c4e66a8)
     _runs_move(mp, d, d + n, q.index, h0)
     _unsure_add(mp, dh, dh + n)
     if q.rtt_ssn and h0 < q.rtt_ssn:
@@ -1896,12 +1898,14 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 counters[Counter.RunMapNearFull] += 1
             whole = (k == 0 and not pieces and s == start_d and e == e_all and big and not merged
                      and not flow.checksum)
-            if whole and mp.data_ack < mp.orphan_hi:
+            if whole and (mp.data_ack < mp.orphan_hi or _stale_holds(mp)):
                 # a subflow closed with bytes the data level has not passed: the heads
                 # reinjected from it come to subflow 1 behind these bytes. A segment of them
                 # lost inside one whole mapping the client had begun left the head behind
                 # that hole for good: the super-packet went in place right after the join's
-                # death, subflow 1 quiet (no loss shown) since that path died (stop 27's capture)
+                # death, subflow 1 quiet (no loss shown) since that path died (stop 27's capture).
+                # So too while a stale subflow holds unacked bytes: when it dies, its heads
+                # come behind what subflow 1 sends meanwhile (review of c4e66a8)
                 whole = False
                 counters[Counter.Sf1OrphanCut] += 1
             elif whole and p.loss_at >= 0.0 and now - p.loss_at < LOSSY_CUT:
@@ -2577,6 +2581,13 @@ def _fastclosed(conv, flow, mp, p, pkt) -> list:
         acts.append(Inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
     _close_all(conv, flow, mp)
     return acts
+
+
+def _stale_holds(mp) -> bool:
+    for q in mp.paths:
+        if q.state is SS.STALE and q.snd_nxt > q.snd_una:
+            return True
+    return False
 
 
 def _orphans(mp, p) -> None:

@@ -222,6 +222,7 @@ def test_a_reinjected_head_goes_into_the_hole_and_the_holes_dsns_to_its_old_home
     # nothing went to the join's tail (no seq left without a run)
     assert [r[:4] for r in mp.runs] == [[6, 206, 2, 1], [206, 406, 0, 6], [406, 3046, 2, 201]]
     assert j2.snd_nxt == 2841 and mp.unsure == [[206, 406]] and j2.fill_hi == 2841
+    assert mp.orphan_hi == 406  # (homed on a closed subflow: subflow 1 cuts until passed)
     # the guest resends the hole's DSNs: reinjected at the join's tail (not the head: no swap)
     acts = p.conv.handle(p.g_data(bytes(200), seq=(s0 + 200) & 0xFFFFFFFF), Direction.OUT, p.now)
     ((_, _, dss),) = _maps(p, acts[1:])

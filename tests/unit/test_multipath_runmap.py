@@ -185,3 +185,23 @@ def test_subflow_1_cuts_super_packets_until_the_data_level_passes_a_dead_subflow
     assert p.mp.data_ack >= p.mp.orphan_hi
     acts = one_super()
     assert not isinstance(acts[0], Drop) and p.count("Sf1OrphanCut") == 1
+
+
+def test_subflow_1_cuts_super_packets_while_a_stale_subflow_holds_bytes():
+    """(review of c4e66a8) From a join's going stale to its death (at least DEAD_AFTER), its
+    bytes keep their home; at its death the heads come behind whatever subflow 1 sent
+    meanwhile: cut that too."""
+    from middlebox.core import Drop
+    from middlebox.core.table import SubflowInput as SI
+
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    mss = p.conv._mss_limit[4] - 12
+    pj = p.mp.paths[1]
+    p.data_on(1, size=1000)
+    assert pj.snd_nxt > pj.snd_una
+    MP._event(p.conv, p.flow, pj, SI.TIMER_STALE, p.now)
+    assert pj.state is SS.STALE and p.mp.orphan_hi <= p.mp.data_ack
+    ((labels, acts),) = p.g_send(1, 3 * mss)
+    assert isinstance(acts[0], Drop) and p.count("Sf1OrphanCut") == 1
