@@ -1826,8 +1826,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     ss = q.snd_nxt
                     if ss == q.snd_una:
                         q.progress_at = now  # (as for new bytes below)
-                    elif _answered(q):
-                        q.owe_at = now
+                    else:
+                        _owe(q, now)
                     q.snd_nxt += b - a
                     idx = k
                     m = None
@@ -1939,8 +1939,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 # overdue at once (_hole_evident: blocks above them, the guest resent them) and
                 # stale in the next tick (SubflowStale) while another subflow had progressed
                 p.progress_at = now
-            elif _answered(p):
-                p.owe_at = now  # (so too for one waiting only for resends into its holes)
+            else:
+                _owe(p, now)  # (so too for one waiting only for resends into its holes)
             _admit(p, e - start_d)
             p.snd_nxt += e - start_d
             mp.snd_nxt = e
@@ -3425,10 +3425,16 @@ def _base(p) -> float:
     return p.progress_at if p.progress_at >= p.owe_at else p.owe_at
 
 
-def _resent(p, now: float) -> None:
-    """Bytes below p's sack_hi (into a hole) went out on p at `now` (not for a fill)."""
+def _owe(p, now: float) -> None:
+    """Something went out on subflow p at `now` that the server has not answered: when p was
+    _answered until then, its wait for an answer starts now (_base)."""
     if _answered(p):
         p.owe_at = now
+
+
+def _resent(p, now: float) -> None:
+    """Bytes below p's sack_hi (into a hole) went out on p at `now` (not for a fill)."""
+    _owe(p, now)
     p.rtx_at = now
 
 
