@@ -3160,8 +3160,13 @@ def _j_fin(conv, flow, p, pkt, data, dss, now):
 
 
 def _j_stale(conv, flow, p, pkt, data, ctx, now):
+    """No answer from the server on p while others have news: nothing new goes on it. Its
+    dead clock starts now, unless it came back since it last went stale without news (any
+    segment revives it: a server whose segments still came while our direction of the path
+    was dead revived it each time, and it never died)."""
     conv.counters[Counter.SubflowStale] += 1
-    p.stale_at = now
+    if _news(p) > p.stale_at:
+        p.stale_at = now
     return []
 
 
@@ -3330,6 +3335,11 @@ def tick(conv, now: float) -> list:
             else:
                 continue
             actions.extend(_event(conv, flow, p, inp, now))
+            if (inp is SI.TIMER_STALE and p.state is SS.STALE and now - p.stale_at >= DEAD_AFTER
+                    and _others_alive(mp, p)):
+                # (stale again on a clock it kept, _j_stale: dead now, or the next segment
+                # that revives it comes before the tick that would see it stale)
+                actions.extend(_event(conv, flow, p, SI.TIMER_DEAD, now))
     return actions
 
 
@@ -3418,11 +3428,15 @@ def _news(p) -> float:
 
 
 def _base(p) -> float:
-    """Since when the server owes subflow p an answer it has not given: its last progress, or
-    when a send ended its being _answered (a resend into a hole gets its RTT too; judged from
-    its old progress, subflow 1 went stale in the tick after the guest's resend, review of
-    527bba8)."""
-    return p.progress_at if p.progress_at >= p.owe_at else p.owe_at
+    """Since when the server owes subflow p an answer it has not given: its last progress or
+    SACK news, or when a send ended its being _answered (a resend into a hole gets its RTT
+    too; judged from its old progress, subflow 1 went stale in the tick after the guest's
+    resend, review of 527bba8). (From the cumulative ACK alone, a busy subflow whose ACK
+    waited at a hole older than its wait went stale beside another with news, or after 2 s
+    beside any, though its server SACKed new bytes every RTT; then came back on its next
+    SACK, and again: third review of stop 27.)"""
+    t = p.progress_at if p.progress_at >= p.owe_at else p.owe_at
+    return t if t >= p.sack_at else p.sack_at
 
 
 def _owe(p, now: float) -> None:

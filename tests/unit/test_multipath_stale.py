@@ -359,3 +359,75 @@ def test_an_old_reordered_ack_changes_no_sack_bookkeeping():
     p.now += 0.05
     _sack(p, p0, p0.snd_una - 1000, (sent[1][1], sent[1][2]))
     assert (p0.sack_at, p0.sack_tot, p0.sack_hi) == (at, tot, hi)
+
+
+def test_a_join_whose_server_talks_but_never_acks_dies():
+    """A path whose upload direction died while the server's segments still come (a one-way
+    failure: the server sends data on the join, each segment acks nothing new): any segment
+    revived the stale join, the next tick made it stale again, and its dead clock started
+    over each time, so it never died and its bytes never got new homes. A subflow that
+    comes back without news since it went stale keeps its stale clock: it dies a second
+    after it first went stale."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p.data_on(1, size=1000)  # bytes on the join; never acked
+    p0, pj = p.mp.paths[0], p.mp.paths[1]
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    assert pj.snd_nxt > pj.snd_una
+    states, first = [], None
+    for _ in range(24):  # 6 s: a server segment on the join every 0.25 s, then a tick
+        p.now += 0.25
+        p.j_in(p.j_data(j, b"d" * 100))
+        p.conv.tick(p.now)
+        states.append(pj.state)
+        if first is None and pj.state is SS.STALE:
+            first = p.now
+        if pj.state is SS.CLOSED:
+            break
+    assert first is not None and SS.STALE in states, states
+    assert states[-1] is SS.CLOSED, states
+    assert p.now <= first + MP.DEAD_AFTER + 0.25 + 1e-9, (first, p.now, states)
+    assert p0.state is SS.ESTABLISHED
+
+
+def test_a_busy_subflow_with_an_old_hole_and_sack_news_is_not_silent():
+    """(third review of stop 27) The stale rule measured a subflow's wait from its last
+    cumulative progress: a join whose cumulative ACK waited at an old hole went stale
+    once subflow 1 had news after its last SACK, or silent-alone (2 s) beside it, although
+    its server SACKed new bytes every step; it came back on its next SACK and went stale
+    again. The server answers it: its wait runs from its last news."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p0, pj = p.mp.paths[0], p.mp.paths[1]
+    first = p.data_on(1, size=1000)  # lost: the hole
+    ss1 = (parse_packet(first).seq - j.c_isn) & M32
+    states = []
+    for _ in range(16):  # 4 s: more bytes each 0.25 s; the join SACKs all but the last
+        p.now += 0.25
+        sent = 0
+        for _ in range(60):
+            ((labels, _),) = p.g_send(1, 1000)
+            sent += "data@1" in labels
+            if sent == 2:
+                break
+        if sent < 2:  # (the scheduler gives nothing new to a stale subflow)
+            states.append(pj.state)
+            break
+        assert pj.snd_nxt - pj.snd_una > 2000
+        sack = (((j.c_isn + ss1 + 1000) & M32, (j.c_isn + pj.snd_nxt - 1000) & M32),)
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),),
+                          tcp=encode_tcp_options(sack=sack)))
+        assert pj.sack_at == p.now and pj.snd_una == ss1
+        # subflow 1 (given bytes too by the scheduler at times): all it has is acked, news
+        # after the join's
+        p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+        assert p0.snd_una == p0.snd_nxt
+        p.conv.tick(p.now + 0.001)
+        states.append(pj.state)
+    assert pj.acked_at < p.now - MP.SILENT_ALONE  # (the hole is older than silent-alone)
+    assert p0.state is SS.ESTABLISHED
+    assert all(s is SS.ESTABLISHED for s in states), states
