@@ -124,6 +124,7 @@ PASSIVE_WAIT = 10.0  # inbound: a peer's join whose third ACK has not come by th
 MPTCP_RST_ERESOURCE, MPTCP_RST_EPROHIBIT = 2, 3  # MP_TCPRST reasons (RFC 8684 §3.6)
 STALE_MIN = 0.3  # seconds without progress (at least; 4 srtt when larger) ...
 DEAD_AFTER = 1.0  # ... then this long stale: dead
+PROBE_ANSWER = (0.1, 0.5)  # seconds the answer to a stale probe may take: 2 srtt within these
 SILENT_ALONE = 2.0  # no progress this long while another subflow is established: stale even
 #                     though none progressed (the guest, blocked by the hole, sends nothing new)
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
@@ -192,6 +193,9 @@ class Path:
         "sack_tot",  # bytes the server's last SACK blocks here covered (news when it grows)
         "rtx_at",  # when bytes below sack_hi (into a hole) last went out here (-1: never; _answered)
         "owe_at",  # when it last stopped being _answered by a send (-1: never; _base)
+        # the stale probe (_j_stale): when it last went (-1: never), whether the next server
+        # segment on p may be its answer, and when the last answer came (-1: never; _news)
+        "sprobe_at", "sprobe_open", "alive_at",
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -235,6 +239,9 @@ class Path:
         self.sack_tot = 0
         self.rtx_at = -1.0
         self.owe_at = -1.0
+        self.sprobe_at = -1.0
+        self.sprobe_open = False
+        self.alive_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
@@ -2352,6 +2359,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     segment's bytes (`data`), the subflow's SACK blocks (`Path.sacked`, for guest_sack)."""
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
+    probe = p.sprobe_open
+    p.sprobe_open = False  # (only the first segment after a stale probe may answer it)
     if data is not None:
         dsack = _sacked(p, pkt, data, a)
         if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
@@ -2417,10 +2426,17 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         # (a duplicate has the window unchanged, RFC 5681 §2 (e); Linux too counts no ACK
         # that updated its window as a duplicate. Two window updates of a slowly reading
         # server showed snd_una lost)
-        p.dups += 1
-        if not (flow.sack_ok if p.index == 0 else p.sack):
-            p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
-        subdup = True
+        if probe and now - p.sprobe_at <= _probe_wait(p):
+            # the answer to our stale probe (_j_stale), not a sign of loss: news that the
+            # path works both ways
+            p.alive_at = now
+            if mp.counters is not None:
+                mp.counters[Counter.StaleProbeAnswered] += 1
+        else:
+            p.dups += 1
+            if not (flow.sack_ok if p.index == 0 else p.sack):
+                p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
+            subdup = True
     p.snd_wnd = pkt.window << p.rwscale
     moved = False
     if dss is not None and dss.data_ack is not None:
@@ -3163,11 +3179,44 @@ def _j_stale(conv, flow, p, pkt, data, ctx, now):
     """No answer from the server on p while others have news: nothing new goes on it. Its
     dead clock starts now, unless it came back since it last went stale without news (any
     segment revives it: a server whose segments still came while our direction of the path
-    was dead revived it each time, and it never died)."""
+    was dead revived it each time, and it never died).
+
+    With the clock, a probe: a zero-length ACK just below the server's window, which a live
+    TCP answers at once with a duplicate ACK (RFC 9293 §3.10.7.4; keepalives work so). Which
+    of two quiet subflows stopped cannot be told from timestamps: subflow 1 whose last
+    segment (or its ACK) was lost, nothing more sent on it, beside a join that acked 7 ms
+    later and then lost its path, looks like subflow 1 dead beside a live join (captured,
+    stop 28; the mirror case pinned in stop 27). The answer (_ack_info) is news (alive_at):
+    the other goes stale in its turn. One probe per news from the server (_heard): a path
+    that answers small probes but loses data (an MTU black hole) lives one wait more, then
+    dies on its next stale."""
     conv.counters[Counter.SubflowStale] += 1
-    if _news(p) > p.stale_at:
-        p.stale_at = now
-    return []
+    if _news(p) <= p.stale_at:
+        return []
+    p.stale_at = now
+    if p.sprobe_at >= _heard(p):
+        return []
+    p.sprobe_at = now
+    p.sprobe_open = True
+    conv.counters[Counter.StaleProbeTX] += 1
+    return [Inject(_stale_probe(flow, flow.mp, p))]
+
+
+def _stale_probe(flow, mp, p) -> bytes:
+    """A zero-length ACK at p's snd_una - 1, below what the server received (out of its
+    window: answered), with no option (Linux drops it before reading any)."""
+    if p.index == 0:
+        sf = flow.sf
+        return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p.local_isn + p.snd_una - 1,
+                       sf.remote_isn + sf.rcv_base, ACK, flow.guest_window)
+    return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_una - 1,
+                   p.remote_isn + p.rcv_nxt, ACK, flow.guest_window)
+
+
+def _probe_wait(p) -> float:
+    lo, hi = PROBE_ANSWER
+    w = 2 * p.srtt
+    return lo if w < lo else hi if w > hi else w
 
 
 def _j_dead(conv, flow, p, pkt, data, ctx, now):
@@ -3419,11 +3468,18 @@ def _replan(conv, flow, mp, now: float) -> list:
 def _news(p) -> float:
     """When the server last told of new bytes reaching it on subflow p: its cumulative ACK
     moved (acked_at), or its SACK blocks reached higher, covered more under the same
-    cumulative ACK, or carried a D-SACK (sack_at, _ack_info). The stale rule compares
-    subflows by it. By the cumulative ACK alone, a live subflow waiting at a hole while the
+    cumulative ACK, or carried a D-SACK (sack_at, _ack_info); or it answered our stale probe
+    (alive_at, _j_stale). The stale rule compares subflows by it. By the cumulative ACK alone, a live subflow waiting at a hole while the
     server SACKed everything after it looked stopped next to a join that acked last just
     before its path died: the live one went stale and dead, the dead join was kept, and the
     guest's resends went to it for good (inbound failover test, 2 % loss, captured)."""
+    t = _heard(p)
+    return t if t >= p.alive_at else p.alive_at
+
+
+def _heard(p) -> float:
+    """When the server last told of bytes reaching it on p (acked_at, sack_at): _news
+    without the answers to our stale probes."""
     return p.acked_at if p.acked_at >= p.sack_at else p.sack_at
 
 
@@ -3436,6 +3492,8 @@ def _base(p) -> float:
     beside any, though its server SACKed new bytes every RTT; then came back on its next
     SACK, and again: third review of stop 27.)"""
     t = p.progress_at if p.progress_at >= p.owe_at else p.owe_at
+    if t < p.alive_at:
+        t = p.alive_at  # (an answer to a stale probe: a new wait, once per news, _j_stale)
     return t if t >= p.sack_at else p.sack_at
 
 
@@ -3481,7 +3539,7 @@ def _answered(p) -> bool:
     resent only the data-level head, homed on the join, so subflow 1 got nothing more and
     looked the older of two silent subflows: it went stale and dead, the dead join was
     kept, and the head went to it for good."""
-    return p.snd_una < p.sack_hi >= p.snd_nxt - (1 if p.fin_sent else 0) and p.rtx_at < _news(p)
+    return p.snd_una < p.sack_hi >= p.snd_nxt - (1 if p.fin_sent else 0) and p.rtx_at < _heard(p)
 
 
 def _others_alive(mp, p) -> bool:

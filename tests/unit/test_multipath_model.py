@@ -938,6 +938,8 @@ def _held_sf1_ack_then_dead_subflow_1():
     sim.q["s2c"].clear()
     sim.tick(0.45)  # subflow 1: no progress for 0.45 s -> STALE
     assert sim.flow.mp.paths[0].state is SS.STALE
+    assert len(sim.q["c2s"]) == 1
+    sim.q["c2s"].clear()  # (its stale probe: lost, as the ACK is late)
     sim.guest_send()
     sim.deliver("g2c", 0)  # B: on up1's join, ssn 1
     sim.deliver("c2s", 0)
@@ -986,7 +988,7 @@ def test_lost_reinjection_whose_original_arrived_does_not_stall_the_upload():
     sim.tick(0.45)
     sim.tick(1.2)
     assert sim.flow.mp.paths[0].state is SS.CLOSED
-    sim.q["c2s"].clear()  # (REMOVE_ADDR 0 on the join)
+    sim.q["c2s"].clear()  # (its stale probe, lost, and REMOVE_ADDR 0 on the join)
     sim.q["c2g"].clear()  # (three duplicate ACKs)
     sim.g_nxt = sim.g_una  # the guest retransmits A: a new mapping on the join (ssn 1) ...
     sim.guest_send()

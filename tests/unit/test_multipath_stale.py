@@ -10,8 +10,9 @@ from middlebox.core import Direction
 from middlebox.core import multipath as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import build_options, encode_tcp_options, parse_packet
+from middlebox.wire.mptcp import Dss
 
-from tests.unit.test_subflow_table import ACK, M32, RST, MPair, make_packet
+from tests.unit.test_subflow_table import ACK, M32, M64, RST, MPair, make_packet
 
 
 def test_a_fill_on_a_dead_join_does_not_make_subflow_1_stale():
@@ -146,19 +147,22 @@ def _resend_into_the_hole(p, p0, sent):
     return p.now
 
 
-@pytest.mark.xfail(strict=True, reason="known, not fixed: the evidence is the mirror image of "
-                   "test_a_dead_join_answered_at_its_death_goes_when_it_owes (closing note of stop 27)")
 def test_a_lost_resend_into_the_hole_leaves_the_dead_join_the_one_to_go():
     """(review of 527bba8) The guest's one resend into subflow 1's hole is lost beside the
     dead join, whose last news came 3 ms after subflow 1's. Subflow 1 has owed an answer
     only since that resend, the join since its path died: the join should go. By news,
-    subflow 1 goes stale once the resend's wait is over, and dies a second later beside the
-    dead join. Compared by when each went quiet instead, this passed and the mirror case
-    (a dead join answered at its death, then given new bytes) failed: the two have the same
-    evidence in another order. What would tell them apart is an answer to a probe of the
-    stale subflow; not built."""
+    subflow 1 went stale once the resend's wait was over, and died a second later beside
+    the dead join (a strict xfail in stop 27). Compared by when each went quiet instead,
+    this passed and the mirror case (a dead join answered at its death, then given new
+    bytes) failed: the two have the same evidence in another order. The probe of a subflow
+    going stale tells them apart: subflow 1's server answers it, the join's cannot."""
     p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=True)
     _resend_into_the_hole(p, p0, sent)
+    _until(p, lambda: p0.state is SS.STALE)  # (by news, as before: it is probed)
+    assert p.count("StaleProbeTX") == 1
+    p.now += 0.01  # the answer: a duplicate ACK with the same SACK blocks (no news by them)
+    _sack(p, p0, p0.snd_una, (sent[1][1], p0.snd_nxt))
+    assert p.count("StaleProbeAnswered") == 1 and p0.state is SS.ESTABLISHED
     states = _states(p, (0.35,) * 6 + (1.1,) * 2)
     assert all(s[0] is SS.ESTABLISHED for s in states), states
     assert states[-1] == [SS.ESTABLISHED, SS.CLOSED], states
@@ -431,3 +435,128 @@ def test_a_busy_subflow_with_an_old_hole_and_sack_news_is_not_silent():
     assert pj.acked_at < p.now - MP.SILENT_ALONE  # (the hole is older than silent-alone)
     assert p0.state is SS.ESTABLISHED
     assert all(s is SS.ESTABLISHED for s in states), states
+
+
+def _sf1_tail_lost_beside_a_dying_join():
+    """Stop 28's capture (inbound failover, 2 % loss on subflow 1's path): subflow 1's last
+    segment (or its ACK) was lost, and nothing more went on it (the guest, in RTO recovery,
+    resent only the data-level head, homed on the join); the join acked 7 ms after subflow
+    1's last news, then its path died with bytes out. Both owe an answer, and the join's
+    news is the newer: by timestamps subflow 1 is the one that stopped. (pair, subflow 1's
+    path, the join's path)"""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p0, pj = p.mp.paths[0], p.mp.paths[1]
+    a = p.data_on(1, size=1000)
+    ss = (parse_packet(a).seq - j.c_isn) & M32
+    sf1 = []
+    for _ in range(60):
+        before = p0.snd_nxt
+        ((labels, _),) = p.g_send(1, 1000)
+        if labels[0] == "rewrite":
+            sf1.append(before)
+        if len(sf1) == 2:
+            break
+    assert len(sf1) == 2
+    p.data_on(1, size=1000)  # more on the join: its path dies before they arrive
+    p.now += 0.01  # the server acks subflow 1's first segment; its second is lost
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + sf1[1]) & M32, ACK, (p.dack(),)))
+    assert p0.snd_una == sf1[1] < p0.snd_nxt
+    p.now += 0.007
+    p.j_in(p.j_ack(j, ack=ss + 1000))
+    assert MP._news(pj) > MP._news(p0) and pj.snd_una < pj.snd_nxt
+    return p, p0, pj
+
+
+def _until(p, cond, step=0.05, limit=100):
+    acts = []
+    for _ in range(limit):
+        p.now += step
+        acts += p.conv.tick(p.now)
+        if cond():
+            return acts
+    raise AssertionError([q.state for q in p.mp.paths])
+
+
+def test_a_stale_subflow_whose_server_answers_the_probe_outlives_a_dead_join():
+    """The capture's case: subflow 1 goes stale first (the join's news is 7 ms newer) and is
+    probed: a zero-length ACK just below the server's window, which a live TCP answers with
+    a duplicate ACK (RFC 9293 §3.10.7.4, as keepalives). The answer is news: subflow 1
+    lives on; the join, probed in its turn and silent, goes."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    acts = _until(p, lambda: p0.state is SS.STALE)
+    probes = [a.data for a in acts if p.label(a.data) == "ack@0"]
+    assert len(probes) == 1 and p.count("StaleProbeTX") == 1, [p.label(a.data) for a in acts]
+    pr = parse_packet(probes[0])
+    assert pr.payload_len == 0 and (pr.seq - p0.local_isn) & M32 == p0.snd_una - 1
+    p.now += 0.01  # the server's answer: a duplicate ACK
+    acts, _ = p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(),)))
+    assert p0.state is SS.ESTABLISHED and p.count("StaleProbeAnswered") == 1
+    assert p.classify(acts) == ["drop"]  # (the answer is ours, not the guest's duplicate)
+    acts = _until(p, lambda: pj.state is SS.CLOSED)
+    assert p0.state is SS.ESTABLISHED
+    assert p.count("StaleProbeTX") == 2 and p.count("StaleProbeAnswered") == 1
+    assert "ack@1" in [p.label(a.data) for a in acts]  # (the join was probed too)
+
+
+def test_an_unanswered_probe_changes_nothing():
+    """No answer (subflow 1's path is the dead one after all): it dies as before, a second
+    after it went stale; a late pure ACK is no answer."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    _until(p, lambda: p0.state is SS.STALE)
+    t = p.now
+    p.now += MP.DEAD_AFTER - 0.01
+    p.conv.tick(p.now)
+    assert p0.state is SS.STALE
+    p.now += 0.02
+    p.conv.tick(p.now)
+    assert p0.state is SS.CLOSED and p.count("StaleProbeAnswered") == 0
+    assert pj.state is SS.ESTABLISHED and p.now - t <= MP.DEAD_AFTER + 0.011
+
+
+@pytest.mark.parametrize("what", ["data", "window", "late"])
+def test_only_the_first_pure_ack_in_time_is_the_answer(what):
+    """(review of stop 27's probe) Any segment that came while stale within a second counted
+    as the answer: server data, a window update (Linux's mptcp_cleanup_rbuf), an ADD_ADDR
+    echo. The answer is a pure ACK with the window unchanged, the first segment after the
+    probe, within its wait; anything else uses the probe up."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    _until(p, lambda: p0.state is SS.STALE)
+    una = (p0.local_isn + p0.snd_una) & M32
+    p.now += 0.01
+    if what == "data":
+        dss = Dss(data_ack=p.dack().data_ack, data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True,
+                  subflow_seq=(p.s_nxt - p.s_isn) & M32, data_len=100)
+        p.inn(p.s_packet(p.s_nxt, una, ACK, (dss,), b"x" * 100))
+        p.s_nxt, p.s_drel = (p.s_nxt + 100) & M32, p.s_drel + 100
+    elif what == "window":
+        p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(),), window=400))
+    else:
+        p.now += 1.0
+    p.now += 0.001
+    p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(),), window=400 if what == "window" else 509))
+    assert p.count("StaleProbeAnswered") == 0
+    _until(p, lambda: p0.state is SS.CLOSED)
+    assert pj.state is SS.ESTABLISHED
+
+
+def test_a_path_that_answers_probes_but_loses_data_still_dies():
+    """(review of stop 27's probe, D1) An answer buys one wait: without real news (an ACK of
+    new bytes, SACK news) since the last probe there is no new probe, and the subflow dies
+    on its next stale beside a join with news (an MTU black hole answers small probes)."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    p.j_in(p.j_ack(p.joins[1], ack=pj.snd_nxt))  # the join works after all
+    _until(p, lambda: p0.state is SS.STALE)
+    p.now += 0.01
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(),)))
+    assert p.count("StaleProbeAnswered") == 1 and p0.state is SS.ESTABLISHED
+    assert not MP._answered(p0)
+    p.data_on(1, size=1000)
+    p.now += 0.01
+    p.j_in(p.j_ack(p.joins[1], ack=pj.snd_nxt))  # the join's news, later again
+    acts = _until(p, lambda: p0.state is SS.STALE)
+    assert "ack@0" not in [p.label(a.data) for a in acts]  # no second probe
+    _until(p, lambda: p0.state is SS.CLOSED)
+    assert p.count("StaleProbeTX") == 1

@@ -337,7 +337,7 @@ MODEL: dict = {
     (SS.ESTABLISHED, SI.TIMER_SYN): (SS.ESTABLISHED, NOTHING, {}),
     (SS.ESTABLISHED, SI.TIMER_ACK3): (SS.ESTABLISHED, NOTHING, {}),
     (SS.ESTABLISHED, SI.GIVE_UP): (SS.ESTABLISHED, NOTHING, {}),
-    (SS.ESTABLISHED, SI.TIMER_STALE): (SS.STALE, NOTHING, {"SubflowStale": 1}),
+    (SS.ESTABLISHED, SI.TIMER_STALE): (SS.STALE, ["ack@1"], {"SubflowStale": 1, "StaleProbeTX": 1}),  # (its probe)
     (SS.ESTABLISHED, SI.TIMER_DEAD): (SS.ESTABLISHED, NOTHING, {}),
     # no guest data outstanding in this ESTABLISHED: no prompt for the guest
     (SS.ESTABLISHED, SI.LINK_DOWN): (SS.CLOSED, _DEAD, {"SubflowDead": 1, "RmAddrTX": 1}),
