@@ -2360,7 +2360,11 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
     probe = p.sprobe_open
-    p.sprobe_open = False  # (only the first segment after a stale probe may answer it)
+    if not pkt.payload_len and not pkt.flags & FIN:
+        # (only the first pure segment after a stale probe may answer it: the server's data
+        # in flight comes first, and used it up, the answer behind it was not taken; the
+        # live subflow then died on its kept clock beside a dead join, review of 7742d6c)
+        p.sprobe_open = False
     if data is not None:
         dsack = _sacked(p, pkt, data, a)
         if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
@@ -2426,7 +2430,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         # (a duplicate has the window unchanged, RFC 5681 §2 (e); Linux too counts no ACK
         # that updated its window as a duplicate. Two window updates of a slowly reading
         # server showed snd_una lost)
-        if probe and now - p.sprobe_at <= _probe_wait(p):
+        if probe and now - p.sprobe_at <= _probe_wait(p) and _probe_answer_like(flow, p, pkt, data):
             # the answer to our stale probe (_j_stale), not a sign of loss: news that the
             # path works both ways
             p.alive_at = now
@@ -3213,6 +3217,24 @@ def _stale_probe(flow, mp, p) -> bytes:
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window)
 
 
+def _probe_answer_like(flow, p, pkt, data) -> bool:
+    """Could pure ACK `pkt` on p be the server's answer to our stale probe? Linux answers
+    at its snd_nxt (tcp_send_dupack) with no path manager option. On a join, the server's
+    own keepalive or zero-window probe comes at rcv_nxt - 1; an ADD_ADDR, REMOVE_ADDR or
+    MP_PRIO rides on a pure ACK too: taken as the answer, a dead join's news looked the
+    newest and the live subflow 1, its one probe spent, died (review of 7742d6c). (On
+    subflow 1 a segment below rcv_nxt never gets here: the converter's table takes it.)"""
+    if p.index and _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) < p.rcv_nxt:
+        return False
+    if data is None:
+        return False
+    for o in mptcp_options(data, pkt):
+        t = type(o)
+        if t is AddAddr or t is RemoveAddr or t is MpPrio:
+            return False
+    return True
+
+
 def _probe_wait(p) -> float:
     lo, hi = PROBE_ANSWER
     w = 2 * p.srtt
@@ -3360,19 +3382,23 @@ def tick(conv, now: float) -> list:
                 inp = SI.GIVE_UP
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
                 wait = max(STALE_MIN, 4 * p.srtt)
+                if p.fill_at != p.progress_at and now - _cum(p) >= wait:
+                    # a hole nobody would fill: filled, and the subflow gets its time again,
+                    # once: when that brought no progress either (a dead path beyond our
+                    # uplink, a client's interface gone), it goes stale like any silent
+                    # subflow; filled on every tick instead, it never did and the transfer
+                    # stalled for good. By the cumulative clock: SACK news of the bytes after
+                    # the hole held the fill back (nothing after it reaches the data level),
+                    # review of 0597826
+                    fill = _fill_acked_hole(conv, flow, mp, p)
+                    if fill:
+                        actions.extend(fill)
+                        p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no news)
+                        continue
+                    p.fill_at = p.progress_at  # (looked at: next_deadline waits for the stale rule)
                 base = _base(p)
                 if now - base < wait:
                     continue
-                # a hole nobody would fill: filled, and the subflow gets its time again, once:
-                # when that brought no progress either (a dead path beyond our uplink, a
-                # client's interface gone), it goes stale like any silent subflow; filled on
-                # every tick instead, it never did and the transfer stalled for good
-                fill = _fill_acked_hole(conv, flow, mp, p) if p.fill_at != p.progress_at else []
-                if fill:
-                    actions.extend(fill)
-                    p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no news)
-                    continue
-                p.fill_at = p.progress_at  # (looked at: next_deadline waits for SILENT_ALONE)
                 if _answered(p):
                     continue
                 if _others_news(mp, p) <= _news(p) and not (
@@ -3483,6 +3509,12 @@ def _heard(p) -> float:
     return p.acked_at if p.acked_at >= p.sack_at else p.sack_at
 
 
+def _cum(p) -> float:
+    """Since when subflow p owes the server's cumulative ACK: its last progress, or when a
+    send ended its being _answered (the fill of an acked hole goes by it, tick)."""
+    return p.progress_at if p.progress_at >= p.owe_at else p.owe_at
+
+
 def _base(p) -> float:
     """Since when the server owes subflow p an answer it has not given: its last progress or
     SACK news, or when a send ended its being _answered (a resend into a hole gets its RTT
@@ -3491,7 +3523,7 @@ def _base(p) -> float:
     waited at a hole older than its wait went stale beside another with news, or after 2 s
     beside any, though its server SACKed new bytes every RTT; then came back on its next
     SACK, and again: third review of stop 27.)"""
-    t = p.progress_at if p.progress_at >= p.owe_at else p.owe_at
+    t = _cum(p)
     if t < p.alive_at:
         t = p.alive_at  # (an answer to a stale probe: a new wait, once per news, _j_stale)
     return t if t >= p.sack_at else p.sack_at
@@ -3575,7 +3607,7 @@ def next_deadline(conv) -> float | None:
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and not (
                     p.fill_at == p.progress_at and _answered(p)):
                 wait = max(STALE_MIN, 4 * p.srtt)
-                t = _base(p) + wait
+                t = (_cum(p) if p.fill_at != p.progress_at else _base(p)) + wait  # (tick: the fill's look first)
                 if p.fill_at == p.progress_at and _others_news(mp, p) <= _news(p):
                     # (as tick decides: only SILENT_ALONE can make it stale before another
                     # subflow's news, which comes with a packet; with no other established,

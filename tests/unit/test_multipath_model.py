@@ -106,6 +106,7 @@ class Sub:
         self.closed = False  # reset by the converter, or its address removed
         self.heard = 0.0
         self.progress = 0.0
+        self.oow_at = -1.0  # when it last answered a segment below its window (Linux: 500 ms apart)
         self.delivered = set()  # subflow rel bytes of the server's segments the converter got
         self.dcontig = 1  # contiguous end of `delivered`
 
@@ -519,6 +520,11 @@ class Sim:
         if not plen:
             if dss is not None and dss.data_fin:
                 self.fail("a DATA_FIN (nobody closed)")
+            if (s.rcv_nxt - (pkt.seq - s.c_isn)) & M32 in range(1, 0x80000000) and self.now - s.oow_at >= 0.5:
+                # below its window (the converter's stale probe): Linux answers with a
+                # duplicate ACK at once (tcp_validate_incoming), one per 500 ms per socket
+                s.oow_at = self.now
+                self.q["s2c"].append(self.s_packet(s, ACK))
             return
         if not s.c_acked:
             self.fail(f"data on subflow {s.k} before the converter had the server's fourth ACK")

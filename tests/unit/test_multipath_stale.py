@@ -10,7 +10,8 @@ from middlebox.core import Direction
 from middlebox.core import multipath as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import build_options, encode_tcp_options, parse_packet
-from middlebox.wire.mptcp import Dss
+from middlebox.wire import mptcp_options
+from middlebox.wire.mptcp import AddAddr, Dss
 
 from tests.unit.test_subflow_table import ACK, M32, M64, RST, MPair, make_packet
 
@@ -516,30 +517,137 @@ def test_an_unanswered_probe_changes_nothing():
     assert pj.state is SS.ESTABLISHED and p.now - t <= MP.DEAD_AFTER + 0.011
 
 
-@pytest.mark.parametrize("what", ["data", "window", "late"])
+def _s_data(p, p0, n=100):
+    """The server's data on subflow 1 (a download segment), acking what it acked before."""
+    una = (p0.local_isn + p0.snd_una) & M32
+    dss = Dss(data_ack=p.dack().data_ack, data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True,
+              subflow_seq=(p.s_nxt - p.s_isn) & M32, data_len=n)
+    acts = p.inn(p.s_packet(p.s_nxt, una, ACK, (dss,), b"x" * n))
+    p.s_nxt, p.s_drel = (p.s_nxt + n) & M32, p.s_drel + n
+    return acts
+
+
+@pytest.mark.parametrize("what", ["window", "late", "add_addr"])
 def test_only_the_first_pure_ack_in_time_is_the_answer(what):
     """(review of stop 27's probe) Any segment that came while stale within a second counted
-    as the answer: server data, a window update (Linux's mptcp_cleanup_rbuf), an ADD_ADDR
-    echo. The answer is a pure ACK with the window unchanged, the first segment after the
-    probe, within its wait; anything else uses the probe up."""
+    as the answer. The answer is the first pure segment after the probe, an ACK with the
+    window unchanged, within its wait, with no path manager option: a window update
+    (Linux's mptcp_cleanup_rbuf) uses the probe up, a late ACK is none, an ADD_ADDR echo
+    rides on a pure ACK but is none."""
     p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
     _until(p, lambda: p0.state is SS.STALE)
     una = (p0.local_isn + p0.snd_una) & M32
     p.now += 0.01
-    if what == "data":
-        dss = Dss(data_ack=p.dack().data_ack, data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True,
-                  subflow_seq=(p.s_nxt - p.s_isn) & M32, data_len=100)
-        p.inn(p.s_packet(p.s_nxt, una, ACK, (dss,), b"x" * 100))
-        p.s_nxt, p.s_drel = (p.s_nxt + 100) & M32, p.s_drel + 100
-    elif what == "window":
+    if what == "window":
         p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(),), window=400))
-    else:
+    elif what == "late":
         p.now += 1.0
     p.now += 0.001
-    p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(),), window=400 if what == "window" else 509))
+    extra = (AddAddr(echo=True, addr_id=5, addr=p.addr_of(p.cfg.uplinks[0]), port=None, hmac=None),) \
+        if what == "add_addr" else ()
+    p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(), *extra), window=400 if what == "window" else 509))
     assert p.count("StaleProbeAnswered") == 0
     _until(p, lambda: p0.state is SS.CLOSED)
     assert pj.state is SS.ESTABLISHED
+
+
+def test_the_servers_data_in_flight_does_not_use_the_probe_up():
+    """(review of 7742d6c) A live server answers the probe after the data it had in flight:
+    taken only as the first segment after the probe, the answer behind a download segment was
+    not; each data segment revived subflow 1 without news, and on its kept clock it died ~1 s
+    after it went stale beside the dead join (the captured hang). Data does not use the probe
+    up: the answer behind it counts, subflow 1 lives, the join goes."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    probed = None
+    for _ in range(90):  # the server's data on subflow 1 every 45 ms, a tick before each
+        p.now += 0.045
+        acts = p.conv.tick(p.now)
+        if probed is None and any(p.label(a.data) == "ack@0" for a in acts):
+            probed = p.now
+        _s_data(p, p0)
+        if probed is not None and p.now - probed < 0.01:
+            p.now += 0.002  # the answer: a duplicate ACK right behind the server's data
+            p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(),)))
+        if p0.state is SS.CLOSED or pj.state is SS.CLOSED:
+            break
+    assert p.count("StaleProbeAnswered") == 1
+    assert p0.state is not SS.CLOSED and pj.state is SS.CLOSED
+
+
+def test_the_servers_own_probe_on_a_join_is_no_answer():
+    """(review of 7742d6c) The server's keepalive or zero-window probe on a join (at our
+    rcv_nxt - 1, acking snd_una, no payload, window unchanged) right after our probe there
+    was taken as its answer: the dead join's news looked the newest, subflow 1 (its one probe
+    spent) went stale and died, the dead join was kept. Linux answers at its snd_nxt."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    j = p.joins[1]
+    _until(p, lambda: p0.state is SS.STALE)
+    p.now += 0.01
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(),)))  # sf1 answers
+    assert p.count("StaleProbeAnswered") == 1
+    acts = _until(p, lambda: pj.state is SS.STALE)
+    assert "ack@1" in [p.label(a.data) for a in acts]  # (the join's probe)
+    p.now += 0.02
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt - 1, j.c_isn + pj.snd_una, ACK, (p.dack(),)))
+    _until(p, lambda: pj.state is SS.CLOSED)
+    assert p0.state is SS.ESTABLISHED and p.count("StaleProbeAnswered") == 1
+
+
+def test_an_answered_probe_does_not_make_a_resend_into_the_hole_answered():
+    """(review of 7742d6c) The answer stays out of _answered: with it there, subflow 1 whose
+    resend into its hole was lost (small probes answered, data lost: an MTU black hole) was
+    exempt from the stale rule for good once a probe was answered."""
+    p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=True)
+    _resend_into_the_hole(p, p0, sent)  # lost
+    j = p.joins[1]
+    p.j_in(p.j_ack(j, ack=pj.snd_nxt))  # the join's path works after all
+    _until(p, lambda: p0.state is SS.STALE)
+    p.now += 0.01
+    _sack(p, p0, p0.snd_una, (sent[1][1], p0.snd_nxt))  # the answer (the same blocks)
+    assert p.count("StaleProbeAnswered") == 1 and not MP._answered(p0)
+    for _ in range(8):  # the join has news; subflow 1's resend never arrives
+        p.data_on(1, size=1000)
+        p.now += 0.2
+        p.j_in(p.j_ack(j, ack=pj.snd_nxt))
+        p.conv.tick(p.now)
+    _until(p, lambda: p0.state is SS.CLOSED)
+
+
+def test_an_acked_hole_is_filled_while_its_server_sacks_what_follows():
+    """(review of 0597826) With SACK news in _base, the fill of a hole at snd_una whose bytes
+    the server has at the data level (_fill_acked_hole: the only repair, _head_hole skips
+    data-acked holes) waited while the server SACKed the bytes after it, though none of them
+    reaches the data level before the hole is filled. The fill goes by the cumulative clock."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p0, pj = p.mp.paths[0], p.mp.paths[1]
+    first = p.data_on(1, size=1000)  # lost on the join: the hole
+    pk = parse_packet(first)
+    ss1 = (pk.seq - j.c_isn) & M32
+    (dss,) = [o for o in mptcp_options(first, pk) if type(o) is Dss]
+    hole_end = (dss.data_seq - p.idsn_c) + 1000
+    t_hole, filled_at = p.now, None
+    for _ in range(16):  # 4 s: more bytes each 0.25 s; the join SACKs all after the hole but the last
+        p.now += 0.25
+        sent = 0
+        for _ in range(60):
+            ((labels, _),) = p.g_send(1, 1000)
+            sent += "data@1" in labels
+            if sent == 2:
+                break
+        if sent < 2:
+            break
+        sack = (((j.c_isn + ss1 + 1000) & M32, (j.c_isn + pj.snd_nxt - 1000) & M32),)
+        p.c_dack = hole_end  # the server has the hole's bytes (a reinjection on subflow 1)
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),),
+                          tcp=encode_tcp_options(sack=sack)))
+        p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+        p.conv.tick(p.now + 0.001)
+        if filled_at is None and p.count("AckedHoleFilled"):
+            filled_at = p.now
+    assert filled_at is not None and filled_at - t_hole <= 1.0, filled_at
 
 
 def test_a_path_that_answers_probes_but_loses_data_still_dies():
