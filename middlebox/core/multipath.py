@@ -2441,7 +2441,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             if not (flow.sack_ok if p.index == 0 else p.sack):
                 p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
             subdup = True
-    p.snd_wnd = pkt.window << p.rwscale
+    if a >= p.snd_una:  # (not an old, reordered ACK: RFC 9293 §3.10.7.4, SND.UNA =< SEG.ACK)
+        p.snd_wnd = pkt.window << p.rwscale
     moved = False
     if dss is not None and dss.data_ack is not None:
         if dss.ack64:

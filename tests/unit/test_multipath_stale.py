@@ -317,10 +317,10 @@ def test_a_stale_subflow_left_alone_gives_no_deadline_in_the_past():
         assert nd is None or nd > p.now, (nd, p.now)
 
 
-def _sack(p, p0, una, *blocks):
+def _sack(p, p0, una, *blocks, window=509):
     b = tuple(((p0.local_isn + x) & M32, (p0.local_isn + y) & M32) for x, y in blocks)
     p.inn(make_packet(p.s_addr, p.g_addr, p.sport, p.gport, p.s_nxt, (p0.local_isn + una) & M32, ACK,
-                      build_options(encode_tcp_options(sack=b), (p.dack(),)), b"", window=509, v6=p.v6))
+                      build_options(encode_tcp_options(sack=b), (p.dack(),)), b"", window=window, v6=p.v6))
 
 
 @pytest.mark.parametrize("dsack", [False, True], ids=["no-dsack", "dsack-before"])
@@ -364,6 +364,20 @@ def test_an_old_reordered_ack_changes_no_sack_bookkeeping():
     p.now += 0.05
     _sack(p, p0, p0.snd_una - 1000, (sent[1][1], sent[1][2]))
     assert (p0.sack_at, p0.sack_tot, p0.sack_hi) == (at, tot, hi)
+
+
+def test_an_old_reordered_ack_leaves_the_window_alone():
+    """An ACK below the cumulative ACK is older than the one that set the window (RFC 9293
+    §3.10.7.4: SND.WND is taken from a segment with SND.UNA =< SEG.ACK only): its window
+    overwrote the newer one (one of last notes' leftovers). The window decides the dup ACK
+    test (unchanged window) and the answer to a stale probe."""
+    p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=False)
+    p.now += 0.01
+    _sack(p, p0, p0.snd_una, (sent[1][1], p0.snd_nxt), window=600)
+    assert p0.snd_wnd == 600 << p0.rwscale
+    p.now += 0.01
+    _sack(p, p0, p0.snd_una - 1000, (sent[1][1], sent[1][2]), window=509)
+    assert p0.snd_wnd == 600 << p0.rwscale
 
 
 def test_a_join_whose_server_talks_but_never_acks_dies():
