@@ -411,6 +411,18 @@ def test_a_join_whose_server_talks_but_never_acks_dies():
     assert p0.state is SS.ESTABLISHED
 
 
+def _two_more_on_the_join(p) -> bool:
+    """Guest segments until two went on the join of uplink 1 (False: the scheduler gave it
+    none within 60)."""
+    sent = 0
+    for _ in range(60):
+        ((labels, _),) = p.g_send(1, 1000)
+        sent += "data@1" in labels
+        if sent == 2:
+            return True
+    return False
+
+
 def test_a_busy_subflow_with_an_old_hole_and_sack_news_is_not_silent():
     """(third review of stop 27) The stale rule measured a subflow's wait from its last
     cumulative progress: a join whose cumulative ACK waited at an old hole went stale
@@ -427,13 +439,7 @@ def test_a_busy_subflow_with_an_old_hole_and_sack_news_is_not_silent():
     states = []
     for _ in range(16):  # 4 s: more bytes each 0.25 s; the join SACKs all but the last
         p.now += 0.25
-        sent = 0
-        for _ in range(60):
-            ((labels, _),) = p.g_send(1, 1000)
-            sent += "data@1" in labels
-            if sent == 2:
-                break
-        if sent < 2:  # (the scheduler gives nothing new to a stale subflow)
+        if not _two_more_on_the_join(p):  # (the scheduler gives nothing new to a stale subflow)
             states.append(pj.state)
             break
         assert pj.snd_nxt - pj.snd_una > 2000
@@ -645,13 +651,7 @@ def test_an_acked_hole_is_filled_while_its_server_sacks_what_follows():
     t_hole, filled_at = p.now, None
     for _ in range(16):  # 4 s: more bytes each 0.25 s; the join SACKs all after the hole but the last
         p.now += 0.25
-        sent = 0
-        for _ in range(60):
-            ((labels, _),) = p.g_send(1, 1000)
-            sent += "data@1" in labels
-            if sent == 2:
-                break
-        if sent < 2:
+        if not _two_more_on_the_join(p):
             break
         sack = (((j.c_isn + ss1 + 1000) & M32, (j.c_isn + pj.snd_nxt - 1000) & M32),)
         p.c_dack = hole_end  # the server has the hole's bytes (a reinjection on subflow 1)
