@@ -2360,11 +2360,15 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
     probe = p.sprobe_open
-    if not pkt.payload_len and not pkt.flags & FIN:
-        # (only the first pure segment after a stale probe may answer it: the server's data
-        # in flight comes first, and used it up, the answer behind it was not taken; the
-        # live subflow then died on its kept clock beside a dead join, review of 7742d6c)
+    if probe and not pkt.payload_len and not pkt.flags & FIN and _probe_answer_like(flow, p, pkt, data):
+        # (only the first pure segment after a stale probe that may be its answer uses it up:
+        # the server's data in flight comes first, and used it up, the answer behind it was
+        # not taken, the live subflow then died on its kept clock beside a dead join (review
+        # of 7742d6c); so too an ADD_ADDR or MP_PRIO ACK, or the server's own probe on a join,
+        # right before it (review of ebd86b3))
         p.sprobe_open = False
+    else:
+        probe = False
     if data is not None:
         dsack = _sacked(p, pkt, data, a)
         if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
@@ -2430,7 +2434,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         # (a duplicate has the window unchanged, RFC 5681 §2 (e); Linux too counts no ACK
         # that updated its window as a duplicate. Two window updates of a slowly reading
         # server showed snd_una lost)
-        if probe and now - p.sprobe_at <= _probe_wait(p) and _probe_answer_like(flow, p, pkt, data):
+        if probe and now - p.sprobe_at <= _probe_wait(p):
             # the answer to our stale probe (_j_stale), not a sign of loss: news that the
             # path works both ways
             p.alive_at = now
@@ -2450,6 +2454,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         else:
             da = _unwrap((dss.data_ack - flow.local_idsn) & M32, mp.data_ack)
         if mp.data_ack < da <= mp.snd_nxt + 1:
+            _rearm_fill(mp, da)
             mp.data_ack = da
             flow.data_acked = da
             moved = True
@@ -2461,6 +2466,25 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     if moved:
         _runs_trim(mp)
     return moved, subdup
+
+
+def _rearm_fill(mp, da: int) -> None:
+    """The DATA_ACK moves to `da`: a subflow whose look for a fill of its hole (tick) was
+    spent while the DSN at its snd_una was not data-acked yet, and is now, gets one more
+    look. Looked at once per progress, a hole data-acked after that look was never filled
+    (with the server SACKing all after it, the subflow _answered and left alone: nothing
+    more happened to it; review of ebd86b3, which moved the look earlier). Once per hole:
+    no fill on every tick (that stalled the transfer for good, tick)."""
+    old = mp.data_ack
+    for q in mp.paths:
+        if q.fill_at != q.progress_at or q.state is not SS.ESTABLISHED or q.snd_nxt <= q.snd_una:
+            continue
+        a = q.snd_una
+        for r0, r1, ridx, s0, m in mp.runs:
+            if ridx == q.index and s0 <= a < s0 + (r1 - r0):
+                if old <= r0 + (a - s0) < da:
+                    q.fill_at = -1.0
+                break
 
 
 def _wider_first(b: tuple) -> tuple:

@@ -489,6 +489,15 @@ class Sim:
             return
         if MpCapable in types and s.k != 0:
             self.fail("MP_CAPABLE on a join")
+        if not pkt.payload_len and (s.rcv_nxt - (pkt.seq - s.c_isn)) & M32 in range(1, 0x80000000):
+            # below its window (the converter's stale probe, a late ACK): Linux drops it in
+            # tcp_validate_incoming before its ack or any option is read, and answers with a
+            # duplicate ACK, one per 500 ms per socket for a segment without data (its rcv_wup
+            # is its rcv_nxt here: it acks every segment at once)
+            if self.now - s.oow_at >= 0.5:
+                s.oow_at = self.now
+                self.q["s2c"].append(self.s_packet(s, ACK))
+            return
         rm = types.get(RemoveAddr)
         if rm is not None:
             for t in self.subs:  # Linux: the established subflows with that remote id go
@@ -520,11 +529,6 @@ class Sim:
         if not plen:
             if dss is not None and dss.data_fin:
                 self.fail("a DATA_FIN (nobody closed)")
-            if (s.rcv_nxt - (pkt.seq - s.c_isn)) & M32 in range(1, 0x80000000) and self.now - s.oow_at >= 0.5:
-                # below its window (the converter's stale probe): Linux answers with a
-                # duplicate ACK at once (tcp_validate_incoming), one per 500 ms per socket
-                s.oow_at = self.now
-                self.q["s2c"].append(self.s_packet(s, ACK))
             return
         if not s.c_acked:
             self.fail(f"data on subflow {s.k} before the converter had the server's fourth ACK")

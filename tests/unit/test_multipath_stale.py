@@ -11,7 +11,7 @@ from middlebox.core import multipath as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import build_options, encode_tcp_options, parse_packet
 from middlebox.wire import mptcp_options
-from middlebox.wire.mptcp import AddAddr, Dss
+from middlebox.wire.mptcp import AddAddr, Dss, MpPrio
 
 from tests.unit.test_subflow_table import ACK, M32, M64, RST, MPair, make_packet
 
@@ -594,6 +594,25 @@ def test_the_servers_data_in_flight_does_not_use_the_probe_up():
     assert p0.state is not SS.CLOSED and pj.state is SS.CLOSED
 
 
+@pytest.mark.parametrize("what", ["add_addr", "mp_prio"])
+def test_a_path_manager_ack_before_the_answer_does_not_hide_it(what):
+    """(review of ebd86b3) A pure ACK that cannot be the answer (ADD_ADDR, MP_PRIO) used the
+    probe up all the same: the real answer right behind it was not taken, the live subflow
+    1 died beside the dead join."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    _until(p, lambda: p0.state is SS.STALE)
+    una = (p0.local_isn + p0.snd_una) & M32
+    p.now += 0.005
+    extra = (AddAddr(echo=True, addr_id=5, addr=p.addr_of(p.cfg.uplinks[0]), port=None, hmac=None),) \
+        if what == "add_addr" else (MpPrio(True),)
+    p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(), *extra)))
+    p.now += 0.005
+    p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(),)))  # the answer, right behind
+    assert p.count("StaleProbeAnswered") == 1
+    _until(p, lambda: p0.state is SS.CLOSED or pj.state is SS.CLOSED)
+    assert p0.state is not SS.CLOSED and pj.state is SS.CLOSED
+
+
 def test_the_servers_own_probe_on_a_join_is_no_answer():
     """(review of 7742d6c) The server's keepalive or zero-window probe on a join (at our
     rcv_nxt - 1, acking snd_una, no payload, window unchanged) right after our probe there
@@ -658,10 +677,51 @@ def test_an_acked_hole_is_filled_while_its_server_sacks_what_follows():
         p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),),
                           tcp=encode_tcp_options(sack=sack)))
         p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+        if pj.fill_at != pj.progress_at:  # (the fill's look is due by the cumulative clock: woken then)
+            assert p.conv.next_deadline() <= MP._cum(pj) + max(MP.STALE_MIN, 4 * pj.srtt) + 1e-9
         p.conv.tick(p.now + 0.001)
         if filled_at is None and p.count("AckedHoleFilled"):
             filled_at = p.now
     assert filled_at is not None and filled_at - t_hole <= 1.0, filled_at
+
+
+@pytest.mark.parametrize("dack_after", [0.32, 0.6, 1.2])
+def test_a_hole_data_acked_after_the_look_for_a_fill_is_still_filled(dack_after):
+    """(review of ebd86b3) The look for a fill is once per progress: a hole at the join's
+    snd_una data-acked only after it (the server SACKing all after the hole: the join
+    _answered, left alone) was never filled, and nothing more happened to the join. The
+    DATA_ACK passing the hole's DSN gives one more look (_rearm_fill). Driven by
+    next_deadline."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j = p.joins[1]
+    p0, pj = p.mp.paths[0], p.mp.paths[1]
+    first = p.data_on(1, size=1000)  # lost on the join: the hole
+    pk = parse_packet(first)
+    ss1 = (pk.seq - j.c_isn) & M32
+    (dss,) = [o for o in mptcp_options(first, pk) if type(o) is Dss]
+    hole_end = (dss.data_seq - p.idsn_c) + 1000
+    t_hole = p.now
+    assert _two_more_on_the_join(p)
+
+    def sack_all():  # the server SACKs every byte after the hole
+        sack = (((j.c_isn + ss1 + 1000) & M32, (j.c_isn + pj.snd_nxt) & M32),)
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),),
+                          tcp=encode_tcp_options(sack=sack)))
+        p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+    p.now += 0.05
+    sack_all()
+    acked = False
+    while p.now < t_hole + 20.0 and not p.count("AckedHoleFilled"):
+        nd = p.conv.next_deadline()
+        p.now += 0.05 if nd is None else max(0.001, min(0.05, nd - p.now))
+        if not acked and p.now - t_hole >= dack_after:
+            acked = True
+            p.c_dack = hole_end  # the hole's bytes reach the server's data level elsewhere
+            sack_all()  # (the same blocks with the new DATA_ACK: no SACK news)
+        p.conv.tick(p.now)
+    assert p.count("AckedHoleFilled") == 1, (pj.state, MP._answered(pj))
 
 
 def test_a_path_that_answers_probes_but_loses_data_still_dies():
