@@ -652,11 +652,9 @@ def test_an_answered_probe_does_not_make_a_resend_into_the_hole_answered():
     _until(p, lambda: p0.state is SS.CLOSED)
 
 
-def test_an_acked_hole_is_filled_while_its_server_sacks_what_follows():
-    """(review of 0597826) With SACK news in _base, the fill of a hole at snd_una whose bytes
-    the server has at the data level (_fill_acked_hole: the only repair, _head_hole skips
-    data-acked holes) waited while the server SACKed the bytes after it, though none of them
-    reaches the data level before the hole is filled. The fill goes by the cumulative clock."""
+def _a_hole_on_the_join():
+    """A join whose first segment is lost: (pair, join, subflow 1's path, the join's path,
+    the hole's subflow seq, the relative DSN right after the hole)."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
@@ -667,6 +665,15 @@ def test_an_acked_hole_is_filled_while_its_server_sacks_what_follows():
     ss1 = (pk.seq - j.c_isn) & M32
     (dss,) = [o for o in mptcp_options(first, pk) if type(o) is Dss]
     hole_end = (dss.data_seq - p.idsn_c) + 1000
+    return p, j, p0, pj, ss1, hole_end
+
+
+def test_an_acked_hole_is_filled_while_its_server_sacks_what_follows():
+    """(review of 0597826) With SACK news in _base, the fill of a hole at snd_una whose bytes
+    the server has at the data level (_fill_acked_hole: the only repair, _head_hole skips
+    data-acked holes) waited while the server SACKed the bytes after it, though none of them
+    reaches the data level before the hole is filled. The fill goes by the cumulative clock."""
+    p, j, p0, pj, ss1, hole_end = _a_hole_on_the_join()
     t_hole, filled_at = p.now, None
     for _ in range(16):  # 4 s: more bytes each 0.25 s; the join SACKs all after the hole but the last
         p.now += 0.25
@@ -692,16 +699,7 @@ def test_a_hole_data_acked_after_the_look_for_a_fill_is_still_filled(dack_after)
     _answered, left alone) was never filled, and nothing more happened to the join. The
     DATA_ACK passing the hole's DSN gives one more look (_rearm_fill). Driven by
     next_deadline."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    p0, pj = p.mp.paths[0], p.mp.paths[1]
-    first = p.data_on(1, size=1000)  # lost on the join: the hole
-    pk = parse_packet(first)
-    ss1 = (pk.seq - j.c_isn) & M32
-    (dss,) = [o for o in mptcp_options(first, pk) if type(o) is Dss]
-    hole_end = (dss.data_seq - p.idsn_c) + 1000
+    p, j, p0, pj, ss1, hole_end = _a_hole_on_the_join()
     t_hole = p.now
     assert _two_more_on_the_join(p)
 
