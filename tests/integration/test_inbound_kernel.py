@@ -686,18 +686,17 @@ def test_inbound_survives_a_path_going_down(mbox, path, back, loss):
     err = result.get("error", "")
     stalled = result["hung"] or "timed out" in err or any("timed out" in e for e in srv.errors)
     if path == 2 and stalled and mbox.backend == "netlink" and "corrupted" not in err:
-        # Known issue, netlink backend only: the data-level head, reinjected from the dead
-        # join, waits on subflow 1 behind a lost segment inside a super-packet sent in place
-        # under one mapping the client has begun (Linux: DSSNotMatching for any new mapping
-        # inside it), and the guest after its RTO resends only the head. Rarer since subflow
-        # 1 cuts its super-packets while it loses (Sf1LossyCut) or a closed or stale subflow's
-        # bytes are outstanding (Sf1OrphanCut, stop 27's capture) and a head may go into a hole
-        # at such a mapping's start (2 hangs in 35 runs before, 2 in 126 after, with 2 % loss
-        # on the live path; those two of another shape: the stale rule killed the live
-        # subflow, stuck at a hole but SACKing, and kept the join whose path had died; stop
-        # 26's closing note; that capture's cause fixed in stop 27 by multipath._answered,
-        # yet the same end state came once in 130 loop runs since, not captured: stop 27's
-        # closing note). Reported with the flow's subflows; wrong
+        # Known issue, netlink backend only: after the join's path died, subflow 1 (2 % loss)
+        # holds holes whose DSNs lie above the data-level head; the guest resends the heads in
+        # a burst at its RTO, and only the one that is the head at that instant goes into a
+        # hole (HeadIntoHole): the next heads, resent a few ms before they are the head, go
+        # behind the remaining holes, and each step waits for the guest's next backed-off RTO
+        # (a crawl: stop 28's capture, its closing note). Older shapes: a head behind a hole
+        # inside a super-packet under one mapping the client had begun (now cut:
+        # Sf1LossyCut, Sf1OrphanCut); and the stale rule killing the live subflow 1 beside the
+        # dead join (stops 26-28; the end state subflow 1 CLOSED, the join ESTABLISHED; stop
+        # 28 captured its last cause, subflow 1's tail lost with nothing more sent on it, fixed
+        # by the stale probe). Reported with the flow's subflows; wrong
         # bytes are never excused. On NetfilterQueue (segments, a mapping each) the head
         # goes into the hole: stalls there fail (the CI failure of stop 24, fixed since).
         pytest.xfail(f"known stall after the join's path went down: {c} {view}"[:2500])
