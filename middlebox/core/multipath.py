@@ -2360,13 +2360,23 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
     probe = p.sprobe_open
-    if probe and not pkt.payload_len and not pkt.flags & FIN and _probe_answer_like(flow, p, pkt, data):
+    if (probe and not pkt.payload_len and not pkt.flags & FIN and a >= p.snd_una
+            and _probe_answer_like(flow, p, pkt, data)):
         # (only the first pure segment after a stale probe that may be its answer uses it up:
         # the server's data in flight comes first, and used it up, the answer behind it was
         # not taken, the live subflow then died on its kept clock beside a dead join (review
         # of 7742d6c); so too an ADD_ADDR or MP_PRIO ACK, or the server's own probe on a join,
         # right before it (review of ebd86b3))
         p.sprobe_open = False
+        probe = now - p.sprobe_at <= _probe_wait(p)
+        if probe:
+            # the answer to our stale probe (_j_stale): news that the path works both ways.
+            # Its window may differ (Linux's subflow window follows the connection's receive
+            # space, and its reader moves it): an unchanged window was required, and the
+            # kernel's answers were missed (the black-holed first path, integration test)
+            p.alive_at = now
+            if mp.counters is not None:
+                mp.counters[Counter.StaleProbeAnswered] += 1
     else:
         probe = False
     if data is not None:
@@ -2434,13 +2444,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         # (a duplicate has the window unchanged, RFC 5681 §2 (e); Linux too counts no ACK
         # that updated its window as a duplicate. Two window updates of a slowly reading
         # server showed snd_una lost)
-        if probe and now - p.sprobe_at <= _probe_wait(p):
-            # the answer to our stale probe (_j_stale), not a sign of loss: news that the
-            # path works both ways
-            p.alive_at = now
-            if mp.counters is not None:
-                mp.counters[Counter.StaleProbeAnswered] += 1
-        else:
+        if not probe:  # (the answer to our stale probe is not a sign of loss)
             p.dups += 1
             if not (flow.sack_ok if p.index == 0 else p.sack):
                 p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)

@@ -224,6 +224,49 @@ def _uplink_down(mbox, server_factory, direction, path):
     assert dd.get("RmAddr", 0) >= 1, dd  # the server was told to stop using the address
 
 
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+def test_a_first_path_that_loses_data_but_passes_small_segments_is_probed_then_given_up(mbox, server_factory):
+    """Stale probe against the kernel: mid-upload, subflow 1's path starts dropping every
+    segment with data but lets small ones through (an MTU black hole, as far as the
+    converter can tell): subflow 1 makes no progress while the join does, so it goes stale
+    and is probed (a zero-length ACK just below the server's window). Linux answers it with
+    a duplicate ACK (StaleProbeAnswered: the probe works on the real stack), which buys one
+    more wait and no second probe: with no news after it, subflow 1 is given up (dead), its
+    bytes go on the join, and the upload arrives intact."""
+    import threading
+    import time
+
+    t = mbox.t
+    d = mbox.start(*JOIN, uplinks=True)
+    srv = server_factory()
+    before = t.nstat(t.server)
+    rule = (f"table inet mbtestbh {{\n chain in {{\n  type filter hook input priority -10;\n"
+            f"  iifname \"{t.paths[0].server_if}\" ip saddr {t.guest_ip} tcp dport {srv.port} "
+            f"meta length > 200 drop\n }}\n}}\n")
+    armed = threading.Event()
+
+    def black_hole():
+        time.sleep(1.0)
+        t.run(t.server, ["nft", "-f", "-"], input=rule)
+        armed.set()
+
+    th = threading.Thread(target=black_hole, daemon=True)
+    th.start()
+    try:
+        upload(t, srv, payload(24 * MB), timeout=90)
+    finally:
+        th.join()
+        t.run(t.server, ["nft", "delete", "table", "inet", "mbtestbh"], check=False)
+        d.stop()
+    assert armed.is_set()
+    c = core_counters(d.output)
+    dd = delta(before, t.nstat(t.server))
+    print({k: v for k, v in c.items() if k.startswith(("Subflow", "StaleProbe", "Reinject", "DupAck"))})
+    assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+    assert c.get("StaleProbeTX", 0) >= 1 and c.get("StaleProbeAnswered", 0) >= 1, c
+    assert c.get("SubflowDead", 0) >= 1, c
+
+
 def _mptcp_subflows(t, srv) -> list[int]:
     """MPTCP_INFO's subflow count of each server socket the test server accepted."""
     return [getattr(srv, "subflow_counts", [None])[-1]] if hasattr(srv, "subflow_counts") else []

@@ -547,28 +547,39 @@ def _s_data(p, p0, n=100):
     return acts
 
 
-@pytest.mark.parametrize("what", ["window", "late", "add_addr"])
-def test_only_the_first_pure_ack_in_time_is_the_answer(what):
+@pytest.mark.parametrize("what", ["late", "add_addr", "old"])
+def test_only_a_pure_ack_in_time_is_the_answer(what):
     """(review of stop 27's probe) Any segment that came while stale within a second counted
-    as the answer. The answer is the first pure segment after the probe, an ACK with the
-    window unchanged, within its wait, with no path manager option: a window update
-    (Linux's mptcp_cleanup_rbuf) uses the probe up, a late ACK is none, an ADD_ADDR echo
-    rides on a pure ACK but is none."""
+    as the answer. The answer is a pure ACK within its wait with no path manager option: a
+    late ACK is none, an ADD_ADDR echo rides on a pure ACK but is none, an old reordered ACK
+    is none."""
     p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
     _until(p, lambda: p0.state is SS.STALE)
-    una = (p0.local_isn + p0.snd_una) & M32
+    una = (p0.local_isn + p0.snd_una - (1000 if what == "old" else 0)) & M32
     p.now += 0.01
-    if what == "window":
-        p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(),), window=400))
-    elif what == "late":
+    if what == "late":
         p.now += 1.0
-    p.now += 0.001
     extra = (AddAddr(echo=True, addr_id=5, addr=p.addr_of(p.cfg.uplinks[0]), port=None, hmac=None),) \
         if what == "add_addr" else ()
-    p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(), *extra), window=400 if what == "window" else 509))
+    p.inn(p.s_packet(p.s_nxt, una, ACK, (p.dack(), *extra)))
     assert p.count("StaleProbeAnswered") == 0
     _until(p, lambda: p0.state is SS.CLOSED)
     assert pj.state is SS.ESTABLISHED
+
+
+def test_the_answer_may_carry_another_window():
+    """Linux's subflow window follows the connection's receive space, which its reader moves:
+    the answer to the probe (a duplicate ACK) may offer another window than the last ACK.
+    Required unchanged, the kernel's answers were missed (the black-holed first path,
+    test_multipath.py). It is still no duplicate ACK."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    _until(p, lambda: p0.state is SS.STALE)
+    dups = p0.dups
+    p.now += 0.01
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(),), window=400))
+    assert p.count("StaleProbeAnswered") == 1 and p0.dups == dups
+    _until(p, lambda: pj.state is SS.CLOSED)
+    assert p0.state is SS.ESTABLISHED
 
 
 def test_the_servers_data_in_flight_does_not_use_the_probe_up():
