@@ -3524,10 +3524,11 @@ def _news(p) -> float:
     """When the server last told of new bytes reaching it on subflow p: its cumulative ACK
     moved (acked_at), or its SACK blocks reached higher, covered more under the same
     cumulative ACK, or carried a D-SACK (sack_at, _ack_info); or it answered our stale probe
-    (alive_at, _j_stale). The stale rule compares subflows by it. By the cumulative ACK alone, a live subflow waiting at a hole while the
-    server SACKed everything after it looked stopped next to a join that acked last just
-    before its path died: the live one went stale and dead, the dead join was kept, and the
-    guest's resends went to it for good (inbound failover test, 2 % loss, captured)."""
+    (alive_at, _j_stale). The stale rule compares subflows by it. By the cumulative ACK
+    alone, a live subflow waiting at a hole while the server SACKed everything after it
+    looked stopped next to a join that acked last just before its path died: the live one
+    went stale and dead, the dead join was kept, and the guest's resends went to it for good
+    (inbound failover test, 2 % loss, captured)."""
     t = _heard(p)
     return t if t >= p.alive_at else p.alive_at
 
