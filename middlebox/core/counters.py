@@ -192,7 +192,7 @@ class Counter(IntEnum):
     Sf1LossyCut = 168  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because subflow 1 showed a loss within LOSSY_CUT (a hole inside one whole mapping can take no reinjected head)
     RmAddrOwedTX = 169  # REMOVE_ADDRs sent late, on a join coming up, for subflows that died while no subflow was alive to carry one
     Sf1OrphanCut = 170  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because a subflow closed holding bytes the data level has not passed yet (the heads reinjected from it come behind them)
-    StaleProbeTX = 171  # multipath: subflows probed as they went stale (a zero-length ACK just below the server's window, which a live TCP answers with a duplicate ACK); once per news from the server
+    StaleProbeTX = 171  # multipath: subflows probed as they went stale (a zero-length ACK just below the server's window, which a live TCP answers with a duplicate ACK); once per cumulative ACK or SACK news (an answer does not re-arm it)
     StaleProbeAnswered = 172  # multipath: stale subflows whose server answered that probe in time (news: the other quiet subflow is the one judged, not this one)
 
 

@@ -161,7 +161,7 @@ class Path:
         "sacked",  # the server's SACK blocks on this subflow's last ACK: ((start, end), ...) relative
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
         "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
-        "fill_at",  # progress_at as _fill_acked_hole last set it (-1: never)
+        "fill_at",  # progress_at when tick last looked for a fill (-1: never, or re-armed: _rearm_fill)
         "acked_at",  # the server's last ack of new bytes here: progress_at without the fills
         "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
@@ -193,8 +193,9 @@ class Path:
         "sack_tot",  # bytes the server's last SACK blocks here covered (news when it grows)
         "rtx_at",  # when bytes below sack_hi (into a hole) last went out here (-1: never; _answered)
         "owe_at",  # when it last stopped being _answered by a send (-1: never; _base)
-        # the stale probe (_j_stale): when it last went (-1: never), whether the next server
-        # segment on p may be its answer, and when the last answer came (-1: never; _news)
+        # the stale probe (_j_stale): when it last went (-1: never), whether it is still open
+        # (the first pure ACK that may be its answer closes it, _ack_info), and when the last
+        # answer came (-1: never; _news)
         "sprobe_at", "sprobe_open", "alive_at",
     )
 
@@ -2356,17 +2357,18 @@ def _best_live(mp) -> int:
 def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     """What a server segment on path p tells about our data: (data level moved, subflow-level
     duplicate). Moves snd_una, the rate and RTT estimates, data_ack and wnd_edge; with the
-    segment's bytes (`data`), the subflow's SACK blocks (`Path.sacked`, for guest_sack)."""
+    segment's bytes (`data`), the subflow's SACK blocks (`Path.sacked`, for guest_sack).
+    Takes the answer to a stale probe (alive_at, sprobe_open) and, as the DATA_ACK moves,
+    re-arms the look for a fill (_rearm_fill)."""
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
     probe = p.sprobe_open
     if (probe and not pkt.payload_len and not pkt.flags & FIN and a >= p.snd_una
-            and _probe_answer_like(flow, p, pkt, data)):
-        # (only the first pure segment after a stale probe that may be its answer uses it up:
-        # the server's data in flight comes first, and used it up, the answer behind it was
-        # not taken, the live subflow then died on its kept clock beside a dead join (review
-        # of 7742d6c); so too an ADD_ADDR or MP_PRIO ACK, or the server's own probe on a join,
-        # right before it (review of ebd86b3))
+            and data is not None and _probe_answer_like(p, pkt, data)):
+        # (only a pure ACK that may be the answer closes the probe; data, a FIN, an old ACK,
+        # a path manager ACK, or on a join the server's own probe leave it open: each once
+        # used it up and the answer behind it was missed, the live subflow then died on its
+        # kept clock beside a dead join; reviews of 7742d6c and ebd86b3)
         p.sprobe_open = False
         probe = now - p.sprobe_at <= _probe_wait(p)
         if probe:
@@ -3220,9 +3222,9 @@ def _j_stale(conv, flow, p, pkt, data, ctx, now):
     segment (or its ACK) was lost, nothing more sent on it, beside a join that acked 7 ms
     later and then lost its path, looks like subflow 1 dead beside a live join (captured,
     stop 28; the mirror case pinned in stop 27). The answer (_ack_info) is news (alive_at):
-    the other goes stale in its turn. One probe per news from the server (_heard): a path
-    that answers small probes but loses data (an MTU black hole) lives one wait more, then
-    dies on its next stale."""
+    the other goes stale in its turn. One probe per cumulative ACK or SACK news (_heard; an
+    answer does not re-arm it): a path that answers small probes but loses data (an MTU
+    black hole) lives one wait more, then dies on its next stale."""
     conv.counters[Counter.SubflowStale] += 1
     if _news(p) <= p.stale_at:
         return []
@@ -3237,7 +3239,7 @@ def _j_stale(conv, flow, p, pkt, data, ctx, now):
 
 def _stale_probe(flow, mp, p) -> bytes:
     """A zero-length ACK at p's snd_una - 1, below what the server received (out of its
-    window: answered), with no option (Linux drops it before reading any)."""
+    window: answered), with no option (Linux drops it before acting on any)."""
     if p.index == 0:
         sf = flow.sf
         return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p.local_isn + p.snd_una - 1,
@@ -3246,7 +3248,7 @@ def _stale_probe(flow, mp, p) -> bytes:
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window)
 
 
-def _probe_answer_like(flow, p, pkt, data) -> bool:
+def _probe_answer_like(p, pkt, data: bytes) -> bool:
     """Could pure ACK `pkt` on p be the server's answer to our stale probe? Linux answers
     at its snd_nxt (tcp_send_dupack) with no path manager option. On a join, the server's
     own keepalive or zero-window probe comes at rcv_nxt - 1; an ADD_ADDR, REMOVE_ADDR or
@@ -3254,8 +3256,6 @@ def _probe_answer_like(flow, p, pkt, data) -> bool:
     newest and the live subflow 1, its one probe spent, died (review of 7742d6c). (On
     subflow 1 a segment below rcv_nxt never gets here: the converter's table takes it.)"""
     if p.index and _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) < p.rcv_nxt:
-        return False
-    if data is None:
         return False
     for o in mptcp_options(data, pkt):
         t = type(o)
@@ -3442,7 +3442,7 @@ def tick(conv, now: float) -> list:
             if (inp is SI.TIMER_STALE and p.state is SS.STALE and now - p.stale_at >= DEAD_AFTER
                     and _others_alive(mp, p)):
                 # (stale again on a clock it kept, _j_stale: dead now, or the next segment
-                # that revives it comes before the tick that would see it stale)
+                # that revives it comes before the tick that would find it dead, TIMER_DEAD)
                 actions.extend(_event(conv, flow, p, SI.TIMER_DEAD, now))
     return actions
 
@@ -3524,7 +3524,7 @@ def _news(p) -> float:
     """When the server last told of new bytes reaching it on subflow p: its cumulative ACK
     moved (acked_at), or its SACK blocks reached higher, covered more under the same
     cumulative ACK, or carried a D-SACK (sack_at, _ack_info); or it answered our stale probe
-    (alive_at, _j_stale). The stale rule compares subflows by it. By the cumulative ACK
+    (alive_at, _ack_info; the probe: _j_stale). The stale rule compares subflows by it. By the cumulative ACK
     alone, a live subflow waiting at a hole while the server SACKed everything after it
     looked stopped next to a join that acked last just before its path died: the live one
     went stale and dead, the dead join was kept, and the guest's resends went to it for good
@@ -3540,14 +3540,15 @@ def _heard(p) -> float:
 
 
 def _cum(p) -> float:
-    """Since when subflow p owes the server's cumulative ACK: its last progress, or when a
+    """Since when the server owes subflow p a cumulative ACK: its last progress, or when a
     send ended its being _answered (the fill of an acked hole goes by it, tick)."""
     return p.progress_at if p.progress_at >= p.owe_at else p.owe_at
 
 
 def _base(p) -> float:
     """Since when the server owes subflow p an answer it has not given: its last progress or
-    SACK news, or when a send ended its being _answered (a resend into a hole gets its RTT
+    SACK news, the answer to our stale probe (alive_at: one more wait), or when a send ended
+    its being _answered (a resend into a hole gets its RTT
     too; judged from its old progress, subflow 1 went stale in the tick after the guest's
     resend, review of 527bba8). (From the cumulative ACK alone, a busy subflow whose ACK
     waited at a hole older than its wait went stale beside another with news, or after 2 s

@@ -491,7 +491,7 @@ class Sim:
             self.fail("MP_CAPABLE on a join")
         if not pkt.payload_len and (s.rcv_nxt - (pkt.seq - s.c_isn)) & M32 in range(1, 0x80000000):
             # below its window (the converter's stale probe, a late ACK): Linux drops it in
-            # tcp_validate_incoming before its ack or any option is read, and answers with a
+            # tcp_validate_incoming before acting on its ack or any option, and answers with a
             # duplicate ACK, one per 500 ms per socket for a segment without data (its rcv_wup
             # is its rcv_nxt here: it acks every segment at once)
             if self.now - s.oow_at >= 0.5:

@@ -370,7 +370,7 @@ def test_an_old_reordered_ack_leaves_the_window_alone():
     """An ACK below the cumulative ACK is older than the one that set the window (RFC 9293
     §3.10.7.4: SND.WND is taken from a segment with SND.UNA =< SEG.ACK only): its window
     overwrote the newer one (one of last notes' leftovers). The window decides the dup ACK
-    test (unchanged window) and the answer to a stale probe."""
+    test (unchanged window)."""
     p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=False)
     p.now += 0.01
     _sack(p, p0, p0.snd_una, (sent[1][1], p0.snd_nxt), window=600)
@@ -524,9 +524,10 @@ def test_a_stale_subflow_whose_server_answers_the_probe_outlives_a_dead_join():
 
 def test_an_unanswered_probe_changes_nothing():
     """No answer (subflow 1's path is the dead one after all): it dies as before, a second
-    after it went stale; a late pure ACK is no answer."""
+    after it went stale."""
     p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
     _until(p, lambda: p0.state is SS.STALE)
+    assert p.count("StaleProbeTX") == 1
     t = p.now
     p.now += MP.DEAD_AFTER - 0.01
     p.conv.tick(p.now)
@@ -545,6 +546,30 @@ def _s_data(p, p0, n=100):
     acts = p.inn(p.s_packet(p.s_nxt, una, ACK, (dss,), b"x" * n))
     p.s_nxt, p.s_drel = (p.s_nxt + n) & M32, p.s_drel + n
     return acts
+
+
+def test_an_answer_buys_one_wait_and_no_second_probe():
+    """The answer restarts the subflow's wait (alive_at in _base): it goes stale again only
+    its wait after the answer, when the other has had news since; then with no news of its
+    own there is no second probe, and it dies a second later."""
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
+    _until(p, lambda: p0.state is SS.STALE)
+    p.now += 0.01
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(),)))
+    t = p.now
+    assert p.count("StaleProbeAnswered") == 1 and p0.state is SS.ESTABLISHED
+    p.now += 0.01
+    p.j_in(p.j_ack(p.joins[1], ack=pj.snd_nxt))  # the join's news, newer than the answer
+    wait = max(MP.STALE_MIN, 4 * p0.srtt)
+    p.now = t + wait - 0.01
+    p.conv.tick(p.now)
+    assert p0.state is SS.ESTABLISHED
+    p.now = t + wait + 0.01
+    p.conv.tick(p.now)
+    assert p0.state is SS.STALE and p.count("StaleProbeTX") == 1
+    p.now += MP.DEAD_AFTER
+    p.conv.tick(p.now)
+    assert p0.state is SS.CLOSED and pj.state is SS.ESTABLISHED
 
 
 @pytest.mark.parametrize("what", ["late", "add_addr", "old"])
@@ -571,7 +596,7 @@ def test_the_answer_may_carry_another_window():
     """Linux's subflow window follows the connection's receive space, which its reader moves:
     the answer to the probe (a duplicate ACK) may offer another window than the last ACK.
     Required unchanged, the kernel's answers were missed (the black-holed first path,
-    test_multipath.py). It is still no duplicate ACK."""
+    test_multipath.py)."""
     p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
     _until(p, lambda: p0.state is SS.STALE)
     dups = p0.dups
