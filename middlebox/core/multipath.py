@@ -1575,39 +1575,38 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     da = mp.data_ack
     if len(mp.runs) + 6 > MAX_RUNS:  # (two moves, and send's reinjection of the rest)
         return _NO_HOLE
-    idx = p.index
-    for r0, r1, ridx, s0, m in mp.runs:
-        if ridx != idx or not (s0 <= h0 < s0 + (r1 - r0)):
-            continue
-        dh = r0 + (h0 - s0)
-        if (m is not None and m[1] != h0 and not (p.fill_m is m and p.fill_end == h0)) or dh <= da or dh < end:
-            # (inside a mapping over several segments whose start the server took: it has
-            # begun that mapping and takes no other inside it. At its start, the server holds
-            # none of it in order (its out-of-order bytes are not mapped yet, nor merged with
-            # a copy of another mapping), so the head goes in and the rest keeps that mapping:
-            # a whole super-packet on subflow 1 lost at once left the head behind it for good,
-            # a segment per RTO, the netlink failover captures. So too right after heads we
-            # put in from its start, acked up to the last one's end: the server read those
-            # under their own mappings, and the next head would wait there; review of c335069.
-            # A late original of its first segment, taken before our head, would have begun
-            # it: then the server resets subflow 1, visibly)
-            return _NO_HOLE
-        h1 = s0 + (r1 - r0)
-        if sd < h1:
-            h1 = sd
-        sack = _lost_shown(p)
-        if h0 < sack < h1:
-            h1 = sack
-        n = h1 - h0
-        if avail < n:
-            n = avail
-        # (up to the end of what the guest sent too: its FIN riding on a resend of those
-        # DSNs, acked at [sd, sd + n) as the head's, goes as a new mapping, send's unsure
-        # case. Stopped one byte short instead (review of a34025a), the head's last byte
-        # waited behind the hole's last, which the guest, window-limited, had sent last:
-        # a deadlock, inbound failover captures)
-        return (n, dh, m)
-    return _NO_HOLE
+    r = _run_at(mp, p.index, h0)
+    if r is None:
+        return _NO_HOLE
+    r0, r1, _, s0, m = r
+    dh = r0 + (h0 - s0)
+    if (m is not None and m[1] != h0 and not (p.fill_m is m and p.fill_end == h0)) or dh <= da or dh < end:
+        # (inside a mapping over several segments whose start the server took: it has
+        # begun that mapping and takes no other inside it. At its start, the server holds
+        # none of it in order (its out-of-order bytes are not mapped yet, nor merged with
+        # a copy of another mapping), so the head goes in and the rest keeps that mapping:
+        # a whole super-packet on subflow 1 lost at once left the head behind it for good,
+        # a segment per RTO, the netlink failover captures. So too right after heads we
+        # put in from its start, acked up to the last one's end: the server read those
+        # under their own mappings, and the next head would wait there; review of c335069.
+        # A late original of its first segment, taken before our head, would have begun
+        # it: then the server resets subflow 1, visibly)
+        return _NO_HOLE
+    h1 = s0 + (r1 - r0)
+    if sd < h1:
+        h1 = sd
+    sack = _lost_shown(p)
+    if h0 < sack < h1:
+        h1 = sack
+    n = h1 - h0
+    if avail < n:
+        n = avail
+    # (up to the end of what the guest sent too: its FIN riding on a resend of those
+    # DSNs, acked at [sd, sd + n) as the head's, goes as a new mapping, send's unsure
+    # case. Stopped one byte short instead (review of a34025a), the head's last byte
+    # waited behind the hole's last, which the guest, window-limited, had sent last:
+    # a deadlock, inbound failover captures)
+    return (n, dh, m)
 
 
 def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, counters) -> int:
@@ -1630,6 +1629,15 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, counters) 
     q.lost_una = -1
     counters[Counter.HeadIntoHole] += 1
     return h0
+
+
+def _run_at(mp, idx: int, ss: int):
+    """The run (dsn0, dsn1, path index, subflow seq, mapping) that holds relative subflow seq
+    `ss` of path `idx` (None: none)."""
+    for r in mp.runs:
+        if r[2] == idx and r[3] <= ss < r[3] + (r[1] - r[0]):
+            return r
+    return None
 
 
 def _unsure_in(mp, a: int, b: int) -> bool:
@@ -1726,9 +1734,7 @@ def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, 
         p = mp.paths[k]
         conv.counters[Counter.GuestProbeFwd] += 1
         mp.probe_at, mp.probe_on = flow.last, k
-        actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
-                                      p.local_isn + p.snd_una - 1, p.remote_isn + p.rcv_nxt, ACK,
-                                      flow.guest_window, build_options(b"", (Dss(data_ack, flow.ack64),)))))
+        actions.append(Inject(_below_window(flow, p, build_options(b"", (Dss(data_ack, flow.ack64),)))))
     return actions
 
 
@@ -2306,41 +2312,40 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
     is checksummed (that checksum is the original bytes') or the guest has sent its FIN. At
     most FILL_MAX bytes a call."""
     idx = p.index
-    a = p.snd_una
-    for r0, r1, ridx, s0, m in mp.runs:
-        if ridx != idx or not (s0 <= a < s0 + (r1 - r0)):
-            continue
-        d = r0 + (a - s0)
-        end = min(r1, mp.data_ack, d + FILL_MAX)
-        if d >= end or (m is not None and (flow.checksum or flow.local_fin)):
-            return []  # (a whole mapping may carry the DATA_FIN: repeated without it, it would differ)
-        seg_max = _seg_max(p, conv._mss_limit[p.version] - 12)
-        out = []
-        if idx == 0:
-            sf = flow.sf
-            ack = sf.remote_isn + sf.rcv_base
+    r = _run_at(mp, idx, p.snd_una)
+    if r is None:
+        return []
+    r0, r1, _, s0, m = r
+    d = r0 + (p.snd_una - s0)
+    end = min(r1, mp.data_ack, d + FILL_MAX)
+    if d >= end or (m is not None and (flow.checksum or flow.local_fin)):
+        return []  # (a whole mapping may carry the DATA_FIN: repeated without it, it would differ)
+    seg_max = _seg_max(p, conv._mss_limit[p.version] - 12)
+    out = []
+    if idx == 0:
+        sf = flow.sf
+        ack = sf.remote_isn + sf.rcv_base
+    else:
+        ack = p.remote_isn + p.rcv_nxt
+    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+    if not flow.ack64:
+        data_ack &= M32
+    while d < end:
+        n = min(seg_max, end - d)
+        ss = s0 + (d - r0)
+        zeros = bytes(n)
+        if m is not None:  # a whole super-packet mapping: repeated exactly (no checksum)
+            opt = Dss(data_ack, flow.ack64, (flow.local_idsn + m[0]) & M64, True, m[1] & M32, m[2], None,
+                      False)
         else:
-            ack = p.remote_isn + p.rcv_nxt
-        data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
-        if not flow.ack64:
-            data_ack &= M32
-        while d < end:
-            n = min(seg_max, end - d)
-            ss = s0 + (d - r0)
-            zeros = bytes(n)
-            if m is not None:  # a whole super-packet mapping: repeated exactly (no checksum)
-                opt = Dss(data_ack, flow.ack64, (flow.local_idsn + m[0]) & M64, True, m[1] & M32, m[2], None,
-                          False)
-            else:
-                dsn = (flow.local_idsn + d) & M64
-                csum = dss_checksum(dsn, ss & M32, n, zeros) if flow.checksum else None
-                opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, n, csum, False)
-            out.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + ss, ack,
-                                      ACK, flow.guest_window, build_options(b"", (opt,)), zeros)))
-            d += n
-        conv.counters[Counter.AckedHoleFilled] += len(out)
-        return out
-    return []
+            dsn = (flow.local_idsn + d) & M64
+            csum = dss_checksum(dsn, ss & M32, n, zeros) if flow.checksum else None
+            opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, n, csum, False)
+        out.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + ss, ack,
+                                  ACK, flow.guest_window, build_options(b"", (opt,)), zeros)))
+        d += n
+    conv.counters[Counter.AckedHoleFilled] += len(out)
+    return out
 
 
 def _best_live(mp) -> int:
@@ -2362,16 +2367,16 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
     re-arms the look for a fill (_rearm_fill)."""
     a = _unwrap((pkt.ack - p.local_isn) & M32, p.snd_una)
     subdup = False
-    probe = p.sprobe_open
-    if (probe and not pkt.payload_len and not pkt.flags & FIN and a >= p.snd_una
+    answered = False
+    if (p.sprobe_open and not pkt.payload_len and not pkt.flags & FIN and a >= p.snd_una
             and data is not None and _probe_answer_like(p, pkt, data)):
         # (only a pure ACK that may be the answer closes the probe; data, a FIN, an old ACK,
         # a path manager ACK, or on a join the server's own probe leave it open: each once
         # used it up and the answer behind it was missed, the live subflow then died on its
         # kept clock beside a dead join; reviews of 7742d6c and ebd86b3)
         p.sprobe_open = False
-        probe = now - p.sprobe_at <= _probe_wait(p)
-        if probe:
+        answered = now - p.sprobe_at <= _probe_wait(p)
+        if answered:
             # the answer to our stale probe (_j_stale): news that the path works both ways.
             # Its window may differ (Linux's subflow window follows the connection's receive
             # space, and its reader moves it): an unchanged window was required, and the
@@ -2379,8 +2384,6 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             p.alive_at = now
             if mp.counters is not None:
                 mp.counters[Counter.StaleProbeAnswered] += 1
-    else:
-        probe = False
     if data is not None:
         dsack = _sacked(p, pkt, data, a)
         if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
@@ -2446,7 +2449,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         # (a duplicate has the window unchanged, RFC 5681 §2 (e); Linux too counts no ACK
         # that updated its window as a duplicate. Two window updates of a slowly reading
         # server showed snd_una lost)
-        if not probe:  # (the answer to our stale probe is not a sign of loss)
+        if not answered:  # (the answer to our stale probe is not a sign of loss)
             p.dups += 1
             if not (flow.sack_ok if p.index == 0 else p.sack):
                 p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
@@ -2485,12 +2488,9 @@ def _rearm_fill(mp, da: int) -> None:
     for q in mp.paths:
         if q.fill_at != q.progress_at or q.state is not SS.ESTABLISHED or q.snd_nxt <= q.snd_una:
             continue
-        a = q.snd_una
-        for r0, r1, ridx, s0, m in mp.runs:
-            if ridx == q.index and s0 <= a < s0 + (r1 - r0):
-                if old <= r0 + (a - s0) < da:
-                    q.fill_at = -1.0
-                break
+        r = _run_at(mp, q.index, q.snd_una)
+        if r is not None and old <= r[0] + (q.snd_una - r[3]) < da:
+            q.fill_at = -1.0
 
 
 def _wider_first(b: tuple) -> tuple:
@@ -3244,8 +3244,14 @@ def _stale_probe(flow, mp, p) -> bytes:
         sf = flow.sf
         return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p.local_isn + p.snd_una - 1,
                        sf.remote_isn + sf.rcv_base, ACK, flow.guest_window)
+    return _below_window(flow, p)
+
+
+def _below_window(flow, p, opts: bytes = b"") -> bytes:
+    """A zero-length ACK on join p at its snd_una - 1, which the server answers at once
+    (RFC 9293 §3.10.7.4): the guest's probe forwarded (_guest_probe), or our stale probe."""
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_una - 1,
-                   p.remote_isn + p.rcv_nxt, ACK, flow.guest_window)
+                   p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
 
 def _probe_answer_like(p, pkt, data: bytes) -> bool:
