@@ -97,6 +97,7 @@ TCP_HLEN = 20
 MAX_RUNS = 128  # upload runs per multipath flow: bursts of ~22 KB, so >= 2.8 MB in flight; ~28 KiB
 #                 at most with 3 subflows (measured with tracemalloc; the issue's budget: 32 KiB)
 RUNS_SPARE = 16  # runs left when super-packets stop getting whole-mapping runs of their own (send)
+MAX_SACKED = 8  # SACK ranges kept per subflow (Path.sacked, _board): 16 ints
 MAX_UNSURE = 8  # DSN ranges per flow whose subflow bytes the server may hold under another DSN (_unsure_add)
 MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 LOSSY_CUT = 1.0  # seconds after a loss shown on subflow 1 that its super-packets go out cut
@@ -158,7 +159,8 @@ class Path:
         "progress_at", "stale_at", "dups", "tries", "timer", "tx_bytes", "rx_bytes", "born",
         "heard_at", "suspect_at", "sack", "sack_recent",
         "rx_rate", "rx_mark",  # download delivery rate (bytes/s) and rx_bytes at the last look
-        "sacked",  # the server's SACK blocks on this subflow's last ACK: ((start, end), ...) relative
+        # what the server SACKed on this subflow above its cumulative ACK (_board):
+        "sacked",  # ((start, end), ...) relative, ascending
         "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
         "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
         "fill_at",  # progress_at when tick last looked for a fill (-1: never, or re-armed: _rearm_fill)
@@ -190,7 +192,7 @@ class Path:
         # the highest end of the server's SACK blocks here, and when it last grew (-1: never):
         # the path delivers although its cumulative ACK waits at a hole (_news)
         "sack_hi", "sack_at",
-        "sack_tot",  # bytes the server's last SACK blocks here covered (news when it grows)
+        "sack_tot",  # bytes its SACK record here covered (news when it grows)
         "rtx_at",  # when bytes below sack_hi (into a hole) last went out here (-1: never; _answered)
         "owe_at",  # when it last stopped being _answered by a send (-1: never; _base)
         # the stale probe (_j_stale): when it last went (-1: never), whether it is still open
@@ -1595,7 +1597,7 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     h1 = s0 + (r1 - r0)
     if sd < h1:
         h1 = sd
-    sack = _lost_shown(p)
+    sack = _lost_shown(p, p.snd_una)
     if h0 < sack < h1:
         h1 = sack
     n = h1 - h0
@@ -2169,14 +2171,12 @@ def _repairing(p, ss: int) -> bool:
             and not (p.rep_n > REPAIR_TRIES and p.snd_una < p.rep_hi))
 
 
-def _lost_shown(p) -> int:
-    """The server's first SACK block above join p's snd_una (-1: none)."""
-    una = p.snd_una
-    at = -1
-    for s, e in p.sacked:
-        if e > una and (at < 0 or s < at):
-            at = s
-    return at
+def _lost_shown(p, una: int) -> int:
+    """Where the server's first SACK block above relative seq `una` of p starts (-1: none)."""
+    for s, e in p.sacked:  # (ascending)
+        if s > una:
+            return s
+    return -1
 
 
 def _repair(conv, flow, mp, p, now: float) -> list:
@@ -2211,7 +2211,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
             _cwnd_cut(p)
             conv.counters[Counter.JoinCwndCut] += 1
     p.rep_at = now
-    sack_at = _lost_shown(p)
+    sack_at = _lost_shown(p, una)
     limit = sack_at if sack_at > una else p.snd_nxt
     out = []
     hi = una
@@ -2385,9 +2385,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             if mp.counters is not None:
                 mp.counters[Counter.StaleProbeAnswered] += 1
     if data is not None:
-        dsack = _sacked(p, pkt, data, a)
-        if p.sacked:  # (blocks above the cumulative ACK: a D-SACK is none)
-            p.loss_at = now
+        dsack = _sacked(p, pkt, data, a, now)
         if a >= p.snd_una:  # (an old, reordered ACK tells nothing new)
             hi = tot = 0
             for s, e in p.sacked:
@@ -2497,17 +2495,18 @@ def _wider_first(b: tuple) -> tuple:
     return b[0], -b[1]
 
 
-def _sacked(p, pkt, data: bytes, a: int) -> bool:
-    """The SACK blocks of the server's segment on p (its latest word on what it holds beyond
-    its cumulative ACK `a`): kept if above `a` and within what we sent (a block below is a
-    D-SACK; one beyond snd_nxt names bytes never sent), at most 4, ascending. True when it
-    carried a D-SACK (RFC 2883: below `a`, or inside another block): a duplicate arrived."""
+def _sacked(p, pkt, data: bytes, a: int, now: float) -> bool:
+    """The SACK blocks of the server's segment on p, beyond its cumulative ACK `a`, added to
+    what its earlier ACKs SACKed (`Path.sacked`, _board): kept if above `a` and within what
+    we sent (a block below is a D-SACK; one beyond snd_nxt names bytes never sent). Blocks
+    here are loss (`loss_at`). True when it carried a D-SACK (RFC 2883: below `a`, or inside
+    another block): a duplicate arrived."""
     if pkt.doff <= TCP_HLEN:
-        p.sacked = ()
+        _board(p, (), a)
         return False
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
     if not o.sack:
-        p.sacked = ()
+        _board(p, (), a)
         return False
     out = []
     dsack = False
@@ -2525,8 +2524,48 @@ def _sacked(p, pkt, data: bytes, a: int) -> bool:
             dsack = True
             continue
         keep.append(b)
-    p.sacked = tuple(keep[:4])
+    if keep:
+        p.loss_at = now
+    _board(p, keep, a)
     return dsack
+
+
+def _board(p, blocks, a: int) -> None:
+    """Path.sacked: what the server's ACKs on p have SACKed above its cumulative ACK, RFC
+    6675's scoreboard, `blocks` (ascending, from an ACK of `a`) added; at most MAX_SACKED
+    ranges, ascending and apart (beyond, the lowest seven and the highest are kept: fewer
+    held bytes known, never a byte held that was not SACKed). Only the latest
+    ACK's blocks were kept before, and Linux's ACKs beside timestamps and a DATA_ACK carry
+    one, the most recent: the hole at snd_una looked as large as the gap up to that block,
+    and a head put into it went onto bytes the server held (a D-SACK, and a stall to the
+    guest's next RTO; the netlink failover crawl). A cumulative ACK inside bytes it SACKed
+    (RFC 2018 §8: the receiver discarded them) forgets the old ones."""
+    lo = a if a > p.snd_una else p.snd_una
+    ranges = []
+    for s, e in p.sacked:
+        if e <= lo:
+            continue
+        if s <= lo:  # (reneged: the record goes)
+            ranges = []
+            break
+        ranges.append([s, e])
+    for s, e in blocks:
+        if s > lo:
+            ranges.append([s, e])
+    if not ranges:
+        p.sacked = ()
+        return
+    ranges.sort()
+    out = [ranges[0]]
+    for r in ranges[1:]:
+        if r[0] <= out[-1][1]:
+            if r[1] > out[-1][1]:
+                out[-1][1] = r[1]
+        else:
+            out.append(r)
+    if len(out) > MAX_SACKED:
+        out = out[:MAX_SACKED - 1] + [out[-1]]
+    p.sacked = tuple((s, e) for s, e in out)
 
 
 def sf1_in(conv, flow, pkt, dss, data=None):

@@ -202,6 +202,7 @@ def test_sack_blocks_covering_more_below_their_top_are_news():
     their top stays, its cumulative ACK too. The path answered: that is news."""
     p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=False)
     una = (p0.local_isn + p0.snd_una) & M32
+    p0.sacked = ()  # (the helper's block covers sent[2], here an upper hole: its record goes)
 
     def sack(*blocks):
         b = tuple(((p0.local_isn + x) & M32, (p0.local_isn + y) & M32) for x, y in blocks)
@@ -333,6 +334,7 @@ def test_a_dsack_is_news_and_counted_once(dsack):
     p, p0, pj, sent, _ = _sf1_sacked_past_a_hole(join_acks_last=False)
     una, top = p0.snd_una, p0.snd_nxt
     b1, h2, b2 = (sent[1][1], sent[1][2]), (sent[2][1], sent[2][2]), (sent[2][2], top)
+    p0.sacked = ()  # (the helper's block covers sent[2], here an upper hole: its record goes)
     p.now += 0.05
     _sack(p, p0, una, b2, b1)  # sent[2] an upper hole
     assert MP._answered(p0)
