@@ -1533,19 +1533,24 @@ def _runs_trim(mp) -> None:
         del runs[:n]
 
 
-_NO_HOLE = (0, 0, None)
+_NO_HOLE = (0, 0, None, 0)
 
 
-def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -> tuple:
-    """The guest resends the data-level head (DSN `d`, `avail` bytes of it in this segment)
-    and its home is subflow p at relative seq `sd`, behind a hole at p's snd_una whose bytes
-    lie beyond the segment (`end`). The server's TCP cannot pass the hole to take the head,
-    and the guest (its cwnd at one segment after an RTO, grown only by acks of new data)
-    resends nothing beyond the head until the head is acked: the upload stalled for good.
+def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float) -> tuple:
+    """The guest resends the data-level head or bytes above it (`avail` bytes of them in
+    this segment) and their home is subflow p at relative seq `sd`, behind a hole of p's
+    (_hole_from: at its snd_una, or the next one up) whose bytes lie beyond the segment
+    (`end`). The server's TCP cannot pass the hole to take the head, and the guest (its
+    cwnd at one segment after an RTO, grown only by acks of new data) resends nothing
+    beyond the head until the head is acked: the upload stalled for good.
     The head reinjected on the only live join behind that join's own loss, after the other
     uplink went down; the model's reproducer, whose resends stopped short of the hole.
-    (n, dsn of the hole, the hole's run's mapping over several segments or None) when the
-    head's first n bytes go into the hole as a new mapping and
+    Bytes above the head: the guest resends the next heads in the burst after its RTO, a
+    few ms before each is the head; behind the holes left, each waited for the guest's
+    next, backed-off RTO, the download crawling for a minute (the netlink failover capture
+    of stop 28: eighteen one-segment holes on subflow 1). Each goes into the next hole.
+    (n, dsn of the hole, the hole's run's mapping over several segments or None, the
+    hole's seq) when the resend's first n bytes go into the hole as a new mapping and
     the hole's first n DSNs take the head's old subflow seqs [sd, sd + n) (send swaps the two
     homes). The server never took the hole's subflow bytes (its cumulative ACK stops at
     them, and n stops at the first SACK block), so whichever copy reaches it first is taken
@@ -1564,10 +1569,11 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     them acked at their new place goes as a new mapping (send).
     Not with DSS checksums (Linux sums a mapping from the bytes it reads on: one whose start
     the other copy took fails, DataCsumErr), nor inside a mapping over several segments past
-    its start (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident). (0, 0,
-    None): nothing to do."""
-    h0 = p.snd_una
-    if flow.checksum or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
+    its start (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident).
+    _NO_HOLE: nothing to do."""
+    h0 = _hole_from(p)
+    if (flow.checksum or sd <= h0 or p.fin_sent or h0 >= p.snd_nxt
+            or not _hole_evident(flow, p, h0, now)):
         return _NO_HOLE
     if p.index == 0:
         if p.state not in ALIVE:
@@ -1582,7 +1588,8 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         return _NO_HOLE
     r0, r1, _, s0, m = r
     dh = r0 + (h0 - s0)
-    if (m is not None and m[1] != h0 and not (p.fill_m is m and p.fill_end == h0)) or dh <= da or dh < end:
+    if ((m is not None and m[1] != h0 and not (p.fill_m is m and p.fill_end == h0 == p.snd_una))
+            or dh <= da or dh < end):
         # (inside a mapping over several segments whose start the server took: it has
         # begun that mapping and takes no other inside it. At its start, the server holds
         # none of it in order (its out-of-order bytes are not mapped yet, nor merged with
@@ -1592,12 +1599,13 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
         # put in from its start, acked up to the last one's end: the server read those
         # under their own mappings, and the next head would wait there; review of c335069.
         # A late original of its first segment, taken before our head, would have begun
-        # it: then the server resets subflow 1, visibly)
+        # it: then the server resets subflow 1, visibly. Not inside it while such heads
+        # are still in flight: the fills go on only between mappings of their own)
         return _NO_HOLE
     h1 = s0 + (r1 - r0)
     if sd < h1:
         h1 = sd
-    sack = _lost_shown(p, p.snd_una)
+    sack = _lost_shown(p, h0)
     if h0 < sack < h1:
         h1 = sack
     n = h1 - h0
@@ -1608,16 +1616,47 @@ def _head_hole(flow, mp, p, d: int, sd: int, avail: int, end: int, now: float) -
     # case. Stopped one byte short instead (review of a34025a), the head's last byte
     # waited behind the hole's last, which the guest, window-limited, had sent last:
     # a deadlock, inbound failover captures)
-    return (n, dh, m)
+    return (n, dh, m, h0)
 
 
-def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, counters) -> int:
-    """_head_hole's swap: the head's first `n` bytes (DSN `d`) into the hole at q's snd_una,
-    the hole's DSNs `dh`.. to the head's old home (path `home` from seq `hs`), unsure until
+def _hole_from(p) -> int:
+    """Where the next resend into subflow p's holes goes (_head_hole): its snd_una, or past
+    the fills sent since its last ACK (each resend into the next hole, not onto the last
+    one), past what the server SACKed."""
+    h0 = p.snd_una
+    if p.fill_hi and h0 < p.fill_end:
+        h0 = p.fill_end
+    for s, e in p.sacked:  # (ascending)
+        if s <= h0 < e:
+            h0 = e
+    return h0
+
+
+def _into_holes(flow, mp, q, a: int, b: int, e: int, sd: int, home: int, hs: int, now: float,
+                counters, pieces) -> int:
+    """Guest bytes [a, b) resent (in a segment ending at DSN `e`), their home path `home`
+    from seq `hs`, due at q's seq `sd`: each hole of q that they may fill (_head_hole) takes
+    the next of them, a piece appended to `pieces`. Returns the DSN up to which they went
+    (`a`: none). Due at their home (q is it), `sd` moves with them."""
+    same = sd == hs and home == q.index
+    while a < b:
+        n, dh, m, h0 = _head_hole(flow, mp, q, sd, b - a, e, now)
+        if not n:
+            break
+        _into_hole(mp, q, a, n, dh, m, home, hs, h0, counters)
+        pieces.append((a, a + n, q.index, h0, None))
+        a += n
+        hs += n
+        if same:
+            sd += n
+    return a
+
+
+def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, counters) -> None:
+    """_head_hole's swap: a resend's first `n` bytes (DSN `d`) into q's hole at `h0`, the
+    hole's DSNs `dh`.. to the resend's old home (path `home` from seq `hs`), unsure until
     data-acked; Karn, and what the ACK past the fill stops at is lost (`Path.lost_una`).
-    `m`: the mapping over several segments the hole is in (None: none). Returns the hole's
-    seq."""
-    h0 = q.snd_una
+    `m`: the mapping over several segments the hole is in (None: none)."""
     q.fill_m = m
     _runs_move(mp, dh, dh + n, home, hs)
     if mp.paths[home].state is SS.CLOSED and dh + n > mp.orphan_hi:
@@ -1630,7 +1669,6 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, counters) 
     q.fill_end = h0 + n
     q.lost_una = -1
     counters[Counter.HeadIntoHole] += 1
-    return h0
 
 
 def _run_at(mp, idx: int, ss: int):
@@ -1822,20 +1860,18 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     if k < 0:
                         continue
                     q = mp.paths[k]
-                    if a == mp.data_ack and not fin:
-                        # the head, due at q's snd_nxt: behind q's hole, whose DSNs lie beyond
-                        # it, it waited for the guest's next RTO (then _head_hole below). Into
-                        # that hole now, the hole's DSNs to the head's old home (closed, or
-                        # acked there: reinjected when the guest resends them)
-                        n, dh, hm = _head_hole(flow, mp, q, a, q.snd_nxt, b - a, e, now)
-                        if n:
-                            h0 = _into_hole(mp, q, a, n, dh, hm, idx, ss, counters)
+                    if not fin:
+                        # due at q's snd_nxt: behind q's holes, whose DSNs lie beyond them,
+                        # they waited for the guest's next RTO (then _head_hole below). Into
+                        # those holes now, the holes' DSNs to their old home (closed, or acked
+                        # there: reinjected when the guest resends them)
+                        f = _into_holes(flow, mp, q, a, b, e, q.snd_nxt, idx, ss, now, counters, pieces)
+                        if f > a:
                             counters[Counter.ReinjectTX] += 1
-                            pieces.append((a, a + n, k, h0, None))
-                            if a + n == b:
+                            if f == b:
                                 continue
-                            ss += n
-                            a += n  # (the rest to q's tail)
+                            ss += f - a
+                            a = f  # (the rest to q's tail)
                     _admit(q, b - a)
                     _runs_move(mp, a, b, k, q.snd_nxt)
                     _unsure_drop(mp, a, b)
@@ -1862,14 +1898,13 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     if p.rtt_ssn and ss < p.rtt_ssn:
                         p.rtt_ssn = 0  # Karn
                     da = mp.data_ack
-                    if a <= da < b and not fin:
-                        sd = ss + (da - a)
-                        n, dh, hm = _head_hole(flow, mp, p, da, sd, b - da, e, now)
-                        if n:  # the head into the hole it waited behind, the hole's DSNs to its place
-                            h0 = _into_hole(mp, p, da, n, dh, hm, idx, sd, counters)
-                            pieces.append((da, da + n, idx, h0, None))
-                            if da + n < b:
-                                pieces.append((da + n, b, idx, ss + (da + n - a), m))
+                    if b > da and not fin:
+                        h = a if a > da else da  # (the server has the bytes below)
+                        sd = ss + (h - a)
+                        f = _into_holes(flow, mp, p, h, b, e, sd, idx, sd, now, counters, pieces)
+                        if f > h:  # into the holes they waited behind, the holes' DSNs to their place
+                            if f < b:
+                                pieces.append((f, b, idx, ss + (f - a), m))
                             continue
                 pieces.append((a, b, idx, ss, m))
         e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)

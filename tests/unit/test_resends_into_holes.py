@@ -1,0 +1,151 @@
+"""Guest resends above the data-level head go into the next subflow hole too (multipath.
+_into_holes, _hole_from), and the holes come from what the server SACKed over all its ACKs
+(multipath._board), not from its last ACK's one block.
+
+Captured (stop 28, the netlink failover crawl): eighteen one-segment holes on subflow 1 whose
+DSNs lay above the data-level head. The guest resent the head and the next heads in one burst
+after its RTO; only a resend that was the head at that instant went into a hole, the others
+went to their homes behind the holes left, and each step waited for the guest's next,
+backed-off RTO (3, 4.6, 8.4, 15.3, 41.6, 66.2 s). Here on a hand-made state:
+
+    DSN    6..106  join 2, ssn 1001..1101   (the head)
+    DSN  106..206  join 2, ssn 1101..1201   (the next head)
+    DSN  206..1206 join 2, ssn    1..1001   (holes at ssn 1..101 and 201..301, the rest SACKed)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from middlebox.core import Direction, Drop
+from middlebox.core import multipath as MP
+from middlebox.core.table import SubflowState as SS
+from middlebox.wire import encode_tcp_options
+
+from tests.unit.test_checksum_segment_maps import _maps
+from tests.unit.test_subflow_table import MPair
+
+M32 = 0xFFFFFFFF
+
+
+def _state():
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    sf1, j1, j2 = mp.paths
+    sf1.state = SS.CLOSED
+    j1.state = SS.CLOSED
+    mp.runs = [[6, 106, 2, 1001, None], [106, 206, 2, 1101, None], [206, 1206, 2, 1, None]]
+    mp.snd_nxt = 1206
+    j2.snd_una, j2.snd_nxt = 1, 1201
+    j2.sacked = ((101, 201), (301, 1201))  # (the heads' old copies arrived: SACKed)
+    assert mp.data_ack == 6
+    return p, mp, j2
+
+
+def _sent(p, acts):
+    return [(d.subflow_seq, (d.data_seq - p.flow.local_idsn) & MP.M64, d.data_len) for _, _, d in _maps(p, acts[1:])]
+
+
+@pytest.mark.parametrize("burst", [1, 2], ids=["one-segment", "two-segments"])
+def test_resends_above_the_head_go_each_into_the_next_hole(burst):
+    """The head into the hole at snd_una, the next head (in the same segment, or in the next
+    one before any ACK) into the next hole up, not onto the first fill nor behind the hole."""
+    p, mp, j2 = _state()
+    g = (p.flow.guest_isn + 6) & M32
+    body = bytes(range(200))
+    if burst == 1:
+        acts = p.conv.handle(p.g_data(body, seq=g), Direction.OUT, p.now)
+        assert isinstance(acts[0], Drop)
+        sent = _sent(p, acts)
+    else:
+        sent = []
+        for k in range(2):
+            acts = p.conv.handle(p.g_data(body[100 * k:100 * k + 100], seq=(g + 100 * k) & M32), Direction.OUT, p.now)
+            sent += _sent(p, acts)
+    assert sent == [(1, 6, 100), (201, 106, 100)]
+    assert p.count("HeadIntoHole") == 2
+    # the holes' DSNs take the resends' old seqs (the server holds the heads' old copies
+    # there: unsure, sent as new mappings when the guest resends them)
+    assert sorted(r[:4] for r in mp.runs) == [[6, 106, 2, 1], [106, 206, 2, 201], [206, 306, 2, 1001],
+                                              [306, 406, 2, 101], [406, 506, 2, 1101], [506, 1206, 2, 301]]
+    assert mp.unsure == [[206, 306], [406, 506]]
+    assert (j2.fill_end, j2.fill_hi) == (301, 1201)
+    # a third resend finds no hole left below its home: it goes there, as before
+    acts = p.conv.handle(p.g_data(bytes(100), seq=(g + 200) & M32), Direction.OUT, p.now)
+    assert p.count("HeadIntoHole") == 2
+
+
+def test_the_holes_stop_at_what_an_earlier_ack_sacked():
+    """Linux's ACKs beside timestamps and a DATA_ACK carry one SACK block, the latest: taken
+    alone, the hole at snd_una reached up to that block, and the head went onto bytes the
+    server held (its D-SACK, then a stall to the guest's next RTO; the crawl's capture)."""
+    p, mp, j2 = _state()
+    j2.sacked = ()
+    j = p.joins[2]
+    for s, e in ((101, 201), (301, 1201)):  # one block an ACK, the latest last
+        blk = (((j.c_isn + s) & M32, (j.c_isn + e) & M32),)
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+    assert j2.sacked == ((101, 201), (301, 1201))
+    acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
+    assert _sent(p, acts) == [(1, 6, 100)]  # (not 200: ssn 101..201 is held)
+
+
+def test_the_sack_record_is_trimmed_by_the_cumulative_ack_and_dropped_when_reneged():
+    p, mp, j2 = _state()
+    j2.sacked = ()
+    MP._board(j2, ((301, 401),), 1)
+    MP._board(j2, ((101, 201),), 1)
+    MP._board(j2, ((401, 501), (601, 701)), 1)
+    assert j2.sacked == ((101, 201), (301, 501), (601, 701))
+    MP._board(j2, (), 251)  # (the ACK passes the first block)
+    assert j2.sacked == ((301, 501), (601, 701))
+    MP._board(j2, ((801, 901),), 351)  # inside bytes it SACKed: discarded (RFC 2018 §8)
+    assert j2.sacked == ((801, 901),)
+    MP._board(j2, ((1001, 1002),), 1)  # (an old ACK: nothing below snd_una 1 goes)
+    assert j2.sacked == ((801, 901), (1001, 1002))
+
+
+def test_the_sack_record_is_bounded_and_never_names_a_byte_not_sacked():
+    p, mp, j2 = _state()
+    j2.sacked = ()
+    blocks = [(10 + 20 * i, 20 + 20 * i) for i in range(3 * MP.MAX_SACKED)]
+    for b in blocks:
+        MP._board(j2, (b,), 1)
+        assert len(j2.sacked) <= MP.MAX_SACKED
+        assert all(any(s <= x and y <= e for s, e in blocks) for x, y in j2.sacked)
+    assert j2.sacked[-1] == blocks[-1] and j2.sacked[0] == blocks[0]  # (the lowest and the latest top)
+
+
+def test_a_resend_from_a_closed_home_goes_into_the_next_hole_too():
+    """Reinjected (its home closed), the bytes above the head go into the next hole as the
+    head does, the holes' DSNs to the closed home (reinjected when the guest resends them):
+    at the join's tail they waited behind the holes (the crawl's second RTO)."""
+    p, mp, j2 = _state()
+    mp.runs = [[6, 206, 0, 6, None], [206, 1206, 2, 1, None]]
+    j2.snd_nxt = 1001
+    j2.sacked = ((101, 201), (301, 1001))
+    acts = p.conv.handle(p.g_data(bytes(200), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
+    assert _sent(p, acts) == [(1, 6, 100), (201, 106, 100)]
+    assert p.count("HeadIntoHole") == 2 and p.count("ReinjectTX") == 1
+    assert j2.snd_nxt == 1001 and mp.orphan_hi == 506
+    assert sorted(r[:4] for r in mp.runs) == [[6, 106, 2, 1], [106, 206, 2, 201], [206, 306, 0, 6],
+                                              [306, 406, 2, 101], [406, 506, 0, 106], [506, 1206, 2, 301]]
+
+
+def test_not_inside_a_mapping_over_several_segments_while_fills_are_in_flight():
+    """At the start of a whole mapping a fill may go, and after fills the server acked (it
+    read them under their own mappings); but not past fills still in flight: a late
+    original of the mapping's first segment, taken before them, would begin it, and a
+    second mapping inside it is DSSNotMatching."""
+    p, mp, j2 = _state()
+    j2.sacked = ((1001, 1201),)  # (one hole, ssn 1..1001, all of it known lost)
+    m = (206, 1, 1000, None, False)
+    mp.runs[2][4] = m
+    g = (p.flow.guest_isn + 6) & M32
+    acts = p.conv.handle(p.g_data(bytes(100), seq=g), Direction.OUT, p.now)
+    assert _sent(p, acts) == [(1, 6, 100)] and j2.fill_m is m
+    acts = p.conv.handle(p.g_data(bytes(100), seq=(g + 100) & M32), Direction.OUT, p.now)
+    assert _sent(p, acts) == [(1101, 106, 100)] and p.count("HeadIntoHole") == 1  # (at its home)
