@@ -1575,6 +1575,11 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float) -> tuple:
     if (flow.checksum or sd <= h0 or p.fin_sent or h0 >= p.snd_nxt
             or not _hole_evident(flow, p, h0, now)):
         return _NO_HOLE
+    if h0 > p.snd_una and _lost_shown(p, h0) < 0:
+        # (above snd_una only a SACK block above shows a loss: the clock runs from the
+        # cumulative ACK, and bytes above every block may still be in flight; their
+        # original, sent earlier, would win, a D-SACK; review of 186b8fd)
+        return _NO_HOLE
     if p.index == 0:
         if p.state not in ALIVE:
             return _NO_HOLE
@@ -1629,6 +1634,11 @@ def _hole_from(p) -> int:
     for s, e in p.sacked:  # (ascending)
         if s <= h0 < e:
             h0 = e
+    sk = p.sacked
+    if len(sk) >= MAX_SACKED and h0 >= sk[-2][1]:
+        # (the record may have been cut there, _board: SACKed bytes forgotten above would
+        # look like holes, and a fill would go onto them; review of 186b8fd)
+        return p.snd_nxt
     return h0
 
 
@@ -1663,6 +1673,11 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, c
         mp.orphan_hi = dh + n  # (homed on a closed subflow: heads to come, review of c4e66a8)
     _runs_move(mp, d, d + n, q.index, h0)
     _unsure_add(mp, dh, dh + n)
+    if d > mp.data_ack:
+        # (the resend's DSNs too: the hole's late original may win at h0, and its old copy
+        # be lost. Above the DATA_ACK they were named held to the guest and its resends of
+        # them dropped, until they were the head; review of 186b8fd)
+        _unsure_add(mp, d, d + n)
     if q.rtt_ssn and h0 < q.rtt_ssn:
         q.rtt_ssn = 0
     q.fill_hi = q.snd_nxt
