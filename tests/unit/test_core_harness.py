@@ -210,8 +210,9 @@ class Pair:
 
     # -- server side ------------------------------------------------------------------------
 
-    def s_packet(self, seq, ack, flags, mptcp=(), payload=b"", window=509):
-        tcp = encode_tcp_options(ts_val=77, ts_ecr=int(self.now * 1000) & M32) if self.ts else b""
+    def s_packet(self, seq, ack, flags, mptcp=(), payload=b"", window=509, sack=()):
+        tcp = (encode_tcp_options(ts_val=77, ts_ecr=int(self.now * 1000) & M32, sack=sack) if self.ts
+               else encode_tcp_options(sack=sack) if sack else b"")
         opts = build_options(tcp, tuple(mptcp))
         return make_packet(self.s_addr, self.g_addr, self.sport, self.gport, seq, ack, flags, opts, payload,
                            window=window, v6=self.v6)

@@ -98,6 +98,7 @@ class Sub:
         self.addr_id = addr_id
         self.rcv_nxt = 1  # in-order receive (relative)
         self.ooo = {}  # rel -> (payload, dsn rel)
+        self.ooo_last = 0  # rel seq of the latest out-of-order arrival (its SACK block goes first)
         self.maps = {}  # subflow rel byte -> dsn rel (every mapping seen for it)
         self.whole = {}  # subflow rel byte -> its mapping (ssn, len, dsn) when over several segments, else None
         self.snd_una = 1
@@ -446,10 +447,30 @@ class Sim:
         seqn = s.s_isn + (s.snd_nxt if seq is None else seq)
         fam = socket.AF_INET6 if p.v6 else socket.AF_INET
         if s.k == 0:
-            return p.s_packet(seqn, s.c_isn + s.rcv_nxt, flags, (dss,), payload)
+            sack = self.sack_of(s) if type(dss) is Dss and dss.data_seq is None else ()  # (no room beside a mapping)
+            return p.s_packet(seqn, s.c_isn + s.rcv_nxt, flags, (dss,), payload, sack=sack)
         return make_packet(socket.inet_ntop(fam, self.server_addr), socket.inet_ntop(fam, s.local), self.server_port,
                            s.lport, seqn, s.c_isn + s.rcv_nxt, flags, build_options(tcp, (dss,)),
                            payload, window=509, v6=p.v6)
+
+    def sack_of(self, s):
+        """Subflow 1's SACK block, as Linux sends it beside timestamps and a DATA_ACK: one,
+        the out-of-order bytes holding the latest arrival (RFC 2018), else the lowest. None on
+        the joins (the model's SYN/ACK offers no SACK)."""
+        if s.k != 0 or not s.ooo or not self.flow.sack_ok:
+            return ()
+        blocks = []
+        for r, (pl, _) in sorted(s.ooo.items()):
+            if r <= s.rcv_nxt:
+                continue
+            if blocks and r <= blocks[-1][1]:
+                blocks[-1][1] = max(blocks[-1][1], r + len(pl))
+            else:
+                blocks.append([r, r + len(pl)])
+        if not blocks:
+            return ()
+        b = next((b for b in blocks if b[0] <= s.ooo_last < b[1]), blocks[0])
+        return (((s.c_isn + b[0]) & M32, (s.c_isn + b[1]) & M32),)
 
     def s_dack(self):
         v = (self.p.idsn_c + self.up_rcv) & M64
@@ -594,6 +615,7 @@ class Sim:
                     break
         elif r > s.rcv_nxt and len(s.ooo.get(r, (b"",))[0]) < plen:
             s.ooo[r] = (payload, d)  # (Linux's out-of-order queue: one covering it replaces it)
+            s.ooo_last = r
         self.q["s2c"].append(self.s_packet(s, ACK))
 
     def _take(self, s, r, payload, d):
@@ -1309,3 +1331,37 @@ def test_a_chain_of_heads_into_one_long_hole_does_not_stall(monkeypatch):
     sim.guest_send = lambda limit=0: Sim.guest_send(sim, 2 * MSS)
     run(sim, [])
     assert sim.conv.counters[Counter.HeadIntoHole] >= MP.MAX_UNSURE + 1
+
+
+# The netlink failover crawl (stop 28's capture): the heads homed on a join whose uplink dies,
+# subflow 1 behind them with every second segment lost (the holes' DSNs far above the heads).
+# The guest, two segments a flight after its RTO, resends the head and the next one; only the
+# one that was the head as it arrived went into a hole, the next went to subflow 1's tail
+# behind the holes left, and each step waited for the guest's next RTO (6 RTOs here before).
+# The next resend now goes into the next hole; the model's server SACKs as Linux does (one
+# block, the latest arrival's), and the holes come from all it SACKed.
+def test_resends_after_the_head_fill_the_next_holes_without_a_crawl(monkeypatch):
+    forced = [None]
+    pick = MP.pick
+    monkeypatch.setattr(MP, "pick", lambda mp, n, c, now=0.0: pick(mp, n, c, now) if forced[0] is None else forced[0])
+    sim = Sim(2, BIG_STREAM, b"")
+    for k, n in ((2, 10), (0, 16)):  # the heads on up2's join, then subflow 1
+        forced[0] = k
+        for _ in range(n):
+            sim.guest_send(limit=40 * MSS)
+        while sim.q["g2c"]:
+            sim.deliver("g2c", 0)
+    forced[0] = 0  # (reinjections too: subflow 1 the one path left, as in the capture)
+    q = sim.q["c2s"]
+    del q[:10]  # (the join's, lost with its uplink)
+    for i in range(8):
+        del q[i + 1]  # every second of subflow 1's
+    for leg in ("c2s", "s2c"):
+        while sim.q[leg]:
+            sim.deliver(leg, 0)
+    sim.q["c2g"].clear()
+    apply(sim, [(LINK_DOWN, 1, 0)])
+    sim.guest_send = lambda limit=0: Sim.guest_send(sim, 2 * MSS)
+    run(sim, [])
+    rtos = [line for line in sim.log if "guest RTO" in line]
+    assert len(rtos) <= 1 and sim.conv.counters[Counter.HeadIntoHole] >= 8, rtos
