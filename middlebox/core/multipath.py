@@ -192,6 +192,9 @@ class Path:
         # the highest end of the server's SACK blocks here, and when it last grew (-1: never):
         # the path delivers although its cumulative ACK waits at a hole (_news)
         "sack_hi", "sack_at",
+        # seqs [gap_lo, gap_hi) where _board forgot SACKed ranges when its record was full
+        # (0, 0: none): no hole is known there above snd_una
+        "gap_lo", "gap_hi",
         "sack_tot",  # bytes its SACK record here covered (news when it grows)
         "rtx_at",  # when bytes below sack_hi (into a hole) last went out here (-1: never; _answered)
         "owe_at",  # when it last stopped being _answered by a send (-1: never; _base)
@@ -238,6 +241,7 @@ class Path:
         self.fill_m = None
         self.loss_at = -1.0
         self.sack_hi = 0
+        self.gap_lo = self.gap_hi = 0
         self.sack_at = -1.0
         self.sack_tot = 0
         self.rtx_at = -1.0
@@ -1498,9 +1502,14 @@ def _runs_pieces(mp, d0: int, d1: int) -> list:
 
 
 def _runs_move(mp, a: int, b: int, idx: int, s: int) -> None:
-    """Give data [a, b) a new home (path idx from subflow seq s): split the runs it covers."""
+    """Give data [a, b) a new home (path idx from subflow seq s): split the runs it covers,
+    and merge the new run with a neighbour it continues (the same path, seqs on from its
+    end, neither under a mapping over several segments), as _runs_add does: a dead
+    subflow's bytes reinjected one guest resend at a time left a run each, past MAX_RUNS
+    (review of 8820d21)."""
     runs = mp.runs
     out = []
+    new = [a, b, idx, s, None]
     for r in runs:
         r0, r1, ridx, s0, m = r
         if r1 <= a or r0 >= b:
@@ -1510,8 +1519,19 @@ def _runs_move(mp, a: int, b: int, idx: int, s: int) -> None:
             out.append([r0, a, ridx, s0, m])
         if r1 > b:
             out.append([b, r1, ridx, s0 + (b - r0), m])
-    out.append([a, b, idx, s, None])
+    out.append(new)
     out.sort()
+    i = out.index(new)
+    if i + 1 < len(out):
+        t = out[i + 1]
+        if t[0] == b and t[2] == idx and t[3] == s + (b - a) and t[4] is None:
+            new[1] = t[1]
+            del out[i + 1]
+    if i > 0:
+        t = out[i - 1]
+        if t[1] == a and t[2] == idx and t[3] + (a - t[0]) == s and t[4] is None:
+            t[1] = new[1]
+            del out[i]
     mp.runs = out
 
 
@@ -1613,6 +1633,8 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float) -> tuple:
     sack = _lost_shown(p, h0)
     if h0 < sack < h1:
         h1 = sack
+    if h0 < p.gap_lo < h1:
+        h1 = p.gap_lo
     n = h1 - h0
     if avail < n:
         n = avail
@@ -1634,10 +1656,10 @@ def _hole_from(p) -> int:
     for s, e in p.sacked:  # (ascending)
         if s <= h0 < e:
             h0 = e
-    sk = p.sacked
-    if len(sk) >= MAX_SACKED and h0 >= sk[-2][1]:
-        # (the record may have been cut there, _board: SACKed bytes forgotten above would
-        # look like holes, and a fill would go onto them; review of 186b8fd)
+    if p.gap_lo <= h0 < p.gap_hi and h0 > p.snd_una:
+        # (the record was cut there, _board: SACKed bytes it forgot would look like holes,
+        # and a fill would go onto them; reviews of 186b8fd and 8820d21: a rule that held only
+        # while the record was full let them through once an ACK had trimmed it)
         return p.snd_nxt
     return h0
 
@@ -1673,10 +1695,12 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, c
         mp.orphan_hi = dh + n  # (homed on a closed subflow: heads to come, review of c4e66a8)
     _runs_move(mp, d, d + n, q.index, h0)
     _unsure_add(mp, dh, dh + n)
-    if d > mp.data_ack:
-        # (the resend's DSNs too: the hole's late original may win at h0, and its old copy
-        # be lost. Above the DATA_ACK they were named held to the guest and its resends of
-        # them dropped, until they were the head; review of 186b8fd)
+    if d > mp.data_ack and not _held(mp.paths[home], hs, hs + n):
+        # (the resend's DSNs too, unless the server holds their old copy: the hole's late
+        # original may win at h0, and that copy be lost. Above the DATA_ACK they were named
+        # held to the guest and its resends of them dropped, until they were the head;
+        # review of 186b8fd. Added always, they filled mp.unsure, whose merged ranges hid
+        # held bytes from the guest; review of 8820d21)
         _unsure_add(mp, d, d + n)
     if q.rtt_ssn and h0 < q.rtt_ssn:
         q.rtt_ssn = 0
@@ -1684,6 +1708,19 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, c
     q.fill_end = h0 + n
     q.lost_una = -1
     counters[Counter.HeadIntoHole] += 1
+
+
+def _held(p, a: int, b: int) -> bool:
+    """Does the server hold subflow p's relative seqs [a, b): acked, or SACKed (on a live
+    subflow: a closed one's out-of-order bytes are gone)?"""
+    if p.state is SS.CLOSED:
+        return False
+    if b <= p.snd_una:
+        return True
+    for s, e in p.sacked:
+        if s <= a and b <= e:
+            return True
+    return False
 
 
 def _run_at(mp, idx: int, ss: int):
@@ -1727,10 +1764,11 @@ def _unsure_drop(mp, a: int, b: int) -> None:
 
 def _unsure_add(mp, a: int, b: int) -> None:
     """[a, b) on mp.unsure: merged with the ranges it touches, the ones the data level passed
-    dropped; beyond MAX_UNSURE the list becomes its hull (ascending and apart: guest_sack's
+    dropped; beyond MAX_UNSURE the two closest merge (ascending and apart: guest_sack's
     _cut). Refused when full, a chain of heads into one long hole (one
     guest segment a time) stopped at the ninth and the deadlock was back (review of
-    a34025a)."""
+    a34025a). The whole list's hull instead hid from the guest every held byte up to the
+    last hole (review of 8820d21)."""
     da = mp.data_ack
     out = []
     for u in mp.unsure:
@@ -1742,8 +1780,9 @@ def _unsure_add(mp, a: int, b: int) -> None:
             a, b = min(a, u[0]), max(b, u[1])
     out.append([a, b])
     out.sort()
-    if len(out) > MAX_UNSURE:
-        out = [[out[0][0], max(u[1] for u in out)]]
+    while len(out) > MAX_UNSURE:
+        i = min(range(len(out) - 1), key=lambda k: out[k + 1][0] - out[k][1])
+        out[i:i + 2] = [[out[i][0], max(out[i][1], out[i + 1][1])]]
     mp.unsure = out
 
 
@@ -2584,13 +2623,16 @@ def _board(p, blocks, a: int) -> None:
     """Path.sacked: what the server's ACKs on p have SACKed above its cumulative ACK, RFC
     6675's scoreboard, `blocks` (ascending, from an ACK of `a`) added; at most MAX_SACKED
     ranges, ascending and apart (beyond, the lowest seven and the highest are kept: fewer
-    held bytes known, never a byte held that was not SACKed). Only the latest
+    held bytes known, never a byte held that was not SACKed; what lies between them is
+    `gap_lo`..`gap_hi` until the cumulative ACK passes it). Only the latest
     ACK's blocks were kept before, and Linux's ACKs beside timestamps and a DATA_ACK carry
     one, the most recent: the hole at snd_una looked as large as the gap up to that block,
     and a head put into it went onto bytes the server held (a D-SACK, and a stall to the
     guest's next RTO; the netlink failover crawl). A cumulative ACK inside bytes it SACKed
     (RFC 2018 §8: the receiver discarded them) forgets the old ones."""
     lo = a if a > p.snd_una else p.snd_una
+    if p.gap_hi and lo >= p.gap_hi:
+        p.gap_lo = p.gap_hi = 0  # (passed)
     ranges = []
     for s, e in p.sacked:
         if e <= lo:
@@ -2614,6 +2656,10 @@ def _board(p, blocks, a: int) -> None:
         else:
             out.append(r)
     if len(out) > MAX_SACKED:
+        g0, g1 = out[MAX_SACKED - 2][1], out[-1][0]
+        if p.gap_hi:
+            g0, g1 = min(g0, p.gap_lo), max(g1, p.gap_hi)
+        p.gap_lo, p.gap_hi = g0, g1
         out = out[:MAX_SACKED - 1] + [out[-1]]
     p.sacked = tuple((s, e) for s, e in out)
 

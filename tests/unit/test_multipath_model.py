@@ -1365,3 +1365,48 @@ def test_resends_after_the_head_fill_the_next_holes_without_a_crawl(monkeypatch)
     run(sim, [])
     rtos = [line for line in sim.log if "guest RTO" in line]
     assert len(rtos) <= 1 and sim.conv.counters[Counter.HeadIntoHole] >= 8, rtos
+
+
+# Eighteen holes, as in the capture: the SACK record (MAX_SACKED ranges) is cut, and the
+# ranges it forgot stay no holes (gap_lo..gap_hi) after the first fills' ACKs trim it; a fill
+# onto them had gone onto bytes the server held (review of 8820d21). The holes above the cut
+# are unknown, so those resends wait for one more guest RTO.
+def test_eighteen_holes_no_fill_onto_held_bytes(monkeypatch):
+    forced = [None]
+    pick = MP.pick
+    monkeypatch.setattr(MP, "pick", lambda mp, n, c, now=0.0: pick(mp, n, c, now) if forced[0] is None else forced[0])
+    sim = Sim(2, BIG_STREAM, b"")
+    for k, n in ((2, 10), (0, 36)):  # the heads on up2's join, then 36 segments on subflow 1
+        forced[0] = k
+        for _ in range(n):
+            sim.guest_send(limit=60 * MSS)
+        while sim.q["g2c"]:
+            sim.deliver("g2c", 0)
+    forced[0] = 0
+    q = sim.q["c2s"]
+    del q[:10]
+    for i in range(18):
+        del q[i + 1]  # every second of subflow 1's: eighteen holes, as in the capture
+    for leg in ("c2s", "s2c"):
+        while sim.q[leg]:
+            sim.deliver(leg, 0)
+    sim.q["c2g"].clear()
+    apply(sim, [(LINK_DOWN, 1, 0)])
+    sf1 = sim.flow.mp.paths[0]
+    assert len(sf1.sacked) == MP.MAX_SACKED and sf1.gap_hi  # (cut: ten SACKed segments forgotten)
+    assert sf1.snd_una == sim.subs[0].rcv_nxt  # (the same relative seqs)
+    onto_held = []
+    into = MP._into_hole
+
+    def spy(mp, q, d, n, dh, m, home, hs, h0, counters):
+        s = sim.subs[0]
+        if q.index == 0 and (h0 < s.rcv_nxt or any(r <= h0 < r + len(pl) for r, (pl, _) in s.ooo.items())):
+            onto_held.append((d, h0, n))
+        return into(mp, q, d, n, dh, m, home, hs, h0, counters)
+
+    monkeypatch.setattr(MP, "_into_hole", spy)
+    sim.guest_send = lambda limit=0: Sim.guest_send(sim, 2 * MSS)
+    run(sim, [])
+    rtos = [line for line in sim.log if "guest RTO" in line]
+    assert not onto_held, (onto_held, rtos)
+    assert len(rtos) <= 2, rtos

@@ -68,11 +68,11 @@ def test_resends_above_the_head_go_each_into_the_next_hole(burst):
     assert sent == [(1, 6, 100), (201, 106, 100)]
     assert p.count("HeadIntoHole") == 2
     # the holes' DSNs take the resends' old seqs (the server holds the heads' old copies
-    # there: unsure, sent as new mappings when the guest resends them); the next head too
-    # (above the DATA_ACK: the hole's late original may win at 201)
+    # there: unsure, sent as new mappings when the guest resends them). Not the next head
+    # (above the DATA_ACK): whichever copy wins at 201, the server has its old one, SACKed
     assert sorted(r[:4] for r in mp.runs) == [[6, 106, 2, 1], [106, 206, 2, 201], [206, 306, 2, 1001],
                                               [306, 406, 2, 101], [406, 506, 2, 1101], [506, 1206, 2, 301]]
-    assert mp.unsure == [[106, 306], [406, 506]]
+    assert mp.unsure == [[206, 306], [406, 506]]
     assert (j2.fill_end, j2.fill_hi) == (301, 1201)
     # a third resend finds no hole left below its home: it goes there, as before
     acts = p.conv.handle(p.g_data(bytes(100), seq=(g + 200) & M32), Direction.OUT, p.now)
@@ -273,3 +273,84 @@ def test_a_resend_does_not_go_onto_bytes_above_every_sack_block_by_the_clock_alo
     sent = _sent(p, acts)
     assert (1, 6, 100) in sent
     assert (201, 106, 100) not in sent, sent
+
+
+# -- review of 8820d21: a cut record's forgotten ranges stay no holes, one burst of fills keeps
+#    held bytes named, reinjections merge their runs -----------------------------------------
+
+
+def test_forgotten_sack_ranges_are_no_holes_after_an_ack_trims_the_record():
+    """Ten one-segment holes on join 2 (ssn 1+200k), each followed by a SACKed segment, one
+    block an ACK: the record keeps (101,201)..(1301,1401) and (1901,2001); 1501..1601 and
+    1701..1801 are forgotten. The late originals of the first two holes arrive: ACK 401, the
+    record now six ranges. The guest resends the heads (DSN 6..906, homed at 2001..2901)."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    sf1, j1, j2 = mp.paths
+    sf1.state = SS.CLOSED
+    j1.state = SS.CLOSED
+    mp.runs = [[6, 906, 2, 2001, None], [906, 2906, 2, 1, None]]
+    mp.snd_nxt = 2906
+    j2.snd_una, j2.snd_nxt = 1, 2901
+    j = p.joins[2]
+    sacked = [(101 + 200 * k, 201 + 200 * k) for k in range(10)]
+    for s, e in sacked:
+        blk = (((j.c_isn + s) & M32, (j.c_isn + e) & M32),)
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+    assert len(j2.sacked) == MP.MAX_SACKED
+    blk = (((j.c_isn + 1901) & M32, (j.c_isn + 2001) & M32),)  # (Linux: the latest block again)
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 401, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+    assert j2.snd_una == 401 and len(j2.sacked) == MP.MAX_SACKED - 2
+    acts = p.conv.handle(p.g_data(bytes(900), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
+    sent = _sent(p, acts)
+    onto_held = [(ss, d, n) for ss, d, n in sent if any(s < ss + n and ss < e for s, e in sacked)]
+    assert not onto_held, onto_held
+
+
+def test_seven_fills_in_one_burst_leave_held_segments_between_the_holes_named():
+    """
+        DSN    6..706  join 2, ssn 1601..2301 (the heads; their copies SACKed: held there)
+        DSN  706..2306 join 2, ssn    1..1601 (holes at ssn 1+200k, k<7; 101+200k SACKed)
+        DSN 2306..2406 join 2, ssn 2301..2401 (an earlier swap's DSNs: mp.unsure)
+    The guest resends the seven heads in one segment: each into the next hole."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    sf1, j1, j2 = mp.paths
+    sf1.state = SS.CLOSED
+    j1.state = SS.CLOSED
+    mp.runs = [[6, 706, 2, 1601, None], [706, 2306, 2, 1, None], [2306, 2406, 2, 2301, None]]
+    mp.snd_nxt = 2406
+    j2.snd_una, j2.snd_nxt = 1, 2401
+    j2.sacked = tuple((101 + 200 * k, 201 + 200 * k) for k in range(7)) + ((1501, 2401),)  # (hole 1401..1501 stays)
+    mp.unsure = [[2306, 2406]]
+    acts = p.conv.handle(p.g_data(bytes(700), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
+    sent = _sent(p, acts)
+    assert [s for s, _, _ in sent] == [1 + 200 * k for k in range(7)], sent
+    blocks = _dsn_blocks(p, MP.guest_sack(p.flow, mp, 4, p.now))
+    # DSN 806..906 (ssn 101..201) was SACKed under its own mapping and no swap touched it
+    assert any(a <= 806 and 906 <= b for a, b in blocks), (blocks, mp.unsure)
+
+
+def test_reinjections_keep_the_run_map_within_max_runs():
+    """A dead join's bytes reinjected one guest resend at a time: each went to a run of its
+    own (_runs_move never merged), past MAX_RUNS."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    j1 = mp.paths[1]
+    n = 200
+    mp.runs = [[6, 6 + 100 * n, 1, 1, None]]
+    mp.snd_nxt = 6 + 100 * n
+    j1.snd_una, j1.snd_nxt = 1, 1 + 100 * n
+    j1.state = SS.CLOSED
+    for k in range(n):
+        p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 6 + 100 * k) & M32), Direction.OUT, p.now)
+        assert len(mp.runs) <= MP.MAX_RUNS, k
