@@ -1556,7 +1556,7 @@ def _runs_trim(mp) -> None:
 _NO_HOLE = (0, 0, None, 0)
 
 
-def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float) -> tuple:
+def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int) -> tuple:
     """The guest resends the data-level head or bytes above it (`avail` bytes of them in
     this segment) and their home is subflow p at relative seq `sd`, behind a hole of p's
     (_hole_from: at its snd_una, or the next one up) whose bytes lie beyond the segment
@@ -1638,6 +1638,8 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float) -> tuple:
     n = h1 - h0
     if avail < n:
         n = avail
+    if p.gap_lo <= h0 < p.gap_hi and n > seg:
+        n = seg  # (where the ranges the record forgot begin is unknown: one lost segment, `seg`)
     # (up to the end of what the guest sent too: its FIN riding on a resend of those
     # DSNs, acked at [sd, sd + n) as the head's, goes as a new mapping, send's unsure
     # case. Stopped one byte short instead (review of a34025a), the head's last byte
@@ -1664,15 +1666,17 @@ def _hole_from(p) -> int:
     return h0
 
 
-def _into_holes(flow, mp, q, a: int, b: int, e: int, sd: int, home: int, hs: int, now: float,
-                counters, pieces) -> int:
+def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, hs: int, now: float,
+                pieces) -> int:
     """Guest bytes [a, b) resent (in a segment ending at DSN `e`), their home path `home`
     from seq `hs`, due at q's seq `sd`: each hole of q that they may fill (_head_hole) takes
     the next of them, a piece appended to `pieces`. Returns the DSN up to which they went
     (`a`: none). Due at their home (q is it), `sd` moves with them."""
     same = sd == hs and home == q.index
+    seg = _seg_max(q, conv._mss_limit[q.version] - 12)
+    counters = conv.counters
     while a < b:
-        n, dh, m, h0 = _head_hole(flow, mp, q, sd, b - a, e, now)
+        n, dh, m, h0 = _head_hole(flow, mp, q, sd, b - a, e, now, seg)
         if not n:
             break
         _into_hole(mp, q, a, n, dh, m, home, hs, h0, counters)
@@ -1695,12 +1699,11 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, c
         mp.orphan_hi = dh + n  # (homed on a closed subflow: heads to come, review of c4e66a8)
     _runs_move(mp, d, d + n, q.index, h0)
     _unsure_add(mp, dh, dh + n)
-    if d > mp.data_ack and not _held(mp.paths[home], hs, hs + n):
-        # (the resend's DSNs too, unless the server holds their old copy: the hole's late
-        # original may win at h0, and that copy be lost. Above the DATA_ACK they were named
-        # held to the guest and its resends of them dropped, until they were the head;
-        # review of 186b8fd. Added always, they filled mp.unsure, whose merged ranges hid
-        # held bytes from the guest; review of 8820d21)
+    if d > mp.data_ack:
+        # (the resend's DSNs too: the hole's late original may win at h0, and their old copy
+        # be lost, or thrown away though SACKed: the subflow closed, or the server pruned
+        # it. Above the DATA_ACK they were named held to the guest and its resends of them
+        # dropped, until they were the head; reviews of 186b8fd and 3598d89)
         _unsure_add(mp, d, d + n)
     if q.rtt_ssn and h0 < q.rtt_ssn:
         q.rtt_ssn = 0
@@ -1708,19 +1711,6 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, c
     q.fill_end = h0 + n
     q.lost_una = -1
     counters[Counter.HeadIntoHole] += 1
-
-
-def _held(p, a: int, b: int) -> bool:
-    """Does the server hold subflow p's relative seqs [a, b): acked, or SACKed (on a live
-    subflow: a closed one's out-of-order bytes are gone)?"""
-    if p.state is SS.CLOSED:
-        return False
-    if b <= p.snd_una:
-        return True
-    for s, e in p.sacked:
-        if s <= a and b <= e:
-            return True
-    return False
 
 
 def _run_at(mp, idx: int, ss: int):
@@ -1919,7 +1909,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                         # they waited for the guest's next RTO (then _head_hole below). Into
                         # those holes now, the holes' DSNs to their old home (closed, or acked
                         # there: reinjected when the guest resends them)
-                        f = _into_holes(flow, mp, q, a, b, e, q.snd_nxt, idx, ss, now, counters, pieces)
+                        f = _into_holes(conv, flow, mp, q, a, b, e, q.snd_nxt, idx, ss, now, pieces)
                         if f > a:
                             counters[Counter.ReinjectTX] += 1
                             if f == b:
@@ -1955,7 +1945,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     if b > da and not fin:
                         h = a if a > da else da  # (the server has the bytes below)
                         sd = ss + (h - a)
-                        f = _into_holes(flow, mp, p, h, b, e, sd, idx, sd, now, counters, pieces)
+                        f = _into_holes(conv, flow, mp, p, h, b, e, sd, idx, sd, now, pieces)
                         if f > h:  # into the holes they waited behind, the holes' DSNs to their place
                             if f < b:
                                 pieces.append((f, b, idx, ss + (f - a), m))

@@ -43,7 +43,7 @@ def _state():
 
 
 def _hole(p, mp, j2, end=206, avail=200):
-    return MP._head_hole(p.flow, mp, j2, 2841, avail, end, p.now)[:2]
+    return MP._head_hole(p.flow, mp, j2, 2841, avail, end, p.now, 1400)[:2]
 
 
 def test_the_head_goes_into_the_hole_and_the_holes_dsns_to_its_old_place():
@@ -169,9 +169,9 @@ def test_at_the_start_of_a_mapping_over_several_segments_the_head_goes_in():
     j2.snd_una = 201
     mp.data_ack = 206
     j2.dups = 2
-    assert MP._head_hole(p.flow, mp, j2, 2841, 200, 406, p.now)[:2] == (200, 406)
+    assert MP._head_hole(p.flow, mp, j2, 2841, 200, 406, p.now, 1400)[:2] == (200, 406)
     j2.fill_m = None  # (had the server's ACK not come from our fill: refused, as inside m)
-    assert MP._head_hole(p.flow, mp, j2, 2841, 200, 406, p.now)[0] == 0
+    assert MP._head_hole(p.flow, mp, j2, 2841, 200, 406, p.now, 1400)[0] == 0
 
 
 def test_not_while_the_hole_is_not_known_lost():
@@ -186,7 +186,7 @@ def test_not_when_the_hole_is_data_acked():
     (_fill_acked_hole), not this one."""
     p, mp, j2 = _state()
     mp.data_ack = 250  # (DSN 206.. came on another subflow; the head, 250, is at ssn 45)
-    assert MP._head_hole(p.flow, mp, j2, 45, 50, 300, p.now)[0] == 0
+    assert MP._head_hole(p.flow, mp, j2, 45, 50, 300, p.now, 1400)[0] == 0
 
 
 # -- the head reinjected (its home closed) goes into the hole at once --------------------------

@@ -68,11 +68,12 @@ def test_resends_above_the_head_go_each_into_the_next_hole(burst):
     assert sent == [(1, 6, 100), (201, 106, 100)]
     assert p.count("HeadIntoHole") == 2
     # the holes' DSNs take the resends' old seqs (the server holds the heads' old copies
-    # there: unsure, sent as new mappings when the guest resends them). Not the next head
-    # (above the DATA_ACK): whichever copy wins at 201, the server has its old one, SACKed
+    # there: unsure, sent as new mappings when the guest resends them); the next head too
+    # (above the DATA_ACK: the hole's late original may win at 201, and its old copy, though
+    # SACKed, may be thrown away)
     assert sorted(r[:4] for r in mp.runs) == [[6, 106, 2, 1], [106, 206, 2, 201], [206, 306, 2, 1001],
                                               [306, 406, 2, 101], [406, 506, 2, 1101], [506, 1206, 2, 301]]
-    assert mp.unsure == [[206, 306], [406, 506]]
+    assert mp.unsure == [[106, 306], [406, 506]]
     assert (j2.fill_end, j2.fill_hi) == (301, 1201)
     # a third resend finds no hole left below its home: it goes there, as before
     acts = p.conv.handle(p.g_data(bytes(100), seq=(g + 200) & M32), Direction.OUT, p.now)
@@ -354,3 +355,79 @@ def test_reinjections_keep_the_run_map_within_max_runs():
     for k in range(n):
         p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 6 + 100 * k) & M32), Direction.OUT, p.now)
         assert len(mp.runs) <= MP.MAX_RUNS, k
+
+
+# -- review of 3598d89 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["home-closes", "server-reneges"])
+def test_a_fill_whose_old_copy_was_only_sacked_is_never_named_held_when_that_copy_goes(how):
+    """A SACKed old copy is out of order at the server: it goes when the subflow closes or
+    the server reneges (RFC 2018 s8). With the hole's late original winning at the fill's
+    seq, the resend's DSNs were then held nowhere yet named held to the guest (3598d89 let
+    them off mp.unsure when their old copy was SACKed; review of 3598d89).
+
+        DSN    6..106  join 1, ssn    1..101   (the head, lost there: two dup ACKs)
+        DSN  106..206  join 2, ssn 1001..1101  (its copy SACKed)
+        DSN  206..1206 join 2, ssn    1..1001  (holes at 1..101 and 501..601, the rest SACKed)
+    """
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    sf1, j1, j2 = mp.paths
+    sf1.state = SS.CLOSED
+    mp.runs = [[6, 106, 1, 1, None], [106, 206, 2, 1001, None], [206, 1206, 2, 1, None]]
+    mp.snd_nxt = 1206
+    j1.snd_una, j1.snd_nxt, j1.dups = 1, 101, 2
+    j2.snd_una, j2.snd_nxt = 1, 1101
+    j2.sacked = ((101, 501), (601, 1101))
+    assert mp.data_ack == 6
+    acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 106) & M32), Direction.OUT, p.now)
+    assert _sent(p, acts) == [(1, 106, 100)]  # into the hole at 1; DSN 206..306 to 1001
+    # the hole's late original (DSN 206) won at ssn 1: the server acks 501 (hole 501..601 left)
+    j = p.joins[2]
+    blk = (((j.c_isn + 601) & M32, (j.c_isn + 1101) & M32),)
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 501, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+    assert j2.snd_una == 501 and mp.data_ack == 6
+    if how == "home-closes":
+        j2.state = SS.CLOSED  # (its out-of-order 601..1101, DSN 106..206's old copy, is gone)
+    else:
+        # the server pruned its out-of-order queue, then the hole at 501 filled: ACK 601, no block
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 601, 0x10, (p.dack(),)))
+        assert j2.snd_una == 601 and j2.sacked == ()
+    # the server holds DSN 106..206 nowhere now (ssn 1 has DSN 206, ssn 1001 was discarded)
+    blocks = _dsn_blocks(p, MP.guest_sack(p.flow, mp, 4, p.now))
+    assert not any(a < 206 and b > 106 for a, b in blocks), (blocks, mp.unsure)
+
+
+def test_a_fill_at_snd_una_inside_the_forgotten_span_is_one_segment():
+    """The cumulative ACK moved into the span the cut record forgot: the hole at snd_una is
+    taken (the head is resent alone after the guest's RTO), but where the forgotten ranges
+    begin is unknown, so a resend larger than a segment (a GSO super-packet) fills one segment
+    there, not up to the next known block over SACKed bytes (review of 3598d89)."""
+    p = _pair()
+    mp = p.mp
+    sf1, j1, j2 = mp.paths
+    sf1.state = SS.CLOSED
+    j1.state = SS.CLOSED
+    S = MP._seg_max(j2, p.conv._mss_limit[4] - 12)
+    mp.runs = [[6, 6 + 3 * S, 2, 1 + 20 * S, None], [6 + 3 * S, 6 + 23 * S, 2, 1, None]]
+    mp.snd_nxt = 6 + 23 * S
+    j2.snd_una, j2.snd_nxt = 1, 1 + 23 * S
+    j = p.joins[2]
+    sacked = [(1 + S + 2 * S * k, 1 + 2 * S + 2 * S * k) for k in range(10)]  # holes of a segment between
+    for s, e in sacked:  # one block an ACK
+        blk = (((j.c_isn + s) & M32, (j.c_isn + e) & M32),)
+        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+    assert (j2.gap_lo, j2.gap_hi) == (1 + 14 * S, 1 + 19 * S)
+    # the late originals of the holes below 1 + 15 S arrive: the ACK lands inside the span
+    blk = (((j.c_isn + sacked[-1][0]) & M32, (j.c_isn + sacked[-1][1]) & M32),)
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1 + 16 * S, 0x10, (p.dack(),),
+                      tcp=encode_tcp_options(sack=blk)))
+    assert j2.snd_una == 1 + 16 * S and j2.gap_hi == 1 + 19 * S
+    acts = p.conv.handle(p.g_data(bytes(3 * S), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
+    sent = _sent(p, acts)
+    assert (1 + 16 * S, 6, S) in sent, sent
+    assert not [x for x in sent if any(s < x[0] + x[2] and x[0] < e for s, e in sacked)], sent
