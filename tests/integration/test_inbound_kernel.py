@@ -686,12 +686,15 @@ def test_inbound_survives_a_path_going_down(mbox, path, back, loss):
     err = result.get("error", "")
     stalled = result["hung"] or "timed out" in err or any("timed out" in e for e in srv.errors)
     if path == 2 and stalled and mbox.backend == "netlink" and "corrupted" not in err:
-        # Known issue, netlink backend only: after the join's path died, subflow 1 (2 % loss)
-        # holds holes whose DSNs lie above the data-level head; the guest resends the heads in
-        # a burst at its RTO, and only the one that is the head at that instant goes into a
-        # hole (HeadIntoHole): the next heads, resent a few ms before they are the head, go
-        # behind the remaining holes, and each step waits for the guest's next backed-off RTO
-        # (a crawl: stop 28's capture, its closing note). Older shapes: a head behind a hole
+        # Known issue, netlink backend only (not seen since stop 28's review fixes, kept as a
+        # guard while the loop record grows): after the join's path died, subflow 1 (2 % loss)
+        # holds holes whose DSNs lie above the data-level head. Stop 28 captured a crawl: only
+        # the guest resend that was the head as it arrived went into a hole, the next heads of
+        # its burst went behind the holes left, a step per backed-off guest RTO; since stop 29
+        # each goes into the next hole (HeadIntoHole, multipath._into_holes), the holes known
+        # from all the client SACKed (the model's reproducer:
+        # test_multipath_model.py::test_resends_after_the_head_fill_the_next_holes_without_a_crawl).
+        # Older shapes: a head behind a hole
         # inside a super-packet under one mapping the client had begun (now cut:
         # Sf1LossyCut, Sf1OrphanCut); and the stale rule killing the live subflow 1 beside the
         # dead join (stops 26-28; the end state subflow 1 CLOSED, the join ESTABLISHED; stop
