@@ -119,6 +119,7 @@ class Sim:
             kw["repair_bytes"] = repair
             kw["repair_window"] = window
         self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, **kw) if kw else None)
+        p.join_sack = True  # (Linux offers SACK on a join; ours asks for it)
         self.UP, self.DOWN = up, down
         self.failures = []
         p.go_multipath(first=up[:5])
@@ -146,6 +147,7 @@ class Sim:
         for s in self.subs:
             s.heard = s.progress = self.now
         self.up_got = {i + 1: b for i, b in enumerate(up[:5])}
+        self.up_seen = set(self.up_got)  # DSNs the server ever received (under that DSN's mapping)
         self.up_rcv = 6  # contiguous data level (relative DSN)
         self.d_una = self.d_nxt = 1  # server's data level (download)
         self.d_progress = self.now
@@ -336,7 +338,15 @@ class Sim:
 
     def guest_in(self, buf):
         p = self.p
-        pkt = wire_check(buf, True)[0]
+        pkt, opts, _ = wire_check(buf, True)
+        for left, right in opts.sack:
+            # a block tells the guest the server has those bytes: it will not resend them. One
+            # the server never received (a swap's late original won, the old copy lost) is a
+            # stall for a guest that honours SACK (this model's does not: go-back-N)
+            a, b = (left - p.g_isn) & M32, (right - p.g_isn) & M32
+            for d in range(a, b):
+                if d not in self.up_seen:
+                    self.fail(f"the guest was told DSN {d} is held (SACK {a}..{b}); the server never had it")
         if pkt.flags & SYN:
             self.fail(f"the guest got flags {pkt.flags:#x}")
         if pkt.flags & RST:  # RFC 5961: only a RST at rcv_nxt resets; one in the window: challenge ACK
@@ -437,7 +447,8 @@ class Sim:
         fam = socket.AF_INET6 if p.v6 else socket.AF_INET
         return make_packet(socket.inet_ntop(fam, self.server_addr), socket.inet_ntop(fam, s.local), self.server_port,
                            s.lport, s.s_isn, s.c_isn + 1, SYN | ACK,
-                           build_options(encode_tcp_options(mss=1460, wscale=7), (MpJoinSynAck(False, 0, mac, s.s_nonce),)),
+                           build_options(encode_tcp_options(mss=1460, wscale=7, sack_perm=True),
+                                         (MpJoinSynAck(False, 0, mac, s.s_nonce),)),
                            window=65535, v6=p.v6)
 
     def s_packet(self, s, flags, payload=b"", dss=None, seq=None, tcp=b""):
@@ -446,18 +457,20 @@ class Sim:
             dss = Dss(data_ack=self.s_dack(), ack64=self.ack64)
         seqn = s.s_isn + (s.snd_nxt if seq is None else seq)
         fam = socket.AF_INET6 if p.v6 else socket.AF_INET
+        sack = self.sack_of(s) if type(dss) is Dss and dss.data_seq is None else ()  # (no room beside a mapping)
         if s.k == 0:
-            sack = self.sack_of(s) if type(dss) is Dss and dss.data_seq is None else ()  # (no room beside a mapping)
             return p.s_packet(seqn, s.c_isn + s.rcv_nxt, flags, (dss,), payload, sack=sack)
+        if sack and not tcp:
+            tcp = encode_tcp_options(sack=sack)
         return make_packet(socket.inet_ntop(fam, self.server_addr), socket.inet_ntop(fam, s.local), self.server_port,
                            s.lport, seqn, s.c_isn + s.rcv_nxt, flags, build_options(tcp, (dss,)),
                            payload, window=509, v6=p.v6)
 
     def sack_of(self, s):
-        """Subflow 1's SACK block, as Linux sends it beside timestamps and a DATA_ACK: one,
-        the out-of-order bytes holding the latest arrival (RFC 2018), else the lowest. None on
-        the joins (the model's SYN/ACK offers no SACK)."""
-        if s.k != 0 or not s.ooo or not self.flow.sack_ok:
+        """A subflow's SACK blocks, as Linux sends them beside a DATA_ACK: the out-of-order
+        bytes holding the latest arrival first (RFC 2018), then the others, lowest first; one
+        on subflow 1 (beside timestamps), three on a join (none)."""
+        if not s.ooo or (s.k == 0 and not self.flow.sack_ok):
             return ()
         blocks = []
         for r, (pl, _) in sorted(s.ooo.items()):
@@ -469,8 +482,9 @@ class Sim:
                 blocks.append([r, r + len(pl)])
         if not blocks:
             return ()
-        b = next((b for b in blocks if b[0] <= s.ooo_last < b[1]), blocks[0])
-        return (((s.c_isn + b[0]) & M32, (s.c_isn + b[1]) & M32),)
+        first = next((b for b in blocks if b[0] <= s.ooo_last < b[1]), blocks[0])
+        order = [first] + [b for b in blocks if b is not first]
+        return tuple(((s.c_isn + x) & M32, (s.c_isn + y) & M32) for x, y in order[:1 if s.k == 0 else 3])
 
     def s_dack(self):
         v = (self.p.idsn_c + self.up_rcv) & M64
@@ -596,6 +610,7 @@ class Sim:
             s.maps[r + i] = d + i
         if d < 1 or d + plen > len(self.UP) + 1:
             self.fail(f"the server got a mapping outside the stream at DSN {d}")
+        self.up_seen.update(range(d, d + plen))
         # bytes before the data-level ack are discarded unread (Linux: mptcp_subflow_discard_data;
         # the converter fills subflow holes of data-acked bytes with zeros); the rest must be right
         new = max(d, self.up_rcv)

@@ -112,6 +112,7 @@ class MPair(Pair):
         self.s_drel = 1  # server's next new data-level byte (relative)
         self.c_dack = 1  # the server's DATA_ACK for the converter's data (relative)
         self.nonce_b = V.NONCE_B
+        self.join_sack = False  # the server's join SYN/ACKs offer SACK (the model's do)
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -224,7 +225,7 @@ class MPair(Pair):
         if not good:
             mac = bytes(b ^ 0xFF for b in mac)
         mptcp = (MpJoinSynAck(False, 0, mac, j.s_nonce),) if with_join else ()
-        tcp = encode_tcp_options(mss=1460, wscale=7)
+        tcp = encode_tcp_options(mss=1460, wscale=7, sack_perm=self.join_sack)
         return self.j_packet(j, j.s_isn, j.c_isn + 1, SYN | ACK, mptcp, tcp=tcp, window=65535)
 
     def dack(self):
