@@ -1675,9 +1675,15 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
     same = sd == hs and home == q.index
     seg = _seg_max(q, conv._mss_limit[q.version] - 12)
     counters = conv.counters
+    hp = mp.paths[home]
     while a < b:
         n, dh, m, h0 = _head_hole(flow, mp, q, sd, b - a, e, now, seg)
-        if not n:
+        if not n or (a > mp.data_ack and _holds_any(hp, hs, hs + n)):
+            # (above the head, not when the server holds bytes at their old seqs: the
+            # hole's DSNs would go onto them, and the guest's resend of those DSNs, often
+            # in the same burst, went there in place as a duplicate; its own hole taken,
+            # the DATA_ACK stopped at it for good, a netlink failover capture of this stop.
+            # The head still goes in: nothing else lets the data level pass)
             break
         _into_hole(mp, q, a, n, dh, m, home, hs, h0, counters)
         pieces.append((a, a + n, q.index, h0, None))
@@ -1686,6 +1692,19 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
         if same:
             sd += n
     return a
+
+
+def _holds_any(p, a: int, b: int) -> bool:
+    """May the server hold any of subflow p's relative seqs [a, b): acked, or SACKed while
+    p lives?"""
+    if p.state is SS.CLOSED:
+        return False
+    if a < p.snd_una:
+        return True
+    for s, e in p.sacked:
+        if s < b and a < e:
+            return True
+    return False
 
 
 def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, counters) -> None:
@@ -1950,6 +1969,14 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             if f < b:
                                 pieces.append((f, b, idx, ss + (f - a), m))
                             continue
+                        if ss == _hole_from(p):
+                            # the hole's own bytes resent into it: a fill like a swap's, so the
+                            # next resend goes into the next hole, not onto these in flight
+                            # (the capture: a head put there, the originals won, D-SACKed)
+                            p.fill_hi = p.snd_nxt
+                            p.fill_end = ss + (b - a)
+                            p.fill_m = None
+                            p.lost_una = -1
                 pieces.append((a, b, idx, ss, m))
         e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)
         shared = -1  # the subflow that took a share of these bytes (then the rest goes on

@@ -40,7 +40,7 @@ def _state():
     mp.runs = [[6, 106, 2, 1001, None], [106, 206, 2, 1101, None], [206, 1206, 2, 1, None]]
     mp.snd_nxt = 1206
     j2.snd_una, j2.snd_nxt = 1, 1201
-    j2.sacked = ((101, 201), (301, 1201))  # (the heads' old copies arrived: SACKed)
+    j2.sacked = ((101, 201), (301, 1001))  # (the heads' old copies lost too)
     assert mp.data_ack == 6
     return p, mp, j2
 
@@ -67,10 +67,9 @@ def test_resends_above_the_head_go_each_into_the_next_hole(burst):
             sent += _sent(p, acts)
     assert sent == [(1, 6, 100), (201, 106, 100)]
     assert p.count("HeadIntoHole") == 2
-    # the holes' DSNs take the resends' old seqs (the server holds the heads' old copies
-    # there: unsure, sent as new mappings when the guest resends them); the next head too
-    # (above the DATA_ACK: the hole's late original may win at 201, and its old copy, though
-    # SACKed, may be thrown away)
+    # the holes' DSNs take the resends' old seqs (unsure: the heads' old copies may arrive
+    # late, then they are sent as new mappings when the guest resends them); the next head
+    # too (above the DATA_ACK: the hole's late original may win at 201)
     assert sorted(r[:4] for r in mp.runs) == [[6, 106, 2, 1], [106, 206, 2, 201], [206, 306, 2, 1001],
                                               [306, 406, 2, 101], [406, 506, 2, 1101], [506, 1206, 2, 301]]
     assert mp.unsure == [[106, 306], [406, 506]]
@@ -78,6 +77,24 @@ def test_resends_above_the_head_go_each_into_the_next_hole(burst):
     # a third resend finds no hole left below its home: it goes there, as before
     acts = p.conv.handle(p.g_data(bytes(100), seq=(g + 200) & M32), Direction.OUT, p.now)
     assert p.count("HeadIntoHole") == 2
+
+
+def test_a_resend_above_the_head_whose_old_copy_the_server_holds_stays_and_the_holes_own_resend_fills_it():
+    """A netlink failover capture of this stop (aee1bb6): the next head, its old copy SACKed,
+    went into the next hole, whose DSN (resent by the guest in the same burst) then went in
+    place onto the held bytes as a duplicate; the DATA_ACK stopped there for good. Above the
+    head a resend no longer swaps where the server holds its old copy; the hole's own resend
+    fills its hole, and counts as a fill (the next resend goes above it)."""
+    p, mp, j2 = _state()
+    j2.sacked = ((101, 201), (301, 1201))  # (the heads' old copies arrived: SACKed)
+    g = (p.flow.guest_isn + 6) & M32
+    acts = p.conv.handle(p.g_data(bytes(200), seq=g), Direction.OUT, p.now)
+    assert _sent(p, acts) == [(1, 6, 100), (1101, 106, 100)]  # (the head in, the next at home)
+    assert p.count("HeadIntoHole") == 1 and mp.unsure == [[206, 306]]
+    # the guest resends the hole at 201's own DSNs (406..506): in place, a fill
+    acts = p.conv.handle(p.g_data(bytes(100), seq=(g + 400) & M32), Direction.OUT, p.now)
+    assert _sent(p, acts) == [(201, 406, 100)]
+    assert j2.fill_end == 301 and MP._hole_from(j2) == 1201
 
 
 def test_the_holes_stop_at_what_an_earlier_ack_sacked():
@@ -313,7 +330,7 @@ def test_forgotten_sack_ranges_are_no_holes_after_an_ack_trims_the_record():
 
 def test_seven_fills_in_one_burst_leave_held_segments_between_the_holes_named():
     """
-        DSN    6..706  join 2, ssn 1601..2301 (the heads; their copies SACKed: held there)
+        DSN    6..706  join 2, ssn 1601..2301 (the heads; their copies lost too)
         DSN  706..2306 join 2, ssn    1..1601 (holes at ssn 1+200k, k<7; 101+200k SACKed)
         DSN 2306..2406 join 2, ssn 2301..2401 (an earlier swap's DSNs: mp.unsure)
     The guest resends the seven heads in one segment: each into the next hole."""
@@ -328,7 +345,9 @@ def test_seven_fills_in_one_burst_leave_held_segments_between_the_holes_named():
     mp.runs = [[6, 706, 2, 1601, None], [706, 2306, 2, 1, None], [2306, 2406, 2, 2301, None]]
     mp.snd_nxt = 2406
     j2.snd_una, j2.snd_nxt = 1, 2401
-    j2.sacked = tuple((101 + 200 * k, 201 + 200 * k) for k in range(7)) + ((1501, 2401),)  # (hole 1401..1501 stays)
+    # (hole 1401..1501 stays; the earlier swap's seqs SACKed: the holes moved to the heads'
+    # old seqs are known lost. A hand-made state of nine ranges, one past MAX_SACKED)
+    j2.sacked = tuple((101 + 200 * k, 201 + 200 * k) for k in range(7)) + ((1501, 1601), (2301, 2401))
     mp.unsure = [[2306, 2406]]
     acts = p.conv.handle(p.g_data(bytes(700), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
     sent = _sent(p, acts)
@@ -385,7 +404,7 @@ def test_a_fill_whose_old_copy_was_only_sacked_is_never_named_held_when_that_cop
     j2.sacked = ((101, 501), (601, 1101))
     assert mp.data_ack == 6
     acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 106) & M32), Direction.OUT, p.now)
-    assert _sent(p, acts) == [(1, 106, 100)]  # into the hole at 1; DSN 206..306 to 1001
+    assert _sent(p, acts) == [(1001, 106, 100)]  # (its old copy SACKed: no swap since the capture of run 48)
     # the hole's late original (DSN 206) won at ssn 1: the server acks 501 (hole 501..601 left)
     j = p.joins[2]
     blk = (((j.c_isn + 601) & M32, (j.c_isn + 1101) & M32),)
