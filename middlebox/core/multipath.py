@@ -1969,14 +1969,6 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             if f < b:
                                 pieces.append((f, b, idx, ss + (f - a), m))
                             continue
-                        if ss == _hole_from(p):
-                            # the hole's own bytes resent into it: a fill like a swap's, so the
-                            # next resend goes into the next hole, not onto these in flight
-                            # (the capture: a head put there, the originals won, D-SACKed)
-                            p.fill_hi = p.snd_nxt
-                            p.fill_end = ss + (b - a)
-                            p.fill_m = None
-                            p.lost_una = -1
                 pieces.append((a, b, idx, ss, m))
         e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)
         shared = -1  # the subflow that took a share of these bytes (then the rest goes on
