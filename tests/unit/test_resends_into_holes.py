@@ -28,20 +28,45 @@ from tests.unit.test_subflow_table import MPair
 M32 = 0xFFFFFFFF
 
 
-def _state():
+def _pair():
     p = MPair(2)
     p.go_multipath()
     p.join_up(1)
     p.join_up(2)
+    return p
+
+
+def _join2(runs, snd_nxt: int, dead=(0, 1)):
+    """A pair whose paths `dead` are closed, the run map `runs` (DSNs up to its last run's
+    end), join 2 at snd_una 1 with `snd_nxt`."""
+    p = _pair()
     mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    j1.state = SS.CLOSED
-    mp.runs = [[6, 106, 2, 1001, None], [106, 206, 2, 1101, None], [206, 1206, 2, 1, None]]
-    mp.snd_nxt = 1206
-    j2.snd_una, j2.snd_nxt = 1, 1201
-    j2.sacked = ((101, 201), (301, 1001))  # (the heads' old copies lost too)
+    for i in dead:
+        mp.paths[i].state = SS.CLOSED
+    mp.runs = runs
+    mp.snd_nxt = runs[-1][1]
+    j2 = mp.paths[2]
+    j2.snd_una, j2.snd_nxt = 1, snd_nxt
     assert mp.data_ack == 6
+    return p, mp, j2
+
+
+def _ack2(p, ack: int, *blocks):
+    """The server's ACK on join 2 of relative seq `ack`, with these SACK blocks."""
+    j = p.joins[2]
+    blk = tuple(((j.c_isn + s) & M32, (j.c_isn + e) & M32) for s, e in blocks)
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ack, 0x10, (p.dack(),),
+                      tcp=encode_tcp_options(sack=blk) if blk else b""))
+
+
+def _onto(sent, sacked) -> list:
+    """The pieces sent onto subflow seqs the server SACKed."""
+    return [(ss, d, n) for ss, d, n in sent if any(s < ss + n and ss < e for s, e in sacked)]
+
+
+def _state():
+    p, mp, j2 = _join2([[6, 106, 2, 1001, None], [106, 206, 2, 1101, None], [206, 1206, 2, 1, None]], 1201)
+    j2.sacked = ((101, 201), (301, 1001))  # (the heads' old copies lost too)
     return p, mp, j2
 
 
@@ -102,10 +127,8 @@ def test_the_holes_stop_at_what_an_earlier_ack_sacked():
     server held (its D-SACK, then a stall to the guest's next RTO; the crawl's capture)."""
     p, mp, j2 = _state()
     j2.sacked = ()
-    j = p.joins[2]
     for s, e in ((101, 201), (301, 1201)):  # one block an ACK, the latest last
-        blk = (((j.c_isn + s) & M32, (j.c_isn + e) & M32),)
-        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+        _ack2(p, 1, (s, e))
     assert j2.sacked == ((101, 201), (301, 1201))
     acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
     assert _sent(p, acts) == [(1, 6, 100)]  # (not 200: ssn 101..201 is held)
@@ -169,14 +192,6 @@ def test_not_inside_a_mapping_over_several_segments_while_fills_are_in_flight():
     assert _sent(p, acts) == [(1101, 106, 100)] and p.count("HeadIntoHole") == 1  # (at its home)
 
 
-def _pair():
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
-    return p
-
-
 def _dsn_blocks(p, blocks):
     return [((a - p.flow.guest_isn) & M32, (b - p.flow.guest_isn) & M32) for a, b in blocks]
 
@@ -196,14 +211,9 @@ def test_a_non_head_resend_moved_into_a_hole_is_not_named_held_to_the_guest():
     original (DSN 206). In the second case the server does not hold 106..206 at all (its old
     copy at 1001 is not acked either), yet guest_sack names 106..206 held: the guest never
     resends them (and its resends would be dropped as GuestRetransAcked)."""
-    p = _pair()
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    mp.runs = [[6, 106, 1, 1, None], [106, 206, 2, 1001, None], [206, 1206, 2, 1, None]]
-    mp.snd_nxt = 1206
+    p, mp, j2 = _join2([[6, 106, 1, 1, None], [106, 206, 2, 1001, None], [206, 1206, 2, 1, None]], 1101, dead=(0,))
+    j1 = mp.paths[1]
     j1.snd_una, j1.snd_nxt, j1.dups = 1, 101, 2
-    j2.snd_una, j2.snd_nxt = 1, 1101
     j2.sacked = ((101, 1001),)
     assert mp.data_ack == 6
     acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 106) & M32), Direction.OUT, p.now)
@@ -222,14 +232,9 @@ def test_a_non_head_resend_moved_into_a_hole_is_not_dropped_when_resent():
     acked at their new place (ssn 1), where the server may hold DSN 206 instead. Dropped as
     GuestRetransAcked, the guest's only copy of them never reaches the server until they are
     the head."""
-    p = _pair()
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    mp.runs = [[6, 106, 1, 1, None], [106, 206, 2, 1001, None], [206, 1206, 2, 1, None]]
-    mp.snd_nxt = 1206
+    p, mp, j2 = _join2([[6, 106, 1, 1, None], [106, 206, 2, 1001, None], [206, 1206, 2, 1, None]], 1101, dead=(0,))
+    j1 = mp.paths[1]
     j1.snd_una, j1.snd_nxt, j1.dups = 1, 101, 2
-    j2.snd_una, j2.snd_nxt = 1, 1101
     j2.sacked = ((101, 1001),)
     p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 106) & M32), Direction.OUT, p.now)
     p.j_in(p.j_ack(p.joins[2], ack=1001))
@@ -246,23 +251,14 @@ def test_resends_never_go_onto_bytes_an_earlier_ack_sacked_beyond_max_sacked():
     half of it onto 1501..1601, bytes the server SACKed (a D-SACK, the very outcome b7e0071
     was made to prevent; DSN 806..906 homed where the server holds DSN 2406's bytes, and DSN
     2406..2506 moved to 2801..2901, unsure, though the server holds them at 1501)."""
-    p = _pair()
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    j1.state = SS.CLOSED
-    mp.runs = [[6, 906, 2, 2001, None], [906, 2906, 2, 1, None]]
-    mp.snd_nxt = 2906
-    j2.snd_una, j2.snd_nxt = 1, 2901
-    j = p.joins[2]
+    p, mp, j2 = _join2([[6, 906, 2, 2001, None], [906, 2906, 2, 1, None]], 2901)
     sacked = [(101 + 200 * k, 201 + 200 * k) for k in range(10)]
     for s, e in sacked:  # one block an ACK, ascending (each the latest arrival)
-        blk = (((j.c_isn + s) & M32, (j.c_isn + e) & M32),)
-        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+        _ack2(p, 1, (s, e))
     assert len(j2.sacked) == MP.MAX_SACKED
     acts = p.conv.handle(p.g_data(bytes(900), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
     sent = _sent(p, acts)
-    onto_held = [(ss, d, n) for ss, d, n in sent if any(s < ss + n and ss < e for s, e in sacked)]
+    onto_held = _onto(sent, sacked)
     assert not onto_held, onto_held
 
 
@@ -274,14 +270,7 @@ def test_a_resend_does_not_go_onto_bytes_above_every_sack_block_by_the_clock_alo
     above snd_una the clock (progress_at is the cumulative ACK's) says nothing about loss,
     those bytes may be in flight (their original, sent earlier, then wins: a D-SACK and DSN
     106..206 homed where the server holds DSN 406's bytes)."""
-    p = _pair()
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    j1.state = SS.CLOSED
-    mp.runs = [[6, 106, 2, 1001, None], [106, 206, 2, 1101, None], [206, 1206, 2, 1, None]]
-    mp.snd_nxt = 1206
-    j2.snd_una, j2.snd_nxt = 1, 1201
+    p, mp, j2 = _join2([[6, 106, 2, 1001, None], [106, 206, 2, 1101, None], [206, 1206, 2, 1, None]], 1201)
     j2.sacked = ((101, 201),)
     p.now += 1.0  # (the join has been stuck at ssn 1 for a second: overdue)
     assert MP._hole_evident(p.flow, j2, 1, p.now)
@@ -301,29 +290,16 @@ def test_forgotten_sack_ranges_are_no_holes_after_an_ack_trims_the_record():
     block an ACK: the record keeps (101,201)..(1301,1401) and (1901,2001); 1501..1601 and
     1701..1801 are forgotten. The late originals of the first two holes arrive: ACK 401, the
     record now six ranges. The guest resends the heads (DSN 6..906, homed at 2001..2901)."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    j1.state = SS.CLOSED
-    mp.runs = [[6, 906, 2, 2001, None], [906, 2906, 2, 1, None]]
-    mp.snd_nxt = 2906
-    j2.snd_una, j2.snd_nxt = 1, 2901
-    j = p.joins[2]
+    p, mp, j2 = _join2([[6, 906, 2, 2001, None], [906, 2906, 2, 1, None]], 2901)
     sacked = [(101 + 200 * k, 201 + 200 * k) for k in range(10)]
     for s, e in sacked:
-        blk = (((j.c_isn + s) & M32, (j.c_isn + e) & M32),)
-        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+        _ack2(p, 1, (s, e))
     assert len(j2.sacked) == MP.MAX_SACKED
-    blk = (((j.c_isn + 1901) & M32, (j.c_isn + 2001) & M32),)  # (Linux: the latest block again)
-    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 401, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+    _ack2(p, 401, (1901, 2001))  # (Linux: the latest block again)
     assert j2.snd_una == 401 and len(j2.sacked) == MP.MAX_SACKED - 2
     acts = p.conv.handle(p.g_data(bytes(900), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
     sent = _sent(p, acts)
-    onto_held = [(ss, d, n) for ss, d, n in sent if any(s < ss + n and ss < e for s, e in sacked)]
+    onto_held = _onto(sent, sacked)
     assert not onto_held, onto_held
 
 
@@ -333,17 +309,7 @@ def test_seven_fills_in_one_burst_leave_held_segments_between_the_holes_named():
         DSN  706..2306 join 2, ssn    1..1601 (holes at ssn 1+200k, k<7; 101+200k SACKed)
         DSN 2306..2406 join 2, ssn 2301..2401 (an earlier swap's DSNs: mp.unsure)
     The guest resends the seven heads in one segment: each into the next hole."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    j1.state = SS.CLOSED
-    mp.runs = [[6, 706, 2, 1601, None], [706, 2306, 2, 1, None], [2306, 2406, 2, 2301, None]]
-    mp.snd_nxt = 2406
-    j2.snd_una, j2.snd_nxt = 1, 2401
+    p, mp, j2 = _join2([[6, 706, 2, 1601, None], [706, 2306, 2, 1, None], [2306, 2406, 2, 2301, None]], 2401)
     # (hole 1401..1501 stays; the earlier swap's seqs SACKed: the holes moved to the heads'
     # old seqs are known lost. A hand-made state of nine ranges, one past MAX_SACKED)
     j2.sacked = tuple((101 + 200 * k, 201 + 200 * k) for k in range(7)) + ((1501, 1601), (2301, 2401))
@@ -359,10 +325,7 @@ def test_seven_fills_in_one_burst_leave_held_segments_between_the_holes_named():
 def test_reinjections_keep_the_run_map_within_max_runs():
     """A dead join's bytes reinjected one guest resend at a time: each went to a run of its
     own (_runs_move never merged), past MAX_RUNS."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
+    p = _pair()
     mp = p.mp
     j1 = mp.paths[1]
     n = 200
@@ -383,37 +346,28 @@ def test_a_fill_whose_old_copy_was_only_sacked_is_never_named_held_when_that_cop
     """A SACKed old copy is out of order at the server: it goes when the subflow closes or
     the server reneges (RFC 2018 s8). With the hole's late original winning at the fill's
     seq, the resend's DSNs were then held nowhere yet named held to the guest (3598d89 let
-    them off mp.unsure when their old copy was SACKed; review of 3598d89).
+    them off mp.unsure when their old copy was SACKed; review of 3598d89). Since the capture
+    of this stop's run 48 such a resend stays at its home: nothing is named held either.
 
         DSN    6..106  join 1, ssn    1..101   (the head, lost there: two dup ACKs)
         DSN  106..206  join 2, ssn 1001..1101  (its copy SACKed)
         DSN  206..1206 join 2, ssn    1..1001  (holes at 1..101 and 501..601, the rest SACKed)
     """
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    mp.runs = [[6, 106, 1, 1, None], [106, 206, 2, 1001, None], [206, 1206, 2, 1, None]]
-    mp.snd_nxt = 1206
+    p, mp, j2 = _join2([[6, 106, 1, 1, None], [106, 206, 2, 1001, None], [206, 1206, 2, 1, None]], 1101, dead=(0,))
+    j1 = mp.paths[1]
     j1.snd_una, j1.snd_nxt, j1.dups = 1, 101, 2
-    j2.snd_una, j2.snd_nxt = 1, 1101
     j2.sacked = ((101, 501), (601, 1101))
     assert mp.data_ack == 6
     acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 106) & M32), Direction.OUT, p.now)
     assert _sent(p, acts) == [(1001, 106, 100)]  # (its old copy SACKed: no swap since the capture of run 48)
-    # the hole's late original (DSN 206) won at ssn 1: the server acks 501 (hole 501..601 left)
-    j = p.joins[2]
-    blk = (((j.c_isn + 601) & M32, (j.c_isn + 1101) & M32),)
-    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 501, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+    # the hole's late original (DSN 206) fills ssn 1: the server acks 501 (hole 501..601 left)
+    _ack2(p, 501, (601, 1101))
     assert j2.snd_una == 501 and mp.data_ack == 6
     if how == "home-closes":
         j2.state = SS.CLOSED  # (its out-of-order 601..1101, DSN 106..206's old copy, is gone)
     else:
         # the server pruned its out-of-order queue, then the hole at 501 filled: ACK 601, no block
-        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 601, 0x10, (p.dack(),)))
+        _ack2(p, 601)
         assert j2.snd_una == 601 and j2.sacked == ()
     # the server holds DSN 106..206 nowhere now (ssn 1 has DSN 206, ssn 1001 was discarded)
     blocks = _dsn_blocks(p, MP.guest_sack(p.flow, mp, 4, p.now))
@@ -425,27 +379,18 @@ def test_a_fill_at_snd_una_inside_the_forgotten_span_is_one_segment():
     taken (the head is resent alone after the guest's RTO), but where the forgotten ranges
     begin is unknown, so a resend larger than a segment (a GSO super-packet) fills one segment
     there, not up to the next known block over SACKed bytes (review of 3598d89)."""
-    p = _pair()
-    mp = p.mp
-    sf1, j1, j2 = mp.paths
-    sf1.state = SS.CLOSED
-    j1.state = SS.CLOSED
+    p, mp, j2 = _join2([[6, 7, 2, 1, None]], 2)  # (the runs below, in join 2's segments)
     S = MP._seg_max(j2, p.conv._mss_limit[4] - 12)
     mp.runs = [[6, 6 + 3 * S, 2, 1 + 20 * S, None], [6 + 3 * S, 6 + 23 * S, 2, 1, None]]
-    mp.snd_nxt = 6 + 23 * S
-    j2.snd_una, j2.snd_nxt = 1, 1 + 23 * S
-    j = p.joins[2]
+    mp.snd_nxt, j2.snd_nxt = 6 + 23 * S, 1 + 23 * S
     sacked = [(1 + S + 2 * S * k, 1 + 2 * S + 2 * S * k) for k in range(10)]  # holes of a segment between
     for s, e in sacked:  # one block an ACK
-        blk = (((j.c_isn + s) & M32, (j.c_isn + e) & M32),)
-        p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, 0x10, (p.dack(),), tcp=encode_tcp_options(sack=blk)))
+        _ack2(p, 1, (s, e))
     assert (j2.gap_lo, j2.gap_hi) == (1 + 14 * S, 1 + 19 * S)
     # the late originals of the holes below 1 + 15 S arrive: the ACK lands inside the span
-    blk = (((j.c_isn + sacked[-1][0]) & M32, (j.c_isn + sacked[-1][1]) & M32),)
-    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1 + 16 * S, 0x10, (p.dack(),),
-                      tcp=encode_tcp_options(sack=blk)))
+    _ack2(p, 1 + 16 * S, (sacked[-1][0], sacked[-1][1]))
     assert j2.snd_una == 1 + 16 * S and j2.gap_hi == 1 + 19 * S
     acts = p.conv.handle(p.g_data(bytes(3 * S), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
     sent = _sent(p, acts)
     assert (1 + 16 * S, 6, S) in sent, sent
-    assert not [x for x in sent if any(s < x[0] + x[2] and x[0] < e for s, e in sacked)], sent
+    assert not _onto(sent, sacked), sent
