@@ -16,6 +16,8 @@ backed-off RTO (3, 4.6, 8.4, 15.3, 41.6, 66.2 s). Here on a hand-made state:
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from middlebox.core import Direction, Drop
 from middlebox.core import multipath as MP
@@ -394,3 +396,41 @@ def test_a_fill_at_snd_una_inside_the_forgotten_span_is_one_segment():
     sent = _sent(p, acts)
     assert (1 + 16 * S, 6, S) in sent, sent
     assert not _onto(sent, sacked), sent
+
+
+# -- the SACK record under any sequence of ACKs ---------------------------------------------------
+
+_ACKS = st.lists(st.tuples(st.integers(-5, 20), st.lists(st.tuples(st.integers(1, 300), st.integers(1, 6)), max_size=4)),
+                 max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(acks=_ACKS)
+def test_the_sack_record_never_names_a_byte_no_ack_sacked(acks):
+    """Any ACKs (cumulative ACKs moving up by 0-20 or old ones, up to four blocks each, as
+    _ack_info feeds _board): the record is ascending, apart, at most MAX_SACKED ranges, above
+    snd_una, names only bytes an ACK SACKed since the last reneging, and every such byte
+    above snd_una it does not name lies in the span it forgot (gap_lo..gap_hi)."""
+    p, mp, j2 = _state()
+    j2.sacked = ()
+    j2.snd_una, j2.snd_nxt = 1, 10_000
+    truth = set()
+    for step, blocks in acks:
+        a = j2.snd_una + step
+        lo = max(a, j2.snd_una)
+        if any(s <= lo < e for s, e in j2.sacked):
+            truth = set()  # (reneged: the record goes)
+        new = [(a + x, a + x + n) for x, n in blocks]
+        MP._board(j2, sorted(new), a)
+        for s, e in new:
+            if s > lo:
+                truth.update(range(s, e))
+        if a > j2.snd_una:
+            j2.snd_una = a
+        truth = {b for b in truth if b >= j2.snd_una}
+        rec = j2.sacked
+        assert len(rec) <= MP.MAX_SACKED
+        assert all(s < e for s, e in rec) and all(rec[i][1] < rec[i + 1][0] for i in range(len(rec) - 1))
+        named = {b for s, e in rec for b in range(s, e)}
+        assert named <= truth and all(b >= j2.snd_una for b in named)
+        assert all(j2.gap_lo <= b < j2.gap_hi for b in truth - named)
