@@ -181,7 +181,7 @@ class Path:
         # size, and the end of the last bytes it was given with room in the window (_admit)
         "cwnd", "ssthresh", "recover", "smss", "adm_end",
         "chal_at",  # when we last answered an unacceptable segment here with an ACK (-1: never)
-        # snd_nxt when a head last went into the hole at snd_una (_head_hole; 0: none), that
+        # snd_nxt when a resend last went into a hole (_into_hole; 0: none), that
         # fill's end, and the snd_una an ACK past the fill stopped at, below fill_hi (-1:
         # none): bytes sent before the fill that its ACK did not cover are lost on a FIFO
         # path (as RACK reasons)
@@ -1571,9 +1571,11 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int)
     of stop 28: eighteen one-segment holes on subflow 1). Each goes into the next hole.
     (n, dsn of the hole, the hole's run's mapping over several segments or None, the
     hole's seq) when the resend's first n bytes go into the hole as a new mapping and
-    the hole's first n DSNs take the head's old subflow seqs [sd, sd + n) (send swaps the two
-    homes). The server never took the hole's subflow bytes (its cumulative ACK stops at
-    them, and n stops at the first SACK block), so whichever copy reaches it first is taken
+    the hole's first n DSNs take the resend's old subflow seqs (send swaps the two homes;
+    [sd, sd + n) below when its home is p, else its closed or acked home). The server never
+    took the hole's subflow bytes (its cumulative ACK stops at them, or, above snd_una, a
+    SACK block above shows them lost; n stops at the next SACK block, and inside the span
+    the SACK record forgot at one segment `seg`), so whichever copy reaches it first is taken
     and consistent: Linux drops the other as a TCP duplicate or reads it on from its ACK
     under the mapping it carries (validate_mapping: a mapping may start before the bytes
     read). Whatever the server got, no subflow seq is left without a run: the guest's resend
@@ -1586,16 +1588,19 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int)
     belonged to no run: the head's old copy lost there, the subflow stalled for good; the
     review's schedules.) Those DSNs go on mp.unsure: acked on the subflow, they may not be
     held, so guest_sack names none of them until they are data-acked, and a guest resend of
-    them acked at their new place goes as a new mapping (send).
+    them acked at their new place goes as a new mapping (send); above the DATA_ACK the
+    resend's own DSNs too (_into_hole).
     Not with DSS checksums (Linux sums a mapping from the bytes it reads on: one whose start
     the other copy took fails, DataCsumErr), nor inside a mapping over several segments past
-    its start (DSSNotMatching), nor while we repair the hole ourselves (_hole_evident).
-    _NO_HOLE: nothing to do."""
+    its start, nor past fills in it still in flight (DSSNotMatching), nor while we repair
+    the hole ourselves (_hole_evident), nor above snd_una without a SACK block above, nor in
+    the span the SACK record forgot above snd_una (_hole_from). Above the head, _into_holes
+    also refuses where the server may hold the resend's old copy. _NO_HOLE: nothing to do."""
     h0 = _hole_from(p)
-    if (flow.checksum or sd <= h0 or p.fin_sent or h0 >= p.snd_nxt
-            or not _hole_evident(flow, p, h0, now)):
-        return _NO_HOLE
-    if h0 > p.snd_una and _lost_shown(p, h0) < 0:
+    if flow.checksum or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
+        return _NO_HOLE  # (sd <= h0 too when _hole_from finds none: h0 is snd_nxt)
+    sack = _lost_shown(p, h0)
+    if h0 > p.snd_una and sack < 0:
         # (above snd_una only a SACK block above shows a loss: the clock runs from the
         # cumulative ACK, and bytes above every block may still be in flight; their
         # original, sent earlier, would win, a D-SACK; review of 186b8fd)
@@ -1630,11 +1635,8 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int)
     h1 = s0 + (r1 - r0)
     if sd < h1:
         h1 = sd
-    sack = _lost_shown(p, h0)
     if h0 < sack < h1:
         h1 = sack
-    if h0 < p.gap_lo < h1:
-        h1 = p.gap_lo
     n = h1 - h0
     if avail < n:
         n = avail
@@ -1650,8 +1652,9 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int)
 
 def _hole_from(p) -> int:
     """Where the next resend into subflow p's holes goes (_head_hole): its snd_una, or past
-    the fills sent since its last ACK (each resend into the next hole, not onto the last
-    one), past what the server SACKed."""
+    the last fill while the server has not acked it (each resend into the next hole, not
+    onto the last one), past what the server SACKed; p.snd_nxt (none) inside the span the
+    SACK record forgot."""
     h0 = p.snd_una
     if p.fill_hi and h0 < p.fill_end:
         h0 = p.fill_end
@@ -1671,7 +1674,8 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
     """Guest bytes [a, b) resent (in a segment ending at DSN `e`), their home path `home`
     from seq `hs`, due at q's seq `sd`: each hole of q that they may fill (_head_hole) takes
     the next of them, a piece appended to `pieces`. Returns the DSN up to which they went
-    (`a`: none). Due at their home (q is it), `sd` moves with them."""
+    (`a`: none). Due at their home (q is it), `sd` moves with them. Above the DATA_ACK they
+    stop where the server may hold their old copy (_holds_any)."""
     same = sd == hs and home == q.index
     seg = _seg_max(q, conv._mss_limit[q.version] - 12)
     counters = conv.counters
@@ -1695,11 +1699,11 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
 
 
 def _holds_any(p, a: int, b: int) -> bool:
-    """May the server hold any of subflow p's relative seqs [a, b): acked, or SACKed while
-    p lives?"""
+    """May the server hold any of subflow p's relative seqs [a, b): acked, SACKed, or in the
+    span its SACK record forgot, while p lives?"""
     if p.state is SS.CLOSED:
         return False
-    if a < p.snd_una:
+    if a < p.snd_una or (a < p.gap_hi and p.gap_lo < b):
         return True
     for s, e in p.sacked:
         if s < b and a < e:
@@ -1774,10 +1778,10 @@ def _unsure_drop(mp, a: int, b: int) -> None:
 def _unsure_add(mp, a: int, b: int) -> None:
     """[a, b) on mp.unsure: merged with the ranges it touches, the ones the data level passed
     dropped; beyond MAX_UNSURE the two closest merge (ascending and apart: guest_sack's
-    _cut). Refused when full, a chain of heads into one long hole (one
-    guest segment a time) stopped at the ninth and the deadlock was back (review of
-    a34025a). The whole list's hull instead hid from the guest every held byte up to the
-    last hole (review of 8820d21)."""
+    _cut). (Refused when full, a chain of heads into one long hole, one guest segment a
+    time, stopped at the ninth and the deadlock was back, review of a34025a; the whole
+    list's hull instead hid from the guest every held byte up to the last hole, review of
+    8820d21.)"""
     da = mp.data_ack
     out = []
     for u in mp.unsure:
@@ -2509,7 +2513,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             _release(flow.mp, p, a)
         p.dups = 0
         if p.fill_hi:
-            # past a head we put into the hole at snd_una: what it stops at was sent before
+            # past a resend we put into a hole (_into_hole): what it stops at was sent before
             # that fill, so is lost (the server acks in order what reached it). Unknown, the
             # guest's next head, resent at once on this ACK, waited behind it for the guest's
             # next RTO, a segment per RTO (inbound failover, captures: the download stalled)
@@ -2633,7 +2637,7 @@ def _board(p, blocks, a: int) -> None:
     6675's scoreboard, `blocks` (ascending, from an ACK of `a`) added; at most MAX_SACKED
     ranges, ascending and apart (beyond, the lowest seven and the highest are kept: fewer
     held bytes known, never a byte held that was not SACKed; what lies between them is
-    `gap_lo`..`gap_hi` until the cumulative ACK passes it). Only the latest
+    `gap_lo`..`gap_hi` until the cumulative ACK passes it or the server reneges). Only the latest
     ACK's blocks were kept before, and Linux's ACKs beside timestamps and a DATA_ACK carry
     one, the most recent: the hole at snd_una looked as large as the gap up to that block,
     and a head put into it went onto bytes the server held (a D-SACK, and a stall to the
@@ -2642,12 +2646,16 @@ def _board(p, blocks, a: int) -> None:
     lo = a if a > p.snd_una else p.snd_una
     if p.gap_hi and lo >= p.gap_hi:
         p.gap_lo = p.gap_hi = 0  # (passed)
+    sk = p.sacked
+    if not blocks and (not sk or sk[0][0] > lo):
+        return  # (nothing to add, trim or forget: every server segment comes here)
     ranges = []
     for s, e in p.sacked:
         if e <= lo:
             continue
-        if s <= lo:  # (reneged: the record goes)
+        if s <= lo:  # (reneged: the record goes, and what it forgot, likely dropped too)
             ranges = []
+            p.gap_lo = p.gap_hi = 0
             break
         ranges.append([s, e])
     for s, e in blocks:

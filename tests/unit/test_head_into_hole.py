@@ -341,11 +341,11 @@ def test_unsure_bytes_resent_once_are_unsure_no_more():
     assert MP._unsure_in(mp, 0, 10000) is False
 
 
-def test_an_ack_short_of_the_fills_end_shows_nothing_lost():
+def test_an_ack_short_of_the_fills_end_sets_no_lost_una():
     """It came from the hole's late original, not from the fill: what it stops at may be
     late too."""
     p, mp, j2 = _reinject_state()
-    j2.sacked = ((101, 2841),)  # (the hole is ssn 1..101; the fill, the head's 100 bytes)
+    j2.sacked = ((101, 301),)  # (the hole is ssn 1..101; the fill, the head's 100 bytes)
     p.conv.handle(p.g_data(bytes(200), seq=(p.flow.guest_isn + 6) & 0xFFFFFFFF), Direction.OUT, p.now)
     assert (j2.fill_hi, j2.fill_end) == (2841, 101)
     j = p.joins[2]
