@@ -194,6 +194,7 @@ class Counter(IntEnum):
     Sf1OrphanCut = 170  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because a subflow closed holding bytes the data level has not passed yet (the heads reinjected from it come behind them)
     StaleProbeTX = 171  # multipath: subflows probed as they went stale (a zero-length ACK just below the server's window, which a live TCP answers with a duplicate ACK); once per cumulative ACK or SACK news (an answer does not re-arm it)
     StaleProbeAnswered = 172  # multipath: stale subflows whose server answered that probe in time (news: the other quiet subflow is the one judged, not this one)
+    ReinjectNoPath = 173  # multipath: guest resends that needed a new mapping (home closed, or acked there and not data-acked) and found no subflow to take it (known stall: subflow 1 sent the guest's FIN and no join lives)
 
 
 def new_counters() -> dict:

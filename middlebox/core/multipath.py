@@ -1925,6 +1925,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                         a = mp.data_ack
                     k = pick(mp, b - a, counters, now)
                     if k < 0:
+                        counters[Counter.ReinjectNoPath] += 1  # (dropped: the guest resends)
                         continue
                     q = mp.paths[k]
                     if not fin:

@@ -454,6 +454,15 @@ def test_above_the_head_no_swap_where_the_old_copy_lies_in_the_forgotten_span():
     assert (1, 6, 100) in sent and (1501, 106, 100) in sent, sent  # (the head in, the next at home)
 
 
+def test_a_resend_needing_a_new_mapping_with_no_subflow_to_take_it_is_counted():
+    """Known stall (run 48's end): subflow 1 sent the guest's FIN, no join lives, and the
+    head's home is closed: nothing can take it. Counted (ReinjectNoPath), not silent."""
+    p, mp, j2 = _join2([[6, 106, 1, 1, None], [106, 206, 0, 6, None]], 1, dead=(1, 2))
+    mp.paths[0].fin_sent = True
+    acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
+    assert isinstance(acts[0], Drop) and p.count("ReinjectNoPath") == 1
+
+
 def test_a_moved_run_merges_with_the_runs_it_continues_on_both_sides():
     p, mp, j2 = _join2([[6, 106, 2, 1, None], [106, 206, 0, 6, None], [206, 306, 2, 201, None]], 301)
     MP._runs_move(mp, 106, 206, 2, 101)
