@@ -1470,13 +1470,19 @@ def _runs_add(mp, d0: int, d1: int, idx: int, s0: int, counters, merge: bool = T
     runs = mp.runs
     if runs and merge:
         t = runs[-1]
-        if t[1] == d0 and t[2] == idx and t[3] + (t[1] - t[0]) == s0 and t[4] is None:
+        if _continues(t, d0, idx, s0):
             t[1] = d1
             return True
     if len(runs) >= MAX_RUNS:
         return False
     runs.append([d0, d1, idx, s0, None])
     return True
+
+
+def _continues(t, d: int, idx: int, s: int) -> bool:
+    """Does run t end at DSN `d` on path `idx` at subflow seq `s`, with no mapping over
+    several segments (so a run from there may merge into it)?"""
+    return t[1] == d and t[2] == idx and t[3] + (t[1] - t[0]) == s and t[4] is None
 
 
 def _runs_pieces(mp, d0: int, d1: int) -> list:
@@ -1524,12 +1530,12 @@ def _runs_move(mp, a: int, b: int, idx: int, s: int) -> None:
     i = out.index(new)
     if i + 1 < len(out):
         t = out[i + 1]
-        if t[0] == b and t[2] == idx and t[3] == s + (b - a) and t[4] is None:
+        if t[4] is None and _continues(new, t[0], t[2], t[3]):
             new[1] = t[1]
             del out[i + 1]
     if i > 0:
         t = out[i - 1]
-        if t[1] == a and t[2] == idx and t[3] + (a - t[0]) == s and t[4] is None:
+        if _continues(t, a, idx, s):
             t[1] = new[1]
             del out[i]
     mp.runs = out
