@@ -194,7 +194,9 @@ class Counter(IntEnum):
     Sf1OrphanCut = 170  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because a subflow closed holding bytes the data level has not passed yet (the heads reinjected from it come behind them)
     StaleProbeTX = 171  # multipath: subflows probed as they went stale (a zero-length ACK just below the server's window, which a live TCP answers with a duplicate ACK); once per cumulative ACK or SACK news (an answer does not re-arm it)
     StaleProbeAnswered = 172  # multipath: stale subflows whose server answered that probe in time (news: the other quiet subflow is the one judged, not this one)
-    ReinjectNoPath = 173  # multipath: guest resends that needed a new mapping (home closed, or acked there and not data-acked) and found no subflow to take it (known stall: subflow 1 sent the guest's FIN and no join lives)
+    ReinjectNoPath = 173  # multipath: guest resends that needed a new mapping (home closed, or acked there and not data-acked) and found no subflow to take it (with subflow 1 closed and no join alive; the guest resends later)
+    Sf1FinHeld = 174  # multipath: guest FINs sent on subflow 1 as a DATA_FIN without the TCP FIN, because a byte below it that the server lacks may need a new mapping (on a join, unsure, or acked on subflow 1): a subflow takes no byte after its FIN
+    Sf1FinLate = 175  # multipath: subflow-1 FINs held back from the guest's and sent by the middlebox once the server data-acked the DATA_FIN (again while unacked, FIN_TRIES in all)
 
 
 def new_counters() -> dict:

@@ -103,6 +103,8 @@ MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 LOSSY_CUT = 1.0  # seconds after a loss shown on subflow 1 that its super-packets go out cut
 OVER_KEEP = 10.0  # seconds a flow reset for want of any path (_no_path_left) stays, for stray packets
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
+FIN_TRIES = 3  # our subflow-1 FIN held back from the guest's (send), sent at most this often
+FIN_WAIT = 0.5  # seconds at least between two of them (2 srtt when larger)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
 #                    super-packet counts for its length); fewer on a much slower one (pick)
@@ -311,7 +313,7 @@ class MpConn:
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
-                 "orphan_hi", "rtx_bytes", "held", "counters")
+                 "orphan_hi", "rtx_bytes", "held", "counters", "fin_held", "fin_due", "fin_tries")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -359,6 +361,11 @@ class MpConn:
         self.rtx_bytes = 0  # payload kept for repair on this flow's extra subflows
         self.held = [0]  # the converter's tally of it, all flows (set at start: repair_held)
         self.counters = None  # the converter's counters (set at start), for helpers without conv
+        # subflow 1's TCP FIN held back from the guest's (send, _fin_may_go): its DATA_FIN went
+        # without it; the FIN goes by `fin_due` (tick) once the server data-acked the DATA_FIN
+        self.fin_held = False
+        self.fin_due = 0.0
+        self.fin_tries = 0
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -1040,9 +1047,10 @@ def _ack_on(flow, p, extra=()) -> bytes:
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
 
-def _ack_on_sf1(flow, mp, extra=()) -> bytes:
+def _ack_on_sf1(flow, mp, extra=(), fin=False) -> bytes:
     """An ACK on subflow 1 from the guest's address: its own seq and the subflow ack the guest
-    has passed on, the guest's DATA_ACK and window (for options the guest cannot send)."""
+    has passed on, the guest's DATA_ACK and window (for options the guest cannot send). With
+    `fin`: our FIN, sent already (p0.snd_nxt counts it), held back from the guest's (send)."""
     p0 = mp.paths[0]
     sf = flow.sf
     _dack_carried(flow)
@@ -1051,8 +1059,8 @@ def _ack_on_sf1(flow, mp, extra=()) -> bytes:
         data_ack &= M32
     data_ack = _sf1_dack(flow, mp, p0.snd_nxt, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window, data_ack)
     opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
-    return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + p0.snd_nxt,
-                   sf.remote_isn + sf.rcv_base, ACK, flow.guest_window, opts)
+    return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + p0.snd_nxt - (1 if fin else 0),
+                   sf.remote_isn + sf.rcv_base, ACK | FIN if fin else ACK, flow.guest_window, opts)
 
 
 def _guest_window(flow, mp) -> int:
@@ -1362,6 +1370,29 @@ def _slow_share(mp, k: int, length: int, seg: int) -> int:
     if n < seg:
         n = seg
     return n if n < length else length
+
+
+def _fin_may_go(mp, end: int) -> bool:
+    """May subflow 1 carry a TCP FIN after DSN `end` (the guest's FIN)? Only when no byte
+    below it that the server lacks can need a new mapping: from the DATA_ACK to `end` every
+    run on subflow 1, its bytes there not acked yet (acked, a new mapping: send's `lost`),
+    none unsure (_head_hole's swap). Otherwise a join dying with bytes on it, or one of
+    those, needs a new mapping later, and no subflow can take it: a subflow takes no byte
+    after its FIN (pick), so with no join alive the resends went nowhere (ReinjectNoPath)
+    and the upload stalled for good (a kernel failover capture, run 48 of stop 29). Held,
+    the DATA_FIN goes without the FIN; the FIN follows once the server data-acks it (tick)."""
+    da = mp.data_ack
+    if da >= end:
+        return True
+    if _unsure_in(mp, da, end):
+        return False
+    una = mp.paths[0].snd_una
+    for a, b, idx, ss, _ in mp.runs:
+        if b <= da or a >= end:
+            continue
+        if idx != 0 or ss + ((da - a) if da > a else 0) < una:
+            return False
+    return True
 
 
 def pick(mp, length: int, counters, now: float = 0.0) -> int:
@@ -2096,16 +2127,20 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, csum, True)
         counters[Counter.DataFinTX] += 1
         if p0_alive:
-            if not p0.fin_sent:
+            held = not p0.fin_sent and not _fin_may_go(mp, fin_d)
+            if held:  # (the DATA_FIN on an ACK: ssn 0 takes no subflow seq, RFC 8684 §3.3.3)
+                _fin_hold(mp, counters)
+            elif not p0.fin_sent:
                 p0.fin_sent = True
                 p0.snd_nxt += 1
             options = conv._room(pkt, data, opt, raw)
             if options is None:
                 return [Drop("no option room for the DATA_FIN")]
             _dack_carried(flow)
-            _sf1_out(flow, mp, p0.snd_nxt - 1, sf1_ack, pkt.window)
-            return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt - 1) & M32, ack=sf1_ack,
-                                    options=options))]
+            at = p0.snd_nxt if held else p0.snd_nxt - 1
+            _sf1_out(flow, mp, at, sf1_ack, pkt.window)
+            return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + at) & M32, ack=sf1_ack,
+                                    flags=pkt.flags & ~FIN if held else pkt.flags, options=options))]
         k = _best_live(mp)
         if k <= 0:
             return [Drop("no live subflow for the DATA_FIN")]
@@ -2198,10 +2233,14 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 flags |= CWR
                 cwr_due = mp.cwr_owed = False
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
-                flags |= FIN
-                if not p.fin_sent:
+                if p.fin_sent:
+                    flags |= FIN
+                elif _fin_may_go(mp, e):
+                    flags |= FIN
                     p.fin_sent = True
                     p.snd_nxt += 1
+                else:
+                    _fin_hold(mp, counters)
             if in_place:
                 options = conv._room(pkt, data, opt, raw)
                 if options is None:
@@ -2233,6 +2272,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         mp.cwr_owed = True
     flow.bytes_out += plen
     return actions
+
+
+def _fin_hold(mp, counters) -> None:
+    """The guest's FIN goes on subflow 1 as a DATA_FIN without the TCP FIN (_fin_may_go)."""
+    mp.fin_held = True
+    counters[Counter.Sf1FinHeld] += 1
 
 
 def _keep(conv, mp, p, s: int, e: int, opt, payload: bytes, psh: int) -> None:
@@ -2574,6 +2619,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             mp.data_ack = da
             flow.data_acked = da
             moved = True
+            if da > mp.snd_nxt and mp.fin_held and not mp.fin_due and not mp.paths[0].fin_sent:
+                mp.fin_due = now  # (the DATA_FIN data-acked: subflow 1's FIN may go, tick)
         if da >= mp.data_ack - 0x40000000:
             edge = da + p.snd_wnd
             if edge > mp.wnd_edge:
@@ -3554,6 +3601,8 @@ def tick(conv, now: float) -> list:
                 elif mp.paths[0].state in ALIVE:
                     conv.counters[Counter.DataAckFlushed] += 1
                     actions.append(Inject(_ack_on_sf1(flow, mp)))
+        if mp.fin_due and now >= mp.fin_due:
+            actions.extend(_fin_late(conv, flow, mp, now))
         if mp.plan is not None and now - mp.plan_look >= PLAN_EVERY:
             actions.extend(_replan(conv, flow, mp, now))
         for p in mp.paths:
@@ -3774,6 +3823,24 @@ def _others_alive(mp, p) -> bool:
     return any(q is not p and q.state is SS.ESTABLISHED for q in mp.paths)
 
 
+def _fin_late(conv, flow, mp, now: float) -> list:
+    """Subflow 1's FIN, held back from the guest's (_fin_may_go), now that the server has
+    data-acked the DATA_FIN: the guest, its FIN acked, sends it no more. Sent again while
+    unacked, FIN_TRIES times in all (lost each time, the server's subflow ends on its own
+    timers; the connection closed at the data level already)."""
+    p0 = mp.paths[0]
+    if p0.state not in ALIVE or mp.fin_tries >= FIN_TRIES or (p0.fin_sent and p0.snd_una >= p0.snd_nxt):
+        mp.fin_due = 0.0
+        return []
+    if not p0.fin_sent:
+        p0.fin_sent = True
+        p0.snd_nxt += 1
+    mp.fin_tries += 1
+    mp.fin_due = now + max(FIN_WAIT, 2 * p0.srtt)
+    conv.counters[Counter.Sf1FinLate] += 1
+    return [Inject(_ack_on_sf1(flow, mp, fin=True))]
+
+
 def next_deadline(conv) -> float | None:
     """The earliest time tick() has something to do for a multipath flow (None: nothing)."""
     best = None
@@ -3785,6 +3852,8 @@ def next_deadline(conv) -> float | None:
             best = mp.hole_at + HOLE_WAIT
         if mp.dack_due and (best is None or mp.dack_due < best):
             best = mp.dack_due
+        if mp.fin_due and (best is None or mp.fin_due < best):
+            best = mp.fin_due
         if mp.plan is not None and (best is None or mp.plan_look + PLAN_EVERY < best):
             best = mp.plan_look + PLAN_EVERY
         for p in mp.paths:

@@ -20,7 +20,8 @@ from middlebox.core import multipath as MP
 from middlebox.core.table import SubflowState as SS
 
 from tests.unit.test_checksum_segment_maps import _maps
-from tests.unit.test_subflow_table import MPair
+from middlebox.wire import Dss
+from tests.unit.test_subflow_table import MPair, wire_check
 
 
 def _state():
@@ -355,27 +356,30 @@ def test_an_ack_short_of_the_fills_end_sets_no_lost_una():
     assert j2.lost_una == 301 and MP._loss_shown(j2, 301)
 
 
-# -- review of cc34ce8..a565368: nothing after subflow 1's FIN ---------------------------------
+# -- review of cc34ce8..a565368: nothing after subflow 1's FIN; since stop 30 its FIN waits -------
 
 
-def _fin_on_subflow_1(p, mp):
-    """Subflow 1 alive, the guest's bare FIN sent on it (fin_sent): its FIN's seq."""
+def _bare_fin(p, mp):
+    """Subflow 1 alive, idle (the scheduler's first choice): the guest's bare FIN. The actions."""
     p0 = mp.paths[0]
     p0.state = SS.ESTABLISHED
     s_end = (p.flow.guest_isn + mp.snd_nxt) & 0xFFFFFFFF
-    p.conv.handle(p.g_data(b"", seq=s_end, fin=True), Direction.OUT, p.now)
-    assert p0.fin_sent
-    p0.snd_una = p0.snd_nxt  # (the server acked it: subflow 1 idle, the scheduler's first choice)
-    return p0.snd_nxt - 1
+    return p.conv.handle(p.g_data(b"", seq=s_end, fin=True), Direction.OUT, p.now)
 
 
-def test_a_resend_never_goes_on_subflow_1_after_its_fin():
+def test_a_resend_never_goes_on_subflow_1_after_its_fin(monkeypatch):
     """The server's subflow 1, past its FIN (CLOSE_WAIT), never takes bytes beyond it: the
     unsure DSN reinjected there (pick chose the idle subflow 1), and the DATA_FIN after it,
-    never reached the data level, and every resend went to the same place."""
+    never reached the data level, and every resend went to the same place. (Its FIN waits
+    now while a byte below may need a new mapping, _fin_may_go: forced out here.)"""
+    monkeypatch.setattr(MP, "_fin_may_go", lambda mp, end: True)
     p, mp, j2 = _state()
     mp.runs[1][1] = mp.snd_nxt = 207
-    fin_seq = _fin_on_subflow_1(p, mp)
+    _bare_fin(p, mp)
+    p0 = mp.paths[0]
+    assert p0.fin_sent
+    p0.snd_una = p0.snd_nxt  # (the server acked it)
+    fin_seq = p0.snd_nxt - 1
     s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
     p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
     assert p.count("HeadIntoHole") == 1 and mp.unsure == [[206, 207]]
@@ -386,11 +390,52 @@ def test_a_resend_never_goes_on_subflow_1_after_its_fin():
     assert all(not (r[2] == 0 and r[3] >= fin_seq) for r in mp.runs), (mp.runs, fin_seq)
 
 
-def test_a_closed_homes_bytes_never_go_on_subflow_1_after_its_fin():
+def test_the_guests_fin_waits_on_subflow_1_while_a_join_holds_bytes_below_it():
+    """Join 2 holds DSNs 6..3046 unacked: the guest's bare FIN goes on subflow 1 as a bare
+    DATA_FIN (ssn 0, length 1) on an ACK at its snd_nxt, without the TCP FIN, which would
+    shut subflow 1 to every byte of join 2 that needs a new mapping later."""
     p, mp, j2 = _state()
-    fin_seq = _fin_on_subflow_1(p, mp)
+    acts = _bare_fin(p, mp)
+    p0 = mp.paths[0]
+    assert not p0.fin_sent and mp.fin_held and p.count("Sf1FinHeld") == 1
+    pkt, _, opts = wire_check(acts[0].data, False)
+    (dss,) = [o for o in opts if isinstance(o, Dss)]
+    assert not pkt.payload_len and not pkt.flags & 0x01 and (pkt.seq - p0.local_isn) & 0xFFFFFFFF == p0.snd_nxt
+    assert dss.data_fin and dss.data_len == 1 and dss.subflow_seq == 0
+    assert dss.data_seq == (p.flow.local_idsn + mp.snd_nxt) & 0xFFFFFFFFFFFFFFFF
+
+
+def test_a_closed_homes_bytes_go_on_subflow_1_whose_fin_waited():
+    """The stall of a kernel failover capture (stop 29, run 48): join 2 dies holding bytes
+    below the guest's FIN; with subflow 1 past its FIN the guest's resends of them had
+    nowhere to go (ReinjectNoPath) for good. Its FIN held, subflow 1 takes them, then the
+    FIN goes once the server data-acks the DATA_FIN, and again while unacked."""
+    p, mp, j2 = _state()
+    _bare_fin(p, mp)
+    p0 = mp.paths[0]
     j2.state = SS.CLOSED
     s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
     acts = p.conv.handle(p.g_data(bytes(200), seq=s0), Direction.OUT, p.now)
-    assert not _maps(p, acts)  # (no subflow can take them: the guest's resends wait)
-    assert all(not (r[2] == 0 and r[3] >= fin_seq) for r in mp.runs), (mp.runs, fin_seq)
+    ((pkt, _, dss),) = _maps(p, acts)
+    assert pkt.dst == mp.server and pkt.sport == mp.gport  # subflow 1
+    assert (dss.data_seq - p.flow.local_idsn) & 0xFFFFFFFF == 6 and dss.data_len == 200
+    assert p.count("ReinjectNoPath") == 0 and not p0.fin_sent
+    # the server data-acks all of it and the DATA_FIN: subflow 1's FIN is due
+    p.c_dack = mp.snd_nxt + 1
+    p.now += 0.01
+    p.conv.handle(p.s_packet((p.s_isn + 1) & 0xFFFFFFFF, (p0.local_isn + p0.snd_nxt) & 0xFFFFFFFF, 0x10,
+                             (p.dack(),)), Direction.IN, p.now)
+    assert mp.data_ack == mp.snd_nxt + 1 and mp.fin_due
+    assert p.conv.next_deadline() <= p.now
+    acts = p.conv.tick(p.now)
+    fins = [a.data for a in acts if p.label(a.data) == "fin@0"]
+    assert len(fins) == 1 and p0.fin_sent and p.count("Sf1FinLate") == 1
+    pkt = wire_check(fins[0], True)[0]
+    assert (pkt.seq - p0.local_isn) & 0xFFFFFFFF == p0.snd_nxt - 1 and pkt.flags & 0x11 == 0x11
+    # unacked: again after FIN_WAIT, FIN_TRIES in all, then nothing
+    for i in range(MP.FIN_TRIES + 2):
+        p.now += MP.FIN_WAIT + 0.01
+        p.conv.tick(p.now)
+    assert p.count("Sf1FinLate") == MP.FIN_TRIES and not mp.fin_due
+
+
