@@ -103,8 +103,8 @@ MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 LOSSY_CUT = 1.0  # seconds after a loss shown on subflow 1 that its super-packets go out cut
 OVER_KEEP = 10.0  # seconds a flow reset for want of any path (_no_path_left) stays, for stray packets
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
-FIN_TRIES = 3  # our subflow-1 FIN held back from the guest's (send), sent at most this often
-FIN_WAIT = 0.5  # seconds at least between two of them (2 srtt when larger)
+FIN_TRIES = 6  # our subflow-1 FIN held back from the guest's (send), sent at most this often ...
+FIN_WAIT = 0.5  # ... first after this (2 srtt when larger), doubling (31.5 s in all)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
 BURST = 16 * 1400  # bytes in a row on one subflow before the scheduler chooses again (a GSO
 #                    super-packet counts for its length); fewer on a much slower one (pick)
@@ -1380,7 +1380,12 @@ def _fin_may_go(mp, end: int) -> bool:
     those, needs a new mapping later, and no subflow can take it: a subflow takes no byte
     after its FIN (pick), so with no join alive the resends went nowhere (ReinjectNoPath)
     and the upload stalled for good (a kernel failover capture, run 48 of stop 29). Held,
-    the DATA_FIN goes without the FIN; the FIN follows once the server data-acks it (tick)."""
+    the DATA_FIN goes without the FIN; the FIN follows once the server data-acks it (tick).
+    Nor before every byte below it went out: a guest segment lost on its way here (a full
+    queue) and its bare FIN after it, the segment's resend went as new bytes on subflow 1
+    after its FIN, and so every time (the close model)."""
+    if mp.snd_nxt < end:
+        return False
     da = mp.data_ack
     if da >= end:
         return True
@@ -3826,8 +3831,8 @@ def _others_alive(mp, p) -> bool:
 def _fin_late(conv, flow, mp, now: float) -> list:
     """Subflow 1's FIN, held back from the guest's (_fin_may_go), now that the server has
     data-acked the DATA_FIN: the guest, its FIN acked, sends it no more. Sent again while
-    unacked, FIN_TRIES times in all (lost each time, the server's subflow ends on its own
-    timers; the connection closed at the data level already)."""
+    unacked, backing off, FIN_TRIES times in all (lost each time, the server's subflow ends
+    on its own timers; the connection closed at the data level already)."""
     p0 = mp.paths[0]
     if p0.state not in ALIVE or mp.fin_tries >= FIN_TRIES or (p0.fin_sent and p0.snd_una >= p0.snd_nxt):
         mp.fin_due = 0.0
@@ -3835,8 +3840,8 @@ def _fin_late(conv, flow, mp, now: float) -> list:
     if not p0.fin_sent:
         p0.fin_sent = True
         p0.snd_nxt += 1
+    mp.fin_due = now + max(FIN_WAIT, 2 * p0.srtt) * (1 << mp.fin_tries)
     mp.fin_tries += 1
-    mp.fin_due = now + max(FIN_WAIT, 2 * p0.srtt)
     conv.counters[Counter.Sf1FinLate] += 1
     return [Inject(_ack_on_sf1(flow, mp, fin=True))]
 

@@ -432,9 +432,12 @@ def test_a_closed_homes_bytes_go_on_subflow_1_whose_fin_waited():
     assert len(fins) == 1 and p0.fin_sent and p.count("Sf1FinLate") == 1
     pkt = wire_check(fins[0], True)[0]
     assert (pkt.seq - p0.local_isn) & 0xFFFFFFFF == p0.snd_nxt - 1 and pkt.flags & 0x11 == 0x11
-    # unacked: again after FIN_WAIT, FIN_TRIES in all, then nothing
+    # unacked: again, backing off from FIN_WAIT, FIN_TRIES in all, then nothing
+    p.now += MP.FIN_WAIT - 0.01
+    p.conv.tick(p.now)
+    assert p.count("Sf1FinLate") == 1
     for i in range(MP.FIN_TRIES + 2):
-        p.now += MP.FIN_WAIT + 0.01
+        p.now += MP.FIN_WAIT * (1 << i) + 0.01
         p.conv.tick(p.now)
     assert p.count("Sf1FinLate") == MP.FIN_TRIES and not mp.fin_due
 

@@ -110,10 +110,11 @@ class Sub:
         self.oow_at = -1.0  # when it last answered a segment below its window (Linux: 500 ms apart)
         self.delivered = set()  # subflow rel bytes of the server's segments the converter got
         self.dcontig = 1  # contiguous end of `delivered`
+        self.fin_at = None  # rel seq of the converter's FIN on it (close schedules)
 
 
 class Sim:
-    def __init__(self, n_uplinks, up, down, v6=False, checksum=False, repair=0, window=False):
+    def __init__(self, n_uplinks, up, down, v6=False, checksum=False, repair=0, window=False, close=None):
         kw = {"checksum": True} if checksum else {}
         if repair:
             kw["repair_bytes"] = repair
@@ -121,6 +122,11 @@ class Sim:
         self.p = p = MPair(n_uplinks, v6=v6, config=mp_config(n_uplinks, **kw) if kw else None)
         p.join_sack = True  # (Linux offers SACK on a join; ours asks for it)
         self.UP, self.DOWN = up, down
+        # close schedules: the guest closes once it sent everything, with a bare FIN ("bare")
+        # or on its last data segment ("data"); the server takes the DATA_FIN and subflow 1's
+        # FIN, and never a byte after a subflow's FIN
+        self.closing = close
+        self.dfin_seen = False  # the server received the DATA_FIN (at DSN len(UP) + 1)
         self.failures = []
         p.go_multipath(first=up[:5])
         for upid in sorted(p.joins):
@@ -306,7 +312,12 @@ class Sim:
     def g_seg(self, rel, n):
         p = self.p
         payload = self.UP[rel - 1: rel - 1 + n]
-        buf = p.g_packet((p.g_isn + rel) & M32, (p.s_isn + self.g_rcv) & M32, ACK | PSH, payload)
+        end = len(self.UP) + 1
+        # (closing: the FIN rides the segment that ends the stream, or goes bare after it;
+        # a resend of it goes as it went)
+        fin = self.closing is not None and rel + len(payload) == end and self.g_max > end
+        buf = p.g_packet((p.g_isn + rel) & M32, (p.s_isn + self.g_rcv) & M32, ACK | PSH | (FIN if fin else 0),
+                         payload)
         self.q["g2c"].append(buf)
 
     def g_ack(self):
@@ -317,9 +328,18 @@ class Sim:
         end = len(self.UP) + 1
         if self.g_nxt < end and self.g_nxt - self.g_una < limit:
             n = min(MSS, end - self.g_nxt)
+            fin = self.closing == "data" and self.g_nxt + n == end
+            if fin:
+                self.g_max = end + 1  # (its FIN with it)
             self.g_seg(self.g_nxt, n)
-            self.g_nxt += n
+            self.g_nxt += n + (1 if fin or self.g_nxt + n == end and self.g_max > end else 0)
             self.g_max = max(self.g_max, self.g_nxt)
+            return True
+        if (self.g_nxt == end and (self.closing == "bare" or self.closing and self.g_max > end)
+                and self.g_nxt - self.g_una < limit):
+            self.g_max = end + 1  # (a bare FIN, or one sent again alone)
+            self.g_seg(end, 0)
+            self.g_nxt = end + 1
             return True
         return False
 
@@ -357,7 +377,7 @@ class Sim:
         a = (pkt.ack - p.g_isn) & M32
         if a > self.g_max:
             self.fail(f"the guest got an ack for bytes it never sent ({a} > {self.g_max})")
-        if a > self.up_rcv:
+        if a > self.up_rcv + self.up_fin():
             self.fail(f"the guest got an ack for bytes the server does not have ({a} > {self.up_rcv})")
         if a > self.g_una:
             self.g_una = a
@@ -369,7 +389,7 @@ class Sim:
         elif a == self.g_una and not pkt.payload_len and self.g_nxt > self.g_una:
             self.g_dups += 1
             if self.g_dups == 3:  # fast retransmit
-                self.g_seg(self.g_una, min(MSS, self.g_max - self.g_una))
+                self.g_seg(self.g_una, min(MSS, min(self.g_max, len(self.UP) + 1) - self.g_una))
         if pkt.payload_len:
             r = (pkt.seq - p.s_isn) & M32
             payload = buf[pkt.payload_off:pkt.length]
@@ -486,8 +506,12 @@ class Sim:
         order = [first] + [b for b in blocks if b is not first]
         return tuple(((s.c_isn + x) & M32, (s.c_isn + y) & M32) for x, y in order[:1 if s.k == 0 else 3])
 
+    def up_fin(self) -> int:
+        """1 once the data level took the DATA_FIN (all bytes before it in)."""
+        return 1 if self.dfin_seen and self.up_rcv == len(self.UP) + 1 else 0
+
     def s_dack(self):
-        v = (self.p.idsn_c + self.up_rcv) & M64
+        v = (self.p.idsn_c + self.up_rcv + self.up_fin()) & M64
         return v if self.ack64 else v & M32
 
     def server_in(self, buf):
@@ -558,23 +582,42 @@ class Sim:
             if da > self.d_una:
                 self.d_una = da
                 self.d_progress = self.now
-        if pkt.flags & FIN:
-            self.fail("a subflow FIN from the converter (nobody closed)")
         plen = pkt.payload_len
-        if not plen:
-            if dss is not None and dss.data_fin:
+        r = (pkt.seq - s.c_isn) & M32
+        if pkt.flags & FIN:
+            if self.closing is None:
+                self.fail("a subflow FIN from the converter (nobody closed)")
+            if s.k != 0:
+                self.fail(f"a FIN on join {s.k} (the server closed none)")
+            if s.fin_at is not None and s.fin_at != r + plen:
+                self.fail(f"subflow {s.k}: FIN at {r + plen}, before at {s.fin_at}")
+            s.fin_at = r + plen
+        if s.fin_at is not None and plen and r + plen > s.fin_at:
+            self.fail(f"subflow {s.k}: bytes {r}..{r + plen} after its FIN at {s.fin_at} (the server's TCP never takes them)")
+        if dss is not None and dss.data_fin:
+            if self.closing is None:
                 self.fail("a DATA_FIN (nobody closed)")
+            if dss.data_seq is None:
+                self.fail("a DATA_FIN without a mapping")
+            if (dss.data_seq - p.idsn_c + dss.data_len - 1) & M64 != len(self.UP) + 1:
+                self.fail(f"a DATA_FIN at DSN {(dss.data_seq - p.idsn_c + dss.data_len - 1) & M64}, not after the stream")
+            if not plen and (dss.data_len != 1 or dss.subflow_seq != 0):
+                self.fail(f"a bare DATA_FIN with ssn {dss.subflow_seq} length {dss.data_len} (RFC 8684: 0 and 1)")
+            self.dfin_seen = True
+        if not plen:
+            if pkt.flags & FIN and r == s.rcv_nxt:
+                s.rcv_nxt += 1
+            if pkt.flags & FIN or dss is not None and dss.data_fin:
+                self.q["s2c"].append(self.s_packet(s, ACK))  # (Linux acks a FIN, a DATA_FIN)
             return
         if not s.c_acked:
             self.fail(f"data on subflow {s.k} before the converter had the server's fourth ACK")
-        r = (pkt.seq - s.c_isn) & M32
         payload = buf[pkt.payload_off:pkt.length]
         if dss is None or dss.data_seq is None:
             self.fail(f"data without a mapping on subflow {s.k}")
-        if dss.data_fin:
-            self.fail("a DATA_FIN (nobody closed)")
+        dl = dss.data_len - (1 if dss.data_fin else 0)  # (Linux: the DATA_FIN takes a DSN, no byte)
         off = (r - dss.subflow_seq) & M32
-        if off + plen > dss.data_len or (off or dss.data_len != plen) and p.csum:
+        if off + plen > dl or (off or dl != plen) and p.csum:
             # (a mapping over several segments, a GSO super-packet in place or a piece of it
             # resent, holds each of them; never with checksums: the converter cuts those)
             self.fail(f"mapping ssn {dss.subflow_seq} len {dss.data_len} does not cover the segment {r}+{plen}")
@@ -591,9 +634,9 @@ class Sim:
         # that mapping exactly (Linux: a segment wholly inside a partly received mapping that
         # brings another one is DSSNotMatching), and none that went before under a mapping of
         # its own (a segment's own) come under one over several.
-        several = off or dss.data_len != plen or dss.data_len > self.conv._mss_limit[pkt.version] - 12
+        several = off or dl != plen or dl > self.conv._mss_limit[pkt.version] - 12
         whole = (dss.subflow_seq, dss.data_len, dss.data_seq, dss.data_fin) if several else None
-        for i in range(dss.data_len if several else plen):
+        for i in range(dl if several else plen):
             b = (dss.subflow_seq + i) & M32 if several else r + i
             was = s.whole.get(b, whole)
             if was != whole:
@@ -631,6 +674,8 @@ class Sim:
         elif r > s.rcv_nxt and len(s.ooo.get(r, (b"",))[0]) < plen:
             s.ooo[r] = (payload, d)  # (Linux's out-of-order queue: one covering it replaces it)
             s.ooo_last = r
+        if s.fin_at is not None and s.rcv_nxt == s.fin_at:
+            s.rcv_nxt += 1  # (its FIN, in order now)
         self.q["s2c"].append(self.s_packet(s, ACK))
 
     def _take(self, s, r, payload, d):
@@ -748,6 +793,15 @@ class Sim:
     # -- the end ------------------------------------------------------------------------------------
 
     def done(self):
+        if self.closing is not None:
+            # closed: the data level took the DATA_FIN, the guest its FIN acked, and subflow
+            # 1 got its FIN unless it is gone (our FIN held back from the guest's, tick)
+            mp = self.flow.mp
+            s0 = self.subs[0]
+            if not (self.up_fin() and self.g_una == len(self.UP) + 2 and (
+                    mp is None or mp.paths[0].state not in MP.ALIVE or s0.closed
+                    or s0.fin_at is not None and s0.rcv_nxt > s0.fin_at)):
+                return False
         return self.up_rcv == len(self.UP) + 1 and self.g_rcv == len(self.DOWN) + 1
 
     def finish(self, rounds=400):
@@ -892,6 +946,15 @@ def test_upload_any_schedule_with_repair(n, csum, cap, window, ops):
     mp = sim.flow.mp
     assert sim.conv.repair_held[0] == (mp.rtx_bytes if mp is not None else 0)
     assert mp is None or mp.rtx_bytes <= cap
+
+
+@settings(**SETTINGS)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), how=st.sampled_from(["bare", "data"]), ops=UP_OPS)
+def test_upload_then_close_any_schedule(n, csum, how, ops):
+    """The guest closes once it sent everything (a bare FIN, or one on its last segment):
+    the server's stream is the guest's bytes and its DATA_FIN, the guest's FIN is acked, no
+    subflow carries a byte after its FIN, and subflow 1 gets its FIN unless it died."""
+    run(Sim(n, UP_STREAM[:2000], b"", checksum=csum, close=how), ops)
 
 
 @settings(**SETTINGS)
@@ -1441,3 +1504,69 @@ def test_checksum_head_behind_the_only_subflows_hole():
                                                     (TICK, 22, 0), (DELIVER, 1, 116), (DELIVER, 0, 0),
                                                     (DELIVER, 1, 0), (DELIVER, 1, 0), (DROP, 1, 0)])
     run(Sim(2, BIG_STREAM, b"", checksum=True), ops)
+
+
+def _closed_upload_on_a_join(how):
+    """One guest segment on subflow 1, the rest on join 1 (a burst there), then the guest's
+    FIN, all reaching the converter; nothing reaches the server yet. One uplink: join 1 is
+    the only one. Returns the Sim."""
+    sim = Sim(1, UP_STREAM[:2000], b"", close=how)
+    sim.guest_send()
+    sim.deliver("g2c", 0)
+    mp = sim.flow.mp
+    mp.last_pick, mp.burst_left = 1, 1 << 20  # (the scheduler's burst on join 1)
+    while sim.guest_send(limit=4000):
+        pass
+    while sim.q["g2c"]:
+        sim.deliver("g2c", 0)
+    assert [r[2] for r in mp.runs][:2] == [0, 1], mp.runs  # (a FIN with data goes on subflow 1)
+    return sim
+
+
+@pytest.mark.parametrize("how", ["bare", "data"])
+def test_a_join_dying_below_the_guests_fin_does_not_stall_the_close(how):
+    """The end of a kernel failover capture (stop 29, run 48): the guest's FIN went on
+    subflow 1 while join 1 held bytes below it; join 1's uplink died; the guest's resends of
+    them needed a new mapping, and subflow 1, past its FIN, could take none (pick): with no
+    join alive they went nowhere (ReinjectNoPath), the upload stalled for good. Subflow 1's
+    FIN waits now (_fin_may_go) and follows once the server data-acks the DATA_FIN."""
+    sim = _closed_upload_on_a_join(how)
+    mp = sim.flow.mp
+    assert not mp.paths[0].fin_sent and sim.conv.counters[Counter.Sf1FinHeld] == 1
+    up = mp.paths[1].uplink
+    sim.link_down(next(i for i, u in enumerate(sim.p.cfg.uplinks) if u.name == up.name))
+    assert mp.paths[1].state is SS.CLOSED
+    run(sim, [])
+    assert sim.conv.counters[Counter.ReinjectNoPath] == 0
+    # (its FIN went with the guest's resent FIN, at its tail after the resends, or late)
+    assert sim.subs[0].fin_at is not None and sim.subs[0].rcv_nxt == sim.subs[0].fin_at + 1
+
+
+def test_a_close_with_every_byte_on_subflow_1_sends_its_fin_with_the_guests():
+    """Nothing below the guest's FIN lies elsewhere: subflow 1's FIN goes with it, as before."""
+    sim = Sim(2, UP_STREAM[:2000], b"", close="data")
+    while sim.guest_send(limit=4000):
+        pass
+    run(sim, [])
+    assert {r[2] for r in sim.flow.mp.runs} <= {0}
+    assert sim.conv.counters[Counter.Sf1FinHeld] == 0 and sim.conv.counters[Counter.Sf1FinLate] == 0
+    assert sim.subs[0].fin_at == 2001 and sim.subs[0].rcv_nxt == 2002
+
+
+def test_a_bare_fin_before_the_last_segment_holds_subflow_1s_fin():
+    """The guest's last segment is lost on its way to us (a full queue) and its bare FIN
+    comes first: subflow 1's FIN went with the DATA_FIN, and the segment's resend, new bytes,
+    went on subflow 1 after it (the server's TCP never takes them), every time. Found by
+    test_upload_then_close_any_schedule. Now the FIN waits for every byte below it."""
+    sim = Sim(2, UP_STREAM[:2000], b"", close="bare")
+    while sim.guest_send(limit=4000):
+        pass
+    last = sim.q["g2c"][-2]  # (the last data segment; the bare FIN after it)
+    sim.drop("g2c", len(sim.q["g2c"]) - 2)
+    while sim.q["g2c"]:
+        sim.deliver("g2c", 0)
+    mp = sim.flow.mp
+    assert mp.snd_nxt < 2001 and not mp.paths[0].fin_sent and mp.fin_held
+    sim.q["g2c"].append(last)  # (its resend)
+    run(sim, [])
+    assert sim.subs[0].rcv_nxt == sim.subs[0].fin_at + 1
