@@ -1590,14 +1590,19 @@ class Converter:
 
     def _room(self, pkt, data: bytes, opt, raw=None) -> bytes | None:
         """The guest's options (or `raw` instead) plus `opt` in 40 bytes: MPTCP wins over
-        SACK blocks, timestamps stay. None (counted) when even that does not fit."""
+        options the wire layer does not know and SACK blocks, timestamps stay. None (counted)
+        when even that does not fit."""
         start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
         try:
             return build_options(strip_mptcp(data, start, end) if raw is None else raw, (opt,))
         except WireError:
             pass
         o = parse_options(data, start, end) if raw is None else parse_options(raw, 0, len(raw))
-        for n in range(len(o.sack), -1, -1):  # re-encoded: unknown options go first, then SACK
+        # re-encoded from what parse_options knows (MSS, window scale, SACK-permitted,
+        # timestamps, SACK): options it does not know (TCP-MD5, TCP-AO, experimental ones)
+        # are dropped here, then SACK blocks one by one. (No Linux server converts such a
+        # flow: Linux turns MPTCP off on TCP-MD5 sockets, so their SYN/ACK falls back.)
+        for n in range(len(o.sack), -1, -1):
             tcp = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, o.sack[:n])
             try:
                 options = build_options(tcp, (opt,))
