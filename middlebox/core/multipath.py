@@ -1047,19 +1047,23 @@ def _ack_on(flow, p, extra=()) -> bytes:
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
 
-def _ack_on_sf1(flow, mp, extra=(), fin=False) -> bytes:
+def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None) -> bytes:
     """An ACK on subflow 1 from the guest's address: its own seq and the subflow ack the guest
     has passed on, the guest's DATA_ACK and window (for options the guest cannot send). With
-    `fin`: our FIN, sent already (p0.snd_nxt counts it), held back from the guest's (send)."""
+    `fin`: our FIN, sent already (p0.snd_nxt counts it), held back from the guest's (send).
+    With `dfin` (a bare DATA_FIN's DSS, its DATA_ACK to be set): that DSS, with the DATA_ACK."""
     p0 = mp.paths[0]
     sf = flow.sf
     _dack_carried(flow)
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     if not flow.ack64:
         data_ack &= M32
-    data_ack = _sf1_dack(flow, mp, p0.snd_nxt, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window, data_ack)
-    opts = build_options(b"", (Dss(data_ack, flow.ack64), *extra))
-    return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + p0.snd_nxt - (1 if fin else 0),
+    seq = p0.snd_nxt - (1 if fin else 0)
+    data_ack = _sf1_dack(flow, mp, seq, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window, data_ack)
+    d = Dss(data_ack, flow.ack64) if dfin is None else Dss(
+        data_ack, flow.ack64, dfin.data_seq, True, 0, 1, dfin.csum, True)
+    opts = build_options(b"", (d, *extra))
+    return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + seq,
                    sf.remote_isn + sf.rcv_base, ACK | FIN if fin else ACK, flow.guest_window, opts)
 
 
@@ -2205,6 +2209,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 ss += lim
             cut.append((a, b, idx, ss, m))
         pieces = cut
+    dup_fin = None  # (the DATA_FIN's piece, when its subflow has all its bytes: see below)
     for i, (a, b, idx, ss, m) in enumerate(pieces):
         p = mp.paths[idx]
         payload = data[pkt.payload_off + (a - s): pkt.payload_off + (b - s)]
@@ -2225,6 +2230,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         counters[Counter.DSSTX] += 1
         if dfin:
             counters[Counter.DataFinTX] += 1
+            if ss + (b - a) <= p.snd_una:
+                dup_fin = p
         p.tx_bytes += b - a
         resend = ss < p.sack_hi  # (into a hole: the server owes an answer again, _answered)
         if idx == 0:
@@ -2240,10 +2247,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
                 if p.fin_sent:
                     flags |= FIN
+                    dup_fin = None  # (the FIN takes it past the server's rcv_nxt)
                 elif _fin_may_go(mp, e):
                     flags |= FIN
                     p.fin_sent = True
                     p.snd_nxt += 1
+                    dup_fin = None
                 else:
                     _fin_hold(mp, counters)
             if in_place:
@@ -2272,6 +2281,18 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 _resent(p, flow.last)
             if payload and conv.config.repair_bytes:
                 _keep(conv, mp, p, ss, ss + (b - a), opt, payload, psh)
+    if dup_fin is not None and dup_fin.state in ALIVE:
+        # The DATA_FIN rode bytes its subflow has acked, with no TCP FIN: Linux drops such a
+        # segment whole as a duplicate and reads its mapping, DATA_FIN included, from queued
+        # data only (a zero-length segment's it reads at once). So a bare DATA_FIN too (ssn 0,
+        # length 1), or the server learnt of it only from the guest's next resend of its FIN,
+        # an RTO later (the guest folds its FIN into its resend of the last segment; review
+        # of 8347e00, whose hold had left such a resend without the TCP FIN)
+        dsn = (flow.local_idsn + e) & M64
+        opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, dss_checksum(dsn, 0, 1, b"") if flow.checksum else None, True)
+        counters[Counter.DataFinTX] += 1
+        actions.append(Inject(_ack_on_sf1(flow, mp, dfin=opt) if dup_fin.index == 0
+                              else _data_on(flow, dup_fin, opt, 0, b"")))
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
     if cwr_due:
         mp.cwr_owed = True
@@ -2624,8 +2645,11 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             mp.data_ack = da
             flow.data_acked = da
             moved = True
-            if da > mp.snd_nxt and mp.fin_held and not mp.fin_due and not mp.paths[0].fin_sent:
-                mp.fin_due = now  # (the DATA_FIN data-acked: subflow 1's FIN may go, tick)
+            if da > mp.snd_nxt and not mp.fin_due and not mp.fin_tries and not mp.paths[0].fin_sent:
+                # the DATA_FIN data-acked and subflow 1 sent no FIN: it may go now (tick).
+                # Not only after a hold: the guest's FIN may have come first on a resend not at
+                # subflow 1's tail, or gone on a join (review of 8347e00)
+                mp.fin_due = now
         if da >= mp.data_ack - 0x40000000:
             edge = da + p.snd_wnd
             if edge > mp.wnd_edge:
@@ -3838,6 +3862,12 @@ def _fin_late(conv, flow, mp, now: float) -> list:
         mp.fin_due = 0.0
         return []
     if not p0.fin_sent:
+        # (the wait for its answer starts now: judged on an old progress, subflow 1 went
+        # stale in the same tick, review of 8347e00)
+        if p0.snd_nxt == p0.snd_una:
+            p0.progress_at = now
+        else:
+            _owe(p0, now)
         p0.fin_sent = True
         p0.snd_nxt += 1
     mp.fin_due = now + max(FIN_WAIT, 2 * p0.srtt) * (1 << mp.fin_tries)

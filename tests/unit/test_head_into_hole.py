@@ -442,3 +442,43 @@ def test_a_closed_homes_bytes_go_on_subflow_1_whose_fin_waited():
     assert p.count("Sf1FinLate") == MP.FIN_TRIES and not mp.fin_due
 
 
+
+
+def _late_fin_due(p, mp, j2):
+    """The guest's bare FIN held (join 2 holds bytes below it), then the server has it all:
+    join 2 acked, the DATA_FIN data-acked; subflow 1 idle for a second."""
+    _bare_fin(p, mp)
+    p0 = mp.paths[0]
+    assert mp.fin_held and not p0.fin_sent
+    j2.snd_una = j2.snd_nxt
+    p0.progress_at = p0.acked_at = p.now - 1.0
+    j2.progress_at = j2.acked_at = p.now
+    p0.srtt = j2.srtt = 0.02
+    mp.data_ack = mp.snd_nxt + 1
+    mp.fin_due = p.now
+    return p0
+
+
+def test_the_late_fin_starts_the_wait_for_its_answer():
+    """(review of 8347e00) Judged on its old progress, subflow 1 went stale in the very tick
+    that sent its late FIN (a stale probe beside it), before the server could answer."""
+    p, mp, j2 = _state()
+    p0 = _late_fin_due(p, mp, j2)
+    p.conv.tick(p.now)
+    assert p0.fin_sent and p0.snd_nxt == p0.snd_una + 1
+    p.now += 0.005  # (the ACK of the FIN is not back yet)
+    p.conv.tick(p.now)
+    assert p0.state is SS.ESTABLISHED and p.count("SubflowStale") == 0
+
+
+def test_the_late_fin_is_recorded_at_its_own_seq():
+    """(review of 8347e00) The window model (_sf1_out) takes the segment's own seq, as
+    Linux's snd_wl1: the late FIN's is snd_nxt - 1."""
+    p, mp, j2 = _state()
+    p0 = _late_fin_due(p, mp, j2)
+    p0.wnd_seq = 0
+    acts = p.conv.tick(p.now)
+    fins = [a.data for a in acts if wire_check(a.data, True)[0].flags & 0x01]
+    assert len(fins) == 1
+    seq = (wire_check(fins[0], True)[0].seq - p0.local_isn) & 0xFFFFFFFF
+    assert seq == p0.snd_nxt - 1 and p0.wnd_seq == seq, (p0.wnd_seq, seq)

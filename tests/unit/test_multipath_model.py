@@ -603,7 +603,10 @@ class Sim:
                 self.fail(f"a DATA_FIN at DSN {(dss.data_seq - p.idsn_c + dss.data_len - 1) & M64}, not after the stream")
             if not plen and (dss.data_len != 1 or dss.subflow_seq != 0):
                 self.fail(f"a bare DATA_FIN with ssn {dss.subflow_seq} length {dss.data_len} (RFC 8684: 0 and 1)")
-            self.dfin_seen = True
+            if not plen or ((r + plen + (1 if pkt.flags & FIN else 0)) - s.rcv_nxt) & M32 in range(1, 0x80000000):
+                # (Linux reads a mapping's DATA_FIN from queued data: a segment its subflow
+                # has whole already is dropped unread; a zero-length one's at once)
+                self.dfin_seen = True
         if not plen:
             if pkt.flags & FIN and r == s.rcv_nxt:
                 s.rcv_nxt += 1
@@ -1570,3 +1573,72 @@ def test_a_bare_fin_before_the_last_segment_holds_subflow_1s_fin():
     sim.q["g2c"].append(last)  # (its resend)
     run(sim, [])
     assert sim.subs[0].rcv_nxt == sim.subs[0].fin_at + 1
+
+
+def _nine_on_join_1_then_one_on_subflow_1(how="bare", checksum=False):
+    """One uplink; nine guest segments on join 1 (a burst there), the last on subflow 1, all
+    reaching the converter. Returns the Sim."""
+    sim = Sim(1, UP_STREAM[:2000], b"", close=how, checksum=checksum)
+    mp = sim.flow.mp
+    for i in range(10):
+        mp.last_pick, mp.burst_left = (1 if i < 9 else 0), 1 << 20
+        assert sim.guest_send(limit=4000)
+        sim.deliver("g2c", 0)
+    assert [r[2] for r in mp.runs][-2:] == [1, 0], mp.runs
+    return sim
+
+
+def test_subflow_1_gets_its_fin_when_the_guests_first_fin_rides_a_resend_below_its_tail():
+    """(review of 8347e00) The guest's bare FIN is lost on its way here and comes first on its
+    resend of the last segment (Linux folds it in), whose bytes lie on subflow 1 below bytes
+    reinjected there after join 1 died: not at its tail, so no FIN there and no hold, and
+    subflow 1 never got its FIN though the server took the DATA_FIN. The late FIN is due
+    whenever the DATA_FIN is data-acked and subflow 1 sent none. (Checksums: no swap.)"""
+    sim = _nine_on_join_1_then_one_on_subflow_1(checksum=True)
+    mp = sim.flow.mp
+    sim.q["c2s"] = []  # all lost on the way to the server
+    assert sim.guest_send(limit=4000)  # the guest's bare FIN ...
+    sim.drop("g2c", 0)  # ... lost on its way here
+    up = mp.paths[1].uplink
+    sim.link_down(next(i for i, u in enumerate(sim.p.cfg.uplinks) if u.name == up.name))
+    sim.q["c2g"] = []
+    for rel in range(6, 1806, 200):  # the guest's RTO: all again, its FIN in the last segment
+        sim.g_seg(rel, 200)
+        sim.deliver("g2c", 0)
+    sim.g_seg(1806, 195)
+    n = len(sim.q["c2s"])
+    sim.deliver("g2c", 0)
+    (buf,) = sim.q["c2s"][n:]
+    pkt, _, opts = wire_check(buf, True)
+    (dss,) = [o for o in opts if isinstance(o, Dss)]
+    assert dss.data_fin and not pkt.flags & FIN and not mp.fin_held
+    run(sim, [])  # (done: subflow 1 got its FIN)
+    assert sim.conv.counters[Counter.Sf1FinLate] >= 1
+
+
+def test_a_data_fin_riding_only_bytes_the_subflow_has_goes_bare_too():
+    """(review of 8347e00) The guest folds its FIN into its resend of the last segment,
+    which subflow 1 already has; its FIN held (join 1's bytes are lost), the segment went
+    without the TCP FIN, a whole duplicate, which Linux drops unread: the DATA_FIN in its
+    mapping was learnt only from the guest's next FIN, an RTO later. A bare DATA_FIN goes
+    beside it now, read at once."""
+    sim = _nine_on_join_1_then_one_on_subflow_1()
+    last = sim.q["c2s"][-1]
+    sim.q["c2s"] = []  # join 1's segments lost; the last reaches the server on subflow 1
+    sim.server_in(last)
+    assert sim.guest_send(limit=4000)  # the guest's bare FIN
+    sim.deliver("g2c", 0)
+    sim.q["c2s"] = []  # its DATA_FIN lost on the way
+    while sim.q["s2c"] or sim.q["c2g"]:
+        sim.deliver("s2c", 0)
+        sim.deliver("c2g", 0)
+    sim.step(1.0)  # the guest's RTO: go-back-N, its FIN folded into the last segment
+    for rel in range(6, 1806, 200):
+        sim.g_seg(rel, 200)
+    sim.g_seg(1806, 195)
+    while sim.q["g2c"]:
+        sim.deliver("g2c", 0)
+    while sim.q["c2s"]:
+        sim.deliver("c2s", 0)
+    assert sim.up_rcv == 2001 and sim.up_fin(), (sim.up_rcv, sim.dfin_seen)
+    run(sim, [])
