@@ -2640,7 +2640,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             da = (dss.data_ack - flow.local_idsn) & M64
         else:
             da = _unwrap((dss.data_ack - flow.local_idsn) & M32, mp.data_ack)
-        if mp.data_ack < da <= mp.snd_nxt + 1:
+        if mp.data_ack < da <= mp.snd_nxt + (1 if flow.local_fin else 0):  # (+1: our DATA_FIN)
             _rearm_fill(mp, da)
             mp.data_ack = da
             flow.data_acked = da

@@ -482,3 +482,16 @@ def test_the_late_fin_is_recorded_at_its_own_seq():
     assert len(fins) == 1
     seq = (wire_check(fins[0], True)[0].seq - p0.local_isn) & 0xFFFFFFFF
     assert seq == p0.snd_nxt - 1 and p0.wnd_seq == seq, (p0.wnd_seq, seq)
+
+
+def test_a_data_ack_past_a_data_fin_never_sent_moves_nothing():
+    """A DATA_ACK one past everything sent before the guest closed acks a DATA_FIN we never
+    sent (a forged or broken server): taken, it told the guest of a byte it never sent and
+    sent subflow 1's FIN under the guest's open stream."""
+    p, mp, j2 = _state()
+    mp.paths[0].state = SS.ESTABLISHED
+    p.c_dack = mp.snd_nxt + 1
+    p.now += 0.01
+    p.conv.handle(p.s_packet((p.s_isn + 1) & 0xFFFFFFFF, (mp.paths[0].local_isn + mp.paths[0].snd_nxt) & 0xFFFFFFFF,
+                             0x10, (p.dack(),)), Direction.IN, p.now)
+    assert mp.data_ack == 6 and not mp.fin_due
