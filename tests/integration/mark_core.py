@@ -2,7 +2,8 @@
 (`--converter mark_core:Converter`): once a multipath flow has sent $MARK_CORE_AT bytes at the
 data level, its first join's path goes silent both ways (every packet the core sends on it,
 and every one that comes for it, is lost at the core's door, as on a wire that died with its
-link still up), and $MARK_CORE_FILE is written with what each subflow had in flight. Done
+link still up), the scheduler is put in a burst on that join (so the next new bytes go
+there and are lost), and $MARK_CORE_FILE is written with what each subflow had in flight. Done
 here rather than with nft from the test, whose few milliseconds let the transfer run past
 the point (test_multipath.py: a join dying with bytes below the guest's FIN). Everything
 else is the product's core (compiled or reference, as the daemon would run)."""
@@ -35,6 +36,10 @@ class Converter(_core.Converter):
                 if mp is not None and mp.snd_nxt >= self.mark_at and len(mp.paths) > 1:
                     p = mp.paths[1]
                     self.silent = (p.local, p.lport)
+                    # and the scheduler in a burst there: the guest's last bytes go onto the
+                    # silent join (else it may have put them all on subflow 1, its bytes
+                    # before the mark reaching the server: nothing to lose, a test run found)
+                    mp.last_pick, mp.burst_left = 1, 1 << 30
                     with open(self.mark_file, "w") as f:
                         f.write(f"{now} data_ack {mp.data_ack} snd_nxt {mp.snd_nxt} " + " ".join(
                             f"[{q.index} {q.state.name} {q.snd_una}..{q.snd_nxt}]" for q in mp.paths) + "\n")

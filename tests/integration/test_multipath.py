@@ -443,19 +443,31 @@ def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
 def test_a_join_dying_with_bytes_below_the_guests_fin(mbox, server_factory, tmp_path):
     """The guest uploads and closes at once (its FIN right behind its data). 64 KB before
-    the end, uplink 2's path (the only join's) goes silent both ways (mark_core), so the join
-    holds bytes below the guest's FIN that the server never gets, and dies of silence after
-    it. Those bytes need new mappings and only subflow 1 is left: had it carried the guest's
-    FIN, it could take none (a subflow takes no byte after its FIN) and the upload stalled
-    for good (ReinjectNoPath; the end of a failover capture, stop 29). Subflow 1's FIN waits
-    now while a byte below it may need a new mapping: the bytes arrive intact, the server's
-    close reaches the guest."""
+    the end, uplink 2's path (the only join's) goes silent both ways and the guest's next
+    bytes are steered onto it (mark_core), so the join holds bytes below the guest's FIN
+    that the server never gets, and dies of silence after it. Those bytes need new mappings
+    and only subflow 1 is left: had it carried the guest's FIN, it could take none (a
+    subflow takes no byte after its FIN): the Linux server reset the connection, or the
+    upload stalled for good (ReinjectNoPath; the end of a failover capture, stop 29).
+    Subflow 1's FIN waits now while a byte below it may need a new mapping: the bytes
+    arrive intact, the server's close reaches the guest. Each attempt must be right; the
+    case must arise in one of three (the join's window may refuse the steered bytes)."""
+    arose = []
+    for attempt in range(3):
+        c = _close_on_a_dying_join(mbox, server_factory, tmp_path / f"mark{attempt}")
+        if c.get("Sf1FinHeld", 0) >= 1 and c.get("ReinjectTX", 0) >= 1 and c.get("SubflowDead", 0) >= 1:
+            arose.append(attempt)
+            break
+    assert arose, c
+
+
+def _close_on_a_dying_join(mbox, server_factory, mark) -> dict:
+    """One attempt of the test above: its checks, and the daemon's core counters."""
     import hashlib
 
     from conftest import guest_connect, recv_digest
 
     t = mbox.t
-    mark = tmp_path / "mark"
     n = 8 * MB
     d = mbox.start(*JOIN, "--converter", "mark_core:Converter", uplinks=True,
                    env={"MARK_CORE_FILE": str(mark), "MARK_CORE_AT": str(n - 64 * 1024)})
@@ -473,14 +485,14 @@ def test_a_join_dying_with_bytes_below_the_guests_fin(mbox, server_factory, tmp_
         assert rest == b"", rest  # (the server's close)
     finally:
         d.stop()
+        srv.close()
         print(d.output[-2000:])
     print(mark.read_text())
     c = core_counters(d.output)
     dd = delta(before, t.nstat(t.server))
     print({k: v for k, v in c.items() if k.startswith(("Sf1Fin", "Reinject", "Subflow", "DataFin", "Guest"))})
-    assert c.get("SubflowDead", 0) >= 1, c  # (the join died of silence)
-    assert c.get("Sf1FinHeld", 0) >= 1 and c.get("ReinjectTX", 0) >= 1, c  # (the case arose)
     assert c.get("ReinjectNoPath", 0) == 0, c
     bad = {k: dd.get(k, 0) for k in MUST_STAY_ZERO if dd.get(k, 0)}
     assert not bad, bad
     assert not srv.errors, srv.errors
+    return c
