@@ -313,7 +313,7 @@ class MpConn:
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
-                 "orphan_hi", "rtx_bytes", "held", "counters", "fin_held", "fin_due", "fin_tries")
+                 "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -361,9 +361,8 @@ class MpConn:
         self.rtx_bytes = 0  # payload kept for repair on this flow's extra subflows
         self.held = [0]  # the converter's tally of it, all flows (set at start: repair_held)
         self.counters = None  # the converter's counters (set at start), for helpers without conv
-        # subflow 1's TCP FIN held back from the guest's (send, _fin_may_go): its DATA_FIN went
-        # without it; the FIN goes by `fin_due` (tick) once the server data-acked the DATA_FIN
-        self.fin_held = False
+        # subflow 1's TCP FIN when it did not go with the guest's (send, _fin_may_go): due by
+        # `fin_due` (tick) once the server data-acked the DATA_FIN, sent `fin_tries` times
         self.fin_due = 0.0
         self.fin_tries = 0
 
@@ -2138,7 +2137,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         if p0_alive:
             held = not p0.fin_sent and not _fin_may_go(mp, fin_d)
             if held:  # (the DATA_FIN on an ACK: ssn 0 takes no subflow seq, RFC 8684 §3.3.3)
-                _fin_hold(mp, counters)
+                counters[Counter.Sf1FinHeld] += 1
             elif not p0.fin_sent:
                 p0.fin_sent = True
                 p0.snd_nxt += 1
@@ -2253,8 +2252,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     p.fin_sent = True
                     p.snd_nxt += 1
                     dup_fin = None
-                else:
-                    _fin_hold(mp, counters)
+                else:  # (the DATA_FIN in the mapping alone, _fin_may_go)
+                    counters[Counter.Sf1FinHeld] += 1
             if in_place:
                 options = conv._room(pkt, data, opt, raw)
                 if options is None:
@@ -2298,12 +2297,6 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         mp.cwr_owed = True
     flow.bytes_out += plen
     return actions
-
-
-def _fin_hold(mp, counters) -> None:
-    """The guest's FIN goes on subflow 1 as a DATA_FIN without the TCP FIN (_fin_may_go)."""
-    mp.fin_held = True
-    counters[Counter.Sf1FinHeld] += 1
 
 
 def _keep(conv, mp, p, s: int, e: int, opt, payload: bytes, psh: int) -> None:
