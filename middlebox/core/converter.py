@@ -1248,6 +1248,8 @@ class Converter:
         return Inject(self._ack_to_server(flow, pkt, data, ack, (MpFail(dsn & M64),)))
 
     def _h_drop_stale(self, flow, pkt, data, ctx):
+        if flow.mp is not None:  # (its acks still move subflow 1: the server's ACK of our late
+            MP.sf1_in(self, flow, pkt, ctx, data)  # FIN after the close, else sent six times)
         self.counters[Counter.StaleAckDropped] += 1
         return [Drop("bare ACK after the close: the guest is gone or in TIME_WAIT")]
 

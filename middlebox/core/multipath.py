@@ -1954,7 +1954,10 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     continue  # the server has these bytes (data-acked): nothing to resend
                 below = ss + (b - a) <= p.snd_una  # its subflow acked them
                 acked = below and not (fin and b == e)
-                lost = acked and a <= mp.data_ack < b
+                # (the FIN's piece too: sent again at its acked seqs, a whole duplicate the
+                # server drops unread, every RTO, while subflow 1's FIN waited for it;
+                # second review of the FIN hold)
+                lost = below and a <= mp.data_ack < b
                 if (not lost and below and b > mp.data_ack and p.state is not SS.CLOSED
                         and _unsure_in(mp, a, b)):
                     # its subflow acked bytes that may be another DSN's (_head_hole's swap):
@@ -2229,8 +2232,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         counters[Counter.DSSTX] += 1
         if dfin:
             counters[Counter.DataFinTX] += 1
-            if ss + (b - a) <= p.snd_una:
-                dup_fin = p
+            if fin and b == e and ss + (b - a) <= p.snd_una:  # (not `m`'s flag on a cut
+                dup_fin = p  # without the guest's FIN: a bare DATA_FIN at its end was misplaced)
         p.tx_bytes += b - a
         resend = ss < p.sack_hi  # (into a hole: the server owes an answer again, _answered)
         if idx == 0:
@@ -2633,7 +2636,10 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             da = (dss.data_ack - flow.local_idsn) & M64
         else:
             da = _unwrap((dss.data_ack - flow.local_idsn) & M32, mp.data_ack)
-        if mp.data_ack < da <= mp.snd_nxt + (1 if flow.local_fin else 0):  # (+1: our DATA_FIN)
+        top = mp.snd_nxt
+        if flow.local_fin and _unwrap((flow.local_fin_seq - flow.guest_isn) & M32, top) == top:
+            top += 1  # (our DATA_FIN, once the guest's FIN is in and every byte before it sent)
+        if mp.data_ack < da <= top:
             _rearm_fill(mp, da)
             mp.data_ack = da
             flow.data_acked = da

@@ -15,12 +15,13 @@ join 2's snd_una is 1 (ssn 1.. lost, the server shows it by duplicate ACKs), sub
 
 from __future__ import annotations
 
-from middlebox.core import Direction, Drop
+from middlebox.core import Direction, Drop, Inject, Rewrite
 from middlebox.core import multipath as MP
+from middlebox.core.table import State as S
 from middlebox.core.table import SubflowState as SS
+from middlebox.wire import Dss
 
 from tests.unit.test_checksum_segment_maps import _maps
-from middlebox.wire import Dss
 from tests.unit.test_subflow_table import MPair, wire_check
 
 
@@ -495,3 +496,155 @@ def test_a_data_ack_past_a_data_fin_never_sent_moves_nothing():
     p.conv.handle(p.s_packet((p.s_isn + 1) & 0xFFFFFFFF, (mp.paths[0].local_isn + mp.paths[0].snd_nxt) & 0xFFFFFFFF,
                              0x10, (p.dack(),)), Direction.IN, p.now)
     assert mp.data_ack == 6 and not mp.fin_due
+
+
+# -- second review of the FIN hold ---------------------------------------------------------------
+
+M32 = 0xFFFFFFFF
+
+
+def _closed_second():
+    """The server's DATA_FIN first (the guest acks it), then the guest's last bytes on join 2
+    and its bare FIN: held. The server data-acks it all: TIME_WAIT, the late FIN due."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    p0 = mp.paths[0]
+    p.inn(p.s_bare_data_fin())
+    assert p.flow.remote_fin
+    p.g_rcv = (p.s_isn + 2) & M32
+    p.out(p.g_ack())
+    assert p.flow.remote_fin_acked
+    p.data_on(2)
+    p.out(p.g_fin())
+    assert p.count("Sf1FinHeld") == 1 and not p0.fin_sent
+    p.c_dack = mp.snd_nxt + 1
+    acts, _ = p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    assert mp.data_ack == mp.snd_nxt + 1 and mp.fin_due
+    return p, mp, p0
+
+
+def test_late_fin_ack_in_time_wait_is_seen():
+    """(second review of the FIN hold) The guest closed second: the server's DATA_ACK of its
+    DATA_FIN took the flow to TIME_WAIT, then the late FIN went; the server's ACK of it was
+    a stale ACK, dropped before subflow 1 saw it, and the FIN went six times in 31 s."""
+    p, mp, p0 = _closed_second()
+    assert p.flow.state is S.TIME_WAIT, p.flow.state
+    p.tick(0.001)
+    assert p.count("Sf1FinLate") == 1 and p0.fin_sent
+    # the server acks our late FIN (a pure ACK with its DATA_ACK)
+    acts, _ = p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    for i in range(MP.FIN_TRIES + 1):
+        p.tick(MP.FIN_WAIT * (1 << i) + 0.01)
+    assert p0.snd_una == p0.snd_nxt, (p0.snd_una, p0.snd_nxt)
+    assert p.count("Sf1FinLate") == 1, p.count("Sf1FinLate")
+
+
+
+
+def test_fin_folded_resend_of_bytes_acked_on_subflow_1_without_the_data_level_gets_a_new_mapping():
+    """(second review of the FIN hold) Subflow 1 acked DSNs 6..206, the data level did not.
+    The guest's bare FIN is held for exactly this (_fin_may_go). The guest's RTO resends
+    6..206 with its FIN folded in: the bytes need a new mapping (send's `lost`)."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    p0 = mp.paths[0]
+    for q in mp.paths[1:]:
+        q.state = SS.CLOSED  # (everything on subflow 1)
+    body = bytes(range(200))
+    s0 = p.g_nxt
+    p.out(p.g_data(body))
+    assert mp.runs[-1][2] == 0 and mp.snd_nxt == 206
+    old_ss = p0.snd_nxt - 200  # (subflow 1's seq of DSN 6)
+    # subflow 1 acks them, the DATA_ACK stays at 6
+    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    assert p0.snd_una == p0.snd_nxt and mp.data_ack == 6
+    p.out(p.g_fin())
+    assert p.count("Sf1FinHeld") == 1 and not p0.fin_sent
+    # the guest's RTO: 6..206 again, its FIN folded in
+    acts, _ = p.out(p.g_data(body, fin=True, seq=s0))
+    maps = _maps(p, acts)
+    assert maps, "nothing sent"
+    assert all((pk.seq - p0.local_isn) & M32 != old_ss for pk, _, d in maps), \
+        "sent again at its acked subflow seq: a whole duplicate the server drops unread, every RTO"
+
+
+
+
+def _data_fins(p, acts):
+    out = []
+    for a in acts:
+        if isinstance(a, (Inject, Rewrite)):
+            pkt, _, opts = wire_check(a.data, isinstance(a, Inject))
+            for o in opts:
+                if isinstance(o, Dss) and o.data_fin:
+                    out.append(((o.data_seq + o.data_len - 1 - p.flow.local_idsn) & 0xFFFFFFFFFFFFFFFF,
+                                pkt.payload_len, o.subflow_seq))
+    return out
+
+
+def test_a_resend_without_the_guests_fin_adds_no_data_fin_at_its_own_end():
+    """(second review of the FIN hold) A whole-mapping run on subflow 1 carries the DATA_FIN (the guest's super-packet with its
+    FIN). The guest resends a super-packet without its FIN: from join 2's lost bytes to the
+    middle of that run, whose first MSS subflow 1 acked. Its cut pieces copy the run's mapping,
+    DATA_FIN flag included (m), and the first one, below snd_una, made `dup_fin`: a bare
+    DATA_FIN at the resend's end, not at the guest's FIN."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    p0, j1, j2 = mp.paths
+    j1.state = SS.CLOSED
+    p.data_on(2, size=100)
+    x = mp.runs[-1][0]
+    assert mp.runs[-1][2] == 2
+    # subflow 1 acked all it has, the data level stops at join 2's bytes
+    p.c_dack = x
+    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    a = mp.snd_nxt
+    mss = 1400
+    ss_a = p0.snd_nxt
+    body = bytes(range(256)) * 17
+    body = body[:3 * mss]
+    acts, _ = p.out(p.g_data(body, fin=True))
+    fin_dsn = a + 3 * mss
+    run = mp.runs[-1]
+    assert run[2] == 0 and run[4] is not None and run[4][4], run  # one mapping, DATA_FIN in it
+    # subflow 1 acks its first MSS; the rest lost
+    lim = MP._seg_max(p0, p.conv._mss_limit[4] - 12)  # (the cut's segment size)
+    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + ss_a + lim) & M32, 0x10, (p.dack(),)))
+    assert p0.snd_una == ss_a + lim and mp.data_ack == x
+    # the guest resends x .. a + 2 MSS, no FIN (its FIN is on the last skb)
+    resend = bytes(a - x) + body[:2 * mss]
+    acts, _ = p.out(p.g_data(resend, seq=(p.flow.guest_isn + x) & M32))
+    fins = _data_fins(p, acts)
+    assert all(d == fin_dsn for d, _, _ in fins), (fins, fin_dsn)
+
+
+def test_a_data_ack_of_a_byte_never_sent_below_the_data_fin_moves_nothing():
+    """(second review of the FIN hold; a broken or forged server) The guest's segment 206..306 was lost on its way
+    here, its bare FIN came (DATA_FIN at 306). A DATA_ACK of 207 acks byte 206, never sent:
+    taken, since local_fin allows mp.snd_nxt + 1 whatever the DATA_FIN's DSN."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    mp = p.mp
+    p0 = mp.paths[0]
+    for q in mp.paths[1:]:
+        q.state = SS.CLOSED
+    p.out(p.g_data(bytes(200)))
+    p.c_dack = 206
+    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    assert mp.snd_nxt == 206 and mp.data_ack == 206
+    p.out(p.g_data(b"", fin=True, seq=(p.flow.guest_isn + 306) & M32))
+    assert p.flow.local_fin and mp.snd_nxt == 206
+    p.c_dack = 207
+    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    assert mp.data_ack == 206 and not mp.fin_due, (mp.data_ack, mp.fin_due)
