@@ -442,7 +442,7 @@ def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
 def test_a_join_dying_with_bytes_below_the_guests_fin(mbox, server_factory, tmp_path):
-    """The guest uploads and closes at once (its FIN right behind its data). 64 KB before
+    """The guest uploads and closes at once (its FIN right behind its data). 32-64 KB before
     the end, uplink 2's path (the only join's) goes silent both ways and the guest's next
     bytes are steered onto it (mark_core), so the join holds bytes below the guest's FIN
     that the server never gets, and dies of silence after it. Those bytes need new mappings
@@ -451,17 +451,22 @@ def test_a_join_dying_with_bytes_below_the_guests_fin(mbox, server_factory, tmp_
     upload stalled for good (ReinjectNoPath; the end of a failover capture, stop 29).
     Subflow 1's FIN waits now while a byte below it may need a new mapping: the bytes
     arrive intact, the server's close reaches the guest. Each attempt must be right; the
-    case must arise in one of three (the join's window may refuse the steered bytes)."""
+    case must arise in one of five. It does not when nothing is lost (the guest's last
+    super-packet, FIN and all, crossed the mark: more likely the nearer the end), or when the
+    guest, its window full behind the lost bytes, sends its FIN only after the join died
+    (more likely the farther: a loop saw three attempts in a row so with 64 KB left); so the
+    mark alternates."""
     arose = []
-    for attempt in range(3):
-        c = _close_on_a_dying_join(mbox, server_factory, tmp_path / f"mark{attempt}")
+    for attempt in range(5):
+        left = (32, 64, 48, 32, 64)[attempt] * 1024
+        c = _close_on_a_dying_join(mbox, server_factory, tmp_path / f"mark{attempt}", left)
         if c.get("Sf1FinHeld", 0) >= 1 and c.get("ReinjectTX", 0) >= 1 and c.get("SubflowDead", 0) >= 1:
             arose.append(attempt)
             break
     assert arose, c
 
 
-def _close_on_a_dying_join(mbox, server_factory, mark) -> dict:
+def _close_on_a_dying_join(mbox, server_factory, mark, left: int) -> dict:
     """One attempt of the test above: its checks, and the daemon's core counters."""
     import hashlib
 
@@ -470,7 +475,7 @@ def _close_on_a_dying_join(mbox, server_factory, mark) -> dict:
     t = mbox.t
     n = 8 * MB
     d = mbox.start(*JOIN, "--converter", "mark_core:Converter", uplinks=True,
-                   env={"MARK_CORE_FILE": str(mark), "MARK_CORE_AT": str(n - 64 * 1024)})
+                   env={"MARK_CORE_FILE": str(mark), "MARK_CORE_AT": str(n - left)})
     srv = server_factory()
     before = t.nstat(t.server)
     data = payload(n)
