@@ -22,14 +22,12 @@ from middlebox.core.table import SubflowState as SS
 from middlebox.wire import Dss
 
 from tests.unit.test_checksum_segment_maps import _maps
-from tests.unit.test_subflow_table import MPair, wire_check
+from tests.unit.test_resends_into_holes import _pair
+from tests.unit.test_subflow_table import wire_check
 
 
 def _state():
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
+    p = _pair()
     mp = p.mp
     for q in mp.paths:
         assert q.snd_nxt == q.snd_una
@@ -503,13 +501,24 @@ def test_a_data_ack_past_a_data_fin_never_sent_moves_nothing():
 M32 = 0xFFFFFFFF
 
 
+def _sf1_only():
+    """A multipath flow whose joins are closed: everything goes on subflow 1."""
+    p = _pair()
+    mp = p.mp
+    for q in mp.paths[1:]:
+        q.state = SS.CLOSED
+    return p, mp, mp.paths[0]
+
+
+def _server_ack(p, p0):
+    """The server's pure ACK on subflow 1 of all it was sent, with its DATA_ACK (p.c_dack)."""
+    return p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+
+
 def _closed_second():
     """The server's DATA_FIN first (the guest acks it), then the guest's last bytes on join 2
     and its bare FIN: held. The server data-acks it all: TIME_WAIT, the late FIN due."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
+    p = _pair()
     mp = p.mp
     p0 = mp.paths[0]
     p.inn(p.s_bare_data_fin())
@@ -521,7 +530,7 @@ def _closed_second():
     p.out(p.g_fin())
     assert p.count("Sf1FinHeld") == 1 and not p0.fin_sent
     p.c_dack = mp.snd_nxt + 1
-    acts, _ = p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    acts, _ = _server_ack(p, p0)
     assert mp.data_ack == mp.snd_nxt + 1 and mp.fin_due
     return p, mp, p0
 
@@ -535,7 +544,7 @@ def test_late_fin_ack_in_time_wait_is_seen():
     p.tick(0.001)
     assert p.count("Sf1FinLate") == 1 and p0.fin_sent
     # the server acks our late FIN (a pure ACK with its DATA_ACK)
-    acts, _ = p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    acts, _ = _server_ack(p, p0)
     for i in range(MP.FIN_TRIES + 1):
         p.tick(MP.FIN_WAIT * (1 << i) + 0.01)
     assert p0.snd_una == p0.snd_nxt, (p0.snd_una, p0.snd_nxt)
@@ -548,21 +557,14 @@ def test_fin_folded_resend_of_bytes_acked_on_subflow_1_without_the_data_level_ge
     """(second review of the FIN hold) Subflow 1 acked DSNs 6..206, the data level did not.
     The guest's bare FIN is held for exactly this (_fin_may_go). The guest's RTO resends
     6..206 with its FIN folded in: the bytes need a new mapping (send's `lost`)."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
-    mp = p.mp
-    p0 = mp.paths[0]
-    for q in mp.paths[1:]:
-        q.state = SS.CLOSED  # (everything on subflow 1)
+    p, mp, p0 = _sf1_only()
     body = bytes(range(200))
     s0 = p.g_nxt
     p.out(p.g_data(body))
     assert mp.runs[-1][2] == 0 and mp.snd_nxt == 206
     old_ss = p0.snd_nxt - 200  # (subflow 1's seq of DSN 6)
     # subflow 1 acks them, the DATA_ACK stays at 6
-    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    _server_ack(p, p0)
     assert p0.snd_una == p0.snd_nxt and mp.data_ack == 6
     p.out(p.g_fin())
     assert p.count("Sf1FinHeld") == 1 and not p0.fin_sent
@@ -589,15 +591,13 @@ def _data_fins(p, acts):
 
 
 def test_a_resend_without_the_guests_fin_adds_no_data_fin_at_its_own_end():
-    """(second review of the FIN hold) A whole-mapping run on subflow 1 carries the DATA_FIN (the guest's super-packet with its
-    FIN). The guest resends a super-packet without its FIN: from join 2's lost bytes to the
-    middle of that run, whose first MSS subflow 1 acked. Its cut pieces copy the run's mapping,
-    DATA_FIN flag included (m), and the first one, below snd_una, made `dup_fin`: a bare
-    DATA_FIN at the resend's end, not at the guest's FIN."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
+    """(second review of the FIN hold) A whole-mapping run on subflow 1 carries the
+    DATA_FIN (the guest's super-packet with its FIN). The guest resends a super-packet
+    without its FIN: from join 2's lost bytes to the middle of that run, whose first MSS
+    subflow 1 acked. Its cut pieces copy the run's mapping, DATA_FIN flag included (m), and
+    the first one, below snd_una, made `dup_fin`: a bare DATA_FIN at the resend's end, not
+    at the guest's FIN."""
+    p = _pair()
     mp = p.mp
     p0, j1, j2 = mp.paths
     j1.state = SS.CLOSED
@@ -606,7 +606,7 @@ def test_a_resend_without_the_guests_fin_adds_no_data_fin_at_its_own_end():
     assert mp.runs[-1][2] == 2
     # subflow 1 acked all it has, the data level stops at join 2's bytes
     p.c_dack = x
-    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    _server_ack(p, p0)
     a = mp.snd_nxt
     mss = 1400
     ss_a = p0.snd_nxt
@@ -628,23 +628,16 @@ def test_a_resend_without_the_guests_fin_adds_no_data_fin_at_its_own_end():
 
 
 def test_a_data_ack_of_a_byte_never_sent_below_the_data_fin_moves_nothing():
-    """(second review of the FIN hold; a broken or forged server) The guest's segment 206..306 was lost on its way
-    here, its bare FIN came (DATA_FIN at 306). A DATA_ACK of 207 acks byte 206, never sent:
+    """(second review of the FIN hold; a broken or forged server) The guest's segment
+    206..306 was lost on its way here, its bare FIN came (DATA_FIN at 306). A DATA_ACK of 207 acks byte 206, never sent:
     taken, since local_fin allows mp.snd_nxt + 1 whatever the DATA_FIN's DSN."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
-    mp = p.mp
-    p0 = mp.paths[0]
-    for q in mp.paths[1:]:
-        q.state = SS.CLOSED
+    p, mp, p0 = _sf1_only()
     p.out(p.g_data(bytes(200)))
     p.c_dack = 206
-    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    _server_ack(p, p0)
     assert mp.snd_nxt == 206 and mp.data_ack == 206
     p.out(p.g_data(b"", fin=True, seq=(p.flow.guest_isn + 306) & M32))
     assert p.flow.local_fin and mp.snd_nxt == 206
     p.c_dack = 207
-    p.inn(p.s_packet((p.s_isn + 1) & M32, (p0.local_isn + p0.snd_nxt) & M32, 0x10, (p.dack(),)))
+    _server_ack(p, p0)
     assert mp.data_ack == 206 and not mp.fin_due, (mp.data_ack, mp.fin_due)
