@@ -2283,7 +2283,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 _resent(p, flow.last)
             if payload and conv.config.repair_bytes:
                 _keep(conv, mp, p, ss, ss + (b - a), opt, payload, psh)
-    if dup_fin is not None and dup_fin.state in ALIVE:
+    if dup_fin is not None and dup_fin.state not in ALIVE:
+        # (on a join the server closed, CLOSING: subflow 1 or the best live join instead;
+        # else every FIN resend went the same way and the close hung, second review)
+        k = 0 if p0_alive else _best_live(mp)
+        dup_fin = mp.paths[k] if k >= 0 else None
+    if dup_fin is not None:
         # The DATA_FIN rode bytes its subflow has acked, with no TCP FIN: Linux drops such a
         # segment whole as a duplicate and reads its mapping, DATA_FIN included, from queued
         # data only (a zero-length segment's it reads at once). So a bare DATA_FIN too (ssn 0,

@@ -641,3 +641,24 @@ def test_a_data_ack_of_a_byte_never_sent_below_the_data_fin_moves_nothing():
     p.c_dack = 207
     _server_ack(p, p0)
     assert mp.data_ack == 206 and not mp.fin_due, (mp.data_ack, mp.fin_due)
+
+
+def test_a_data_fin_on_a_duplicate_on_a_closing_join_goes_bare_on_subflow_1():
+    """(second review's remark) The guest's FIN resend lands on join 2, which the server has
+    closed (CLOSING) and which has all of those bytes, data-acked: the DATA_FIN rides a whole
+    duplicate there, and the bare one beside it wanted a live subflow: every FIN resend went
+    the same way and the close hung. It goes on subflow 1 now."""
+    p, mp, j2 = _state()
+    p0 = mp.paths[0]
+    p0.state = SS.ESTABLISHED
+    j2.snd_una = j2.snd_nxt  # (join 2 acked all it has ...)
+    mp.data_ack = mp.snd_nxt  # (... and the data level too)
+    j2.state = SS.CLOSING  # (the server sent its FIN there)
+    tail = (p.flow.guest_isn + 3046 - 40) & 0xFFFFFFFF
+    acts = p.conv.handle(p.g_data(bytes(40), seq=tail, fin=True), Direction.OUT, p.now)
+    fins = []
+    for a in acts:
+        if isinstance(a, (Inject, Rewrite)):
+            pkt, _, opts = wire_check(a.data, isinstance(a, Inject))
+            fins += [(pkt.src, pkt.payload_len, o.data_len) for o in opts if isinstance(o, Dss) and o.data_fin]
+    assert (mp.guest, 0, 1) in fins, fins  # a bare DATA_FIN from the guest's address: subflow 1
