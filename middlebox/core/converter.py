@@ -886,9 +886,7 @@ class Converter:
                                              build_options(ts, (opt,)), payload, marks)))
                 a = c
         if fin_apart:  # the last piece's mapping ends before the FIN: a bare DATA_FIN (§3.3)
-            dsn = (flow.local_idsn + end) & M64
-            csum = dss_checksum(dsn, 0, 1, b"") if flow.checksum else None
-            opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, csum, True)
+            opt = MP.bare_dfin(flow, data_ack, end)
             out.append(Inject(MP.segment(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
                                          (sf.local_isn + shift + end) & M32, ack, ACK | FIN | ecn, pkt.window,
                                          build_options(ts, (opt,)), b"", marks)))

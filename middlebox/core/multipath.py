@@ -1992,10 +1992,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     _runs_move(mp, a, b, k, q.snd_nxt)
                     _unsure_drop(mp, a, b)
                     ss = q.snd_nxt
-                    if ss == q.snd_una:
-                        q.progress_at = now  # (as for new bytes below)
-                    else:
-                        _owe(q, now)
+                    _wait_from(q, now)  # (as for new bytes below)
                     q.snd_nxt += b - a
                     idx = k
                     m = None
@@ -2100,14 +2097,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if s > start_d:
                 counters[Counter.GapReserved] += s - start_d
             s0 = p.snd_nxt
-            if s0 == p.snd_una:
-                # nothing was in flight: the wait for an ACK starts now. From the last ACK of
-                # an idle subflow instead, its first bytes after a pause looked two RTTs
-                # overdue at once (_hole_evident: blocks above them, the guest resent them) and
-                # stale in the next tick (SubflowStale) while another subflow had progressed
-                p.progress_at = now
-            else:
-                _owe(p, now)  # (so too for one waiting only for resends into its holes)
+            _wait_from(p, now)
             _admit(p, e - start_d)
             p.snd_nxt += e - start_d
             mp.snd_nxt = e
@@ -2133,9 +2123,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     actions = [None]
     verdict = None
     if not plen:  # a bare FIN: a bare DATA_FIN (ssn 0, length 1), on subflow 1 with its FIN
-        dsn = (flow.local_idsn + fin_d) & M64
-        csum = dss_checksum(dsn, 0, 1, b"") if flow.checksum else None
-        opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, csum, True)
+        opt = bare_dfin(flow, data_ack, fin_d)
         counters[Counter.DataFinTX] += 1
         if p0_alive:
             held = not p0.fin_sent and not _fin_may_go(mp, fin_d)
@@ -2295,8 +2283,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         # length 1), or the server learnt of it only from the guest's next resend of its FIN,
         # an RTO later (the guest folds its FIN into its resend of the last segment; review
         # of 8347e00, whose hold had left such a resend without the TCP FIN)
-        dsn = (flow.local_idsn + e) & M64
-        opt = Dss(data_ack, flow.ack64, dsn, True, 0, 1, dss_checksum(dsn, 0, 1, b"") if flow.checksum else None, True)
+        opt = bare_dfin(flow, data_ack, e)
         counters[Counter.DataFinTX] += 1
         actions.append(Inject(_ack_on_sf1(flow, mp, dfin=opt) if dup_fin.index == 0
                               else _data_on(flow, dup_fin, opt, 0, b"")))
@@ -2305,6 +2292,13 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         mp.cwr_owed = True
     flow.bytes_out += plen
     return actions
+
+
+def bare_dfin(flow, data_ack: int, fin_d: int):
+    """A bare DATA_FIN at relative DSN fin_d: ssn 0, length 1 (RFC 8684 §3.3.3), its
+    checksum over no payload when checksums are on."""
+    dsn = (flow.local_idsn + fin_d) & M64
+    return Dss(data_ack, flow.ack64, dsn, True, 0, 1, dss_checksum(dsn, 0, 1, b"") if flow.checksum else None, True)
 
 
 def _keep(conv, mp, p, s: int, e: int, opt, payload: bytes, psh: int) -> None:
@@ -3814,6 +3808,19 @@ def _owe(p, now: float) -> None:
         p.owe_at = now
 
 
+def _wait_from(p, now: float) -> None:
+    """Something new goes out on subflow p at `now` (before snd_nxt moves). Nothing was in
+    flight: the wait for an ACK starts now. From the last ACK of an idle subflow instead,
+    its first bytes after a pause looked two RTTs overdue at once (_hole_evident: blocks
+    above them, the guest resent them) and stale in the next tick (SubflowStale) while
+    another subflow had progressed. Else it owes an answer from now (_owe), so too one
+    waiting only for resends into its holes."""
+    if p.snd_nxt == p.snd_una:
+        p.progress_at = now
+    else:
+        _owe(p, now)
+
+
 def _resent(p, now: float) -> None:
     """Bytes below p's sack_hi (into a hole) went out on p at `now` (not for a fill)."""
     _owe(p, now)
@@ -3868,10 +3875,7 @@ def _fin_late(conv, flow, mp, now: float) -> list:
     if not p0.fin_sent:
         # (the wait for its answer starts now: judged on an old progress, subflow 1 went
         # stale in the same tick, review of 8347e00)
-        if p0.snd_nxt == p0.snd_una:
-            p0.progress_at = now
-        else:
-            _owe(p0, now)
+        _wait_from(p0, now)
         p0.fin_sent = True
         p0.snd_nxt += 1
     mp.fin_due = now + max(FIN_WAIT, 2 * p0.srtt) * (1 << mp.fin_tries)
