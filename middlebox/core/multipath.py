@@ -90,6 +90,7 @@ from middlebox.wire.packet import TCP_OFF_CHECK
 
 SS, SI = SubflowState, SubflowInput
 _ESTABLISHED = State.ESTABLISHED
+_CLOSING = State.CLOSING
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 ECE, CWR = 0x40, 0x80
@@ -103,6 +104,7 @@ MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 LOSSY_CUT = 1.0  # seconds after a loss shown on subflow 1 that its super-packets go out cut
 OVER_KEEP = 10.0  # seconds a flow reset for want of any path (_no_path_left) stays, for stray packets
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
+STRANDED_WAIT = 1.0  # seconds a closing flow no subflow can carry again waits before the guest's reset (_stranded)
 FIN_TRIES = 6  # our subflow-1 FIN held back from the guest's (send), sent at most this often ...
 FIN_WAIT = 0.5  # ... first after this (2 srtt when larger), doubling (31.5 s in all)
 MAX_PEER_ADDRS = 8  # server addresses (ADD_ADDR) kept per flow as join targets
@@ -313,7 +315,8 @@ class MpConn:
                  "fwd_end", "hole_mark", "hole_at", "removed", "sf1_ack_out", "sf1_win_out",
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
-                 "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries")
+                 "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
+                 "fin_refused")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -337,6 +340,8 @@ class MpConn:
         self.removed = []  # address ids a REMOVE_ADDR named: a rejoin takes a fresh one
         self.rm_owed = []  # ids of subflows that died while no subflow was alive to say so
         self.over_at = 0.0  # when _no_path_left reset the guest (0: never): forgotten OVER_KEEP later
+        self.stranded_at = 0.0  # since when no subflow can carry the flow's close (_stranded; 0: not)
+        self.fin_refused = False  # a join failed to open after the guest's FIN (_joinable)
         self.cwr_owed = False  # the guest's CWR went on no subflow-1 byte yet (send)
         self.orphan_hi = 0  # the end of the highest run a subflow held when it closed (_event)
         # download: what the server last heard on subflow 1 (its subflow ack, the raw window)
@@ -1305,9 +1310,15 @@ def guest_rst_at(flow, mp) -> tuple:
     """Where (data-level, relative) a RST to the guest goes: at its last ack, and at the end of
     what went to it when that is past it (bytes the guest holds and has not acked: its rcv_nxt
     is there, and Linux answers a RST anywhere but at rcv_nxt with a challenge ACK, RFC 5961).
-    The one rule for every RST we give the guest in multipath (review of e5baeb8)."""
+    The one rule for every RST we give the guest in multipath (review of e5baeb8). Past the
+    server's FIN when that went to it after its last byte (its rcv_nxt there once it has
+    them all; a RST at the FIN itself lies outside its window)."""
     rel = flow.rcv_rel
     end = mp.fwd_end
+    if flow.remote_fin:
+        f = _unwrap((flow.remote_fin_seq - flow.server_isn) & M32, rel)
+        if end >= f and f >= rel:
+            end = f + 1
     return (rel, end) if end > rel else (rel,)
 
 
@@ -2900,19 +2911,56 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
         if was in ALIVE:
             actions.extend(_revive(conv, flow, flow.mp, now))
         else:  # a join that failed to open: no rejoin (see _revive), but it may have been the last hope
+            if flow.local_fin:
+                flow.mp.fin_refused = True
             actions.extend(_no_path_left(conv, flow, flow.mp, now))
+        if not flow.mp.stranded_at and _stranded(flow, flow.mp):
+            flow.mp.stranded_at = now  # (tick resets the guest STRANDED_WAIT later)
     return actions
 
 
-def _pathless(flow, mp) -> bool:
-    """An outbound flow before the server's DATA_FIN with no subflow alive or opening: the
-    case of _revive and _no_path_left."""
-    if flow.inbound or flow.state is not _ESTABLISHED or flow.remote_fin:
-        return False
+def _none_alive(mp) -> bool:
+    """No subflow alive or opening."""
     for q in mp.paths:
         if q.state in ALIVE or q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED:
             return False
     return True
+
+
+def _joinable(flow, mp) -> bool:
+    """Would the server take a join for this flow? Outbound only (inbound: the peer opens the
+    subflows, issue 9), and Linux takes one only while its connection is ESTABLISHED
+    (mptcp_can_accept_new_subflow, mptcp_finish_join: fully established, TCP_ESTABLISHED):
+    not once it sent its DATA_FIN, nor once it acked ours. Between the guest's FIN and the
+    server's ack of it, it may not have our DATA_FIN yet (lost with the path that died): a
+    join may carry the close. If it had it, it refuses the join (a RST to its SYN,
+    subflow_check_req): a join failing to open after the guest's FIN ends the hope
+    (mp.fin_refused; so does one whose SYNs went unanswered)."""
+    return (not flow.inbound and (flow.state is _ESTABLISHED or flow.state is _CLOSING)
+            and not flow.remote_fin and not flow.local_fin_acked and not mp.fin_refused)
+
+
+def _stranded(flow, mp) -> bool:
+    """An outbound flow whose close is not complete, no subflow alive or opening, and none can
+    open again for it (not _joinable: the server sent its DATA_FIN, acked ours, or refused a
+    join after the guest's FIN). The guest
+    resent its bytes or FIN into nothing, or waited for the server's, until its own timeout,
+    minutes later (a FIN_WAIT2 socket its application still reads: for ever); it is reset
+    instead (tick, STRANDED_WAIT later: by then a packet that completes the close, the FIN
+    that closed the last subflow carrying the last DATA_ACK, has moved the flow on)."""
+    if flow.inbound or flow.fastclosed or _joinable(flow, mp):
+        return False
+    if flow.state is not _ESTABLISHED and flow.state is not _CLOSING:
+        return False
+    if flow.local_fin_acked and flow.remote_fin_acked:
+        return False
+    return _none_alive(mp)
+
+
+def _pathless(flow, mp) -> bool:
+    """A flow the server would take a join for (_joinable) with no subflow alive or opening:
+    the case of _revive and _no_path_left (once it takes none, _stranded's)."""
+    return _joinable(flow, mp) and _none_alive(mp)
 
 
 def _revive(conv, flow, mp, now: float) -> list:
@@ -2952,15 +3000,21 @@ def _no_path_left(conv, flow, mp, now: float) -> list:
     (the server forbade its initial one, and announced none or removed them). The guest
     would resend into nothing until its own timeout, minutes later: it is reset, visibly, at
     once (its RSTs at guest_rst_at), and the flow is forgotten once OVER_KEEP passed without
-    a packet of it (tick). A flow whose uplinks are down waits: one may come back. Not after
-    the server's DATA_FIN."""
+    a packet of it (tick). A flow whose uplinks are down waits: one may come back. Once the
+    server takes no join (its DATA_FIN, or ours acked): _stranded."""
     if flow.fastclosed or not _pathless(flow, mp):
         return []
     if len(mp.paths) < MAX_PATHS and not (flow.no_initial_join and not flow.peer_addrs):
         return []
+    return _reset_pathless(conv, flow, mp, now)
+
+
+def _reset_pathless(conv, flow, mp, now: float) -> list:
+    """The guest's RSTs for a flow no subflow can carry again (_no_path_left, _stranded)."""
     conv.counters[Counter.NoPathLeft] += 1
     flow.fastclosed = True
     mp.over_at = now
+    mp.stranded_at = 0.0
     return _guest_rsts(flow, mp)
 
 
@@ -3630,6 +3684,11 @@ def tick(conv, now: float) -> list:
                     actions.append(Inject(_ack_on_sf1(flow, mp)))
         if mp.fin_due and now >= mp.fin_due:
             actions.extend(_fin_late(conv, flow, mp, now))
+        if mp.stranded_at:
+            if not _stranded(flow, mp):
+                mp.stranded_at = 0.0
+            elif now - mp.stranded_at >= STRANDED_WAIT:
+                actions.extend(_reset_pathless(conv, flow, mp, now))
         if mp.plan is not None and now - mp.plan_look >= PLAN_EVERY:
             actions.extend(_replan(conv, flow, mp, now))
         for p in mp.paths:
@@ -3897,6 +3956,8 @@ def next_deadline(conv) -> float | None:
             best = mp.dack_due
         if mp.fin_due and (best is None or mp.fin_due < best):
             best = mp.fin_due
+        if mp.stranded_at and (best is None or mp.stranded_at + STRANDED_WAIT < best):
+            best = mp.stranded_at + STRANDED_WAIT
         if mp.plan is not None and (best is None or mp.plan_look + PLAN_EVERY < best):
             best = mp.plan_look + PLAN_EVERY
         for p in mp.paths:
@@ -3943,7 +4004,7 @@ def uplink_event(conv, name: str, up: bool, now: float) -> list:
             return []
         for flow in list(conv.mp_flows.values()):
             mp = flow.mp
-            if mp is None or len(mp.paths) >= MAX_PATHS or flow.state is not _ESTABLISHED or flow.inbound:
+            if mp is None or len(mp.paths) >= MAX_PATHS or not _joinable(flow, mp):
                 continue  # (inbound: the peer opens the subflows, issue 9)
             if not flow.no_initial_join and not any(
                     p.uplink is not None and p.uplink.name == name and p.remote == mp.server

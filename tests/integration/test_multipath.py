@@ -501,3 +501,53 @@ def _close_on_a_dying_join(mbox, server_factory, mark, left: int) -> dict:
     assert not bad, bad
     assert not srv.errors, srv.errors
     return c
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+def test_a_close_no_subflow_can_carry_resets_the_guest(mbox, server_factory):
+    """The server sent its data and its DATA_FIN (shutdown, still reading); the guest read it
+    all and keeps its side open; then uplink 1 goes down (subflow 1 dies, the join carries
+    on), then uplink 2 (the join dies). Linux takes no join after its DATA_FIN, so nothing
+    can carry the guest's bytes or its FIN again: the guest is reset (STRANDED_WAIT later),
+    its next write fails. Before, its writes were taken and resent into nothing until its
+    own timeout, some 15 minutes, with no error."""
+    import errno
+    import time
+
+    from conftest import guest_connect
+
+    t = mbox.t
+    d = mbox.start(*JOIN, uplinks=True)
+    srv = server_factory()
+    before = t.nstat(t.server)
+    err = waited = None
+    try:
+        with guest_connect(t, srv, timeout=30) as c:
+            c.sendall(b"DOWN 2000000\n")
+            got = 0
+            while chunk := c.recv(1 << 16):
+                got += len(chunk)
+            assert got == 2000000
+            t.set_link(1, False)
+            time.sleep(1.0)
+            t.set_link(2, False)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 15:
+                time.sleep(0.25)
+                try:
+                    c.send(b"x" * 100)
+                except OSError as e:
+                    err, waited = e, time.monotonic() - t0
+                    break
+    finally:
+        t.set_link(1, True)
+        t.set_link(2, True)
+        d.stop()
+        print(d.output[-1500:])
+    c = core_counters(d.output)
+    print(f"the guest's write failed {waited} s after the last uplink went down: {err!r};",
+          {k: v for k, v in c.items() if k.startswith(("Subflow", "MPJoin", "NoPath", "DataFin"))})
+    assert err is not None and err.errno in (errno.EPIPE, errno.ECONNRESET), (err, c)
+    assert c.get("NoPathLeft") == 1 and c.get("MPJoinEstablished", 0) >= 1 and c.get("DataFinRX", 0) >= 1, c
+    bad = {k: v for k, v in delta(before, t.nstat(t.server)).items() if k in MUST_STAY_ZERO and v}
+    assert not bad, bad

@@ -222,3 +222,107 @@ def test_a_flow_reset_for_want_of_a_path_is_forgotten_soon():
     p.conv.tick(p.now + 5 + MP.OVER_KEEP)
     assert not p.conv.flows and not p.conv.mp_flows and flow.mp is None
     assert p.count("FlowExpired") == expired + 1
+
+
+# -- a close no subflow can carry (multipath._stranded) ---------------------------------------
+
+
+def _last_join_reset(p):
+    j = p.joins[1]
+    return p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+
+
+def test_a_flow_stranded_after_the_servers_data_fin_resets_the_guest_soon():
+    """Every subflow dead after the server's DATA_FIN: Linux takes no join then, so nothing
+    can carry the guest's bytes or its FIN; before, the guest resent into nothing until its
+    own timeout (a FIN_WAIT2 guest still reading: for ever). Reset STRANDED_WAIT later."""
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    flow.remote_fin = True
+    acts = _last_join_reset(p)
+    assert not _syn_sources(p, acts) and not _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 0
+    assert mp.stranded_at == p.now and MP.next_deadline(conv) <= p.now + MP.STRANDED_WAIT
+    assert not _guest_rsts_in(p, conv.tick(p.now + MP.STRANDED_WAIT / 2))
+    acts = conv.tick(p.now + MP.STRANDED_WAIT)
+    assert _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 1 and flow.fastclosed
+    assert not _guest_rsts_in(p, conv.tick(p.now + 2 * MP.STRANDED_WAIT))  # (once)
+
+
+def test_a_flow_stranded_once_the_server_acked_the_guests_fin_resets_the_guest():
+    """The guest's FIN data-acked (the server's connection in CLOSE_WAIT takes no join), the
+    server's data still to come: the guest, in FIN_WAIT2, would wait for it for ever."""
+    p = _only_the_join_left(1)
+    p.flow.local_fin = p.flow.local_fin_acked = True
+    acts = _last_join_reset(p)
+    assert not _syn_sources(p, acts)
+    assert _guest_rsts_in(p, p.conv.tick(p.now + MP.STRANDED_WAIT)) and p.count("NoPathLeft") == 1
+
+
+def test_a_close_complete_in_the_wait_is_not_reset():
+    """The flow's close completed (both FINs acked) while it waited: no reset, no deadline."""
+    p = _only_the_join_left(1)
+    flow, mp = p.flow, p.mp
+    flow.remote_fin = True
+    _last_join_reset(p)
+    assert mp.stranded_at
+    flow.local_fin = flow.local_fin_acked = flow.remote_fin_acked = True
+    assert not _guest_rsts_in(p, p.conv.tick(p.now + MP.STRANDED_WAIT)) and p.count("NoPathLeft") == 0
+    assert not mp.stranded_at and not flow.fastclosed
+
+
+def test_a_guest_fin_the_server_has_not_acked_rejoins():
+    """The guest closed and the path carrying its DATA_FIN died: the server may never have had
+    it and still takes joins, so the flow joins again (as before its FIN) rather than being
+    reset; so too when an uplink comes back."""
+    p = _only_the_join_left(1)
+    flow = p.flow
+    flow.local_fin = True
+    flow.state = MP._CLOSING
+    acts = _last_join_reset(p)
+    assert _syn_sources(p, acts) == [p.addr_of(p.cfg.uplinks[0])] and not p.mp.stranded_at
+    p2 = _only_the_join_left(1)
+    p2.flow.local_fin = True
+    p2.flow.state = MP._CLOSING
+    p2.conv.uplink_event("up1", False, p2.now)
+    assert not p2.mp.stranded_at and p2.count("NoPathLeft") == 0  # (its uplink may come back)
+    assert _syn_sources(p2, p2.conv.uplink_event("up1", True, p2.now)) == [p2.addr_of(p2.cfg.uplinks[0])]
+
+
+def test_no_rejoin_on_an_uplinks_return_after_the_servers_data_fin():
+    p = _only_the_join_left(1)
+    p.flow.remote_fin = True
+    p.conv.uplink_event("up1", False, p.now)
+    assert p.mp.stranded_at
+    assert not _syn_sources(p, p.conv.uplink_event("up1", True, p.now))
+
+
+def test_the_guests_reset_past_the_servers_fin_goes_at_its_rcv_nxt():
+    """The server's FIN went to the guest after its last byte, not yet acked: the guest's
+    rcv_nxt is one past it, and a RST at the FIN lies outside its window (ignored)."""
+    p = _only_the_join_left(1)
+    flow, mp = p.flow, p.mp
+    fin = flow.rcv_rel + 500
+    mp.fwd_end = fin
+    flow.remote_fin = True
+    flow.remote_fin_seq = (flow.server_isn + fin) & 0xFFFFFFFF
+    assert MP.guest_rst_at(flow, mp) == (flow.rcv_rel, fin + 1)
+    flow.rcv_rel = fin + 1  # (acked)
+    assert MP.guest_rst_at(flow, mp) == (fin + 1,)
+
+
+def test_a_join_refused_after_the_guests_fin_strands_the_flow():
+    """The server had the guest's DATA_FIN (its ack lost with the path): it refuses the
+    rejoin (a RST to its SYN, Linux subflow_check_req), and no other would fare better: the
+    guest is reset rather than resending its FIN into nothing; no further rejoin."""
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    flow.local_fin = True
+    flow.state = MP._CLOSING
+    _last_join_reset(p)
+    (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
+    nj = Join(p, MP._join_syn(conv, flow, q))
+    nj.c_isn = q.local_isn
+    acts = p.j_in(p.j_packet(nj, 0, nj.c_isn + 1, RST | ACK))  # refused
+    assert q.state is SS.CLOSED and mp.fin_refused and mp.stranded_at and not _guest_rsts_in(p, acts)
+    assert not _syn_sources(p, conv.uplink_event("up1", True, p.now))
+    assert _guest_rsts_in(p, conv.tick(p.now + MP.STRANDED_WAIT)) and p.count("NoPathLeft") == 1
