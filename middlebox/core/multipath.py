@@ -3616,6 +3616,24 @@ def _j_lost(conv, flow, p, pkt, data, ctx, now):
     return acts
 
 
+def stop_reset(conv, flow) -> list:
+    """The daemon stops (Converter.stop): once it is gone the flow's packets pass unconverted
+    (the rules' bypass) or, after a restart, as a flow it does not know; the server's
+    segments then reach the guest at subflow seqs that are not the data's, and the server,
+    its DATA_ACKs stalled, resends at the data level what the guest takes as new bytes. So
+    both ends are reset: the guest at its rcv_nxt (guest_rst_at), the server by an ACK with
+    MP_FASTCLOSE on each alive subflow (RFC 8684 §3.5 Option A: it answers with its RSTs and
+    tears the connection down; an ACK needs no exact seq, a RST would)."""
+    mp = flow.mp
+    acts = _guest_rsts(flow, mp)
+    fc = (MpFastclose(flow.remote_key),)
+    for q in mp.paths:
+        if q.state in ALIVE:
+            acts.append(Inject(_ack_on_sf1(flow, mp, fc) if q.index == 0 else _ack_on(flow, q, fc)))
+    _close_all(conv, flow, mp)
+    return acts
+
+
 def _close_all(conv, flow, mp) -> None:
     """The connection is gone (MP_FASTCLOSE either way): every subflow closed, the extra
     ones forgotten."""

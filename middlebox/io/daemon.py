@@ -21,7 +21,8 @@
   its reference is `_BudgetReader`, `_PyPassthrough`, `_PyConverting` and
   `_py_set_queue_flags` below. Signal handlers only set flags:
   nothing is raised inside the NetfilterQueue callback (LESSONS.md trap 12). On SIGINT or
-  SIGTERM the daemon drains what is queued, unbinds and exits 0.
+  SIGTERM the daemon drains what is queued, resets the flows that cannot pass unconverted
+  once it is gone (Converter.stop), unbinds and exits 0.
 * Direction: a packet whose `indev` is a guest-facing interface is `Direction.OUT`, any other
   `Direction.IN`. Guest interfaces come from --guest-iface or from the installed rules:
   names (a bridge such as virbr0) or patterns with a trailing `*` (vnet*); the interfaces
@@ -640,6 +641,22 @@ class Daemon:
         if actions:
             self.inject(actions)
 
+    def reset_flows(self) -> None:
+        """Stopping: the core's resets of the flows that cannot pass unconverted once we are
+        gone (Converter.stop), injected before the queue is unbound."""
+        fn = getattr(self.conv, "stop", None)
+        if fn is None:
+            return
+        try:
+            actions = fn(time.monotonic())
+        except Exception as e:
+            self.bug("stop", e)
+            return
+        if actions:
+            log.info("stopping: %d segment(s) reset the flows that cannot pass unconverted",
+                     len(actions))
+            self.inject(actions)
+
     def deadline(self) -> float | None:
         """The core's next timer (monotonic seconds) where it has `next_deadline()`."""
         fn = getattr(self.conv, "next_deadline", None)
@@ -893,6 +910,8 @@ class Daemon:
             else:
                 if enobufs:
                     self.enobufs(enobufs)
+            flush()
+            self.reset_flows()
             flush()
         finally:
             unbind()
