@@ -47,6 +47,7 @@ cdef class Converter:
     cdef dict _timeout
     cdef tuple _min_timeout
     cdef set _logged
+    cdef list _evicted  # resets of an evicted converting flow, sent with the packet that evicted it
 
     @cython.locals(pkt=Packet, flags=int, flow=Flow, c=int)
     cpdef list _handle(self, object data, object direction, double now)

@@ -155,6 +155,7 @@ class Converter:
         self._min_timeout = tuple(  # the shortest timeout in each eviction class
             min(t for st, t in self._timeout.items() if CLASS_OF_STATE[st] == c) for c in range(4))
         self._logged: set[str] = set()
+        self._evicted: list = []  # an evicted converting flow's resets (_new_flow), out with the packet
         # multipath (multipath.py): extra subflows by (uplink addr, port, server addr, port),
         # flows that have them, uplink states as the shell reported them
         self.joins: dict = {}
@@ -179,8 +180,13 @@ class Converter:
     def handle(self, data: bytes, direction: Direction, now: float) -> list:
         """Actions for one packet; the first is the verdict. Never raises."""
         try:
-            return self._handle(data, direction, now)
+            actions = self._handle(data, direction, now)
+            if self._evicted:
+                actions += self._evicted
+                self._evicted = []
+            return actions
         except Exception as exc:  # a bug: counted, logged once per kind, packet unchanged
+            self._evicted = []
             self.counters[Counter.CoreBug] += 1
             kind = type(exc).__name__
             if kind not in self._logged:
@@ -244,11 +250,15 @@ class Converter:
         return out
 
     def _stop_flow(self, key, flow) -> list:
-        state = flow.state
-        if flow.fastclosed or not (state is ESTABLISHED or state is CLOSING or state is MPC_PENDING
-                                   or state is SYN_RCVD):
+        if not _resettable(flow):
             return []
         self.counters[Counter.StopReset] += 1
+        return self._reset_both(key, flow)
+
+    def _reset_both(self, key, flow) -> list:
+        """Resets of a flow the server treats as MPTCP at both ends (stop, an evicted
+        converting flow): RSTs at the guest's rcv_nxt, an ACK with MP_FASTCLOSE to the server
+        (RFC 8684 §3.5 Option A), a plain RST before its key is known."""
         if flow.mp is not None:
             return MP.stop_reset(self, flow)
         guest, gport, server, sport = key
@@ -434,6 +444,10 @@ class Converter:
             else:
                 old, gone = self._lru[c].popitem(last=False)
                 del flows[old]
+                if c == EVICT_ACTIVE and _resettable(gone):
+                    # (forgotten, its packets would pass unconverted, at the wrong place in
+                    # the guest's stream: reset at both ends instead, as at stop)
+                    self._evicted = self._reset_both(old, gone)
                 if gone.mp is not None:
                     MP.release(self, gone)
                 counters[Counter.FlowEvicted] += 1
@@ -1689,6 +1703,14 @@ def _rst_past_ack(flow, pkt) -> list:
     if flow.mp is None:
         return []
     return [Inject(_segment_to_guest(pkt, (flow.server_isn + r) & M32)) for r in MP.guest_rst_at(flow, flow.mp)[1:]]
+
+
+def _resettable(flow) -> bool:
+    """Does the server treat the flow as MPTCP (so that, forgotten, its packets would pass
+    unconverted to a guest that does not speak it)? Converter.stop, eviction."""
+    state = flow.state
+    return not flow.fastclosed and (state is ESTABLISHED or state is CLOSING or state is MPC_PENDING
+                                    or state is SYN_RCVD)
 
 
 def _segment_to_guest(pkt, seq: int) -> bytes:

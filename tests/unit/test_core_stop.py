@@ -81,3 +81,38 @@ def test_a_flow_before_the_servers_key_gets_a_plain_rst():
     _, to_server = _split(p, p.conv.stop(p.now))
     ((pkt, buf),) = to_server
     assert pkt.flags == RST and not mptcp_options(buf, pkt)
+
+
+def test_a_converting_flow_evicted_from_a_full_table_is_reset_at_both_ends():
+    """The table full of converting flows, a new guest SYN evicts the least recently active
+    one (FlowEvictedActive): forgotten, its packets would pass unconverted, so its resets go
+    out with the SYN's actions, as at stop; the SYN itself goes on converted."""
+    from middlebox.core import Config
+
+    p = Pair(Config(max_flows=1))
+    p.established()
+    (old,) = p.conv.flows.values()
+    p.gport += 1
+    acts, syn = p.out(p.g_syn())
+    assert syn is not None and p.count("FlowEvictedActive") == 1 and old.fastclosed
+    p.gport -= 1
+    to_guest, to_server = _split(p, acts[1:])
+    assert [pkt.flags for pkt, _ in to_guest] == [RST] and to_guest[0][0].seq == (p.s_isn + 1) & 0xFFFFFFFF
+    ((pkt, buf),) = to_server
+    assert pkt.sport == p.gport and any(type(o) is MpFastclose for o in mptcp_options(buf, pkt))
+    assert p.count("StopReset") == 0
+    p.gport += 1
+    acts, _ = p.out(p.g_syn())  # (a retransmitted SYN evicts nothing: no reset again)
+    assert len(acts) == 1
+
+
+def test_an_evicted_flow_that_passes_as_it_is_gets_no_reset():
+    from middlebox.core import Config
+
+    p = Pair(Config(max_flows=1))
+    p.established()
+    (old,) = p.conv.flows.values()
+    old.state = State.FALLBACK
+    p.gport += 1
+    acts, syn = p.out(p.g_syn())
+    assert syn is not None and len(acts) == 1 and not old.fastclosed
