@@ -444,12 +444,14 @@ class Converter:
             else:
                 old, gone = self._lru[c].popitem(last=False)
                 del flows[old]
-                if c == EVICT_ACTIVE and _resettable(gone):
-                    # (forgotten, its packets would pass unconverted, at the wrong place in
-                    # the guest's stream: reset at both ends instead, as at stop)
-                    self._evicted = self._reset_both(old, gone)
-                if gone.mp is not None:
-                    MP.release(self, gone)
+                try:
+                    if c == EVICT_ACTIVE and _resettable(gone):
+                        # (forgotten, its packets would pass unconverted, at the wrong place
+                        # in the guest's stream: reset at both ends instead, as at stop)
+                        self._evicted = self._reset_both(old, gone)
+                finally:  # (whatever that raised, its subflows go with it: review of ffa262f)
+                    if gone.mp is not None:
+                        MP.release(self, gone)
                 counters[Counter.FlowEvicted] += 1
                 counters[EVICTED[c]] += 1
         flow = flows[key] = Flow(now, self.config.version)

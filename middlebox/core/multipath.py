@@ -1059,9 +1059,7 @@ def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None) -> bytes:
     p0 = mp.paths[0]
     sf = flow.sf
     _dack_carried(flow)
-    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
-    if not flow.ack64:
-        data_ack &= M32
+    data_ack = _dack_now(flow)
     seq = p0.snd_nxt - (1 if fin else 0)
     data_ack = _sf1_dack(flow, mp, seq, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window, data_ack)
     d = Dss(data_ack, flow.ack64) if dfin is None else Dss(
@@ -2305,6 +2303,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     return actions
 
 
+def _dack_now(flow) -> int:
+    """The DATA_ACK of the guest's ack, as our segments carry it (32 bits unless ack64)."""
+    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+    return data_ack if flow.ack64 else data_ack & M32
+
+
 def bare_dfin(flow, data_ack: int, fin_d: int):
     """A bare DATA_FIN at relative DSN fin_d: ssn 0, length 1 (RFC 8684 §3.3.3), its
     checksum over no payload when checksums are on."""
@@ -2513,9 +2517,7 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
         ack = sf.remote_isn + sf.rcv_base
     else:
         ack = p.remote_isn + p.rcv_nxt
-    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
-    if not flow.ack64:
-        data_ack &= M32
+    data_ack = _dack_now(flow)
     while d < end:
         n = min(seg_max, end - d)
         ss = s0 + (d - r0)
@@ -2911,7 +2913,9 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
         if was in ALIVE:
             actions.extend(_revive(conv, flow, flow.mp, now))
         else:  # a join that failed to open: no rejoin (see _revive), but it may have been the last hope
-            if flow.local_fin:
+            if flow.local_fin and inp is SI.RST and (was is SS.SYN_SENT or was is SS.PRE_ESTABLISHED):
+                # (refused by the server, not an uplink going down under a join in its
+                # handshake, nor a closing join's end; review of ffa262f)
                 flow.mp.fin_refused = True
             actions.extend(_no_path_left(conv, flow, flow.mp, now))
         if not flow.mp.stranded_at and _stranded(flow, flow.mp):
@@ -2937,7 +2941,16 @@ def _joinable(flow, mp) -> bool:
     subflow_check_req): a join failing to open after the guest's FIN ends the hope
     (mp.fin_refused; so does one whose SYNs went unanswered)."""
     return (not flow.inbound and (flow.state is _ESTABLISHED or flow.state is _CLOSING)
-            and not flow.remote_fin and not flow.local_fin_acked and not mp.fin_refused)
+            and not flow.remote_fin and not _guest_fin_acked(flow, mp) and not mp.fin_refused)
+
+
+def _guest_fin_acked(flow, mp) -> bool:
+    """The server data-acked the guest's DATA_FIN, on any subflow (flow.local_fin_acked is
+    the converter's, from subflow 1's DATA_ACKs only: a close carried on a join left it
+    unset, and a finished flow looked stranded; review of ffa262f)."""
+    if flow.local_fin_acked:
+        return True
+    return flow.local_fin and mp.data_ack > _unwrap((flow.local_fin_seq - flow.guest_isn) & M32, mp.snd_nxt)
 
 
 def _stranded(flow, mp) -> bool:
@@ -2952,7 +2965,7 @@ def _stranded(flow, mp) -> bool:
         return False
     if flow.state is not _ESTABLISHED and flow.state is not _CLOSING:
         return False
-    if flow.local_fin_acked and flow.remote_fin_acked:
+    if flow.remote_fin_acked and _guest_fin_acked(flow, mp):
         return False
     return _none_alive(mp)
 
@@ -3261,6 +3274,13 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
         # guest's resends since went nowhere ("no live subflow"), and its RTO may have backed
         # off for seconds; prompted now, as when a subflow dies (_j_dead) (review of b5d97cb)
         acts += _prompt_guest(flow, mp, conv.counters)
+    elif (flow.local_fin and mp.snd_nxt == mp.data_ack and not _guest_fin_acked(flow, mp)
+          and not any(q is not p and q.state in ALIVE for q in mp.paths)):
+        # only the guest's FIN outstanding, and this the first subflow alive again: its
+        # DATA_FIN goes on it now, not at the guest's next FIN resend, an RTO backed off while
+        # no path existed (review of ffa262f)
+        conv.counters[Counter.DataFinTX] += 1
+        acts.append(Inject(_data_on(flow, p, bare_dfin(flow, _dack_now(flow), mp.snd_nxt), 0, b"")))
     if mp.rm_owed:
         acts += _rm_owed(flow, mp, p, conv.counters)
     return acts
@@ -3702,11 +3722,15 @@ def tick(conv, now: float) -> list:
                     actions.append(Inject(_ack_on_sf1(flow, mp)))
         if mp.fin_due and now >= mp.fin_due:
             actions.extend(_fin_late(conv, flow, mp, now))
-        if mp.stranded_at:
-            if not _stranded(flow, mp):
-                mp.stranded_at = 0.0
-            elif now - mp.stranded_at >= STRANDED_WAIT:
-                actions.extend(_reset_pathless(conv, flow, mp, now))
+        if not mp.stranded_at:
+            if not flow.fastclosed and _stranded(flow, mp):
+                # (a flow already pathless may become one no join can carry later: the
+                # server's DATA_FIN on a subflow 1 we gave up; review of ffa262f)
+                mp.stranded_at = now
+        elif not _stranded(flow, mp):
+            mp.stranded_at = 0.0
+        elif now - mp.stranded_at >= STRANDED_WAIT:
+            actions.extend(_reset_pathless(conv, flow, mp, now))
         if mp.plan is not None and now - mp.plan_look >= PLAN_EVERY:
             actions.extend(_replan(conv, flow, mp, now))
         for p in mp.paths:

@@ -6,14 +6,21 @@ they are go on untouched."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
+from middlebox.core import Config
+from middlebox.core import multipath as MP
 from middlebox.core.table import State
 from middlebox.core.table import SubflowState as SS
-from middlebox.wire import MpFastclose, mptcp_options, parse_packet
+from middlebox.wire import MpFastclose, encode_tcp_options, mptcp_options, parse_packet
+from middlebox.wire.packet import tcp_checksum
 
-from tests.unit.test_core_harness import ACK, RST, SERVER_KEY, Pair
-from tests.unit.test_subflow_table import MPair
+from tests.unit.test_core_harness import ACK, RST, SERVER_KEY, SYN, Pair, make_packet
+from tests.unit.test_subflow_table import MPair, mp_config
+
+M32 = 0xFFFFFFFF
 
 
 def _split(p, acts):
@@ -87,7 +94,6 @@ def test_a_converting_flow_evicted_from_a_full_table_is_reset_at_both_ends():
     """The table full of converting flows, a new guest SYN evicts the least recently active
     one (FlowEvictedActive): forgotten, its packets would pass unconverted, so its resets go
     out with the SYN's actions, as at stop; the SYN itself goes on converted."""
-    from middlebox.core import Config
 
     p = Pair(Config(max_flows=1))
     p.established()
@@ -107,7 +113,6 @@ def test_a_converting_flow_evicted_from_a_full_table_is_reset_at_both_ends():
 
 
 def test_an_evicted_flow_that_passes_as_it_is_gets_no_reset():
-    from middlebox.core import Config
 
     p = Pair(Config(max_flows=1))
     p.established()
@@ -116,3 +121,79 @@ def test_an_evicted_flow_that_passes_as_it_is_gets_no_reset():
     p.gport += 1
     acts, syn = p.out(p.g_syn())
     assert syn is not None and len(acts) == 1 and not old.fastclosed
+
+
+# -- review of ffa262f ---------------------------------------------------------------------------
+
+
+def _fc(acts):
+    return [a for a in acts if any(type(o) is MpFastclose for o in mptcp_options(a.data, parse_packet(a.data)))]
+
+
+def test_evicting_a_multipath_flow():
+    p = MPair(2, config=mp_config(2, max_flows=1))
+    p.go_multipath()
+    p.join_up(1)
+    conv = p.conv
+    old = p.flow
+    assert conv.joins and conv.mp_flows
+    p.gport += 1
+    acts, syn = p.out(p.g_syn())
+    assert syn is not None
+    assert len(_fc(acts[1:])) == 2
+    assert not conv.joins and not conv.mp_flows and old.mp is None and old.fastclosed
+    assert p.count("CoreBug") == 0
+
+
+def test_stop_single_path_after_the_servers_fin():
+    p = Pair()
+    p.established()
+    p.inn(p.s_data_pkt(b"x" * 300, data_fin=True, fin=True))
+    (flow,) = p.conv.flows.values()
+    assert flow.remote_fin
+    acts = p.conv.stop(p.now)
+    seqs = sorted(parse_packet(a.data).seq for a in acts if parse_packet(a.data).dport == p.gport)
+    assert (p.s_isn + 302) & M32 in seqs  # the guest's rcv_nxt: past its FIN
+
+
+def test_stop_single_path_fast_open():
+    """A Fast Open SYN whose data the server took: the ACK to the server at the guest's snd_nxt."""
+    p = Pair()
+    opts = encode_tcp_options(mss=1460, wscale=7, sack_perm=True, ts_val=1, ts_ecr=0)
+    syn = make_packet(p.g_addr, p.s_addr, p.gport, p.sport, p.g_isn, 0, SYN, opts, b"tfo-data", v6=p.v6)
+    _, sent = p.out(syn)
+    p.g_nxt = (p.g_isn + 1 + 8) & M32
+    synack = p.s_synack(sent)
+    # the server acks the SYN data
+    pkt = parse_packet(synack)
+    b = bytearray(synack)
+    struct.pack_into("!I", b, pkt.ip_hlen + 8, (p.g_isn + 1 + 8) & M32)
+    struct.pack_into("!H", b, pkt.ip_hlen + 16, 0)
+    struct.pack_into("!H", b, pkt.ip_hlen + 16, tcp_checksum(bytes(b), parse_packet(bytes(b))))
+    p.inn(bytes(b))
+    p.g_rcv = (p.s_isn + 1) & M32
+    _, ack = p.out(p.g_ack())
+    p.s_receive(ack)
+    _, sent = p.out(p.g_data(b"more"))
+    (flow,) = p.conv.flows.values()
+    acts = p.conv.stop(p.now)
+    srv = [parse_packet(a.data) for a in acts if parse_packet(a.data).dport == p.sport]
+    assert srv and srv[0].seq == p.g_nxt
+
+
+def test_a_bug_in_the_eviction_resets_leaves_no_orphan_multipath_state(monkeypatch):
+    """Fault injection: were _reset_both to raise in _new_flow (handle catches it: CoreBug),
+    the evicted flow is already out of conv.flows but MP.release never ran: its joins stay in
+    conv.joins and its entry in conv.mp_flows, timers and all, for a flow nothing can expire."""
+    p = MPair(2, config=mp_config(2, max_flows=1))
+    p.go_multipath()
+    p.join_up(1)
+    conv = p.conv
+
+    def boom(conv, flow):
+        raise RuntimeError("injected")
+    monkeypatch.setattr(MP, "stop_reset", boom)
+    p.gport += 1
+    p.out(p.g_syn())
+    assert p.count("CoreBug") == 1
+    assert not conv.mp_flows and not conv.joins, (len(conv.mp_flows), len(conv.joins))

@@ -8,12 +8,15 @@ Never after a join that failed to open, nor after the server's DATA_FIN (review 
 from __future__ import annotations
 
 from middlebox.core import multipath as MP
+from middlebox.core.table import State
 from middlebox.core.table import SubflowInput as SI
 from middlebox.core.table import SubflowState as SS
-from middlebox.wire import parse_packet
+from middlebox.wire import Dss, mptcp_options, parse_packet
 
-from tests.unit.test_core_harness import ACK, RST
+from tests.unit.test_core_harness import ACK, FIN, RST
 from tests.unit.test_subflow_table import Join, MPair
+
+M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 
 
 def _only_the_join_left(n_uplinks=1):
@@ -276,13 +279,12 @@ def test_a_guest_fin_the_server_has_not_acked_rejoins():
     reset; so too when an uplink comes back."""
     p = _only_the_join_left(1)
     flow = p.flow
-    flow.local_fin = True
-    flow.state = MP._CLOSING
+    p.out(p.g_fin())
+    assert flow.state is State.CLOSING and flow.local_fin
     acts = _last_join_reset(p)
     assert _syn_sources(p, acts) == [p.addr_of(p.cfg.uplinks[0])] and not p.mp.stranded_at
     p2 = _only_the_join_left(1)
-    p2.flow.local_fin = True
-    p2.flow.state = MP._CLOSING
+    p2.out(p2.g_fin())
     p2.conv.uplink_event("up1", False, p2.now)
     assert not p2.mp.stranded_at and p2.count("NoPathLeft") == 0  # (its uplink may come back)
     assert _syn_sources(p2, p2.conv.uplink_event("up1", True, p2.now)) == [p2.addr_of(p2.cfg.uplinks[0])]
@@ -316,8 +318,7 @@ def test_a_join_refused_after_the_guests_fin_strands_the_flow():
     guest is reset rather than resending its FIN into nothing; no further rejoin."""
     p = _only_the_join_left(1)
     conv, flow, mp = p.conv, p.flow, p.mp
-    flow.local_fin = True
-    flow.state = MP._CLOSING
+    p.out(p.g_fin())
     _last_join_reset(p)
     (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
     nj = Join(p, MP._join_syn(conv, flow, q))
@@ -326,3 +327,141 @@ def test_a_join_refused_after_the_guests_fin_strands_the_flow():
     assert q.state is SS.CLOSED and mp.fin_refused and mp.stranded_at and not _guest_rsts_in(p, acts)
     assert not _syn_sources(p, conv.uplink_event("up1", True, p.now))
     assert _guest_rsts_in(p, conv.tick(p.now + MP.STRANDED_WAIT)) and p.count("NoPathLeft") == 1
+
+
+# -- review of ffa262f: the stranded close ----------------------------------------------------
+
+def _close_on_the_join(p):
+    """Subflow 1 dead, the join carries the whole close: the guest's FIN, the server's
+    DATA_ACK of it, the server's DATA_FIN, the guest's ACK of it (a clean close)."""
+    conv, flow, mp = p.conv, p.flow, p.mp
+    j = p.joins[1]
+    p.out(p.g_fin())
+    assert flow.state is State.CLOSING and flow.local_fin
+    p.c_dack = (p.g_nxt - p.g_isn) & M32  # (the DATA_FIN included)
+    p.j_in(p.j_ack(j))
+    assert mp.data_ack > mp.snd_nxt  # the converter knows its DATA_FIN is data-acked
+    dsn = (p.s_idsn + p.s_drel) & M64
+    dfin = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=dsn, dsn64=True, subflow_seq=0,
+               data_len=1, data_fin=True)
+    p.j_in(p.j_ack(j, mptcp=(dfin,)))
+    assert flow.remote_fin
+    p.g_rcv = (p.s_isn + p.s_drel + 1) & M32
+    p.out(p.g_ack())
+    assert flow.remote_fin_acked
+    return j
+
+
+def test_a_close_completed_on_a_join_is_not_reset_when_that_join_dies_later():
+    """Both FINs data-acked on the join (the guest is in TIME_WAIT or closed): its uplink going
+    down afterwards must not count NoPathLeft nor RST the guest. local_fin_acked is only
+    ever set by a subflow-1 DATA_ACK (converter._in_segment): _stranded took the finished
+    flow for a stranded one (review of ffa262f)."""
+    p = _only_the_join_left(1)
+    _close_on_the_join(p)
+    flow, mp = p.flow, p.mp
+    acts = p.conv.uplink_event("up1", False, p.now)
+    acts += p.conv.tick(p.now + MP.STRANDED_WAIT + 0.01)
+    assert not _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 0, (
+        flow.state, flow.local_fin_acked, flow.remote_fin_acked, mp.stranded_at)
+
+
+def test_a_guest_fin_data_acked_on_a_join_is_known_acked():
+    """The server data-acked the guest's DATA_FIN on a join: Linux's connection is in
+    CLOSE_WAIT (or beyond) and takes no join. _joinable must say so (no rejoin that can only
+    be refused); before the review of ffa262f it reads local_fin_acked, which a join's DATA_ACK never sets."""
+    p = _only_the_join_left(1)
+    j = p.joins[1]
+    flow, mp = p.flow, p.mp
+    p.out(p.g_fin())
+    p.c_dack = (p.g_nxt - p.g_isn) & M32
+    p.j_in(p.j_ack(j))
+    assert mp.data_ack > mp.snd_nxt
+    assert not MP._joinable(flow, mp), "the DATA_FIN was data-acked: the server takes no join"
+
+
+def test_an_uplink_flap_during_the_rejoin_after_the_guests_fin_does_not_strand_the_flow():
+    """The guest closed, the path carrying its DATA_FIN died (unacked), the flow rejoins over
+    up1 (it may: the server may lack the DATA_FIN). up1 then goes down while that join
+    is still in its handshake: a local event, no refusal by the server. As for an ESTABLISHED
+    flow (test_with_its_uplink_down_the_flow_waits_for_it_to_come_back) the flow should wait
+    for the uplink; before the review of ffa262f _event takes any opening join's CLOSED for a refusal
+    (fin_refused), _stranded holds, and the guest is reset a second later."""
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    p.out(p.g_fin())
+    assert flow.state is State.CLOSING and not flow.local_fin_acked
+    j = p.joins[1]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))  # the last alive subflow dies
+    assert any(q.state is SS.SYN_SENT for q in mp.paths)  # rejoining
+    acts = conv.uplink_event("up1", False, p.now)
+    acts += conv.tick(p.now + MP.STRANDED_WAIT + 0.01)
+    assert not _guest_rsts_in(p, acts) and p.count("NoPathLeft") == 0, (mp.fin_refused, mp.stranded_at)
+    acts = conv.uplink_event("up1", True, p.now + 2)
+    assert any(p.label(a.data).startswith("syn@") for a in acts), "the uplink's return rejoins"
+
+
+def test_a_closing_join_reset_after_the_guests_fin_is_no_refusal_of_a_join():
+    """A join the server closed (its FIN: a path-manager removal) and then reset, after the
+    guest's FIN, while subflow 1 is alive: no join was refused, yet fin_refused was set
+    (the else branch of _event: `was` not in ALIVE), and the flow will never rejoin when
+    subflow 1 dies later with the DATA_FIN unacked."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    j = p.joins[1]
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + 1, FIN | ACK, (p.dack(),)))
+    assert p.path(1).state is SS.CLOSING
+    j.s_nxt += 1
+    p.out(p.g_fin())  # the guest's FIN, its DATA_FIN on subflow 1 (alive), not acked yet
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    assert p.path(1).state is SS.CLOSED
+    # subflow 1 then dies with the DATA_FIN unacked (the server may lack it): the flow should
+    # rejoin over its uplinks, as test_a_guest_fin_the_server_has_not_acked_rejoins says
+    p0 = mp.paths[0]
+    MP._event(conv, flow, p0, SI.TIMER_STALE, p.now)
+    acts = MP._event(conv, flow, p0, SI.TIMER_DEAD, p.now + 1)
+    assert p0.state is SS.CLOSED and not flow.local_fin_acked
+    assert any(p.label(a.data).startswith("syn@") for a in acts), (
+        "no rejoin", mp.fin_refused, mp.stranded_at)
+
+
+def test_the_rejoin_after_the_guests_fin_carries_the_data_fin_or_prompts_the_guest():
+    """The guest's FIN (all its bytes data-acked) went on the join that then died; the flow
+    rejoins. When the new join is up, nothing re-sends the DATA_FIN: _j_established
+    prompts the guest only when mp.snd_nxt > mp.data_ack, which excludes a lone FIN; the
+    close waits for the guest's next FIN resend, an RTO backed off while no path existed."""
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    p.out(p.g_fin())
+    j = p.joins[1]
+    p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
+    (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
+    nj = Join(p, MP._join_syn(conv, flow, q))
+    nj.c_isn = q.local_isn
+    p.j_in(p.j_synack(nj))
+    nj.s_rcv = 1
+    acts = p.j_in(p.j_ack(nj))
+    assert q.state is SS.ESTABLISHED
+    labels = [p.label(a.data) for a in acts[1:]]
+    dfin = [a for a in acts[1:] if any(type(o) is Dss and o.data_fin for o in
+                                        mptcp_options(a.data, parse_packet(a.data)))]
+    assert dfin or labels.count("g_ack") >= 3, labels
+
+
+def test_a_pathless_flow_that_becomes_unjoinable_later_is_still_reset():
+    """Every subflow dead, the join's uplink down: the flow waits for it (joinable). Then the
+    server's DATA_FIN comes on subflow 1 (the converter gave subflow 1 up, the server did
+    not: no RST, the REMOVE_ADDR owed): the flow is now one no join can carry, yet _stranded
+    is only evaluated when a subflow closes (_event), so stranded_at is never set: no reset,
+    no rejoin on the uplink's return, the guest's bytes dropped until it gives up."""
+    p = _only_the_join_left(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    conv.uplink_event("up1", False, p.now)
+    assert MP._pathless(flow, mp) and not mp.stranded_at
+    p.inn(p.s_bare_data_fin(fin=True))
+    assert flow.remote_fin and MP._stranded(flow, mp)
+    acts = conv.tick(p.now + MP.STRANDED_WAIT + 0.01)
+    acts += conv.tick(p.now + 2 * MP.STRANDED_WAIT + 0.02)
+    assert _guest_rsts_in(p, acts), ("never reset", mp.stranded_at)
