@@ -198,6 +198,7 @@ class Counter(IntEnum):
     Sf1FinHeld = 174  # multipath: guest FINs sent on subflow 1 as a DATA_FIN without the TCP FIN, because a byte below it that the server lacks may need a new mapping (on a join, unsure, or acked on subflow 1): a subflow takes no byte after its FIN
     Sf1FinLate = 175  # multipath: subflow-1 FINs held back from the guest's and sent by the middlebox once the server data-acked the DATA_FIN (again while unacked, FIN_TRIES in all)
     StopReset = 176  # converting flows reset at both ends because the daemon stopped (Converter.stop): unconverted, the server's segments would reach the guest at the wrong place, and its MPTCP-level resends as new bytes
+    CsumStuckReset = 177  # multipath, DSS checksums: the only live subflow reset (and a join opened again) because the guest's resend of the data-level head waited behind its hole, where no new mapping may go safely (multipath._csum_stuck_reset)
 
 
 def new_counters() -> dict:

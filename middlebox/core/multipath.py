@@ -316,7 +316,7 @@ class MpConn:
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
-                 "fin_refused")
+                 "fin_refused", "csum_stuck")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -370,6 +370,9 @@ class MpConn:
         # `fin_due` (tick) once the server data-acked the DATA_FIN, sent `fin_tries` times
         self.fin_due = 0.0
         self.fin_tries = 0
+        # with DSS checksums, the path whose hole the data-level head's resend waits behind,
+        # where the swap (_head_hole) cannot go (-1: none): send resets it (_csum_stuck_reset)
+        self.csum_stuck = -1
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -1610,7 +1613,7 @@ def _runs_trim(mp) -> None:
 _NO_HOLE = (0, 0, None, 0)
 
 
-def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int) -> tuple:
+def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int, csum_ok: bool = False) -> tuple:
     """The guest resends the data-level head or bytes above it (`avail` bytes of them in
     this segment) and their home is subflow p at relative seq `sd`, behind a hole of p's
     (_hole_from: at its snd_una, or the next one up) whose bytes lie beyond the segment
@@ -1651,7 +1654,7 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int)
     the span the SACK record forgot above snd_una (_hole_from). Above the head, _into_holes
     also refuses where the server may hold the resend's old copy. _NO_HOLE: nothing to do."""
     h0 = _hole_from(p)
-    if flow.checksum or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
+    if (flow.checksum and not csum_ok) or sd <= h0 or p.fin_sent or not _hole_evident(flow, p, h0, now):
         return _NO_HOLE  # (sd <= h0 too when _hole_from finds none: h0 is snd_nxt)
     sack = _lost_shown(p, h0)
     if h0 > p.snd_una and sack < 0:
@@ -1734,6 +1737,16 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
     seg = _seg_max(q, conv._mss_limit[q.version] - 12)
     counters = conv.counters
     hp = mp.paths[home]
+    if flow.checksum:
+        # No swap with DSS checksums: Linux sums a mapping from where it reads on
+        # (validate_data_csum), and whether every copy of the hole's bytes that may still
+        # reach the server has exactly the fill's range, the only case where either copy may
+        # win (tcp_data_queue drops a whole duplicate, queues a partial one untrimmed), is
+        # not known here (the run map keeps no segment boundaries). The data-level head
+        # waiting there for good is reset with its subflow instead (send).
+        if a == mp.data_ack and _head_hole(flow, mp, q, sd, b - a, e, now, seg, True)[0]:
+            mp.csum_stuck = q.index
+        return a
     while a < b:
         n, dh, m, h0 = _head_hole(flow, mp, q, sd, b - a, e, now, seg)
         if not n or (a > mp.data_ack and _holds_any(hp, hs, hs + n)):
@@ -1750,6 +1763,34 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
         if same:
             sd += n
     return a
+
+
+def _csum_stuck_reset(conv, flow, mp, now: float) -> list:
+    """With DSS checksums the guest's resend of the data-level head went behind a hole of
+    its only live subflow whose DSNs lie beyond it (_into_holes): the guest resends nothing
+    past the head before the head is acked, and no new mapping can go into the hole safely.
+    That subflow is reset as if its link died (_j_dead: MP_TCPRST, the REMOVE_ADDR owed, the
+    guest prompted) and a join opened again over every uplink up (_revive); the guest's
+    resends go there as new mappings (their home closed). Linux keeps an established msk
+    without subflows for its close timeout (__mptcp_close_ssk) and takes a join meanwhile
+    (__mptcp_finish_join stops that timer). Only when a join can come (_joinable, an uplink
+    up and a slot left; else the flow would be reset, _no_path_left); with another subflow
+    alive, the stale and dead clocks decide. (A helper's analysis, stop 31: a fill of the hole
+    is safe with checksums only if every copy of its bytes that may reach the server has
+    exactly its range, which the run map, keeping no segment bounds, cannot tell.)"""
+    k = mp.csum_stuck
+    mp.csum_stuck = -1
+    p = mp.paths[k]
+    if p.state not in ALIVE or any(q is not p and q.state in ALIVE for q in mp.paths):
+        return []
+    v = mp.version
+    if (not _joinable(flow, mp) or len(mp.paths) >= MAX_PATHS
+            or (flow.no_initial_join and not flow.peer_addrs)
+            or not any(conv.uplink_up.get(up.name, up.up) and _addr(up.addr4 if v == 4 else up.addr6, v)
+                       for up in conv.config.uplinks)):
+        return []
+    conv.counters[Counter.CsumStuckReset] += 1
+    return _event(conv, flow, p, SI.LINK_DOWN, now)
 
 
 def _holds_any(p, a: int, b: int) -> bool:
@@ -1950,6 +1991,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         return actions
     s, e = rel, rel + plen
     pieces = []
+    mp.csum_stuck = -1  # (set by _into_holes below, acted on at the end)
     merged = False  # new bytes joined the tail run (run map full): they go out cut, see below
     skipped = False  # bytes resent that their subflow had acked (not sent again)
     if plen:
@@ -2297,6 +2339,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         actions.append(Inject(_ack_on_sf1(flow, mp, dfin=opt) if dup_fin.index == 0
                               else _data_on(flow, dup_fin, opt, 0, b"")))
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
+    if mp.csum_stuck >= 0:
+        actions.extend(_csum_stuck_reset(conv, flow, mp, now))
     if cwr_due:
         mp.cwr_owed = True
     flow.bytes_out += plen

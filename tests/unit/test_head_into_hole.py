@@ -93,6 +93,39 @@ def test_not_with_dss_checksums():
     assert _hole(p, mp, j2)[0] == 0
 
 
+def _csum_head_resend(p):
+    p.flow.checksum = True
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    return p.conv.handle(p.g_data(bytes(range(200)), seq=s0), Direction.OUT, p.now)
+
+
+def test_with_dss_checksums_the_only_live_subflow_holding_the_head_behind_its_hole_is_reset():
+    """No swap with checksums (a fill is safe only if every copy of the hole's bytes has its
+    range, which the run map cannot tell): the only live join is reset instead (MP_TCPRST)
+    and joins open again; the head's resend, its home closed, goes to the next join."""
+    p, mp, j2 = _state()
+    acts = _csum_head_resend(p)
+    assert p.count("CsumStuckReset") == 1 and p.count("HeadIntoHole") == 0
+    assert j2.state is SS.CLOSED and p.count("MPJoinRejoin") >= 1
+    assert any(isinstance(a, Inject) and wire_check(a.data, True)[0].flags & 0x04 for a in acts)  # (the RST)
+    assert mp.runs[0][:3] == [6, 206, 2]  # (the head's home is the closed join: reinjected when resent)
+
+
+def test_with_dss_checksums_no_reset_while_another_subflow_lives():
+    p, mp, j2 = _state()
+    mp.paths[1].state = SS.ESTABLISHED  # (join 1 alive: the stale and dead clocks decide)
+    _csum_head_resend(p)
+    assert p.count("CsumStuckReset") == 0 and j2.state is SS.ESTABLISHED
+
+
+def test_with_dss_checksums_no_reset_when_no_join_can_come():
+    p, mp, j2 = _state()
+    for up in p.conv.config.uplinks:
+        p.conv.uplink_up[up.name] = False
+    _csum_head_resend(p)
+    assert p.count("CsumStuckReset") == 0 and j2.state is SS.ESTABLISHED
+
+
 def test_unsure_ranges_merge_and_never_refuse_a_head():
     """A chain of heads into one long hole adds adjacent ranges: merged (refused at the ninth,
     the deadlock was back: review of a34025a); beyond MAX_UNSURE, the hull."""
