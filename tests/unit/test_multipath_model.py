@@ -435,12 +435,7 @@ class Sim:
         if self.g_sack:
             self.guest_sack_in(pkt, opts, a)
         elif a > self.g_una:
-            self.g_una = a
-            self.g_rto = RTO
-            self.g_dups = 0
-            self.g_progress = self.now
-            if self.g_nxt < self.g_una:
-                self.g_nxt = self.g_una
+            self._g_advance(a)
         elif a == self.g_una and not pkt.payload_len and self.g_nxt > self.g_una:
             self.g_dups += 1
             if self.g_dups == 3:  # fast retransmit
@@ -466,6 +461,15 @@ class Sim:
                 else:
                     break
             self.g_ack()
+
+    def _g_advance(self, a):
+        """The guest's snd_una moves to `a`: its RTO and duplicate count start again."""
+        self.g_una = a
+        self.g_rto = RTO
+        self.g_dups = 0
+        self.g_progress = self.now
+        if self.g_nxt < self.g_una:
+            self.g_nxt = self.g_una
 
     def guest_timer(self):
         if self.g_una < self.g_max and self.now - self.g_progress >= self.g_rto:
@@ -510,12 +514,7 @@ class Sim:
         p = self.p
         if a > self.g_una:
             self.g_cwnd += a - self.g_una  # (slow start: by the bytes acked)
-            self.g_una = a
-            self.g_rto = RTO
-            self.g_dups = 0
-            self.g_progress = self.now
-            if self.g_nxt < self.g_una:
-                self.g_nxt = self.g_una
+            self._g_advance(a)
         elif a == self.g_una and not pkt.payload_len and self.g_nxt > self.g_una:
             self.g_dups += 1
         for left, right in opts.sack:
@@ -1622,20 +1621,7 @@ def test_head_into_a_hole_whose_late_original_wins_does_not_stall():
     apply(sim, _HEAD_BEHIND_A_HOLE)
     late = sim.q["c2s"].pop(1)  # (where DROP, 1, 1 loses it)
     apply(sim, [(LINK_DOWN, 0, 0), (TICK, 52, 0)])
-    fired = False
-    for _ in range(40):  # a lossless network until the guest's resend of the head went into the hole
-        for leg in LEGS:
-            while sim.q[leg] and not fired:
-                sim.deliver(leg, 0)
-                fired = bool(sim.conv.counters[Counter.HeadIntoHole])
-        if fired:
-            break
-        while sim.guest_send():
-            pass
-        sim.tick(0.25)
-        sim.guest_timer()
-        sim.server_timer()
-    assert fired
+    assert _until(sim, Counter.HeadIntoHole)  # (until the guest's resend of the head went into the hole)
     j2 = sim.subs[2]
     at = j2.rcv_nxt
     sim.q["c2s"].insert(0, late)  # the late original reaches the server first: it wins the hole

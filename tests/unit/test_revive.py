@@ -34,6 +34,17 @@ def _only_the_join_left(n_uplinks=1):
     return p
 
 
+def _bring_up(p, q):
+    """The server answers join q's SYN and its third ACK: the actions of that ACK."""
+    nj = Join(p, MP._join_syn(p.conv, p.flow, q))
+    nj.c_isn = q.local_isn
+    p.j_in(p.j_synack(nj))
+    nj.s_rcv = 1
+    acts = p.j_in(p.j_ack(nj))
+    assert q.state is SS.ESTABLISHED
+    return acts
+
+
 def _syn_sources(p, acts):
     return sorted(parse_packet(a.data).src for a in acts if hasattr(a, "data") and p.label(a.data).startswith("syn@"))
 
@@ -111,13 +122,8 @@ def test_the_first_join_alive_again_prompts_the_guest_to_resend():
     j = p.joins[1]
     acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
     (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
-    nj = Join(p, MP._join_syn(conv, flow, q))
-    nj.c_isn = q.local_isn
-    p.j_in(p.j_synack(nj))
-    nj.s_rcv = 1
     synth = p.count("DupAckSynth")
-    acts = p.j_in(p.j_ack(nj))
-    assert q.state is SS.ESTABLISHED
+    acts = _bring_up(p, q)
     assert [p.label(a.data) for a in acts[1:]].count("g_ack") == 3 and p.count("DupAckSynth") == synth + 3
 
 
@@ -170,12 +176,7 @@ def test_a_subflow_dead_while_none_was_alive_is_removed_once_a_join_is_up():
     acts = conv.uplink_event("up1", True, p.now)
     (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
     assert q.addr_id != old_id  # (a rejoin takes a fresh id)
-    nj = Join(p, MP._join_syn(conv, flow, q))
-    nj.c_isn = q.local_isn
-    p.j_in(p.j_synack(nj))
-    nj.s_rcv = 1
-    acts = p.j_in(p.j_ack(nj))
-    assert q.state is SS.ESTABLISHED
+    acts = _bring_up(p, q)
     rms = [o for a in acts[1:] for o in mptcp_options(a.data, parse_packet(a.data)) if type(o) is RemoveAddr]
     assert rms == [RemoveAddr((old_id,))] and p.count("RmAddrOwedTX") == 1 and mp.rm_owed == []
 
@@ -438,12 +439,7 @@ def test_the_rejoin_after_the_guests_fin_carries_the_data_fin_or_prompts_the_gue
     j = p.joins[1]
     p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))
     (q,) = [q for q in mp.paths if q.state is SS.SYN_SENT]
-    nj = Join(p, MP._join_syn(conv, flow, q))
-    nj.c_isn = q.local_isn
-    p.j_in(p.j_synack(nj))
-    nj.s_rcv = 1
-    acts = p.j_in(p.j_ack(nj))
-    assert q.state is SS.ESTABLISHED
+    acts = _bring_up(p, q)
     labels = [p.label(a.data) for a in acts[1:]]
     dfin = [a for a in acts[1:] if any(type(o) is Dss and o.data_fin for o in
                                         mptcp_options(a.data, parse_packet(a.data)))]
