@@ -341,7 +341,7 @@ class MpConn:
         self.rm_owed = []  # ids of subflows that died while no subflow was alive to say so
         self.over_at = 0.0  # when _no_path_left reset the guest (0: never): forgotten OVER_KEEP later
         self.stranded_at = 0.0  # since when no subflow can carry the flow's close (_stranded; 0: not)
-        self.fin_refused = False  # a join failed to open after the guest's FIN (_joinable)
+        self.fin_refused = False  # the server refused a join after the guest's FIN (_joinable)
         self.cwr_owed = False  # the guest's CWR went on no subflow-1 byte yet (send)
         self.orphan_hi = 0  # the end of the highest run a subflow held when it closed (_event)
         # download: what the server last heard on subflow 1 (its subflow ack, the raw window)
@@ -2982,8 +2982,8 @@ def _joinable(flow, mp) -> bool:
     not once it sent its DATA_FIN, nor once it acked ours. Between the guest's FIN and the
     server's ack of it, it may not have our DATA_FIN yet (lost with the path that died): a
     join may carry the close. If it had it, it refuses the join (a RST to its SYN,
-    subflow_check_req): a join failing to open after the guest's FIN ends the hope
-    (mp.fin_refused; so does one whose SYNs went unanswered)."""
+    subflow_check_req, or to its third ACK): such a refusal after the guest's FIN ends the
+    hope (mp.fin_refused); an uplink going down under a join in its handshake does not."""
     return (not flow.inbound and (flow.state is _ESTABLISHED or flow.state is _CLOSING)
             and not flow.remote_fin and not _guest_fin_acked(flow, mp) and not mp.fin_refused)
 
@@ -3000,11 +3000,11 @@ def _guest_fin_acked(flow, mp) -> bool:
 def _stranded(flow, mp) -> bool:
     """An outbound flow whose close is not complete, no subflow alive or opening, and none can
     open again for it (not _joinable: the server sent its DATA_FIN, acked ours, or refused a
-    join after the guest's FIN). The guest
-    resent its bytes or FIN into nothing, or waited for the server's, until its own timeout,
-    minutes later (a FIN_WAIT2 socket its application still reads: for ever); it is reset
-    instead (tick, STRANDED_WAIT later: by then a packet that completes the close, the FIN
-    that closed the last subflow carrying the last DATA_ACK, has moved the flow on)."""
+    join after the guest's FIN). The guest resent its bytes or FIN into nothing, or waited
+    for the server's, until its own timeout, minutes later (a FIN_WAIT2 socket its
+    application still reads: for ever); it is reset instead (tick, STRANDED_WAIT later: by
+    then a packet that completes the close, the FIN that closed the last subflow carrying
+    the last DATA_ACK, has moved the flow on)."""
     if flow.inbound or flow.fastclosed or _joinable(flow, mp):
         return False
     if flow.state is not _ESTABLISHED and flow.state is not _CLOSING:
@@ -3767,7 +3767,7 @@ def tick(conv, now: float) -> list:
         if mp.fin_due and now >= mp.fin_due:
             actions.extend(_fin_late(conv, flow, mp, now))
         if not mp.stranded_at:
-            if not flow.fastclosed and _stranded(flow, mp):
+            if _stranded(flow, mp):
                 # (a flow already pathless may become one no join can carry later: the
                 # server's DATA_FIN on a subflow 1 we gave up; review of ffa262f)
                 mp.stranded_at = now
