@@ -274,8 +274,7 @@ class Converter:
         if flow.remote_key is None:
             out.append(Inject(rewrite(*_bare(v, guest, server, gport, sport, seq, 0, RST, 0), options=b"")))
         else:
-            data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
-            dss = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
+            dss = Dss(MP.dack_now(flow), flow.ack64)
             bare = _bare(v, guest, server, gport, sport, seq, (sf.remote_isn + sf.rcv_base) & M32, ACK,
                          flow.guest_window)
             out.append(Inject(rewrite(*bare, options=build_options(b"", (dss, MpFastclose(flow.remote_key))))))
@@ -1296,8 +1295,7 @@ class Converter:
                 buf = MP._ack_on_sf1(flow, mp, (echo,))
             else:
                 sf = flow.sf
-                data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
-                dss = Dss(data_ack if flow.ack64 else data_ack & M32, flow.ack64)
+                dss = Dss(MP.dack_now(flow), flow.ack64)
                 bare = _bare(pkt.version, pkt.dst, pkt.src, pkt.dport, pkt.sport,
                              (flow.guest_isn + flow.snd_end) & M32,
                              (sf.remote_isn + sf.subflow_ack(flow.rcv_rel)) & M32, ACK, flow.guest_window)

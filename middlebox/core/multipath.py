@@ -1062,7 +1062,7 @@ def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None) -> bytes:
     p0 = mp.paths[0]
     sf = flow.sf
     _dack_carried(flow)
-    data_ack = _dack_now(flow)
+    data_ack = dack_now(flow)
     seq = p0.snd_nxt - (1 if fin else 0)
     data_ack = _sf1_dack(flow, mp, seq, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window, data_ack)
     d = Dss(data_ack, flow.ack64) if dfin is None else Dss(
@@ -1784,8 +1784,7 @@ def _csum_stuck_reset(conv, flow, mp, now: float) -> list:
     if p.state not in ALIVE or any(q is not p and q.state in ALIVE for q in mp.paths):
         return []
     v = mp.version
-    if (not _joinable(flow, mp) or len(mp.paths) >= MAX_PATHS
-            or (flow.no_initial_join and not flow.peer_addrs)
+    if (not _joinable(flow, mp) or not _may_rejoin(flow, mp)
             or not any(conv.uplink_up.get(up.name, up.up) and _addr(up.addr4 if v == 4 else up.addr6, v)
                        for up in conv.config.uplinks)):
         return []
@@ -2347,7 +2346,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     return actions
 
 
-def _dack_now(flow) -> int:
+def dack_now(flow) -> int:
     """The DATA_ACK of the guest's ack, as our segments carry it (32 bits unless ack64)."""
     data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
     return data_ack if flow.ack64 else data_ack & M32
@@ -2561,7 +2560,7 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
         ack = sf.remote_isn + sf.rcv_base
     else:
         ack = p.remote_isn + p.rcv_nxt
-    data_ack = _dack_now(flow)
+    data_ack = dack_now(flow)
     while d < end:
         n = min(seg_max, end - d)
         ss = s0 + (d - r0)
@@ -3061,9 +3060,15 @@ def _no_path_left(conv, flow, mp, now: float) -> list:
     server takes no join (its DATA_FIN, or ours acked): _stranded."""
     if flow.fastclosed or not _pathless(flow, mp):
         return []
-    if len(mp.paths) < MAX_PATHS and not (flow.no_initial_join and not flow.peer_addrs):
+    if _may_rejoin(flow, mp):
         return []
     return _reset_pathless(conv, flow, mp, now)
+
+
+def _may_rejoin(flow, mp) -> bool:
+    """A slot left (MAX_PATHS) and an address to join: the server's initial one, or one it
+    announced."""
+    return len(mp.paths) < MAX_PATHS and not (flow.no_initial_join and not flow.peer_addrs)
 
 
 def _reset_pathless(conv, flow, mp, now: float) -> list:
@@ -3313,18 +3318,18 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
     p.rate_at = now
     _cwnd_start(conv, p)
     acts = _j_segment(conv, flow, p, pkt, data, dss, now)
-    if mp.snd_nxt > mp.data_ack and not any(q is not p and q.state in ALIVE for q in mp.paths):
+    first = not any(q is not p and q.state in ALIVE for q in mp.paths)  # alive again after none was
+    if first and mp.snd_nxt > mp.data_ack:
         # the first subflow alive again after none was (_revive, or an uplink's return): the
         # guest's resends since went nowhere ("no live subflow"), and its RTO may have backed
         # off for seconds; prompted now, as when a subflow dies (_j_dead) (review of b5d97cb)
         acts += _prompt_guest(flow, mp, conv.counters)
-    elif (flow.local_fin and mp.snd_nxt == mp.data_ack and not _guest_fin_acked(flow, mp)
-          and not any(q is not p and q.state in ALIVE for q in mp.paths)):
+    elif first and flow.local_fin and mp.snd_nxt == mp.data_ack and not _guest_fin_acked(flow, mp):
         # only the guest's FIN outstanding, and this the first subflow alive again: its
         # DATA_FIN goes on it now, not at the guest's next FIN resend, an RTO backed off while
         # no path existed (review of ffa262f)
         conv.counters[Counter.DataFinTX] += 1
-        acts.append(Inject(_data_on(flow, p, bare_dfin(flow, _dack_now(flow), mp.snd_nxt), 0, b"")))
+        acts.append(Inject(_data_on(flow, p, bare_dfin(flow, dack_now(flow), mp.snd_nxt), 0, b"")))
     if mp.rm_owed:
         acts += _rm_owed(flow, mp, p, conv.counters)
     return acts
