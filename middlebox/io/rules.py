@@ -297,8 +297,9 @@ def installed() -> Installed:
         text = xt_show()
         ifaces = []
         for m in re.finditer(r"-[io] (\S+)", text):
-            if m.group(1) not in ifaces:
-                ifaces.append(_ifaces.from_xt(m.group(1)))  # vnet+ -> vnet*
+            name = _ifaces.from_xt(m.group(1))  # vnet+ -> vnet*
+            if name not in ifaces:
+                ifaces.append(name)
         q = re.search(r"--queue-num (\d+)", text)
         mk = re.search(r"--mark (0x[0-9a-f]+)", text)
         return Installed("xtables", int(q.group(1)) if q else None,

@@ -165,6 +165,14 @@ def test_xtables_ruleset_spells_patterns_with_plus():
     assert '"vnet*"' in rules.nft_render(0, rules.INJECT_MARK, ["vnet*"])
 
 
+def test_installed_xtables_rules_name_each_guest_interface_once(monkeypatch):
+    text = rules.xt_render(0, rules.INJECT_MARK, ["vnet*", "virbr0"])
+    monkeypatch.setattr(rules, "nft_installed", lambda: False)
+    monkeypatch.setattr(rules, "xt_installed", lambda: True)
+    monkeypatch.setattr(rules, "xt_show", lambda: text)
+    assert rules.installed().guest_ifaces == ["vnet*", "virbr0"]
+
+
 # -- service ---------------------------------------------------------------------------------
 
 
