@@ -27,7 +27,7 @@ cdef object IN_NODSS_DATA, IN_NODSS, IN_RST, IN_FASTCLOSE, IN_CLOSE_DONE, IN_ODD
 cdef object IN_MP_FAIL, IN_CSUM_BAD, OUT_INFINITE, IN_FIN
 cdef object DSSTX, DataAckTX, DSSRX, DataAckMismatch
 cdef object _new_action, _set_rewrite_data, IN_DIR, LOCAL
-cdef object ESTABLISHED, MP, AN
+cdef object ESTABLISHED, MP, AN, OR
 
 cdef object _rewrite(object data)
 
@@ -47,6 +47,7 @@ cdef class Converter:
     cdef dict _timeout
     cdef tuple _min_timeout
     cdef set _logged
+    cdef public object orphans  # orphans.Orphans
     cdef list _evicted  # resets of an evicted converting flow, sent with the packet that evicted it
 
     @cython.locals(pkt=Packet, flags=int, flow=Flow, c=int)

@@ -28,6 +28,7 @@ import struct
 from collections import OrderedDict
 
 from middlebox.core.config import Config
+from middlebox.core import orphans as OR
 from middlebox.core.counters import Counter, new_counters
 from middlebox.core.events import ACCEPT, Direction, Drop, Inject, Rewrite
 from middlebox.core.table import TABLE, TIMEOUT_OF_STATE, Input, State
@@ -170,6 +171,7 @@ class Converter:
         self.announcing: dict = {}  # inbound flows with uplink ADD_ADDRs to (re)send (announce.py)
         self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
         self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
+        self.orphans = OR.Orphans(self.counters)  # connections a killed predecessor converted
 
     def _entry(self, state: State, inp: Input):
         entry = TABLE.get((state, inp))
@@ -356,6 +358,10 @@ class Converter:
                 if path is not None:
                     return MP.join_in(self, path, pkt, data, now)
             if flags & (SYN | ACK | RST) != SYN:
+                if not flags & SYN:
+                    orphan = self._orphan(key, pkt, data, direction, now)
+                    if orphan is not None:
+                        return orphan
                 self.counters[Counter.UnknownFlow] += 1
                 return [ACCEPT]
             if direction != OUT:  # a peer's SYN towards a guest (inbound role, issue 9)
@@ -1472,6 +1478,42 @@ class Converter:
         return [self._stripped(pkt, data)]
 
     # -- the inbound role (issue 9): an MPTCP peer connects to a plain-TCP guest -------------
+
+    def _orphan(self, key, pkt, data: bytes, direction, now: float):
+        """A segment (not a SYN) of a connection the table does not know: the actions when it
+        may be one a killed predecessor converted (orphans.py), None to pass it. (A RST
+        passes: it ends whatever it is.)"""
+        orphans = self.orphans
+        if direction != OUT:
+            if pkt.flags & RST or not parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp:
+                return None
+            out = [Drop("an MPTCP segment of a connection this daemon does not know: held")]
+            if orphans.peer(key, pkt.seq, pkt.ack, now) == OR.PROBE:
+                seq, ack = orphans.question(key)
+                out.append(Inject(rewrite(*_bare(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
+                                                 seq, ack, ACK, pkt.window), options=b"")))
+            return out
+        speaks = bool(parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp)
+        said = orphans.guest(key, pkt.flags, pkt.seq, pkt.ack, speaks, now)
+        if said == OR.PASS:
+            return None
+        if said == OR.SPEAKS_MPTCP:
+            flow = self._new_flow(key, now, EVICT_HALF_OPEN)
+            # (its own MPTCP from here on, as if its SYN had been seen: a connection the table
+            # forgot or never saw, whose peer need not send first to be known)
+            if flow is not None:
+                flow.state = GUEST_MPTCP
+                c = CLASS_OF_STATE[GUEST_MPTCP]
+                del self._lru[flow.cls][key]
+                self._lru[c][key] = flow
+                flow.cls = c
+            self.counters[GuestMPTCPPacket] += 1
+            return [ACCEPT]
+        # a converted connection whose state died with the daemon: RSTs at both rcv_nxt
+        guest, gport, peer, pport = key
+        return [Drop("a guest segment of a connection a killed daemon converted: reset"),
+                Inject(rewrite(*_bare(pkt.version, peer, guest, pport, gport, pkt.ack, 0, RST, 0), options=b"")),
+                Inject(rewrite(*_bare(pkt.version, guest, peer, gport, pport, said[1], 0, RST, 0), options=b""))]
 
     def _peer_syn_kind(self, pkt, data: bytes) -> int:
         """A peer's SYN towards a guest with no flow yet: 1 with an MP_CAPABLE (a flow is

@@ -199,6 +199,12 @@ class Counter(IntEnum):
     Sf1FinLate = 175  # multipath: subflow-1 FINs held back from the guest's and sent by the middlebox once the server data-acked the DATA_FIN (again while unacked, FIN_TRIES in all)
     StopReset = 176  # converting flows reset at both ends because the daemon stopped (Converter.stop): unconverted, the server's segments would reach the guest at the wrong place, and its MPTCP-level resends as new bytes
     CsumStuckReset = 177  # multipath, DSS checksums: the only live subflow reset (and a join opened again) because the guest's resend of the data-level head waited behind its hole, where no new mapping may go safely (multipath._csum_stuck_reset)
+    # connections a killed daemon left converted (orphans.py): the peer's MPTCP segments of an unknown connection are never passed to a guest
+    OrphanHeld = 178  # peer segments with an MPTCP option towards a guest, of a connection the table does not know: dropped (its peer resends)
+    OrphanProbe = 179  # out-of-window ACKs sent to such a guest to learn whether it speaks MPTCP itself (one per PROBE_EVERY at most)
+    OrphanGuestMPTCP = 180  # such connections whose guest answered with MPTCP options: its own MPTCP, passed on untouched from then on (GUEST_MPTCP)
+    OrphanReset = 181  # such connections whose guest answered in plain TCP with numbers that fit the peer's: converted by a predecessor, reset at both ends
+    OrphanMisfit = 182  # plain answers whose numbers did not fit the held segment's (a forged segment, or numbering drifted both ways): nothing reset
 
 
 def new_counters() -> dict:

@@ -165,6 +165,22 @@ def test_xtables_ruleset_spells_patterns_with_plus():
     assert '"vnet*"' in rules.nft_render(0, rules.INJECT_MARK, ["vnet*"])
 
 
+def test_the_rulesets_hold_an_option_carrying_peer_segment_without_bypass():
+    """A peer's non-SYN, non-RST segment towards a guest that carries an MPTCP option is
+    queued without bypass (held while no daemon is bound: core/orphans.py), before the rule
+    that queues the rest with it."""
+    xt = rules.xt_render(0, rules.INJECT_MARK, ["vnet*"]).splitlines()
+    held = [i for i, ln in enumerate(xt) if "--tcp-option 30" in ln]
+    assert len(held) == 1 and "--tcp-flags SYN,RST NONE" in xt[held[0]] and "-o vnet+" in xt[held[0]]
+    assert "--queue-bypass" not in xt[held[0]]
+    rest = [i for i, ln in enumerate(xt) if "-o vnet+" in ln and "--queue-bypass" in ln]
+    assert rest and held[0] < rest[0]
+    nft = rules.nft_render(0, rules.INJECT_MARK, ["vnet*"])
+    line = next(ln for ln in nft.splitlines() if "tcp option mptcp exists" in ln)
+    assert "tcp flags & (syn | rst) == 0" in line and "bypass" not in line
+    assert nft.index("tcp option mptcp exists") < nft.index("oifname $guest_ifaces meta l4proto tcp queue")
+
+
 def test_installed_xtables_rules_name_each_guest_interface_once(monkeypatch):
     text = rules.xt_render(0, rules.INJECT_MARK, ["vnet*", "virbr0"])
     monkeypatch.setattr(rules, "nft_installed", lambda: False)

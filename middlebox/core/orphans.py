@@ -1,0 +1,130 @@
+"""Connections converted by a daemon that died without resetting them (SIGKILL, a crash, the
+OOM killer): their orphans.
+
+A stopping daemon resets every connection the server treats as MPTCP (Converter.stop). One
+killed outright cannot, and its successor does not know those connections: passed as they
+are, the server's segments would reach the guest at their subflow seq, and the server's
+MPTCP-level resends as new bytes (measured: a single-path download, the daemon killed at
+12 MB and restarted 1 s later, delivered a wrong byte at 12.8 MB and ran on for two minutes).
+So the rules queue a peer's segments towards a guest that carry an MPTCP option without
+`bypass` (held while no daemon is bound), and the core never passes one of a connection it
+does not know: it drops it and asks the guest with an ACK far outside its window (Linux
+answers that with a duplicate ACK at its snd_nxt/rcv_nxt: RFC 793 p.69, tcp_validate_incoming,
+at most one per tcp_invalid_ratelimit, 500 ms). The guest's next segment decides:
+
+* it carries MPTCP options: the guest speaks MPTCP itself, and the connection is its own; the
+  converter remembers it as GUEST_MPTCP and passes it (the peer resends what was held);
+* it is plain TCP whose numbers fit the held segment's (the guest's seq within GATE above the
+  peer's ack, or its ack within GATE of the peer's seq: one direction of a converted
+  connection keeps the guest's numbering unless the middlebox moved it): a converted
+  connection whose state died; the guest gets a RST at its rcv_nxt (its own ack), the peer
+  one at its rcv_nxt (its segment's ack). Visible, never wrong bytes;
+* plain TCP whose numbers do not fit: a segment forged with an MPTCP option (anyone who knows
+  a 4-tuple can send one) or a connection whose numbering both ways drifted (a multipath one
+  moving much data both ways): nothing is reset, the held segments stay dropped, and after
+  TRIES such answers the guest is asked no more for GIVE_UP_FOR. A blind attacker who knows
+  the 4-tuple must land a seq or an ack within GATE of the right one, at most TRIES times
+  per GIVE_UP_FOR, to reset a plain connection this way; the peer's plain segments always
+  pass.
+
+The table is bounded (MAX_ORPHANS, oldest first out) and entries expire after TTL without
+a held segment. Pure Python: it runs only for packets of connections the table does not know.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from middlebox.core.counters import Counter
+from middlebox.wire.packet import ACK, RST
+
+M32 = 0xFFFFFFFF
+GATE = 1 << 18  # bytes: how far the guest's numbers may lie from the held segment's
+PROBE_EVERY = 1.0  # s between two questions to one guest (Linux answers one per 500 ms)
+TRIES = 4  # answers that do not fit before the guest is asked no more
+GIVE_UP_FOR = 600.0  # s
+TTL = 120.0  # s without a held segment before an entry is forgotten
+MAX_ORPHANS = 1024
+
+# Orphans.peer
+HOLD, PROBE = 1, 2
+# Orphans.guest
+PASS, SPEAKS_MPTCP, RESET = 0, 1, 2
+
+
+class _Entry:
+    __slots__ = ("seq", "ack", "last", "probed", "misfits", "until")
+
+    def __init__(self) -> None:
+        self.seq = self.ack = 0
+        self.last = self.probed = -1e18
+        self.misfits = 0
+        self.until = 0.0
+
+
+class Orphans:
+    """Connections of unknown 4-tuples whose peer sent an MPTCP option towards a plain-looking
+    guest, by the converter's flow key (guest addr, guest port, peer addr, peer port)."""
+
+    def __init__(self, counters: dict, cap: int = MAX_ORPHANS) -> None:
+        self.entries: OrderedDict = OrderedDict()
+        self.counters = counters
+        self.cap = cap
+
+    def peer(self, key: tuple, seq: int, ack: int, now: float) -> int:
+        """A peer's segment carrying an MPTCP option (not a SYN or RST) towards a guest, of a
+        connection the table does not know: always dropped. PROBE when the guest is to be
+        asked now (the converter sends the question), HOLD otherwise."""
+        entries = self.entries
+        e = entries.get(key)
+        if e is None or now - e.last > TTL:
+            if e is None and len(entries) >= self.cap:
+                entries.popitem(last=False)
+            e = entries[key] = _Entry()
+        else:
+            entries.move_to_end(key)
+        e.seq, e.ack, e.last = seq, ack, now
+        self.counters[Counter.OrphanHeld] += 1
+        if e.until:
+            if now < e.until:
+                return HOLD
+            e.until, e.misfits = 0.0, 0
+        if now - e.probed < PROBE_EVERY:
+            return HOLD
+        e.probed = now
+        self.counters[Counter.OrphanProbe] += 1
+        return PROBE
+
+    def question(self, key: tuple) -> tuple:
+        """(seq, ack) of the question to the guest: half the sequence space away from the
+        held segment's, so outside any window when the numbering is the guest's."""
+        e = self.entries[key]
+        return (e.seq + 0x80000000) & M32, (e.ack + 0x80000000) & M32
+
+    def guest(self, key: tuple, flags: int, seq: int, ack: int, speaks_mptcp: bool, now: float):
+        """A guest's segment (not a SYN) of a connection the table does not know. PASS (not
+        an orphan, or undecided: it passes as it is), SPEAKS_MPTCP (it carries MPTCP options,
+        asked or not: the converter takes the connection as the guest's own) or (RESET,
+        peer_rcv_nxt): the guest's segment is dropped, both ends reset."""
+        e = self.entries.get(key)
+        if speaks_mptcp and not flags & RST:
+            if e is not None:
+                del self.entries[key]
+                self.counters[Counter.OrphanGuestMPTCP] += 1
+            return SPEAKS_MPTCP
+        if e is None:
+            return PASS
+        if flags & RST or now - e.last > TTL:  # (its RST ends it: passed on)
+            del self.entries[key]
+            return PASS
+        if not flags & ACK or now < e.until:
+            return PASS
+        if ((seq - e.ack) & M32) < GATE or ((ack - e.seq + GATE) & M32) < 2 * GATE:
+            del self.entries[key]
+            self.counters[Counter.OrphanReset] += 1
+            return RESET, e.ack
+        e.misfits += 1
+        self.counters[Counter.OrphanMisfit] += 1
+        if e.misfits >= TRIES:
+            e.until = now + GIVE_UP_FOR
+        return PASS
