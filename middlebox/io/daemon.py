@@ -516,6 +516,11 @@ class Daemon:
         if not names:
             inst = rules.installed()
             names, source = inst.guest_ifaces, f"installed {inst.backend} rules"
+            if names and not rules.holds_mptcp(inst):
+                log.warning("the installed rules pass every segment while no daemon is bound "
+                            "(installed by an older version): a peer's MPTCP segments of a "
+                            "connection converted before a crash would then reach the guest "
+                            "unconverted; run `middlebox rules install` again")
             if not names:
                 raise DaemonError("no guest interface: give --guest-iface or install the rules "
                                   "first (middlebox rules install --guest-iface IF)")

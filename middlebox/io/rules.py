@@ -307,6 +307,13 @@ def installed() -> Installed:
     return Installed()
 
 
+def holds_mptcp(inst: Installed) -> bool:
+    """Do the installed rules queue a peer's MPTCP-carrying segments towards a guest without
+    bypass (held while no daemon is bound: core/orphans.py)? Rules installed by a version
+    before that do not."""
+    return "tcp option mptcp exists" in inst.text or "--tcp-option 30" in inst.text
+
+
 # -- commands ----------------------------------------------------------------------------
 
 

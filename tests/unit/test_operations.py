@@ -189,6 +189,16 @@ def test_installed_xtables_rules_name_each_guest_interface_once(monkeypatch):
     assert rules.installed().guest_ifaces == ["vnet*", "virbr0"]
 
 
+def test_rules_of_an_older_version_are_told_apart():
+    text = rules.xt_render(0, rules.INJECT_MARK, ["vnet0"])
+    assert rules.holds_mptcp(rules.Installed("xtables", 0, 1, ["vnet0"], text))
+    old = "\n".join(ln for ln in text.splitlines() if "--tcp-option" not in ln)
+    assert not rules.holds_mptcp(rules.Installed("xtables", 0, 1, ["vnet0"], old))
+    # (nft lists the rule as `tcp flags ! syn,rst tcp option mptcp exists queue ...`: nft 1.0.6)
+    listed = 'oifname "vnet0" tcp flags ! syn,rst tcp option mptcp exists queue to 0'
+    assert rules.holds_mptcp(rules.Installed("nft", 0, 1, ["vnet0"], listed))
+
+
 # -- service ---------------------------------------------------------------------------------
 
 
