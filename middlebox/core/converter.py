@@ -358,7 +358,7 @@ class Converter:
                 if path is not None:
                     return MP.join_in(self, path, pkt, data, now)
             if flags & (SYN | ACK | RST) != SYN:
-                if not flags & SYN:
+                if not flags & SYN or direction == OUT:  # (a guest's SYN/ACK: MPTCP options?)
                     orphan = self._orphan(key, pkt, data, direction, now)
                     if orphan is not None:
                         return orphan
@@ -1480,20 +1480,26 @@ class Converter:
     # -- the inbound role (issue 9): an MPTCP peer connects to a plain-TCP guest -------------
 
     def _orphan(self, key, pkt, data: bytes, direction, now: float):
-        """A segment (not a SYN) of a connection the table does not know: the actions when it
-        may be one a killed predecessor converted (orphans.py), None to pass it. (A RST
-        passes: it ends whatever it is.)"""
+        """A segment (not a SYN; a guest's SYN/ACK only for its MPTCP options) of a connection
+        the table does not know: the actions when it may be one a killed predecessor converted
+        (orphans.py), None to pass it. (A RST passes: it ends whatever it is.)"""
         orphans = self.orphans
         if direction != OUT:
             if pkt.flags & RST or not parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp:
                 return None
+            said = orphans.peer(key, pkt.seq, pkt.ack, now)
+            if said == OR.LET:  # (an MPTCP guest's, whose flow the full table could not take)
+                self.counters[GuestMPTCPPacket] += 1
+                return [ACCEPT]
             out = [Drop("an MPTCP segment of a connection this daemon does not know: held")]
-            if orphans.peer(key, pkt.seq, pkt.ack, now) == OR.PROBE:
+            if said == OR.PROBE:
                 seq, ack = orphans.question(key)
                 out.append(Inject(rewrite(*_bare(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
                                                  seq, ack, ACK, pkt.window), options=b"")))
             return out
         speaks = bool(parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp)
+        if pkt.flags & SYN and not speaks:  # (a plain SYN/ACK: nothing to learn)
+            return None
         said = orphans.guest(key, pkt.flags, pkt.seq, pkt.ack, speaks, now)
         if said == OR.PASS:
             return None
@@ -1507,6 +1513,8 @@ class Converter:
                 del self._lru[flow.cls][key]
                 self._lru[c][key] = flow
                 flow.cls = c
+            else:
+                orphans.native(key, now)
             self.counters[GuestMPTCPPacket] += 1
             return [ACCEPT]
         # a converted connection whose state died with the daemon: RSTs at both rcv_nxt

@@ -47,19 +47,17 @@ TTL = 120.0  # s without a held segment before an entry is forgotten
 MAX_ORPHANS = 1024
 
 # Orphans.peer
-HOLD, PROBE = 1, 2
+LET, HOLD, PROBE = 0, 1, 2
 # Orphans.guest
 PASS, SPEAKS_MPTCP, RESET = 0, 1, 2
 
 
 class _Entry:
-    __slots__ = ("seq", "ack", "last", "probed", "misfits", "until")
+    __slots__ = ("seq", "ack", "last", "probed")
 
     def __init__(self) -> None:
         self.seq = self.ack = 0
         self.last = self.probed = -1e18
-        self.misfits = 0
-        self.until = 0.0
 
 
 class Orphans:
@@ -68,13 +66,43 @@ class Orphans:
 
     def __init__(self, counters: dict, cap: int = MAX_ORPHANS) -> None:
         self.entries: OrderedDict = OrderedDict()
+        # key -> [misfits, time of the first]: apart from `entries`, so that neither their
+        # TTL nor segments of other 4-tuples pushing them out start the count afresh (only a
+        # guest's non-RST answer, from a live socket, adds one)
+        self.strikes: OrderedDict = OrderedDict()
+        # key -> last: guests that spoke MPTCP whose GUEST_MPTCP flow the table could not take
+        self.natives: OrderedDict = OrderedDict()
         self.counters = counters
         self.cap = cap
+
+    def _given_up(self, key: tuple, now: float) -> bool:
+        s = self.strikes.get(key)
+        if s is None:
+            return False
+        if now - s[1] >= GIVE_UP_FOR:
+            del self.strikes[key]
+            return False
+        return s[0] >= TRIES
+
+    def native(self, key: tuple, now: float) -> None:
+        """The guest spoke MPTCP on this connection but no GUEST_MPTCP flow could be made (a
+        full table): its peer's segments pass (LET) while it keeps talking."""
+        natives = self.natives
+        if key not in natives and len(natives) >= self.cap:
+            natives.popitem(last=False)
+        natives[key] = now
+        natives.move_to_end(key)
 
     def peer(self, key: tuple, seq: int, ack: int, now: float) -> int:
         """A peer's segment carrying an MPTCP option (not a SYN or RST) towards a guest, of a
         connection the table does not know: always dropped. PROBE when the guest is to be
         asked now (the converter sends the question), HOLD otherwise."""
+        last = self.natives.get(key)
+        if last is not None:
+            if now - last <= TTL:
+                self.natives[key] = now
+                return LET
+            del self.natives[key]
         entries = self.entries
         e = entries.get(key)
         if e is None or now - e.last > TTL:
@@ -85,11 +113,7 @@ class Orphans:
             entries.move_to_end(key)
         e.seq, e.ack, e.last = seq, ack, now
         self.counters[Counter.OrphanHeld] += 1
-        if e.until:
-            if now < e.until:
-                return HOLD
-            e.until, e.misfits = 0.0, 0
-        if now - e.probed < PROBE_EVERY:
+        if self._given_up(key, now) or now - e.probed < PROBE_EVERY:
             return HOLD
         e.probed = now
         self.counters[Counter.OrphanProbe] += 1
@@ -106,6 +130,8 @@ class Orphans:
         an orphan, or undecided: it passes as it is), SPEAKS_MPTCP (it carries MPTCP options,
         asked or not: the converter takes the connection as the guest's own) or (RESET,
         peer_rcv_nxt): the guest's segment is dropped, both ends reset."""
+        if flags & RST:
+            self.natives.pop(key, None)
         e = self.entries.get(key)
         if speaks_mptcp and not flags & RST:
             if e is not None:
@@ -117,14 +143,21 @@ class Orphans:
         if flags & RST or now - e.last > TTL:  # (its RST ends it: passed on)
             del self.entries[key]
             return PASS
-        if not flags & ACK or now < e.until:
+        if not flags & ACK or self._given_up(key, now):
             return PASS
         if ((seq - e.ack) & M32) < GATE or ((ack - e.seq + GATE) & M32) < 2 * GATE:
             del self.entries[key]
+            self.strikes.pop(key, None)
             self.counters[Counter.OrphanReset] += 1
             return RESET, e.ack
-        e.misfits += 1
+        strikes = self.strikes
+        s = strikes.get(key)
+        if s is None:
+            if len(strikes) >= self.cap:
+                strikes.popitem(last=False)
+            s = strikes[key] = [0, now]
+        else:
+            strikes.move_to_end(key)
+        s[0] += 1
         self.counters[Counter.OrphanMisfit] += 1
-        if e.misfits >= TRIES:
-            e.until = now + GIVE_UP_FOR
         return PASS
