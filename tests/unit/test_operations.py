@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -403,7 +404,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
     text = UNIT.read_text()
     for line in ("Type=notify", "ExecStartPre=+/usr/local/bin/middlebox rules install",
                  "ExecStart=/usr/local/bin/middlebox run",
-                 "ExecStopPost=+/usr/local/bin/middlebox rules remove", "Restart=on-failure",
+                 "Restart=on-failure",
                  "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "ProtectSystem=strict",
                  "ProtectHome=yes", "NoNewPrivileges=yes", "RuntimeDirectory=middlebox"):
         assert re.search(rf"(?m)^{re.escape(line)}$", text), line
@@ -417,6 +418,27 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
                        text=True)
     m = re.search(r"Overall exposure level for middlebox.service: ([\d.]+)", r.stdout)
     assert m and float(m.group(1)) <= 3.0, r.stdout[-2000:] + r.stderr
+
+
+def test_unit_keeps_the_rules_after_a_killed_or_crashed_daemon(tmp_path):
+    """ExecStopPost runs after every stop, a SIGKILL's or a crash's too (review of 8b956e2):
+    `rules remove` then would pass a killed daemon's converted connections unconverted for
+    RestartSec, the very thing the held rule (core/orphans.py) is there to prevent. Kept
+    then; removed after a clean stop and a failure no restart follows."""
+    (line,) = re.findall(r"(?m)^ExecStopPost=\+(.*)$", UNIT.read_text())
+    log = tmp_path / "calls"
+    fake = tmp_path / "middlebox"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    fake.chmod(0o755)
+    argv = shlex.split(line.replace("/usr/local/bin/middlebox", str(fake)).replace("$$", "$"))
+    for result, status, removed in (("success", "0", True), ("exit-code", "2", True),
+                                    ("exit-code", "4", True), ("timeout", "TERM", True),
+                                    ("signal", "KILL", False), ("core-dump", "SEGV", False),
+                                    ("oom-kill", "KILL", False), ("exit-code", "1", False)):
+        log.write_text("")
+        env = {"PATH": "/usr/bin:/bin", "SERVICE_RESULT": result, "EXIT_STATUS": status}
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        assert (log.read_text() == "rules remove\n") == removed, (result, status, log.read_text())
 
 
 def test_grafana_dashboard_names_only_metrics_that_exist():
