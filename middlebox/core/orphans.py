@@ -68,7 +68,7 @@ class Orphans:
         self.entries: OrderedDict = OrderedDict()
         # key -> [misfits, time of the first]: apart from `entries`, so that neither their
         # TTL nor segments of other 4-tuples pushing them out start the count afresh (only a
-        # guest's non-RST answer, from a live socket, adds one)
+        # guest's non-RST answer, from a live socket, adds one; none is pushed out: _crowded)
         self.strikes: OrderedDict = OrderedDict()
         # key -> last: guests that spoke MPTCP whose GUEST_MPTCP flow the table could not take
         self.natives: OrderedDict = OrderedDict()
@@ -83,6 +83,19 @@ class Orphans:
             del self.strikes[key]
             return False
         return s[0] >= TRIES
+
+    def _crowded(self, now: float) -> bool:
+        """The strikes are full of live counts (in insertion order = their first misfit's):
+        someone is guessing on `cap` connections at once. No count is pushed out (that would
+        start a guessed connection's afresh) and no fit resets anything until they expire:
+        orphans then stall, held, instead of being reset."""
+        strikes = self.strikes
+        while strikes:
+            k, s = next(iter(strikes.items()))
+            if now - s[1] < GIVE_UP_FOR:
+                break
+            del strikes[k]
+        return len(strikes) >= self.cap
 
     def native(self, key: tuple, now: float) -> None:
         """The guest spoke MPTCP on this connection but no GUEST_MPTCP flow could be made (a
@@ -145,19 +158,18 @@ class Orphans:
             return PASS
         if not flags & ACK or self._given_up(key, now):
             return PASS
-        if ((seq - e.ack) & M32) < GATE or ((ack - e.seq + GATE) & M32) < 2 * GATE:
-            del self.entries[key]
-            self.strikes.pop(key, None)
-            self.counters[Counter.OrphanReset] += 1
-            return RESET, e.ack
+        fits = ((seq - e.ack) & M32) < GATE or ((ack - e.seq + GATE) & M32) < 2 * GATE
         strikes = self.strikes
         s = strikes.get(key)
-        if s is None:
-            if len(strikes) >= self.cap:
-                strikes.popitem(last=False)
-            s = strikes[key] = [0, now]
-        else:
-            strikes.move_to_end(key)
-        s[0] += 1
+        if fits and (s is not None or not self._crowded(now)):
+            del self.entries[key]
+            strikes.pop(key, None)
+            self.counters[Counter.OrphanReset] += 1
+            return RESET, e.ack
         self.counters[Counter.OrphanMisfit] += 1
+        if s is None:
+            if self._crowded(now):
+                return PASS
+            s = strikes[key] = [0, now]
+        s[0] += 1
         return PASS

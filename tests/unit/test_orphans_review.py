@@ -89,3 +89,28 @@ def test_an_mptcp_guest_whose_flow_cannot_be_made_is_not_held_for_ever():
     assert type(acts[0]) is Drop
     assert _out(p, _guest_answer(p, mptcp=(Dss(data_ack=5),))) == [ACCEPT]
     assert _in(p, _peer(p, seq=0x70000000 + 1000)) == [ACCEPT]
+
+
+def test_strikes_on_other_connections_do_not_start_a_guessed_ones_count_afresh():
+    """With the strikes apart from the entries, the one way left to start a connection's
+    count afresh would be pushing it out with misfits on `cap` other connections (an
+    attacker's own connections to a guest service give such answers). A full table of live
+    counts pushes none out and resets nothing: the orphans stall, held, until they expire."""
+    p = Pair()
+    p.conv.orphans.cap = 4
+    far_seq, far_ack = (G_RCV + OR.GATE + 1) & M32, (G_SEQ + 1) & M32
+    victim = p.sport
+    for port in range(p.conv.orphans.cap + 1):
+        p.sport = 3000 + port if port else victim
+        p.now += OR.PROBE_EVERY
+        _in(p, _peer(p, seq=far_seq, ack=far_ack))
+        _out(p, _guest_answer(p))
+    assert victim in [k[3] for k in p.conv.orphans.strikes]
+    p.sport = 5000  # (a fit on a new connection while the table is full: not reset)
+    _in(p, _peer(p))
+    assert _out(p, _guest_answer(p, seq=0x10000100)) == [ACCEPT]
+    assert p.count("OrphanReset") == 0
+    p.now += OR.GIVE_UP_FOR  # (the counts expire: a fit resets again)
+    _in(p, _peer(p))
+    assert type(_out(p, _guest_answer(p, seq=0x10000100))[0]) is Drop
+    assert p.count("OrphanReset") == 1
