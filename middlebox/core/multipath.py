@@ -1960,6 +1960,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     sf1_ack = pkt.ack if new_ack == -1 else new_ack
     p0 = mp.paths[0]
     p0_alive = p0.state in ALIVE
+    sf1_sent = p0.snd_nxt - (1 if p0.fin_sent else 0)  # subflow 1's bytes sent before this segment
     if fin:
         flow.guest_fin((pkt.seq + plen) & M32)
     if not plen and not fin:
@@ -2284,15 +2285,26 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if cwr_due and b > a:
                 flags |= CWR
                 cwr_due = mp.cwr_owed = False
+            bare_fin = None
             if dfin and ss + (b - a) == p.snd_nxt - (1 if p.fin_sent else 0):
-                if p.fin_sent:
-                    flags |= FIN
-                    dup_fin = None  # (the FIN takes it past the server's rcv_nxt)
-                elif _fin_may_go(mp, e):
-                    flags |= FIN
-                    p.fin_sent = True
-                    p.snd_nxt += 1
+                if p.fin_sent or _fin_may_go(mp, e):
+                    if not p.fin_sent:
+                        p.fin_sent = True
+                        p.snd_nxt += 1
                     dup_fin = None
+                    if ss < sf1_sent and b > a:
+                        # Bytes subflow 1 carried before: the FIN goes after them as a bare FIN
+                        # with a bare DATA_FIN, not on them. Linux's TCP keeps a segment of old
+                        # bytes and a new FIN whole (for the FIN); with its bytes read already
+                        # the subflow's read position is at the end of its mapping, outside it
+                        # (validate_mapping): DSSNoMatchTCP and a reset of subflow 1 (the slow
+                        # reader's download with loss, inbound: the guest's resend of its last
+                        # super-packet with its FIN, whose bytes the client had SACKed and then
+                        # acked while the resend was on its way). We cannot know the server has
+                        # not read them: any resend may be such a duplicate.
+                        bare_fin = Inject(_ack_on_sf1(flow, mp, fin=True, dfin=bare_dfin(flow, data_ack, e)))
+                    else:
+                        flags |= FIN  # (new bytes: the FIN takes them past the server's rcv_nxt)
                 else:  # (the DATA_FIN in the mapping alone, _fin_may_go)
                     counters[Counter.Sf1FinHeld] += 1
             if in_place:
@@ -2301,6 +2313,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     return [Drop("no option room for the mapping")]
                 verdict = Rewrite(rewrite(data, pkt, seq=(p.local_isn + ss) & M32, ack=sf1_ack,
                                           flags=flags, options=options))
+                if bare_fin is not None:
+                    actions.append(bare_fin)
                 if resend:
                     _resent(p, flow.last)
                 continue
@@ -2311,6 +2325,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
                                           p.local_isn + ss, sf1_ack, flags, pkt.window,
                                           build_options(ts, (opt,)), payload, marks)))
+            if bare_fin is not None:
+                actions.append(bare_fin)
             if resend:
                 _resent(p, flow.last)
         else:
