@@ -167,15 +167,17 @@ def _first_wrong(got, data):
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
-@pytest.mark.parametrize("multi", [False, True], ids=["single-path", "multipath"])
+@pytest.mark.parametrize("multi,family", [(False, socket.AF_INET), (True, socket.AF_INET),
+                                          (False, socket.AF_INET6)],
+                         ids=["single-path", "multipath", "single-path-ipv6"])
 def test_a_killed_daemon_restarted_resets_its_orphans_and_delivers_no_wrong_byte(
-        mbox, server_factory, multi):
+        mbox, server_factory, multi, family):
     """SIGKILL mid-download: nothing can reset the connection on the way out. While no
     daemon is bound the rules hold the server's MPTCP segments (no bypass for them); the new
     daemon does not know the flow, holds them too, asks the guest (an out-of-window ACK) and,
     its answer plain TCP whose numbers fit the held segment's, resets both ends."""
     t = mbox.t
-    srv = server_factory()
+    srv = server_factory(family=family)
     before = t.nstat(t.server)
     got, err, took, d2 = _download_across_a_kill(mbox, srv, N, multi)
     data = payload(N)
