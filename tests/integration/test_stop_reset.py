@@ -51,31 +51,17 @@ def test_stopping_the_daemon_mid_download_resets_the_guest_and_delivers_no_wrong
     srv = server_factory()
     data = payload(N)
     before = t.nstat(t.server)
-    got = bytearray()
-    err = stopped_at = None
     try:
         with guest_connect(t, srv, timeout=20) as c:
             c.sendall(f"DOWN {N}\n".encode())
-            while True:
-                if stopped_at is None and len(got) >= STOP_AT:
-                    d.stop()
-                    stopped_at = time.monotonic()
-                try:
-                    chunk = c.recv(1 << 16)
-                except OSError as e:
-                    err = e
-                    break
-                if not chunk:
-                    break
-                got += chunk
+            got, err, took, _ = _read_across_a_stop(mbox, d, c, signal.SIGTERM, restart=None)
     finally:
         d.stop()
         print(d.output[-1200:])
-    took = None if stopped_at is None else time.monotonic() - stopped_at
-    bad = next((i for i in range(len(got)) if got[i] != data[i]), None) if got != data[:len(got)] else None
+    bad = _first_wrong(got, data)
     print(f"received {len(got)} of {N}, {err!r} {took} s after the stop; first wrong byte: {bad}")
     assert bad is None, f"wrong byte at {bad} after the daemon stopped"
-    assert stopped_at is not None and len(got) < N, "the transfer ended before the stop"
+    assert took is not None and len(got) < N, "the transfer ended before the stop"
     assert err is not None and err.errno == errno.ECONNRESET, err
     assert took < 10, took  # (at once: not the reader's 20 s timeout)
     _check_server_side(t, before, d, srv, multi)
@@ -89,24 +75,11 @@ def test_stopping_the_daemon_mid_upload_resets_both_applications(mbox, server_fa
     srv = server_factory()
     data = payload(N)
     before = t.nstat(t.server)
-    sent = 0
-    err = stopped_at = answer = None
     try:
         with guest_connect(t, srv, timeout=20) as c:
-            c.sendall(f"UP {N}\n".encode())
-            view = memoryview(data)
-            try:
-                while sent < N:
-                    if stopped_at is None and sent >= STOP_AT:
-                        d.stop()
-                        stopped_at = time.monotonic()
-                    sent += c.send(view[sent:sent + 65536])
-                answer = c.recv(64)
-            except OSError as e:
-                err = e
+            sent, answer, err, took, _ = _send_across_a_stop(mbox, d, c, data, signal.SIGTERM, None)
     finally:
         d.stop()
-    took = None if stopped_at is None else time.monotonic() - stopped_at
     print(f"sent {sent} of {N}: {err!r} {took} s after the stop; answer {answer!r}; server {srv.errors}")
     assert answer != hashlib.sha256(data).hexdigest().encode(), "the upload outran the stop"
     assert err is not None and err.errno in (errno.ECONNRESET, errno.EPIPE), err
@@ -123,41 +96,81 @@ def test_stopping_the_daemon_mid_upload_resets_both_applications(mbox, server_fa
 RESTART_AFTER = 1.0  # (s: the outage; the server resends meanwhile)
 
 
-def _download_across_a_kill(mbox, srv, n: int, multi: bool, mptcp_guest: bool = False):
-    """A download of `n` bytes during which the daemon is SIGKILLed (at STOP_AT) and a new one
-    started RESTART_AFTER later. Returns (bytes received, the error, seconds from the
-    restart to the error, the new daemon)."""
-    t = mbox.t
-    d = _start(mbox, multi)
-    with t.in_netns(t.guest):
-        c = socket.socket(srv.family, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp_guest else 0)
-    c.settimeout(20)
+def _read_across_a_stop(mbox, d, c, sig=signal.SIGKILL, restart: tuple | None = (),
+                        then_timeout: float | None = None):
+    """Read socket `c` to its end or an error; stop daemon `d` with `sig` once STOP_AT bytes
+    came and, unless `restart` is None, start a new one (arguments `restart`) RESTART_AFTER
+    later (the reader's timeout then `then_timeout`). Returns (bytes received, the error,
+    seconds from the stop or the restart to the end, the new daemon or None)."""
     got = bytearray()
     err = restarted_at = d2 = None
     try:
-        with c:
-            c.connect((srv.addr, srv.port))
-            c.sendall(f"DOWN {n}\n".encode())
-            while True:
-                if d2 is None and len(got) >= STOP_AT:
-                    d.stop(signal.SIGKILL)
+        while True:
+            if restarted_at is None and len(got) >= STOP_AT:
+                d.stop(sig)
+                if restart is not None:
                     time.sleep(RESTART_AFTER)  # (the guest's buffer holds what came before)
-                    d2 = mbox.start(*(JOIN if multi else ()))
-                    restarted_at = time.monotonic()
-                try:
-                    chunk = c.recv(1 << 16)
-                except OSError as e:
-                    err = e
-                    break
-                if not chunk:
-                    break
-                got += chunk
+                    d2 = mbox.start(*restart)
+                restarted_at = time.monotonic()
+                if then_timeout is not None:
+                    c.settimeout(then_timeout)
+            try:
+                chunk = c.recv(1 << 16)
+            except OSError as e:
+                err = e
+                break
+            if not chunk:
+                break
+            got += chunk
     finally:
         if d2 is not None:
             d2.stop()
             print(d2.output[-1500:])
     took = None if restarted_at is None else time.monotonic() - restarted_at
     return got, err, took, d2
+
+
+def _send_across_a_stop(mbox, d, c, data: bytes, sig=signal.SIGKILL, restart: tuple | None = ()):
+    """Upload `data` on `c` (after "UP n") and read the server's digest; stop daemon `d` with
+    `sig` once STOP_AT bytes went and, unless `restart` is None, start a new one RESTART_AFTER
+    later. Returns (bytes sent, the digest or None, the error, seconds from the stop or the
+    restart to the end, the new daemon or None)."""
+    n = len(data)
+    view = memoryview(data)
+    sent = 0
+    answer = err = at = d2 = None
+    try:
+        c.sendall(f"UP {n}\n".encode())
+        try:
+            while sent < n:
+                if at is None and sent >= STOP_AT:
+                    d.stop(sig)
+                    if restart is not None:
+                        time.sleep(RESTART_AFTER)
+                        d2 = mbox.start(*restart)
+                    at = time.monotonic()
+                sent += c.send(view[sent:sent + 65536])
+            answer = c.recv(64)
+        except OSError as e:
+            err = e
+    finally:
+        if d2 is not None:
+            d2.stop()
+            print(d2.output[-1200:])
+    return sent, answer, err, None if at is None else time.monotonic() - at, d2
+
+
+def _download_across_a_kill(mbox, srv, n: int, multi: bool, mptcp_guest: bool = False):
+    """A guest's download of `n` bytes across a kill and a restart (_read_across_a_stop)."""
+    t = mbox.t
+    d = _start(mbox, multi)
+    with t.in_netns(t.guest):
+        c = socket.socket(srv.family, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp_guest else 0)
+    c.settimeout(20)
+    with c:
+        c.connect((srv.addr, srv.port))
+        c.sendall(f"DOWN {n}\n".encode())
+        return _read_across_a_stop(mbox, d, c, restart=JOIN if multi else ())
 
 
 def _first_wrong(got, data):
@@ -229,32 +242,12 @@ def test_a_killed_daemon_restarted_mid_upload_delivers_no_wrong_byte(mbox, serve
     d = _start(mbox, multi)
     srv = server_factory()
     data = payload(N)
-    sent = 0
-    err = restarted_at = d2 = answer = None
     with t.in_netns(t.guest):
         c = socket.socket(srv.family, socket.SOCK_STREAM)
     c.settimeout(20)
-    try:
-        with c:
-            c.connect((srv.addr, srv.port))
-            c.sendall(f"UP {N}\n".encode())
-            view = memoryview(data)
-            try:
-                while sent < N:
-                    if d2 is None and sent >= STOP_AT:
-                        d.stop(signal.SIGKILL)
-                        time.sleep(RESTART_AFTER)
-                        d2 = mbox.start(*(JOIN if multi else ()))
-                        restarted_at = time.monotonic()
-                    sent += c.send(view[sent:sent + 65536])
-                answer = c.recv(64)
-            except OSError as e:
-                err = e
-    finally:
-        if d2 is not None:
-            d2.stop()
-            print(d2.output[-1200:])
-    took = None if restarted_at is None else time.monotonic() - restarted_at
+    with c:
+        c.connect((srv.addr, srv.port))
+        sent, answer, err, took, d2 = _send_across_a_stop(mbox, d, c, data, restart=JOIN if multi else ())
     c2 = core_counters(d2.output) if d2 else {}
     print(f"sent {sent} of {N}: {err!r} {took} s after the restart; answer {answer!r}; "
           f"server errors {srv.errors}; {c2}")
@@ -282,31 +275,9 @@ def test_a_killed_daemon_restarted_mid_inbound_download_delivers_no_wrong_byte(m
     d = mbox.start(uplinks=announced)
     srv = guest_service(t)
     data = payload(N)
-    got = bytearray()
-    err = restarted_at = d2 = None
-    try:
-        with peer_connect(t, srv, timeout=20) as c:
-            c.sendall(f"DOWN {N}\n".encode())
-            while True:
-                if d2 is None and len(got) >= STOP_AT:
-                    d.stop(signal.SIGKILL)
-                    time.sleep(RESTART_AFTER)
-                    d2 = mbox.start()
-                    restarted_at = time.monotonic()
-                    c.settimeout(8)
-                try:
-                    chunk = c.recv(1 << 16)
-                except OSError as e:
-                    err = e
-                    break
-                if not chunk:
-                    break
-                got += chunk
-    finally:
-        if d2 is not None:
-            d2.stop()
-            print(d2.output[-1200:])
-    took = None if restarted_at is None else time.monotonic() - restarted_at
+    with peer_connect(t, srv, timeout=20) as c:
+        c.sendall(f"DOWN {N}\n".encode())
+        got, err, took, d2 = _read_across_a_stop(mbox, d, c, then_timeout=8)
     bad = _first_wrong(got, data)
     c2 = core_counters(d2.output) if d2 else {}
     print(f"received {len(got)} of {N}: {err!r} {took} s after the restart; first wrong byte {bad}; "
