@@ -22,13 +22,17 @@ at most one per tcp_invalid_ratelimit, 500 ms). The guest's next segment decides
 * plain TCP whose numbers do not fit: a segment forged with an MPTCP option (anyone who knows
   a 4-tuple can send one) or a connection whose numbering both ways drifted (a multipath one
   moving much data both ways): nothing is reset, the held segments stay dropped, and after
-  TRIES such answers the guest is asked no more for GIVE_UP_FOR. A blind attacker who knows
-  the 4-tuple must land a seq or an ack within GATE of the right one, at most TRIES times
-  per GIVE_UP_FOR, to reset a plain connection this way; the peer's plain segments always
-  pass.
+  TRIES such answers (`strikes`, counted for GIVE_UP_FOR from the first, apart from the
+  entries so that neither their TTL nor other 4-tuples pushing them out start the count
+  afresh) the guest is asked no more. A blind attacker who knows the 4-tuple must land a
+  seq or an ack within GATE of the right one, at most TRIES times per GIVE_UP_FOR, to reset
+  a plain connection this way; while `cap` connections carry strikes at once none without
+  one is reset (orphans stall, held: _crowded). The peer's plain segments always pass.
 
-The table is bounded (MAX_ORPHANS, oldest first out) and entries expire after TTL without
-a held segment. Pure Python: it runs only for packets of connections the table does not know.
+Every table is bounded (`cap`, oldest first out; the strikes: none pushed out) and entries
+expire after TTL without a held segment. A guest that spoke MPTCP but whose GUEST_MPTCP flow
+the full flow table could not take is remembered in `natives`: its peer's segments pass.
+Pure Python: it runs only for packets of connections the table does not know.
 """
 
 from __future__ import annotations
