@@ -122,8 +122,8 @@ class Orphans:
             del self.natives[key]
         entries = self.entries
         e = entries.get(key)
-        if e is None or now - e.last > TTL:
-            if e is None and len(entries) >= self.cap:
+        if e is None:  # (a stale one is as good as new: nothing in it outlives a held segment)
+            if len(entries) >= self.cap:
                 entries.popitem(last=False)
             e = entries[key] = _Entry()
         else:

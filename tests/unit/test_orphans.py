@@ -179,3 +179,36 @@ def test_a_guest_segment_with_mptcp_options_is_taken_as_its_own_unasked():
     (flow,) = p.conv.flows.values()
     assert flow.state is State.GUEST_MPTCP and p.count("OrphanGuestMPTCP") == 0
     assert _in(p, _peer(p)) == [ACCEPT] and p.count("OrphanHeld") == 0
+
+
+def test_an_ack_just_above_the_held_seq_fits_and_one_past_the_gate_does_not():
+    p = Pair()
+    _in(p, _peer(p))
+    assert _out(p, _guest_answer(p, 0x55555555, (S_SEQ + OR.GATE) & M32)) == [ACCEPT]  # (outside)
+    acts = _out(p, _guest_answer(p, 0x55555555, (S_SEQ + OR.GATE - 1) & M32))
+    assert type(acts[0]) is Drop and p.count("OrphanReset") == 1 and p.count("OrphanMisfit") == 1
+
+
+def test_a_guest_segment_without_ack_decides_nothing():
+    p = Pair()
+    _in(p, _peer(p))
+    assert _out(p, p.g_packet(S_ACK, 0, PSH, payload=b"z")) == [ACCEPT]  # (its seq would fit)
+    assert p.count("OrphanReset") == 0 and p.count("OrphanMisfit") == 0 and p.conv.orphans.entries
+
+
+def test_a_connection_taken_as_the_guests_own_is_evicted_as_one():
+    """The GUEST_MPTCP flow an answer makes is in that state's eviction class (the cheapest),
+    not the half-open one it was made in: a full table loses it before a guest's newer
+    half-open flow."""
+    from middlebox.core import Config
+
+    p = Pair(Config(max_flows=2))
+    p.out(p.g_syn())  # a half-open flow of the guest's (port 40000)
+    p.gport = 40001
+    p.now += 1
+    _in(p, _peer(p))
+    _out(p, _guest_answer(p, mptcp=(Dss(data_ack=5),)))  # GUEST_MPTCP, newer than the SYN's
+    p.gport = 40002
+    p.out(p.g_syn())  # the table is full: one goes
+    assert sorted(k[1] for k in p.conv.flows) == [40000, 40002]
+    assert p.count("FlowEvictedPassive") == 1
