@@ -8,7 +8,7 @@ APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev
                 iperf3 mptcpd ethtool socat conntrack gcc python3-dev systemd
 # (systemd: `systemd-analyze verify` checks the shipped unit, contrib/middlebox.service)
 
-.PHONY: all deps venv build test test-compiled test-pure fuzz demo bench bench-multipath bench-policy bench-inbound clean install
+.PHONY: all deps venv build test test-compiled test-pure fuzz soak-restart demo bench bench-multipath bench-policy bench-inbound clean install
 
 all: build
 
@@ -51,6 +51,11 @@ test: build
 # FUZZ_PACKETS= or `$(PY) tests/fuzz_volume.py --help` for another run).
 fuzz: build
 	$(PY) tests/fuzz_volume.py
+
+# Kill-and-restart scenarios against the kernel (tests/integration/soak_restart_adversary.py,
+# ~8 min on the netlink backend; not part of `make test`: CI's time goes to the suite).
+soak-restart: build
+	MIDDLEBOX_TEST_BACKENDS=netlink $(PY) -m pytest tests/integration/soak_restart_adversary.py
 
 demo: build
 	$(VENV)/bin/middlebox demo

@@ -96,38 +96,53 @@ def test_stopping_the_daemon_mid_upload_resets_both_applications(mbox, server_fa
 RESTART_AFTER = 1.0  # (s: the outage; the server resends meanwhile)
 
 
+def _recv_all(c, before_recv=None, size: int = 1 << 16, pause: float = 0.0):
+    """Read socket `c` to its end or an error, `size` bytes a time, `pause` s apart;
+    `before_recv(bytes so far)` runs before each read. Returns (bytes, the error or None)."""
+    got = bytearray()
+    err = None
+    while True:
+        if before_recv is not None:
+            before_recv(len(got))
+        try:
+            chunk = c.recv(size)
+        except OSError as e:
+            err = e
+            break
+        if not chunk:
+            break
+        got += chunk
+        if pause:
+            time.sleep(pause)
+    return got, err
+
+
 def _read_across_a_stop(mbox, d, c, sig=signal.SIGKILL, restart: tuple | None = (),
                         then_timeout: float | None = None):
     """Read socket `c` to its end or an error; stop daemon `d` with `sig` once STOP_AT bytes
     came and, unless `restart` is None, start a new one (arguments `restart`) RESTART_AFTER
     later (the reader's timeout then `then_timeout`). Returns (bytes received, the error,
     seconds from the stop or the restart to the end, the new daemon or None)."""
-    got = bytearray()
-    err = restarted_at = d2 = None
+    state = {"at": None, "d2": None}
+
+    def stop_at(have: int) -> None:
+        if state["at"] is None and have >= STOP_AT:
+            d.stop(sig)
+            if restart is not None:
+                time.sleep(RESTART_AFTER)  # (the guest's buffer holds what came before)
+                state["d2"] = mbox.start(*restart)
+            state["at"] = time.monotonic()
+            if then_timeout is not None:
+                c.settimeout(then_timeout)
+
     try:
-        while True:
-            if restarted_at is None and len(got) >= STOP_AT:
-                d.stop(sig)
-                if restart is not None:
-                    time.sleep(RESTART_AFTER)  # (the guest's buffer holds what came before)
-                    d2 = mbox.start(*restart)
-                restarted_at = time.monotonic()
-                if then_timeout is not None:
-                    c.settimeout(then_timeout)
-            try:
-                chunk = c.recv(1 << 16)
-            except OSError as e:
-                err = e
-                break
-            if not chunk:
-                break
-            got += chunk
+        got, err = _recv_all(c, stop_at)
     finally:
-        if d2 is not None:
-            d2.stop()
-            print(d2.output[-1500:])
-    took = None if restarted_at is None else time.monotonic() - restarted_at
-    return got, err, took, d2
+        if state["d2"] is not None:
+            state["d2"].stop()
+            print(state["d2"].output[-1500:])
+    took = None if state["at"] is None else time.monotonic() - state["at"]
+    return got, err, took, state["d2"]
 
 
 def _send_across_a_stop(mbox, d, c, data: bytes, sig=signal.SIGKILL, restart: tuple | None = ()):
