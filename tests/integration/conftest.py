@@ -80,6 +80,10 @@ def topo(request):
 # -- the daemon --------------------------------------------------------------------------
 
 
+SETTLE = 3.0  # seconds Daemon.stop waits for closing test connections (below)
+LIVE_SERVERS: list = []  # this test's Servers (server_factory)
+
+
 class Daemon:
     """`middlebox run` as a subprocess inside the mbox namespace."""
 
@@ -111,9 +115,21 @@ class Daemon:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> tuple[int | None, float]:
-        """Send `sig`, wait; returns (exit status or None if still running, seconds)."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5,
+             settle: float = SETTLE) -> tuple[int | None, float]:
+        """Send `sig`, wait; returns (exit status or None if still running, seconds).
+        Asked to stop (SIGTERM, SIGINT), the daemon resets the connections the server still
+        treats as MPTCP (`Converter.stop`), so a test's connection whose close is on its way
+        (the guest's FIN lost, resent after its RTO) would end in a reset the test did not
+        mean: first wait up to `settle` seconds while a test server has sent everything and
+        waits for its client's close. Seconds include that wait."""
         start = time.monotonic()
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            deadline = start + settle
+            while any(s.closing for s in LIVE_SERVERS) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if time.monotonic() - start > 0.05:
+                print(f"stop: waited {time.monotonic() - start:.2f} s for closing test connections")
         if self.proc.poll() is None:
             # `ip netns exec` execs the command, so the pid is the daemon's own
             self.proc.send_signal(sig)
@@ -238,6 +254,8 @@ class Server:
         self.sock.listen(256)
         self.mptcp_flags: list[int | None] = []
         self.errors: list[str] = []
+        self.closing = 0  # handlers that sent all and wait for the client's close
+        self._lock = threading.Lock()
         self._stop = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -268,7 +286,13 @@ class Server:
                 self.mptcp_flags.append(mptcp_info_flags(conn))
                 conn.sendall(payload(n))
             conn.shutdown(socket.SHUT_WR)
-            conn.recv(1)  # wait for the client's close
+            with self._lock:
+                self.closing += 1
+            try:
+                conn.recv(1)  # wait for the client's close
+            finally:
+                with self._lock:
+                    self.closing -= 1
         except Exception as e:
             self.errors.append(f"{type(e).__name__}: {e}")
         finally:
@@ -299,11 +323,13 @@ def server_factory(topo):
     def make(**kw) -> Server:
         s = Server(topo, **kw)
         servers.append(s)
+        LIVE_SERVERS.append(s)
         return s
 
     yield make
     for s in servers:
         s.close()
+        LIVE_SERVERS.remove(s)
 
 
 def guest_connect(t: Topology, srv: Server, timeout: float = 60) -> socket.socket:
