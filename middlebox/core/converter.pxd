@@ -48,6 +48,7 @@ cdef class Converter:
     cdef tuple _min_timeout
     cdef set _logged
     cdef public object orphans  # orphans.Orphans
+    cdef public bint stopping
     cdef list _evicted  # resets of an evicted converting flow, sent with the packet that evicted it
 
     @cython.locals(pkt=Packet, flags=int, flow=Flow, c=int)

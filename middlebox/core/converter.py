@@ -172,6 +172,7 @@ class Converter:
         self.routes: list = []  # (ip version, network, prefixlen, uplink id): set_routes
         self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
         self.orphans = OR.Orphans(self.counters)  # connections a killed predecessor converted
+        self.stopping = False  # the shell is stopping (--stop-grace): new connections stay plain
 
     def _entry(self, state: State, inp: Input):
         entry = TABLE.get((state, inp))
@@ -250,6 +251,17 @@ class Converter:
                 self.counters[Counter.CoreBug] += 1
                 log.exception("core: %s stopping a flow", type(exc).__name__)
         return out
+
+    def closing(self) -> int:
+        """How many flows `stop` would reset have both FINs sent, the guest's and the
+        server's DATA_FIN: their data is all sent, only acks (or a resend of a lost FIN) are
+        missing. The shell keeps converting a moment for them before it stops (--stop-grace),
+        so that a connection that was ending when the stop came ends cleanly."""
+        n = 0
+        for flow in self.flows.values():
+            if flow.local_fin and flow.remote_fin and _resettable(flow):
+                n += 1
+        return n
 
     def _stop_flow(self, key, flow) -> list:
         if not _resettable(flow):
@@ -371,12 +383,18 @@ class Converter:
                 if kind == 0:  # plain TCP (or inbound off, or another MPTCP version): not ours
                     self.counters[Counter.UnknownFlow] += 1
                     return [ACCEPT]
+                if self.stopping:  # stop() would reset it: plain TCP is what outlives us
+                    self.counters[Counter.StopPlain] += 1
+                    return [ACCEPT]
                 # anyone can send it: it evicts only flows that cost nothing to forget (passive,
                 # other peers' SYN_RCVD) or finished ones, never the guest's own half-open or
                 # converting flows; failing that it is not tracked (plain TCP)
                 flow = self._new_flow(key, now, EVICT_HALF_OPEN)
                 if flow is None:
                     return [ACCEPT]
+            elif self.stopping:  # (the same)
+                self.counters[Counter.StopPlain] += 1
+                return [ACCEPT]
             else:
                 flow = self._new_flow(key, now)
         else:

@@ -115,6 +115,7 @@ CHECKS = {
     "join_after_ms": _range(0, 1 << 62),
     "repair_bytes": _range(0, 1 << 40),
     "repair_total_bytes": _range(0, 1 << 40),
+    "stop_grace": _range(0, 3600),
 }
 
 

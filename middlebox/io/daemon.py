@@ -4,8 +4,8 @@
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--repair-bytes N]
 [--repair-total-bytes N] [--repair-window] [--policy greedy|cost] [--target RATE]
-[--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open] [-v]
-[--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
+[--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open]
+[--stop-grace SECONDS] [-v] [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
 * Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
   8 MB socket receive buffer (SO_RCVBUFFORCE, inside NetfilterQueue's bind; ENOBUFS = the
@@ -21,8 +21,10 @@
   its reference is `_BudgetReader`, `_PyPassthrough`, `_PyConverting` and
   `_py_set_queue_flags` below. Signal handlers only set flags:
   nothing is raised inside the NetfilterQueue callback (LESSONS.md trap 12). On SIGINT or
-  SIGTERM the daemon drains what is queued, resets the flows that cannot pass unconverted
-  once it is gone (Converter.stop), unbinds and exits 0.
+  SIGTERM the daemon goes on converting for up to --stop-grace seconds (2) while a
+  connection that ends has both FINs sent but not acked (`Converter.closing`; a second
+  signal cuts it short), then drains what is queued, resets the flows that cannot pass
+  unconverted once it is gone (Converter.stop), unbinds and exits 0.
 * Direction: a packet whose `indev` is a guest-facing interface is `Direction.OUT`, any other
   `Direction.IN`. Guest interfaces come from --guest-iface or from the installed rules:
   names (a bridge such as virbr0) or patterns with a trailing `*` (vnet*); the interfaces
@@ -85,6 +87,7 @@ _monotonic = time.monotonic
 BUDGET = 256  # packets handled per loop round before looking at flags and timers
 TICK = 0.5  # seconds between Converter.tick calls
 SELECT_TIMEOUT = 0.1
+STOP_GRACE = 2.0  # seconds (--stop-grace)
 DEADLINE_MIN_WAIT = 0.001  # a core deadline that stays in the past cannot spin the loop
 QUEUE_MAXLEN = 4096  # kernel queue length (default 1024; NetfilterQueue's default too)
 SOCK_RCVBUF = 8 * 1024 * 1024
@@ -343,6 +346,7 @@ class Daemon:
         self.tally: _Tally[str] = _Tally()
         self.seen: set[str] = set()
         self.stop = False
+        self.stops = 0  # stop signals received
         self.dump = False
         self.conv = None
         self.guest_ifindexes: frozenset[int] = frozenset()
@@ -775,6 +779,7 @@ class Daemon:
             if not self.stop:
                 self.ops.stopping()  # systemd: STOPPING=1 as soon as the stop is asked
             self.stop = True
+            self.stops += 1  # a second one ends the wait for closing connections
 
     def set_fail_open(self, path, nfq, sock) -> str:
         """NFQA_CFG_F_FAIL_OPEN on the bound queue unless --no-fail-open; returns what a full
@@ -870,6 +875,66 @@ class Daemon:
 
         return self.serve(fd, pump, unbind)
 
+    def round(self, fd: int, fds: list, pump, flush) -> None:
+        """One turn of the loop: wait for the queue or the core's next timer, handle at most
+        BUDGET messages, the core's tick when due, SIGUSR1, the control socket."""
+        timeout, deadline = self.wait_time()
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            ready = []
+        if self.on_ready(ready):
+            flush()  # what the core answered to a link event
+        if fd in ready:
+            try:
+                enobufs = pump(BUDGET)[1]
+            except OSError as e:
+                self.count("recv_errors")
+                self.once(f"recv:{e.errno}", f"queue recv failed: {e} (counted, going on)")
+            else:
+                if enobufs:
+                    self.enobufs(enobufs)
+            flush()
+        now = time.monotonic()
+        if self.tick_due(now, self.next_tick, deadline):
+            self.next_tick = now + TICK
+            self.tick()
+            flush()
+        if self.dump:
+            self.dump = False
+            self.print_counters("counters")
+        self.ops.poll()
+
+    def finish_closing(self, fd: int, fds: list, pump, flush) -> None:
+        """Stopping: go on converting for up to --stop-grace seconds while a flow that
+        `Converter.stop` would reset has both FINs sent (the guest's and the server's
+        DATA_FIN: only their acks, or a resend, are missing), so that a connection that was
+        ending when the stop came ends cleanly rather than by a reset. A second stop signal
+        ends the wait. From here on new connections pass as plain TCP (`StopPlain`)."""
+        if self.conv is not None and hasattr(self.conv, "stopping"):
+            self.conv.stopping = True
+        count = getattr(self.conv, "closing", None)
+        if count is None or self.args.stop_grace <= 0:
+            return
+        hurry = self.stops
+        end = time.monotonic() + self.args.stop_grace
+        left = self._closing(count)
+        if left:
+            log.info("stopping: %d closing connection(s), waiting up to %g s for them",
+                     left, self.args.stop_grace)
+        while left and self.stops == hurry and time.monotonic() < end:
+            self.round(fd, fds, pump, flush)
+            left = self._closing(count)
+        if left:
+            log.info("stopping: %d closing connection(s) left", left)
+
+    def _closing(self, count) -> int:
+        try:
+            return int(count())
+        except Exception as e:
+            self.bug("closing", e)
+            return 0
+
     def serve(self, fd: int, pump, unbind) -> int:
         """The loop of every queue backend, on the bound queue's `fd`: `pump(budget)` handles
         at most `budget` queued messages ((messages, enobufs)); `unbind()` at the end, after
@@ -877,36 +942,12 @@ class Daemon:
         after every round and tick."""
         flush = getattr(self.injector, "flush", None) or (lambda: None)
         self.ops.ready()  # control socket, READY=1
-        next_tick = time.monotonic() + TICK
+        self.next_tick = time.monotonic() + TICK
         fds = [fd, *self.extra_fds()]
         try:
             while not self.stop:
-                timeout, deadline = self.wait_time()
-                try:
-                    ready, _, _ = select.select(fds, [], [], timeout)
-                except InterruptedError:
-                    ready = []
-                if self.on_ready(ready):
-                    flush()  # what the core answered to a link event
-                if fd in ready:
-                    try:
-                        enobufs = pump(BUDGET)[1]
-                    except OSError as e:
-                        self.count("recv_errors")
-                        self.once(f"recv:{e.errno}", f"queue recv failed: {e} (counted, going on)")
-                    else:
-                        if enobufs:
-                            self.enobufs(enobufs)
-                    flush()
-                now = time.monotonic()
-                if self.tick_due(now, next_tick, deadline):
-                    next_tick = now + TICK
-                    self.tick()
-                    flush()
-                if self.dump:
-                    self.dump = False
-                    self.print_counters("counters")
-                self.ops.poll()
+                self.round(fd, fds, pump, flush)
+            self.finish_closing(fd, fds, pump, flush)
             log.info("stopping: draining the queue")
             try:
                 enobufs = pump(4 * BUDGET)[1]
@@ -1044,6 +1085,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "guest's stream: wrong bytes. Only for hosts that prefer "
                              "availability to integrity")
     parser.set_defaults(no_fail_open=True)
+    parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
+                        help="on SIGTERM/SIGINT, go on converting for up to SECONDS while a "
+                             "connection the stop would reset has both its FINs sent (only "
+                             "their acks or a resend missing), then reset what is left; a "
+                             f"second signal ends the wait; 0: none (default {STOP_GRACE:g})")
     parser.add_argument("--mark", type=lambda s: int(s, 0), default=rules.INJECT_MARK,
                         help=f"SO_MARK of injected packets (default {rules.INJECT_MARK:#x})")
     parser.add_argument("-v", "--verbose", action="store_true",

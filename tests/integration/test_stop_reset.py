@@ -13,6 +13,7 @@ import errno
 import hashlib
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -89,6 +90,72 @@ def test_stopping_the_daemon_mid_upload_resets_both_applications(mbox, server_fa
         time.sleep(0.1)
     assert srv.errors and "reset" in srv.errors[0].lower(), srv.errors  # its read failed: no digest of wrong bytes
     _check_server_side(t, before, d, srv, multi)
+
+
+# -- a stop while a connection is closing (--stop-grace) -------------------------------------
+
+CLOSE_N = 2 * MB
+FIN_LOST_FOR = 0.5  # s: the server's namespace drops what comes to its port, the guest's FIN too
+
+
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+@pytest.mark.parametrize("multi,grace", [(False, True), (True, True), (False, False)],
+                         ids=["single-path", "multipath", "single-path-no-grace"])
+def test_a_stop_while_the_guests_fin_is_on_its_way_lets_the_connection_end(
+        mbox, server_factory, multi, grace):
+    """The guest read a download to its end and closed; its FIN (the server's DATA_FIN) is
+    lost, so the close waits for the guest's resend, and the daemon is asked to stop now.
+    With the default --stop-grace it goes on converting until the resend closed the
+    connection at the server: no reset, no error anywhere. With --stop-grace 0 (the
+    behaviour before) the stop resets it, and the server's application, which had sent
+    everything, never sees the guest's close (here the MP_FASTCLOSE is lost too, so it
+    waits for its timeout; the CI failure of 82dceb5's parent was the ECONNRESET case)."""
+    t = mbox.t
+    extra = () if grace else ("--stop-grace", "0")
+    d = mbox.start(*JOIN, *extra, uplinks=True) if multi else mbox.start(*extra)
+    srv = server_factory()
+    before = t.nstat(t.server)
+    table = "mbtest_finloss"
+    try:
+        with guest_connect(t, srv, timeout=20) as c:
+            c.sendall(f"DOWN {CLOSE_N}\n".encode())
+            got, err = _recv_all(c)
+            assert err is None and bytes(got) == payload(CLOSE_N), ("download", err, len(got))
+            t.run(t.server, ["nft", f"add table inet {table}; add chain inet {table} in "
+                             "{ type filter hook input priority -300; policy accept; }; "
+                             f"add rule inet {table} in tcp dport {srv.port} drop"])
+            lost_at = time.monotonic()
+        time.sleep(0.05)  # (the FIN through the daemon, dropped at the server)
+        assert srv.closing == 1, "the server's handler is not waiting for the guest's close"
+        stopper = threading.Thread(target=lambda: box.append(d.stop(settle=0)))
+        box: list = []
+        stopper.start()
+        time.sleep(max(0.0, FIN_LOST_FOR - (time.monotonic() - lost_at)))
+        t.run(t.server, ["nft", "delete", "table", "inet", table])
+        stopper.join(10)
+        deadline = time.monotonic() + (5 if grace else 2)
+        while srv.closing and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        t.run(t.server, ["nft", "delete", "table", "inet", table], check=False)
+        d.stop()
+    rc, took = box[0]
+    c = core_counters(d.output)
+    dd = delta(before, t.nstat(t.server))
+    print(f"stop took {took:.2f} s; server errors {srv.errors}; "
+          f"{ {k: v for k, v in c.items() if k.startswith(('Stop', 'DataFin', 'MPJoinEst'))} }; "
+          f"{ {k: v for k, v in dd.items() if v and ('Fast' in k or 'Rst' in k)} }")
+    assert rc == 0, d.output[-2000:]
+    assert not multi or c.get("MPJoinEstablished", 0) >= 1, c
+    if grace:
+        assert "closing connection(s), waiting" in d.output, d.output[-2000:]
+        assert c.get("StopReset", 0) == 0, c
+        assert not srv.errors and not srv.closing, srv.errors  # its recv(1) saw the close
+        assert not dd.get("MPFastcloseRx") and not dd.get("MPRstTx"), dd
+        assert took < 2.0 + 1.5, took  # (the grace and the daemon's exit)
+    else:  # reset at the stop, its MP_FASTCLOSE lost with the FIN: the server waits on
+        assert c.get("StopReset") == 1, c
+        assert srv.errors or srv.closing, "the server saw a clean close: the test shows nothing"
 
 
 # -- a daemon killed outright (SIGKILL, a crash, the OOM killer) and started again ----------

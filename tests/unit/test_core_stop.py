@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from middlebox.core import Config
+from middlebox.core import ACCEPT, Config, Direction
 from middlebox.core import multipath as MP
 from middlebox.core.table import State
 from middlebox.core.table import SubflowState as SS
@@ -197,3 +197,60 @@ def test_a_bug_in_the_eviction_resets_leaves_no_orphan_multipath_state(monkeypat
     p.out(p.g_syn())
     assert p.count("CoreBug") == 1
     assert not conv.mp_flows and not conv.joins, (len(conv.mp_flows), len(conv.joins))
+
+
+# -- stopping with --stop-grace: closing() and new connections kept plain -------------------
+
+
+def test_closing_counts_resettable_flows_with_both_fins_sent():
+    """The shell waits (--stop-grace) only for flows whose data is all sent: both FINs seen,
+    the guest's and the server's DATA_FIN, and stop() would still reset them."""
+    p = Pair()
+    p.established()
+    assert p.conv.closing() == 0
+    p.inn(p.s_data_pkt(b"x" * 300, data_fin=True, fin=True))  # the server is done
+    assert p.conv.closing() == 0  # (the guest may send for a long time yet)
+    p.out(p.g_fin())
+    (flow,) = p.conv.flows.values()
+    assert flow.local_fin and flow.remote_fin
+    assert p.conv.closing() == 1
+    p.conv.stop(p.now)  # reset: nothing left to wait for
+    assert p.conv.closing() == 0
+
+
+def test_a_flow_where_only_the_guest_closed_is_not_waited_for():
+    p = Pair()
+    p.established()
+    p.out(p.g_fin())
+    assert p.conv.closing() == 0
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_while_stopping_a_new_guest_connection_passes_as_plain_tcp(v6):
+    """Converted, it would be reset by stop() a moment later; plain, it outlives the daemon."""
+    p = Pair(v6=v6)
+    p.conv.stopping = True
+    syn = p.g_syn()
+    acts, sent = p.out(syn)
+    assert acts == [ACCEPT] and sent == syn  # untouched: no MP_CAPABLE added
+    assert not p.conv.flows and p.count("StopPlain") == 1
+
+
+def test_while_stopping_a_peers_mp_capable_syn_passes_as_plain_tcp():
+    from tests.unit.test_inbound import new_pair, peer_syn
+
+    p = new_pair()
+    p.conv.stopping = True
+    syn = peer_syn(p)
+    assert p.conv.handle(syn, Direction.IN, p.now) == [ACCEPT]
+    assert not p.conv.flows and p.count("StopPlain") == 1
+
+
+def test_while_stopping_known_flows_are_still_converted():
+    p = Pair()
+    p.established()
+    p.conv.stopping = True
+    _, sent = p.out(p.g_data(b"more"))
+    assert sent is not None and p.count("StopPlain") == 0
+    (flow,) = p.conv.flows.values()
+    assert flow.state is State.ESTABLISHED
