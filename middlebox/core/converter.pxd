@@ -48,7 +48,8 @@ cdef class Converter:
     cdef tuple _min_timeout
     cdef set _logged
     cdef public object orphans  # orphans.Orphans
-    cdef public bint stopping
+    cdef public bint stopping, recording
+    cdef public list fresh
     cdef list _evicted  # resets of an evicted converting flow, sent with the packet that evicted it
 
     @cython.locals(pkt=Packet, flags=int, flow=Flow, c=int)

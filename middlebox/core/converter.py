@@ -173,6 +173,10 @@ class Converter:
         self._pm_opt = None  # the ADD_ADDR / REMOVE_ADDR of the server segment being classified
         self.orphans = OR.Orphans(self.counters)  # connections a killed predecessor converted
         self.stopping = False  # the shell is stopping (--stop-grace): new connections stay plain
+        # the shell keeps a state file (--state-dir): keys of flows that just became ones stop()
+        # would reset, for it to record before its next full pass (recorded())
+        self.recording = False
+        self.fresh = []
 
     def _entry(self, state: State, inp: Input):
         entry = TABLE.get((state, inp))
@@ -433,6 +437,8 @@ class Converter:
             del self._lru[flow.cls][key]
             self._lru[c][key] = flow
             flow.cls = c
+            if c == EVICT_ACTIVE and self.recording and flow.remote_key is not None:
+                self.fresh.append(key)  # (the shell's state file, at once: recorded())
         if direction != OUT and self._pm_opt is not None:
             pm = self._pm_opt
             self._pm_opt = None
@@ -1535,11 +1541,28 @@ class Converter:
                 orphans.native(key, now)
             self.counters[GuestMPTCPPacket] += 1
             return [ACCEPT]
-        # a converted connection whose state died with the daemon: RSTs at both rcv_nxt
+        # a converted connection whose state died with the daemon: RSTs at both rcv_nxt; with
+        # the peer's key (the predecessor's record) an ACK with MP_FASTCLOSE first, so that
+        # the peer's MPTCP connection closes, not only this subflow (RFC 8684 §3.5 Option A)
         guest, gport, peer, pport = key
-        return [Drop("a guest segment of a connection a killed daemon converted: reset"),
-                Inject(rewrite(*_bare(pkt.version, peer, guest, pport, gport, pkt.ack, 0, RST, 0), options=b"")),
-                Inject(rewrite(*_bare(pkt.version, guest, peer, gport, pport, said[1], 0, RST, 0), options=b""))]
+        v = pkt.version
+        out = [Drop("a guest segment of a connection a killed daemon converted: reset"),
+               Inject(rewrite(*_bare(v, peer, guest, pport, gport, pkt.ack, 0, RST, 0), options=b""))]
+        if said[3] is not None:
+            out.append(Inject(rewrite(*_bare(v, guest, peer, gport, pport, said[1], said[2], ACK, 0),
+                                      options=build_options(b"", (MpFastclose(said[3]),)))))
+        out.append(Inject(rewrite(*_bare(v, guest, peer, gport, pport, said[1], 0, RST, 0), options=b"")))
+        return out
+
+    def recorded(self, now: float) -> dict:
+        """What the shell's state file holds (--state-dir), so that a successor knows its
+        orphans should this daemon be killed: key -> the peer's key, of every flow `stop`
+        would reset whose peer key is known, and the predecessor's records still believed."""
+        out = self.orphans.recorded(now)
+        for key, flow in self.flows.items():
+            if flow.remote_key is not None and _resettable(flow):
+                out[key] = flow.remote_key
+        return out
 
     def _peer_syn_kind(self, pkt, data: bytes) -> int:
         """A peer's SYN towards a guest with no flow yet: 1 with an MP_CAPABLE (a flow is

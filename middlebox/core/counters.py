@@ -206,6 +206,7 @@ class Counter(IntEnum):
     OrphanReset = 181  # such connections whose guest answered in plain TCP with numbers that fit the peer's: converted by a predecessor, reset at both ends
     OrphanMisfit = 182  # plain answers whose numbers did not fit the held segment's (a forged segment, or numbering drifted both ways): nothing reset
     StopPlain = 183  # new connections (a guest's SYN, a peer's MP_CAPABLE SYN) passed as plain TCP while the daemon stops (--stop-grace): converted, the stop would reset them a moment later
+    OrphanKnown = 184  # of the OrphanReset: connections the killed predecessor's state file named (--state-dir): reset whatever their numbers, the peer's MPTCP connection closed with MP_FASTCLOSE
 
 
 def new_counters() -> dict:

@@ -29,6 +29,14 @@ at most one per tcp_invalid_ratelimit, 500 ms). The guest's next segment decides
   a plain connection this way; while `cap` connections carry strikes at once none without
   one is reset (orphans stall, held: _crowded). The peer's plain segments always pass.
 
+A daemon that records its converting connections (the shell's state file, --state-dir: the
+4-tuple and the peer's key of each, written every second) tells its successor which orphans
+are really its own: `learn` takes them, and a plain answer of such a guest resets both ends
+whatever the numbers (`OrphanKnown`: the numbers test fails once multipath moved data both
+ways), the peer with an ACK carrying MP_FASTCLOSE (its key: its whole MPTCP connection
+closes, not only the subflow) before the RST. Entries are forgotten once used or after
+KNOWN_TTL (the peer has given up by then).
+
 Every table is bounded (`cap`, oldest first out; the strikes: none pushed out) and entries
 expire after TTL without a held segment. A guest that spoke MPTCP but whose GUEST_MPTCP flow
 the full flow table could not take is remembered in `natives`: its peer's segments pass.
@@ -49,6 +57,7 @@ TRIES = 4  # answers that do not fit before the guest is asked no more
 GIVE_UP_FOR = 600.0  # s
 TTL = 120.0  # s without a held segment before an entry is forgotten
 MAX_ORPHANS = 1024
+KNOWN_TTL = 600.0  # s: how long the predecessor's record of a connection is believed
 
 # Orphans.peer
 LET, HOLD, PROBE = 0, 1, 2
@@ -76,8 +85,28 @@ class Orphans:
         self.strikes: OrderedDict = OrderedDict()
         # key -> last: guests that spoke MPTCP whose GUEST_MPTCP flow the table could not take
         self.natives: OrderedDict = OrderedDict()
+        # key -> (the peer's key or None, when learnt): connections the predecessor recorded
+        self.known: dict = {}
         self.counters = counters
         self.cap = cap
+
+    def learn(self, records: dict, now: float, cap: int) -> int:
+        """Take the killed predecessor's records (key -> the peer's key or None), at most
+        `cap` (the flow table's size). Returns how many were taken."""
+        known = self.known
+        for key, peer_key in records.items():
+            if len(known) >= cap:
+                break
+            known[key] = (peer_key, now)
+        return len(known)
+
+    def recorded(self, now: float) -> dict:
+        """The predecessor's records still believed (key -> peer key): a successor of ours
+        gets them too, should this daemon be killed before they were used."""
+        known = self.known
+        for key in [k for k, (_, t) in known.items() if now - t > KNOWN_TTL]:
+            del known[key]
+        return {k: v[0] for k, v in known.items()}
 
     def _given_up(self, key: tuple, now: float) -> bool:
         s = self.strikes.get(key)
@@ -146,7 +175,8 @@ class Orphans:
         """A guest's segment (not a SYN) of a connection the table does not know. PASS (not
         an orphan, or undecided: it passes as it is), SPEAKS_MPTCP (it carries MPTCP options,
         asked or not: the converter takes the connection as the guest's own) or (RESET,
-        peer_rcv_nxt): the guest's segment is dropped, both ends reset."""
+        peer_rcv_nxt, the held seq, the peer's key or None): the guest's segment is dropped,
+        both ends reset (with the key, MP_FASTCLOSE first)."""
         if flags & RST:
             self.natives.pop(key, None)
         e = self.entries.get(key)
@@ -160,7 +190,16 @@ class Orphans:
         if flags & RST or now - e.last > TTL:  # (its RST ends it: passed on)
             del self.entries[key]
             return PASS
-        if not flags & ACK or self._given_up(key, now):
+        if not flags & ACK:
+            return PASS
+        rec = self.known.get(key)
+        if rec is not None and now - rec[1] <= KNOWN_TTL:  # ours: the numbers need not fit
+            del self.entries[key], self.known[key]
+            self.strikes.pop(key, None)
+            self.counters[Counter.OrphanReset] += 1
+            self.counters[Counter.OrphanKnown] += 1
+            return RESET, e.ack, e.seq, rec[0]
+        if self._given_up(key, now):
             return PASS
         fits = ((seq - e.ack) & M32) < GATE or ((ack - e.seq + GATE) & M32) < 2 * GATE
         strikes = self.strikes
@@ -169,7 +208,7 @@ class Orphans:
             del self.entries[key]
             strikes.pop(key, None)
             self.counters[Counter.OrphanReset] += 1
-            return RESET, e.ack
+            return RESET, e.ack, e.seq, None
         self.counters[Counter.OrphanMisfit] += 1
         if s is None:
             if self._crowded(now):

@@ -5,7 +5,7 @@
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--repair-bytes N]
 [--repair-total-bytes N] [--repair-window] [--policy greedy|cost] [--target RATE]
 [--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open]
-[--stop-grace SECONDS] [-v] [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
+[--stop-grace SECONDS] [--state-dir DIR] [-v] [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
 
 * Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
   8 MB socket receive buffer (SO_RCVBUFFORCE, inside NetfilterQueue's bind; ENOBUFS = the
@@ -25,6 +25,9 @@
   connection that ends has both FINs sent but not acked (`Converter.closing`; a second
   signal cuts it short), then drains what is queued, resets the flows that cannot pass
   unconverted once it is gone (Converter.stop), unbinds and exits 0.
+* The state file (--state-dir, middlebox/io/statefile.py): the connections a kill would
+  orphan (Converter.recorded every second, Converter.fresh each round), read back by a
+  successor (Orphans.learn) so that it resets exactly those.
 * Direction: a packet whose `indev` is a guest-facing interface is `Direction.OUT`, any other
   `Direction.IN`. Guest interfaces come from --guest-iface or from the installed rules:
   names (a bridge such as virbr0) or patterns with a trailing `*` (vnet*); the interfaces
@@ -77,7 +80,7 @@ from collections import Counter as _Tally
 
 from middlebox.core.config import JOIN_PORTS_DEFAULT
 from middlebox.io import ops as _ops
-from middlebox.io import ifaces, rules, service
+from middlebox.io import ifaces, rules, service, statefile
 from middlebox.io import metrics as _metrics
 from middlebox.io import uplinks as _uplinks
 
@@ -347,6 +350,8 @@ class Daemon:
         self.seen: set[str] = set()
         self.stop = False
         self.stops = 0  # stop signals received
+        self.state = None  # statefile.StateFile (--state-dir)
+        self.next_state = 0.0
         self.dump = False
         self.conv = None
         self.guest_ifindexes: frozenset[int] = frozenset()
@@ -448,10 +453,57 @@ class Daemon:
         except (TypeError, ValueError) as e:
             raise DaemonError(f"the converter refuses this configuration: {e}") from None
         self.conv = factory(config)
+        self.open_state()
         self.OUT, self.IN = direction.OUT, direction.IN
         self.LOCAL = getattr(direction, "LOCAL", None)
         drop = getattr(module, "Drop", None)
         self._drop = [drop("join-range packet: the core has no Direction.LOCAL")] if drop is not None else None
+
+    def open_state(self) -> None:
+        """The state file (--state-dir, middlebox/io/statefile.py): the records a killed
+        predecessor left go to the core (its orphans are reset whatever their numbers)."""
+        orphans = getattr(self.conv, "orphans", None)
+        if not self.args.state_dir or orphans is None or not hasattr(self.conv, "recorded"):
+            return
+        self.state = statefile.StateFile(self.args.state_dir, self.args.queue)
+        self.conv.recording = True  # (Converter.fresh, taken each round: record_fresh)
+        records = self.state.take()
+        if records:
+            n = orphans.learn(records, time.monotonic(), self.args.max_flows)
+            log.warning("a predecessor on queue %d left %d converted connection(s) (%s): their "
+                        "orphans are reset at both ends when their peers send", self.args.queue, n,
+                        self.state.path)
+        self.sync_state()
+
+    def record_fresh(self) -> None:
+        """Each loop round: the connections that just became ones a kill would orphan go to
+        the state file at once, with the peer's key (the full pass comes every second)."""
+        fresh = self.conv.fresh
+        if not fresh:
+            return
+        self.conv.fresh = []
+        flows = self.conv.flows
+        records = {}
+        for key in fresh:
+            flow = flows.get(key)
+            if flow is not None and flow.remote_key is not None:
+                records[key] = flow.remote_key
+        self.state.add(records)
+
+    def sync_state(self, closing: bool = False) -> None:
+        """Every statefile.EVERY seconds (from tick), and at a clean stop (`closing`)."""
+        if self.state is None:
+            return
+        try:
+            records = self.conv.recorded(time.monotonic())
+        except Exception as e:
+            self.bug("recorded", e)
+            return
+        if closing:
+            self.state.close(records)
+        else:
+            self.state.sync(records)
+        self.next_state = time.monotonic() + statefile.EVERY
 
     def resolve_uplinks(self) -> None:
         """The uplinks: --uplink, else those of the installed rules; the join port range:
@@ -649,6 +701,8 @@ class Daemon:
             return
         if actions:
             self.inject(actions)
+        if self.state is not None and time.monotonic() >= self.next_state:
+            self.sync_state()
 
     def reset_flows(self) -> None:
         """Stopping: the core's resets of the flows that cannot pass unconverted once we are
@@ -895,6 +949,8 @@ class Daemon:
                 if enobufs:
                     self.enobufs(enobufs)
             flush()
+        if self.state is not None:
+            self.record_fresh()
         now = time.monotonic()
         if self.tick_due(now, self.next_tick, deadline):
             self.next_tick = now + TICK
@@ -959,6 +1015,7 @@ class Daemon:
             flush()
             self.reset_flows()
             flush()
+            self.sync_state(closing=True)
         finally:
             unbind()
             self.injector.close()
@@ -1085,6 +1142,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "guest's stream: wrong bytes. Only for hosts that prefer "
                              "availability to integrity")
     parser.set_defaults(no_fail_open=True)
+    parser.add_argument("--state-dir", default=statefile.DEFAULT_DIR, metavar="DIR",
+                        help="where the daemon records the connections it converts (4-tuple, "
+                             "the peer's MPTCP key; a root-only file, updated every second) "
+                             "so that, killed outright, its successor resets exactly those "
+                             "at both ends; \"\" records nothing (default "
+                             f"{statefile.DEFAULT_DIR}, tmpfs)")
     parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, go on converting for up to SECONDS while a "
                              "connection the stop would reset has both its FINs sent (only "

@@ -12,11 +12,13 @@ import hashlib
 import os
 import pathlib
 import select
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -185,10 +187,14 @@ def mbox(topo, request):
     with the backend of this run of the test (`backend`)."""
     install_rules(topo)
     started: list[Daemon] = []
+    # the daemons of one test share a state file (a restarted one reads its predecessor's),
+    # never another test's (its 4-tuples recur: the same addresses and ports)
+    state_dir = tempfile.mkdtemp(prefix="middlebox-state-")
 
     class Ctl:
         t = topo
         backend = request.param
+        state = state_dir
 
         @staticmethod
         def start(*extra: str, fail_open: bool | None = None, uplinks=None, **kw) -> Daemon:
@@ -208,6 +214,8 @@ def mbox(topo, request):
                 extra = (*extra, "--fail-open")
             if "--backend" not in extra:
                 extra = ("--backend", Ctl.backend, *extra)
+            if "--state-dir" not in extra:
+                extra = ("--state-dir", os.path.join(state_dir, "run"), *extra)
             d = Daemon(topo, *extra, **kw).wait_bound()
             started.append(d)
             return d
@@ -216,6 +224,7 @@ def mbox(topo, request):
     for d in started:
         d.stop(signal.SIGKILL)
     topo.run(topo.mbox, [*cli("rules"), "remove"], check=False)
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 # -- the server: hashes what it receives, sends what it is asked ---------------------------
@@ -236,7 +245,7 @@ def payload(n: int, seed: int = 1) -> bytes:
 class Server:
     """Listens in the server namespace (MPTCP socket unless mptcp=False). Protocol, one line
     then bytes: `UP n` (client sends n bytes, server answers the hex sha256 and closes),
-    `DOWN n` (server sends payload(n) and closes). Per connection it records the MPTCP_INFO
+    `DOWN n` (server sends payload(n) and closes), `UPDOWN u n` (u bytes up, then DOWN n). Per connection it records the MPTCP_INFO
     flags read before closing (None where the socket is plain TCP or the call fails).
     `bind_any`: listen on every address of the namespace (joins to an address the server
     announces need a listener there), the guest still connects to the path-1 address."""
@@ -276,8 +285,11 @@ class Server:
         try:
             conn.settimeout(60)
             f = conn.makefile("rb")
-            cmd, n = f.readline().split()
-            n = int(n)
+            cmd, *nums = f.readline().split()
+            n = int(nums[-1])
+            if cmd == b"UPDOWN":  # `UPDOWN u n`: u bytes up (not checked), then payload(n) down
+                sha256_of(f.read1, int(nums[0]))
+                cmd = b"DOWN"
             if cmd == b"UP":
                 digest = sha256_of(f.read1, n)
                 self.mptcp_flags.append(mptcp_info_flags(conn))

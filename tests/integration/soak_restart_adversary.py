@@ -28,9 +28,8 @@ BOUND = 12.0  # s from the last restart to the end of the transfer: well below T
 TOPO = dict(rate_mbit=50, latency_ms=20, policy_routing=False)
 
 # Known to hang (measured, see the tests): the guest waits for its own timeout, no wrong byte.
-DRIFT = pytest.mark.xfail(reason="multipath numbering drifted both ways beyond GATE (256 KiB): the "
-                          "guest's answers misfit (OrphanMisfit x4, then given up), nothing is reset, "
-                          "the guest hangs (orphans.py: 'which then stalls instead')", strict=False)
+# (Multipath numbering drifted both ways beyond GATE, the guest's answers misfit, hung too until
+# the state file (--state-dir) told the successor its orphans: OrphanKnown.)
 NO_SUBFLOW1 = pytest.mark.xfail(reason="path 1 down: no segment of subflow 1 reaches the new daemon, "
                                 "the join's are JoinUnknown drops, nothing asks the guest: it hangs "
                                 "until path 1 is back", strict=False)
@@ -432,7 +431,7 @@ class EchoServer(_OneConnectionServer):
 
 
 @pytest.mark.topology(**TOPO)
-@pytest.mark.parametrize("multi", [False, pytest.param(True, marks=DRIFT)], ids=["single", "multi"])
+@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
 def test_killed_mid_echo(mbox, server_factory, multi):
     """The guest sends and reads at once (an echo): both directions move much data, over two
     subflows when multipath."""
@@ -461,6 +460,8 @@ def test_killed_mid_echo(mbox, server_factory, multi):
             c2 = outage.finish()
         th.join(5)
     print(f"echo: sent {state['sent']} ({state['err']!r}); server {srv.errors}")
+    if err is None and len(got) < n and isinstance(state["err"], ConnectionResetError):
+        err = state["err"]  # (a socket's error goes to one call: here the sender's send)
     _judge("echo", got, err, n, outage, c2)
 
 
@@ -526,7 +527,7 @@ class UpDownServer(_OneConnectionServer):
 
 
 @pytest.mark.topology(**TOPO)
-@pytest.mark.parametrize("up", [256 * 1024, pytest.param(1 * MB, marks=DRIFT), pytest.param(4 * MB, marks=DRIFT)],
+@pytest.mark.parametrize("up", [256 * 1024, 1 * MB, 4 * MB],
                          ids=["up-256KB", "up-1MB", "up-4MB"])
 def test_killed_in_a_download_after_an_upload_multipath(mbox, server_factory, up):
     """A request with a body (a POST), then a long answer, on one multipath connection: the

@@ -1,0 +1,199 @@
+"""The state file (`middlebox run --state-dir DIR`, default /run/middlebox): which connections
+this daemon converts, for a successor should it be killed outright.
+
+A daemon killed by SIGKILL, a crash or the OOM killer resets nothing, and its successor does
+not know its connections (middlebox/core/orphans.py): it tells them from a forged segment only
+by their numbers, which multipath moving data both ways drifts past recognition (measured: a
+1 MB upload then a download on two paths hung until the applications gave up). So every
+second the daemon writes down what `Converter.recorded` gives (the 4-tuple and the peer's key
+of each connection the server treats as MPTCP); its successor reads the file at start and
+resets exactly those orphans, the peer with MP_FASTCLOSE.
+
+* **Where**: `DIR/queue-N.flows`, DIR made mode 0700, the file 0600, both root's. The
+  default is on tmpfs (/run): the records die with the machine, as the connections do.
+* **What**: the keys are the MPTCP keys of live connections (RFC 8684 §2.1: they
+  authenticate joins and MP_FASTCLOSE of that connection only, nothing after it ends). They
+  never reach a log; the file is readable by root alone, who can read the daemon's memory
+  anyway. `--state-dir ""` writes nothing (a killed daemon's orphans then fall back to the
+  numbers test).
+* **Format**: fixed records appended, each with its CRC-32: add or drop one connection. A
+  record torn by the kill is ignored, as is anything after it. When dropped records
+  outnumber the live ones (and at start), the file is rewritten whole (a temporary file
+  renamed over it: a kill leaves the old or the new one).
+* **Cost**: one pass over the flow table a second (`Converter.recorded`), a write of 50 bytes
+  per connection that starts or ends.
+* A clean stop resets every such connection (Converter.stop) and removes the file.
+* Nothing here raises into the loop: an error is logged once and the file is given up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+
+log = logging.getLogger("middlebox.run")
+
+ADD, DROP = 1, 2
+_REC = struct.Struct("!BB16sH16sHQ")  # op, address length, guest, gport, peer, pport, peer key
+_CRC = struct.Struct("!I")
+RECORD = _REC.size + _CRC.size  # 50 bytes
+MAX_RECORDS = 1 << 22  # a file beyond this many records is not read (not ours, or broken)
+EVERY = 1.0  # s between two syncs
+DEFAULT_DIR = "/run/middlebox"
+
+
+def _encode(op: int, key: tuple, peer_key: int | None) -> bytes:
+    guest, gport, peer, pport = key
+    body = _REC.pack(op, len(guest), guest, gport, peer, pport,
+                     0 if peer_key is None else peer_key & 0xFFFFFFFFFFFFFFFF)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def decode(data: bytes) -> dict:
+    """The connections a file's records leave live (key -> peer key); stops at the first
+    record that is torn or fails its CRC (what a kill mid-write leaves)."""
+    live: dict = {}
+    for off in range(0, len(data) - RECORD + 1, RECORD):
+        body = data[off:off + _REC.size]
+        if _CRC.unpack_from(data, off + _REC.size)[0] != zlib.crc32(body):
+            break
+        op, alen, guest, gport, peer, pport, peer_key = _REC.unpack(body)
+        if alen not in (4, 16) or op not in (ADD, DROP):
+            break
+        key = (guest[:alen], gport, peer[:alen], pport)
+        if op == ADD:
+            live[key] = peer_key or None  # (0: no key recorded)
+        else:
+            live.pop(key, None)
+    return live
+
+
+class StateFile:
+    """The state file of one queue. `take()` the predecessor's records (once, at start),
+    `sync(records)` every EVERY seconds, `close(records)` at a clean stop."""
+
+    def __init__(self, directory: str, queue: int) -> None:
+        self.path = os.path.join(directory, f"queue-{queue}.flows")
+        self.directory = directory
+        self.written: dict = {}  # what the file holds now
+        self.dropped = 0  # DROP records in it
+        self.fd: int | None = None
+        self.failed = False
+
+    def take(self) -> dict:
+        """The records a predecessor left (key -> peer key); {} when there is no file or it
+        cannot be read (logged). The first `sync` rewrites the file as ours."""
+        try:
+            st = os.stat(self.path)
+            if st.st_size > MAX_RECORDS * RECORD or st.st_uid != os.geteuid():
+                log.warning("state file %s: not read (owner %d, %d bytes)", self.path, st.st_uid,
+                            st.st_size)
+                return {}
+            with open(self.path, "rb") as f:
+                records = decode(f.read())
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            log.warning("state file %s: not read: %s", self.path, e)
+            return {}
+        return records
+
+    def sync(self, records: dict) -> None:
+        """Make the file hold `records` (key -> peer key): append what changed; rewrite it
+        whole when dropped records outnumber the live ones."""
+        if self.failed:
+            return
+        try:
+            if self.fd is None:
+                self._rewrite(records)
+                return
+            written = self.written
+            out = [_encode(DROP, k, None) for k in written.keys() - records.keys()]
+            self.dropped += len(out)
+            for k, v in records.items():
+                if written.get(k, -1) != v:
+                    out.append(_encode(ADD, k, v))
+            if not out:
+                return
+            if self.dropped > max(1024, len(records)):
+                self._rewrite(records)
+                return
+            self._write(b"".join(out))
+            self.written = dict(records)
+        except OSError as e:
+            self._fail(e)
+
+    def add(self, records: dict) -> None:
+        """Append `records` at once (connections that just started: a kill before the next
+        `sync` must not lose them)."""
+        if self.failed or self.fd is None:
+            return
+        written = self.written
+        out = [_encode(ADD, k, v) for k, v in records.items() if written.get(k, -1) != v]
+        if not out:
+            return
+        try:
+            self._write(b"".join(out))
+        except OSError as e:
+            self._fail(e)
+            return
+        written.update(records)
+
+    def close(self, records: dict) -> None:
+        """A clean stop: the file holds `records` (what is left, the predecessor's records not
+        yet used), or is removed when there are none."""
+        if self.failed:
+            return
+        try:
+            if records:
+                self._rewrite(records)
+            else:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+        except OSError as e:
+            self._fail(e)
+        finally:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+    def _rewrite(self, records: dict) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            data = b"".join(_encode(ADD, k, v) for k, v in records.items())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.rename(tmp, self.path)
+        os.close(fd)
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.written = dict(records)
+        self.dropped = 0
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def _fail(self, e: OSError) -> None:
+        self.failed = True
+        log.warning("state file %s: %s; not written from now on (a successor after a kill "
+                    "tells this daemon's connections by their numbers only)", self.path, e)
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None

@@ -1,0 +1,93 @@
+"""Orphans a killed predecessor recorded (its state file, --state-dir): reset whatever their
+numbers, the peer first told with MP_FASTCLOSE (its key), then RSTs at both rcv_nxt. And what
+the core gives the shell to record (Converter.recorded, Converter.fresh)."""
+
+from __future__ import annotations
+
+import pytest
+
+from middlebox.core import ACCEPT, Direction
+from middlebox.core import orphans as OR
+from middlebox.core.events import Drop, Inject
+from middlebox.wire import MpFastclose, mptcp_options, parse_packet
+
+from tests.unit.test_core_harness import ACK, RST, SERVER_KEY, Pair
+from tests.unit.test_orphans import G_RCV, G_SEQ, M32, S_ACK, S_SEQ, _b, _guest_answer, _in, _out, _peer
+
+PEER_KEY = 0x1122334455667788
+FAR = (G_RCV + OR.GATE + 12345) & M32, (G_SEQ + 0x40000000) & M32  # fits neither test
+
+
+def _key(p):
+    return (_b(p.g_addr), p.gport, _b(p.s_addr), p.sport)
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_a_recorded_orphan_is_reset_whatever_its_numbers_the_peer_fast_closed(v6):
+    p = Pair(v6=v6)
+    assert p.conv.orphans.learn({_key(p): PEER_KEY}, p.now, 100) == 1
+    _in(p, _peer(p, seq=FAR[0], ack=FAR[1]))
+    acts = _out(p, _guest_answer(p))  # numbers far from the held segment's
+    assert type(acts[0]) is Drop and all(type(a) is Inject for a in acts[1:]), acts
+    pkts = [(parse_packet(a.data), a.data) for a in acts[1:]]
+    to_guest, (fc, fc_data), to_peer = pkts[0][0], pkts[1], pkts[2][0]
+    assert to_guest.flags == RST and to_guest.seq == G_RCV and to_guest.dport == p.gport
+    # the peer: an ACK at its rcv_nxt (the held segment's ack) acking the held seq, with its key
+    assert fc.flags == ACK and fc.seq == FAR[1] and fc.ack == FAR[0] and fc.dport == p.sport
+    (opt,) = [o for o in mptcp_options(fc_data, fc) if type(o) is MpFastclose]
+    assert opt.rcvr_key == PEER_KEY
+    assert to_peer.flags == RST and to_peer.seq == FAR[1] and to_peer.dport == p.sport
+    assert p.count("OrphanReset") == 1 and p.count("OrphanKnown") == 1 and p.count("OrphanMisfit") == 0
+    assert not p.conv.orphans.known and not p.conv.orphans.entries  # used once
+
+
+def test_a_record_without_a_key_resets_with_rsts_only():
+    p = Pair()
+    p.conv.orphans.learn({_key(p): None}, p.now, 100)
+    _in(p, _peer(p, seq=FAR[0], ack=FAR[1]))
+    acts = _out(p, _guest_answer(p))
+    assert [parse_packet(a.data).flags for a in acts[1:]] == [RST, RST]
+    assert p.count("OrphanKnown") == 1
+
+
+def test_a_recorded_connection_whose_guest_speaks_mptcp_is_still_its_own():
+    from middlebox.wire import Dss
+    p = Pair()
+    p.conv.orphans.learn({_key(p): PEER_KEY}, p.now, 100)
+    _in(p, _peer(p))
+    assert _out(p, _guest_answer(p, mptcp=(Dss(data_ack=5),))) == [ACCEPT]
+    assert p.count("OrphanReset") == 0 and p.count("OrphanGuestMPTCP") == 1
+
+
+def test_records_expire_and_other_connections_keep_the_numbers_test():
+    p = Pair()
+    other = (_b(p.g_addr), p.gport + 1, _b(p.s_addr), p.sport)
+    p.conv.orphans.learn({other: PEER_KEY}, p.now, 100)
+    _in(p, _peer(p, seq=FAR[0], ack=FAR[1]))
+    _out(p, _guest_answer(p))
+    assert p.count("OrphanMisfit") == 1 and p.count("OrphanReset") == 0  # (not the recorded one)
+    assert other in p.conv.recorded(p.now)  # carried for a successor while believed
+    p.now += OR.KNOWN_TTL + 1
+    assert other not in p.conv.recorded(p.now) and not p.conv.orphans.known
+
+
+def test_learn_is_bounded():
+    p = Pair()
+    recs = {(_b(p.g_addr), 1000 + i, _b(p.s_addr), 80): i for i in range(50)}
+    assert p.conv.orphans.learn(recs, p.now, 10) == 10
+
+
+def test_recorded_holds_converting_flows_with_the_peers_key_and_fresh_names_them_at_once():
+    p = Pair()
+    p.conv.recording = True
+    p.handshake()
+    assert p.conv.fresh == [_key(p)]  # the transition into a converting state
+    assert p.conv.recorded(p.now) == {_key(p): SERVER_KEY}
+    p.conv.stop(p.now)  # reset: nothing a kill could orphan
+    assert p.conv.recorded(p.now) == {}
+
+
+def test_fresh_stays_empty_unless_the_shell_records():
+    p = Pair()
+    p.handshake()
+    assert p.conv.fresh == [] and p.conv.recorded(p.now) == {_key(p): SERVER_KEY}

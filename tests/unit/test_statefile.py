@@ -1,0 +1,129 @@
+"""The state file (middlebox/io/statefile.py): what a killed daemon leaves its successor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+from middlebox.io import statefile as SF
+
+V4 = (bytes([10, 0, 0, 2]), 40000, bytes([192, 0, 2, 1]), 443)
+V6 = (bytes(range(16)), 40001, bytes(range(16, 32)), 80)
+
+
+def _keys(n, port=20000):
+    return {(bytes([10, 0, 0, 2]), port + i, bytes([192, 0, 2, 1]), 443): i + 1 for i in range(n)}
+
+
+def _read(sf):
+    with open(sf.path, "rb") as f:
+        return SF.decode(f.read())
+
+
+def test_records_round_trip_v4_and_v6_with_and_without_a_key(tmp_path):
+    sf = SF.StateFile(str(tmp_path / "d"), 3)
+    sf.sync({V4: 0xFFFFFFFFFFFFFFFF, V6: None})
+    assert sf.path.endswith("queue-3.flows")
+    assert _read(sf) == {V4: 0xFFFFFFFFFFFFFFFF, V6: None}
+    assert SF.StateFile(str(tmp_path / "d"), 3).take() == {V4: 0xFFFFFFFFFFFFFFFF, V6: None}
+
+
+def test_only_root_can_read_it(tmp_path):
+    sf = SF.StateFile(str(tmp_path / "d"), 0)
+    sf.sync({V4: 1})
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(sf.path).st_mode) == 0o600
+
+
+def test_sync_appends_adds_and_drops(tmp_path):
+    sf = SF.StateFile(str(tmp_path), 0)
+    sf.sync({V4: 1})
+    sf.sync({V4: 1, V6: 2})
+    assert os.path.getsize(sf.path) == 2 * SF.RECORD  # appended, not rewritten
+    sf.sync({V6: 3})  # V4 dropped, V6's key changed
+    assert os.path.getsize(sf.path) == 4 * SF.RECORD
+    assert _read(sf) == {V6: 3}
+    sf.sync({V6: 3})
+    assert os.path.getsize(sf.path) == 4 * SF.RECORD  # nothing changed, nothing written
+
+
+def test_add_appends_at_once_after_the_first_sync(tmp_path):
+    sf = SF.StateFile(str(tmp_path), 0)
+    sf.add({V4: 1})  # (no file yet: the first sync writes it whole)
+    assert not os.path.exists(sf.path)
+    sf.sync({})
+    sf.add({V4: 1})
+    sf.add({V4: 1})
+    assert _read(sf) == {V4: 1} and os.path.getsize(sf.path) == SF.RECORD
+    sf.sync({V4: 1})  # (the full pass agrees: nothing to write)
+    assert os.path.getsize(sf.path) == SF.RECORD
+
+
+def test_the_file_is_rewritten_when_drops_outnumber_the_live(tmp_path):
+    sf = SF.StateFile(str(tmp_path), 0)
+    many = _keys(3000)
+    sf.sync(many)
+    sf.sync(dict(list(many.items())[:10]))  # 2990 drops > max(1024, 10)
+    assert os.path.getsize(sf.path) == 10 * SF.RECORD
+    assert _read(sf) == dict(list(many.items())[:10])
+
+
+def test_a_record_torn_by_a_kill_and_what_follows_it_are_ignored(tmp_path):
+    sf = SF.StateFile(str(tmp_path), 0)
+    recs = _keys(3)
+    sf.sync(recs)
+    with open(sf.path, "r+b") as f:
+        f.truncate(3 * SF.RECORD - 7)
+    assert SF.StateFile(str(tmp_path), 0).take() == dict(list(recs.items())[:2])
+    with open(sf.path, "r+b") as f:  # a flipped bit in the first: nothing after it either
+        f.seek(5)
+        b = f.read(1)
+        f.seek(5)
+        f.write(bytes([b[0] ^ 1]))
+    assert SF.StateFile(str(tmp_path), 0).take() == {}
+
+
+def test_garbage_and_foreign_files_are_not_believed(tmp_path):
+    sf = SF.StateFile(str(tmp_path), 0)
+    with open(sf.path, "wb") as f:
+        f.write(os.urandom(10 * SF.RECORD))
+    assert sf.take() == {}
+    sf.sync({V4: 1})
+    os.chown(sf.path, 4321, -1)  # (tests run as root)
+    assert SF.StateFile(str(tmp_path), 0).take() == {}
+
+
+def test_close_keeps_what_is_left_or_removes_the_file(tmp_path):
+    sf = SF.StateFile(str(tmp_path), 0)
+    sf.sync({V4: 1, V6: 2})
+    sf.close({V6: 2})
+    assert SF.StateFile(str(tmp_path), 0).take() == {V6: 2}
+    sf = SF.StateFile(str(tmp_path), 0)
+    sf.sync({V4: 1})
+    sf.close({})
+    assert not os.path.exists(sf.path)
+
+
+def test_a_directory_that_cannot_be_written_gives_the_file_up_without_raising(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    sf = SF.StateFile(str(blocker), 0)
+    with caplog.at_level(logging.WARNING, logger="middlebox.run"):
+        sf.sync({V4: 1})
+        sf.add({V4: 1})
+        sf.sync({V4: 1, V6: 2})
+        sf.close({V4: 1})
+    assert sf.failed and sum("not written from now on" in r.getMessage() for r in caplog.records) == 1
+    assert sf.take() == {}
+
+
+def test_keys_never_reach_the_log(tmp_path, caplog):
+    key = 0x0123456789ABCDEF
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with caplog.at_level(logging.DEBUG):
+        SF.StateFile(str(blocker), 0).sync({V4: key})
+        SF.StateFile(str(tmp_path), 0).sync({V4: key})
+    text = caplog.text.lower()
+    assert f"{key:x}" not in text and str(key) not in text
