@@ -57,9 +57,19 @@ def cli(sub: str) -> list[str]:
 
 
 def pytest_collection_modifyitems(config, items):
+    keep, drop = [], []
     for item in items:
         if HERE in pathlib.Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (item.get_closest_marker("one_backend") and "mbox" in params
+                and params["mbox"] != BACKENDS[0]):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:  # (`make test`'s time: these test the core, which both backends share)
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -70,6 +80,8 @@ def _require_root():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "topology(**kw): keyword arguments of the test's Topology")
+    config.addinivalue_line("markers", "one_backend: run with the first queue backend only (a "
+                            "test of the core and the kernels, not of the queue reader)")
 
 
 @pytest.fixture

@@ -17,6 +17,10 @@ import pytest
 from conftest import IPPROTO_MPTCP
 from test_multipath import JOIN, MUST_STAY_ZERO, core_counters, delta
 
+# probes and keepalives are the core's: one backend runs them (`make test`'s time)
+pytestmark = pytest.mark.one_backend
+
+
 IDLE = 7.0  # seconds: more than twice what a side whose probes go unanswered survives
 PORT = 5399
 WARM = 256 * 1024  # bytes each way before the idle time (the join carries some)

@@ -22,6 +22,11 @@ import pytest
 from conftest import IPPROTO_MPTCP, guest_connect, payload
 from test_multipath import JOIN, core_counters, delta
 
+# stopping and restarting are the core's and the rules' (Converter.stop, orphans.py, the state
+# file): the queue reader plays no part, so one backend runs them (`make test`'s time)
+pytestmark = pytest.mark.one_backend
+
+
 MB = 1 << 20
 N = 48 * MB
 STOP_AT = 12 * MB  # (a few seconds in at 50 Mbit/s per path)
