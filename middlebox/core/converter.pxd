@@ -70,6 +70,7 @@ cdef class Converter:
                    s_ack="long long", edge="long long", sub_ack="long long", hit=int,
                    m_s="long long", ck="long long", dfin=bint)
     cpdef list _h_out(self, Flow flow, Packet pkt, object data, object ctx)
+    cdef object _set_state(self, object key, Flow flow, object state)
     cdef list _with_option(self, Packet pkt, object data, object opt, long long new_ack, object raw=*)
     cpdef list _h_in_(self, Flow flow, Packet pkt, object data, object dss)
     @cython.locals(sf=Subflow, f=int, plen=long, counters=dict, r="long long", new_ack="long long",

@@ -287,10 +287,10 @@ class Converter:
         if flow.remote_fin:
             at.add((flow.remote_fin_seq + 1) & M32)  # (past a FIN that reached it)
         for seq in sorted(at):
-            out.append(Inject(rewrite(*_bare(v, server, guest, sport, gport, seq, 0, RST, 0), options=b"")))
+            out.append(Inject(_bare_rst(v, server, guest, sport, gport, seq)))
         seq = (flow.guest_isn + flow.snd_end + (1 if flow.local_fin else 0)) & M32
         if flow.remote_key is None:
-            out.append(Inject(rewrite(*_bare(v, guest, server, gport, sport, seq, 0, RST, 0), options=b"")))
+            out.append(Inject(_bare_rst(v, guest, server, gport, sport, seq)))
         else:
             dss = Dss(MP.dack_now(flow), flow.ack64)
             bare = _bare(v, guest, server, gport, sport, seq, (sf.remote_isn + sf.rcv_base) & M32, ACK,
@@ -431,14 +431,7 @@ class Converter:
             return [ACCEPT] if direction == OUT else [self._stripped(pkt, data)]
         handler, nxt = entry
         actions = handler(flow, pkt, data, ctx)
-        flow.state = nxt
-        c = CLASS_OF_STATE[nxt]
-        if c != flow.cls:
-            del self._lru[flow.cls][key]
-            self._lru[c][key] = flow
-            flow.cls = c
-            if c == EVICT_ACTIVE and self.recording and flow.remote_key is not None:
-                self.fresh.append(key)  # (the shell's state file, at once: recorded())
+        self._set_state(key, flow, nxt)
         if direction != OUT and self._pm_opt is not None:
             pm = self._pm_opt
             self._pm_opt = None
@@ -454,6 +447,19 @@ class Converter:
             elif flow.inbound and flow.announced is None and MP.wants_join(self, flow, now):
                 actions.extend(AN.begin(self, key, flow, pkt.version, now))
         return actions
+
+    def _set_state(self, key, flow, state) -> None:
+        """`flow` enters `state`: into its eviction class's LRU (at the end) when the class
+        changes; one that became a flow a kill would orphan goes to `fresh` (the shell's state
+        file records it at once: recorded())."""
+        flow.state = state
+        c = CLASS_OF_STATE[state]
+        if c != flow.cls:
+            del self._lru[flow.cls][key]
+            self._lru[c][key] = flow
+            flow.cls = c
+            if c == EVICT_ACTIVE and self.recording and flow.remote_key is not None:
+                self.fresh.append(key)
 
     def _new_flow(self, key: tuple, now: float, classes: int = 4):
         """A flow for a new guest SYN. When the table is full, one flow goes: the least
@@ -1517,7 +1523,7 @@ class Converter:
                 return [ACCEPT]
             out = [Drop("an MPTCP segment of a connection this daemon does not know: held")]
             if said == OR.PROBE:
-                seq, ack = orphans.question(key)
+                seq, ack = OR.question(pkt.seq, pkt.ack)
                 out.append(Inject(rewrite(*_bare(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
                                                  seq, ack, ACK, pkt.window), options=b"")))
             return out
@@ -1532,11 +1538,7 @@ class Converter:
             # (its own MPTCP from here on, as if its SYN had been seen: a connection the table
             # forgot or never saw, whose peer need not send first to be known)
             if flow is not None:
-                flow.state = GUEST_MPTCP
-                c = CLASS_OF_STATE[GUEST_MPTCP]
-                del self._lru[flow.cls][key]
-                self._lru[c][key] = flow
-                flow.cls = c
+                self._set_state(key, flow, GUEST_MPTCP)
             else:
                 orphans.native(key, now)
             self.counters[GuestMPTCPPacket] += 1
@@ -1547,11 +1549,11 @@ class Converter:
         guest, gport, peer, pport = key
         v = pkt.version
         out = [Drop("a guest segment of a connection a killed daemon converted: reset"),
-               Inject(rewrite(*_bare(v, peer, guest, pport, gport, pkt.ack, 0, RST, 0), options=b""))]
+               Inject(_bare_rst(v, peer, guest, pport, gport, pkt.ack))]
         if said[3] is not None:
             out.append(Inject(rewrite(*_bare(v, guest, peer, gport, pport, said[1], said[2], ACK, 0),
                                       options=build_options(b"", (MpFastclose(said[3]),)))))
-        out.append(Inject(rewrite(*_bare(v, guest, peer, gport, pport, said[1], 0, RST, 0), options=b"")))
+        out.append(Inject(_bare_rst(v, guest, peer, gport, pport, said[1])))
         return out
 
     def recorded(self, now: float) -> dict:
@@ -1807,8 +1809,13 @@ def _resettable(flow) -> bool:
 def _segment_to_guest(pkt, seq: int) -> bytes:
     """A bare RST from the server's address to the guest (the direction of the server's
     `pkt`) at guest seq `seq`."""
-    bare = _bare(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport, seq, 0, RST, 0)
-    return rewrite(*bare, options=b"")
+    return _bare_rst(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport, seq)
+
+
+def _bare_rst(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int) -> bytes:
+    """A RST without ACK, options or payload at `seq` (what every reset of ours sends: an
+    exact rcv_nxt is accepted, RFC 5961 §3.2)."""
+    return rewrite(*_bare(version, src, dst, sport, dport, seq, 0, RST, 0), options=b"")
 
 
 def _bare(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,

@@ -165,12 +165,6 @@ class Orphans:
         self.counters[Counter.OrphanProbe] += 1
         return PROBE
 
-    def question(self, key: tuple) -> tuple:
-        """(seq, ack) of the question to the guest: half the sequence space away from the
-        held segment's, so outside any window when the numbering is the guest's."""
-        e = self.entries[key]
-        return (e.seq + 0x80000000) & M32, (e.ack + 0x80000000) & M32
-
     def guest(self, key: tuple, flags: int, seq: int, ack: int, speaks_mptcp: bool, now: float):
         """A guest's segment (not a SYN) of a connection the table does not know. PASS (not
         an orphan, or undecided: it passes as it is), SPEAKS_MPTCP (it carries MPTCP options,
@@ -216,3 +210,9 @@ class Orphans:
             s = strikes[key] = [0, now]
         s[0] += 1
         return PASS
+
+
+def question(seq: int, ack: int) -> tuple:
+    """(seq, ack) of the question to the guest about a held segment at (seq, ack): half the
+    sequence space away, so outside any window when the numbering is the guest's."""
+    return (seq + 0x80000000) & M32, (ack + 0x80000000) & M32
