@@ -365,6 +365,10 @@ class Converter:
                 return MP.join_in(self, path, pkt, data, now)
             if self._inbound and pkt.flags & (SYN | ACK | RST) == SYN and self._peer_syn_kind(pkt, data) == 2:
                 return MP.passive_join(self, pkt, data, now, False)  # at an uplink address we announced
+            if self.orphans.known and not pkt.flags & (SYN | RST):
+                orphan = self._orphan_join(pkt, now)
+                if orphan is not None:
+                    return orphan
             self.counters[Counter.JoinUnknown] += 1
             return [Drop("packet to a join port of no known subflow")]
         flow = self.flows.get(key)
@@ -1556,14 +1560,43 @@ class Converter:
         out.append(Inject(_bare_rst(v, guest, peer, gport, pport, said[1])))
         return out
 
+    def _orphan_join(self, pkt, now: float):
+        """A segment at a join port no subflow owns: when the killed predecessor recorded that
+        subflow, the peer gets MP_FASTCLOSE and a RST on it, and the guest is asked about its
+        connection as for a held segment of subflow 1 (whose path may be down: then nothing
+        else of the connection reaches us). None otherwise."""
+        jkey = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        rec = self.orphans.join(jkey, now)
+        if rec is None:
+            return None
+        (guest, gport, peer, pport), peer_key = rec
+        local, lport, remote, rport = jkey
+        v = pkt.version
+        out = [Drop("a subflow of a connection a killed daemon converted: reset")]
+        if peer_key is not None:
+            out.append(Inject(rewrite(*_bare(v, local, remote, lport, rport, pkt.ack, pkt.seq, ACK, 0),
+                                      options=build_options(b"", (MpFastclose(peer_key),)))))
+        out.append(Inject(_bare_rst(v, local, remote, lport, rport, pkt.ack)))
+        if self.orphans.peer(rec[0], pkt.seq, pkt.ack, now) == OR.PROBE:
+            seq, ack = OR.question(pkt.seq, pkt.ack)
+            out.append(Inject(rewrite(*_bare(4 if len(guest) == 4 else 6, peer, guest, pport, gport,
+                                             seq, ack, ACK, pkt.window), options=b"")))
+        return out
+
     def recorded(self, now: float) -> dict:
         """What the shell's state file holds (--state-dir), so that a successor knows its
         orphans should this daemon be killed: key -> the peer's key, of every flow `stop`
-        would reset whose peer key is known, and the predecessor's records still believed."""
+        would reset whose peer key is known; for their live extra subflows (local, lport,
+        remote, rport) -> (the flow's key, the peer's key); and the predecessor's records
+        still believed."""
         out = self.orphans.recorded(now)
         for key, flow in self.flows.items():
             if flow.remote_key is not None and _resettable(flow):
                 out[key] = flow.remote_key
+                if flow.mp is not None:  # its extra subflows: (local, lport, remote, rport)
+                    for p in flow.mp.paths[1:]:
+                        if p.state in MP.ALIVE:
+                            out[(p.local, p.lport, p.remote, p.rport)] = (key, flow.remote_key)
         return out
 
     def _peer_syn_kind(self, pkt, data: bytes) -> int:

@@ -35,7 +35,10 @@ are really its own: `learn` takes them, and a plain answer of such a guest reset
 whatever the numbers (`OrphanKnown`: the numbers test fails once multipath moved data both
 ways), the peer with an ACK carrying MP_FASTCLOSE (its key: its whole MPTCP connection
 closes, not only the subflow) before the RST. Entries are forgotten once used or after
-KNOWN_TTL (the peer has given up by then).
+KNOWN_TTL (the peer has given up by then). The records of extra subflows (`join`) serve when
+subflow 1's path is down: a peer's segment on such a subflow, at a join port no subflow of
+the successor owns, gets MP_FASTCLOSE and a RST there, and the guest is asked as if
+subflow 1 had carried it (`OrphanJoin`).
 
 Every table is bounded (`cap`, oldest first out; the strikes: none pushed out) and entries
 expire after TTL without a held segment. A guest that spoke MPTCP but whose GUEST_MPTCP flow
@@ -91,8 +94,10 @@ class Orphans:
         self.cap = cap
 
     def learn(self, records: dict, now: float, cap: int) -> int:
-        """Take the killed predecessor's records (key -> the peer's key or None), at most
-        `cap` (the flow table's size). Returns how many were taken."""
+        """Take the killed predecessor's records (a connection's key -> the peer's key or
+        None; an extra subflow's (local, lport, remote, rport) -> (its connection's key, the
+        peer's key or None)), at most `cap` (the flow table's size). Returns how many were
+        taken."""
         known = self.known
         for key, peer_key in records.items():
             if len(known) >= cap:
@@ -107,6 +112,19 @@ class Orphans:
         for key in [k for k, (_, t) in known.items() if now - t > KNOWN_TTL]:
             del known[key]
         return {k: v[0] for k, v in known.items()}
+
+    def join(self, jkey: tuple, now: float):
+        """A segment at one of our join ports that no subflow owns: (the guest's key, the
+        peer's key or None) when the predecessor recorded that subflow (its record is used
+        up), else None."""
+        rec = self.known.get(jkey)
+        if rec is None or type(rec[0]) is not tuple:
+            return None
+        del self.known[jkey]
+        if now - rec[1] > KNOWN_TTL:
+            return None
+        self.counters[Counter.OrphanJoin] += 1
+        return rec[0]
 
     def _given_up(self, key: tuple, now: float) -> bool:
         s = self.strikes.get(key)

@@ -16,7 +16,9 @@ resets exactly those orphans, the peer with MP_FASTCLOSE.
   never reach a log; the file is readable by root alone, who can read the daemon's memory
   anyway. `--state-dir ""` writes nothing (a killed daemon's orphans then fall back to the
   numbers test).
-* **Format**: fixed records appended, each with its CRC-32: add or drop one connection. A
+* **Format**: records appended, each with its CRC-32: add or drop one connection (50
+  bytes), or one extra subflow with its connection (87 bytes: when subflow 1's path is down
+  at the restart only the extra subflows' segments reach the successor). A
   record torn by the kill is ignored, as is anything after it. When dropped records
   outnumber the live ones (and at start), the file is rewritten whole (a temporary file
   renamed over it: a kill leaves the old or the new one).
@@ -35,36 +37,60 @@ import zlib
 
 log = logging.getLogger("middlebox.run")
 
-ADD, DROP = 1, 2
+ADD, DROP, ADD_JOIN, DROP_JOIN = 1, 2, 3, 4
 _REC = struct.Struct("!BB16sH16sHQ")  # op, address length, guest, gport, peer, pport, peer key
+# an extra subflow: op, address lengths (its own, its connection's), local, lport, remote,
+# rport, then its connection's guest, gport, peer, pport and the peer's key
+_JREC = struct.Struct("!BBB16sH16sH16sH16sHQ")
 _CRC = struct.Struct("!I")
 RECORD = _REC.size + _CRC.size  # 50 bytes
-MAX_RECORDS = 1 << 22  # a file beyond this many records is not read (not ours, or broken)
+JOIN_RECORD = _JREC.size + _CRC.size  # 87 bytes
+MAX_BYTES = 1 << 28  # a file beyond this is not read (not ours, or broken)
 EVERY = 1.0  # s between two syncs
 DEFAULT_DIR = "/run/middlebox"
 
 
-def _encode(op: int, key: tuple, peer_key: int | None) -> bytes:
-    guest, gport, peer, pport = key
-    body = _REC.pack(op, len(guest), guest, gport, peer, pport,
-                     0 if peer_key is None else peer_key & 0xFFFFFFFFFFFFFFFF)
+def _encode(op: int, key: tuple, value) -> bytes:
+    """A record: `key` a connection's (value: the peer's key or None) or an extra subflow's
+    (value: (its connection's key, the peer's key or None)); DROP: the value is not used."""
+    a, ap, b, bp = key
+    if type(value) is tuple or op in (ADD_JOIN, DROP_JOIN):
+        conn, peer_key = value if type(value) is tuple else ((b"\0" * len(a), 0, b"\0" * len(a), 0), None)
+        g, gp, p, pp = conn
+        body = _JREC.pack(op, len(a), len(g), a, ap, b, bp, g, gp, p, pp,
+                          0 if peer_key is None else peer_key & 0xFFFFFFFFFFFFFFFF)
+    else:
+        body = _REC.pack(op, len(a), a, ap, b, bp, 0 if value is None else value & 0xFFFFFFFFFFFFFFFF)
     return body + _CRC.pack(zlib.crc32(body))
 
 
 def decode(data: bytes) -> dict:
-    """The connections a file's records leave live (key -> peer key); stops at the first
-    record that is torn or fails its CRC (what a kill mid-write leaves)."""
+    """What a file's records leave live (as `Converter.recorded` gives it); stops at the
+    first record that is torn, unknown or fails its CRC (what a kill mid-write leaves)."""
     live: dict = {}
-    for off in range(0, len(data) - RECORD + 1, RECORD):
-        body = data[off:off + _REC.size]
-        if _CRC.unpack_from(data, off + _REC.size)[0] != zlib.crc32(body):
+    off, end = 0, len(data)
+    while off < end:
+        op = data[off]
+        rec = _JREC if op in (ADD_JOIN, DROP_JOIN) else _REC
+        if op not in (ADD, DROP, ADD_JOIN, DROP_JOIN) or off + rec.size + _CRC.size > end:
             break
-        op, alen, guest, gport, peer, pport, peer_key = _REC.unpack(body)
-        if alen not in (4, 16) or op not in (ADD, DROP):
+        body = data[off:off + rec.size]
+        if _CRC.unpack_from(data, off + rec.size)[0] != zlib.crc32(body):
             break
-        key = (guest[:alen], gport, peer[:alen], pport)
-        if op == ADD:
-            live[key] = peer_key or None  # (0: no key recorded)
+        off += rec.size + _CRC.size
+        if rec is _REC:
+            op, alen, a, ap, b, bp, peer_key = rec.unpack(body)
+            if alen not in (4, 16):
+                break
+            key, value = (a[:alen], ap, b[:alen], bp), peer_key or None  # (0: no key recorded)
+        else:
+            op, alen, glen, a, ap, b, bp, g, gp, p, pp, peer_key = rec.unpack(body)
+            if alen not in (4, 16) or glen not in (4, 16):
+                break
+            key = (a[:alen], ap, b[:alen], bp)
+            value = ((g[:glen], gp, p[:glen], pp), peer_key or None)
+        if op == ADD or op == ADD_JOIN:
+            live[key] = value
         else:
             live.pop(key, None)
     return live
@@ -87,7 +113,7 @@ class StateFile:
         cannot be read (logged). The first `sync` rewrites the file as ours."""
         try:
             st = os.stat(self.path)
-            if st.st_size > MAX_RECORDS * RECORD or st.st_uid != os.geteuid():
+            if st.st_size > MAX_BYTES or st.st_uid != os.geteuid():
                 log.warning("state file %s: not read (owner %d, %d bytes)", self.path, st.st_uid,
                             st.st_size)
                 return {}
@@ -110,11 +136,12 @@ class StateFile:
                 self._rewrite(records)
                 return
             written = self.written
-            out = [_encode(DROP, k, None) for k in written.keys() - records.keys()]
+            out = [_encode(DROP_JOIN if type(written[k]) is tuple else DROP, k, None)
+                   for k in written.keys() - records.keys()]
             self.dropped += len(out)
             for k, v in records.items():
                 if written.get(k, -1) != v:
-                    out.append(_encode(ADD, k, v))
+                    out.append(_encode(ADD_JOIN if type(v) is tuple else ADD, k, v))
             if not out:
                 return
             if self.dropped > max(1024, len(records)):
@@ -131,7 +158,8 @@ class StateFile:
         if self.failed or self.fd is None:
             return
         written = self.written
-        out = [_encode(ADD, k, v) for k, v in records.items() if written.get(k, -1) != v]
+        out = [_encode(ADD_JOIN if type(v) is tuple else ADD, k, v) for k, v in records.items()
+               if written.get(k, -1) != v]
         if not out:
             return
         try:
@@ -166,7 +194,8 @@ class StateFile:
         tmp = f"{self.path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            data = b"".join(_encode(ADD, k, v) for k, v in records.items())
+            data = b"".join(_encode(ADD_JOIN if type(v) is tuple else ADD, k, v)
+                            for k, v in records.items())
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -79,8 +79,11 @@ def test_install_uplinks_then_remove_restores_everything(topo, paths):
             assert save.count("-A INPUT -j MIDDLEBOX_JOIN") == 1, save
             assert "-A MIDDLEBOX_JOIN -m mark --mark 0x4d427801 -j ACCEPT" in save
             for a in addrs:
-                assert (f"-A MIDDLEBOX_JOIN -d {a}/{plen} -p tcp -m tcp --dport 61000:61999 "
-                        f"-j NFQUEUE --queue-num {QUEUE} --queue-bypass") in save, save
+                held = (f"-A MIDDLEBOX_JOIN -d {a}/{plen} -p tcp -m tcp --dport 61000:61999 "
+                        f"--tcp-option 30 --tcp-flags SYN,RST NONE -j NFQUEUE --queue-num {QUEUE}\n")
+                rest = (f"-A MIDDLEBOX_JOIN -d {a}/{plen} -p tcp -m tcp --dport 61000:61999 "
+                        f"-j NFQUEUE --queue-num {QUEUE} --queue-bypass")
+                assert held in save and rest in save and save.index(held) < save.index(rest), save
         assert t.read_sysctl(t.mbox, RESERVED) == "8080,60990-61999"
 
         shown = t.run(t.mbox, [*cli("rules"), "show"]).stdout
@@ -191,7 +194,8 @@ def test_daemon_takes_installed_uplinks_and_join_packets_reach_it(mbox, tmp_path
     assert _counters(d).get("local_packets", 0) == seen
     rc, _ = d.stop()
     assert rc == 0, d.output
-    # no daemon: the queue's bypass lets the stack answer (the server drops the subflow)
+    # no daemon: the queue's bypass lets the stack answer a SYN (segments with an MPTCP option
+    # are held: test_stop_reset.py)
     assert _connect(t, p2.server_ip, p2.mbox_ip, 61234, 3) == "refused"
 
 

@@ -91,3 +91,62 @@ def test_fresh_stays_empty_unless_the_shell_records():
     p = Pair()
     p.handshake()
     assert p.conv.fresh == [] and p.conv.recorded(p.now) == {_key(p): SERVER_KEY}
+
+
+def _join_segment(p, jkey, seq=0x22220000, ack=0x33330000):
+    from tests.unit.test_core_harness import make_packet
+    from middlebox.wire import Dss, build_options, encode_tcp_options
+    local, lport, remote, rport = jkey
+    import ipaddress
+    opts = build_options(encode_tcp_options(), (Dss(data_ack=1, data_seq=2, subflow_seq=1, data_len=100),))
+    return make_packet(str(ipaddress.ip_address(remote)), str(ipaddress.ip_address(local)), rport, lport,
+                       seq, ack, ACK, opts, b"y" * 100)
+
+
+def test_a_recorded_extra_subflows_segment_fast_closes_the_peer_there_and_asks_the_guest():
+    """Subflow 1's path down at the restart: only the joins' segments reach the successor, at
+    join ports no subflow owns. Recorded, the peer is reset there (MP_FASTCLOSE, RST) and the
+    guest asked; its plain answer resets it (the connection's record)."""
+    import ipaddress
+    p = Pair()
+    jkey = (ipaddress.ip_address("10.9.0.1").packed, 61000, _b(p.s_addr), p.sport)
+    p.conv.orphans.learn({_key(p): PEER_KEY, jkey: (_key(p), PEER_KEY)}, p.now, 100)
+    seg = _join_segment(p, jkey)
+    p.now += 0.001
+    acts = p.conv.handle(seg, Direction.LOCAL, p.now)
+    assert type(acts[0]) is Drop and len(acts) == 4, acts
+    fc, rst, probe = (parse_packet(a.data) for a in acts[1:])
+    assert (fc.src, fc.sport, fc.dst, fc.dport) == jkey and fc.flags == ACK and fc.seq == 0x33330000
+    (opt,) = [o for o in mptcp_options(acts[1].data, fc) if type(o) is MpFastclose]
+    assert opt.rcvr_key == PEER_KEY
+    assert (rst.src, rst.sport) == jkey[:2] and rst.flags == RST and rst.seq == 0x33330000
+    assert (probe.src, probe.sport, probe.dst, probe.dport) == (_b(p.s_addr), p.sport, _b(p.g_addr), p.gport)
+    assert probe.flags == ACK and p.count("OrphanJoin") == 1 and p.count("OrphanProbe") == 1
+    acts = _out(p, _guest_answer(p))  # the guest's plain answer
+    assert type(acts[0]) is Drop and parse_packet(acts[1].data).flags == RST
+    assert parse_packet(acts[1].data).seq == G_RCV and p.count("OrphanKnown") == 1
+    # the record is used up: the subflow's next segment is an unknown join port's
+    p.now += 0.001
+    assert len(p.conv.handle(seg, Direction.LOCAL, p.now)) == 1 and p.count("JoinUnknown") == 1
+
+
+def test_an_unrecorded_join_port_segment_is_dropped_as_before():
+    import ipaddress
+    p = Pair()
+    jkey = (ipaddress.ip_address("10.9.0.1").packed, 61000, _b(p.s_addr), p.sport)
+    p.conv.orphans.learn({_key(p): PEER_KEY}, p.now, 100)  # the connection, not this subflow
+    acts = p.conv.handle(_join_segment(p, jkey), Direction.LOCAL, p.now + 0.001)
+    assert len(acts) == 1 and type(acts[0]) is Drop and p.count("JoinUnknown") == 1
+
+
+def test_recorded_names_a_multipath_flows_live_extra_subflows():
+    from tests.unit.test_subflow_table import MPair
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    rec = p.conv.recorded(p.now)
+    (key,) = [k for k, v in rec.items() if type(v) is not tuple]
+    joins = {k: v for k, v in rec.items() if type(v) is tuple}
+    (jkey, (conn, peer_key)), = joins.items()
+    assert conn == key and peer_key == rec[key] is not None
+    assert jkey in p.conv.joins

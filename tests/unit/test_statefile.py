@@ -127,3 +127,20 @@ def test_keys_never_reach_the_log(tmp_path, caplog):
         SF.StateFile(str(tmp_path), 0).sync({V4: key})
     text = caplog.text.lower()
     assert f"{key:x}" not in text and str(key) not in text
+
+
+JOIN = (bytes(range(32, 48)), 61000, bytes(range(16)), 443)  # (a v6 subflow of a v4 connection)
+
+
+def test_extra_subflow_records_round_trip_and_drop(tmp_path):
+    sf = SF.StateFile(str(tmp_path), 0)
+    sf.sync({V4: 7, JOIN: (V4, 7)})
+    assert _read(sf) == {V4: 7, JOIN: (V4, 7)}
+    assert os.path.getsize(sf.path) == SF.RECORD + SF.JOIN_RECORD
+    sf.sync({V4: 7, JOIN: (V4, None)})  # (a changed value: added again)
+    assert _read(sf) == {V4: 7, JOIN: (V4, None)}
+    sf.sync({V4: 7})
+    assert _read(sf) == {V4: 7}
+    with open(sf.path, "r+b") as f:  # a torn subflow record: what came before survives
+        f.truncate(SF.RECORD + SF.JOIN_RECORD - 1)
+    assert SF.StateFile(str(tmp_path), 0).take() == {V4: 7}
