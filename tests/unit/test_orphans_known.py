@@ -150,3 +150,24 @@ def test_recorded_names_a_multipath_flows_live_extra_subflows():
     (jkey, (conn, peer_key)), = joins.items()
     assert conn == key and peer_key == rec[key] is not None
     assert jkey in p.conv.joins
+
+
+@pytest.mark.parametrize("end", ["syn", "rst"])
+def test_a_record_is_forgotten_once_its_4tuple_starts_afresh(end):
+    """The record names a connection, not a 4-tuple forever: once the guest ends it (its RST)
+    or opens a new connection on the same 4-tuple (its SYN), a forged MPTCP segment naming
+    that 4-tuple must meet the numbers test again, or anyone who knows the 4-tuple resets a
+    live plain connection blind for KNOWN_TTL after the restart."""
+    p = Pair(server_mptcp=False)
+    p.conv.orphans.learn({_key(p): PEER_KEY}, p.now, 100)
+    if end == "rst":
+        _out(p, p.g_packet(G_SEQ, 0, RST))
+    p.handshake()  # a new connection on the 4-tuple; the peer plain: fallback
+    assert p.conv.flows[_key(p)].state.name == "FALLBACK"
+    p.now += p.cfg.fallback_timeout + 1  # idle: the table forgets it (nothing lost)
+    p.conv.tick(p.now)
+    assert _key(p) not in p.conv.flows
+    _in(p, _peer(p, seq=FAR[0], ack=FAR[1]))  # forged, numbers blind
+    acts = _out(p, p.g_packet(p.g_nxt, p.g_rcv, ACK))  # the live guest's answer
+    assert acts == [ACCEPT], acts
+    assert p.count("OrphanReset") == 0 and p.count("OrphanKnown") == 0
