@@ -400,10 +400,12 @@ class Converter:
                 flow = self._new_flow(key, now, EVICT_HALF_OPEN)
                 if flow is None:
                     return [ACCEPT]
-            elif self.stopping:  # (the same)
-                self.counters[Counter.StopPlain] += 1
-                return [ACCEPT]
             else:
+                if self.orphans.known:  # a new connection: a predecessor's record named the old one
+                    self.orphans.forget(key)
+                if self.stopping:  # (the same)
+                    self.counters[Counter.StopPlain] += 1
+                    return [ACCEPT]
                 flow = self._new_flow(key, now)
         else:
             flow.last = now
@@ -1532,7 +1534,8 @@ class Converter:
                                                  seq, ack, ACK, pkt.window), options=b"")))
             return out
         speaks = bool(parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp)
-        if pkt.flags & SYN and not speaks:  # (a plain SYN/ACK: nothing to learn)
+        if pkt.flags & SYN and not speaks:  # (a plain SYN/ACK: nothing to learn, but a new
+            orphans.forget(key)               # connection on the 4-tuple: no record names it)
             return None
         said = orphans.guest(key, pkt.flags, pkt.seq, pkt.ack, speaks, now)
         if said == OR.PASS:

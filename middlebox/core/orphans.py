@@ -105,6 +105,12 @@ class Orphans:
             known[key] = (peer_key, now)
         return len(known)
 
+    def forget(self, key: tuple) -> None:
+        """A new connection on `key` (the guest's SYN or SYN/ACK): the predecessor's record
+        named an older one; believed on, it would let a segment forged with that 4-tuple
+        reset the new connection whatever its numbers."""
+        self.known.pop(key, None)
+
     def recorded(self, now: float) -> dict:
         """The predecessor's records still believed (key -> peer key): a successor of ours
         gets them too, should this daemon be killed before they were used."""
@@ -189,8 +195,9 @@ class Orphans:
         asked or not: the converter takes the connection as the guest's own) or (RESET,
         peer_rcv_nxt, the held seq, the peer's key or None): the guest's segment is dropped,
         both ends reset (with the key, MP_FASTCLOSE first)."""
-        if flags & RST:
+        if flags & RST:  # (the guest ends it: a record of it names nothing from now on)
             self.natives.pop(key, None)
+            self.known.pop(key, None)
         e = self.entries.get(key)
         if speaks_mptcp and not flags & RST:
             if e is not None:
