@@ -144,3 +144,43 @@ def test_extra_subflow_records_round_trip_and_drop(tmp_path):
     with open(sf.path, "r+b") as f:  # a torn subflow record: what came before survives
         f.truncate(SF.RECORD + SF.JOIN_RECORD - 1)
     assert SF.StateFile(str(tmp_path), 0).take() == {V4: 7}
+
+
+def test_a_symlink_planted_in_the_directory_is_never_written_through(tmp_path):
+    """--state-dir may name a directory others can write (/tmp, a shared one): root must not
+    truncate or append to whatever file a planted symlink points at."""
+    d = tmp_path / "d"
+    d.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    sf = SF.StateFile(str(d), 0)
+    os.symlink(victim, f"{sf.path}.{os.getpid()}.tmp")  # the temporary file's name
+    sf.sync({V4: 1})
+    assert victim.read_bytes() == b"precious\n"
+    os.symlink(victim, sf.path + ".x")
+    os.replace(sf.path + ".x", sf.path)  # the file itself swapped for a symlink
+    sf.sync({V4: 1, V6: 2})
+    assert victim.read_bytes() == b"precious\n"
+
+
+def test_a_directory_others_may_write_is_refused(tmp_path, caplog):
+    d = tmp_path / "d"
+    d.mkdir()
+    os.chmod(d, 0o777)  # (as /tmp, or a directory made before by someone else)
+    sf = SF.StateFile(str(d), 0)
+    with caplog.at_level(logging.WARNING, logger="middlebox.run"):
+        sf.sync({V4: 1})
+        assert sf.take() == {}
+    assert not os.path.exists(sf.path) and sf.failed
+
+
+def test_take_does_not_follow_a_symlink(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir(mode=0o700)
+    other = tmp_path / "other.flows"
+    good = SF.StateFile(str(tmp_path / "e"), 0)
+    good.sync({V4: 1})
+    os.rename(good.path, other)
+    sf = SF.StateFile(str(d), 0)
+    os.symlink(other, sf.path)
+    assert sf.take() == {}
