@@ -30,8 +30,10 @@ resets exactly those orphans, the peer with MP_FASTCLOSE.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import struct
 import zlib
 
@@ -112,19 +114,36 @@ class StateFile:
         """The records a predecessor left (key -> peer key); {} when there is no file or it
         cannot be read (logged). The first `sync` rewrites the file as ours."""
         try:
-            st = os.stat(self.path)
-            if st.st_size > MAX_BYTES or st.st_uid != os.geteuid():
-                log.warning("state file %s: not read (owner %d, %d bytes)", self.path, st.st_uid,
-                            st.st_size)
-                return {}
-            with open(self.path, "rb") as f:
-                records = decode(f.read())
+            self._check_dir()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
+                st = os.fstat(fd)
+                if (not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES
+                        or st.st_uid != os.geteuid()):
+                    log.warning("state file %s: not read (owner %d, %d bytes)", self.path,
+                                st.st_uid, st.st_size)
+                    return {}
+                records = decode(f.read(MAX_BYTES))
         except FileNotFoundError:
             return {}
         except OSError as e:
             log.warning("state file %s: not read: %s", self.path, e)
             return {}
         return records
+
+    def _check_dir(self) -> None:
+        """The directory is ours alone: a real directory (not a symlink), owned by us, that
+        nobody else may write (else anyone could plant a symlink or a file of records in it);
+        made 0700 when missing. OSError otherwise."""
+        try:
+            st = os.lstat(self.directory)
+        except FileNotFoundError:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            st = os.lstat(self.directory)
+        if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
+                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            raise OSError(errno.EPERM, "the directory is not the daemon's alone (a symlink, "
+                          "another owner, or writable by others)", self.directory)
 
     def sync(self, records: dict) -> None:
         """Make the file hold `records` (key -> peer key): append what changed; rewrite it
@@ -190,9 +209,13 @@ class StateFile:
                 self.fd = None
 
     def _rewrite(self, records: dict) -> None:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._check_dir()
         tmp = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.unlink(tmp)  # (a killed predecessor's with our pid; a symlink: only it goes)
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             data = b"".join(_encode(ADD_JOIN if type(v) is tuple else ADD, k, v)
                             for k, v in records.items())
@@ -203,11 +226,14 @@ class StateFile:
             os.close(fd)
             os.unlink(tmp)
             raise
-        os.rename(tmp, self.path)
-        os.close(fd)
+        try:
+            os.rename(tmp, self.path)
+        except OSError:
+            os.close(fd)
+            raise
         if self.fd is not None:
             os.close(self.fd)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.fd = fd  # (the renamed file itself: nothing reopened by name)
         self.written = dict(records)
         self.dropped = 0
 
