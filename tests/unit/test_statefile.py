@@ -184,3 +184,25 @@ def test_take_does_not_follow_a_symlink(tmp_path):
     sf = SF.StateFile(str(d), 0)
     os.symlink(other, sf.path)
     assert sf.take() == {}
+
+
+def test_a_file_given_up_after_a_write_error_does_not_outlive_it(tmp_path, monkeypatch):
+    """A write that fails (ENOSPC, EIO) gives the file up; what it holds then goes stale
+    (connections that end are not dropped from it, a clean stop did not remove it), and a
+    successor would believe those records: reset, on a forged segment, connections that
+    reuse their 4-tuples, whatever their numbers. The file must go with the failure."""
+    import errno
+
+    sf = SF.StateFile(str(tmp_path), 0)
+    sf.sync({V4: 1})
+    real = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SF.os, "write", full)
+    sf.sync({V4: 1, V6: 2})
+    monkeypatch.setattr(SF.os, "write", real)
+    assert sf.failed
+    sf.close({})  # a clean stop: every connection reset
+    assert SF.StateFile(str(tmp_path), 0).take() == {}
