@@ -109,6 +109,7 @@ class StateFile:
         self.dropped = 0  # DROP records in it
         self.fd: int | None = None
         self.failed = False
+        self.foreign = False  # the directory is not ours alone (_check_dir): nothing touched
 
     def take(self) -> dict:
         """The records a predecessor left (key -> peer key); {} when there is no file or it
@@ -142,6 +143,7 @@ class StateFile:
             st = os.lstat(self.directory)
         if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
                 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            self.foreign = True
             raise OSError(errno.EPERM, "the directory is not the daemon's alone (a symlink, "
                           "another owner, or writable by others)", self.directory)
 
@@ -244,11 +246,20 @@ class StateFile:
 
     def _fail(self, e: OSError) -> None:
         self.failed = True
-        log.warning("state file %s: %s; not written from now on (a successor after a kill "
-                    "tells this daemon's connections by their numbers only)", self.path, e)
+        log.warning("state file %s: %s; removed and not written from now on (a successor "
+                    "after a kill tells this daemon's connections by their numbers only)",
+                    self.path, e)
         if self.fd is not None:
             try:
                 os.close(self.fd)
             except OSError:
                 pass
             self.fd = None
+        # what it holds goes stale from here (ended connections never dropped, and no clean
+        # stop removes it): a successor must not believe it
+        if self.foreign:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
