@@ -972,13 +972,15 @@ class Daemon:
         count = getattr(self.conv, "closing", None)
         if count is None or self.args.stop_grace <= 0:
             return
-        hurry = self.stops
+        # (a stop asked by a signal counts 1: a second one that came before this wait began,
+        # within the same loop round, cuts it short as well as one that comes during it)
+        hurry = min(self.stops, 1)
         end = time.monotonic() + self.args.stop_grace
         left = self._closing(count)
         if left:
             log.info("stopping: %d closing connection(s), waiting up to %g s for them",
                      left, self.args.stop_grace)
-        while left and self.stops == hurry and time.monotonic() < end:
+        while left and self.stops <= hurry and time.monotonic() < end:
             self.round(fd, fds, pump, flush)
             left = self._closing(count)
         if left:
