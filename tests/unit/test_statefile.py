@@ -234,3 +234,18 @@ def test_records_are_believed_ten_minutes_in_all_not_per_daemon(tmp_path):
         now += 500.0
         sf.close(o.recorded(now))
     assert V4 not in SF.StateFile(str(tmp_path), 0).take()  # 1500 s after the kill
+
+
+def test_a_file_renamed_over_by_another_instance_is_rewritten_not_appended_to_void(tmp_path):
+    """The daemon opens its state file (take, then a rewrite by rename) in load_core, before
+    it binds the queue: a second `middlebox run` on a queue already served fails to bind, but
+    has renamed its own copy over the file first. The running daemon then appended to the
+    unlinked inode: the file never again named a new connection, and after a kill its
+    successor missed every one started since (numbers test only, the peer not fast-closed)."""
+    live = SF.StateFile(str(tmp_path), 0)
+    live.sync({V4: 1})
+    intruder = SF.StateFile(str(tmp_path), 0)  # what a second daemon's open_state does
+    intruder.sync(intruder.take())
+    live.add({V6: 2})  # a connection that starts converting now
+    live.sync({V4: 1, V6: 2})
+    assert SF.StateFile(str(tmp_path), 0).take() == {V4: 1, V6: 2}
