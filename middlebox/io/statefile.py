@@ -153,7 +153,7 @@ class StateFile:
         if self.failed:
             return
         try:
-            if self.fd is None:
+            if self.fd is None or self._replaced():
                 self._rewrite(records)
                 return
             written = self.written
@@ -184,6 +184,8 @@ class StateFile:
         if not out:
             return
         try:
+            if self._replaced():  # (the next sync rewrites it whole)
+                return
             self._write(b"".join(out))
         except OSError as e:
             self._fail(e)
@@ -238,6 +240,11 @@ class StateFile:
         self.fd = fd  # (the renamed file itself: nothing reopened by name)
         self.written = dict(records)
         self.dropped = 0
+
+    def _replaced(self) -> bool:
+        """Our file is no longer at its path (another instance's rewrite renamed over it, or
+        someone removed it): appending would write to nothing anyone reads."""
+        return os.fstat(self.fd).st_nlink == 0
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
