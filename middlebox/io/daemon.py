@@ -482,28 +482,30 @@ class Daemon:
         if not fresh:
             return
         self.conv.fresh = []
-        flows = self.conv.flows
-        records = {}
-        for key in fresh:
-            flow = flows.get(key)
-            if flow is not None and flow.remote_key is not None:
-                records[key] = flow.remote_key
-        self.state.add(records)
+        try:
+            flows = self.conv.flows
+            records = {}
+            for key in fresh:
+                flow = flows.get(key)
+                if flow is not None and flow.remote_key is not None:
+                    records[key] = flow.remote_key
+            self.state.add(records)
+        except Exception as e:  # (a bug: counted, logged once; the loop goes on)
+            self.bug("state file", e)
 
     def sync_state(self, closing: bool = False) -> None:
         """Every statefile.EVERY seconds (from tick), and at a clean stop (`closing`)."""
         if self.state is None:
             return
+        self.next_state = time.monotonic() + statefile.EVERY
         try:
             records = self.conv.recorded(time.monotonic())
-        except Exception as e:
-            self.bug("recorded", e)
-            return
-        if closing:
-            self.state.close(records)
-        else:
-            self.state.sync(records)
-        self.next_state = time.monotonic() + statefile.EVERY
+            if closing:
+                self.state.close(records)
+            else:
+                self.state.sync(records)
+        except Exception as e:  # (a bug: counted, logged once; the loop goes on)
+            self.bug("state file", e)
 
     def resolve_uplinks(self) -> None:
         """The uplinks: --uplink, else those of the installed rules; the join port range:

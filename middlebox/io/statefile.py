@@ -116,6 +116,7 @@ class StateFile:
         cannot be read (logged). The first `sync` rewrites the file as ours."""
         try:
             self._check_dir()
+            self._sweep()
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             with open(fd, "rb") as f:
                 st = os.fstat(fd)
@@ -146,6 +147,17 @@ class StateFile:
             self.foreign = True
             raise OSError(errno.EPERM, "the directory is not the daemon's alone (a symlink, "
                           "another owner, or writable by others)", self.directory)
+
+    def _sweep(self) -> None:
+        """Remove the temporary files a predecessor killed mid-rewrite left (ours by name:
+        queue-N.flows.PID.tmp; unlinking a symlink removes only the link)."""
+        prefix = os.path.basename(self.path) + "."
+        for name in os.listdir(self.directory):
+            if name.startswith(prefix) and name.endswith(".tmp") and name[len(prefix):-4].isdigit():
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except OSError:
+                    pass
 
     def sync(self, records: dict) -> None:
         """Make the file hold `records` (key -> peer key): append what changed; rewrite it

@@ -249,3 +249,15 @@ def test_a_file_renamed_over_by_another_instance_is_rewritten_not_appended_to_vo
     live.add({V6: 2})  # a connection that starts converting now
     live.sync({V4: 1, V6: 2})
     assert SF.StateFile(str(tmp_path), 0).take() == {V4: 1, V6: 2}
+
+
+def test_take_sweeps_the_temporary_files_a_killed_rewrite_left(tmp_path):
+    d = tmp_path / "d"
+    sf = SF.StateFile(str(d), 0)
+    sf.sync({V4: 1})
+    left = d / "queue-0.flows.4242.tmp"
+    left.write_bytes(b"half")
+    other = d / "queue-1.flows.4242.tmp"  # another queue's: not ours to sweep
+    other.write_bytes(b"x")
+    assert SF.StateFile(str(d), 0).take() == {V4: 1}
+    assert not left.exists() and other.exists()
