@@ -966,7 +966,8 @@ class Daemon:
     def finish_closing(self, fd: int, fds: list, pump, flush) -> None:
         """Stopping: go on converting for up to --stop-grace seconds while a flow that
         `Converter.stop` would reset has both FINs sent (the guest's and the server's
-        DATA_FIN: only their acks, or a resend, are missing), so that a connection that was
+        DATA_FIN: only their acks, or a resend, are missing) and is not silent
+        (Converter.closing), so that a connection that was
         ending when the stop came ends cleanly rather than by a reset. A second stop signal
         ends the wait. From here on new connections pass as plain TCP (`StopPlain`)."""
         if self.conv is not None and hasattr(self.conv, "stopping"):
@@ -990,7 +991,7 @@ class Daemon:
 
     def _closing(self, count) -> int:
         try:
-            return int(count())
+            return int(count(time.monotonic()))
         except Exception as e:
             self.bug("closing", e)
             return 0
@@ -1155,7 +1156,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, go on converting for up to SECONDS while a "
                              "connection the stop would reset has both its FINs sent (only "
-                             "their acks or a resend missing), then reset what is left; a "
+                             "their acks or a resend missing; silent for 1 s: done), then "
+                             "reset what is left; a "
                              f"second signal ends the wait; 0: none (default {STOP_GRACE:g})")
     parser.add_argument("--mark", type=lambda s: int(s, 0), default=rules.INJECT_MARK,
                         help=f"SO_MARK of injected packets (default {rules.INJECT_MARK:#x})")

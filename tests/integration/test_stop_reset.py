@@ -321,7 +321,8 @@ def test_a_killed_daemon_restarted_resets_its_orphans_and_delivers_no_wrong_byte
     # (without the state file the server's connection loses its subflow but stays open: its
     # key died with the daemon, no MP_FASTCLOSE; its application saw nothing until its own
     # 60 s timeout)
-    assert dd.get("MPFastcloseRx", 0) == (0 if extra else 1), dd
+    # (one per subflow told: on the join too when its segment met the join's record first)
+    assert (dd.get("MPFastcloseRx", 0) == 0) if extra else (1 <= dd.get("MPFastcloseRx", 0) <= 2), dd
     assert not multi or dd.get("MPJoinAckRx", 0) >= 1, dd  # (the multipath case is one)
     for k in ("DSSNotMatching", "DSSNoMatchTCP", "InfiniteMapRx", "DataCsumErr", "DssFallback"):
         assert not dd.get(k), dd

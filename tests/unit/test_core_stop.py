@@ -207,22 +207,23 @@ def test_closing_counts_resettable_flows_with_both_fins_sent():
     the guest's and the server's DATA_FIN, and stop() would still reset them."""
     p = Pair()
     p.established()
-    assert p.conv.closing() == 0
+    assert p.conv.closing(p.now) == 0
     p.inn(p.s_data_pkt(b"x" * 300, data_fin=True, fin=True))  # the server is done
-    assert p.conv.closing() == 0  # (the guest may send for a long time yet)
+    assert p.conv.closing(p.now) == 0  # (the guest may send for a long time yet)
     p.out(p.g_fin())
     (flow,) = p.conv.flows.values()
     assert flow.local_fin and flow.remote_fin
-    assert p.conv.closing() == 1
+    assert p.conv.closing(p.now) == 1
+    assert p.conv.closing(p.now + 0.9) == 1 and p.conv.closing(p.now + 1.1) == 0  # (silent: done)
     p.conv.stop(p.now)  # reset: nothing left to wait for
-    assert p.conv.closing() == 0
+    assert p.conv.closing(p.now) == 0
 
 
 def test_a_flow_where_only_the_guest_closed_is_not_waited_for():
     p = Pair()
     p.established()
     p.out(p.g_fin())
-    assert p.conv.closing() == 0
+    assert p.conv.closing(p.now) == 0
 
 
 @pytest.mark.parametrize("v6", [False, True])

@@ -13,7 +13,7 @@ from middlebox.io import daemon
 class _Conv:
     stopping = False
 
-    def closing(self):
+    def closing(self, now):
         return 1  # a connection that stays closing (its guest gone)
 
 
