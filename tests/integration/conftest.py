@@ -63,11 +63,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
         params = getattr(getattr(item, "callspec", None), "params", {})
         if (item.get_closest_marker("one_backend") and "mbox" in params
-                and params["mbox"] != BACKENDS[0]):
+                and (_PURE or params["mbox"] != BACKENDS[0])):
             drop.append(item)
         else:
             keep.append(item)
-    if drop:  # (`make test`'s time: these test the core, which both backends share)
+    if drop:  # (`make test`'s time: these test the daemon and the kernels with the core,
+        # whose twins the unit suite holds equal: once, compiled, first backend)
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
@@ -80,8 +81,9 @@ def _require_root():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "topology(**kw): keyword arguments of the test's Topology")
-    config.addinivalue_line("markers", "one_backend: run with the first queue backend only (a "
-                            "test of the core and the kernels, not of the queue reader)")
+    config.addinivalue_line("markers", "one_backend: run once, with the first queue backend of "
+                            "the compiled run (a test of the daemon, the core and the kernels, "
+                            "not of the queue reader or the pure twin)")
 
 
 @pytest.fixture

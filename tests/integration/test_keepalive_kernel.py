@@ -17,7 +17,8 @@ import pytest
 from conftest import IPPROTO_MPTCP
 from test_multipath import JOIN, MUST_STAY_ZERO, core_counters, delta
 
-# probes and keepalives are the core's: one backend runs them (`make test`'s time)
+# probes and keepalives are the core's: they run once, compiled, first backend (`make test`'s
+# time; the unit suite holds the core's twins equal)
 pytestmark = pytest.mark.one_backend
 
 

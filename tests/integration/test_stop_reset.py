@@ -22,8 +22,9 @@ import pytest
 from conftest import IPPROTO_MPTCP, guest_connect, payload
 from test_multipath import JOIN, core_counters, delta
 
-# stopping and restarting are the core's and the rules' (Converter.stop, orphans.py, the state
-# file): the queue reader plays no part, so one backend runs them (`make test`'s time)
+# stopping and restarting are the daemon's, the core's and the rules' (Converter.stop, orphans.py,
+# the state file): the queue reader plays no part and the unit suite holds the core's twins
+# equal, so they run once, compiled, first backend (`make test`'s time)
 pytestmark = pytest.mark.one_backend
 
 
