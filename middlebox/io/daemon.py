@@ -5,7 +5,8 @@
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--repair-bytes N]
 [--repair-total-bytes N] [--repair-window] [--policy greedy|cost] [--target RATE]
 [--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open]
-[--stop-grace SECONDS] [--state-dir DIR] [-v] [--log-level LEVEL] [--metrics ADDR:PORT] [--config PATH]`
+[--stop-grace SECONDS] [--state-dir DIR] [-v] [--log-level LEVEL] [--metrics ADDR:PORT]
+[--config PATH]`
 
 * Binds the queue with NetfilterQueue: kernel queue length --queue-maxlen (default 4096), an
   8 MB socket receive buffer (SO_RCVBUFFORCE, inside NetfilterQueue's bind; ENOBUFS = the
