@@ -1534,9 +1534,7 @@ class Converter:
                 return [ACCEPT]
             out = [Drop("an MPTCP segment of a connection this daemon does not know: held")]
             if said == OR.PROBE:
-                seq, ack = OR.question(pkt.seq, pkt.ack)
-                out.append(Inject(rewrite(*_bare(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport,
-                                                 seq, ack, ACK, pkt.window), options=b"")))
+                out.append(Inject(_question(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt)))
             return out
         speaks = bool(parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off).mptcp)
         if pkt.flags & SYN and not speaks:  # (a plain SYN/ACK: nothing to learn, but a new
@@ -1562,11 +1560,7 @@ class Converter:
         v = pkt.version
         out = [Drop("a guest segment of a connection a killed daemon converted: reset"),
                Inject(_bare_rst(v, peer, guest, pport, gport, pkt.ack))]
-        if said[3] is not None:
-            out.append(Inject(rewrite(*_bare(v, guest, peer, gport, pport, said[1], said[2], ACK, 0),
-                                      options=build_options(b"", (MpFastclose(said[3]),)))))
-        out.append(Inject(_bare_rst(v, guest, peer, gport, pport, said[1])))
-        return out
+        return out + _peer_reset(v, guest, peer, gport, pport, said[1], said[2], said[3])
 
     def _orphan_join(self, pkt, now: float):
         """A segment at a join port no subflow owns: when the killed predecessor recorded that
@@ -1581,14 +1575,9 @@ class Converter:
         local, lport, remote, rport = jkey
         v = pkt.version
         out = [Drop("a subflow of a connection a killed daemon converted: reset")]
-        if peer_key is not None:
-            out.append(Inject(rewrite(*_bare(v, local, remote, lport, rport, pkt.ack, pkt.seq, ACK, 0),
-                                      options=build_options(b"", (MpFastclose(peer_key),)))))
-        out.append(Inject(_bare_rst(v, local, remote, lport, rport, pkt.ack)))
+        out += _peer_reset(v, local, remote, lport, rport, pkt.ack, pkt.seq, peer_key)
         if self.orphans.peer(rec[0], pkt.seq, pkt.ack, now) == OR.PROBE:
-            seq, ack = OR.question(pkt.seq, pkt.ack)
-            out.append(Inject(rewrite(*_bare(4 if len(guest) == 4 else 6, peer, guest, pport, gport,
-                                             seq, ack, ACK, pkt.window), options=b"")))
+            out.append(Inject(_question(4 if len(guest) == 4 else 6, peer, guest, pport, gport, pkt)))
         return out
 
     def recorded(self, now: float) -> dict:
@@ -1851,6 +1840,26 @@ def _segment_to_guest(pkt, seq: int) -> bytes:
     """A bare RST from the server's address to the guest (the direction of the server's
     `pkt`) at guest seq `seq`."""
     return _bare_rst(pkt.version, pkt.src, pkt.dst, pkt.sport, pkt.dport, seq)
+
+
+def _peer_reset(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
+                peer_key) -> list:
+    """An orphan's reset towards its peer at its rcv_nxt `seq`: with the peer's key, an ACK
+    (of `ack`) carrying MP_FASTCLOSE first, so that its whole MPTCP connection closes (RFC
+    8684 §3.5 Option A); then a RST."""
+    out = []
+    if peer_key is not None:
+        out.append(Inject(rewrite(*_bare(version, src, dst, sport, dport, seq, ack, ACK, 0),
+                                  options=build_options(b"", (MpFastclose(peer_key),)))))
+    out.append(Inject(_bare_rst(version, src, dst, sport, dport, seq)))
+    return out
+
+
+def _question(version: int, src: bytes, dst: bytes, sport: int, dport: int, held) -> bytes:
+    """The question to a guest about a held segment `held` (orphans.question): an ACK half
+    the sequence space away from its numbers, with its window."""
+    seq, ack = OR.question(held.seq, held.ack)
+    return rewrite(*_bare(version, src, dst, sport, dport, seq, ack, ACK, held.window), options=b"")
 
 
 def _bare_rst(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int) -> bytes:
