@@ -66,6 +66,11 @@ def _encode(op: int, key: tuple, value) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+def _add(key: tuple, value) -> bytes:
+    """The record that adds `key` (a connection's, or an extra subflow's: a tuple value)."""
+    return _encode(ADD_JOIN if type(value) is tuple else ADD, key, value)
+
+
 def decode(data: bytes) -> dict:
     """What a file's records leave live (as `Converter.recorded` gives it); stops at the
     first record that is torn, unknown or fails its CRC (what a kill mid-write leaves)."""
@@ -174,7 +179,7 @@ class StateFile:
             self.dropped += len(out)
             for k, v in records.items():
                 if written.get(k, -1) != v:
-                    out.append(_encode(ADD_JOIN if type(v) is tuple else ADD, k, v))
+                    out.append(_add(k, v))
             if not out:
                 return
             if self.dropped > max(1024, len(records)):
@@ -191,8 +196,7 @@ class StateFile:
         if self.failed or self.fd is None:
             return
         written = self.written
-        out = [_encode(ADD_JOIN if type(v) is tuple else ADD, k, v) for k, v in records.items()
-               if written.get(k, -1) != v]
+        out = [_add(k, v) for k, v in records.items() if written.get(k, -1) != v]
         if not out:
             return
         try:
@@ -233,8 +237,7 @@ class StateFile:
             pass
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            data = b"".join(_encode(ADD_JOIN if type(v) is tuple else ADD, k, v)
-                            for k, v in records.items())
+            data = b"".join(_add(k, v) for k, v in records.items())
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
