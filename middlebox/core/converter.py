@@ -90,6 +90,7 @@ LOCAL = Direction.LOCAL
 ESTABLISHED = S.ESTABLISHED
 NEW, MPC_PENDING, FALLBACK, FALLBACK_CLOSING = S.NEW, S.MPC_PENDING, S.FALLBACK, S.FALLBACK_CLOSING
 SYN_SENT, GUEST_MPTCP, SYN_RCVD, CLOSING = S.SYN_SENT, S.GUEST_MPTCP, S.SYN_RCVD, S.CLOSING
+TIME_WAIT = S.TIME_WAIT
 IN_SYN_MPC, OUT_SYNACK, IN_MPC_ACK = I.IN_SYN_MPC, I.OUT_SYNACK, I.IN_MPC_ACK
 OUT_SYN, OUT_SYN_RTX, OUT_SYN_MPTCP, OUT_ACK = I.OUT_SYN, I.OUT_SYN_RTX, I.OUT_SYN_MPTCP, I.OUT_ACK
 OUT_DATA, OUT_FIN, OUT_RST, OUT_CLOSE_DONE, OUT_ODD = I.OUT_DATA, I.OUT_FIN, I.OUT_RST, I.OUT_CLOSE_DONE, I.OUT_ODD
@@ -442,6 +443,12 @@ class Converter:
             return [ACCEPT] if direction == OUT else [self._stripped(pkt, data)]
         handler, nxt = entry
         actions = handler(flow, pkt, data, ctx)
+        if nxt is CLOSING and flow.local_fin_acked and flow.remote_fin_acked:
+            # (table.py: CLOSING ends with the last ack of both FINs, whichever segment
+            # carries it: a guest FIN resent with the ack of the server's DATA_FIN is OUT_FIN.
+            # Measured before this: 2 to 323 of 1000 short uploads sat in CLOSING, resettable,
+            # until the closing timeout.)
+            nxt = TIME_WAIT
         self._set_state(key, flow, nxt)
         if direction != OUT and self._pm_opt is not None:
             pm = self._pm_opt

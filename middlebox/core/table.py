@@ -166,6 +166,8 @@ TABLE: dict[tuple[State, Input], tuple[str, State]] = {
     (S.ESTABLISHED, I.IN_DATA_FIN): ("in_", S.CLOSING),
     (S.CLOSING, I.OUT_FIN): ("out", S.CLOSING),
     (S.CLOSING, I.IN_DATA_FIN): ("in_", S.CLOSING),
+    # (and any row into CLOSING: the dispatcher turns it into TIME_WAIT once both FINs are
+    # acked, whichever segment carried the last ack, e.g. a resent guest FIN: OUT_FIN)
     (S.CLOSING, I.OUT_CLOSE_DONE): ("out", S.TIME_WAIT),
     (S.CLOSING, I.IN_CLOSE_DONE): ("in_", S.TIME_WAIT),
     (S.TIME_WAIT, I.OUT_FIN): ("out", S.TIME_WAIT),

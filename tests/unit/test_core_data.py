@@ -394,3 +394,43 @@ def test_subflow_fin_for_a_guest_already_closed_is_dropped_and_acked():
     actions, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.s_dss_ack(ack64=True),)))
     assert got is None and len(actions) == 2
     assert check_wire(actions[1].data)[0].ack == (p.s_nxt + 1) & M32
+
+
+def _close_by_acks_in_any_order(p, order):
+    """The guest closes first; the server acks its FIN, sends its DATA_FIN, the guest acks
+    that; which segment carries the last of the two acks depends on `order`."""
+    p.established()
+    p.out(p.g_fin())
+    fin_rel = (p.g_nxt - p.g_isn) & M32  # the guest's FIN, acked at the data level
+    if order == "subflow-ack-first":
+        # Linux acks the subflow FIN at once, the DATA_FIN later (the msk's own work): the
+        # guest sees its FIN acked before the DATA_ACK covers it
+        p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=fin_rel - 1),)))
+        p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(
+            data_ack_rel=fin_rel - 1, data_seq=(p.s_idsn + (p.s_nxt - p.s_isn)) & M64, dsn64=True,
+            subflow_seq=0, data_len=1, data_fin=True),)))
+        p.g_rcv = (p.s_nxt + 1) & M32
+        p.out(p.g_ack())  # the server's FIN acked: the DATA_ACK of the guest's is still to come
+        assert _flow(p).state is State.CLOSING
+        p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(ack64=True),)))
+    else:  # "fin-again": the guest's FIN resent, now with the ack of the server's DATA_FIN
+        p.inn(p.s_bare_data_fin())  # with the DATA_ACK of the guest's FIN
+        assert _flow(p).local_fin_acked
+        p.g_rcv = (p.s_nxt + 1) & M32
+        p.g_nxt = (p.g_nxt - 1) & M32
+        p.out(p.g_fin())
+
+
+@pytest.mark.parametrize("order", ["subflow-ack-first", "fin-again"])
+def test_a_close_ends_in_time_wait_whichever_segment_acks_last(order):
+    """Measured (1000 short uploads, Linux 6.18 server): a few flows had both FINs acked yet
+    stayed CLOSING until the 120 s closing timeout, resettable all that while, because the
+    last ack came on a segment that was not a close-done input."""
+    p = Pair()
+    _close_by_acks_in_any_order(p, order)
+    f = _flow(p)
+    assert f.local_fin_acked and f.remote_fin_acked
+    assert f.state is State.TIME_WAIT
+    assert p.conv.closing(p.now) == 0
+    p.tick(61)
+    assert not p.conv.flows

@@ -235,6 +235,8 @@ def classify(p: Pair, direction: Direction, buf: bytes) -> Input:
 #   rw:<options>     rewritten towards the server, carrying exactly these MPTCP options
 #   drop             dropped
 #   +srv:<rst|ack>.<options>   injected to the server;  +gst:rst  injected RST to the guest
+# CLOSING becomes TIME_WAIT on any segment after which both FINs are acked (the dispatcher,
+# past the table's row): IN_STALE_ACK here carries the DATA_ACK of the guest's FIN.
 # Fallback flows pass their non-SYN/RST/FIN packets unchanged after the dict lookup, MPTCP
 # options included (docs/core-api.md), and an MPTCP guest's connection is not ours: "pass".
 MODEL_TEXT = """
@@ -380,7 +382,7 @@ CLOSING          IN_RST             CLOSED           rw
 CLOSING          IN_FASTCLOSE       CLOSED           rw:rst+srv:rst.MpTcpRst
 CLOSING          IN_CLOSE_DONE      TIME_WAIT        rw
 CLOSING          IN_ODD             CLOSING          pass (violation)
-CLOSING          IN_STALE_ACK       CLOSING          rw
+CLOSING          IN_STALE_ACK       TIME_WAIT        rw
 CLOSING          IN_MP_FAIL         CLOSING          rw+srv:ack.Dss.MpFail
 CLOSING          IN_CSUM_BAD        CLOSING          drop+srv:ack.Dss.MpFail
 CLOSING          OUT_INFINITE       FALLBACK         rw:Dss
@@ -738,7 +740,8 @@ MUTATIONS = [
     ((State.SYN_SENT, I.IN_RST_OUTSIDE), ("rst_in", State.CLOSED)),
     ((State.TIME_WAIT, I.IN_STALE_ACK), ("in_", State.TIME_WAIT)),
     ((State.FALLBACK, I.IN_FIN), ("pass_in", State.FALLBACK)),
-    ((State.CLOSING, I.OUT_CLOSE_DONE), ("out", State.CLOSING)),
+    # (("out", CLOSING) would be mended by the dispatcher: both FINs acked is TIME_WAIT)
+    ((State.CLOSING, I.OUT_CLOSE_DONE), ("out", State.ESTABLISHED)),
     ((State.MPC_PENDING, I.IN_NODSS), ("dss_fallback", State.FALLBACK)),
     ((State.ESTABLISHED, I.IN_CSUM_MISSING), ("csum_fail", State.ESTABLISHED)),
     ((State.SYN_RCVD, I.IN_MPC_ACK), ("passive_fallback", State.FALLBACK)),
