@@ -138,6 +138,7 @@ def test_mptcp_client_reaches_a_plain_guest_service(mbox, family, tmp_path):
     assert "2 MPTCP connection(s)" in r.stdout and " 0 fallback(s), 0 violation(s)" in r.stdout, r.stdout[-2000:]
 
 
+@pytest.mark.one_backend
 def test_plain_client_and_no_inbound_are_left_alone(mbox):
     t = mbox.t
     d = mbox.start()
@@ -158,6 +159,7 @@ def test_plain_client_and_no_inbound_are_left_alone(mbox):
     assert not c.get("MPCapableSYNRX") and not c.get("FlowCreated"), c
 
 
+@pytest.mark.one_backend
 def test_join_with_an_unknown_token_is_refused_and_never_reaches_the_guest(mbox, tmp_path):
     """An MP_JOIN SYN to the guest's service with a token the middlebox never issued gets
     RST + MP_TCPRST from the middlebox (seq 0: the SYN had no ACK); the guest sees only its
@@ -409,6 +411,7 @@ def test_port_forwarded_service(mbox, tmp_path):
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20)
+@pytest.mark.one_backend
 def test_port_forwarded_service_client_with_two_interfaces(mbox, tmp_path):
     """A port-forwarded service (DNAT of uplink 1's address, port 8080, from any interface)
     and a client with two interfaces: its second interface joins the address it connected to,
@@ -444,6 +447,7 @@ def test_port_forwarded_service_client_with_two_interfaces(mbox, tmp_path):
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20)
+@pytest.mark.one_backend
 def test_join_with_a_bad_third_ack_hmac_is_refused(mbox):
     """The client's third ACK of its join at the announced uplink carries a wrong HMAC
     (corrupted in the client's namespace, join_peer.py): the middlebox resets that subflow
@@ -523,6 +527,7 @@ def _download_across_link_event(t, srv: Server, n: int, path: int, down_for: flo
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20)
 @pytest.mark.parametrize("path", [1, 2], ids=["subflow-1-uplink", "announced-uplink"])
+@pytest.mark.one_backend
 def test_one_interface_client_survives_an_uplink_going_down_and_up(mbox, path):
     """A client with one interface route downloads through both uplinks: subflow 1 on
     uplink 1, its join at the announced uplink 2. One of them goes down mid-transfer and
@@ -657,6 +662,7 @@ def test_slow_guest_reader_and_loss_both_ways(mbox, announced):
 @pytest.mark.parametrize("path,back,loss", [(1, True, 0), (2, True, 0), (2, False, 0), (2, False, 20)],
                          ids=["initial-subflow-path", "join-path", "join-path-for-good",
                               "join-path-for-good-2pc-loss"])
+@pytest.mark.one_backend
 def test_inbound_survives_a_path_going_down(mbox, path, back, loss):
     """A client with two interfaces downloads from the guest's service; the path of its
     initial subflow, or of its join, goes down mid-transfer and comes back (or, the join's,

@@ -225,6 +225,7 @@ def _uplink_down(mbox, server_factory, direction, path):
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+@pytest.mark.one_backend
 def test_a_first_path_that_loses_data_but_passes_small_segments_is_probed_then_given_up(mbox, server_factory):
     """Stale probe against the kernel: mid-upload, subflow 1's path starts dropping every
     segment with data but lets small ones through (an MTU black hole, as far as the
@@ -341,6 +342,7 @@ def _three_uplinks_checksums(mbox, server_factory, tmp_path):
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False, paths=3)
+@pytest.mark.one_backend
 def test_join_refused_bad_hmac_and_reset(mbox, server_factory):
     """A server whose join SYN/ACK carries a wrong HMAC (uplink 2; corrupted in the server
     namespace) and one that resets the join SYN (uplink 3): both refused and counted, the
@@ -386,6 +388,7 @@ def test_join_refused_bad_hmac_and_reset(mbox, server_factory):
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False, server_signal=True)
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+@pytest.mark.one_backend
 def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, server_factory, family, tmp_path):
     """The server sets the MP_CAPABLE C bit (allow_join_initial_addr_port=0: no join to the
     address the guest connected to) and announces its path-2 address with ADD_ADDR (a
@@ -441,6 +444,7 @@ def test_joins_follow_add_addr_when_the_server_denies_its_initial_address(mbox, 
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+@pytest.mark.one_backend
 def test_a_join_dying_with_bytes_below_the_guests_fin(mbox, server_factory, tmp_path):
     """The guest uploads and closes at once (its FIN right behind its data). 32-64 KB before
     the end, uplink 2's path (the only join's) goes silent both ways and the guest's next
@@ -504,6 +508,7 @@ def _close_on_a_dying_join(mbox, server_factory, mark, left: int) -> dict:
 
 
 @pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+@pytest.mark.one_backend
 def test_a_close_no_subflow_can_carry_resets_the_guest(mbox, server_factory):
     """The server sent its data and its DATA_FIN (shutdown, still reading); the guest read it
     all and keeps its side open; then uplink 1 goes down (subflow 1 dies, the join carries
