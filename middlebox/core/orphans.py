@@ -93,16 +93,19 @@ class Orphans:
         self.counters = counters
         self.cap = cap
 
-    def learn(self, records: dict, now: float, cap: int) -> int:
+    def learn(self, records: dict, now: float, cap: int, stamps: dict | None = None) -> int:
         """Take the killed predecessor's records (a connection's key -> the peer's key or
         None; an extra subflow's (local, lport, remote, rport) -> (its connection's key, the
-        peer's key or None)), at most `cap` (the flow table's size). Returns how many were
-        taken."""
+        peer's key or None)), at most `cap` (the flow table's size). `stamps`: key -> when
+        the record was last known alive (the state file's, same clock as `now`; else now):
+        each is believed KNOWN_TTL from there. Returns how many were taken."""
         known = self.known
         for key, peer_key in records.items():
             if len(known) >= cap:
                 break
-            known[key] = (peer_key, now)
+            t = now if stamps is None else min(stamps.get(key, now), now)
+            if now - t <= KNOWN_TTL:
+                known[key] = (peer_key, t)
         return len(known)
 
     def forget(self, key: tuple) -> None:

@@ -470,7 +470,7 @@ class Daemon:
         self.conv.recording = True  # (Converter.fresh, taken each round: record_fresh)
         records = self.state.take()
         if records:
-            n = orphans.learn(records, time.monotonic(), self.args.max_flows)
+            n = orphans.learn(records, time.monotonic(), self.args.max_flows, self.state.stamps)
             log.warning("a predecessor on queue %d left %d converted connection(s) (%s): their "
                         "orphans are reset at both ends when their peers send", self.args.queue, n,
                         self.state.path)

@@ -16,12 +16,18 @@ resets exactly those orphans, the peer with MP_FASTCLOSE.
   never reach a log; the file is readable by root alone, who can read the daemon's memory
   anyway. `--state-dir ""` writes nothing (a killed daemon's orphans then fall back to the
   numbers test).
-* **Format**: records appended, each with its CRC-32: add or drop one connection (50
-  bytes), or one extra subflow with its connection (87 bytes: when subflow 1's path is down
-  at the restart only the extra subflows' segments reach the successor). A
+* **Format**: a header, then records appended, each with its CRC-32: add or drop one
+  connection (58 bytes), or one extra subflow with its connection (95 bytes: when subflow
+  1's path is down at the restart only the extra subflows' segments reach the successor). A
   record torn by the kill is ignored, as is anything after it. When dropped records
   outnumber the live ones (and at start), the file is rewritten whole (a temporary file
   renamed over it: a kill leaves the old or the new one).
+* **Time**: the header (30 bytes) holds the boot's id and a CLOCK_MONOTONIC stamp, rewritten
+  in place at every sync: the records were alive then. A record carried over from a
+  predecessor (not yet used, written back by its successor) keeps its own stamp. The
+  successor believes a record KNOWN_TTL (10 min) from its stamp in all, however many
+  daemons carried it; a file from an earlier boot, or without a header (an older version),
+  is not believed.
 * **Cost**: one pass over the flow table a second (`Converter.recorded`), a write of 50 bytes
   per connection that starts or ends.
 * A clean stop resets every such connection (Converter.stop) and removes the file.
@@ -35,47 +41,83 @@ import logging
 import os
 import stat
 import struct
+import time
+import uuid
 import zlib
+
+from middlebox.core.orphans import KNOWN_TTL
 
 log = logging.getLogger("middlebox.run")
 
-ADD, DROP, ADD_JOIN, DROP_JOIN = 1, 2, 3, 4
-_REC = struct.Struct("!BB16sH16sHQ")  # op, address length, guest, gport, peer, pport, peer key
+ADD, DROP, ADD_JOIN, DROP_JOIN, HEADER_OP = 1, 2, 3, 4, 5
+# op, address length, guest, gport, peer, pport, peer key, stamp (0: the header's)
+_REC = struct.Struct("!BB16sH16sHQd")
 # an extra subflow: op, address lengths (its own, its connection's), local, lport, remote,
-# rport, then its connection's guest, gport, peer, pport and the peer's key
-_JREC = struct.Struct("!BBB16sH16sH16sH16sHQ")
+# rport, then its connection's guest, gport, peer, pport, the peer's key and the stamp
+_JREC = struct.Struct("!BBB16sH16sH16sH16sHQd")
+_HEAD = struct.Struct("!BB16sd")  # op, format version, boot id, CLOCK_MONOTONIC stamp
+VERSION = 1
 _CRC = struct.Struct("!I")
-RECORD = _REC.size + _CRC.size  # 50 bytes
-JOIN_RECORD = _JREC.size + _CRC.size  # 87 bytes
+RECORD = _REC.size + _CRC.size  # 58 bytes
+JOIN_RECORD = _JREC.size + _CRC.size  # 95 bytes
+HEADER = _HEAD.size + _CRC.size  # 30 bytes
 MAX_BYTES = 1 << 28  # a file beyond this is not read (not ours, or broken)
 EVERY = 1.0  # s between two syncs
 DEFAULT_DIR = "/run/middlebox"
 
 
-def _encode(op: int, key: tuple, value) -> bytes:
+def _encode(op: int, key: tuple, value, stamp: float = 0.0) -> bytes:
     """A record: `key` a connection's (value: the peer's key or None) or an extra subflow's
-    (value: (its connection's key, the peer's key or None)); DROP: the value is not used."""
+    (value: (its connection's key, the peer's key or None)); DROP: the value is not used.
+    `stamp`: when the connection was last known alive (0: at the header's stamp)."""
     a, ap, b, bp = key
     if type(value) is tuple or op in (ADD_JOIN, DROP_JOIN):
         conn, peer_key = value if type(value) is tuple else ((b"\0" * len(a), 0, b"\0" * len(a), 0), None)
         g, gp, p, pp = conn
         body = _JREC.pack(op, len(a), len(g), a, ap, b, bp, g, gp, p, pp,
-                          0 if peer_key is None else peer_key & 0xFFFFFFFFFFFFFFFF)
+                          0 if peer_key is None else peer_key & 0xFFFFFFFFFFFFFFFF, stamp)
     else:
-        body = _REC.pack(op, len(a), a, ap, b, bp, 0 if value is None else value & 0xFFFFFFFFFFFFFFFF)
+        body = _REC.pack(op, len(a), a, ap, b, bp, 0 if value is None else value & 0xFFFFFFFFFFFFFFFF,
+                         stamp)
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _add(key: tuple, value) -> bytes:
+def _add(key: tuple, value, stamp: float = 0.0) -> bytes:
     """The record that adds `key` (a connection's, or an extra subflow's: a tuple value)."""
-    return _encode(ADD_JOIN if type(value) is tuple else ADD, key, value)
+    return _encode(ADD_JOIN if type(value) is tuple else ADD, key, value, stamp)
 
 
-def decode(data: bytes) -> dict:
+def _header(boot: bytes, now: float) -> bytes:
+    body = _HEAD.pack(HEADER_OP, VERSION, boot, now)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def boot_id() -> bytes:
+    """This boot's id (16 bytes; zeros when the kernel does not tell)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return uuid.UUID(f.read().strip()).bytes
+    except (OSError, ValueError):
+        return bytes(16)
+
+
+def decode(data: bytes, stamps: dict | None = None) -> dict:
     """What a file's records leave live (as `Converter.recorded` gives it); stops at the
-    first record that is torn, unknown or fails its CRC (what a kill mid-write leaves)."""
+    first record that is torn, unknown or fails its CRC (what a kill mid-write leaves).
+    `stamps`, when given, gets key -> when that record was last known alive (the header's
+    stamp, or the record's own), and "boot" -> the header's boot id; no header: nothing."""
     live: dict = {}
-    off, end = 0, len(data)
+    if len(data) < HEADER or data[0] != HEADER_OP:
+        return live
+    body = data[:_HEAD.size]
+    if _CRC.unpack_from(data, _HEAD.size)[0] != zlib.crc32(body):
+        return live
+    _, version, boot, head = _HEAD.unpack(body)
+    if version != VERSION:
+        return live
+    if stamps is not None:
+        stamps["boot"] = boot
+    off, end = HEADER, len(data)
     while off < end:
         op = data[off]
         rec = _JREC if op in (ADD_JOIN, DROP_JOIN) else _REC
@@ -86,18 +128,20 @@ def decode(data: bytes) -> dict:
             break
         off += rec.size + _CRC.size
         if rec is _REC:
-            op, alen, a, ap, b, bp, peer_key = rec.unpack(body)
+            op, alen, a, ap, b, bp, peer_key, stamp = rec.unpack(body)
             if alen not in (4, 16):
                 break
             key, value = (a[:alen], ap, b[:alen], bp), peer_key or None  # (0: no key recorded)
         else:
-            op, alen, glen, a, ap, b, bp, g, gp, p, pp, peer_key = rec.unpack(body)
+            op, alen, glen, a, ap, b, bp, g, gp, p, pp, peer_key, stamp = rec.unpack(body)
             if alen not in (4, 16) or glen not in (4, 16):
                 break
             key = (a[:alen], ap, b[:alen], bp)
             value = ((g[:glen], gp, p[:glen], pp), peer_key or None)
         if op == ADD or op == ADD_JOIN:
             live[key] = value
+            if stamps is not None:
+                stamps[key] = stamp or head
         else:
             live.pop(key, None)
     return live
@@ -107,9 +151,15 @@ class StateFile:
     """The state file of one queue. `take()` the predecessor's records (once, at start),
     `sync(records)` every EVERY seconds, `close(records)` at a clean stop."""
 
-    def __init__(self, directory: str, queue: int) -> None:
+    def __init__(self, directory: str, queue: int, clock=time.monotonic) -> None:
         self.path = os.path.join(directory, f"queue-{queue}.flows")
         self.directory = directory
+        self.clock = clock  # CLOCK_MONOTONIC: one clock for every process of a boot
+        self.boot = boot_id()
+        # the predecessor's records given back by take(): key -> (value, stamp); written back
+        # with their own stamp while `records` holds them with that value
+        self.carried: dict = {}
+        self.stamps: dict = {}  # take()'s records: key -> when last known alive (self.clock)
         self.written: dict = {}  # what the file holds now
         self.dropped = 0  # DROP records in it
         self.fd: int | None = None
@@ -117,8 +167,10 @@ class StateFile:
         self.foreign = False  # the directory is not ours alone (_check_dir): nothing touched
 
     def take(self) -> dict:
-        """The records a predecessor left (key -> peer key); {} when there is no file or it
-        cannot be read (logged). The first `sync` rewrites the file as ours."""
+        """The records a predecessor left (key -> peer key) that are younger than KNOWN_TTL
+        (`stamps`: when each was last known alive); {} when there is no file, it cannot be
+        read (logged) or it is from an earlier boot. The first `sync` rewrites the file as
+        ours."""
         try:
             self._check_dir()
             self._sweep()
@@ -130,13 +182,25 @@ class StateFile:
                     log.warning("state file %s: not read (owner %d, %d bytes)", self.path,
                                 st.st_uid, st.st_size)
                     return {}
-                records = decode(f.read(MAX_BYTES))
+                stamps: dict = {}
+                records = decode(f.read(MAX_BYTES), stamps)
         except FileNotFoundError:
             return {}
         except OSError as e:
             log.warning("state file %s: not read: %s", self.path, e)
             return {}
-        return records
+        if stamps.get("boot", self.boot) != self.boot:
+            log.info("state file %s: written before the last boot, not believed", self.path)
+            return {}
+        now = self.clock()
+        out = {}
+        for key, value in records.items():
+            t = min(stamps[key], now)
+            if now - t <= KNOWN_TTL:
+                out[key] = value
+                self.carried[key] = (value, t)
+                self.stamps[key] = t
+        return out
 
     def _check_dir(self) -> None:
         """The directory is ours alone: a real directory (not a symlink), owned by us, that
@@ -170,6 +234,9 @@ class StateFile:
         if self.failed:
             return
         try:
+            carried = self.carried
+            for k in [k for k in carried if k not in records]:
+                del carried[k]
             if self.fd is None or self._replaced():
                 self._rewrite(records)
                 return
@@ -179,14 +246,15 @@ class StateFile:
             self.dropped += len(out)
             for k, v in records.items():
                 if written.get(k, -1) != v:
-                    out.append(_add(k, v))
-            if not out:
-                return
+                    out.append(_add(k, v, self._stamp(k, v)))
             if self.dropped > max(1024, len(records)):
                 self._rewrite(records)
                 return
-            self._write(b"".join(out))
-            self.written = dict(records)
+            if out:
+                self._write(b"".join(out))
+                self.written = dict(records)
+            # (in place: what the file holds was alive now; 30 bytes, one syscall a second)
+            os.pwrite(self.fd, _header(self.boot, self.clock()), 0)
         except OSError as e:
             self._fail(e)
 
@@ -237,7 +305,8 @@ class StateFile:
             pass
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            data = b"".join(_add(k, v) for k, v in records.items())
+            data = _header(self.boot, self.clock()) + b"".join(
+                _add(k, v, self._stamp(k, v)) for k, v in records.items())
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -255,6 +324,11 @@ class StateFile:
         self.fd = fd  # (the renamed file itself: nothing reopened by name)
         self.written = dict(records)
         self.dropped = 0
+
+    def _stamp(self, key: tuple, value) -> float:
+        """A carried record's own stamp; 0 (the header's) for one of our connections."""
+        c = self.carried.get(key)
+        return c[1] if c is not None and c[0] == value else 0.0
 
     def _replaced(self) -> bool:
         """Our file is no longer at its path (another instance's rewrite renamed over it, or
