@@ -737,10 +737,16 @@ class Daemon:
 
     def uplink_changes(self, changes) -> None:
         """Uplinks that went down or up: logged, counted, told to the core (its actions
-        injected); up again, the uplink's installed policy routes are put back."""
+        injected); up again, the uplink's installed policy routes are put back (as the
+        installed rules name them now: a `rules install` since the start chose new tables)."""
         for u, up, why in changes:
             log.info("uplink %s %s (%s)", u.name, "up" if up else "down", why)
             self.count("uplink_up" if up else "uplink_down")
+            if up:
+                try:
+                    self.recorded_uplinks = {r.name: r for r in rules.installed_uplinks()[0]}
+                except Exception as e:  # (an unreadable state: the routes known at start)
+                    log.warning("uplink %s: the installed rules cannot be read: %s", u.name, e)
             if up and u.name in self.recorded_uplinks:
                 try:
                     with _uplinks_iproute() as ipr:

@@ -169,14 +169,22 @@ def nft_render(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
     return text
 
 
+def nft_replacing(text: str) -> str:
+    """`text` made to replace our table in the same transaction (`nft -f` applies all or
+    none; `table` makes it if missing, so that `delete` cannot fail)."""
+    return f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{text}"
+
+
 def nft_installed() -> bool:
     return _run(["nft", "list", "table", "inet", NFT_TABLE]).returncode == 0 if shutil.which("nft") else False
 
 
 def nft_install(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
                 join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> None:
-    nft_remove()
-    r = _run(["nft", "-f", "-"], input=nft_render(queue, mark, ifaces, uplink_addrs, join_ports))
+    """One transaction replaces any previous copy: no packet meets a moment without the rules
+    (one of a converting connection would pass unconverted, a join's reach the stack)."""
+    r = _run(["nft", "-f", "-"], input=nft_replacing(nft_render(queue, mark, ifaces, uplink_addrs,
+                                                                join_ports)))
     if r.returncode != 0:
         raise RulesError(f"nft failed: {r.stderr.strip()}")
 
@@ -193,14 +201,21 @@ def nft_show() -> str:
 
 
 def xt_render(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
-              join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> str:
+              join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT, jumps=frozenset()) -> str:
     """The ruleset for one family: `uplink_addrs` are the uplink addresses of that family
-    (none: the MIDDLEBOX_JOIN lines are left out)."""
+    (none: the MIDDLEBOX_JOIN lines are left out); `jumps`: the (table, hook, chain) jumps
+    already there (a previous install), not added again."""
     out = []
+    table = ""
     for line in (rules_dir() / "middlebox.xtables").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
+        if line.startswith("*"):
+            table = line[1:].strip()
         if XT_JOIN_CHAIN in line and not uplink_addrs:
+            continue
+        w = line.split()
+        if len(w) == 5 and w[0] == "-I" and w[3] == "-j" and (table, w[1], w[4]) in jumps:
             continue
         line = line.replace("@QUEUE@", str(queue)).replace("@MARK@", f"{mark:#x}")
         line = line.replace("@JOIN_PORTS@", f"{join_ports[0]}:{join_ports[1]}")
@@ -221,15 +236,40 @@ def xt_installed() -> bool:
                for tool, _ in XT_TOOLS if shutil.which(tool))
 
 
+XT_CHAINS = (("mangle", XT_CHAIN, "FORWARD"), ("mangle", XT_JOIN_CHAIN, "INPUT"),
+             ("mangle", XT_PRE_CHAIN, "PREROUTING"), ("raw", XT_RAW_CHAIN, "OUTPUT"))
+
+
 def xt_install(queue: int, mark: int, ifaces: list[str], uplink_addrs=(),
                join_ports: tuple[int, int] = JOIN_PORTS_DEFAULT) -> None:
-    xt_remove()
+    """Replaces any previous copy without a moment without the rules (one of a converting
+    connection's packets would pass unconverted, a join's reach the stack, which resets it:
+    measured, an upload reset by a reinstall mid-transfer): `restore --noflush` flushes and
+    refills each declared chain in one commit per table, and the jumps already there stay."""
     for tool, restore in XT_TOOLS:
         addrs = [a for a in uplink_addrs if (":" in a) == (tool == "ip6tables")]
-        text = xt_render(queue, mark, ifaces, addrs, join_ports)
+        jumps = frozenset((table, hook, chain) for table, chain, hook in XT_CHAINS
+                          if _run([tool, "-t", table, "-C", hook, "-j", chain]).returncode == 0)
+        text = xt_render(queue, mark, ifaces, addrs, join_ports, jumps)
         r = _run([restore, "--noflush"], input=text)
         if r.returncode != 0:
             raise RulesError(f"{restore} failed: {r.stderr.strip()}")
+        if not addrs:  # (a previous install's, with uplinks of this family)
+            _xt_drop_chain(tool, "mangle", XT_JOIN_CHAIN, "INPUT")
+
+
+def _xt_drop_chain(tool: str, table: str, chain: str, hook: str) -> bool:
+    """Remove `chain` and its jumps from `hook`; False when it is not there."""
+    if _run([tool, "-t", table, "-S", chain]).returncode != 0:
+        return False
+    for _ in range(100):
+        if _run([tool, "-t", table, "-D", hook, "-j", chain]).returncode != 0:
+            break
+    _run([tool, "-t", table, "-F", chain])
+    r = _run([tool, "-t", table, "-X", chain])
+    if r.returncode != 0:
+        raise RulesError(f"{tool}: cannot delete chain {chain}: {r.stderr.strip()}")
+    return True
 
 
 def xt_remove() -> bool:
@@ -237,18 +277,8 @@ def xt_remove() -> bool:
     for tool, _ in XT_TOOLS:
         if shutil.which(tool) is None:
             continue
-        for table, chain, hook in (("mangle", XT_CHAIN, "FORWARD"), ("mangle", XT_JOIN_CHAIN, "INPUT"),
-                                   ("mangle", XT_PRE_CHAIN, "PREROUTING"), ("raw", XT_RAW_CHAIN, "OUTPUT")):
-            if _run([tool, "-t", table, "-S", chain]).returncode != 0:
-                continue
-            found = True
-            for _ in range(100):
-                if _run([tool, "-t", table, "-D", hook, "-j", chain]).returncode != 0:
-                    break
-            _run([tool, "-t", table, "-F", chain])
-            r = _run([tool, "-t", table, "-X", chain])
-            if r.returncode != 0:
-                raise RulesError(f"{tool}: cannot delete chain {chain}: {r.stderr.strip()}")
+        for table, chain, hook in XT_CHAINS:
+            found = _xt_drop_chain(tool, table, chain, hook) or found
     return found
 
 
@@ -456,19 +486,24 @@ def _install_uplinks(state: dict, old: list, resolved: list, join_ports, log) ->
             write_sysctl(RESERVED_PORTS, wanted)
     elif previous.get(RESERVED_PORTS) is not None and current != previous[RESERVED_PORTS]:
         write_sysctl(RESERVED_PORTS, previous[RESERVED_PORTS])  # no uplinks any more
-    state["uplinks"], state["join_ports"] = [u.as_dict() for u in old], None
+    # The new routing goes in before the old goes (other tables and priorities: both route
+    # the same way a moment), so that no join segment meets a moment without a route from
+    # its uplink address. The state names what is there at each step (a crash in between
+    # leaves nothing `rules remove` does not find: "leftover").
+    state["uplinks"] = [u.as_dict() for u in old]
     _write_state(state)
     with _iproute() as ipr:
-        for u in old:
-            _uplinks.remove_routing(ipr, u)
-        state["uplinks"] = []
-        _write_state(state)
         try:
             _uplinks.install_routing(ipr, resolved)
         except _uplinks.UplinkError as e:
             raise RulesError(str(e)) from None
-    state["uplinks"] = [u.as_dict() for u in resolved]
-    state["join_ports"] = list(join_ports) if resolved else None
+        state["uplinks"] = [u.as_dict() for u in resolved]
+        state["join_ports"] = list(join_ports) if resolved else None
+        state["leftover"] = [u.as_dict() for u in old]
+        _write_state(state)
+        for u in old:
+            _uplinks.remove_routing(ipr, u)
+    state.pop("leftover")
     _write_state(state)
     for u in resolved:
         log(f"uplink {u.describe()}")
@@ -486,9 +521,11 @@ def remove(log=print) -> bool:
     if path.exists():
         found = True
         state = json.loads(path.read_text())
-        if state.get("uplinks"):
+        if state.get("uplinks") or state.get("leftover"):
             with _iproute() as ipr:
-                for d in state["uplinks"]:
+                for d in state.get("leftover") or ():  # (an install that did not finish)
+                    _uplinks.remove_routing(ipr, _uplinks.ResolvedUplink.from_dict(d))
+                for d in state.get("uplinks") or ():
                     _uplinks.remove_routing(ipr, _uplinks.ResolvedUplink.from_dict(d))
                     log(f"removed the policy routing of uplink {d.get('name')}")
         for key, value in reversed(list(state.get("previous", {}).items())):

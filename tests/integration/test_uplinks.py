@@ -92,6 +92,14 @@ def test_install_uplinks_then_remove_restores_everything(topo, paths):
             assert (f"{p.mbox_if}: {p.mbox_ip} via {p.server_ip}, {p.mbox_ip6} via "
                     f"{p.server_ip6} (id {p.index}, table ") in shown, shown
         assert "backup, cost 3" in shown
+        for save in (save4, save6):  # (the second install kept the jumps: none twice)
+            assert save.count("-A FORWARD -j MIDDLEBOX\n") == 1, save
+            assert save.count("-A PREROUTING -j MIDDLEBOX_PRE\n") == 1, save
+        install_rules(t)  # again without uplinks: their chain and policy routing go
+        for tool in ("iptables-save", "ip6tables-save"):
+            save = t.run(t.mbox, [tool, "-t", "mangle"]).stdout
+            assert "MIDDLEBOX_JOIN" not in save and "-A FORWARD -j MIDDLEBOX" in save, save
+        assert "lookup 61" not in "".join(_rules_dump(t))
     finally:
         out = t.run(t.mbox, [*cli("rules"), "remove"], check=False)
     assert out.returncode == 0, out.stderr
@@ -308,10 +316,11 @@ def test_nft_ruleset_with_uplinks_loads(topo):
     ok, _ = rules.nft_queue_works()
     if not ok:
         text = re.sub(r"queue num \$queue_num( bypass)?", "counter", text)
-    r = t.run(t.mbox, ["nft", "-f", "-"], input=text, check=False)
-    assert r.returncode == 0, r.stderr
+    for _ in range(2):  # (an install over a previous one: one transaction replaces it)
+        r = t.run(t.mbox, ["nft", "-f", "-"], input=rules.nft_replacing(text), check=False)
+        assert r.returncode == 0, r.stderr
     shown = t.run(t.mbox, ["nft", "list", "table", "inet", "middlebox"]).stdout
-    assert "hook input priority mangle" in shown
+    assert shown.count("hook input priority mangle") == 1
     assert "tcp flags ! syn,rst tcp option mptcp exists" in shown  # (held: core/orphans.py)
     for name, want in (("uplink4", {p.mbox_ip for p in t.paths}),
                        ("uplink6", {p.mbox_ip6 for p in t.paths})):

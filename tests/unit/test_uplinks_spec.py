@@ -136,3 +136,15 @@ def test_rulesets_render_join_queue_rules_per_family():
     assert "add element inet middlebox uplink6 { 2001:db8::2 }" in nft
     assert "ip daddr @uplink4 tcp dport $join_ports queue num $queue_num bypass" in nft
     assert "\nadd element" not in rules.nft_render(3, 0x10, ["vnet0"])
+
+
+def test_xt_render_leaves_out_the_jumps_a_previous_install_left():
+    """An install over a previous one keeps its jumps (restore --noflush flushes and refills
+    the declared chains in one commit): adding them again would queue every packet twice."""
+    full = rules.xt_render(3, 0x10, ["vnet0"], ["192.0.2.2"], (62000, 62999))
+    jumps = frozenset((table, hook, chain) for table, chain, hook in rules.XT_CHAINS)
+    again = rules.xt_render(3, 0x10, ["vnet0"], ["192.0.2.2"], (62000, 62999), jumps)
+    dropped = [line for line in full.splitlines() if line not in again.splitlines()]
+    assert sorted(dropped) == sorted(["-I FORWARD 1 -j MIDDLEBOX", "-I PREROUTING 1 -j MIDDLEBOX_PRE",
+                                      "-I INPUT 1 -j MIDDLEBOX_JOIN", "-I OUTPUT 1 -j MIDDLEBOX_RAW"])
+    assert again.count(":MIDDLEBOX ") == 1 and again.count("COMMIT") == 2
