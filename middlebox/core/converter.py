@@ -1217,6 +1217,7 @@ class Converter:
             if sf.record(r + plen, 1, d0 + plen) > 0 and r + plen + 1 > sf.rcv_max:
                 sf.rcv_max = r + plen + 1
         guest_opts = None
+        sf1_fin = None
         if flow.mp is not None:
             # subflow 1's SACK blocks name its own seqs: the guest gets the data level's
             guest_opts = MP.guest_options(flow, flow.mp, data, pkt)
@@ -1227,6 +1228,7 @@ class Converter:
             new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack
             if f & FIN and not (data_fin and (flow.server_isn + fin_d) & M32 == gend):
                 new_flags = f & ~FIN  # subflow 1 closes, not the connection: no FIN for the guest
+                sf1_fin = MP.sf1_fin_in(self, flow, flow.mp, r + plen, guest_closed and not plen)
         else:
             flow.server_window = pkt.window
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):
@@ -1249,6 +1251,10 @@ class Converter:
             if guest_closed:
                 return [Drop("subflow FIN for a guest that has closed"), inject]
             return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts), inject]
+        if sf1_fin:
+            if type(sf1_fin[0]) is Drop:
+                return sf1_fin
+            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts), *sf1_fin]
         return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts)]
 
     def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int, options=None):

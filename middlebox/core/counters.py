@@ -208,6 +208,7 @@ class Counter(IntEnum):
     StopPlain = 183  # new connections (a guest's SYN, a peer's MP_CAPABLE SYN) passed as plain TCP while the daemon stops (--stop-grace): converted, the stop would reset them a moment later
     OrphanKnown = 184  # of the OrphanReset: connections the killed predecessor's state file named (--state-dir): reset whatever their numbers, the peer's MPTCP connection closed with MP_FASTCLOSE
     OrphanJoin = 185  # segments at a join port no subflow owns, of an extra subflow the killed predecessor recorded: MP_FASTCLOSE and a RST there, the guest asked (subflow 1's path may be down)
+    Sf1FinAcked = 186  # multipath: the server's subflow-1 FIN (its subflow closing, not the connection: the guest never sees it) acknowledged by the middlebox, as a join's
 
 
 def new_counters() -> dict:

@@ -1054,11 +1054,12 @@ def _ack_on(flow, p, extra=()) -> bytes:
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
 
-def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None) -> bytes:
+def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None, ack_rel=-1) -> bytes:
     """An ACK on subflow 1 from the guest's address: its own seq and the subflow ack the guest
     has passed on, the guest's DATA_ACK and window (for options the guest cannot send). With
     `fin`: our FIN, sent already (p0.snd_nxt counts it), held back from the guest's (send).
-    With `dfin` (a bare DATA_FIN's DSS, its DATA_ACK to be set): that DSS, with the DATA_ACK."""
+    With `dfin` (a bare DATA_FIN's DSS, its DATA_ACK to be set): that DSS, with the DATA_ACK.
+    `ack_rel`: another subflow ack than the guest's (the server's FIN: sf1_fin_in)."""
     p0 = mp.paths[0]
     sf = flow.sf
     _dack_carried(flow)
@@ -1069,7 +1070,24 @@ def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None) -> bytes:
         data_ack, flow.ack64, dfin.data_seq, True, 0, 1, dfin.csum, True)
     opts = build_options(b"", (d, *extra))
     return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + seq,
-                   sf.remote_isn + sf.rcv_base, ACK | FIN if fin else ACK, flow.guest_window, opts)
+                   sf.remote_isn + (sf.rcv_base if ack_rel < 0 else ack_rel),
+                   ACK | FIN if fin else ACK, flow.guest_window, opts)
+
+
+def sf1_fin_in(conv, flow, mp, fin_rel: int, guest_closed: bool) -> list:
+    """The server closes subflow 1 with a FIN at relative subflow seq `fin_rel` that is not
+    the connection's (the guest gets the segment without it): acknowledged here, as a join's
+    FIN is, once the guest has acked every byte before it on subflow 1 (else the server
+    resends it). Nobody did before: Linux resent it every RTO; a guest that had closed
+    second was shown the resend as a pure ACK and answered with a RST, which went on to the
+    server with MP_FASTCLOSE (captured: every multipath download's close). `guest_closed`:
+    a segment carrying nothing else is not passed to a guest that closed (Drop first)."""
+    sf = flow.sf
+    if fin_rel > sf.rcv_base:
+        return []
+    conv.counters[Counter.Sf1FinAcked] += 1
+    inject = Inject(_ack_on_sf1(flow, mp, ack_rel=fin_rel + 1))
+    return [Drop("subflow 1's FIN for a guest that has closed"), inject] if guest_closed else [inject]
 
 
 def _guest_window(flow, mp) -> int:

@@ -66,6 +66,9 @@ def test_two_uplinks_both_carry(mbox, server_factory, family, masquerade):
         assert not bad, bad
         assert dd.get("MPJoinSynRx", 0) == dd.get("MPJoinAckRx", 0) == 2, dd  # one join x 2 flows
         assert not [f for f in srv.mptcp_flags if is_fallback(f)]
+        # both connections closed cleanly: no guest RST (one answered the server's subflow-1
+        # FIN, resent while nobody acked it; Sf1FinAcked), no MP_FASTCLOSE with it
+        assert not c.get("RstTX") and not dd.get("MPFastcloseRx") and not dd.get("MPRstRx"), (c, dd)
         if masquerade:
             # the symptom was the guest's RSTs (UnknownFlow 5509 in one run, thousands of MPTCP
             # retransmissions with them). A few retransmissions have a known cause: each join

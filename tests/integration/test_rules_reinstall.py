@@ -61,4 +61,5 @@ def test_rules_installed_again_mid_transfer_let_nothing_slip_past(mbox, server_f
     assert not [f for f in srv.mptcp_flags if is_fallback(f)]
     assert dd.get("MPJoinSynRx", 0) == dd.get("MPJoinAckRx", 0) == 2, dd
     assert "UnknownFlow" not in d.output, d.output[-2500:]
+    assert not dd.get("MPFastcloseRx") and not dd.get("MPRstRx"), dd  # both closed cleanly
     assert rc == 0
