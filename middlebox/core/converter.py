@@ -1299,6 +1299,13 @@ class Converter:
         if not sf.ck_on:
             if r != m_r:
                 return False  # its first bytes have not come: nothing to sum from
+            if r > end:
+                # A new sum starts in subflow order only. Begun beyond a subflow-level hole, it
+                # would drop the resends of the hole's own mapping ("another mapping"), while
+                # its own rest comes only after them: both wait for good (a download stalled
+                # so: Linux's RTO resent a lost tail, then a new mapping's head, before the
+                # next mapping's head). Dropped here, the head comes again once the hole fills.
+                return False
             sf.ck_on = True
             sf.ck_map = m_r
             sf.ck_next = m_r

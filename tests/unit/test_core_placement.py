@@ -428,6 +428,48 @@ def test_checksummed_mapping_partial_overlap_retransmission_keeps_the_running_su
     assert sim.stream_ok() and _no_csum_errors(p) == {}
 
 
+
+def test_checksummed_mapping_beyond_a_subflow_hole_does_not_block_the_hole_s_mapping():
+    """Seen in a real download (50 Mbit/s, one path): the tail of mapping A was lost and the
+    pieces of B after it were dropped (one mapping summed at a time). Linux's RTO resent A's
+    tail (A verifies), then sent the first piece of a NEW mapping C before resending B's head.
+    C's head, beyond the subflow hole where B belongs, started C's running sum; from then on
+    every resend of B's head was dropped as "another mapping while one is being summed", and
+    C could never complete, its rest waiting behind B: the server resent B's head with RTO
+    backoff until the guest's timeout. A sum may only start in subflow order."""
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(1400)
+    sim = Sim(p, S)
+    a1, a2, a3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200))
+    b1, b2 = _mapping_pieces(p, S, 601, 601, (200, 200))
+    c1, c2 = _mapping_pieces(p, S, 1001, 1001, (200, 200))
+    sim.inn(a1)
+    sim.inn(a2)  # a3 lost on the wire
+    sim.inn(b1)  # dropped: A is being summed
+    sim.inn(b2)
+    sim.ack()
+    assert sim.acks[-1] == 401
+    sim.inn(a3)  # the RTO's resend: A verifies
+    sim.ack()
+    assert sim.acks[-1] == 601
+    sim.inn(c1)  # new data before B's resend (beyond the hole at 601)
+    sim.ack()
+    # the server's RTO (cwnd 1, as in the capture): the first segment not acknowledged, again
+    # and again; once acked, the next one
+    sent = [(601, b1), (801, b2), (1001, c1), (1201, c2)]
+    for _ in range(8):
+        x, seg = next(((x, seg) for x, seg in sent if x + 200 > sim.acks[-1]), (None, None))
+        if seg is None:
+            break
+        sim.inn(seg)
+        sim.ack()
+    assert sim.acks[-1] == 1401 and sim.rcv_nxt() == 1401, (
+        f"subflow ack {sim.acks[-1]}, guest rcv_nxt {sim.rcv_nxt()}: stalled")
+    assert sim.stream_ok()
+    assert p.count("DataCsumErr") == p.count("DataCsumLateErr") == p.count("CoreBug") == 0
+
+
 # (f) a server's 32-bit DSNs across 2^32, checksums on
 
 
