@@ -1289,7 +1289,9 @@ class Converter:
             # running sum (pieces came first, the rest was lost and resent whole) ends here
             if sf.ck_on and sf.ck_map == m_r:
                 sf.ck_on = False
-            if not sf.ck_on and m_r + m_len > sf.ck_done:
+            if not sf.ck_on and m_r + m_len > sf.ck_done and r <= end:
+                # (in subflow order only: beyond a hole, ck_done would cover the hole's own
+                # mapping, whose pieces would then pass below without being summed)
                 sf.ck_done = m_r + m_len
             return True
         if m_r + m_len <= sf.ck_done and (not sf.ck_on or m_r < sf.ck_map):

@@ -470,6 +470,30 @@ def test_checksummed_mapping_beyond_a_subflow_hole_does_not_block_the_hole_s_map
     assert p.count("DataCsumErr") == p.count("DataCsumLateErr") == p.count("CoreBug") == 0
 
 
+
+def test_checksummed_mapping_verified_whole_beyond_a_hole_does_not_vouch_for_the_hole():
+    """A mapping that comes whole in one segment (a GRO super-packet) beyond a subflow hole
+    verifies itself only: the pieces of the hole's own mapping, when they come, are still
+    summed. Before, ck_done jumped past the hole and those pieces passed unsummed, a piece
+    changed after the server's checksum too."""
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(1400)
+    sim = Sim(p, S)
+    for seg in _mapping_pieces(p, S, 1, 1, (200, 200, 200)):
+        sim.inn(seg)
+    sim.ack()
+    b1, b2 = _mapping_pieces(p, S, 601, 601, (200, 200), tamper=(1, 5))  # B lost, then resent...
+    (whole,) = _mapping_pieces(p, S, 1001, 1001, (400,))
+    _, got = sim.inn(whole)  # the next mapping, whole, beyond the hole: verified, to the guest
+    assert got is not None
+    _, got = p.inn(b1)
+    assert got is not None
+    actions, got = p.inn(b2)  # ...with a byte changed after the server's checksum
+    assert got is None and isinstance(actions[0], Drop)
+    assert p.count("DataCsumLateErr") == 1 and p.count("AbortTX") == 1
+
+
 # (f) a server's 32-bit DSNs across 2^32, checksums on
 
 
