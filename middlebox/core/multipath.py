@@ -1084,7 +1084,10 @@ def sf1_fin_in(conv, flow, mp, fin_rel: int, guest_closed: bool) -> list:
     a segment carrying nothing else is not passed to a guest that closed (Drop first)."""
     sf = flow.sf
     if fin_rel > sf.rcv_base:
-        return []
+        # (not acked yet: bytes below it are missing on subflow 1, e.g. lost and reinjected
+        # on a join; the server resends it. A closed guest must not see it either: shown as
+        # a pure ACK, it answers with the RST this is about)
+        return [Drop("subflow 1's FIN for a guest that has closed")] if guest_closed else []
     conv.counters[Counter.Sf1FinAcked] += 1
     inject = Inject(_ack_on_sf1(flow, mp, ack_rel=fin_rel + 1))
     return [Drop("subflow 1's FIN for a guest that has closed"), inject] if guest_closed else [inject]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from middlebox.core import Direction
 from middlebox.core.table import State as S
 
-from tests.unit.test_core_harness import ACK, FIN
+from tests.unit.test_core_harness import ACK, FIN, PSH
 from tests.unit.test_resends_into_holes import _pair
 from tests.unit.test_subflow_table import wire_check
 
@@ -64,3 +64,44 @@ def test_not_before_the_guest_has_every_byte_below_it():
     p.inn(p.s_data_pkt(b"x" * 100))  # (acked on arrival? not by the guest yet)
     acts = p.conv.handle(_sf1_fin(p, p0), Direction.IN, p.now)
     assert "ack@0" not in p.classify(acts) and p.count("Sf1FinAcked") == 0
+
+
+def test_a_fin_above_a_subflow_1_hole_is_not_shown_to_a_guest_that_closed():
+    """Subflow-1 bytes lost and reinjected on a join: the guest has every byte at the data
+    level and closed second, but subflow 1 has a hole below the server's FIN, so the FIN is
+    not acked yet (the server resends it after the lost bytes). The segment was still passed
+    to the closed guest as a pure ACK, which it answers with a RST: the reset this commit is
+    about. It is dropped; once the lost bytes are resent the FIN is acked."""
+    from middlebox.wire import Dss, parse_packet
+
+    from tests.unit.test_multipath_sf1_dupack import _acked
+
+    M64 = (1 << 64) - 1
+    p, j, _, _ = _acked()
+    f = p.flow
+    lost_seq, lost_dsn = (p.s_isn + 1) & M32, (p.s_idsn + p.s_drel) & M64
+    p.s_nxt = (p.s_nxt + 100) & M32  # 100 bytes on subflow 1, lost on the way ...
+    p.j_in(p.j_data(j, b"A" * 100))  # ... and reinjected on the join
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    p.out(p.g_ack())
+    dfin = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True,
+               subflow_seq=0, data_len=1, data_fin=True)
+    p.j_in(p.j_ack(j, mptcp=(dfin,)))
+    p.g_rcv = (p.g_rcv + 1) & M32
+    p.out(p.g_ack())
+    p.out(p.g_fin())  # the guest closes second
+    p.c_dack = p.mp.snd_nxt + 1
+    p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.dack(),)))
+    assert f.state is S.TIME_WAIT and f.guest_passive and f.fin_ack_delivered  # LAST_ACK over
+    acts, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.dack(),)))
+    assert got is None, "a closed guest answers any segment with a RST"
+    assert p.classify(acts) == ["drop"] and p.count("Sf1FinAcked") == 0  # (the hole below it)
+    resend = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=lost_dsn, dsn64=True, subflow_seq=1,
+                 data_len=100)
+    _, got = p.inn(p.s_packet(lost_seq, p.g_nxt, ACK | PSH, (resend,), b"A" * 100))
+    assert got is None
+    acts, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.dack(),)))
+    assert got is None and p.classify(acts) == ["drop", "ack@0"]
+    pkt, _, _ = wire_check(acts[1].data, True)
+    assert pkt.ack == (p.s_nxt + 1) & M32 and p.count("Sf1FinAcked") == 1
+    assert parse_packet(acts[1].data).flags & FIN == 0
