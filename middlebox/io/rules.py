@@ -491,6 +491,9 @@ def _install_uplinks(state: dict, old: list, resolved: list, join_ports, log) ->
     # its uplink address. The state names what is there at each step (a crash in between
     # leaves nothing `rules remove` does not find: "leftover").
     state["uplinks"] = [u.as_dict() for u in old]
+    # (an earlier install that did not finish left its old routing: it goes too, or its
+    # tables and rules would be named nowhere once "leftover" is written over)
+    gone = [_uplinks.ResolvedUplink.from_dict(d) for d in state.get("leftover") or ()] + list(old)
     _write_state(state)
     with _iproute() as ipr:
         try:
@@ -499,9 +502,9 @@ def _install_uplinks(state: dict, old: list, resolved: list, join_ports, log) ->
             raise RulesError(str(e)) from None
         state["uplinks"] = [u.as_dict() for u in resolved]
         state["join_ports"] = list(join_ports) if resolved else None
-        state["leftover"] = [u.as_dict() for u in old]
+        state["leftover"] = [u.as_dict() for u in gone]
         _write_state(state)
-        for u in old:
+        for u in gone:
             _uplinks.remove_routing(ipr, u)
     state.pop("leftover")
     _write_state(state)

@@ -148,3 +148,39 @@ def test_xt_render_leaves_out_the_jumps_a_previous_install_left():
     assert sorted(dropped) == sorted(["-I FORWARD 1 -j MIDDLEBOX", "-I PREROUTING 1 -j MIDDLEBOX_PRE",
                                       "-I INPUT 1 -j MIDDLEBOX_JOIN", "-I OUTPUT 1 -j MIDDLEBOX_RAW"])
     assert again.count(":MIDDLEBOX ") == 1 and again.count("COMMIT") == 2
+
+
+def test_an_install_after_one_that_did_not_finish_removes_its_leftover_routing(tmp_path, monkeypatch):
+    """An install that stopped between adding the new policy routing and removing the old
+    (killed, or remove_routing failed) leaves the old in the state's "leftover", for `rules
+    remove`. The next install wrote its own "leftover" over it and popped it: the first
+    install's tables and `ip rule`s were then named nowhere and stayed for good (a stale
+    rule at a lower priority number wins over the new one once the uplink's gateway moves)."""
+    import contextlib
+
+    from middlebox.io import uplinks as U
+
+    monkeypatch.setattr(rules, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(rules, "read_sysctl", lambda key: None)
+    monkeypatch.setattr(rules, "_iproute", lambda: contextlib.nullcontext(object()))
+    removed: list[int] = []
+    monkeypatch.setattr(U, "remove_routing", lambda ipr, u: removed.append(u.table))
+    tables = iter(range(6103, 6200))
+
+    def install(ipr, ups):
+        for u in ups:
+            u.table = u.priority = next(tables)
+        return ups
+
+    monkeypatch.setattr(U, "install_routing", install)
+
+    def up(table):
+        return ResolvedUplink("wan0", 1, "wan0", 2, addr4="192.0.2.2", plen4=24, gw4="192.0.2.1",
+                              table=table, priority=table)
+
+    state = {"previous": {}, "uplinks": [up(6102).as_dict()], "leftover": [up(6101).as_dict()]}
+    rules._install_uplinks(state, [up(6102)], [up(None)], (62000, 62999), lambda msg: None)
+    saved = rules._state()
+    named = {d["table"] for d in saved.get("uplinks", []) + saved.get("leftover", [])}
+    assert 6101 in removed or 6101 in named, (removed, saved)
+    assert 6102 in removed
