@@ -1078,7 +1078,9 @@ def sf1_fin_in(conv, flow, mp, fin_rel: int, guest_closed: bool) -> list:
     """The server closes subflow 1 with a FIN at relative subflow seq `fin_rel` that is not
     the connection's (the guest gets the segment without it): acknowledged here, as a join's
     FIN is, once the guest has acked every byte before it on subflow 1 (else the server
-    resends it). Nobody did before: Linux resent it every RTO; a guest that had closed
+    resends it). (Unlike a join, nothing else changes: our FIN on subflow 1 goes with the
+    guest's close, and the scheduler is not told; Linux closes subflow 1 early only on rare
+    paths, and resets it if data comes: sf1_rst.) Nobody did before: Linux resent it every RTO; a guest that had closed
     second was shown the resend as a pure ACK and answered with a RST, which went on to the
     server with MP_FASTCLOSE (captured: every multipath download's close). `guest_closed`:
     a segment carrying nothing else is not passed to a guest that closed (Drop first)."""
@@ -1089,7 +1091,9 @@ def sf1_fin_in(conv, flow, mp, fin_rel: int, guest_closed: bool) -> list:
         # a pure ACK, it answers with the RST this is about)
         return [Drop("subflow 1's FIN for a guest that has closed")] if guest_closed else []
     conv.counters[Counter.Sf1FinAcked] += 1
-    inject = Inject(_ack_on_sf1(flow, mp, ack_rel=fin_rel + 1))
+    # (a FIN below the guest's ack on subflow 1, resent or forged: that ack, as TCP answers
+    # an old segment; never an ack below it)
+    inject = Inject(_ack_on_sf1(flow, mp, ack_rel=fin_rel + 1 if fin_rel + 1 > sf.rcv_base else -1))
     return [Drop("subflow 1's FIN for a guest that has closed"), inject] if guest_closed else [inject]
 
 

@@ -434,8 +434,9 @@ def install(queue: int, ifaces: list[str], backend: str = "auto", mark: int = IN
         lo, hi = join_ports
         if not 1024 <= lo <= hi <= 65535:
             raise _uplinks.UplinkError("--join-ports must be a range within 1024-65535")
-        resolved = _uplinks.resolve(uplinks, need_gateway=True,
-                                    exclude_tables={u.table for u in old_uplinks}) if uplinks else []
+        # (not the tables of the installed uplinks, nor of an install that did not finish)
+        ours = {u.table for u in old_uplinks} | {d.get("table") for d in _state().get("leftover") or ()}
+        resolved = _uplinks.resolve(uplinks, need_gateway=True, exclude_tables=ours) if uplinks else []
     except _uplinks.UplinkError as e:
         raise RulesError(str(e)) from None
     uplink_addrs = [a for u in resolved for a in (u.addr4, u.addr6) if a]
