@@ -1228,7 +1228,10 @@ class Converter:
             new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack
             if f & FIN and not (data_fin and (flow.server_isn + fin_d) & M32 == gend):
                 new_flags = f & ~FIN  # subflow 1 closes, not the connection: no FIN for the guest
-                sf1_fin = MP.sf1_fin_in(self, flow, flow.mp, r + plen, guest_closed and not plen)
+                # (a closed guest gets nothing that carries no byte it lacks: a FIN riding on
+                # a resend of bytes it has, e.g. subflow 1's tail after its path came back)
+                sf1_fin = MP.sf1_fin_in(self, flow, flow.mp, r + plen,
+                                        guest_closed and (not plen or d0 + plen <= flow.rcv_rel))
         else:
             flow.server_window = pkt.window
         if flow.local_fin and not seq_before(pkt.ack if new_ack == -1 else new_ack, (flow.local_fin_seq + 1) & M32):

@@ -105,3 +105,38 @@ def test_a_fin_above_a_subflow_1_hole_is_not_shown_to_a_guest_that_closed():
     pkt, _, _ = wire_check(acts[1].data, True)
     assert pkt.ack == (p.s_nxt + 1) & M32 and p.count("Sf1FinAcked") == 1
     assert parse_packet(acts[1].data).flags & FIN == 0
+
+
+def test_a_fin_on_a_resend_of_bytes_a_closed_guest_has_is_not_passed():
+    """Adversarial pass (uplink 1 down at the close, back 1.5 s later): bytes lost on
+    subflow 1 went to the guest on a join; once the path was back, the server's subflow-1 RTO
+    resent them, the last piece with the subflow FIN. The pieces without the FIN were
+    consumed (DupConsumed); the one with it went on to the closed guest, which answered with
+    RSTs that reached the server as MP_FASTCLOSE."""
+    from middlebox.wire import Dss
+
+    from tests.unit.test_multipath_sf1_dupack import _acked
+
+    M64 = (1 << 64) - 1
+    p, j, _, _ = _acked()
+    f = p.flow
+    lost_seq, lost_dsn = (p.s_isn + 1) & M32, (p.s_idsn + p.s_drel) & M64
+    p.s_nxt = (p.s_nxt + 100) & M32  # 100 bytes on subflow 1, lost on the way ...
+    p.j_in(p.j_data(j, b"A" * 100))  # ... and reinjected on the join
+    p.j_in(p.j_data(j, b"B" * 200))  # (and the rest of the stream after them)
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    p.out(p.g_ack())
+    dfin = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True,
+               subflow_seq=0, data_len=1, data_fin=True)
+    p.j_in(p.j_ack(j, mptcp=(dfin,)))
+    p.g_rcv = (p.g_rcv + 1) & M32
+    p.out(p.g_ack())
+    p.out(p.g_fin())  # the guest closes second
+    p.c_dack = p.mp.snd_nxt + 1
+    p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.dack(),)))
+    assert f.state is S.TIME_WAIT and f.guest_passive and f.fin_ack_delivered  # LAST_ACK over
+    resend = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=lost_dsn, dsn64=True, subflow_seq=1,
+                 data_len=100)
+    acts, got = p.inn(p.s_packet(lost_seq, p.g_nxt, ACK | FIN, (resend,), b"A" * 100))
+    assert got is None, "a closed guest answers any segment with a RST"
+    assert p.classify(acts)[0] == "drop", p.classify(acts)
