@@ -66,13 +66,11 @@ def test_not_before_the_guest_has_every_byte_below_it():
     assert "ack@0" not in p.classify(acts) and p.count("Sf1FinAcked") == 0
 
 
-def test_a_fin_above_a_subflow_1_hole_is_not_shown_to_a_guest_that_closed():
-    """Subflow-1 bytes lost and reinjected on a join: the guest has every byte at the data
-    level and closed second, but subflow 1 has a hole below the server's FIN, so the FIN is
-    not acked yet (the server resends it after the lost bytes). The segment was still passed
-    to the closed guest as a pure ACK, which it answers with a RST: the reset this commit is
-    about. It is dropped; once the lost bytes are resent the FIN is acked."""
-    from middlebox.wire import Dss, parse_packet
+def _lost_on_sf1_then_closed(after: bytes = b""):
+    """100 bytes lost on subflow 1 and reinjected on a join (then `after` on the join too),
+    the server's DATA_FIN on the join, the guest closing second and its FIN data-acked: its
+    LAST_ACK is over. Returns the pair, the lost bytes' subflow seq and their DSS."""
+    from middlebox.wire import Dss
 
     from tests.unit.test_multipath_sf1_dupack import _acked
 
@@ -82,6 +80,8 @@ def test_a_fin_above_a_subflow_1_hole_is_not_shown_to_a_guest_that_closed():
     lost_seq, lost_dsn = (p.s_isn + 1) & M32, (p.s_idsn + p.s_drel) & M64
     p.s_nxt = (p.s_nxt + 100) & M32  # 100 bytes on subflow 1, lost on the way ...
     p.j_in(p.j_data(j, b"A" * 100))  # ... and reinjected on the join
+    if after:
+        p.j_in(p.j_data(j, after))
     p.g_rcv = (p.s_isn + p.s_drel) & M32
     p.out(p.g_ack())
     dfin = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True,
@@ -93,11 +93,23 @@ def test_a_fin_above_a_subflow_1_hole_is_not_shown_to_a_guest_that_closed():
     p.c_dack = p.mp.snd_nxt + 1
     p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.dack(),)))
     assert f.state is S.TIME_WAIT and f.guest_passive and f.fin_ack_delivered  # LAST_ACK over
+    resend = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=lost_dsn, dsn64=True, subflow_seq=1,
+                 data_len=100)
+    return p, lost_seq, resend
+
+
+def test_a_fin_above_a_subflow_1_hole_is_not_shown_to_a_guest_that_closed():
+    """Subflow-1 bytes lost and reinjected on a join: the guest has every byte at the data
+    level and closed second, but subflow 1 has a hole below the server's FIN, so the FIN is
+    not acked yet (the server resends it after the lost bytes). The segment was still passed
+    to the closed guest as a pure ACK, which it answers with a RST: the reset this commit is
+    about. It is dropped; once the lost bytes are resent the FIN is acked."""
+    from middlebox.wire import parse_packet
+
+    p, lost_seq, resend = _lost_on_sf1_then_closed()
     acts, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.dack(),)))
     assert got is None, "a closed guest answers any segment with a RST"
     assert p.classify(acts) == ["drop"] and p.count("Sf1FinAcked") == 0  # (the hole below it)
-    resend = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=lost_dsn, dsn64=True, subflow_seq=1,
-                 data_len=100)
     _, got = p.inn(p.s_packet(lost_seq, p.g_nxt, ACK | PSH, (resend,), b"A" * 100))
     assert got is None
     acts, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK | FIN, (p.dack(),)))
@@ -113,30 +125,7 @@ def test_a_fin_on_a_resend_of_bytes_a_closed_guest_has_is_not_passed():
     resent them, the last piece with the subflow FIN. The pieces without the FIN were
     consumed (DupConsumed); the one with it went on to the closed guest, which answered with
     RSTs that reached the server as MP_FASTCLOSE."""
-    from middlebox.wire import Dss
-
-    from tests.unit.test_multipath_sf1_dupack import _acked
-
-    M64 = (1 << 64) - 1
-    p, j, _, _ = _acked()
-    f = p.flow
-    lost_seq, lost_dsn = (p.s_isn + 1) & M32, (p.s_idsn + p.s_drel) & M64
-    p.s_nxt = (p.s_nxt + 100) & M32  # 100 bytes on subflow 1, lost on the way ...
-    p.j_in(p.j_data(j, b"A" * 100))  # ... and reinjected on the join
-    p.j_in(p.j_data(j, b"B" * 200))  # (and the rest of the stream after them)
-    p.g_rcv = (p.s_isn + p.s_drel) & M32
-    p.out(p.g_ack())
-    dfin = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=(p.s_idsn + p.s_drel) & M64, dsn64=True,
-               subflow_seq=0, data_len=1, data_fin=True)
-    p.j_in(p.j_ack(j, mptcp=(dfin,)))
-    p.g_rcv = (p.g_rcv + 1) & M32
-    p.out(p.g_ack())
-    p.out(p.g_fin())  # the guest closes second
-    p.c_dack = p.mp.snd_nxt + 1
-    p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.dack(),)))
-    assert f.state is S.TIME_WAIT and f.guest_passive and f.fin_ack_delivered  # LAST_ACK over
-    resend = Dss(data_ack=(p.idsn_c + p.c_dack) & M32, data_seq=lost_dsn, dsn64=True, subflow_seq=1,
-                 data_len=100)
+    p, lost_seq, resend = _lost_on_sf1_then_closed(after=b"B" * 200)  # (the stream goes on)
     acts, got = p.inn(p.s_packet(lost_seq, p.g_nxt, ACK | FIN, (resend,), b"A" * 100))
     assert got is None, "a closed guest answers any segment with a RST"
     assert p.classify(acts)[0] == "drop", p.classify(acts)
