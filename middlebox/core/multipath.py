@@ -1735,10 +1735,10 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int,
 def _hole_from(p) -> int:
     """Where the next resend into subflow p's holes goes (_head_hole): its snd_una, or past
     the last fill while the server has not acked it (each resend into the next hole, not
-    onto the last one), past what the server SACKed; p.snd_nxt (none) inside the span the
-    SACK record forgot."""
+    onto the last one) unless that fill is shown lost (_fill_lost), past what the server
+    SACKed; p.snd_nxt (none) inside the span the SACK record forgot."""
     h0 = p.snd_una
-    if p.fill_hi and h0 < p.fill_end:
+    if p.fill_hi and h0 < p.fill_end and not _fill_lost(p):
         h0 = p.fill_end
     for s, e in p.sacked:  # (ascending)
         if s <= h0 < e:
@@ -1749,6 +1749,20 @@ def _hole_from(p) -> int:
         # while the record was full let them through once an ACK had trimmed it)
         return p.snd_nxt
     return h0
+
+
+def _fill_lost(p) -> bool:
+    """Is subflow p's last fill (_into_hole) lost? The server SACKed bytes first sent after it
+    (at or above fill_hi, p's snd_nxt then) while its cumulative ACK stops below the fill's
+    end: on a FIFO path the fill went missing (RACK's reasoning, as lost_una's). Its hole is
+    a hole again: taken as still in flight, it hid the hole from every later resend of the
+    head, which went in place behind it as a duplicate, while the hole's DSNs lay above the
+    head, never resent by the guest: the DATA_ACK stopped for good (hclose harness,
+    upg-closeloss, 25 % loss)."""
+    for s, e in p.sacked:
+        if e > p.fill_hi:
+            return True
+    return False
 
 
 def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, hs: int, now: float,
