@@ -1849,6 +1849,8 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, c
     hole's DSNs `dh`.. to the resend's old home (path `home` from seq `hs`), unsure until
     data-acked; Karn, and what the ACK past the fill stops at is lost (`Path.lost_una`).
     `m`: the mapping over several segments the hole is in (None: none)."""
+    if q.fill_hi and h0 < q.fill_end:
+        counters[Counter.FillLostRefilled] += 1  # (below the last fill's end: _fill_lost)
     q.fill_m = m
     _runs_move(mp, dh, dh + n, home, hs)
     if mp.paths[home].state is SS.CLOSED and dh + n > mp.orphan_hi:

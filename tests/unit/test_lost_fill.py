@@ -46,6 +46,7 @@ def _to_lost_fill():
     # the guest's RTO resends the head, its home closed too: the fill's ACK is due (nothing
     # above snd_nxt at the fill is SACKed), so the head goes to the tail, as before
     assert _sent(p, _resend(p, 6)) == [(301, 6, 100)]
+    assert p.count("FillLostRefilled") == 0
     # the fill was lost; the head's copy, sent after it, arrived: ACK 1, SACK 101..401
     _ack2(p, 1, (101, 401))
     assert j2.snd_una == 1 and mp.data_ack == 6
@@ -59,7 +60,7 @@ def test_the_head_goes_into_the_hole_of_a_fill_shown_lost():
     stall: the hole's DSNs come from the guest only once the head is acked."""
     p, mp, j2 = _to_lost_fill()
     assert _sent(p, _resend(p, 6)) == [(1, 6, 100)]
-    assert p.count("HeadIntoHole") == 2
+    assert p.count("HeadIntoHole") == 2 and p.count("FillLostRefilled") == 1
 
 
 def test_after_the_head_goes_in_the_data_level_moves_on():
@@ -87,3 +88,4 @@ def test_a_fill_still_in_flight_keeps_its_hole():
     _resend(p, 106)
     _ack2(p, 1, (101, 301))  # (the same blocks again: nothing new)
     assert _sent(p, _resend(p, 6)) == [(301, 6, 100)]
+    assert p.count("FillLostRefilled") == 0
