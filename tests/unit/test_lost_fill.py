@@ -89,3 +89,23 @@ def test_a_fill_still_in_flight_keeps_its_hole():
     _ack2(p, 1, (101, 301))  # (the same blocks again: nothing new)
     assert _sent(p, _resend(p, 6)) == [(301, 6, 100)]
     assert p.count("FillLostRefilled") == 0
+
+
+def test_no_refill_inside_a_mapping_the_server_began():
+    """The hole at ssn 1..201 lies at the start of a mapping over several segments (DSN 306,
+    ssn 1, 1000 bytes) and takes one fill of 200 bytes in one segment (DSN 106). The server's
+    ACK then stops at 101, inside that fill: not the fill's (one segment, taken whole or not
+    at all) but the hole's original under the mapping, read in order (the guest's resend of
+    it in place, or a late original): the server has begun that mapping and takes no other
+    inside it (Linux: DSSNotMatching, the subflow reset). The fill is shown lost (SACK of the
+    head's copy sent after it), yet the head must not go in at 101 under a mapping of its own."""
+    m = (306, 1, 1000, None, False)
+    p, mp, j2 = _join2([[6, 306, 0, 6, None], [306, 1306, 2, 1, m]], 1001)
+    j2.sacked = ((201, 1001),)
+    assert _sent(p, _resend(p, 106, 200)) == [(1, 106, 200)] and j2.fill_m is m
+    assert _sent(p, _resend(p, 6)) == [(1001, 6, 100)]  # (the fill's ACK is due: to the tail)
+    _ack2(p, 101, (201, 1101))
+    assert j2.snd_una == 101
+    sent = _sent(p, _resend(p, 6))
+    assert all(not (1 < ss < 1001) for ss, _, _ in sent), sent
+    assert p.count("FillLostRefilled") == 0
