@@ -190,6 +190,7 @@ class Path:
         # none): bytes sent before the fill that its ACK did not cover are lost on a FIFO
         # path (as RACK reasons)
         "fill_hi", "fill_end", "lost_una",
+        "fill_lo",  # where that fill began (_fill_lost)
         "fill_m",  # the mapping over several segments the last fill went into (None: none)
         "loss_at",  # when the server last showed a loss here (-1: never): SACK blocks; without
         #            SACK, a duplicate ACK with an unchanged window (_ack_info)
@@ -241,6 +242,7 @@ class Path:
         self.chal_at = -1.0
         self.fill_hi = 0
         self.fill_end = 0
+        self.fill_lo = 0
         self.lost_una = -1
         self.fill_m = None
         self.loss_at = -1.0
@@ -1758,7 +1760,14 @@ def _fill_lost(p) -> bool:
     a hole again: taken as still in flight, it hid the hole from every later resend of the
     head, which went in place behind it as a duplicate, while the hole's DSNs lay above the
     head, never resent by the guest: the DATA_ACK stopped for good (hclose harness,
-    upg-closeloss, 25 % loss)."""
+    upg-closeloss, 25 % loss). Not when the fill's hole lay in a mapping over several
+    segments (fill_m) and the cumulative ACK stops inside the fill: the server may have read
+    the hole's original under that mapping (a one-segment fill is taken whole or not at
+    all), and then takes no other mapping inside it (DSSNotMatching, the subflow reset); the
+    run map no longer shows that mapping there (the fill's run has none: _head_hole's guard
+    does not see it)."""
+    if p.fill_m is not None and p.snd_una > p.fill_lo:
+        return False
     for s, e in p.sacked:
         if e > p.fill_hi:
             return True
@@ -1866,6 +1875,7 @@ def _into_hole(mp, q, d: int, n: int, dh: int, m, home: int, hs: int, h0: int, c
     if q.rtt_ssn and h0 < q.rtt_ssn:
         q.rtt_ssn = 0
     q.fill_hi = q.snd_nxt
+    q.fill_lo = h0
     q.fill_end = h0 + n
     q.lost_una = -1
     counters[Counter.HeadIntoHole] += 1
