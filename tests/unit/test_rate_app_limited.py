@@ -88,9 +88,9 @@ def _burst_on_join(p, j, n: int) -> int:
 def test_a_joins_first_sample_does_not_span_the_pause_before_its_first_bytes():
     """A join established before any subflow had an estimate starts with none (0), and its
     first sample is taken as it comes. Given its first bytes 0.3 s after it was established,
-    the sample spanned the pause and read a quarter of the delivery, and a join whose estimate is low is given little, so stays low (CI: the only join on
-    uplink 2 carried 0.28 MB of an 8 MB upload; a trace showed a join at 44 KB/s on a
-    50 Mbit/s path)."""
+    the sample spanned the pause and read a quarter of the delivery, and a join whose
+    estimate is low is given little, so stays low (CI: the only join on uplink 2 carried
+    0.28 MB of an 8 MB upload; a trace showed a join at 44 KB/s on a 50 Mbit/s path)."""
     p, j, p1 = _join()
     p1.rate = 0.0
     p.now += 0.3
