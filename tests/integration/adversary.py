@@ -147,7 +147,12 @@ def path_loss(t, percent: float, path: int = 1) -> None:
     third ACK and the first data makes Linux's server take the next segment, with a DSS, as
     a fallback (MPCapableFallbackACK). That is the protocol's outcome, the same with a Linux
     client, not a conversion error; it came once in a proof (about 1 in 2500 connections at
-    2 %), and these tests judge the data, not the handshake."""
+    2 %), and these tests judge the data, not the handshake.
+
+    Segments with MP_JOIN (a join's SYN, SYN/ACK and third ACK) are spared for the same
+    reason: a proof lost both SYNs of the only join (1 in 2500 at 2 %), the 12 MB upload
+    ended on subflow 1 before the third SYN was due, and a test of the join's repair had no
+    join. Join SYN loss and backoff are tested in test_subflow_table.py."""
     p = t.paths[path - 1]
     per_mille = round(percent * 10)
     for ns, ifname in ((t.mbox, p.mbox_if), (t.server, p.server_if)):
@@ -156,6 +161,7 @@ table netdev mbtestloss {{
     chain ingress{path} {{
         type filter hook ingress device "{ifname}" priority 0; policy accept;
         ip protocol tcp tcp option mptcp subtype 0 accept
+        ip protocol tcp tcp option mptcp subtype 1 accept
         ip protocol tcp numgen random mod 1000 < {per_mille} counter drop
     }}
 }}
