@@ -259,8 +259,11 @@ def payload(n: int, seed: int = 1) -> bytes:
 class Server:
     """Listens in the server namespace (MPTCP socket unless mptcp=False). Protocol, one line
     then bytes: `UP n` (client sends n bytes, server answers the hex sha256 and closes),
-    `DOWN n` (server sends payload(n) and closes), `UPDOWN u n` (u bytes up, then DOWN n). Per connection it records the MPTCP_INFO
-    flags read before closing (None where the socket is plain TCP or the call fails).
+    `DOWN n` (server sends payload(n) and closes), `UPDOWN u n` (u bytes up, then DOWN n),
+    `GREETUP g n` (server sends payload(g) first, as a TLS server's hello, then as UP n: its
+    data makes the client's DATA_ACKs 64-bit during the upload). Per connection it records
+    the MPTCP_INFO flags read before closing (None where the socket is plain TCP or the call
+    fails).
     `bind_any`: listen on every address of the namespace (joins to an address the server
     announces need a listener there), the guest still connects to the path-1 address."""
 
@@ -304,6 +307,9 @@ class Server:
             if cmd == b"UPDOWN":  # `UPDOWN u n`: u bytes up (not checked), then payload(n) down
                 sha256_of(f.read1, int(nums[0]))
                 cmd = b"DOWN"
+            if cmd == b"GREETUP":  # `GREETUP g n`: payload(g) down first, then as `UP n`
+                conn.sendall(payload(int(nums[0])))
+                cmd = b"UP"
             if cmd == b"UP":
                 digest = sha256_of(f.read1, n)
                 self.mptcp_flags.append(mptcp_info_flags(conn))
@@ -395,6 +401,21 @@ def upload(t: Topology, srv: Server, data: bytes, timeout: float = 60) -> None:
     """Send `data` from the guest; the server's sha256 must match."""
     with guest_connect(t, srv, timeout) as c:
         c.sendall(f"UP {len(data)}\n".encode())
+        c.sendall(data)
+        digest = recv_digest(c)
+    assert digest.decode() == hashlib.sha256(data).hexdigest(), "upload corrupted or truncated"
+
+
+def greet_upload(t: Topology, srv: Server, greeting: int, data: bytes, timeout: float = 60) -> None:
+    """As upload(), after the server's `greeting` bytes (read and checked first)."""
+    with guest_connect(t, srv, timeout) as c:
+        c.sendall(f"GREETUP {greeting} {len(data)}\n".encode())
+        got = b""
+        while len(got) < greeting:
+            chunk = c.recv(greeting - len(got))
+            assert chunk, f"greeting truncated: {len(got)} of {greeting} bytes"
+            got += chunk
+        assert got == payload(greeting), "greeting corrupted"
         c.sendall(data)
         digest = recv_digest(c)
     assert digest.decode() == hashlib.sha256(data).hexdigest(), "upload corrupted or truncated"
