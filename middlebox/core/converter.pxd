@@ -68,7 +68,7 @@ cdef class Converter:
                    counters=dict, data_ack="unsigned long long", rel="long long",
                    dsn="unsigned long long", data_len=long, subflow_seq="long long",
                    s_ack="long long", edge="long long", sub_ack="long long", hit=int,
-                   m_s="long long", ck="long long", dfin=bint)
+                   m_s="long long", ck="long long", dfin=bint, seg_max=int)
     cpdef list _h_out(self, Flow flow, Packet pkt, object data, object ctx)
     cdef object _set_state(self, object key, Flow flow, object state)
     cdef list _with_option(self, Packet pkt, object data, object opt, long long new_ack, object raw=*)

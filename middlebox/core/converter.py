@@ -779,6 +779,10 @@ class Converter:
         o = parse_options(data, start, pkt.payload_off)
         server_ws = o.wscale
         flow.sack_ok = o.sack_perm  # (the server echoes SACK_PERM only when the SYN offered it)
+        # timestamps (the server echoes them only when the SYN had them, RFC 7323 §2.2): a
+        # guest without them (Windows' default) sends 12 bytes more per segment, no
+        # super-packet
+        flow.guest_ts = o.ts_val != -1
         # C bit (RFC 8684 §3.1): the server takes no join to the source address of this
         # SYN/ACK; joins go to the addresses it announces (ADD_ADDR) only
         flow.no_initial_join = bool(mpc.flags & MPTCP_CAP_DENY_JOIN_ID0)
@@ -882,7 +886,9 @@ class Converter:
             csum = None
             dfin = bool(fin)
             hit = -1
-            if plen and (flow.gso_maps is not None or plen > self._mss_limit[pkt.version] - 12):
+            # the guest's largest segment: more is a super-packet
+            seg_max = self._mss_limit[pkt.version] - (12 if flow.guest_ts else 0)
+            if plen and (flow.gso_maps is not None or plen > seg_max):
                 # a super-packet, or bytes of one sent before (Flow.gso_lookup)
                 hit = flow.gso_lookup(rel, data_len)
                 if hit == -2 or (hit >= 0 and fin and not flow.gso_maps[hit + 1] >> 33 & 1):
@@ -901,14 +907,14 @@ class Converter:
                         csum = ck & 0xFFFF
             if flow.checksum and hit < 0:  # §3.3.1
                 csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
-            if hit == -1 and plen > self._mss_limit[pkt.version] - 12 and resent:
+            if hit == -1 and plen > seg_max and resent:
                 # bytes sent before under mappings of their own (in segments: the record was
                 # full, or before any super-packet), resent as one super-packet: one new
                 # mapping over them made the server's next queued original segment, wholly
                 # inside it, bring another (DSSNotMatching and a fallback: a CI proof of
                 # test_loss_of_single_segments_of_super_packets). Cut, a mapping per segment
                 return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
-            if hit == -1 and plen > self._mss_limit[pkt.version] - 12:
+            if hit == -1 and plen > seg_max:
                 last = flow.gso_maps
                 if last is None or not last or rel >= last[len(last) - 2] + (last[len(last) - 1] & 0x1FFFF):
                     if not flow.gso_record(rel, data_len, (0 if csum is None else csum) | (0x10000 if fin else 0)):
@@ -969,7 +975,7 @@ class Converter:
             a = b
         o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
         ts = encode_tcp_options(-1, -1, False, o.ts_val, o.ts_ecr) if o.ts_val != -1 else b""
-        seg_max = self._mss_limit[pkt.version] - 12
+        seg_max = self._mss_limit[pkt.version] - (12 if flow.guest_ts else 0)
         shift = flow.guest_isn - sf.local_isn
         ack = pkt.ack if new_ack == -1 else new_ack
         out = [Drop("guest segment across super-packet mappings: sent in pieces")]
@@ -1704,6 +1710,7 @@ class Converter:
             flow.guest_wscale = min(ws, 14)
             flow.server_wscale = min(peer_ws, 14)
             flow.sack_ok = o.sack_perm  # (the guest answers SACK_PERM only to a SYN offering it)
+            flow.guest_ts = o.ts_val != -1  # (and timestamps only to a SYN with them)
             flow.sf.rcv_edge = 1 + max(flow.guest_window, 65535)
         elif pkt.seq != flow.guest_isn:
             # another ISN (SYN cookies across their time slot): it leaves plain, so the peer's

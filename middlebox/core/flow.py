@@ -260,6 +260,7 @@ class Flow:
         "guest_wscale_seen",  # the guest's SYN offered window scaling (joins offer it too)
         "no_join",  # joins tried (or refused by policy): never again for this connection
         "sack_ok",  # SACK on subflow 1: the guest's SYN offered it and the server's SYN/ACK agreed
+        "guest_ts",  # both SYNs carried timestamps: the guest's payload is 12 bytes below its MSS
         "no_initial_join",  # the server's MP_CAPABLE C bit: no joins to its initial address
         "peer_addrs",  # None, or the server's announced addresses (ADD_ADDR, HMAC checked):
         # [(addr id, address bytes, port or None)], at most multipath.MAX_PEER_ADDRS
@@ -320,6 +321,7 @@ class Flow:
         self.guest_wscale_seen = False
         self.no_join = False
         self.sack_ok = False
+        self.guest_ts = True  # (until a handshake says otherwise: the smaller segment limit)
         self.no_initial_join = False
         self.peer_addrs = None
         self.sf1_uplink = 0

@@ -641,6 +641,15 @@ def _free_slot(mp) -> int:
     return -1
 
 
+def guest_seg(conv, flow, version: int) -> int:
+    """The guest's largest segment payload: the MSS limit it learnt, less its timestamps (12
+    bytes) when the handshake had them. A guest without them (Windows' default) sends 12
+    bytes more: taken for super-packets, its segments were cut in two (with DSS checksums,
+    a resend cut otherwise than its original failed the server's sum: the connection was
+    reset)."""
+    return conv._mss_limit[version] - (12 if flow.guest_ts else 0)
+
+
 def _seg_max(p, seg_max: int) -> int:
     """Payload bytes per segment on p: `seg_max`, or less when the peer announced a smaller MSS
     there (less our options: a DSS takes 28 bytes at most; RFC 6691)."""
@@ -1782,7 +1791,7 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
     (`a`: none). Due at their home (q is it), `sd` moves with them. Above the DATA_ACK they
     stop where the server may hold their old copy (_holds_any)."""
     same = sd == hs and home == q.index
-    seg = _seg_max(q, conv._mss_limit[q.version] - 12)
+    seg = _seg_max(q, guest_seg(conv, flow, q.version))
     counters = conv.counters
     hp = mp.paths[home]
     if flow.checksum:
@@ -2139,7 +2148,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     # to 64 KB, 17 ms at 30 Mbit/s) it held the data level up and the guest's one
                     # window waited on it: 30+100 Mbit/s upload 0.96 of Linux MPTCP, 1.01 split
                     # (the NetfilterQueue backend, whose packets come segmented, 0.99)
-                    n = _slow_share(mp, k, e_all - start_d, _seg_max(mp.paths[k], conv._mss_limit[pkt.version] - 12))
+                    n = _slow_share(mp, k, e_all - start_d, _seg_max(mp.paths[k], guest_seg(conv, flow, pkt.version)))
                     if n < e_all - start_d:
                         e = start_d + n
                         if shared < 0:
@@ -2158,7 +2167,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             # the guest's RTOs then, 2 % loss upload runs at 10-40 Mbit/s on the netlink
             # backend). Cut instead (per-segment mappings, like a merge), the tail run can
             # always take the next bytes on its subflow
-            big = e - s > conv._mss_limit[pkt.version] - 12
+            big = e - s > guest_seg(conv, flow, pkt.version)
             if big and len(mp.runs) >= MAX_RUNS - RUNS_SPARE:
                 merged = True
                 counters[Counter.RunMapNearFull] += 1
@@ -2271,7 +2280,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     # Nor one new mapping over bytes resent that went before under mappings of their own (a
     # run without one, `m` None: sent cut or reinjected): the server's next queued original,
     # wholly inside it, would bring another (DSSNotMatching and a fallback, as on single path).
-    several = plen > conv._mss_limit[pkt.version]
+    several = plen > guest_seg(conv, flow, pkt.version)
     in_place = (len(pieces) == 1 and pieces[0][2] == 0 and pieces[0][0] == s and pieces[0][1] == e
                 and not merged and not (several and (flow.checksum or pieces[0][4] is None)))
     if in_place and type(pieces[0][4]) is list:  # the new whole-mapping run: it gets its mapping
@@ -2287,7 +2296,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         # super-packet (queue in GSO mode) is cut into segments the path takes, each with its
         # own mapping. In place, the kernel segments and copies the one mapping on every
         # segment, as Linux MPTCP's own TSO does.
-        seg_max = conv._mss_limit[pkt.version] - 12  # room for the guest's timestamps
+        seg_max = guest_seg(conv, flow, pkt.version)  # (room for its timestamps, if any)
         cut = []
         for a, b, idx, ss, m in pieces:
             lim = _seg_max(mp.paths[idx], seg_max)
@@ -2529,12 +2538,12 @@ def _repair(conv, flow, mp, p, now: float) -> list:
     return out
 
 
-def _cwnd_start(conv, p) -> None:
+def _cwnd_start(conv, flow, p) -> None:
     """A join just established gets its own congestion window if repair is on: repair hides
     its losses from the guest, so the guest's window no longer answers them (RFC 6928's
     initial window, in segments of what we send there)."""
     if conv.config.repair_bytes and conv.config.repair_window:
-        p.smss = _seg_max(p, conv._mss_limit[p.version] - 12)
+        p.smss = _seg_max(p, guest_seg(conv, flow, p.version))
         p.cwnd = CWND_INIT * p.smss
         p.ssthresh = 1 << 62
         p.recover = p.snd_nxt
@@ -2620,7 +2629,7 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
     end = min(r1, mp.data_ack, d + FILL_MAX)
     if d >= end or (m is not None and (flow.checksum or flow.local_fin)):
         return []  # (a whole mapping may carry the DATA_FIN: repeated without it, it would differ)
-    seg_max = _seg_max(p, conv._mss_limit[p.version] - 12)
+    seg_max = _seg_max(p, guest_seg(conv, flow, p.version))
     out = []
     if idx == 0:
         sf = flow.sf
@@ -3297,7 +3306,7 @@ def _j_passive_established(conv, flow, p, pkt, data, ctx, now):
     p.rttvar = mp.paths[0].rttvar
     p.progress_at = p.acked_at = p.rate_at = p.heard_at = now
     p.timer = 0.0
-    _cwnd_start(conv, p)
+    _cwnd_start(conv, flow, p)
     return [Drop("third ACK of a join: consumed"), Inject(_ack_on(flow, p))]
 
 
@@ -3383,7 +3392,7 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
     p.rttvar = p0.rttvar
     p.progress_at = p.acked_at = now
     p.rate_at = now
-    _cwnd_start(conv, p)
+    _cwnd_start(conv, flow, p)
     acts = _j_segment(conv, flow, p, pkt, data, dss, now)
     first = not any(q is not p and q.state in ALIVE for q in mp.paths)  # alive again after none was
     if first and mp.snd_nxt > mp.data_ack:
