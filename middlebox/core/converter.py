@@ -735,8 +735,10 @@ class Converter:
         start, end = pkt.ip_hlen + TCP_HLEN, pkt.payload_off
         if flow.state is S.NEW or flow.remote_key is None:  # not after the SYN/ACK settled it
             flow.guest_window = pkt.window
-            flow.guest_wscale = parse_options(data, start, end).wscale  # -1: none (see _h_synack)
+            o = parse_options(data, start, end)
+            flow.guest_wscale = o.wscale  # -1: none (see _h_synack)
             flow.guest_wscale_seen = flow.guest_wscale >= 0
+            flow.guest_mss = _guest_mss(o.mss)
         self.counters[Counter.MPCapableSYNTX] += 1
         return [Rewrite(rewrite(data, pkt, options=self._syn_options(pkt, data, opt)))]
 
@@ -887,7 +889,10 @@ class Converter:
             dfin = bool(fin)
             hit = -1
             # the guest's largest segment: more is a super-packet
-            seg_max = self._mss_limit[pkt.version] - (12 if flow.guest_ts else 0)
+            seg_max = self._mss_limit[pkt.version]
+            if 0 < flow.guest_mss < seg_max:
+                seg_max = flow.guest_mss
+            seg_max -= 12 if flow.guest_ts else 0
             if plen and (flow.gso_maps is not None or plen > seg_max):
                 # a super-packet, or bytes of one sent before (Flow.gso_lookup)
                 hit = flow.gso_lookup(rel, data_len)
@@ -975,7 +980,7 @@ class Converter:
             a = b
         o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
         ts = encode_tcp_options(-1, -1, False, o.ts_val, o.ts_ecr) if o.ts_val != -1 else b""
-        seg_max = self._mss_limit[pkt.version] - (12 if flow.guest_ts else 0)
+        seg_max = MP.guest_seg(self, flow, pkt.version)  # (the guest's own segments)
         shift = flow.guest_isn - sf.local_isn
         ack = pkt.ack if new_ack == -1 else new_ack
         out = [Drop("guest segment across super-packet mappings: sent in pieces")]
@@ -1711,6 +1716,7 @@ class Converter:
             flow.server_wscale = min(peer_ws, 14)
             flow.sack_ok = o.sack_perm  # (the guest answers SACK_PERM only to a SYN offering it)
             flow.guest_ts = o.ts_val != -1  # (and timestamps only to a SYN with them)
+            flow.guest_mss = _guest_mss(o.mss)
             flow.sf.rcv_edge = 1 + max(flow.guest_window, 65535)
         elif pkt.seq != flow.guest_isn:
             # another ISN (SYN cookies across their time slot): it leaves plain, so the peer's
@@ -1842,6 +1848,11 @@ class Converter:
             self.counters[Counter.MSSClamped] += 1
             return raw[: i + 2] + limit.to_bytes(2, "big") + raw[i + 4 :]
         return raw
+
+
+def _guest_mss(mss: int) -> int:
+    """Flow.guest_mss of the MSS option of the guest's SYN (-1: none, 0 kept)."""
+    return 0 if mss < 0 else max(mss, 88)
 
 
 def _segment_to_server(pkt, ack: int, flags: int, window: int, mptcp, tcp: bytes = b"") -> bytes:

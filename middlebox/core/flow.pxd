@@ -64,6 +64,7 @@ cdef class Flow:
     cdef public int inbound
     cdef public object gso_maps, peer_addrs, announced
     cdef public int sf1_uplink
+    cdef public long long guest_mss
 
     cpdef long long syn_isn(self)
     cpdef void guest_fin(self, long long fin_seq)

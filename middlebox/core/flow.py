@@ -261,6 +261,10 @@ class Flow:
         "no_join",  # joins tried (or refused by policy): never again for this connection
         "sack_ok",  # SACK on subflow 1: the guest's SYN offered it and the server's SYN/ACK agreed
         "guest_ts",  # both SYNs carried timestamps: the guest's payload is 12 bytes below its MSS
+        "guest_mss",  # the MSS the guest's SYN (inbound: its SYN/ACK) announced, as it was
+        # (at least 88, Linux's TCP_MIN_MSS); 0: none (the MSS limit holds). What reaches the
+        # guest must fit it, whichever subflow the bytes came by: a guest MTU below the
+        # uplinks' dropped join segments sized for the uplink at the guest's link
         "no_initial_join",  # the server's MP_CAPABLE C bit: no joins to its initial address
         "peer_addrs",  # None, or the server's announced addresses (ADD_ADDR, HMAC checked):
         # [(addr id, address bytes, port or None)], at most multipath.MAX_PEER_ADDRS
@@ -322,6 +326,7 @@ class Flow:
         self.no_join = False
         self.sack_ok = False
         self.guest_ts = True  # (until a handshake says otherwise: the smaller segment limit)
+        self.guest_mss = 0
         self.no_initial_join = False
         self.peer_addrs = None
         self.sf1_uplink = 0

@@ -646,8 +646,24 @@ def guest_seg(conv, flow, version: int) -> int:
     bytes) when the handshake had them. A guest without them (Windows' default) sends 12
     bytes more: taken for super-packets, its segments were cut in two (with DSS checksums,
     a resend cut otherwise than its original failed the server's sum: the connection was
-    reset)."""
-    return conv._mss_limit[version] - (12 if flow.guest_ts else 0)
+    reset). Its MSS is the one it announced when that is smaller (a guest MTU below the
+    uplinks'; Flow.guest_mss)."""
+    return guest_mss(conv, flow, version) - (12 if flow.guest_ts else 0)
+
+
+def guest_mss(conv, flow, version: int) -> int:
+    """The MSS we pass on for the guest on a subflow of IP `version`: the MSS limit there, or
+    the guest's own when smaller (what the server sends on a join must reach it whole)."""
+    lim = conv._mss_limit[version]
+    return flow.guest_mss if 0 < flow.guest_mss < lim else lim
+
+
+def guest_payload_max(conv, flow, mp) -> int:
+    """Payload bytes of a segment we build for the guest (_to_guest): room for 28 bytes of
+    SACK blocks within the MTU of the uplinks (the MSS limit) and within the MSS the guest
+    announced (RFC 6691: options count against it)."""
+    lim = conv._mss_limit[mp.version]
+    return min(lim, flow.guest_mss - 28) if flow.guest_mss else lim
 
 
 def _seg_max(p, seg_max: int) -> int:
@@ -676,7 +692,7 @@ def _join_synack(conv, flow, p, wscale: bool) -> bytes:
     R-B + R-A), we being B (RFC 8684 §3.2); window scale and SACK as the SYN offered them."""
     mac = join_hmac(flow.local_key, flow.remote_key, p.lnonce, p.rnonce, flow.version)[:8]
     ws = flow.guest_wscale if wscale and flow.guest_wscale_seen else -1
-    tcp = encode_tcp_options(conv._mss_limit[p.version], ws, p.sack, -1, -1)
+    tcp = encode_tcp_options(guest_mss(conv, flow, p.version), ws, p.sack, -1, -1)
     opt = MpJoinSynAck(bool(p.uplink is not None and p.uplink.backup), p.addr_id, mac, p.lnonce)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn, p.remote_isn + 1,
                    SYN | ACK, min(flow.guest_window, 0xFFFF), build_options(tcp, (opt,)))
@@ -881,7 +897,7 @@ def _join_syn(conv, flow, p) -> bytes:
     # blocks from our out-of-order record the server repairs a loss there without Reno's
     # one hole per RTT (measured: 2x100 Mbit/s download, 1 % loss on the join's path)
     guest_ws = flow.guest_wscale if flow.guest_wscale_seen else -1
-    tcp = encode_tcp_options(conv._mss_limit[p.version], guest_ws, True, -1, -1)
+    tcp = encode_tcp_options(guest_mss(conv, flow, p.version), guest_ws, True, -1, -1)
     opt = MpJoinSyn(p.backup, p.addr_id, key_token(flow.remote_key, flow.version), p.lnonce)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn, 0, SYN,
                    65535, build_options(tcp, (opt,)))
@@ -1325,7 +1341,13 @@ def guest_options(flow, mp, data: bytes, pkt):
     blocks = guest_sack(flow, mp, 3 if o.ts_val != -1 or pkt.payload_len else 4)
     if not blocks and not o.sack:
         return None
-    return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
+    opts = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
+    # within the MSS the guest announced (a guest MTU below the uplinks': the server's
+    # segment fits it with its DSS, maybe not with more SACK blocks in the DSS's place)
+    while blocks and flow.guest_mss and len(opts) + pkt.payload_len > flow.guest_mss:
+        blocks = blocks[:-1]
+        opts = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
+    return opts
 
 
 def guest_ack_at(flow, mp) -> int:
@@ -3547,7 +3569,9 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
         counters[Counter.JoinDataFwd] += 1
         flow.bytes_in += plen
         forwarded(mp, d0 + plen, flow.last)
-        seg_max = conv._mss_limit[pkt.version]  # a GRO super-packet: the guest gets segments
+        # a GRO super-packet, or a segment bigger than the guest takes (its MTU below the
+        # uplink's): the guest gets segments it takes
+        seg_max = guest_payload_max(conv, flow, mp)
         off = pkt.payload_off
         for a in range(0, plen, seg_max):
             b = min(a + seg_max, plen)
