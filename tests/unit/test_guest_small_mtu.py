@@ -132,3 +132,22 @@ def test_a_guest_super_packet_on_a_join_is_cut_as_the_guest_cut_it(checksum):
     buf = p.data_on(1, size=2 * seg)
     assert parse_packet(buf).payload_len == seg
     assert MP.guest_seg(p.conv, p.flow, 4) == seg
+
+
+def test_a_passive_join_synack_announces_the_mss_of_the_guests_synack():
+    """Inbound (the peer opened the connection, issue 9): the guest's SYN/ACK says its MSS;
+    our SYN/ACK to a join the peer opens says the same."""
+    from middlebox.core import Direction
+    from tests.unit.test_inbound import _answer, _mp, join_syn, new_pair, peer_syn, third_ack
+
+    p = new_pair()
+    p.inn(peer_syn(p))
+    opts = encode_tcp_options(mss=1360, wscale=7, sack_perm=True, ts_val=5, ts_ecr=9)
+    _, synack = p.out(p.g_packet(p.g_isn, (p.s_isn + 1) & M32, 0x12, options=opts))
+    assert _opts(synack).mss == 1360  # (subflow 1: as the guest said it)
+    (mpc,) = _mp(synack)[1]
+    p.c_key = mpc.sndr_key
+    p.g_rcv = (p.s_isn + 1) & M32
+    p.inn(third_ack(p))
+    jsynack = _answer(p.conv.handle(join_syn(p), Direction.IN, p.now))
+    assert _opts(jsynack).mss == 1360
