@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import pytest
 
+from middlebox.core import Direction
 from middlebox.core import multipath as MP
 from middlebox.wire import Dss, build_options, encode_tcp_options, parse_options, parse_packet
 
+from tests.unit.test_core_harness import check_wire, mptcp_of
 from tests.unit.test_subflow_table import ACK, M32, M64, PSH, MPair, make_packet
 
 STALL = 0.2  # (test_multipath_sack: a subflow's hole is known lost after this long)
@@ -120,24 +122,46 @@ def test_subflow_1_segment_with_data_level_sack_blocks_fits_the_guest():
     assert o.sack and o.ts_val == 77  # what fits still goes
 
 
+def _join_maps(p, acts) -> list:
+    """(DSN, subflow seq, length, checksum) of every mapping sent on the join."""
+    out = []
+    for a in acts[1:]:
+        if p.label(a.data) == "data@1":
+            pkt, opts = check_wire(a.data)
+            out += [(o.data_seq, o.subflow_seq, o.data_len, o.csum) for o in mptcp_of(a.data, pkt, opts)
+                    if isinstance(o, Dss) and o.data_len]
+    return out
+
+
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "checksum"])
 def test_a_guest_super_packet_on_a_join_is_cut_as_the_guest_cut_it(checksum):
     """The guest's segments are its MSS less its timestamps (1348): a super-packet of two of
-    them goes on a join in those two segments, not in pieces of the MSS limit (with DSS
-    checksums the guest's resend of one of them, cut otherwise, failed the server's sum)."""
+    them goes on a join in those two segments, each its mapping, and the guest's resend of
+    either is sent under that same mapping (and checksum). Cut at the MSS limit (1420 and
+    1276) a resend of one guest segment went under a mapping of its own over bytes the
+    server had under another: with DSS checksums the server's sum failed (the kernel test:
+    DataCsumErr, MP_FAIL, the connection reset)."""
     p = SmallMtuPair(1, server_checksum=checksum)
     p.go_multipath()
     p.join_up(1)
     seg = 1360 - 12
-    buf = p.data_on(1, size=2 * seg)
-    assert parse_packet(buf).payload_len == seg
+    for _ in range(200):
+        ((labels, acts),) = p.g_send(1, 2 * seg)
+        if "data@1" in labels:
+            break
+    start = (p.g_nxt - 2 * seg) & M32
+    sent = _join_maps(p, acts)
+    assert [m[2] for m in sent] == [seg, seg]
+    for k in (0, 1):
+        p.now += 1.0
+        acts = p.conv.handle(p.g_data(b"A" * seg, seq=(start + k * seg) & M32), Direction.OUT, p.now)
+        assert _join_maps(p, acts) == [sent[k]]
     assert MP.guest_seg(p.conv, p.flow, 4) == seg
 
 
 def test_a_passive_join_synack_announces_the_mss_of_the_guests_synack():
     """Inbound (the peer opened the connection, issue 9): the guest's SYN/ACK says its MSS;
     our SYN/ACK to a join the peer opens says the same."""
-    from middlebox.core import Direction
     from tests.unit.test_inbound import _answer, _mp, join_syn, new_pair, peer_syn, third_ack
 
     p = new_pair()
