@@ -72,6 +72,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 ECE, CWR = 0x40, 0x80
 TCP_HLEN = 20
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
+TCPOPT_SACK_PERM, TCPOLEN_SACK_PERM = 4, 2
 # MP_CAPABLE flags (RFC 8684 §3.1)
 MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
 MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
@@ -740,7 +741,24 @@ class Converter:
             flow.guest_wscale_seen = flow.guest_wscale >= 0
             flow.guest_mss = _guest_mss(o.mss)
         self.counters[Counter.MPCapableSYNTX] += 1
-        return [Rewrite(rewrite(data, pkt, options=self._syn_options(pkt, data, opt)))]
+        options = None
+        if self._mp_on and not parse_options(data, start, end).sack_perm:
+            # A guest without SACK: subflow 1 gets it all the same (ours once the flow is
+            # multipath: acked on arrival, its blocks are the middlebox's record, sf.ranges).
+            # Without it Linux recovered subflow 1 as NewReno, one hole per partial ACK, while
+            # the guest's ack clock died behind that very hole (the data-level window full
+            # above it): an RTO and go-back-N for every burst lost on the path, a 6 MB
+            # download took over 60 s (test_no_sack_plain[netlink-mp]).
+            try:
+                raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
+                options = build_options(raw + bytes((TCPOPT_SACK_PERM, TCPOLEN_SACK_PERM)), (opt,))
+            except WireError:
+                options = None
+        if flow.remote_key is None:  # (a resend after the SYN/ACK: as that settled it)
+            flow.sack_added = options is not None
+        if options is None:
+            options = self._syn_options(pkt, data, opt)
+        return [Rewrite(rewrite(data, pkt, options=options))]
 
     def _syn_options(self, pkt, data: bytes, opt) -> bytes:
         """The TCP options of a SYN or SYN/ACK without its MPTCP ones, the MSS clamped, plus
@@ -759,7 +777,8 @@ class Converter:
         A retransmission of it (same seq and key: _classify_in) changes nothing."""
         start = pkt.ip_hlen + TCP_HLEN
         if flow.remote_key is not None:
-            return [Rewrite(rewrite(data, pkt, options=self._clamp_mss(strip_mptcp(data, start, pkt.payload_off), pkt.version)))]
+            raw = self._clamp_mss(strip_mptcp(data, start, pkt.payload_off), pkt.version)
+            return [Rewrite(rewrite(data, pkt, options=_without_sack_perm(raw) if flow.sack_added else raw))]
         flow.remote_key = mpc.sndr_key
         flow.remote_idsn = key_idsn(mpc.sndr_key, flow.version)
         flow.server_isn = flow.sf.remote_isn = pkt.seq
@@ -780,7 +799,11 @@ class Converter:
         # is unscaled: the first right edge the server may fill
         o = parse_options(data, start, pkt.payload_off)
         server_ws = o.wscale
-        flow.sack_ok = o.sack_perm  # (the server echoes SACK_PERM only when the SYN offered it)
+        # (the server echoes SACK_PERM only when the SYN offered it; one we added is subflow
+        # 1's alone, the guest never learns of it)
+        if not o.sack_perm:
+            flow.sack_added = False
+        flow.sack_ok = o.sack_perm and not flow.sack_added
         # timestamps (the server echoes them only when the SYN had them, RFC 7323 §2.2): a
         # guest without them (Windows' default) sends 12 bytes more per segment, no
         # super-packet
@@ -799,6 +822,8 @@ class Converter:
         flow.server_window = pkt.window
         flow.sf.rcv_edge = 1 + max(flow.guest_window, 65535)
         raw = self._clamp_mss(strip_mptcp(data, start, pkt.payload_off), pkt.version)
+        if flow.sack_added:
+            raw = _without_sack_perm(raw)
         return [Rewrite(rewrite(data, pkt, options=raw))]
 
     def _h_synack_fallback(self, flow, pkt, data, mpc):
@@ -860,8 +885,14 @@ class Converter:
         if flow.mp is not None:
             # acked on arrival: subflow 1's SACK is its own record (sf.ranges, subflow seqs),
             # never the guest's data-level blocks (ranges no longer hold data offsets)
-            if flow.sack_ok and (sf.ranges or pkt.doff > TCP_HLEN):
+            if (flow.sack_ok or flow.sack_added) and (sf.ranges or pkt.doff > TCP_HLEN):
                 raw = self._sack_of_ranges(sf, pkt, data)
+        elif flow.sack_added:
+            # single path, a guest without SACK on a subflow 1 with it: the subflow bytes that
+            # went to the guest beyond a hole, as its own SACK would name them (without any,
+            # Linux would resend only on its timers)
+            if sf.ranges:
+                raw = self._sack_of_ranges(sf, pkt, data, sf.rcv_end())
         elif sf.shifted and pkt.doff > TCP_HLEN:
             raw = self._sack_translated(flow, sf, pkt, data)
         if flow.state is MPC_PENDING and not fin and (plen == 0 or ((pkt.seq - sf.local_isn) & M32 == 1 and flow.version == 1)):
@@ -1024,12 +1055,15 @@ class Converter:
         flow.bytes_out += plen
         return out
 
-    def _sack_of_ranges(self, sf, pkt, data: bytes):
+    def _sack_of_ranges(self, sf, pkt, data: bytes, above: int = -1):
+        """The guest's options with subflow 1's SACK blocks from its received ranges (those
+        starting beyond `above` only), or None when neither has any."""
         o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-        if not o.sack and not sf.ranges:
+        ranges = sf.ranges if above < 0 else [rg for rg in sf.ranges if rg[0] > above]
+        if not o.sack and not ranges:
             return None
         n = 3 if o.ts_val != -1 else 4
-        blocks = tuple(((sf.remote_isn + rg[0]) & M32, (sf.remote_isn + rg[1]) & M32) for rg in sf.ranges[:n])
+        blocks = tuple(((sf.remote_isn + rg[0]) & M32, (sf.remote_isn + rg[1]) & M32) for rg in ranges[:n])
         return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
 
     def _sack_translated(self, flow, sf, pkt, data: bytes):
@@ -1229,6 +1263,8 @@ class Converter:
                 sf.rcv_max = r + plen + 1
         guest_opts = None
         sf1_fin = None
+        if flow.sack_added and flow.mp is None and pkt.doff > TCP_HLEN:
+            guest_opts = _without_sack(data, pkt)  # (subflow 1's SACK is not the guest's)
         if flow.mp is not None:
             # subflow 1's SACK blocks name its own seqs: the guest gets the data level's
             guest_opts = MP.guest_options(flow, flow.mp, data, pkt)
@@ -1982,6 +2018,24 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return (~total & 0xFFFF) != dss.csum
+
+
+def _without_sack(data: bytes, pkt):
+    """The options of the server's segment `pkt` without SACK blocks (a guest that has no SACK
+    gets none: they would name subflow 1's seqs, which it never agreed to), or None when it
+    has none to drop."""
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    if not o.sack:
+        return None
+    return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
+
+
+def _without_sack_perm(raw: bytes) -> bytes:
+    """The option area `raw` with its SACK_PERM turned into NOPs (same length)."""
+    i = _option_at(raw, TCPOPT_SACK_PERM, TCPOLEN_SACK_PERM)
+    if i < 0:
+        return raw
+    return raw[:i] + bytes((TCPOPT_NOP, TCPOPT_NOP)) + raw[i + 2:]
 
 
 def _option_at(raw: bytes, want: int, want_size: int) -> int:

@@ -60,7 +60,7 @@ cdef class Flow:
     cdef public double born
     cdef public long long bytes_out, bytes_in, snd_end, data_acked
     cdef public long long server_wscale, server_window
-    cdef public bint guest_wscale_seen, no_join, sack_ok, no_initial_join, guest_ts
+    cdef public bint guest_wscale_seen, no_join, sack_ok, no_initial_join, guest_ts, sack_added
     cdef public int inbound
     cdef public object gso_maps, peer_addrs, announced
     cdef public int sf1_uplink

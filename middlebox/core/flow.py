@@ -265,6 +265,8 @@ class Flow:
         # (at least 88, Linux's TCP_MIN_MSS); 0: none (the MSS limit holds). What reaches the
         # guest must fit it, whichever subflow the bytes came by: a guest MTU below the
         # uplinks' dropped join segments sized for the uplink at the guest's link
+        "sack_added",  # SACK on subflow 1 though the guest has none: we offered it in its SYN
+        # (multipath: acked on arrival, the blocks are ours) and the server agreed
         "no_initial_join",  # the server's MP_CAPABLE C bit: no joins to its initial address
         "peer_addrs",  # None, or the server's announced addresses (ADD_ADDR, HMAC checked):
         # [(addr id, address bytes, port or None)], at most multipath.MAX_PEER_ADDRS
@@ -327,6 +329,7 @@ class Flow:
         self.sack_ok = False
         self.guest_ts = True  # (until a handshake says otherwise: the smaller segment limit)
         self.guest_mss = 0
+        self.sack_added = False
         self.no_initial_join = False
         self.peer_addrs = None
         self.sf1_uplink = 0

@@ -1336,6 +1336,10 @@ def guest_options(flow, mp, data: bytes, pkt):
     (guest_sack); None when nothing changes (no SACK on the connection, no blocks either
     way: the segment keeps its own, MPTCP stripped)."""
     if not flow.sack_ok:
+        if flow.sack_added:  # (SACK on subflow 1 only: its blocks never reach the guest)
+            o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+            if o.sack:
+                return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
         return None
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
     blocks = guest_sack(flow, mp, 3 if o.ts_val != -1 or pkt.payload_len else 4)
@@ -2778,7 +2782,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         # server showed snd_una lost)
         if not answered:  # (the answer to our stale probe is not a sign of loss)
             p.dups += 1
-            if not (flow.sack_ok if p.index == 0 else p.sack):
+            if not ((flow.sack_ok or flow.sack_added) if p.index == 0 else p.sack):
                 p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
             subdup = True
     if a >= p.snd_una:  # (not an old, reordered ACK: RFC 9293 §3.10.7.4, SND.UNA =< SEG.ACK)
