@@ -1057,11 +1057,18 @@ class Converter:
 
     def _sack_of_ranges(self, sf, pkt, data: bytes, above: int = -1):
         """The guest's options with subflow 1's SACK blocks from its received ranges (those
-        starting beyond `above` only), or None when neither has any."""
+        starting beyond `above` only), or None when neither has any. The highest range
+        first: beside timestamps and the DSS one block has room (_room drops the rest), and
+        it must be the newest the server sent (RFC 2018 §4: the block of the segment that
+        triggered the ACK). With the lowest one alone, Linux's RACK could not mark a lost
+        retransmission lost (nothing SACKed was sent after it), and waited for its RTO,
+        backed off: 0.8 s stalls of a download."""
         o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
         ranges = sf.ranges if above < 0 else [rg for rg in sf.ranges if rg[0] > above]
         if not o.sack and not ranges:
             return None
+        if len(ranges) > 1:
+            ranges = [ranges[-1], *ranges[:-1]]
         n = 3 if o.ts_val != -1 else 4
         blocks = tuple(((sf.remote_isn + rg[0]) & M32, (sf.remote_isn + rg[1]) & M32) for rg in ranges[:n])
         return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)

@@ -137,3 +137,22 @@ def test_single_path_phase_names_only_bytes_beyond_a_hole():
     _, sent = q.out(q.g_ack())
     assert not _sack_of(sent)
     assert parse_options  # (imported for readers: the blocks are parse_options' .sack)
+
+
+def test_the_one_block_with_room_is_the_newest():
+    """Beside timestamps and the DSS one block fits: it must be the highest range (the newest
+    segment the server sent), or Linux's RACK cannot mark a lost retransmission lost and
+    waits for its backed-off RTO (captured: 0.8 s stalls)."""
+    p = NoSackMPair()
+    p.go_multipath()
+    p.join_up(1)
+    p.s_data_pkt(b"a" * 1000)  # lost
+    low = p.s_nxt
+    p.inn(p.s_data_pkt(b"b" * 1000))
+    p.s_data_pkt(b"c" * 1000)  # lost
+    high = p.s_nxt
+    p.inn(p.s_data_pkt(b"d" * 1000))
+    _, sent = p.out(p.g_ack())
+    blocks = _sack_of(sent)
+    assert blocks and blocks[0] == (high, (high + 1000) & 0xFFFFFFFF), blocks
+    assert (low, (low + 1000) & 0xFFFFFFFF) not in blocks[:1]
