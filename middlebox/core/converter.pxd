@@ -44,6 +44,7 @@ cdef class Converter:
     cdef public list routes
     cdef public bint _mp_on, _inbound
     cdef public object _pm_opt
+    cdef public object _mptcp_servers  # server addresses whose SYN/ACK had MP_CAPABLE (LRU)
     cdef dict _timeout
     cdef tuple _min_timeout
     cdef set _logged

@@ -73,6 +73,7 @@ ECE, CWR = 0x40, 0x80
 TCP_HLEN = 20
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOLEN_MSS = 0, 1, 2, 4
 TCPOPT_SACK_PERM, TCPOLEN_SACK_PERM = 4, 2
+MPTCP_SERVERS = 4096  # server addresses remembered as speaking MPTCP (_h_syn, SACK for subflow 1)
 # MP_CAPABLE flags (RFC 8684 §3.1)
 MPTCP_CAP_CHECKSUM_REQD = 0x80  # A
 MPTCP_CAP_HMAC = 0x01  # H: HMAC-SHA256 (v1) / HMAC-SHA1 (v0)
@@ -168,6 +169,9 @@ class Converter:
         self.uplink_up: dict = {u.name: u.up for u in config.uplinks}
         self._mp_on = bool(config.uplinks)
         self._inbound = bool(config.inbound)
+        # server addresses whose latest SYN/ACK carried MP_CAPABLE (oldest first, at most
+        # MPTCP_SERVERS): a guest without SACK gets SACK on subflow 1 towards these only (_h_syn)
+        self._mptcp_servers = OrderedDict()
         # inbound connections by the token of our key (a peer's MP_JOIN names it): stale
         # entries are checked on use and pruned as the table grows (_register_token)
         self.tokens = {}
@@ -742,13 +746,17 @@ class Converter:
             flow.guest_mss = _guest_mss(o.mss)
         self.counters[Counter.MPCapableSYNTX] += 1
         options = None
-        if self._mp_on and not parse_options(data, start, end).sack_perm:
+        if (self._mp_on and pkt.dst in self._mptcp_servers
+                and not parse_options(data, start, end).sack_perm):
             # A guest without SACK: subflow 1 gets it all the same (ours once the flow is
             # multipath: acked on arrival, its blocks are the middlebox's record, sf.ranges).
             # Without it Linux recovered subflow 1 as NewReno, one hole per partial ACK, while
             # the guest's ack clock died behind that very hole (the data-level window full
             # above it): an RTO and go-back-N for every burst lost on the path, a 6 MB
-            # download took over 60 s (test_no_sack_plain[netlink-mp]).
+            # download took over 60 s (test_no_sack_plain[netlink-mp]). Only towards a server
+            # that answered MP_CAPABLE before: one that falls back to plain TCP would have
+            # agreed to SACK with a guest that never sends a block, and Linux then recovers
+            # only by its timers (TLP, RTO), no fast retransmit at all.
             try:
                 raw = self._clamp_mss(strip_mptcp(data, start, end), pkt.version)
                 options = build_options(raw + bytes((TCPOPT_SACK_PERM, TCPOLEN_SACK_PERM)), (opt,))
@@ -781,6 +789,11 @@ class Converter:
             return [Rewrite(rewrite(data, pkt, options=_without_sack_perm(raw) if flow.sack_added else raw))]
         flow.remote_key = mpc.sndr_key
         flow.remote_idsn = key_idsn(mpc.sndr_key, flow.version)
+        known = self._mptcp_servers
+        known[pkt.src] = True
+        known.move_to_end(pkt.src)
+        if len(known) > MPTCP_SERVERS:
+            known.popitem(last=False)
         flow.server_isn = flow.sf.remote_isn = pkt.seq
         flow.rcv_rel = 1
         # TCP Fast Open: SYN data the server took is outside the data sequence space (RFC 8684
@@ -828,6 +841,7 @@ class Converter:
 
     def _h_synack_fallback(self, flow, pkt, data, mpc):
         self.counters[Counter.MPCapableFallbackSYNACK] += 1
+        self._mptcp_servers.pop(pkt.src, None)  # (no more SACK on subflow 1 for its guests)
         if mpc is not None:
             self.counters[Counter.MPCapableVersionMismatch] += 1
         return [self._stripped(pkt, data)]

@@ -10,8 +10,9 @@ data-level window full above it). Every burst lost on the path cost an RTO and a
 enough for the test server's sendall to time out and close: the guest saw a clean EOF
 6120136 bytes in (tests/integration test_no_sack_plain[netlink-mp], FlowExpired 1: the
 upload's flow, expired from TIME_WAIT during the long download). Now the guest's SYN carries
-SACK_PERM to the server when the middlebox has uplinks, the guest's SYN/ACK loses it again,
-and the ACKs to the server carry subflow 1's blocks."""
+SACK_PERM to the server when the middlebox has uplinks and the server answered MP_CAPABLE
+before (a plain server would agree to SACK with a guest that never sends a block), the
+guest's SYN/ACK loses it again, and the ACKs to the server carry subflow 1's blocks."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ from tests.unit.test_subflow_table import UPLINKS, MPair
 
 
 class NoSack:
-    """A guest whose SYN offers no SACK, a server that echoes SACK_PERM only when offered."""
+    """A guest whose SYN offers no SACK, a server that echoes SACK_PERM only when offered, and
+    (knows_server) a converter that saw this server answer MP_CAPABLE before."""
+
+    def __init__(self, *a, known=True, **kw):
+        super().__init__(*a, **kw)
+        if known:
+            self.conv._mptcp_servers[check_wire(self.g_syn())[0].dst] = True
 
     def g_opts(self, syn=False, sack=()):
         if syn:
@@ -156,3 +163,19 @@ def test_the_one_block_with_room_is_the_newest():
     blocks = _sack_of(sent)
     assert blocks and blocks[0] == (high, (high + 1000) & 0xFFFFFFFF), blocks
     assert (low, (low + 1000) & 0xFFFFFFFF) not in blocks[:1]
+
+
+def test_only_towards_a_server_known_to_speak_mptcp():
+    p = NoSackMPair(known=False)
+    _, syn = p.out(p.g_syn())
+    assert not check_wire(syn)[1].sack_perm  # never seen: the SYN as the guest sent it
+    p.inn(p.s_synack(syn))  # MP_CAPABLE: known from now on
+    q = NoSackMPair(known=False, gport=40001)
+    q.conv, q.cfg = p.conv, p.cfg
+    _, syn = q.out(q.g_syn())
+    assert check_wire(syn)[1].sack_perm
+    q.inn(q.s_synack(syn, mptcp=()))  # it falls back now: forgotten
+    r = NoSackMPair(known=False, gport=40002)
+    r.conv, r.cfg = p.conv, p.cfg
+    _, syn = r.out(r.g_syn())
+    assert not check_wire(syn)[1].sack_perm
