@@ -1005,6 +1005,8 @@ class Converter:
         fin = pkt.flags & FIN
         end = rel + plen
         maps = flow.gso_maps
+        if maps is None:  # (no super-packet remembered: a resend of bytes sent in segments)
+            maps = ()
         cuts = []  # (a, b, entry index or -1)
         a = rel
         while a < end:

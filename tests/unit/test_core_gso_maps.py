@@ -215,3 +215,25 @@ def test_pieces_keep_the_guests_dscp_ecn_and_a_forwarded_ttl():
         check_wire(raw)
         assert raw[1] == 0xBA and raw[8] == 29
         assert raw[33] & 0xC0 == (0xC0 if i == 0 else 0x40)
+
+
+def test_a_resend_as_one_super_packet_of_bytes_sent_in_segments_before_any_is_cut():
+    """The guest sent its bytes in segments (no super-packet yet, so nothing remembered) and
+    resent them collapsed into one super-packet: cut, a mapping per segment. The cut read the
+    absent record (`len(None)`: a TypeError, and the segment went on unconverted)."""
+    p = Pair()
+    p.established()
+    flow = _flow(p)
+    start = p.g_nxt
+    a, b = b"a" * SEG, b"b" * SEG
+    p.out(p.g_data(a))
+    p.out(p.g_data(b))
+    assert flow.gso_maps is None
+    actions, _ = p.out(p.g_data(a + b, seq=start))
+    assert isinstance(actions[0], Drop) and p.count("GsoMapCut") == 1
+    pieces = [_dss(x.data) + (x.data,) for x in actions[1:] if isinstance(x, Inject)]
+    got = b""
+    for pkt, dss, raw in pieces:
+        assert dss.data_len == pkt.payload_len and dss.data_seq == (flow.local_idsn + (pkt.seq - flow.guest_isn)) & M64
+        got += raw[pkt.payload_off:pkt.length]
+    assert got == a + b
