@@ -955,8 +955,6 @@ class Converter:
                     dfin = (ck & 0x10000) != 0
                     if flow.checksum:
                         csum = ck & 0xFFFF
-            if flow.checksum and hit < 0:  # §3.3.1
-                csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
             if hit == -1 and plen > seg_max and resent:
                 # bytes sent before under mappings of their own (in segments: the record was
                 # full, or before any super-packet), resent as one super-packet: one new
@@ -964,6 +962,22 @@ class Converter:
                 # inside it, bring another (DSSNotMatching and a fallback: a CI proof of
                 # test_loss_of_single_segments_of_super_packets). Cut, a mapping per segment
                 return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
+            if hit == -1 and plen > seg_max and flow.checksum and not flow.sack_ok:
+                # A guest without SACK, DSS checksums: never one mapping over several segments.
+                # Linux takes none of a checksummed mapping before all of it is in (it sums
+                # it whole), and the guest learns the DATA_ACK only: a loss inside held the
+                # guest's ack at the mapping's start while the server's subflow acked on.
+                # Without SACK the guest then resends that head alone, once per RTO, learns
+                # nothing, and never resends the bytes the server lacks above it: the upload
+                # stalled for good (test_no_sack_ck, single path, 1 run in 1). With SACK the
+                # server's SACK blocks, passed on, tell it what to resend (that variant passes),
+                # and multipath cuts with checksums anyway (multipath.send). Cut, a mapping per
+                # segment, at the cost of injecting each one, as the NetfilterQueue backend,
+                # which sees no super-packets, always does.
+                counters[Counter.CsumNoSackCut] += 1
+                return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
+            if flow.checksum and hit < 0:  # §3.3.1
+                csum = dss_checksum(dsn, subflow_seq, data_len, data[pkt.payload_off : pkt.length])
             if hit == -1 and plen > seg_max:
                 last = flow.gso_maps
                 if last is None or not last or rel >= last[len(last) - 2] + (last[len(last) - 1] & 0x1FFFF):

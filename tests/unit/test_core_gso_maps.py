@@ -7,7 +7,7 @@ of them is cut at their edges, and the record stays bounded. The integration tes
 from middlebox.core import Drop, Inject
 from middlebox.core import multipath as MP
 from middlebox.core.flow import MAX_GSO_MAPS, Flow
-from middlebox.wire import Dss, dss_checksum
+from middlebox.wire import Dss, dss_checksum, encode_tcp_options
 
 from tests.unit.test_core_harness import M32, M64, Pair, check_wire, mptcp_of
 
@@ -237,3 +237,56 @@ def test_a_resend_as_one_super_packet_of_bytes_sent_in_segments_before_any_is_cu
         assert dss.data_len == pkt.payload_len and dss.data_seq == (flow.local_idsn + (pkt.seq - flow.guest_isn)) & M64
         got += raw[pkt.payload_off:pkt.length]
     assert got == a + b
+
+
+class _NoSackPair(Pair):
+    """A guest whose SYN offers no SACK (net.ipv4.tcp_sack=0)."""
+
+    def g_opts(self, syn=False, sack=()):
+        if syn:
+            return encode_tcp_options(mss=1460, wscale=7, sack_perm=False, ts_val=1 if self.ts else -1,
+                                      ts_ecr=0 if self.ts else -1)
+        return super().g_opts(syn, sack)
+
+
+def test_with_checksums_a_guest_without_sack_gets_a_mapping_per_segment():
+    """DSS checksums and a guest without SACK (single path): a super-packet goes in segments,
+    each its own mapping and sum, never one mapping over all of them. Linux takes none of a
+    checksummed mapping before all of it is in, the guest sees the DATA_ACK only, and without
+    SACK it resends the head of a mapping with a hole alone, once per RTO: the upload stalled
+    for good (test_no_sack_ck[netlink-sp], kernel). A resend of a piece is cut the same way."""
+    for ts in (True, False):
+        p = _NoSackPair(server_checksum=True, timestamps=ts)
+        p.established()
+        flow = _flow(p)
+        assert flow.checksum and not flow.sack_ok
+        seg_max = p.conv._mss_limit[4] - (12 if ts else 0)
+        start = p.g_nxt
+        payload = bytes(range(256)) * 40  # 10240 bytes: 8 segments
+        actions, _ = p.out(p.g_data(payload))
+        assert isinstance(actions[0], Drop) and p.count("CsumNoSackCut") == 1
+        pieces = [x.data for x in actions[1:] if isinstance(x, Inject)]
+        assert len(pieces) == -(-len(payload) // seg_max)
+        for raw in pieces:
+            pkt, mp = p.s_receive(raw)  # each mapping: this segment exactly, its own checksum
+            assert pkt.payload_len <= seg_max
+        assert p.s_stream().endswith(payload)
+        assert flow.gso_maps is None  # nothing to repeat: each piece is its own mapping
+        # the guest resends a piece (the head of the lost ones) collapsed with the next
+        seq = (start + seg_max) & M32
+        actions, _ = p.out(p.g_data(payload[seg_max:3 * seg_max], seq=seq))
+        assert isinstance(actions[0], Drop)
+        for x in actions[1:]:
+            pkt, mp = p.s_receive(x.data)
+            (dss,) = [o for o in mp if isinstance(o, Dss)]
+            assert dss.data_len == pkt.payload_len <= seg_max
+
+
+def test_with_checksums_a_guest_with_sack_keeps_one_mapping_per_super_packet():
+    """With SACK the server's SACK blocks, passed on, tell the guest what to resend: the
+    super-packet goes in place, one mapping (the kernel variant with SACK passes so)."""
+    p = Pair(server_checksum=True)
+    p.established()
+    assert _flow(p).sack_ok
+    _super(p, 6, 0x45)
+    assert p.count("CsumNoSackCut") == 0

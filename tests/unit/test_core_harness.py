@@ -235,7 +235,8 @@ class Pair:
                 flags = 0x01 | (0x80 if self.s_csum else 0)
                 mptcp = (MpCapable(self.s_version, flags, self.s_key),)
         self.g_rcv_expected = (self.s_isn + 1) & M32
-        tcp = encode_tcp_options(mss=1460, sack_perm=True, ts_val=77 if self.ts else -1,
+        # (SACK_PERM echoed only to a SYN that offered it, as Linux does)
+        tcp = encode_tcp_options(mss=1460, sack_perm=opts.sack_perm, ts_val=77 if self.ts else -1,
                                  ts_ecr=1 if self.ts else -1, wscale=7)
         opts = build_options(tcp, tuple(mptcp))
         return make_packet(self.s_addr, self.g_addr, self.sport, self.gport, self.s_isn, pkt.seq + 1,
