@@ -734,8 +734,8 @@ def report(results: list[dict], systems: list[str], args, meta: dict) -> str:
     w("Systems: **plain** = plain TCP guest -> plain iperf3 server over path 1, no daemon, no "
       "rules; **conv** = the converter (daemon, an uplink per path, joins at once); **linux** = "
       "`mptcpize run iperf3 -c` in the mbox namespace, an endpoint per uplink; **proxy** = "
-      "guest plain TCP -> `mptcpize run socat` in mbox -> MPTCP. Loss is on path 2, both "
-      "directions. Goodput in Mbit/s: median [min-max].\n")
+      f"guest plain TCP -> `mptcpize run socat` in mbox -> MPTCP. Loss is on path "
+      f"{getattr(args, 'loss_path', 2)}, both directions. Goodput in Mbit/s: median [min-max].\n")
     w("Goals (issue 6 item 7): clean: conv/linux >= 1.0; loss: conv/linux >= 0.95 and every "
       "conv run >= 1.5 x plain (`min/plain` = the slowest converter run over the plain median)."
       "\n")
@@ -903,6 +903,9 @@ def main() -> int:
                          "`stats` run, e.g. a `git archive` snapshot, so that edits in a shared "
                          "work tree cannot change the code mid-run (default: this repository)")
     ap.add_argument("--list", action="store_true", help="list the scenario names and exit")
+    ap.add_argument("--loss-path", type=int, default=2,
+                    help="the path the loss scenarios drop on (default 2; 1 is subflow 1's, "
+                         "whose SACK blocks the converter writes)")
     ap.add_argument("--failover", action="store_true",
                     help="instead of the goodput matrix: per system (not plain), direction and "
                          "--failover-paths, a run with that path set down at --down-at s "
@@ -912,6 +915,8 @@ def main() -> int:
     ap.add_argument("--rerender", action="store_true",
                     help="with --failover: recompute the table and plot from <--out>.json")
     args = ap.parse_args()
+    for sc in scen.values():
+        sc["loss_path"] = args.loss_path
     if args.list:
         for n, s in scen.items():
             print(f"{n:24s} rates {s['rates']} tbf latency {s['latency_ms']} ms, "
