@@ -3,8 +3,8 @@ with them, at the same MSS: its segments of the MSS limit are segments, not supe
 Before, the core took any guest segment above the limit less 12 for a super-packet: on
 single path it remembered a mapping for each, on a join it cut each in two, and with DSS
 checksums a resend cut otherwise than its original failed the server's sum (a kernel test
-saw DataCsumErr, MP_FAIL and the connection reset: tests/integration/
-test_guest_without_timestamps.py)."""
+saw DataCsumErr, MP_FAIL and the connection reset: tests/integration/test_guest_variants.py,
+the no-ts cases)."""
 
 from __future__ import annotations
 
