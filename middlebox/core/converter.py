@@ -61,7 +61,7 @@ from middlebox.wire import (
 
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
-from .flow import MAX_JUMP, Flow, _unwrap, seq_before  # noqa: E402
+from .flow import MAX_JUMP, Flow, _unwrap, options_without_sack, seq_before  # noqa: E402
 from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
 from middlebox.core import announce as AN  # noqa: E402  (inbound ADD_ADDR)
 
@@ -933,11 +933,7 @@ class Converter:
             csum = None
             dfin = bool(fin)
             hit = -1
-            # the guest's largest segment: more is a super-packet
-            seg_max = self._mss_limit[pkt.version]
-            if 0 < flow.guest_mss < seg_max:
-                seg_max = flow.guest_mss
-            seg_max -= 12 if flow.guest_ts else 0
+            seg_max = flow.guest_seg(self._mss_limit[pkt.version])  # more: a super-packet
             if plen and (flow.gso_maps is not None or plen > seg_max):
                 # a super-packet, or bytes of one sent before (Flow.gso_lookup)
                 hit = flow.gso_lookup(rel, data_len)
@@ -1301,7 +1297,7 @@ class Converter:
         guest_opts = None
         sf1_fin = None
         if flow.sack_added and flow.mp is None and pkt.doff > TCP_HLEN:
-            guest_opts = _without_sack(data, pkt)  # (subflow 1's SACK is not the guest's)
+            guest_opts = options_without_sack(data, pkt)  # (subflow 1's SACK is not the guest's)
         if flow.mp is not None:
             # subflow 1's SACK blocks name its own seqs: the guest gets the data level's
             guest_opts = MP.guest_options(flow, flow.mp, data, pkt)
@@ -2055,16 +2051,6 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return (~total & 0xFFFF) != dss.csum
-
-
-def _without_sack(data: bytes, pkt):
-    """The options of the server's segment `pkt` without SACK blocks (a guest that has no SACK
-    gets none: they would name subflow 1's seqs, which it never agreed to), or None when it
-    has none to drop."""
-    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-    if not o.sack:
-        return None
-    return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
 
 
 def _without_sack_perm(raw: bytes) -> bytes:

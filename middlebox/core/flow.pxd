@@ -66,6 +66,8 @@ cdef class Flow:
     cdef public int sf1_uplink
     cdef public long long guest_mss
 
+    cpdef long long guest_mss_at(self, long long lim)
+    cpdef long long guest_seg(self, long long lim)
     cpdef long long syn_isn(self)
     cpdef void guest_fin(self, long long fin_seq)
     @cython.locals(i=int, lo=int, hi=int, mid=int, s="long long", e="long long", end="long long")

@@ -38,6 +38,7 @@ from __future__ import annotations
 from array import array
 
 from middlebox.core.table import State
+from middlebox.wire import encode_tcp_options, parse_options
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -340,6 +341,19 @@ class Flow:
     def __repr__(self) -> str:  # never the keys
         return f"<Flow {self.state.name} v{self.version} csum={self.checksum} last={self.last:.1f}>"
 
+    def guest_mss_at(self, lim: int) -> int:
+        """The MSS we pass on for the guest where the MSS limit is `lim`: the limit, or the
+        guest's own when smaller (what the server sends on a join must reach it whole)."""
+        return self.guest_mss if 0 < self.guest_mss < lim else lim
+
+    def guest_seg(self, lim: int) -> int:
+        """The guest's largest segment payload where the MSS limit is `lim`: guest_mss_at
+        less its timestamps (12 bytes) when the handshake had them; more is a super-packet.
+        A guest without them (Windows' default) sends 12 bytes more: taken for super-packets,
+        its segments were cut in two (with DSS checksums, a resend cut otherwise than its
+        original failed the server's sum: the connection was reset)."""
+        return self.guest_mss_at(lim) - (12 if self.guest_ts else 0)
+
     def syn_isn(self) -> int:
         """The seq of the guest's SYN (guest_isn counts Fast Open SYN data too)."""
         return (self.guest_isn - self.syn_len) & M32
@@ -460,3 +474,13 @@ class Flow:
     def guest_seq_of_remote_dsn(self, dsn: int) -> int:
         """Guest seq of the server's DSN `dsn` (32- or 64-bit)."""
         return (self.server_isn + dsn - self.remote_idsn) & M32
+
+
+def options_without_sack(data: bytes, pkt, tcp_hlen: int = 20):
+    """The options of the server's segment `pkt` without SACK blocks (nor MPTCP options), or
+    None when it has no block to drop: a guest without SACK gets none (subflow 1's, which
+    SACK_PERM added for the server only, name seqs it never agreed to; Flow.sack_added)."""
+    o = parse_options(data, pkt.ip_hlen + tcp_hlen, pkt.payload_off)
+    if not o.sack:
+        return None
+    return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)

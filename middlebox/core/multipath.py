@@ -57,7 +57,7 @@ import struct
 from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
-from middlebox.core.flow import _unwrap
+from middlebox.core.flow import _unwrap, options_without_sack
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
@@ -642,20 +642,13 @@ def _free_slot(mp) -> int:
 
 
 def guest_seg(conv, flow, version: int) -> int:
-    """The guest's largest segment payload: the MSS limit it learnt, less its timestamps (12
-    bytes) when the handshake had them. A guest without them (Windows' default) sends 12
-    bytes more: taken for super-packets, its segments were cut in two (with DSS checksums,
-    a resend cut otherwise than its original failed the server's sum: the connection was
-    reset). Its MSS is the one it announced when that is smaller (a guest MTU below the
-    uplinks'; Flow.guest_mss)."""
-    return guest_mss(conv, flow, version) - (12 if flow.guest_ts else 0)
+    """The guest's largest segment payload on a subflow of IP `version` (Flow.guest_seg)."""
+    return flow.guest_seg(conv._mss_limit[version])
 
 
 def guest_mss(conv, flow, version: int) -> int:
-    """The MSS we pass on for the guest on a subflow of IP `version`: the MSS limit there, or
-    the guest's own when smaller (what the server sends on a join must reach it whole)."""
-    lim = conv._mss_limit[version]
-    return flow.guest_mss if 0 < flow.guest_mss < lim else lim
+    """The MSS we pass on for the guest on a subflow of IP `version` (Flow.guest_mss_at)."""
+    return flow.guest_mss_at(conv._mss_limit[version])
 
 
 def guest_payload_max(conv, flow, mp) -> int:
@@ -1337,9 +1330,7 @@ def guest_options(flow, mp, data: bytes, pkt):
     way: the segment keeps its own, MPTCP stripped)."""
     if not flow.sack_ok:
         if flow.sack_added:  # (SACK on subflow 1 only: its blocks never reach the guest)
-            o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-            if o.sack:
-                return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
+            return options_without_sack(data, pkt, TCP_HLEN)
         return None
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
     blocks = guest_sack(flow, mp, 3 if o.ts_val != -1 or pkt.payload_len else 4)
