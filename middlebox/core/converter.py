@@ -966,10 +966,11 @@ class Converter:
                 # Without SACK the guest then resends that head alone, once per RTO, learns
                 # nothing, and never resends the bytes the server lacks above it: the upload
                 # stalled for good (test_no_sack_ck, single path, 1 run in 1). With SACK the
-                # server's SACK blocks, passed on, tell it what to resend (that variant passes),
-                # and multipath cuts with checksums anyway (multipath.send). Cut, a mapping per
-                # segment, at the cost of injecting each one, as the NetfilterQueue backend,
-                # which sees no super-packets, always does.
+                # server's blocks above its subflow ack tell it what to resend (its D-SACKs
+                # below that ack it must not see: _sack_above), and multipath cuts with
+                # checksums anyway (multipath.send). Cut, a mapping per segment, at the cost
+                # of injecting each one, as the NetfilterQueue backend, which sees no
+                # super-packets, always does.
                 counters[Counter.CsumNoSackCut] += 1
                 return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
             if flow.checksum and hit < 0:  # §3.3.1
@@ -1298,6 +1299,10 @@ class Converter:
         sf1_fin = None
         if flow.sack_added and flow.mp is None and pkt.doff > TCP_HLEN:
             guest_opts = options_without_sack(data, pkt)  # (subflow 1's SACK is not the guest's)
+        elif new_ack != -1 and flow.mp is None and pkt.doff > TCP_HLEN and seq_before(new_ack, pkt.ack):
+            # The guest's ack lowered to the DATA_ACK (a checksummed mapping not yet all in):
+            # a block below the subflow ack would read as a SACK of the guest's head
+            guest_opts = _sack_above(data, pkt, new_ack, pkt.ack)
         if flow.mp is not None:
             # subflow 1's SACK blocks name its own seqs: the guest gets the data level's
             guest_opts = MP.guest_options(flow, flow.mp, data, pkt)
@@ -2051,6 +2056,33 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return (~total & 0xFFFF) != dss.csum
+
+
+def _sack_above(data: bytes, pkt, ack: int, sub_ack: int):
+    """The options of the server's segment `pkt` for a guest whose ack is lowered to `ack`
+    below the server's subflow ack `sub_ack`, or None when they need no change. A block the
+    server sends below its subflow ack (a D-SACK: bytes it had) would lie above the guest's
+    ack, a SACK of the guest's unacknowledged head, and a head SACKed but never acked is
+    reneging to Linux: it waits for its RTO, resends the head alone, backed off, and never
+    the lost bytes above (an upload stalled up to 28 s: test_dsack_under_lowered_ack.py).
+    Such a block goes; one across `sub_ack` keeps its part above; one below `ack` stays (a
+    D-SACK for the guest too)."""
+    o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
+    if not o.sack:
+        return None
+    blocks = []
+    changed = False
+    for left, right in o.sack:
+        if not seq_before(left, sub_ack) or not seq_before(ack, right):
+            blocks.append((left, right))
+        elif seq_before(sub_ack, right):
+            blocks.append((sub_ack, right))
+            changed = True
+        else:
+            changed = True
+    if not changed:
+        return None
+    return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, tuple(blocks))
 
 
 def _without_sack_perm(raw: bytes) -> bytes:

@@ -1,0 +1,78 @@
+"""SACK blocks of the server under an ack the converter lowers (single path).
+
+The guest's ack is the server's DATA_ACK, and with DSS checksums Linux takes none of a
+mapping before all of it is in: its subflow ack runs ahead of its DATA_ACK. A block the
+server sends below its subflow ack (a D-SACK of a resend it already had) then lay above the
+ack the guest got, and the guest read it as a SACK of its unacknowledged head. A head that is
+SACKed yet never acknowledged is what Linux calls reneging: it waits for its RTO and resends
+that head alone, backed off, never the lost bytes above it (a kernel test's upload by a guest
+with SACK and without timestamps stalled for up to 28 s, about 1 run in 10:
+tests/integration/test_guest_variants.py). The guest gets no block below the server's subflow
+ack unless it is below the guest's own ack too (then it is a D-SACK for the guest as well)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.test_core_harness import ACK, M32, Pair, check_wire
+
+
+def _lowered(timestamps: bool, sack: tuple) -> tuple:
+    """Three guest segments the server has at the subflow level, its DATA_ACK at the first;
+    returns (pair, the guest's view of the server's ACK, the three segments' guest seqs)."""
+    p = Pair(server_checksum=True, timestamps=timestamps)
+    p.established()
+    starts = []
+    for i in range(3):
+        starts.append(p.g_nxt)
+        _, sent = p.out(p.g_data(bytes([65 + i]) * 1000))
+        p.s_receive(sent)
+    data_ack_rel = (starts[0] - p.g_isn) & M32
+    blocks = tuple(((starts[0] + a) & M32, (starts[0] + b) & M32) for a, b in sack)
+    buf = p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=data_ack_rel),), sack=blocks)
+    _, got = p.inn(buf)
+    return p, check_wire(got), starts
+
+
+@pytest.mark.parametrize("timestamps", [False, True], ids=["no-ts", "ts"])
+def test_a_dsack_below_the_subflow_ack_is_not_a_sack_of_the_guests_head(timestamps):
+    p, (pkt, opts), starts = _lowered(timestamps, ((0, 1000),))  # D-SACK of the first segment
+    assert pkt.ack == starts[0], "the guest's ack is the DATA_ACK"
+    assert opts.sack == (), "a block above the guest's ack it must not see"
+    assert p.count("DataAckMismatch") == 1
+
+
+def test_a_block_across_the_subflow_ack_keeps_only_its_part_above():
+    p, (pkt, opts), starts = _lowered(False, ((1000, 3500),))
+    end = (starts[0] + 3000) & M32  # the server's subflow ack
+    assert pkt.ack == starts[0]
+    assert opts.sack == ((end, (starts[0] + 3500) & M32),)
+
+
+def test_blocks_above_the_subflow_ack_and_below_the_guests_ack_pass_unchanged():
+    p = Pair(server_checksum=True, timestamps=False)
+    p.established()
+    start = p.g_nxt
+    _, sent = p.out(p.g_data(b"a" * 1000))
+    p.s_receive(sent)
+    # a D-SACK below the DATA_ACK too (a D-SACK for the guest as well), then a block above
+    dsack = ((start - 3) & M32, start)
+    above = ((start + 2000) & M32, (start + 3000) & M32)
+    buf = p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=(start - p.g_isn) & M32),),
+                     sack=(dsack, above))
+    _, got = p.inn(buf)
+    pkt, opts = check_wire(got)
+    assert pkt.ack == start and opts.sack == (dsack, above)
+
+
+def test_without_a_lowered_ack_the_servers_blocks_pass_as_they_are():
+    p = Pair(server_checksum=True, timestamps=False)
+    p.established()
+    start = p.g_nxt
+    _, sent = p.out(p.g_data(b"a" * 1000))
+    p.s_receive(sent)
+    dsack = (start, (start + 1000) & M32)  # below the ack, which is the server's own
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),), sack=(dsack,)))
+    pkt, opts = check_wire(got)
+    assert pkt.ack == p.g_nxt and opts.sack == (dsack,)
+
