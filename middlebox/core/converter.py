@@ -958,18 +958,21 @@ class Converter:
                 # inside it, bring another (DSSNotMatching and a fallback: a CI proof of
                 # test_loss_of_single_segments_of_super_packets). Cut, a mapping per segment
                 return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)
-            if hit == -1 and plen > seg_max and flow.checksum and not flow.sack_ok:
-                # A guest without SACK, DSS checksums: never one mapping over several segments.
-                # Linux takes none of a checksummed mapping before all of it is in (it sums
-                # it whole), and the guest learns the DATA_ACK only: a loss inside held the
-                # guest's ack at the mapping's start while the server's subflow acked on.
-                # Without SACK the guest then resends that head alone, once per RTO, learns
-                # nothing, and never resends the bytes the server lacks above it: the upload
-                # stalled for good (test_no_sack_ck, single path, 1 run in 1). With SACK the
-                # server's blocks above its subflow ack tell it what to resend (its D-SACKs
-                # below that ack it must not see: _sack_above), and multipath cuts with
-                # checksums anyway (multipath.send). Cut, a mapping per segment, at the cost
-                # of injecting each one, as the NetfilterQueue backend, which sees no
+            if hit == -1 and plen > seg_max and flow.checksum:
+                # DSS checksums: never one mapping over several segments. Linux takes none of
+                # a checksummed mapping before all of it is in (it sums it whole), and the
+                # guest learns the DATA_ACK only: a loss inside held the guest's ack at the
+                # mapping's start while the server's subflow acked on. Without SACK the guest
+                # then resent that head alone, once per RTO, and never the bytes the server
+                # lacked above it: the upload stalled for good (test_no_sack_ck, single path).
+                # With SACK too (a helper's capture, stop 36, and mine, stop 37): once the
+                # guest's RTO fired, its cwnd of one held the resent head, which the server
+                # had and would not data-ack, and every ACK repeated the same SACK blocks
+                # (nothing newly acked or SACKed: no cwnd to send the hole with); the head
+                # went again once per RTO, backed off, 28 s in all (while its D-SACKs passed
+                # on, the guest even read the head as SACKed: _sack_above). Multipath cuts
+                # with checksums anyway (multipath.send). Cut, a mapping per segment, at the
+                # cost of injecting each one, as the NetfilterQueue backend, which sees no
                 # super-packets, always does.
                 counters[Counter.CsumNoSackCut] += 1
                 return self._gso_cut(flow, pkt, data, rel, data_ack, new_ack)

@@ -210,7 +210,7 @@ class Counter(IntEnum):
     OrphanJoin = 185  # segments at a join port no subflow owns, of an extra subflow the killed predecessor recorded: MP_FASTCLOSE and a RST there, the guest asked (subflow 1's path may be down)
     Sf1FinAcked = 186  # multipath: the server's subflow-1 FIN (its subflow closing, not the connection: the guest never sees it) acknowledged by the middlebox, as a join's
     FillLostRefilled = 187  # multipath: guest resends put into a subflow hole whose last fill (HeadIntoHole) the server showed lost (SACK of bytes sent after it): taken as in flight, that hole stayed hidden and the data-level head waited behind it for good (_fill_lost)
-    CsumNoSackCut = 188  # single path, DSS checksums, a guest without SACK: its super-packets cut into a mapping per segment (a loss inside one checksummed mapping held its ack, and such a guest resends only the head: a stall)
+    CsumNoSackCut = 188  # single path, DSS checksums (a guest with SACK or without; the name is historical): its super-packets cut into a mapping per segment (a loss inside one checksummed mapping held its ack below the subflow's, and the guest resent only the head, once per RTO: a stall)
 
 
 def new_counters() -> dict:
