@@ -8,6 +8,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from conftest import QUEUE, Daemon, cli, download, install_rules, payload, queue_stats, upload
 
 MB = 1 << 20
@@ -108,6 +110,7 @@ def test_sigkill_mid_run_bypass_keeps_new_connections_working(mbox, server_facto
     download(t, srv, 2 * MB, timeout=20)
 
 
+@pytest.mark.daemon_bugs
 def test_daemon_survives_a_faulty_core(mbox, server_factory):
     t = mbox.t
     d = mbox.start("--converter", "faulty_core:Converter", "--guest-iface", t.mbox_guest_if)
