@@ -84,6 +84,6 @@ cdef class Converter:
     cdef list _in_segment(self, Flow flow, Packet pkt, object data, object dss, int old)
     cdef object _to_guest(self, Packet pkt, object data, long long guest_seq, long long new_ack, int new_flags, object options=*)
     @cython.locals(plen=long, end="long long")
-    cdef bint _csum_step(self, Subflow sf, object data, Packet pkt, long long r, long long m_r,
-                         long long m_len) except -1
+    cdef object _csum_step(self, Subflow sf, object data, Packet pkt, long long r, long long m_r,
+                           long long m_len)
     cdef object _stripped(self, Packet pkt, object data)

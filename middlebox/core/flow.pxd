@@ -21,8 +21,8 @@ cdef class Subflow:
     cdef public list ranges
     cdef public long long rmap_r, rmap_len, rmap_d
     cdef public bint rmap_valid
-    cdef public long long ck_map, ck_done, ck_next, ck_sum
-    cdef public bint ck_odd, ck_on, arrival
+    cdef public object ck_maps
+    cdef public bint arrival
 
     cpdef long long rel(self, long long seq)
     @cython.locals(base="long long", off="long long", lo="long long", hi="long long",
@@ -33,6 +33,7 @@ cdef class Subflow:
     cpdef long long rcv_end(self)
     @cython.locals(s_ack="long long", s="long long", e="long long", ds="long long", done=int,
                    ranges=list, rg=list)
+    cpdef bint received_any(self, long long lo, long long hi) except -1
     cpdef long long subflow_ack(self, long long d_ack) except? -2
     @cython.locals(i=int, ds="long long", rg=list, ranges=list)
     cpdef long long sack_block(self, long long dl, long long dr) except? -2

@@ -38,13 +38,15 @@ from __future__ import annotations
 from array import array
 
 from middlebox.core.table import State
-from middlebox.wire import encode_tcp_options, parse_options
+from middlebox.wire import encode_tcp_options, ones_sum, parse_options
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 HALF32 = 0x80000000
 MAX_RANGES = 16  # subflow ranges with distinct offsets awaiting the guest's ack (per subflow)
 MAX_GSO_MAPS = 128  # super-packet mappings a single-path flow remembers (16 bytes each, lazily)
+MAX_CK_MAPS = 16  # checksummed mappings summed at once per subflow, out of order (ck_step)
+MAX_CK_RUNS = 8  # runs of bytes summed within one of them
 MAX_JUMP = 0x40000000  # 2^30: how far a 32-bit number may lie from its reference
 CONFLICT, FULL, RECORDED, RECORDED_FORGOT = -1, 0, 1, 2  # Subflow.record's answers
 
@@ -71,13 +73,13 @@ class Subflow:
     the end of what the server sent (data and FIN), `rcv_edge` the right edge of the window
     the guest offered, `off` = subflow seq - data seq of the newest data, `rmap_*` the last
     mapping the server announced, `ranges` the map described in the module docstring, and
-    `ck_*` the running DSS checksum of a mapping that spans several segments."""
+    `ck_maps` the running DSS checksums of mappings that span several segments."""
 
     __slots__ = (
         "local_isn", "remote_isn",
         "rcv_base", "rcv_max", "rcv_edge", "off", "shifted", "ranges",
         "rmap_r", "rmap_len", "rmap_d", "rmap_valid",
-        "ck_map", "ck_next", "ck_sum", "ck_odd", "ck_on", "ck_done", "arrival",
+        "ck_maps", "arrival",
     )
 
     def __init__(self, local_isn: int) -> None:
@@ -93,12 +95,9 @@ class Subflow:
         self.rmap_len = 0
         self.rmap_d = 0
         self.rmap_valid = False
-        self.ck_map = 0  # start (relative subflow seq) of the mapping being summed
-        self.ck_done = 0  # end of the last mapping verified whole
-        self.ck_next = 0  # next subflow seq the running checksum expects
-        self.ck_sum = 0
-        self.ck_odd = False
-        self.ck_on = False
+        # DSS checksums: the mappings that span segments being summed, in any order, each
+        # [start, length, sum, runs summed] (converter._csum_step; None until the first)
+        self.ck_maps = None
         self.arrival = False  # multipath: acknowledged on arrival (see record)
 
     def rel(self, seq: int) -> int:
@@ -174,6 +173,15 @@ class Subflow:
             if rg[1] > end:
                 end = rg[1]
         return end
+
+    def received_any(self, lo: int, hi: int) -> bool:
+        """Did any of the subflow bytes [lo, hi) come before (below rcv_base, or in a range)?"""
+        if lo < self.rcv_base:
+            return True
+        for rg in self.ranges:
+            if rg[0] < hi and rg[1] > lo:
+                return True
+        return False
 
     def subflow_ack(self, d_ack: int) -> int:
         """The subflow ack (relative) for the guest's data-level ack `d_ack` (relative): the
@@ -484,3 +492,147 @@ def options_without_sack(data: bytes, pkt, tcp_hlen: int = 20):
     if not o.sack:
         return None
     return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
+
+
+def ck_find(maps: list, m_r: int, m_len: int) -> int:
+    """The index in `maps` (Subflow.ck_maps, a join's) of the mapping [m_r, m_r + m_len) in progress, or -1."""
+    for i in range(len(maps)):
+        e = maps[i]
+        if e[0] == m_r and e[1] == m_len:
+            return i
+    return -1
+
+
+def ck_piece(e: list, data: bytes, off: int, r: int, plen: int):
+    """(sum, runs) of the mapping in progress `e` ([start, length, sum, runs]; runs a flat
+    sorted list [s0, e0, s1, e1, ...] of the subflow bytes summed) after the segment of
+    `plen` bytes at subflow seq `r`, its payload at data[off:]: only the bytes not summed
+    before are added, each at its place in the mapping (a piece at an odd offset starts in
+    the low byte of a word: its sum byte-swapped, RFC 1071 §2(B)). None when the runs would
+    exceed MAX_CK_RUNS. Nothing in `e` changes."""
+    m_r = e[0]
+    lo = r if r > m_r else m_r
+    hi = r + plen
+    if hi > m_r + e[1]:
+        hi = m_r + e[1]
+    runs = e[3]
+    total = e[2]
+    out = []
+    pos = lo
+    merged_lo, merged_hi = lo, hi
+    n = len(runs)
+    k = 0
+    while k < n:
+        s, t = runs[k], runs[k + 1]
+        k += 2
+        if t < lo:
+            out.append(s)
+            out.append(t)
+            continue
+        if s > hi:
+            if merged_lo >= 0:
+                out.append(merged_lo)
+                out.append(merged_hi)
+                merged_lo = -1
+            out.append(s)
+            out.append(t)
+            continue
+        # touches or overlaps [lo, hi): the bytes between pos and s are new
+        if s > pos:
+            total = ck_sum_at(total, data, off + (pos - r), off + (s - r), pos - m_r)
+        if t > pos:
+            pos = t
+        if s < merged_lo:
+            merged_lo = s
+        if t > merged_hi:
+            merged_hi = t
+    if pos < hi:
+        total = ck_sum_at(total, data, off + (pos - r), off + (hi - r), pos - m_r)
+    if merged_lo >= 0:
+        out.append(merged_lo)
+        out.append(merged_hi)
+    if len(out) > 2 * MAX_CK_RUNS:
+        return None
+    return total, out
+
+
+def ck_sum_at(total: int, data: bytes, start: int, end: int, at: int) -> int:
+    """`total` plus the one's-complement sum of data[start:end], which sits at offset `at` of
+    its mapping (folded to 16 bits)."""
+    s = ones_sum(data, start, end)
+    if at & 1:
+        s = ((s & 0xFF) << 8) | (s >> 8)
+    total += s
+    total = (total & 0xFFFF) + (total >> 16)
+    return (total & 0xFFFF) + (total >> 16)
+
+def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, plen: int, end: int, seen: bool):
+    """A segment of `plen` bytes at subflow seq `r` (its payload at data[off:]) of the
+    checksummed mapping [m_r, m_r + m_len), for the mappings in progress `maps` (each
+    [start, length, sum, runs]: summed in any order, each byte once). `end`: the subflow
+    bytes before it all came (mappings below are done: forgotten here); `seen`: some bytes
+    of this mapping came before. None when the segment cannot be summed now (it must not be
+    taken: MAX_CK_MAPS mappings in progress below it, or MAX_CK_RUNS runs in its own); True
+    when there is nothing to sum (no sum could complete: a mapping seen before with none in
+    progress was verified whole, or its sum given up); else what ck_commit records once the
+    segment is taken: [entry, sum, runs, entry forgotten for it or None, new entry?]."""
+    i = len(maps)
+    while i > 0:
+        i -= 1
+        e = maps[i]
+        if e[0] + e[1] <= end or (e[0] == m_r and e[1] != m_len):
+            del maps[i]  # (the second: another mapping for the same subflow bytes)
+    i = ck_find(maps, m_r, m_len)
+    if r == m_r and plen == m_len:
+        # the whole mapping in one segment, judged on its own (_csum_ok): its sum from pieces
+        # (pieces came first, the rest was lost and resent whole) ends with it
+        return True if i < 0 else [maps[i], 0, [m_r, m_r + m_len], None, False]
+    victim = None
+    if i >= 0:
+        e = maps[i]
+        new = False
+    else:
+        if seen:
+            return True
+        if len(maps) >= MAX_CK_MAPS:
+            # full: room only for a mapping below the highest in progress, whose sum is
+            # given up (the server resends nothing the guest SACKed: that mapping goes
+            # unverified, counted). A lower one must get in, or the server's resends from
+            # its head (after an RTO) would all be refused for good.
+            victim = maps[0]
+            for x in maps:
+                if x[0] > victim[0]:
+                    victim = x
+            if victim[0] < m_r:
+                return None
+        e = [m_r, m_len, 0, []]
+        new = True
+    got = ck_piece(e, data, off, r, plen)
+    if got is None:
+        return None
+    return [e, got[0], got[1], victim, new]
+
+
+def ck_complete(pending) -> bool:
+    """Does the segment of `pending` (ck_step) complete its mapping?"""
+    e, runs = pending[0], pending[2]
+    return len(runs) == 2 and runs[0] == e[0] and runs[1] == e[0] + e[1]
+
+
+def ck_commit(maps: list, pending) -> bool:
+    """Record `pending` (ck_step) in `maps` once its segment was taken: its sum and runs, or
+    the mapping gone when complete (verified by the caller). True when another mapping's sum
+    was given up for it."""
+    e, victim = pending[0], pending[3]
+    forgot = False
+    if victim is not None and victim in maps:
+        maps.remove(victim)
+        forgot = True
+    if ck_complete(pending):
+        if e in maps:
+            maps.remove(e)
+        return forgot
+    e[2], e[3] = pending[1], pending[2]
+    if pending[4]:
+        maps.append(e)
+    return forgot

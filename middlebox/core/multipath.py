@@ -57,7 +57,7 @@ import struct
 from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
-from middlebox.core.flow import _unwrap, options_without_sack
+from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, options_without_sack
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
@@ -80,7 +80,6 @@ from middlebox.wire import (
     key_token,
     mptcp_options,
     new_nonce,
-    ones_sum,
     parse_options,
     parse_packet,
     rewrite,
@@ -165,7 +164,7 @@ class Path:
         "rx_rate", "rx_mark",  # download delivery rate (bytes/s) and rx_bytes at the last look
         # what the server SACKed on this subflow above its cumulative ACK (_board):
         "sacked",  # ((start, end), ...) relative, ascending
-        "ck_on", "ck_map", "ck_next", "ck_sum", "ck_odd",  # running DSS checksum (download)
+        "ck_maps",  # running DSS checksums of the server's mappings, any order (flow.ck_step)
         "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
         "fill_at",  # progress_at when tick last looked for a fill (-1: never, or re-armed: _rearm_fill)
         "acked_at",  # the server's last ack of new bytes here: progress_at without the fills
@@ -284,11 +283,7 @@ class Path:
         self.sacked = ()
         self.sack = False  # extra subflows: SACK_PERM in the server's SYN/ACK (our ACKs carry SACK)
         self.sack_recent = -1  # subflow seq (relative) of the latest out-of-order arrival
-        self.ck_on = False
-        self.ck_map = 0
-        self.ck_next = 0
-        self.ck_sum = 0
-        self.ck_odd = False
+        self.ck_maps = None
         self.passive = False
         self.fill_at = -1.0
         self.mss = 0
@@ -3491,6 +3486,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     r = _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt)
     out = []
     d0 = -1
+    ck = None  # this segment's part in its mapping's DSS checksum, recorded once taken
     if plen:
         if dss is None or dss.data_seq is None or dss.data_len == 0:
             counters[Counter.MappingUncovered] += 1
@@ -3524,13 +3520,12 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
                                 data[pkt.payload_off:pkt.length]) != dss.csum:
                     counters[Counter.DataCsumErr] += 1
                     return [Inject(_ack_on(flow, p))]  # not taken: the server resends it
-            else:
-                verdict = _csum_step(flow, p, pkt, data, dss, r, m_r, m_len, d)
-                if verdict is False:  # out of order within a checksummed mapping: resent later
-                    counters[Counter.DataCsumHoleDropped] += 1
-                    return [Inject(_ack_on(flow, p))]
-                if verdict is None:  # the mapping's checksum failed after bytes of it went on
-                    return _abort(conv, flow, mp, p)
+            ck = _csum_step(flow, p, pkt, data, dss, r, m_r, m_len, d)
+            if ck is None:  # not summable now (flow.ck_step): the server resends it
+                counters[Counter.DataCsumHoleDropped] += 1
+                return [Inject(_ack_on(flow, p))]
+            if ck is False:  # the mapping's checksum failed after bytes of it went on
+                return _abort(conv, flow, mp, p)
     end = r + plen + (1 if f & FIN else 0)
     # receive bookkeeping: rcv_nxt and the out-of-order intervals of this subflow
     if r > p.rcv_nxt:
@@ -3546,6 +3541,8 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
             if ooo[0][1] > p.rcv_nxt:
                 p.rcv_nxt = ooo[0][1]
             del ooo[0]
+    if ck is not None and ck is not True and ck_commit(p.ck_maps, ck):  # (taken: now its sum)
+        counters[Counter.CsumMapForgotten] += 1
     p.rx_bytes += plen
     new_flags = ACK | (f & PSH)
     if dss is not None and dss.data_fin and dss.data_seq is not None:
@@ -3581,32 +3578,27 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
 
 
 def _csum_step(flow, p, pkt, data: bytes, dss, r: int, m_r: int, m_len: int, d: int):
-    """The running DSS checksum of a mapping that spans segments on an extra subflow (RFC 8684
-    §3.3.1), summed in subflow order: True (go on), False (not the next bytes of the mapping
-    being summed: drop, the server resends), None (the mapping is complete and wrong)."""
-    plen = pkt.payload_len
-    if r != p.rcv_nxt:
-        return False
-    if r == m_r:
-        p.ck_on, p.ck_map, p.ck_next, p.ck_sum, p.ck_odd = True, m_r, m_r, 0, False
-    elif not (p.ck_on and p.ck_map == m_r and p.ck_next == r):
-        return False
-    total = ones_sum(data, pkt.payload_off, pkt.length)
-    if p.ck_odd:
-        total = ((total & 0xFF) << 8) | (total >> 8)
-    total += p.ck_sum
-    total = (total & 0xFFFF) + (total >> 16)
-    p.ck_sum = (total & 0xFFFF) + (total >> 16)
-    p.ck_odd = p.ck_odd != bool(plen & 1)
-    p.ck_next = r + plen
-    if p.ck_next < m_r + m_len:
-        return True
-    p.ck_on = False
+    """This segment's part in the DSS checksum of a mapping on an extra subflow (RFC 8684
+    §3.3.1), summed in any order (flow.ck_step): None (not summable now: drop, the server
+    resends), False (it completes the mapping, which is wrong), True (nothing to sum), else
+    what flow.ck_commit records once the segment is taken. Summed in subflow order only
+    (before stop 37), a segment beyond a hole was dropped, and the join's SACK never named
+    the bytes after a loss."""
+    if p.ck_maps is None:
+        p.ck_maps = []
+    hi = m_r + m_len
+    seen = m_r < p.rcv_nxt
+    for iv in p.ooo:
+        if iv[0] < hi and iv[1] > m_r:
+            seen = True
+    ck = ck_step(p.ck_maps, m_r, m_len, data, pkt.payload_off, r, pkt.payload_len, p.rcv_nxt, seen)
+    if ck is None or ck is True or not ck_complete(ck) or (r == m_r and pkt.payload_len == m_len):
+        return ck
     pseudo = ~dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len, b"") & 0xFFFF
-    total = p.ck_sum + pseudo
+    total = ck[1] + pseudo
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
-    return True if (~total & 0xFFFF) == dss.csum else None
+    return ck if (~total & 0xFFFF) == dss.csum else False
 
 
 def _abort(conv, flow, mp, p) -> list:

@@ -368,7 +368,10 @@ def test_checksummed_mapping_bad_middle_segment_resets_both_ends_at_the_last():
     assert _flow(p).state is State.CLOSED
 
 
-def test_checksummed_mapping_hole_drops_the_later_segment_until_the_middle_comes():
+def test_checksummed_mapping_hole_takes_the_later_segment_and_verifies_when_the_middle_comes():
+    """Summed out of order (stop 37): the segment after the hole reaches the guest (which
+    SACKs it, and the server resends only the hole), the middle one completes the sum.
+    Before, it was dropped until the hole filled, and every loss cost the server an RTO."""
     p = Pair(server_checksum=True)
     p.established()
     S = _stream(600)
@@ -376,18 +379,48 @@ def test_checksummed_mapping_hole_drops_the_later_segment_until_the_middle_comes
     s1, s2, s3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200))
     sim.inn(s1)
     sim.ack()
-    actions, got = sim.inn(s3)  # the middle one was lost
-    assert got is None and isinstance(actions[0], Drop)
-    assert p.count("DataCsumHoleDropped") == 1
+    _, got = sim.inn(s3)  # the middle one was lost
+    assert got is not None and p.count("DataCsumHoleDropped") == 0
     sim.ack()
     assert sim.acks[-1] == 201
-    sim.inn(s2)
-    sim.ack()
-    _, got = sim.inn(s3)  # retransmitted: the mapping verifies now
+    _, got = sim.inn(s2)  # the hole fills: the mapping is complete, and verifies
     assert got is not None
     sim.ack()
     assert sim.stream_ok() and sim.acks[-1] == 601
-    assert _no_csum_errors(p) == {"DataCsumHoleDropped": 1}
+    assert _no_csum_errors(p) == {} and not _flow(p).sf.ck_maps
+
+
+def test_checksummed_mapping_in_reverse_order_with_duplicates_verifies():
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(601)
+    sim = Sim(p, S)
+    s1, s2, s3, s4 = _mapping_pieces(p, S, 1, 1, (151, 150, 149, 151))  # odd offsets too
+    for seg in (s4, s3, s4, s3, s2):
+        _, got = sim.inn(seg)
+        assert got is not None
+    assert p.count("DataCsumLateErr") == 0
+    _, got = sim.inn(s1)
+    assert got is not None
+    sim.ack()
+    assert sim.stream_ok() and sim.acks[-1] == 602 and _no_csum_errors(p) == {}
+
+
+def test_checksummed_mapping_bad_segment_found_when_the_hole_fills():
+    """The sum is judged by the segment that completes the mapping, whichever it is: here the
+    middle one, which came last (with a byte changed): both ends reset, as at the last."""
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(600)
+    sim = Sim(p, S)
+    s1, s2, s3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200), tamper=(1, 77))
+    sim.inn(s1)
+    sim.inn(s3)
+    sim.ack()
+    actions, got = p.inn(s2)
+    assert got is None and isinstance(actions[0], Drop)
+    assert p.count("DataCsumLateErr") == 1 and p.count("AbortTX") == 1 and p.count("CoreBug") == 0
+    assert _flow(p).state is State.CLOSED
 
 
 def test_checksummed_mapping_duplicate_middle_segment_keeps_the_running_sum():
@@ -436,7 +469,9 @@ def test_checksummed_mapping_beyond_a_subflow_hole_does_not_block_the_hole_s_map
     C's head, beyond the subflow hole where B belongs, started C's running sum; from then on
     every resend of B's head was dropped as "another mapping while one is being summed", and
     C could never complete, its rest waiting behind B: the server resent B's head with RTO
-    backoff until the guest's timeout. A sum may only start in subflow order."""
+    backoff until the guest's timeout. Then a sum could only start in subflow order; since
+    stop 37 each mapping has its own sum (B's pieces are lost here, not dropped: C's head
+    still comes beyond B's hole, and must not block B)."""
     p = Pair(server_checksum=True)
     p.established()
     S = _stream(1400)
@@ -445,9 +480,7 @@ def test_checksummed_mapping_beyond_a_subflow_hole_does_not_block_the_hole_s_map
     b1, b2 = _mapping_pieces(p, S, 601, 601, (200, 200))
     c1, c2 = _mapping_pieces(p, S, 1001, 1001, (200, 200))
     sim.inn(a1)
-    sim.inn(a2)  # a3 lost on the wire
-    sim.inn(b1)  # dropped: A is being summed
-    sim.inn(b2)
+    sim.inn(a2)  # a3 lost on the wire, and b1, b2 after it
     sim.ack()
     assert sim.acks[-1] == 401
     sim.inn(a3)  # the RTO's resend: A verifies

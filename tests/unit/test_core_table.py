@@ -205,7 +205,7 @@ def packet_for(p: Pair, inp: Input) -> tuple[Direction, bytes]:
         sf = flow.sf
         m_r = sf.rcv_base
         sf.rmap_r, sf.rmap_len, sf.rmap_d, sf.rmap_valid = m_r, 8, rel, True
-        sf.ck_on, sf.ck_map, sf.ck_next, sf.ck_sum, sf.ck_odd = True, m_r, m_r + 4, 0, False
+        sf.ck_maps = [[m_r, 8, 0, [m_r, m_r + 4]]]  # (an all-zero first piece: sum 0)
         dss = p.s_dss_ack(data_seq=_dsn(flow, rel), dsn64=True, subflow_seq=rel, data_len=8, csum=0x1234)
         return Direction.IN, p.s_packet(p.s_nxt + 4, p.g_nxt, ACK, (dss,), b"late")
     if inp is I.IN_FIN:

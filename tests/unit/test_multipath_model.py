@@ -1438,11 +1438,12 @@ def test_a_late_remove_addr_does_not_kill_the_rejoined_subflow():
     assert not rejoined.closed, "the server removed the rejoined subflow"
 
 
-def test_checksummed_mapping_on_subflow_1_is_summed_in_subflow_order_once_acked_on_arrival():
-    """Multipath with DSS checksums: subflow 1 is acknowledged on arrival, so a segment it
-    cannot add to the running sum (beyond a subflow hole inside a mapping) must not be taken
-    (nor acknowledged) at all: the sum would otherwise wait for bytes the server considers
-    delivered, and every later mapping with it."""
+def test_checksummed_mapping_on_subflow_1_is_summed_whatever_it_takes_once_acked_on_arrival():
+    """Multipath with DSS checksums: subflow 1 is acknowledged on arrival, so every segment it
+    takes must be in its mapping's sum (taken unsummed, the sum would wait for bytes the
+    server considers delivered, and every later mapping with it). Before stop 37 the sum ran
+    in subflow order only and a segment beyond a hole was not taken; summed out of order,
+    it is taken and summed, and the hole completes the mapping whenever it comes."""
     p = MPair(1, server_checksum=True)
     p.go_multipath()
     p.join_up(1)
@@ -1457,18 +1458,18 @@ def test_checksummed_mapping_on_subflow_1_is_summed_in_subflow_order_once_acked_
 
     _, got = p.inn(seg(0))
     assert got is not None
-    _, got = p.inn(seg(200))  # the middle one was lost: not taken
-    assert got is None and p.count("DataCsumHoleDropped") == 1
-    assert p.flow.sf.rcv_end() == 101  # subflow bytes 1..101 only: the guest's ACKs say so
+    _, got = p.inn(seg(200))  # the middle one was lost: this one is taken all the same
+    assert got is not None and p.count("DataCsumHoleDropped") == 0
+    assert p.flow.sf.rcv_end() == 101  # the hole: the server learns of it (SACK)
     # the server reinjected DSN 101..301 on the join and the guest has it all: the last
-    # segment, resent on subflow 1, is data the guest has, and still not taken out of order
+    # segment, resent on subflow 1, is data the guest has, summed already
     p.g_rcv = (p.s_isn + 301) & M32
     p.out(p.g_ack())
-    _, got = p.inn(seg(200))
-    assert got is None and p.count("DataCsumHoleDropped") == 2 and p.flow.sf.rcv_end() == 101
-    p.inn(seg(100))
-    p.inn(seg(200))  # resent again: the mapping completes, checked whole
-    assert p.flow.sf.rcv_end() == 301 and not p.flow.sf.ck_on and p.count("DataCsumErr") == 0
+    p.inn(seg(200))
+    assert p.count("DataCsumHoleDropped") == 0 and p.flow.sf.rcv_end() == 101
+    p.inn(seg(100))  # the hole: the mapping completes, checked whole
+    assert p.flow.sf.rcv_end() == 301 and not p.flow.sf.ck_maps
+    assert p.count("DataCsumErr") == p.count("DataCsumLateErr") == 0
     # a later mapping on subflow 1 is taken (the sum did not stay stuck on the first one)
     d = (p.s_idsn + 301) & M64
     dss = Dss(data_ack=p.dack().data_ack, data_seq=d, dsn64=True, subflow_seq=301, data_len=50,
