@@ -1247,8 +1247,11 @@ class Converter:
                 if rec <= 0:
                     counters[Counter.RangeMapFull if rec == 0 else Counter.MappingConflict] += 1
                     return [Drop("server data that the subflow's ranges cannot take")]
-                if ck is not None and ck is not True and ck_commit(sf.ck_maps, ck):
-                    counters[Counter.CsumMapForgotten] += 1
+                if ck is not None and ck is not True:
+                    if ck_commit(sf.ck_maps, ck):
+                        counters[Counter.CsumMapForgotten] += 1
+                    if ck[5]:
+                        counters[Counter.CsumOutOfOrder] += 1
                 if rec == 2:
                     counters[Counter.RangeForgotten] += 1
                 if r + plen > sf.rcv_max:

@@ -211,7 +211,8 @@ class Counter(IntEnum):
     Sf1FinAcked = 186  # multipath: the server's subflow-1 FIN (its subflow closing, not the connection: the guest never sees it) acknowledged by the middlebox, as a join's
     FillLostRefilled = 187  # multipath: guest resends put into a subflow hole whose last fill (HeadIntoHole) the server showed lost (SACK of bytes sent after it): taken as in flight, that hole stayed hidden and the data-level head waited behind it for good (_fill_lost)
     CsumNoSackCut = 188  # single path, DSS checksums (a guest with SACK or without; the name is historical): its super-packets cut into a mapping per segment (a loss inside one checksummed mapping held its ack below the subflow's, and the guest resent only the head, once per RTO: a stall)
-    CsumMapForgotten = 189  # DSS checksums, subflow 1: a mapping's running sum given up (MAX_CK_MAPS mappings in progress, and bytes of a lower one came): the mapping's bytes went on unverified
+    CsumMapForgotten = 189  # DSS checksums: a server mapping's running sum given up (MAX_CK_MAPS mappings in progress, and bytes of a lower one came): the mapping's bytes went on unverified
+    CsumOutOfOrder = 190  # DSS checksums: a piece of a server mapping taken and summed beyond a subflow-level hole (before stop 37 such pieces were dropped until the hole filled: DataCsumHoleDropped, and an RTO per loss)
 
 
 def new_counters() -> dict:

@@ -575,7 +575,8 @@ def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, ple
     taken: MAX_CK_MAPS mappings in progress below it, or MAX_CK_RUNS runs in its own); True
     when there is nothing to sum (no sum could complete: a mapping seen before with none in
     progress was verified whole, or its sum given up); else what ck_commit records once the
-    segment is taken: [entry, sum, runs, entry forgotten for it or None, new entry?]."""
+    segment is taken: [entry, sum, runs, entry forgotten for it or None, new entry?,
+    beyond a hole (r > end)?]."""
     i = len(maps)
     while i > 0:
         i -= 1
@@ -586,7 +587,7 @@ def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, ple
     if r == m_r and plen == m_len:
         # the whole mapping in one segment, judged on its own (_csum_ok): its sum from pieces
         # (pieces came first, the rest was lost and resent whole) ends with it
-        return True if i < 0 else [maps[i], 0, [m_r, m_r + m_len], None, False]
+        return True if i < 0 else [maps[i], 0, [m_r, m_r + m_len], None, False, False]
     victim = None
     if i >= 0:
         e = maps[i]
@@ -610,7 +611,7 @@ def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, ple
     got = ck_piece(e, data, off, r, plen)
     if got is None:
         return None
-    return [e, got[0], got[1], victim, new]
+    return [e, got[0], got[1], victim, new, r > end]
 
 
 def ck_complete(pending) -> bool:

@@ -3541,8 +3541,11 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
             if ooo[0][1] > p.rcv_nxt:
                 p.rcv_nxt = ooo[0][1]
             del ooo[0]
-    if ck is not None and ck is not True and ck_commit(p.ck_maps, ck):  # (taken: now its sum)
-        counters[Counter.CsumMapForgotten] += 1
+    if ck is not None and ck is not True:  # (taken: now its sum)
+        if ck_commit(p.ck_maps, ck):
+            counters[Counter.CsumMapForgotten] += 1
+        if ck[5]:
+            counters[Counter.CsumOutOfOrder] += 1
     p.rx_bytes += plen
     new_flags = ACK | (f & PSH)
     if dss is not None and dss.data_fin and dss.data_seq is not None:

@@ -36,8 +36,8 @@ CASES = [(v, mp, ck) for v in SYSCTLS for mp in (False, True) for ck in (False, 
          if (v not in ("no-wscale", "ecn") or mp)  # (these two change nothing on single path)
          # open: without timestamps and SACK, on single path with checksums, the download
          # crawled (up to 60 s) while checksummed mappings were summed in subflow order only
-         # (stop 36, note 40); summed in any order since stop 37 it takes 1.8-18 s, once 64 s
-         # in 13 runs, and the upload 6-19 s (plain TCP for such a guest here: 13-26 s up,
+         # (stop 36, note 40); summed in any order since stop 37 it takes 1.8-25 s, once 64 s
+         # in 19 runs, and the upload 4-30 s (plain TCP for such a guest here: 13-26 s up,
          # 5.7-7.6 s down): too near the 60 s timeouts for CI (note 41)
          and not (v == "no-ts-no-sack" and not mp and ck)]
 
