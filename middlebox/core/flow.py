@@ -495,7 +495,8 @@ def options_without_sack(data: bytes, pkt, tcp_hlen: int = 20):
 
 
 def ck_find(maps: list, m_r: int, m_len: int) -> int:
-    """The index in `maps` (Subflow.ck_maps, a join's) of the mapping [m_r, m_r + m_len) in progress, or -1."""
+    """The index in `maps` (Subflow.ck_maps, or a join's) of the mapping [m_r, m_r + m_len)
+    in progress, or -1."""
     for i in range(len(maps)):
         e = maps[i]
         if e[0] == m_r and e[1] == m_len:
@@ -520,6 +521,7 @@ def ck_piece(e: list, data: bytes, off: int, r: int, plen: int):
     out = []
     pos = lo
     merged_lo, merged_hi = lo, hi
+    merging = True  # the run of [lo, hi) and those it touches is still to be written
     n = len(runs)
     k = 0
     while k < n:
@@ -530,10 +532,10 @@ def ck_piece(e: list, data: bytes, off: int, r: int, plen: int):
             out.append(t)
             continue
         if s > hi:
-            if merged_lo >= 0:
+            if merging:
                 out.append(merged_lo)
                 out.append(merged_hi)
-                merged_lo = -1
+                merging = False
             out.append(s)
             out.append(t)
             continue
@@ -548,7 +550,7 @@ def ck_piece(e: list, data: bytes, off: int, r: int, plen: int):
             merged_hi = t
     if pos < hi:
         total = ck_sum_at(total, data, off + (pos - r), off + (hi - r), pos - m_r)
-    if merged_lo >= 0:
+    if merging:
         out.append(merged_lo)
         out.append(merged_hi)
     if len(out) > 2 * MAX_CK_RUNS:
@@ -565,6 +567,7 @@ def ck_sum_at(total: int, data: bytes, start: int, end: int, at: int) -> int:
     total += s
     total = (total & 0xFFFF) + (total >> 16)
     return (total & 0xFFFF) + (total >> 16)
+
 
 def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, plen: int, end: int, seen: bool):
     """A segment of `plen` bytes at subflow seq `r` (its payload at data[off:]) of the
