@@ -316,6 +316,15 @@ def _no_csum_errors(p):
     return {c: p.count(c) for c in _CSUM_ERRORS if p.count(c)}
 
 
+def _csum_sim(n: int, sizes, tamper=None):
+    """A checksummed flow, a Sim of an n-byte stream, and one mapping of it from byte 1 cut
+    into `sizes` (see _mapping_pieces)."""
+    p = Pair(server_checksum=True)
+    p.established()
+    S = _stream(n)
+    return p, Sim(p, S), _mapping_pieces(p, S, 1, 1, sizes, tamper=tamper)
+
+
 def test_checksummed_mapping_over_three_segments_passes_byte_exact():
     p = Pair(server_checksum=True)
     p.established()
@@ -372,11 +381,7 @@ def test_checksummed_mapping_hole_takes_the_later_segment_and_verifies_when_the_
     """Summed out of order (stop 37): the segment after the hole reaches the guest (which
     SACKs it, and the server resends only the hole), the middle one completes the sum.
     Before, it was dropped until the hole filled, and every loss cost the server an RTO."""
-    p = Pair(server_checksum=True)
-    p.established()
-    S = _stream(600)
-    sim = Sim(p, S)
-    s1, s2, s3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200))
+    p, sim, (s1, s2, s3) = _csum_sim(600, (200, 200, 200))
     sim.inn(s1)
     sim.ack()
     _, got = sim.inn(s3)  # the middle one was lost
@@ -391,11 +396,7 @@ def test_checksummed_mapping_hole_takes_the_later_segment_and_verifies_when_the_
 
 
 def test_checksummed_mapping_in_reverse_order_with_duplicates_verifies():
-    p = Pair(server_checksum=True)
-    p.established()
-    S = _stream(601)
-    sim = Sim(p, S)
-    s1, s2, s3, s4 = _mapping_pieces(p, S, 1, 1, (151, 150, 149, 151))  # odd offsets too
+    p, sim, (s1, s2, s3, s4) = _csum_sim(601, (151, 150, 149, 151))  # odd offsets too
     for seg in (s4, s3, s4, s3, s2):
         _, got = sim.inn(seg)
         assert got is not None
@@ -409,11 +410,7 @@ def test_checksummed_mapping_in_reverse_order_with_duplicates_verifies():
 def test_checksummed_mapping_bad_segment_found_when_the_hole_fills():
     """The sum is judged by the segment that completes the mapping, whichever it is: here the
     middle one, which came last (with a byte changed): both ends reset, as at the last."""
-    p = Pair(server_checksum=True)
-    p.established()
-    S = _stream(600)
-    sim = Sim(p, S)
-    s1, s2, s3 = _mapping_pieces(p, S, 1, 1, (200, 200, 200), tamper=(1, 77))
+    p, sim, (s1, s2, s3) = _csum_sim(600, (200, 200, 200), tamper=(1, 77))
     sim.inn(s1)
     sim.inn(s3)
     sim.ack()

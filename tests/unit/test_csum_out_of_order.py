@@ -102,17 +102,25 @@ def _cuts_strategy(draw, n):
     return _cuts(draw, n)
 
 
-def test_a_mapping_below_a_full_table_gets_in():
-    """MAX_CK_MAPS mappings in progress, all waiting for a hole: a piece of a mapping below
-    them (the server's resend of the hole itself, first after an RTO) must be taken, or every
-    resend of it would be refused for good. The highest's sum is given up (counted); its
-    bytes went on unverified."""
+def _full_table():
+    """MAX_CK_MAPS mappings of 200 bytes in progress, each missing its first half (lost), and
+    one more above them: (pair, sim, the pieces of each mapping)."""
     n = MAX_CK_MAPS + 1
     p = Pair(server_checksum=True)
     p.established()
     S = _stream(200 * n)
     sim = Sim(p, S)
     maps = [_mapping_pieces(p, S, 1 + 200 * k, 1 + 200 * k, (100, 100)) for k in range(n)]
+    return p, sim, maps
+
+
+def test_a_mapping_below_a_full_table_gets_in():
+    """MAX_CK_MAPS mappings in progress, all waiting for a hole: a piece of a mapping below
+    them (the server's resend of the hole itself, first after an RTO) must be taken, or every
+    resend of it would be refused for good. The highest's sum is given up (counted); its
+    bytes went on unverified."""
+    p, sim, maps = _full_table()
+    n = len(maps)
     for k in range(1, n):
         sim.inn(maps[k][1])  # the second half of mappings 2..n (their heads lost)
         sim.ack()
@@ -134,15 +142,10 @@ def test_a_mapping_below_a_full_table_gets_in():
 def test_a_piece_above_a_full_table_waits():
     """A mapping above the MAX_CK_MAPS in progress waits (dropped: the server resends it)
     rather than give up a lower one's sum."""
-    n = MAX_CK_MAPS + 1
-    p = Pair(server_checksum=True)
-    p.established()
-    S = _stream(200 * n)
-    sim = Sim(p, S)
-    maps = [_mapping_pieces(p, S, 1 + 200 * k, 1 + 200 * k, (100, 100)) for k in range(n)]
-    for k in range(n - 1):
+    p, sim, maps = _full_table()
+    for k in range(len(maps) - 1):
         sim.inn(maps[k][1])
-    _, got = sim.inn(maps[n - 1][1])
+    _, got = sim.inn(maps[-1][1])
     assert got is None and p.count("DataCsumHoleDropped") == 1 and p.count("CsumMapForgotten") == 0
 
 
@@ -212,13 +215,18 @@ def _to_guest(p, acts) -> bytes:
     return out
 
 
-def test_a_join_takes_a_mapping_in_any_order_and_verifies_it():
+def _joined(sizes, tamper=None):
+    """A checksummed multipath flow with one join up, and the pieces on it of a 600-byte
+    mapping: (pair, body, pieces)."""
     p = MPair(1, server_checksum=True)
     p.go_multipath()
     p.join_up(1)
-    j = p.joins[1]
     body = _stream(600)
-    s1, s2, s3 = _join_pieces(p, j, body, (201, 199, 200))
+    return p, body, _join_pieces(p, p.joins[1], body, sizes, tamper)
+
+
+def test_a_join_takes_a_mapping_in_any_order_and_verifies_it():
+    p, body, (s1, s2, s3) = _joined((201, 199, 200))
     got = _to_guest(p, p.j_in(s3))  # s1, s2 lost: s3 taken, summed, acked (SACK)
     assert got == body[400:] and p.count("DataCsumHoleDropped") == 0 and p.count("CsumOutOfOrder") == 1
     assert _to_guest(p, p.j_in(s2)) == body[201:400]
@@ -229,12 +237,7 @@ def test_a_join_takes_a_mapping_in_any_order_and_verifies_it():
 
 
 def test_a_join_mapping_with_a_changed_byte_is_caught_by_its_last_piece_whichever():
-    p = MPair(1, server_checksum=True)
-    p.go_multipath()
-    p.join_up(1)
-    j = p.joins[1]
-    body = _stream(600)
-    s1, s2, s3 = _join_pieces(p, j, body, (200, 200, 200), tamper=(2, 9))
+    p, body, (s1, s2, s3) = _joined((200, 200, 200), tamper=(2, 9))
     p.j_in(s3)
     p.j_in(s1)
     acts = p.j_in(s2)  # completes it: the sum is wrong, and bytes of it went on

@@ -49,12 +49,18 @@ def test_a_block_across_the_subflow_ack_keeps_only_its_part_above():
     assert opts.sack == ((end, (starts[0] + 3500) & M32),)
 
 
-def test_blocks_above_the_subflow_ack_and_below_the_guests_ack_pass_unchanged():
+def _one_segment():
+    """A checksummed flow whose guest sent one 1000-byte segment: (pair, its seq)."""
     p = Pair(server_checksum=True, timestamps=False)
     p.established()
     start = p.g_nxt
     _, sent = p.out(p.g_data(b"a" * 1000))
     p.s_receive(sent)
+    return p, start
+
+
+def test_blocks_above_the_subflow_ack_and_below_the_guests_ack_pass_unchanged():
+    p, start = _one_segment()
     # a D-SACK below the DATA_ACK too (a D-SACK for the guest as well), then a block above
     dsack = ((start - 3) & M32, start)
     above = ((start + 2000) & M32, (start + 3000) & M32)
@@ -66,11 +72,7 @@ def test_blocks_above_the_subflow_ack_and_below_the_guests_ack_pass_unchanged():
 
 
 def test_without_a_lowered_ack_the_servers_blocks_pass_as_they_are():
-    p = Pair(server_checksum=True, timestamps=False)
-    p.established()
-    start = p.g_nxt
-    _, sent = p.out(p.g_data(b"a" * 1000))
-    p.s_receive(sent)
+    p, start = _one_segment()
     dsack = (start, (start + 1000) & M32)  # below the ack, which is the server's own
     _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),), sack=(dsack,)))
     pkt, opts = check_wire(got)
