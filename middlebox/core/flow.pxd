@@ -31,9 +31,10 @@ cdef class Subflow:
     cpdef int record(self, long long r, long long n, long long d) except -2
     @cython.locals(end="long long", rg=list)
     cpdef long long rcv_end(self)
+    @cython.locals(rg=list)
+    cpdef bint received_any(self, long long lo, long long hi) except -1
     @cython.locals(s_ack="long long", s="long long", e="long long", ds="long long", done=int,
                    ranges=list, rg=list)
-    cpdef bint received_any(self, long long lo, long long hi) except -1
     cpdef long long subflow_ack(self, long long d_ack) except? -2
     @cython.locals(i=int, ds="long long", rg=list, ranges=list)
     cpdef long long sack_block(self, long long dl, long long dr) except? -2

@@ -504,13 +504,13 @@ def ck_find(maps: list, m_r: int, m_len: int) -> int:
     return -1
 
 
-def ck_piece(e: list, data: bytes, off: int, r: int, plen: int):
+def ck_piece(e: list, data: bytes, off: int, r: int, plen: int, runs_max: int = MAX_CK_RUNS):
     """(sum, runs) of the mapping in progress `e` ([start, length, sum, runs]; runs a flat
     sorted list [s0, e0, s1, e1, ...] of the subflow bytes summed) after the segment of
     `plen` bytes at subflow seq `r`, its payload at data[off:]: only the bytes not summed
     before are added, each at its place in the mapping (a piece at an odd offset starts in
     the low byte of a word: its sum byte-swapped, RFC 1071 §2(B)). None when the runs would
-    exceed MAX_CK_RUNS. Nothing in `e` changes."""
+    exceed `runs_max`. Nothing in `e` changes."""
     m_r = e[0]
     lo = r if r > m_r else m_r
     hi = r + plen
@@ -553,7 +553,7 @@ def ck_piece(e: list, data: bytes, off: int, r: int, plen: int):
     if merging:
         out.append(merged_lo)
         out.append(merged_hi)
-    if len(out) > 2 * MAX_CK_RUNS:
+    if len(out) > 2 * runs_max:
         return None
     return total, out
 
@@ -584,8 +584,13 @@ def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, ple
     while i > 0:
         i -= 1
         e = maps[i]
-        if e[0] + e[1] <= end or (e[0] == m_r and e[1] != m_len):
-            del maps[i]  # (the second: another mapping for the same subflow bytes)
+        if e[0] + e[1] <= end:
+            del maps[i]
+        elif e[0] == m_r and e[1] != m_len:
+            # another mapping for the same subflow bytes (Linux never sends one: a broken or
+            # forged DSS): refused, the sum in progress kept (review of stop 37: pruning it
+            # let the real mapping's later pieces pass unsummed)
+            return None
     i = ck_find(maps, m_r, m_len)
     if r == m_r and plen == m_len:
         # the whole mapping in one segment, judged on its own (_csum_ok): its sum from pieces
@@ -611,7 +616,11 @@ def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, ple
                 return None
         e = [m_r, m_len, 0, []]
         new = True
-    got = ck_piece(e, data, off, r, plen)
+    # one run stays free for the piece in subflow order (r <= end): beyond a hole, pieces may
+    # leave MAX_CK_RUNS - 1 runs; the head may then always come (review of stop 37: with
+    # MAX_CK_RUNS runs beyond it, the server's resends of the head alone, after its RTO,
+    # were refused for good)
+    got = ck_piece(e, data, off, r, plen, MAX_CK_RUNS if r <= end else MAX_CK_RUNS - 1)
     if got is None:
         return None
     return [e, got[0], got[1], victim, new, r > end]
