@@ -1234,9 +1234,9 @@ class Converter:
                     counters[Counter.MappingMismatch] += 1  # the offset moves (counted once)
                 # bytes the guest has still belong to their mapping's checksum: a mapping whose
                 # first part was delivered by another subflow is summed whole (multipath)
-                # Acknowledged on arrival (multipath), subflow 1 sums in subflow order only: a
-                # segment it cannot sum is never taken, or the sum would wait for bytes the
-                # server considers delivered, and every later mapping with it.
+                # Acknowledged on arrival (multipath), a segment subflow 1 cannot sum (in any
+                # order, within flow.ck_step's bounds) is never taken, or the sum would wait
+                # for bytes the server considers delivered, and every later mapping with it.
                 ck = None
                 if flow.checksum:
                     ck = self._csum_step(sf, data, pkt, r, m_r, m_len)
