@@ -82,7 +82,7 @@ cdef class Converter:
                    gend="long long", fin_seq="long long", sub_ack="long long", rec=int,
                    consumed=bint)
     cdef list _in_segment(self, Flow flow, Packet pkt, object data, object dss, int old)
-    cdef object _to_guest(self, Packet pkt, object data, long long guest_seq, long long new_ack, int new_flags, object options=*)
+    cdef object _to_guest(self, Packet pkt, object data, long long guest_seq, long long new_ack, int new_flags, object options=*, long long window=*)
     @cython.locals(plen=long, end="long long")
     cdef object _csum_step(self, Subflow sf, object data, Packet pkt, long long r, long long m_r,
                            long long m_len)

@@ -1307,6 +1307,7 @@ class Converter:
                 sf.rcv_max = r + plen + 1
         guest_opts = None
         sf1_fin = None
+        gwin = -1
         if flow.sack_added and flow.mp is None and pkt.doff > TCP_HLEN:
             guest_opts = options_without_sack(data, pkt)  # (subflow 1's SACK is not the guest's)
         elif new_ack != -1 and flow.mp is None and pkt.doff > TCP_HLEN and seq_before(new_ack, pkt.ack):
@@ -1321,6 +1322,9 @@ class Converter:
             if plen and not old:
                 MP.forwarded(flow.mp, d0 + plen, flow.last)
             new_ack = (flow.guest_isn + flow.mp.data_ack) & M32  # never subflow 1's own ack
+            gwin = MP.guest_win(flow, flow.mp, flow.mp.data_ack, pkt.window)  # (a guest without SACK)
+            if gwin == pkt.window:
+                gwin = -1
             if f & FIN and not (data_fin and (flow.server_isn + fin_d) & M32 == gend):
                 new_flags = f & ~FIN  # subflow 1 closes, not the connection: no FIN for the guest
                 # (a closed guest gets nothing that carries no byte it lacks: a FIN riding on
@@ -1348,22 +1352,26 @@ class Converter:
             inject = Inject(self._ack_to_server(flow, pkt, data, (sf.remote_isn + sub_ack) & M32))
             if guest_closed:
                 return [Drop("subflow FIN for a guest that has closed"), inject]
-            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts), inject]
+            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), inject]
         if sf1_fin:
             if type(sf1_fin[0]) is Drop:
                 return sf1_fin
-            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts), *sf1_fin]
-        return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts)]
+            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), *sf1_fin]
+        return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin)]
 
-    def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int, options=None):
+    def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int, options=None,
+                  window: int = -1):
         """The server segment without MPTCP options, at `guest_seq`; `options`: the TCP
-        options to give it instead of its own (multipath: data-level SACK blocks)."""
+        options to give it instead of its own (multipath: data-level SACK blocks); `window`:
+        its window field instead of its own (-1: kept; multipath.guest_win)."""
         if options is not None:
-            return _rewrite(rewrite(data, pkt, seq=guest_seq, ack=new_ack, flags=new_flags, options=options))
-        if guest_seq == pkt.seq:
+            return _rewrite(rewrite(data, pkt, seq=guest_seq, ack=new_ack, window=window, flags=new_flags,
+                                    options=options))
+        if guest_seq == pkt.seq and window == -1:
             return _rewrite(without_mptcp(data, pkt, new_ack, new_flags))
         options = strip_mptcp(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-        return _rewrite(rewrite(data, pkt, seq=guest_seq, ack=new_ack, flags=new_flags, options=options))
+        return _rewrite(rewrite(data, pkt, seq=guest_seq, ack=new_ack, window=window, flags=new_flags,
+                                options=options))
 
     def _csum_step(self, sf, data: bytes, pkt, r: int, m_r: int, m_len: int):
         """This segment's part in the DSS checksum of a mapping that spans segments (RFC 8684

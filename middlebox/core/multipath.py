@@ -131,6 +131,7 @@ DEAD_AFTER = 1.0  # ... then this long stale: dead
 PROBE_ANSWER = (0.1, 0.5)  # seconds the answer to a stale probe may take: 2 srtt within these
 SILENT_ALONE = 2.0  # no progress this long while another subflow is established: stale even
 #                     though none progressed (the guest, blocked by the hole, sends nothing new)
+WND_ROOM_SEGS = 4  # guest_win: a guest without SACK this near its window's edge sees it open
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
 DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
@@ -206,6 +207,7 @@ class Path:
         # (the first pure ACK that may be its answer closes it, _ack_info), and when the last
         # answer came (-1: never; _news)
         "sprobe_at", "sprobe_open", "alive_at",
+        "sent_at",  # when bytes last went out here, new, resent or a fill (-1: never; _waits)
     )
 
     def __init__(self, index: int, flow, uplink, version: int, local: bytes, lport: int,
@@ -254,6 +256,7 @@ class Path:
         self.sprobe_at = -1.0
         self.sprobe_open = False
         self.alive_at = -1.0
+        self.sent_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
@@ -313,7 +316,7 @@ class MpConn:
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
-                 "fin_refused", "csum_stuck")
+                 "fin_refused", "csum_stuck", "gack_out", "gwin_out")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -370,6 +373,10 @@ class MpConn:
         # with DSS checksums, the path whose hole the data-level head's resend waits behind,
         # where the swap (_head_hole) cannot go (-1: none): send resets it (_csum_stuck_reset)
         self.csum_stuck = -1
+        # the ack (relative, as data_ack) and raw window of the latest segment to the guest
+        # (guest_win: a guest without SACK needs its duplicate ACKs' windows unchanged)
+        self.gack_out = -1
+        self.gwin_out = -1
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -1114,7 +1121,41 @@ def sf1_fin_in(conv, flow, mp, fin_rel: int, guest_closed: bool) -> list:
 
 def _guest_window(flow, mp) -> int:
     w = (mp.wnd_edge - mp.data_ack) >> flow.server_wscale
-    return 0 if w < 0 else min(w, 0xFFFF)
+    return guest_win(flow, mp, mp.data_ack, 0 if w < 0 else min(w, 0xFFFF))
+
+
+def guest_win(flow, mp, ack_rel: int, win: int) -> int:
+    """The raw window field for a segment to the guest that acks relative seq `ack_rel`
+    (as data_ack) and would carry `win`. A guest without SACK counts an ACK as a duplicate
+    only when its window equals the last one (RFC 5681 §2 (e); Linux: a changed window is
+    FLAG_WIN_UPDATE, never a dupack), and only duplicate ACKs make it resend before its RTO.
+    Our ACKs carry the data level's window, which grows as the server reads: every
+    duplicate ACK a loss on a subflow made told the guest of a bigger window, none was
+    counted, and the guest waited for its RTO (0.22 s) at each loss and then resent its
+    whole window (captured: a 6 MB upload through two uplinks, an RTO every 0.25 s; the
+    resends of bytes the server held made live subflows look stale). So while the ack
+    stands still the window does too, unless the guest has less than WND_ROOM_SEGS
+    segments of room left under it (_room_short: the window must open for it to send at
+    all), and an ACK that would only open the window is not sent (_ack_info): to the guest
+    it would be a duplicate ACK no loss made. A guest with SACK counts SACK blocks, not
+    windows: unchanged."""
+    if flow.sack_ok or ack_rel < mp.gack_out:
+        return win  # (an old ack: the guest ignores it, window and all)
+    if ack_rel == mp.gack_out and win != mp.gwin_out and (win < mp.gwin_out or not _room_short(flow, mp)):
+        return mp.gwin_out  # (never smaller: that edge was announced)
+    mp.gack_out = ack_rel
+    mp.gwin_out = win
+    return win
+
+
+def _room_short(flow, mp) -> bool:
+    """Has the guest less than WND_ROOM_SEGS segments of room left under the window we last
+    showed it (guest_win)? Then it may wait for the window to open, and an ACK that only
+    opens it must reach it (_ack_info: otherwise such an ACK goes to a guest without SACK
+    only as a duplicate, which it would count)."""
+    if mp.gwin_out < 0:
+        return True
+    return mp.gack_out + (mp.gwin_out << flow.server_wscale) - mp.snd_nxt < WND_ROOM_SEGS * flow.guest_mss_at(1460)
 
 
 def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"", now=None) -> bytes:
@@ -2346,6 +2387,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if fin and b == e and ss + (b - a) <= p.snd_una:  # (not `m`'s flag on a cut
                 dup_fin = p  # without the guest's FIN: a bare DATA_FIN at its end was misplaced)
         p.tx_bytes += b - a
+        p.sent_at = now
         resend = ss < p.sack_hi  # (into a hole: the server owes an answer again, _answered)
         if idx == 0:
             _dack_carried(flow)
@@ -2542,6 +2584,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
         if e > una:
             out.append(Inject(_data_on(flow, p, opt, s, payload, psh)))
             p.tx_bytes += e - s
+            p.sent_at = now
             hi = e
             if s < p.sack_hi:
                 _resent(p, now)
@@ -2770,6 +2813,16 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
             p.dups += 1
             if not ((flow.sack_ok or flow.sack_added) if p.index == 0 else p.sack):
                 p.loss_at = now  # (with SACK only its blocks show a loss: not a D-SACK)
+                # and, with no blocks to show it, the news that bytes above a hole reach
+                # the server (_news): subflow 1 of a guest without SACK (the first
+                # connection to a server: sack_added) waited at each hole for the guest's
+                # resend with no news while the server dup-acked all it got, went stale
+                # beside the joins every 0.3 s and, its probes answered, died (SubflowDead,
+                # rejoins; an upload through two uplinks timed out, CI of stop 37). Not the
+                # server's own keepalive or zero-window probe on a join, below our rcv_nxt:
+                # a dead join's news that way made the live subflow 1 die (_probe_answer_like)
+                if not p.index or _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) >= p.rcv_nxt:
+                    p.sack_at = now
             subdup = True
     if a >= p.snd_una:  # (not an old, reordered ACK: RFC 9293 §3.10.7.4, SND.UNA =< SEG.ACK)
         p.snd_wnd = pkt.window << p.rwscale
@@ -2799,6 +2852,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
                 moved = True
     if moved:
         _runs_trim(mp)
+        if not flow.sack_ok and mp.data_ack == mp.gack_out and not _room_short(flow, mp):
+            moved = False  # (only the window grew: guest_win holds it, so this would be a duplicate)
     return moved, subdup
 
 
@@ -3903,13 +3958,13 @@ def tick(conv, now: float) -> list:
                     fill = _fill_acked_hole(conv, flow, mp, p)
                     if fill:
                         actions.extend(fill)
-                        p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no news)
+                        p.progress_at = p.fill_at = p.rtx_at = p.sent_at = now  # (its own clock; no news)
                         continue
                     p.fill_at = p.progress_at  # (looked at: next_deadline waits for the stale rule)
                 base = _base(p)
                 if now - base < wait:
                     continue
-                if _answered(p):
+                if _answered(p) or not _waits(p):
                     continue
                 if _others_news(mp, p) <= _news(p) and not (
                         now - base >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
@@ -4106,6 +4161,22 @@ def _answered(p) -> bool:
     return p.snd_una < p.sack_hi >= p.snd_nxt - (1 if p.fin_sent else 0) and p.rtx_at < _heard(p)
 
 
+def _waits(p) -> bool:
+    """May subflow p go stale, owing an answer? For a guest without SACK, only for something
+    sent since the server last answered our stale probe there: with nothing sent since, the
+    path works both ways and what it owes waits for the guest's resends, not for the server.
+    Such a guest recovers a loss by its RTO (0.2 s and more, backing off; its duplicate ACK
+    threshold grows with the reordering it sees between subflows), and every subflow holding
+    a lost tail sat silent that long beside another whose answer was a moment fresher:
+    stale, probed, answered, and stale again with no news in between, dead though it
+    answered (captured: an upload through two uplinks, SubflowDead, rejoins; one timed out
+    in stop 37's CI). A path that answers probes but loses data (an MTU black hole) still
+    dies: the guest's next resend goes there and is not answered. A guest with SACK
+    resends a subflow's lost bytes within an RTT or two of the data-level SACK: there one
+    answer buys one wait, as before (test_multipath_stale)."""
+    return p.flow.sack_ok or p.sent_at > p.alive_at
+
+
 def _others_alive(mp, p) -> bool:
     return any(q is not p and q.state is SS.ESTABLISHED for q in mp.paths)
 
@@ -4162,7 +4233,7 @@ def next_deadline(conv) -> float | None:
             if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED or st is SS.SYN_RCVD:
                 t = p.timer
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and not (
-                    p.fill_at == p.progress_at and _answered(p)):
+                    p.fill_at == p.progress_at and (_answered(p) or not _waits(p))):
                 wait = max(STALE_MIN, 4 * p.srtt)
                 t = (_cum(p) if p.fill_at != p.progress_at else _base(p)) + wait  # (tick: the fill's look first)
                 if p.fill_at == p.progress_at and _others_news(mp, p) <= _news(p):
