@@ -2387,7 +2387,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             if fin and b == e and ss + (b - a) <= p.snd_una:  # (not `m`'s flag on a cut
                 dup_fin = p  # without the guest's FIN: a bare DATA_FIN at its end was misplaced)
         p.tx_bytes += b - a
-        p.sent_at = now
+        _sent(p, now)
         resend = ss < p.sack_hi  # (into a hole: the server owes an answer again, _answered)
         if idx == 0:
             _dack_carried(flow)
@@ -2584,7 +2584,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
         if e > una:
             out.append(Inject(_data_on(flow, p, opt, s, payload, psh)))
             p.tx_bytes += e - s
-            p.sent_at = now
+            _sent(p, now)
             hi = e
             if s < p.sack_hi:
                 _resent(p, now)
@@ -2821,7 +2821,10 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
                 # rejoins; an upload through two uplinks timed out, CI of stop 37). Not the
                 # server's own keepalive or zero-window probe on a join, below our rcv_nxt:
                 # a dead join's news that way made the live subflow 1 die (_probe_answer_like)
-                if not p.index or _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) >= p.rcv_nxt:
+                # Nor a path manager's pure ACK (ADD_ADDR, REMOVE_ADDR, MP_PRIO): no byte of
+                # ours made it (review of d71154a)
+                if ((not p.index or _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) >= p.rcv_nxt)
+                        and (data is None or not _pm_ack(data, pkt))):
                     p.sack_at = now
             subdup = True
     if a >= p.snd_una:  # (not an old, reordered ACK: RFC 9293 §3.10.7.4, SND.UNA =< SEG.ACK)
@@ -3764,11 +3767,17 @@ def _probe_answer_like(p, pkt, data: bytes) -> bool:
     subflow 1 a segment below rcv_nxt never gets here: the converter's table takes it.)"""
     if p.index and _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) < p.rcv_nxt:
         return False
+    return not _pm_ack(data, pkt)
+
+
+def _pm_ack(data: bytes, pkt) -> bool:
+    """Does server segment `pkt` carry a path manager option (ADD_ADDR, REMOVE_ADDR,
+    MP_PRIO)? Such a pure ACK is neither the answer to our probe nor a duplicate ACK."""
     for o in mptcp_options(data, pkt):
         t = type(o)
         if t is AddAddr or t is RemoveAddr or t is MpPrio:
-            return False
-    return True
+            return True
+    return False
 
 
 def _probe_wait(p) -> float:
@@ -3958,7 +3967,8 @@ def tick(conv, now: float) -> list:
                     fill = _fill_acked_hole(conv, flow, mp, p)
                     if fill:
                         actions.extend(fill)
-                        p.progress_at = p.fill_at = p.rtx_at = p.sent_at = now  # (its own clock; no news)
+                        _sent(p, now)
+                        p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no news)
                         continue
                     p.fill_at = p.progress_at  # (looked at: next_deadline waits for the stale rule)
                 base = _base(p)
@@ -4162,9 +4172,11 @@ def _answered(p) -> bool:
 
 
 def _waits(p) -> bool:
-    """May subflow p go stale, owing an answer? For a guest without SACK, only for something
-    sent since the server last answered our stale probe there: with nothing sent since, the
-    path works both ways and what it owes waits for the guest's resends, not for the server.
+    """May subflow p go stale, owing an answer? For a guest without SACK, once the server has
+    answered our stale probe there, only for something sent since that answer (_sent; before
+    any answer, as for any guest: subflow 1's bytes from the single-path phase never went
+    through send(), review of d71154a): with nothing sent since, the path works both ways
+    and what it owes waits for the guest's resends, not for the server.
     Such a guest recovers a loss by its RTO (0.2 s and more, backing off; its duplicate ACK
     threshold grows with the reordering it sees between subflows), and every subflow holding
     a lost tail sat silent that long beside another whose answer was a moment fresher:
@@ -4174,7 +4186,17 @@ def _waits(p) -> bool:
     dies: the guest's next resend goes there and is not answered. A guest with SACK
     resends a subflow's lost bytes within an RTT or two of the data-level SACK: there one
     answer buys one wait, as before (test_multipath_stale)."""
-    return p.flow.sack_ok or p.sent_at > p.alive_at
+    return p.flow.sack_ok or p.alive_at < 0 or p.sent_at > p.alive_at
+
+
+def _sent(p, now: float) -> None:
+    """Bytes went out on subflow p at `now` (_waits). The first since the server answered our
+    stale probe, for a guest without SACK: the wait for their answer starts now, not at the
+    answer (owe_at, _base); from the answer, the guest's RTO resend 0.5 s later made the
+    subflow stale in the next tick (review of d71154a)."""
+    if not p.flow.sack_ok and p.alive_at >= 0 and p.sent_at <= p.alive_at:
+        p.owe_at = now
+    p.sent_at = now
 
 
 def _others_alive(mp, p) -> bool:

@@ -7,12 +7,13 @@ every loss), and live subflows went stale and died while they waited for the gue
 
 from __future__ import annotations
 
+from middlebox.core import Inject
 from middlebox.core import multipath as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import mptcp_options, parse_packet
-from middlebox.wire.mptcp import Dss
+from middlebox.wire.mptcp import Dss, MpPrio
 from tests.unit.test_multipath_stale import _sf1_tail_lost_beside_a_dying_join, _until
-from tests.unit.test_subflow_table import ACK, M32, MPair
+from tests.unit.test_subflow_table import ACK, M32, Join, MPair
 
 
 def _hole_on_the_join(sack: bool):
@@ -166,3 +167,112 @@ def test_an_answered_subflow_waits_for_the_guest_then_a_black_hole_still_dies():
     assert p0.state is SS.CLOSED and pj.state is SS.ESTABLISHED
     assert p.count("SubflowStale") == 2 and p.count("StaleProbeTX") == 1  # no second probe
     assert "ack@0" not in labels
+
+
+# -- found by a review of the first version (d71154a; each failed on it) -----------------------
+
+
+def _sf1_tail_lost(p):
+    """As test_multipath_stale._sf1_tail_lost_beside_a_dying_join, for a guest without SACK;
+    returns (join, subflow 1's path, the join's path, (ss, guest seq, payload) of subflow
+    1's lost segment)."""
+    p.go_multipath()
+    p.flow.sack_ok = False
+    p.join_up(1)
+    j = p.joins[1]
+    p0, pj = p.mp.paths[0], p.mp.paths[1]
+    a = p.data_on(1, size=1000)
+    ss = (parse_packet(a).seq - j.c_isn) & M32
+    sf1 = []
+    for _ in range(60):
+        before, gseq = p0.snd_nxt, p.g_nxt
+        ((labels, _),) = p.g_send(1, 1000)
+        if labels[0] == "rewrite":
+            sf1.append((before, gseq, bytes([0x41]) * 1000))
+        if len(sf1) == 2:
+            break
+    p.data_on(1, size=1000)
+    p.now += 0.01
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + sf1[1][0]) & M32, ACK, (p.dack(),)))
+    p.now += 0.007
+    p.j_in(p.j_ack(j, ack=ss + 1000))
+    return j, p0, pj, sf1[1]
+
+
+def test_a_resend_after_the_answer_gets_its_wait_before_the_subflow_goes_stale():
+    """_waits: after an answered probe, subflow 1 may go stale again only for something sent
+    after the answer. The stale clock (_base) ran from the answer (alive_at): the guest's
+    RTO resend of subflow 1's lost segment, sent 0.5 s after the answer, made it stale in
+    the very next tick (5 ms later), before the server could answer the resend (_sent)."""
+    p = MPair(1)
+    j, p0, pj, (ss, gseq, payload) = _sf1_tail_lost(p)
+    p.j_in(p.j_ack(j, ack=pj.snd_nxt))  # the join works
+    _until(p, lambda: p0.state is SS.STALE)
+    p.now += 0.01
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(),)))
+    assert p0.state is SS.ESTABLISHED and p.count("StaleProbeAnswered") == 1
+    for _ in range(10):  # 0.5 s: the guest's RTO
+        p.now += 0.05
+        p.j_in(p.j_ack(j, ack=pj.snd_nxt))
+        p.conv.tick(p.now)
+    assert p0.state is SS.ESTABLISHED
+    acts, sent = p.out(p.g_data(payload[:1000], seq=gseq))  # the guest's resend: on subflow 1
+    assert sent is not None and p0.sent_at == p.now
+    stale = p.count("SubflowStale")
+    p.g_send(1, 1000)  # new bytes: on the join (subflow 1 is not chosen behind its hole)
+    assert p0.sent_at < p.now
+    p.now += 0.002
+    p.j_in(p.j_ack(j, ack=pj.snd_nxt))  # (the join's news, as every RTT)
+    assert MP._news(pj) > MP._news(p0)
+    p.now += 0.003
+    p.conv.tick(p.now)
+    assert p0.state is SS.ESTABLISHED and p.count("SubflowStale") == stale, \
+        "stale 5 ms after the resend: no wait for its answer"
+
+
+def test_subflow_1_with_bytes_from_the_single_path_phase_can_go_stale():
+    """sent_at starts at -1 and so does alive_at: a subflow on which nothing was sent through
+    send() since it began (subflow 1's bytes in flight when the flow went multipath) never
+    went stale for a guest without SACK (tick and next_deadline skipped it), where before
+    d71154a it went stale beside a join with news."""
+    p = MPair(1)
+    p.handshake()
+    _, sent = p.out(p.g_data(b"hello"))
+    p.s_receive(sent)
+    _, lost = p.out(p.g_data(b"L" * 1000))  # on subflow 1, lost
+    assert lost is not None
+    p.c_dack = 1 + 5
+    acts, _ = p.inn(p.s_packet(p.s_nxt, (p.g_isn + 1 + 5) & M32, ACK, (p.dack(),)))
+    for a in acts[1:]:
+        if isinstance(a, Inject):
+            jj = Join(p, a.data)
+            p.joins[jj.uplink.id] = jj
+    p.flow.sack_ok = False
+    p0 = p.mp.paths[0]
+    assert p0.snd_una < p0.snd_nxt and p0.sent_at == -1.0
+    p.join_up(1)
+    j = p.joins[1]
+    pj = p.mp.paths[1]
+    for _ in range(60):  # the join carries on, acked every 50 ms; subflow 1 never acks
+        p.data_on(1, size=1000)
+        p.j_in(p.j_ack(j, ack=pj.snd_nxt))
+        p.now += 0.05
+        p.conv.tick(p.now)
+        if p0.state is not SS.ESTABLISHED:
+            break
+    assert p0.state is not SS.ESTABLISHED, (p0.sent_at, p0.alive_at, MP._waits(p0))
+
+
+def test_a_path_manager_ack_on_subflow_1_is_no_duplicate_ack_news():
+    """The server's MP_PRIO (or ADD_ADDR / REMOVE_ADDR, and Linux's mptcp_send_ack on every
+    subflow when the DATA_FIN arrives) rides a pure ACK at snd_una with the window unchanged:
+    the duplicate ACK rule took it as news (sack_at) though nothing of ours reached the
+    server on that subflow. _probe_answer_like refuses exactly these for the same reason (review of
+    7742d6c: a dead subflow's news that way made the live one die)."""
+    p = MPair(1)
+    j, p0, pj, _ = _sf1_tail_lost(p)
+    assert p0.snd_una < p0.snd_nxt
+    at = p0.sack_at
+    p.now += 0.05
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_una) & M32, ACK, (p.dack(), MpPrio(True))))
+    assert p0.sack_at == at, "a path manager's pure ACK counted as news of bytes reaching the server"
