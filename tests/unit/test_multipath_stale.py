@@ -460,15 +460,17 @@ def test_a_busy_subflow_with_an_old_hole_and_sack_news_is_not_silent():
     assert all(s is SS.ESTABLISHED for s in states), states
 
 
-def _sf1_tail_lost_beside_a_dying_join():
+def _sf1_tail_lost_beside_a_dying_join(sack: bool = True):
     """Stop 28's capture (inbound failover, 2 % loss on subflow 1's path): subflow 1's last
     segment (or its ACK) was lost, and nothing more went on it (the guest, in RTO recovery,
     resent only the data-level head, homed on the join); the join acked 7 ms after subflow
     1's last news, then its path died with bytes out. Both owe an answer, and the join's
     news is the newer: by timestamps subflow 1 is the one that stopped. (pair, subflow 1's
-    path, the join's path)"""
+    path, the join's path; `p.sf1_lost`: the lost segment's subflow seq, guest seq and
+    payload.) `sack`: whether the guest has SACK (test_no_sack_guest_multipath)."""
     p = MPair(1)
     p.go_multipath()
+    p.flow.sack_ok = sack
     p.join_up(1)
     j = p.joins[1]
     p0, pj = p.mp.paths[0], p.mp.paths[1]
@@ -476,17 +478,18 @@ def _sf1_tail_lost_beside_a_dying_join():
     ss = (parse_packet(a).seq - j.c_isn) & M32
     sf1 = []
     for _ in range(60):
-        before = p0.snd_nxt
+        before, gseq = p0.snd_nxt, p.g_nxt
         ((labels, _),) = p.g_send(1, 1000)
         if labels[0] == "rewrite":
-            sf1.append(before)
+            sf1.append((before, gseq, b"A" * 1000))  # (g_send's first byte value)
         if len(sf1) == 2:
             break
     assert len(sf1) == 2
+    p.sf1_lost = sf1[1]
     p.data_on(1, size=1000)  # more on the join: its path dies before they arrive
     p.now += 0.01  # the server acks subflow 1's first segment; its second is lost
-    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + sf1[1]) & M32, ACK, (p.dack(),)))
-    assert p0.snd_una == sf1[1] < p0.snd_nxt
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + sf1[1][0]) & M32, ACK, (p.dack(),)))
+    assert p0.snd_una == sf1[1][0] < p0.snd_nxt
     p.now += 0.007
     p.j_in(p.j_ack(j, ack=ss + 1000))
     assert MP._news(pj) > MP._news(p0) and pj.snd_una < pj.snd_nxt

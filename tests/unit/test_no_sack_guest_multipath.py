@@ -104,8 +104,7 @@ def test_subflow_1_that_duplicate_acks_is_not_stale():
     """Subflow 1 without SACK (the first connection to a server: none added) waits at a hole
     while its server duplicate-ACKs what comes after it: news that its path delivers, as
     SACK blocks would be. Before, it went stale beside the join every 0.3 s."""
-    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
-    p.flow.sack_ok = False
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join(sack=False)
     j = p.joins[1]
     assert not p.flow.sack_added
     for _ in range(30):
@@ -120,8 +119,7 @@ def test_subflow_1_that_duplicate_acks_is_not_stale():
 def test_a_join_without_sack_takes_no_news_from_the_servers_own_probe():
     """The server's keepalive or zero-window probe on a join (below our rcv_nxt) is no
     duplicate ACK: a dead join's news that way would make the live subflow 1 die."""
-    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
-    p.flow.sack_ok = False
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join(sack=False)
     j = p.joins[1]
     assert not pj.sack
     at = pj.sack_at
@@ -137,8 +135,7 @@ def test_an_answered_subflow_waits_for_the_guest_then_a_black_hole_still_dies():
     answered our probe, and nothing went on it since: it stays, however long the guest
     takes, while the join has news. The next bytes sent there go unanswered (a path that
     answers small probes but loses data): stale again, no second probe, dead a second on."""
-    p, p0, pj = _sf1_tail_lost_beside_a_dying_join()
-    p.flow.sack_ok = False
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join(sack=False)
     j = p.joins[1]
     p.j_in(p.j_ack(j, ack=pj.snd_nxt))  # the join works after all
     _until(p, lambda: p0.state is SS.STALE)
@@ -172,40 +169,14 @@ def test_an_answered_subflow_waits_for_the_guest_then_a_black_hole_still_dies():
 # -- found by a review of the first version (d71154a; each failed on it) -----------------------
 
 
-def _sf1_tail_lost(p):
-    """As test_multipath_stale._sf1_tail_lost_beside_a_dying_join, for a guest without SACK;
-    returns (join, subflow 1's path, the join's path, (ss, guest seq, payload) of subflow
-    1's lost segment)."""
-    p.go_multipath()
-    p.flow.sack_ok = False
-    p.join_up(1)
-    j = p.joins[1]
-    p0, pj = p.mp.paths[0], p.mp.paths[1]
-    a = p.data_on(1, size=1000)
-    ss = (parse_packet(a).seq - j.c_isn) & M32
-    sf1 = []
-    for _ in range(60):
-        before, gseq = p0.snd_nxt, p.g_nxt
-        ((labels, _),) = p.g_send(1, 1000)
-        if labels[0] == "rewrite":
-            sf1.append((before, gseq, bytes([0x41]) * 1000))
-        if len(sf1) == 2:
-            break
-    p.data_on(1, size=1000)
-    p.now += 0.01
-    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + sf1[1][0]) & M32, ACK, (p.dack(),)))
-    p.now += 0.007
-    p.j_in(p.j_ack(j, ack=ss + 1000))
-    return j, p0, pj, sf1[1]
-
-
 def test_a_resend_after_the_answer_gets_its_wait_before_the_subflow_goes_stale():
     """_waits: after an answered probe, subflow 1 may go stale again only for something sent
     after the answer. The stale clock (_base) ran from the answer (alive_at): the guest's
     RTO resend of subflow 1's lost segment, sent 0.5 s after the answer, made it stale in
     the very next tick (5 ms later), before the server could answer the resend (_sent)."""
-    p = MPair(1)
-    j, p0, pj, (ss, gseq, payload) = _sf1_tail_lost(p)
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join(sack=False)
+    j = p.joins[1]
+    ss, gseq, payload = p.sf1_lost
     p.j_in(p.j_ack(j, ack=pj.snd_nxt))  # the join works
     _until(p, lambda: p0.state is SS.STALE)
     p.now += 0.01
@@ -269,8 +240,7 @@ def test_a_path_manager_ack_on_subflow_1_is_no_duplicate_ack_news():
     the duplicate ACK rule took it as news (sack_at) though nothing of ours reached the
     server on that subflow. _probe_answer_like refuses exactly these for the same reason (review of
     7742d6c: a dead subflow's news that way made the live one die)."""
-    p = MPair(1)
-    j, p0, pj, _ = _sf1_tail_lost(p)
+    p, p0, pj = _sf1_tail_lost_beside_a_dying_join(sack=False)
     assert p0.snd_una < p0.snd_nxt
     at = p0.sack_at
     p.now += 0.05
