@@ -61,7 +61,7 @@ from middlebox.wire import (
 
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
-from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, options_without_sack, seq_before  # noqa: E402
+from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before  # noqa: E402
 from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
 from middlebox.core import announce as AN  # noqa: E402  (inbound ADD_ADDR)
 
@@ -2034,11 +2034,7 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     total, runs = got
     if len(runs) != 2 or runs[0] != m_r or runs[1] != m_r + m_len:
         return False  # not complete yet
-    pseudo = ~dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len, b"") & 0xFFFF
-    total += pseudo
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    return (~total & 0xFFFF) != dss.csum
+    return not ck_verified(total, flow.remote_idsn + d, dss.subflow_seq, dss.data_len, dss.csum)
 
 
 def _sack_above(data: bytes, pkt, ack: int, sub_ack: int):

@@ -38,7 +38,7 @@ from __future__ import annotations
 from array import array
 
 from middlebox.core.table import State
-from middlebox.wire import encode_tcp_options, ones_sum, parse_options
+from middlebox.wire import dss_checksum, encode_tcp_options, ones_sum, parse_options
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -569,6 +569,18 @@ def ck_sum_at(total: int, data: bytes, start: int, end: int, at: int) -> int:
     return (total & 0xFFFF) + (total >> 16)
 
 
+def ck_verified(total: int, dsn: int, subflow_seq: int, data_len: int, csum: int) -> bool:
+    """Does a mapping whose payload summed to `total` (ck_piece) pass its DSS checksum
+    `csum` (RFC 8684 §3.3.1: the payload and a pseudo-header of its 64-bit `dsn`, subflow
+    seq and length)? For the segment that completes a mapping summed from pieces, on
+    subflow 1 (converter._csum_late_bad) or a join (multipath._csum_step)."""
+    pseudo = ~dss_checksum(dsn & M64, subflow_seq, data_len, b"") & 0xFFFF
+    total += pseudo
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return (~total & 0xFFFF) == csum
+
+
 def ck_step(maps: list, m_r: int, m_len: int, data: bytes, off: int, r: int, plen: int, end: int, seen: bool):
     """A segment of `plen` bytes at subflow seq `r` (its payload at data[off:]) of the
     checksummed mapping [m_r, m_r + m_len), for the mappings in progress `maps` (each
@@ -632,18 +644,24 @@ def ck_complete(pending) -> bool:
     return len(runs) == 2 and runs[0] == e[0] and runs[1] == e[0] + e[1]
 
 
+def _ck_drop(maps: list, e) -> bool:
+    """Take mapping entry `e` itself out of `maps` (by identity: list equality compared
+    every field of every entry); False when it is not there."""
+    for i in range(len(maps)):
+        if maps[i] is e:
+            del maps[i]
+            return True
+    return False
+
+
 def ck_commit(maps: list, pending) -> bool:
     """Record `pending` (ck_step) in `maps` once its segment was taken: its sum and runs, or
     the mapping gone when complete (verified by the caller). True when another mapping's sum
     was given up for it."""
     e, victim = pending[0], pending[3]
-    forgot = False
-    if victim is not None and victim in maps:
-        maps.remove(victim)
-        forgot = True
+    forgot = victim is not None and _ck_drop(maps, victim)
     if ck_complete(pending):
-        if e in maps:
-            maps.remove(e)
+        _ck_drop(maps, e)
         return forgot
     e[2], e[3] = pending[1], pending[2]
     if pending[4]:

@@ -57,7 +57,7 @@ import struct
 from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
-from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, options_without_sack
+from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
@@ -3655,11 +3655,7 @@ def _csum_step(flow, p, pkt, data: bytes, dss, r: int, m_r: int, m_len: int, d: 
     ck = ck_step(p.ck_maps, m_r, m_len, data, pkt.payload_off, r, pkt.payload_len, p.rcv_nxt, seen)
     if ck is None or ck is True or not ck_complete(ck) or (r == m_r and pkt.payload_len == m_len):
         return ck
-    pseudo = ~dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len, b"") & 0xFFFF
-    total = ck[1] + pseudo
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    return ck if (~total & 0xFFFF) == dss.csum else False
+    return ck if ck_verified(ck[1], flow.remote_idsn + d, dss.subflow_seq, dss.data_len, dss.csum) else False
 
 
 def _abort(conv, flow, mp, p) -> list:
