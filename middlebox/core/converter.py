@@ -693,8 +693,16 @@ class Converter:
             if flow.checksum and pkt.payload_len:
                 if not _csum_ok(flow, pkt, data, dss):
                     return IN_CSUM_BAD, dss
-                if _csum_late_bad(flow, sf, pkt, data, dss, r, d):
+                if dss.csum is not None and _csum_late_bad(flow, sf, pkt, data, dss.subflow_seq, dss.data_len,
+                                                           dss.data_fin, dss.csum, r, d):
                     return IN_CSUM_BAD_LATE, Counter.DataCsumLateErr
+        elif flow.checksum and pkt.payload_len and sf.rmap_valid and sf.rmap_csum >= 0:
+            # no mapping of its own (a DSS with only its DATA_ACK): placed by the last
+            # mapping, and judged by it when it completes it (Linux repeats the mapping on
+            # every segment; another stack need not, and such a segment passed unchecked)
+            if _csum_late_bad(flow, sf, pkt, data, sf.rmap_ssn, sf.rmap_dlen, sf.rmap_fin, sf.rmap_csum,
+                              r, sf.rmap_d):
+                return IN_CSUM_BAD_LATE, Counter.DataCsumLateErr
         if mpfail is not None:
             return IN_MP_FAIL, (mpfail, dss)
         if dss.data_fin:
@@ -1204,6 +1212,8 @@ class Converter:
                     else:
                         sf.rmap_r, sf.rmap_len, sf.rmap_d = m_r, dlen - fin_len, d
                         sf.rmap_valid = True
+                        sf.rmap_ssn, sf.rmap_dlen, sf.rmap_fin = dss.subflow_seq, dlen, dss.data_fin
+                        sf.rmap_csum = -1 if dss.csum is None else dss.csum
                 if dss.data_fin and not old:
                     data_fin = True
                     fin_d = d + dlen - 1
@@ -2012,17 +2022,21 @@ def _csum_ok(flow, pkt, data: bytes, dss) -> bool:
     return dss_checksum(_dsn64(flow, dss), dss.subflow_seq, dss.data_len, payload) == dss.csum
 
 
-def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
+def _csum_late_bad(flow, sf, pkt, data: bytes, ssn: int, dlen: int, dfin: bool, csum: int, r: int,
+                   d: int) -> bool:
     """Does this segment complete a mapping that spans segments (in whatever order its
-    pieces came: Converter._csum_step) and fail its DSS checksum (RFC 8684 §3.3.1)?"""
-    if dss.data_fin and dss.data_len == 1 and dss.subflow_seq == 0:
+    pieces came: Converter._csum_step) and fail its DSS checksum (RFC 8684 §3.3.1)? The
+    mapping as its DSS gave it: subflow seq `ssn`, data length `dlen`, DATA_FIN `dfin`,
+    checksum `csum`, at relative DSN `d` (the segment's own, or the last one: sf.rmap_*)."""
+    if dfin and dlen == 1 and ssn == 0:
         return False
-    fin_len = 1 if dss.data_fin else 0
-    m_r = _unwrap(dss.subflow_seq, r)
-    m_len = dss.data_len - fin_len
+    fin_len = 1 if dfin else 0
+    m_r = _unwrap(ssn, r)
+    m_len = dlen - fin_len
     plen = pkt.payload_len
-    if (r == m_r and plen == m_len) or dss.csum is None or not sf.ck_maps:
-        return False  # one-segment mappings: _csum_ok; no piece summed before: not complete
+    if (r == m_r and plen == m_len) or not sf.ck_maps or r < m_r or r + plen > m_r + m_len:
+        return False  # one-segment mappings: _csum_ok; no piece summed before: not complete;
+        #               not inside the mapping: _in_segment drops it
     if r + plen <= sf.rcv_end():
         return False  # nothing new (_csum_step takes it as it is)
     i = ck_find(sf.ck_maps, m_r, m_len)
@@ -2034,7 +2048,7 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, dss, r: int, d: int) -> bool:
     total, runs = got
     if len(runs) != 2 or runs[0] != m_r or runs[1] != m_r + m_len:
         return False  # not complete yet
-    return not ck_verified(total, flow.remote_idsn + d, dss.subflow_seq, dss.data_len, dss.csum)
+    return not ck_verified(total, flow.remote_idsn + d, ssn, dlen, csum)
 
 
 def _sack_above(data: bytes, pkt, ack: int, sub_ack: int):

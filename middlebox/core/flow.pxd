@@ -21,6 +21,8 @@ cdef class Subflow:
     cdef public list ranges
     cdef public long long rmap_r, rmap_len, rmap_d
     cdef public bint rmap_valid
+    cdef public long long rmap_ssn, rmap_dlen, rmap_csum
+    cdef public bint rmap_fin
     cdef public object ck_maps
     cdef public bint arrival
 

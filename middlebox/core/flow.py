@@ -79,6 +79,7 @@ class Subflow:
         "local_isn", "remote_isn",
         "rcv_base", "rcv_max", "rcv_edge", "off", "shifted", "ranges",
         "rmap_r", "rmap_len", "rmap_d", "rmap_valid",
+        "rmap_ssn", "rmap_dlen", "rmap_csum", "rmap_fin",
         "ck_maps", "arrival",
     )
 
@@ -95,6 +96,12 @@ class Subflow:
         self.rmap_len = 0
         self.rmap_d = 0
         self.rmap_valid = False
+        # ... as its DSS said it (subflow seq, data length, DATA_FIN, checksum: -1 none), to
+        # judge the segment without a mapping of its own that completes it (_csum_late_bad)
+        self.rmap_ssn = 0
+        self.rmap_dlen = 0
+        self.rmap_csum = -1
+        self.rmap_fin = False
         # DSS checksums: the mappings that span segments being summed, in any order, each
         # [start, length, sum, runs summed] (converter._csum_step; None until the first)
         self.ck_maps = None

@@ -224,10 +224,11 @@ def test_a_resend_over_bytes_summed_out_of_order_is_checked_too():
     assert not (fwd is not None and fwd[10] != S[210] and verified)
 
 
-@pytest.mark.xfail(strict=True, reason="open (older than stop 37): on subflow 1 a segment whose DSS "
-                   "carries no mapping (placed by the last one) can complete a mapping unverified; "
-                   "Linux repeats the mapping on every segment, so only other stacks reach this")
 def test_a_piece_without_its_mapping_that_completes_one_is_checked():
+    """(open since stop 37, fixed in stop 38) On subflow 1 a segment whose DSS carries no
+    mapping, placed by the last one, completed it unverified: the mapping's checksum is kept
+    with it (Subflow.rmap_csum) and judged whichever segment completes it. Linux repeats the
+    mapping on every segment; other stacks need not."""
     p, sim, segs = _csum_sim(600, (200, 200, 200))
     S = sim.stream
     sim.inn(segs[0])
@@ -236,6 +237,21 @@ def test_a_piece_without_its_mapping_that_completes_one_is_checked():
     bad[5] ^= 0x5A
     _, got = p.inn(p.s_packet((p.s_isn + 401) & M32, p.g_nxt, ACK, (p.s_dss_ack(),), bytes(bad)))
     assert got is None or p.count("DataCsumLateErr") + p.count("DataCsumErr") > 0
+
+
+@pytest.mark.parametrize("order", ["in-order", "last-first"])
+def test_pieces_without_their_mapping_that_complete_one_pass_when_right(order):
+    """The other side of the test above: right bytes pass, whichever piece completes."""
+    p, sim, segs = _csum_sim(600, (200, 200, 200))
+    S = sim.stream
+    sim.inn(segs[0])
+    bare = [p.s_packet((p.s_isn + 1 + k) & M32, p.g_nxt, ACK, (p.s_dss_ack(),), S[k:k + 200])
+            for k in (200, 400)]
+    for seg in (bare if order == "in-order" else bare[::-1]):
+        _, got = sim.inn(seg)
+        assert got is not None
+    sim.ack()
+    assert sim.stream_ok() and p.count("DataCsumLateErr") == p.count("DataCsumErr") == 0
 
 
 def test_a_segment_of_a_whole_mapping_verified_before_passes():
