@@ -237,6 +237,8 @@ def classify(p: Pair, direction: Direction, buf: bytes) -> Input:
 #   +srv:<rst|ack>.<options>   injected to the server;  +gst:rst  injected RST to the guest
 # CLOSING becomes TIME_WAIT on any segment after which both FINs are acked (the dispatcher,
 # past the table's row): IN_STALE_ACK here carries the DATA_ACK of the guest's FIN.
+# TIME_WAIT's OUT_ACK here acks nothing new with every server byte acked: dropped
+# (StaleAckOutDropped, stop 38: sent on, it reached a server whose subflow had closed).
 # Fallback flows pass their non-SYN/RST/FIN packets unchanged after the dict lookup, MPTCP
 # options included (docs/core-api.md), and an MPTCP guest's connection is not ours: "pass".
 MODEL_TEXT = """
@@ -398,7 +400,7 @@ CLOSING          IN_BEYOND          CLOSING          rw
 TIME_WAIT        OUT_SYN            SYN_SENT         rw:MpCapable
 TIME_WAIT        OUT_SYN_RTX        TIME_WAIT        pass (violation)
 TIME_WAIT        OUT_SYN_MPTCP      GUEST_MPTCP      pass
-TIME_WAIT        OUT_ACK            TIME_WAIT        rw:Dss
+TIME_WAIT        OUT_ACK            TIME_WAIT        drop
 TIME_WAIT        OUT_DATA           TIME_WAIT        rw:Dss
 TIME_WAIT        OUT_FIN            TIME_WAIT        rw:Dss
 TIME_WAIT        OUT_RST            CLOSED           rw:MpFastclose+MpTcpRst
