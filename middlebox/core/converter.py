@@ -61,7 +61,7 @@ from middlebox.wire import (
 
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
-from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before  # noqa: E402
+from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before, unseen  # noqa: E402
 from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
 from middlebox.core import announce as AN  # noqa: E402  (inbound ADD_ADDR)
 
@@ -1180,6 +1180,7 @@ class Converter:
         r = sf.rel(pkt.seq)
         new_ack = new_flags = -1
         guest_closed = flow.guest_passive and flow.fin_ack_delivered  # LAST_ACK is over
+        cut = None  # the parts of the payload the guest gets, when not all of it (flow.unseen)
         data_fin = False
         fin_d = 0
         own_map = False
@@ -1262,6 +1263,16 @@ class Converter:
                     if ck is None and (not consumed or sf.arrival):
                         counters[Counter.DataCsumHoleDropped] += 1
                         return [Drop("checksummed mapping: segment not summable now")]
+                    if ck is not None and ck is not True and not (r == m_r and plen == m_len):
+                        # a resend over bytes that came before (summed then, not now): the
+                        # guest gets its new bytes only (flow.unseen); wholly seen, it goes
+                        # whole (a guest that reneged on its out-of-order queue needs it); a
+                        # whole mapping, verified as it is (_csum_ok), goes whole
+                        cut = unseen(sf.rcv_base, sf.ranges, r, r + plen)
+                        if not cut or (len(cut) == 2 and cut[0] == r and cut[1] == r + plen):
+                            cut = None
+                        else:
+                            counters[Counter.CsumResendCut] += 1
                 rec = sf.record(r, plen, d0)
                 if rec <= 0:
                     counters[Counter.RangeMapFull if rec == 0 else Counter.MappingConflict] += 1
@@ -1371,12 +1382,56 @@ class Converter:
             inject = Inject(self._ack_to_server(flow, pkt, data, (sf.remote_isn + sub_ack) & M32))
             if guest_closed:
                 return [Drop("subflow FIN for a guest that has closed"), inject]
+            if cut is not None:
+                return [*self._parts_to_guest(flow, pkt, data, self._to_guest(
+                    pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), r, cut), inject]
             return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), inject]
         if sf1_fin:
             if type(sf1_fin[0]) is Drop:
                 return sf1_fin
+            if cut is not None:
+                return [*self._parts_to_guest(flow, pkt, data, self._to_guest(
+                    pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), r, cut), *sf1_fin]
             return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), *sf1_fin]
+        if cut is not None:
+            return self._parts_to_guest(flow, pkt, data, self._to_guest(
+                pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), r, cut)
         return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin)]
+
+    def _parts_to_guest(self, flow, pkt, data: bytes, whole, r: int, cut: list) -> list:
+        """The server segment at subflow seq `r`, made for the guest (`whole`: _to_guest's
+        Rewrite), as its parts `cut` only (flow.unseen: [a0, b0, ...] subflow seqs), each
+        in segments the guest takes; the segment itself is dropped. FIN and PSH go on the
+        part that ends the segment, CWR on the first. Rare (DSS checksums, a resend over
+        bytes that came out of order): no fast path. Before (stop 37's open gap), the resend
+        went whole and a Linux guest kept its copy of bytes it held out of order, summed
+        by no mapping: a byte changed there reached the guest's reader."""
+        full = whole.data
+        g = parse_packet(full)
+        hi = r + pkt.payload_len
+        opts = full[g.ip_hlen + TCP_HLEN:g.payload_off]
+        seg_max = self._mss_limit[g.version]
+        if flow.guest_mss and flow.guest_mss - len(opts) < seg_max:
+            seg_max = max(flow.guest_mss - len(opts), 64)
+        marks = MP.guest_marks(pkt, data)
+        keep = g.flags & ~(FIN | PSH | CWR)
+        out = [Drop("server resend over bytes that came before: its new bytes only")]
+        i = 0
+        while i < len(cut):
+            a, b = cut[i], cut[i + 1]
+            i += 2
+            while a < b:
+                c = min(b, a + seg_max)
+                flags = keep
+                if c == hi:
+                    flags |= g.flags & (FIN | PSH)
+                if a == cut[0]:
+                    flags |= g.flags & CWR
+                out.append(Inject(MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + a - r) & M32,
+                                             g.ack, flags, g.window, opts,
+                                             full[g.payload_off + a - r:g.payload_off + c - r], marks)))
+                a = c
+        return out
 
     def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int, options=None,
                   window: int = -1):

@@ -214,6 +214,7 @@ class Counter(IntEnum):
     CsumMapForgotten = 189  # DSS checksums: a server mapping's running sum given up (MAX_CK_MAPS mappings in progress, and bytes of a lower one came): the mapping's bytes went on unverified
     CsumOutOfOrder = 190  # DSS checksums: a piece of a server mapping taken and summed beyond a subflow-level hole (before stop 37 such pieces were dropped until the hole filled: DataCsumHoleDropped, and an RTO per loss)
     StaleAckOutDropped = 191  # single path, both DATA_FINs acked and every server byte acked on the subflow: a guest ACK that acks nothing new (its answer to a duplicate FIN) not sent on; it reached a server whose subflow had closed, which answered with a RST
+    CsumResendCut = 192  # DSS checksums: a server resend over subflow bytes that came before (out of order) sent to the guest as its new bytes only; whole, a Linux guest kept its copy of those bytes, which no mapping had summed
 
 
 def new_counters() -> dict:

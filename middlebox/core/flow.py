@@ -501,6 +501,33 @@ def options_without_sack(data: bytes, pkt, tcp_hlen: int = 20):
     return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
 
 
+def unseen(base: int, got: list, lo: int, hi: int) -> list:
+    """The parts of the subflow bytes [lo, hi) that never came: not below `base` nor in any
+    of `got` (sorted [start, end, ...] entries: Subflow.ranges, a join's ooo), as a flat list
+    [a0, b0, a1, b1, ...]. With DSS checksums a server resend goes to the guest as these
+    parts only (converter._in_segment, multipath's join data): its copy of the bytes that
+    came before is summed by no mapping, and a Linux guest keeps the newer copy of bytes it
+    holds out of order when the resend starts at or before them (tcp_data_queue_ofo)."""
+    out = []
+    a = lo if lo > base else base
+    for g in got:
+        if a >= hi:
+            break
+        s, e = g[0], g[1]
+        if e <= a:
+            continue
+        if s >= hi:
+            break
+        if s > a:
+            out.append(a)
+            out.append(s)
+        a = e
+    if a < hi:
+        out.append(a)
+        out.append(hi)
+    return out
+
+
 def ck_find(maps: list, m_r: int, m_len: int) -> int:
     """The index in `maps` (Subflow.ck_maps, or a join's) of the mapping [m_r, m_r + m_len)
     in progress, or -1."""

@@ -57,7 +57,7 @@ import struct
 from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
-from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack
+from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack, unseen
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
@@ -3545,6 +3545,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     out = []
     d0 = -1
     ck = None  # this segment's part in its mapping's DSS checksum, recorded once taken
+    cut = None  # the parts of the payload the guest gets, when not all of it (flow.unseen)
     if plen:
         if dss is None or dss.data_seq is None or dss.data_len == 0:
             counters[Counter.MappingUncovered] += 1
@@ -3584,6 +3585,15 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
                 return [Inject(_ack_on(flow, p))]
             if ck is False:  # the mapping's checksum failed after bytes of it went on
                 return _abort(conv, flow, mp, p)
+            if ck is not True and not (r == m_r and plen == m_len):
+                # a resend over bytes that came before: the guest gets its new bytes only
+                # (flow.unseen; converter._parts_to_guest for subflow 1); a whole mapping,
+                # verified as it is, goes whole
+                cut = unseen(p.rcv_nxt, p.ooo, r, r + plen)
+                if not cut or (len(cut) == 2 and cut[0] == r and cut[1] == r + plen):
+                    cut = None
+                else:
+                    counters[Counter.CsumResendCut] += 1
     end = r + plen + (1 if f & FIN else 0)
     # receive bookkeeping: rcv_nxt and the out-of-order intervals of this subflow
     if r > p.rcv_nxt:
@@ -3626,11 +3636,13 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
         # uplink's): the guest gets segments it takes
         seg_max = guest_payload_max(conv, flow, mp)
         off = pkt.payload_off
-        for a in range(0, plen, seg_max):
-            b = min(a + seg_max, plen)
-            flags = new_flags if b == plen else ACK
-            out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0 + a) & M32, flags,
-                                        data[off + a:off + b])))
+        parts = (0, plen) if cut is None else [x - r for x in cut]
+        for i in range(0, len(parts), 2):
+            for a in range(parts[i], parts[i + 1], seg_max):
+                b = min(a + seg_max, parts[i + 1])
+                flags = new_flags if b == plen else ACK
+                out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0 + a) & M32, flags,
+                                            data[off + a:off + b])))
     elif plen:
         counters[Counter.DupConsumed] += 1
     counters[Counter.SubflowAckTX] += 1
