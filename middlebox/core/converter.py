@@ -1410,9 +1410,7 @@ class Converter:
         g = parse_packet(full)
         hi = r + pkt.payload_len
         opts = full[g.ip_hlen + TCP_HLEN:g.payload_off]
-        seg_max = self._mss_limit[g.version]
-        if flow.guest_mss and flow.guest_mss - len(opts) < seg_max:
-            seg_max = max(flow.guest_mss - len(opts), 64)
+        seg_max = min(self._mss_limit[g.version], max(MP._guest_rmss(flow, g.version) - len(opts), 64))
         marks = MP.guest_marks(pkt, data)
         keep = g.flags & ~(FIN | PSH | CWR)
         out = [Drop("server resend over bytes that came before: its new bytes only")]

@@ -648,17 +648,30 @@ def guest_seg(conv, flow, version: int) -> int:
     return flow.guest_seg(conv._mss_limit[version])
 
 
+def _guest_rmss(flow, ip_version: int) -> int:
+    """The MSS the guest announced in its SYN, or RFC 9293's default (§3.7.1: 536 for IPv4,
+    1220 for IPv6; `ip_version`: the guest's connection's) when its SYN had none. Subflow 1 passes such a SYN on without one, so the
+    server sends it segments of that default there; the joins announced the MSS limit, and
+    the guest got 1432-byte segments from them (stop 39)."""
+    if flow.guest_mss:
+        return flow.guest_mss
+    return 536 if ip_version == 4 else 1220
+
+
 def guest_mss(conv, flow, version: int) -> int:
-    """The MSS we pass on for the guest on a subflow of IP `version` (Flow.guest_mss_at)."""
-    return flow.guest_mss_at(conv._mss_limit[version])
+    """The MSS we pass on for the guest on a subflow of IP `version` (Flow.guest_mss_at; the
+    default when its SYN had none: _guest_rmss)."""
+    lim = conv._mss_limit[version]
+    if flow.guest_mss:
+        return flow.guest_mss_at(lim)
+    return min(lim, _guest_rmss(flow, flow.mp.version if flow.mp is not None else version))
 
 
 def guest_payload_max(conv, flow, mp) -> int:
     """Payload bytes of a segment we build for the guest (_to_guest): room for 28 bytes of
     SACK blocks within the MTU of the uplinks (the MSS limit) and within the MSS the guest
-    announced (RFC 6691: options count against it)."""
-    lim = conv._mss_limit[mp.version]
-    return min(lim, flow.guest_mss - 28) if flow.guest_mss else lim
+    announced, or its default (_guest_rmss; RFC 6691: options count against it)."""
+    return min(conv._mss_limit[mp.version], _guest_rmss(flow, mp.version) - 28)
 
 
 def _seg_max(p, seg_max: int) -> int:

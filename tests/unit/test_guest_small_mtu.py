@@ -175,3 +175,37 @@ def test_a_passive_join_synack_announces_the_mss_of_the_guests_synack():
     p.inn(third_ack(p))
     jsynack = _answer(p.conv.handle(join_syn(p), Direction.IN, p.now))
     assert _opts(jsynack).mss == 1360
+
+
+class NoMssPair(MPair):
+    """MPair whose guest's SYN carries no MSS option."""
+
+    def g_opts(self, syn=False, sack=()):
+        if syn:
+            return encode_tcp_options(wscale=7, sack_perm=True, ts_val=1 if self.ts else -1,
+                                      ts_ecr=0 if self.ts else -1)
+        return super().g_opts(syn, sack)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_a_guest_syn_without_mss_gets_rfc_9293s_default_on_the_joins_too(v6):
+    """(carried since stop 35, done in stop 39) A guest SYN without an MSS option goes on
+    without one, so the server sends that guest segments of RFC 9293's default on subflow 1
+    (§3.7.1: 536, IPv6 1220); the joins announced the MSS limit, and the guest got 1432-byte
+    segments from them. Now the join SYN announces the default, and join data reaches the
+    guest in segments within it."""
+    default = 1220 if v6 else 536
+    p = NoMssPair(1, v6=v6)
+    p.go_multipath()
+    assert p.flow.guest_mss == 0
+    assert _opts(p.joins[1].syn).mss == default
+    p.join_up(1)
+    j = p.joins[1]
+    size = 3 * 1000
+    acts = p.j_in(p.j_data(j, bytes(range(250)) * (size // 250)))
+    segs = [a.data for a in acts[1:] if p.label(a.data) == "g_data"]
+    assert segs
+    for s in segs:
+        pkt = parse_packet(s)
+        assert pkt.length - pkt.ip_hlen - 20 <= default, pkt.length
+    assert sum(parse_packet(s).payload_len for s in segs) == size
