@@ -61,7 +61,7 @@ from middlebox.wire import (
 
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
-from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before, unseen  # noqa: E402
+from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before, unseen, ck_runs_match  # noqa: E402
 from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
 from middlebox.core import announce as AN  # noqa: E402  (inbound ADD_ADDR)
 
@@ -1268,7 +1268,7 @@ class Converter:
                         # guest gets its new bytes only (flow.unseen); wholly seen, it goes
                         # whole (a guest that reneged on its out-of-order queue needs it); a
                         # whole mapping, verified as it is (_csum_ok), goes whole
-                        cut = unseen(sf.rcv_base, sf.ranges, r, r + plen)
+                        cut = unseen(sf.rcv_base, sf.ranges, r, r + plen, ck[0][3])
                         if not cut or (len(cut) == 2 and cut[0] == r and cut[1] == r + plen):
                             cut = None
                         else:
@@ -1401,8 +1401,9 @@ class Converter:
     def _parts_to_guest(self, flow, pkt, data: bytes, whole, r: int, cut: list) -> list:
         """The server segment at subflow seq `r`, made for the guest (`whole`: _to_guest's
         Rewrite), as its parts `cut` only (flow.unseen: [a0, b0, ...] subflow seqs), each
-        in segments the guest takes; the segment itself is dropped. FIN and PSH go on the
-        part that ends the segment, CWR on the first. Rare (DSS checksums, a resend over
+        in segments the guest takes; the segment itself is dropped. PSH goes on the last
+        piece, FIN too when it ends the segment (else on a bare FIN after it: review of stop
+        39, the FIN was lost), CWR on the first. Rare (DSS checksums, a resend over
         bytes that came out of order): no fast path. Before (stop 37's open gap), the resend
         went whole and a Linux guest kept its copy of bytes it held out of order, summed
         by no mapping: a byte changed there reached the guest's reader."""
@@ -1413,22 +1414,31 @@ class Converter:
         seg_max = min(self._mss_limit[g.version], max(MP._guest_rmss(flow, g.version) - len(opts), 64))
         marks = MP.guest_marks(pkt, data)
         keep = g.flags & ~(FIN | PSH | CWR)
-        out = [Drop("server resend over bytes that came before: its new bytes only")]
+        pieces = []
         i = 0
         while i < len(cut):
             a, b = cut[i], cut[i + 1]
             i += 2
             while a < b:
                 c = min(b, a + seg_max)
-                flags = keep
-                if c == hi:
-                    flags |= g.flags & (FIN | PSH)
-                if a == cut[0]:
-                    flags |= g.flags & CWR
-                out.append(Inject(MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + a - r) & M32,
-                                             g.ack, flags, g.window, opts,
-                                             full[g.payload_off + a - r:g.payload_off + c - r], marks)))
+                pieces.append((a, c))
                 a = c
+        out = [Drop("server resend over bytes that came before: its new bytes only")]
+        for a, c in pieces:
+            flags = keep
+            if a == cut[0]:
+                flags |= g.flags & CWR
+            if c == pieces[-1][1]:
+                flags |= g.flags & PSH
+                if c == hi:
+                    flags |= g.flags & FIN
+            out.append(Inject(MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + a - r) & M32,
+                                         g.ack, flags, g.window, opts,
+                                         full[g.payload_off + a - r:g.payload_off + c - r], marks)))
+        if g.flags & FIN and pieces[-1][1] != hi:
+            # its tail came before: the FIN (the subflow's, or the DATA_FIN's) goes on its own
+            out.append(Inject(MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + hi - r) & M32,
+                                         g.ack, keep | FIN, g.window, opts, b"", marks)))
         return out
 
     def _to_guest(self, pkt, data: bytes, guest_seq: int, new_ack: int, new_flags: int, options=None,
@@ -2096,9 +2106,17 @@ def _csum_late_bad(flow, sf, pkt, data: bytes, ssn: int, dlen: int, dfin: bool, 
     m_r = _unwrap(ssn, r)
     m_len = dlen - fin_len
     plen = pkt.payload_len
-    if (r == m_r and plen == m_len) or not sf.ck_maps or r < m_r or r + plen > m_r + m_len:
-        return False  # one-segment mappings: _csum_ok; no piece summed before: not complete;
-        #               not inside the mapping: _in_segment drops it
+    if r == m_r and plen == m_len:
+        # one segment, judged on its own (_csum_ok); pieces of it summed before must sum
+        # alike in it, or the guest may have read a changed byte of theirs
+        if sf.ck_maps:
+            i = ck_find(sf.ck_maps, m_r, m_len)
+            if i >= 0 and not ck_runs_match(sf.ck_maps[i], data, pkt.payload_off, r):
+                return True
+        return False
+    if not sf.ck_maps or r < m_r or r + plen > m_r + m_len:
+        return False  # no piece summed before: not complete; not inside the mapping:
+        #               _in_segment drops it
     if r + plen <= sf.rcv_end():
         return False  # nothing new (_csum_step takes it as it is)
     i = ck_find(sf.ck_maps, m_r, m_len)

@@ -501,13 +501,15 @@ def options_without_sack(data: bytes, pkt, tcp_hlen: int = 20):
     return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr)
 
 
-def unseen(base: int, got: list, lo: int, hi: int) -> list:
-    """The parts of the subflow bytes [lo, hi) that never came: not below `base` nor in any
-    of `got` (sorted [start, end, ...] entries: Subflow.ranges, a join's ooo), as a flat list
-    [a0, b0, a1, b1, ...]. With DSS checksums a server resend goes to the guest as these
-    parts only (converter._in_segment, multipath's join data): its copy of the bytes that
-    came before is summed by no mapping, and a Linux guest keeps the newer copy of bytes it
-    holds out of order when the resend starts at or before them (tcp_data_queue_ofo)."""
+def unseen(base: int, got: list, lo: int, hi: int, runs=None) -> list:
+    """The parts of the subflow bytes [lo, hi) that never came: not below `base`, nor in any
+    of `got` (sorted [start, end, ...] entries: Subflow.ranges, a join's ooo), nor in `runs`
+    (a mapping's summed runs, flat [s0, e0, ...]: ck_piece; the range map may have forgotten
+    bytes its sum still holds), as a flat list [a0, b0, a1, b1, ...]. With DSS checksums a
+    server resend goes to the guest as these parts only (converter._in_segment, multipath's
+    join data): its copy of the bytes that came before is summed by no mapping, and a Linux
+    guest keeps the newer copy of bytes it holds out of order when the resend starts at or
+    before them (tcp_data_queue_ofo)."""
     out = []
     a = lo if lo > base else base
     for g in got:
@@ -525,7 +527,40 @@ def unseen(base: int, got: list, lo: int, hi: int) -> list:
     if a < hi:
         out.append(a)
         out.append(hi)
-    return out
+    if not runs or not out:
+        return out
+    cut = []
+    for i in range(0, len(out), 2):
+        a, b = out[i], out[i + 1]
+        for k in range(0, len(runs), 2):
+            s, e = runs[k], runs[k + 1]
+            if e <= a:
+                continue
+            if s >= b:
+                break
+            if s > a:
+                cut.append(a)
+                cut.append(s)
+            a = e
+            if a >= b:
+                break
+        if a < b:
+            cut.append(a)
+            cut.append(b)
+    return cut
+
+
+def ck_runs_match(e: list, data: bytes, off: int, r: int) -> bool:
+    """Do the bytes of a segment carrying the whole mapping of the entry in progress `e`
+    (its payload at data[off:], subflow seq `r` == e[0]) sum, over the runs summed before, to
+    the entry's running sum? The segment passed its own checksum (converter._csum_ok); the
+    pieces that came before may already be with the guest's reader, and a byte changed in
+    them was never judged (the review of stop 39: a whole resend ended the entry unchecked)."""
+    total = 0
+    runs = e[3]
+    for k in range(0, len(runs), 2):
+        total = ck_sum_at(total, data, off + (runs[k] - r), off + (runs[k + 1] - r), runs[k] - e[0])
+    return total % 0xFFFF == e[2] % 0xFFFF
 
 
 def ck_find(maps: list, m_r: int, m_len: int) -> int:

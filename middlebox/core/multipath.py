@@ -57,7 +57,7 @@ import struct
 from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
-from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack, unseen
+from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack, unseen, ck_runs_match
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
@@ -173,6 +173,7 @@ class Path:
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
         "cap", "tokens", "tok_at",  # cost policy: the upload cap (bytes/s, 0: none) and its bucket
         "app_lim",  # it had nothing in flight since the rate was last sampled: the sample is low
+        "beyond_hi",  # end of the server bytes taken here beyond the guest's window (it drops them)
         # the window the server holds for this join (bytes), as Linux takes a window update
         # (tcp_may_update_window): from a segment acking more, or with a later seq, or larger
         "wnd_held", "wnd_ack", "wnd_seq",
@@ -286,6 +287,7 @@ class Path:
         self.sacked = ()
         self.sack = False  # extra subflows: SACK_PERM in the server's SYN/ACK (our ACKs carry SACK)
         self.sack_recent = -1  # subflow seq (relative) of the latest out-of-order arrival
+        self.beyond_hi = 0
         self.ck_maps = None
         self.passive = False
         self.fill_at = -1.0
@@ -3586,6 +3588,8 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
             # taking it (the server resends it sooner) cost the join its share of the
             # download in a first trial; to be decided on the benchmark.
             counters[Counter.JoinBeyondGuestWindow] += 1
+            if r + plen > p.beyond_hi:
+                p.beyond_hi = r + plen
         if flow.checksum and r + plen > p.rcv_nxt:
             if r == m_r and plen == m_len:
                 if dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len,
@@ -3598,11 +3602,12 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
                 return [Inject(_ack_on(flow, p))]
             if ck is False:  # the mapping's checksum failed after bytes of it went on
                 return _abort(conv, flow, mp, p)
-            if ck is not True and not (r == m_r and plen == m_len):
+            if ck is not True and not (r == m_r and plen == m_len) and r >= p.beyond_hi:
                 # a resend over bytes that came before: the guest gets its new bytes only
                 # (flow.unseen; converter._parts_to_guest for subflow 1); a whole mapping,
-                # verified as it is, goes whole
-                cut = unseen(p.rcv_nxt, p.ooo, r, r + plen)
+                # verified as it is, goes whole; so does one over bytes taken beyond the
+                # guest's window (it dropped them: review of stop 39)
+                cut = unseen(p.rcv_nxt, p.ooo, r, r + plen, ck[0][3])
                 if not cut or (len(cut) == 2 and cut[0] == r and cut[1] == r + plen):
                     cut = None
                 else:
@@ -3653,9 +3658,12 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
         for i in range(0, len(parts), 2):
             for a in range(parts[i], parts[i + 1], seg_max):
                 b = min(a + seg_max, parts[i + 1])
-                flags = new_flags if b == plen else ACK
+                flags = new_flags if b == plen else ACK | (new_flags & PSH if b == parts[-1] else 0)
                 out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0 + a) & M32, flags,
                                             data[off + a:off + b])))
+        if new_flags & FIN and parts[-1] != plen:
+            # a cut resend whose tail came before: its FIN goes on its own (review of stop 39)
+            out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0 + plen) & M32, ACK | FIN)))
     elif plen:
         counters[Counter.DupConsumed] += 1
     counters[Counter.SubflowAckTX] += 1
@@ -3678,8 +3686,12 @@ def _csum_step(flow, p, pkt, data: bytes, dss, r: int, m_r: int, m_len: int, d: 
         if iv[0] < hi and iv[1] > m_r:
             seen = True
     ck = ck_step(p.ck_maps, m_r, m_len, data, pkt.payload_off, r, pkt.payload_len, p.rcv_nxt, seen)
-    if ck is None or ck is True or not ck_complete(ck) or (r == m_r and pkt.payload_len == m_len):
+    if ck is None or ck is True or not ck_complete(ck):
         return ck
+    if r == m_r and pkt.payload_len == m_len:
+        # verified as it is (_download); pieces of it summed before must sum alike in it, or
+        # the guest may have read a changed byte of theirs (review of stop 39)
+        return ck if ck[4] or ck_runs_match(ck[0], data, pkt.payload_off, r) else False
     return ck if ck_verified(ck[1], flow.remote_idsn + d, dss.subflow_seq, dss.data_len, dss.csum) else False
 
 
