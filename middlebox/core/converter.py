@@ -1400,22 +1400,28 @@ class Converter:
 
     def _parts_to_guest(self, flow, pkt, data: bytes, whole, r: int, cut: list) -> list:
         """The server segment at subflow seq `r`, made for the guest (`whole`: _to_guest's
-        Rewrite), as its parts `cut` only (flow.unseen: [a0, b0, ...] subflow seqs), each
-        in segments the guest takes; the segment itself is dropped. PSH goes on the last
-        piece, FIN too when it ends the segment (else on a bare FIN after it: review of stop
-        39, the FIN was lost), CWR on the first. Rare (DSS checksums, a resend over
-        bytes that came out of order): no fast path. Before (stop 37's open gap), the resend
-        went whole and a Linux guest kept its copy of bytes it held out of order, summed
-        by no mapping: a byte changed there reached the guest's reader."""
+        Rewrite), as its parts `cut` only (flow.unseen: [a0, b0, ...] subflow seqs). The
+        first part takes the segment's place (its Rewrite: injected, it left after the rest
+        of the round's segments, and a guest without SACK took the reordering for losses);
+        the others are injected in segments the guest takes. PSH goes on the last part, FIN
+        too when it ends the segment (else on a bare FIN after it: review of stop 39, the FIN
+        was lost), CWR on the first. Rare (DSS checksums, a resend over bytes that came
+        before): no fast path. Before (stop 37's open gap), the resend went whole and a Linux
+        guest kept its copy of bytes it held out of order, summed by no mapping: a byte
+        changed there reached the guest's reader."""
         full = whole.data
         g = parse_packet(full)
         hi = r + pkt.payload_len
         opts = full[g.ip_hlen + TCP_HLEN:g.payload_off]
         seg_max = min(self._mss_limit[g.version], max(MP._guest_rmss(flow, g.version) - len(opts), 64))
+        if g.version == 4:
+            own = (full[1], full[8], 0)  # (its place: forwarded as it is, marks kept)
+        else:
+            own = ((full[0] & 0x0F) << 4 | full[1] >> 4, full[7], (full[1] & 0x0F) << 16 | full[2] << 8 | full[3])
         marks = MP.guest_marks(pkt, data)
         keep = g.flags & ~(FIN | PSH | CWR)
-        pieces = []
-        i = 0
+        pieces = [(cut[0], cut[1])]
+        i = 2
         while i < len(cut):
             a, b = cut[i], cut[i + 1]
             i += 2
@@ -1423,7 +1429,7 @@ class Converter:
                 c = min(b, a + seg_max)
                 pieces.append((a, c))
                 a = c
-        out = [Drop("server resend over bytes that came before: its new bytes only")]
+        out = []
         for a, c in pieces:
             flags = keep
             if a == cut[0]:
@@ -1432,9 +1438,10 @@ class Converter:
                 flags |= g.flags & PSH
                 if c == hi:
                     flags |= g.flags & FIN
-            out.append(Inject(MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + a - r) & M32,
-                                         g.ack, flags, g.window, opts,
-                                         full[g.payload_off + a - r:g.payload_off + c - r], marks)))
+            seg = MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + a - r) & M32, g.ack, flags,
+                             g.window, opts, full[g.payload_off + a - r:g.payload_off + c - r],
+                             own if not out else marks)
+            out.append(_rewrite(seg) if not out else Inject(seg))
         if g.flags & FIN and pieces[-1][1] != hi:
             # its tail came before: the FIN (the subflow's, or the DATA_FIN's) goes on its own
             out.append(Inject(MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + hi - r) & M32,

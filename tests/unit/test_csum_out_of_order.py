@@ -239,16 +239,17 @@ def test_a_resend_over_bytes_summed_out_of_order_is_checked_too():
 
 
 def test_a_resend_with_new_bytes_around_old_ones_reaches_the_guest_byte_exact():
-    """New bytes on both sides of bytes that came out of order: both parts go, each in
-    segments the guest takes, PSH on the part that ends the segment; the mapping verifies."""
+    """New bytes on both sides of bytes that came out of order: both parts go, the first in
+    the segment's place (its Rewrite), the other injected, PSH on the last; the mapping
+    verifies."""
     p, sim, segs = _csum_sim(1200, (300, 300, 300, 300))
     S = sim.stream
     sim.inn(segs[1])  # bytes 300..600 beyond the hole
     resend = _map_seg(p, 1, 1, S[:900], m_sub=1, m_dsn=1, m_payload=S, checksum=True, flags=ACK | PSH)
-    actions, _ = sim.inn(resend)
-    parts = _guest_parts(p, actions, None)
+    actions, got = sim.inn(resend)
+    parts = _guest_parts(p, actions, got)
     assert [(k, len(b)) for k, b in parts] == [(1, 300), (601, 300)]
-    pshs = [bool(check_wire(a.data)[0].flags & PSH) for a in actions[1:]
+    pshs = [bool(check_wire(got)[0].flags & PSH)] + [bool(check_wire(a.data)[0].flags & PSH) for a in actions[1:]
             if isinstance(a, Inject) and check_wire(a.data)[0].dport == p.gport]
     assert pshs == [False, True]
     sim.inn(segs[3])  # completes the mapping
