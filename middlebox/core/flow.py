@@ -510,44 +510,35 @@ def unseen(base: int, got: list, lo: int, hi: int, runs=None) -> list:
     join data): its copy of the bytes that came before is summed by no mapping, and a Linux
     guest keeps the newer copy of bytes it holds out of order when the resend starts at or
     before them (tcp_data_queue_ofo)."""
-    out = []
     a = lo if lo > base else base
-    for g in got:
-        if a >= hi:
-            break
-        s, e = g[0], g[1]
-        if e <= a:
-            continue
-        if s >= hi:
-            break
-        if s > a:
-            out.append(a)
-            out.append(s)
-        a = e
-    if a < hi:
-        out.append(a)
-        out.append(hi)
-    if not runs or not out:
-        return out
-    cut = []
-    for i in range(0, len(out), 2):
-        a, b = out[i], out[i + 1]
-        for k in range(0, len(runs), 2):
-            s, e = runs[k], runs[k + 1]
+    if a >= hi:
+        return []
+    out = _without([a, hi], [(g[0], g[1]) for g in got])
+    if runs and out:
+        out = _without(out, [(runs[k], runs[k + 1]) for k in range(0, len(runs), 2)])
+    return out
+
+
+def _without(parts: list, spans: list) -> list:
+    """The flat parts [a0, b0, ...] less the sorted (start, end) `spans`."""
+    out = []
+    for i in range(0, len(parts), 2):
+        a, b = parts[i], parts[i + 1]
+        for s, e in spans:
             if e <= a:
                 continue
             if s >= b:
                 break
             if s > a:
-                cut.append(a)
-                cut.append(s)
+                out.append(a)
+                out.append(s)
             a = e
             if a >= b:
                 break
         if a < b:
-            cut.append(a)
-            cut.append(b)
-    return cut
+            out.append(a)
+            out.append(b)
+    return out
 
 
 def ck_runs_match(e: list, data: bytes, off: int, r: int) -> bool:

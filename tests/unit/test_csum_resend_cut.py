@@ -9,9 +9,11 @@ changed head the guest already read went unjudged; older than the cut)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from middlebox.core import Inject
-from middlebox.core.flow import MAX_RANGES
+from middlebox.core.flow import MAX_RANGES, unseen
 from middlebox.wire import Dss, dss_checksum
 from tests.unit.test_core_harness import ACK, FIN, M32, M64, PSH, Pair, check_wire
 from tests.unit.test_core_placement import _map_seg, _mapping_pieces, _stream
@@ -242,3 +244,25 @@ def test_a_join_cut_resend_keeps_its_data_fin():
     assert [((x.seq - p.flow.server_isn) & M32, x.payload_len) for x in segs if x.payload_len] == [(start + 100, 100)]
     fins = [(x.seq - p.flow.server_isn + x.payload_len) & M32 for x in segs if x.flags & FIN]
     assert fins == [start + 300]
+
+
+@st.composite
+def _spans(draw, limit: int = 60):
+    """Sorted, disjoint [start, end) spans below `limit`."""
+    points = sorted(draw(st.sets(st.integers(0, limit), max_size=10)))
+    return [(points[i], points[i + 1]) for i in range(0, len(points) - 1, 2)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 30), _spans(), _spans(), st.integers(0, 60), st.integers(0, 60))
+def test_unseen_is_the_bytes_below_no_base_nor_in_any_range_or_run(base, got, runs, lo, n):
+    """flow.unseen against a set of bytes: the parts are sorted, disjoint, not empty, and
+    hold exactly the bytes of [lo, lo + n) at or above `base`, in no range and in no run."""
+    hi = lo + n
+    parts = unseen(base, [[s, e, 0] for s, e in got], lo, hi, [x for s_e in runs for x in s_e])
+    seen = set(range(0, base)).union(*(range(s, e) for s, e in got), *(range(s, e) for s, e in runs))
+    want = [k for k in range(lo, hi) if k not in seen]
+    have = [k for i in range(0, len(parts), 2) for k in range(parts[i], parts[i + 1])]
+    assert have == want
+    assert all(parts[i] < parts[i + 1] for i in range(0, len(parts), 2))
+    assert all(parts[i + 1] < parts[i + 2] for i in range(1, len(parts) - 2, 2))
