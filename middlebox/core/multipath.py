@@ -652,9 +652,10 @@ def guest_seg(conv, flow, version: int) -> int:
 
 def _guest_rmss(flow, ip_version: int) -> int:
     """The MSS the guest announced in its SYN, or RFC 9293's default (§3.7.1: 536 for IPv4,
-    1220 for IPv6; `ip_version`: the guest's connection's) when its SYN had none. Subflow 1 passes such a SYN on without one, so the
-    server sends it segments of that default there; the joins announced the MSS limit, and
-    the guest got 1432-byte segments from them (stop 39)."""
+    1220 for IPv6; `ip_version`: the guest's connection's) when its SYN had none. Subflow 1
+    passes such a SYN on without one, so the server sends it segments of that default
+    there; the joins announced the MSS limit, and the guest got 1432-byte segments from
+    them (stop 39)."""
     if flow.guest_mss:
         return flow.guest_mss
     return 536 if ip_version == 4 else 1220
