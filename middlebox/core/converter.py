@@ -61,7 +61,7 @@ from middlebox.wire import (
 
 # Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
 # the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
-from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before, unseen, ck_runs_match  # noqa: E402
+from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before, resend_cut, ck_runs_match  # noqa: E402
 from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
 from middlebox.core import announce as AN  # noqa: E402  (inbound ADD_ADDR)
 
@@ -1268,10 +1268,8 @@ class Converter:
                         # guest gets its new bytes only (flow.unseen); wholly seen, it goes
                         # whole (a guest that reneged on its out-of-order queue needs it); a
                         # whole mapping, verified as it is (_csum_ok), goes whole
-                        cut = unseen(sf.rcv_base, sf.ranges, r, r + plen, ck[0][3])
-                        if not cut or (len(cut) == 2 and cut[0] == r and cut[1] == r + plen):
-                            cut = None
-                        else:
+                        cut = resend_cut(sf.rcv_base, sf.ranges, r, r + plen, ck[0][3])
+                        if cut is not None:
                             counters[Counter.CsumResendCut] += 1
                 rec = sf.record(r, plen, d0)
                 if rec <= 0:
@@ -1382,21 +1380,18 @@ class Converter:
             inject = Inject(self._ack_to_server(flow, pkt, data, (sf.remote_isn + sub_ack) & M32))
             if guest_closed:
                 return [Drop("subflow FIN for a guest that has closed"), inject]
-            if cut is not None:
-                return [*self._parts_to_guest(flow, pkt, data, self._to_guest(
-                    pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), r, cut), inject]
-            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), inject]
-        if sf1_fin:
+            after = [inject]
+        elif sf1_fin:
             if type(sf1_fin[0]) is Drop:
                 return sf1_fin
-            if cut is not None:
-                return [*self._parts_to_guest(flow, pkt, data, self._to_guest(
-                    pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), r, cut), *sf1_fin]
-            return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), *sf1_fin]
-        if cut is not None:
-            return self._parts_to_guest(flow, pkt, data, self._to_guest(
-                pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin), r, cut)
-        return [self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin)]
+            after = sf1_fin
+        else:
+            after = None
+        to_guest = self._to_guest(pkt, data, guest_seq, new_ack, new_flags, guest_opts, gwin)
+        out = [to_guest] if cut is None else self._parts_to_guest(flow, pkt, data, to_guest, r, cut)
+        if after:
+            out += after
+        return out
 
     def _parts_to_guest(self, flow, pkt, data: bytes, whole, r: int, cut: list) -> list:
         """The server segment at subflow seq `r`, made for the guest (`whole`: _to_guest's
@@ -1414,10 +1409,7 @@ class Converter:
         hi = r + pkt.payload_len
         opts = full[g.ip_hlen + TCP_HLEN:g.payload_off]
         seg_max = min(self._mss_limit[g.version], max(MP._guest_rmss(flow, g.version) - len(opts), 64))
-        if g.version == 4:
-            own = (full[1], full[8], 0)  # (its place: forwarded as it is, marks kept)
-        else:
-            own = ((full[0] & 0x0F) << 4 | full[1] >> 4, full[7], (full[1] & 0x0F) << 16 | full[2] << 8 | full[3])
+        own = MP.guest_marks(g, full, 0)  # (its place: forwarded as it is, marks kept)
         marks = MP.guest_marks(pkt, data)
         keep = g.flags & ~(FIN | PSH | CWR)
         pieces = [(cut[0], cut[1])]

@@ -519,6 +519,22 @@ def unseen(base: int, got: list, lo: int, hi: int, runs=None) -> list:
     return out
 
 
+def resend_cut(base: int, got: list, lo: int, hi: int, runs=None):
+    """The parts of a server segment at subflow bytes [lo, hi) that the guest gets, with DSS
+    checksums on a mapping that spans segments (converter._in_segment for subflow 1,
+    multipath._download for joins): None when it goes whole, else unseen()'s parts. Whole:
+    a segment of new bytes only, and a resend of nothing new (a guest that dropped its
+    out-of-order queue needs it; cut, an identical resend would never get through). The
+    usual segment, in order above everything received and summed, takes no list (the cut
+    decision was written out at both call sites, and every such segment built parts)."""
+    if lo >= base and not got and (not runs or (len(runs) == 2 and (runs[1] <= lo or runs[0] >= hi))):
+        return None
+    cut = unseen(base, got, lo, hi, runs)
+    if not cut or (len(cut) == 2 and cut[0] == lo and cut[1] == hi):
+        return None
+    return cut
+
+
 def _without(parts: list, spans: list) -> list:
     """The flat parts [a0, b0, ...] less the sorted (start, end) `spans`."""
     out = []

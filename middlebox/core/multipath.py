@@ -57,7 +57,7 @@ import struct
 from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
-from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack, unseen, ck_runs_match
+from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack, resend_cut, ck_runs_match
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (
@@ -407,14 +407,15 @@ def segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: i
     return raw[:off] + struct.pack("!H", c) + raw[off + 2:]
 
 
-def guest_marks(pkt, data: bytes) -> tuple:
-    """(TOS / traffic class byte, TTL / hop limit - 1, IPv6 flow label) of the guest's
-    packet, for the pieces we send in its place on its own connection (a cut super-packet):
-    its DSCP and ECN codepoint kept, the hop a forwarded packet would have counted, and its
+def guest_marks(pkt, data: bytes, hop: int = 1) -> tuple:
+    """(TOS / traffic class byte, TTL / hop limit - `hop`, IPv6 flow label) of the packet
+    `data` (`pkt` its parse), for the pieces we send in its place on its own connection (a
+    cut super-packet): its DSCP and ECN codepoint kept, the hop a forwarded packet would have
+    counted (0: a packet the kernel forwards on, as a Rewrite in its own place), and its
     flow label (ECMP keeps the pieces on the path of its other segments)."""
     if pkt.version == 4:
-        return data[1], max(data[8] - 1, 1), 0
-    return (data[0] & 0x0F) << 4 | data[1] >> 4, max(data[7] - 1, 1), (data[1] & 0x0F) << 16 | data[2] << 8 | data[3]
+        return data[1], max(data[8] - hop, 1), 0
+    return (data[0] & 0x0F) << 4 | data[1] >> 4, max(data[7] - hop, 1), (data[1] & 0x0F) << 16 | data[2] << 8 | data[3]
 
 
 def _addr(text: str | None, version: int) -> bytes | None:
@@ -3608,10 +3609,8 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
                 # (flow.unseen; converter._parts_to_guest for subflow 1); a whole mapping,
                 # verified as it is, goes whole; so does one over bytes taken beyond the
                 # guest's window (it dropped them: review of stop 39)
-                cut = unseen(p.rcv_nxt, p.ooo, r, r + plen, ck[0][3])
-                if not cut or (len(cut) == 2 and cut[0] == r and cut[1] == r + plen):
-                    cut = None
-                else:
+                cut = resend_cut(p.rcv_nxt, p.ooo, r, r + plen, ck[0][3])
+                if cut is not None:
                     counters[Counter.CsumResendCut] += 1
     end = r + plen + (1 if f & FIN else 0)
     # receive bookkeeping: rcv_nxt and the out-of-order intervals of this subflow

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middlebox.core import Inject
-from middlebox.core.flow import MAX_RANGES, unseen
+from middlebox.core.flow import MAX_RANGES, resend_cut, unseen
 from middlebox.wire import Dss, dss_checksum
 from tests.unit.test_core_harness import ACK, FIN, M32, M64, PSH, Pair, check_wire
 from tests.unit.test_core_placement import _map_seg, _mapping_pieces, _stream
@@ -266,3 +266,21 @@ def test_unseen_is_the_bytes_below_no_base_nor_in_any_range_or_run(base, got, ru
     assert have == want
     assert all(parts[i] < parts[i + 1] for i in range(0, len(parts), 2))
     assert all(parts[i + 1] < parts[i + 2] for i in range(1, len(parts) - 2, 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 30), _spans(), _spans(), st.integers(0, 60), st.integers(0, 60))
+def test_resend_cut_is_unseen_unless_all_or_nothing_is_new(base, got, runs, lo, n):
+    """flow.resend_cut (the cut decision of subflow 1 and joins, with its fast path for a
+    segment in order) against the set model: None when the segment's bytes are all new or
+    none are, else exactly unseen()'s parts."""
+    hi = lo + n
+    g = [[s, e, 0] for s, e in got]
+    flat = [x for s_e in runs for x in s_e]
+    seen = set(range(0, base)).union(*(range(s, e) for s, e in got), *(range(s, e) for s, e in runs))
+    new = [k for k in range(lo, hi) if k not in seen]
+    cut = resend_cut(base, g, lo, hi, flat)
+    if not new or len(new) == n:
+        assert cut is None
+    else:
+        assert cut == unseen(base, g, lo, hi, flat)
