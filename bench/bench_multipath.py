@@ -106,9 +106,11 @@ def short(key: str) -> str:
 
 # 30+100, 10+50+50: the guest's route (subflow 1) on the slow uplink. With the slow path first,
 # a hole rule of two RTTs alone halved a 10+50+50 Mbit/s upload in one run of two (a slow tbf
-# releases a super-packet whole, long after the srtt its ACKs show)
+# releases a super-packet whole, long after the srtt its ACKs show). 3x50: three paths at half
+# the rate, to tell a three-path cost from the daemon's one core running out at 3x100 with loss
+# (the lossy path's offloads are off, path_loss: its bytes come as single segments)
 TOPOS = {"2x100": [100, 100], "3x100": [100, 100, 100], "100+30": [100, 30], "30+100": [30, 100],
-         "10+50+50": [10, 50, 50]}
+         "10+50+50": [10, 50, 50], "3x50": [50, 50, 50]}
 BUFFERS = {"deep": 50, "shallow": 5}
 LOSSES = {"clean": 0.0, "loss1": 1.0, "loss2": 2.0}
 
