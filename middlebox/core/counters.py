@@ -184,7 +184,7 @@ class Counter(IntEnum):
     JoinProbeAnswered = 160  # pure segments before rcv_nxt on joins (window probes, keepalives) answered with an ACK (rate-limited)
     GuestProbeFwd = 161  # the guest's window probes and keepalives (pure, before what the server data-acked) sent on as probes (snd_una - 1)
     ProbeAnswerFwd = 162  # the server's answers to those probes passed to the guest although they moved nothing
-    SlowPathShare = 163  # guest segments whose new bytes were split: a subflow under half the best rate took only its share (_slow_share)
+    SlowPathShare = 163  # guest segments whose new bytes were split: a subflow under half the best rate took only its share, or any other at most SHARE_TIME (2 ms) of its rate (_slow_share; the second since stop 40)
     HeadIntoHole = 164  # subflow holes filled by a guest resend of the data-level head, or of bytes after it, that waited behind them (_into_hole; one resend may fill several): the guest would not resend those holes before the head is acked
     GuestAckAgain = 165  # ACKs sent again to a guest that resent only bytes the server had data-acked (our ACK of them was lost)
     UnsureResent = 166  # guest resends of bytes their subflow acked that may be another DSN's (_head_hole's swap): sent again as new mappings, not dropped

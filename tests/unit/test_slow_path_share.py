@@ -67,13 +67,44 @@ def test_a_super_packet_for_a_much_slower_subflow_gives_it_its_share_and_the_res
 
 
 def test_no_split_when_the_subflow_is_at_least_half_as_fast_as_the_best():
-    p = _pair(3e6, 5e6)
+    """... and the super-packet is within SHARE_TIME of its rate (3e7 B/s: 60 KB in 2 ms)."""
+    p = _pair(3e7, 5e7)
     mss = p.conv._mss_limit[4] - 12
     acts = p.conv.handle(p.g_data(b"x" * (10 * mss)), Direction.OUT, p.now)
     assert isinstance(acts[0], Rewrite)  # in place, one mapping over the super-packet
     ((_, payload, dss),) = _maps(p, acts[:1])
     assert dss.data_len == len(payload) == 10 * mss
     assert p.count("SlowPathShare") == 0
+
+
+def test_a_fast_subflow_takes_at_most_share_time_of_its_rate_and_the_rest_goes_elsewhere():
+    """(Stop 40.) Subflow 1 at 6.25e6 B/s (50 Mbit/s, as fast as the join): SHARE_TIME (2 ms)
+    of it is 12.5 KB, 8 segments of a 20-segment super-packet; the rest is scheduled again
+    and goes to the join, whose queue drains first now. Whole, one 28-64 KB burst on a 50
+    Mbit/s path with a 5 ms buffer overflowed it (bench: 3 x 50 Mbit/s upload 0.89 of Linux
+    MPTCP, 0.96 cut). The server's stream is the guest's, and a resend of the whole
+    super-packet maps each byte where it went."""
+    p = _pair(6.25e6, 6.25e6)
+    mss = p.conv._mss_limit[4] - 12
+    body = (bytes(range(256)) * (20 * mss // 256 + 1))[:20 * mss]
+    acts = p.conv.handle(p.g_data(body), Direction.OUT, p.now)
+    assert isinstance(acts[0], Drop)  # not in place: two subflows
+    assert p.count("SlowPathShare") == 1
+    share = int(6.25e6 * MP.SHARE_TIME) // mss * mss
+    assert share == 8 * mss
+    runs = p.mp.runs[-2:]
+    assert [r[2] for r in runs] == [0, 1]
+    assert runs[1][1] - runs[1][0] <= 20 * mss - share
+    sent = _maps(p, acts[1:])
+    got = _stream(sent)
+    d0 = min(got)
+    assert bytes(got[d0 + i] for i in range(len(body))) == body
+    s0 = (p.g_nxt - len(body)) & 0xFFFFFFFF
+    p.now += 0.3
+    again = p.conv.handle(p.g_data(body, seq=s0), Direction.OUT, p.now)
+    assert p.count("SlowPathShare") == 1
+    assert [(a.seq, d.data_seq, d.subflow_seq, d.data_len) for a, _, d in _maps(p, again[1:])] == \
+        [(a.seq, d.data_seq, d.subflow_seq, d.data_len) for a, _, d in sent]
 
 
 def test_no_split_of_the_guests_fin_on_subflow_1():
