@@ -1409,8 +1409,10 @@ class Converter:
         hi = r + pkt.payload_len
         opts = full[g.ip_hlen + TCP_HLEN:g.payload_off]
         seg_max = min(self._mss_limit[g.version], max(MP._guest_rmss(flow, g.version) - len(opts), 64))
-        own = MP.guest_marks(g, full, 0)  # (its place: forwarded as it is, marks kept)
-        marks = MP.guest_marks(pkt, data)
+        # the segment's own marks on every part: it was queued in the forward hook, its TTL
+        # already counted (a hop more on the injected parts, they reached the guest one
+        # below the first; the helper's review of stop 40)
+        marks = MP.guest_marks(g, full, 0)
         keep = g.flags & ~(FIN | PSH | CWR)
         pieces = [(cut[0], cut[1])]
         i = 2
@@ -1432,7 +1434,7 @@ class Converter:
                     flags |= g.flags & FIN
             seg = MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + a - r) & M32, g.ack, flags,
                              g.window, opts, full[g.payload_off + a - r:g.payload_off + c - r],
-                             own if not out else marks)
+                             marks)
             out.append(_rewrite(seg) if not out else Inject(seg))
         if g.flags & FIN and pieces[-1][1] != hi:
             # its tail came before: the FIN (the subflow's, or the DATA_FIN's) goes on its own

@@ -148,6 +148,10 @@ def test_cut_parts_are_byte_exact_and_well_formed(v6, multipath):
     assert [x[y.payload_off:y.length] for x, y in zip(parts, pk)] == [S[:300], S[600:750]]
     assert [bool(x.flags & PSH) for x in pk] == [False, True]
     assert len({x.ack for x in pk}) == 1 and all(x.flags & ACK for x in pk)
+    # the segment's IP marks on every part, TTL / hop limit included: the server's segment is
+    # queued in the forward hook, its hop counted already (the injected part was one lower)
+    ttl = 7 if v6 else 8
+    assert len({x[ttl] for x in parts}) == 1 and len({x[1] for x in parts}) == 1
 
 
 def test_a_cut_resend_keeps_the_data_fin_it_gained():
