@@ -13,6 +13,11 @@ in every mode: the converter's key is pinned for the run) is two flows in one co
 Each row feeds the same packet again and again (a retransmission: same path through the core
 as the original), `time.perf_counter_ns` around a loop sized to ~3 ms; the rows take turns,
 and each keeps its best of several runs.
+
+Two rows more (`mp ...`, join_download) are a multipath download's main path, where every
+packet must be new: server data on an extra subflow, in order, and the guest's ACKs of it,
+each packet timed on its own over a fresh flow per repeat (multipath.py is not compiled:
+those rows show what its Python costs per packet; the daemon's syscalls come on top).
 Columns, in ns per packet:
 
   pure      MIDDLEBOX_PURE_PYTHON=1 in a subprocess: reference wire + reference core
@@ -129,6 +134,53 @@ def measure(converter_cls, budget_ns: int, repeat: int) -> dict:
     return out
 
 
+def join_download(converter_cls, n: int, repeat: int) -> dict:
+    """{row name: [ns per packet, digest]} for a multipath download's main path: new server
+    data, 1448 bytes a segment, in order on an extra subflow (each is dropped, its bytes go
+    to the guest as an injected segment, and an ACK goes to the server on that subflow), with
+    the guest acking every second segment. Unlike the rows above, every packet is a new one:
+    each repeat drives a fresh flow (tests/unit/test_subflow_table.MPair) through `n` data
+    segments, each `handle` timed on its own, and each row keeps its best repeat. The digest
+    is over the bytes the guest got, which must be the same in every mode."""
+    from middlebox.core import Direction
+    from tests.unit.test_core_harness import M32
+    from tests.unit.test_subflow_table import MPair
+
+    best_data = best_ack = float("inf")
+    digest = ""
+    for _ in range(repeat):
+        p = MPair(2)
+        p.conv = converter_cls(p.cfg)
+        p.go_multipath()
+        p.join_up(1)
+        j = p.joins[1]
+        segs = [p.j_data(j, PAYLOAD) for _ in range(n)]
+        handle, now = p.conv.handle, p.now
+        t_data = t_ack = 0
+        h = hashlib.sha256()
+        for i, buf in enumerate(segs):
+            now += 0.00002
+            t0 = time.perf_counter_ns()
+            acts = handle(buf, Direction.LOCAL, now)
+            t_data += time.perf_counter_ns() - t0
+            for a in acts[1:]:
+                if p.label(a.data) == "g_data":
+                    h.update(a.data)
+            if i % 2:
+                p.g_rcv = (p.s_isn + 1 + (i + 1) * len(PAYLOAD)) & M32
+                ack = p.g_ack()
+                t0 = time.perf_counter_ns()
+                handle(ack, Direction.OUT, now)
+                t_ack += time.perf_counter_ns() - t0
+        best_data = min(best_data, t_data / n)
+        best_ack = min(best_ack, t_ack / (n // 2))
+        digest = h.hexdigest()[:16]
+        forwarded = p.count("JoinDataFwd")
+        assert forwarded == n and not p.count("JoinBeyondGuestWindow"), (forwarded, p.count("JoinBeyondGuestWindow"))
+    return {"mp join data 1448 B, new, in order": [best_data, digest],
+            "mp guest ACK of join data": [best_ack, digest]}
+
+
 def worker(which: str, budget_ns: int, repeat: int) -> dict:
     import middlebox.core as core
     import middlebox.wire as wire
@@ -138,7 +190,9 @@ def worker(which: str, budget_ns: int, repeat: int) -> dict:
     else:
         cls = core.Converter
     impl = getattr(core, "IMPLEMENTATION", "python") if which != "py-core" else "python"
-    return {"wire": wire.IMPLEMENTATION, "core": impl, "rows": measure(cls, budget_ns, repeat)}
+    rows = measure(cls, budget_ns, repeat)
+    rows.update(join_download(cls, 400 if budget_ns < 3_000_000 else 2000, max(3, repeat // 6)))
+    return {"wire": wire.IMPLEMENTATION, "core": impl, "rows": rows}
 
 
 def main(argv=None) -> int:
