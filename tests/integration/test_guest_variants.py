@@ -46,7 +46,15 @@ CASES = [(v, mp, ck) for v in SYSCTLS for mp in (False, True) for ck in (False, 
          and not (v == "no-ts-no-sack" and not mp and ck)]
 
 
+# Bytes each way. A guest without timestamps and SACK recovers one hole per RTT, plain TCP
+# as much as converted: on single path 6 MB each way took 16-60 s here with the converter of
+# stop 39 and of stop 40 alike (6 runs each), and the CI of stop 40 timed out its upload
+# (60 s) once. The test judges the bytes and the server's counters, not the time: 2 MB for it.
+SLOW = {("no-ts-no-sack", False): 2 * MB}
+
+
 def _transfer(t, mbox, server_factory, variant: str, multipath: bool) -> None:
+    size = SLOW.get((variant, multipath), 6 * MB)
     for k, v in SYSCTLS[variant].items():
         assert t.read_sysctl(t.guest, k).strip() == str(v)
     if variant == "mtu-1400":
@@ -55,8 +63,8 @@ def _transfer(t, mbox, server_factory, variant: str, multipath: bool) -> None:
     srv = server_factory()
     before = t.nstat(t.server)
     try:
-        greet_upload(t, srv, 20000, payload(6 * MB, seed=5))
-        download(t, srv, 6 * MB)
+        greet_upload(t, srv, 20000, payload(size, seed=5))
+        download(t, srv, size)
     finally:
         dd = delta(before, t.nstat(t.server))
         rc, _ = d.stop()
