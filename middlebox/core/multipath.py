@@ -413,7 +413,8 @@ def guest_marks(pkt, data: bytes, hop: int = 1) -> tuple:
     """(TOS / traffic class byte, TTL / hop limit - `hop`, IPv6 flow label) of the packet
     `data` (`pkt` its parse), for the pieces we send in its place on its own connection (a
     cut super-packet): its DSCP and ECN codepoint kept, the hop a forwarded packet would have
-    counted (0: a packet the kernel forwards on, as a Rewrite in its own place), and its
+    counted (1: a guest segment, queued in prerouting before the kernel counts it; 0: a
+    server segment towards the guest, queued in the forward hook after it did), and its
     flow label (ECMP keeps the pieces on the path of its other segments)."""
     if pkt.version == 4:
         return data[1], max(data[8] - hop, 1), 0
