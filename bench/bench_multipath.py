@@ -84,7 +84,12 @@ SERVER_KEYS = ("MPTcpExtMPTCPRetrans", "MPTcpExtDuplicateData", "MPTcpExtOFOQueu
                "MPTcpExtNoDSSInWindow", "MPTcpExtMPJoinAckRx",
                # subflow segments the server already had (it answers with a D-SACK): resends
                # that were not needed, the guest's or ours
-               "TcpExtTCPDSACKOldSent", "TcpExtTCPDSACKOfoSent")
+               "TcpExtTCPDSACKOldSent", "TcpExtTCPDSACKOfoSent",
+               # the server as a sender (downloads): how it met loss on its subflows
+               "TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes",
+               "TcpExtTCPSackRecovery", "TcpExtTCPFastRetrans", "TcpExtTCPLostRetransmit",
+               "TcpExtTCPSpuriousRTOs", "TcpExtTCPSACKReorder", "TcpExtTCPDSACKRecv",
+               "TcpExtTCPDSACKUndo", "TcpExtTCPLossUndo", "TcpExtTCPSackRecoveryFail")
 # what must stay zero on the server for a healthy conversion (test_multipath.py MUST_STAY_ZERO)
 SERVER_BAD = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
               "MPTcpExtMPJoinNoTokenFound", "MPTcpExtMPJoinAckHMacFailure",
@@ -403,7 +408,7 @@ class Bench:
                 cpu0 = daemon.cpu()
             g0, s0 = t.nstat(client_ns, prefix=None), t.nstat(t.server, prefix=None)
             drop0 = loss_dropped(t) if self.sc["loss"] else 0
-            sampler = Sampler(t) if system in CONVERTERS else None
+            sampler = Sampler(t)  # (every system: where Linux MPTCP puts its bytes, too)
             t0 = time.monotonic()
             if sampler:
                 sampler.__enter__()
