@@ -1063,7 +1063,7 @@ def _taken(p, seq: int, ack: int, wb: int) -> bool:
     return taken
 
 
-def _ack_on(flow, p, extra=()) -> bytes:
+def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
     """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window;
     SACK blocks when the server permitted them and bytes beyond a hole are held.
 
@@ -1074,7 +1074,10 @@ def _ack_on(flow, p, extra=()) -> bytes:
     beyond the guest's, and the server sent bytes the guest drops (JoinBeyondGuestWindow,
     repaired only by the server's MPTCP-level timer). The DATA_ACK on it stops where the
     held window reaches the guest's edge (JoinDataAckHeld); the next ACK of new bytes, or a
-    wider window, carries the rest."""
+    wider window, carries the rest.
+
+    `dsack`: (a, b), relative subflow seqs of bytes that came twice: named first (D-SACK,
+    RFC 2883), before the out-of-order blocks."""
     _dack_carried(flow)
     rel = flow.rcv_rel
     if not _window_taken(flow, p, p.snd_nxt, p.rcv_nxt):
@@ -1090,7 +1093,13 @@ def _ack_on(flow, p, extra=()) -> bytes:
     data_ack = (flow.remote_idsn + rel) & M64
     if not flow.ack64:
         data_ack &= M32
-    tcp = encode_tcp_options(sack=_sack_blocks(p)) if p.sack and p.ooo and not extra else b""
+    tcp = b""
+    if p.sack and not extra:
+        if dsack is not None:
+            blocks = [((p.remote_isn + dsack[0]) & M32, (p.remote_isn + dsack[1]) & M32)]
+            tcp = encode_tcp_options(sack=blocks + _sack_blocks(p)[:2])
+        elif p.ooo:
+            tcp = encode_tcp_options(sack=_sack_blocks(p))
     opts = build_options(tcp, (Dss(data_ack, flow.ack64), *extra))
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
@@ -3629,6 +3638,11 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
                 if cut is not None:
                     counters[Counter.CsumResendCut] += 1
     end = r + plen + (1 if f & FIN else 0)
+    dsack = _dup_range(p, r, r + plen) if plen and p.sack else None
+    if dsack is not None:
+        # bytes that came twice: our ACK names them (D-SACK), as a Linux receiver's does, so
+        # that the server can undo the window cut of a resend it did not need
+        counters[Counter.JoinDsackTX] += 1
     # receive bookkeeping: rcv_nxt and the out-of-order intervals of this subflow
     if r > p.rcv_nxt:
         if not _ooo_add(p, r, end):
@@ -3683,8 +3697,20 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     elif plen:
         counters[Counter.DupConsumed] += 1
     counters[Counter.SubflowAckTX] += 1
-    out.append(Inject(_ack_on(flow, p)))
+    out.append(Inject(_ack_on(flow, p, (), dsack)))
     return out
+
+
+def _dup_range(p, a: int, b: int):
+    """The part of subflow bytes [a, b) that extra subflow p had already (below rcv_nxt, or
+    in an out-of-order interval), as (start, end), or None: the D-SACK block of RFC 2883
+    (the first such part, one block)."""
+    if a < p.rcv_nxt:
+        return a, min(b, p.rcv_nxt)
+    for lo, hi in p.ooo:
+        if lo < b and a < hi:
+            return max(a, lo), min(b, hi)
+    return None
 
 
 def _csum_step(flow, p, pkt, data: bytes, dss, r: int, m_r: int, m_len: int, d: int):
