@@ -1063,6 +1063,24 @@ def _taken(p, seq: int, ack: int, wb: int) -> bool:
     return taken
 
 
+def _join_dack(flow, p, taken: bool) -> int:
+    """The DATA_ACK (relative) a segment on extra subflow p carries: the guest's, or, when
+    the server does not take the segment's window (`taken`, _window_taken), where the window
+    it holds for p reaches the guest's edge (JoinDataAckHeld; _ack_on says why)."""
+    rel = flow.rcv_rel
+    if not taken:
+        cap = rel + (flow.guest_window << flow.guest_wscale) - p.wnd_held
+        if cap < rel:
+            rel = cap
+            mp = flow.mp
+            if mp is not None:
+                if mp.dack_out > rel:
+                    mp.dack_out = rel  # not carried yet: the next ACK that can carries the rest
+                if mp.counters is not None:
+                    mp.counters[Counter.JoinDataAckHeld] += 1
+    return rel
+
+
 def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
     """Our ACK on extra subflow `p`: its rcv_nxt, the guest's DATA_ACK, the guest's window;
     SACK blocks when the server permitted them and bytes beyond a hole are held.
@@ -1079,17 +1097,7 @@ def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
     `dsack`: (a, b), relative subflow seqs of bytes that came twice: named first (D-SACK,
     RFC 2883), before the out-of-order blocks."""
     _dack_carried(flow)
-    rel = flow.rcv_rel
-    if not _window_taken(flow, p, p.snd_nxt, p.rcv_nxt):
-        cap = rel + (flow.guest_window << flow.guest_wscale) - p.wnd_held
-        if cap < rel:
-            rel = cap
-            mp = flow.mp
-            if mp is not None:
-                if mp.dack_out > rel:
-                    mp.dack_out = rel  # not carried yet: the next ACK that can carries the rest
-                if mp.counters is not None:
-                    mp.counters[Counter.JoinDataAckHeld] += 1
+    rel = _join_dack(flow, p, _window_taken(flow, p, p.snd_nxt, p.rcv_nxt))
     data_ack = (flow.remote_idsn + rel) & M64
     if not flow.ack64:
         data_ack &= M32
@@ -2701,7 +2709,17 @@ def _repair_due(p) -> float:
 
 
 def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
-    _window_taken(flow, p, ss if payload else p.snd_nxt, p.rcv_nxt)
+    """The guest's bytes (or a bare DATA_FIN) on extra subflow p under mapping `opt`, whose
+    DATA_ACK is capped as our ACKs' (_join_dack) when the server keeps the window it holds:
+    uncapped, a slow reader's new ack with its smaller window put the server's edge beyond
+    the guest's (review of stop 41)."""
+    taken = _window_taken(flow, p, ss if payload else p.snd_nxt, p.rcv_nxt)
+    if not taken and opt.data_ack is not None:
+        rel = _join_dack(flow, p, False)
+        if rel != flow.rcv_rel:
+            da = (flow.remote_idsn + rel) & M64
+            opt = Dss(da if flow.ack64 else da & M32, flow.ack64, opt.data_seq, opt.dsn64, opt.subflow_seq,
+                      opt.data_len, opt.csum, opt.data_fin)
     seq = p.local_isn + (ss if payload else p.snd_nxt)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, seq, p.remote_isn + p.rcv_nxt,
                    ACK | psh, flow.guest_window, build_options(b"", (opt,)), payload)
