@@ -173,6 +173,33 @@ table netdev mbbenchloss {{
 """)
 
 
+STEER_CPU = 1  # --steer: the CPU that takes the guest's and the server's receive work
+
+
+def steer(t: Topology) -> None:
+    """--steer: the guest's and the server's veths hand their receive work to CPU STEER_CPU
+    (RPS), and the daemon runs on CPU 0 only (Daemon). Without it, a packet the daemon sends
+    (a verdict's, an injection) is received by the guest's or the server's TCP inside the
+    daemon's own system call (veth delivers on the sending CPU), and the daemon's one thread
+    pays for both ends' receive processing. A hypervisor's guest (tap, vhost) and a server
+    behind a NIC take that work elsewhere (stop 41: the lossy join's round trip, 2-6 ms
+    against 0.8 for Linux's own subflow, was that work)."""
+    mask = format(1 << STEER_CPU, "x")
+    for ns, ifaces in ((t.guest, [t.guest_if]), (t.server, [p.server_if for p in t.paths])):
+        for ifname in ifaces:
+            t.run(ns, ["sh", "-c", f"for f in /sys/class/net/{ifname}/queues/rx-*/rps_cpus; "
+                                   f"do echo {mask} > $f; done"])
+
+
+def pin_cpu0(pid: int) -> None:
+    """Every thread of process `pid` on CPU 0 only (--steer)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {0})
+        except OSError:
+            pass  # (a thread that ended meanwhile)
+
+
 def loss_dropped(t: Topology) -> int:
     import re
 
@@ -186,7 +213,7 @@ def loss_dropped(t: Topology) -> int:
 class Daemon:
     """`middlebox run` in mbox; its output drained by a thread (kept for the report)."""
 
-    def __init__(self, t: Topology, *extra: str) -> None:
+    def __init__(self, t: Topology, *extra: str, pin: bool = False) -> None:
         self.t = t
         self.lines: list[str] = []
         self.proc = t.popen(t.mbox, [*ME, "run", "--queue", str(QUEUE), *extra],
@@ -201,6 +228,8 @@ class Daemon:
             if f"{TREE}/middlebox/_ccore/" not in f.read():
                 self.stop()
                 raise RuntimeError(f"the daemon did not load the compiled core from {TREE}")
+        if pin:  # (`ip netns exec` execs the daemon: the pid is the daemon's)
+            pin_cpu0(self.proc.pid)
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -312,6 +341,8 @@ class Bench:
         t.start()
         if self.sc["loss"]:
             path_loss(t, self.sc["loss"], self.sc["loss_path"])
+        if self.args.steer:
+            steer(t)
         # Linux MPTCP in mbox: an endpoint per uplink (the initial subflow's is skipped)
         t.run(t.mbox, ["ip", "mptcp", "limits", "set", "subflow", str(len(t.paths)),
                        "add_addr_accepted", "0"])
@@ -404,7 +435,8 @@ class Bench:
             if system in CONVERTERS:
                 self.rules(True)
                 daemon = Daemon(t, "--join-after-bytes", "0", "--join-after-ms", "0",
-                                *CONVERTERS[system], *self.args.converter_args.split())
+                                *CONVERTERS[system], *self.args.converter_args.split(),
+                                pin=self.args.steer)
                 cpu0 = daemon.cpu()
             g0, s0 = t.nstat(client_ns, prefix=None), t.nstat(t.server, prefix=None)
             drop0 = loss_dropped(t) if self.sc["loss"] else 0
@@ -909,6 +941,10 @@ def main() -> int:
                     help="the middlebox source tree (built in place) whose daemon, `rules` and "
                          "`stats` run, e.g. a `git archive` snapshot, so that edits in a shared "
                          "work tree cannot change the code mid-run (default: this repository)")
+    ap.add_argument("--steer", action="store_true",
+                    help="the guest's and the server's receive work on CPU 1 (RPS), the "
+                         "daemon pinned to CPU 0, as a hypervisor's tap guest and a NIC "
+                         "would take that work off the daemon (needs 2 CPUs)")
     ap.add_argument("--list", action="store_true", help="list the scenario names and exit")
     ap.add_argument("--loss-path", type=int, default=2,
                     help="the path the loss scenarios drop on (default 2; 1 is subflow 1's, "
@@ -955,6 +991,8 @@ def main() -> int:
     where, wire_impl, core_impl = (probe.stdout.split() + ["?", "?", "?"])[:3]
     if not where.startswith(str(TREE)):
         raise SystemExit(f"--tree {TREE}: middlebox imports from {where or probe.stderr}")
+    if args.steer and (os.cpu_count() or 1) < 2:
+        raise SystemExit("--steer needs 2 CPUs (the daemon on CPU 0, receive work on CPU 1)")
     commit_file = TREE / "COMMIT"
     commit = (commit_file.read_text().strip()[:12] if commit_file.exists() else
               subprocess.run(["git", "-C", str(TREE), "rev-parse", "--short", "HEAD"],
