@@ -215,7 +215,7 @@ class Counter(IntEnum):
     CsumOutOfOrder = 190  # DSS checksums: a piece of a server mapping taken and summed beyond a subflow-level hole (before stop 37 such pieces were dropped until the hole filled: DataCsumHoleDropped, and an RTO per loss)
     StaleAckOutDropped = 191  # single path, both DATA_FINs acked and every server byte acked on the subflow: a guest ACK that acks nothing new (its answer to a duplicate FIN) not sent on; it reached a server whose subflow had closed, which answered with a RST
     CsumResendCut = 192  # DSS checksums: a server resend over subflow bytes that came before (out of order) sent to the guest as its new bytes only; whole, a Linux guest kept its copy of those bytes, which no mapping had summed
-    JoinDsackTX = 193  # multipath: our ACKs on an extra subflow that name a duplicate segment first (D-SACK, RFC 2883), so that the server undoes the window cut of a resend that was not needed; without them Linux cut a join's window for every spurious fast retransmit and never gave it back
+    JoinDsackTX = 193  # multipath: our ACKs on an extra subflow that name bytes it got twice first (D-SACK, RFC 2883), as a Linux receiver's do, so that the server can undo the window cut of a resend that was not needed (before stop 41 a join never sent one)
 
 
 def new_counters() -> dict:
