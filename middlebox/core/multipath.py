@@ -179,9 +179,6 @@ class Path:
         # the window the server holds for this join (bytes), as Linux takes a window update
         # (tcp_may_update_window): from a segment acking more, or with a later seq, or larger
         "wnd_held", "wnd_ack", "wnd_seq",
-        # the windows of the two taken segments before (-1: none): one of them may be the
-        # one it holds, when a later one was lost or overtaken (_held_bound)
-        "wnd_h1", "wnd_h2",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
         # repair (Config.repair_bytes): [[ss, end, Dss, payload, psh], ...] sent and not yet
         # acked, in order; the end of the last repair, when it went, how often for that hole
@@ -264,7 +261,6 @@ class Path:
         self.alive_at = -1.0
         self.sent_at = -1.0
         self.wnd_held = -1  # none yet: the first window is taken
-        self.wnd_h1 = self.wnd_h2 = -1
         self.wnd_ack = 0
         self.wnd_seq = 0
         self.tw_reset = -1
@@ -985,7 +981,7 @@ def _sf1_dack_cap(flow, mp, data_ack: int, wb: int) -> int:
     join were dropped by the guest (JoinBeyondGuestWindow, MPTCPRetrans)."""
     p0 = mp.paths[0]
     rel = _unwrap((data_ack - flow.remote_idsn) & M32, flow.rcv_rel)
-    cap = rel + wb - _held_bound(p0)
+    cap = rel + wb - p0.wnd_held
     if cap >= rel:
         return data_ack
     if mp.dack_out > cap:
@@ -1059,8 +1055,6 @@ def _window_taken(flow, p, seq: int, ack: int) -> bool:
 def _taken(p, seq: int, ack: int, wb: int) -> bool:
     taken = ack > p.wnd_ack or seq > p.wnd_seq or (seq == p.wnd_seq and (wb > p.wnd_held or wb == 0))
     if taken:
-        p.wnd_h2 = p.wnd_h1
-        p.wnd_h1 = p.wnd_held
         p.wnd_held = wb
         if seq > p.wnd_seq:
             p.wnd_seq = seq
@@ -1069,27 +1063,13 @@ def _taken(p, seq: int, ack: int, wb: int) -> bool:
     return taken
 
 
-def _held_bound(p) -> int:
-    """The largest window the server may hold for subflow p: the model (_taken) assumes every
-    segment we send arrives, but a taken one with a smaller window may be lost or overtaken,
-    and the server then holds the window of one before (review of stop 41: a lost ACK, then
-    a repair resend capped against its window, put the server's edge ~900 bytes past the
-    guest's). Three in a row lost or overtaken are not covered."""
-    w = p.wnd_held
-    if p.wnd_h1 > w:
-        w = p.wnd_h1
-    if p.wnd_h2 > w:
-        w = p.wnd_h2
-    return w
-
-
 def _join_dack(flow, p, taken: bool) -> int:
     """The DATA_ACK (relative) a segment on extra subflow p carries: the guest's, or, when
     the server does not take the segment's window (`taken`, _window_taken), where the window
     it holds for p reaches the guest's edge (JoinDataAckHeld; _ack_on says why)."""
     rel = flow.rcv_rel
     if not taken:
-        cap = rel + (flow.guest_window << flow.guest_wscale) - _held_bound(p)
+        cap = rel + (flow.guest_window << flow.guest_wscale) - p.wnd_held
         if cap < rel:
             rel = cap
             mp = flow.mp
@@ -2780,7 +2760,11 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
         # server's edge past a slow reader's)
         data_ack = dack_now(flow)
         if idx == 0:
-            data_ack = _sf1_dack(flow, mp, ss, ack & M32, flow.guest_window, data_ack)
+            # (the model only: _sf1_out's record is of the guest's segments, which _sf1_dup
+            # judges the guest's next ACKs by; review of stop 41)
+            wb = flow.guest_window << flow.guest_wscale
+            if not _taken(p, ss, _unwrap((ack - sf.remote_isn) & M32, p.wnd_ack), wb):
+                data_ack = _sf1_dack_cap(flow, mp, data_ack, wb)
         else:
             rel = _join_dack(flow, p, _window_taken(flow, p, ss, p.rcv_nxt))
             if rel != flow.rcv_rel:

@@ -4,14 +4,15 @@ but its DATA_ACK is still read, tcp_ack's old_ack path returns 0 and tcp_data_qu
 mptcp_incoming_options; ack_update_msk: wnd_end = max(wnd_end, DATA_ACK + snd_wnd)). Checked
 after every packet: the server's edge never passes the guest's (the largest right edge it
 offered), and every SACK block (D-SACK first) names only bytes the join had received before,
-in one of the two forms Linux's tcp_check_dsack recognises. Our packets may be lost or one
-overtaken by the next, but never three in a row lost (multipath._held_bound: the windows of
-the two taken segments before the last are kept)."""
+in one of the two forms Linux's tcp_check_dsack recognises. Our packets arrive in order: the
+model (_taken) assumes they do, and a lost or overtaken one is still open (the two xfail
+cases below)."""
 
 from __future__ import annotations
 
 import collections
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from middlebox.core import Inject
@@ -60,8 +61,7 @@ ops = st.lists(st.tuples(st.sampled_from(["next", "next", "next", "dup", "gack",
 
 @settings(max_examples=300, deadline=None)
 @given(ops=ops, sack=st.booleans(), repair=st.booleans(), v6=st.booleans(),
-       lose=st.sets(st.integers(0, 80), max_size=12).filter(
-           lambda s: not any(k + 1 in s and k + 2 in s for k in s)), swap=st.sets(st.integers(0, 80), max_size=8),
+       lose=st.just(frozenset()), swap=st.just(frozenset()),
        fin=st.booleans())
 def test_the_servers_edge_and_our_sack_blocks_stay_true(ops, sack, repair, v6, lose, swap, fin):
     kw = {"repair_bytes": 40000} if repair else {}
@@ -186,18 +186,25 @@ _OPS = [("next", 1), ("next", 0), ("next", 0), ("next", 0), ("next", 0), ("gdata
         ("tick", 155), ("gdata", 0), ("sack", 0), ("next", 0), ("gack", 0), ("gdata", 0), ("tick", 8)]
 
 
+OPEN = ("open: the window model assumes our segments arrive; capping against the larger of "
+        "the last three windows taken (162e071) held an idle flow's last DATA_ACK until the "
+        "server's MPTCP timer (review of stop 41) and was reverted: a resend of the last taken "
+        "segment is the way out")
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN)
 def test_a_lost_ack_then_a_repair_keeps_the_servers_edge_within_the_guests():
-    """Found by the fuzz above (before _held_bound). A slow reader's ack (window 64256 -> 63360); the guest's byte
+    """Found by the fuzz above with losses. A slow reader's ack (window 64256 -> 63360); the guest's byte
     at ss 2 goes on the join, capped (seq 2 == snd_wl1, smaller window: DATA_ACK 105); our
     next ACK there, at seq 3, is taken by the model (later seq): wnd_held 63360. That ACK is
     lost (packet 8 to the server). The repair of ss 2 (seq 2 < wnd_seq 3: taken by nobody) is
     capped against the model's 63360, i.e. not at all: DATA_ACK 1001 with the 64256 the server
-    still holds: edge 65257 > the guest's 64361. Now capped against the larger of the last
-    three windows taken."""
+    still holds: edge 65257 > the guest's 64361."""
     test_the_servers_edge_and_our_sack_blocks_stay_true.hypothesis.inner_test(
         ops=_OPS, sack=False, repair=True, v6=False, lose={8}, swap=set(), fin=False)
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN)
 def test_a_reordered_ack_then_a_repair_keeps_the_servers_edge_within_the_guests():
     """The same with our ACK at seq 3 overtaken by the repair instead of lost."""
     test_the_servers_edge_and_our_sack_blocks_stay_true.hypothesis.inner_test(
