@@ -992,8 +992,7 @@ def _sf1_dack_cap(flow, mp, data_ack: int, wb: int) -> int:
             mp.dack_due = flow.last + DACK_FLUSH
     if mp.counters is not None:
         mp.counters[Counter.Sf1DataAckHeld] += 1
-    da = (flow.remote_idsn + cap) & M64
-    return da if flow.ack64 else da & M32
+    return dack_at(flow, cap)
 
 
 def _sf1_dup(flow, mp, sf1_ack: int, window: int) -> bool:
@@ -1097,10 +1096,7 @@ def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
     `dsack`: (a, b), relative subflow seqs of bytes that came twice: named first (D-SACK,
     RFC 2883), before the out-of-order blocks."""
     _dack_carried(flow)
-    rel = _join_dack(flow, p, _window_taken(flow, p, p.snd_nxt, p.rcv_nxt))
-    data_ack = (flow.remote_idsn + rel) & M64
-    if not flow.ack64:
-        data_ack &= M32
+    data_ack = dack_at(flow, _join_dack(flow, p, _window_taken(flow, p, p.snd_nxt, p.rcv_nxt)))
     tcp = b""
     if p.sack and not extra:
         if dsack is not None:
@@ -2528,7 +2524,13 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
 
 def dack_now(flow) -> int:
     """The DATA_ACK of the guest's ack, as our segments carry it (32 bits unless ack64)."""
-    data_ack = (flow.remote_idsn + flow.rcv_rel) & M64
+    return dack_at(flow, flow.rcv_rel)
+
+
+def dack_at(flow, rel: int) -> int:
+    """The DATA_ACK at relative data offset `rel`, as our segments carry it (32 bits unless
+    ack64)."""
+    data_ack = (flow.remote_idsn + rel) & M64
     return data_ack if flow.ack64 else data_ack & M32
 
 
@@ -2717,8 +2719,7 @@ def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
     if not taken and opt.data_ack is not None:
         rel = _join_dack(flow, p, False)
         if rel != flow.rcv_rel:
-            da = (flow.remote_idsn + rel) & M64
-            opt = Dss(da if flow.ack64 else da & M32, flow.ack64, opt.data_seq, opt.dsn64, opt.subflow_seq,
+            opt = Dss(dack_at(flow, rel), flow.ack64, opt.data_seq, opt.dsn64, opt.subflow_seq,
                       opt.data_len, opt.csum, opt.data_fin)
     seq = p.local_isn + (ss if payload else p.snd_nxt)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, seq, p.remote_isn + p.rcv_nxt,
@@ -2758,18 +2759,15 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
         # its DATA_ACK as on any segment there: Linux takes no window from it (an old seq that
         # acks nothing new) but reads its DATA_ACK (review of stop 41: uncapped, it put the
         # server's edge past a slow reader's)
-        data_ack = dack_now(flow)
         if idx == 0:
             # (the model only: _sf1_out's record is of the guest's segments, which _sf1_dup
             # judges the guest's next ACKs by; review of stop 41)
+            data_ack = dack_now(flow)
             wb = flow.guest_window << flow.guest_wscale
             if not _taken(p, ss, _unwrap((ack - sf.remote_isn) & M32, p.wnd_ack), wb):
                 data_ack = _sf1_dack_cap(flow, mp, data_ack, wb)
         else:
-            rel = _join_dack(flow, p, _window_taken(flow, p, ss, p.rcv_nxt))
-            if rel != flow.rcv_rel:
-                da = (flow.remote_idsn + rel) & M64
-                data_ack = da if flow.ack64 else da & M32
+            data_ack = dack_at(flow, _join_dack(flow, p, _window_taken(flow, p, ss, p.rcv_nxt)))
         if m is not None:  # a whole super-packet mapping: repeated exactly (no checksum)
             opt = Dss(data_ack, flow.ack64, (flow.local_idsn + m[0]) & M64, True, m[1] & M32, m[2], None,
                       False)
