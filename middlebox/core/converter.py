@@ -59,10 +59,11 @@ from middlebox.wire import (
     without_mptcp,
 )
 
-# Relative on purpose: the module compiled together with this one (middlebox._ccore.flow in
-# the compiled twin, whose Flow has C fields). Everything else is shared by both: absolute.
+# Relative on purpose: the modules compiled together with this one (middlebox._ccore.flow in
+# the compiled twin, whose Flow has C fields, and middlebox._ccore.multipath). Everything else
+# is shared by both: absolute.
 from .flow import MAX_JUMP, Flow, _unwrap, ck_commit, ck_find, ck_piece, ck_step, ck_verified, options_without_sack, seq_before, resend_cut, ck_runs_match  # noqa: E402
-from middlebox.core import multipath as MP  # noqa: E402  (multipath flows only)
+from . import multipath as MP  # noqa: E402  (multipath flows only)
 from middlebox.core import announce as AN  # noqa: E402  (inbound ADD_ADDR)
 
 log = logging.getLogger(__name__)

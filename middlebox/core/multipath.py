@@ -57,7 +57,8 @@ import struct
 from middlebox.core import announce as AN
 from middlebox.core import policy as POL
 from middlebox.core.counters import Counter
-from middlebox.core.flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack, resend_cut, ck_runs_match
+# relative: the compiled twin (middlebox._ccore.multipath) calls the compiled flow helpers
+from .flow import _unwrap, ck_commit, ck_complete, ck_step, ck_verified, options_without_sack, resend_cut, ck_runs_match
 from middlebox.core.events import Drop, Inject, Rewrite
 from middlebox.core.table import SUBFLOW_TABLE, State, SubflowInput, SubflowState
 from middlebox.wire import (

@@ -93,9 +93,9 @@ SUBFLOW_FIELDS = ("index", "uplink", "state", "bytes_out", "bytes_in", "srtt_ms"
 
 
 def _core_view():
-    """The core's per-subflow view of a flow (`middlebox.core.multipath.flow_view`), if any."""
+    """The core's per-subflow view of a flow (`flow_view` of the active multipath module), if any."""
     try:
-        from middlebox.core import multipath
+        from middlebox.core import MULTIPATH as multipath
     except Exception:
         return None
     return getattr(multipath, "flow_view", None)

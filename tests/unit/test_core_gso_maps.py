@@ -5,7 +5,7 @@ of them is cut at their edges, and the record stays bounded. The integration tes
 `test_loss_of_single_segments_of_super_packets` is the same against the kernel."""
 
 from middlebox.core import Drop, Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.flow import MAX_GSO_MAPS, Flow
 from middlebox.wire import Dss, dss_checksum, encode_tcp_options
 

@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from middlebox.core import ACCEPT, Config, Direction
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import State
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import MpFastclose, encode_tcp_options, mptcp_options, parse_packet

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from middlebox.core import Direction
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import Dss, build_options, encode_tcp_options, parse_options, parse_packet
 
 from tests.unit.test_core_harness import check_wire, mptcp_of

@@ -16,7 +16,7 @@ join 2's snd_una is 1 (ssn 1.. lost, the server shows it by duplicate ACKs), sub
 from __future__ import annotations
 
 from middlebox.core import Direction, Drop, Inject, Rewrite
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import State as S
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import Dss

@@ -7,7 +7,7 @@ segment in 8."""
 
 from __future__ import annotations
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from tests.unit.test_subflow_table import ACK, M32, PSH, MPair
 from middlebox.wire import Dss, parse_packet
 

@@ -8,7 +8,7 @@ as without repair."""
 
 from __future__ import annotations
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import parse_packet
 
 from tests.unit.test_join_repair import _resent, _sack

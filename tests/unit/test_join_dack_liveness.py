@@ -6,7 +6,7 @@ held an idle flow's last DATA_ACK until the server's own MPTCP-level timer: reve
 from __future__ import annotations
 
 from middlebox.core import Inject, Rewrite
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from tests.unit.test_core_harness import M32
 from tests.unit.test_subflow_table import MPair, wire_check
 

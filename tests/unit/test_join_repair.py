@@ -8,7 +8,7 @@ guest's again; the copies go when acked, when the join dies and when the flow go
 from __future__ import annotations
 
 from middlebox.core import Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import Dss, encode_tcp_options, parse_packet
 
 from tests.unit.test_subflow_table import ACK, M32, RST, MPair, mp_config, wire_check

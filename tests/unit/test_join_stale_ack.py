@@ -7,7 +7,7 @@ against the kernel."""
 
 from __future__ import annotations
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import parse_packet
 
 from tests.unit.test_subflow_table import ACK, M32, RST, SYN, MPair

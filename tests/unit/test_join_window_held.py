@@ -9,7 +9,7 @@ edge minus the held window; the next ACK of new bytes carries the rest."""
 
 from __future__ import annotations
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import Dss, parse_options, parse_packet
 
 from tests.unit.test_core_harness import mptcp_of

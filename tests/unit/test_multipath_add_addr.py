@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from middlebox.core import Config, Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import AddAddr, MpCapable, RemoveAddr, add_addr_hmac, parse_packet
 
 from tests.unit.test_subflow_table import ACK, UPLINKS, MPair, mp_config, wire_check

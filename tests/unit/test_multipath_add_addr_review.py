@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from middlebox.core import Config, Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState
 from middlebox.wire import MpCapable, RemoveAddr, parse_packet
 

@@ -49,7 +49,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from middlebox.core import ACCEPT, Counter, Direction, Drop, Inject, Rewrite
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState
 from middlebox.wire import (
     Dss,

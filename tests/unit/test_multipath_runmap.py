@@ -5,7 +5,7 @@ next bytes."""
 from __future__ import annotations
 
 from middlebox.core import Direction, Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import parse_packet
 

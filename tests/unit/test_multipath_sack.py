@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from middlebox.core import Direction
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import Dss, build_options, encode_tcp_options, parse_options, parse_packet
 
 from tests.unit.test_subflow_table import ACK, M32, M64, PSH, MPair, make_packet

@@ -6,7 +6,7 @@ held back while a join lives; the join's own ACKs carry the DATA_ACK, or the tim
 from __future__ import annotations
 
 from middlebox.core import Counter, Drop, Inject, Rewrite
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import mptcp_options, parse_packet
 
 from tests.unit.test_subflow_table import ACK, M32, M64, MPair

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from middlebox.core import Direction
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import build_options, encode_tcp_options, parse_packet
 from middlebox.wire import mptcp_options

@@ -8,7 +8,7 @@ every loss), and live subflows went stale and died while they waited for the gue
 from __future__ import annotations
 
 from middlebox.core import Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import mptcp_options, parse_packet
 from middlebox.wire.mptcp import Dss, MpPrio

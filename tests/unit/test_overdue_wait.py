@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import parse_packet
 
 from tests.unit.test_multipath_sack import _joined_pair, _opts

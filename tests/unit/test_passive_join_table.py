@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from middlebox.core import Config, Direction, Drop, Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowInput as SI, SubflowState as SS
 from middlebox.wire import parse_packet
 

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from middlebox.core import Direction, Inject
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.policy import Target
 from middlebox.wire import MpPrio, parse_packet
 

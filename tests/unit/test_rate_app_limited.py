@@ -6,7 +6,7 @@ subflow of 3 x 100 Mbit/s starved in about 8 upload runs of 45."""
 
 from __future__ import annotations
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.wire import parse_packet
 
 from tests.unit.test_subflow_table import M32, MPair

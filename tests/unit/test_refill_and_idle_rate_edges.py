@@ -4,7 +4,7 @@ refills that meet a late or in-place copy at the same seq."""
 
 from __future__ import annotations
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 
 from tests.unit.test_lost_fill import _resend, _state, _to_lost_fill
 from tests.unit.test_resends_into_holes import _ack2, _sent

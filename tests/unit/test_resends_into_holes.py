@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middlebox.core import Direction, Drop
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import encode_tcp_options
 

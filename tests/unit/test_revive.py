@@ -7,7 +7,7 @@ Never after a join that failed to open, nor after the server's DATA_FIN (review 
 
 from __future__ import annotations
 
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import State
 from middlebox.core.table import SubflowInput as SI
 from middlebox.core.table import SubflowState as SS

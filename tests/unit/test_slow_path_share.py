@@ -7,7 +7,7 @@ path of 30+100 held the data level up while the guest's one window waited for it
 from __future__ import annotations
 
 from middlebox.core import Direction, Drop, Rewrite
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 
 from tests.unit.test_checksum_segment_maps import _maps
 from tests.unit.test_subflow_table import MPair

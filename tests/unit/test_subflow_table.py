@@ -26,7 +26,7 @@ import struct
 import pytest
 
 from middlebox.core import ACCEPT, Config, Counter, Direction, Drop, Inject, Rewrite
-from middlebox.core import multipath as MP
+from middlebox.core import MULTIPATH as MP
 from middlebox.core.config import JOIN_PORTS_DEFAULT, Uplink
 from middlebox.core.table import SubflowInput, SubflowState
 from middlebox.wire import (
