@@ -1,3 +1,4 @@
+# cython: nonecheck=True
 """Multipath (issue 6; MULTIPATH.md): the extra subflows of a converted flow, its upload run
 map and its scheduler.
 
@@ -89,6 +90,38 @@ from middlebox.wire import (
 from middlebox.wire.packet import TCP_OFF_CHECK
 
 SS, SI = SubflowState, SubflowInput
+
+# Actions and DATA_ACK options made without the frozen dataclasses' __init__ (object.__setattr__
+# from Python per field: Dss(data_ack, ack64) ~0.75 us, Inject ~0.18), the same values, as
+# converter._rewrite makes a Rewrite: a join's data segment makes four of them.
+_new = object.__new__
+_set_inject = Inject.data.__set__
+_DSS_SET = (Dss.data_ack.__set__, Dss.ack64.__set__, Dss.data_seq.__set__, Dss.dsn64.__set__,
+            Dss.subflow_seq.__set__, Dss.data_len.__set__, Dss.csum.__set__, Dss.data_fin.__set__)
+_CONSUMED = Drop("extra subflow segment: consumed")
+
+
+def _inject(data: bytes) -> Inject:
+    """`Inject(data)`."""
+    action = _new(Inject)
+    _set_inject(action, data)
+    return action
+
+
+def _dss_ack(data_ack: int, ack64: bool) -> Dss:
+    """`Dss(data_ack, ack64)`: a DATA_ACK alone."""
+    d = _new(Dss)
+    s = _DSS_SET
+    s[0](d, data_ack)
+    s[1](d, ack64)
+    s[2](d, None)
+    s[3](d, False)
+    s[4](d, None)
+    s[5](d, None)
+    s[6](d, None)
+    s[7](d, False)
+    return d
+
 _ESTABLISHED = State.ESTABLISHED
 _CLOSING = State.CLOSING
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
@@ -600,7 +633,7 @@ def passive_join(conv, pkt, data: bytes, now: float, forwarded: bool = True) -> 
             mp.last_pick = -1
     conv.joins[(p.local, p.lport, p.remote, p.rport)] = p
     counters[Counter.PassiveJoinSynRX] += 1
-    synack = Inject(_join_synack(conv, flow, p, o.wscale >= 0))
+    synack = _inject(_join_synack(conv, flow, p, o.wscale >= 0))
     if forwarded:
         counters[Counter.JoinSynHusk] += 1
         return [Rewrite(_husk(data, pkt)), synack]
@@ -699,8 +732,8 @@ def refuse_join(conv, pkt, reason: int, husk_of: bytes | None = None) -> list:
                   build_options(b"", (MpTcpRst(False, reason),)))
     if husk_of is not None:
         conv.counters[Counter.JoinSynHusk] += 1
-        return [Rewrite(_husk(husk_of, pkt)), Inject(rst)]
-    return [Drop("MP_JOIN towards a guest: refused"), Inject(rst)]
+        return [Rewrite(_husk(husk_of, pkt)), _inject(rst)]
+    return [Drop("MP_JOIN towards a guest: refused"), _inject(rst)]
 
 
 def _join_synack(conv, flow, p, wscale: bool) -> bytes:
@@ -798,7 +831,7 @@ def _open_join(conv, flow, mp, up, now: float, remote: bytes | None = None, rpor
     conv.joins[(local, port, remote, rport)] = p
     p.timer = now + SYN_RTO[0]
     conv.counters[Counter.MPJoinSynTX] += 1
-    return [Inject(_join_syn(conv, flow, p))]
+    return [_inject(_join_syn(conv, flow, p))]
 
 
 def _port(conv, local: bytes, server: bytes, sport: int) -> int:
@@ -1105,7 +1138,7 @@ def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
             tcp = encode_tcp_options(sack=blocks + _sack_blocks(p)[:2])
         elif p.ooo:
             tcp = encode_tcp_options(sack=_sack_blocks(p))
-    opts = build_options(tcp, (Dss(data_ack, flow.ack64), *extra))
+    opts = build_options(tcp, (_dss_ack(data_ack, flow.ack64), *extra))
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
@@ -1122,7 +1155,7 @@ def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None, ack_rel=-1) -> bytes:
     data_ack = dack_now(flow)
     seq = p0.snd_nxt - (1 if fin else 0)
     data_ack = _sf1_dack(flow, mp, seq, (sf.remote_isn + sf.rcv_base) & M32, flow.guest_window, data_ack)
-    d = Dss(data_ack, flow.ack64) if dfin is None else Dss(
+    d = _dss_ack(data_ack, flow.ack64) if dfin is None else Dss(
         data_ack, flow.ack64, dfin.data_seq, True, 0, 1, dfin.csum, True)
     opts = build_options(b"", (d, *extra))
     return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + seq,
@@ -1149,7 +1182,7 @@ def sf1_fin_in(conv, flow, mp, fin_rel: int, guest_closed: bool) -> list:
     conv.counters[Counter.Sf1FinAcked] += 1
     # (a FIN below the guest's ack on subflow 1, resent or forged: that ack, as TCP answers
     # an old segment; never an ack below it)
-    inject = Inject(_ack_on_sf1(flow, mp, ack_rel=fin_rel + 1 if fin_rel + 1 > sf.rcv_base else -1))
+    inject = _inject(_ack_on_sf1(flow, mp, ack_rel=fin_rel + 1 if fin_rel + 1 > sf.rcv_base else -1))
     return [Drop("subflow 1's FIN for a guest that has closed"), inject] if guest_closed else [inject]
 
 
@@ -1374,7 +1407,7 @@ def _tell_silent_tails(conv, flow, mp, now: float) -> list:
             continue
         if _sack_news(flow, mp, now):
             conv.counters[Counter.SackNewsTimer] += 1
-            out.append(Inject(_guest_ack(flow, mp, now)))
+            out.append(_inject(_guest_ack(flow, mp, now)))
     return out
 
 
@@ -1447,7 +1480,7 @@ def guest_rst_at(flow, mp) -> tuple:
 
 
 def _guest_rsts(flow, mp) -> list:
-    return [Inject(_to_guest(flow, mp, (flow.server_isn + r) & M32, RST)) for r in guest_rst_at(flow, mp)]
+    return [_inject(_to_guest(flow, mp, (flow.server_isn + r) & M32, RST)) for r in guest_rst_at(flow, mp)]
 
 
 def _guest_ack(flow, mp, now=None) -> bytes:
@@ -2081,7 +2114,7 @@ def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, 
     if p0.state in ALIVE:
         if sf1_ack != mp.sf1_ack_out:
             return None  # a new subflow ack: an ordinary ACK (never a duplicate, _sf1_dup)
-        options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
+        options = conv._room(pkt, data, _dss_ack(data_ack, flow.ack64), raw)
         if options is None:
             return [Drop("no option room for the DATA_ACK")]
         conv.counters[Counter.GuestProbeFwd] += 1
@@ -2094,7 +2127,7 @@ def _guest_probe(conv, flow, mp, pkt, data: bytes, sf1_ack: int, data_ack: int, 
         p = mp.paths[k]
         conv.counters[Counter.GuestProbeFwd] += 1
         mp.probe_at, mp.probe_on = flow.last, k
-        actions.append(Inject(_below_window(flow, p, build_options(b"", (Dss(data_ack, flow.ack64),)))))
+        actions.append(_inject(_below_window(flow, p, build_options(b"", (_dss_ack(data_ack, flow.ack64),)))))
     return actions
 
 
@@ -2136,7 +2169,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             counters[Counter.DataAckTX] += 1
             _dack_carried(flow)
             data_ack = _sf1_dack(flow, mp, p0.snd_nxt, sf1_ack, pkt.window, data_ack)
-            options = conv._room(pkt, data, Dss(data_ack, flow.ack64), raw)
+            options = conv._room(pkt, data, _dss_ack(data_ack, flow.ack64), raw)
             if options is None:
                 return [Drop("no option room for the DATA_ACK")]
             return [Rewrite(rewrite(data, pkt, seq=(p0.local_isn + p0.snd_nxt) & M32, ack=sf1_ack,
@@ -2146,7 +2179,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
             k = _best_live(mp)
             if k > 0:
                 mp.dack_sent = data_ack
-                actions.append(Inject(_ack_on(flow, mp.paths[k])))
+                actions.append(_inject(_ack_on(flow, mp.paths[k])))
         return actions
     s, e = rel, rel + plen
     pieces = []
@@ -2325,11 +2358,11 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 # stalled for good with the guest's RTOs, a model run). Tell it again, as a TCP
                 # receiver answers an old segment
                 counters[Counter.GuestAckAgain] += 1
-                return [Drop("guest bytes resent that the server has acknowledged"), Inject(_guest_ack(flow, mp))]
+                return [Drop("guest bytes resent that the server has acknowledged"), _inject(_guest_ack(flow, mp))]
             return [Drop("guest bytes resent that their subflow has acknowledged")]
         if not pieces:  # all of it data-acked already: tell the guest again
             counters[Counter.GuestAckAgain] += 1
-            return [Drop("guest bytes the server has acknowledged"), Inject(_guest_ack(flow, mp))]
+            return [Drop("guest bytes the server has acknowledged"), _inject(_guest_ack(flow, mp))]
     fin_d = e  # the DATA_FIN's relative DSN
     actions = [None]
     verdict = None
@@ -2354,7 +2387,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         k = _best_live(mp)
         if k <= 0:
             return [Drop("no live subflow for the DATA_FIN")]
-        return [Drop("DATA_FIN on another subflow"), Inject(_data_on(flow, mp.paths[k], opt, 0, b""))]
+        return [Drop("DATA_FIN on another subflow"), _inject(_data_on(flow, mp.paths[k], opt, 0, b""))]
     ts = None
     marks = (0, 64, 0)
     # (ECN is subflow 1's, the guest's own connection: the guest's CWR goes on the first of its
@@ -2463,7 +2496,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                         # super-packet with its FIN, whose bytes the client had SACKed and then
                         # acked while the resend was on its way). We cannot know the server has
                         # not read them: any resend may be such a duplicate.
-                        bare_fin = Inject(_ack_on_sf1(flow, mp, fin=True, dfin=bare_dfin(flow, data_ack, e)))
+                        bare_fin = _inject(_ack_on_sf1(flow, mp, fin=True, dfin=bare_dfin(flow, data_ack, e)))
                     else:
                         flags |= FIN  # (new bytes: the FIN takes them past the server's rcv_nxt)
                 else:  # (the DATA_FIN in the mapping alone, _fin_may_go)
@@ -2483,7 +2516,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
                 ts = encode_tcp_options(-1, -1, False, o.ts_val, o.ts_ecr) if o.ts_val != -1 else b""
                 marks = guest_marks(pkt, data)
-            actions.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
+            actions.append(_inject(segment(p.version, p.local, p.remote, p.lport, p.rport,
                                           p.local_isn + ss, sf1_ack, flags, pkt.window,
                                           build_options(ts, (opt,)), payload, marks)))
             if bare_fin is not None:
@@ -2493,7 +2526,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         else:
             counters[Counter.DSSTXJoin] += 1
             psh = pkt.flags & PSH
-            actions.append(Inject(_data_on(flow, p, opt, ss, payload, psh)))
+            actions.append(_inject(_data_on(flow, p, opt, ss, payload, psh)))
             if resend:
                 _resent(p, flow.last)
             if payload and conv.config.repair_bytes:
@@ -2512,7 +2545,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         # of 8347e00, whose hold had left such a resend without the TCP FIN)
         opt = bare_dfin(flow, data_ack, e)
         counters[Counter.DataFinTX] += 1
-        actions.append(Inject(_ack_on_sf1(flow, mp, dfin=opt) if dup_fin.index == 0
+        actions.append(_inject(_ack_on_sf1(flow, mp, dfin=opt) if dup_fin.index == 0
                               else _data_on(flow, dup_fin, opt, 0, b"")))
     actions[0] = verdict if verdict is not None else Drop("guest segment sent on its subflows")
     if mp.csum_stuck >= 0:
@@ -2635,7 +2668,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
         if s >= limit or len(out) >= REPAIR_SEGS:
             break
         if e > una:
-            out.append(Inject(_data_on(flow, p, opt, s, payload, psh)))
+            out.append(_inject(_data_on(flow, p, opt, s, payload, psh)))
             p.tx_bytes += e - s
             _sent(p, now)
             hi = e
@@ -2776,7 +2809,7 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
             dsn = (flow.local_idsn + d) & M64
             csum = dss_checksum(dsn, ss & M32, n, zeros) if flow.checksum else None
             opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, n, csum, False)
-        out.append(Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + ss, ack,
+        out.append(_inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + ss, ack,
                                   ACK, flow.guest_window, build_options(b"", (opt,)), zeros)))
         d += n
     conv.counters[Counter.AckedHoleFilled] += len(out)
@@ -3113,11 +3146,11 @@ def join_in(conv, p, pkt, data: bytes, now: float) -> list:
         # Rate-limited (§7, as Linux's tcp_oow_rate_limited); it changes nothing here
         p.chal_at = now
         conv.counters[Counter.JoinProbeAnswered if probe else Counter.JoinChallengeAck] += 1
-        actions.append(Inject(_ack_on(flow, p)))
+        actions.append(_inject(_ack_on(flow, p)))
     if pm is not None and p.state in ALIVE and flow.state is _ESTABLISHED:
         echo, joins = peer_option(conv, flow, pm, p.version, now)
         if echo is not None:
-            actions.append(Inject(_ack_on(flow, p, (echo,))))
+            actions.append(_inject(_ack_on(flow, p, (echo,))))
         actions.extend(joins)
     return actions
 
@@ -3137,7 +3170,7 @@ def _fastclosed(conv, flow, mp, p, pkt) -> list:
     acts = [Drop("MP_FASTCLOSE on a join: the connection is gone"), *_guest_rsts(flow, mp)]
     if not pkt.flags & RST:
         counters[Counter.FastCloseRstTX] += 1
-        acts.append(Inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
+        acts.append(_inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
     _close_all(conv, flow, mp)
     return acts
 
@@ -3420,21 +3453,21 @@ def _j_synack(conv, flow, p, pkt, data, opt, now):
     p.tries = 0
     p.timer = now + ACK3_RTO
     counters[Counter.MPJoinAckTX] += 1
-    return [Drop("join SYN/ACK: consumed"), Inject(_join_ack3(conv, flow, p))]
+    return [Drop("join SYN/ACK: consumed"), _inject(_join_ack3(conv, flow, p))]
 
 
 def _j_ack3(conv, flow, p, pkt, data, ctx, now):
     p.tries += 1
     p.timer = now + ACK3_RTO * (1 << min(p.tries, 4))
     conv.counters[Counter.MPJoinAckTX] += 1
-    acts = [Inject(_join_ack3(conv, flow, p))]
+    acts = [_inject(_join_ack3(conv, flow, p))]
     return [Drop("join SYN/ACK again: third ACK again"), *acts] if pkt is not None else acts
 
 
 def _j_synack_again(conv, flow, p, pkt, data, ctx, now):
     conv.counters[Counter.PassiveJoinSynRX] += 1
     o = _passive_syn(flow, p, pkt, data)  # (what our SYN/ACK answers is what we assume)
-    return [Drop("join SYN again: our SYN/ACK again"), Inject(_join_synack(conv, flow, p, o.wscale >= 0))]
+    return [Drop("join SYN again: our SYN/ACK again"), _inject(_join_synack(conv, flow, p, o.wscale >= 0))]
 
 
 def _j_passive_established(conv, flow, p, pkt, data, ctx, now):
@@ -3450,24 +3483,24 @@ def _j_passive_established(conv, flow, p, pkt, data, ctx, now):
     p.progress_at = p.acked_at = p.rate_at = p.heard_at = now
     p.timer = 0.0
     _cwnd_start(conv, flow, p)
-    return [Drop("third ACK of a join: consumed"), Inject(_ack_on(flow, p))]
+    return [Drop("third ACK of a join: consumed"), _inject(_ack_on(flow, p))]
 
 
 def _j_ack4(conv, flow, p, pkt, data, ctx, now):
-    return [Drop("third ACK again: our fourth ACK again"), Inject(_ack_on(flow, p))]
+    return [Drop("third ACK again: our fourth ACK again"), _inject(_ack_on(flow, p))]
 
 
 def _j_refuse_ack3(conv, flow, p, pkt, data, ctx, now):
     """A third ACK without MP_JOIN or with a wrong HMAC: RST + MP_TCPRST (RFC 8684 §3.2)."""
     conv.counters[Counter.PassiveJoinAckHMacFailure] += 1
     _forget(conv, p)
-    return [Drop("third ACK of a join refused"), Inject(_rst(flow, p, MPTCP_RST_EMPTCP))]
+    return [Drop("third ACK of a join refused"), _inject(_rst(flow, p, MPTCP_RST_EMPTCP))]
 
 
 def _j_passive_give_up(conv, flow, p, pkt, data, ctx, now):
     conv.counters[Counter.MPJoinTimeout] += 1
     _forget(conv, p)
-    return [Inject(_rst(flow, p, MPTCP_RST_EMPTCP))]  # (SYN_RCVD: snd_nxt, rcv_nxt 1)
+    return [_inject(_rst(flow, p, MPTCP_RST_EMPTCP))]  # (SYN_RCVD: snd_nxt, rcv_nxt 1)
 
 
 def _j_refuse(conv, flow, p, pkt, data, ctx, now):
@@ -3476,7 +3509,7 @@ def _j_refuse(conv, flow, p, pkt, data, ctx, now):
     rst = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1, pkt.seq + 1,
                   RST | ACK, 0, build_options(b"", (MpTcpRst(False, MPTCP_RST_EMPTCP),)))
     _forget(conv, p)
-    return [Drop("join SYN/ACK refused"), Inject(rst)]
+    return [Drop("join SYN/ACK refused"), _inject(rst)]
 
 
 def _j_rejected(conv, flow, p, pkt, data, ctx, now):
@@ -3489,7 +3522,7 @@ def _j_syn_again(conv, flow, p, pkt, data, ctx, now):
     p.tries += 1
     p.timer = now + SYN_RTO[min(p.tries, len(SYN_RTO) - 1)]
     conv.counters[Counter.MPJoinSynTX] += 1
-    return [Inject(_join_syn(conv, flow, p))]
+    return [_inject(_join_syn(conv, flow, p))]
 
 
 def _j_stale_ack(conv, flow, p, pkt, data, ctx, now):
@@ -3507,15 +3540,15 @@ def _j_stale_ack(conv, flow, p, pkt, data, ctx, now):
     counters[Counter.JoinTimeWaitReset] += 1
     counters[Counter.MPJoinSynTX] += 1
     rst = segment(p.version, p.local, p.remote, p.lport, p.rport, pkt.ack, 0, RST, 0)
-    return [Drop("join: an old connection's ACK, answered with a RST"), Inject(rst),
-            Inject(_join_syn(conv, flow, p))]
+    return [Drop("join: an old connection's ACK, answered with a RST"), _inject(rst),
+            _inject(_join_syn(conv, flow, p))]
 
 
 def _j_give_up(conv, flow, p, pkt, data, ctx, now):
     conv.counters[Counter.MPJoinTimeout] += 1
     acts = []
     if p.state is SS.PRE_ESTABLISHED:
-        acts.append(Inject(_rst(flow, p, MPTCP_RST_EMPTCP)))
+        acts.append(_inject(_rst(flow, p, MPTCP_RST_EMPTCP)))
     _forget(conv, p)
     return acts
 
@@ -3523,7 +3556,7 @@ def _j_give_up(conv, flow, p, pkt, data, ctx, now):
 def _j_reset(conv, flow, p, pkt, data, ctx, now):
     conv.counters[Counter.MPJoinTimeout] += 1
     _forget(conv, p)
-    return [Inject(_rst(flow, p, MPTCP_RST_EMPTCP))]
+    return [_inject(_rst(flow, p, MPTCP_RST_EMPTCP))]
 
 
 def _j_established(conv, flow, p, pkt, data, dss, now):
@@ -3548,7 +3581,7 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
         # DATA_FIN goes on it now, not at the guest's next FIN resend, an RTO backed off while
         # no path existed (review of ffa262f)
         conv.counters[Counter.DataFinTX] += 1
-        acts.append(Inject(_data_on(flow, p, bare_dfin(flow, dack_now(flow), mp.snd_nxt), 0, b"")))
+        acts.append(_inject(_data_on(flow, p, bare_dfin(flow, dack_now(flow), mp.snd_nxt), 0, b"")))
     if mp.rm_owed:
         acts += _rm_owed(flow, mp, p, conv.counters)
     return acts
@@ -3564,7 +3597,7 @@ def _rm_owed(flow, mp, p, counters) -> list:
         return []
     counters[Counter.RmAddrTX] += 1
     counters[Counter.RmAddrOwedTX] += 1
-    return [Inject(_ack_on(flow, p, (RemoveAddr(ids),)))]
+    return [_inject(_ack_on(flow, p, (RemoveAddr(ids),)))]
 
 
 def _j_recover(conv, flow, p, pkt, data, dss, now):
@@ -3581,7 +3614,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     mp = flow.mp
     counters = conv.counters
     moved, subdup = _ack_info(flow, mp, p, pkt, dss, now, data)
-    actions = [Drop("extra subflow segment: consumed")]
+    actions = [_CONSUMED]
     if p.rtx:
         actions.extend(_repair(conv, flow, mp, p, now))
         if subdup and _repairing(p, p.snd_una):
@@ -3594,16 +3627,16 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
         return actions
     if _probe_answer(mp, p.index, now) and not moved:
         counters[Counter.ProbeAnswerFwd] += 1
-        actions.append(Inject(_guest_ack(flow, mp)))
+        actions.append(_inject(_guest_ack(flow, mp)))
     elif moved:
         counters[Counter.GuestAckInjected] += 1
-        actions.append(Inject(_guest_ack(flow, mp)))
+        actions.append(_inject(_guest_ack(flow, mp)))
     elif subdup and _holder(mp) == p.index:
         counters[Counter.DupAckFwd] += 1
-        actions.append(Inject(_guest_ack(flow, mp)))
+        actions.append(_inject(_guest_ack(flow, mp)))
     elif _sack_news(flow, mp):
         counters[Counter.SackNewsFwd] += 1
-        actions.append(Inject(_guest_ack(flow, mp)))
+        actions.append(_inject(_guest_ack(flow, mp)))
     else:
         counters[Counter.DupAckSuppressed] += 1
     return actions
@@ -3622,20 +3655,20 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     if plen:
         if dss is None or dss.data_seq is None or dss.data_len == 0:
             counters[Counter.MappingUncovered] += 1
-            return [Inject(_ack_on(flow, p))]
+            return [_inject(_ack_on(flow, p))]
         fin_len = 1 if dss.data_fin else 0
         m_r = _unwrap(dss.subflow_seq, r)
         m_len = dss.data_len - fin_len
         if r < m_r or r + plen > m_r + m_len:
             counters[Counter.MappingUncovered] += 1
-            return [Inject(_ack_on(flow, p))]
+            return [_inject(_ack_on(flow, p))]
         if flow.checksum and dss.csum is None:
             counters[Counter.DataCsumMissing] += 1
-            return [Inject(_ack_on(flow, p))]
+            return [_inject(_ack_on(flow, p))]
         d = flow.remote_rel(dss.data_seq, dss.dsn64)
         if d < 0:
             counters[Counter.SeqOutOfWindow] += 1
-            return [Inject(_ack_on(flow, p))]
+            return [_inject(_ack_on(flow, p))]
         if dss.dsn64:
             flow.ack64 = True
         d0 = d + (r - m_r)
@@ -3653,11 +3686,11 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
                 if dss_checksum((flow.remote_idsn + d) & M64, dss.subflow_seq, dss.data_len,
                                 data[pkt.payload_off:pkt.length]) != dss.csum:
                     counters[Counter.DataCsumErr] += 1
-                    return [Inject(_ack_on(flow, p))]  # not taken: the server resends it
+                    return [_inject(_ack_on(flow, p))]  # not taken: the server resends it
             ck = _csum_step(flow, p, pkt, data, dss, r, m_r, m_len, d)
             if ck is None:  # not summable now (flow.ck_step): the server resends it
                 counters[Counter.DataCsumHoleDropped] += 1
-                return [Inject(_ack_on(flow, p))]
+                return [_inject(_ack_on(flow, p))]
             if ck is False:  # the mapping's checksum failed after bytes of it went on
                 return _abort(conv, flow, mp, p)
             if ck is not True and not (r == m_r and plen == m_len) and r >= p.beyond_hi:
@@ -3678,7 +3711,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
     if r > p.rcv_nxt:
         if not _ooo_add(p, r, end):
             counters[Counter.JoinOfoDrop] += 1
-            return [Inject(_ack_on(flow, p))]
+            return [_inject(_ack_on(flow, p))]
         counters[Counter.JoinOutOfOrder] += 1
         p.sack_recent = r
     elif end > p.rcv_nxt:
@@ -3706,7 +3739,7 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
             if plen and d0 + plen == fin_d:
                 new_flags |= FIN
             elif not plen:
-                out.append(Inject(_to_guest(flow, mp, fin_seq, ACK | FIN)))
+                out.append(_inject(_to_guest(flow, mp, fin_seq, ACK | FIN)))
     if plen and d0 + plen > flow.rcv_rel:
         counters[Counter.JoinDataFwd] += 1
         flow.bytes_in += plen
@@ -3720,15 +3753,15 @@ def _download(conv, flow, mp, p, pkt, data, dss) -> list:
             for a in range(parts[i], parts[i + 1], seg_max):
                 b = min(a + seg_max, parts[i + 1])
                 flags = new_flags if b == plen else ACK | (new_flags & PSH if b == parts[-1] else 0)
-                out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0 + a) & M32, flags,
+                out.append(_inject(_to_guest(flow, mp, (flow.server_isn + d0 + a) & M32, flags,
                                             data[off + a:off + b])))
         if new_flags & FIN and parts[-1] != plen:
             # a cut resend whose tail came before: its FIN goes on its own (review of stop 39)
-            out.append(Inject(_to_guest(flow, mp, (flow.server_isn + d0 + plen) & M32, ACK | FIN)))
+            out.append(_inject(_to_guest(flow, mp, (flow.server_isn + d0 + plen) & M32, ACK | FIN)))
     elif plen:
         counters[Counter.DupConsumed] += 1
     counters[Counter.SubflowAckTX] += 1
-    out.append(Inject(_ack_on(flow, p, (), dsack)))
+    out.append(_inject(_ack_on(flow, p, (), dsack)))
     return out
 
 
@@ -3776,7 +3809,7 @@ def _abort(conv, flow, mp, p) -> list:
     counters[Counter.DataCsumErr] += 1
     counters[Counter.AbortTX] += 1
     acts = _guest_rsts(flow, mp)
-    acts += [Inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
+    acts += [_inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                             p.remote_isn + p.rcv_nxt, RST | ACK, 0,
                             build_options(b"", (MpFastclose(flow.remote_key),
                                                 MpTcpRst(False, MPTCP_RST_EMPTCP)))))]
@@ -3816,7 +3849,7 @@ def _j_fin(conv, flow, p, pkt, data, dss, now):
         fin = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
                       p.remote_isn + p.rcv_nxt, FIN | ACK, flow.guest_window)
         p.snd_nxt += 1
-        actions.append(Inject(fin))
+        actions.append(_inject(fin))
     return actions
 
 
@@ -3844,7 +3877,7 @@ def _j_stale(conv, flow, p, pkt, data, ctx, now):
     p.sprobe_at = now
     p.sprobe_open = True
     conv.counters[Counter.StaleProbeTX] += 1
-    return [Inject(_stale_probe(flow, flow.mp, p))]
+    return [_inject(_stale_probe(flow, flow.mp, p))]
 
 
 def _stale_probe(flow, mp, p) -> bytes:
@@ -3900,7 +3933,7 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
     mp = flow.mp
     acts = []
     if p.index > 0:
-        acts.append(Inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
+        acts.append(_inject(_rst(flow, p, MPTCP_RST_EUNSPEC)))
         _forget(conv, p)
     p.state = SS.CLOSED  # (the table says so too) so that the choices below skip it
     k = _best_live(mp)
@@ -3916,10 +3949,10 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
         if k < 0 and not flow.inbound:  # nothing alive to carry it: owed to the next join up
             mp.rm_owed.append(p.addr_id)
     if k > 0:  # the server stops using the address (id 0: subflow 1) and resends its data
-        acts.append(Inject(_ack_on(flow, mp.paths[k], rm)))
+        acts.append(_inject(_ack_on(flow, mp.paths[k], rm)))
         counters[Counter.RmAddrTX] += 1
     elif k == 0 and p.index != 0:  # only subflow 1 is left: it carries the REMOVE_ADDR
-        acts.append(Inject(_ack_on_sf1(flow, mp, rm)))
+        acts.append(_inject(_ack_on_sf1(flow, mp, rm)))
         counters[Counter.RmAddrTX] += 1
     if mp.snd_nxt > mp.data_ack:
         acts += _prompt_guest(flow, mp, counters)
@@ -3929,7 +3962,7 @@ def _j_dead(conv, flow, p, pkt, data, ctx, now):
 def _prompt_guest(flow, mp, counters) -> list:
     """Three duplicate ACKs to the guest: resend from the DATA_ACK now, not at its RTO."""
     counters[Counter.DupAckSynth] += 3
-    return [Inject(_guest_ack(flow, mp)) for _ in range(3)]
+    return [_inject(_guest_ack(flow, mp)) for _ in range(3)]
 
 
 def _j_lost(conv, flow, p, pkt, data, ctx, now):
@@ -3958,7 +3991,7 @@ def stop_reset(conv, flow) -> list:
     fc = (MpFastclose(flow.remote_key),)
     for q in mp.paths:
         if q.state in ALIVE:
-            acts.append(Inject(_ack_on_sf1(flow, mp, fc) if q.index == 0 else _ack_on(flow, q, fc)))
+            acts.append(_inject(_ack_on_sf1(flow, mp, fc) if q.index == 0 else _ack_on(flow, q, fc)))
     _close_all(conv, flow, mp)
     return acts
 
@@ -4025,10 +4058,10 @@ def tick(conv, now: float) -> list:
                 k = _best_live(mp)
                 if k > 0:
                     conv.counters[Counter.DataAckFlushed] += 1
-                    actions.append(Inject(_ack_on(flow, mp.paths[k])))
+                    actions.append(_inject(_ack_on(flow, mp.paths[k])))
                 elif mp.paths[0].state in ALIVE:
                     conv.counters[Counter.DataAckFlushed] += 1
-                    actions.append(Inject(_ack_on_sf1(flow, mp)))
+                    actions.append(_inject(_ack_on_sf1(flow, mp)))
         if mp.fin_due and now >= mp.fin_due:
             actions.extend(_fin_late(conv, flow, mp, now))
         if not mp.stranded_at:
@@ -4168,7 +4201,7 @@ def _replan(conv, flow, mp, now: float) -> list:
         p.backup = want
         counters[Counter.MpPrioTX] += 1
         opt = (MpPrio(want),)
-        actions.append(Inject(_ack_on(flow, p, opt) if p.index else _ack_on_sf1(flow, mp, opt)))
+        actions.append(_inject(_ack_on(flow, p, opt) if p.index else _ack_on_sf1(flow, mp, opt)))
     return actions
 
 
@@ -4327,7 +4360,7 @@ def _fin_late(conv, flow, mp, now: float) -> list:
     mp.fin_due = now + max(FIN_WAIT, 2 * p0.srtt) * (1 << mp.fin_tries)
     mp.fin_tries += 1
     conv.counters[Counter.Sf1FinLate] += 1
-    return [Inject(_ack_on_sf1(flow, mp, fin=True))]
+    return [_inject(_ack_on_sf1(flow, mp, fin=True))]
 
 
 def next_deadline(conv) -> float | None:
