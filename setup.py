@@ -11,8 +11,7 @@
 * `middlebox._ccore.flow`, `.converter` and `.multipath` are the compiled twin of the core,
   compiled from the core's own sources (`middlebox/core/flow.py`, `converter.py`,
   `multipath.py`) with the C types of their augmenting `.pxd` files (aiohttp compiles its
-  websocket reader this way); multipath.py has none yet: compiled untyped, it still runs a
-  join's data in ~2/3 of the time of the pure module (bench/bench_core.py).
+  websocket reader this way).
   Cython takes a module's name from where its file sits, so the sources are copied to
   `build/ccore/middlebox/_ccore/` first (never into the tree); the converter imports the flow
   and multipath modules relatively, so each copy finds its own twin.
