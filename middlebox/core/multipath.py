@@ -171,6 +171,9 @@ WND_ROOM_SEGS = 4  # guest_win: a guest without SACK this near its window's edge
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
 DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
+DOUBT_WAIT = 0.01  # seconds a join's DATA_ACK is held back for a window Linux may still hold
+#                   (wnd_doubt) before a copy of the last segment it surely took settles it
+#                   (_doubt_resolve): reordering on a path settles well within it
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
 ANSWER_WAIT = 1.0  # seconds an answer to a probe is awaited (_probe_answer, _sf1_dup): the
@@ -213,6 +216,11 @@ class Path:
         # the window the server holds for this join (bytes), as Linux takes a window update
         # (tcp_may_update_window): from a segment acking more, or with a later seq, or larger
         "wnd_held", "wnd_ack", "wnd_seq",
+        # a window Linux may still hold for this join although the model says it took a
+        # smaller one since (that segment may be lost or overtaken: 0 when none), when the caps
+        # counted with it and a copy of the last segment it surely took is due (0.0: none),
+        # and that segment's relative seq, ack and window (bytes), for the copy (_doubt_resolve)
+        "wnd_doubt", "doubt_at", "sure_seq", "sure_ack", "sure_win",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
         # repair (Config.repair_bytes): [[ss, end, Dss, payload, psh], ...] sent and not yet
         # acked, in order; the end of the last repair, when it went, how often for that hole
@@ -297,6 +305,9 @@ class Path:
         self.wnd_held = -1  # none yet: the first window is taken
         self.wnd_ack = 0
         self.wnd_seq = 0
+        self.wnd_doubt = 0
+        self.doubt_at = 0.0
+        self.sure_seq = self.sure_ack = self.sure_win = 0
         self.tw_reset = -1
         self.rtx = []
         self.rep_hi = 0
@@ -543,6 +554,7 @@ def _go_multipath(conv, flow, mp) -> None:
     p0.wnd_ack = sf.rcv_base
     p0.wnd_seq = p0.snd_nxt
     p0.wnd_held = flow.guest_window << flow.guest_wscale
+    p0.sure_seq, p0.sure_ack, p0.sure_win = p0.wnd_seq, p0.wnd_ack, p0.wnd_held
     sf.arrival = True  # subflow 1 is acknowledged on arrival from now on (flow.Subflow.record)
     for rg in sf.ranges:
         rg[2] = rg[0]
@@ -959,6 +971,7 @@ def _join_ack3(conv, flow, p) -> bytes:
     # the server's new subflow takes its window from this ACK (snd_wl1 = its seq)
     p.wnd_held = flow.guest_window << flow.guest_wscale
     p.wnd_seq = p.wnd_ack = 1
+    p.sure_seq, p.sure_ack, p.sure_win = 1, 1, p.wnd_held
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + 1,
                    p.remote_isn + 1, ACK, flow.guest_window, build_options(b"", opts))
 
@@ -1085,8 +1098,30 @@ def _window_taken(flow, p, seq: int, ack: int) -> bool:
     return _taken(p, seq, ack, flow.guest_window << flow.guest_wscale)
 
 
-def _taken(p, seq: int, ack: int, wb: int) -> bool:
-    taken = ack > p.wnd_ack or seq > p.wnd_seq or (seq == p.wnd_seq and (wb > p.wnd_held or wb == 0))
+TAKEN_SURE = 2  # (_taken: taken whatever Linux holds, if the segment arrives)
+
+
+def _taken(p, seq: int, ack: int, wb: int) -> int:
+    """Does the server take the window (`wb` bytes) of a segment at relative seq `seq` and
+    ack `ack` on path p (_window_taken)? 0: no; TAKEN_SURE: yes, whatever it holds now (it acks
+    more, has a later seq, or a zero window, or grows past every window the server may
+    hold); 1: the model's window grows, but a lost or overtaken segment may have left Linux
+    a larger one, which it keeps (wnd_doubt). A segment it surely takes with a smaller
+    window than the model's makes the model's old window such a doubt: if that segment is
+    lost, Linux keeps it (review of stop 41). Only the joins' caps count with the doubt."""
+    if ack > p.wnd_ack or seq > p.wnd_seq or (seq == p.wnd_seq and wb == 0):
+        taken = TAKEN_SURE
+    elif seq == p.wnd_seq and wb > p.wnd_held:
+        taken = TAKEN_SURE if wb > p.wnd_doubt else 1
+    else:
+        taken = 0
+    if taken == TAKEN_SURE:
+        if wb < p.wnd_held:
+            if p.wnd_held > p.wnd_doubt:
+                p.wnd_doubt = p.wnd_held
+        elif wb >= p.wnd_doubt:
+            p.wnd_doubt = 0  # (every window Linux may hold is at most this one)
+        p.sure_seq, p.sure_ack, p.sure_win = seq, ack, wb
     if taken:
         p.wnd_held = wb
         if seq > p.wnd_seq:
@@ -1096,22 +1131,60 @@ def _taken(p, seq: int, ack: int, wb: int) -> bool:
     return taken
 
 
-def _join_dack(flow, p, taken: bool) -> int:
-    """The DATA_ACK (relative) a segment on extra subflow p carries: the guest's, or, when
-    the server does not take the segment's window (`taken`, _window_taken), where the window
-    it holds for p reaches the guest's edge (JoinDataAckHeld; _ack_on says why)."""
+def _join_dack(flow, p, taken: int) -> int:
+    """The DATA_ACK (relative) a segment on extra subflow p carries: the guest's, or, unless
+    the server surely takes the segment's window (`taken`, _taken), where the largest window
+    it may hold for p reaches the guest's edge (JoinDataAckHeld; _ack_on says why). When
+    that is a window of doubt (a segment that shrank it may be lost), a copy of the last
+    segment it surely took goes by the clock (_doubt_resolve), and then the rest."""
     rel = flow.rcv_rel
-    if not taken:
-        cap = rel + (flow.guest_window << flow.guest_wscale) - p.wnd_held
+    if taken != TAKEN_SURE:
+        gw = flow.guest_window << flow.guest_wscale
+        cap = rel + gw - max(p.wnd_held, p.wnd_doubt)
         if cap < rel:
-            rel = cap
             mp = flow.mp
+            if p.wnd_doubt > p.wnd_held and not p.doubt_at and rel + gw - p.wnd_held > cap:
+                p.doubt_at = flow.last + DOUBT_WAIT
+            rel = cap
             if mp is not None:
                 if mp.dack_out > rel:
                     mp.dack_out = rel  # not carried yet: the next ACK that can carries the rest
                 if mp.counters is not None:
                     mp.counters[Counter.JoinDataAckHeld] += 1
     return rel
+
+
+def _doubt_resolve(flow, p) -> list:
+    """Linux may hold a larger window for join p than the model (wnd_doubt): the segment that
+    shrank it may have been lost or overtaken, and the caps have held the DATA_ACK back for
+    it since DOUBT_WAIT. A copy of the last segment the server surely takes (its seq, ack
+    and window) makes it hold that window if the original was lost (it is taken as surely)
+    and changes nothing if it arrived; an ACK with the model's window follows (taken when
+    it grows from the copy's, as after a zero window). Then the model is what Linux holds,
+    unless both the original and the copy are lost, and the doubt is dropped; the second
+    ACK carries the DATA_ACK as far as that window allows (review of stop 41's way out)."""
+    p.doubt_at = 0.0
+    if p.wnd_doubt <= p.wnd_held or p.state not in ALIVE:
+        p.wnd_doubt = 0
+        return []
+    p.wnd_doubt = 0
+    ws = flow.guest_wscale
+    held = p.wnd_held
+    rel = min(flow.rcv_rel, flow.rcv_rel + (flow.guest_window << ws) - held)
+    data_ack = dack_at(flow, rel)
+    out = []
+    for seq, ack, wb in ((p.sure_seq, p.sure_ack, p.sure_win), (p.snd_nxt, p.rcv_nxt, held)):
+        _taken(p, seq, ack, wb)  # (the model follows: the second may be at a later seq)
+        opts = build_options(b"", (_dss_ack(data_ack, flow.ack64),))
+        out.append(_inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + seq,
+                                   p.remote_isn + ack, ACK, wb >> ws, opts)))
+    mp = flow.mp
+    if mp is not None:
+        if rel >= mp.dack_out:
+            mp.dack_out = rel
+        if mp.counters is not None:
+            mp.counters[Counter.JoinWindowDoubtResolved] += 1
+    return out
 
 
 def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
@@ -2750,8 +2823,8 @@ def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
     uncapped, a slow reader's new ack with its smaller window put the server's edge beyond
     the guest's (review of stop 41)."""
     taken = _window_taken(flow, p, ss if payload else p.snd_nxt, p.rcv_nxt)
-    if not taken and opt.data_ack is not None:
-        rel = _join_dack(flow, p, False)
+    if taken != TAKEN_SURE and opt.data_ack is not None:
+        rel = _join_dack(flow, p, taken)
         if rel != flow.rcv_rel:
             opt = Dss(dack_at(flow, rel), flow.ack64, opt.data_seq, opt.dsn64, opt.subflow_seq,
                       opt.data_len, opt.csum, opt.data_fin)
@@ -4086,6 +4159,8 @@ def tick(conv, now: float) -> list:
         for p in mp.paths:
             if p.rtx:
                 actions.extend(_repair(conv, flow, mp, p, now))
+            if p.doubt_at and now >= p.doubt_at:
+                actions.extend(_doubt_resolve(flow, p))
         actions.extend(_tell_silent_tails(conv, flow, mp, now))
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
@@ -4396,6 +4471,8 @@ def next_deadline(conv) -> float | None:
                 t = _repair_due(p)
                 if t and (best is None or t < best):
                     best = t
+            if p.doubt_at and (best is None or p.doubt_at < best):
+                best = p.doubt_at
         for p in mp.paths:
             st = p.state
             t = None
