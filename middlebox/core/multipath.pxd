@@ -6,10 +6,11 @@
 # fields read as struct members), the TCP flag constants as C globals, and those functions
 # as cpdef (calls among them are C calls). Integers stay Python objects: the spec's
 # arithmetic is unchanged. Functions a test replaces (pick, _into_hole, stop_reset,
-# _fin_may_go, new_nonce) and constants a test reads or patches stay Python names; a
-# function with a closure (a generator expression) cannot be cpdef. multipath.py sets
-# nonecheck: a None where a Flow or Path is expected raises as in pure Python (the
-# converter counts it as a CoreBug) instead of reading through NULL.
+# _fin_may_go, new_nonce) and constants a test reads or patches stay Python names (M32 and
+# the TCP flags below are not attributes of the compiled module: read them from the wire
+# layer or the pure module); a function with a closure (a generator expression) cannot be
+# cpdef. multipath.py sets nonecheck: a None where a Flow or Path is expected raises as in
+# pure Python (the converter counts it as a CoreBug) instead of reading through NULL.
 
 from middlebox._cwire cimport Packet
 
