@@ -235,17 +235,18 @@ ops2 = st.lists(st.tuples(st.sampled_from(["data", "data", "data", "lose", "dup"
                           st.integers(0, 10 ** 6)), min_size=5, max_size=60)
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(ops=ops2, v6=st.booleans(), sack=st.booleans(), repair=st.booleans(), csum=st.booleans(),
-       seed=st.integers(0, 2 ** 32), isn=st.integers(0, 70000), wscale=st.sampled_from([0, 7, 14]))
+def _conversations(op_strategy):
+    """300 examples of conversations made of `op_strategy`'s events, with every setting drawn."""
+    return lambda test: settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])(
+        given(ops=op_strategy, v6=st.booleans(), sack=st.booleans(), repair=st.booleans(), csum=st.booleans(),
+              seed=st.integers(0, 2 ** 32), isn=st.integers(0, 70000), wscale=st.sampled_from([0, 7, 14]))(test))
+
+
+@_conversations(ops2)
 def test_the_compiled_multipath_agrees_with_the_spec_on_odd_segments(ops, v6, sack, repair, csum, seed, isn, wscale):
     _check(ops, v6, sack, repair, csum, seed, isn, wscale)
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(ops=ops, v6=st.booleans(), sack=st.booleans(), repair=st.booleans(), csum=st.booleans(),
-       seed=st.integers(0, 2 ** 32), isn=st.integers(0, 70000), wscale=st.sampled_from([0, 7, 14]))
+@_conversations(ops)
 def test_the_compiled_multipath_agrees_with_the_spec_at_the_wraps(ops, v6, sack, repair, csum, seed, isn, wscale):
     _check(ops, v6, sack, repair, csum, seed, isn, wscale)
