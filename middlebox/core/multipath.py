@@ -218,7 +218,8 @@ class Path:
         "wnd_held", "wnd_ack", "wnd_seq",
         # a window Linux may still hold for this join although the model says it took a
         # smaller one since (that segment may be lost or overtaken: 0 when none), when the caps
-        # counted with it and a copy of the last segment it surely took is due (0.0: none),
+        # counted with it and a copy of the last segment it surely took is due (0.0: none;
+        # -1.0: due DOUBT_WAIT after the clock's next look),
         # and that segment's relative seq, ack and window (bytes), for the copy (_doubt_resolve)
         "wnd_doubt", "doubt_at", "sure_seq", "sure_ack", "sure_win",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
@@ -1144,7 +1145,7 @@ def _join_dack(flow, p, taken: int) -> int:
         if cap < rel:
             mp = flow.mp
             if p.wnd_doubt > p.wnd_held and not p.doubt_at and rel + gw - p.wnd_held > cap:
-                p.doubt_at = flow.last + DOUBT_WAIT
+                p.doubt_at = -1.0  # (the clock arms it: this may run in tick, long after flow.last)
             rel = cap
             if mp is not None:
                 if mp.dack_out > rel:
@@ -1159,32 +1160,30 @@ def _doubt_resolve(flow, p) -> list:
     shrank it may have been lost or overtaken, and the caps have held the DATA_ACK back for
     it since DOUBT_WAIT. A copy of the last segment the server surely takes (its seq, ack
     and window) makes it hold that window if the original was lost (it is taken as surely)
-    and changes nothing if it arrived; an ACK with the model's window follows (taken when
-    it grows from the copy's, as after a zero window). Then the model is what Linux holds,
-    unless both the original and the copy are lost, and the doubt is dropped; the second
-    ACK carries the DATA_ACK as far as that window allows (review of stop 41's way out)."""
+    and changes nothing if it arrived (but a zero window, which it takes again). Our ordinary
+    ACK follows, with the guest's window. Then the model is what Linux holds, unless both the
+    original and the copy are lost, and the doubt is dropped; that ACK carries the DATA_ACK
+    as far as the model allows (JoinWindowDoubtResolved; review of stop 41's way out)."""
     p.doubt_at = 0.0
     if p.wnd_doubt <= p.wnd_held or p.state not in ALIVE:
         p.wnd_doubt = 0
         return []
     p.wnd_doubt = 0
     ws = flow.guest_wscale
-    held = p.wnd_held
-    rel = min(flow.rcv_rel, flow.rcv_rel + (flow.guest_window << ws) - held)
-    data_ack = dack_at(flow, rel)
-    out = []
-    for seq, ack, wb in ((p.sure_seq, p.sure_ack, p.sure_win), (p.snd_nxt, p.rcv_nxt, held)):
-        _taken(p, seq, ack, wb)  # (the model follows: the second may be at a later seq)
-        opts = build_options(b"", (_dss_ack(data_ack, flow.ack64),))
-        out.append(_inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + seq,
-                                   p.remote_isn + ack, ACK, wb >> ws, opts)))
+    # the copy's DATA_ACK: Linux then holds its window or the model's (larger or equal)
+    rel = min(flow.rcv_rel, flow.rcv_rel + (flow.guest_window << ws) - p.wnd_held)
+    copy = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.sure_seq,
+                   p.remote_isn + p.sure_ack, ACK, p.sure_win >> ws,
+                   build_options(b"", (_dss_ack(dack_at(flow, rel), flow.ack64),)))
+    if p.sure_win == 0:
+        p.wnd_held = 0  # (a zero window at Linux's snd_wl1 is taken whatever it holds)
     mp = flow.mp
-    if mp is not None:
-        if rel >= mp.dack_out:
-            mp.dack_out = rel
-        if mp.counters is not None:
-            mp.counters[Counter.JoinWindowDoubtResolved] += 1
-    return out
+    if mp is not None and mp.counters is not None:
+        mp.counters[Counter.JoinWindowDoubtResolved] += 1
+    # then our ordinary ACK: the guest's window, taken as the model says, its DATA_ACK capped
+    # as the model alone says (with the model's larger window instead, at a later seq, Linux
+    # kept that one and an idle flow's DATA_ACK stayed capped: review of e85c6a3)
+    return [_inject(copy), _inject(_ack_on(flow, p))]
 
 
 def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
@@ -4159,7 +4158,9 @@ def tick(conv, now: float) -> list:
         for p in mp.paths:
             if p.rtx:
                 actions.extend(_repair(conv, flow, mp, p, now))
-            if p.doubt_at and now >= p.doubt_at:
+            if p.doubt_at < 0:
+                p.doubt_at = now + DOUBT_WAIT
+            elif p.doubt_at and now >= p.doubt_at:
                 actions.extend(_doubt_resolve(flow, p))
         actions.extend(_tell_silent_tails(conv, flow, mp, now))
         p0 = mp.paths[0]
@@ -4471,8 +4472,10 @@ def next_deadline(conv) -> float | None:
                 t = _repair_due(p)
                 if t and (best is None or t < best):
                     best = t
-            if p.doubt_at and (best is None or p.doubt_at < best):
-                best = p.doubt_at
+            if p.doubt_at:  # (< 0: armed, due now: tick sets its time)
+                t = flow.last if p.doubt_at < 0 else p.doubt_at
+                if best is None or t < best:
+                    best = t
         for p in mp.paths:
             st = p.state
             t = None
