@@ -216,7 +216,7 @@ class Counter(IntEnum):
     StaleAckOutDropped = 191  # single path, both DATA_FINs acked and every server byte acked on the subflow: a guest ACK that acks nothing new (its answer to a duplicate FIN) not sent on; it reached a server whose subflow had closed, which answered with a RST
     CsumResendCut = 192  # DSS checksums: a server resend over subflow bytes that came before (out of order) sent to the guest as its new bytes only; whole, a Linux guest kept its copy of those bytes, which no mapping had summed
     JoinDsackTX = 193  # multipath: our ACKs on an extra subflow that name bytes it got twice first (D-SACK, RFC 2883), as a Linux receiver's do, so that the server can undo the window cut of a resend that was not needed (before stop 41 a join never sent one)
-    JoinWindowDoubtResolved = 194  # multipath: a copy of the last segment the server surely took on an extra subflow, and an ACK with the window the model holds, after a DATA_ACK was held back for a larger window it may still hold (a segment that shrank it may have been lost or overtaken)
+    JoinWindowDoubtResolved = 194  # multipath: a copy of the last segment the server surely took on an extra subflow, then our ordinary ACK there, after a DATA_ACK was held back for a larger window it may still hold (a segment that shrank it may have been lost or overtaken)
 
 
 def new_counters() -> dict:
