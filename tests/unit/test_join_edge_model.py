@@ -56,6 +56,90 @@ def _covered(iv, a, b):
     return x >= b
 
 
+def one_join(sack, repair, v6):
+    """The fuzz's start (shared with test_join_edge_strict.py): a flow gone multipath, join 1
+    up. (MPair, join 1's server side, its Path, the flow)."""
+    kw = {"repair_bytes": 40000} if repair else {}
+    p = MPair(2, config=mp_config(2, **kw), v6=v6)
+    p.join_sack = sack
+    p.go_multipath()
+    p.join_up(1)
+    return p, p.joins[1], p.path(1), p.flow
+
+
+def server_segments(p, j, n, fin=False):
+    """The server's n data segments on join j: (relative start, end, bytes); the last with
+    the join's FIN when `fin`."""
+    segs = []
+    for i in range(n):
+        last = fin and i == n - 1
+        segs.append((j.s_nxt, j.s_nxt + PAYLOAD + last, p.j_data(j, bytes([0x30 + i]) * PAYLOAD, fin=last)))
+    return segs
+
+
+def guest_state(flow):
+    """[right edge it offered], [rcv], [raw window] of the guest, as drive() keeps them."""
+    return [flow.rcv_rel + (flow.guest_window << flow.guest_wscale)], [flow.rcv_rel], [flow.guest_window]
+
+
+def on_join(p, j, got, actions):
+    """(Packet, TcpOptions, MPTCP options) of each packet in `actions` sent to the server on
+    join j; the guest's data among them is recorded in `got` (guest byte -> length)."""
+    flow = p.flow
+    for a in actions or []:
+        if not isinstance(a, Inject):
+            continue
+        pkt, opts, mp = wire_check(a.data, True)
+        if pkt.dst == p.g_bytes:
+            if pkt.payload_len:
+                got[(pkt.seq - flow.server_isn) & M32] = pkt.payload_len
+        elif (pkt.dst, pkt.dport, pkt.sport) == (j.server, j.sport, j.lport):
+            yield pkt, opts, mp
+
+
+def drive(p, ops, n, server_seg, feed, sack, got, g_edge, g_rcv, g_win, wmax=400):
+    """The fuzz's events (shared with test_join_edge_strict.py): "next" the server's next of
+    its `n` segments on the join (server_seg(k), sometimes one skipped), "dup" an old one
+    again, "gack" the guest acks what it has in order (sometimes less) with a window below
+    `wmax` whose right edge never retracts (g_edge, g_rcv, g_win: one-item lists the caller's
+    checks read), "gdata" the guest sends bytes, "sack" the caller's `sack()`, else the clock.
+    `got`: guest byte (relative) -> bytes delivered, kept by the caller's `feed`."""
+    flow = p.flow
+    ws = flow.guest_wscale
+    nxt = 0
+    for op, x in ops:
+        if op == "next":
+            k = nxt + (1 if x % 5 == 0 else 0)
+            if k < n:
+                server_seg(k)
+            nxt = min(k + 1, n)
+        elif op == "dup":
+            server_seg(x % max(1, nxt) if nxt else 0)
+        elif op == "gack":
+            held = 1
+            while held in got:
+                held += got[held]
+            rcv = held - (x % 3) * PAYLOAD * (held - g_rcv[0] >= 3 * PAYLOAD)
+            rcv = max(rcv, g_rcv[0])
+            w = (x // 7) % wmax
+            w = max(w, -(-(g_edge[0] - rcv) >> ws))  # its right edge never retracts
+            g_edge[0] = max(g_edge[0], rcv + (w << ws))
+            g_rcv[0] = rcv
+            g_win[0] = w
+            p.g_rcv = (flow.server_isn + rcv) & M32
+            acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=w))
+            feed(acts[1:])
+        elif op == "gdata":
+            pl = bytes([0x61 + x % 26]) * (1 + x % 1400)
+            acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x18, pl, window=g_win[0]))
+            p.g_nxt = (p.g_nxt + len(pl)) & M32
+            feed(acts[1:])
+        elif op == "sack":
+            sack()
+        else:
+            feed(p.tick(0.001 + (x % 300) / 1000) or [])
+
+
 ops = st.lists(st.tuples(st.sampled_from(["next", "next", "next", "dup", "gack", "gack", "gdata", "sack", "tick"]),
                          st.integers(0, 10 ** 6)), min_size=10, max_size=70)
 
@@ -65,41 +149,21 @@ ops = st.lists(st.tuples(st.sampled_from(["next", "next", "next", "dup", "gack",
        lose=st.just(frozenset()), swap=st.just(frozenset()),
        fin=st.booleans())
 def test_the_servers_edge_and_our_sack_blocks_stay_true(ops, sack, repair, v6, lose, swap, fin):
-    kw = {"repair_bytes": 40000} if repair else {}
-    p = MPair(2, config=mp_config(2, **kw), v6=v6)
-    p.join_sack = sack
-    p.go_multipath()
-    p.join_up(1)
-    j, path, flow = p.joins[1], p.path(1), p.flow
+    p, j, path, flow = one_join(sack, repair, v6)
     ws = flow.guest_wscale
     srv = Server(ws, path.wnd_held)
     n = 16
-    segs = []
-    for i in range(n):
-        last = fin and i == n - 1
-        segs.append((j.s_nxt, j.s_nxt + PAYLOAD + last, p.j_data(j, bytes([0x30 + i]) * PAYLOAD, fin=last)))
+    segs = server_segments(p, j, n, fin)
     got = {}  # guest byte (rel) -> bytes delivered
     rx = []  # subflow intervals the join took
     up_hi = [1]  # our bytes on the join (relative subflow seq) the server has in order
-    g_edge = [flow.rcv_rel + (flow.guest_window << ws)]
-    g_rcv = [flow.rcv_rel]
-    g_win = [flow.guest_window]
+    g_edge, g_rcv, g_win = guest_state(flow)
     log = []
-    nxt = [0]
     count = [0]
     held_back = [None]
 
     def feed(actions, fed=None):
-        for a in actions:
-            if not isinstance(a, Inject):
-                continue
-            pkt, opts, mp = wire_check(a.data, True)
-            if pkt.dst == p.g_bytes:
-                if pkt.payload_len:
-                    got[(pkt.seq - flow.server_isn) & M32] = pkt.payload_len
-                continue
-            if (pkt.dst, pkt.dport, pkt.sport) != (j.server, j.sport, j.lport):
-                continue
+        for pkt, opts, mp in on_join(p, j, got, actions):
             assert pkt.doff <= 60
             seq = (pkt.seq - j.c_isn) & M32
             ack = (pkt.ack - j.s_isn) & M32
@@ -149,38 +213,11 @@ def test_the_servers_edge_and_our_sack_blocks_stay_true(ops, sack, repair, v6, l
             rx.append(fed)
         feed(acts[1:], fed if took else None)
 
-    for op, x in ops:
-        if op == "next":
-            k = nxt[0] + (1 if x % 5 == 0 else 0)
-            if k < n:
-                server_seg(k)
-            nxt[0] = min(k + 1, n)
-        elif op == "dup":
-            server_seg(x % max(1, nxt[0]) if nxt[0] else 0)
-        elif op == "gack":
-            held = 1
-            while held in got:
-                held += got[held]
-            rcv = held - (x % 3) * PAYLOAD * (held - g_rcv[0] >= 3 * PAYLOAD)
-            rcv = max(rcv, g_rcv[0])
-            w = (x // 7) % 400
-            w = max(w, -(-(g_edge[0] - rcv) >> ws))  # its right edge never retracts
-            g_edge[0] = max(g_edge[0], rcv + (w << ws))
-            g_rcv[0] = rcv
-            g_win[0] = w
-            p.g_rcv = (flow.server_isn + rcv) & M32
-            acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=w))
-            feed(acts[1:])
-        elif op == "gdata":
-            pl = bytes([0x61 + x % 26]) * (1 + x % 1400)
-            acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x18, pl, window=g_win[0]))
-            p.g_nxt = (p.g_nxt + len(pl)) & M32
-            feed(acts[1:])
-        elif op == "sack":  # the server acks our bytes on the join it has in order
-            j.s_rcv = up_hi[0]
-            feed(p.j_in(p.j_ack(j))[1:])
-        else:
-            feed(p.tick(0.001 + (x % 300) / 1000) or [])
+    def sack():  # the server acks our bytes on the join it has in order
+        j.s_rcv = up_hi[0]
+        feed(p.j_in(p.j_ack(j))[1:])
+
+    drive(p, ops, n, server_seg, feed, sack, got, g_edge, g_rcv, g_win)
 
 
 _OPS = [("next", 1), ("next", 0), ("next", 0), ("next", 0), ("next", 0), ("gdata", 0), ("tick", 143),

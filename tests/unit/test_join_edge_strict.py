@@ -6,33 +6,25 @@ flow may idle at the end (`run(..., idle=N)`, used by test_join_doubt.py). A pla
 search with this harness found stop 41's open case on c37e5ad (2 in ~3,900 tries)."""
 from __future__ import annotations
 from hypothesis import given, settings, strategies as st, HealthCheck
-from middlebox.core import Inject
 from tests.unit.test_core_harness import M32
-from tests.unit.test_subflow_table import MPair, mp_config, wire_check
+from tests.unit.test_join_edge_model import Server as ModelServer, drive, on_join, guest_state, one_join, server_segments
 
-PAYLOAD = 1000
 N = 300
 
 
-class Server:
+class Server(ModelServer):
+    """test_join_edge_model.py's server, which also drops what tcp_sequence drops."""
+
     def __init__(self, ws, wnd):
-        self.una = 1; self.wl1 = 1; self.wnd = wnd; self.ws = ws
-        self.wnd_end = 0; self.msk_una = 0; self.rcv_wup = 1; self.rcv_nxt = 1
+        super().__init__(ws, wnd)
+        self.rcv_wup = 1
         self.dropped = 0
 
     def take(self, seq, ack, win, dack, plen):
         if seq + plen < self.rcv_wup and not (plen == 0 and seq == self.rcv_wup):
             self.dropped += 1  # tcp_sequence: out of window, answered with a dupack, nothing read
             return
-        nwin = win << self.ws
-        if ack >= self.una:
-            if ack > self.una or seq > self.wl1 or (seq == self.wl1 and (nwin > self.wnd or nwin == 0)):
-                self.wnd = nwin
-                self.wl1 = seq
-            self.una = ack
-        if dack is not None:
-            self.msk_una = max(self.msk_una, dack)
-            self.wnd_end = max(self.wnd_end, dack + self.wnd)
+        super().take(seq, ack, win, dack)
 
 
 ops = st.lists(st.tuples(st.sampled_from(["next", "next", "next", "dup", "gack", "gack", "gack", "gdata", "sack", "tick"]),
@@ -40,27 +32,17 @@ ops = st.lists(st.tuples(st.sampled_from(["next", "next", "next", "dup", "gack",
 
 
 def run(ops, sack, repair, v6, k, d, lost, wmax, idle_check=True, idle=0):
-    kw = {"repair_bytes": 40000} if repair else {}
-    p = MPair(2, config=mp_config(2, **kw), v6=v6)
-    p.join_sack = sack
-    p.go_multipath()
-    p.join_up(1)
-    j, path, flow = p.joins[1], p.path(1), p.flow
+    p, j, path, flow = one_join(sack, repair, v6)
     ws = flow.guest_wscale
     srv = Server(ws, path.wnd_held)
     n = 20
-    segs = []
-    for i in range(n):
-        segs.append((j.s_nxt, j.s_nxt + PAYLOAD, p.j_data(j, bytes([0x30 + i]) * PAYLOAD)))
+    segs = server_segments(p, j, n)
     got = {}
     up_hi = [1]
-    g_edge = [flow.rcv_rel + (flow.guest_window << ws)]
-    g_rcv = [flow.rcv_rel]
-    g_win = [flow.guest_window]
+    g_edge, g_rcv, g_win = guest_state(flow)
     log = []
     count = [0]
     held = []  # [(remaining, pkt)]
-    nxt = [0]
     dead = [False]
 
     def deliver(t):
@@ -72,16 +54,7 @@ def run(ops, sack, repair, v6, k, d, lost, wmax, idle_check=True, idle=0):
         assert srv.wnd_end <= g_edge[0], log[-14:]
 
     def feed(actions):
-        for a in actions or []:
-            if not isinstance(a, Inject):
-                continue
-            pkt, opts, mp = wire_check(a.data, True)
-            if pkt.dst == p.g_bytes:
-                if pkt.payload_len:
-                    got[(pkt.seq - flow.server_isn) & M32] = pkt.payload_len
-                continue
-            if (pkt.dst, pkt.dport, pkt.sport) != (j.server, j.sport, j.lport):
-                continue
+        for pkt, opts, mp in on_join(p, j, got, actions):
             if pkt.flags & 0x06 or dead[0]:  # SYN/RST: the join died and a new one opens (the same ports): out of scope
                 dead[0] = True
                 continue
@@ -113,38 +86,12 @@ def run(ops, sack, repair, v6, k, d, lost, wmax, idle_check=True, idle=0):
         acts = p.j_in(segs[i][2])
         feed(acts[1:])
 
-    for op, x in ops:
-        if op == "next":
-            i = nxt[0] + (1 if x % 5 == 0 else 0)
-            if i < n:
-                server_seg(i)
-            nxt[0] = min(i + 1, n)
-        elif op == "dup":
-            server_seg(x % max(1, nxt[0]) if nxt[0] else 0)
-        elif op == "gack":
-            h = 1
-            while h in got:
-                h += got[h]
-            rcv = max(h - (x % 3) * PAYLOAD * (h - g_rcv[0] >= 3 * PAYLOAD), g_rcv[0])
-            w = (x // 7) % wmax
-            w = max(w, -(-(g_edge[0] - rcv) >> ws))
-            g_edge[0] = max(g_edge[0], rcv + (w << ws))
-            g_rcv[0] = rcv
-            g_win[0] = w
-            p.g_rcv = (flow.server_isn + rcv) & M32
-            acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=w))
-            feed(acts[1:])
-        elif op == "gdata":
-            pl = bytes([0x61 + x % 26]) * (1 + x % 1400)
-            acts, _ = p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x18, pl, window=g_win[0]))
-            p.g_nxt = (p.g_nxt + len(pl)) & M32
-            feed(acts[1:])
-        elif op == "sack":
-            j.s_rcv = up_hi[0]
-            srv.rcv_wup = up_hi[0]
-            feed(p.j_in(p.j_ack(j))[1:])
-        else:
-            feed(p.tick(0.001 + (x % 300) / 1000) or [])
+    def sack():  # the server acks our bytes on the join it has in order
+        j.s_rcv = up_hi[0]
+        srv.rcv_wup = up_hi[0]
+        feed(p.j_in(p.j_ack(j))[1:])
+
+    drive(p, ops, n, server_seg, feed, sack, got, g_edge, g_rcv, g_win, wmax)
     for h in list(held):
         deliver(h[1])
     held.clear()
