@@ -220,8 +220,9 @@ class Path:
         # smaller one since (that segment may be lost or overtaken: 0 when none), when the caps
         # counted with it and a copy of the last segment it surely took is due (0.0: none;
         # -1.0: due DOUBT_WAIT after the clock's next look),
-        # and that segment's relative seq, ack and window (bytes), for the copy (_doubt_resolve)
-        "wnd_doubt", "doubt_at", "sure_seq", "sure_ack", "sure_win",
+        # and that segment's relative seq, ack and window (bytes), for the copy (_doubt_resolve);
+        # when that copy had a zero window, when our ordinary ACK reopens it (0.0: none)
+        "wnd_doubt", "doubt_at", "sure_seq", "sure_ack", "sure_win", "reopen_at",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
         # repair (Config.repair_bytes): [[ss, end, Dss, payload, psh], ...] sent and not yet
         # acked, in order; the end of the last repair, when it went, how often for that hole
@@ -309,6 +310,7 @@ class Path:
         self.wnd_doubt = 0
         self.doubt_at = 0.0
         self.sure_seq = self.sure_ack = self.sure_win = 0
+        self.reopen_at = 0.0
         self.tw_reset = -1
         self.rtx = []
         self.rep_hi = 0
@@ -1155,7 +1157,7 @@ def _join_dack(flow, p, taken: int) -> int:
     return rel
 
 
-def _doubt_resolve(flow, p) -> list:
+def _doubt_resolve(flow, p, now: float) -> list:
     """Linux may hold a larger window for join p than the model (wnd_doubt): the segment that
     shrank it may have been lost or overtaken, and the caps have held the DATA_ACK back for
     it since DOUBT_WAIT. A copy of the last segment the server surely takes (its seq, ack
@@ -1163,7 +1165,12 @@ def _doubt_resolve(flow, p) -> list:
     and changes nothing if it arrived (but a zero window, which it takes again). Our ordinary
     ACK follows, with the guest's window. Then the model is what Linux holds, unless both the
     original and the copy are lost, and the doubt is dropped; that ACK carries the DATA_ACK
-    as far as the model allows (JoinWindowDoubtResolved; review of stop 41's way out)."""
+    as far as the model allows (JoinWindowDoubtResolved; review of stop 41's way out).
+
+    A copy with a zero window is followed by that ACK DOUBT_WAIT later, not at once: an ACK
+    that overtook it would leave Linux the copy's zero window (taken after the ACK's, as a
+    zero window at snd_wl1 always is) while the model says open, and an idle join would wait
+    for the server's window probe (stop 42's open case)."""
     p.doubt_at = 0.0
     if p.wnd_doubt <= p.wnd_held or p.state not in ALIVE:
         p.wnd_doubt = 0
@@ -1175,15 +1182,27 @@ def _doubt_resolve(flow, p) -> list:
     copy = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.sure_seq,
                    p.remote_isn + p.sure_ack, ACK, p.sure_win >> ws,
                    build_options(b"", (_dss_ack(dack_at(flow, rel), flow.ack64),)))
-    if p.sure_win == 0:
-        p.wnd_held = 0  # (a zero window at Linux's snd_wl1 is taken whatever it holds)
     mp = flow.mp
     if mp is not None and mp.counters is not None:
         mp.counters[Counter.JoinWindowDoubtResolved] += 1
+    if p.sure_win == 0:
+        p.wnd_held = 0  # (a zero window at Linux's snd_wl1 is taken whatever it holds)
+        p.reopen_at = now + DOUBT_WAIT  # (_reopen)
+        return [_inject(copy)]
     # then our ordinary ACK: the guest's window, taken as the model says, its DATA_ACK capped
     # as the model alone says (with the model's larger window instead, at a later seq, Linux
     # kept that one and an idle flow's DATA_ACK stayed capped: review of e85c6a3)
     return [_inject(copy), _inject(_ack_on(flow, p))]
+
+
+def _reopen(flow, p) -> list:
+    """DOUBT_WAIT after a copy with a zero window (_doubt_resolve): our ordinary ACK, with the
+    guest's window, unless one has gone since (the model's window is open again) or the
+    guest's is still closed (its update will go as ever)."""
+    p.reopen_at = 0.0
+    if p.wnd_held != 0 or not flow.guest_window or p.state not in ALIVE:
+        return []
+    return [_inject(_ack_on(flow, p))]
 
 
 def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
@@ -4161,7 +4180,9 @@ def tick(conv, now: float) -> list:
             if p.doubt_at < 0:
                 p.doubt_at = now + DOUBT_WAIT
             elif p.doubt_at and now >= p.doubt_at:
-                actions.extend(_doubt_resolve(flow, p))
+                actions.extend(_doubt_resolve(flow, p, now))
+            if p.reopen_at and now >= p.reopen_at:
+                actions.extend(_reopen(flow, p))
         actions.extend(_tell_silent_tails(conv, flow, mp, now))
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
@@ -4476,6 +4497,8 @@ def next_deadline(conv) -> float | None:
                 t = flow.last if p.doubt_at < 0 else p.doubt_at
                 if best is None or t < best:
                     best = t
+            if p.reopen_at and (best is None or p.reopen_at < best):
+                best = p.reopen_at
         for p in mp.paths:
             st = p.state
             t = None

@@ -3,7 +3,7 @@ the review of e85c6a3, against the stricter server of test_join_edge_strict.py: 
 the copy carries the guest's window (with the model's, at a later seq, Linux kept that one
 and an idle flow's DATA_ACK stayed capped), the copy waits DOUBT_WAIT from the clock (not
 from the flow's last packet, which may be long past when the hold is set in tick), and a
-copy of a zero window overtaken by the ACK after it (open)."""
+copy of a zero window goes alone, the ACK reopening it DOUBT_WAIT later (stop 43)."""
 
 from __future__ import annotations
 
@@ -144,16 +144,9 @@ def _to_join(p, j, actions):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="open: a copy of a zero window overtaken by the ACK after it leaves Linux a "
-                                       "zero window the model thinks open, until the server's window probe")
-def test_a_copy_of_a_zero_window_overtaken_by_the_following_ack():
-    """The last segment Linux surely took had a zero window (the reader was full), the
-    window then opened to 1024 with a doubt; the copy (window 0) and our ACK (1024) go back to
-    back. If the ACK overtakes the copy, Linux takes the copy's zero window after it (a zero
-    window at snd_wl1 always is) and holds it while the model says 1024; nothing we send on an
-    idle flow reopens it, only the server's probe (answered: the test below). Safe (a smaller
-    window), but the join waits for the probe timer. Sent one after the other instead, the
-    ACK could be lost alone with the same result; left open (stop 42)."""
+def _zero_window_doubt():
+    """A join whose last segment Linux surely took had a zero window (the reader was full);
+    the window then opened to 1024 with a doubt, and the caps hold for it."""
     p = MPair(2)
     p.go_multipath()
     p.join_up(1)
@@ -174,24 +167,51 @@ def test_a_copy_of_a_zero_window_overtaken_by_the_following_ack():
     feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=8))[0])  # the reader read 1 KB
     feed(p.j_in(b))  # the server resends b: our ACK, window 1024, capped for the doubt
     assert path.wnd_held == 1024 and path.doubt_at, (path.wnd_held, path.wnd_doubt, path.doubt_at)
+    return p, j, path, srv, sent, feed
+
+
+def test_a_copy_of_a_zero_window_goes_alone_and_the_ack_reopening_it_after_doubt_wait():
+    """The copy (window 0) and our ACK (1024) went back to back until stop 43: had the ACK
+    overtaken the copy, Linux would have taken the copy's zero window after it (a zero window
+    at snd_wl1 always is) and held it while the model said 1024, and nothing we send on an
+    idle flow reopens it before the server's window probe. Now the copy goes alone and the
+    ACK DOUBT_WAIT later, on the clock: a reordering that overtakes by that much is not one."""
+    p, j, path, srv, sent, feed = _zero_window_doubt()
     n0 = len(sent)
     feed(p.tick(0.001))  # the clock arms the copy ...
-    feed(p.tick(0.011))  # ... and sends it, with our ACK after it
+    feed(p.tick(0.011))  # ... and sends it, alone
     assert p.count("JoinWindowDoubtResolved") == 1
-    copy, ack = sent[n0:n0 + 2]
-    assert copy[2] == 0 and ack[2] == 8, sent[n0:]
-    for s, a, w, d in sent[:n0]:
+    assert [w for _, _, w, _ in sent[n0:]] == [0], sent[n0:]
+    assert path.wnd_held == 0 and path.reopen_at
+    due = p.conv.next_deadline()
+    assert due is not None and due <= path.reopen_at + 1e-9
+    feed(p.tick(MP.DOUBT_WAIT / 2))
+    assert len(sent) == n0 + 1, "the ACK went before DOUBT_WAIT"
+    feed(p.tick(MP.DOUBT_WAIT / 2 + 1e-6))
+    assert [w for _, _, w, _ in sent[n0:]] == [0, 8], sent[n0:]
+    assert path.wnd_held == 1024 and not path.reopen_at
+    for s, a, w, d in sent:
         srv.take(s, a, w, d)
-    assert srv.wnd == 1024  # what Linux holds before the copy
-    srv.take(*ack)  # one reordering: the ACK overtakes the copy
-    srv.take(*copy)
     n1 = len(sent)
-    for _ in range(100):  # 1 s, the guest idle
+    for _ in range(100):  # 1 s, the guest idle: nothing more to say
         feed(p.tick(0.01))
     for s, a, w, d in sent[n1:]:
         srv.take(s, a, w, d)
-    assert srv.wnd == path.wnd_held, (
-        f"Linux holds window {srv.wnd} on the join, the model {path.wnd_held}; sent since: {sent[n1:]}")
+    assert srv.wnd == path.wnd_held == 1024, (srv.wnd, path.wnd_held, sent[n1:])
+
+
+def test_no_reopening_ack_when_the_window_went_open_meanwhile():
+    """An ACK of ours with the guest's window between the zero copy and DOUBT_WAIT has reopened
+    it (Linux takes a larger window at snd_wl1): the clock adds no duplicate ACK."""
+    p, j, path, srv, sent, feed = _zero_window_doubt()
+    feed(p.tick(0.001))
+    feed(p.tick(0.011))
+    n0 = len(sent)
+    feed(p.j_in(p.j_data(j, b"c" * 500)))  # new server data: our arrival ACK, window open
+    assert len(sent) == n0 + 1 and sent[-1][2] > 0 and path.wnd_held > 0
+    feed(p.tick(MP.DOUBT_WAIT + 1e-6))
+    assert len(sent) == n0 + 1, sent[n0:]
+    assert not path.reopen_at
 
 
 def test_the_servers_zero_window_probe_on_a_join_is_answered():
