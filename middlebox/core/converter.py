@@ -24,7 +24,6 @@ fused `add_dss` / `without_mptcp`) and dispatches through a tuple indexed by sta
 from __future__ import annotations
 
 import logging
-import struct
 from collections import OrderedDict
 
 from middlebox.core.config import Config
@@ -44,6 +43,7 @@ from middlebox.wire import (
     WireError,
     add_dss,
     build_options,
+    build_segment,
     dss_checksum,
     encode_tcp_options,
     key_idsn,
@@ -55,7 +55,6 @@ from middlebox.wire import (
     parse_packet,
     rewrite,
     strip_mptcp,
-    tcp_checksum,
     without_mptcp,
 )
 
@@ -2060,13 +2059,7 @@ def _bare(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int
           flags: int, window: int) -> tuple:
     """An IP + TCP header without options or payload, with a correct TCP checksum (rewrite
     keeps a checksum's error: it must start right), and its Packet."""
-    if version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + TCP_HLEN, 0, 0x4000, 64, 6, 0, src, dst)
-    else:
-        ip = struct.pack("!IHBB16s16s", 0x60000000, TCP_HLEN, 6, 64, src, dst)
-    bare = ip + struct.pack("!HHIIBBHHH", sport, dport, seq & M32, ack & M32, 5 << 4, flags, window, 0, 0)
-    pkt = parse_packet(bare)
-    out = bare[: pkt.ip_hlen + 16] + struct.pack("!H", tcp_checksum(bare, pkt)) + bare[pkt.ip_hlen + 18 :]
+    out = build_segment(version, src, dst, sport, dport, seq, ack, flags, window)
     return out, parse_packet(out)
 
 

@@ -51,6 +51,7 @@ TWINNED = (
     "ones_sum",
     "tcp_checksum",
     "ipv4_checksum",
+    "build_segment",
     "csum_replace",
     "dss_checksum",
 )

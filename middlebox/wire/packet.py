@@ -392,6 +392,58 @@ def ipv4_checksum(buf: bytes, ihl: int) -> int:
     return ~_fold(s) & 0xFFFF
 
 
+def _sized(what: str, value, length: int = -1) -> bytes:
+    """bytes of a bytes-like `value` (of exactly `length` bytes unless -1), else WireError."""
+    if not isinstance(value, (bytes, bytearray, memoryview)) or (length >= 0 and len(value) != length):
+        raise WireError(f"{what} must be {'a bytes-like object' if length < 0 else f'{length} bytes'}")
+    return bytes(value)
+
+
+def build_segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
+                  flags: int, window: int, options: bytes = b"", payload: bytes = b"",
+                  tos: int = 0, ttl: int = 64, label: int = 0) -> bytes:
+    """A complete IPv4 or IPv6 TCP segment, with both checksums right (what the core injects).
+
+    The IP header has no options; IPv4's has DF set and id 0; `tos` is the IPv4 TOS or IPv6
+    traffic class byte, `ttl` the TTL or hop limit, `label` the IPv6 flow label. `seq` and
+    `ack` are taken modulo 2**32 and a window above 65535 goes as 65535 (the caller scales
+    it). `options` go as given (a multiple of 4 bytes, at most 40), then `payload`. Anything
+    else out of range -> WireError."""
+    if not isinstance(version, int) or version not in (4, 6):
+        raise WireError(f"IP version {version!r} (4 or 6)")
+    alen = 4 if version == 4 else 16
+    src = _sized("source address", src, alen)
+    dst = _sized("destination address", dst, alen)
+    for what, v, top in (("source port", sport, 0xFFFF), ("destination port", dport, 0xFFFF),
+                         ("TCP flags", flags, 0xFF), ("TOS", tos, 0xFF), ("TTL", ttl, 0xFF),
+                         ("flow label", label, 0xFFFFF)):
+        _check_range(what, v, top)
+    for what, v in (("seq", seq), ("ack", ack), ("window", window)):
+        if not isinstance(v, int):
+            raise WireError(f"{what} must be an int, not {type(v).__name__}")
+    if window < 0:
+        raise WireError(f"window {window} below 0")
+    options = _sized("TCP options", options)
+    payload = _sized("payload", payload)
+    if len(options) % 4 or len(options) > 40:
+        raise WireError(f"TCP options of {len(options)} bytes (a multiple of 4, at most 40)")
+    doff = TCP_HLEN + len(options)
+    tlen = doff + len(payload)
+    if tlen + (20 if version == 4 else 0) > 0xFFFF:
+        raise WireError(f"a {tlen}-byte TCP segment does not fit the IP length field")
+    if version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + tlen, 0, 0x4000, ttl, IPPROTO_TCP, 0, src, dst)
+        ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip, 5)) + ip[12:]
+    else:
+        ip = struct.pack("!IHBB16s16s", 0x60000000 | tos << 20 | label, tlen, IPPROTO_TCP, ttl, src, dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, (doff // 4) << 4,
+                      flags, min(window, 0xFFFF), 0, 0)
+    raw = ip + tcp + options + payload
+    check = tcp_checksum(raw, parse_packet(raw))
+    off = len(ip) + TCP_OFF_CHECK
+    return raw[:off] + struct.pack("!H", check) + raw[off + 2:]
+
+
 def csum_replace(check: int, old: bytes, new: bytes) -> int:
     """RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): the new checksum field value after the
     16-bit-aligned bytes `old` (even length) became `new` (same length)."""

@@ -34,7 +34,7 @@ import middlebox.core as core
 import tests.unit.test_core_harness as H
 import tests.unit.test_subflow_table as T
 from middlebox.core import Inject
-from middlebox.wire import Dss, dss_checksum, encode_tcp_options
+from middlebox.wire import Dss, dss_checksum, encode_tcp_options, parse_packet
 from tests.unit.test_core_harness import M32, M64
 from tests.unit.test_subflow_table import MPair, mp_config
 
@@ -136,7 +136,7 @@ def _trace(cls, ops, v6, sack, repair, csum, seed, isn, wscale):
         def note(acts):
             for a in acts or []:
                 if isinstance(a, Inject):
-                    pkt = core.MULTIPATH.parse_packet(a.data)
+                    pkt = parse_packet(a.data)
                     if pkt.dst == p.g_bytes and pkt.payload_len:
                         got[(pkt.seq - flow.server_isn) & M32] = pkt.payload_len
             return [_action(a) for a in acts or []]

@@ -488,6 +488,67 @@ def test_ipv4_checksum(buf, ihl):
     same("ipv4_checksum", buf, ihl)
 
 
+@st.composite
+def segment_args(draw):
+    """build_segment's arguments: valid ones (other bytes-likes too, seq and ack of any size),
+    and in about half the examples one of them replaced by a value near or past its limit
+    or of the wrong type."""
+    version = draw(st.sampled_from([4, 6]))
+    alen = 16 if version == 6 else 4
+    addr = st.one_of(st.binary(min_size=alen, max_size=alen), st.binary(min_size=alen, max_size=alen).map(bytearray))
+    big = st.one_of(u32, st.sampled_from([-1, 1 << 32, (1 << 64) + 7, -(1 << 40), True]))
+    opts = st.one_of(st.binary(max_size=40).map(lambda b: b[: len(b) // 4 * 4]), option_area.filter(lambda b: len(b) % 4 == 0 and len(b) <= 40))
+    args = [version, draw(addr), draw(addr), draw(u16), draw(u16), draw(big), draw(big), draw(u8),
+            draw(st.one_of(u16, st.sampled_from([0x10000, 1 << 40]))),
+            draw(st.one_of(opts, opts.map(memoryview))),
+            draw(st.one_of(st.binary(max_size=1500), st.binary(max_size=9).map(bytearray))),
+            draw(u8), draw(u8), draw(st.integers(0, 0xFFFFF))]
+    bad = draw(st.integers(-13, 13))
+    if bad >= 0:
+        args[bad] = draw({
+            0: st.sampled_from([5, 0, True, "4", None]),
+            1: st.one_of(st.binary(max_size=17), st.just(None), st.just("a.b")),
+            2: st.one_of(st.binary(max_size=17), st.just(None)),
+            5: st.sampled_from([1.5, None, "1"]),
+            6: st.sampled_from([1.5, None, b"1"]),
+            8: st.sampled_from([-1, -(1 << 70), 1.0, None]),
+            9: st.one_of(st.binary(min_size=41, max_size=44), st.binary(max_size=7), st.just("ab")),
+            10: st.sampled_from(["x", None, 3, b"y" * 65600]),
+            13: near(0xFFFFF),
+        }.get(bad, near(0xFFFF if bad in (3, 4) else 0xFF)))
+    return tuple(args)
+
+
+@SETTINGS
+@given(segment_args())
+def test_build_segment(args):
+    r = same("build_segment", *args)
+    if r[0] == "ok":
+        buf = REF["build_segment"](*args)
+        pkt = REF["parse_packet"](buf)
+        assert pkt.length == len(buf) and residual(buf, pkt) == 0xFFFF
+        assert (pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.flags, pkt.window) == (
+            args[3], args[4], args[5] & 0xFFFFFFFF, args[6] & 0xFFFFFFFF, args[7], min(args[8], 0xFFFF))
+        assert buf[len(buf) - len(args[10]):] == bytes(args[10]) if args[10] else True
+        if pkt.version == 4:
+            assert REF["ipv4_checksum"](buf, 5) == struct.unpack_from("!H", buf, 10)[0]
+
+
+def test_build_segment_against_scapy():
+    """Checksums as an independent stack computes them, both versions, odd payload."""
+    for version, ip in ((4, IP(src="10.1.1.1", dst="10.2.2.2", tos=0x2e, ttl=63, flags="DF", id=0)),
+                        (6, IPv6(src="fd00::1", dst="fd00::2", tc=0x2e, hlim=63, fl=0x12345))):
+        opts = [("NOP", None), ("NOP", None), ("Timestamp", (7, 9))]
+        want = bytes(ip / TCP(sport=40000, dport=443, seq=5, ack=6, flags="PA", window=512, options=opts) / Raw(b"abc"))
+        tcp = TCP(want[20 if version == 4 else 40:])
+        label = 0x12345 if version == 6 else 0
+        src, dst = (want[12:16], want[16:20]) if version == 4 else (want[8:24], want[24:40])
+        for impl in (REF, TWIN):
+            got = impl["build_segment"](version, src, dst, 40000, 443, 5, 6, 0x18, 512,
+                                        bytes(tcp)[20:tcp.dataofs * 4], b"abc", 0x2e, 63, label)
+            assert got == want, (version, got.hex(), want.hex())
+
+
 @SETTINGS
 @given(
     st.one_of(u16, st.sampled_from([-1, 0x10000, True])),
