@@ -171,6 +171,7 @@ DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK t
 DOUBT_WAIT = 0.01  # seconds a join's DATA_ACK is held back for a window Linux may still hold
 #                   (wnd_doubt) before a copy of the last segment it surely took settles it
 #                   (_doubt_resolve): reordering on a path settles well within it
+REOPEN_POLL = 0.1  # seconds between looks at a guest window still 0, after a zero copy (_reopen)
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
 ANSWER_WAIT = 1.0  # seconds an answer to a probe is awaited (_probe_answer, _sf1_dup): the
@@ -1153,10 +1154,13 @@ def _doubt_resolve(flow, p, now: float) -> list:
     original and the copy are lost, and the doubt is dropped; that ACK carries the DATA_ACK
     as far as the model allows (JoinWindowDoubtResolved; review of stop 41's way out).
 
-    A copy with a zero window is followed by that ACK DOUBT_WAIT later, not at once: an ACK
-    that overtook it would leave Linux the copy's zero window (taken after the ACK's, as a
-    zero window at snd_wl1 always is) while the model says open, and an idle join would wait
-    for the server's window probe (stop 42's open case)."""
+    A copy with a zero window goes twice, and that ACK DOUBT_WAIT later (_reopen), not at
+    once: an ACK that overtook the copy would leave Linux the copy's zero window (taken after
+    the ACK's, as a zero window at snd_wl1 always is) while the model says open, and an idle
+    join would wait for the server's window probe (stop 42's open case). Twice, because that
+    copy itself shrinks the window: lost alone, it would leave Linux the larger window it
+    held before while the model says 0 (review of 9f70376); as for any copy, only the loss of
+    both leaves that."""
     p.doubt_at = 0.0
     if p.wnd_doubt <= p.wnd_held or p.state not in ALIVE:
         p.wnd_doubt = 0
@@ -1174,19 +1178,23 @@ def _doubt_resolve(flow, p, now: float) -> list:
     if p.sure_win == 0:
         p.wnd_held = 0  # (a zero window at Linux's snd_wl1 is taken whatever it holds)
         p.reopen_at = now + DOUBT_WAIT  # (_reopen)
-        return [_inject(copy)]
+        return [_inject(copy), _inject(copy)]
     # then our ordinary ACK: the guest's window, taken as the model says, its DATA_ACK capped
     # as the model alone says (with the model's larger window instead, at a later seq, Linux
     # kept that one and an idle flow's DATA_ACK stayed capped: review of e85c6a3)
     return [_inject(copy), _inject(_ack_on(flow, p))]
 
 
-def _reopen(flow, p) -> list:
+def _reopen(flow, p, now: float) -> list:
     """DOUBT_WAIT after a copy with a zero window (_doubt_resolve): our ordinary ACK, with the
-    guest's window, unless one has gone since (the model's window is open again) or the
-    guest's is still closed (its update will go as ever)."""
+    guest's window, unless one has gone since (the model's window is open again). While the
+    guest's own window is 0 it waits, looking again every REOPEN_POLL: nothing else carries
+    the guest's next window to this join (its ACKs go on subflow 1; review of 9f70376)."""
     p.reopen_at = 0.0
-    if p.wnd_held != 0 or not flow.guest_window or p.state not in ALIVE:
+    if p.wnd_held != 0 or p.state not in ALIVE:
+        return []
+    if not flow.guest_window:
+        p.reopen_at = now + REOPEN_POLL
         return []
     return [_inject(_ack_on(flow, p))]
 
@@ -4168,7 +4176,7 @@ def tick(conv, now: float) -> list:
             elif p.doubt_at and now >= p.doubt_at:
                 actions.extend(_doubt_resolve(flow, p, now))
             if p.reopen_at and now >= p.reopen_at:
-                actions.extend(_reopen(flow, p))
+                actions.extend(_reopen(flow, p, now))
         actions.extend(_tell_silent_tails(conv, flow, mp, now))
         p0 = mp.paths[0]
         if p0.suspect_at and p0.state in ALIVE:
