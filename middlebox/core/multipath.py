@@ -366,7 +366,7 @@ class MpConn:
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
-                 "fin_refused", "csum_stuck", "gack_out", "gwin_out")
+                 "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -427,6 +427,10 @@ class MpConn:
         # (guest_win: a guest without SACK needs its duplicate ACKs' windows unchanged)
         self.gack_out = -1
         self.gwin_out = -1
+        # segment's marks for the packets we make of the flow's data and ACKs on the server
+        # side (_data_on, _ack_on, _ack_on_sf1): the guest's DSCP, no ECN codepoint (joins
+        # negotiate none), TTL 64 (send takes the DSCP from each guest packet)
+        self.marks = (0, 64, 0)
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -1225,7 +1229,7 @@ def _ack_on(flow, p, extra=(), dsack=None) -> bytes:
             tcp = encode_tcp_options(sack=_sack_blocks(p))
     opts = build_options(tcp, (_dss_ack(data_ack, flow.ack64), *extra))
     return segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
-                   p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
+                   p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts, b"", flow.mp.marks)
 
 
 def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None, ack_rel=-1) -> bytes:
@@ -1245,7 +1249,7 @@ def _ack_on_sf1(flow, mp, extra=(), fin=False, dfin=None, ack_rel=-1) -> bytes:
     opts = build_options(b"", (d, *extra))
     return segment(mp.version, mp.guest, mp.server, mp.gport, mp.sport, p0.local_isn + seq,
                    sf.remote_isn + (sf.rcv_base if ack_rel < 0 else ack_rel),
-                   ACK | FIN if fin else ACK, flow.guest_window, opts)
+                   ACK | FIN if fin else ACK, flow.guest_window, opts, b"", mp.marks)
 
 
 def sf1_fin_in(conv, flow, mp, fin_rel: int, guest_closed: bool) -> list:
@@ -2238,6 +2242,9 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     p0 = mp.paths[0]
     p0_alive = p0.state in ALIVE
     sf1_sent = p0.snd_nxt - (1 if p0.fin_sent else 0)  # subflow 1's bytes sent before this segment
+    dscp = (data[1] if pkt.version == 4 else (data[0] << 4 | data[1] >> 4) & 0xFF) & 0xFC
+    if dscp != mp.marks[0]:
+        mp.marks = (dscp, 64, 0)  # (the guest's DSCP on our packets of this flow; MpConn)
     if fin:
         flow.guest_fin((pkt.seq + plen) & M32)
     if not plen and not fin:
@@ -2842,7 +2849,7 @@ def _data_on(flow, p, opt, ss: int, payload: bytes, psh: int = 0) -> bytes:
                       opt.data_len, opt.csum, opt.data_fin)
     seq = p.local_isn + (ss if payload else p.snd_nxt)
     return segment(p.version, p.local, p.remote, p.lport, p.rport, seq, p.remote_isn + p.rcv_nxt,
-                   ACK | psh, flow.guest_window, build_options(b"", (opt,)), payload)
+                   ACK | psh, flow.guest_window, build_options(b"", (opt,)), payload, flow.mp.marks)
 
 
 def _fill_acked_hole(conv, flow, mp, p) -> list:
