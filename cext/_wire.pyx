@@ -1300,20 +1300,20 @@ def ipv4_checksum(buf, ihl):
 
 cdef inline object _sized(object v, Py_ssize_t length, str what):
     """packet.py `_sized`: bytes of a bytes-like v (of exactly `length` bytes unless -1)."""
-    if PyBytes_CheckExact(v):
-        if length >= 0 and PyBytes_GET_SIZE(v) != length:
-            raise WireError(f"{what} must be {length} bytes")
-        return v
-    if not isinstance(v, (bytes, bytearray, memoryview)) or (length >= 0 and len(v) != length):
-        raise WireError(f"{what} must be {'a bytes-like object' if length < 0 else f'{length} bytes'}")
-    return bytes(v)
+    if not PyBytes_CheckExact(v):
+        if not isinstance(v, (bytes, bytearray, memoryview)):
+            raise WireError(f"{what} must be a bytes-like object, not {type(v).__name__}")
+        v = bytes(v)  # (its length as bytes: a subclass's len() or a cast view may differ)
+    if length >= 0 and PyBytes_GET_SIZE(v) != length:
+        raise WireError(f"{what} must be {length} bytes")
+    return v
 
 
 cdef inline uint32_t _int32(object v, str what) except? 0xffffffffU:
     """An int of any size taken modulo 2**32 (packet.py: `v & 0xFFFFFFFF`)."""
     if not PyLong_Check(v):
         raise WireError(f"{what} must be an int, not {type(v).__name__}")
-    return <uint32_t>_uint(v & 0xFFFFFFFF, 0xFFFFFFFFU, what)
+    return <uint32_t>_uint(int(v) & 0xFFFFFFFF, 0xFFFFFFFFU, what)
 
 
 def build_segment(version, src, dst, sport, dport, seq, ack, flags, window, options=b"", payload=b"",

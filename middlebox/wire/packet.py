@@ -394,9 +394,12 @@ def ipv4_checksum(buf: bytes, ihl: int) -> int:
 
 def _sized(what: str, value, length: int = -1) -> bytes:
     """bytes of a bytes-like `value` (of exactly `length` bytes unless -1), else WireError."""
-    if not isinstance(value, (bytes, bytearray, memoryview)) or (length >= 0 and len(value) != length):
-        raise WireError(f"{what} must be {'a bytes-like object' if length < 0 else f'{length} bytes'}")
-    return bytes(value)
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise WireError(f"{what} must be a bytes-like object, not {type(value).__name__}")
+    value = bytes(value)  # (its length as bytes: a subclass's len() or a cast view may differ)
+    if length >= 0 and len(value) != length:
+        raise WireError(f"{what} must be {length} bytes")
+    return value
 
 
 def build_segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
@@ -436,7 +439,7 @@ def build_segment(version: int, src: bytes, dst: bytes, sport: int, dport: int, 
         ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip, 5)) + ip[12:]
     else:
         ip = struct.pack("!IHBB16s16s", 0x60000000 | tos << 20 | label, tlen, IPPROTO_TCP, ttl, src, dst)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, (doff // 4) << 4,
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, int(seq) & 0xFFFFFFFF, int(ack) & 0xFFFFFFFF, (doff // 4) << 4,
                       flags, min(window, 0xFFFF), 0, 0)
     raw = ip + tcp + options + payload
     check = tcp_checksum(raw, parse_packet(raw))

@@ -534,6 +534,34 @@ def test_build_segment(args):
             assert REF["ipv4_checksum"](buf, 5) == struct.unpack_from("!H", buf, 10)[0]
 
 
+def test_build_segment_odd_argument_types():
+    """(Review of 4ac07f8.) A bytes-like whose len() is not its length as bytes (the twin
+    copied 4 bytes from a 1-byte buffer), a cast memoryview, an int subclass whose `&` is not
+    an int: the same outcome from both."""
+
+    class Liar(bytearray):
+        def __len__(self):
+            return 4
+
+    class OddInt(int):
+        def __and__(self, other):
+            return "x"
+
+    a4, b4 = bytes(4), b"\x0a\0\0\x02"
+    cases = [
+        (4, Liar(b"\x01"), b4, 1, 2, 3, 4, 0x10, 5),
+        (4, memoryview(bytes(16)).cast("I"), b4, 1, 2, 3, 4, 0x10, 5),
+        (4, memoryview(bytes(4)).cast("I"), b4, 1, 2, 3, 4, 0x10, 5),
+        (4, a4, b4, 1, 2, OddInt(7), OddInt(1 << 40), 0x10, 5),
+        (4, a4, b4, 1, 2, 3, 4, 0x10, 5, memoryview(bytes(8))[::2]),
+        (6, bytes(16), bytes(16), 1, 2, 3, 4, 0x10, 5, b"", Liar(b"ab")),
+    ]
+    for args in cases:
+        same("build_segment", *args)
+    assert outcome(REF["build_segment"], *cases[0]) == ("WireError",)
+    assert outcome(REF["build_segment"], *cases[3])[0] == "ok"
+
+
 def test_build_segment_against_scapy():
     """Checksums as an independent stack computes them, both versions, odd payload."""
     for version, ip in ((4, IP(src="10.1.1.1", dst="10.2.2.2", tos=0x2e, ttl=63, flags="DF", id=0)),
