@@ -1135,6 +1135,10 @@ def _join_dack(flow, p, taken: int) -> int:
     if taken != TAKEN_SURE:
         gw = flow.guest_window << flow.guest_wscale
         cap = rel + gw - max(p.wnd_held, p.wnd_doubt)
+        if p.doubt_at > 0:
+            # a copy is due: it goes DOUBT_WAIT after this segment instead, whose window
+            # Linux would take after the copy's if the copy overtook it (review of 995d953)
+            p.doubt_at = -1.0
         if cap < rel:
             mp = flow.mp
             if p.wnd_doubt > p.wnd_held and not p.doubt_at and rel + gw - p.wnd_held > cap:
@@ -1191,11 +1195,14 @@ def _doubt_resolve(flow, p, now: float) -> list:
 
 def _reopen(flow, p, now: float) -> list:
     """DOUBT_WAIT after a copy with a zero window (_doubt_resolve): our ordinary ACK, with the
-    guest's window, unless one has gone since (the model's window is open again). While the
-    guest's own window is 0 it waits, looking again every REOPEN_POLL: nothing else carries
-    the guest's next window to this join (its ACKs go on subflow 1; review of 9f70376)."""
+    guest's window, even when one went since: sent within DOUBT_WAIT of the copies, that one
+    may have overtaken them, and Linux then holds their zero window while the model says
+    open (a smaller one than the model's: safe, but the join waits for the server's probe;
+    review of 995d953). While the guest's own window is 0 it waits, looking again every
+    REOPEN_POLL: nothing else carries the guest's next window to this join (its ACKs go on
+    subflow 1; review of 9f70376)."""
     p.reopen_at = 0.0
-    if p.wnd_held != 0 or p.state not in ALIVE:
+    if p.state not in ALIVE:
         return []
     if not flow.guest_window:
         p.reopen_at = now + REOPEN_POLL

@@ -167,6 +167,7 @@ def _zero_window_doubt():
     feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=8))[0])  # the reader read 1 KB
     feed(p.j_in(b))  # the server resends b: our ACK, window 1024, capped for the doubt
     assert path.wnd_held == 1024 and path.doubt_at, (path.wnd_held, path.wnd_doubt, path.doubt_at)
+    p.resend_b = b  # (the server's segment b, to send again)
     return p, j, path, srv, sent, feed
 
 
@@ -201,18 +202,57 @@ def test_a_copy_of_a_zero_window_goes_alone_and_the_ack_reopening_it_after_doubt
     assert srv.wnd == path.wnd_held == 1024, (srv.wnd, path.wnd_held, sent[n1:])
 
 
-def test_no_reopening_ack_when_the_window_went_open_meanwhile():
-    """An ACK of ours with the guest's window between the zero copy and DOUBT_WAIT has reopened
-    it (Linux takes a larger window at snd_wl1): the clock adds no duplicate ACK."""
+def test_an_ack_overtaking_the_zero_copies_the_reopening_ack_still_goes():
+    """(Review of 995d953.) Our ACK with an open window, sent just after the copies, overtakes
+    them: Linux takes their zero window after it and holds 0 while the model says 1024. The
+    reopening ACK goes DOUBT_WAIT after the copies all the same, and Linux takes it."""
     p, j, path, srv, sent, feed = _zero_window_doubt()
+    b = p.resend_b
+    n0 = len(sent)
     feed(p.tick(0.001))
     feed(p.tick(0.011))
+    copies = sent[n0:]
+    assert [w for _, _, w, _ in copies] == [0, 0]
+    n1 = len(sent)
+    feed(p.j_in(b))  # the server resends b once more: our duplicate ACK, window 1024
+    y = sent[n1:]
+    assert y and y[-1][2] > 0 and path.wnd_held > 0, y
+    for s, a, w, d in sent[:n0]:
+        srv.take(s, a, w, d)
+    for s, a, w, d in y + copies:  # one reordering: y overtakes the two copies just before it
+        srv.take(s, a, w, d)
+    assert srv.wnd == 0
+    n2 = len(sent)
+    for _ in range(100):  # 1 s, the guest idle, its window open
+        feed(p.tick(0.01))
+    for s, a, w, d in sent[n2:]:
+        srv.take(s, a, w, d)
+    assert srv.wnd == path.wnd_held == 1024, (srv.wnd, path.wnd_held, y, copies, sent[n2:])
+
+
+def test_an_ack_just_before_the_copies_puts_them_off_by_doubt_wait():
+    """(Review of 995d953.) An ACK with an open window 1 ms before the copies were due, and
+    the copies overtaking it: Linux took its window after their zero, while the model said
+    0, and the edge went past a slow reader's. The copies now go DOUBT_WAIT after the last
+    segment whose window Linux may still take (a reordering within that is assumed)."""
+    p, j, path, srv, sent, feed = _zero_window_doubt()
+    b = p.resend_b
+    feed(p.tick(0.001))  # arms the copy
+    feed(p.tick(0.008))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=16))[0])  # the reader read: 2048
+    n = len(sent)
+    feed(p.j_in(b))  # the server resends b: our ACK y2, window 2048
+    y2 = sent[n:]
+    assert y2 and y2[-1][2] == 16, (y2, path.wnd_held, path.wnd_doubt)
     n0 = len(sent)
-    feed(p.j_in(p.j_data(j, b"c" * 500)))  # new server data: our arrival ACK, window open
-    assert len(sent) == n0 + 1 and sent[-1][2] > 0 and path.wnd_held > 0
-    feed(p.tick(MP.DOUBT_WAIT + 1e-6))
-    assert len(sent) == n0 + 1, sent[n0:]
-    assert not path.reopen_at
+    feed(p.tick(0.0021))  # DOUBT_WAIT after the arming: not yet, y2 went 2 ms ago
+    assert len(sent) == n0, sent[n0:]
+    for _ in range(3):
+        feed(p.tick(0.005))
+    for s, a, w, d in sent:
+        srv.take(s, a, w, d)
+    assert srv.wnd <= path.wnd_held, (srv.wnd, path.wnd_held, sent[n0:])
 
 
 def _sf1_data(p, payload):
