@@ -171,6 +171,7 @@ DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK t
 DOUBT_WAIT = 0.01  # seconds a join's DATA_ACK is held back for a window Linux may still hold
 #                   (wnd_doubt) before a copy of the last segment it surely took settles it
 #                   (_doubt_resolve): reordering on a path settles well within it
+DOUBT_PUSH_MAX = 3  # times our segments may put a due copy off by DOUBT_WAIT (_join_dack)
 REOPEN_POLL = 0.1  # seconds between looks at a guest window still 0, after a zero copy (_reopen)
 PLAN_EVERY = 0.25  # seconds between two looks of the cost policy at a flow's rates (issue 10)
 HOLE_RTT = 0.05  # seconds: the RTT a subflow without a sample is taken to have (_hole_evident)
@@ -220,7 +221,8 @@ class Path:
         # -1.0: due DOUBT_WAIT after the clock's next look),
         # and that segment's relative seq, ack and window (bytes), for the copy (_doubt_resolve);
         # when that copy had a zero window, when our ordinary ACK reopens it (0.0: none)
-        "wnd_doubt", "doubt_at", "sure_seq", "sure_ack", "sure_win", "reopen_at",
+        # and how often segments of ours put that copy off (at most DOUBT_PUSH_MAX: _join_dack)
+        "wnd_doubt", "doubt_at", "sure_seq", "sure_ack", "sure_win", "reopen_at", "doubt_push",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
         # repair (Config.repair_bytes): [[ss, end, Dss, payload, psh], ...] sent and not yet
         # acked, in order; the end of the last repair, when it went, how often for that hole
@@ -309,6 +311,7 @@ class Path:
         self.doubt_at = 0.0
         self.sure_seq = self.sure_ack = self.sure_win = 0
         self.reopen_at = 0.0
+        self.doubt_push = 0
         self.tw_reset = -1
         self.rtx = []
         self.rep_hi = 0
@@ -1135,10 +1138,13 @@ def _join_dack(flow, p, taken: int) -> int:
     if taken != TAKEN_SURE:
         gw = flow.guest_window << flow.guest_wscale
         cap = rel + gw - max(p.wnd_held, p.wnd_doubt)
-        if p.doubt_at > 0:
+        if p.doubt_at > 0 and p.doubt_push < DOUBT_PUSH_MAX and (gw > p.sure_win or (gw == 0 and p.sure_win)):
             # a copy is due: it goes DOUBT_WAIT after this segment instead, whose window
-            # Linux would take after the copy's if the copy overtook it (review of 995d953)
+            # Linux would take after the copy's if the copy overtook it (a larger or a zero
+            # one; review of 995d953), but not for ever: steady ACKs of ours held it off
+            # while the DATA_ACK stayed capped (review of 0dbe4e4)
             p.doubt_at = -1.0
+            p.doubt_push += 1
         if cap < rel:
             mp = flow.mp
             if p.wnd_doubt > p.wnd_held and not p.doubt_at and rel + gw - p.wnd_held > cap:
@@ -1170,6 +1176,7 @@ def _doubt_resolve(flow, p, now: float) -> list:
     held before while the model says 0 (review of 9f70376); as for any copy, only the loss of
     both leaves that."""
     p.doubt_at = 0.0
+    p.doubt_push = 0
     if p.wnd_doubt <= p.wnd_held or p.state not in ALIVE:
         p.wnd_doubt = 0
         return []
@@ -1177,10 +1184,10 @@ def _doubt_resolve(flow, p, now: float) -> list:
     ws = flow.guest_wscale
     # the copy's DATA_ACK: Linux then holds its window or the model's (larger or equal)
     rel = min(flow.rcv_rel, flow.rcv_rel + (flow.guest_window << ws) - p.wnd_held)
+    mp = flow.mp
     copy = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.sure_seq,
                    p.remote_isn + p.sure_ack, ACK, p.sure_win >> ws,
-                   build_options(b"", (_dss_ack(dack_at(flow, rel), flow.ack64),)))
-    mp = flow.mp
+                   build_options(b"", (_dss_ack(dack_at(flow, rel), flow.ack64),)), b"", mp.marks)
     if mp is not None and mp.counters is not None:
         mp.counters[Counter.JoinWindowDoubtResolved] += 1
     if p.sure_win == 0:
@@ -2909,7 +2916,7 @@ def _fill_acked_hole(conv, flow, mp, p) -> list:
             csum = dss_checksum(dsn, ss & M32, n, zeros) if flow.checksum else None
             opt = Dss(data_ack, flow.ack64, dsn, True, ss & M32, n, csum, False)
         out.append(_inject(segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + ss, ack,
-                                  ACK, flow.guest_window, build_options(b"", (opt,)), zeros)))
+                                  ACK, flow.guest_window, build_options(b"", (opt,)), zeros, mp.marks)))
         d += n
     conv.counters[Counter.AckedHoleFilled] += len(out)
     return out
@@ -3954,7 +3961,7 @@ def _j_fin(conv, flow, p, pkt, data, dss, now):
     if not p.fin_sent:
         p.fin_sent = True
         fin = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.snd_nxt,
-                      p.remote_isn + p.rcv_nxt, FIN | ACK, flow.guest_window)
+                      p.remote_isn + p.rcv_nxt, FIN | ACK, flow.guest_window, b"", b"", flow.mp.marks)
         p.snd_nxt += 1
         actions.append(_inject(fin))
     return actions

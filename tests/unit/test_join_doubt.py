@@ -322,3 +322,53 @@ def test_the_servers_zero_window_probe_on_a_join_is_answered():
     p.j_in(p.j_data(j, b"a" * 1000))
     acts = p.j_in(p.j_ack(j, seq=j.s_nxt - 1))
     assert _to_join(p, j, acts[1:]), "the server's window probe on a join is not answered"
+
+
+def test_steady_acks_of_ours_do_not_hold_the_copy_off_for_ever():
+    """(Review of 0dbe4e4.) Every segment of ours on the join put a due copy off by DOUBT_WAIT;
+    a guest acking every 4 ms (each flushed on the join 5 ms later as a capped DATA_ACK)
+    held it off for good, and the server never got the DATA_ACK of what the guest had (its
+    MPTCP-level timer would resend it). Now only a window Linux would take after the copy's
+    puts it off, at most DOUBT_PUSH_MAX times."""
+    from tests.unit.test_join_dack_liveness import _dacks_to_server
+
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    j, flow = p.joins[1], p.flow
+    seen = [0]
+
+    def feed(acts):
+        for d in _dacks_to_server(p, acts):
+            if d < 1 << 31:
+                seen[0] = max(seen[0], d)
+
+    feed(p.j_in(p.j_data(j, b"a" * 1000)))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=495))[0])
+    feed(p.j_in(p.j_data(j, b"b" * 1000)))
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=495))[0])
+    for _ in range(250):  # 1 s: a guest pure ACK every 4 ms, nothing new from the server
+        feed(p.tick(0.003))
+        feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=495))[0])
+    assert flow.rcv_rel == 2001
+    assert seen[0] == 2001
+
+
+def test_growing_windows_put_the_copy_off_a_bounded_number_of_times():
+    """A window growing with every ACK (each one Linux would take after the copy's) puts it
+    off DOUBT_PUSH_MAX times at most: then it goes."""
+    p, j, path, srv, sent, feed = _zero_window_doubt()
+    feed(p.tick(0.001))  # arms the copy
+    copies_at = None
+    for i in range(40):
+        feed(p.tick(0.004))
+        p.g_rcv = (p.s_isn + p.s_drel) & M32
+        n = len(sent)
+        feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=9 + i % 2))[0])
+        feed(p.j_in(p.resend_b))  # our ACK on the join with that window
+        if p.count("JoinWindowDoubtResolved") and copies_at is None:
+            copies_at = i
+            break
+    assert copies_at is not None and copies_at <= 3 * (MP.DOUBT_PUSH_MAX + 2), copies_at
