@@ -221,8 +221,10 @@ class Path:
         # -1.0: due DOUBT_WAIT after the clock's next look),
         # and that segment's relative seq, ack and window (bytes), for the copy (_doubt_resolve);
         # when that copy had a zero window, when our ordinary ACK reopens it (0.0: none)
-        # and how often segments of ours put that copy off (at most DOUBT_PUSH_MAX: _join_dack)
+        # how often segments of ours put that copy off (at most DOUBT_PUSH_MAX: _join_dack),
+        # and the largest window of ours sent since that may reach Linux after the copy
         "wnd_doubt", "doubt_at", "sure_seq", "sure_ack", "sure_win", "reopen_at", "doubt_push",
+        "doubt_late",
         "tw_reset",  # the SYN attempt (tries) whose stray ACK we answered with a RST (-1: none)
         # repair (Config.repair_bytes): [[ss, end, Dss, payload, psh], ...] sent and not yet
         # acked, in order; the end of the last repair, when it went, how often for that hole
@@ -312,6 +314,7 @@ class Path:
         self.sure_seq = self.sure_ack = self.sure_win = 0
         self.reopen_at = 0.0
         self.doubt_push = 0
+        self.doubt_late = 0
         self.tw_reset = -1
         self.rtx = []
         self.rep_hi = 0
@@ -1116,8 +1119,12 @@ def _taken(p, seq: int, ack: int, wb: int) -> int:
         if wb < p.wnd_held:
             if p.wnd_held > p.wnd_doubt:
                 p.wnd_doubt = p.wnd_held
-        elif wb >= p.wnd_doubt:
-            p.wnd_doubt = 0  # (every window Linux may hold is at most this one)
+        elif wb >= p.wnd_doubt and p.wnd_doubt:
+            # every window Linux may hold is at most this one: no copy is due any more
+            # (nor its count of put-offs for the next doubt: review of eb738a2)
+            p.wnd_doubt = 0
+            p.doubt_at = 0.0
+            p.doubt_push = p.doubt_late = 0
         p.sure_seq, p.sure_ack, p.sure_win = seq, ack, wb
     if taken:
         p.wnd_held = wb
@@ -1138,13 +1145,17 @@ def _join_dack(flow, p, taken: int) -> int:
     if taken != TAKEN_SURE:
         gw = flow.guest_window << flow.guest_wscale
         cap = rel + gw - max(p.wnd_held, p.wnd_doubt)
-        if p.doubt_at > 0 and p.doubt_push < DOUBT_PUSH_MAX and (gw > p.sure_win or (gw == 0 and p.sure_win)):
+        if p.doubt_at > 0 and (gw > p.sure_win or (gw == 0 and p.sure_win)):
             # a copy is due: it goes DOUBT_WAIT after this segment instead, whose window
             # Linux would take after the copy's if the copy overtook it (a larger or a zero
             # one; review of 995d953), but not for ever: steady ACKs of ours held it off
-            # while the DATA_ACK stayed capped (review of 0dbe4e4)
-            p.doubt_at = -1.0
-            p.doubt_push += 1
+            # while the DATA_ACK stayed capped (review of 0dbe4e4). Past that, the window
+            # stays a doubt after the copy (doubt_late, _doubt_resolve; review of eb738a2).
+            if p.doubt_push < DOUBT_PUSH_MAX:
+                p.doubt_at = -1.0
+                p.doubt_push += 1
+            elif gw > p.doubt_late:
+                p.doubt_late = gw
         if cap < rel:
             mp = flow.mp
             if p.wnd_doubt > p.wnd_held and not p.doubt_at and rel + gw - p.wnd_held > cap:
@@ -1177,6 +1188,8 @@ def _doubt_resolve(flow, p, now: float) -> list:
     both leaves that."""
     p.doubt_at = 0.0
     p.doubt_push = 0
+    late = p.doubt_late  # (a window of ours that may reach Linux after the copy: _join_dack)
+    p.doubt_late = 0
     if p.wnd_doubt <= p.wnd_held or p.state not in ALIVE:
         p.wnd_doubt = 0
         return []
@@ -1192,8 +1205,11 @@ def _doubt_resolve(flow, p, now: float) -> list:
         mp.counters[Counter.JoinWindowDoubtResolved] += 1
     if p.sure_win == 0:
         p.wnd_held = 0  # (a zero window at Linux's snd_wl1 is taken whatever it holds)
+        p.wnd_doubt = late
         p.reopen_at = now + DOUBT_WAIT  # (_reopen)
         return [_inject(copy), _inject(copy)]
+    if late > p.wnd_held:
+        p.wnd_doubt = late  # (taken after the copy if the copy overtook it: the caps count it)
     # then our ordinary ACK: the guest's window, taken as the model says, its DATA_ACK capped
     # as the model alone says (with the model's larger window instead, at a later seq, Linux
     # kept that one and an idle flow's DATA_ACK stayed capped: review of e85c6a3)

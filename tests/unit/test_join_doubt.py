@@ -372,3 +372,57 @@ def test_growing_windows_put_the_copy_off_a_bounded_number_of_times():
             copies_at = i
             break
     assert copies_at is not None and copies_at <= 3 * (MP.DOUBT_PUSH_MAX + 2), copies_at
+
+
+def _u(d):
+    return d if d is not None and d < 1 << 31 else None  # (a DATA_ACK below the IDSN: Linux ignores it)
+
+
+def test_a_window_past_the_put_off_bound_stays_a_doubt_after_the_copies():
+    """(Review of eb738a2.) After DOUBT_PUSH_MAX put-offs the copies go even right after an
+    ACK of ours with a window Linux would take after their zero. Overtaken once, that window
+    was Linux's while the model said 0 with no doubt, and the reopening ACK's DATA_ACK, with
+    a slow reader's smaller window, put the edge 768 bytes past the guest's. That window now
+    stays a doubt after the copies (doubt_late): the caps count it."""
+    p, j, path, srv, sent, feed = _zero_window_doubt()
+    b = p.resend_b
+    for s, a, w, d in sent:
+        srv.take(s, a, w, _u(d))
+    g_edge = srv.wnd_end
+    feed(p.tick(0.001))
+    n0 = len(sent)
+    ys = []
+    for i in range(MP.DOUBT_PUSH_MAX + 1):
+        feed(p.tick(MP.DOUBT_WAIT - 0.001))
+        n = len(sent)
+        feed(p.j_in(b))
+        ys.append(sent[n:])
+        if i < MP.DOUBT_PUSH_MAX:
+            feed(p.tick(1e-6))
+    n1 = len(sent)
+    feed(p.tick(0.001))
+    copies, y4 = sent[n1:], ys[-1]
+    assert [w for _, _, w, _ in copies] == [0, 0], copies
+    for s, a, w, d in sent[n0:n1 - len(y4)] + copies + y4:  # the copies overtake the last ACK
+        srv.take(s, a, w, _u(d))
+    n2 = len(sent)
+    assert p.inn(_sf1_data(p, b"x" * 62000))[1] is not None
+    p.g_rcv = (p.s_isn + p.s_drel) & M32
+    feed(p.out(p.g_packet(p.g_nxt, p.g_rcv, 0x10, window=2))[0])  # a slow reader: 256
+    for _ in range(11):
+        feed(p.tick(0.01))
+    for s, a, w, d in sent[n2:]:
+        srv.take(s, a, w, _u(d))
+    assert srv.wnd_end <= g_edge, (srv.wnd_end, g_edge, srv.wnd, path.wnd_held, sent[n2:])
+
+
+def test_a_doubt_settled_by_a_sure_take_leaves_no_copy_or_count_behind():
+    """(Review of eb738a2.) A sure take with a window at least the doubt ends it: the due
+    copy and its count of put-offs went on into the next doubt, which then got no put-off."""
+    p, j, path, srv, sent, feed = _zero_window_doubt()
+    feed(p.tick(0.001))
+    assert path.doubt_at > 0
+    path.doubt_push = MP.DOUBT_PUSH_MAX
+    taken = MP._taken(path, path.wnd_seq, path.wnd_ack + 1, path.wnd_doubt)
+    assert taken == MP.TAKEN_SURE and path.wnd_doubt == 0
+    assert path.doubt_at == 0 and path.doubt_push == 0 and path.doubt_late == 0
