@@ -1299,14 +1299,11 @@ def ipv4_checksum(buf, ihl):
 
 
 cdef inline object _sized(object v, Py_ssize_t length, str what):
-    """packet.py `_sized`: bytes of a bytes-like v (of exactly `length` bytes unless -1)."""
-    if not PyBytes_CheckExact(v):
-        if not isinstance(v, (bytes, bytearray, memoryview)):
-            raise WireError(f"{what} must be a bytes-like object, not {type(v).__name__}")
-        v = bytes(v)  # (its length as bytes: a subclass's len() or a cast view may differ)
-    if length >= 0 and PyBytes_GET_SIZE(v) != length:
-        raise WireError(f"{what} must be {length} bytes")
-    return v
+    """packet.py `_sized`: bytes of a bytes-like v (of exactly `length` bytes unless -1).
+    Anything but bytes of the right length (other bytes-likes, errors) goes to the reference."""
+    if PyBytes_CheckExact(v) and (length < 0 or PyBytes_GET_SIZE(v) == length):
+        return v
+    return _ref_sized(what, v, length)
 
 
 cdef inline uint32_t _int32(object v, str what) except? 0xffffffffU:
@@ -1627,6 +1624,7 @@ def add_dss(buf, pkt, ack=-1, data_ack=None, ack64=False, data_seq=None, dsn64=F
 # module globals at call time.
 
 from middlebox.wire.errors import WireError
+from middlebox.wire.packet import _sized as _ref_sized
 from middlebox.wire.mptcp import (
     OPTION_COMBINATIONS,
     AddAddr,
