@@ -1201,7 +1201,7 @@ def _doubt_resolve(flow, p, now: float) -> list:
     copy = segment(p.version, p.local, p.remote, p.lport, p.rport, p.local_isn + p.sure_seq,
                    p.remote_isn + p.sure_ack, ACK, p.sure_win >> ws,
                    build_options(b"", (_dss_ack(dack_at(flow, rel), flow.ack64),)), b"", mp.marks)
-    if mp is not None and mp.counters is not None:
+    if mp.counters is not None:
         mp.counters[Counter.JoinWindowDoubtResolved] += 1
     if p.sure_win == 0:
         p.wnd_held = 0  # (a zero window at Linux's snd_wl1 is taken whatever it holds)
