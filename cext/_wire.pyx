@@ -1362,7 +1362,6 @@ def build_segment(version, src, dst, sport, dport, seq, ack, flags, window, opti
         _put16(o + 6, 0x4000)
         o[8] = <unsigned char>tt
         o[9] = 6
-        _put16(o + 10, 0)
         memcpy(o + 12, _ptr(src), 4)
         memcpy(o + 16, _ptr(dst), 4)
         _put16(o + 10, _ip_csum(o, 20))

@@ -2046,13 +2046,13 @@ def _question(version: int, src: bytes, dst: bytes, sport: int, dport: int, held
     """The question to a guest about a held segment `held` (orphans.question): an ACK half
     the sequence space away from its numbers, with its window."""
     seq, ack = OR.question(held.seq, held.ack)
-    return rewrite(*_bare(version, src, dst, sport, dport, seq, ack, ACK, held.window), options=b"")
+    return build_segment(version, src, dst, sport, dport, seq, ack, ACK, held.window)
 
 
 def _bare_rst(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int) -> bytes:
     """A RST without ACK, options or payload at `seq` (what every reset of ours sends: an
     exact rcv_nxt is accepted, RFC 5961 §3.2)."""
-    return rewrite(*_bare(version, src, dst, sport, dport, seq, 0, RST, 0), options=b"")
+    return build_segment(version, src, dst, sport, dport, seq, 0, RST, 0)
 
 
 def _bare(version: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
