@@ -2,9 +2,9 @@
 losses from the guest, so the guest's one window no longer answers congestion there; the
 join gets a window of its own, as a Linux subflow has (RFC 8312 §4.2's AIMD: cut to
 CWND_BETA of the flight once per window of data, CWND_ALPHA segments of growth per window).
-The scheduler prefers joins with room in it, and bytes a join is given without room (no
-subflow had any) are not kept: their loss is shown to the guest, whose window then answers,
-as without repair."""
+The window decides what is kept, not where new bytes go (the scheduler weighs a full join
+by delivery time as any other): bytes a join is given without room are not kept, so their
+loss is shown to the guest, whose window then answers, as without repair."""
 
 from __future__ import annotations
 
@@ -80,25 +80,42 @@ def test_after_a_cut_the_window_grows_by_alpha_segments_per_window():
     assert p1.cwnd < w + 1000  # not slow start
 
 
-def test_the_scheduler_keeps_new_bytes_off_a_join_whose_window_is_full():
+def test_a_full_join_still_competes_by_delivery_time():
+    """The join's own window decides what is kept, not where new bytes go. Kept off a full
+    join, they all went to subflow 1, which has no window of its own, and when that was the
+    slow path its queue overflowed (30+100 Mbit/s clean: 114-115 Mbit/s against Linux's 121,
+    122 when the full join competes)."""
     p, j, p1 = _pair()
     mp = p.mp
     p0 = mp.paths[0]
     _on_join(p, j, 2)
     p1.cwnd = 2000  # full: 2000 bytes in flight
+    p0.snd_una = p0.snd_nxt - 1000
+    p1.rate = p0.rate = 1e7
+    limited = p.count("JoinCwndLimited")
+    # subflow 1 drains its 1000 bytes and the new ones before the join its 3000: subflow 1
     mp.burst_left = 0
-    p1.rate, p0.rate = 1e9, 1.0  # by delivery time alone the join would win
     assert MP.pick(mp, 1000, p.conv.counters, p.now) == 0
-    assert p.count("JoinCwndLimited") == 1
-    p1.cwnd = 2001  # room for a byte: room for the segment
+    assert p.count("JoinCwndLimited") == limited + 1
+    # subflow 1's queue longer than the join's: the join, full or not
+    p0.snd_una -= 2001
     mp.burst_left = 0
     assert MP.pick(mp, 1000, p.conv.counters, p.now) == 1
-    # no subflow with room: the join all the same (never none while one is alive: the guest's
-    # window is the limit), the better of the two by delivery time
+    assert p.count("JoinCwndLimited") == limited + 2
+    p1.cwnd = 2001  # room for a byte: the same choice, not counted
+    mp.burst_left = 0
+    assert MP.pick(mp, 1000, p.conv.counters, p.now) == 1
+    assert p.count("JoinCwndLimited") == limited + 2
+    # subflow 1 closed by the server's window: the full join all the same (never none while
+    # one is alive: the guest's window is the limit)
     p1.cwnd = 2000
+    p0.snd_una += 2001
     p0.snd_wnd = 0
     mp.burst_left = 0
     assert MP.pick(mp, 1000, p.conv.counters, p.now) == 1
+    # and what it takes beyond its window is not kept
+    (s3,) = _on_join(p, j, 1)
+    assert all(r[0] != s3 for r in p1.rtx) and p.count("RepairBeyondWindow") >= 1
 
 
 def test_bytes_beyond_the_window_are_not_kept_and_their_loss_is_the_guests():
