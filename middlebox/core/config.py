@@ -60,9 +60,8 @@ class Config:
     repair_bytes: int = 0  # 0: off
     repair_total_bytes: int = 64 << 20
     # with repair: each join gets its own congestion window (AIMD, multipath.py _cwnd_*), which
-    # repair's hidden losses cut; the scheduler prefers joins with room, and bytes a join was
-    # given without room are not kept (their loss goes to the guest). Off by default: it
-    # costs clean asymmetric paths (30+100 Mbit/s upload 0.89 of Linux MPTCP, 10+50+50 0.93)
+    # repair's hidden losses cut; only bytes a join sent within it are kept (a loss beyond
+    # it goes to the guest). The scheduler still weighs a full join by delivery time.
     repair_window: bool = False
     # uplink policy (issue 10, policy.py): "greedy" uses every live uplink; "cost" reaches
     # `target` (policy.Target: a multiple of the best single uplink, or bytes/s) cheapest first

@@ -1766,15 +1766,13 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
                 if fallback < 0 or key < fallback_key:
                     fallback, fallback_key = p.index, key
                 continue
-            if p.cwnd and inflight >= p.cwnd:
-                # its own window full (repair on): it still competes by delivery time, but
-                # what it gets now is not kept (_admit, _keep), so a loss of it is the
-                # guest's to answer. Kept off a full join, the bytes all went to subflow 1,
-                # which has no window of its own: when that was the slow path its queue
-                # overflowed (30+100 Mbit/s clean, 114-115 Mbit/s against Linux's 121;
-                # 122 when it competes; also tried: competing at twice its delivery time,
-                # 116-119, and 2 x 100 Mbit/s at 1 % loss fell from 182 to 159)
-                counters[Counter.JoinCwndLimited] += 1
+            # a join whose own window is full (repair on) competes all the same: what it
+            # gets then is not kept (_admit, _keep), so a loss of it is the guest's to
+            # answer. Kept off a full join, the bytes all went to subflow 1, which has no
+            # window of its own: when that was the slow path its queue overflowed (30+100
+            # Mbit/s clean, 114-115 Mbit/s against Linux's 121; 122 when it competes; also
+            # tried: competing at twice its delivery time, 116-119, and 2 x 100 Mbit/s at
+            # 1 % loss fell from 182 to 159)
             if best < 0 or key < best_key:
                 best, best_key = p.index, key
         if best >= 0 or fallback >= 0:
@@ -1787,8 +1785,12 @@ def pick(mp, length: int, counters, now: float = 0.0) -> int:
                 best = p.index
                 break
     mp.last_pick = best
-    if best >= 0 and paths[best].cap:
-        paths[best].tokens -= length
+    if best >= 0:
+        p = paths[best]
+        if p.cap:
+            p.tokens -= length
+        if p.cwnd and p.snd_nxt - p.snd_una >= p.cwnd:
+            counters[Counter.JoinCwndLimited] += 1
     # a burst on a path less than half as fast as the best is shorter, in proportion to its
     # rate: BURST bytes on a slow path held the data level up (22 KB: 18 ms at 10 Mbit/s;
     # 10+50+50 Mbit/s upload 59-71 Mbit/s, 96-100 with short bursts there). Shortened on
@@ -2709,8 +2711,8 @@ def _keep(conv, mp, p, s: int, e: int, opt, payload: bytes, psh: int) -> None:
     if rtx and s < rtx[-1][1]:
         return
     if p.cwnd and e > p.adm_end:
-        # beyond the join's own window (pick found no subflow with room): a loss of these
-        # bytes is the guest's to answer, with its window, as without repair
+        # beyond the join's own window (pick weighs a full join by delivery time): a loss
+        # of these bytes is the guest's to answer, with its window, as without repair
         conv.counters[Counter.RepairBeyondWindow] += 1
         return
     n = e - s + REPAIR_ENTRY
@@ -2723,26 +2725,44 @@ def _keep(conv, mp, p, s: int, e: int, opt, payload: bytes, psh: int) -> None:
     mp.held[0] += n
 
 
-def _release(mp, p, upto: int) -> None:
-    """Join p's kept segments below relative seq `upto` are acked (or the join is gone)."""
+def _release(mp, p, upto: int) -> int:
+    """Join p's kept segments below relative seq `upto` are acked (or the join is gone):
+    freed; returns their bytes."""
     rtx = p.rtx
     i = 0
     freed = 0
+    n = 0
     while i < len(rtx) and rtx[i][1] <= upto:
+        n += rtx[i][1] - rtx[i][0]
         freed += rtx[i][1] - rtx[i][0] + REPAIR_ENTRY
         i += 1
     if i:
         del rtx[:i]
         mp.rtx_bytes -= freed
         mp.held[0] -= freed
+    return n
 
 
 def _repairing(p, ss: int) -> bool:
     """Is the byte at relative seq `ss` of join p ours to repair (kept, the join
-    established, its repairs not given up)? Then the guest is not told it is lost."""
+    established, its repairs not given up)? Then the guest is not told it is lost.
+    Kept means inside a kept segment: between two of them may lie bytes not kept (sent
+    beyond the join's own window, or past the caps), whose loss is the guest's (review of
+    215f700: such a hole stayed hidden, and the guest's SACK stopped below it, until the
+    guest's resend of the hole before it was acked, a round trip per hole)."""
     rtx = p.rtx
-    return (p.state is SS.ESTABLISHED and rtx[0][0] <= ss < rtx[-1][1]
-            and not (p.rep_n > REPAIR_TRIES and p.snd_una < p.rep_hi))
+    if not (p.state is SS.ESTABLISHED and rtx[0][0] <= ss < rtx[-1][1]
+            and not (p.rep_n > REPAIR_TRIES and p.snd_una < p.rep_hi)):
+        return False
+    lo = 0
+    hi = len(rtx)
+    while lo < hi:  # the first kept segment starting above ss
+        mid = (lo + hi) // 2
+        if rtx[mid][0] <= ss:
+            lo = mid + 1
+        else:
+            hi = mid
+    return ss < rtx[lo - 1][1]
 
 
 def _lost_shown(p, una: int) -> int:
@@ -2839,11 +2859,11 @@ def _cwnd_cut(p) -> None:
 
 
 def _cwnd_grow(p, acked: int, flight: int) -> None:
-    """Join p's server acked `acked` new bytes with `flight` bytes in flight before: slow start
-    below ssthresh, then CWND_ALPHA segments per window; only when the window was in use
-    (half of it in flight: an idle join's window does not grow, RFC 7661) and not in
-    recovery."""
-    if p.snd_una < p.recover or 2 * flight < p.cwnd:
+    """Join p's server acked `acked` new bytes of those it kept, with `flight` bytes in flight
+    before: slow start below ssthresh, then CWND_ALPHA segments per window; only when the
+    window was in use (half of it in flight: an idle join's window does not grow, RFC 7661)
+    and not in recovery."""
+    if acked <= 0 or p.snd_una < p.recover or 2 * flight < p.cwnd:
         return
     if p.cwnd < p.ssthresh:
         p.cwnd += acked
@@ -2997,11 +3017,13 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         acked = a - p.snd_una
         flight = p.snd_nxt - p.snd_una
         p.snd_una = a
+        kept = _release(flow.mp, p, a) if p.rtx else 0
         if p.cwnd:
-            _cwnd_grow(p, acked, flight)
+            # by the bytes acked that it kept: acks of bytes sent beyond it (not kept, their
+            # loss the guest's) grew it past what the path took (review of 215f700: 1588
+            # bytes in one window of congestion avoidance where 752 are due)
+            _cwnd_grow(p, kept, flight)
         p.progress_at = p.acked_at = now
-        if p.rtx:
-            _release(flow.mp, p, a)
         p.dups = 0
         if p.fill_hi:
             # past a resend we put into a hole (_into_hole): what it stops at was sent before

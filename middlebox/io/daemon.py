@@ -1107,9 +1107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repair-window", action="store_true",
                         help="with --repair-bytes: give each extra subflow its own congestion "
                              "window, cut by the losses repair hides from the guest (AIMD, "
-                             "beta 0.7); new bytes go first to subflows with room in theirs, "
-                             "and bytes given to one without room are not kept (experimental, "
-                             "off by default)")
+                             "beta 0.7); only the bytes sent within it are kept, so a loss "
+                             "beyond it reaches the guest (experimental, off by default)")
     parser.add_argument("--policy", choices=("greedy", "cost"), default="greedy",
                         help="which uplinks a multipath connection uses: greedy (default) every "
                              "live one; cost the cheapest first (uplink cost=N), the next only "
