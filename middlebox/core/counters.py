@@ -177,7 +177,7 @@ class Counter(IntEnum):
     RepairGaveUp = 153  # holes on joins left to the guest after REPAIR_TRIES repairs
     JoinCwndCut = 154  # loss events on joins with repair on: the join's own congestion window cut (one per window)
     JoinCwndLimited = 155  # new bytes the scheduler gave a join whose own window was full (repair on): not kept
-    RepairBeyondWindow = 156  # join segments sent beyond the join's own window: not kept, their loss goes to the guest
+    RepairBeyondWindow = 156  # join segments sent beyond the join's own window (the guest's resends of them too): not kept, their loss goes to the guest
     Sf1DataAckHeld = 157  # subflow-1 segments whose window the server does not take: DATA_ACK held at the guest's edge
     JoinChallengeAck = 158  # unacceptable segments (or in-window inexact RSTs) on joins answered with an ACK (rate-limited)
     Sf1AnswerPassed = 159  # guest ACKs answering the server's old segments on subflow 1 (window probes, keepalives) passed, not held as duplicates
