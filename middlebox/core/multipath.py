@@ -233,6 +233,9 @@ class Path:
         # threshold, snd_nxt at the last cut (no other cut, no growth, below it), its segment
         # size, and the end of the last bytes it was given with room in the window (_admit)
         "cwnd", "ssthresh", "recover", "smss", "adm_end",
+        # the round of acks now counted for growth (snd_nxt when it began) and what is left
+        # of its credit: at most a window's worth of acked bytes grows the window per round
+        "grow_end", "grow_left",
         "chal_at",  # when we last answered an unacceptable segment here with an ACK (-1: never)
         # snd_nxt when a resend last went into a hole (_into_hole; 0: none), that
         # fill's end, and the snd_una an ACK past the fill stopped at, below fill_hi (-1:
@@ -325,6 +328,8 @@ class Path:
         self.recover = 0
         self.smss = 1400
         self.adm_end = 0
+        self.grow_end = 0
+        self.grow_left = 0
         self.progress_at = now
         self.acked_at = now
         self.stale_at = 0.0
@@ -1371,6 +1376,35 @@ def _hole_evident(flow, p, ss: int, now=None) -> bool:
     return (flow.last if now is None else now) > _overdue_at(p)
 
 
+def _gap_evident(flow, p, lo: int, hi: int, now=None) -> bool:
+    """Is the hole [lo, hi) of subflow p known lost in a part that is the guest's: its first
+    byte, or, when that one is ours to repair, the first byte after it that we did not keep?
+    A segment sent beyond a join's window (not kept) right behind a kept one, both lost,
+    stayed hidden from the guest, the only one to resend it, until our repair of the kept
+    one was acked (review of 7d15396). Shown, the guest resends the kept one too, as it does
+    when the hole not kept comes first."""
+    if _hole_evident(flow, p, lo, now):
+        return True
+    rtx = p.rtx
+    if not rtx or not _repairing(p, lo):
+        return False
+    i = 0
+    j = len(rtx)
+    while i < j:  # the first kept segment starting above lo
+        m = (i + j) // 2
+        if rtx[m][0] <= lo:
+            i = m + 1
+        else:
+            j = m
+    g = rtx[i - 1][1]  # (lo lies in rtx[i - 1]: _repairing)
+    n = len(rtx)
+    while i < n and g < hi and rtx[i][0] <= g:  # kept segments on end to end
+        if rtx[i][1] > g:
+            g = rtx[i][1]
+        i += 1
+    return g < hi and _hole_evident(flow, p, g, now)
+
+
 def _loss_shown(p, ss: int) -> bool:
     """Does the server show subflow p's byte at relative seq `ss` lost: SACK above it, or
     two duplicate ACKs while it is the subflow's snd_una, or the ACK of a head we put into
@@ -1416,7 +1450,7 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
     """Data-level SACK for the guest (MULTIPATH.md §3.5 (c), option B: precise signals, no
     payload kept): the guest bytes above DATA_ACK that a subflow's cumulative ACK or SACK
     covers (the server's TCP has them), as up to `limit` blocks in guest seqs, lowest first,
-    but only up to the first hole that is not known lost (`_hole_evident`): a hole whose
+    but only up to the first hole that is not known lost (`_gap_evident`): a hole whose
     bytes are still in flight on a slower subflow is reordering between paths, and blocks
     above it made the guest's RACK mark those bytes lost, resend them and halve its window
     (measured: 310 SACK recoveries and 7 RTOs per 8 s upload on 2 x 100 Mbit/s, clean).
@@ -1454,7 +1488,7 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
         at = da - r0 if da > r0 else 0  # offset in the run up to which all is covered or seen
         stop = False
         for x, y in pieces + [(n, n)]:
-            if x > at and not _hole_evident(flow, p, s0 + at, now):
+            if x > at and not _gap_evident(flow, p, s0 + at, s0 + x, now):
                 stop = True  # a hole in flight: nothing above it is shown
                 break
             if y > at:
@@ -2725,22 +2759,18 @@ def _keep(conv, mp, p, s: int, e: int, opt, payload: bytes, psh: int) -> None:
     mp.held[0] += n
 
 
-def _release(mp, p, upto: int) -> int:
-    """Join p's kept segments below relative seq `upto` are acked (or the join is gone):
-    freed; returns their bytes."""
+def _release(mp, p, upto: int) -> None:
+    """Join p's kept segments below relative seq `upto` are acked (or the join is gone)."""
     rtx = p.rtx
     i = 0
     freed = 0
-    n = 0
     while i < len(rtx) and rtx[i][1] <= upto:
-        n += rtx[i][1] - rtx[i][0]
         freed += rtx[i][1] - rtx[i][0] + REPAIR_ENTRY
         i += 1
     if i:
         del rtx[:i]
         mp.rtx_bytes -= freed
         mp.held[0] -= freed
-    return n
 
 
 def _repairing(p, ss: int) -> bool:
@@ -2859,8 +2889,8 @@ def _cwnd_cut(p) -> None:
 
 
 def _cwnd_grow(p, acked: int, flight: int) -> None:
-    """Join p's server acked `acked` new bytes of those it kept, with `flight` bytes in flight
-    before: slow start below ssthresh, then CWND_ALPHA segments per window; only when the
+    """Join p's server acked `acked` new bytes (of this round's credit) with `flight` bytes in
+    flight before: slow start below ssthresh, then CWND_ALPHA segments per window; only when the
     window was in use (half of it in flight: an idle join's window does not grow, RFC 7661)
     and not in recovery."""
     if acked <= 0 or p.snd_una < p.recover or 2 * flight < p.cwnd:
@@ -3017,12 +3047,20 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         acked = a - p.snd_una
         flight = p.snd_nxt - p.snd_una
         p.snd_una = a
-        kept = _release(flow.mp, p, a) if p.rtx else 0
+        if p.rtx:
+            _release(flow.mp, p, a)
         if p.cwnd:
-            # by the bytes acked that it kept: acks of bytes sent beyond it (not kept, their
-            # loss the guest's) grew it past what the path took (review of 215f700: 1588
-            # bytes in one window of congestion avoidance where 752 are due)
-            _cwnd_grow(p, kept, flight)
+            # at most a window's worth of acked bytes per round (a round ends at snd_nxt as
+            # it began): a join given bytes beyond its window has more acked per round, and
+            # all of them grew it 3 x too fast (review of 215f700: 1588 bytes in one window
+            # of congestion avoidance where 752 are due); only the kept ones froze it for
+            # good once it was over-driven, nothing kept again (review of 7d15396)
+            if a > p.grow_end:
+                p.grow_end = p.snd_nxt
+                p.grow_left = p.cwnd
+            credit = acked if acked < p.grow_left else p.grow_left
+            p.grow_left -= credit
+            _cwnd_grow(p, credit, flight)
         p.progress_at = p.acked_at = now
         p.dups = 0
         if p.fill_hi:

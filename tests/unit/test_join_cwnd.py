@@ -160,10 +160,11 @@ def test_a_hole_not_kept_between_kept_segments_is_the_guests():
     assert not any(MP._repairing(p1, x) for x in (k1 - 1, u2, k2 - 1, k2 + 1000))
 
 
-def test_acks_of_bytes_beyond_the_window_do_not_grow_it():
-    """The acks of what a full join got beyond its window (not kept) grow nothing: by them, a
-    window in congestion avoidance grew 1588 bytes in one window of data, not CWND_ALPHA
-    segments (752), and one in slow start 4000 -> 11000 in one round (review of 215f700)."""
+def test_a_window_grows_by_a_windows_worth_of_acks_per_round():
+    """A full join gets bytes beyond its window; the acks of all of them grew it 3 x too
+    fast: in congestion avoidance 1588 bytes in one round where CWND_ALPHA segments (752) are
+    due, in slow start 4000 -> 11000 in one round (review of 215f700). At most a window's
+    worth of acked bytes per round counts."""
     p, j, p1 = _pair()
     p.mp.paths[0].snd_wnd = 0  # the join is all the scheduler has: driven 3x over
     w = p1.cwnd = p1.ssthresh = 4000
@@ -179,4 +180,66 @@ def test_acks_of_bytes_beyond_the_window_do_not_grow_it():
     s = _on_join(q, k, 12)
     for x in s:
         q.j_in(q.j_ack(k, ack=x + 1000))
-    assert q1.cwnd == 8000  # by the 4000 bytes it kept
+    assert q1.cwnd == 8000  # doubled in one round, as slow start does
+
+
+def _busy(p, j, first, rounds):
+    """The join kept busy: `first` segments in flight, then one more per segment acked (in
+    order, no loss), `rounds` times."""
+    q = _on_join(p, j, first)
+    for _ in range(rounds):
+        p.j_in(p.j_ack(j, ack=q[0] + 1000))
+        q = q[1:] + _on_join(p, j, 1)
+
+
+def test_a_busy_join_after_a_cut_regrows_its_window():
+    """After a cut, a join the scheduler keeps busy beyond its window: its window climbs back
+    and repair resumes. Grown only by the acks of bytes kept (7d15396), it froze: nothing
+    sent while full is kept, so nothing grew it again (review of 7d15396: 3570 bytes for
+    good, nothing kept)."""
+    p, j, p1 = _pair()
+    p.mp.paths[0].snd_wnd = 0  # everything to the join
+    p1.cwnd = p1.ssthresh = 2 * p1.smss
+    p1.recover = p1.snd_nxt
+    _busy(p, j, 6, 200)  # 6000 bytes in flight throughout
+    assert p1.cwnd >= 6000 and len(p1.rtx) == 6
+
+
+def test_a_busy_join_in_slow_start_keeps_growing():
+    """No loss: a fresh join driven past its initial window (40 KB in flight, 14 KB of
+    window) grows until all it has in flight is kept (review of 7d15396: frozen at 29200
+    after the first round)."""
+    p, j, p1 = _pair()
+    p.mp.paths[0].snd_wnd = 0
+    _busy(p, j, 40, 400)
+    assert p1.cwnd >= 40000 and len(p1.rtx) == 40
+
+
+def test_a_hole_not_kept_right_behind_a_kept_one_is_the_guests():
+    """A kept segment and the one not kept behind it, both lost, the server's SACK above:
+    we repair the kept one, the guest is shown the hole, since the other is its to resend
+    (review of 7d15396: hidden until our repair was acked). The guest resends the kept one
+    too, as when the hole not kept comes first."""
+    p, j, p1 = _pair()
+    p.mp.paths[0].snd_wnd = 0
+    p1.cwnd = 2000
+    k0a, k0b, u1 = _on_join(p, j, 3)
+    p.j_in(p.j_ack(j, ack=k0a + 1000))
+    k1, u2 = _on_join(p, j, 2)
+    assert [r[0] for r in p1.rtx] == [k0b, k1] and k1 == u1 + 1000 == k0b + 2000
+    assert MP.guest_sack(p.flow, p.mp, 4, p.now) == ()  # nothing known lost yet
+    acts = p.j_in(_sack(p, j, k0b, [(k1, k1 + 1000)]))  # K0b and U1 lost
+    assert [x[0] for x in _resent(p, j, acts)] == [k0b]
+    assert MP._repairing(p1, k0b) and not MP._repairing(p1, u1)
+    assert MP._gap_evident(p.flow, p1, k0b, k1, p.now)
+    assert len(MP.guest_sack(p.flow, p.mp, 4, p.now)) == 1  # K1 (and above) shown
+    # a hole of kept bytes alone stays ours: K0b lost, U1 arrived
+    q, k, q1 = _pair()
+    q.mp.paths[0].snd_wnd = 0
+    q1.cwnd = 2000
+    c0a, c0b, v1 = _on_join(q, k, 3)
+    q.j_in(q.j_ack(k, ack=c0a + 1000))
+    c1, v2 = _on_join(q, k, 2)
+    q.j_in(_sack(q, k, c0b, [(v1, c1 + 1000)]))
+    assert not MP._gap_evident(q.flow, q1, c0b, v1, q.now)
+    assert MP.guest_sack(q.flow, q.mp, 4, q.now) == ()
