@@ -1378,7 +1378,8 @@ def _hole_evident(flow, p, ss: int, now=None) -> bool:
 
 def _gap_evident(flow, p, lo: int, hi: int, now=None) -> bool:
     """Is the hole [lo, hi) of subflow p known lost in a part that is the guest's: its first
-    byte, or, when that one is ours to repair, the first byte after it that we did not keep?
+    byte, or, when that one is ours to repair, the first byte after it that we did not keep,
+    by the server's SACK above it?
     A segment sent beyond a join's window (not kept) right behind a kept one, both lost,
     stayed hidden from the guest, the only one to resend it, until our repair of the kept
     one was acked (review of 7d15396). Shown, the guest resends the kept one too, as it does
@@ -1402,7 +1403,10 @@ def _gap_evident(flow, p, lo: int, hi: int, now=None) -> bool:
         if rtx[i][1] > g:
             g = rtx[i][1]
         i += 1
-    return g < hi and _hole_evident(flow, p, g, now)
+    # (the server's word for g, SACK above it, not the clock: a stall of the kept bytes at
+    # snd_una, which we repair, said nothing of g and showed the guest a loss we repair,
+    # review of 08aeb59)
+    return g < hi and _loss_shown(p, g)
 
 
 def _loss_shown(p, ss: int) -> bool:
@@ -2885,7 +2889,8 @@ def _cwnd_cut(p) -> None:
         flight = p.cwnd
     w = int(flight * CWND_BETA)
     p.ssthresh = p.cwnd = w if w > 2 * p.smss else 2 * p.smss
-    p.recover = p.snd_nxt
+    p.recover = p.grow_end = p.snd_nxt
+    p.grow_left = 0  # (no credit of the round before the cut: a new round once past recover)
 
 
 def _cwnd_grow(p, acked: int, flight: int) -> None:

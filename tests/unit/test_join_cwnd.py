@@ -9,11 +9,11 @@ loss is shown to the guest, whose window then answers, as without repair."""
 from __future__ import annotations
 
 from middlebox.core import MULTIPATH as MP
-from middlebox.wire import parse_packet
+from middlebox.wire import Dss, parse_packet
 
 from tests.unit.test_join_repair import _resent, _sack
 from tests.unit.test_join_repair import _pair as _repair_pair
-from tests.unit.test_subflow_table import M32, MPair
+from tests.unit.test_subflow_table import ACK, M32, MPair
 
 
 def _pair(**kw):
@@ -243,3 +243,79 @@ def test_a_hole_not_kept_right_behind_a_kept_one_is_the_guests():
     q.j_in(_sack(q, k, c0b, [(v1, c1 + 1000)]))
     assert not MP._gap_evident(q.flow, q1, c0b, v1, q.now)
     assert MP.guest_sack(q.flow, q.mp, 4, q.now) == ()
+
+
+def _kept_then_not(p, j, p1):
+    """K (kept) and U (beyond the window: not kept) on the join, then three segments on
+    subflow 1 that the server acks there: blocks above K/U once their hole is evident."""
+    p0 = p.mp.paths[0]
+    w0 = p0.snd_wnd
+    p0.snd_wnd = 0
+    p1.cwnd = 1000
+    k, u = _on_join(p, j, 2)
+    assert [r[0] for r in p1.rtx] == [k]
+    p0.snd_wnd = w0
+    p.mp.burst_left = 0
+    p1.rate, p0.rate = 1.0, 1e9
+    assert all("data@1" not in labels for labels, _ in p.g_send(3, 1000))
+    hole = min(r[0] for r in p.mp.runs if r[2] == 1)
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (Dss(data_ack=(p.idsn_c + hole) & M32),)))
+    return k, u
+
+
+def test_the_stall_of_a_kept_hole_does_not_show_the_bytes_behind_it():
+    """Review of 08aeb59. K lost, U arrived (the server's two duplicate ACKs, no SACK on the join): K is ours,
+    repaired; its repair lost. By the clock (no progress: K's loss) U, which the server
+    has, was shown lost to the guest: blocks above it, the guest resends K and U and halves
+    its window for a loss the middlebox repairs."""
+    p, j, p1 = _pair()
+    k, u = _kept_then_not(p, j, p1)
+    p.j_in(p.j_ack(j, ack=k))
+    acts = p.j_in(p.j_ack(j, ack=k))  # two duplicates: U (or something above K) arrived
+    assert [x[0] for x in _resent(p, j, acts)] == [k]
+    assert MP.guest_sack(p.flow, p.mp, 4, p.now) == ()
+    t = MP._overdue_at(p1) + 0.001  # before the second repair (1.5 RTTs) is acked
+    assert p1.rep_n == 1 and t < MP._rerepair_at(p1) + p1.srtt
+    assert MP.guest_sack(p.flow, p.mp, 4, t) == (), "a hole we repair shown by its own stall"
+
+
+def test_no_credit_of_the_round_before_a_cut():
+    """Review of 08aeb59. The cut on the ACK that began a round: recover == grow_end; the ACK that reaches
+    recover exactly is still in the old round: the old (uncut) window's credit."""
+    p, j, p1 = _pair()
+    p.mp.paths[0].snd_wnd = 0
+    p1.cwnd = p1.ssthresh = 10000
+    p1.recover = p1.snd_nxt
+    s = _on_join(p, j, 10)
+    p.j_in(p.j_ack(j, ack=s[1]))  # a round begins: grow_end = snd_nxt
+    assert p1.grow_end == p1.snd_nxt
+    p.j_in(_sack(p, j, s[1], [(s[2], s[9] + 1000)]))  # s[1] lost: cut
+    assert p1.recover == p1.grow_end
+    w = p1.cwnd
+    p.j_in(p.j_ack(j, ack=s[9] + 1000))  # repaired: all acked, == recover
+    assert p1.cwnd - w <= max(int(MP.CWND_ALPHA * p1.smss), 1), (w, p1.cwnd)
+
+
+def test_a_kept_tail_stalled_does_not_show_the_bytes_just_sent_behind_it():
+    """Review of 08aeb59. SACK on the join. K (kept) lost at the tail; U (beyond the window, not kept) sent
+    just before K is overdue, in flight. By the clock alone (K's stall) U was shown lost
+    to the guest with blocks above it, 2 ms after it was sent on a 10 ms path."""
+    p, j, p1 = _pair()
+    p0 = p.mp.paths[0]
+    w0 = p0.snd_wnd
+    p0.snd_wnd = 0
+    p1.cwnd = 1000
+    (k,) = _on_join(p, j, 1)
+    p1.progress_at = p.now  # (as if the bytes before K were just acked)
+    p.now = MP._overdue_at(p1) - 0.002
+    (u,) = _on_join(p, j, 1)
+    assert [r[0] for r in p1.rtx] == [k] and u == k + 1000
+    p0.snd_wnd = w0
+    p.mp.burst_left = 0
+    p1.rate, p0.rate = 1.0, 1e9
+    assert all("data@1" not in labels for labels, _ in p.g_send(3, 1000))
+    hole = min(r[0] for r in p.mp.runs if r[2] == 1)
+    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (Dss(data_ack=(p.idsn_c + hole) & M32),)))
+    t = MP._overdue_at(p1) + 0.001
+    assert t - 0.004 < p.now + 0.001  # U left ~3 ms ago on a path of srtt 10 ms
+    assert MP.guest_sack(p.flow, p.mp, 4, t) == (), "U, in flight, shown lost by K's stall"
