@@ -1389,14 +1389,7 @@ def _gap_evident(flow, p, lo: int, hi: int, now=None) -> bool:
     rtx = p.rtx
     if not rtx or not _repairing(p, lo):
         return False
-    i = 0
-    j = len(rtx)
-    while i < j:  # the first kept segment starting above lo
-        m = (i + j) // 2
-        if rtx[m][0] <= lo:
-            i = m + 1
-        else:
-            j = m
+    i = _kept_above(rtx, lo)
     g = rtx[i - 1][1]  # (lo lies in rtx[i - 1]: _repairing)
     n = len(rtx)
     while i < n and g < hi and rtx[i][0] <= g:  # kept segments on end to end
@@ -2788,15 +2781,21 @@ def _repairing(p, ss: int) -> bool:
     if not (p.state is SS.ESTABLISHED and rtx[0][0] <= ss < rtx[-1][1]
             and not (p.rep_n > REPAIR_TRIES and p.snd_una < p.rep_hi)):
         return False
+    return ss < rtx[_kept_above(rtx, ss) - 1][1]
+
+
+def _kept_above(rtx, ss: int) -> int:
+    """The index in a join's kept segments (ascending, apart) of the first starting above
+    relative seq `ss` (binary search: up to repair_bytes / a segment of them)."""
     lo = 0
     hi = len(rtx)
-    while lo < hi:  # the first kept segment starting above ss
+    while lo < hi:
         mid = (lo + hi) // 2
         if rtx[mid][0] <= ss:
             lo = mid + 1
         else:
             hi = mid
-    return ss < rtx[lo - 1][1]
+    return lo
 
 
 def _lost_shown(p, una: int) -> int:

@@ -136,17 +136,25 @@ def test_bytes_beyond_the_window_are_not_kept_and_their_loss_is_the_guests():
     assert MP._hole_evident(p.flow, p1, s2, p.now)  # shown to the guest, which resends it
 
 
+def _in_turn():
+    """A full join in slow start (everything goes to it) given kept and not-kept segments in
+    turn, each ACK opening room for one more: K0a, K0b kept, U1 not; K0a acked; K1 kept, U2
+    not. Returns the pair, the join, its path and those five seqs."""
+    p, j, p1 = _pair()
+    p.mp.paths[0].snd_wnd = 0
+    p1.cwnd = 2000  # (ssthresh unbounded)
+    k0a, k0b, u1 = _on_join(p, j, 3)  # the third beyond the window
+    p.j_in(p.j_ack(j, ack=k0a + 1000))  # room for one more
+    k1, u2 = _on_join(p, j, 2)
+    return p, j, p1, (k0a, k0b, u1, k1, u2)
+
+
 def test_a_hole_not_kept_between_kept_segments_is_the_guests():
     """A full join that competes gets kept and not-kept segments in turn, each ACK opening
     room for one more. A loss of a segment not kept between two kept ones is the guest's
     (nobody else resends it): review of 215f700, where it stayed hidden, and the guest's SACK
     stopped below it, until the guest's resend of the hole before it was acked."""
-    p, j, p1 = _pair()
-    p.mp.paths[0].snd_wnd = 0
-    p1.cwnd = 2000  # slow start (ssthresh unbounded)
-    k0a, k0b, u1 = _on_join(p, j, 3)  # the third beyond the window
-    p.j_in(p.j_ack(j, ack=k0a + 1000))  # room for one more
-    k1, u2 = _on_join(p, j, 2)
+    p, j, p1, (k0a, k0b, u1, k1, u2) = _in_turn()
     p.j_in(p.j_ack(j, ack=k0b + 1000))
     (k2,) = _on_join(p, j, 1)
     assert [r[0] for r in p1.rtx] == [k1, k2] and p1.snd_una == u1
@@ -220,12 +228,7 @@ def test_a_hole_not_kept_right_behind_a_kept_one_is_the_guests():
     we repair the kept one, the guest is shown the hole, since the other is its to resend
     (review of 7d15396: hidden until our repair was acked). The guest resends the kept one
     too, as when the hole not kept comes first."""
-    p, j, p1 = _pair()
-    p.mp.paths[0].snd_wnd = 0
-    p1.cwnd = 2000
-    k0a, k0b, u1 = _on_join(p, j, 3)
-    p.j_in(p.j_ack(j, ack=k0a + 1000))
-    k1, u2 = _on_join(p, j, 2)
+    p, j, p1, (k0a, k0b, u1, k1, u2) = _in_turn()
     assert [r[0] for r in p1.rtx] == [k0b, k1] and k1 == u1 + 1000 == k0b + 2000
     assert MP.guest_sack(p.flow, p.mp, 4, p.now) == ()  # nothing known lost yet
     acts = p.j_in(_sack(p, j, k0b, [(k1, k1 + 1000)]))  # K0b and U1 lost
@@ -234,12 +237,7 @@ def test_a_hole_not_kept_right_behind_a_kept_one_is_the_guests():
     assert MP._gap_evident(p.flow, p1, k0b, k1, p.now)
     assert len(MP.guest_sack(p.flow, p.mp, 4, p.now)) == 1  # K1 (and above) shown
     # a hole of kept bytes alone stays ours: K0b lost, U1 arrived
-    q, k, q1 = _pair()
-    q.mp.paths[0].snd_wnd = 0
-    q1.cwnd = 2000
-    c0a, c0b, v1 = _on_join(q, k, 3)
-    q.j_in(q.j_ack(k, ack=c0a + 1000))
-    c1, v2 = _on_join(q, k, 2)
+    q, k, q1, (c0a, c0b, v1, c1, v2) = _in_turn()
     q.j_in(_sack(q, k, c0b, [(v1, c1 + 1000)]))
     assert not MP._gap_evident(q.flow, q1, c0b, v1, q.now)
     assert MP.guest_sack(q.flow, q.mp, 4, q.now) == ()
@@ -254,13 +252,20 @@ def _kept_then_not(p, j, p1):
     p1.cwnd = 1000
     k, u = _on_join(p, j, 2)
     assert [r[0] for r in p1.rtx] == [k]
+    _above_on_sf1(p, p1, w0)
+    return k, u
+
+
+def _above_on_sf1(p, p1, w0):
+    """Subflow 1 open again (window w0) and fast: three guest segments on it, which the
+    server acks there (a DATA_ACK up to the join's first bytes)."""
+    p0 = p.mp.paths[0]
     p0.snd_wnd = w0
     p.mp.burst_left = 0
     p1.rate, p0.rate = 1.0, 1e9
     assert all("data@1" not in labels for labels, _ in p.g_send(3, 1000))
     hole = min(r[0] for r in p.mp.runs if r[2] == 1)
     p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (Dss(data_ack=(p.idsn_c + hole) & M32),)))
-    return k, u
 
 
 def test_the_stall_of_a_kept_hole_does_not_show_the_bytes_behind_it():
@@ -310,12 +315,7 @@ def test_a_kept_tail_stalled_does_not_show_the_bytes_just_sent_behind_it():
     p.now = MP._overdue_at(p1) - 0.002
     (u,) = _on_join(p, j, 1)
     assert [r[0] for r in p1.rtx] == [k] and u == k + 1000
-    p0.snd_wnd = w0
-    p.mp.burst_left = 0
-    p1.rate, p0.rate = 1.0, 1e9
-    assert all("data@1" not in labels for labels, _ in p.g_send(3, 1000))
-    hole = min(r[0] for r in p.mp.runs if r[2] == 1)
-    p.inn(p.s_packet(p.s_nxt, (p0.local_isn + p0.snd_nxt) & M32, ACK, (Dss(data_ack=(p.idsn_c + hole) & M32),)))
+    _above_on_sf1(p, p1, w0)
     t = MP._overdue_at(p1) + 0.001
     assert t - 0.004 < p.now + 0.001  # U left ~3 ms ago on a path of srtt 10 ms
     assert MP.guest_sack(p.flow, p.mp, 4, t) == (), "U, in flight, shown lost by K's stall"
