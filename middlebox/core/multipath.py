@@ -236,6 +236,7 @@ class Path:
         # the round of acks now counted for growth (snd_nxt when it began) and what is left
         # of its credit: at most a window's worth of acked bytes grows the window per round
         "grow_end", "grow_left",
+        "rep_nxt",  # snd_nxt when a repair last went (_repair): an ACK of it short of that stops at a loss
         "chal_at",  # when we last answered an unacceptable segment here with an ACK (-1: never)
         # snd_nxt when a resend last went into a hole (_into_hole; 0: none), that
         # fill's end, and the snd_una an ACK past the fill stopped at, below fill_hi (-1:
@@ -330,6 +331,7 @@ class Path:
         self.adm_end = 0
         self.grow_end = 0
         self.grow_left = 0
+        self.rep_nxt = 0
         self.progress_at = now
         self.acked_at = now
         self.stale_at = 0.0
@@ -2853,6 +2855,7 @@ def _repair(conv, flow, mp, p, now: float) -> list:
             if s < p.sack_hi:
                 _resent(p, now)
     p.rep_hi = hi
+    p.rep_nxt = p.snd_nxt
     conv.counters[Counter.JoinRepairTX] += len(out)
     return out
 
@@ -3078,6 +3081,15 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
                 p.fill_hi = 0
             elif a >= p.fill_end:
                 p.lost_una = a
+        if p.rep_hi <= a < p.rep_nxt and now - p.rep_at >= 0.5 * (p.srtt or HOLE_RTT):
+            # the same for our repair (_repair): an ACK past it that stops short of what went
+            # before it stops at a loss, as a rule of a FIFO path; a segment not kept there is
+            # the guest's to resend. Without it, on a join whose server takes no SACK, or at
+            # its tail, the guest learnt of it by the clock, 2 RTTs after our repair's ACK
+            # (review of 844847d). Half an RTT after the repair at least: an ACK sooner came
+            # from the late original of what we repaired, and the bytes after it may be on
+            # their way too
+            p.lost_una = a
         p.rate_bytes += acked
         if p.rtt_ssn and a >= p.rtt_ssn:
             _rtt_sample(p, now - p.rtt_at)

@@ -319,3 +319,41 @@ def test_a_kept_tail_stalled_does_not_show_the_bytes_just_sent_behind_it():
     t = MP._overdue_at(p1) + 0.001
     assert t - 0.004 < p.now + 0.001  # U left ~3 ms ago on a path of srtt 10 ms
     assert MP.guest_sack(p.flow, p.mp, 4, t) == (), "U, in flight, shown lost by K's stall"
+
+
+def _until_repair(p, j):
+    """The clock on, a millisecond at a time, until our repair goes: its time."""
+    t = t0 = p.now
+    while t < t0 + 5.0:
+        t += 0.001
+        p.now = t
+        if _resent(p, j, p.conv.tick(t)):
+            return t
+    raise AssertionError("no repair in 5 s")
+
+
+def test_the_ack_of_our_repair_short_of_what_went_before_it_shows_that_loss():
+    """Review of 844847d. K (kept) and U (not kept) lost, nothing above them on the join (its
+    tail, or a server without SACK). The ACK of our repair of K stops at U: U went before
+    the repair, so it is lost (a FIFO path, as for a fill), and the guest, the one to resend
+    it, is told at once, not by the clock 2 RTTs later."""
+    p, j, p1 = _pair()
+    k, u = _kept_then_not(p, j, p1)
+    rep = _until_repair(p, j)
+    assert MP.guest_sack(p.flow, p.mp, 4, p.now) == ()  # K is ours: U not shown yet
+    p.now = rep + p1.srtt
+    acts = p.j_in(p.j_ack(j, ack=u))  # our repair arrived; U did not
+    assert p1.snd_una == u and p1.lost_una == u
+    assert MP._hole_evident(p.flow, p1, u, p.now) and p.now < MP._overdue_at(p1)
+    assert "g_ack" in p.classify(acts) and MP.guest_sack(p.flow, p.mp, 4, p.now)
+
+
+def test_a_late_original_right_after_our_repair_shows_nothing():
+    """Review of 844847d. K only late: repaired by the clock, then K's original arrives 1 ms
+    after the repair went, its ACK stopping at U, which may be on its way too: not a loss."""
+    p, j, p1 = _pair()
+    k, u = _kept_then_not(p, j, p1)
+    p.now = _until_repair(p, j) + 0.001
+    p.j_in(p.j_ack(j, ack=u))
+    assert p1.lost_una != u
+    assert MP.guest_sack(p.flow, p.mp, 4, p.now) == ()
