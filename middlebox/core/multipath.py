@@ -3081,14 +3081,19 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
                 p.fill_hi = 0
             elif a >= p.fill_end:
                 p.lost_una = a
-        if p.rep_hi <= a < p.rep_nxt and now - p.rep_at >= 0.5 * (p.srtt or HOLE_RTT):
-            # the same for our repair (_repair): an ACK past it that stops short of what went
+        r = p.srtt or HOLE_RTT
+        if (a < p.rep_nxt and (a >= p.rep_hi or not (p.rtx and p.rtx[0][0] <= a))
+                and now - p.rep_at >= max(0.5 * r, r - 2.0 * p.rttvar)
+                and not (p.fill_hi and p.fill_lo <= a < p.fill_end)):
+            # the same for our repair (_repair): an ACK of it that stops short of what went
             # before it stops at a loss, as a rule of a FIFO path; a segment not kept there is
             # the guest's to resend. Without it, on a join whose server takes no SACK, or at
             # its tail, the guest learnt of it by the clock, 2 RTTs after our repair's ACK
-            # (review of 844847d). Half an RTT after the repair at least: an ACK sooner came
-            # from the late original of what we repaired, and the bytes after it may be on
-            # their way too
+            # (review of 844847d). Not at a kept byte the repair itself may still bring (a
+            # partial ACK of it); not sooner than a round trip (less its variation, half an
+            # RTT at least) after the repair: that ACK came from the late original of what we
+            # repaired, and the bytes after it may be on their way too; not inside a fill in
+            # flight, where the fill's rule says the same (review of 6877899)
             p.lost_una = a
         p.rate_bytes += acked
         if p.rtt_ssn and a >= p.rtt_ssn:

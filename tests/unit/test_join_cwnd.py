@@ -357,3 +357,53 @@ def test_a_late_original_right_after_our_repair_shows_nothing():
     p.j_in(p.j_ack(j, ack=u))
     assert p1.lost_una != u
     assert MP.guest_sack(p.flow, p.mp, 4, p.now) == ()
+
+
+def test_a_late_original_between_half_and_one_rtt_after_the_repair_shows_nothing():
+    """Review of 6877899. K only late (a delay spike): repaired by the clock; K's original arrives 0.6 srtt after
+    the repair went, too soon for the repair's own ACK (a full round trip). Its ACK stops at
+    U, which is right behind it on a FIFO path: not a loss."""
+    p, j, p1 = _pair()
+    k, u = _kept_then_not(p, j, p1)
+    rep = _until_repair(p, j)
+    p.now = rep + 0.6 * p1.srtt
+    p.j_in(p.j_ack(j, ack=u))
+    assert p1.lost_una != u, "U, in flight behind K's late original, taken as lost"
+    assert MP.guest_sack(p.flow, p.mp, 4, p.now) == ()
+
+
+def test_the_ack_of_our_repair_stopping_at_a_gap_not_kept_inside_it_shows_that_loss():
+    """Review of 6877899. K0b, U1 (not kept), K1 lost at the join's tail, no SACK. Our repair sends K0b and K1
+    (rep_hi = K1's end). K0b's repair arrives: the ACK stops at U1, sent before the repair,
+    so lost (FIFO) as in 6877899's own case, but a < rep_hi: still only the clock tells."""
+    p, j, p1, (k0a, k0b, u1, k1, u2) = _in_turn()
+    p.j_in(p.j_ack(j, ack=k0b))  # K0a acked
+    rep = _until_repair(p, j)
+    assert p1.rep_hi == k1 + 1000 > u1
+    p.now = rep + p1.srtt
+    p.j_in(p.j_ack(j, ack=u1))  # K0b's repair arrived; U1 did not
+    assert p.now < MP._overdue_at(p1)
+    assert MP._hole_evident(p.flow, p1, u1, p.now), "U1 lost, the guest's, shown only by the clock"
+
+
+def test_an_ack_inside_a_fill_that_went_after_the_repair_is_not_a_loss():
+    """Review of 6877899. After our repair of K was acked at U1 (U1 lost: the guest's), the guest's resend of U1
+    and U2 (one 2000-byte segment) goes into the hole (_into_hole: fill [U1, U3), lost_una
+    -1). U1's late original arrives: the ACK stops at U2, inside the fill; the fill rule
+    says 'may be late too', but the repair rule (rep_nxt from before the fill) overrides it."""
+    p, j, p1 = _pair()
+    p0 = p.mp.paths[0]
+    w0 = p0.snd_wnd
+    p0.snd_wnd = 0
+    p1.cwnd = 1000
+    k, u1, u2, u3 = _on_join(p, j, 4)
+    _above_on_sf1(p, p1, w0)
+    rep = _until_repair(p, j)
+    p.now = rep + p1.srtt
+    p.j_in(p.j_ack(j, ack=u1))
+    assert p1.lost_una == u1
+    # what _into_hole does for the guest's resend [U1, U3) into the hole at snd_una
+    p1.fill_hi, p1.fill_lo, p1.fill_end, p1.fill_m, p1.lost_una = p1.snd_nxt, u1, u1 + 2000, None, -1
+    p.now += 0.002
+    p.j_in(p.j_ack(j, ack=u2))  # U1's late original
+    assert p1.lost_una != u2, "U2, inside the fill in flight, taken as lost by the repair rule"
