@@ -63,6 +63,10 @@ class Config:
     # repair's hidden losses cut; only bytes a join sent within it are kept (a loss beyond
     # it goes to the guest). The scheduler still weighs a full join by delivery time.
     repair_window: bool = False
+    # each join gets its own congestion window (as with repair_window, no payload kept); a
+    # guest resend of bytes a join sent within it is named to the guest as a D-SACK once the
+    # server has it, so that a Linux guest undoes the window cut that one path's loss made
+    dsack_undo: bool = False
     # uplink policy (issue 10, policy.py): "greedy" uses every live uplink; "cost" reaches
     # `target` (policy.Target: a multiple of the best single uplink, or bytes/s) cheapest first
     policy: str = "greedy"
@@ -89,6 +93,8 @@ class Config:
             raise ValueError("join_after_bytes and join_after_ms must be >= 0")
         if self.repair_bytes < 0 or self.repair_total_bytes < 0:
             raise ValueError("repair_bytes and repair_total_bytes must be >= 0")
+        if self.dsack_undo and self.repair_bytes:
+            raise ValueError("dsack_undo and repair_bytes answer the same losses: choose one")
         if self.repair_window and not self.repair_bytes:
             raise ValueError("repair_window is repair's congestion window: it needs repair_bytes > 0")
         if self.policy not in ("greedy", "cost"):

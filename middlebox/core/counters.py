@@ -217,6 +217,8 @@ class Counter(IntEnum):
     CsumResendCut = 192  # DSS checksums: a server resend over subflow bytes that came before (out of order) sent to the guest as its new bytes only; whole, a Linux guest kept its copy of those bytes, which no mapping had summed
     JoinDsackTX = 193  # multipath: our ACKs on an extra subflow that name bytes it got twice first (D-SACK, RFC 2883), as a Linux receiver's do, so that the server can undo the window cut of a resend that was not needed (before stop 41 a join never sent one)
     JoinWindowDoubtResolved = 194  # multipath: a copy of the last segment the server surely took on an extra subflow, then our ordinary ACK there, after a DATA_ACK was held back for a larger window it may still hold (a segment that shrank it may have been lost or overtaken)
+    DsackUndoTX = 195  # multipath, --dsack-undo: guest resends carried by an extra subflow within its own window, named to the guest as a D-SACK once the server had them, so that a Linux guest undoes the window cut of that one path's loss
+    UndoBeyondWindow = 196  # multipath, --dsack-undo: guest resends of bytes an extra subflow sent beyond its own window: no D-SACK, the guest's cut stands
 
 
 def new_counters() -> dict:

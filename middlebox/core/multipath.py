@@ -147,6 +147,8 @@ IDLE_DOUBLING = 0.1  # seconds: an idle subflow's old rate estimate counts doubl
 CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (cost policy)
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 REPAIR_TRIES = 3  # repairs of one hole before the guest is told of it after all
+UNDO_MAX = 8  # --dsack-undo: guest resends waiting for their D-SACK, per flow (_undo_add)
+INWIN_MAX = 32  # --dsack-undo: ranges a join sent within its own window, kept per join (_inwin_add)
 REPAIR_SEGS = 8  # segments resent at once from a hole's start (up to the server's SACK)
 REPAIR_ENTRY = 200  # bytes counted per kept segment beyond its payload (list, bytes, Dss objects)
 # a join's own congestion window while repair is on (_cwnd_*): RFC 8312 §4.2's AIMD, the
@@ -237,6 +239,7 @@ class Path:
         # of its credit: at most a window's worth of acked bytes grows the window per round
         "grow_end", "grow_left",
         "rep_nxt",  # snd_nxt when a repair last went (_repair): an ACK of it short of that stops at a loss
+        "inwin",  # --dsack-undo: [s, e) relative seqs sent within the join's own window (None: off)
         "chal_at",  # when we last answered an unacceptable segment here with an ACK (-1: never)
         # snd_nxt when a resend last went into a hole (_into_hole; 0: none), that
         # fill's end, and the snd_una an ACK past the fill stopped at, below fill_hi (-1:
@@ -332,6 +335,7 @@ class Path:
         self.grow_end = 0
         self.grow_left = 0
         self.rep_nxt = 0
+        self.inwin = None
         self.progress_at = now
         self.acked_at = now
         self.stale_at = 0.0
@@ -379,7 +383,7 @@ class MpConn:
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
-                 "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks")
+                 "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks", "undo")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -444,6 +448,9 @@ class MpConn:
         # side (_data_on, _ack_on, _ack_on_sf1): the guest's DSCP, no ECN codepoint (joins
         # negotiate none), TTL 64 (send takes the DSCP from each guest packet)
         self.marks = (0, 64, 0)
+        # --dsack-undo: [d0, d1) guest resends of an extra subflow's bytes, each named once to
+        # the guest as a D-SACK (RFC 2883) when the DATA_ACK passes it (_undo_block)
+        self.undo = []
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -1359,6 +1366,9 @@ def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"", now=None) ->
     opts = b""
     if flow.sack_ok:
         blocks = guest_sack(flow, mp, 3 if payload else 4, now)  # 28 bytes: mss_limit's room
+        d = _undo_block(flow, mp)
+        if d is not None:
+            blocks = (d,) + blocks[:2 if payload else 3]
         if blocks:
             opts = encode_tcp_options(-1, -1, False, -1, -1, blocks)
     return segment(mp.version, mp.server, mp.guest, mp.sport, mp.gport, seq, ack, flags,
@@ -1588,7 +1598,11 @@ def guest_options(flow, mp, data: bytes, pkt):
             return options_without_sack(data, pkt, TCP_HLEN)
         return None
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
-    blocks = guest_sack(flow, mp, 3 if o.ts_val != -1 or pkt.payload_len else 4)
+    limit = 3 if o.ts_val != -1 or pkt.payload_len else 4
+    blocks = guest_sack(flow, mp, limit)
+    d = _undo_block(flow, mp)
+    if d is not None:
+        blocks = (d,) + blocks[:limit - 1]
     if not blocks and not o.sack:
         return None
     opts = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
@@ -1598,6 +1612,34 @@ def guest_options(flow, mp, data: bytes, pkt):
         blocks = blocks[:-1]
         opts = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
     return opts
+
+
+def _undo_add(mp, a: int, b: int) -> None:
+    """--dsack-undo: the guest resent [a, b) (data-level, relative) on an extra subflow; at
+    most UNDO_MAX ranges wait (one more is forgotten: the guest then keeps that cut)."""
+    for u in mp.undo:
+        if a <= u[1] and b >= u[0]:
+            if a < u[0]:
+                u[0] = a
+            if b > u[1]:
+                u[1] = b
+            return
+    if len(mp.undo) < UNDO_MAX:
+        mp.undo.append([a, b])
+
+
+def _undo_block(flow, mp):
+    """--dsack-undo: a D-SACK block (guest seqs) for the first waiting resend the DATA_ACK
+    has passed, then forgotten; None when there is none."""
+    if not mp.undo:
+        return None
+    da = mp.data_ack
+    for i, u in enumerate(mp.undo):
+        if u[1] <= da:
+            del mp.undo[i]
+            mp.counters[Counter.DsackUndoTX] += 1
+            return ((flow.guest_isn + u[0]) & M32, (flow.guest_isn + u[1]) & M32)
+    return None
 
 
 def guest_ack_at(flow, mp) -> int:
@@ -2411,6 +2453,18 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     continue
                 else:
                     counters[Counter.GuestRetransMapped] += 1
+                    if p.inwin is not None and flow.sack_ok and b > mp.data_ack:
+                        # --dsack-undo: a loss of bytes sent within the join's own window is
+                        # the join's to answer (its window is cut); the guest, whose one window
+                        # this resend cut too, is told by a D-SACK to undo that. Bytes sent
+                        # beyond it keep the guest's cut, as without the option
+                        if _inwin_has(p, ss, ss + (b - a)):
+                            _undo_add(mp, a, b)
+                            if ss >= p.recover:
+                                _cwnd_cut(p)
+                                counters[Counter.JoinCwndCut] += 1
+                        else:
+                            counters[Counter.UndoBeyondWindow] += 1
                     if p.rtt_ssn and ss < p.rtt_ssn:
                         p.rtt_ssn = 0  # Karn
                     da = mp.data_ack
@@ -2861,10 +2915,14 @@ def _repair(conv, flow, mp, p, now: float) -> list:
 
 
 def _cwnd_start(conv, flow, p) -> None:
-    """A join just established gets its own congestion window if repair is on: repair hides
-    its losses from the guest, so the guest's window no longer answers them (RFC 6928's
-    initial window, in segments of what we send there)."""
-    if conv.config.repair_bytes and conv.config.repair_window:
+    """A join just established gets its own congestion window with --repair-window or
+    --dsack-undo: repair hides its losses from the guest, and the D-SACK makes the guest undo
+    its cut for them, so the guest's window no longer answers them (RFC 6928's initial
+    window, in segments of what we send there)."""
+    cfg = conv.config
+    if (cfg.repair_bytes and cfg.repair_window) or cfg.dsack_undo:
+        if cfg.dsack_undo:
+            p.inwin = []
         p.smss = _seg_max(p, guest_seg(conv, flow, p.version))
         p.cwnd = CWND_INIT * p.smss
         p.ssthresh = 1 << 62
@@ -2880,6 +2938,30 @@ def _admit(p, n: int) -> None:
     the DSS-checksum kernel test met a stall of the path without repair in 3 runs of 6.)"""
     if p.cwnd and p.snd_nxt - p.snd_una < p.cwnd:
         p.adm_end = p.snd_nxt + n
+        if p.inwin is not None:
+            _inwin_add(p, p.snd_nxt, p.adm_end)
+
+
+def _inwin_add(p, s: int, e: int) -> None:
+    """--dsack-undo: join p sent [s, e) within its own window (_admit). Ranges below its
+    snd_una are forgotten, and the oldest beyond INWIN_MAX (their loss then keeps the
+    guest's cut)."""
+    w = p.inwin
+    if w and w[-1][1] == s:
+        w[-1][1] = e
+    else:
+        w.append([s, e])
+    una = p.snd_una
+    while w and (w[0][1] <= una or len(w) > INWIN_MAX):
+        del w[0]
+
+
+def _inwin_has(p, s: int, e: int) -> bool:
+    """--dsack-undo: were join p's bytes [s, e) all sent within its own window?"""
+    for u in p.inwin:
+        if u[0] <= s and e <= u[1]:
+            return True
+    return False
 
 
 def _cwnd_cut(p) -> None:

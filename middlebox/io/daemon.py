@@ -448,6 +448,7 @@ class Daemon:
                       repair_bytes=self.args.repair_bytes,
                       repair_total_bytes=self.args.repair_total_bytes,
                       repair_window=self.args.repair_window,
+                      dsack_undo=self.args.dsack_undo,
                       policy=self.args.policy, target=self.args.target)
         try:
             config = config_cls(**kw)
@@ -1109,6 +1110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "window, cut by the losses repair hides from the guest (AIMD, "
                              "beta 0.7); only the bytes sent within it are kept, so a loss "
                              "beyond it reaches the guest (experimental, off by default)")
+    parser.add_argument("--dsack-undo", action="store_true",
+                        help="name a guest's resend that an extra subflow carried as a D-SACK "
+                             "once the server has it, so that a Linux guest undoes the window "
+                             "cut one path's loss made (experimental, off by default)")
     parser.add_argument("--policy", choices=("greedy", "cost"), default="greedy",
                         help="which uplinks a multipath connection uses: greedy (default) every "
                              "live one; cost the cheapest first (uplink cost=N), the next only "

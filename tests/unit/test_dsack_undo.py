@@ -1,0 +1,161 @@
+"""`--dsack-undo`: a guest resend that an extra subflow carried is named to the guest as a
+D-SACK (RFC 2883) once the server's DATA_ACK passes it, so that a Linux guest undoes the
+window cut that one path's loss made (tcp_check_dsack counts a D-SACK of a resent segment;
+with every resend of the recovery so named, tcp_try_undo_dsack restores cwnd and ssthresh).
+A resend on subflow 1 gets none: its loss is the guest's own path's, and its cut stands."""
+
+from __future__ import annotations
+
+from middlebox.core import Direction
+from middlebox.core import MULTIPATH as MP
+from middlebox.wire import parse_options, parse_packet
+
+from tests.unit.test_subflow_table import M32, MPair, mp_config
+
+
+def _opts(buf: bytes):
+    pkt = parse_packet(buf)
+    return pkt, parse_options(buf, pkt.ip_hlen + 20, pkt.payload_off)
+
+
+def _resent_on_join(undo=True, upid=1):
+    """A guest segment placed on the join (upid 1) or subflow 1 (upid 0), then resent by the
+    guest: (pair, its guest seq)."""
+    p = MPair(1, config=mp_config(1, dsack_undo=undo))
+    p.go_multipath()
+    p.join_up(1)
+    if upid:
+        p.data_on(1, size=1000)
+    else:
+        for _ in range(40):
+            ((labels, acts),) = p.g_send(1, 1000)
+            if "data@1" not in labels and "drop" not in labels:
+                break
+        else:
+            raise AssertionError("nothing went on subflow 1")
+    gseq = (p.g_nxt - 1000) & M32
+    p.now += 0.01
+    acts = p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert acts and p.count("GuestRetransMapped") >= 1
+    return p, gseq
+
+
+def _server_has_all(p):
+    """The server data-acks everything sent, on the join (its ACK also acks the subflow)."""
+    j = p.joins[1]
+    p.c_dack = p.mp.snd_nxt
+    return p.j_in(p.j_ack(j, ack=p.path(1).snd_nxt))
+
+
+def _dsack_of(acts, gseq):
+    """The D-SACK blocks naming [gseq, gseq + 1000) in the guest-bound segments of acts."""
+    found = []
+    for a in acts:
+        buf = getattr(a, "data", None)
+        if not buf:
+            continue
+        pkt, o = _opts(buf)
+        if pkt.dport != 0 and o.sack and o.sack[0] == (gseq, (gseq + 1000) & M32):
+            assert (pkt.ack - gseq) & M32 >= 1000, "a D-SACK only below the ack it rides with"
+            found.append(o.sack[0])
+    return found
+
+
+def test_a_resend_on_a_join_is_named_once_when_the_data_ack_passes_it():
+    p, gseq = _resent_on_join()
+    assert p.mp.undo, "the resend waits for its D-SACK"
+    # not before the server has the bytes: an ACK to the guest now carries none
+    _, o = _opts(MP._guest_ack(p.flow, p.mp))
+    assert not o.sack or o.sack[0] != (gseq, (gseq + 1000) & M32)
+    acts = _server_has_all(p)
+    got = _dsack_of(acts, gseq)
+    if not got:  # (no ACK went to the guest with the join's ACK: the next one carries it)
+        got = _dsack_of([type("A", (), {"data": MP._guest_ack(p.flow, p.mp)})()], gseq)
+    assert got == [(gseq, (gseq + 1000) & M32)]
+    assert not p.mp.undo
+    # named once: the next ACK has no D-SACK
+    _, o = _opts(MP._guest_ack(p.flow, p.mp))
+    assert not o.sack
+
+
+def test_off_by_default_no_dsack():
+    p, gseq = _resent_on_join(undo=False)
+    assert not p.mp.undo
+    acts = _server_has_all(p)
+    assert not _dsack_of(acts, gseq)
+    _, o = _opts(MP._guest_ack(p.flow, p.mp))
+    assert not o.sack
+
+
+def test_a_resend_on_subflow_1_keeps_its_cut():
+    p, gseq = _resent_on_join(upid=0)
+    assert not p.mp.undo
+
+
+def test_the_waiting_resends_are_bounded():
+    p = MPair(1, config=mp_config(1, dsack_undo=True))
+    p.go_multipath()
+    p.join_up(1)
+    for i in range(3 * MP.UNDO_MAX):
+        MP._undo_add(p.mp, 10000 * i + 1, 10000 * i + 1001)
+    assert len(p.mp.undo) == MP.UNDO_MAX
+    MP._undo_add(p.mp, 500, 1500)  # overlapping the first: merged, not added
+    assert p.mp.undo[0] == [1, 1500] and len(p.mp.undo) == MP.UNDO_MAX
+
+
+def test_a_join_gets_its_own_window_and_a_resend_within_it_cuts_it_once_per_round():
+    p, gseq = _resent_on_join()
+    j = p.path(1)
+    assert j.inwin is not None and j.cwnd
+    assert p.count("JoinCwndCut") == 1 and j.cwnd == 2 * j.smss  # (one segment in flight)
+    assert j.recover == j.snd_nxt
+    cut = j.cwnd
+    # the same bytes resent again (the guest's next recovery): still a D-SACK, no second cut
+    p.now += 0.01
+    p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert p.count("JoinCwndCut") == 1 and j.cwnd == cut
+    assert p.mp.undo
+
+
+def test_a_resend_of_bytes_sent_beyond_the_joins_window_keeps_the_guests_cut():
+    p = MPair(1, config=mp_config(1, dsack_undo=True))
+    p.go_multipath()
+    p.join_up(1)
+    j = p.path(1)
+    p.data_on(1, size=1000)  # (within its window)
+    j.cwnd = 1  # full: what it is given now is sent beyond its window
+    p.data_on(1, size=1000)
+    gseq = (p.g_nxt - 1000) & M32
+    assert not j.inwin or not MP._inwin_has(j, j.snd_nxt - 1000, j.snd_nxt)
+    p.now += 0.01
+    p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert p.count("UndoBeyondWindow") == 1 and not p.mp.undo
+    assert p.count("JoinCwndCut") == 0
+    _server_has_all(p)
+    _, o = _opts(MP._guest_ack(p.flow, p.mp))
+    assert not o.sack
+
+
+def test_the_ranges_sent_within_the_window_are_bounded_and_forget_what_was_acked():
+    p = MPair(1, config=mp_config(1, dsack_undo=True))
+    p.go_multipath()
+    p.join_up(1)
+    j = p.path(1)
+    base = j.snd_nxt
+    for i in range(3 * MP.INWIN_MAX):
+        MP._inwin_add(j, base + 2000 * i, base + 2000 * i + 1000)
+    assert len(j.inwin) == MP.INWIN_MAX
+    MP._inwin_add(j, j.inwin[-1][1], j.inwin[-1][1] + 500)  # contiguous: one range grows
+    assert len(j.inwin) == MP.INWIN_MAX
+    j.snd_una = j.inwin[3][1]
+    MP._inwin_add(j, base + 10 ** 6, base + 10 ** 6 + 10)
+    assert j.inwin[0][1] > j.snd_una
+
+
+def test_dsack_undo_and_repair_are_not_taken_together():
+    import pytest
+
+    from middlebox.core.config import Config
+    with pytest.raises(ValueError):
+        Config(dsack_undo=True, repair_bytes=1 << 18)
+    assert Config(dsack_undo=True).dsack_undo
