@@ -141,6 +141,17 @@ def _rewrite(data: bytes) -> Rewrite:
     return action
 
 
+
+def _without_dsack(full: bytes, g, opts: bytes) -> bytes:
+    """`opts` (full's TCP options, full parsed as g) without a D-SACK block (RFC 2883: a first
+    SACK block below the ack): for the parts of a segment after the first. Every copy of a
+    D-SACK (multipath.guest_options: --dsack-undo) counted once more towards a Linux guest's
+    undo, which then undid a cut for a loss that no D-SACK named (review of --dsack-undo)."""
+    o = parse_options(full, g.ip_hlen + TCP_HLEN, g.payload_off)
+    if not o.sack or not 0 < (g.ack - o.sack[0][0]) & M32 < 0x80000000:
+        return opts
+    return encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, o.sack[1:])
+
 class Converter:
     """Outbound TCP -> MPTCP converter. See docs/core-api.md for the contract."""
 
@@ -1435,7 +1446,11 @@ class Converter:
             seg = MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + a - r) & M32, g.ack, flags,
                              g.window, opts, full[g.payload_off + a - r:g.payload_off + c - r],
                              marks)
-            out.append(_rewrite(seg) if not out else Inject(seg))
+            if not out:
+                out.append(_rewrite(seg))
+                opts = _without_dsack(full, g, opts)
+            else:
+                out.append(Inject(seg))
         if g.flags & FIN and pieces[-1][1] != hi:
             # its tail came before: the FIN (the subflow's, or the DATA_FIN's) goes on its own
             out.append(Inject(MP.segment(g.version, g.src, g.dst, g.sport, g.dport, (g.seq + hi - r) & M32,

@@ -1366,7 +1366,7 @@ def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"", now=None) ->
     opts = b""
     if flow.sack_ok:
         blocks = guest_sack(flow, mp, 3 if payload else 4, now)  # 28 bytes: mss_limit's room
-        d = _undo_block(flow, mp)
+        d = None if flags & RST else _undo_block(flow, mp)  # (a RST ends it: no undo)
         if d is not None:
             blocks = (d,) + blocks[:2 if payload else 3]
         if blocks:
@@ -1617,15 +1617,18 @@ def guest_options(flow, mp, data: bytes, pkt):
 def _undo_add(mp, a: int, b: int) -> None:
     """--dsack-undo: the guest resent [a, b) (data-level, relative) on an extra subflow; at
     most UNDO_MAX ranges wait (one more is forgotten: the guest then keeps that cut)."""
+    keep = []
     for u in mp.undo:
-        if a <= u[1] and b >= u[0]:
-            if a < u[0]:
-                u[0] = a
-            if b > u[1]:
-                u[1] = b
-            return
-    if len(mp.undo) < UNDO_MAX:
-        mp.undo.append([a, b])
+        if a <= u[1] and b >= u[0]:  # (overlapping or adjacent: one range)
+            if u[0] < a:
+                a = u[0]
+            if u[1] > b:
+                b = u[1]
+        else:
+            keep.append(u)
+    if len(keep) < UNDO_MAX:
+        keep.append([a, b])
+        mp.undo = keep
 
 
 def _undo_block(flow, mp):
@@ -2386,6 +2389,12 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     s, e = rel, rel + plen
     pieces = []
     mp.csum_stuck = -1  # (set by _into_holes below, acted on at the end)
+    # --dsack-undo: this resend is named to the guest as a D-SACK only if every piece of it
+    # went to its join within the join's window (or the server has it already): one piece on
+    # subflow 1, reinjected, or beyond a window keeps the guest's cut whole (a D-SACK of a
+    # part of its resent segment counts as a whole segment once below its snd_una)
+    undo = 0  # 1: a piece qualifies; -1: one does not
+
     merged = False  # new bytes joined the tail run (run map full): they go out cut, see below
     skipped = False  # bytes resent that their subflow had acked (not sent again)
     if plen:
@@ -2413,6 +2422,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     lost = True
                     counters[Counter.UnsureResent] += 1
                 if p.state is SS.CLOSED or lost:  # home gone, or its subflow acked what the msk lacks
+                    undo = -1
                     if a < mp.data_ack:
                         ss += mp.data_ack - a
                         a = mp.data_ack
@@ -2453,17 +2463,21 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     continue
                 else:
                     counters[Counter.GuestRetransMapped] += 1
-                    if p.inwin is not None and flow.sack_ok and b > mp.data_ack:
+                    if p.inwin is None or not flow.sack_ok:
+                        undo = -1  # (subflow 1's loss: its cut stands)
+                    elif b > mp.data_ack:
                         # --dsack-undo: a loss of bytes sent within the join's own window is
                         # the join's to answer (its window is cut); the guest, whose one window
                         # this resend cut too, is told by a D-SACK to undo that. Bytes sent
                         # beyond it keep the guest's cut, as without the option
                         if _inwin_has(p, ss, ss + (b - a)):
-                            _undo_add(mp, a, b)
+                            if undo == 0:
+                                undo = 1
                             if ss >= p.recover:
                                 _cwnd_cut(p)
                                 counters[Counter.JoinCwndCut] += 1
                         else:
+                            undo = -1
                             counters[Counter.UndoBeyondWindow] += 1
                     if p.rtt_ssn and ss < p.rtt_ssn:
                         p.rtt_ssn = 0  # Karn
@@ -2477,6 +2491,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                 pieces.append((f, b, idx, ss + (f - a), m))
                             continue
                 pieces.append((a, b, idx, ss, m))
+            if undo > 0:
+                _undo_add(mp, s, min(e, mp.snd_nxt))
         e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)
         shared = -1  # the subflow that took a share of these bytes (then the rest goes on
         #              it whole if chosen again: a best one it cannot use now, window- or

@@ -6,10 +6,13 @@ A resend on subflow 1 gets none: its loss is the guest's own path's, and its cut
 
 from __future__ import annotations
 
-from middlebox.core import Direction
+from middlebox.core import Direction, Inject
 from middlebox.core import MULTIPATH as MP
-from middlebox.wire import parse_options, parse_packet
+from middlebox.core.flow import M64
+from middlebox.wire import dss_checksum, parse_options, parse_packet
 
+from tests.unit.test_core_harness import ACK, PSH
+from tests.unit.test_core_placement import _map_seg, _mapping_pieces, _stream
 from tests.unit.test_subflow_table import M32, MPair, mp_config
 
 
@@ -100,7 +103,7 @@ def test_the_waiting_resends_are_bounded():
         MP._undo_add(p.mp, 10000 * i + 1, 10000 * i + 1001)
     assert len(p.mp.undo) == MP.UNDO_MAX
     MP._undo_add(p.mp, 500, 1500)  # overlapping the first: merged, not added
-    assert p.mp.undo[0] == [1, 1500] and len(p.mp.undo) == MP.UNDO_MAX
+    assert [1, 1500] in p.mp.undo and len(p.mp.undo) == MP.UNDO_MAX
 
 
 def test_a_join_gets_its_own_window_and_a_resend_within_it_cuts_it_once_per_round():
@@ -159,3 +162,61 @@ def test_dsack_undo_and_repair_are_not_taken_together():
     with pytest.raises(ValueError):
         Config(dsack_undo=True, repair_bytes=1 << 18)
     assert Config(dsack_undo=True).dsack_undo
+
+
+def test_a_dsack_rides_on_one_part_only_of_a_cut_server_segment():
+    """Review of --dsack-undo: every copy of a D-SACK counts once more towards a Linux
+    guest's undo (tcp_check_dsack on bytes below its snd_una): the parts of a server segment
+    cut for the guest (DSS checksums, a resend over bytes that came before) carry it once."""
+    p = MPair(1, config=mp_config(1, dsack_undo=True), server_checksum=True)
+    p.go_multipath()
+    S = _stream(900)
+    p.inn(_mapping_pieces(p, S, 1, 1, (300, 300, 300))[1])
+    p.mp.undo.append([1, 4])  # a resend the DATA_ACK has passed, waiting to be named
+    resend = _map_seg(p, 1, 1, S[:750], m_sub=1, m_dsn=1, m_payload=S[:900],
+                      csum=dss_checksum((p.s_idsn + 1) & M64, 1, 900, S[:900]), flags=ACK | PSH)
+    actions, got = p.inn(resend)
+    assert p.count("CsumResendCut") == 1
+    segs = [got] + [a.data for a in actions[1:] if isinstance(a, Inject) and parse_packet(a.data).dport == p.gport]
+    d = ((p.flow.guest_isn + 1) & M32, (p.flow.guest_isn + 4) & M32)
+    n = sum(1 for s in segs if parse_options(s, parse_packet(s).ip_hlen + 20, parse_packet(s).payload_off).sack[:1] == (d,))
+    assert n == 1, f"the D-SACK reached the guest {n} times"
+
+
+def test_a_resend_split_between_subflow_1_and_a_join_is_named_whole_or_not_at_all():
+    """Review of --dsack-undo: a D-SACK of the join's part of a resend that subflow 1 carried
+    a part of counted as a whole segment, and the guest undid a cut for subflow 1's loss."""
+    p = MPair(1, config=mp_config(1, dsack_undo=True))
+    p.go_multipath()
+    p.join_up(1)
+    for _ in range(400):
+        p.g_send(1, 500)
+        r = p.mp.runs
+        if len(r) >= 2 and r[-1][2] == p.path(1).index and r[-2][2] == 0 and r[-1][1] - r[-1][0] == 500:
+            break
+    else:
+        raise AssertionError("no subflow-1 segment followed by a join segment")
+    s = (p.g_nxt - 1000) & M32  # one resend of both (e.g. tcp_retrans_try_collapse)
+    p.now += 0.01
+    p.conv.handle(p.g_data(b"R" * 1000, seq=s), Direction.OUT, p.now)
+    rel = (s - p.flow.guest_isn) & M32
+    assert not p.mp.undo or p.mp.undo == [[rel, rel + 1000]], p.mp.undo
+
+
+def test_overlapping_waiting_resends_merge_into_one():
+    p = MPair(1, config=mp_config(1, dsack_undo=True))
+    p.go_multipath()
+    MP._undo_add(p.mp, 0, 10)
+    MP._undo_add(p.mp, 20, 30)
+    MP._undo_add(p.mp, 5, 25)
+    assert p.mp.undo == [[0, 30]]
+
+
+def test_no_dsack_on_a_rst_to_the_guest():
+    p, gseq = _resent_on_join()
+    _server_has_all(p)
+    p.mp.undo.append([1, 2])  # (one more waiting, the DATA_ACK past it)
+    for a in MP._guest_rsts(p.flow, p.mp):
+        _, o = _opts(a.data)
+        assert not o.sack
+    assert p.mp.undo
