@@ -97,7 +97,7 @@ SERVER_BAD = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
               "MPTcpExtDataCsumErr", "MPTcpExtMPFailRx", "MPTcpExtDssFallback")
 CORE_KEYS = ("RunMapDrop", "RunMapNearFull", "SackNewsTimer", "DupAckFwd", "DupAckSuppressed", "DupAckSynth", "SubflowStale", "SubflowDead",
              "ReinjectTX", "RunMapFull", "GuestRetransMapped", "JoinRepairTX", "JoinCwndCut",
-             "RepairBeyondWindow", "Sf1LossyCut", "Sf1OrphanCut", "HeadIntoHole")
+             "RepairBeyondWindow", "DsackUndoTX", "UndoBeyondWindow", "Sf1LossyCut", "Sf1OrphanCut", "HeadIntoHole")
 
 
 def short(key: str) -> str:

@@ -3,7 +3,7 @@
 `middlebox run --queue 0 [--mptcp-version 1|0] [--checksum] [--guest-iface IF ...]
 [--uplink IFACE[,gw=ADDR][,backup][,cost=N] ...] [--join-ports LO-HI] [--max-subflows N]
 [--max-multipath-flows N] [--join-after-bytes N] [--join-after-ms N] [--repair-bytes N]
-[--repair-total-bytes N] [--repair-window] [--policy greedy|cost] [--target RATE]
+[--repair-total-bytes N] [--repair-window] [--dsack-undo] [--policy greedy|cost] [--target RATE]
 [--no-inbound] [--passthrough] [--max-flows N] [--queue-maxlen N] [--fail-open]
 [--stop-grace SECONDS] [--state-dir DIR] [-v] [--log-level LEVEL] [--metrics ADDR:PORT]
 [--config PATH]`
