@@ -3006,6 +3006,14 @@ def _cwnd_grow(p, acked: int, flight: int) -> None:
         p.cwnd += max(int(CWND_ALPHA * p.smss * acked / p.cwnd), 1)
 
 
+def _rep_settled(p) -> float:
+    """How long after a repair of join p an ACK short of it stops at a loss (_ack_info): a
+    round trip less twice its variation, half an RTT at least (asked only after the cheap
+    tests: an ACK of a join with no repair out never computes it)."""
+    r = p.srtt or HOLE_RTT
+    return max(0.5 * r, r - 2.0 * p.rttvar)
+
+
 def _rerepair_at(p) -> float:
     """When bytes a repair of join p sent may be sent again: 1.5 RTTs without progress."""
     return max(p.rep_at, p.progress_at) + 1.5 * (p.srtt or HOLE_RTT) + 0.002
@@ -3179,9 +3187,8 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
                 p.fill_hi = 0
             elif a >= p.fill_end:
                 p.lost_una = a
-        r = p.srtt or HOLE_RTT
         if (a < p.rep_nxt and (a >= p.rep_hi or not (p.rtx and p.rtx[0][0] <= a))
-                and now - p.rep_at >= max(0.5 * r, r - 2.0 * p.rttvar)
+                and now - p.rep_at >= _rep_settled(p)
                 and not (p.fill_hi and p.fill_lo <= a < p.fill_end)):
             # the same for our repair (_repair): an ACK of it that stops short of what went
             # before it stops at a loss, as a rule of a FIFO path; a segment not kept there is
