@@ -449,7 +449,7 @@ class MpConn:
         # negotiate none), TTL 64 (send takes the DSCP from each guest packet)
         self.marks = (0, 64, 0)
         # --dsack-undo: [d0, d1) guest resends of an extra subflow's bytes, each named once to
-        # the guest as a D-SACK (RFC 2883) when the DATA_ACK passes it (_undo_block)
+        # the guest as a D-SACK (RFC 2883) when the DATA_ACK passes it (_undo_at)
         self.undo = []
 
 
@@ -1366,8 +1366,11 @@ def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"", now=None) ->
     opts = b""
     if flow.sack_ok:
         blocks = guest_sack(flow, mp, 3 if payload else 4, now)  # 28 bytes: mss_limit's room
-        d = None if flags & RST else _undo_block(flow, mp)  # (a RST ends it: no undo)
-        if d is not None:
+        u = -1 if flags & RST else _undo_at(mp)  # (a RST ends it: no undo)
+        d = None
+        if u >= 0:
+            d = _undo_dsack(flow, mp, u)
+            _undo_sent(mp, u)
             blocks = (d,) + blocks[:2 if payload else 3]
         if blocks:
             opts = encode_tcp_options(-1, -1, False, -1, -1, blocks)
@@ -1600,7 +1603,10 @@ def guest_options(flow, mp, data: bytes, pkt):
     o = parse_options(data, pkt.ip_hlen + TCP_HLEN, pkt.payload_off)
     limit = 3 if o.ts_val != -1 or pkt.payload_len else 4
     blocks = guest_sack(flow, mp, limit)
-    d = _undo_block(flow, mp)
+    # a D-SACK (--dsack-undo) only on a segment that reaches the guest as one: each copy a
+    # super-packet's segmentation made counted once more towards its undo (second review)
+    u = _undo_at(mp) if not pkt.payload_len or pkt.payload_len + 40 <= flow.guest_mss else -1
+    d = _undo_dsack(flow, mp, u) if u >= 0 else None
     if d is not None:
         blocks = (d,) + blocks[:limit - 1]
     if not blocks and not o.sack:
@@ -1611,6 +1617,8 @@ def guest_options(flow, mp, data: bytes, pkt):
     while blocks and flow.guest_mss and len(opts) + pkt.payload_len > flow.guest_mss:
         blocks = blocks[:-1]
         opts = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
+    if d is not None and blocks and blocks[0] == d:
+        _undo_sent(mp, u)  # (trimmed away, it waits for the next segment)
     return opts
 
 
@@ -1631,18 +1639,27 @@ def _undo_add(mp, a: int, b: int) -> None:
         mp.undo = keep
 
 
-def _undo_block(flow, mp):
-    """--dsack-undo: a D-SACK block (guest seqs) for the first waiting resend the DATA_ACK
-    has passed, then forgotten; None when there is none."""
-    if not mp.undo:
-        return None
-    da = mp.data_ack
-    for i, u in enumerate(mp.undo):
-        if u[1] <= da:
-            del mp.undo[i]
-            mp.counters[Counter.DsackUndoTX] += 1
-            return ((flow.guest_isn + u[0]) & M32, (flow.guest_isn + u[1]) & M32)
-    return None
+def _undo_at(mp) -> int:
+    """--dsack-undo: the index in mp.undo of the first waiting resend the DATA_ACK has
+    passed (-1: none)."""
+    if mp.undo:
+        da = mp.data_ack
+        for i, u in enumerate(mp.undo):
+            if u[1] <= da:
+                return i
+    return -1
+
+
+def _undo_dsack(flow, mp, i: int) -> tuple:
+    """The D-SACK block (guest seqs) of waiting resend i (_undo_at)."""
+    u = mp.undo[i]
+    return ((flow.guest_isn + u[0]) & M32, (flow.guest_isn + u[1]) & M32)
+
+
+def _undo_sent(mp, i: int) -> None:
+    """Waiting resend i went to the guest as a D-SACK: named once, forgotten."""
+    del mp.undo[i]
+    mp.counters[Counter.DsackUndoTX] += 1
 
 
 def guest_ack_at(flow, mp) -> int:
@@ -2491,8 +2508,10 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                 pieces.append((f, b, idx, ss + (f - a), m))
                             continue
                 pieces.append((a, b, idx, ss, m))
-            if undo > 0:
-                _undo_add(mp, s, min(e, mp.snd_nxt))
+            if undo > 0 and e <= mp.snd_nxt:
+                # (not one that also brings new bytes: a D-SACK of a part of the segment the
+                # guest resent counts as a whole one once below its snd_una; second review)
+                _undo_add(mp, s, e)
         e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)
         shared = -1  # the subflow that took a share of these bytes (then the rest goes on
         #              it whole if chosen again: a best one it cannot use now, window- or
@@ -2572,7 +2591,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 counters[Counter.GapReserved] += s - start_d
             s0 = p.snd_nxt
             _wait_from(p, now)
-            _admit(p, e - start_d)
+            _admit(p, e - start_d, s - start_d)
             p.snd_nxt += e - start_d
             mp.snd_nxt = e
             a = max(s, start_d)
@@ -2945,7 +2964,7 @@ def _cwnd_start(conv, flow, p) -> None:
         p.recover = p.snd_nxt
 
 
-def _admit(p, n: int) -> None:
+def _admit(p, n: int, gap: int = 0) -> None:
     """Path p is given `n` new bytes at its snd_nxt: with room in its own window (repair on),
     all of them are admitted, kept and repaired. Room for a byte admits a whole super-packet:
     the window is exceeded by up to one (at most 64 KB), as cutting them at its edge would
@@ -2954,8 +2973,10 @@ def _admit(p, n: int) -> None:
     the DSS-checksum kernel test met a stall of the path without repair in 3 runs of 6.)"""
     if p.cwnd and p.snd_nxt - p.snd_una < p.cwnd:
         p.adm_end = p.snd_nxt + n
-        if p.inwin is not None:
-            _inwin_add(p, p.snd_nxt, p.adm_end)
+        if p.inwin is not None and gap < n:
+            # (not the first `gap` bytes, reserved for a guest segment we never saw: their
+            # loss happened before us, and the guest's cut for it stands; second review)
+            _inwin_add(p, p.snd_nxt + (gap if gap > 0 else 0), p.adm_end)
 
 
 def _inwin_add(p, s: int, e: int) -> None:

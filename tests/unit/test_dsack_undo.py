@@ -6,6 +6,8 @@ A resend on subflow 1 gets none: its loss is the guest's own path's, and its cut
 
 from __future__ import annotations
 
+import pytest
+
 from middlebox.core import Direction, Inject
 from middlebox.core import MULTIPATH as MP
 from middlebox.core.flow import M64
@@ -156,8 +158,6 @@ def test_the_ranges_sent_within_the_window_are_bounded_and_forget_what_was_acked
 
 
 def test_dsack_undo_and_repair_are_not_taken_together():
-    import pytest
-
     from middlebox.core.config import Config
     with pytest.raises(ValueError):
         Config(dsack_undo=True, repair_bytes=1 << 18)
@@ -220,3 +220,68 @@ def test_no_dsack_on_a_rst_to_the_guest():
         _, o = _opts(a.data)
         assert not o.sack
     assert p.mp.undo
+
+
+def _join_flow():
+    p = MPair(1, config=mp_config(1, dsack_undo=True))
+    p.go_multipath()
+    p.join_up(1)
+    return p
+
+
+def _resend(p, seq, n):
+    p.now += 0.01
+    p.conv.handle(p.g_data(b"R" * n, seq=seq), Direction.OUT, p.now)
+
+
+def test_bytes_lost_before_the_middlebox_are_not_named_as_a_joins_loss():
+    """Second review: a guest segment lost before us, the next one placed on the join with
+    the lost one's DSNs reserved before it (GapReserved): its resend was taken as a loss
+    within the join's window, and the guest undid the cut our side's loss called for."""
+    p = _join_flow()
+    p.data_on(1, size=1000)
+    for _ in range(200):
+        b = p.g_nxt
+        p.g_nxt = (p.g_nxt + 1000) & M32  # B: dropped before the middlebox
+        ((labels, _),) = p.g_send(1, 1000)  # C, on the join: B's DSNs reserved there
+        if "data@1" in labels:
+            break
+    assert p.count("GapReserved")
+    _resend(p, b, 1000)
+    assert not p.mp.undo and not p.count("JoinCwndCut"), p.mp.undo
+
+
+def test_a_resend_with_bytes_never_seen_is_not_named():
+    """Second review: a resend of join bytes and of bytes we never saw, named in part,
+    counted as a whole segment."""
+    p = _join_flow()
+    p.data_on(1, size=500)
+    a = (p.g_nxt - 500) & M32
+    p.g_nxt = (p.g_nxt + 500) & M32  # never reached us
+    _resend(p, a, 1000)
+    assert not p.mp.undo, p.mp.undo
+
+
+@pytest.mark.parametrize("n", [8000, 1448])
+def test_a_long_server_segment_neither_loses_nor_carries_the_dsack(n):
+    """Second review: taken off the queue, then trimmed away for the guest's MSS (or copied
+    onto every segment of a super-packet), the D-SACK was lost (or counted many times)."""
+    p, _ = _resent_on_join()
+    _server_has_all(p)
+    p.mp.undo = [[p.mp.data_ack - 1000, p.mp.data_ack]]
+    acts, _ = p.inn(p.s_data_pkt(b"D" * n))
+    _, o = _opts(acts[0].data)
+    assert not o.sack and p.mp.undo
+
+
+def test_no_guest_mss_a_super_packet_carries_no_dsack():
+    p, _ = _resent_on_join()
+    _server_has_all(p)
+    p.mp.undo = [[p.mp.data_ack - 1000, p.mp.data_ack]]
+    p.flow.guest_mss = 0
+    acts, _ = p.inn(p.s_data_pkt(b"D" * 8000))
+    _, o = _opts(acts[0].data)
+    assert not o.sack and p.mp.undo
+    # the next pure ACK to the guest carries it
+    _, o = _opts(MP._guest_ack(p.flow, p.mp))
+    assert o.sack and not p.mp.undo
