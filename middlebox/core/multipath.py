@@ -1639,6 +1639,13 @@ def _undo_add(mp, a: int, b: int) -> None:
         mp.undo = keep
 
 
+def _undo_drop(mp, a: int, b: int) -> None:
+    """--dsack-undo: a resend of [a, b) that is not to be named: waiting resends that overlap
+    it are not named either (e.g. the join died and the guest's next resend of them went on
+    another subflow)."""
+    mp.undo = [u for u in mp.undo if u[1] <= a or u[0] >= b]
+
+
 def _undo_at(mp) -> int:
     """--dsack-undo: the index in mp.undo of the first waiting resend the DATA_ACK has
     passed (-1: none)."""
@@ -1659,7 +1666,8 @@ def _undo_dsack(flow, mp, i: int) -> tuple:
 def _undo_sent(mp, i: int) -> None:
     """Waiting resend i went to the guest as a D-SACK: named once, forgotten."""
     del mp.undo[i]
-    mp.counters[Counter.DsackUndoTX] += 1
+    if mp.counters is not None:
+        mp.counters[Counter.DsackUndoTX] += 1
 
 
 def guest_ack_at(flow, mp) -> int:
@@ -2480,9 +2488,11 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     continue
                 else:
                     counters[Counter.GuestRetransMapped] += 1
-                    if p.inwin is None or not flow.sack_ok:
+                    if b <= mp.data_ack:
+                        pass  # (the server has these: a D-SACK of them is true)
+                    elif p.inwin is None or not flow.sack_ok:
                         undo = -1  # (subflow 1's loss: its cut stands)
-                    elif b > mp.data_ack:
+                    else:
                         # --dsack-undo: a loss of bytes sent within the join's own window is
                         # the join's to answer (its window is cut); the guest, whose one window
                         # this resend cut too, is told by a D-SACK to undo that. Bytes sent
@@ -2512,6 +2522,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 # (not one that also brings new bytes: a D-SACK of a part of the segment the
                 # guest resent counts as a whole one once below its snd_una; second review)
                 _undo_add(mp, s, e)
+            elif undo < 0 and mp.undo:
+                _undo_drop(mp, s, e)  # (resent again elsewhere: its cut stands; third review)
         e_all = e  # (new bytes may be split among subflows: `e` is the end of each share)
         shared = -1  # the subflow that took a share of these bytes (then the rest goes on
         #              it whole if chosen again: a best one it cannot use now, window- or

@@ -285,3 +285,35 @@ def test_no_guest_mss_a_super_packet_carries_no_dsack():
     # the next pure ACK to the guest carries it
     _, o = _opts(MP._guest_ack(p.flow, p.mp))
     assert o.sack and not p.mp.undo
+
+
+def test_a_later_resend_that_is_not_the_joins_cancels_the_waiting_dsack():
+    """Third review: named once within the join's window, then the join died and the guest's
+    next resend of the same bytes went on subflow 1: its cut stands."""
+    from middlebox.core.multipath import SI, SS
+    p, gseq = _resent_on_join()
+    assert p.mp.undo
+    j = p.path(1)
+    MP._event(p.conv, p.flow, j, SI.LINK_DOWN, p.now)
+    assert j.state is SS.CLOSED
+    p.now += 0.3
+    p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert p.count("ReinjectTX") >= 1
+    assert not p.mp.undo, p.mp.undo
+
+
+def test_a_subflow_1_piece_the_server_has_is_neutral():
+    """Third review: a piece the server already has is truly a duplicate, on subflow 1 too."""
+    p = _join_flow()
+    for _ in range(400):
+        p.g_send(1, 500)
+        r = p.mp.runs
+        if len(r) >= 2 and r[-1][2] == 1 and r[-2][2] == 0 and r[-1][1] - r[-1][0] == 500:
+            break
+    else:
+        raise AssertionError("no subflow-1 segment followed by a join segment")
+    s = (p.g_nxt - 1000) & M32
+    rel = (s - p.flow.guest_isn) & M32
+    p.mp.data_ack = rel + 500
+    _resend(p, s, 1000)
+    assert p.mp.undo == [[rel, rel + 1000]], p.mp.undo
