@@ -79,7 +79,8 @@ CONVERTERS = {"converter": (), "conv-nfq": ("--backend", "nfqueue")}
 
 GUEST_KEYS = ("TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes",
               "TcpExtTCPSackRecovery", "TcpExtTCPRenoRecovery", "TcpExtTCPDSACKUndo",
-              "TcpExtPAWSEstab", "TcpExtTCPOFODrop")
+              "TcpExtPAWSEstab", "TcpExtTCPOFODrop", "TcpExtTCPLossUndo", "TcpExtTCPFullUndo",
+              "TcpExtTCPPartialUndo", "TcpExtTCPDSACKRecv", "TcpExtTCPSpuriousRTOs")
 SERVER_KEYS = ("MPTcpExtMPTCPRetrans", "MPTcpExtDuplicateData", "MPTcpExtOFOQueue",
                "MPTcpExtNoDSSInWindow", "MPTcpExtMPJoinAckRx",
                # subflow segments the server already had (it answers with a D-SACK): resends
@@ -97,7 +98,7 @@ SERVER_BAD = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
               "MPTcpExtDataCsumErr", "MPTcpExtMPFailRx", "MPTcpExtDssFallback")
 CORE_KEYS = ("RunMapDrop", "RunMapNearFull", "SackNewsTimer", "DupAckFwd", "DupAckSuppressed", "DupAckSynth", "SubflowStale", "SubflowDead",
              "ReinjectTX", "RunMapFull", "GuestRetransMapped", "JoinRepairTX", "JoinCwndCut",
-             "RepairBeyondWindow", "DsackUndoTX", "UndoBeyondWindow", "Sf1LossyCut", "Sf1OrphanCut", "HeadIntoHole")
+             "RepairBeyondWindow", "DsackUndoTX", "UndoBeyondWindow", "UndoAfterRto", "Sf1LossyCut", "Sf1OrphanCut", "HeadIntoHole")
 
 
 def short(key: str) -> str:
@@ -333,6 +334,7 @@ class Bench:
         self.servers: list[subprocess.Popen] = []
         self.proxy: subprocess.Popen | None = None
         self.cc = "cubic"
+        self.pcaps = 0  # --pcap: captures written
 
     # setup ---------------------------------------------------------------------------------
 
@@ -441,12 +443,23 @@ class Bench:
             g0, s0 = t.nstat(client_ns, prefix=None), t.nstat(t.server, prefix=None)
             drop0 = loss_dropped(t) if self.sc["loss"] else 0
             sampler = Sampler(t)  # (every system: where Linux MPTCP puts its bytes, too)
+            pcap = None
+            if self.args.pcap and system in CONVERTERS:
+                self.pcaps += 1
+                row["pcap"] = os.path.join(self.args.pcap, f"{self.name}-{system}-{self.pcaps}.pcap")
+                pcap = t.popen(t.guest, ["tcpdump", "-q", "-n", "-s", "128", "-i", t.guest_if,
+                                         "-w", row["pcap"], "tcp"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.5)  # (tcpdump up before the first packet)
             t0 = time.monotonic()
             if sampler:
                 sampler.__enter__()
             mbit, err = self.iperf(system, direction)
             if sampler:
                 sampler.__exit__()
+            if pcap is not None:
+                pcap.terminate()
+                pcap.wait(timeout=10)
             g1, s1 = t.nstat(client_ns, prefix=None), t.nstat(t.server, prefix=None)
             row["mbit"], row["error"] = mbit, err
             row["client"] = {k: g1.get(k, 0) - g0.get(k, 0) for k in GUEST_KEYS}
@@ -945,6 +958,9 @@ def main() -> int:
                     help="the guest's and the server's receive work on CPU 1 (RPS), the "
                          "daemon pinned to CPU 0, as a hypervisor's tap guest and a NIC "
                          "would take that work off the daemon (needs 2 CPUs)")
+    ap.add_argument("--pcap", metavar="DIR",
+                    help="capture the guest side (TCP headers) of every converter run into "
+                         "DIR/<scenario>-<system>-<n>.pcap (the row's `pcap`)")
     ap.add_argument("--list", action="store_true", help="list the scenario names and exit")
     ap.add_argument("--loss-path", type=int, default=2,
                     help="the path the loss scenarios drop on (default 2; 1 is subflow 1's, "

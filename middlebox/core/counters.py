@@ -219,6 +219,7 @@ class Counter(IntEnum):
     JoinWindowDoubtResolved = 194  # multipath: a copy of the last segment the server surely took on an extra subflow, then our ordinary ACK there, after a DATA_ACK was held back for a larger window it may still hold (a segment that shrank it may have been lost or overtaken)
     DsackUndoTX = 195  # multipath, --dsack-undo: guest resends carried by an extra subflow within its own window, named to the guest as a D-SACK once the server had them, so that a Linux guest undoes the window cut of that one path's loss
     UndoBeyondWindow = 196  # multipath, --dsack-undo: guest resends of bytes an extra subflow sent beyond its own window: no D-SACK, the guest's cut stands
+    UndoAfterRto = 197  # multipath, --dsack-undo: guest RTOs seen (its resend of the data-level head after 100 ms without a segment): no D-SACK until the DATA_ACK passes what it had sent, the waiting ones forgotten (in its loss state a D-SACK undid the RTO and unmarked every lost segment: each then waited for the next backed-off RTO, a stall)
 
 
 def new_counters() -> dict:

@@ -148,6 +148,11 @@ CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (co
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 REPAIR_TRIES = 3  # repairs of one hole before the guest is told of it after all
 UNDO_MAX = 8  # --dsack-undo: guest resends waiting for their D-SACK, per flow (_undo_add)
+# --dsack-undo: a resend of the data-level head after the guest sent nothing for this long is
+# taken for its RTO's (Linux: at least 200 ms after the last ACK of new data; a tail loss
+# probe comes after 2 srtt). A D-SACK in its loss state undid the RTO and unmarked every
+# segment it had marked lost: it waited for the next, backed-off RTO for each (a stall)
+GUEST_RTO_QUIET = 0.1
 INWIN_MAX = 32  # --dsack-undo: ranges a join sent within its own window, kept per join (_inwin_add)
 REPAIR_SEGS = 8  # segments resent at once from a hole's start (up to the server's SACK)
 REPAIR_ENTRY = 200  # bytes counted per kept segment beyond its payload (list, bytes, Dss objects)
@@ -383,7 +388,8 @@ class MpConn:
                  "sf1_answer", "probe_at", "probe_on", "dack_out", "dack_due", "plan", "plan_at",
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
-                 "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks", "undo")
+                 "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks", "undo", "g_at",
+                 "undo_hold")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -451,6 +457,10 @@ class MpConn:
         # --dsack-undo: [d0, d1) guest resends of an extra subflow's bytes, each named once to
         # the guest as a D-SACK (RFC 2883) when the DATA_ACK passes it (_undo_at)
         self.undo = []
+        self.g_at = 0.0  # when the guest's last segment with payload came (send)
+        # --dsack-undo: after a guest RTO nothing is named until the DATA_ACK passes this
+        # (the guest's highest byte then: Linux leaves its loss state there)
+        self.undo_hold = 0
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -2414,11 +2424,22 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     s, e = rel, rel + plen
     pieces = []
     mp.csum_stuck = -1  # (set by _into_holes below, acted on at the end)
+    quiet = now - mp.g_at if plen and mp.g_at else 0.0
+    if plen:
+        mp.g_at = now
     # --dsack-undo: this resend is named to the guest as a D-SACK only if every piece of it
     # went to its join within the join's window (or the server has it already): one piece on
     # subflow 1, reinjected, or beyond a window keeps the guest's cut whole (a D-SACK of a
     # part of its resent segment counts as a whole segment once below its snd_una)
     undo = 0  # 1: a piece qualifies; -1: one does not
+    if (quiet >= GUEST_RTO_QUIET and s <= mp.data_ack < e and s < mp.snd_nxt and flow.sack_ok
+            and conv.config.dsack_undo):
+        # the guest's RTO (GUEST_RTO_QUIET): no D-SACK until it is past what it had sent, and
+        # none of those waiting (in its loss state they count towards undoing the RTO)
+        if mp.undo or mp.undo_hold <= mp.data_ack:
+            counters[Counter.UndoAfterRto] += 1
+        mp.undo = []
+        mp.undo_hold = mp.snd_nxt
 
     merged = False  # new bytes joined the tail run (run map full): they go out cut, see below
     skipped = False  # bytes resent that their subflow had acked (not sent again)
@@ -2518,7 +2539,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                 pieces.append((f, b, idx, ss + (f - a), m))
                             continue
                 pieces.append((a, b, idx, ss, m))
-            if undo > 0 and e <= mp.snd_nxt:
+            if undo > 0 and e <= mp.snd_nxt and mp.data_ack >= mp.undo_hold:
                 # (not one that also brings new bytes: a D-SACK of a part of the segment the
                 # guest resent counts as a whole one once below its snd_una; second review)
                 _undo_add(mp, s, e)

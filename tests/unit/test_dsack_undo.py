@@ -317,3 +317,39 @@ def test_a_subflow_1_piece_the_server_has_is_neutral():
     p.mp.data_ack = rel + 500
     _resend(p, s, 1000)
     assert p.mp.undo == [[rel, rel + 1000]], p.mp.undo
+
+
+def test_after_the_guests_rto_nothing_is_named_until_it_is_past_what_it_had_sent():
+    """A stall (bench, three 50 Mbit/s paths, clean): the guest's RTO resend of the head was
+    named, and in its loss state the D-SACK undid the RTO and unmarked every segment the RTO
+    had marked lost; each of those then waited for the next backed-off RTO. A resend of the
+    head after GUEST_RTO_QUIET without a guest segment is the RTO's: it is not named, the
+    waiting ones are forgotten, and nothing is named until the DATA_ACK passes what the guest
+    had sent."""
+    p = _join_flow()
+    p.data_on(1, size=1000)
+    gseq = (p.g_nxt - 1000) & M32
+    p.g_send(3, 1000)  # (more after it, on any subflow)
+    rel = (gseq - p.flow.guest_isn) & M32
+    p.mp.data_ack = rel  # (everything before it acked: it is the head)
+    p.mp.undo = [[1, 2]]  # one waiting
+    p.now += MP.GUEST_RTO_QUIET + 0.05
+    p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert p.count("UndoAfterRto") == 1
+    assert not p.mp.undo and p.mp.undo_hold == p.mp.snd_nxt
+    # its next resend (the RTO's second segment) is not named either
+    p.now += 0.001
+    p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert not p.mp.undo
+
+
+def test_a_quick_resend_of_the_head_is_still_named():
+    p, gseq = _resent_on_join()  # (10 ms after the last segment: fast recovery)
+    assert p.mp.undo and p.count("UndoAfterRto") == 0
+
+
+def test_no_rto_bookkeeping_without_the_option():
+    p, gseq = _resent_on_join(undo=False)
+    p.now += 1.0
+    p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert p.count("UndoAfterRto") == 0 and p.mp.undo_hold == 0
