@@ -1113,9 +1113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dsack-undo", action="store_true",
                         help="name a guest's resend that an extra subflow carried as a D-SACK "
                              "once the server has it, so that a Linux guest undoes the window "
-                             "cut one path's loss made (experimental, off by default; "
-                             "known to stall some uploads, see the README: not for "
-                             "production)")
+                             "cut one path's loss made; none in its RTO recovery "
+                             "(experimental, off by default)")
     parser.add_argument("--policy", choices=("greedy", "cost"), default="greedy",
                         help="which uplinks a multipath connection uses: greedy (default) every "
                              "live one; cost the cheapest first (uplink cost=N), the next only "
