@@ -148,10 +148,12 @@ CAP_DEPTH = 0.05  # seconds of its cap a capped subflow's token bucket holds (co
 SYN_RTO = (1.0, 2.0, 4.0)  # join SYN retransmissions, then give up (MULTIPATH.md §2)
 REPAIR_TRIES = 3  # repairs of one hole before the guest is told of it after all
 UNDO_MAX = 8  # --dsack-undo: guest resends waiting for their D-SACK, per flow (_undo_add)
-# --dsack-undo: a resend of the data-level head after the guest sent nothing for this long is
-# taken for its RTO's (Linux: at least 200 ms after the last ACK of new data; a tail loss
-# probe comes after 2 srtt). A D-SACK in its loss state undid the RTO and unmarked every
-# segment it had marked lost: it waited for the next, backed-off RTO for each (a stall)
+# --dsack-undo: a resend of the data-level head after the guest sent nothing for this long,
+# or this long after the DATA_ACK last moved, is taken for its RTO's (Linux: at least 200 ms
+# after the head was sent and after the last ACK of new data; a tail loss probe, new bytes,
+# may come in between: review of 4884d82). A D-SACK in its loss state undid the RTO and
+# unmarked every segment it had marked lost: it waited for the next, backed-off RTO for each
+# (a stall). A fast retransmit of the head taken for one only forgoes an undo
 GUEST_RTO_QUIET = 0.1
 INWIN_MAX = 32  # --dsack-undo: ranges a join sent within its own window, kept per join (_inwin_add)
 REPAIR_SEGS = 8  # segments resent at once from a hole's start (up to the server's SACK)
@@ -389,7 +391,7 @@ class MpConn:
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
                  "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks", "undo", "g_at",
-                 "undo_hold")
+                 "undo_hold", "da_at")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -461,6 +463,7 @@ class MpConn:
         # --dsack-undo: after a guest RTO nothing is named until the DATA_ACK passes this
         # (the guest's highest byte then: Linux leaves its loss state there)
         self.undo_hold = 0
+        self.da_at = 0.0  # when the DATA_ACK last moved (_ack_info)
 
 
 # -- packets ----------------------------------------------------------------------------------
@@ -2432,8 +2435,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     # subflow 1, reinjected, or beyond a window keeps the guest's cut whole (a D-SACK of a
     # part of its resent segment counts as a whole segment once below its snd_una)
     undo = 0  # 1: a piece qualifies; -1: one does not
-    if (quiet >= GUEST_RTO_QUIET and s <= mp.data_ack < e and s < mp.snd_nxt and flow.sack_ok
-            and conv.config.dsack_undo):
+    if ((quiet >= GUEST_RTO_QUIET or (mp.da_at and now - mp.da_at >= GUEST_RTO_QUIET))
+            and s <= mp.data_ack < e and s < mp.snd_nxt and flow.sack_ok and conv.config.dsack_undo):
         # the guest's RTO (GUEST_RTO_QUIET): no D-SACK until it is past what it had sent, and
         # none of those waiting (in its loss state they count towards undoing the RTO)
         if mp.undo or mp.undo_hold <= mp.data_ack:
@@ -3312,6 +3315,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
         if mp.data_ack < da <= top:
             _rearm_fill(mp, da)
             mp.data_ack = da
+            mp.da_at = now
             flow.data_acked = da
             moved = True
             if da > mp.snd_nxt and not mp.fin_due and not mp.fin_tries and not mp.paths[0].fin_sent:

@@ -353,3 +353,19 @@ def test_no_rto_bookkeeping_without_the_option():
     p.now += 1.0
     p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
     assert p.count("UndoAfterRto") == 0 and p.mp.undo_hold == 0
+
+
+def test_a_tail_loss_probe_of_new_bytes_before_the_rto_does_not_hide_it():
+    """Review of 4884d82: Linux's RTO after a tail loss probe fires the RTO's time after the
+    head was sent, so the probe (new bytes) may come a jiffy before it: the guest was not
+    quiet, yet the DATA_ACK had not moved for that long."""
+    p = _join_flow()
+    p.data_on(1, size=1000)
+    gseq = (p.g_nxt - 1000) & M32
+    p.mp.data_ack = (gseq - p.flow.guest_isn) & M32
+    p.mp.da_at = p.now
+    p.now += 0.3
+    p.g_send(1, 1000)  # the probe: new bytes
+    p.now += 0.03  # the RTO 30 ms later
+    p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
+    assert p.count("UndoAfterRto") == 1 and not p.mp.undo and p.mp.undo_hold
