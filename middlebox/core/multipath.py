@@ -2427,16 +2427,18 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     s, e = rel, rel + plen
     pieces = []
     mp.csum_stuck = -1  # (set by _into_holes below, acted on at the end)
-    quiet = now - mp.g_at if plen and mp.g_at else 0.0
-    if plen:
+    quiet = 0.0
+    if plen and conv.config.dsack_undo:  # (the clocks of the RTO rule below: only with it)
+        if mp.g_at:
+            quiet = now - mp.g_at
         mp.g_at = now
     # --dsack-undo: this resend is named to the guest as a D-SACK only if every piece of it
     # went to its join within the join's window (or the server has it already): one piece on
     # subflow 1, reinjected, or beyond a window keeps the guest's cut whole (a D-SACK of a
     # part of its resent segment counts as a whole segment once below its snd_una)
     undo = 0  # 1: a piece qualifies; -1: one does not
-    if ((quiet >= GUEST_RTO_QUIET or (mp.da_at and now - mp.da_at >= GUEST_RTO_QUIET))
-            and s <= mp.data_ack < e and s < mp.snd_nxt and flow.sack_ok and conv.config.dsack_undo):
+    if (conv.config.dsack_undo and s <= mp.data_ack < e and s < mp.snd_nxt and flow.sack_ok
+            and (quiet >= GUEST_RTO_QUIET or (mp.da_at and now - mp.da_at >= GUEST_RTO_QUIET))):
         # the guest's RTO (GUEST_RTO_QUIET): no D-SACK until it is past what it had sent, and
         # none of those waiting (in its loss state they count towards undoing the RTO)
         if mp.undo or mp.undo_hold <= mp.data_ack:

@@ -353,6 +353,7 @@ def test_no_rto_bookkeeping_without_the_option():
     p.now += 1.0
     p.conv.handle(p.g_data(b"R" * 1000, seq=gseq), Direction.OUT, p.now)
     assert p.count("UndoAfterRto") == 0 and p.mp.undo_hold == 0
+    assert p.mp.g_at == 0.0  # (its clock is not even kept: stop 45's re-read)
 
 
 def test_a_tail_loss_probe_of_new_bytes_before_the_rto_does_not_hide_it():
