@@ -198,7 +198,7 @@ class Counter(IntEnum):
     Sf1FinHeld = 174  # multipath: guest FINs sent on subflow 1 as a DATA_FIN without the TCP FIN, because a byte below it that the server lacks may need a new mapping (on a join, unsure, or acked on subflow 1): a subflow takes no byte after its FIN
     Sf1FinLate = 175  # multipath: subflow-1 FINs held back from the guest's and sent by the middlebox once the server data-acked the DATA_FIN (again while unacked, FIN_TRIES in all)
     StopReset = 176  # converting flows reset at both ends because the daemon stopped (Converter.stop): unconverted, the server's segments would reach the guest at the wrong place, and its MPTCP-level resends as new bytes
-    CsumStuckReset = 177  # multipath, DSS checksums: the only live subflow reset (and a join opened again) because the guest's resend of the data-level head waited behind its hole, where no new mapping may go safely (multipath._csum_stuck_reset)
+    CsumStuckReset = 177  # multipath, DSS checksums: a live subflow reset (and a join opened again over its uplink, or, the only one, over every uplink) because the guest's resend of the data-level head waited behind its hole, where no new mapping may go safely (multipath._csum_stuck_reset)
     # connections a killed daemon left converted (orphans.py): the peer's MPTCP segments of an unknown connection are never passed to a guest
     OrphanHeld = 178  # peer segments with an MPTCP option towards a guest, of a connection the table does not know: dropped (its peer resends)
     OrphanProbe = 179  # out-of-window ACKs sent to such a guest to learn whether it speaks MPTCP itself (one per PROBE_EVERY at most)
@@ -220,6 +220,7 @@ class Counter(IntEnum):
     DsackUndoTX = 195  # multipath, --dsack-undo: guest resends carried by an extra subflow within its own window, named to the guest as a D-SACK once the server had them, so that a Linux guest undoes the window cut of that one path's loss
     UndoBeyondWindow = 196  # multipath, --dsack-undo: guest resends of bytes an extra subflow sent beyond its own window: no D-SACK, the guest's cut stands
     UndoAfterRto = 197  # multipath, --dsack-undo: guest RTOs seen (its resend of the data-level head after 100 ms without a segment): no D-SACK until the DATA_ACK passes what it had sent, the waiting ones forgotten (in its loss state a D-SACK undid the RTO and unmarked every lost segment: each then waited for the next backed-off RTO, a stall)
+    CsumHeadReinjected = 198  # multipath, DSS checksums: the guest's resend of the data-level head, waiting behind its subflow's hole whose DSNs lie beyond it, sent as a new mapping on another live subflow (in place it waited there for good: multipath.send)
 
 
 def new_counters() -> dict:

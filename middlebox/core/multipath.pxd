@@ -43,6 +43,7 @@ cdef class MpConn:  # the connection level of a multipath flow
     cdef public object dack_due, plan, plan_at, plan_look, plan_short, sack_told, unsure, rm_owed, over_at
     cdef public object cwr_owed, orphan_hi, rtx_bytes, held, counters, fin_due, fin_tries, stranded_at
     cdef public object fin_refused, csum_stuck, gack_out, gwin_out, marks, undo, g_at, undo_hold, da_at
+    cdef public object csum_moved
 
 cpdef object _inject(object data)
 cpdef object _dss_ack(object data_ack, object ack64)

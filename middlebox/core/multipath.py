@@ -391,7 +391,7 @@ class MpConn:
                  "plan_look", "plan_short", "sack_told", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
                  "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks", "undo", "g_at",
-                 "undo_hold", "da_at")
+                 "undo_hold", "da_at", "csum_moved")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -448,6 +448,7 @@ class MpConn:
         # with DSS checksums, the path whose hole the data-level head's resend waits behind,
         # where the swap (_head_hole) cannot go (-1: none): send resets it (_csum_stuck_reset)
         self.csum_stuck = -1
+        self.csum_moved = False  # send put the head stuck there on another subflow
         # the ack (relative, as data_ack) and raw window of the latest segment to the guest
         # (guest_win: a guest without SACK needs its duplicate ACKs' windows unchanged)
         self.gack_out = -1
@@ -2172,7 +2173,8 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
         # reach the server has exactly the fill's range, the only case where either copy may
         # win (tcp_data_queue drops a whole duplicate, queues a partial one untrimmed), is
         # not known here (the run map keeps no segment boundaries). The data-level head
-        # waiting there for good is reset with its subflow instead (send).
+        # waiting there for good goes to another subflow and this one is reset, or, none
+        # alive, it is reset and joins open (send, _csum_stuck_reset).
         if a == mp.data_ack and _head_hole(flow, mp, q, sd, b - a, e, now, seg, True)[0]:
             mp.csum_stuck = q.index
         return a
@@ -2194,30 +2196,80 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
     return a
 
 
+def _pick_other(mp, x, length: int) -> int:
+    """A live subflow other than x for a reinjection of `length` bytes (send, the head stuck
+    behind x's hole with DSS checksums): established, no FIN sent, not a backup unless only
+    backups are left, the server's window permitting if one does, the one whose queue drains
+    first (as pick); -1: none."""
+    best = -1
+    best_key = 0.0
+    for backup in (False, True):
+        for wnd in (True, False):
+            for p in mp.paths:
+                if p is x or p.state is not SS.ESTABLISHED or p.backup != backup or p.fin_sent:
+                    continue
+                if wnd and p.snd_nxt + length > p.snd_una + p.snd_wnd:
+                    continue
+                rate = p.rate if p.rate > RATE_MIN else RATE_MIN
+                key = (p.snd_nxt - p.snd_una + length) / rate
+                if best < 0 or key < best_key:
+                    best, best_key = p.index, key
+            if best >= 0:
+                return best
+    return best
+
+
 def _csum_stuck_reset(conv, flow, mp, now: float) -> list:
     """With DSS checksums the guest's resend of the data-level head went behind a hole of
-    its only live subflow whose DSNs lie beyond it (_into_holes): the guest resends nothing
-    past the head before the head is acked, and no new mapping can go into the hole safely.
-    That subflow is reset as if its link died (_j_dead: MP_TCPRST, the REMOVE_ADDR owed, the
-    guest prompted) and a join opened again over every uplink up (_revive); the guest's
-    resends go there as new mappings (their home closed). Linux keeps an established msk
-    without subflows for its close timeout (__mptcp_close_ssk) and takes a join meanwhile
-    (__mptcp_finish_join stops that timer). Only when a join can come (_joinable, an uplink
-    up and a slot left; else the flow would be reset, _no_path_left); with another subflow
-    alive, the stale and dead clocks decide. (A helper's analysis, stop 31: a fill of the hole
-    is safe with checksums only if every copy of its bytes that may reach the server has
-    exactly its range, which the run map, keeping no segment bounds, cannot tell.)"""
+    its subflow whose DSNs lie beyond it (_into_holes): the guest resends nothing past the
+    head before the head is acked, and no new mapping can go into the hole safely. (A
+    helper's analysis, stop 31: a fill of the hole is safe with checksums only if every copy
+    of its bytes that may reach the server has exactly its range, which the run map,
+    keeping no segment bounds, cannot tell.)
+
+    Another subflow alive: send put the head there as a new mapping, and the run map maps
+    its copy behind the hole no more. The stuck subflow is reset as if its link died
+    (_j_dead: MP_TCPRST or, subflow 1, the REMOVE_ADDR; the guest prompted), its other bytes
+    go to new homes as the guest resends them, and a join opens again over its uplink. Left
+    alone for "the stale and dead clocks" to decide, it held the head for good: subflow 1
+    went stale, its probe was answered, it never died; a join, the bytes after its hole
+    SACKed, never went stale (a helper's fuzzer of the model, stop 46; a CI upload of a guest
+    without timestamps and SACK hung).
+
+    None alive: it is reset the same way and a join opened again over every uplink up
+    (_revive); the guest's resends go there as new mappings (their home closed). Linux keeps
+    an established msk without subflows for its close timeout (__mptcp_close_ssk) and takes
+    a join meanwhile (__mptcp_finish_join stops that timer). Only when a join can come
+    (_joinable, an uplink up and a slot left; else the flow would be reset, _no_path_left)."""
     k = mp.csum_stuck
     mp.csum_stuck = -1
     p = mp.paths[k]
-    if p.state not in ALIVE or any(q is not p and q.state in ALIVE for q in mp.paths):
+    if p.state not in ALIVE:
         return []
+    counters = conv.counters
+    if any(q is not p and q.state in ALIVE for q in mp.paths):
+        if not mp.csum_moved:
+            return []  # (the head went in place: none to take it; the clocks decide after all)
+        mp.csum_moved = False
+        up = p.uplink
+        if up is None and p.index == 0:
+            up = next((u for u in conv.config.uplinks if u.id == flow.sf1_uplink), None)
+        remote, rport = (mp.server, mp.sport) if p.index == 0 else (p.remote, p.rport)
+        counters[Counter.CsumStuckReset] += 1
+        acts = _event(conv, flow, p, SI.LINK_DOWN, now)
+        if (up is not None and conv.uplink_up.get(up.name, up.up) and _joinable(flow, mp)
+                and _may_rejoin(flow, mp) and not (remote == mp.server and flow.no_initial_join)):
+            syn = _open_join(conv, flow, mp, up, now, remote, rport)
+            if syn:
+                counters[Counter.MPJoinRejoin] += 1
+                acts.extend(syn)
+        return acts
     v = mp.version
     if (not _joinable(flow, mp) or not _may_rejoin(flow, mp)
             or not any(conv.uplink_up.get(up.name, up.up) and _addr(up.addr4 if v == 4 else up.addr6, v)
                        for up in conv.config.uplinks)):
         return []
-    conv.counters[Counter.CsumStuckReset] += 1
+    counters[Counter.CsumStuckReset] += 1
     return _event(conv, flow, p, SI.LINK_DOWN, now)
 
 
@@ -2427,6 +2479,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
     s, e = rel, rel + plen
     pieces = []
     mp.csum_stuck = -1  # (set by _into_holes below, acted on at the end)
+    mp.csum_moved = False
     quiet = 0.0
     if plen and conv.config.dsack_undo:  # (the clocks of the RTO rule below: only with it)
         if mp.g_at:
@@ -2543,6 +2596,25 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             if f < b:
                                 pieces.append((f, b, idx, ss + (f - a), m))
                             continue
+                        if mp.csum_stuck == p.index:
+                            k = _pick_other(mp, p, b - h)
+                            if k >= 0:
+                                # With DSS checksums the data-level head waits behind its
+                                # subflow's hole, whose DSNs lie beyond it (no swap: _into_holes).
+                                # Another subflow lives: the head goes there as a new mapping,
+                                # and the stuck one is reset below (_csum_stuck_reset)
+                                mp.csum_moved = True
+                                q = mp.paths[k]
+                                _admit(q, b - h)
+                                _runs_move(mp, h, b, k, q.snd_nxt)
+                                _unsure_drop(mp, h, b)
+                                _wait_from(q, now)
+                                pieces.append((h, b, k, q.snd_nxt, None))
+                                q.snd_nxt += b - h
+                                counters[Counter.ReinjectTX] += 1
+                                counters[Counter.CsumHeadReinjected] += 1
+                                undo = -1
+                                continue
                 pieces.append((a, b, idx, ss, m))
             if undo > 0 and e <= mp.snd_nxt and mp.data_ack >= mp.undo_hold:
                 # (not one that also brings new bytes: a D-SACK of a part of the segment the
@@ -3346,7 +3418,10 @@ def _rearm_fill(mp, da: int) -> None:
     no fill on every tick (that stalled the transfer for good, tick)."""
     old = mp.data_ack
     for q in mp.paths:
-        if q.fill_at != q.progress_at or q.state is not SS.ESTABLISHED or q.snd_nxt <= q.snd_una:
+        # (a stale one too: skipped, then revived by a segment, its hole's DSNs data-acked
+        # meanwhile, it never had its look and the head reinjected behind that hole waited
+        # for good; a helper's fuzzer of the model with a guest without SACK, stop 46)
+        if q.fill_at != q.progress_at or q.state not in ALIVE or q.snd_nxt <= q.snd_una:
             continue
         r = _run_at(mp, q.index, q.snd_una)
         if r is not None and old <= r[0] + (q.snd_una - r[3]) < da:

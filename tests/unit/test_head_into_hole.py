@@ -111,9 +111,36 @@ def test_with_dss_checksums_the_only_live_subflow_holding_the_head_behind_its_ho
     assert mp.runs[0][:3] == [6, 206, 2]  # (the head's home is the closed join: reinjected when resent)
 
 
-def test_with_dss_checksums_no_reset_while_another_subflow_lives():
+def test_with_dss_checksums_the_head_goes_to_another_live_subflow_and_the_stuck_one_is_reset():
+    """Stop 46: with join 1 alive beside it, the head's resend went in place behind join 2's
+    hole for good ("the stale and dead clocks decide", and they never fired: the server
+    SACKed all after the hole). It goes to join 1 as a new mapping now, join 2 is reset as if
+    its link died (its other bytes reinjected as the guest resends them) and a join opens
+    again over its uplink."""
     p, mp, j2 = _state()
-    mp.paths[1].state = SS.ESTABLISHED  # (join 1 alive: the stale and dead clocks decide)
+    j1 = mp.paths[1]
+    j1.state = SS.ESTABLISHED  # (alive, idle)
+    j2.sacked = ((201, 3041),)
+    up2 = j2.uplink
+    acts = _csum_head_resend(p)
+    assert p.count("CsumHeadReinjected") == 1 and p.count("CsumStuckReset") == 1
+    assert mp.runs[0][:4] == [6, 206, 1, 1]  # (the head: a new mapping at join 1's snd_nxt)
+    assert j1.snd_nxt == 201 and j2.state is SS.CLOSED
+    heads = []
+    for a in acts:
+        if isinstance(a, Inject):
+            pkt, _, mopts = wire_check(a.data, True)
+            if pkt.payload_len and pkt.sport == j1.lport:
+                (dss,) = [o for o in mopts if isinstance(o, Dss)]
+                heads.append((dss.data_seq - p.flow.local_idsn) & MP.M64)
+    assert heads == [6]
+    assert any(isinstance(a, Inject) and wire_check(a.data, True)[0].flags & 0x04 for a in acts)  # (join 2's RST)
+    assert p.count("MPJoinRejoin") == 1 and mp.paths[-1].uplink is up2 and mp.paths[-1].state is SS.SYN_SENT
+
+
+def test_with_dss_checksums_no_reset_while_another_subflow_lives_but_cannot_take_the_head():
+    p, mp, j2 = _state()
+    mp.paths[1].state = SS.STALE  # (alive, not established: the stale and dead clocks decide)
     _csum_head_resend(p)
     assert p.count("CsumStuckReset") == 0 and j2.state is SS.ESTABLISHED
 

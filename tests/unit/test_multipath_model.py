@@ -188,8 +188,10 @@ class Sim:
         self.g_sack = guest_sack
         self.g_sacked = []
         self.g_rtx = []
-        # (slow_start: after an RTO the SACK guest's flight restarts at one segment and grows
-        # by the bytes each ACK acks, as Linux's tcp_enter_loss sets cwnd 1; else none)
+        # (slow_start: after an RTO the guest's flight restarts at one segment and grows by
+        # the bytes each ACK acks, as Linux's tcp_enter_loss sets cwnd 1; else none. Without
+        # it the guest without SACK resent its whole flight at each RTO, which hid two
+        # deadlocks where a Linux guest resends only the head until it is acked: stop 46)
         self.g_ss = slow_start
         self.g_cwnd = 1 << 30
         # server
@@ -378,6 +380,7 @@ class Sim:
         end = len(self.UP) + 1
         if self.g_sack:
             return self.guest_send_sack(limit)
+        limit = min(limit, self.g_cwnd)
         if self.g_nxt < end and self.g_nxt - self.g_una < limit:
             n = min(MSS, end - self.g_nxt)
             fin = self.closing == "data" and self.g_nxt + n == end
@@ -400,6 +403,7 @@ class Sim:
         queue gives it whole), within the guest's flight."""
         end = len(self.UP) + 1
         seg = self.conv._mss_limit[4] - 12
+        limit = min(limit, self.g_cwnd)
         if self.g_nxt < end and self.g_nxt - self.g_una < limit:
             n = min(seg * (2 + x % 3), end - self.g_nxt)
             self.g_seg(self.g_nxt, n)
@@ -435,6 +439,8 @@ class Sim:
         if self.g_sack:
             self.guest_sack_in(pkt, opts, a)
         elif a > self.g_una:
+            if self.g_ss:
+                self.g_cwnd += a - self.g_una  # (slow start: by the bytes acked)
             self._g_advance(a)
         elif a == self.g_una and not pkt.payload_len and self.g_nxt > self.g_una:
             self.g_dups += 1
@@ -481,8 +487,8 @@ class Sim:
                     self.log.append(f"{self.now:.3f} guest: SACK reneging at {self.g_una}, scoreboard cleared")
                     self.g_sacked = []
                 self.g_rtx = []  # every unSACKed byte is lost now, retransmitted or not
-                if self.g_ss:
-                    self.g_cwnd = MSS
+            if self.g_ss:
+                self.g_cwnd = MSS
             self.g_nxt = self.g_una  # go-back-N (the SACK guest skips what its scoreboard holds)
             self.g_progress = self.now
             self.g_rto = min(2 * self.g_rto, 16.0)  # exponential backoff (RFC 6298 §5.5)
@@ -1215,6 +1221,46 @@ def test_upload_super_packets_split_any_schedule_sack_guest(n, csum, ss, ops):
 @given(n=st.sampled_from([2, 3]), csum=st.booleans(), ss=st.booleans(), ops=BOTH_OPS)
 def test_both_ways_any_schedule_sack_guest(n, csum, ss, ops):
     run(Sim(n, UP_STREAM[:1500], DOWN_STREAM[:1500], checksum=csum, guest_sack=True, slow_start=ss), ops)
+
+
+# -- a guest without SACK that, after an RTO, resends only its head until it is acked ----------
+# (Linux: cwnd 1 in tcp_enter_loss, slow_start=True). With DSS checksums two deadlocks
+# followed, found by a helper's fuzzer of this model (stop 46) after a CI upload of a guest
+# without timestamps and SACK hung (test_guest_variants, 1 run in many): the head waiting
+# behind its own subflow's hole while another subflow lived (no reset: "the stale and dead
+# clocks decide", and they never fired), and a hole whose DSNs the DATA_ACK passed while its
+# subflow was stale, never filled (_rearm_fill skipped it).
+
+
+def _seeded_ops(seed: int, i: int, link_down: bool) -> tuple:
+    """The schedule the helper's fuzzer drew: (subflow count, ops)."""
+    kinds = [G_SEND] * 3 + [DELIVER] * 8 + [DROP, DUP, TICK] + ([LINK_DOWN, LINK_UP] if link_down else [TICK, DROP])
+    rnd = random.Random(seed * 100000 + i)
+    n = rnd.choice([2, 3])
+    ops = [(rnd.choice(kinds), rnd.randrange(256), rnd.randrange(256)) for _ in range(rnd.randrange(20, 250))]
+    return n, ops
+
+
+def _no_sack_sim(n: int, csum: bool = True, stream: bytes = UP_STREAM) -> "Sim":
+    sim = Sim(n, stream, b"", checksum=csum, slow_start=True)
+    sim.flow.sack_ok = False  # (the guest offered none: subflow 1's blocks are not shown to it)
+    return sim
+
+
+@pytest.mark.parametrize("seed,i,link_down", [
+    (2, 2312, True), (2, 1561, True), (2, 9359, True),  # the head behind its subflow's hole
+    (7, 1607, False), (7, 2703, False), (7, 3693, False),  # the same, no uplink down
+    (7, 3842, False),  # the hole data-acked while its subflow was stale
+])
+def test_guest_without_sack_resending_only_its_head(seed, i, link_down):
+    n, ops = _seeded_ops(seed, i, link_down)
+    run(_no_sack_sim(n), ops, link_down)
+
+
+@settings(**SETTINGS)
+@given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=UP_OPS)
+def test_upload_any_schedule_guest_without_sack_slow_start(n, csum, ops):
+    run(_no_sack_sim(n, csum), ops)
 
 
 def test_sack_guest_resends_only_the_hole():
