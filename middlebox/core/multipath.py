@@ -2501,6 +2501,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
 
     merged = False  # new bytes joined the tail run (run map full): they go out cut, see below
     skipped = False  # bytes resent that their subflow had acked (not sent again)
+    nopath = False  # a piece to reinject found no live subflow (dropped: the guest resends)
     if plen:
         if s < mp.snd_nxt:
             old = _runs_pieces(mp, s, min(e, mp.snd_nxt))
@@ -2533,6 +2534,7 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                     k = pick(mp, b - a, counters, now)
                     if k < 0:
                         counters[Counter.ReinjectNoPath] += 1  # (dropped: the guest resends)
+                        nopath = True
                         continue
                     q = mp.paths[k]
                     if not fin:
@@ -2720,6 +2722,8 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                 return [Drop("guest bytes resent that the server has acknowledged"), _inject(_guest_ack(flow, mp))]
             return [Drop("guest bytes resent that their subflow has acknowledged")]
         if not pieces:  # all of it data-acked already: tell the guest again
+            if nopath:  # (or no subflow to reinject it on, a join opening: not the server's ack)
+                return [Drop("guest bytes resent: no live subflow for them"), _inject(_guest_ack(flow, mp))]
             counters[Counter.GuestAckAgain] += 1
             return [Drop("guest bytes the server has acknowledged"), _inject(_guest_ack(flow, mp))]
     fin_d = e  # the DATA_FIN's relative DSN

@@ -461,6 +461,7 @@ def test_a_resend_needing_a_new_mapping_with_no_subflow_to_take_it_is_counted():
     mp.paths[0].fin_sent = True
     acts = p.conv.handle(p.g_data(bytes(100), seq=(p.flow.guest_isn + 6) & M32), Direction.OUT, p.now)
     assert isinstance(acts[0], Drop) and p.count("ReinjectNoPath") == 1
+    assert p.count("GuestAckAgain") == 0 and "no live subflow" in acts[0].reason  # (not the server's ack: stop 46)
 
 
 def test_a_moved_run_merges_with_the_runs_it_continues_on_both_sides():
