@@ -8,7 +8,7 @@ APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev
                 iperf3 mptcpd ethtool socat conntrack gcc python3-dev systemd
 # (systemd: `systemd-analyze verify` checks the shipped unit, contrib/middlebox.service)
 
-.PHONY: all deps venv build test test-compiled test-pure fuzz soak-restart demo bench bench-multipath bench-policy bench-inbound clean install
+.PHONY: all deps venv build test test-compiled test-pure fuzz soak-restart soak-guest demo bench bench-multipath bench-policy bench-inbound clean install
 
 all: build
 
@@ -56,6 +56,12 @@ fuzz: build
 # ~8 min on the netlink backend; not part of `make test`: CI's time goes to the suite).
 soak-restart: build
 	MIDDLEBOX_TEST_BACKENDS=netlink $(PY) -m pytest tests/integration/soak_restart_adversary.py
+
+# Repeated uploads of a guest without timestamps and SACK, two uplinks, DSS checksums, each
+# checked (tests/integration/soak_guest_variant.py; SOAK_N=, SOAK_VARIANT=, SOAK_DIR=; ~12 s
+# per upload; captures kept for the first that fails). Not part of `make test`.
+soak-guest: build
+	MIDDLEBOX_TEST_BACKENDS=netlink $(PY) -m pytest -s tests/integration/soak_guest_variant.py
 
 demo: build
 	$(VENV)/bin/middlebox demo
