@@ -186,7 +186,7 @@ class Counter(IntEnum):
     ProbeAnswerFwd = 162  # the server's answers to those probes passed to the guest although they moved nothing
     SlowPathShare = 163  # guest segments whose new bytes were split: a subflow under half the best rate took only its share, or any other at most SHARE_TIME (2 ms) of its rate (_slow_share; the second since stop 40)
     HeadIntoHole = 164  # subflow holes filled by a guest resend of the data-level head, or of bytes after it, that waited behind them (_into_hole; one resend may fill several): the guest would not resend those holes before the head is acked
-    GuestAckAgain = 165  # ACKs sent again to a guest that resent only bytes the server had data-acked (our ACK of them was lost)
+    GuestAckAgain = 165  # ACKs sent again to a guest that resent only bytes (or its FIN) the server had data-acked (our ACK of them was lost)
     UnsureResent = 166  # guest resends of bytes their subflow acked that may be another DSN's (_head_hole's swap): sent again as new mappings, not dropped
     NoPathLeft = 167  # multipath flows whose guest was reset: every subflow died and none can open again (MAX_PATHS used up, no address to join, or the server takes no join while the flow closes)
     Sf1LossyCut = 168  # multipath: guest super-packets on subflow 1 cut into a mapping per segment because subflow 1 showed a loss within LOSSY_CUT (a hole inside one whole mapping can take no reinjected head)

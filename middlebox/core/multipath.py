@@ -2196,27 +2196,45 @@ def _into_holes(conv, flow, mp, q, a: int, b: int, e: int, sd: int, home: int, h
     return a
 
 
-def _pick_other(mp, x, length: int) -> int:
-    """A live subflow other than x for a reinjection of `length` bytes (send, the head stuck
-    behind x's hole with DSS checksums): established, no FIN sent, not a backup unless only
-    backups are left, the server's window permitting if one does, the one whose queue drains
-    first (as pick); -1: none."""
-    best = -1
-    best_key = 0.0
-    for backup in (False, True):
-        for wnd in (True, False):
-            for p in mp.paths:
-                if p is x or p.state is not SS.ESTABLISHED or p.backup != backup or p.fin_sent:
-                    continue
-                if wnd and p.snd_nxt + length > p.snd_una + p.snd_wnd:
-                    continue
-                rate = p.rate if p.rate > RATE_MIN else RATE_MIN
-                key = (p.snd_nxt - p.snd_una + length) / rate
-                if best < 0 or key < best_key:
-                    best, best_key = p.index, key
-            if best >= 0:
-                return best
-    return best
+def _stuck_behind(conv, flow, mp, q, a: int, b: int, e: int, now: float) -> bool:
+    """With DSS checksums: would the data-level head [a, b) (of a guest segment ending at
+    DSN `e`), sent at q's snd_nxt, wait behind a hole of q whose DSNs lie beyond it
+    (_into_holes' test)?"""
+    if not flow.checksum or a != mp.data_ack:
+        return False
+    seg = _seg_max(q, guest_seg(conv, flow, q.version))
+    return _head_hole(flow, mp, q, q.snd_nxt, b - a, e, now, seg, True)[0] > 0
+
+
+def _pick_other(conv, flow, mp, x, a: int, b: int, e: int, now: float, clean_only: bool) -> int:
+    """A live subflow other than x for the data-level head [a, b) stuck behind x's hole
+    (send, DSS checksums): established, no FIN sent, not a backup unless only backups are
+    left, the server's window permitting if one does, the one whose queue drains first (as
+    pick); first among those where the head would not wait behind a hole of theirs too
+    (_stuck_behind: a review of 277af48 put it there, and both subflows were reset for one
+    head), then, unless `clean_only`, among any. -1: none."""
+    length = b - a
+    for clean in (True, False):
+        if not clean and clean_only:
+            break
+        for backup in (False, True):
+            for wnd in (True, False):
+                best = -1
+                best_key = 0.0
+                for p in mp.paths:
+                    if p is x or p.state is not SS.ESTABLISHED or p.backup != backup or p.fin_sent:
+                        continue
+                    if wnd and p.snd_nxt + length > p.snd_una + p.snd_wnd:
+                        continue
+                    if clean and _stuck_behind(conv, flow, mp, p, a, b, e, now):
+                        continue
+                    rate = p.rate if p.rate > RATE_MIN else RATE_MIN
+                    key = (p.snd_nxt - p.snd_una + length) / rate
+                    if best < 0 or key < best_key:
+                        best, best_key = p.index, key
+                if best >= 0:
+                    return best
+    return -1
 
 
 def _csum_stuck_reset(conv, flow, mp, now: float) -> list:
@@ -2239,8 +2257,11 @@ def _csum_stuck_reset(conv, flow, mp, now: float) -> list:
     None alive: it is reset the same way and a join opened again over every uplink up
     (_revive); the guest's resends go there as new mappings (their home closed). Linux keeps
     an established msk without subflows for its close timeout (__mptcp_close_ssk) and takes
-    a join meanwhile (__mptcp_finish_join stops that timer). Only when a join can come
-    (_joinable, an uplink up and a slot left; else the flow would be reset, _no_path_left)."""
+    a join meanwhile (__mptcp_finish_join stops that timer). Only when the server would take
+    a join (_joinable) and an uplink is up; with no slot left for one (MAX_PATHS) the guest
+    is then reset, visibly (_no_path_left), rather than left waiting for good. An inbound
+    flow's peer opens its subflows (issue 9): one stuck beside a live one is reset with its
+    REMOVE_ADDR, and that uplink is lost to the connection; one stuck alone waits."""
     k = mp.csum_stuck
     mp.csum_stuck = -1
     p = mp.paths[k]
@@ -2265,10 +2286,13 @@ def _csum_stuck_reset(conv, flow, mp, now: float) -> list:
                 acts.extend(syn)
         return acts
     v = mp.version
-    if (not _joinable(flow, mp) or not _may_rejoin(flow, mp)
+    if (not _joinable(flow, mp)
             or not any(conv.uplink_up.get(up.name, up.up) and _addr(up.addr4 if v == 4 else up.addr6, v)
                        for up in conv.config.uplinks)):
         return []
+    # (no slot left for a join, MAX_PATHS used by earlier resets: reset all the same, and
+    # the guest is reset visibly (_revive, _no_path_left) rather than left waiting for good
+    # behind the hole; review of 277af48)
     counters[Counter.CsumStuckReset] += 1
     return _event(conv, flow, p, SI.LINK_DOWN, now)
 
@@ -2450,6 +2474,14 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
         mp.marks = (dscp, 64, 0)  # (the guest's DSCP on our packets of this flow; MpConn)
     if fin:
         flow.guest_fin((pkt.seq + plen) & M32)
+        if mp.data_ack > rel + plen and not flow.inbound:
+            # the server data-acked every byte and the DATA_FIN (ours lost on its way to the
+            # guest): tell the guest again, as a TCP receiver answers an old segment. Sent on
+            # as a duplicate (its acked piece with the FIN, a bare DATA_FIN), nothing moved
+            # and nothing reached the guest: its FIN resends went on for good (a review's
+            # model run, stop 46: a guest without SACK, its close on its last bytes)
+            counters[Counter.GuestAckAgain] += 1
+            return [Drop("guest FIN resent: the server has acknowledged it"), _inject(_guest_ack(flow, mp))]
     if not plen and not fin:
         if _unwrap((pkt.seq - flow.guest_isn) & M32, mp.data_ack) < mp.data_ack:
             acts = _guest_probe(conv, flow, mp, pkt, data, sf1_ack, data_ack, raw)
@@ -2549,6 +2581,15 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                 continue
                             ss += f - a
                             a = f  # (the rest to q's tail)
+                        elif mp.csum_stuck == k:
+                            # the head would wait behind q's hole (DSS checksums): to another
+                            # subflow where it does not, if one lives (else there, and the
+                            # next resend finds it stuck: the rule in place below)
+                            k2 = _pick_other(conv, flow, mp, q, a, b, e, now, True)
+                            if k2 >= 0:
+                                mp.csum_stuck = -1
+                                k = k2
+                                q = mp.paths[k]
                     _admit(q, b - a)
                     _runs_move(mp, a, b, k, q.snd_nxt)
                     _unsure_drop(mp, a, b)
@@ -2598,8 +2639,10 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                             if f < b:
                                 pieces.append((f, b, idx, ss + (f - a), m))
                             continue
-                        if mp.csum_stuck == p.index:
-                            k = _pick_other(mp, p, b - h)
+                        if mp.csum_stuck == p.index and h == mp.data_ack:
+                            # (the head only: a later piece of the segment on a subflow the
+                            # head was just reinjected behind is no head; review of 277af48)
+                            k = _pick_other(conv, flow, mp, p, h, b, e, now, False)
                             if k >= 0:
                                 # With DSS checksums the data-level head waits behind its
                                 # subflow's hole, whose DSNs lie beyond it (no swap: _into_holes).

@@ -722,3 +722,88 @@ def test_a_data_fin_on_a_duplicate_on_a_closing_join_goes_bare_on_subflow_1():
             pkt, _, opts = wire_check(a.data, isinstance(a, Inject))
             fins += [(pkt.src, pkt.payload_len, o.data_len) for o in opts if isinstance(o, Dss) and o.data_fin]
     assert (mp.guest, 0, 1) in fins, fins  # a bare DATA_FIN from the guest's address: subflow 1
+
+
+def _maps_sent(p, acts):
+    out = []
+    for a in acts:
+        if isinstance(a, Inject):
+            pkt, _, mopts = wire_check(a.data, True)
+            if pkt.payload_len:
+                (dss,) = [o for o in mopts if isinstance(o, Dss)]
+                out.append((pkt.sport, (dss.data_seq - p.flow.local_idsn) & MP.M64, pkt.payload_len))
+    return out
+
+
+def test_with_dss_checksums_a_reinjected_head_avoids_a_joins_hole_and_no_later_piece_counts_as_head():
+    """Review of 277af48: the head, homed on closed subflow 1, was reinjected on join 1 (pick's
+    burst) behind join 1's hole (DSNs 206.. beyond it); the segment's next piece, DSN 106..206
+    in place on join 1, was then taken for the stuck head, moved to join 2, and join 1 reset
+    right after the head's only fresh copy went on it. Now the head goes to join 2, where it
+    waits behind nothing, and join 1 keeps its piece and lives."""
+    p, mp, j2 = _state()
+    sf1, j1, _ = mp.paths
+    p.flow.checksum = True
+    j1.state = SS.ESTABLISHED
+    j2.snd_una = j2.snd_nxt = 1
+    mp.runs = [[6, 106, 0, 6, None], [106, 206, 1, 2841, None], [206, 3046, 1, 1, None]]
+    j1.snd_una, j1.snd_nxt = 1, 2941
+    j1.dups = 2
+    j1.snd_wnd = j2.snd_wnd = 1 << 20
+    mp.last_pick, mp.burst_left = 1, 1 << 20  # (pick's burst on join 1)
+    s0 = (p.flow.guest_isn + 6) & 0xFFFFFFFF
+    sent = _maps_sent(p, p.conv.handle(p.g_data(bytes(range(200)), seq=s0), Direction.OUT, p.now))
+    assert (j2.lport, 6, 100) in sent and (j1.lport, 106, 100) in sent
+    assert j1.state is SS.ESTABLISHED and j2.state is SS.ESTABLISHED
+    assert p.count("CsumStuckReset") == 0 and p.count("CsumHeadReinjected") == 0
+
+
+def test_with_dss_checksums_the_stuck_head_goes_where_it_waits_behind_no_hole():
+    """Review of 277af48: the drain-time choice alone put the head behind join 1's own hole
+    (DSNs beyond it), and the next resend reset join 1 in turn. Subflow 1, slower but without
+    such a hole, takes it."""
+    p, mp, j2 = _state()
+    sf1, j1, _ = mp.paths
+    sf1.state = SS.ESTABLISHED
+    sf1.snd_una = sf1.snd_nxt = 6
+    sf1.rate = MP.RATE_MIN
+    j1.state = SS.ESTABLISHED
+    j1.rate = 1e8
+    mp.runs.append([3046, 4046, 1, 1, None])
+    mp.snd_nxt = 4046
+    j1.snd_una, j1.snd_nxt = 1, 1001
+    j1.dups = 2
+    j2.sacked = ((201, 3041),)
+    _csum_head_resend(p)
+    assert sf1.snd_nxt == 206  # (the head at subflow 1's tail: a new mapping there)
+    assert j1.state is SS.ESTABLISHED and j2.state is SS.CLOSED
+    assert p.count("CsumHeadReinjected") == 1 and [r[:3] for r in mp.runs if r[0] == 6] == [[6, 206, 0]]
+
+
+def test_with_dss_checksums_no_slot_left_the_stuck_head_ends_in_a_visible_reset():
+    """Review of 277af48: each reset takes a join slot (MAX_PATHS per flow). With none left,
+    join 2 is reset without a rejoin and the head goes behind join 1's own hole (no other
+    subflow to take it); join 1, stuck alone with no join to come, was left holding it for
+    good. It is reset now and the guest with it, visibly (NoPathLeft)."""
+    import copy
+    p, mp, j2 = _state()
+    j1 = mp.paths[1]
+    j1.state = SS.ESTABLISHED
+    mp.runs.append([3046, 4046, 1, 1, None])
+    mp.snd_nxt = 4046
+    j1.snd_una, j1.snd_nxt = 1, 1001
+    j1.dups = 2
+    while len(mp.paths) < MP.MAX_PATHS:  # (closed subflows of earlier rejoins)
+        d = copy.copy(mp.paths[0])
+        d.index = len(mp.paths)
+        d.state = SS.CLOSED
+        mp.paths.append(d)
+    _csum_head_resend(p)
+    assert j2.state is SS.CLOSED and p.count("MPJoinRejoin") == 0
+    assert [r[:4] for r in mp.runs if r[0] == 6] == [[6, 206, 1, 1001]]  # (behind join 1's hole)
+    p.now += 1.0
+    acts = _csum_head_resend(p)
+    assert j1.state is SS.CLOSED and p.count("CsumStuckReset") == 2 and p.count("NoPathLeft") == 1
+    rsts = [a for a in acts if isinstance(a, Inject) and wire_check(a.data, True)[0].flags & 0x04
+            and wire_check(a.data, True)[0].dport == mp.gport]
+    assert rsts  # (the guest's RST)

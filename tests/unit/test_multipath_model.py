@@ -1257,6 +1257,16 @@ def test_guest_without_sack_resending_only_its_head(seed, i, link_down):
     run(_no_sack_sim(n), ops, link_down)
 
 
+def test_guest_without_sack_resending_its_fin_after_the_server_acked_it_all():
+    """A review's run of the same fuzzer (stop 46), the guest closing with its last bytes:
+    our ACK of its FIN was lost, and its FIN resends, all data-acked, went on as duplicates
+    that moved nothing; nothing reached the guest, which resent its FIN for good."""
+    n, ops = _seeded_ops(63, 403, True)
+    sim = Sim(n, UP_STREAM, b"", checksum=True, slow_start=True, close="data")
+    sim.flow.sack_ok = False
+    run(sim, ops)
+
+
 @settings(**SETTINGS)
 @given(n=st.sampled_from([2, 3]), csum=st.booleans(), ops=UP_OPS)
 def test_upload_any_schedule_guest_without_sack_slow_start(n, csum, ops):
