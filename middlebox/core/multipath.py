@@ -175,6 +175,7 @@ SILENT_ALONE = 2.0  # no progress this long while another subflow is established
 #                     though none progressed (the guest, blocked by the hole, sends nothing new)
 WND_ROOM_SEGS = 4  # guest_win: a guest without SACK this near its window's edge sees it open
 FILL_MAX = 64 * 1024  # bytes of an acked hole filled per stale timeout (_fill_acked_hole)
+FILL_AGAIN = 1.0  # s after a fill without progress, a subflow alone fills again (tick)
 DACK_FLUSH = 0.005  # seconds a DATA_ACK held back from subflow 1 (a guest ACK that would have been
 #                    a subflow-level duplicate there) may wait for another ACK to carry it
 DOUBT_WAIT = 0.01  # seconds a join's DATA_ACK is held back for a window Linux may still hold
@@ -215,6 +216,7 @@ class Path:
         "ck_maps",  # running DSS checksums of the server's mappings, any order (flow.ck_step)
         "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
         "fill_at",  # progress_at when tick last looked for a fill (-1: never, or re-armed: _rearm_fill)
+        "refill_at",  # when a subflow alone looks for a fill again after one without progress (0: no)
         "acked_at",  # the server's last ack of new bytes here: progress_at without the fills
         "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
@@ -363,6 +365,7 @@ class Path:
         self.ck_maps = None
         self.passive = False
         self.fill_at = -1.0
+        self.refill_at = 0.0
         self.mss = 0
         self.told_at = -1.0
         self.cap = 0.0
@@ -2077,7 +2080,10 @@ def _head_hole(flow, mp, p, sd: int, avail: int, end: int, now: float, seg: int,
     elif p.state is not SS.ESTABLISHED:
         return _NO_HOLE
     da = mp.data_ack
-    if len(mp.runs) + 6 > MAX_RUNS:  # (two moves, and send's reinjection of the rest)
+    if len(mp.runs) + (2 if csum_ok else 6) > MAX_RUNS:
+        # (two moves, and send's reinjection of the rest; with checksums no swap, only the
+        # head's move elsewhere: +6 hid a stuck head from that rule with a fragmented map,
+        # review 2 of stop 46)
         return _NO_HOLE
     r = _run_at(mp, p.index, h0)
     if r is None:
@@ -2407,6 +2413,7 @@ def _holder(mp) -> int:
     return pieces[0][2] if pieces else -1
 
 
+
 # -- guest -> server ---------------------------------------------------------------------------
 
 
@@ -2581,13 +2588,17 @@ def send(conv, flow, pkt, data: bytes, rel: int, data_ack: int, new_ack: int, ra
                                 continue
                             ss += f - a
                             a = f  # (the rest to q's tail)
-                        elif mp.csum_stuck == k:
+                        elif mp.csum_stuck == k and a == mp.data_ack:
                             # the head would wait behind q's hole (DSS checksums): to another
                             # subflow where it does not, if one lives (else there, and the
-                            # next resend finds it stuck: the rule in place below)
+                            # next resend finds it stuck: the rule in place below). The head
+                            # only: a later piece cleared a stuck mark the head had set, and
+                            # the stuck subflow lived on with a copy no run mapped (review 2)
                             k2 = _pick_other(conv, flow, mp, q, a, b, e, now, True)
                             if k2 >= 0:
                                 mp.csum_stuck = -1
+                                if q.cap:
+                                    q.tokens += b - a  # (pick took them for q: back)
                                 k = k2
                                 q = mp.paths[k]
                     _admit(q, b - a)
@@ -4602,6 +4613,13 @@ def tick(conv, now: float) -> list:
                 inp = SI.GIVE_UP
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
                 wait = max(STALE_MIN, 4 * p.srtt)
+                if p.refill_at and now >= p.refill_at:
+                    # alone, a fill without progress since: it may have been lost, and a
+                    # subflow alone never goes stale: the DATA_ACK waited for good behind
+                    # that hole (review 2 of stop 46). Another look, then every FILL_AGAIN
+                    p.refill_at = 0.0
+                    if p.fill_at == p.progress_at and not _others_alive(mp, p):
+                        p.fill_at = -1.0
                 if p.fill_at != p.progress_at and now - _cum(p) >= wait:
                     # a hole nobody would fill: filled, and the subflow gets its time again,
                     # once: when that brought no progress either (a dead path beyond our
@@ -4615,6 +4633,7 @@ def tick(conv, now: float) -> list:
                         actions.extend(fill)
                         _sent(p, now)
                         p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no news)
+                        p.refill_at = now + FILL_AGAIN
                         continue
                     p.fill_at = p.progress_at  # (looked at: next_deadline waits for the stale rule)
                 base = _base(p)
@@ -4906,6 +4925,9 @@ def next_deadline(conv) -> float | None:
             t = None
             if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED or st is SS.SYN_RCVD:
                 t = p.timer
+            elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and p.refill_at and (
+                    p.fill_at == p.progress_at and not _others_alive(mp, p)):
+                t = p.refill_at  # (tick: a subflow alone fills again)
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and not (
                     p.fill_at == p.progress_at and (_answered(p) or not _waits(p))):
                 wait = max(STALE_MIN, 4 * p.srtt)
