@@ -807,3 +807,34 @@ def test_with_dss_checksums_no_slot_left_the_stuck_head_ends_in_a_visible_reset(
     rsts = [a for a in acts if isinstance(a, Inject) and wire_check(a.data, True)[0].flags & 0x04
             and wire_check(a.data, True)[0].dport == mp.gport]
     assert rsts  # (the guest's RST)
+
+
+def test_a_server_ack_above_a_head_homed_on_a_closed_subflow_reaches_the_guest():
+    """make soak-guest, stop 46 (a guest without SACK, checksums): the guest's RTO resend of
+    the head went to a new join and was acked; its F-RTO then sent two new segments, the
+    server acked them on the join, the DATA_ACK stayed at the next byte, homed on a closed
+    subflow, and those ACKs were suppressed as reordering between subflows: the guest heard
+    nothing and waited out its next backed-off RTO (4, 8, 15 s). Nothing carries that byte
+    but the guest's resend: the ACK goes to it, a duplicate ACK (DupAckOrphanFwd)."""
+    from tests.unit.test_resends_into_holes import _ack2
+    p, mp, j2 = _state()
+    mp.runs = [[6, 206, 1, 1, None], [206, 406, 2, 1, None]]  # (the head on closed join 1)
+    mp.snd_nxt = 406
+    j2.snd_una, j2.snd_nxt = 1, 201
+    j2.dups = 0
+    p.joins[2].s_rcv = 201
+    before = p.count("DupAckSuppressed")
+    acts = p.j_in(p.j_ack(p.joins[2], ack=201))
+    to_guest = [wire_check(a.data, True)[0] for a in acts if isinstance(a, Inject)
+                and wire_check(a.data, True)[0].dport == mp.gport]
+    assert p.count("DupAckOrphanFwd") == 1 and p.count("DupAckSuppressed") == before
+    assert [(k.ack - p.flow.guest_isn) & 0xFFFFFFFF for k in to_guest] == [6]
+    j1 = mp.paths[1]  # (its home alive: reordering between subflows, suppressed as before)
+    j1.state = SS.ESTABLISHED
+    j1.snd_una, j1.snd_nxt = 1, 201
+    mp.runs.append([406, 606, 2, 201, None])
+    mp.snd_nxt = 606
+    j2.snd_nxt = 401
+    p.joins[2].s_rcv = 401
+    p.j_in(p.j_ack(p.joins[2], ack=401))
+    assert p.count("DupAckOrphanFwd") == 1 and p.count("DupAckSuppressed") == before + 1
