@@ -33,7 +33,7 @@ cdef class Path:  # one subflow
     cdef public object wnd_held, wnd_ack, wnd_seq, tw_reset, rtx, rep_hi, rep_at, rep_n, cwnd, ssthresh
     cdef public object recover, smss, adm_end, chal_at, fill_hi, fill_end, lost_una, fill_lo, fill_m, loss_at
     cdef public object sack_hi, sack_at, gap_lo, gap_hi, sack_tot, rtx_at, owe_at, sprobe_at, sprobe_open
-    cdef public object alive_at, sent_at, grow_end, grow_left, rep_nxt, inwin, refill_at
+    cdef public object alive_at, sent_at, grow_end, grow_left, rep_nxt, inwin, refill_at, refill_n
     cdef public object wnd_doubt, doubt_at, sure_seq, sure_ack, sure_win, reopen_at, doubt_push, doubt_late
 
 cdef class MpConn:  # the connection level of a multipath flow

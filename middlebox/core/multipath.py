@@ -217,6 +217,7 @@ class Path:
         "passive",  # inbound (issue 9): the peer opened it to the guest's address, we answered
         "fill_at",  # progress_at when tick last looked for a fill (-1: never, or re-armed: _rearm_fill)
         "refill_at",  # when a subflow alone looks for a fill again after one without progress (0: no)
+        "refill_n",  # fills in a row so sent again without progress (the wait doubles: tick)
         "acked_at",  # the server's last ack of new bytes here: progress_at without the fills
         "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
@@ -366,6 +367,7 @@ class Path:
         self.passive = False
         self.fill_at = -1.0
         self.refill_at = 0.0
+        self.refill_n = 0
         self.mss = 0
         self.told_at = -1.0
         self.cap = 0.0
@@ -3612,7 +3614,7 @@ def sf1_in(conv, flow, pkt, dss, data=None):
     if _sack_news(flow, mp):
         conv.counters[Counter.SackNewsFwd] += 1
         return None
-    if (subdup or p0.snd_una > una0) and _head_orphaned(mp):
+    if (subdup or p0.snd_una > una0) and (data is None or not _pm_ack(data, pkt)) and _head_orphaned(mp):
         conv.counters[Counter.DupAckOrphanFwd] += 1
         return None
     conv.counters[Counter.DupAckSuppressed] += 1
@@ -4166,8 +4168,9 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     elif _sack_news(flow, mp):
         counters[Counter.SackNewsFwd] += 1
         actions.append(_inject(_guest_ack(flow, mp)))
-    elif (subdup or p.snd_una > una0) and _head_orphaned(mp):
-        # (news of bytes above the hole: the ACK that completes a join's handshake is none)
+    elif (subdup or p.snd_una > una0) and _probe_answer_like(p, pkt, data) and _head_orphaned(mp):
+        # (news of bytes above the hole: the ACK that completes a join's handshake is none,
+        # nor a path manager's ACK or the server's keepalive, review 3 of stop 46)
         counters[Counter.DupAckOrphanFwd] += 1
         actions.append(_inject(_guest_ack(flow, mp)))
     else:
@@ -4634,13 +4637,17 @@ def tick(conv, now: float) -> list:
                 inp = SI.GIVE_UP
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una:
                 wait = max(STALE_MIN, 4 * p.srtt)
+                again = False
                 if p.refill_at and now >= p.refill_at:
                     # alone, a fill without progress since: it may have been lost, and a
                     # subflow alone never goes stale: the DATA_ACK waited for good behind
-                    # that hole (review 2 of stop 46). Another look, then every FILL_AGAIN
+                    # that hole (review 2 of stop 46). Another look after FILL_AGAIN,
+                    # doubling while none brings progress, up to 64 times it (review 3: on a
+                    # dead path a fill every second went on for the flow's life)
                     p.refill_at = 0.0
                     if p.fill_at == p.progress_at and not _others_alive(mp, p):
                         p.fill_at = -1.0
+                        again = True
                 if p.fill_at != p.progress_at and now - _cum(p) >= wait:
                     # a hole nobody would fill: filled, and the subflow gets its time again,
                     # once: when that brought no progress either (a dead path beyond our
@@ -4654,7 +4661,8 @@ def tick(conv, now: float) -> list:
                         actions.extend(fill)
                         _sent(p, now)
                         p.progress_at = p.fill_at = p.rtx_at = now  # (its own clock; no news)
-                        p.refill_at = now + FILL_AGAIN
+                        p.refill_n = p.refill_n + 1 if again else 0
+                        p.refill_at = now + FILL_AGAIN * (1 << (p.refill_n if p.refill_n < 6 else 6))
                         continue
                     p.fill_at = p.progress_at  # (looked at: next_deadline waits for the stale rule)
                 base = _base(p)

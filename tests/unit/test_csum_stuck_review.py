@@ -9,6 +9,7 @@ from middlebox.core import Direction, Inject
 from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import Dss
+from middlebox.wire.mptcp import RemoveAddr
 
 from tests.unit.test_head_into_hole import _state
 from tests.unit.test_subflow_table import wire_check
@@ -140,3 +141,45 @@ def test_lost_branch_swap_keeps_picks_tokens_and_ignores_the_new_subflows_cap():
     sent = _maps_on(p, acts)
     assert (j1.lport, 6, 200) in sent  # the swap happened
     assert j2.tokens == 10000.0, "join 2 charged for the head it did not carry"
+
+
+# -- review 3 (of 4268b71 and 65cac05): the re-fill backs off; a path manager's ACK or the
+# server's keepalive is no news of bytes above an orphaned head
+
+
+def test_refill_on_a_dead_lone_path_backs_off():
+    """A lone join's acked hole of 60 KB, every fill lost (dead path): FILL_AGAIN re-sends the
+    whole FILL_MAX share every ~1 s for as long as the flow lives, with no backoff."""
+    p, mp, j2 = _state()
+    p.flow.checksum = True
+    end = 6 + 60000
+    mp.runs = [[6, end, 2, 1, None], [end, end + 400, 2, end - 5, None]]
+    mp.snd_nxt, mp.data_ack = end + 400, end
+    j2.snd_una, j2.snd_nxt = 1, end - 5 + 400
+    j2.sacked = ((end - 5, end - 5 + 400),)
+    j2.fill_at = -1.0
+    t, sent = p.now, 0
+    while t < p.now + 120:
+        t = MP.next_deadline(p.conv) + 1e-6
+        for a in MP.tick(p.conv, t):
+            if isinstance(a, Inject):
+                sent += wire_check(a.data, True)[0].payload_len
+    assert sent <= 10 * 60000, f"{sent} bytes of zero fills in 120 s on a dead path"
+
+
+def test_orphan_dup_ack_not_from_a_path_manager_ack_or_keepalive():
+    """A REMOVE_ADDR pure ACK and the server's keepalive on the join are no news of our bytes
+    (_ack_info keeps them out of sack_at), yet each reaches the guest as a duplicate ACK."""
+    p, mp, j2 = _state()
+    p.flow.sack_ok = False
+    mp.runs = [[6, 206, 1, 1, None], [206, 606, 2, 1, None]]
+    mp.snd_nxt = 606
+    j2.snd_una, j2.snd_nxt = 1, 401
+    j2.dups = 0
+    J = p.joins[2]
+    J.s_rcv = 201
+    p.j_in(p.j_ack(J, ack=201))
+    n = p.count("DupAckOrphanFwd")
+    p.j_in(p.j_ack(J, ack=201, mptcp=(p.dack(), RemoveAddr((5,)))))
+    p.j_in(p.j_ack(J, ack=201, seq=J.s_nxt - 1))
+    assert p.count("DupAckOrphanFwd") == n
