@@ -8,22 +8,22 @@ from __future__ import annotations
 from middlebox.core import Direction, Inject
 from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowState as SS
-from middlebox.wire import Dss
 from middlebox.wire.mptcp import RemoveAddr
 
+from tests.unit.test_head_into_hole import _maps_sent as _maps_on
 from tests.unit.test_head_into_hole import _state
 from tests.unit.test_subflow_table import wire_check
 
 
-def _maps_on(p, acts):
-    out = []
-    for a in acts:
-        if isinstance(a, Inject):
-            pkt, _, mopts = wire_check(a.data, True)
-            if pkt.payload_len:
-                (dss,) = [o for o in mopts if isinstance(o, Dss)]
-                out.append((pkt.sport, (dss.data_seq - p.flow.local_idsn) & MP.M64, pkt.payload_len))
-    return out
+def _join1_idle():
+    """_state with checksums, join 1 alive and idle (windows open): (p, mp, j2, sf1, j1)."""
+    p, mp, j2 = _state()
+    sf1, j1, _ = mp.paths
+    p.flow.checksum = True
+    j1.state = SS.ESTABLISHED
+    j1.snd_una = j1.snd_nxt = 1
+    j1.snd_wnd = j2.snd_wnd = 1 << 20
+    return p, mp, j2, sf1, j1
 
 
 def _cnt(p):
@@ -37,12 +37,7 @@ def test_lost_branch_without_head_check_cancels_the_reset_of_the_stuck_subflow()
     homed on closed subflow 1: pick's burst gives join 2; _into_holes (not the head) returns;
     the lost branch's `elif mp.csum_stuck == k` (no head check) moves that piece to join 1
     and sets csum_stuck = -1: join 2 is never reset though the head was moved off it."""
-    p, mp, j2 = _state()
-    sf1, j1, _ = mp.paths
-    p.flow.checksum = True
-    j1.state = SS.ESTABLISHED
-    j1.snd_una = j1.snd_nxt = 1
-    j1.snd_wnd = j2.snd_wnd = 1 << 20
+    p, mp, j2, sf1, j1 = _join1_idle()
     sf1.snd_una, sf1.snd_nxt = 1, 101
     mp.runs = [[6, 106, 2, 2841, None], [106, 206, 0, 1, None], [206, 3046, 2, 1, None]]
     j2.snd_una, j2.snd_nxt = 1, 2941
@@ -121,12 +116,7 @@ def test_lost_branch_swap_keeps_picks_tokens_and_ignores_the_new_subflows_cap():
     its tokens charged 200), _into_holes finds it stuck behind join 2's hole, the lost branch
     swaps to join 1 by _pick_other, which looks at no cap: join 1 (capped, no tokens) takes
     the head, and join 2 keeps the charge for bytes it never carried."""
-    p, mp, j2 = _state()
-    sf1, j1, _ = mp.paths
-    p.flow.checksum = True
-    j1.state = SS.ESTABLISHED
-    j1.snd_una = j1.snd_nxt = 1
-    j1.snd_wnd = j2.snd_wnd = 1 << 20
+    p, mp, j2, sf1, j1 = _join1_idle()
     sf1.snd_una, sf1.snd_nxt = 1, 201
     mp.runs = [[6, 206, 0, 1, None], [206, 3046, 2, 1, None]]
     j2.snd_una, j2.snd_nxt = 1, 2841
