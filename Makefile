@@ -8,7 +8,7 @@ APT_PACKAGES := tshark tcpdump iproute2 nftables iptables libnetfilter-queue-dev
                 iperf3 mptcpd ethtool socat conntrack gcc python3-dev systemd
 # (systemd: `systemd-analyze verify` checks the shipped unit, contrib/middlebox.service)
 
-.PHONY: all deps venv build test test-compiled test-pure fuzz soak-restart soak-guest demo bench bench-multipath bench-policy bench-inbound clean install
+.PHONY: all deps venv build test test-compiled test-pure fuzz soak-restart soak-guest soak-inbound demo bench bench-multipath bench-policy bench-inbound clean install
 
 all: build
 
@@ -62,6 +62,13 @@ soak-restart: build
 # per upload; captures kept for the first that fails). Not part of `make test`.
 soak-guest: build
 	MIDDLEBOX_TEST_BACKENDS=netlink $(PY) -m pytest -s tests/integration/soak_guest_variant.py
+
+# Repeated inbound 4 MB downloads by a Linux MPTCP client joining our announced uplink, 2 %
+# loss each way on both paths, each checked (tests/integration/soak_inbound_loss.py; SOAK_N=,
+# SOAK_SLOW=, SOAK_DIR=; under a second each; captures kept for the first that fails or is
+# slow). Not part of `make test`.
+soak-inbound: build
+	MIDDLEBOX_TEST_BACKENDS=netlink $(PY) -m pytest -s tests/integration/soak_inbound_loss.py
 
 demo: build
 	$(VENV)/bin/middlebox demo

@@ -1238,6 +1238,17 @@ class Converter:
                 if dss.data_fin and not old:
                     data_fin = True
                     fin_d = d + dlen - 1
+        if new_ack == -1 and flow.mp is None and (flow.state is ESTABLISHED or flow.state is CLOSING):
+            # No DATA_ACK on this segment (Linux's ADD_ADDR echo carries no DSS; its window
+            # can be 0): its subflow ack may lie beyond the last DATA_ACK (bytes in the
+            # server's subflow queue, not yet in its connection's). Told that ack, the guest
+            # took every later segment, acking at the DATA_ACK, as an old ACK and ignored its
+            # window: the echo's zero window never reopened, and the guest's probes, above
+            # the DATA_ACK, were no probes to us (inbound soak, stop 47: 60 s stalls).
+            da = (flow.guest_isn + flow.data_acked) & M32
+            if seq_before(da, pkt.ack):
+                counters[Counter.AckCappedAtDataAck] += 1
+                new_ack = da
         if old and own_map:
             m_r, m_len, m_d = sf_m_r, sf_m_len, sf_m_d
         elif sf.rmap_valid and not old:

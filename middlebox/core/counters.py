@@ -222,6 +222,7 @@ class Counter(IntEnum):
     UndoAfterRto = 197  # multipath, --dsack-undo: guest RTOs seen (its resend of the data-level head after 100 ms without a segment): no D-SACK until the DATA_ACK passes what it had sent, the waiting ones forgotten (in its loss state a D-SACK undid the RTO and unmarked every lost segment: each then waited for the next backed-off RTO, a stall)
     CsumHeadReinjected = 198  # multipath, DSS checksums: the guest's resend of the data-level head, waiting behind its subflow's hole whose DSNs lie beyond it, sent as a new mapping on another live subflow (in place it waited there for good: multipath.send)
     DupAckOrphanFwd = 199  # multipath: data-level duplicate ACKs passed to the guest because the byte at DATA_ACK is homed on a closed subflow (nothing carries it until the guest resends it; suppressed, a guest's F-RTO waited out backed-off RTOs)
+    AckCappedAtDataAck = 200  # single path: server segments without a DATA_ACK (Linux's ADD_ADDR echo) whose subflow ack lay beyond the last DATA_ACK: the guest gets the DATA_ACK (told the subflow ack, it ignored every later segment's window as an old ACK: a zero window never reopened)
 
 
 def new_counters() -> dict:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pytest
 
+from middlebox.wire import AddAddr
+
 from tests.unit.test_core_harness import ACK, M32, Pair, check_wire
 
 
@@ -78,3 +80,33 @@ def test_without_a_lowered_ack_the_servers_blocks_pass_as_they_are():
     pkt, opts = check_wire(got)
     assert pkt.ack == p.g_nxt and opts.sack == (dsack,)
 
+
+
+def test_a_segment_without_a_data_ack_gets_the_last_data_ack_not_its_subflow_ack():
+    """Linux's ADD_ADDR echo carries no DSS, and its window can be 0 (the inbound soak's
+    capture, stop 47): passed with its subflow ack, beyond the DATA_ACK, the guest took the
+    next segment (at the DATA_ACK, window open) as an old ACK and ignored its window; the zero
+    window never reopened and the download stalled for 60 s. The guest gets the last DATA_ACK,
+    and the next segment's window is then an update it takes."""
+    p = Pair(timestamps=True)
+    p.established()
+    starts = []
+    for i in range(3):
+        starts.append(p.g_nxt)
+        _, sent = p.out(p.g_data(bytes([65 + i]) * 1000))
+        p.s_receive(sent)
+    data_ack_rel = (starts[2] - p.g_isn) & M32  # the last segment: in the subflow's queue only
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=data_ack_rel),)))
+    assert check_wire(got)[0].ack == starts[2]
+    echo = AddAddr(True, 2, bytes([10, 2, 2, 1]), 61999)  # (an echo of an address we never sent: ignored)
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (echo,), window=0))
+    pkt, _ = check_wire(got)
+    assert (pkt.ack, pkt.window) == (starts[2], 0), "never beyond the DATA_ACK"
+    assert p.count("AckCappedAtDataAck") == 1
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=data_ack_rel),), window=100))
+    pkt, _ = check_wire(got)
+    assert (pkt.ack, pkt.window) == (starts[2], 100)
+    # once the DATA_ACK covers it, the subflow ack passes as it is
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),)))
+    _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (echo,), window=0))
+    assert check_wire(got)[0].ack == p.g_nxt and p.count("AckCappedAtDataAck") == 1
