@@ -1202,9 +1202,13 @@ class Converter:
                 if flow.state is MPC_PENDING:
                     counters[Counter.MPCapableEstablished] += 1
                 guest_ack = flow.guest_seq_of_local_dsn(data_ack)
-                if not old and flow.mp is None:  # where multipath would start from
+                if old != BEYOND and flow.mp is None:  # where multipath would start from
+                    # (an old segment's too: a resent FIN at the guest's rcv_nxt is one the
+                    # guest takes, ack and all; one beyond its window it drops unread. Never
+                    # beyond what the guest sent: a forged DATA_ACK half the space away made
+                    # the cap below wrap: review of be95301)
                     da = _unwrap((guest_ack - flow.guest_isn) & M32, flow.snd_end)
-                    if da > flow.data_acked:
+                    if flow.data_acked < da <= flow.snd_end + (1 if flow.local_fin else 0):
                         flow.data_acked = da
                 if guest_ack != pkt.ack:
                     counters[DataAckMismatch] += 1
@@ -1238,7 +1242,8 @@ class Converter:
                 if dss.data_fin and not old:
                     data_fin = True
                     fin_d = d + dlen - 1
-        if new_ack == -1 and flow.mp is None and (flow.state is ESTABLISHED or flow.state is CLOSING):
+        if (dss is None or dss.data_ack is None) and flow.mp is None and (
+                flow.state is ESTABLISHED or flow.state is CLOSING):
             # No DATA_ACK on this segment (Linux's ADD_ADDR echo carries no DSS; its window
             # can be 0): its subflow ack may lie beyond the last DATA_ACK (bytes in the
             # server's subflow queue, not yet in its connection's). Told that ack, the guest

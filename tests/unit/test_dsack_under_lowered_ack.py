@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from middlebox.wire import AddAddr
+from middlebox.wire import AddAddr, Dss
 
-from tests.unit.test_core_harness import ACK, M32, Pair, check_wire
+from tests.unit.test_core_harness import ACK, FIN, M32, M64, PSH, Pair, check_wire
 
 
 def _lowered(timestamps: bool, sack: tuple) -> tuple:
@@ -110,3 +110,59 @@ def test_a_segment_without_a_data_ack_gets_the_last_data_ack_not_its_subflow_ack
     _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),)))
     _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (echo,), window=0))
     assert check_wire(got)[0].ack == p.g_nxt and p.count("AckCappedAtDataAck") == 1
+
+
+def _three_unacked():
+    p = Pair(timestamps=True)
+    p.established()
+    starts = []
+    for i in range(3):
+        starts.append(p.g_nxt)
+        _, sent = p.out(p.g_data(bytes([65 + i]) * 1000))
+        p.s_receive(sent)
+    return p, starts
+
+
+def test_a_segment_beyond_the_window_keeps_its_own_data_ack():
+    """Review of be95301: the cap read `no new ack` as `no DATA_ACK`; a segment beyond the
+    guest's window (its DATA_ACK not recorded) whose DATA_ACK equals its subflow ack was
+    lowered to the last recorded DATA_ACK."""
+    p, starts = _three_unacked()
+    rel = 200000  # beyond the guest's window as the converter knows it
+    all_rel = (p.g_nxt - p.g_isn) & M32
+    dss = Dss(data_ack=(p.idsn_c + all_rel) & M32, ack64=False, data_seq=(p.s_idsn + rel) & M64,
+              dsn64=True, subflow_seq=rel, data_len=100, csum=None, data_fin=False)
+    _, got = p.inn(p.s_packet((p.s_isn + rel) & M32, p.g_nxt, ACK | PSH, (dss,), b"z" * 100))
+    assert p.count("SeqBeyondWindow") == 1
+    assert check_wire(got)[0].ack == p.g_nxt and p.count("AckCappedAtDataAck") == 0
+
+
+def test_an_old_resent_fin_acking_the_guests_fin_keeps_its_ack():
+    """Review of be95301: the guest closed second (LAST_ACK); the server resends its FIN,
+    now data-acking the guest's DATA_FIN. That segment is old to the converter, yet Linux in
+    LAST_ACK takes it (its end at rcv_nxt) and closes: its ack must cover the guest's FIN."""
+    p = Pair(timestamps=True)
+    p.established()
+    _, got = p.inn(p.s_bare_data_fin(fin=True))
+    assert check_wire(got)[0].flags & FIN
+    p.g_rcv = p.s_nxt
+    p.out(p.g_ack())
+    _, sent = p.out(p.g_fin())
+    p.s_receive(sent)
+    rel = (p.s_nxt - 1 - p.s_isn) & M32
+    dss = p.s_dss_ack(data_seq=(p.s_idsn + rel) & M64, dsn64=True, subflow_seq=0, data_len=1, csum=None,
+                      data_fin=True)
+    _, got = p.inn(p.s_packet((p.s_nxt - 1) & M32, p.g_nxt, ACK | FIN, (dss,)))
+    assert check_wire(got)[0].ack == p.g_nxt
+
+
+def test_a_data_ack_beyond_what_the_guest_sent_is_not_recorded():
+    """Review of be95301: a DATA_ACK half the sequence space past the guest's bytes (forged,
+    in window) was recorded, and the cap then turned an ACK below it into one 2^31 away
+    (Linux answers that with a challenge ACK and drops it)."""
+    p, starts = _three_unacked()
+    bogus = ((p.g_nxt - p.g_isn) & M32) + (1 << 31) - 1
+    p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=bogus & M32),)))
+    echo = AddAddr(True, 2, bytes([10, 2, 2, 1]), 61999)
+    _, got = p.inn(p.s_packet(p.s_nxt, starts[1], ACK, (echo,)))
+    assert check_wire(got)[0].ack == starts[0], "the last DATA_ACK within the guest's bytes"
