@@ -432,7 +432,7 @@ class Bench:
         t = self.t
         client_ns = t.mbox if system == "linux" else t.guest
         row: dict = {"system": system}
-        daemon = sampler = None
+        daemon = sampler = pcap = None
         try:
             if system in CONVERTERS:
                 self.rules(True)
@@ -443,13 +443,18 @@ class Bench:
             g0, s0 = t.nstat(client_ns, prefix=None), t.nstat(t.server, prefix=None)
             drop0 = loss_dropped(t) if self.sc["loss"] else 0
             sampler = Sampler(t)  # (every system: where Linux MPTCP puts its bytes, too)
-            pcap = None
             if self.args.pcap and system in CONVERTERS:
                 self.pcaps += 1
                 row["pcap"] = os.path.join(self.args.pcap, f"{self.name}-{system}-{self.pcaps}.pcap")
-                pcap = t.popen(t.guest, ["tcpdump", "-q", "-n", "-s", "128", "-i", t.guest_if,
-                                         "-w", row["pcap"], "tcp"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                base = row["pcap"][:-len(".pcap")]
+                # the guest side, and each path at both ends: the middlebox's end shows what
+                # left the tbf queue, the server's what reached it before the loss rules
+                where = [(t.guest, t.guest_if, row["pcap"])]
+                for k, p in enumerate(t.paths):
+                    where += [(t.mbox, p.mbox_if, f"{base}-path{k + 1}-mbox.pcap"),
+                              (t.server, p.server_if, f"{base}-path{k + 1}-server.pcap")]
+                pcap = [t.popen(ns, ["tcpdump", "-q", "-n", "-s", "128", "-i", ifname, "-w", out, "tcp"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for ns, ifname, out in where]
                 time.sleep(0.5)  # (tcpdump up before the first packet)
             t0 = time.monotonic()
             if sampler:
@@ -457,9 +462,6 @@ class Bench:
             mbit, err = self.iperf(system, direction)
             if sampler:
                 sampler.__exit__()
-            if pcap is not None:
-                pcap.terminate()
-                pcap.wait(timeout=10)
             g1, s1 = t.nstat(client_ns, prefix=None), t.nstat(t.server, prefix=None)
             row["mbit"], row["error"] = mbit, err
             row["client"] = {k: g1.get(k, 0) - g0.get(k, 0) for k in GUEST_KEYS}
@@ -479,6 +481,9 @@ class Bench:
             row.setdefault("mbit", None)
             row["error"] = f"{type(e).__name__}: {e}"
         finally:
+            for cap in pcap or ():
+                cap.terminate()
+                cap.wait(timeout=10)
             if sampler and sampler._th.is_alive():
                 sampler.__exit__()
             if daemon:
@@ -960,7 +965,8 @@ def main() -> int:
                          "would take that work off the daemon (needs 2 CPUs)")
     ap.add_argument("--pcap", metavar="DIR",
                     help="capture the guest side (TCP headers) of every converter run into "
-                         "DIR/<scenario>-<system>-<n>.pcap (the row's `pcap`)")
+                         "DIR/<scenario>-<system>-<n>.pcap (the row's `pcap`), and each path "
+                         "at both ends into <that name>-path<k>-{mbox,server}.pcap")
     ap.add_argument("--list", action="store_true", help="list the scenario names and exit")
     ap.add_argument("--loss-path", type=int, default=2,
                     help="the path the loss scenarios drop on (default 2; 1 is subflow 1's, "
