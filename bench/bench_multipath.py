@@ -329,8 +329,9 @@ class Sampler:
 class Bench:
     def __init__(self, name: str, sc: dict, args) -> None:
         self.name, self.sc, self.args = name, sc, args
+        guest = dict(kv.split("=", 1) for kv in args.guest_sysctl)
         self.t = Topology(rate_mbit=sc["rates"], latency_ms=sc["latency_ms"],
-                          paths=len(sc["rates"]), policy_routing=True)
+                          paths=len(sc["rates"]), policy_routing=True, sysctls={"guest": guest})
         self.servers: list[subprocess.Popen] = []
         self.proxy: subprocess.Popen | None = None
         self.cc = "cubic"
@@ -968,6 +969,9 @@ def main() -> int:
                          "DIR/<scenario>-<system>-<n>.pcap (the row's `pcap`), and each path "
                          "at both ends into <that name>-path<k>-{mbox,server}.pcap")
     ap.add_argument("--list", action="store_true", help="list the scenario names and exit")
+    ap.add_argument("--guest-sysctl", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sysctl in the guest's namespace, e.g. net.ipv4.tcp_timestamps=0 "
+                         "(repeatable; every system's guest: plain and converter)")
     ap.add_argument("--loss-path", type=int, default=2,
                     help="the path the loss scenarios drop on (default 2; 1 is subflow 1's, "
                          "whose SACK blocks the converter writes)")

@@ -40,7 +40,7 @@ cdef class MpConn:  # the connection level of a multipath flow
     cdef public object paths, runs, snd_nxt, data_ack, wnd_edge, last_pick, burst_left, key
     cdef public object guest, gport, server, sport, version, dack_sent, started_at, fwd_end, hole_mark
     cdef public object hole_at, removed, sf1_ack_out, sf1_win_out, sf1_answer, probe_at, probe_on, dack_out
-    cdef public object dack_due, plan, plan_at, plan_look, plan_short, sack_told, unsure, rm_owed, over_at
+    cdef public object dack_due, plan, plan_at, plan_look, plan_short, sack_told, sack_order, unsure, rm_owed, over_at
     cdef public object cwr_owed, orphan_hi, rtx_bytes, held, counters, fin_due, fin_tries, stranded_at
     cdef public object fin_refused, csum_stuck, gack_out, gwin_out, marks, undo, g_at, undo_hold, da_at
     cdef public object csum_moved
