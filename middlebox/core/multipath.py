@@ -440,7 +440,7 @@ class MpConn:
         self.plan_at = now
         self.plan_look = now
         self.plan_short = 0.0  # since when the flow is short of its target (policy.shortfall)
-        self.sack_told = ()  # the data-level SACK blocks _sack_news last saw
+        self.sack_told = 0  # hash of the data-level SACK blocks _sack_news last saw
         self.sack_order = ()  # the guest's blocks, the one last sent to it first (guest_sack)
         self.unsure = []  # [d0, d1): DSNs whose subflow bytes the server may hold under another
         #                   DSN (_head_hole): guest_sack names none of them
@@ -1393,6 +1393,7 @@ def _to_guest(flow, mp, seq: int, flags: int, payload: bytes = b"", now=None) ->
             _undo_sent(mp, u)
             blocks = (d,) + blocks[:2 if payload else 3]
         if blocks:
+            _sack_shown(mp, blocks)
             opts = encode_tcp_options(-1, -1, False, -1, -1, blocks)
     return segment(mp.version, mp.server, mp.guest, mp.sport, mp.gport, seq, ack, flags,
                    _guest_window(flow, mp), opts, payload)
@@ -1490,35 +1491,48 @@ def guest_sack(flow, mp, limit: int, now=None) -> tuple:
     and, after an RTO, resent all it had sent from its snd_una. Never a byte no subflow
     acked.
 
-    More blocks than `limit`: those the guest was never sent first, highest first (RFC 2018:
-    the block of the latest arrival first), then the ones sent to it longest ago, so that in
-    turn every block reaches it. Until stop 47 the lowest only: with five holes or more the
-    bytes the server got above them were never named; what a join delivered between two of
-    subflow 1's holes stayed in flight to the guest, its window full, and it waited out its
-    RTO (a bbr guest: 8-16 RTOs per 8 s upload at 1 % loss, a fifth of its bytes resent,
-    0.56 of Linux MPTCP)."""
+    More blocks than `limit`: those the guest was never sent first, lowest first, then those
+    sent to it longest ago, so that in turn every block reaches it (the caller records what
+    it sent: _sack_shown). Until stop 47 the lowest only: with five holes or more the bytes
+    the server got above them were never named; what a join delivered between two of subflow
+    1's holes stayed in flight to the guest, its window full, and it waited out its RTO (a
+    bbr guest: 8-16 RTOs per 8 s upload at 1 % loss, a fifth of its bytes resent, 0.56 of
+    Linux MPTCP). Never-sent blocks highest first, as RFC 2018 orders a receiver's, named a
+    lower one after a higher: a Linux guest took that for reordering in the network and
+    raised its reordering estimate (tcp_sacktag_one; review of 0c5fd65)."""
     blocks = guest_blocks(flow, mp, now)
     if len(blocks) <= limit:
-        mp.sack_order = blocks
         return blocks
     prev = mp.sack_order
     out = []
-    for b in reversed(blocks):
+    for b in blocks:
         if b not in prev:
             out.append(b)
+            if len(out) >= limit:
+                break
     if len(out) < limit:
         for b in reversed(prev):
             if b in blocks:
                 out.append(b)
                 if len(out) >= limit:
                     break
-    out = out[:limit]
-    order = list(out)
-    for b in prev:
-        if b in blocks and b not in out:
+    return tuple(out)
+
+
+def _sack_shown(mp, shown) -> None:
+    """Blocks of guest_sack that went to the guest (after any trimming for room): first in
+    mp.sack_order, the others after them in their order, at most MAX_GUEST_BLOCKS. Recorded
+    when chosen, blocks trimmed away or dropped with their segment counted as named and some,
+    the highest among them, never reached the guest (review of 0c5fd65)."""
+    if not shown:
+        return
+    order = list(shown)
+    for b in mp.sack_order:
+        if len(order) >= MAX_GUEST_BLOCKS:
+            break
+        if b not in shown:
             order.append(b)
     mp.sack_order = tuple(order)
-    return tuple(out)
 
 
 MAX_GUEST_BLOCKS = 16  # (guest_blocks: beyond these, the highest bytes wait for a hole to fill)
@@ -1643,9 +1657,12 @@ def _sack_news(flow, mp, now=None) -> bool:
     if not flow.sack_ok:
         return False
     blocks = guest_blocks(flow, mp, now)  # (every block: news above the fourth is news)
-    if not blocks or blocks == mp.sack_told:
+    if not blocks:
         return False
-    mp.sack_told = blocks
+    h = hash(blocks)  # (16 blocks kept whole: 2 KB more per flow)
+    if h == mp.sack_told:
+        return False
+    mp.sack_told = h
     return True
 
 
@@ -1675,6 +1692,7 @@ def guest_options(flow, mp, data: bytes, pkt):
     while blocks and flow.guest_mss and len(opts) + pkt.payload_len > flow.guest_mss:
         blocks = blocks[:-1]
         opts = encode_tcp_options(o.mss, o.wscale, o.sack_perm, o.ts_val, o.ts_ecr, blocks)
+    _sack_shown(mp, blocks)
     if d is not None and blocks and blocks[0] == d:
         _undo_sent(mp, u)  # (trimmed away, it waits for the next segment)
     return opts
