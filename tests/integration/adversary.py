@@ -9,6 +9,7 @@ the test's own namespaces.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import socket
 import struct
@@ -178,6 +179,35 @@ def path_loss_dropped(t, path: int = 1) -> int:
         out = t.run(ns, ["nft", "list", "table", "netdev", "mbtestloss"]).stdout
         total += sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
     return total
+
+
+def soak(t, n: int, out: str, run, what: str, slow: float = 0.0) -> tuple:
+    """Run `run(i)` for i < n, with captures (TCP, 100 bytes of each packet) of the
+    middlebox's guest side and each uplink (`out`/guest-i.pcap, uplink<k>-i.pcap), until one
+    raises AssertionError or OSError or takes longer than `slow` seconds (0: any time):
+    (the failure or None, seconds per run). The failing run's captures are kept."""
+    failed = None
+    took = []
+    for i in range(n):
+        caps = [Capture(t, t.mbox, t.mbox_guest_if, "tcp", f"{out}/guest-{i}.pcap", 100)]
+        caps += [Capture(t, t.mbox, p.mbox_if, "tcp", f"{out}/uplink{k + 1}-{i}.pcap", 100)
+                 for k, p in enumerate(t.paths)]
+        t0 = time.monotonic()
+        try:
+            run(i)
+        except (AssertionError, OSError) as e:
+            failed = f"{what} {i}: {e!r}"
+        finally:
+            for c in caps:
+                c.stop()
+        took.append(round(time.monotonic() - t0, 1))
+        if failed is None and slow and took[-1] > slow:
+            failed = f"{what} {i} took {took[-1]} s"
+        if failed:
+            break
+        for c in caps:
+            os.unlink(c.path)
+    return failed, took
 
 
 # -- SYN flood, as a process of its own ----------------------------------------------------

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 
 import pytest
 
-from adversary import Capture
+from adversary import soak
 from conftest import greet_upload, payload
 from test_guest_variants import SYSCTLS
 from test_multipath import JOIN, MB, core_counters
@@ -38,26 +37,10 @@ def test_soak_uploads(mbox, server_factory):
     os.makedirs(out, exist_ok=True)
     d = mbox.start(*JOIN, uplinks=True)
     srv = server_factory()
-    failed = None
-    took = []
+    failed, took = None, []
     try:
-        for i in range(N):
-            caps = [Capture(t, t.mbox, t.mbox_guest_if, "tcp", f"{out}/guest-{i}.pcap", 100)]
-            caps += [Capture(t, t.mbox, p.mbox_if, "tcp", f"{out}/uplink{k + 1}-{i}.pcap", 100)
-                     for k, p in enumerate(t.paths)]
-            t0 = time.monotonic()
-            try:
-                greet_upload(t, srv, 20000, payload(6 * MB, seed=5 + i), timeout=60)
-            except (AssertionError, OSError) as e:
-                failed = f"upload {i}: {e!r}"
-            finally:
-                for c in caps:
-                    c.stop()
-            took.append(round(time.monotonic() - t0, 1))
-            if failed:
-                break
-            for c in caps:
-                os.unlink(c.path)
+        failed, took = soak(t, N, out, lambda i: greet_upload(t, srv, 20000, payload(6 * MB, seed=5 + i),
+                                                              timeout=60), "upload")
     finally:
         rc, _ = d.stop()
         print("seconds per upload", took, core_counters(d.output))

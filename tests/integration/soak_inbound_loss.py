@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 
-from adversary import Capture, path_loss
+from adversary import path_loss, soak
 from test_inbound_kernel import MB, guest_service, peer_download
 from test_outbound_core import core_counters
 
@@ -31,28 +30,11 @@ def test_soak_inbound_downloads_under_loss(mbox):
     path_loss(t, 2.0, 1)
     path_loss(t, 2.0, 2)
     srv = guest_service(t)
-    failed = None
-    took = []
+    failed, took = None, []
     try:
-        for i in range(N):
-            caps = [Capture(t, t.mbox, t.mbox_guest_if, "tcp", f"{out}/guest-{i}.pcap", 100)]
-            caps += [Capture(t, t.mbox, p.mbox_if, "tcp", f"{out}/uplink{k + 1}-{i}.pcap", 100)
-                     for k, p in enumerate(t.paths)]
-            t0 = time.monotonic()
-            try:
-                peer_download(t, srv, 4 * MB)
-            except (AssertionError, OSError) as e:
-                failed = f"download {i}: {e!r}; service {srv.errors}"
-            finally:
-                for c in caps:
-                    c.stop()
-            took.append(round(time.monotonic() - t0, 1))
-            if failed is None and took[-1] > SLOW:
-                failed = f"download {i} took {took[-1]} s"
-            if failed:
-                break
-            for c in caps:
-                os.unlink(c.path)
+        failed, took = soak(t, N, out, lambda i: peer_download(t, srv, 4 * MB), "download", SLOW)
+        if failed:
+            failed += f"; service {srv.errors}"
     finally:
         rc, _ = d.stop()
         print("seconds per download", took, core_counters(d.output))

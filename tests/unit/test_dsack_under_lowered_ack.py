@@ -22,13 +22,7 @@ from tests.unit.test_core_harness import ACK, FIN, M32, M64, PSH, Pair, check_wi
 def _lowered(timestamps: bool, sack: tuple) -> tuple:
     """Three guest segments the server has at the subflow level, its DATA_ACK at the first;
     returns (pair, the guest's view of the server's ACK, the three segments' guest seqs)."""
-    p = Pair(server_checksum=True, timestamps=timestamps)
-    p.established()
-    starts = []
-    for i in range(3):
-        starts.append(p.g_nxt)
-        _, sent = p.out(p.g_data(bytes([65 + i]) * 1000))
-        p.s_receive(sent)
+    p, starts = _three_unacked(timestamps, checksum=True)
     data_ack_rel = (starts[0] - p.g_isn) & M32
     blocks = tuple(((starts[0] + a) & M32, (starts[0] + b) & M32) for a, b in sack)
     buf = p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=data_ack_rel),), sack=blocks)
@@ -81,6 +75,18 @@ def test_without_a_lowered_ack_the_servers_blocks_pass_as_they_are():
     assert pkt.ack == p.g_nxt and opts.sack == (dsack,)
 
 
+def _three_unacked(timestamps: bool = True, checksum: bool = False):
+    """Three 1000-byte guest segments the server has at the subflow level, nothing of them
+    data-acked: (pair, their guest seqs)."""
+    p = Pair(server_checksum=checksum, timestamps=timestamps)
+    p.established()
+    starts = []
+    for i in range(3):
+        starts.append(p.g_nxt)
+        _, sent = p.out(p.g_data(bytes([65 + i]) * 1000))
+        p.s_receive(sent)
+    return p, starts
+
 
 def test_a_segment_without_a_data_ack_gets_the_last_data_ack_not_its_subflow_ack():
     """Linux's ADD_ADDR echo carries no DSS, and its window can be 0 (the inbound soak's
@@ -88,13 +94,7 @@ def test_a_segment_without_a_data_ack_gets_the_last_data_ack_not_its_subflow_ack
     next segment (at the DATA_ACK, window open) as an old ACK and ignored its window; the zero
     window never reopened and the download stalled for 60 s. The guest gets the last DATA_ACK,
     and the next segment's window is then an update it takes."""
-    p = Pair(timestamps=True)
-    p.established()
-    starts = []
-    for i in range(3):
-        starts.append(p.g_nxt)
-        _, sent = p.out(p.g_data(bytes([65 + i]) * 1000))
-        p.s_receive(sent)
+    p, starts = _three_unacked()
     data_ack_rel = (starts[2] - p.g_isn) & M32  # the last segment: in the subflow's queue only
     _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(data_ack_rel=data_ack_rel),)))
     assert check_wire(got)[0].ack == starts[2]
@@ -110,17 +110,6 @@ def test_a_segment_without_a_data_ack_gets_the_last_data_ack_not_its_subflow_ack
     _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (p.s_dss_ack(),)))
     _, got = p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (echo,), window=0))
     assert check_wire(got)[0].ack == p.g_nxt and p.count("AckCappedAtDataAck") == 1
-
-
-def _three_unacked():
-    p = Pair(timestamps=True)
-    p.established()
-    starts = []
-    for i in range(3):
-        starts.append(p.g_nxt)
-        _, sent = p.out(p.g_data(bytes([65 + i]) * 1000))
-        p.s_receive(sent)
-    return p, starts
 
 
 def test_a_segment_beyond_the_window_keeps_its_own_data_ack():

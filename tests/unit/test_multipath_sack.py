@@ -451,40 +451,6 @@ def test_forged_acks_on_a_join_neither_show_the_guest_blocks_nor_wake_the_clock(
     assert MP.guest_sack(p.flow, p.mp, 4) == ((gseq, (gseq + 1000) & M32),)
 
 
-def test_a_fifth_block_is_news_and_reaches_the_guest_first():
-    """More than four data-level blocks: the server SACKing bytes above the fourth made no
-    news (only the lowest four were compared) and the guest never heard of them: its window
-    stayed full of bytes it took for in flight, and a bbr guest waited out 8-16 RTOs per
-    8 s upload with 1 % loss (stop 47's captures). Such an ACK is news now, and it names the
-    new block; the others follow in turn, each reaching the guest."""
-    p, j, _ = _joined_pair()
-    first = p.data_on(1, size=1000)
-    ss1 = (parse_packet(first).seq - j.c_isn) & M32
-    for _ in range(11):
-        ((labels, _acts),) = p.g_send(1, 1000)
-        assert "data@1" in labels, labels  # (the burst stays on the join)
-    g1 = (p.g_nxt - 12000) & M32  # the guest seq of the first (lost) segment
-
-    def sack(k):  # the join SACKs its segment k (0: the first, lost) alone
-        blk = (((j.c_isn + ss1 + 1000 * k) & M32, (j.c_isn + ss1 + 1000 * k + 1000) & M32),)
-        return p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, j.c_isn + ss1, ACK, (p.dack(),),
-                                 tcp=encode_tcp_options(sack=blk)))
-
-    p.now += STALL  # (the holes are known lost: shown)
-    for k in (2, 4, 6, 8):
-        sack(k)
-    assert len(MP.guest_blocks(p.flow, p.mp)) == 4
-    news = p.count("SackNewsFwd")
-    acts = sack(10)
-    fifth = ((g1 + 10000) & M32, (g1 + 11000) & M32)
-    assert MP.guest_blocks(p.flow, p.mp)[-1] == fifth
-    assert "g_ack" in p.classify(acts) and p.count("SackNewsFwd") == news + 1
-    told = [_opts(a.data).sack for a in acts[1:] if p.label(a.data) == "g_ack"]
-    assert told and fifth in told[0], told
-    named = set(told[0]) | set(MP.guest_sack(p.flow, p.mp, 4))
-    assert named == set(MP.guest_blocks(p.flow, p.mp))  # (the next ACK names the one left)
-
-
 def _sack_guest_twelve():
     """Twelve segments on the join, its first lost: (pair, join, its first's subflow seq,
     the guest seq of that first segment, a function SACKing the given segments on the join
@@ -503,6 +469,27 @@ def _sack_guest_twelve():
         return [_opts(a.data).sack for a in acts[1:] if p.label(a.data) == "g_ack"]
 
     return p, j, ss1, (p.g_nxt - 12000) & M32, sack
+
+
+def test_a_fifth_block_is_news_and_reaches_the_guest():
+    """More than four data-level blocks: the server SACKing bytes above the fourth made no
+    news (only the lowest four were compared) and the guest never heard of them: its window
+    stayed full of bytes it took for in flight, and a bbr guest waited out 8-16 RTOs per
+    8 s upload with 1 % loss (stop 47's captures). Such an ACK is news now, and it names the
+    new block; the others follow in turn, each reaching the guest."""
+    p, j, ss1, g1, sack = _sack_guest_twelve()
+    p.now += STALL  # (the holes are known lost: shown)
+    for k in (2, 4, 6, 8):
+        sack((k,))
+    assert len(MP.guest_blocks(p.flow, p.mp)) == 4
+    news = p.count("SackNewsFwd")
+    told = sack((10,))
+    fifth = ((g1 + 10000) & M32, (g1 + 11000) & M32)
+    assert MP.guest_blocks(p.flow, p.mp)[-1] == fifth
+    assert told and p.count("SackNewsFwd") == news + 1
+    assert fifth in told[0], told
+    named = set(told[0]) | set(MP.guest_sack(p.flow, p.mp, 4))
+    assert named == set(MP.guest_blocks(p.flow, p.mp))  # (the next ACK names the one left)
 
 
 def test_blocks_shown_together_for_the_first_time_reach_the_guest_lowest_first():
