@@ -2485,6 +2485,15 @@ def _head_orphaned(mp) -> bool:
     return h >= 0 and mp.paths[h].state is SS.CLOSED
 
 
+def _orphan_news(mp, p, pkt, data, una0: int, subdup: bool) -> bool:
+    """Is pure server ACK `pkt` on p, which moved no data level, the guest's news of its
+    orphaned head (_head_orphaned)? It acks bytes on p (from `una0`) or is a subflow-level
+    duplicate, and may be the answer to something of ours (_probe_answer_like): the ACK that
+    completes a join's handshake is no news, nor a path manager's ACK or the server's
+    keepalive (review 3 of stop 46). One rule for subflow 1 (sf1_in) and the joins."""
+    return (subdup or p.snd_una > una0) and _probe_answer_like(p, pkt, data) and _head_orphaned(mp)
+
+
 # -- guest -> server ---------------------------------------------------------------------------
 
 
@@ -3500,8 +3509,7 @@ def _ack_info(flow, mp, p, pkt, dss, now: float, data=None) -> tuple:
                 # a dead join's news that way made the live subflow 1 die (_probe_answer_like)
                 # Nor a path manager's pure ACK (ADD_ADDR, REMOVE_ADDR, MP_PRIO): no byte of
                 # ours made it (review of d71154a)
-                if ((not p.index or _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) >= p.rcv_nxt)
-                        and (data is None or not _pm_ack(data, pkt))):
+                if _probe_answer_like(p, pkt, data):
                     p.sack_at = now
             subdup = True
     if a >= p.snd_una:  # (not an old, reordered ACK: RFC 9293 §3.10.7.4, SND.UNA =< SEG.ACK)
@@ -3671,7 +3679,7 @@ def sf1_in(conv, flow, pkt, dss, data=None):
     if _sack_news(flow, mp):
         conv.counters[Counter.SackNewsFwd] += 1
         return None
-    if (subdup or p0.snd_una > una0) and (data is None or not _pm_ack(data, pkt)) and _head_orphaned(mp):
+    if _orphan_news(mp, p0, pkt, data, una0, subdup):
         conv.counters[Counter.DupAckOrphanFwd] += 1
         return None
     conv.counters[Counter.DupAckSuppressed] += 1
@@ -4225,9 +4233,7 @@ def _j_segment(conv, flow, p, pkt, data, dss, now):
     elif _sack_news(flow, mp):
         counters[Counter.SackNewsFwd] += 1
         actions.append(_inject(_guest_ack(flow, mp)))
-    elif (subdup or p.snd_una > una0) and _probe_answer_like(p, pkt, data) and _head_orphaned(mp):
-        # (news of bytes above the hole: the ACK that completes a join's handshake is none,
-        # nor a path manager's ACK or the server's keepalive, review 3 of stop 46)
+    elif _orphan_news(mp, p, pkt, data, una0, subdup):
         counters[Counter.DupAckOrphanFwd] += 1
         actions.append(_inject(_guest_ack(flow, mp)))
     else:
@@ -4490,7 +4496,7 @@ def _below_window(flow, p, opts: bytes = b"") -> bytes:
                    p.remote_isn + p.rcv_nxt, ACK, flow.guest_window, opts)
 
 
-def _probe_answer_like(p, pkt, data: bytes) -> bool:
+def _probe_answer_like(p, pkt, data) -> bool:
     """Could pure ACK `pkt` on p be the server's answer to our stale probe? Linux answers
     at its snd_nxt (tcp_send_dupack) with no path manager option. On a join, the server's
     own keepalive or zero-window probe comes at rcv_nxt - 1; an ADD_ADDR, REMOVE_ADDR or
@@ -4499,7 +4505,7 @@ def _probe_answer_like(p, pkt, data: bytes) -> bool:
     subflow 1 a segment below rcv_nxt never gets here: the converter's table takes it.)"""
     if p.index and _unwrap((pkt.seq - p.remote_isn) & M32, p.rcv_nxt) < p.rcv_nxt:
         return False
-    return not _pm_ack(data, pkt)
+    return data is None or not _pm_ack(data, pkt)  # (None: options not at hand)
 
 
 def _pm_ack(data: bytes, pkt) -> bool:
@@ -4623,6 +4629,12 @@ def forwarded(mp, end: int, now: float) -> None:
         mp.hole_at = now
 
 
+def _refill_waits(mp, p) -> bool:
+    """Subflow p is alone and its last fill (tick) brought no progress: at p.refill_at it
+    fills again (tick; next_deadline wakes the shell for it)."""
+    return p.fill_at == p.progress_at and not _others_alive(mp, p)
+
+
 def tick(conv, now: float) -> list:
     """Join and ACK retransmissions, stale and dead subflows, suspected guest-side holes."""
     actions = []
@@ -4702,7 +4714,7 @@ def tick(conv, now: float) -> list:
                     # doubling while none brings progress, up to 64 times it (review 3: on a
                     # dead path a fill every second went on for the flow's life)
                     p.refill_at = 0.0
-                    if p.fill_at == p.progress_at and not _others_alive(mp, p):
+                    if _refill_waits(mp, p):
                         p.fill_at = -1.0
                         again = True
                 if p.fill_at != p.progress_at and now - _cum(p) >= wait:
@@ -5011,8 +5023,7 @@ def next_deadline(conv) -> float | None:
             t = None
             if st is SS.SYN_SENT or st is SS.PRE_ESTABLISHED or st is SS.SYN_RCVD:
                 t = p.timer
-            elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and p.refill_at and (
-                    p.fill_at == p.progress_at and not _others_alive(mp, p)):
+            elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and p.refill_at and _refill_waits(mp, p):
                 t = p.refill_at  # (tick: a subflow alone fills again)
             elif st is SS.ESTABLISHED and p.snd_nxt > p.snd_una and not (
                     p.fill_at == p.progress_at and (_answered(p) or not _waits(p))):
