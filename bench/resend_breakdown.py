@@ -31,6 +31,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from middlebox.analysis.pcap import read_packets  # noqa: E402
+from middlebox.analysis.trace import _pad_to_ip_length  # noqa: E402  (as `middlebox inspect` reads captures)
 from middlebox.wire import Dss, WireError, parse_packet  # noqa: E402
 from middlebox.wire.mptcp import mptcp_options  # noqa: E402
 
@@ -41,11 +42,7 @@ def _segments(path: str):
     """(time, packet, ip bytes padded to its total length) of each TCP segment in `path`
     (captures keep headers only: the payload is not needed)."""
     for ts, ip in read_packets(path):
-        if not ip:
-            continue
-        total = int.from_bytes(ip[2:4], "big") if ip[0] >> 4 == 4 else 40 + int.from_bytes(ip[4:6], "big")
-        if total > len(ip):
-            ip = ip + bytes(total - len(ip))
+        ip = _pad_to_ip_length(ip)
         try:
             yield ts, parse_packet(ip), ip
         except WireError:
