@@ -33,7 +33,7 @@ cdef class Path:  # one subflow
     cdef public object wnd_held, wnd_ack, wnd_seq, tw_reset, rtx, rep_hi, rep_at, rep_n, cwnd, ssthresh
     cdef public object recover, smss, adm_end, chal_at, fill_hi, fill_end, lost_una, fill_lo, fill_m, loss_at
     cdef public object sack_hi, sack_at, gap_lo, gap_hi, sack_tot, rtx_at, owe_at, sprobe_at, sprobe_open
-    cdef public object alive_at, sent_at, grow_end, grow_left, rep_nxt, inwin, refill_at, refill_n
+    cdef public object alive_at, sent_at, grow_end, grow_left, rep_nxt, inwin, refill_at, refill_n, retry
     cdef public object wnd_doubt, doubt_at, sure_seq, sure_ack, sure_win, reopen_at, doubt_push, doubt_late
 
 cdef class MpConn:  # the connection level of a multipath flow
@@ -43,7 +43,7 @@ cdef class MpConn:  # the connection level of a multipath flow
     cdef public object dack_due, plan, plan_at, plan_look, plan_short, sack_told, sack_order, unsure, rm_owed, over_at
     cdef public object cwr_owed, orphan_hi, rtx_bytes, held, counters, fin_due, fin_tries, stranded_at
     cdef public object fin_refused, csum_stuck, gack_out, gwin_out, marks, undo, g_at, undo_hold, da_at
-    cdef public object csum_moved
+    cdef public object csum_moved, retries, retry_at, retry_n
 
 cpdef object _inject(object data)
 cpdef object _dss_ack(object data_ack, object ack64)

@@ -134,6 +134,13 @@ MAX_OOO = 8  # out-of-order intervals kept per extra subflow (download)
 LOSSY_CUT = 1.0  # seconds after a loss shown on subflow 1 that its super-packets go out cut
 OVER_KEEP = 10.0  # seconds a flow reset for want of any path (_no_path_left) stays, for stray packets
 MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flaps included)
+# a subflow dead by the clocks (stale, then DEAD_AFTER) while its uplink stayed up: a join over
+# that uplink again after this long, doubling per retry of the flow up to 2**REJOIN_DOUBLINGS
+# times it (a path black-holed beyond our uplink comes back; a join lost for good cost the
+# flow that uplink's share until it closed), keeping one of MAX_PATHS for an uplink that
+# comes back up (uplink_event)
+REJOIN_WAIT = 2.0
+REJOIN_DOUBLINGS = 5
 STRANDED_WAIT = 1.0  # seconds a closing flow no subflow can carry again waits before the guest's reset (_stranded)
 FIN_TRIES = 6  # our subflow-1 FIN held back from the guest's (send), sent at most this often ...
 FIN_WAIT = 0.5  # ... first after this (2 srtt when larger), doubling (31.5 s in all)
@@ -218,6 +225,7 @@ class Path:
         "fill_at",  # progress_at when tick last looked for a fill (-1: never, or re-armed: _rearm_fill)
         "refill_at",  # when a subflow alone looks for a fill again after one without progress (0: no)
         "refill_n",  # fills in a row so sent again without progress (the wait doubles: tick)
+        "retry",  # a join opened again because its uplink's subflow died by the clocks (_retry_joins)
         "acked_at",  # the server's last ack of new bytes here: progress_at without the fills
         "mss",  # the MSS the peer announced on this subflow (0: not known; passive joins)
         "told_at",  # progress_at when the clock last looked at this subflow's silent tail (-1: never)
@@ -368,6 +376,7 @@ class Path:
         self.fill_at = -1.0
         self.refill_at = 0.0
         self.refill_n = 0
+        self.retry = False
         self.mss = 0
         self.told_at = -1.0
         self.cap = 0.0
@@ -396,7 +405,7 @@ class MpConn:
                  "plan_look", "plan_short", "sack_told", "sack_order", "unsure", "rm_owed", "over_at", "cwr_owed",
                  "orphan_hi", "rtx_bytes", "held", "counters", "fin_due", "fin_tries", "stranded_at",
                  "fin_refused", "csum_stuck", "gack_out", "gwin_out", "marks", "undo", "g_at",
-                 "undo_hold", "da_at", "csum_moved")
+                 "undo_hold", "da_at", "csum_moved", "retries", "retry_at", "retry_n")
 
     def __init__(self, key: tuple, version: int, now: float) -> None:
         self.paths = []
@@ -455,6 +464,12 @@ class MpConn:
         # where the swap (_head_hole) cannot go (-1: none): send resets it (_csum_stuck_reset)
         self.csum_stuck = -1
         self.csum_moved = False  # send put the head stuck there on another subflow
+        # joins owed again over an uplink that stayed up, whose subflow died by the clocks
+        # (or whose such join failed to open): (uplink id, remote, rport), tried at retry_at
+        # (tick; 0: none), REJOIN_WAIT doubled per batch tried so far (retry_n)
+        self.retries = []
+        self.retry_at = 0.0
+        self.retry_n = 0
         # the ack (relative, as data_ack) and raw window of the latest segment to the guest
         # (guest_win: a guest without SACK needs its duplicate ACKs' windows unchanged)
         self.gack_out = -1
@@ -3791,6 +3806,10 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
         _orphans(flow.mp, p)
     actions = _HANDLERS[name](conv, flow, p, pkt, data, ctx, now)
     p.state = nxt
+    if nxt is SS.CLOSED and was is not SS.CLOSED and flow.mp is not None and (
+            inp is SI.TIMER_DEAD
+            or (inp is SI.GIVE_UP and p.retry and (was is SS.SYN_SENT or was is SS.PRE_ESTABLISHED))):
+        _retry_later(flow, flow.mp, p, now)
     if nxt is SS.CLOSED and was is not SS.CLOSED and not flow.fastclosed and flow.mp is not None:
         if was in ALIVE:
             actions.extend(_revive(conv, flow, flow.mp, now))
@@ -3803,6 +3822,65 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
         if not flow.mp.stranded_at and _stranded(flow, flow.mp):
             flow.mp.stranded_at = now  # (tick resets the guest STRANDED_WAIT later)
     return actions
+
+
+def _retry_later(flow, mp, p, now: float) -> None:
+    """Subflow p died by the clocks, or its retry failed to open (no answer to its SYN or
+    third ACK): a join over its uplink to its address is owed at retry_at (tick,
+    _retry_joins). Not for a subflow 1 whose uplink is unknown, nor a passive join (the peer
+    opens those), nor an inbound flow."""
+    uid = _uid(flow, p)
+    if not uid or flow.inbound:
+        return
+    remote, rport = (mp.server, mp.sport) if p.index == 0 else (p.remote, p.rport)
+    entry = (uid, remote, rport)
+    if entry in mp.retries or len(mp.retries) >= MAX_PATHS:
+        return
+    mp.retries.append(entry)
+    if not mp.retry_at:
+        n = mp.retry_n if mp.retry_n < REJOIN_DOUBLINGS else REJOIN_DOUBLINGS
+        mp.retry_at = now + REJOIN_WAIT * (1 << n)
+
+
+def _retry_joins(conv, flow, mp, now: float) -> list:
+    """The joins owed by _retry_later: each over its uplink if that is up (down: uplink_event
+    joins when it comes back) to its address if the server still takes joins to it (the
+    initial one unless it forbade it, or one it announced and did not remove), unless a
+    subflow there is open again; within the subflow limit, keeping the last of MAX_PATHS."""
+    mp.retry_at = 0.0
+    todo = mp.retries
+    mp.retries = []
+    if not _joinable(flow, mp):
+        return []
+    mp.retry_n += 1
+    acts = []
+    limit = _limit(conv, flow)
+    for uid, remote, rport in todo:
+        if len(mp.paths) >= MAX_PATHS - 1:
+            break
+        if sum(1 for q in mp.paths if q.state is not SS.CLOSED) >= limit:
+            break
+        up = None
+        for u in conv.config.uplinks:
+            if u.id == uid:
+                up = u
+        if up is None or not conv.uplink_up.get(up.name, up.up):
+            continue
+        if remote == mp.server and rport == mp.sport:
+            if flow.no_initial_join:
+                continue
+        elif not any(a[1] == remote and a[2] == rport for a in flow.peer_addrs or ()):
+            continue  # (removed by the server since)
+        if any(q.state is not SS.CLOSED and _uid(flow, q) == uid
+               and ((mp.server, mp.sport) if q.index == 0 else (q.remote, q.rport)) == (remote, rport)
+               for q in mp.paths):
+            continue
+        syn = _open_join(conv, flow, mp, up, now, remote, rport)
+        if syn:
+            mp.paths[-1].retry = True
+            conv.counters[Counter.MPJoinRetry] += 1
+            acts.extend(syn)
+    return acts
 
 
 def _none_alive(mp) -> bool:
@@ -4680,6 +4758,8 @@ def tick(conv, now: float) -> list:
             actions.extend(_reset_pathless(conv, flow, mp, now))
         if mp.plan is not None and now - mp.plan_look >= PLAN_EVERY:
             actions.extend(_replan(conv, flow, mp, now))
+        if mp.retry_at and now >= mp.retry_at:
+            actions.extend(_retry_joins(conv, flow, mp, now))
         for p in mp.paths:
             if p.rtx:
                 actions.extend(_repair(conv, flow, mp, p, now))
@@ -5004,6 +5084,8 @@ def next_deadline(conv) -> float | None:
             best = mp.stranded_at + STRANDED_WAIT
         if mp.plan is not None and (best is None or mp.plan_look + PLAN_EVERY < best):
             best = mp.plan_look + PLAN_EVERY
+        if mp.retry_at and (best is None or mp.retry_at < best):
+            best = mp.retry_at
         for p in mp.paths:
             t = _silent_tail(flow, mp, p)
             if t and (best is None or t < best):

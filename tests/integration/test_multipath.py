@@ -273,6 +273,67 @@ def test_a_first_path_that_loses_data_but_passes_small_segments_is_probed_then_g
     assert c.get("SubflowDead", 0) >= 1, c
 
 
+@pytest.mark.topology(rate_mbit=50, latency_ms=20, policy_routing=False)
+@pytest.mark.one_backend
+@pytest.mark.parametrize("path", [1, 2])
+def test_a_path_black_holed_for_seconds_is_joined_again_when_it_works(mbox, server_factory, path):
+    """Mid-upload, path `path` (1: subflow 1's) drops every packet both ways for 3 s while
+    its link stays up (a router beyond the uplink rebooting): its subflow goes stale and
+    dies by the clocks, its bytes move to the other path; REJOIN_WAIT after its death the
+    middlebox joins over that uplink again (MPJoinRetry), and once the path works that join
+    carries a share of the rest. Before stop 48 only an uplink going down and up brought a
+    rejoin: the flow used one path for the rest of its life. sha256 and the server's MIB
+    are checked."""
+    import threading
+    import time
+
+    t = mbox.t
+    d = mbox.start(*JOIN, uplinks=True)
+    srv = server_factory()
+    before = t.nstat(t.server)
+    sif = t.paths[path - 1].server_if
+    rule = (f"table inet mbtestbh2 {{\n chain in {{\n  type filter hook input priority -10;\n"
+            f"  iifname \"{sif}\" drop\n }}\n chain out {{\n  type filter hook output priority -10;\n"
+            f"  oifname \"{sif}\" drop\n }}\n}}\n")
+    marks: dict = {}
+    done = threading.Event()
+
+    def black_hole():
+        time.sleep(1.0)
+        t.run(t.server, ["nft", "-f", "-"], input=rule)
+        marks["on"] = time.monotonic()
+        time.sleep(3.0)
+        t.run(t.server, ["nft", "delete", "table", "inet", "mbtestbh2"])
+        marks["off"] = time.monotonic()
+        # the retry comes REJOIN_WAIT (2 s) after the death, about 1.3 s into the black hole
+        done.wait(2.0)
+        marks["links"] = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
+
+    th = threading.Thread(target=black_hole, daemon=True)
+    th.start()
+    try:
+        upload(t, srv, payload(96 * MB), timeout=120)
+    finally:
+        done.set()
+        th.join()
+        t.run(t.server, ["nft", "delete", "table", "inet", "mbtestbh2"], check=False)
+        rc, _ = d.stop()
+        print(d.output[-2500:])
+    links_end = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
+    assert rc == 0, rc
+    assert "off" in marks, "the upload ended before the black hole was lifted"
+    c = core_counters(d.output)
+    dd = delta(before, t.nstat(t.server))
+    print({k: v for k, v in c.items() if k.startswith(("Subflow", "MPJoin", "StaleProbe", "RmAddr"))},
+          {k: v for k, v in dd.items() if v and k.startswith("MPJoin")}, marks, links_end)
+    assert not {k: dd[k] for k in MUST_STAY_ZERO if dd.get(k)}, dd
+    assert c.get("SubflowDead", 0) >= 1 and c.get("MPJoinRetry", 0) >= 1, c
+    assert dd.get("MPJoinAckRx", 0) >= 2, dd  # the first join and the retry
+    assert "links" in marks, "the upload ended before the retry could carry anything"
+    sent = [end[0] - mid[0] for mid, end in zip(marks["links"], links_end)]
+    assert sent[path - 1] >= 0.2 * sum(sent), (sent, c)  # the path carries its share again
+
+
 def _mptcp_subflows(t, srv) -> list[int]:
     """MPTCP_INFO's subflow count of each server socket the test server accepted."""
     return [getattr(srv, "subflow_counts", [None])[-1]] if hasattr(srv, "subflow_counts") else []
