@@ -223,7 +223,7 @@ class Counter(IntEnum):
     CsumHeadReinjected = 198  # multipath, DSS checksums: the guest's resend of the data-level head, waiting behind its subflow's hole whose DSNs lie beyond it, sent as a new mapping on another live subflow (in place it waited there for good: multipath.send)
     DupAckOrphanFwd = 199  # multipath: data-level duplicate ACKs passed to the guest because the byte at DATA_ACK is homed on a closed subflow (nothing carries it until the guest resends it; suppressed, a guest's F-RTO waited out backed-off RTOs)
     AckCappedAtDataAck = 200  # single path: server segments without a DATA_ACK (Linux's ADD_ADDR echo) whose subflow ack lay beyond the last DATA_ACK: the guest gets the DATA_ACK (told the subflow ack, it ignored every later segment's window as an old ACK: a zero window never reopened)
-    MPJoinRetry = 201  # multipath: joins opened again over an uplink that stayed up, after its subflow died by the clocks (stale, then dead) or such a join failed to open; REJOIN_WAIT (2 s) later, doubling per retry of the flow (before stop 48 the flow never used that uplink again: a path black-holed for a few seconds beyond it cost its share for the flow's life)
+    MPJoinRetry = 201  # multipath: joins opened again over an uplink that stayed up, after its subflow died by the clocks (stale, then dead) or such a join failed to open; REJOIN_WAIT (1 s) later, doubling per retry of the flow up to 32 s (before stop 48 the flow never used that uplink again: a path black-holed for a few seconds beyond it cost its share for the flow's life)
 
 
 def new_counters() -> dict:

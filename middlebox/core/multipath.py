@@ -139,7 +139,7 @@ MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flap
 # times it (a path black-holed beyond our uplink comes back; a join lost for good cost the
 # flow that uplink's share until it closed), keeping one of MAX_PATHS for an uplink that
 # comes back up (uplink_event)
-REJOIN_WAIT = 2.0
+REJOIN_WAIT = 1.0
 REJOIN_DOUBLINGS = 5
 STRANDED_WAIT = 1.0  # seconds a closing flow no subflow can carry again waits before the guest's reset (_stranded)
 FIN_TRIES = 6  # our subflow-1 FIN held back from the guest's (send), sent at most this often ...

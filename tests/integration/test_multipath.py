@@ -305,7 +305,8 @@ def test_a_path_black_holed_for_seconds_is_joined_again_when_it_works(mbox, serv
         time.sleep(3.0)
         t.run(t.server, ["nft", "delete", "table", "inet", "mbtestbh2"])
         marks["off"] = time.monotonic()
-        # the retry comes REJOIN_WAIT (2 s) after the death, about 1.3 s into the black hole
+        # (the death comes about 1.3 s into the black hole, the retry REJOIN_WAIT (1 s) later:
+        # its SYN, resent 1 s on, opens the join once the path works)
         done.wait(2.0)
         marks["links"] = [link_bytes(t, t.mbox, p.mbox_if) for p in t.paths]
 
