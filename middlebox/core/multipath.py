@@ -3826,36 +3826,54 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
 
 def _retry_later(flow, mp, p, now: float) -> None:
     """Subflow p died by the clocks, or its retry failed to open (no answer to its SYN or
-    third ACK): a join over its uplink to its address is owed at retry_at (tick,
-    _retry_joins). Not for a subflow 1 whose uplink is unknown, nor a passive join (the peer
-    opens those), nor an inbound flow."""
+    third ACK): a join over its uplink to its address is owed REJOIN_WAIT (doubled per retry
+    of the flow so far) from now (tick at retry_at, the earliest owed: _retry_joins). Each
+    death waits its own time: one joining a batch owed earlier went out right after it
+    (review of 308cbeb). Not for a subflow 1 whose uplink is unknown, nor a passive join (the
+    peer opens those), nor an inbound flow, nor once the connection is gone."""
     uid = _uid(flow, p)
-    if not uid or flow.inbound:
+    if not uid or flow.inbound or flow.fastclosed:
         return
     remote, rport = (mp.server, mp.sport) if p.index == 0 else (p.remote, p.rport)
-    entry = (uid, remote, rport)
-    if entry in mp.retries or len(mp.retries) >= MAX_PATHS:
+    if len(mp.retries) >= MAX_PATHS:
         return
-    mp.retries.append(entry)
-    if not mp.retry_at:
-        n = mp.retry_n if mp.retry_n < REJOIN_DOUBLINGS else REJOIN_DOUBLINGS
-        mp.retry_at = now + REJOIN_WAIT * (1 << n)
+    for e in mp.retries:
+        if e[0] == uid and e[1] == remote and e[2] == rport:
+            return
+    n = mp.retry_n if mp.retry_n < REJOIN_DOUBLINGS else REJOIN_DOUBLINGS
+    due = now + REJOIN_WAIT * (1 << n)
+    mp.retries.append((uid, remote, rport, due))
+    if not mp.retry_at or due < mp.retry_at:
+        mp.retry_at = due
 
 
 def _retry_joins(conv, flow, mp, now: float) -> list:
-    """The joins owed by _retry_later: each over its uplink if that is up (down: uplink_event
-    joins when it comes back) to its address if the server still takes joins to it (the
-    initial one unless it forbade it, or one it announced and did not remove), unless a
-    subflow there is open again; within the subflow limit, keeping the last of MAX_PATHS."""
+    """The joins owed by _retry_later that are due: each over its uplink if that is up (down:
+    uplink_event joins when it comes back) to its address if the server still takes joins
+    to it (the initial one unless it forbade it, or one it announced and did not remove; an
+    ADD_ADDR without a port means the initial port, as in _join_peer), unless a subflow there
+    is open again; within the subflow limit, keeping the last of MAX_PATHS. None once the
+    connection is gone (MP_FASTCLOSE). A flow that has no subflow alive or opening after it
+    (a retry in the black hole does not count: _none_alive) joins over every uplink up
+    (_revive)."""
+    due = []
+    later = []
+    for e in mp.retries:
+        if e[3] <= now:
+            due.append(e)
+        else:
+            later.append(e)
+    mp.retries = later
     mp.retry_at = 0.0
-    todo = mp.retries
-    mp.retries = []
-    if not _joinable(flow, mp):
+    for e in later:
+        if not mp.retry_at or e[3] < mp.retry_at:
+            mp.retry_at = e[3]
+    if not due or flow.fastclosed or not _joinable(flow, mp):
         return []
     mp.retry_n += 1
     acts = []
     limit = _limit(conv, flow)
-    for uid, remote, rport in todo:
+    for uid, remote, rport, _ in due:
         if len(mp.paths) >= MAX_PATHS - 1:
             break
         if sum(1 for q in mp.paths if q.state is not SS.CLOSED) >= limit:
@@ -3869,24 +3887,37 @@ def _retry_joins(conv, flow, mp, now: float) -> list:
         if remote == mp.server and rport == mp.sport:
             if flow.no_initial_join:
                 continue
-        elif not any(a[1] == remote and a[2] == rport for a in flow.peer_addrs or ()):
+        elif not any(a[1] == remote and (a[2] or mp.sport) == rport for a in flow.peer_addrs or ()):
             continue  # (removed by the server since)
-        if any(q.state is not SS.CLOSED and _uid(flow, q) == uid
-               and ((mp.server, mp.sport) if q.index == 0 else (q.remote, q.rport)) == (remote, rport)
-               for q in mp.paths):
+        if _open_on(flow, mp, uid, remote, rport):
             continue
         syn = _open_join(conv, flow, mp, up, now, remote, rport)
         if syn:
             mp.paths[-1].retry = True
             conv.counters[Counter.MPJoinRetry] += 1
             acts.extend(syn)
+    if not acts and _pathless(flow, mp):
+        acts = _revive(conv, flow, mp, now)
     return acts
 
 
-def _none_alive(mp) -> bool:
-    """No subflow alive or opening."""
+def _open_on(flow, mp, uid: int, remote: bytes, rport: int) -> bool:
+    """Has the flow a subflow not closed over uplink `uid` to remote:rport?"""
     for q in mp.paths:
-        if q.state in ALIVE or q.state is SS.SYN_SENT or q.state is SS.PRE_ESTABLISHED:
+        if q.state is not SS.CLOSED and _uid(flow, q) == uid:
+            if (q.index == 0 and remote == mp.server and rport == mp.sport) or (
+                    q.index != 0 and q.remote == remote and q.rport == rport):
+                return True
+    return False
+
+
+def _none_alive(mp) -> bool:
+    """No subflow alive or opening. A retry's SYN (_retry_joins) is a probe of a path that
+    died, not a subflow opening: with it in flight the last alive subflow's end brought no
+    _revive, the retry gave up 11 s later with no rejoin (a join that failed to open), and
+    the flow hung beside an uplink that worked (review of 308cbeb)."""
+    for q in mp.paths:
+        if q.state in ALIVE or q.state is SS.PRE_ESTABLISHED or (q.state is SS.SYN_SENT and not q.retry):
             return False
     return True
 
@@ -3955,7 +3986,8 @@ def _revive(conv, flow, mp, now: float) -> list:
     for up in () if flow.no_initial_join else conv.config.uplinks:
         if len(mp.paths) >= MAX_PATHS or len(acts) >= limit:
             break
-        if conv.uplink_up.get(up.name, up.up):
+        if conv.uplink_up.get(up.name, up.up) and not _open_on(flow, mp, up.id, mp.server, mp.sport):
+            # (a retry's SYN may be out there: _none_alive)
             syn = _open_join(conv, flow, mp, up, now)
             if syn:
                 conv.counters[Counter.MPJoinRejoin] += 1

@@ -8,14 +8,19 @@ beyond MAX_PATHS - 1 subflows."""
 
 from __future__ import annotations
 
+import socket
+
+import pytest
+
+from middlebox.core import Direction
 from middlebox.core import MULTIPATH as MP
 from middlebox.core.table import SubflowInput as SI
 from middlebox.core.table import SubflowState as SS
-from middlebox.wire import parse_packet
+from middlebox.wire import AddAddr, MpFastclose, add_addr_hmac, parse_packet
 
-from tests.unit.test_core_harness import RST
+from tests.unit.test_core_harness import ACK, RST
 from tests.unit.test_revive import _bring_up
-from tests.unit.test_subflow_table import in_state
+from tests.unit.test_subflow_table import MPair, in_state
 
 
 def _dead_by_clocks():
@@ -158,3 +163,134 @@ def test_stale_then_dead_by_the_event_table_owes_a_retry_and_link_down_does_not(
     assert mp.retries == []
     MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, p.now)
     assert [e[0] for e in mp.retries] == [1]
+
+
+# -- review of 308cbeb ------------------------------------------------------------------------------
+
+SERVER2 = socket.inet_aton("203.0.113.80")
+
+
+def _syn_tuples(acts):
+    """(src, dst, dport) of every bare SYN among the actions."""
+    out = []
+    for a in acts:
+        if hasattr(a, "data"):
+            pkt = parse_packet(a.data)
+            if pkt.flags == 0x02:
+                out.append((pkt.src, pkt.dst, pkt.dport))
+    return out
+
+
+def test_retry_to_an_announced_address_without_port_is_opened():
+    """ADD_ADDR without a port (Linux's usual form) is kept as (id, addr, None); the join to
+    it uses rport = mp.sport (_join_peer: `port or mp.sport`), so the retry entry is
+    (uid, addr, mp.sport). _retry_joins requires a peer_addrs entry with a[2] == rport:
+    None != mp.sport, so the owed retry is dropped as if the server had removed the address."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    mac = add_addr_hmac(p.s_key, p.c_key, 7, SERVER2, None)
+    p.inn(p.s_packet(p.s_nxt, p.g_nxt, ACK, (AddAddr(False, 7, SERVER2, None, mac),)))
+    assert flow.peer_addrs == [(7, SERVER2, None)]
+    q = next(q for q in mp.paths if q.remote == SERVER2 and q.uplink.id == 1)
+    assert q.rport == mp.sport
+    _bring_up(p, q)
+    MP._event(conv, flow, q, SI.TIMER_STALE, p.now)
+    MP._event(conv, flow, q, SI.TIMER_DEAD, p.now + 1)
+    assert q.state is SS.CLOSED
+    assert [e[:3] for e in mp.retries] == [(1, SERVER2, mp.sport)] and mp.retry_at  # owed ...
+    acts = conv.tick(mp.retry_at + 0.001)
+    # ... but never opened (the address is still announced, up1 is up, slots are free)
+    assert p.count("MPJoinRetry") == 1, _syn_tuples(acts)
+    assert (p.addr_of(p.cfg.uplinks[0]), SERVER2, mp.sport) in _syn_tuples(acts)
+
+
+@pytest.mark.parametrize("flags", [ACK, RST | ACK])
+def test_no_retry_join_after_the_server_fastclosed_the_connection(flags):
+    """A join dead by the clocks owes a retry; the server then ends the connection with
+    MP_FASTCLOSE on the other join (multipath._fastclosed: every subflow closed,
+    flow.fastclosed, the guest reset; Linux sends it on every subflow, and on a join only
+    when subflow 1 is gone). The flow's table state stays ESTABLISHED, so _joinable holds
+    and the owed retry opens a join SYN for a connection that is gone (_join_peer and the
+    _revive hook skip fastclosed flows; _retry_joins and the _retry_later hook do not)."""
+    p, t = _dead_by_clocks()
+    mp, flow = p.mp, p.flow
+    assert mp.retries and mp.retry_at
+    # subflow 1 gone too (its uplink unknown, suspect, then down: no retry owed for it)
+    MP._event(p.conv, flow, mp.paths[0], SI.LINK_DOWN, t + 0.2)
+    assert mp.paths[0].state is SS.CLOSED and [e[0] for e in mp.retries] == [1]
+    j = p.joins[2]
+    p.now = t + 0.5
+    p.conv.handle(p.j_ack(j, flags, mptcp=(MpFastclose(p.c_key),)), Direction.LOCAL, p.now)
+    assert flow.fastclosed and all(q.state is SS.CLOSED for q in mp.paths)
+    assert p.count("FastCloseRX") == 1
+    acts = p.conv.tick(mp.retry_at + 0.001)
+    assert _syn_tuples(acts) == [] and p.count("MPJoinRetry") == 0, (flow.state, _syn_tuples(acts))
+
+
+def test_a_death_just_before_an_owed_batch_waits_its_own_rejoin_wait():
+    """A second death joins the batch already owed (retry_at is not moved), so its join goes
+    out as early as at once after the death, not REJOIN_WAIT later as the commit says
+    ("the death owes a join over that uplink REJOIN_WAIT (2 s) later"): into a path that was
+    black-holed a moment ago."""
+    p = MPair(3)
+    p.go_multipath()
+    for u in (1, 2, 3):
+        p.join_up(u)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    t = p.now
+    MP._event(conv, flow, p.path(1), SI.TIMER_STALE, t)
+    MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, t + 1)
+    assert mp.retry_at == t + 1 + MP.REJOIN_WAIT
+    t2 = mp.retry_at - 0.01  # up2's subflow dies 10 ms before the batch
+    MP._event(conv, flow, p.path(2), SI.TIMER_STALE, t2 - 1)
+    MP._event(conv, flow, p.path(2), SI.TIMER_DEAD, t2)
+    acts = conv.tick(mp.retry_at + 0.001)
+    srcs = [s for s, _, _ in _syn_tuples(acts)]
+    assert p.addr_of(p.cfg.uplinks[1]) not in srcs, "up2 rejoined 11 ms after its death"
+    assert srcs == [p.addr_of(p.cfg.uplinks[0])]
+    assert mp.retry_at == t2 + MP.REJOIN_WAIT  # its own wait, from its own death
+    acts = conv.tick(mp.retry_at + 0.001)
+    assert [s for s, _, _ in _syn_tuples(acts)] == [p.addr_of(p.cfg.uplinks[1])]
+
+
+def test_a_retry_in_flight_does_not_keep_the_flow_off_a_working_uplink():
+    """Regression: subflow 1 died by the clocks, then up1's join too (its path black-holed):
+    a retry over up1 is owed and goes out. While its SYN is unanswered the server resets
+    up2's join, the last alive subflow. Before 308cbeb that reset brought _revive: a join over
+    every uplink that is up, up2 (which works) included. Now the retry's SYN counts as
+    "opening" (_none_alive), so _revive does nothing; when the retry gives up it is a join
+    that failed to open (no _revive, by design), and only up1 is owed again. The flow never
+    joins over up2 again: the guest's bytes go nowhere until the retries use up the slots."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    t = p.now
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, t)
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, t + 1)  # (subflow 1's uplink unknown: no retry)
+    MP._event(conv, flow, p.path(1), SI.TIMER_STALE, t + 1)
+    MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, t + 2)
+    assert [e[0] for e in mp.retries] == [1]
+    p.now = mp.retry_at + 0.001
+    acts = conv.tick(p.now)
+    up1, up2 = (p.addr_of(u) for u in p.cfg.uplinks)
+    assert [s for s, _, _ in _syn_tuples(acts)] == [up1]  # the retry, into the black hole
+    j = p.joins[2]
+    acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))  # the server resets up2's join
+    assert p.path(2).state is SS.CLOSED
+    srcs = [s for s, _, _ in _syn_tuples(acts)]
+    assert srcs == [up2], "up2 not joined at once (the retry's SYN held _revive off)"
+    for _ in range(40):  # the retries' SYNs go unanswered (up1's path is still black)
+        nd = conv.next_deadline()
+        if nd is None:
+            break
+        p.now = max(nd, p.now) + 0.0001
+        srcs += [s for s, _, _ in _syn_tuples(conv.tick(p.now))]
+    end = (len(mp.paths), p.count("MPJoinRetry"), MP._none_alive(mp), flow.fastclosed,
+           p.count("NoPathLeft"), conv.next_deadline())
+    # (as it stands: (7, 4, True, False, 0, None): nothing alive, no reset, no timer; hung)
+    assert up2 in srcs, ("no join over up2, which works", end)
