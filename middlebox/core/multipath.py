@@ -141,6 +141,7 @@ MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flap
 # comes back up (uplink_event)
 REJOIN_WAIT = 1.0
 REJOIN_DOUBLINGS = 5
+PROBATION_BYTES = 64 * 1024  # a retry's data the server must ack before it counts as a path (_on_probation)
 STRANDED_WAIT = 1.0  # seconds a closing flow no subflow can carry again waits before the guest's reset (_stranded)
 FIN_TRIES = 6  # our subflow-1 FIN held back from the guest's (send), sent at most this often ...
 FIN_WAIT = 0.5  # ... first after this (2 srtt when larger), doubling (31.5 s in all)
@@ -3808,7 +3809,11 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
     p.state = nxt
     if nxt is SS.CLOSED and was is not SS.CLOSED and flow.mp is not None and (
             inp is SI.TIMER_DEAD
-            or (inp is SI.GIVE_UP and p.retry and (was is SS.SYN_SENT or was is SS.PRE_ESTABLISHED))):
+            or (p.retry and (was is SS.SYN_SENT or was is SS.PRE_ESTABLISHED) and (
+                inp is SI.GIVE_UP or (inp is SI.RST and _pathless(flow, flow.mp))))):
+        # (a retry refused while nothing else is left: owed again, so that the flow ends in
+        # a join or, its slots used up, in the guest's reset; it waited for good, no timer
+        # left, as after any refused last join before: second review of stop 48)
         _retry_later(flow, flow.mp, p, now)
     if nxt is SS.CLOSED and was is not SS.CLOSED and not flow.fastclosed and flow.mp is not None:
         if was in ALIVE:
@@ -3901,10 +3906,22 @@ def _retry_joins(conv, flow, mp, now: float) -> list:
     return acts
 
 
+def _on_probation(p) -> bool:
+    """A retry (_retry_joins) whose server has not yet acked PROBATION_BYTES of data on it:
+    its path died once and may pass small segments but not data (an MTU black hole, a
+    policer). It goes stale after its wait with no answer even when no other subflow has
+    news (the guest, its data-level head held there, sends nothing new), and dies at once
+    (tick): each retry into such a path stalled the upload 6.8 s, the stale probe answered
+    and SILENT_ALONE waited out twice (an experiment of stop 48, 5 retries in 75 s)."""
+    return p.retry and p.snd_una <= PROBATION_BYTES
+
+
 def _open_on(flow, mp, uid: int, remote: bytes, rport: int) -> bool:
-    """Has the flow a subflow not closed over uplink `uid` to remote:rport?"""
+    """Has the flow a subflow alive or opening over uplink `uid` to remote:rport? (Not one
+    the server closed with its FIN, CLOSING until a RST: it kept _revive off the only uplink
+    for good, second review of stop 48.)"""
     for q in mp.paths:
-        if q.state is not SS.CLOSED and _uid(flow, q) == uid:
+        if q.state is not SS.CLOSED and q.state is not SS.CLOSING and _uid(flow, q) == uid:
             if (q.index == 0 and remote == mp.server and rport == mp.sport) or (
                     q.index != 0 and q.remote == remote and q.rport == rport):
                 return True
@@ -4011,6 +4028,11 @@ def _no_path_left(conv, flow, mp, now: float) -> list:
         return []
     if _may_rejoin(flow, mp):
         return []
+    for q in mp.paths:
+        if q.retry and q.state is SS.SYN_SENT:
+            # (its answer may still come, and its failure comes back here; a reset beside
+            # it lost a flow the retry would have carried: second review of stop 48)
+            return []
     return _reset_pathless(conv, flow, mp, now)
 
 
@@ -4851,7 +4873,10 @@ def tick(conv, now: float) -> list:
                     continue
                 if _answered(p) or not _waits(p):
                     continue
-                if _others_news(mp, p) <= _news(p) and not (
+                probation = _on_probation(p)
+                if probation and not _others_alive(mp, p):
+                    continue
+                if not probation and _others_news(mp, p) <= _news(p) and not (
                         now - base >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
                     continue
                 inp = SI.TIMER_STALE
@@ -4860,7 +4885,11 @@ def tick(conv, now: float) -> list:
             else:
                 continue
             actions.extend(_event(conv, flow, p, inp, now))
-            if (inp is SI.TIMER_STALE and p.state is SS.STALE and now - p.stale_at >= DEAD_AFTER
+            if inp is SI.TIMER_STALE and p.state is SS.STALE and _on_probation(p) and _others_alive(mp, p):
+                # (a retry that has not shown its path carries data: dead at its first stale,
+                # without the probe's extra wait nor SILENT_ALONE's: _on_probation)
+                actions.extend(_event(conv, flow, p, SI.TIMER_DEAD, now))
+            elif (inp is SI.TIMER_STALE and p.state is SS.STALE and now - p.stale_at >= DEAD_AFTER
                     and _others_alive(mp, p)):
                 # (stale again on a clock it kept, _j_stale: dead now, or the next segment
                 # that revives it comes before the tick that would find it dead, TIMER_DEAD)
@@ -5143,7 +5172,8 @@ def next_deadline(conv) -> float | None:
                     p.fill_at == p.progress_at and (_answered(p) or not _waits(p))):
                 wait = max(STALE_MIN, 4 * p.srtt)
                 t = (_cum(p) if p.fill_at != p.progress_at else _base(p)) + wait  # (tick: the fill's look first)
-                if p.fill_at == p.progress_at and _others_news(mp, p) <= _news(p):
+                if p.fill_at == p.progress_at and _others_news(mp, p) <= _news(p) and not (
+                        _on_probation(p) and _others_alive(mp, p)):
                     # (as tick decides: only SILENT_ALONE can make it stale before another
                     # subflow's news, which comes with a packet; with no other established,
                     # nothing can: a deadline left in the past spun the loop)

@@ -18,7 +18,7 @@ from middlebox.core.table import SubflowInput as SI
 from middlebox.core.table import SubflowState as SS
 from middlebox.wire import AddAddr, MpFastclose, add_addr_hmac, parse_packet
 
-from tests.unit.test_core_harness import ACK, RST
+from tests.unit.test_core_harness import ACK, FIN, RST
 from tests.unit.test_revive import _bring_up
 from tests.unit.test_subflow_table import MPair, in_state
 
@@ -167,6 +167,7 @@ def test_stale_then_dead_by_the_event_table_owes_a_retry_and_link_down_does_not(
 
 # -- review of 308cbeb ------------------------------------------------------------------------------
 
+M32 = 0xFFFFFFFF
 SERVER2 = socket.inet_aton("203.0.113.80")
 
 
@@ -292,5 +293,189 @@ def test_a_retry_in_flight_does_not_keep_the_flow_off_a_working_uplink():
         srcs += [s for s, _, _ in _syn_tuples(conv.tick(p.now))]
     end = (len(mp.paths), p.count("MPJoinRetry"), MP._none_alive(mp), flow.fastclosed,
            p.count("NoPathLeft"), conv.next_deadline())
-    # (as it stands: (7, 4, True, False, 0, None): nothing alive, no reset, no timer; hung)
-    assert up2 in srcs, ("no join over up2, which works", end)
+    # no SYN is ever answered here: the flow ends visibly (its slots used, the guest reset),
+    # not hung (before the fix: (7, 4, True, False, 0, None), nothing alive, no timer)
+    assert flow.fastclosed and p.count("NoPathLeft") == 1 and len(mp.paths) == MP.MAX_PATHS, end
+
+
+# -- probation: a retry must show that its path carries data ----------------------------------------
+
+
+def _retry_up_with_data():
+    """A retry over up1 opened and established, guest data sent on it and never acked."""
+    p, t = _dead_by_clocks()
+    mp = p.mp
+    p.conv.tick(t + MP.REJOIN_WAIT + 0.001)
+    q = mp.paths[-1]
+    assert q.retry
+    p.now = t + MP.REJOIN_WAIT + 0.01
+    _bring_up(p, q)
+    for _ in range(200):
+        p.g_send(1, 1000)
+        if q.snd_nxt > 1:
+            break
+    assert q.snd_nxt > q.snd_una == 1
+    # the other subflows' paths work: the server acks all they carry
+    p0, p2 = mp.paths[0], p.path(2)
+    p.inn(p.s_packet(p.s_nxt, (p.g_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+    p.j_in(p.j_ack(p.joins[2], ack=p2.snd_nxt))
+    assert p0.snd_una == p0.snd_nxt and p2.snd_una == p2.snd_nxt
+    return p, q
+
+
+def test_a_retry_whose_data_goes_unanswered_dies_at_its_first_stale():
+    """An MTU black hole (small segments pass, data does not): the retry's handshake works,
+    its data is never acked. Nothing else has news (the guest waits on the head held
+    there), so an ordinary join would wait SILENT_ALONE, be probed, answered, and wait again
+    (6.8 s of stall per retry against the kernel); a retry on probation dies after its wait."""
+    p, q = _retry_up_with_data()
+    mp = p.mp
+    wait = max(MP.STALE_MIN, 4 * q.srtt)
+    base = MP._base(q)
+    assert MP.next_deadline(p.conv) <= base + wait + 1e-9
+    p.conv.tick(base + wait - 0.01)
+    assert q.state is SS.ESTABLISHED
+    acts = p.conv.tick(base + wait + 0.001)
+    assert q.state is SS.CLOSED and p.count("SubflowDead") == 2, p.classify(acts)
+    assert "3g_ack" in " ".join(p.classify(acts)) or p.count("DupAckSynth") >= 3  # the guest resends now
+    # owed again, twice the wait
+    assert [e[0] for e in mp.retries] == [1]
+    assert abs(mp.retry_at - (base + wait + 0.001 + 2 * MP.REJOIN_WAIT)) < 1e-6
+
+
+def test_a_retry_that_carried_its_probation_bytes_is_an_ordinary_subflow():
+    p, q = _retry_up_with_data()
+    q.snd_una = MP.PROBATION_BYTES + 1  # (as if the server had acked that much)
+    q.snd_nxt = max(q.snd_nxt, q.snd_una + 1000)
+    assert not MP._on_probation(q)
+    wait = max(MP.STALE_MIN, 4 * q.srtt)
+    base = MP._base(q)
+    p.conv.tick(base + wait + 0.001)
+    # stale beside the others' news, probed, and given DEAD_AFTER as any join: not dead at once
+    assert q.state is SS.STALE and p.count("SubflowDead") == 1
+
+
+def test_a_first_join_is_never_on_probation():
+    p = in_state(SS.ESTABLISHED)
+    assert not MP._on_probation(p.path(1)) and not MP._on_probation(p.mp.paths[0])
+
+
+# -- second review (e8841b2) ---------------------------------------------------------------------
+
+
+def _pad(mp, flow, t, upto):
+    """Slots spent by earlier subflows (closed), as test_rejoin_after_death does."""
+    while len(mp.paths) < upto:
+        mp.paths.append(type(mp.paths[1])(len(mp.paths), flow, None, mp.version, b"", 0, b"", 0, t))
+        mp.paths[-1].state = SS.CLOSED
+
+
+def _retry_out(pad_to):
+    """Two uplinks: subflow 1 gone (uplink unknown: no retry), up1's join dead by the clocks,
+    its retry's SYN out (unanswered yet), up2's join the last alive subflow."""
+    p = MPair(2)
+    p.go_multipath()
+    p.join_up(1)
+    p.join_up(2)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    t = p.now
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, t)
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, t + 1)
+    MP._event(conv, flow, p.path(1), SI.TIMER_STALE, t + 1)
+    MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, t + 2)
+    _pad(mp, flow, t, pad_to)
+    p.now = mp.retry_at + 0.001
+    acts = conv.tick(p.now)
+    r = mp.paths[-1]
+    assert r.retry and r.state is SS.SYN_SENT and r.uplink.id == 1, _syn_tuples(acts)
+    return p, r
+
+
+def test_no_reset_of_the_guest_while_a_retry_syn_may_still_open():
+    """A retry's SYN is out over up1 (slot 7 of 8). up2's join, the last alive, is reset by
+    the server: _revive skips up1 (the retry is out) and joins over up2 in the last slot; the
+    server refuses that join too. The retry's SYN has not been answered nor given up (its
+    timer runs, SYN_RTO 1+2+4 s), yet _no_path_left finds the flow pathless (the retry no
+    longer counts: _none_alive) with no slot left (_may_rejoin false) and resets the guest
+    at once (NoPathLeft). Before e8841b2 the retry counted as opening: no reset until it
+    gave up, and an answer to it carried the flow on."""
+    p, r = _retry_out(MP.MAX_PATHS - 2)  # the retry takes slot 7 (index 6)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    MP._event(conv, flow, p.path(2), SI.RST, p.now)  # the server resets up2's join
+    q = mp.paths[-1]
+    assert len(mp.paths) == MP.MAX_PATHS and q.uplink.id == 2 and q.state is SS.SYN_SENT  # _revive
+    MP._event(conv, flow, q, SI.RST, p.now + 0.05)  # refused (e.g. MP_JOIN stripped on up2's path)
+    assert r.state is SS.SYN_SENT and r.timer > p.now  # the retry still may open
+    assert p.count("NoPathLeft") == 0 and not flow.fastclosed, "guest reset beside a retry SYN in flight"
+    # the server answers the retry: it carries the flow
+    p.now += 0.5
+    _bring_up(p, r)
+    assert r.state is SS.ESTABLISHED and not flow.fastclosed
+
+
+def test_no_reset_when_the_last_alive_subflow_closes_with_every_slot_used_and_a_retry_out():
+    """Same, more directly: all 8 slots used, the retry's SYN out, the last alive subflow
+    closes: _revive has no slot, _no_path_left resets the guest at once."""
+    p, r = _retry_out(MP.MAX_PATHS - 2)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    _pad(mp, flow, p.now, MP.MAX_PATHS)  # (the 8th slot spent, e.g. by a join to an announced address)
+    MP._event(conv, flow, p.path(2), SI.RST, p.now)
+    assert r.state is SS.SYN_SENT
+    assert p.count("NoPathLeft") == 0 and not flow.fastclosed, "guest reset beside a retry SYN in flight"
+
+
+def test_a_closed_by_fin_join_on_the_only_uplink_does_not_keep_revive_off_it():
+    """_open_on counts every subflow not CLOSED, CLOSING included: a join the server closed
+    with FIN (CLOSING for good: it leaves it only on RST or LINK_DOWN) over up1 to the
+    server's address. Subflow 1, the last alive, dies: _revive (e8841b2: `not _open_on(...)`)
+    skips up1, the only uplink, and opens nothing; _no_path_left waits (slots left); the
+    owed retry (subflow 1's uplink known) is skipped by the same test in _retry_joins, whose
+    _revive skips it again. Nothing alive, nothing opening, no timer, no reset: the flow
+    hangs beside a working uplink. Before e8841b2 _revive joined over up1 at once."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    flow.sf1_uplink = p.cfg.uplinks[0].id  # (subflow 1's route known: over up1)
+    j = p.path(1)
+    sj = p.joins[1]
+    p.j_in(p.j_ack(sj, ACK | FIN))  # the server closes the join (a subflow FIN, no DATA_FIN)
+    sj.s_nxt += 1
+    assert j.state is SS.CLOSING
+    t = p.now
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, t)
+    acts = MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, t + 1)
+    srcs = [s for s, _, _ in _syn_tuples(acts)]
+    for _ in range(20):
+        nd = conv.next_deadline()
+        if nd is None:
+            break
+        p.now = max(nd, p.now) + 0.001
+        srcs += [s for s, _, _ in _syn_tuples(conv.tick(p.now))]
+    end = (MP._none_alive(mp), MP._pathless(flow, mp), flow.fastclosed, mp.retry_at, conv.next_deadline())
+    assert srcs, ("no join over up1, which works", end)
+
+
+def test_a_pathless_flow_whose_retry_is_refused_does_not_hang():
+    """(Pre-existing in kind, low.) One uplink: up1's join dead by the clocks, its retry's SYN
+    out; subflow 1 (uplink unknown) dies: _revive skips up1 (the retry is out) and waits.
+    The server refuses the retry (RST to its SYN): no retry is owed after a RST, and a join
+    that failed to open brings no _revive; _no_path_left waits (slots left, up1 up). Nothing
+    alive, nothing opening, no timer, no reset: the guest resends into nothing until its own
+    timeout."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    t = p.now
+    MP._event(conv, flow, p.path(1), SI.TIMER_STALE, t)
+    MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, t + 1)
+    p.now = mp.retry_at + 0.001
+    conv.tick(p.now)
+    r = mp.paths[-1]
+    assert r.retry and r.state is SS.SYN_SENT
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, p.now)
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, p.now + 0.5)
+    MP._event(conv, flow, r, SI.RST, p.now + 0.6)  # the server refuses the retry
+    end = (MP._pathless(flow, mp), flow.fastclosed, mp.retry_at, conv.next_deadline(), len(mp.paths))
+    assert flow.fastclosed or mp.retry_at or conv.next_deadline() is not None, ("hung", end)
