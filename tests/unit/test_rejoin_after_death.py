@@ -265,21 +265,10 @@ def test_a_retry_in_flight_does_not_keep_the_flow_off_a_working_uplink():
     "opening" (_none_alive), so _revive does nothing; when the retry gives up it is a join
     that failed to open (no _revive, by design), and only up1 is owed again. The flow never
     joins over up2 again: the guest's bytes go nowhere until the retries use up the slots."""
-    p = MPair(2)
-    p.go_multipath()
-    p.join_up(1)
-    p.join_up(2)
+    p, r = _retry_out(0)  # (the retry's SYN over up1 is out, into the black hole)
     conv, flow, mp = p.conv, p.flow, p.mp
-    t = p.now
-    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, t)
-    MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, t + 1)  # (subflow 1's uplink unknown: no retry)
-    MP._event(conv, flow, p.path(1), SI.TIMER_STALE, t + 1)
-    MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, t + 2)
-    assert [e[0] for e in mp.retries] == [1]
-    p.now = mp.retry_at + 0.001
-    acts = conv.tick(p.now)
     up1, up2 = (p.addr_of(u) for u in p.cfg.uplinks)
-    assert [s for s, _, _ in _syn_tuples(acts)] == [up1]  # the retry, into the black hole
+    assert r.local == up1
     j = p.joins[2]
     acts = p.j_in(p.j_packet(j, j.s_isn + j.s_nxt, 0, RST))  # the server resets up2's join
     assert p.path(2).state is SS.CLOSED
