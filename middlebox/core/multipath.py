@@ -141,7 +141,8 @@ MAX_PATHS = 8  # subflows a flow may open over its life (rejoins after link flap
 # comes back up (uplink_event)
 REJOIN_WAIT = 1.0
 REJOIN_DOUBLINGS = 5
-PROBATION_BYTES = 64 * 1024  # a retry's data the server must ack before it counts as a path (_on_probation)
+PROBATION_BYTES = 64 * 1024  # a retry's data the server must ack before it counts as a path (_on_probation) ...
+PROBATION_WAIT = 1.0  # ... and the least it waits for an answer (a guest's RTO may repair a tail loss)
 STRANDED_WAIT = 1.0  # seconds a closing flow no subflow can carry again waits before the guest's reset (_stranded)
 FIN_TRIES = 6  # our subflow-1 FIN held back from the guest's (send), sent at most this often ...
 FIN_WAIT = 0.5  # ... first after this (2 srtt when larger), doubling (31.5 s in all)
@@ -3810,7 +3811,7 @@ def _event(conv, flow, p, inp, now, pkt=None, data=b"", ctx=None) -> list:
     if nxt is SS.CLOSED and was is not SS.CLOSED and flow.mp is not None and (
             inp is SI.TIMER_DEAD
             or (p.retry and (was is SS.SYN_SENT or was is SS.PRE_ESTABLISHED) and (
-                inp is SI.GIVE_UP or (inp is SI.RST and _pathless(flow, flow.mp))))):
+                inp is SI.GIVE_UP or ((inp is SI.RST or inp is SI.SYNACK_BAD) and _pathless(flow, flow.mp))))):
         # (a retry refused while nothing else is left: owed again, so that the flow ends in
         # a join or, its slots used up, in the guest's reset; it waited for good, no timer
         # left, as after any refused last join before: second review of stop 48)
@@ -3840,6 +3841,12 @@ def _retry_later(flow, mp, p, now: float) -> None:
     if not uid or flow.inbound or flow.fastclosed:
         return
     remote, rport = (mp.server, mp.sport) if p.index == 0 else (p.remote, p.rport)
+    _owe_join(mp, uid, remote, rport, now)
+
+
+def _owe_join(mp, uid: int, remote: bytes, rport: int, now: float) -> None:
+    """A join over uplink `uid` to remote:rport owed by _retry_joins, REJOIN_WAIT (doubled per
+    retry of the flow so far) from now; at most MAX_PATHS owed, each once."""
     if len(mp.retries) >= MAX_PATHS:
         return
     for e in mp.retries:
@@ -3909,10 +3916,12 @@ def _retry_joins(conv, flow, mp, now: float) -> list:
 def _on_probation(p) -> bool:
     """A retry (_retry_joins) whose server has not yet acked PROBATION_BYTES of data on it:
     its path died once and may pass small segments but not data (an MTU black hole, a
-    policer). It goes stale after its wait with no answer even when no other subflow has
-    news (the guest, its data-level head held there, sends nothing new), and dies at once
-    (tick): each retry into such a path stalled the upload 6.8 s, the stale probe answered
-    and SILENT_ALONE waited out twice (an experiment of stop 48, 5 retries in 75 s)."""
+    policer). Beside another established subflow, it goes stale after its wait (at least
+    PROBATION_WAIT: a guest's RTO may repair a tail loss there first, third review of stop
+    48) with no answer, even when no other subflow has news (the guest, its data-level head
+    held there, sends nothing new), and dies at once (tick): each retry into such a path
+    stalled the upload 6.8 s, the stale probe answered and SILENT_ALONE waited out twice (an
+    experiment of stop 48, 5 retries in 75 s)."""
     return p.retry and p.snd_una <= PROBATION_BYTES
 
 
@@ -4027,6 +4036,18 @@ def _no_path_left(conv, flow, mp, now: float) -> list:
     if flow.fastclosed or not _pathless(flow, mp):
         return []
     if _may_rejoin(flow, mp):
+        # (it waits for an uplink to come back, or for a join owed over one that is up:
+        # owed here, so that a flow whose joins were refused while its uplinks stayed up
+        # does not wait with no timer for good (third review of stop 48); each retry takes
+        # a slot, and the last slot's refusal resets the guest)
+        if not mp.retries and not flow.inbound:
+            for up in conv.config.uplinks:
+                if conv.uplink_up.get(up.name, up.up):
+                    if not flow.no_initial_join:
+                        _owe_join(mp, up.id, mp.server, mp.sport, now)
+                    for entry in flow.peer_addrs or ():
+                        if len(entry[1]) == (4 if mp.version == 4 else 16):
+                            _owe_join(mp, up.id, entry[1], entry[2] or mp.sport, now)
         return []
     for q in mp.paths:
         if q.retry and q.state is SS.SYN_SENT:
@@ -4874,7 +4895,7 @@ def tick(conv, now: float) -> list:
                 if _answered(p) or not _waits(p):
                     continue
                 probation = _on_probation(p)
-                if probation and not _others_alive(mp, p):
+                if probation and (not _others_alive(mp, p) or now - base < PROBATION_WAIT):
                     continue
                 if not probation and _others_news(mp, p) <= _news(p) and not (
                         now - base >= max(SILENT_ALONE, wait) and _others_alive(mp, p)):
@@ -5172,8 +5193,12 @@ def next_deadline(conv) -> float | None:
                     p.fill_at == p.progress_at and (_answered(p) or not _waits(p))):
                 wait = max(STALE_MIN, 4 * p.srtt)
                 t = (_cum(p) if p.fill_at != p.progress_at else _base(p)) + wait  # (tick: the fill's look first)
-                if p.fill_at == p.progress_at and _others_news(mp, p) <= _news(p) and not (
-                        _on_probation(p) and _others_alive(mp, p)):
+                if p.fill_at == p.progress_at and _on_probation(p):
+                    # (as tick: after PROBATION_WAIT at least, beside an established subflow;
+                    # beside stale ones only, nothing: a deadline in the past spun the loop,
+                    # third review of stop 48)
+                    t = t - wait + max(wait, PROBATION_WAIT) if _others_alive(mp, p) else None
+                elif p.fill_at == p.progress_at and _others_news(mp, p) <= _news(p):
                     # (as tick decides: only SILENT_ALONE can make it stale before another
                     # subflow's news, which comes with a packet; with no other established,
                     # nothing can: a deadline left in the past spun the loop)

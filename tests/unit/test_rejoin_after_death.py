@@ -20,7 +20,7 @@ from middlebox.wire import AddAddr, MpFastclose, add_addr_hmac, parse_packet
 
 from tests.unit.test_core_harness import ACK, FIN, RST
 from tests.unit.test_revive import _bring_up
-from tests.unit.test_subflow_table import MPair, in_state
+from tests.unit.test_subflow_table import Join, MPair, in_state
 
 
 def _dead_by_clocks():
@@ -319,17 +319,16 @@ def test_a_retry_whose_data_goes_unanswered_dies_at_its_first_stale():
     (6.8 s of stall per retry against the kernel); a retry on probation dies after its wait."""
     p, q = _retry_up_with_data()
     mp = p.mp
-    wait = max(MP.STALE_MIN, 4 * q.srtt)
-    base = MP._base(q)
-    assert MP.next_deadline(p.conv) <= base + wait + 1e-9
-    p.conv.tick(base + wait - 0.01)
+    due = MP._base(q) + max(MP.STALE_MIN, 4 * q.srtt, MP.PROBATION_WAIT)
+    assert MP.next_deadline(p.conv) <= due + 1e-9
+    p.conv.tick(due - 0.01)
     assert q.state is SS.ESTABLISHED
-    acts = p.conv.tick(base + wait + 0.001)
+    acts = p.conv.tick(due + 0.001)
     assert q.state is SS.CLOSED and p.count("SubflowDead") == 2, p.classify(acts)
     assert "3g_ack" in " ".join(p.classify(acts)) or p.count("DupAckSynth") >= 3  # the guest resends now
     # owed again, twice the wait
     assert [e[0] for e in mp.retries] == [1]
-    assert abs(mp.retry_at - (base + wait + 0.001 + 2 * MP.REJOIN_WAIT)) < 1e-6
+    assert abs(mp.retry_at - (due + 0.001 + 2 * MP.REJOIN_WAIT)) < 1e-6
 
 
 def test_a_retry_that_carried_its_probation_bytes_is_an_ordinary_subflow():
@@ -466,5 +465,152 @@ def test_a_pathless_flow_whose_retry_is_refused_does_not_hang():
     MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, p.now)
     MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, p.now + 0.5)
     MP._event(conv, flow, r, SI.RST, p.now + 0.6)  # the server refuses the retry
+    end = (MP._pathless(flow, mp), flow.fastclosed, mp.retry_at, conv.next_deadline(), len(mp.paths))
+    assert flow.fastclosed or mp.retry_at or conv.next_deadline() is not None, ("hung", end)
+
+
+# -- third review (c5f8747) ----------------------------------------------------------------------
+
+
+def test_probation_deadline_agrees_with_tick_when_the_others_are_stale():
+    """A retry on probation, data unanswered; the other alive subflows are STALE (went stale
+    by SILENT_ALONE beside the retry, their news later than the retry's). tick: `probation
+    and not _others_alive` -> never stale. next_deadline: `_others_news > _news` so the
+    SILENT_ALONE / None branch is skipped and it returns base + wait, in the past: the shell
+    spins on tick until the stale ones die (DEAD_AFTER, 1 s)."""
+    p, q = _retry_up_with_data()
+    mp = p.mp
+    p0, p2 = mp.paths[0], p.path(2)
+    # the others' news is later than the retry's (they were acked after its establishment)
+    t = max(MP._news(p0), MP._news(p2))
+    assert t > MP._news(q), (t, MP._news(q))
+    # both go stale (as by SILENT_ALONE beside the established retry)
+    MP._event(p.conv, p.flow, p0, SI.TIMER_STALE, t + 0.01)
+    MP._event(p.conv, p.flow, p2, SI.TIMER_STALE, t + 0.01)
+    assert p0.state is SS.STALE and p2.state is SS.STALE
+    wait = max(MP.STALE_MIN, 4 * q.srtt)
+    now = MP._base(q) + wait + 0.001
+    assert now < t + 0.01 + MP.DEAD_AFTER
+    p.conv.tick(now)
+    assert q.state is SS.ESTABLISHED  # tick: alone on probation, it waits
+    spins = 0
+    for _ in range(20):
+        nd = MP.next_deadline(p.conv)
+        if nd is None or nd > now:
+            break
+        spins += 1
+        p.conv.tick(now)
+    assert spins == 0, ("next_deadline stays in the past", MP.next_deadline(p.conv), now, q.state)
+
+
+def test_a_pathless_flow_whose_retry_synack_lacks_mp_join_does_not_hang():
+    """As test_a_pathless_flow_whose_retry_is_refused_does_not_hang (c5f8747's fix), but the
+    retry is refused by a SYN/ACK without MP_JOIN (a middlebox on the path stripping it; a
+    wrong HMAC alike): SYN_SENT --SYNACK_BAD--> CLOSED ("refuse"). _event owes a retry only
+    for GIVE_UP or RST, so none is owed; a join that failed to open brings no _revive;
+    _no_path_left waits (slots left, up1 up). Nothing alive, nothing opening, no timer, no
+    reset."""
+    p = MPair(1)
+    p.go_multipath()
+    p.join_up(1)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    t = p.now
+    MP._event(conv, flow, p.path(1), SI.TIMER_STALE, t)
+    MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, t + 1)
+    p.now = mp.retry_at + 0.001
+    conv.tick(p.now)
+    r = mp.paths[-1]
+    assert r.retry and r.state is SS.SYN_SENT
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, p.now)
+    MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, p.now + 0.5)
+    p.now += 0.6
+    nj = Join(p, MP._join_syn(conv, flow, r))
+    nj.c_isn = r.local_isn
+    p.j_in(p.j_synack(nj, with_join=False))  # the retry's SYN/ACK, MP_JOIN stripped
+    assert r.state is SS.CLOSED and p.count("MPJoinSynAckHMacFailure") == 1
+    end = (MP._pathless(flow, mp), flow.fastclosed, mp.retry_at, conv.next_deadline(), len(mp.paths))
+    assert flow.fastclosed or mp.retry_at or conv.next_deadline() is not None, ("hung", end)
+
+
+@pytest.mark.parametrize("retry", [True, False])  # (False: the control, an ordinary join; passes)
+def test_a_healthy_retry_outlives_a_guest_rto_repairing_its_tail_loss(retry):
+    """A retry whose path works: its one segment (the tail of the guest's flight on it) is
+    lost; a guest without SACK repairs it by its RTO (Linux: srtt + max(200 ms, 4 rttvar),
+    its srtt the data level's, over the slowest subflow): 0.35 s after. The retry's
+    probation kills it at base + max(STALE_MIN, 4 srtt) = 0.3 s, before the resend can be
+    acked, though no probe was tried and the server would answer; an ordinary join (or this
+    retry off probation) carries the resend. Each such death spends a slot and doubles the
+    next retry's wait."""
+    p, t = _dead_by_clocks()
+    p.flow.sack_ok = False
+    mp = p.mp
+    p.conv.tick(t + MP.REJOIN_WAIT + 0.001)
+    q = mp.paths[-1]
+    assert q.retry
+    p.now = t + MP.REJOIN_WAIT + 0.01
+    nj = Join(p, MP._join_syn(p.conv, p.flow, q))
+    nj.c_isn = q.local_isn
+    p.j_in(p.j_synack(nj))
+    nj.s_rcv = 1
+    p.j_in(p.j_ack(nj))
+    assert q.state is SS.ESTABLISHED
+    q.retry = retry
+    gseq = None
+    for _ in range(200):
+        g = p.g_nxt
+        p.g_send(1, 1000)
+        if q.snd_nxt > 1:
+            gseq = g
+            break
+    assert gseq is not None and q.snd_nxt == 1001 and q.snd_una == 1
+    p0, p2 = mp.paths[0], p.path(2)
+    p.inn(p.s_packet(p.s_nxt, (p.g_isn + p0.snd_nxt) & M32, ACK, (p.dack(),)))
+    p.j_in(p.j_ack(p.joins[2], ack=p2.snd_nxt))
+    base = MP._base(q)
+    rto = 0.35
+    while p.now < base + rto:  # the daemon's ticks meanwhile
+        p.now = min(p.now + 0.05, base + rto)
+        p.conv.tick(p.now)
+    assert q.state is not SS.CLOSED, "a retry whose path works died before the guest's RTO resend"
+    # the guest's RTO resend goes on q and the server acks it: q carries on
+    p.conv.handle(p.g_data(b"A" * 1000, seq=gseq), Direction.OUT, p.now)
+    p.now += 0.01
+    p.j_in(p.j_ack(nj, ack=1001))
+    assert q.snd_una == 1001 and q.state is SS.ESTABLISHED
+
+
+def test_gap_a_retry_dies_at_its_wait_when_no_other_subflow_has_news():
+    """test_a_retry_whose_data_goes_unanswered_dies_at_its_first_stale
+    claims "nothing else has news", but _retry_up_with_data acks the others after the retry
+    is established (g_send moves the clock): their news is newer, so the old rule made it
+    stale too and the `not probation and` guard in tick is never exercised (removing it,
+    all 22 tests pass). Here the others' news is no newer than the retry's."""
+    p, q = _retry_up_with_data()
+    mp = p.mp
+    q.acked_at = max(MP._news(mp.paths[0]), MP._news(p.path(2)))  # its news the latest
+    assert MP._others_news(mp, q) <= MP._news(q)
+    due = MP._base(q) + max(MP.STALE_MIN, 4 * q.srtt, MP.PROBATION_WAIT)
+    assert MP.next_deadline(p.conv) <= due + 1e-9
+    p.conv.tick(due - 0.01)
+    assert q.state is SS.ESTABLISHED
+    p.conv.tick(due + 0.001)
+    assert q.state is SS.CLOSED
+
+
+def test_a_retry_refused_beside_a_rejoin_that_is_refused_next_does_not_hang():
+    """c5f8747 owes a refused retry again only when the flow is pathless at that moment. The
+    retry's SYN is out over up1; up2's join, the last alive, is reset: _revive opens a rejoin
+    over up2 (SYN_SENT, not a retry: it counts as opening). The server refuses the retry
+    (RST): not pathless (the rejoin is opening), nothing owed. Then it refuses the rejoin
+    too: not a retry, so nothing owed; _no_path_left waits (slots left). Nothing alive,
+    nothing opening, no timer, no reset. (Refused in the other order, the retry is owed
+    again and the flow ends in a join or the guest's reset.)"""
+    p, r = _retry_out(3)
+    conv, flow, mp = p.conv, p.flow, p.mp
+    MP._event(conv, flow, p.path(2), SI.RST, p.now)  # the server resets up2's join
+    j = mp.paths[-1]
+    assert j is not r and j.uplink.id == 2 and j.state is SS.SYN_SENT and not j.retry  # _revive
+    MP._event(conv, flow, r, SI.RST, p.now + 0.05)  # the retry refused
+    MP._event(conv, flow, j, SI.RST, p.now + 0.06)  # the rejoin refused
     end = (MP._pathless(flow, mp), flow.fastclosed, mp.retry_at, conv.next_deadline(), len(mp.paths))
     assert flow.fastclosed or mp.retry_at or conv.next_deadline() is not None, ("hung", end)
