@@ -444,13 +444,9 @@ def test_a_closed_by_fin_join_on_the_only_uplink_does_not_keep_revive_off_it():
     assert srcs, ("no join over up1, which works", end)
 
 
-def test_a_pathless_flow_whose_retry_is_refused_does_not_hang():
-    """(Pre-existing in kind, low.) One uplink: up1's join dead by the clocks, its retry's SYN
-    out; subflow 1 (uplink unknown) dies: _revive skips up1 (the retry is out) and waits.
-    The server refuses the retry (RST to its SYN): no retry is owed after a RST, and a join
-    that failed to open brings no _revive; _no_path_left waits (slots left, up1 up). Nothing
-    alive, nothing opening, no timer, no reset: the guest resends into nothing until its own
-    timeout."""
+def _lone_retry_out():
+    """One uplink: up1's join dead by the clocks, its retry's SYN out, then subflow 1 (its
+    uplink unknown: no retry) dead too: nothing alive. Returns (pair, the retry)."""
     p = MPair(1)
     p.go_multipath()
     p.join_up(1)
@@ -464,6 +460,18 @@ def test_a_pathless_flow_whose_retry_is_refused_does_not_hang():
     assert r.retry and r.state is SS.SYN_SENT
     MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, p.now)
     MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, p.now + 0.5)
+    return p, r
+
+
+def test_a_pathless_flow_whose_retry_is_refused_does_not_hang():
+    """(Pre-existing in kind, low.) One uplink: up1's join dead by the clocks, its retry's SYN
+    out; subflow 1 (uplink unknown) dies: _revive skips up1 (the retry is out) and waits.
+    The server refuses the retry (RST to its SYN): no retry is owed after a RST, and a join
+    that failed to open brings no _revive; _no_path_left waits (slots left, up1 up). Nothing
+    alive, nothing opening, no timer, no reset: the guest resends into nothing until its own
+    timeout."""
+    p, r = _lone_retry_out()
+    conv, flow, mp = p.conv, p.flow, p.mp
     MP._event(conv, flow, r, SI.RST, p.now + 0.6)  # the server refuses the retry
     end = (MP._pathless(flow, mp), flow.fastclosed, mp.retry_at, conv.next_deadline(), len(mp.paths))
     assert flow.fastclosed or mp.retry_at or conv.next_deadline() is not None, ("hung", end)
@@ -510,19 +518,8 @@ def test_a_pathless_flow_whose_retry_synack_lacks_mp_join_does_not_hang():
     for GIVE_UP or RST, so none is owed; a join that failed to open brings no _revive;
     _no_path_left waits (slots left, up1 up). Nothing alive, nothing opening, no timer, no
     reset."""
-    p = MPair(1)
-    p.go_multipath()
-    p.join_up(1)
+    p, r = _lone_retry_out()
     conv, flow, mp = p.conv, p.flow, p.mp
-    t = p.now
-    MP._event(conv, flow, p.path(1), SI.TIMER_STALE, t)
-    MP._event(conv, flow, p.path(1), SI.TIMER_DEAD, t + 1)
-    p.now = mp.retry_at + 0.001
-    conv.tick(p.now)
-    r = mp.paths[-1]
-    assert r.retry and r.state is SS.SYN_SENT
-    MP._event(conv, flow, mp.paths[0], SI.TIMER_STALE, p.now)
-    MP._event(conv, flow, mp.paths[0], SI.TIMER_DEAD, p.now + 0.5)
     p.now += 0.6
     nj = Join(p, MP._join_syn(conv, flow, r))
     nj.c_isn = r.local_isn
