@@ -4319,12 +4319,16 @@ def _j_established(conv, flow, p, pkt, data, dss, now):
     _cwnd_start(conv, flow, p)
     acts = _j_segment(conv, flow, p, pkt, data, dss, now)
     first = not any(q is not p and q.state in ALIVE for q in mp.paths)  # alive again after none was
-    if first and mp.snd_nxt > mp.data_ack:
+    # the guest's FIN lies at snd_nxt: every byte before it was mapped. Not when its last
+    # bytes came while no subflow was alive (dropped, never mapped): a DATA_FIN at snd_nxt
+    # then ended the stream before them (the model, MP_MODEL_RANDOM, stop 48)
+    fin_next = flow.local_fin and _unwrap((flow.local_fin_seq - flow.guest_isn) & M32, mp.snd_nxt) == mp.snd_nxt
+    if first and (mp.snd_nxt > mp.data_ack or (flow.local_fin and not fin_next and not _guest_fin_acked(flow, mp))):
         # the first subflow alive again after none was (_revive, or an uplink's return): the
         # guest's resends since went nowhere ("no live subflow"), and its RTO may have backed
         # off for seconds; prompted now, as when a subflow dies (_j_dead) (review of b5d97cb)
         acts += _prompt_guest(flow, mp, conv.counters)
-    elif first and flow.local_fin and mp.snd_nxt == mp.data_ack and not _guest_fin_acked(flow, mp):
+    elif first and fin_next and mp.snd_nxt == mp.data_ack and not _guest_fin_acked(flow, mp):
         # only the guest's FIN outstanding, and this the first subflow alive again: its
         # DATA_FIN goes on it now, not at the guest's next FIN resend, an RTO backed off while
         # no path existed (review of ffa262f)

@@ -1637,6 +1637,19 @@ def test_head_reinjected_behind_a_hole_beyond_the_guests_resends_does_not_stall(
     assert sim.conv.counters[Counter.HeadIntoHole]
 
 
+# Found by test_upload_then_close_any_schedule_sack_guest with MP_MODEL_RANDOM=1 (stop 48; it
+# failed the same way at stop 47's code). Every subflow died; the guest's last bytes and its
+# FIN came while none was alive ("no live subflow": dropped, never mapped), so the DATA_ACK
+# equalled snd_nxt. The first join alive again took that for "only the FIN outstanding" and
+# sent a bare DATA_FIN at snd_nxt, 395 bytes before the stream's end: a Linux server would
+# have closed the stream there, the upload cut short. Now the DATA_FIN goes only when the
+# guest's FIN lies at snd_nxt; otherwise the guest is prompted to resend what went nowhere.
+def test_a_join_alive_again_sends_no_data_fin_before_bytes_that_went_nowhere():
+    ops = [(0, 0, 0)] * 11 + [(1, 0, 0), (1, 0, 0), (4, 173, 0), (5, 0, 0), (1, 0, 0), (1, 3, 0),
+                              (1, 3, 0), (1, 3, 0), (4, 32, 0)]
+    run(Sim(2, UP_STREAM[:2000], b"", checksum=True, close="bare", guest_sack=True, slow_start=False), ops)
+
+
 _HEAD_BEHIND_A_HOLE = ([(G_SEND, 0, 0), (G_SEND, 0, 0), (G_BIG, 0, 0), (DELIVER, 0, 1)] + [(G_SEND, 0, 0)] * 11
                        + [(SKEW, 2, 0), (DELIVER, 0, 1)])  # (then the hole: DROP, 1, 1 or held)
 
