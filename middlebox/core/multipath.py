@@ -466,9 +466,10 @@ class MpConn:
         # where the swap (_head_hole) cannot go (-1: none): send resets it (_csum_stuck_reset)
         self.csum_stuck = -1
         self.csum_moved = False  # send put the head stuck there on another subflow
-        # joins owed again over an uplink that stayed up, whose subflow died by the clocks
-        # (or whose such join failed to open): (uplink id, remote, rport), tried at retry_at
-        # (tick; 0: none), REJOIN_WAIT doubled per batch tried so far (retry_n)
+        # joins owed over an uplink that stayed up (_retry_later: its subflow died by the
+        # clocks, or such a join failed to open; _no_path_left: nothing alive or opening):
+        # (uplink id, remote, rport, due), due REJOIN_WAIT doubled per batch tried so far
+        # (retry_n) after it was owed; retry_at the earliest due (tick; 0: none)
         self.retries = []
         self.retry_at = 0.0
         self.retry_n = 0
